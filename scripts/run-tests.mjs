@@ -1,0 +1,19 @@
+// Runs every *.test.ts under the given folder with Node's built-in test runner (tsx strips the types).
+// Node 20's --test takes no globs, so the files are listed here.
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+
+const root = process.argv[2] ?? 'test';
+const filter = process.argv[3];
+const files = [];
+(function walk(dir) {
+  for (const name of readdirSync(dir).sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) walk(p);
+    else if (name.endsWith('.test.ts') && (!filter || p.includes(filter))) files.push(p);
+  }
+})(root);
+if (files.length === 0) { console.error(`no test files under ${root}`); process.exit(1); }
+const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files], { stdio: 'inherit' });
+process.exit(r.status ?? 1);
