@@ -1,0 +1,101 @@
+/**
+ * Atomic file replacement for every writer in lorakit (safetensors, adapter folders, checkpoints): readers see either
+ * the old file or the complete new one, never a prefix, even if the process dies mid-write. It is not a lock: two
+ * concurrent writers to one path both succeed and the last rename wins.
+ */
+import { open, rename, unlink, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { LorakitError } from '../errors.ts';
+
+/** What writeFileAtomic accepts: bytes, a UTF-8 string, or a (sync or async) sequence of byte chunks written in order. */
+export type AtomicData = Uint8Array | string | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
+
+/** Options of writeFileAtomic. */
+export interface AtomicWriteOptions {
+  /** Permission bits of the new file; default: those of the file being replaced, else 0o666 minus the umask. */
+  mode?: number;
+}
+
+// One write(2) moves at most ~2 GiB, so large chunks are written in slices.
+const MAX_WRITE = 1 << 30;
+
+/** Name of the temporary sibling: hidden, unique per process and call, and recognisable (`.<name>.<pid>.<hex>.tmp`). */
+export function tempPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
+async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < chunk.length) {
+    const n = Math.min(chunk.length - done, MAX_WRITE);
+    const { bytesWritten } = await fh.write(chunk, done, n);
+    done += bytesWritten;
+  }
+}
+
+async function* chunksOf(data: AtomicData): AsyncGenerator<Uint8Array> {
+  if (typeof data === 'string') yield new TextEncoder().encode(data);
+  else if (data instanceof Uint8Array) yield data;
+  else yield* data;
+}
+
+// Makes the rename itself durable. Some platforms (Windows) cannot open or fsync a folder; the rename is then as
+// durable as the OS makes it, which is the best available there.
+async function syncDir(dir: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(dir, 'r');
+    await fh.sync();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL' && code !== 'EBADF' && code !== 'EACCES') throw e;
+  } finally {
+    await fh?.close();
+  }
+}
+
+/**
+ * Writes `data` to `path` atomically: a temp file in the same folder, fsync, rename over `path`, fsync the folder.
+ * On any error (including one thrown by the chunk source) the temp file is removed and `path` is left as it was.
+ */
+export async function writeFileAtomic(path: string, data: AtomicData, options: AtomicWriteOptions = {}): Promise<void> {
+  const dir = dirname(path);
+  let mode = options.mode;
+  if (mode === undefined) {
+    try {
+      mode = (await stat(path)).mode & 0o7777;
+    } catch {
+      mode = 0o666;
+    }
+  }
+  const tmp = tempPathFor(path);
+  let fh: FileHandle | undefined;
+  try {
+    try {
+      fh = await open(tmp, 'wx', mode);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new LorakitError('LK_FILE_NOT_FOUND', `cannot write ${path}: folder ${dir} does not exist`, { path });
+      }
+      throw e;
+    }
+    for await (const chunk of chunksOf(data)) {
+      if (!(chunk instanceof Uint8Array)) {
+        throw new LorakitError('LK_INVALID_ARGUMENT',
+          `writeFileAtomic(${path}): expected each chunk to be a Uint8Array, found ${Object.prototype.toString.call(chunk)}`);
+      }
+      await writeAll(fh, chunk);
+    }
+    await fh.sync();
+    await fh.close();
+    fh = undefined;
+    await rename(tmp, path);
+  } catch (e) {
+    await fh?.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  await syncDir(dir);
+}

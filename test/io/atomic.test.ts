@@ -1,0 +1,88 @@
+// writeFileAtomic: complete replacement, old file intact after a failure, no temp files left behind.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, readdir, rm, stat, writeFile, chmod } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeFileAtomic } from '../../src/io/atomic.ts';
+import { LorakitError } from '../../src/errors.ts';
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'lorakit-atomic-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('writes bytes, strings and chunk sequences', async () => {
+  await withDir(async (dir) => {
+    const p = join(dir, 'a.bin');
+    await writeFileAtomic(p, new Uint8Array([1, 2, 3]));
+    assert.deepEqual([...await readFile(p)], [1, 2, 3]);
+    await writeFileAtomic(p, 'héllo');
+    assert.equal(await readFile(p, 'utf8'), 'héllo');
+    await writeFileAtomic(p, [new Uint8Array([1]), new Uint8Array(0), new Uint8Array([2, 3])]);
+    assert.deepEqual([...await readFile(p)], [1, 2, 3]);
+    await writeFileAtomic(p, (async function* () { yield new Uint8Array([9]); yield new Uint8Array([8]); })());
+    assert.deepEqual([...await readFile(p)], [9, 8]);
+    assert.deepEqual(await readdir(dir), ['a.bin']);
+  });
+});
+
+test('a chunk source failing mid-write leaves the old file intact and no temp file', async () => {
+  await withDir(async (dir) => {
+    const p = join(dir, 'model.safetensors');
+    await writeFile(p, 'old content');
+    async function* failing(): AsyncGenerator<Uint8Array> {
+      yield new Uint8Array(1 << 20).fill(7); // a real partial write happens before the failure
+      throw new Error('disk on fire');
+    }
+    await assert.rejects(writeFileAtomic(p, failing()), /disk on fire/);
+    assert.equal(await readFile(p, 'utf8'), 'old content');
+    assert.deepEqual(await readdir(dir), ['model.safetensors']);
+  });
+});
+
+test('a bad chunk type fails with LK_INVALID_ARGUMENT and cleans up', async () => {
+  await withDir(async (dir) => {
+    const p = join(dir, 'x.json');
+    await assert.rejects(writeFileAtomic(p, [new Uint8Array([1]), 'nope' as unknown as Uint8Array]),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && e.message.includes('x.json'));
+    assert.deepEqual(await readdir(dir), []);
+  });
+});
+
+test('a missing folder gives LK_FILE_NOT_FOUND naming it', async () => {
+  await withDir(async (dir) => {
+    const missing = join(dir, 'nope');
+    await assert.rejects(writeFileAtomic(join(missing, 'f.txt'), 'x'),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' && e.message.includes(missing));
+  });
+});
+
+test('replacing keeps the old file permissions; a new file takes the given mode', async () => {
+  await withDir(async (dir) => {
+    const p = join(dir, 'run.sh');
+    await writeFile(p, 'old');
+    await chmod(p, 0o640);
+    await writeFileAtomic(p, 'new');
+    assert.equal((await stat(p)).mode & 0o777, 0o640);
+    const q = join(dir, 'private');
+    await writeFileAtomic(q, 'secret', { mode: 0o600 });
+    assert.equal((await stat(q)).mode & 0o777, 0o600);
+  });
+});
+
+test('concurrent writers to one path each leave a complete file', async () => {
+  await withDir(async (dir) => {
+    const p = join(dir, 'c.bin');
+    const payloads = Array.from({ length: 8 }, (_, i) => new Uint8Array(200_000).fill(i));
+    await Promise.all(payloads.map((d) => writeFileAtomic(p, d)));
+    const got = await readFile(p);
+    assert.equal(got.length, 200_000);
+    assert.ok(got.every((v) => v === got[0]), 'the file is one writer\'s content, not a mix');
+    assert.deepEqual(await readdir(dir), ['c.bin']);
+  });
+});
