@@ -1,0 +1,84 @@
+/**
+ * Graph → ONNX ModelProto bytes. Only live nodes (those the outputs need) are written, since ONNX Runtime runs every
+ * node it is given. Initializers are written inline, or as external data that ORT memory-maps when `externalize`
+ * says where their bytes live (a file in the model's folder).
+ */
+import { LorakitError } from '../errors.ts';
+import { ONNX_DTYPE, type AnyTypedArray } from './dtype.ts';
+import type { Graph, Tensor, InitData } from './graph.ts';
+import { FLOAT_ATTRS, OPS, type AttrTensor } from './ops/index.ts';
+import { ProtoWriter } from './protobuf.ts';
+
+export const OPSET = 18;
+export const IR_VERSION = 8;
+
+export interface OnnxOptions {
+  /** For each initializer: where its bytes are stored outside the model, or null to write them inline. */
+  externalize?: (name: string, data: InitData, byteLength: number) => { location: string; offset: number } | null;
+  /** Producer tag written into the model. */
+  docString?: string;
+}
+
+const bytesOf = (a: AnyTypedArray) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+function tensorProto(name: string, t: { dtype: Tensor['dtype']; shape: readonly number[] }, data: InitData, opts: OnnxOptions): ProtoWriter {
+  const w = new ProtoWriter();
+  w.ints(1, t.shape).int(2, ONNX_DTYPE[t.dtype]).string(8, name);
+  const length = data.kind === 'array' ? data.array.byteLength : data.length;
+  const ext = opts.externalize?.(name, data, length) ?? null;
+  if (ext) {
+    const kv = (k: string, v: string) => new ProtoWriter().string(1, k).string(2, v);
+    w.message(13, kv('location', ext.location)).message(13, kv('offset', String(ext.offset))).message(13, kv('length', String(length)));
+    w.int(14, 1);
+  } else if (data.kind === 'array') {
+    w.bytes(9, bytesOf(data.array));
+  } else {
+    throw new LorakitError('LK_INVALID_ARGUMENT', `initializer "${name}" lives in ${data.path}; serialise with an externalize() that places it`);
+  }
+  return w;
+}
+
+function valueInfo(t: Tensor, name: string): ProtoWriter {
+  const shape = new ProtoWriter();
+  for (const d of t.shape) shape.message(1, typeof d === 'number' ? new ProtoWriter().int(1, d) : new ProtoWriter().string(2, d));
+  const tensorType = new ProtoWriter().int(1, ONNX_DTYPE[t.dtype]).message(2, shape);
+  return new ProtoWriter().string(1, name).message(2, new ProtoWriter().message(1, tensorType));
+}
+
+function attribute(name: string, v: number | number[] | string | AttrTensor, opts: OnnxOptions): ProtoWriter {
+  const w = new ProtoWriter().string(1, name);
+  if (typeof v === 'string') return w.bytes(4, new TextEncoder().encode(v)).int(20, 3);
+  if (typeof v === 'number') return FLOAT_ATTRS.has(name) ? w.float(2, v).int(20, 1) : w.int(3, v).int(20, 2);
+  if (Array.isArray(v)) return w.ints(8, v).int(20, 7);
+  return w.message(5, tensorProto('', { dtype: v.dtype, shape: v.dims }, { kind: 'array', array: v.data }, {})).int(20, 4);
+}
+
+/** Serialises the graph's live part to ONNX bytes. */
+export function toOnnx(graph: Graph, opts: OnnxOptions = {}): Uint8Array {
+  if (graph.outputs.length === 0) throw new LorakitError('LK_GRAPH_INVALID', `graph "${graph.name}" has no outputs; call graph.output(name, tensor)`);
+  const nodes = graph.liveNodes();
+  const g = new ProtoWriter();
+  for (const n of nodes) {
+    const nw = new ProtoWriter();
+    for (const t of n.inputs) nw.string(1, t ? t.name : '');
+    for (const o of n.outputs) nw.string(2, o.name);
+    nw.string(3, n.name).string(4, n.op);
+    for (const [k, v] of Object.entries(n.attrs)) nw.message(5, attribute(k, v, opts));
+    const domain = OPS[n.op].domain;
+    if (domain) nw.string(7, domain);
+    g.message(1, nw);
+  }
+  g.string(2, graph.name);
+  for (const { tensor, data } of graph.liveInitializers(nodes)) {
+    g.message(5, tensorProto(tensor.name, { dtype: tensor.dtype, shape: tensor.shape as number[] }, data, opts));
+  }
+  const used = new Set(nodes.flatMap((n) => n.inputs.map((t) => t?.name)));
+  for (const t of graph.inputs) if (used.has(t.name)) g.message(11, valueInfo(t, t.name));
+  for (const { name, tensor } of graph.outputs) g.message(12, valueInfo(tensor, name));
+  const m = new ProtoWriter().int(1, IR_VERSION).string(2, 'lorakit').string(3, '0.1.0');
+  if (opts.docString) m.string(6, opts.docString);
+  m.message(7, g);
+  m.message(8, new ProtoWriter().string(1, '').int(2, OPSET));
+  m.message(8, new ProtoWriter().string(1, 'com.microsoft').int(2, 1));
+  return m.finish();
+}

@@ -1,0 +1,13 @@
+// The primitive table: every op lorakit emits, each with shape inference and a gradient rule (or the reason it has none).
+// Typed over the op-name union (types.ts), so a new primitive without an entry does not compile.
+import { elementwiseOps } from './elementwise.ts';
+import { linalgOps } from './linalg.ts';
+import { reduceOps } from './reduce.ts';
+import { movementOps } from './movement.ts';
+import { nnOps } from './nn.ts';
+import type { OpDef, OpName } from './types.ts';
+
+export const OPS: Record<OpName, OpDef> = { ...elementwiseOps, ...linalgOps, ...reduceOps, ...movementOps, ...nnOps };
+
+export type { Attrs, AttrTensor, OpDef, OpName } from './types.ts';
+export { FLOAT_ATTRS } from './types.ts';
