@@ -32,13 +32,14 @@ export const nnOps: Record<NnOp, OpDef> = {
         }
       }
       const stat = x!.shape.map((d, i) => (i < axis ? d : 1));
-      return [{ dtype: x!.dtype, shape: [...x!.shape] }, { dtype: x!.dtype, shape: stat }, { dtype: x!.dtype, shape: stat }].slice(0, nOut);
+      // Mean and InvStdDev use stash_type (default float32) whatever X's type is.
+      return [{ dtype: x!.dtype, shape: [...x!.shape] }, { dtype: 'f32' as const, shape: stat }, { dtype: 'f32' as const, shape: stat }].slice(0, nOut);
     },
     // x̂ = (X−μ)·r, g = dY⊙γ: dX = r·(g − mean(g) − x̂·mean(g⊙x̂)); dγ = Σ_rows dY⊙x̂; dβ = Σ_rows dY
     vjp: (n, [dy], need) => {
       if (n.outputs.length < 3) throw new LorakitError('LK_NO_GRADIENT', 'LayerNormalization gradient needs the Mean and InvStdDev outputs; build it with layerNorm()');
       const [x, gamma] = [n.inputs[0]!, n.inputs[1]!];
-      const [, mu, r] = n.outputs;
+      const [mu, r] = [n.outputs[1].cast(x.dtype), n.outputs[2].cast(x.dtype)];
       const axis = normAxis((n.attrs.axis as number) ?? -1, x.rank, 'LayerNormalization');
       const normAxes = x.shape.map((_, i) => i).filter((i) => i >= axis);
       const rowAxes = x.shape.map((_, i) => i).filter((i) => i < axis);

@@ -1,0 +1,61 @@
+/**
+ * Composite functions built from primitives; autodiff differentiates them through their parts.
+ * They become primitives only when a fused ONNX op is measurably faster (then with a rule of their own).
+ */
+import { LorakitError } from '../errors.ts';
+import type { Tensor } from './graph.ts';
+
+/** log softmax along `axis`, as x − (m + log Σ exp(x − m)) with m the detached max (WebGPU has no LogSoftmax kernel). */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  const m = x.max(axis, true).detach();
+  const shifted = x.sub(m);
+  return shifted.sub(shifted.exp().sum(axis, true).log());
+}
+
+/** LayerNorm over the last dims from `axis` (the fused ONNX op; its Mean/InvStdDev outputs feed the gradient). */
+export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor | null, eps = 1e-5, axis = -1): Tensor {
+  const ins = beta ? [x, gamma, beta] : [x, gamma];
+  return x.graph.opMulti('LayerNormalization', ins, { axis, epsilon: eps }, 3)[0];
+}
+
+/** RMSNorm: x / sqrt(mean(x²) + eps) · w (Llama). */
+export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
+  return x.mul(x.mul(x).mean(-1, true).add(eps).sqrt().reciprocal()).mul(w);
+}
+
+/** GELU, exact (erf) or the tanh approximation GPT-2 calls gelu_new. */
+export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  if (approximate === 'tanh') {
+    const inner = x.add(x.mul(x).mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
+    return x.mul(0.5).mul(inner.tanh().add(1));
+  }
+  return x.mul(0.5).mul(x.mul(Math.SQRT1_2).erf().add(1));
+}
+
+/** SiLU (swish): x·σ(x). */
+export function silu(x: Tensor): Tensor {
+  return x.mul(x.sigmoid());
+}
+
+/**
+ * Mean cross-entropy of `logits` [N, C] against integer `labels` [N]; labels equal to `ignoreIndex` do not count.
+ * Returns the scalar mean over counted labels (0 when none count) — PyTorch's F.cross_entropy semantics.
+ */
+export function crossEntropy(logits: Tensor, labels: Tensor, ignoreIndex = -100): Tensor {
+  if (logits.rank !== 2 || labels.rank !== 1) {
+    throw new LorakitError('LK_SHAPE_MISMATCH', `crossEntropy: expects logits [N, C] and labels [N], got ${logits.toString()} and ${labels.toString()}`);
+  }
+  const { nll, valid } = tokenNll(logits, labels, ignoreIndex);
+  const count = valid.sum().maximum(1);
+  return nll.sum().div(count);
+}
+
+/** Per-token negative log-likelihood [N] (0 at ignored labels) and the valid mask [N] as logits' dtype. */
+export function tokenNll(logits: Tensor, labels: Tensor, ignoreIndex = -100): { nll: Tensor; valid: Tensor } {
+  const valid = labels.equal(labels.lift(ignoreIndex)).not();
+  const safe = valid.where(labels, labels.lift(0)); // ignored labels point at class 0, then are masked out
+  const logp = logSoftmax(logits, -1);
+  const picked = logp.gatherElements(safe.unsqueeze(-1), 1).squeeze(-1);
+  const v = valid.cast(logits.dtype);
+  return { nll: picked.neg().mul(v), valid: v };
+}
