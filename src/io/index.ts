@@ -1,0 +1,13 @@
+// Public surface of src/io: file formats and safe writes. Other folders import from here, not from the files.
+export { f16ToF32, f32ToF16, bf16ToF32, f32ToBf16, f16BitsToNumber, numberToF16Bits, bf16BitsToNumber, numberToBf16Bits } from './half.ts';
+export { writeFileAtomic, tempPathFor } from './atomic.ts';
+export type { AtomicData, AtomicWriteOptions } from './atomic.ts';
+export {
+  DTYPE_BYTES, MAX_HEADER_BYTES, isSupportedDType, readHeaderLength, parseHeader, canReadAs, checkReadAs, decodeTensor,
+  SafetensorsFile, SafetensorsBuffer, planSafetensors, encodeSafetensors, writeSafetensors,
+} from './safetensors.ts';
+export type {
+  SafetensorsDType, TensorInfo, SafetensorsHeader, ReadType, ReadTypeMap, WeightsReader, TensorData, TensorToWrite, TensorsToWrite,
+} from './safetensors.ts';
+export { openWeights, ShardedWeights } from './sharded.ts';
+export type { OpenWeightsOptions } from './sharded.ts';
