@@ -1,0 +1,73 @@
+// Composite functions: forward values against plain-JS references, gradients against finite differences.
+import { test } from 'node:test';
+import { Graph, crossEntropy, logSoftmax, rmsNorm, gelu, silu, layerNorm } from '../../src/graph/index.ts';
+import { compile } from '../../src/runtime/index.ts';
+import { gradcheck } from './gradcheck.ts';
+import { assertAllclose, randArray } from '../helpers.ts';
+
+test('crossEntropy equals the mean NLL over counted labels and ignores -100', async () => {
+  const [N, C] = [4, 5];
+  const z = randArray(N * C, 3, -3, 3);
+  const labels = [2, -100, 0, 4];
+  const g = new Graph();
+  const loss = crossEntropy(g.input('z', 'f64', [N, C]), g.input('y', 'i64', [N]));
+  g.output('loss', loss);
+  const s = await compile(g, { worker: false });
+  const out = await s.run({ z, y: BigInt64Array.from(labels.map(BigInt)) });
+  let sum = 0, cnt = 0;
+  for (let i = 0; i < N; i++) {
+    if (labels[i] === -100) continue;
+    const row = Array.from(z.slice(i * C, (i + 1) * C));
+    const m = Math.max(...row);
+    const lse = m + Math.log(row.reduce((a, v) => a + Math.exp(v - m), 0));
+    sum += lse - row[labels[i]]; cnt++;
+  }
+  assertAllclose(out.loss.data as Float64Array, [sum / cnt], { rtol: 1e-12, what: 'loss' });
+});
+
+test('crossEntropy with every label ignored is 0, not NaN', async () => {
+  const g = new Graph();
+  g.output('loss', crossEntropy(g.input('z', 'f32', [2, 3]), g.input('y', 'i64', [2])));
+  const s = await compile(g, { worker: false });
+  const out = await s.run({ z: new Float32Array(6).fill(1), y: BigInt64Array.from([-100n, -100n]) });
+  assertAllclose(out.loss.data as Float32Array, [0]);
+});
+
+test('rmsNorm and gelu match plain-JS formulas', async () => {
+  const x = randArray(8, 5);
+  const w = randArray(4, 6);
+  const g = new Graph();
+  const xi = g.input('x', 'f64', [2, 4]), wi = g.input('w', 'f64', [4]);
+  g.output('rms', rmsNorm(xi, wi, 1e-6));
+  g.output('gelu', gelu(xi.cast('f32')).cast('f64'));
+  g.output('gelu_tanh', gelu(xi, 'tanh'));
+  const s = await compile(g, { worker: false });
+  const out = await s.run({ x, w });
+  const rms = new Float64Array(8), ge = new Float64Array(8), gt = new Float64Array(8);
+  for (let r = 0; r < 2; r++) {
+    const row = x.slice(r * 4, r * 4 + 4);
+    const inv = 1 / Math.sqrt(row.reduce((a, v) => a + v * v, 0) / 4 + 1e-6);
+    for (let c = 0; c < 4; c++) rms[r * 4 + c] = row[c] * inv * w[c];
+  }
+  const erf = (v: number) => { // Abramowitz-Stegun 7.1.26 is too coarse; use a series for |v| < 3
+    let s = 0, t = v, n = 0;
+    while (Math.abs(t) > 1e-17 && n < 200) { s += t / (2 * n + 1); n++; t *= -v * v / n; }
+    return (2 / Math.sqrt(Math.PI)) * s;
+  };
+  x.forEach((v, i) => {
+    ge[i] = 0.5 * v * (1 + erf(v / Math.SQRT2));
+    gt[i] = 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+  });
+  assertAllclose(out.rms.data as Float64Array, rms, { rtol: 1e-12, what: 'rmsNorm' });
+  assertAllclose(out.gelu.data as Float64Array, ge, { rtol: 1e-6, atol: 1e-6, what: 'gelu' });
+  assertAllclose(out.gelu_tanh.data as Float64Array, gt, { rtol: 1e-12, what: 'gelu tanh' });
+});
+
+test('gradient: logSoftmax', () => gradcheck((_g, [x]) => logSoftmax(x), [{ shape: [3, 5] }]));
+test('gradient: crossEntropy with an ignored label', () =>
+  gradcheck((g, [z]) => crossEntropy(z, g.constant([1, -100, 3], 'i64', [3])), [{ shape: [3, 4] }]));
+test('gradient: rmsNorm', () => gradcheck((_g, [x, w]) => rmsNorm(x, w), [{ shape: [2, 4] }, { shape: [4] }]));
+// ORT keeps LayerNorm's mean and 1/std in float32 (stash_type) even for float64 input, hence rtol 1e-5
+test('gradient: layerNorm without bias', () => gradcheck((_g, [x, w]) => layerNorm(x, w, null), [{ shape: [2, 3, 4] }, { shape: [4] }], { rtol: 1e-5 }));
+test('gradient: gelu (tanh form)', () => gradcheck((_g, [x]) => gelu(x, 'tanh'), [{ shape: [6] }]));
+test('gradient: silu', () => gradcheck((_g, [x]) => silu(x), [{ shape: [6] }]));
