@@ -1,0 +1,7 @@
+// The command list, in help order. Each command file exports `register(cli)` and is imported only when its
+// command runs, so `lorakit info` never loads ONNX Runtime.
+import type { CommandModule } from './main.ts';
+
+export const COMMANDS: Record<string, { describe: string; load: () => Promise<CommandModule> }> = {
+  selftest: { describe: 'Train a tiny graph on ONNX Runtime to check the installation', load: () => import('./selftest.ts') },
+};
