@@ -141,12 +141,11 @@ export function parseHeader(bytes: Uint8Array, fileSize: number, fileName: strin
   }
   let text: string;
   try {
+    // ignoreBOM keeps a BOM in the text, so JSON.parse refuses it as the reference (serde_json) does.
     text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes.subarray(8, 8 + n));
   } catch {
     throw invalid(fileName, `header (bytes 8..${8 + n}) is not valid UTF-8`);
   }
-  // The reference refuses a header that does not start with '{' (so a BOM or leading space is an error there too).
-  if (!text.startsWith('{')) throw invalid(fileName, `expected the header to start with '{', found ${describe(text.slice(0, 10))}`);
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -163,6 +162,7 @@ export function parseHeader(bytes: Uint8Array, fileSize: number, fileName: strin
 
   for (const [name, entry] of Object.entries(json)) {
     if (name === '__metadata__') {
+      if (entry === null) continue; // the reference reads null as "no metadata"
       if (!isPlainObject(entry)) throw invalid(fileName, `expected __metadata__ to be an object of strings, found ${describe(entry)}`);
       for (const [k, v] of Object.entries(entry)) {
         if (typeof v !== 'string') throw invalid(fileName, `expected __metadata__['${k}'] to be a string, found ${describe(v)}`);
