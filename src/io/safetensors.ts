@@ -309,7 +309,7 @@ export function decodeTensor<T extends ReadType>(bytes: Uint8Array, info: Tensor
     const f = dtype === 'F16' || dtype === 'BF16' ? toF32(src, dtype) : src;
     out = new Float64Array(f.length);
     out.set(f as Float32Array);
-  } else if (type === 'f16') out = f32ToF16(toF32(src, dtype));
+  } else if (type === 'f16') out = f32ToF16(toF32(src, dtype)); // F64 rounds twice here (via f32); off by one ulp at worst
   else if (type === 'bf16') out = f32ToBf16(toF32(src, dtype));
   else if (type === 'i64' || type === 'u64') {
     // TypedArray#set refuses to mix number and bigint arrays, hence the loop.
