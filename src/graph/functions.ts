@@ -59,3 +59,23 @@ export function tokenNll(logits: Tensor, labels: Tensor, ignoreIndex = -100): { 
   const v = valid.cast(logits.dtype);
   return { nll: picked.neg().mul(v), valid: v };
 }
+
+/**
+ * Pseudo-random uniforms in [0, 1) shaped like `x`, from a scalar f32 `seed` fed per step: a sine hash of the
+ * element index (no RNG op: ORT's random ops have no WebGPU kernel and keep hidden state, which would break exact
+ * resume). Good enough for dropout masks; not for statistics.
+ */
+export function hashUniformLike(x: Tensor, seed: Tensor): Tensor {
+  const g = x.graph;
+  const n = x.shapeOf().graph.op('ReduceProd', [x.shapeOf(), g.constInts([0])], { keepdims: 0 }).cast('f32');
+  const idx = g.range(g.scalar(0, 'f32'), n, g.scalar(1, 'f32'), 'f32').reshape(x.shapeOf(), x.shape); // [..x]
+  const h = idx.mul(12.9898).add(seed.mul(78.233)).sin().mul(43758.5453);
+  return h.sub(h.floor()).cast(x.dtype);
+}
+
+/** Inverted dropout with a hash mask: x·keep/(1−p), keep = u ≥ p. */
+export function dropout(x: Tensor, p: number, seed: Tensor): Tensor {
+  if (p <= 0) return x;
+  const keep = hashUniformLike(x, seed).less(x.lift(p)).not().cast(x.dtype).detach();
+  return x.mul(keep).mul(1 / (1 - p));
+}

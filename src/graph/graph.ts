@@ -54,6 +54,9 @@ export class Tensor {
   reciprocal(): Tensor { return this.graph.op('Reciprocal', [this]); }
   abs(): Tensor { return this.graph.op('Abs', [this]); }
   relu(): Tensor { return this.graph.op('Relu', [this]); }
+  sin(): Tensor { return this.graph.op('Sin', [this]); }
+  cos(): Tensor { return this.graph.op('Cos', [this]); }
+  floor(): Tensor { return this.graph.op('Floor', [this]); }
   // comparisons and logic (not differentiable)
   equal(o: TensorLike): Tensor { return this.graph.op('Equal', [this, this.lift(o)]); }
   greater(o: TensorLike): Tensor { return this.graph.op('Greater', [this, this.lift(o)]); }

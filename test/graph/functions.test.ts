@@ -1,5 +1,6 @@
 // Composite functions: forward values against plain-JS references, gradients against finite differences.
 import { test } from 'node:test';
+import assert from 'node:assert/strict';
 import { Graph, crossEntropy, logSoftmax, rmsNorm, gelu, silu, layerNorm } from '../../src/graph/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { gradcheck } from './gradcheck.ts';
@@ -71,3 +72,19 @@ test('gradient: rmsNorm', () => gradcheck((_g, [x, w]) => rmsNorm(x, w), [{ shap
 test('gradient: layerNorm without bias', () => gradcheck((_g, [x, w]) => layerNorm(x, w, null), [{ shape: [2, 3, 4] }, { shape: [4] }], { rtol: 1e-5 }));
 test('gradient: gelu (tanh form)', () => gradcheck((_g, [x]) => gelu(x, 'tanh'), [{ shape: [6] }]));
 test('gradient: silu', () => gradcheck((_g, [x]) => silu(x), [{ shape: [6] }]));
+
+test('dropout keeps about 1-p of the values, scaled by 1/(1-p), and is reproducible per seed', async () => {
+  const { dropout } = await import('../../src/graph/index.ts');
+  const g = new Graph();
+  const x = g.input('x', 'f32', [64, 128]), seed = g.input('seed', 'f32', []);
+  g.output('y', dropout(x, 0.25, seed));
+  const s = await compile(g, { worker: false });
+  const ones = new Float32Array(64 * 128).fill(1);
+  const run = async (sd: number) => (await s.run({ x: ones, seed: new Float32Array([sd]) })).y.data as Float32Array;
+  const [a, a2, b] = [await run(1), await run(1), await run(2)];
+  const kept = a.filter((v) => v !== 0);
+  assert.ok(Math.abs(kept.length / a.length - 0.75) < 0.03, `kept fraction ${kept.length / a.length}`);
+  assert.ok(kept.every((v) => Math.abs(v - 4 / 3) < 1e-6));
+  assert.deepEqual(a, a2);
+  assert.ok(a.some((v, i) => v !== b[i]), 'another seed gives another mask');
+});

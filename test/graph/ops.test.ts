@@ -21,6 +21,8 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
   ['Erf (f32 kernel only)', (_g, [a]) => a.cast('f32').erf().cast('f64'), [{ shape: [2, 3] }]],
   ['Sigmoid', (_g, [a]) => a.sigmoid(), [{ shape: [2, 3] }]],
   ['Reciprocal', (_g, [a]) => a.reciprocal(), [{ shape: [2, 3], ...pos }]],
+  ['Sin', (_g, [a]) => a.sin(), [{ shape: [2, 3] }]],
+  ['Cos', (_g, [a]) => a.cos(), [{ shape: [2, 3] }]],
   ['Abs away from zero', (_g, [a]) => a.abs(), [{ shape: [4], values: [-2, -0.5, 0.5, 3] }]],
   ['Relu away from zero', (_g, [a]) => a.relu(), [{ shape: [4], values: [-2, -0.5, 0.5, 3] }]],
   ['Where routes by a mask', (g, [a, b]) => g.constant([1, 0, 1, 0, 0, 1], 'bool', [2, 3]).where(a, b), [{ shape: [2, 3] }, { shape: [3] }]],

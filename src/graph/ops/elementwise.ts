@@ -75,6 +75,11 @@ export const elementwiseOps: Record<ElementwiseOp, OpDef> = {
   // d relu(x) = dx where x > 0
   Relu: { infer: unary, vjp: (n, [dy]) => [x0(n).greater(0).where(dy!, 0)] },
   Sign: { infer: unary, vjp: 'piecewise constant: its gradient is zero almost everywhere' },
+  // d sin(x) = cos(x)·dx
+  Sin: { infer: unaryFloat, vjp: (n, [dy]) => [dy!.mul(x0(n).graph.op('Cos', [x0(n)]))] },
+  // d cos(x) = −sin(x)·dx
+  Cos: { infer: unaryFloat, vjp: (n, [dy]) => [dy!.mul(x0(n).graph.op('Sin', [x0(n)])).neg()] },
+  Floor: { infer: unaryFloat, vjp: 'piecewise constant: its gradient is zero almost everywhere' },
   // d where(c, a, b) = where(c, da, 0) + where(c, 0, db)
   Where: {
     infer: (ins) => {

@@ -29,7 +29,7 @@ export interface OpDef {
 // The primitive names, by family. Each family file is typed `Record<FamilyOp, OpDef>`, so a name listed here
 // without a definition (or a definition not listed) does not compile.
 export type ElementwiseOp = 'Add' | 'Sub' | 'Mul' | 'Div' | 'Pow' | 'Max' | 'Min' | 'Neg' | 'Exp' | 'Log' | 'Sqrt' | 'Tanh' | 'Erf'
-  | 'Sigmoid' | 'Reciprocal' | 'Abs' | 'Relu' | 'Sign' | 'Where' | 'Equal' | 'Greater' | 'Less' | 'And' | 'Or' | 'Not' | 'Identity';
+  | 'Sigmoid' | 'Reciprocal' | 'Abs' | 'Relu' | 'Sign' | 'Sin' | 'Cos' | 'Floor' | 'Where' | 'Equal' | 'Greater' | 'Less' | 'And' | 'Or' | 'Not' | 'Identity';
 export type LinalgOp = 'MatMul' | 'Gemm';
 export type ReduceOp = 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceProd' | 'ArgMax';
 export type MovementOp = 'Reshape' | 'Transpose' | 'Unsqueeze' | 'Squeeze' | 'Slice' | 'Pad' | 'Concat' | 'Split' | 'Expand' | 'Gather'

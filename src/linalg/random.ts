@@ -1,0 +1,40 @@
+// Seeded random numbers for initialisations: reproducible across runs and machines (not across PyTorch, whose
+// streams cannot be reproduced in JS; adapters that depend on them store the tensors).
+
+/** A uniform [0, 1) generator (mulberry32) whose state can be saved and restored. */
+export class Rng {
+  constructor(public state: number) { this.state = state >>> 0; }
+  next(): number {
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    let t = this.state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** A standard normal draw (Box–Muller). */
+  normal(): number {
+    const u = 1 - this.next(), v = this.next();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  }
+  /** n values from U(lo, hi). */
+  uniformArray(n: number, lo: number, hi: number): Float32Array {
+    return Float32Array.from({ length: n }, () => lo + (hi - lo) * this.next());
+  }
+  /** n values from N(mean, std²). */
+  normalArray(n: number, std = 1, mean = 0): Float32Array {
+    return Float32Array.from({ length: n }, () => mean + std * this.normal());
+  }
+}
+
+/** A stable 32-bit seed derived from a string (FNV-1a), so each adapter tensor gets its own stream. */
+export function seedFrom(base: number, key: string): number {
+  let h = 0x811c9dc5 ^ base;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+/** PyTorch's kaiming_uniform_(a=√5) bound for a weight with `fanIn` inputs: 1/√fanIn. */
+export function kaimingUniformBound(fanIn: number, a = Math.sqrt(5)): number {
+  const gain = Math.sqrt(2 / (1 + a * a));
+  return gain * Math.sqrt(3 / fanIn);
+}
