@@ -17,6 +17,8 @@ const tokenId = z.number().int().nonnegative().nullable();
 const common = {
   architectures: z.array(z.string()).optional(),
   torch_dtype: z.string().nullable().optional(),
+  /** transformers >= 4.56 writes `dtype` where older versions wrote `torch_dtype`. */
+  dtype: z.string().nullable().optional(),
 };
 
 const gpt2Schema = z.object({
@@ -101,7 +103,7 @@ const bertSchema = z.object({
   tie_word_embeddings: z.boolean().default(true),
 });
 
-type Common = { architectures?: string[]; torch_dtype?: string | null };
+type Common = { architectures?: string[]; torch_dtype?: string | null; dtype?: string | null };
 
 /** GPT-2 (`model_type: "gpt2"`), with `n_inner` resolved to a number. */
 export type Gpt2Config = Common & Omit<z.output<typeof gpt2Schema>, 'n_inner' | keyof Common> & { n_inner: number };
@@ -174,11 +176,11 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   }
   const type = modelType as ModelType;
   if (type === 'gpt2') {
-    const c = validate(gpt2Schema, json, source);
+    const c = validateConfig(gpt2Schema, json, source);
     return { ...c, n_inner: c.n_inner ?? 4 * c.n_embd };
   }
-  if (type === 'bert') return normaliseBert(validate(bertSchema, json, source), source);
-  return normaliseLlamaLike(validate(llamaLikeSchema, json, source), source);
+  if (type === 'bert') return normaliseBert(validateConfig(bertSchema, json, source), source);
+  return normaliseLlamaLike(validateConfig(llamaLikeSchema, json, source), source);
 }
 
 /** Reads and validates `<path>` (a config.json file). */
@@ -244,12 +246,14 @@ function normaliseBert(c: z.output<typeof bertSchema>, source: string): BertConf
   return { ...c, id2label, num_labels: n };
 }
 
-function validate<S extends z.ZodType>(schema: S, json: unknown, source: string): z.output<S> {
+/** Parses `json` with a zod schema; the first issue becomes LK_CONFIG_INVALID naming `source`, the field path, expected and got. */
+export function validateConfig<S extends z.ZodType>(schema: S, json: unknown, source: string): z.output<S> {
   const r = schema.safeParse(json, { reportInput: true });
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   const path = issue.path.map(String).join('.');
-  throw new LorakitError('LK_CONFIG_INVALID', `${source}: field "${path}" ${expectation(issue)}, got ${describe(issue.input)}`, { source, path, issues: r.error.issues });
+  const where = path === '' ? 'the top level' : `field "${path}"`;
+  throw new LorakitError('LK_CONFIG_INVALID', `${source}: ${where} ${expectation(issue)}, got ${describe(issue.input)}`, { source, path, issues: r.error.issues });
 }
 
 /** What a zod issue expected, in words. */

@@ -11,3 +11,13 @@ export type {
 } from './safetensors.ts';
 export { openWeights, ShardedWeights } from './sharded.ts';
 export type { OpenWeightsOptions } from './sharded.ts';
+export { SUPPORTED_MODEL_TYPES, parseModelConfig, loadModelConfig, validateConfig, readJsonFile, parseJsonText } from './config.ts';
+export type { ModelType, ModelConfig, Gpt2Config, LlamaLikeConfig, BertConfig, RopeScaling } from './config.ts';
+export { HfTokenizer, tokenContent, gpt2TokenizerJson, bertTokenizerJson } from './tokenizer.ts';
+export type {
+  EncodeOptions, EncodeBatchOptions, BatchEncoding, DecodeOptions, HfTokenizerOptions, StreamDecoder, AddedTokenInfo, BackendTokenizer,
+} from './tokenizer.ts';
+export { renderChat, encodeChat, chatTemplateFromConfig, findChatTemplate, loadChatTemplate } from './chat.ts';
+export type { ChatMessage, RenderChatOptions, EncodeChatOptions, ChatEncoding } from './chat.ts';
+export { loadHfFolder, parseGenerationConfig } from './hf.ts';
+export type { HfFolder, LoadHfFolderOptions, GenerationConfig } from './hf.ts';
