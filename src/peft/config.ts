@@ -1,0 +1,76 @@
+/**
+ * What every LoRA-family config shares with PEFT's LoraConfig: which modules are targeted (a list of names or
+ * suffixes, a full-match regex, or "all-linear"), excluded, limited to some layers, and how rank_pattern /
+ * alpha_pattern override r and alpha per module (PEFT: key matches `(.*\\.)?(key)$`, first match wins).
+ */
+import { z } from 'zod';
+import { LorakitError } from '../errors.ts';
+import type { LayerInfo } from './method.ts';
+
+/** The targeting fields of PEFT's configs, with PEFT's names and defaults. */
+export const targetingSchema = z.object({
+  target_modules: z.union([z.array(z.string()), z.string()]).nullable().default(null),
+  exclude_modules: z.union([z.array(z.string()), z.string()]).nullable().default(null),
+  layers_to_transform: z.union([z.number().int(), z.array(z.number().int())]).nullable().default(null),
+  layers_pattern: z.union([z.string(), z.array(z.string())]).nullable().default(null),
+  modules_to_save: z.array(z.string()).nullable().default(null),
+});
+export type Targeting = z.output<typeof targetingSchema>;
+
+/** Throws LK_CONFIG_INVALID naming the file and each bad field. */
+export function parseWith<T extends z.ZodType>(schema: T, json: unknown, source: string): z.output<T> {
+  const r = schema.safeParse(json);
+  if (r.success) return r.data;
+  const lines = r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+  throw new LorakitError('LK_CONFIG_INVALID', `${source}: ${lines.join('; ')}`);
+}
+
+function matchesKey(path: string, key: string): boolean {
+  return path === key || path.endsWith(`.${key}`);
+}
+
+/** Whether `spec` (list of names/suffixes, or a full-match regex) selects `path`. */
+export function matchesSpec(path: string, spec: string[] | string): boolean {
+  if (typeof spec === 'string') return new RegExp(`^(?:${spec})$`).test(path);
+  return spec.some((k) => matchesKey(path, k));
+}
+
+/** Whether the config targets this layer (the output head is never selected by "all-linear"). */
+export function isTargeted(t: Targeting, layer: LayerInfo, outputHead: string | null): boolean {
+  const spec = t.target_modules;
+  if (spec === null) return false;
+  if (spec === 'all-linear') {
+    if (layer.kind !== 'linear' || layer.path === outputHead) return false;
+  } else if (!matchesSpec(layer.path, spec)) return false;
+  if (t.exclude_modules !== null && matchesSpec(layer.path, t.exclude_modules)) return false;
+  if (t.modules_to_save?.some((k) => matchesKey(layer.path, k))) return false;
+  if (t.layers_to_transform !== null) {
+    const wanted = Array.isArray(t.layers_to_transform) ? t.layers_to_transform : [t.layers_to_transform];
+    if (layer.layerIndex === null || !wanted.includes(layer.layerIndex)) return false;
+  }
+  return true;
+}
+
+/** The value of the first pattern key matching the module path (PEFT's rank_pattern / alpha_pattern rule). */
+export function patternValue(pattern: Record<string, number>, path: string): number | undefined {
+  for (const [key, v] of Object.entries(pattern)) {
+    if (new RegExp(`^(.*\\.)?(${key})$`).test(path)) return v;
+  }
+  return undefined;
+}
+
+/** The transformer-block index in a module path (`model.layers.3.mlp` → 3), using `layers_pattern` if given. */
+export function layerIndexOf(path: string, layersPattern: string | string[] | null = null): number | null {
+  const names = layersPattern === null ? ['layers', 'h', 'layer', 'blocks'] : Array.isArray(layersPattern) ? layersPattern : [layersPattern];
+  for (const n of names) {
+    const m = new RegExp(`(?:^|\\.)${n}\\.(\\d+)(?:\\.|$)`).exec(path);
+    if (m) return Number(m[1]);
+  }
+  return null;
+}
+
+/** An error listing the model's module names when a config targets none of them. */
+export function noTargetsError(spec: unknown, modules: string[], source: string): LorakitError {
+  const shown = modules.slice(0, 40).join(', ') + (modules.length > 40 ? `, ... (${modules.length} in all)` : '');
+  return new LorakitError('LK_CONFIG_INVALID', `${source}: target_modules ${JSON.stringify(spec)} matches no module of the model; its modules are: ${shown}`);
+}
