@@ -272,7 +272,7 @@ function invalid(source: string, path: string, expected: string, got: string): n
 }
 
 /** A short description of a JSON value for messages: its type and (abbreviated) value. */
-export function describe(v: unknown): string {
+function describe(v: unknown): string {
   if (v === undefined) return 'nothing (field missing)';
   if (v === null) return 'null';
   const kind = Array.isArray(v) ? 'array' : typeof v;

@@ -90,6 +90,7 @@ export class HfTokenizer {
   readonly backend: BackendTokenizer;
   /** tokenizer_config.json as read (special tokens may be strings or AddedToken objects `{content}`). */
   readonly config: Readonly<Json>;
+  /** Ids of tokenizer_config's bos/eos/pad/unk tokens; undefined when the config names none (or an unknown one). */
   readonly bosTokenId: number | undefined;
   readonly eosTokenId: number | undefined;
   readonly padTokenId: number | undefined;
@@ -98,6 +99,7 @@ export class HfTokenizer {
   readonly vocabSize: number;
   /** Side padding goes on in `encodeBatch` (tokenizer_config `padding_side`, default right). */
   readonly paddingSide: 'left' | 'right';
+  /** Ids of the added tokens marked special (what `skipSpecialTokens` drops). */
   readonly specialTokenIds: ReadonlySet<number>;
   private readonly cleanUp: boolean;
   private readonly longInputChars: number;
@@ -128,7 +130,8 @@ export class HfTokenizer {
     this.paddingSide = config.padding_side === 'left' ? 'left' : 'right';
     this.cleanUp = config.clean_up_tokenization_spaces === true;
     const added = [...this.backend.get_added_tokens_decoder().values()];
-    this.specialTokenIds = new Set(added.filter((t) => t.special).map((t) => t.id));
+    const extraIds = additional.map((t) => this.backend.token_to_id(t)).filter((i) => i !== undefined);
+    this.specialTokenIds = new Set([...added.filter((t) => t.special).map((t) => t.id), ...extraIds]);
     this.longInputChars = options.longInputChars ?? 1000;
     const plainText = config.remove_space !== true && config.do_lowercase_and_remove_accent !== true;
     this.joinedPairs = plainText ? joinedPairs(json) : undefined;
