@@ -183,7 +183,7 @@ export class PeftModel {
             t = name === opts.train && s.trainable ? g.input(key, 'f32', s.shape) : g.initializer(key, 'f32', s.shape, l.values[s.name]);
             made.set(key, t);
           }
-          p[s.name] = x.dtype === 'f32' || x.dtype === 'i64' ? t : t.cast(x.dtype);
+          p[s.name] = t.cast(y.dtype); // adapters compute in the model's dtype (f64 in gradient checks)
         }
         const seed = name === opts.train ? opts.dropoutSeed : undefined;
         const drop = (t: Tensor) => (seed && l.settings.dropout > 0 ? dropoutFn(t, l.settings.dropout, seed.add(seedFrom(0, m.path) % 997)) : t);
