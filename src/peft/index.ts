@@ -5,4 +5,5 @@ export { lora, loraConfigSchema, type LoraConfig, type LoraVariant } from './met
 export { dora } from './methods/dora.ts';
 export { PeftModel, paramKey, type Adapter, type AdapterLayer, type AdaptableBase, type HookOptions } from './model.ts';
 export { saveAdapter, loadAdapter, readAdapterConfig } from './format.ts';
+export { adaptable } from './base.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';

@@ -1,0 +1,54 @@
+// Adapters created and randomised by PEFT itself (interop/make_fixtures.py) load in lorakit and give PEFT's logits,
+// unmerged and merged: LoRA with rank/alpha patterns, rsLoRA with layers_to_transform, DoRA, embedding LoRA,
+// GPT-2 Conv1D (fan_in_fan_out), a regex target, and BERT sequence classification with modules_to_save.
+import { test } from 'node:test';
+import { readFileSync } from 'node:fs';
+import { Graph } from '../../src/graph/index.ts';
+import { compile } from '../../src/runtime/index.ts';
+import { loadModel, buildCausalLM, buildSequenceClassifier } from '../../src/models/index.ts';
+import { PeftModel, loadAdapter, adaptable } from '../../src/peft/index.ts';
+import { SafetensorsFile } from '../../src/io/index.ts';
+import { assertAllclose } from '../helpers.ts';
+
+const root = new URL('../../', import.meta.url).pathname;
+const CASES = ['llama_lora_patterns', 'llama_rslora', 'llama_dora', 'llama_embed', 'gpt2_lora', 'smollm_regex', 'bert_seqcls'];
+
+async function logitsOf(caseName: string, merge: boolean): Promise<{ got: Float32Array; want: Float32Array }> {
+  const dir = `${root}test/fixtures/peft/${caseName}`;
+  const expected = JSON.parse(readFileSync(`${dir}/expected.json`, 'utf8'));
+  const model = await loadModel(`${root}${expected.base_model}`);
+  const peft = new PeftModel(adaptable(model));
+  await loadAdapter(peft, dir);
+  if (merge) await peft.merge();
+  const g = new Graph(caseName);
+  const ctx = model.context(g, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
+  const ids: number[][] = expected.input_ids;
+  const [B, T] = [ids.length, ids[0].length];
+  const inputIds = g.input('input_ids', 'i64', [B, T]);
+  const feeds: Record<string, BigInt64Array> = { input_ids: BigInt64Array.from(ids.flat().map(BigInt)) };
+  if (model.family === 'bert') {
+    const tt = g.input('token_type_ids', 'i64', [B, T]), am = g.input('attention_mask', 'i64', [B, T]);
+    g.output('logits', buildSequenceClassifier(ctx, { inputIds, tokenTypeIds: tt, attentionMask: am }).logits);
+    feeds.token_type_ids = BigInt64Array.from((expected.token_type_ids as number[][]).flat().map(BigInt));
+    feeds.attention_mask = BigInt64Array.from((expected.attention_mask as number[][]).flat().map(BigInt));
+  } else {
+    g.output('logits', buildCausalLM(ctx, { inputIds }).logits);
+  }
+  const out = await (await compile(g, { worker: false })).run(feeds);
+  const st = await SafetensorsFile.open(`${dir}/expected.safetensors`);
+  const want = await st.readAs(merge ? 'merged_logits' : 'logits', 'f32');
+  await st.close();
+  await model.close();
+  return { got: out.logits.data as Float32Array, want };
+}
+
+for (const c of CASES) {
+  test(`PEFT fixture ${c}: lorakit's logits equal PEFT's (1e-4)`, async () => {
+    const { got, want } = await logitsOf(c, false);
+    assertAllclose(got, want, { atol: 1e-4, rtol: 0, what: `${c} logits` });
+  });
+  test(`PEFT fixture ${c}: merged logits equal PEFT's merged logits (1e-4)`, async () => {
+    const { got, want } = await logitsOf(c, true);
+    assertAllclose(got, want, { atol: 1e-4, rtol: 0, what: `${c} merged logits` });
+  });
+}
