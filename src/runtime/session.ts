@@ -12,7 +12,7 @@ import { type AnyTypedArray, type DType, ORT_TYPE, arrayMatchesDtype } from '../
 import type { Graph } from '../graph/graph.ts';
 import { toOnnx } from '../graph/onnx.ts';
 import { type Dim, fmtShape } from '../graph/shape.ts';
-import { writeFileAtomicSync } from './files.ts';
+import { writeFileAtomic } from '../io/atomic.ts';
 import { type Backend, InThreadBackend, WorkerBackend, type OrtOptions, type WireTensor } from './backend.ts';
 
 /** A tensor on the host: typed data plus its shape. */
@@ -182,7 +182,7 @@ async function createSession(graph: Graph, model: Uint8Array, sources: Map<strin
       try { linkSync(path, target); } catch { copyFileSync(path, target); } // a hard link stays inside the folder ORT allows
     }
     source = join(dir, 'model.onnx');
-    writeFileAtomicSync(source, model);
+    await writeFileAtomic(source, model);
   }
   const base: OrtOptions = { graphOptimizationLevel: opts.optimization ?? 'all', ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}) };
   const backend = backendFor(useWorker);
