@@ -1,0 +1,85 @@
+/**
+ * Scaled dot-product attention decomposed into MatMul/Softmax (no fused kernel, so autodiff sees every step),
+ * the masks it takes (causal, sliding window, padding), and the head reshapes around it.
+ * Shapes: B batch, H heads, T query tokens, P cached tokens, S = P + T key tokens, hd head size.
+ * Not here: projections (they are modules in models/), position encodings (rope.ts).
+ */
+import type { Graph, Tensor } from '../graph/index.ts';
+
+/** The score at masked positions: float32's lowest, transformers' additive mask value (softmax stays finite). */
+export const MASK_VALUE = -3.4028234663852886e38;
+
+/** A runtime dim as an i64 scalar tensor. */
+export function dimOf(x: Tensor, axis: number): Tensor {
+  const d = x.shape[axis];
+  const g = x.graph;
+  return typeof d === 'number' ? g.constInts([d], []) : x.shapeOf().gather(g.constInts([axis < 0 ? x.rank + axis : axis], []));
+}
+
+export interface MaskOptions {
+  /** [B, S] with 1 for tokens to attend and 0 for padding (any integer dtype); absent: attend everywhere. */
+  attentionMask?: Tensor;
+  /** Causal: query t (at cache position P + t) sees keys 0..P+t. */
+  causal: boolean;
+  /** Query count T and cached count P as i64 scalars (P is 0 without a cache). */
+  queryLen: Tensor;
+  pastLen: Tensor;
+  /** Keys further back than this many positions are masked (Mistral/Qwen2 sliding window); null: no window. */
+  slidingWindow?: number | null;
+}
+
+/**
+ * Which keys each query may attend, as a bool tensor [B, 1, T, S] (or [1, 1, T, S] / [B, 1, 1, S] when only one kind
+ * of mask applies), or null when nothing is masked. Positions here are cache positions (indices into the key
+ * sequence, pads included), as transformers' masks use; position_ids play no part.
+ */
+export function attentionMask(g: Graph, o: MaskOptions): Tensor | null {
+  let allowed: Tensor | null = null;
+  if (o.causal || o.slidingWindow) {
+    const keyLen = o.pastLen.add(o.queryLen);
+    const qpos = g.range(o.pastLen, keyLen).unsqueeze(1); // [T, 1]
+    const kpos = g.range(0, keyLen); // [S]
+    if (o.causal) allowed = kpos.greater(qpos).not(); // [T, S]: s <= P + t
+    if (o.slidingWindow) {
+      const inWindow = kpos.greater(qpos.sub(g.constInts([o.slidingWindow], []))); // s > P + t - window
+      allowed = allowed ? allowed.and(inWindow) : inWindow;
+    }
+    allowed = allowed!.unsqueeze([0, 1]); // [1, 1, T, S]
+  }
+  if (o.attentionMask) {
+    const pad = o.attentionMask.cast('bool').unsqueeze([1, 2]); // [B, 1, 1, S]
+    allowed = allowed ? allowed.and(pad) : pad; // [B, 1, T, S]
+  }
+  return allowed;
+}
+
+/** [B, T, H·hd] → [B, H, T, hd]. */
+export function splitHeads(x: Tensor, heads: number, headDim: number): Tensor {
+  return x.reshape([0, 0, heads, headDim]).transpose([0, 2, 1, 3]);
+}
+
+/** [B, H, T, hd] → [B, T, H·hd]. */
+export function mergeHeads(x: Tensor, heads: number, headDim: number): Tensor {
+  return x.transpose([0, 2, 1, 3]).reshape([0, 0, heads * headDim]);
+}
+
+/** Grouped-query attention: each of Hkv heads [B, Hkv, S, hd] repeated nRep times → [B, Hkv·nRep, S, hd] (transformers' repeat_kv order). */
+export function repeatKv(x: Tensor, nRep: number): Tensor {
+  if (nRep === 1) return x;
+  const [, hkv, , hd] = x.shape as [unknown, number, unknown, number];
+  return x.unsqueeze(2).expand([1, 1, nRep, 1, 1]).reshape([0, hkv * nRep, -1, hd]); // [B, Hkv, nRep, S, hd] → [B, H, S, hd]
+}
+
+/**
+ * softmax(q·kᵀ·scale, masked)·v for q [B, H, T, hd], k and v [B, H, S, hd], mask (bool, true = attend) broadcastable
+ * to [B, H, T, S]. `scaling` multiplies the scores (Llama, BERT: hd^-0.5) or divides them (GPT-2: by √hd), as
+ * transformers does. Masked scores are set to MASK_VALUE with Where: the same values transformers' additive
+ * finfo.min mask gives (score + finfo.min rounds to finfo.min in float32), but the gradient is that of the function
+ * computed, so a fully masked row (a left-pad query) gets a zero gradient rather than softmax's spurious one.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, scaling: { scale: number } | { divisor: number }): Tensor {
+  const raw = q.matmul(k.T); // [B, H, T, S]
+  let scores = 'scale' in scaling ? raw.mul(scaling.scale) : scaling.divisor === 1 ? raw : raw.div(scaling.divisor);
+  if (mask) scores = mask.where(scores, MASK_VALUE);
+  return scores.softmax(-1).matmul(v); // [B, H, T, hd]
+}
