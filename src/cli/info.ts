@@ -7,8 +7,7 @@
 import { stat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
-import { parseModelConfig, readJsonFile, type ModelConfig } from '../io/config.ts';
-import { openWeights, ShardedWeights } from '../io/sharded.ts';
+import { parseModelConfig, readJsonFile, openWeights, ShardedWeights, type ModelConfig } from '../io/index.ts';
 import type { CommandModule } from './main.ts';
 
 /** One module (tensors sharing a prefix), with layer indices folded: `model.layers.{0..1}.self_attn.q_proj`. */

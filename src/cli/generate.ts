@@ -1,0 +1,75 @@
+// `lorakit generate`: maps flags to `generate()` and streams the text to stdout as tokens arrive.
+import { LorakitError } from '../errors.ts';
+import type { CommandModule } from './main.ts';
+
+interface Flags {
+  model?: string;
+  prompt?: string | number;
+  maxNewTokens?: unknown;
+  temperature?: unknown;
+  topK?: unknown;
+  topP?: unknown;
+  repetitionPenalty?: unknown;
+  seed?: unknown;
+  stop?: string | number | (string | number)[];
+  system?: string | number;
+  chat?: boolean;
+}
+
+/** A numeric flag's value (cac leaves non-numbers as strings); undefined when the flag is absent. */
+function num(flag: string, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new LorakitError('LK_INVALID_ARGUMENT', `--${flag} expects a number, got ${JSON.stringify(v)}`, { option: flag });
+  return v;
+}
+
+export const register: CommandModule['register'] = (cli) => {
+  cli.command('generate', 'Generate text from a prompt with a causal LM folder, streaming it to stdout')
+    .option('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors, tokenizer)')
+    .option('--prompt <text>', 'The prompt')
+    .option('--chat', 'Render the prompt as a user message with the model\'s chat template')
+    .option('--system <text>', 'With --chat: a system message before the prompt')
+    .option('--max-new-tokens <n>', 'New tokens at most', { default: 64 })
+    .option('--temperature <t>', 'Sampling temperature (0 = greedy, the default)')
+    .option('--top-k <k>', 'Sample among the k most likely tokens')
+    .option('--top-p <p>', 'Sample among the most likely tokens whose probability reaches p')
+    .option('--repetition-penalty <r>', 'transformers\' repetition penalty (> 1 discourages repeats)')
+    .option('--seed <n>', 'Seed for sampling (default: random)')
+    .option('--stop <text>', 'Stop before this text (repeatable)')
+    .action(async (flags: Flags) => {
+      if (typeof flags.model !== 'string') throw new LorakitError('LK_INVALID_ARGUMENT', '--model <dir> is required: a Hugging Face model folder', { option: 'model' });
+      if (flags.prompt === undefined || typeof flags.prompt === 'boolean') throw new LorakitError('LK_INVALID_ARGUMENT', '--prompt <text> is required', { option: 'prompt' });
+      const prompt = String(flags.prompt);
+      const { loadModel } = await import('../models/index.ts');
+      const { generate } = await import('../models/generate.ts');
+      const { HfTokenizer, loadChatTemplate } = await import('../io/index.ts');
+      const { shutdownRuntime } = await import('../runtime/index.ts');
+      const model = await loadModel(flags.model);
+      try {
+        const tokenizer = await HfTokenizer.fromDir(flags.model);
+        let input: { prompt: string } | { messages: { role: string; content: string }[]; chatTemplate: string };
+        if (flags.chat) {
+          const messages = [...(flags.system !== undefined ? [{ role: 'system', content: String(flags.system) }] : []), { role: 'user', content: prompt }];
+          input = { messages, chatTemplate: await loadChatTemplate(flags.model) };
+        } else {
+          input = { prompt };
+        }
+        const stop = flags.stop === undefined ? undefined : (Array.isArray(flags.stop) ? flags.stop : [flags.stop]).map(String);
+        await generate(model, tokenizer, {
+          ...input,
+          maxNewTokens: num('max-new-tokens', flags.maxNewTokens),
+          temperature: num('temperature', flags.temperature),
+          topK: num('top-k', flags.topK),
+          topP: num('top-p', flags.topP),
+          repetitionPenalty: num('repetition-penalty', flags.repetitionPenalty),
+          seed: num('seed', flags.seed),
+          stop,
+          onToken: (piece) => { if (piece) process.stdout.write(piece); },
+        });
+        process.stdout.write('\n');
+      } finally {
+        await model.close();
+        await shutdownRuntime();
+      }
+    });
+};
