@@ -49,11 +49,13 @@ export interface TokenEvent {
 
 /** Options of `generate`. Exactly one of prompt, prompts, messages, inputIds. */
 export interface GenerateOptions extends SamplingOptions {
+  /** One text prompt (encoded with the tokenizer; see addSpecialTokens). */
   prompt?: string;
   /** Several prompts, generated as one left-padded batch. */
   prompts?: string[];
   /** A conversation, rendered with `chatTemplate` (default: the tokenizer_config.json template) and a generation prompt. */
   messages?: ChatMessage[];
+  /** Jinja chat template for `messages` (e.g. from loadChatTemplate(dir) when it is in chat_template.jinja). */
   chatTemplate?: string;
   /** Token ids of one prompt, or of a batch (one list per row). */
   inputIds?: number[] | number[][];
@@ -71,9 +73,11 @@ export interface GenerateOptions extends SamplingOptions {
   skipSpecialTokens?: boolean;
   /** Called with every new piece of text, in order per row; awaited, so a slow consumer slows generation. */
   onToken?: (piece: string, event: TokenEvent) => void | Promise<void>;
+  /** Adapter hooks and weights to generate with (e.g. a PeftModel's). */
   adapter?: GenerationAdapter;
   /** Stops all rows (finish reason 'abort') before the next step. */
   signal?: AbortSignal;
+  /** Execution provider, threads, worker: passed to compile() for both graphs. */
   compile?: CompileOptions;
 }
 
@@ -83,10 +87,12 @@ export interface GeneratedRow {
   text: string;
   /** The new token ids, eos included when it ended the row, stop-string tokens included. */
   tokenIds: number[];
+  /** The prompt's ids (no padding). */
   promptTokenIds: number[];
   finishReason: FinishReason;
 }
 
+/** What `generate` returns: one row per prompt, in order. */
 export interface GenerateResult {
   rows: GeneratedRow[];
   /** The seed used (give it back to reproduce a sampled result). */

@@ -8,6 +8,7 @@ import { generate, type GenerateOptions, type TokenEvent } from '../../src/model
 import { HfTokenizer } from '../../src/io/tokenizer.ts';
 import { encodeChat } from '../../src/io/chat.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
+import { PeftModel, loadAdapter, adaptable } from '../../src/peft/index.ts';
 import { LorakitError } from '../../src/errors.ts';
 
 const FAMILIES = ['gpt2', 'llama', 'llama3', 'mistral', 'qwen2', 'smollm'];
@@ -154,6 +155,21 @@ test('text prompts, chat messages and abort', async () => {
   const r = await generate(model, plain.tokenizer, { prompt: 'To be', maxNewTokens: 10, signal: ctrl.signal, onToken: () => ctrl.abort() });
   assert.equal(r.rows[0].finishReason, 'abort');
   assert.equal(r.rows[0].tokenIds.length, 1);
+});
+
+test('adapter hooks: an unmerged LoRA adapter generates what its merged weights generate, and differs from the base', async () => {
+  const { model } = await fixture('llama');
+  const e = expected('llama');
+  const peft = new PeftModel(adaptable(model));
+  await loadAdapter(peft, 'test/fixtures/peft/llama_lora_patterns');
+  const opts = { inputIds: e.greedy_prompt_ids, maxNewTokens: 16 };
+  const unmerged = await run('llama', { ...opts, adapter: { hooks: () => peft.hooks(), overrides: peft.weightOverrides() } });
+  await peft.merge();
+  const merged = await run('llama', { ...opts, adapter: { hooks: () => peft.hooks(), overrides: peft.weightOverrides(), key: 'merged' } });
+  assert.deepEqual(unmerged.rows[0].tokenIds, merged.rows[0].tokenIds);
+  assert.notDeepEqual(unmerged.rows[0].tokenIds, e.greedy);
+  const base = await run('llama', opts); // the base graphs are cached apart from the adapter's
+  assert.deepEqual(base.rows[0].tokenIds, e.greedy);
 });
 
 test('argument errors name the option', async () => {
