@@ -5,7 +5,7 @@
  * Not here: masked-LM heads, tokenisation (io/tokenizer.ts), adapters (peft/).
  */
 import { type Tensor, gelu, layerNorm, silu } from '../graph/index.ts';
-import type { BertConfig } from '../io/config.ts';
+import type { BertConfig } from '../io/index.ts';
 import { type ModelContext, type ModuleInfo, attention, attentionMask, dimOf, mergeHeads, splitHeads } from '../nn/index.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
 

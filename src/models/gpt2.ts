@@ -6,7 +6,7 @@
  * Not here: generation loops (models/generate.ts), adapters (peft/).
  */
 import { type Tensor, gelu, layerNorm, silu } from '../graph/index.ts';
-import type { Gpt2Config } from '../io/config.ts';
+import type { Gpt2Config } from '../io/index.ts';
 import { type ModelContext, type ModuleInfo, attention, mergeHeads, splitHeads } from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';

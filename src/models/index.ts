@@ -2,7 +2,7 @@
 // causal-LM cache/mask contract (causal.ts). Generation loops and sampling live in generate.ts / sampling.ts.
 import { LorakitError } from '../errors.ts';
 import type { Graph, Tensor } from '../graph/index.ts';
-import type { BertConfig, Gpt2Config, LlamaLikeConfig, ModelConfig } from '../io/config.ts';
+import type { BertConfig, Gpt2Config, LlamaLikeConfig, ModelConfig } from '../io/index.ts';
 import { type ModelContext, WeightSource, createContext } from '../nn/index.ts';
 import { type BertInputs, bertSequenceClassifier } from './bert.ts';
 import type { CausalLMInputs, CausalLMOutputs } from './causal.ts';

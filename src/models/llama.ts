@@ -6,7 +6,7 @@
  * Not here: generation loops (models/generate.ts), adapters (peft/).
  */
 import { rmsNorm, silu, type Tensor } from '../graph/index.ts';
-import type { LlamaLikeConfig } from '../io/config.ts';
+import type { LlamaLikeConfig } from '../io/index.ts';
 import {
   type ModelContext, type ModuleInfo, applyRope, attention, mergeHeads, repeatKv, ropeAt, ropeInvFreq, ropeTables, splitHeads,
 } from '../nn/index.ts';

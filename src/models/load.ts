@@ -7,8 +7,7 @@
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/index.ts';
-import { loadModelConfig, type ModelConfig } from '../io/config.ts';
-import { openWeights, type WeightsReader } from '../io/index.ts';
+import { type ModelConfig, type WeightsReader, loadModelConfig, openWeights } from '../io/index.ts';
 import {
   type ComputeDType, type ModelContext, type ModuleHooks, type ModuleInfo, type WeightStore, WeightSource, checkStoredShape,
   createContext, missingWeightError, weightStore,

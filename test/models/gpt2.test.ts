@@ -1,7 +1,7 @@
 // GPT-2 against transformers (logits, left padding, KV cache, greedy), and one block's gradient with respect to its
 // input hidden states against finite differences in float64 (Conv1D layout, LayerNorm, gelu_new, causal attention).
 import { test } from 'node:test';
-import { parseModelConfig, type Gpt2Config } from '../../src/io/config.ts';
+import { parseModelConfig, type Gpt2Config } from '../../src/io/index.ts';
 import { causalSetup, familyOf, gpt2Block, memoryContext } from '../../src/models/index.ts';
 import type { ModelContext } from '../../src/nn/index.ts';
 import { gradcheck } from '../graph/gradcheck.ts';

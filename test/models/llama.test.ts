@@ -2,17 +2,13 @@
 // gradient with respect to its input hidden states against finite differences in float64.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseModelConfig, type LlamaLikeConfig } from '../../src/io/config.ts';
+import { parseModelConfig, type LlamaLikeConfig } from '../../src/io/index.ts';
 import { causalSetup, familyOf, llamaDecoderLayer, llamaRope, memoryContext } from '../../src/models/index.ts';
-import type { ModelContext } from '../../src/nn/index.ts';
-import { ropeInvFreq } from '../../src/nn/index.ts';
+import { type ModelContext, ropeInvFreq } from '../../src/nn/index.ts';
 import { gradcheck } from '../graph/gradcheck.ts';
 import { randArray } from '../helpers.ts';
 import { causalParitySuite } from './causal-suite.ts';
-import { compile } from '../../src/runtime/index.ts';
 import { i64, maxAbsDiff } from './helpers.ts';
-import { Graph } from '../../src/graph/index.ts';
-import { buildCausalLM } from '../../src/models/index.ts';
 
 for (const name of ['llama', 'mistral', 'qwen2', 'smollm']) causalParitySuite(name);
 

@@ -1,0 +1,33 @@
+// Attention masks (causal with a cache offset, padding, sliding window) and GQA head repetition in
+// transformers' repeat_kv order.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Graph } from '../../src/graph/index.ts';
+import { attentionMask, repeatKv } from '../../src/nn/index.ts';
+import { compile } from '../../src/runtime/index.ts';
+
+test('attentionMask: query t at cache position P + t sees keys s <= P + t, not padding, within the window', async () => {
+  const g = new Graph();
+  const pad = g.input('mask', 'i64', [2, 'S']);
+  const common = { attentionMask: pad, queryLen: g.constInts([2], []), pastLen: g.constInts([3], []) };
+  g.output('causal', attentionMask(g, { ...common, causal: true })!);
+  g.output('window', attentionMask(g, { ...common, causal: true, slidingWindow: 2 })!);
+  g.output('bidirectional', attentionMask(g, { ...common, causal: false })!);
+  const out = await (await compile(g, { worker: false })).run({ mask: { data: BigInt64Array.from([1, 1, 1, 1, 1, 0, 0, 1, 1, 1].map(BigInt)), shape: [2, 5] } });
+  const rows = (k: string) => Array.from(out[k].data as Uint8Array).join('');
+  assert.deepEqual(out.causal.shape, [2, 1, 2, 5]);
+  // row 0 (no padding): t=0 sees 0..3, t=1 sees 0..4; row 1 has two left pads
+  assert.equal(rows('causal'), '11110' + '11111' + '00110' + '00111');
+  assert.equal(rows('window'), '00110' + '00011' + '00110' + '00011');
+  assert.equal(rows('bidirectional'), '11111' + '00111');
+});
+
+test('repeatKv repeats each kv head for consecutive query heads (transformers\' repeat_kv)', async () => {
+  const g = new Graph();
+  const x = g.input('x', 'f32', [1, 2, 'S', 1]);
+  const y = repeatKv(x, 3);
+  assert.deepEqual(y.shape, [1, 6, 'S', 1]);
+  g.output('y', y);
+  const out = await (await compile(g, { worker: false })).run({ x: { data: Float32Array.from([1, 2, 3, 4]), shape: [1, 2, 2, 1] } });
+  assert.deepEqual([...(out.y.data as Float32Array)], [1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4]);
+});
