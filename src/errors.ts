@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   LK_FILE_INVALID: 'a file exists but its content is malformed (safetensors, JSON, config, dataset)',
   LK_CONFIG_INVALID: 'a configuration (model config.json, adapter_config.json, run YAML) has a wrong or missing field',
   LK_UNSUPPORTED: 'the input is valid but lorakit does not support it (yet): an architecture, a dtype, an option',
+  LK_NON_FINITE: 'training produced a NaN or infinite loss or gradient norm; the run stopped at that step',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
