@@ -1,0 +1,92 @@
+// lorakit → PEFT: the adapters scripts/make-lorakit-adapters.ts writes are stable (regenerating gives the committed
+// bytes), and with the committed folders lorakit computes the logits PEFT computed after `PeftModel.from_pretrained`
+// (interop/check_lorakit_adapters.py: peft_logits.safetensors, peft.json), unmerged and merged, and resolves the same
+// r / alpha / scaling per layer. No Python here.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Graph } from '../../src/graph/index.ts';
+import { SafetensorsFile } from '../../src/io/index.ts';
+import { buildCausalLM, buildSequenceClassifier, loadModel } from '../../src/models/index.ts';
+import { PeftModel, adaptable, loadAdapter } from '../../src/peft/index.ts';
+import { compile } from '../../src/runtime/index.ts';
+import { CASES, OUT_REL, ROOT, makeCase } from '../../scripts/make-lorakit-adapters.ts';
+import { assertAllclose } from '../helpers.ts';
+
+const FIXTURES = join(ROOT, OUT_REL);
+const tmp = await mkdtemp(join(tmpdir(), 'lorakit-roundtrip-'));
+after(() => rm(tmp, { recursive: true, force: true }));
+
+/** lorakit's logits for a case folder's inputs with its adapter loaded (optionally merged), and the PeftModel. */
+async function lorakitLogits(dir: string, merge: boolean): Promise<{ logits: Float32Array; peft: PeftModel; unused: string[] }> {
+  const inputs = JSON.parse(await readFile(join(dir, 'inputs.json'), 'utf8'));
+  const model = await loadModel(join(ROOT, inputs.base_model));
+  try {
+    const peft = new PeftModel(adaptable(model));
+    const { unused } = await loadAdapter(peft, dir);
+    if (merge) await peft.merge();
+    const g = new Graph('roundtrip');
+    const ctx = model.context(g, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
+    const ids: number[][] = inputs.input_ids;
+    const shape = [ids.length, ids[0].length];
+    const feed = (rows: number[][]) => BigInt64Array.from(rows.flat(), BigInt);
+    const inputIds = g.input('input_ids', 'i64', shape);
+    const feeds: Record<string, BigInt64Array> = { input_ids: feed(ids) };
+    if (model.family === 'bert') {
+      const tokenTypeIds = g.input('token_type_ids', 'i64', shape), attentionMask = g.input('attention_mask', 'i64', shape);
+      g.output('logits', buildSequenceClassifier(ctx, { inputIds, tokenTypeIds, attentionMask }).logits);
+      Object.assign(feeds, { token_type_ids: feed(inputs.token_type_ids), attention_mask: feed(inputs.attention_mask) });
+    } else {
+      g.output('logits', buildCausalLM(ctx, { inputIds }).logits);
+    }
+    const out = await (await compile(g, { worker: false })).run(feeds);
+    return { logits: out.logits.data as Float32Array, peft, unused };
+  } finally {
+    await model.close();
+  }
+}
+
+async function peftLogits(dir: string, name: 'logits' | 'merged_logits'): Promise<Float32Array> {
+  const st = await SafetensorsFile.open(join(dir, 'peft_logits.safetensors'));
+  try { return await st.readAs(name, 'f32'); } finally { await st.close(); }
+}
+
+test('every case has a committed folder with PEFT\'s logits', async () => {
+  const folders = (await readdir(FIXTURES, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  assert.deepEqual(folders, Object.keys(CASES).sort());
+  for (const c of folders) {
+    const files = (await readdir(join(FIXTURES, c))).sort();
+    assert.deepEqual(files, ['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'inputs.json', 'peft.json', 'peft_logits.safetensors'], c);
+  }
+});
+
+for (const name of Object.keys(CASES)) {
+  test(`${name}: regenerating the adapter gives the committed bytes`, async () => {
+    const dir = join(tmp, name);
+    await makeCase(name, dir);
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'README.md', 'inputs.json']) {
+      const [got, want] = await Promise.all([readFile(join(dir, f)), readFile(join(FIXTURES, name, f))]);
+      assert.ok(got.equals(want), `${name}/${f} differs from the committed file; rerun the script and interop/check_lorakit_adapters.py if the change is intended`);
+    }
+  });
+
+  test(`${name}: lorakit's logits with the adapter equal PEFT's, unmerged and merged (1e-4)`, async () => {
+    const dir = join(FIXTURES, name);
+    const unmerged = await lorakitLogits(dir, false);
+    assert.deepEqual(unmerged.unused, []);
+    assertAllclose(unmerged.logits, await peftLogits(dir, 'logits'), { atol: 1e-4, rtol: 0, what: `${name} logits` });
+    const merged = await lorakitLogits(dir, true);
+    assertAllclose(merged.logits, await peftLogits(dir, 'merged_logits'), { atol: 1e-4, rtol: 0, what: `${name} merged logits` });
+    // PEFT wrapped the same layers with the same r, alpha and scaling (patterns, rsLoRA, DoRA resolved alike)
+    const report = JSON.parse(await readFile(join(dir, 'peft.json'), 'utf8'));
+    const ours = Object.fromEntries([...unmerged.peft.get('default').layers].map(([path, l]) => [path, l.settings]));
+    assert.deepEqual(Object.keys(ours).sort(), Object.keys(report.peft_layers).sort());
+    for (const [path, p] of Object.entries<{ r: number; lora_alpha: number; scaling: number }>(report.peft_layers)) {
+      assert.equal(ours[path].r, p.r, `${path} r`);
+      assert.equal(ours[path].alpha, p.lora_alpha, `${path} alpha`);
+      assertAllclose([ours[path].scaling], [p.scaling], { rtol: 1e-6, atol: 0, what: `${path} scaling` });
+    }
+  });
+}
