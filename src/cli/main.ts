@@ -30,6 +30,10 @@ export async function main(argv: string[]): Promise<void> {
       console.error(`lorakit: ${e.message} [${e.code}]`);
       process.exit(1);
     }
+    if (e instanceof Error && e.name === 'CACError') { // cac's own usage errors: a missing argument or option value
+      console.error(`lorakit: ${e.message}; see \`lorakit ${name ?? ''} --help\``);
+      process.exit(1);
+    }
     throw e;
   }
 }

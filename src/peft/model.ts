@@ -197,6 +197,13 @@ export class PeftModel {
     };
   }
 
+  /** The active adapters as generate()'s adapter option (hooks per graph, merged or saved weights as overrides). */
+  generationAdapter(): { hooks: () => ModuleHooks; overrides: Map<string, Float32Array>; key: string } {
+    const key = JSON.stringify({ active: this.active, merged: this.mergedNames, enabled: this.enabled, v: ++this.version });
+    return { hooks: () => this.hooks(), overrides: this.weightOverrides(), key };
+  }
+  private version = 0;
+
   /** Merges adapters (default: the active ones) into the base weights; the non-finite check runs once, here. */
   async merge(names: string[] = this.active): Promise<void> {
     for (const name of names) {
