@@ -5,7 +5,7 @@
  * every other method wrap the frozen `base` there) and otherwise return `m.base(x)`.
  * Not here: the models (models/), the adapter methods (peft/), where weights come from (weights.ts).
  */
-import { LorakitError } from '../errors.ts';
+import { LorakitError, internal } from '../errors.ts';
 import { type Graph, type Tensor, fmtShape } from '../graph/index.ts';
 import type { ComputeDType, WeightSource } from './weights.ts';
 
@@ -99,10 +99,10 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
   const specs = new Map(opts.modules.map((m) => [m.path, m]));
   const linears = new Map<string, LinearModule>();
   const embeddings = new Map<string, EmbeddingModule>();
-  const spec = (path: string, kind: 'linear' | 'embedding') => {
+  const spec = <K extends 'linear' | 'embedding'>(path: string, kind: K) => {
     const s = specs.get(path);
-    if (!s || (kind === 'embedding') !== (s.kind === 'embedding')) throw new Error(`internal: model code asked for ${kind} module '${path}', which the module list does not have as one`);
-    return s;
+    if (!s || (kind === 'embedding') !== (s.kind === 'embedding')) internal(`model code asked for ${kind} module '${path}', which the module list does not have as one`);
+    return s as Extract<ModuleInfo, { kind: K extends 'linear' ? 'linear' | 'conv1d' : 'embedding' }>;
   };
   const ctx: ModelContext<C> = {
     graph, weights, hooks, config, dtype: weights.dtype,
@@ -110,7 +110,6 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       let m = linears.get(path);
       if (m) return m;
       const s = spec(path, 'linear');
-      if (s.kind === 'embedding') throw new Error('internal');
       const fanInFanOut = s.kind === 'conv1d';
       const { inFeatures, outFeatures } = s;
       const weight = weights.get(s.weightName, fanInFanOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures]);
@@ -123,7 +122,6 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       let m = embeddings.get(path);
       if (m) return m;
       const s = spec(path, 'embedding');
-      if (s.kind !== 'embedding') throw new Error('internal');
       const weight = weights.get(s.weightName, [s.numEmbeddings, s.dim]);
       m = { path, numEmbeddings: s.numEmbeddings, dim: s.dim, weight, base: (ids) => weight.gather(ids) }; // [..., dim]
       embeddings.set(path, m);

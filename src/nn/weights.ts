@@ -22,6 +22,8 @@ export interface WeightStore {
   resolve(name: string): string;
   /** Path of the file (or shard) that holds the file-side name. */
   fileOf(fileName: string): string;
+  /** The weights file, or the index of a sharded folder (for messages). */
+  where: string;
 }
 
 export interface WeightSourceOptions {
@@ -35,9 +37,9 @@ export interface WeightSourceOptions {
 
 /** Makes a WeightStore over an opened reader (single file or shards). */
 export function weightStore(reader: WeightsReader, resolve: (name: string) => string = (n) => n): WeightStore {
-  const r = reader as WeightsReader & { path?: string; shardOf?: (n: string) => string };
+  const r = reader as WeightsReader & { path?: string; indexPath?: string; shardOf?: (n: string) => string };
   const fileOf = (n: string): string => (r.shardOf ? r.shardOf(n) : r.path ?? '(in memory)');
-  return { reader, resolve, fileOf };
+  return { reader, resolve, fileOf, where: r.indexPath ?? r.path ?? '(in memory)' };
 }
 
 /** Up to five names sharing the longest prefix with `name` (for "did you mean" lists). */
@@ -64,7 +66,7 @@ export function missingWeightError(name: string, store: WeightStore | null): Lor
   const names = store.reader.names();
   const near = closeNames(name, names).map((s) => `'${s}'`).join(', ');
   return new LorakitError('LK_FILE_INVALID',
-    `weight '${name}' is missing from ${store.fileOf(names[0] ?? '')}; it has ${names.length} tensors${names.length ? `, e.g. ${near}` : ''}`, { tensor: name });
+    `weight '${name}' is missing from ${store.where}; it has ${names.length} tensors${names.length ? `, e.g. ${near}` : ''}`, { tensor: name });
 }
 
 /** Hands out one graph tensor per HF weight name for one graph. */
