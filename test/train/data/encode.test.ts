@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { HfTokenizer } from '../../../src/io/tokenizer.ts';
 import { chatTemplateFromConfig, type ChatMessage } from '../../../src/io/chat.ts';
-import { encodeRecord, encodeRecords, exampleCount, IGNORE_INDEX } from '../../../src/train/data/encode.ts';
+import { encodeRecord, encodeRecords, exampleCount, IGNORE_INDEX, type EncodeContext } from '../../../src/train/data/encode.ts';
 import { alpacaPrompt, type DataRecord } from '../../../src/train/data/records.ts';
 import { LorakitError } from '../../../src/errors.ts';
 import { fixtureTokenizer, lossRuns } from './fixtures.ts';
@@ -25,7 +25,7 @@ async function context(name: 'llama' | 'qwen2' | 'gpt2', seqLen = 8) {
   return { tokenizer, seqLen, chatTemplate: chatTemplateFromConfig(tokenizer.config as Record<string, unknown>) };
 }
 
-function one(record: DataRecord, ctx: Awaited<ReturnType<typeof context>>) {
+function one(record: DataRecord, ctx: EncodeContext) {
   const out = encodeRecord(record, ctx);
   assert.equal(out.length, 1);
   return out[0]!;
