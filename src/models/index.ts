@@ -43,3 +43,7 @@ export function memoryContext(config: ModelConfig, graph: Graph, opts: ContextOp
   const modules = familyOf(config).modules(config);
   return createContext({ graph, weights: new WeightSource(graph, null, opts), modules, config, hooks: opts.hooks });
 }
+
+// Generation (prefill + KV-cache decode, batched, streaming) and the host-side logits processors.
+export { generate, type GenerateOptions, type GenerateResult, type GeneratedRow, type GenerationAdapter } from './generate.ts';
+export * as sampling from './sampling.ts';
