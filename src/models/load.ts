@@ -4,6 +4,7 @@
  * any graph is built. The result lists the model's modules and parameters and makes WeightSources and contexts
  * for graphs. Not here: the graphs themselves (the family files, index.ts).
  */
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/index.ts';
@@ -72,6 +73,9 @@ function resolver(family: Family<unknown>, reader: WeightsReader): (name: string
 
 /** Opens a model folder (config.json + model.safetensors or shards) and checks its weights against the config. */
 export async function loadModel(dir: string): Promise<LoadedModel> {
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new LorakitError('LK_FILE_NOT_FOUND', `model folder ${dir} does not exist; expected a Hugging Face folder with config.json and model.safetensors`);
+  }
   const config = await loadModelConfig(join(dir, 'config.json'));
   const family = FAMILIES[config.model_type] as Family<ModelConfig>;
   const reader = await openWeights(dir);
