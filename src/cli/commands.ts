@@ -5,5 +5,6 @@ import type { CommandModule } from './main.ts';
 export const COMMANDS: Record<string, { describe: string; load: () => Promise<CommandModule> }> = {
   info: { describe: 'Describe a Hugging Face model folder: architecture, sizes, modules, tokenizer', load: () => import('./info.ts') },
   generate: { describe: 'Generate text from a prompt with a causal LM folder, streaming to stdout', load: () => import('./generate.ts') },
+  merge: { describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder', load: () => import('./merge.ts') },
   selftest: { describe: 'Train a tiny graph on ONNX Runtime to check the installation', load: () => import('./selftest.ts') },
 };

@@ -7,13 +7,12 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Graph } from '../../src/graph/index.ts';
 import { SafetensorsFile } from '../../src/io/index.ts';
-import { buildCausalLM, buildSequenceClassifier, loadModel } from '../../src/models/index.ts';
+import { loadModel } from '../../src/models/index.ts';
 import { PeftModel, adaptable, loadAdapter } from '../../src/peft/index.ts';
-import { compile } from '../../src/runtime/index.ts';
 import { CASES, OUT_REL, ROOT, makeCase } from '../../scripts/make-lorakit-adapters.ts';
 import { assertAllclose } from '../helpers.ts';
+import { logitsOf } from './logits.ts';
 
 const FIXTURES = join(ROOT, OUT_REL);
 const tmp = await mkdtemp(join(tmpdir(), 'lorakit-roundtrip-'));
@@ -27,22 +26,7 @@ async function lorakitLogits(dir: string, merge: boolean): Promise<{ logits: Flo
     const peft = new PeftModel(adaptable(model));
     const { unused } = await loadAdapter(peft, dir);
     if (merge) await peft.merge();
-    const g = new Graph('roundtrip');
-    const ctx = model.context(g, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
-    const ids: number[][] = inputs.input_ids;
-    const shape = [ids.length, ids[0].length];
-    const feed = (rows: number[][]) => BigInt64Array.from(rows.flat(), BigInt);
-    const inputIds = g.input('input_ids', 'i64', shape);
-    const feeds: Record<string, BigInt64Array> = { input_ids: feed(ids) };
-    if (model.family === 'bert') {
-      const tokenTypeIds = g.input('token_type_ids', 'i64', shape), attentionMask = g.input('attention_mask', 'i64', shape);
-      g.output('logits', buildSequenceClassifier(ctx, { inputIds, tokenTypeIds, attentionMask }).logits);
-      Object.assign(feeds, { token_type_ids: feed(inputs.token_type_ids), attention_mask: feed(inputs.attention_mask) });
-    } else {
-      g.output('logits', buildCausalLM(ctx, { inputIds }).logits);
-    }
-    const out = await (await compile(g, { worker: false })).run(feeds);
-    return { logits: out.logits.data as Float32Array, peft, unused };
+    return { logits: await logitsOf(model, inputs, { hooks: peft.hooks(), overrides: peft.weightOverrides() }), peft, unused };
   } finally {
     await model.close();
   }

@@ -1,0 +1,36 @@
+// `lorakit merge`: maps flags to loadAdapter + `exportMerged()` and prints what was written.
+import { LorakitError } from '../errors.ts';
+import type { CommandModule } from './main.ts';
+
+interface Flags { model?: unknown; adapter?: unknown; out?: unknown; force?: boolean }
+
+/** A required folder flag's value. */
+function folder(flag: string, v: unknown, what: string): string {
+  if (typeof v !== 'string' || v === '') throw new LorakitError('LK_INVALID_ARGUMENT', `--${flag} <dir> is required: ${what}`, { option: flag });
+  return v;
+}
+
+export const register: CommandModule['register'] = (cli) => {
+  cli.command('merge', 'Merge a PEFT adapter into its base model and write a Hugging Face model folder')
+    .option('--model <dir>', 'Base model folder (config.json, model.safetensors, tokenizer)')
+    .option('--adapter <dir>', 'PEFT adapter folder (adapter_config.json, adapter_model.safetensors)')
+    .option('--out <dir>', 'Folder to write the merged model to (created whole, or not at all)')
+    .option('--force', 'Replace --out if it exists')
+    .action(async (flags: Flags) => {
+      const modelDir = folder('model', flags.model, 'the base Hugging Face model folder');
+      const adapterDir = folder('adapter', flags.adapter, 'a PEFT adapter folder');
+      const out = folder('out', flags.out, 'the folder to write the merged model to');
+      const { loadModel } = await import('../models/load.ts');
+      const { PeftModel, adaptable, loadAdapter, exportMerged } = await import('../peft/index.ts');
+      const model = await loadModel(modelDir);
+      try {
+        const peft = new PeftModel(adaptable(model));
+        const { unused } = await loadAdapter(peft, adapterDir);
+        if (unused.length) process.stderr.write(`lorakit: note: ${unused.length} tensor(s) of ${adapterDir} are not used by lorakit and were ignored: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}\n`);
+        const r = await exportMerged(model, peft, out, { overwrite: flags.force === true });
+        console.log(`merged ${adapterDir} into ${modelDir}: ${r.merged.length} of ${r.tensors} tensors changed, written to ${out} (model.safetensors, ${r.files.join(', ')})`);
+      } finally {
+        await model.close();
+      }
+    });
+};

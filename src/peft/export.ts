@@ -1,0 +1,106 @@
+/**
+ * Merged-model export: the base model with its active adapters merged in, written as a Hugging Face folder that
+ * transformers' `from_pretrained` (and lorakit's `loadModel`) read like any other checkpoint — what PEFT users get
+ * from `merge_and_unload()` + `save_pretrained`. Weights go to one `model.safetensors`: every tensor of the base
+ * file under its stored name, merged ones (and modules_to_save copies) as F32 from `peft.weightOverrides()`, the
+ * rest copied byte for byte in their stored dtype, so tied weights stay tied (a tied head is not stored, as in the
+ * base). config.json, generation and tokenizer files are copied. The folder appears whole or not at all.
+ * Not here: the merge itself (model.ts, methods/), reading adapters (format.ts).
+ */
+import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { LorakitError } from '../errors.ts';
+import { openWeights, writeSafetensors, type TensorToWrite } from '../io/index.ts';
+import { familyOf, type LoadedModel } from '../models/index.ts';
+import type { PeftModel } from './model.ts';
+
+/** Files of a model folder that travel with the weights (config, generation defaults, tokenizer, chat template). */
+const FOLDER_FILES = /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|tokenizer\.model|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|spiece\.model|chat_template\.(jinja|json)|preprocessor_config\.json)$/;
+
+export interface ExportMergedOptions {
+  /** Replace `outDir` if it exists (default false: an existing non-empty folder is an error). */
+  overwrite?: boolean;
+}
+
+export interface ExportMergedResult {
+  dir: string;
+  /** Adapters merged into the weights. */
+  adapters: string[];
+  /** Stored names of the tensors written from merged values (F32). */
+  merged: string[];
+  /** Number of tensors in model.safetensors. */
+  tensors: number;
+  /** Other files copied from the model folder. */
+  files: string[];
+}
+
+/**
+ * Merges the active adapters of `peft` (a PeftModel over `model`) and writes the merged model to `outDir`.
+ * Built in a hidden sibling folder and renamed into place, so a failure leaves `outDir` as it was.
+ */
+export async function exportMerged(model: LoadedModel, peft: PeftModel, outDir: string, options: ExportMergedOptions = {}): Promise<ExportMergedResult> {
+  const out = resolve(outDir);
+  if (out === resolve(model.dir)) throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: the output folder ${outDir} is the model folder; choose another`, { option: 'out' });
+  const replacing = await checkOutDir(out, outDir, options.overwrite ?? false);
+  if (peft.activeAdapters.length === 0) throw new LorakitError('LK_INVALID_ARGUMENT', 'exportMerged: the PeftModel has no active adapter to merge');
+  await peft.merge();
+  const overrides = peft.weightOverrides();
+
+  const hidden = (what: string) => join(dirname(out), `.${basename(out)}.${process.pid}.${randomBytes(6).toString('hex')}.${what}`);
+  const tmp = hidden('tmp');
+  await mkdir(tmp, { recursive: true });
+  try {
+    const { merged, tensors } = await writeWeights(model, overrides, join(tmp, 'model.safetensors'));
+    const files = (await readdir(model.dir)).filter((f) => FOLDER_FILES.test(f)).sort();
+    for (const f of files) await copyFile(join(model.dir, f), join(tmp, f));
+    // the old folder is moved aside first, so `out` is never a mix of old and new files
+    const old = replacing ? hidden('old') : null;
+    if (old) await rename(out, old);
+    await rename(tmp, out);
+    if (old) await rm(old, { recursive: true, force: true });
+    return { dir: out, adapters: [...peft.merged], merged, tensors, files };
+  } catch (e) {
+    await rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+/** Whether `out` must be replaced; throws if it exists and may not be (an empty folder is simply reused). */
+async function checkOutDir(out: string, shown: string, overwrite: boolean): Promise<boolean> {
+  let isDir: boolean;
+  try { isDir = (await stat(out)).isDirectory(); } catch { return false; }
+  if (!isDir) throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: ${shown} exists and is not a folder`, { option: 'out' });
+  if ((await readdir(out)).length === 0) return true;
+  if (!overwrite) throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: the output folder ${shown} exists and is not empty; remove it or pass overwrite (--force)`, { option: 'out' });
+  return true;
+}
+
+/** model.safetensors: base tensors under their stored names, merged values (by HF name) as F32. */
+async function writeWeights(model: LoadedModel, overrides: ReadonlyMap<string, Float32Array>, path: string): Promise<{ merged: string[]; tensors: number }> {
+  const family = familyOf(model.config);
+  const shapes = new Map(model.parameters().map((p) => [p.name, p.shape]));
+  const reader = await openWeights(model.dir);
+  try {
+    const tensors: Record<string, TensorToWrite> = {};
+    const fromOverride = new Map<string, string>(); // stored name → HF name
+    for (const [name, value] of overrides) {
+      const stored = family.fileNames(name).find((n) => reader.has(n)) ?? name; // an absent optional head: its HF name
+      const shape = reader.has(stored) ? reader.info(stored).shape : shapes.get(name);
+      if (!shape || shape.reduce((a, b) => a * b, 1) !== value.length) {
+        throw new Error(`internal: merged weight ${name} has ${value.length} values, its shape is [${shape}]`);
+      }
+      fromOverride.set(stored, name);
+      tensors[stored] = { dtype: 'F32', shape, data: value };
+    }
+    for (const name of reader.names()) {
+      if (fromOverride.has(name)) continue;
+      const info = reader.info(name);
+      tensors[name] = { dtype: info.dtype, shape: info.shape, data: await reader.read(name) };
+    }
+    await writeSafetensors(path, tensors, { ...reader.metadata, format: 'pt' });
+    return { merged: [...fromOverride.keys()].sort(), tensors: Object.keys(tensors).length };
+  } finally {
+    await reader.close();
+  }
+}

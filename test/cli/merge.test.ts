@@ -1,0 +1,72 @@
+// `lorakit merge` run as a child process: the merged folder gives PEFT's merge_and_unload logits, an existing
+// --out is refused without --force, and bad adapters fail with one line naming the file, tensor or field.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SafetensorsFile } from '../../src/io/index.ts';
+import { loadModel } from '../../src/models/index.ts';
+import { assertAllclose } from '../helpers.ts';
+import { logitsOf } from '../peft/logits.ts';
+
+const tmp = await mkdtemp(join(tmpdir(), 'lorakit-merge-cli-'));
+after(() => rm(tmp, { recursive: true, force: true }));
+
+/** Runs `lorakit merge ...args`; resolves with the exit status and both streams. */
+function lorakit(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((done) => {
+    execFile(process.execPath, ['bin/lorakit.mjs', 'merge', ...args], { encoding: 'utf8' }, (err, stdout, stderr) => {
+      done({ status: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+const GPT2 = 'test/fixtures/models/gpt2', LORA = 'test/fixtures/peft/gpt2_lora';
+
+test('merge writes a folder whose logits are PEFT\'s merge_and_unload logits; --out is not replaced without --force', async () => {
+  const out = join(tmp, 'gpt2-merged');
+  const r = await lorakit('--model', GPT2, '--adapter', LORA, '--out', out);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^merged test\/fixtures\/peft\/gpt2_lora into test\/fixtures\/models\/gpt2: 8 of 28 tensors changed, written to .*gpt2-merged \(model.safetensors, config.json, /);
+  const expected = JSON.parse(await readFile(join(LORA, 'expected.json'), 'utf8'));
+  const model = await loadModel(out);
+  const got = await logitsOf(model, expected);
+  await model.close();
+  const st = await SafetensorsFile.open(join(LORA, 'expected.safetensors'));
+  assertAllclose(got, await st.readAs('merged_logits', 'f32'), { atol: 1e-4, rtol: 0, what: 'merged folder logits' });
+  await st.close();
+
+  const [again, forced] = [await lorakit('--model', GPT2, '--adapter', LORA, '--out', out), await lorakit('--model', GPT2, '--adapter', LORA, '--out', out, '--force')];
+  assert.equal(again.status, 1);
+  assert.match(again.stderr, /^lorakit: exportMerged: the output folder .*gpt2-merged exists and is not empty; remove it or pass overwrite \(--force\) \[LK_INVALID_ARGUMENT\]\n$/);
+  assert.equal(forced.status, 0, forced.stderr);
+  assert.deepEqual((await readdir(tmp)).sort(), ['gpt2-merged']); // no temp folders left
+});
+
+test('bad adapters fail with one line naming the problem: missing folder or file, shapes that do not fit, unknown peft_type', async () => {
+  const noWeights = join(tmp, 'no-weights'), loha = join(tmp, 'loha');
+  await mkdir(noWeights, { recursive: true });
+  await copyFile(join(LORA, 'adapter_config.json'), join(noWeights, 'adapter_config.json'));
+  await mkdir(loha, { recursive: true });
+  await copyFile(join(LORA, 'adapter_model.safetensors'), join(loha, 'adapter_model.safetensors'));
+  const config = JSON.parse(await readFile(join(LORA, 'adapter_config.json'), 'utf8'));
+  await writeFile(join(loha, 'adapter_config.json'), JSON.stringify({ ...config, peft_type: 'LOHA' }));
+  const out = join(tmp, 'never');
+  const cases: [string[], RegExp][] = [
+    [['--model', GPT2, '--adapter', join(tmp, 'missing'), '--out', out], /^lorakit: adapter folder .*missing does not exist \[LK_FILE_NOT_FOUND\]\n$/],
+    [['--model', GPT2, '--adapter', noWeights, '--out', out], /^lorakit: .*no-weights\/adapter_model\.safetensors is missing .*\[LK_FILE_NOT_FOUND\]\n$/],
+    [['--model', 'test/fixtures/models/smollm', '--adapter', 'test/fixtures/peft/llama_dora', '--out', out],
+      /^lorakit: .*adapter_model\.safetensors: tensor base_model\.model\.model\.layers\.0\.self_attn\.v_proj\.lora_B\.weight has shape \[32,4\], but the base model needs \[16,4\]; .*\[LK_SHAPE_MISMATCH\]\n$/],
+    [['--model', GPT2, '--adapter', loha, '--out', out], /^lorakit: .*loha\/adapter_config\.json: peft_type "LOHA" is not supported; lorakit supports LORA \[LK_UNSUPPORTED\]\n$/],
+    [['--model', GPT2, '--adapter', LORA], /^lorakit: --out <dir> is required: .*\[LK_INVALID_ARGUMENT\]\n$/],
+  ];
+  const results = await Promise.all(cases.map(([args]) => lorakit(...args)));
+  results.forEach((r, i) => {
+    assert.equal(r.status, 1, cases[i][0].join(' '));
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, cases[i][1]);
+  });
+  assert.ok(!(await readdir(tmp)).includes('never'));
+});
