@@ -140,7 +140,9 @@ export function encodeRecords(records: readonly DataRecord[], options: EncodeRec
     } catch (e) {
       if (!(e instanceof LorakitError)) throw e;
       const problem = { ...record.where, message: e.message };
-      if (options.onError === 'fail') throw new LorakitError('LK_FILE_INVALID', `${formatLocation(problem)}: ${problem.message}`, { ...problem });
+      if (options.onError === 'fail') {
+        throw new LorakitError('LK_FILE_INVALID', `${formatLocation(problem)}: ${problem.message} (pass onError: 'skip' to skip such records)`, { ...problem });
+      }
       problems.push(problem);
       continue;
     }

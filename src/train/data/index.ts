@@ -10,6 +10,9 @@
  *   the first token of each example and of each row).
  * - padding is on the right; the pad id is the tokenizer's pad token, else its EOS, else 0 (masked either way).
  * - packing concatenates examples with EOS separators into full rows; see rows.ts for what crosses a boundary.
+ * - resume: each batch carries `next`, the {epoch, index} to pass back as `start`; the order depends only on
+ *   seed + epoch, so the resumed run yields the same batches.
+ * - the cache key hashes the file bytes, the tokenizer files, the format options (and seqLen for plain text).
  * Not here: the loss itself, the training loop, run configs (other parts of src/train/).
  */
 import { readFile } from 'node:fs/promises';
@@ -41,7 +44,7 @@ export interface LoadDatasetOptions {
   fields?: FieldMap;
   /** Chat template for `messages` records; default: the tokenizer's tokenizer_config.json `chat_template`. */
   chatTemplate?: string;
-  /** Concatenate examples into full rows (default false: one example per row, padded or truncated). */
+  /** Concatenate examples into full rows (default false: one example per row, padded or truncated); a plain text file is cut into full windows either way. */
   packing?: boolean;
   /** Malformed records: 'fail' (default) throws LK_FILE_INVALID with the location; 'skip' counts and drops them. */
   onError?: 'skip' | 'fail';

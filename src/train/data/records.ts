@@ -233,11 +233,22 @@ function parseJsonValues(text: string, file: string, ext: string): { values: { v
     parsed.forEach((value, index) => values.push({ value, where: { file, index } }));
     return { values, problems };
   }
-  // JSONL; a .json file that starts with an object is read as JSONL too (datasets' to_json writes that).
-  const lines = text.split('\n');
-  if (ext === '.json' && lines.filter((l) => l.trim() !== '').length === 1) {
-    throw new LorakitError('LK_FILE_INVALID', `${file}: expected a JSON array of records, got a single object; wrap it in [ ] or write one object per line (JSONL)`, { path: file });
+  // JSONL; a .json file that starts with an object is read as JSONL too (datasets' to_json writes that),
+  // unless the whole file is one object.
+  if (ext === '.json') {
+    let whole: unknown;
+    try {
+      whole = JSON.parse(text);
+    } catch {
+      whole = undefined;
+    }
+    if (whole !== undefined) {
+      const arrays = Object.entries(whole as object).filter(([, v]) => Array.isArray(v)).map(([k]) => `"${k}"`);
+      const hint = arrays.length > 0 ? `; the records may be its field ${arrays.join(' or ')}: save that array as the file` : '';
+      throw new LorakitError('LK_FILE_INVALID', `${file}: expected a JSON array of records or JSONL (one object per line), got a single object${hint}`, { path: file });
+    }
   }
+  const lines = text.split('\n');
   lines.forEach((raw, i) => {
     const line = raw.trim();
     if (line === '') return;

@@ -140,7 +140,10 @@ describe('whole-file problems throw LK_FILE_INVALID', () => {
     throwsLk(() => parseDataFile('t.json', '[{"a": 1}'), 'LK_FILE_INVALID', /\(line 1, column 10\)/);
   });
   test('a JSON value that is not an array', () => throwsLk(() => parseDataFile('o.json', '"hello"'), 'LK_FILE_INVALID', /expected a JSON array of records, got "hello"/));
-  test('a .json file with one object', () => throwsLk(() => parseDataFile('o.json', '{"text": "a"}'), 'LK_FILE_INVALID', /got a single object/));
+  test('a .json file with one object, on one line or pretty-printed, with a hint when it holds an array', () => {
+    throwsLk(() => parseDataFile('o.json', '{"text": "a"}'), 'LK_FILE_INVALID', /o\.json: expected a JSON array of records or JSONL \(one object per line\), got a single object$/);
+    throwsLk(() => parseDataFile('o.json', '{\n  "version": 1,\n  "data": [{"text": "a"}]\n}\n'), 'LK_FILE_INVALID', /got a single object; the records may be its field "data": save that array as the file/);
+  });
   test('a JSONL file in which no line is JSON', () => throwsLk(() => parseDataFile('n.jsonl', 'hello\nworld\n'), 'LK_FILE_INVALID', /no line is a JSON value \(line 1: invalid JSON/));
   test('records of an unknown format list the keys found and the fix', () =>
     throwsLk(() => parseDataFile('q.jsonl', jsonl([{ question: 'q', answer: 'a' }])), 'LK_FILE_INVALID', /"question", "answer"/, /pass fields/));
