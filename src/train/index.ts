@@ -8,6 +8,7 @@ export type {
 } from './task.ts';
 export { batchIterator } from './task.ts';
 export { lossEvaluator, perplexity, type LossEvaluatorOptions } from './eval.ts';
+export { causalLmTask, type CausalLmTaskOptions } from './causal-lm.ts';
 export { makeSchedule, warmupStepsFor, type LrSchedule, type ScheduleKind, type ScheduleOptions } from './schedule.ts';
 export { StepEngine, optimizerGroups, type EngineOptions, type MicroBatch, type StepOutput } from './engine.ts';
 export {
