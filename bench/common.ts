@@ -1,0 +1,149 @@
+/**
+ * What the two benchmark commands share: command-line options, running one workload in a child process (lorakit
+ * or PEFT) and reading its RESULT line, the machine description, and printing aligned tables.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg } from 'node:os';
+import { join } from 'node:path';
+import { type Options, type Workload, loraConfig } from './workloads.ts';
+import { ensureModel } from './models.ts';
+
+export const ROOT = join(import.meta.dirname, '..');
+export const RESULTS = join(ROOT, 'bench', 'results');
+
+export interface CliOptions extends Options {
+  /** Regex over workload ids. */
+  only: RegExp | null;
+  /** lorakit compile options (JSON), for experiments. */
+  compile: Record<string, unknown> | undefined;
+  /** Where to write the JSON (default: bench/results/<name>.json). */
+  out: string | null;
+}
+
+const HELP = `options:
+  --steps N        timed steps per workload (default 3)      --warmup N   untimed steps after the first (default 1)
+  --batch N        rows per training step (default 4)        --seq N      tokens per row (default 256)
+  --rank N         LoRA rank (default 16)                    --new-tokens N  generated tokens per row (default 32)
+  --threads N      intra-op threads (default: all cores)     --only REGEX    workloads whose id matches
+  --compile JSON   extra lorakit compile options, e.g. '{"optimization":"basic"}'
+  --quick          tiny shapes for a smoke test (batch 1, seq 32, 1 step)
+  --out PATH       write the JSON here instead of bench/results/`;
+
+/** Parses argv (after the script name). */
+export function parseArgs(argv: string[]): CliOptions {
+  const o: CliOptions = { steps: 3, warmup: 1, batch: 4, seq: 256, rank: 16, newTokens: 32, threads: availableParallelism(), only: null, compile: undefined, out: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => { const v = argv[++i]; if (v === undefined) throw new Error(`${a} needs a value\n${HELP}`); return v; };
+    const num = () => { const v = Number(next()); if (!Number.isInteger(v) || v < 0) throw new Error(`${a}: expected a non-negative integer\n${HELP}`); return v; };
+    switch (a) {
+      case '--steps': o.steps = num(); break;
+      case '--warmup': o.warmup = num(); break;
+      case '--batch': o.batch = num(); break;
+      case '--seq': o.seq = num(); break;
+      case '--rank': o.rank = num(); break;
+      case '--new-tokens': o.newTokens = num(); break;
+      case '--threads': o.threads = num(); break;
+      case '--only': o.only = new RegExp(next()); break;
+      case '--compile': o.compile = JSON.parse(next()); break;
+      case '--out': o.out = next(); break;
+      case '--quick': Object.assign(o, { batch: 1, seq: 32, steps: 1, warmup: 0, newTokens: 4 }); break;
+      case '--help': case '-h': console.log(HELP); process.exit(0);
+      default: throw new Error(`unknown option ${a}\n${HELP}`);
+    }
+  }
+  return o;
+}
+
+export interface Machine { cpu: string; cores: number; loadBefore: number[] }
+
+export function machine(): Machine {
+  return { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), loadBefore: loadavg().map((x) => Math.round(x * 100) / 100) };
+}
+
+export type Result = Record<string, any> & { id: string; side: 'lorakit' | 'peft'; load1: number };
+
+/** Runs a command, returning its RESULT line as an object; throws with the output tail on failure. */
+function runChild(cmd: string, args: string[]): Promise<Record<string, any>> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d) => { out += d; });
+    p.stderr.on('data', (d) => { err += d; });
+    p.on('close', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (code === 0 && line) resolve(JSON.parse(line.slice(7)));
+      else reject(new Error(`${cmd} ${args.slice(0, -1).join(' ')} failed (exit ${code}):\n${(out + err).slice(-3000)}`));
+    });
+  });
+}
+
+/** One lorakit workload in a fresh Node process. */
+export async function runLorakit(w: Workload): Promise<Result> {
+  const load1 = loadavg()[0];
+  const r = await runChild(process.execPath, ['--import', 'tsx', join('bench', 'lorakit.ts'), JSON.stringify(w)]);
+  return { ...r, id: w.id, side: 'lorakit', load1 } as Result;
+}
+
+export const PYTHON = join(ROOT, 'interop', '.venv', 'bin', 'python');
+
+/** Creates interop/.venv with interop/setup.sh when it is missing. */
+export async function ensureVenv(): Promise<void> {
+  if (existsSync(PYTHON)) return;
+  console.log('creating interop/.venv (interop/setup.sh) ...');
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn('bash', [join(ROOT, 'interop', 'setup.sh')], { cwd: ROOT, stdio: 'inherit' });
+    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`interop/setup.sh failed (exit ${code})`))));
+  });
+}
+
+/** One PEFT workload in a fresh Python process (same spec plus the model folder and the adapter config). */
+export async function runPeft(w: Workload): Promise<Result> {
+  const load1 = loadavg()[0];
+  const spec = { ...w, dir: await ensureModel(w.model), lora: loraConfig(w) };
+  const r = await runChild(PYTHON, [join('interop', 'bench_peft.py'), JSON.stringify(spec)]);
+  return { ...r, id: w.id, side: 'peft', load1 } as Result;
+}
+
+/** Formats rows of cells as an aligned text table (first row: header). */
+export function table(rows: (string | number)[][]): string {
+  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
+  const widths = cells[0].map((_, j) => Math.max(...cells.map((r) => r[j].length)));
+  return cells.map((r, i) => {
+    const line = r.map((c, j) => (j === 0 ? c.padEnd(widths[j]) : c.padStart(widths[j]))).join('  ');
+    return i === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
+  }).join('\n');
+}
+
+/** Three significant digits, no exponent. */
+export function fmt(x: number): string {
+  if (!Number.isFinite(x)) return String(x);
+  const a = Math.abs(x);
+  return a >= 100 ? x.toFixed(0) : a >= 10 ? x.toFixed(1) : a >= 1 ? x.toFixed(2) : x.toFixed(3);
+}
+
+export function readJson(path: string): any {
+  return JSON.parse(readFileSync(path, 'utf8'));
+}
+
+/** One reported quantity of a workload. `higher`: larger is better (throughput); else smaller is (memory, time). */
+export interface Metric { name: string; unit: string; value: number; higher: boolean }
+
+/** The quantities of a workload result; MFU against the machine's measured MatMul peak (GFLOP/s). */
+export function metricsOf(r: Result, peakGflops: number | null): Metric[] {
+  const m: Metric[] = [];
+  if (r.tokensPerSec !== undefined) {
+    m.push({ name: 'tokens/s', unit: 'tok/s', value: r.tokensPerSec, higher: true });
+    m.push({ name: 'ms/step', unit: 'ms', value: r.msPerStep, higher: false });
+    m.push({ name: 'time to first step', unit: 's', value: r.timeToFirstStepMs / 1000, higher: false });
+    if (r.gflops !== undefined && peakGflops) m.push({ name: 'MFU', unit: '%', value: (100 * r.gflops) / peakGflops, higher: true });
+  }
+  if (r.prefillTokensPerSec !== undefined) {
+    m.push({ name: 'prefill tokens/s', unit: 'tok/s', value: r.prefillTokensPerSec, higher: true });
+    m.push({ name: 'decode tokens/s', unit: 'tok/s', value: r.decodeTokensPerSec, higher: true });
+  }
+  if (r.id.startsWith('matmul')) m.push({ name: 'fp32 MatMul', unit: 'GFLOP/s', value: r.gflops, higher: true });
+  else m.push({ name: 'peak RSS', unit: 'MB', value: r.peakRssMb, higher: false });
+  return m;
+}

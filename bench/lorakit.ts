@@ -1,0 +1,133 @@
+/**
+ * Runs one workload (a JSON spec from workloads.ts, argv[2]) through lorakit's public API, in this process, and
+ * prints one line `RESULT {json}`. One process per workload, so VmHWM (the peak RSS; the ORT worker thread is part
+ * of this process) belongs to that workload alone. The model folder must exist (models.ts writes it).
+ *   train: loadModel → PeftModel + LoRA → buildCausalLM → crossEntropy → addTrainStep (AdamW) → TrainStepRunner
+ *   eval:  the same forward and loss, no backward;   gen: models/generate.ts with the adapter unmerged
+ *   matmul: one [n, n]·[n, n] MatMul graph, for the machine's fp32 peak through ORT
+ */
+import { readFileSync } from 'node:fs';
+import { Graph, crossEntropy } from '../src/graph/index.ts';
+import { HfTokenizer } from '../src/io/index.ts';
+import { buildCausalLM, loadModel, type LoadedModel } from '../src/models/index.ts';
+import { generate } from '../src/models/generate.ts';
+import { adamw, addTrainStep, TrainStepRunner } from '../src/optim/index.ts';
+import { PeftModel, adaptable } from '../src/peft/index.ts';
+import { compile, shutdownRuntime, type CompileOptions } from '../src/runtime/index.ts';
+import { ensureModel } from './models.ts';
+import { loraConfig, modelDims, stepFlops, type Workload } from './workloads.ts';
+
+/** Peak resident set of this process in MB (the kernel's high-water mark). */
+export function peakRssMb(): number {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : process.memoryUsage().rss / 2 ** 20;
+}
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
+
+/** Deterministic token ids in [0, vocab) for `n` positions. */
+function tokens(n: number, vocab: number, seed = 7): BigInt64Array {
+  const out = new BigInt64Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; out[i] = BigInt(s % vocab); }
+  return out;
+}
+
+/** Labels of a causal LM, shifted on the host: labels[b, t] = ids[b, t + 1], -100 at each row's last position. */
+function shiftedLabels(ids: BigInt64Array, batch: number, seq: number): BigInt64Array {
+  const out = new BigInt64Array(ids.length);
+  for (let b = 0; b < batch; b++) for (let t = 0; t < seq; t++) out[b * seq + t] = t + 1 < seq ? ids[b * seq + t + 1] : -100n;
+  return out;
+}
+
+const vocabOf = (m: LoadedModel) => m.config.vocab_size;
+
+function compileOptions(w: Workload): CompileOptions {
+  return { threads: w.threads, ...(w.compile as CompileOptions | undefined) };
+}
+
+/** The LoRA forward + loss graph ([B, T] ids, [B·T] shifted labels); with `train`, the AdamW step too. */
+async function lossGraph(w: Workload, model: LoadedModel, train: boolean) {
+  const peft = new PeftModel(adaptable(model));
+  await peft.addAdapter('default', loraConfig(w));
+  const [B, T, V] = [w.batch, w.seq, vocabOf(model)];
+  const g = new Graph(`bench-${w.kind}`);
+  const ids = g.input('input_ids', 'i64', [B, T]);
+  const labels = g.input('labels', 'i64', [B * T]);
+  const out = buildCausalLM(model.context(g, { hooks: peft.hooks({ train: 'default' }) }), { inputIds: ids });
+  const loss = crossEntropy(out.logits.reshape([B * T, V]), labels); // [B·T, V] against [B·T]
+  const values = peft.trainableValues('default');
+  const params = [...values.keys()].map((k) => g.inputs.find((t) => t.name === k)!);
+  const adapterParams = [...values.values()].reduce((a, v) => a + v.length, 0);
+  const layout = train ? addTrainStep(g, loss, { optimizer: adamw(), groups: [{ params, weightDecay: 0.01 }] }) : null;
+  if (!train) g.output('loss', loss);
+  const data = tokens(B * T, V);
+  return { g, layout, values, adapterParams, feeds: { input_ids: { data, shape: [B, T] }, labels: shiftedLabels(data, B, T) } };
+}
+
+async function runTrainOrEval(w: Workload, t0: number) {
+  const model = await loadModel(await ensureModel(w.model));
+  const { g, layout, values, adapterParams, feeds } = await lossGraph(w, model, w.kind === 'train');
+  const session = await compile(g, compileOptions(w));
+  const compileMs = performance.now() - t0;
+  const run = layout
+    ? (() => { const r = new TrainStepRunner(session, layout, Object.fromEntries(values)); return async () => (await r.step(feeds, 1e-4)).loss; })()
+    : (() => { const f = { ...feeds, ...Object.fromEntries(values) }; return async () => Number((await session.run(f)).loss.data[0]); })();
+  const loss0 = await run();
+  const firstStepMs = performance.now() - t0;
+  for (let i = 0; i < w.warmup; i++) await run();
+  const times: number[] = [];
+  let loss = loss0;
+  for (let i = 0; i < w.steps; i++) { const s = performance.now(); loss = await run(); times.push(performance.now() - s); }
+  await model.close();
+  const ms = median(times);
+  const tokensPerStep = w.batch * w.seq;
+  const flops = stepFlops(w.kind as 'train' | 'eval', modelDims(w.model), w.batch, w.seq, adapterParams);
+  return { msPerStep: ms, stepTimesMs: times, tokensPerSec: (tokensPerStep * 1000) / ms, timeToFirstStepMs: firstStepMs, compileMs,
+    loss0, lossLast: loss, adapterParams, flopsPerStep: flops, gflops: flops / ms / 1e6 };
+}
+
+async function runGen(w: Workload) {
+  const dir = await ensureModel(w.model);
+  const model = await loadModel(dir);
+  const tok = await HfTokenizer.fromDir(dir);
+  const peft = new PeftModel(adaptable(model));
+  await peft.addAdapter('default', { ...loraConfig(w), init_lora_weights: false }); // non-zero B: the adapter does work
+  const adapter = { hooks: () => peft.hooks(), key: 'bench' };
+  const ids = tokens(w.batch * w.seq, vocabOf(model));
+  const inputIds = Array.from({ length: w.batch }, (_, b) => Array.from(ids.subarray(b * w.seq, (b + 1) * w.seq), Number));
+  const opts = { inputIds, eosTokenId: null, adapter, compile: { threads: w.threads, ...(w.compile as CompileOptions | undefined) } };
+  await generate(model, tok, { ...opts, maxNewTokens: 2 }); // compiles both graphs
+  const prefill: number[] = [], decode: number[] = [];
+  for (let i = 0; i < Math.max(1, w.steps); i++) {
+    const r = await generate(model, tok, { ...opts, maxNewTokens: w.newTokens });
+    prefill.push((w.batch * w.seq * 1000) / r.timings.prefillMs);
+    decode.push((w.batch * r.timings.steps * 1000) / r.timings.decodeMs);
+  }
+  await model.close();
+  return { prefillTokensPerSec: median(prefill), decodeTokensPerSec: median(decode) };
+}
+
+async function runMatmul(w: Workload) {
+  const n = w.size ?? 2048;
+  const g = new Graph('matmul');
+  g.output('y', g.input('a', 'f32', [n, n]).matmul(g.input('b', 'f32', [n, n])));
+  const s = await compile(g, compileOptions(w));
+  const a = new Float32Array(n * n).fill(0.5), b = new Float32Array(n * n).fill(0.25);
+  for (let i = 0; i < w.warmup; i++) await s.run({ a, b });
+  const times: number[] = [];
+  for (let i = 0; i < w.steps; i++) { const t = performance.now(); await s.run({ a, b }); times.push(performance.now() - t); }
+  return { gflops: (2 * n ** 3) / median(times) / 1e6, msPerStep: median(times) };
+}
+
+async function main(): Promise<void> {
+  const w = JSON.parse(process.argv[2]) as Workload;
+  const t0 = performance.now();
+  const r = w.kind === 'matmul' ? await runMatmul(w) : w.kind === 'gen' ? await runGen(w) : await runTrainOrEval(w, t0);
+  await shutdownRuntime();
+  console.log(`RESULT ${JSON.stringify({ id: w.id, side: 'lorakit', ...r, peakRssMb: peakRssMb() })}`);
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((e) => { console.error(e); process.exit(1); });
+}
