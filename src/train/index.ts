@@ -17,3 +17,5 @@ export {
 } from './checkpoint.ts';
 export { MetricsLog, Progress, formatDuration, formatRate, type StepRecord, type ProgressMode } from './report.ts';
 export { lossPlotSpec, renderLossPlot, writeLossPlot, type LossPoint, type LossPlotOptions } from './plot.ts';
+export { loadRunConfig, applySet, runConfigSchema, type RunConfig } from './config.ts';
+export { runTraining, type RunOutput } from './run.ts';

@@ -15,6 +15,7 @@
  * - the cache key hashes the file bytes, the tokenizer files, the format options (and seqLen for plain text).
  * Not here: the loss itself, the training loop, run configs (other parts of src/train/).
  */
+import { homedir } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -48,7 +49,7 @@ export interface LoadDatasetOptions {
   packing?: boolean;
   /** Malformed records: 'fail' (default) throws LK_FILE_INVALID with the location; 'skip' counts and drops them. */
   onError?: 'skip' | 'fail';
-  /** Cache folder (default `<data file dir>/.lorakit-cache`); false turns the cache off. */
+  /** Cache folder (default `$LORAKIT_CACHE/datasets`, else `~/.cache/lorakit/datasets`: never beside the data, which may be read-only or shared); false turns the cache off. */
   cacheDir?: string | false;
   /** Examples held out for evaluation: a fraction in (0, 1) or a count >= 1 (default none). */
   heldOut?: number;
@@ -130,7 +131,7 @@ function checkOptions(options: LoadDatasetOptions): void {
 /** Tokenised examples of the file, from the cache when it has them. */
 async function loadExamples(path: string, bytes: Uint8Array, options: LoadDatasetOptions, warnings: string[]) {
   const { tokenizer, seqLen, format, fields = {}, chatTemplate, onError = 'fail' } = options;
-  const cacheDir = options.cacheDir === false ? undefined : resolve(options.cacheDir ?? join(dirname(path), '.lorakit-cache'));
+  const cacheDir = options.cacheDir === false ? undefined : resolve(options.cacheDir ?? defaultDatasetCache());
   // Cached examples precede row cutting, so packing is not in the key, and seqLen only for plain text (its windows).
   const windows = isPlain(path, format) ? seqLen : null;
   const key = cacheKey(bytes, { format: format ?? null, fields, chatTemplate: chatTemplate ?? null, tokenizer: tokenizerHash(tokenizer), windows });
@@ -234,4 +235,9 @@ export async function loadDataset(path: string, options: LoadDatasetOptions): Pr
     ...(evalSet ? { eval: splitStats(evalSet, parts.eval!.length) } : {}),
   };
   return { train: trainSet, ...(evalSet ? { eval: evalSet } : {}), skipped: problems.length, problems, warnings, stats };
+}
+
+/** The default tokenised-data cache folder: $LORAKIT_CACHE/datasets, else ~/.cache/lorakit/datasets. */
+export function defaultDatasetCache(): string {
+  return join(process.env.LORAKIT_CACHE ?? join(homedir(), '.cache', 'lorakit'), 'datasets');
 }

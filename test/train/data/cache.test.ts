@@ -94,14 +94,21 @@ describe('dataset cache', () => {
     assert.equal((await loadDataset(path, { tokenizer, seqLen: 32, cacheDir })).stats.cache, 'hit');
   });
 
-  test('the default cache folder is .lorakit-cache beside the data; cacheDir false writes nothing', async () => {
+  test('the default cache folder is $LORAKIT_CACHE/datasets, never beside the data; cacheDir false writes nothing', async () => {
     const dir = tempDir();
     const path = writeData(dir, 'qa.jsonl', records);
     const { tokenizer } = await countingTokenizer();
-    assert.equal((await loadDataset(path, { tokenizer, seqLen: 32, cacheDir: false })).stats.cache, 'off');
-    assert.ok(!existsSync(join(dir, '.lorakit-cache')));
-    await loadDataset(path, { tokenizer, seqLen: 32 });
-    assert.equal(readdirSync(join(dir, '.lorakit-cache')).length, 1);
+    const saved = process.env.LORAKIT_CACHE;
+    process.env.LORAKIT_CACHE = join(dir, 'home-cache');
+    try {
+      assert.equal((await loadDataset(path, { tokenizer, seqLen: 32, cacheDir: false })).stats.cache, 'off');
+      assert.ok(!existsSync(join(dir, 'home-cache')));
+      await loadDataset(path, { tokenizer, seqLen: 32 });
+      assert.equal(readdirSync(join(dir, 'home-cache', 'datasets')).length, 1);
+      assert.deepEqual(readdirSync(dir).sort(), ['home-cache', 'qa.jsonl']);
+    } finally {
+      if (saved === undefined) delete process.env.LORAKIT_CACHE; else process.env.LORAKIT_CACHE = saved;
+    }
   });
 
   test('skipped records are remembered: a hit reports the same count, and onError fail still throws with the line', async () => {

@@ -1,0 +1,41 @@
+// Run configs: strict YAML validation naming keys and types, --set overrides, relative paths.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadRunConfig } from '../../src/train/index.ts';
+
+const write = (text: string) => { const d = mkdtempSync(join(tmpdir(), 'lk-cfg-')); const f = join(d, 'run.yaml'); writeFileSync(f, text); return { d, f }; };
+const base = 'model: m\noutput_dir: out\ndata:\n  path: data.jsonl\ntraining:\n  max_steps: 5\n';
+
+test('a minimal config gets defaults and paths relative to the config file', () => {
+  const { d, f } = write(base);
+  const c = loadRunConfig(f);
+  assert.equal(c.model, join(d, 'm'));
+  assert.equal(c.data.path, join(d, 'data.jsonl'));
+  assert.equal(c.data.seq_len, 256);
+  assert.equal(c.training.learning_rate, 2e-4);
+  assert.deepEqual(c.adapter, { target_modules: 'all-linear' });
+});
+
+test('--set overrides nested values, parsed as YAML scalars', () => {
+  const { f } = write(base);
+  const c = loadRunConfig(f, ['training.learning_rate=1e-3', 'data.packing=true', 'adapter.r=4']);
+  assert.equal(c.training.learning_rate, 1e-3);
+  assert.equal(c.data.packing, true);
+  assert.equal(c.adapter.r, 4);
+});
+
+test('unknown keys and wrong types are named with their path', () => {
+  const { f } = write(base + '  lerning_rate: 1\n');
+  assert.throws(() => loadRunConfig(f), /unknown key training\.lerning_rate/);
+  const { f: f2 } = write(base.replace('max_steps: 5', 'max_steps: five'));
+  assert.throws(() => loadRunConfig(f2), /training\.max_steps: .*expected number/i);
+  const { f: f3 } = write(base.replace('  max_steps: 5\n', '  max_steps: 5\n  num_train_epochs: 1\n'));
+  assert.throws(() => loadRunConfig(f3), /exactly one of max_steps and num_train_epochs/);
+  const { f: f4 } = write('model: [unclosed\n');
+  assert.throws(() => loadRunConfig(f4), /not valid YAML at line \d+, column \d+/);
+  assert.throws(() => loadRunConfig('/nope/run.yaml'), /does not exist/);
+  assert.throws(() => loadRunConfig(write(base).f, ['novalue']), /expected key\.path=value/);
+});
