@@ -1,0 +1,57 @@
+// `lorakit eval`: maps flags to `evaluateText()` (optionally through a loaded adapter) and prints loss and perplexity.
+import { LorakitError } from '../errors.ts';
+import type { CommandModule } from './main.ts';
+
+interface Flags { model?: unknown; adapter?: unknown; data?: unknown; seqLen?: unknown; batchSize?: unknown; json?: boolean }
+
+/** A positive-integer flag's value; undefined when absent. */
+function int(flag: string, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new LorakitError('LK_INVALID_ARGUMENT', `--${flag} expects a positive integer, got ${JSON.stringify(v)}`, { option: flag });
+  return v;
+}
+
+function path(flag: string, v: unknown, what: string): string {
+  if (typeof v !== 'string' || v === '') throw new LorakitError('LK_INVALID_ARGUMENT', `--${flag} is required: ${what}`, { option: flag });
+  return v;
+}
+
+export const register: CommandModule['register'] = (cli) => {
+  cli.command('eval', 'Mean token loss and perplexity of a causal LM (optionally with an adapter) on a text or JSONL file')
+    .option('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors, tokenizer)')
+    .option('--adapter <dir>', 'PEFT adapter folder to evaluate with')
+    .option('--data <file>', 'Plain-text file (one document) or .jsonl with a "text" field per record')
+    .option('--seq-len <n>', 'Tokens per window (default 256, or the model\'s position limit if smaller)')
+    .option('--batch-size <n>', 'Windows per graph run', { default: 8 })
+    .option('--json', 'Print one JSON object: loss, perplexity, tokens, windows, documents, seq_len')
+    .action(async (flags: Flags) => {
+      const modelDir = path('model', flags.model, 'a Hugging Face model folder');
+      const data = path('data', flags.data, 'a text or JSONL file');
+      const adapterDir = flags.adapter === undefined ? undefined : path('adapter', flags.adapter, 'a PEFT adapter folder');
+      const seqLen = int('seq-len', flags.seqLen), batchSize = int('batch-size', flags.batchSize);
+      const { loadModel } = await import('../models/load.ts');
+      const { HfTokenizer } = await import('../io/tokenizer.ts');
+      const { evaluateText } = await import('../train/text-eval.ts');
+      const { shutdownRuntime } = await import('../runtime/index.ts');
+      const model = await loadModel(modelDir);
+      try {
+        const tokenizer = await HfTokenizer.fromDir(modelDir);
+        let adapter;
+        if (adapterDir !== undefined) {
+          const { PeftModel, adaptable, loadAdapter } = await import('../peft/index.ts');
+          const peft = new PeftModel(adaptable(model));
+          await loadAdapter(peft, adapterDir);
+          adapter = peft.generationAdapter();
+        }
+        const r = await evaluateText(model, tokenizer, { data, seqLen, batchSize, adapter });
+        if (flags.json) {
+          console.log(JSON.stringify({ loss: r.loss, perplexity: r.perplexity, tokens: r.tokens, windows: r.windows, documents: r.documents, seq_len: r.seqLen }));
+        } else {
+          console.log(`loss ${r.loss.toFixed(4)}  perplexity ${r.perplexity.toFixed(3)}  (${r.tokens} predicted tokens, ${r.windows} windows of ${r.seqLen}, ${r.documents} document${r.documents === 1 ? '' : 's'})`);
+        }
+      } finally {
+        await model.close();
+        await shutdownRuntime();
+      }
+    });
+};
