@@ -14,6 +14,7 @@ interface Flags {
   stop?: string | number | (string | number)[];
   system?: string | number;
   chat?: boolean;
+  adapter?: unknown;
 }
 
 /** A numeric flag's value (cac leaves non-numbers as strings); undefined when the flag is absent. */
@@ -36,6 +37,7 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--repetition-penalty <r>', 'transformers\' repetition penalty (> 1 discourages repeats)')
     .option('--seed <n>', 'Seed for sampling (default: random)')
     .option('--stop <text>', 'Stop before this text (repeatable)')
+    .option('--adapter <dir>', 'PEFT adapter folder to generate with (applied through the model\'s hooks, unmerged)')
     .action(async (flags: Flags) => {
       if (typeof flags.model !== 'string') throw new LorakitError('LK_INVALID_ARGUMENT', '--model <dir> is required: a Hugging Face model folder', { option: 'model' });
       if (flags.prompt === undefined || typeof flags.prompt === 'boolean') throw new LorakitError('LK_INVALID_ARGUMENT', '--prompt <text> is required', { option: 'prompt' });
@@ -54,9 +56,18 @@ export const register: CommandModule['register'] = (cli) => {
         } else {
           input = { prompt };
         }
+        let adapter;
+        if (flags.adapter !== undefined) {
+          if (typeof flags.adapter !== 'string') throw new LorakitError('LK_INVALID_ARGUMENT', '--adapter <dir> expects a PEFT adapter folder', { option: 'adapter' });
+          const { PeftModel, adaptable, loadAdapter } = await import('../peft/index.ts');
+          const peft = new PeftModel(adaptable(model));
+          await loadAdapter(peft, flags.adapter);
+          adapter = peft.generationAdapter();
+        }
         const stop = flags.stop === undefined ? undefined : (Array.isArray(flags.stop) ? flags.stop : [flags.stop]).map(String);
         await generate(model, tokenizer, {
           ...input,
+          adapter,
           maxNewTokens: num('max-new-tokens', flags.maxNewTokens),
           temperature: num('temperature', flags.temperature),
           topK: num('top-k', flags.topK),
