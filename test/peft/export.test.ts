@@ -32,7 +32,7 @@ for (const c of ['llama_dora', 'llama_embed', 'gpt2_lora', 'smollm_regex', 'bert
     const model = await loadModel(baseDir);
     const peft = new PeftModel(adaptable(model));
     await loadAdapter(peft, dir);
-    const unmerged = await logitsOf(model, expected, { hooks: peft.hooks() , overrides: peft.weightOverrides() });
+    const unmerged = await logitsOf(model, expected, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
     const out = join(tmp, c);
     const res = await exportMerged(model, peft, out);
     await model.close();
