@@ -58,10 +58,11 @@ export interface Checkpoint {
 /** Tensors to save, by name. */
 export type TensorMap = ReadonlyMap<string, { shape: readonly number[]; data: Float32Array }>;
 
-/** What a checkpoint must hold to fit a run: tensor shapes by name. */
+/** What a checkpoint must hold to fit a run: tensor shapes by name, and optionally the optimizer's name. */
 export interface CheckpointShapes {
   params: ReadonlyMap<string, readonly number[]>;
   state: ReadonlyMap<string, readonly number[]>;
+  optimizer?: string;
 }
 
 const invalid = (file: string, what: string) => new LorakitError('LK_FILE_INVALID', `checkpoint file ${file}: ${what}`, { file });
@@ -124,10 +125,13 @@ function formatState(state: TrainerState): string {
   return `${head.slice(0, -2)},\n "history": [${rows ? `\n${rows}\n ` : ''}]\n}\n`;
 }
 
-/** Removes temp folders that a killed run left behind (`.tmp-<name>-<pid>-<hex>`, `.old-<name>-…` of checkpoints and artefacts). */
+// What a killed run can leave: our temp/aside folders, and writeFileAtomic's temp files of the run's own files.
+const LEFTOVER = [/^\.(tmp|old)-(checkpoint-\d+|best|final)-\d+-[0-9a-f]+$/, /^\.(latest|metrics\.jsonl|loss\.svg)\.\d+\.[0-9a-f]+\.tmp$/];
+
+/** Removes what a killed run left behind in outputDir (hidden temp folders and temp files, never anything else). */
 export async function removeLeftovers(outputDir: string): Promise<void> {
   const names = await readdir(outputDir).catch(() => [] as string[]);
-  for (const n of names) if (/^\.(tmp|old)-(checkpoint-\d+|best|final)-\d+-[0-9a-f]+$/.test(n)) await rm(join(outputDir, n), { recursive: true, force: true });
+  for (const n of names) if (LEFTOVER.some((re) => re.test(n))) await rm(join(outputDir, n), { recursive: true, force: true });
 }
 
 /** Points `latest` at `name` (a checkpoint folder in outputDir), e.g. when a run is resumed from an older checkpoint. */
@@ -212,6 +216,9 @@ export async function loadCheckpoint(dir: string, shapes?: CheckpointShapes): Pr
   }
   const state = r.data as TrainerState;
   if (state.history.some((h) => h.step > state.step)) throw invalid(stateFile, `history has entries after step ${state.step}`);
+  if (shapes?.optimizer !== undefined && state.optimizer.name !== shapes.optimizer) {
+    throw new LorakitError('LK_INVALID_ARGUMENT', `checkpoint ${dir} was trained with optimizer "${state.optimizer.name}", this run uses "${shapes.optimizer}"`, { file: stateFile });
+  }
   const paramsFile = join(dir, CHECKPOINT_FILES.params), optimFile = join(dir, CHECKPOINT_FILES.optimizer);
   const stateNames = state.params.flatMap((p) => state.optimizer.slots.map((s) => `${p}::${s}`));
   const params = await readTensors(paramsFile, state.params, shapes?.params, state.step);

@@ -76,10 +76,7 @@ export class Trainer {
     const metrics = new MetricsLog(join(o.outputDir, 'metrics.jsonl'));
     if (resumeDir) {
       engine = await StepEngine.create(task, engineOpts);
-      const ck = await loadCheckpoint(resumeDir, engine.shapes());
-      if (ck.state.optimizer.name !== o.optimizer.name) {
-        throw new LorakitError('LK_INVALID_ARGUMENT', `train: checkpoint ${resumeDir} was trained with optimizer "${ck.state.optimizer.name}", this run uses "${o.optimizer.name}"`);
-      }
+      const ck = await loadCheckpoint(resumeDir, { ...engine.shapes(), optimizer: o.optimizer.name });
       engine.restore(ck.state.step, ck.params, ck.optimizer);
       state = ck.state;
       rng = new Rng(state.rng_state);
