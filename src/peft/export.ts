@@ -42,11 +42,24 @@ export interface ExportMergedResult {
 export async function exportMerged(model: LoadedModel, peft: PeftModel, outDir: string, options: ExportMergedOptions = {}): Promise<ExportMergedResult> {
   const out = resolve(outDir);
   if (out === resolve(model.dir)) throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: the output folder ${outDir} is the model folder; choose another`, { option: 'out' });
-  const replacing = await checkOutDir(out, outDir, options.overwrite ?? false);
   if (peft.activeAdapters.length === 0) throw new LorakitError('LK_INVALID_ARGUMENT', 'exportMerged: the PeftModel has no active adapter to merge');
+  const replacing = await checkOutDir(out, outDir, options.overwrite ?? false);
   await peft.merge();
-  const overrides = peft.weightOverrides();
+  const r = await writeModelFolder(model, peft.weightOverrides(), out, replacing);
+  return { ...r, adapters: [...peft.merged] };
+}
 
+/**
+ * Writes `model` with some weights replaced (`overrides`, by HF name; f32) as a Hugging Face folder at `outDir`:
+ * merged adapters, or the weights of a full fine-tuning run.
+ */
+export async function exportModel(model: LoadedModel, overrides: ReadonlyMap<string, Float32Array>, outDir: string, options: ExportMergedOptions = {}): Promise<Omit<ExportMergedResult, 'adapters'>> {
+  const out = resolve(outDir);
+  if (out === resolve(model.dir)) throw new LorakitError('LK_INVALID_ARGUMENT', `exportModel: the output folder ${outDir} is the model folder; choose another`, { option: 'out' });
+  return writeModelFolder(model, overrides, out, await checkOutDir(out, outDir, options.overwrite ?? false));
+}
+
+async function writeModelFolder(model: LoadedModel, overrides: ReadonlyMap<string, Float32Array>, out: string, replacing: boolean): Promise<Omit<ExportMergedResult, 'adapters'>> {
   const hidden = (what: string) => join(dirname(out), `.${basename(out)}.${process.pid}.${randomBytes(6).toString('hex')}.${what}`);
   const tmp = hidden('tmp');
   await mkdir(tmp, { recursive: true });
@@ -59,7 +72,7 @@ export async function exportMerged(model: LoadedModel, peft: PeftModel, outDir: 
     if (old) await rename(out, old);
     await rename(tmp, out);
     if (old) await rm(old, { recursive: true, force: true });
-    return { dir: out, adapters: [...peft.merged], merged, tensors, files };
+    return { dir: out, merged, tensors, files };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;

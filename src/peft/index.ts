@@ -6,5 +6,5 @@ export { dora } from './methods/dora.ts';
 export { PeftModel, paramKey, type Adapter, type AdapterLayer, type AdaptableBase, type HookOptions } from './model.ts';
 export { saveAdapter, loadAdapter, readAdapterConfig } from './format.ts';
 export { adaptable } from './base.ts';
-export { exportMerged, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
+export { exportMerged, exportModel, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';

@@ -8,7 +8,7 @@
 import { Graph, crossEntropy, type Tensor } from '../graph/index.ts';
 import type { Feed } from '../runtime/index.ts';
 import { buildCausalLM, type LoadedModel } from '../models/index.ts';
-import { type PeftModel, saveAdapter } from '../peft/index.ts';
+import { type PeftModel, saveAdapter, exportModel } from '../peft/index.ts';
 import { check } from '../errors.ts';
 import type { TokenDataset, Batch } from './data/index.ts';
 import type { TrainTask, TaskParamGroup, TrainBatch, DataPosition } from './task.ts';
@@ -16,9 +16,11 @@ import { lossEvaluator } from './eval.ts';
 
 export interface CausalLmTaskOptions {
   model: LoadedModel;
+  /** The adapters; the one named `adapter` trains (the others stay as they are). */
   peft: PeftModel;
-  /** Name of the adapter in `peft` that trains (the others stay as they are). */
   adapter: string;
+  /** Full fine-tuning baseline: every weight of the model trains, no adapter is used, and save() writes a model folder. */
+  full?: boolean;
   train: TokenDataset;
   eval?: TokenDataset;
   batchSize: number;
@@ -46,8 +48,9 @@ function buildLossGraph(o: CausalLmTaskOptions, T: number, { dropout = true } = 
   const labels = g.input('labels', 'i64', [B, T]);
   const attentionMask = g.input('attention_mask', 'i64', [B, T]);
   const dropoutSeed = dropout ? g.input('dropout_seed', 'f32', []) : undefined;
-  const hooks = o.peft.hooks({ train: o.adapter, dropoutSeed });
-  const ctx = o.model.context(g, { hooks, trainable: o.peft.trainableWeights(o.adapter), overrides: o.peft.weightOverrides(o.adapter) });
+  const ctx = o.full
+    ? o.model.context(g, { trainable: o.model.parameters().map((p) => p.name) })
+    : o.model.context(g, { hooks: o.peft.hooks({ train: o.adapter, dropoutSeed }), trainable: o.peft.trainableWeights(o.adapter), overrides: o.peft.weightOverrides(o.adapter) });
   const out = buildCausalLM(ctx, { inputIds, attentionMask });
   const V = (out.logits.shape[2] as number);
   const hidden = out.hidden.slice([0], [T - 1], [1]); // [B, T-1, D]: the last position predicts nothing here
@@ -63,7 +66,7 @@ function groupsOf(params: Tensor[]): TaskParamGroup[] {
   const isB = (t: Tensor) => /\.lora_(B|embedding_B)/.test(t.name) || (t.name.includes('#') && t.rank === 1);
   const adapterA = params.filter((t) => t.name.includes('#') && !isB(t));
   const adapterB = params.filter((t) => t.name.includes('#') && isB(t));
-  const saved = params.filter((t) => !t.name.includes('#'));
+  const saved = params.filter((t) => !t.name.includes('#')); // modules_to_save, trained biases, or every weight (full fine-tuning)
   const groups: TaskParamGroup[] = [];
   if (adapterA.length) groups.push({ name: 'lora_A', params: adapterA });
   if (adapterB.length) groups.push({ name: 'lora_B', params: adapterB, loraplusB: true });
@@ -81,13 +84,16 @@ export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
       const { graph, loss, params } = buildLossGraph(o, T);
       return { graph, loss, groups: groupsOf(params) };
     },
-    initialParams: () => Object.fromEntries(o.peft.trainableValues(o.adapter)),
+    initialParams: async () => o.full
+      ? Object.fromEntries(await Promise.all(o.model.parameters().map(async (p) => [p.name, await o.model.read(p.name)] as const)))
+      : Object.fromEntries(o.peft.trainableValues(o.adapter)),
     *batches(from: DataPosition) {
       for (const b of o.train.batches({ batchSize: o.batchSize, seed: o.dataSeed ?? 0, start: from })) yield toTrainBatch(b);
     },
     batchesPerEpoch: o.train.batchesPerEpoch(o.batchSize),
     stepInputs: ({ rng }) => ({ dropout_seed: new Float32Array([Math.floor(rng.next() * 1e6)]) }),
     async save(dir, params) {
+      if (o.full) { await exportModel(o.model, params, dir, { overwrite: true }); return; }
       o.peft.setValues(o.adapter, params);
       await saveAdapter(o.peft, o.adapter, dir, { baseModel: o.baseModelName ?? null });
     },
