@@ -94,7 +94,20 @@ export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'
       if ('weight' in where) a.weights.set(where.weight, v);
       else a.layers.get(where.path)!.values[where.param] = v;
     }
-    const unused = st.names().filter((k) => !keys.has(k));
+    // PEFT saves a targeted embedding's whole base weight too (`<path>.base_layer.weight`); it must equal ours.
+    const unused: string[] = [];
+    for (const k of st.names()) {
+      if (keys.has(k)) continue;
+      const path = k.startsWith(PREFIX) && k.endsWith('.base_layer.weight') ? k.slice(PREFIX.length, -'.base_layer.weight'.length) : null;
+      const layer = path ? a.layers.get(path) : undefined;
+      if (!layer) { unused.push(k); continue; }
+      const saved = await st.readAs(k, 'f32');
+      const base = await layer.info.readWeight();
+      if (saved.length !== base.length || saved.some((v, i) => v !== base[i])) {
+        peft.deleteAdapter(name);
+        throw new LorakitError('LK_UNSUPPORTED', `${file}: ${k} differs from the base model's ${path} weight (a resized or retrained embedding); lorakit cannot apply such an adapter to this base yet`);
+      }
+    }
     return { unused };
   } finally {
     await st.close();
