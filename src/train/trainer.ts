@@ -70,7 +70,7 @@ export class Trainer {
     const o = this.options, task = this.task;
     await mkdir(o.outputDir, { recursive: true });
     await removeLeftovers(o.outputDir);
-    const resumeDir = await this.resumeDir();
+    const { dir: resumeDir, moveLatest } = await this.resumeDir();
     const engineOpts = { optimizer: o.optimizer, accumulation: o.gradientAccumulation, clipNorm: o.clipNorm, weightDecay: o.weightDecay, loraplusLrRatio: o.loraplusLrRatio, compile: o.compile };
     let state: TrainerState, engine: StepEngine, rng: Rng;
     const metrics = new MetricsLog(join(o.outputDir, 'metrics.jsonl'));
@@ -78,7 +78,8 @@ export class Trainer {
       engine = await StepEngine.create(task, engineOpts);
       const ck = await loadCheckpoint(resumeDir, { ...engine.shapes(), optimizer: o.optimizer.name });
       engine.restore(ck.state.step, ck.params, ck.optimizer);
-      state = ck.state;
+      if (moveLatest) await setLatest(o.outputDir, basename(resumeDir));
+      state = { ...ck.state, total_steps: o.totalSteps, schedule: this.freshState(engine).schedule }; // the options may extend the run
       rng = new Rng(state.rng_state);
     } else {
       rng = new Rng(o.seed);
@@ -91,26 +92,26 @@ export class Trainer {
 
   /**
    * The checkpoint to resume from, or null for a fresh run. Resuming from an older checkpoint of this outputDir
-   * moves `latest` back to it first, so the folders of the abandoned steps are never `latest` while being replaced.
+   * moves `latest` back to it once it has loaded, so the folders of the abandoned steps are never `latest` while
+   * being replaced.
    */
-  private async resumeDir(): Promise<string | null> {
+  private async resumeDir(): Promise<{ dir: string | null; moveLatest: boolean }> {
     const o = this.options;
     const latest = await latestCheckpoint(o.outputDir);
     const taken = latest || (await listCheckpoints(o.outputDir)).length > 0;
     if (typeof o.resume === 'string') {
       const dir = resolve(o.resume);
-      if (dirname(dir) === resolve(o.outputDir)) {
-        if ((latest && resolve(latest)) !== dir && checkpointStep(basename(dir)) !== null && (await stat(dir).then(() => true, () => false))) await setLatest(o.outputDir, basename(dir));
-      } else if (taken) {
+      if (dirname(dir) === resolve(o.outputDir)) return { dir, moveLatest: (latest && resolve(latest)) !== dir && checkpointStep(basename(dir)) !== null };
+      if (taken) {
         throw new LorakitError('LK_INVALID_ARGUMENT', `train: option resume names ${o.resume}, outside outputDir ${o.outputDir}, which already holds checkpoints of another run; choose an empty outputDir`);
       }
-      return dir;
+      return { dir, moveLatest: false };
     }
-    if (o.resume) return latest;
+    if (o.resume) return { dir: latest, moveLatest: false };
     if (taken) {
       throw new LorakitError('LK_INVALID_ARGUMENT', `train: ${o.outputDir} already holds checkpoints${latest ? ` (latest: ${latest})` : ''}; pass resume: true to continue that run, or choose another outputDir`);
     }
-    return null;
+    return { dir: null, moveLatest: false };
   }
 
   private freshState(engine: StepEngine): TrainerState {
