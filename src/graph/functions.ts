@@ -50,14 +50,15 @@ export function crossEntropy(logits: Tensor, labels: Tensor, ignoreIndex = -100)
   return nll.sum().div(count);
 }
 
-/** Per-token negative log-likelihood [N] (0 at ignored labels) and the valid mask [N] as logits' dtype. */
+/**
+ * Per-token negative log-likelihood [N] (0 at ignored labels) and the valid mask [N] as logits' dtype. One fused
+ * SoftmaxCrossEntropyLoss node: with a 50k vocabulary, the composite (logSoftmax, gather, and their gradients) made
+ * about 20 passes over [N, C] and a constant-folded [N, C] zeros tensor (bench/RESULTS.md).
+ */
 export function tokenNll(logits: Tensor, labels: Tensor, ignoreIndex = -100): { nll: Tensor; valid: Tensor } {
-  const valid = labels.equal(labels.lift(ignoreIndex)).not();
-  const safe = valid.where(labels, labels.lift(0)); // ignored labels point at class 0, then are masked out
-  const logp = logSoftmax(logits, -1);
-  const picked = logp.gatherElements(safe.unsqueeze(-1), 1).squeeze(-1);
-  const v = valid.cast(logits.dtype);
-  return { nll: picked.neg().mul(v), valid: v };
+  const [nll] = logits.graph.opMulti('SoftmaxCrossEntropyLoss', [logits, labels], { reduction: 'none', ignore_index: ignoreIndex }, 2);
+  const valid = labels.equal(labels.lift(ignoreIndex)).not().cast(logits.dtype);
+  return { nll, valid };
 }
 
 /**

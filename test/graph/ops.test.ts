@@ -39,6 +39,10 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
   ['ReduceMax', (_g, [a]) => a.max(-1), [{ shape: [2, 3] }]],
   ['Softmax on the last axis', (_g, [a]) => a.softmax(-1), [{ shape: [2, 5] }]],
   ['Softmax on axis 1 of 3', (_g, [a]) => a.softmax(1), [{ shape: [2, 3, 2] }]],
+  ['SoftmaxCrossEntropyLoss, both outputs, an ignored label', (g, [a]) => {
+    const [l, lp] = g.opMulti('SoftmaxCrossEntropyLoss', [a, g.constant([2, -100, 0], 'i64', [3])], { reduction: 'none', ignore_index: -100 }, 2);
+    return l.unsqueeze(-1).add(lp.mul(0.5));
+  }, [{ shape: [3, 4], lo: -3, hi: 3 }]],
   ['LayerNormalization with scale and bias', (g, [a, w, b]) => g.opMulti('LayerNormalization', [a, w, b], { axis: -1, epsilon: 1e-5 }, 3)[0], [{ shape: [3, 4] }, { shape: [4] }, { shape: [4] }]],
   ['Reshape', (_g, [a]) => a.reshape([3, -1]).mul(a.reshape([3, 4])), [{ shape: [2, 6] }]],
   ['Transpose', (_g, [a]) => a.transpose([2, 0, 1]), [{ shape: [2, 3, 4] }]],

@@ -4,6 +4,7 @@ import { LorakitError } from '../../errors.ts';
 import { normAxis } from '../shape.ts';
 import type { OpDef, NnOp } from './types.ts';
 import { requireFloat } from './util.ts';
+import type { Tensor } from '../graph.ts';
 
 export const nnOps: Record<NnOp, OpDef> = {
   Softmax: {
@@ -49,6 +50,37 @@ export const nnOps: Record<NnOp, OpDef> = {
       const dgamma = need[1] ? dy!.mul(xhat).sum(rowAxes) : null;
       const dbeta = need[2] ? dy!.sum(rowAxes) : null;
       return [dx, dgamma, dbeta];
+    },
+  },
+  // Per-row loss −log softmax(x)[label] (reduction 'none'; 0 where label = ignore_index) and log softmax(x), in one
+  // kernel: the cross-entropy of an LM head without the ~20 passes over [N, C] that the composite's gradient makes.
+  SoftmaxCrossEntropyLoss: {
+    infer: ([x, labels], at, nOut) => {
+      requireFloat(x!, 'SoftmaxCrossEntropyLoss');
+      if (at.reduction !== 'none') throw new LorakitError('LK_INVALID_ARGUMENT', `SoftmaxCrossEntropyLoss: lorakit uses reduction 'none', got ${JSON.stringify(at.reduction)}`);
+      if (x!.rank !== 2 || labels!.rank !== 1 || (labels!.dtype !== 'i64' && labels!.dtype !== 'i32')) {
+        throw new LorakitError('LK_SHAPE_MISMATCH', `SoftmaxCrossEntropyLoss: expects scores [N, C] and integer labels [N], got ${x!.toString()} and ${labels!.toString()}`);
+      }
+      if (nOut !== 2) throw new LorakitError('LK_INVALID_ARGUMENT', 'SoftmaxCrossEntropyLoss: declare both outputs (loss, log_prob); the gradient reads log_prob');
+      return [{ dtype: x!.dtype, shape: [x!.shape[0]] }, { dtype: x!.dtype, shape: [...x!.shape] }];
+    },
+    // p = exp(log_prob): dX = (p − onehot(label))·dLoss (rows with ignored labels get 0) + dLogProb − p·Σ dLogProb
+    vjp: (n, [dl, dlp]) => {
+      const labels = n.inputs[1]!;
+      const p = n.outputs[1].exp(); // softmax(x) [N, C]
+      let dx: Tensor | null = null;
+      if (dl) {
+        const ii = n.attrs.ignore_index;
+        const valid = typeof ii === 'number' ? labels.equal(labels.lift(ii)).not() : null; // [N]
+        const f = (valid ? valid.where(dl, 0) : dl).unsqueeze(-1); // [N, 1]
+        const at = (valid ? valid.where(labels, labels.lift(0)) : labels).unsqueeze(-1); // [N, 1]: ignored rows point at class 0, with update 0
+        dx = p.mul(f).scatterElements(at, f.neg(), 1, 'add');
+      }
+      if (dlp) {
+        const t = dlp.sub(p.mul(dlp.sum(-1, true)));
+        dx = dx ? dx.add(t) : t;
+      }
+      return [dx, null];
     },
   },
 };
