@@ -32,7 +32,7 @@ function start(dir: string): { proc: ChildProcess; lines: string[]; waitFor: (re
     }
   });
   proc.stderr!.on('data', (d) => { stderr += d; });
-  const exit = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  const exit = new Promise<number | null>((resolve) => proc.on('close', (code) => resolve(code))); // after stdout is drained
   const waitFor = (re: RegExp) => {
     const seen = lines.find((l) => re.test(l));
     if (seen) return Promise.resolve(seen);
