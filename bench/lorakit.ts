@@ -47,7 +47,7 @@ function compileOptions(w: Workload): CompileOptions {
 }
 
 /** The LoRA forward + loss graph ([B, T] ids, [B·T] shifted labels); with `train`, the AdamW step too. */
-async function lossGraph(w: Workload, model: LoadedModel, train: boolean) {
+export async function lossGraph(w: Workload, model: LoadedModel, train: boolean) {
   const peft = new PeftModel(adaptable(model));
   await peft.addAdapter('default', loraConfig(w));
   const [B, T, V] = [w.batch, w.seq, vocabOf(model)];

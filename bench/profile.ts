@@ -1,0 +1,96 @@
+/**
+ * Where a step's time goes: compiles one train/eval workload with ORT profiling on (and the optimised model dumped),
+ * runs a few steps, and sums per-node kernel times (each node's fastest run) by op type and by graph part (forward, backward,
+ * optimizer, from the node-name scopes `grad/` and `optim/`). Prints the tables and writes
+ * bench/results/profile-<kind>-<model>-<targets>.json.
+ *   node --import tsx bench/profile.ts [train|eval] [gpt2|smollm] [attn|all] [--batch N --seq N --runs N --compile JSON --top N]
+ */
+import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadModel } from '../src/models/index.ts';
+import { TrainStepRunner } from '../src/optim/index.ts';
+import { compile, type CompileOptions } from '../src/runtime/index.ts';
+import { RESULTS, table } from './common.ts';
+import { lossGraph } from './lorakit.ts';
+import { ensureModel, type ModelName } from './models.ts';
+import type { Targets, Workload } from './workloads.ts';
+
+interface TraceEvent { cat: string; name: string; dur: number; ts: number; args?: { op_name?: string; provider?: string } }
+
+/** Sums `dur` (µs) of the events by `key`, largest first. */
+function sumBy(events: TraceEvent[], key: (e: TraceEvent) => string): { key: string; ms: number; count: number }[] {
+  const m = new Map<string, { ms: number; count: number }>();
+  for (const e of events) {
+    const k = key(e);
+    const v = m.get(k) ?? { ms: 0, count: 0 };
+    v.ms += e.dur / 1000; v.count++;
+    m.set(k, v);
+  }
+  return [...m.entries()].map(([k, v]) => ({ key: k, ...v })).sort((a, b) => b.ms - a.ms);
+}
+
+/** The graph part a node belongs to, from the scope prefixes autodiff and addTrainStep give node names. */
+function partOf(nodeName: string): string {
+  if (nodeName.startsWith('grad/')) return 'backward';
+  if (nodeName.startsWith('optim/')) return 'optimizer';
+  return 'forward';
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const flag = (name: string, d: string) => { const i = args.indexOf(name); return i >= 0 ? args.splice(i, 2)[1] : d; };
+  const batch = Number(flag('--batch', '4')), seq = Number(flag('--seq', '256')), top = Number(flag('--top', '15')), runsArg = Number(flag('--runs', '3'));
+  const extra = JSON.parse(flag('--compile', '{}')) as CompileOptions;
+  const [kind = 'train', model = 'gpt2', targets = 'attn'] = args as ['train' | 'eval', ModelName, Targets];
+  const w: Workload = { id: `${kind} ${model} ${targets}`, kind, model, targets, rank: 16, batch, seq, newTokens: 0, warmup: 1, steps: 1, threads: availableParallelism() };
+  const dir = join(tmpdir(), `lorakit-profile-${process.pid}`);
+  mkdirSync(dir, { recursive: true });
+  const lm = await loadModel(await ensureModel(model));
+  const { g, layout, values, feeds } = await lossGraph(w, lm, kind === 'train');
+  const ortOptions = { enableProfiling: true, profileFilePrefix: join(dir, 'trace'), optimizedModelFilePath: join(dir, 'optimized.onnx'), ...extra.ortOptions };
+  const session = await compile(g, { threads: w.threads, ...extra, worker: false, ortOptions });
+  const run = layout
+    ? (() => { const r = new TrainStepRunner(session, layout, Object.fromEntries(values)); return () => r.step(feeds, 1e-4); })()
+    : () => session.run({ ...feeds, ...Object.fromEntries(values) });
+  const wall: number[] = [];
+  for (let i = 0; i < 1 + runsArg; i++) { const t = performance.now(); await run(); wall.push(performance.now() - t); }
+  await session.dispose(); // ends profiling: ORT writes the trace
+  await lm.close();
+  const trace = readdirSync(dir).find((f) => f.startsWith('trace'))!;
+  const events = (JSON.parse(readFileSync(join(dir, trace), 'utf8')) as TraceEvent[]).filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
+  // Per node, the fastest of the profiled runs: a kernel preempted by another process on a shared machine shows up as
+  // one slow sample, so the minimum is the robust estimate of its own cost.
+  const runs = (JSON.parse(readFileSync(join(dir, trace), 'utf8')) as TraceEvent[]).filter((e) => e.cat === 'Session' && e.name === 'model_run');
+  const last = runs[runs.length - 1];
+  const best = new Map<string, TraceEvent>();
+  for (const r of runs.slice(1)) {
+    for (const e of events) {
+      if (e.ts < r.ts || e.ts > r.ts + r.dur) continue;
+      const prev = best.get(e.name);
+      if (!prev || e.dur < prev.dur) best.set(e.name, e);
+    }
+  }
+  const step = [...best.values()];
+  const total = step.reduce((a, e) => a + e.dur / 1000, 0);
+  const nodeName = (e: TraceEvent) => e.name.slice(0, -'_kernel_time'.length);
+  const byOp = sumBy(step, (e) => e.args?.op_name ?? '?');
+  const byPart = sumBy(step, (e) => partOf(nodeName(e)));
+  const byPartOp = sumBy(step, (e) => `${partOf(nodeName(e))} ${e.args?.op_name}`);
+  const byNode = sumBy(step, nodeName);
+  const pct = (ms: number) => `${((100 * ms) / total).toFixed(1)}%`;
+  console.log(`${w.id}, batch ${batch}, seq ${seq}: wall ${wall.map((x) => x.toFixed(0)).join(' / ')} ms; sum of per-node minima over ${runs.length - 1} runs ${total.toFixed(0)} ms (${step.length} nodes; last model_run ${(last.dur / 1000).toFixed(0)} ms)`);
+  console.log(`optimised model: ${statSync(join(dir, 'optimized.onnx')).size} bytes in ${dir}\n`);
+  console.log(table([['part', 'ms', 'share', 'nodes'], ...byPart.map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])]));
+  console.log(`\n${table([['op', 'ms', 'share', 'nodes'], ...byOp.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`);
+  console.log(`\n${table([['part / op', 'ms', 'share', 'nodes'], ...byPartOp.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`);
+  console.log(`\n${table([['node', 'ms', 'share'], ...byNode.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms)])])}`);
+  mkdirSync(RESULTS, { recursive: true });
+  const out = join(RESULTS, `profile-${kind}-${model}-${targets}.json`);
+  writeFileSync(out, `${JSON.stringify({ workload: w.id, batch, seq, compile: extra, date: new Date().toISOString(), wallMs: wall, kernelMs: total,
+    byPart, byOp, byPartOp: byPartOp.slice(0, 40), byNode: byNode.slice(0, 40) }, null, 2)}\n`);
+  console.log(`\nwrote ${out}`);
+  rmSync(join(dir, trace));
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

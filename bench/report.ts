@@ -1,0 +1,105 @@
+/**
+ * Writes the generated parts of bench/RESULTS.md from the JSON that runs left in bench/results/: the comparison table
+ * (compare.json), the targets, the profile tables (profile-*.json) and the optimisation log (experiments.json, whose
+ * measured columns are read from the result files it names). Text outside the `<!-- gen:NAME -->` … `<!-- /gen -->`
+ * markers is left alone; no number in a generated block is typed by hand.
+ *   node --import tsx bench/report.ts
+ */
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { RESULTS, ROOT, fmt, readJson } from './common.ts';
+
+const md = (rows: (string | number)[][]) => {
+  const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
+  return [`| ${cells[0].join(' | ')} |`, `|${cells[0].map((_, j) => (j === 0 ? '---' : '--:')).join('|')}|`, ...cells.slice(1).map((r) => `| ${r.join(' | ')} |`)].join('\n');
+};
+
+interface Row { workload: string; lorakit: number; peft: number; unit: string; ratio: number }
+
+function compareBlock(c: any): string {
+  const load = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' / ');
+  const lines = [
+    `Run ${c.date} on ${c.machine.cpu}, ${c.machine.cores} cores; load average (1/5/15 min) ${load(c.machine.loadBefore)} before, ${load(c.machine.loadAfter)} after.`,
+    `Options: batch ${c.options.batch}, seq ${c.options.seq}, r ${c.options.rank}, ${c.options.warmup} warm-up + ${c.options.steps} timed steps (median), ${c.options.threads} threads${c.options.compile ? `, compile ${JSON.stringify(c.options.compile)}` : ''}.`,
+    'ratio > 1 favours lorakit (lorakit/PEFT for throughput and MFU, PEFT/lorakit for time and memory).',
+    '',
+    md([['workload: metric', 'lorakit', 'PEFT', 'unit', 'ratio'], ...(c.rows as Row[]).map((r) => [r.workload, r.lorakit, r.peft, r.unit, r.ratio])]),
+  ];
+  const loads = (c.raw as any[]).map((p) => `${p.workload} ${p.lorakit.load1.toFixed(1)}/${p.peft.load1.toFixed(1)}`);
+  lines.push('', `1-minute load when each run started (lorakit/PEFT): ${loads.join('; ')}.`);
+  return lines.join('\n');
+}
+
+function targetsBlock(c: any): string {
+  const rows = c.rows as Row[];
+  const find = (w: string) => rows.find((r) => r.workload === w);
+  const out: (string | number)[][] = [['target', 'measured', 'met']];
+  for (const m of ['gpt2', 'smollm']) {
+    for (const t of ['attn', 'all']) {
+      const r = find(`train ${m} ${t}: tokens/s`);
+      if (r) out.push([`train ${m} ${t}: tokens/s ≥ 1.3× PEFT`, `${fmt(r.ratio)}×`, r.ratio >= 1.3 ? 'yes' : 'no']);
+      const f = find(`train ${m} ${t}: MFU`);
+      if (f) out.push([`train ${m} ${t}: MFU ≥ 60%`, `${fmt(f.lorakit)}%`, f.lorakit >= 60 ? 'yes' : 'no']);
+      const p = find(`train ${m} ${t}: peak RSS`);
+      if (p) out.push([`train ${m} ${t}: peak RSS ≤ PEFT`, `${fmt(p.lorakit)} vs ${fmt(p.peft)} MB`, p.ratio >= 1 ? 'yes' : 'no']);
+    }
+    for (const b of [1, 8]) {
+      const r = find(`gen ${m} b${b}: decode tokens/s`);
+      if (r) out.push([`gen ${m} b${b}: decode tokens/s ≥ PEFT`, `${fmt(r.ratio)}×`, r.ratio >= 1 ? 'yes' : 'no']);
+    }
+  }
+  return md(out);
+}
+
+function profileBlock(): string {
+  const files = existsSync(RESULTS) ? readdirSync(RESULTS).filter((f) => /^profile-.*\.json$/.test(f)).sort() : [];
+  return files.map((f) => {
+    const p = readJson(join(RESULTS, f));
+    const pct = (ms: number) => `${((100 * ms) / p.kernelMs).toFixed(1)}%`;
+    return [
+      `**${p.workload}** (batch ${p.batch}, seq ${p.seq}${Object.keys(p.compile ?? {}).length ? `, ${JSON.stringify(p.compile)}` : ''}; ${p.date}): kernel time ${fmt(p.kernelMs)} ms per step (sum over nodes of each node's fastest of the profiled runs); wall ${p.wallMs.map(fmt).join(' / ')} ms.`,
+      '',
+      md([['part', 'ms', 'share'], ...p.byPart.map((r: any) => [r.key, r.ms, pct(r.ms)])]),
+      '',
+      md([['part / op (top 12)', 'ms', 'share', 'nodes'], ...p.byPartOp.slice(0, 12).map((r: any) => [r.key, r.ms, pct(r.ms), String(r.count)])]),
+    ].join('\n');
+  }).join('\n\n');
+}
+
+/** experiments.json: [{name, change, predicted, metric, before: file, after: file}], files relative to bench/results. */
+function experimentsBlock(): string {
+  const path = join(RESULTS, 'experiments.json');
+  if (!existsSync(path)) return '(none yet)';
+  const value = (file: string, metric: string) => {
+    const rows = readJson(join(RESULTS, file)).rows as (Row & { metric?: string; value?: number })[];
+    const r = rows.find((x) => x.workload === metric || `${x.workload}: ${x.metric}` === metric);
+    if (!r) throw new Error(`${file} has no row "${metric}"`);
+    return r.value ?? r.lorakit;
+  };
+  const rows = (readJson(path) as any[]).map((e) => {
+    const b = value(e.before, e.metric), a = value(e.after, e.metric);
+    return [e.name, e.change, e.predicted, e.metric, b, a, `${a >= b ? '+' : ''}${fmt((100 * (a - b)) / b)}%`];
+  });
+  return md([['#', 'change', 'predicted', 'metric (lorakit)', 'before', 'after', 'measured'], ...rows]);
+}
+
+function main(): void {
+  const file = join(ROOT, 'bench', 'RESULTS.md');
+  let text = readFileSync(file, 'utf8');
+  const compare = existsSync(join(RESULTS, 'compare.json')) ? readJson(join(RESULTS, 'compare.json')) : null;
+  const blocks: Record<string, string> = {
+    table: compare ? compareBlock(compare) : '(no compare.json yet: run npm run bench:peft)',
+    targets: compare ? targetsBlock(compare) : '',
+    profile: profileBlock(),
+    experiments: experimentsBlock(),
+  };
+  for (const [name, body] of Object.entries(blocks)) {
+    const re = new RegExp(`(<!-- gen:${name} -->\\n)[\\s\\S]*?(<!-- /gen -->)`);
+    if (!re.test(text)) throw new Error(`bench/RESULTS.md has no <!-- gen:${name} --> block`);
+    text = text.replace(re, (_m, open, close) => `${open}${body}\n${close}`);
+  }
+  writeFileSync(file, text);
+  console.log(`updated ${file}`);
+}
+
+main();
