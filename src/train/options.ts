@@ -110,6 +110,8 @@ export function resolveOptions(task: TrainTask, options: TrainOptions): Resolved
   check(Number.isFinite(threshold) && threshold >= 0, 'LK_INVALID_ARGUMENT', `train: option earlyStoppingThreshold must be >= 0, got ${threshold}`);
   const seed = o.seed ?? 42;
   check(Number.isInteger(seed), 'LK_INVALID_ARGUMENT', `train: option seed must be an integer, got ${seed}`);
+  check(o.progress === undefined || ['auto', 'bar', 'lines', 'none'].includes(o.progress), 'LK_INVALID_ARGUMENT',
+    () => `train: option progress must be "auto", "bar", "lines" or "none", got ${JSON.stringify(o.progress)}`);
   check(o.resume === undefined || typeof o.resume === 'boolean' || typeof o.resume === 'string', 'LK_INVALID_ARGUMENT', 'train: option resume must be true/false or a checkpoint folder');
   return {
     ...o, lr: o.lr, outputDir: o.outputDir, schedule: o.schedule ?? 'linear', optimizer: o.optimizer ?? adamw(), weightDecay, gradientAccumulation: k,

@@ -145,6 +145,7 @@ test('options are checked before anything runs, and errors name the option', asy
     [{ lr: 0.01, steps: 5, evalEvery: 2 }, /evalEvery needs a task with evaluate\(\)/],
     [{ lr: 0.01, steps: 5, earlyStoppingPatience: 2 }, /earlyStoppingPatience needs evalEvery/],
     [{ lr: 0.01, steps: 5, clipNorm: -1 }, /option clipNorm must be > 0/],
+    [{ lr: 0.01, steps: 5, progress: 'off' }, /option progress must be "auto", "bar", "lines" or "none", got "off"/],
   ];
   for (const [opts, re] of cases) {
     assert.throws(() => new Trainer(task, { outputDir: tmp(), ...opts } as never), (e: LorakitError) => e.code === 'LK_INVALID_ARGUMENT' && re.test(e.message), String(re));
