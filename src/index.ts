@@ -7,4 +7,5 @@ export * as linalg from './linalg/index.ts';
 export * as nn from './nn/index.ts';
 export * as models from './models/index.ts';
 export * as peft from './peft/index.ts';
+export * as train from './train/index.ts';
 export { LorakitError, ERROR_CODES, type ErrorCode } from './errors.ts';

@@ -43,7 +43,8 @@ async function* chunksOf(data: AtomicData): AsyncGenerator<Uint8Array> {
 
 // Makes the rename itself durable. Some platforms (Windows) cannot open or fsync a folder; the rename is then as
 // durable as the OS makes it, which is the best available there.
-async function syncDir(dir: string): Promise<void> {
+/** fsyncs a folder so that a rename in it is durable (best effort where folders cannot be fsynced). */
+export async function syncDir(dir: string): Promise<void> {
   let fh: FileHandle | undefined;
   try {
     fh = await open(dir, 'r');

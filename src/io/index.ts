@@ -1,6 +1,6 @@
 // Public surface of src/io: file formats and safe writes. Other folders import from here, not from the files.
 export { f16ToF32, f32ToF16, bf16ToF32, f32ToBf16, f16BitsToNumber, numberToF16Bits, bf16BitsToNumber, numberToBf16Bits } from './half.ts';
-export { writeFileAtomic, tempPathFor } from './atomic.ts';
+export { writeFileAtomic, tempPathFor, syncDir } from './atomic.ts';
 export type { AtomicData, AtomicWriteOptions } from './atomic.ts';
 export {
   DTYPE_BYTES, MAX_HEADER_BYTES, isSupportedDType, readHeaderLength, parseHeader, canReadAs, checkReadAs, decodeTensor,

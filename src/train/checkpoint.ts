@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { LorakitError } from '../errors.ts';
 import type { StepRecord } from './report.ts';
-import { SafetensorsFile, parseJsonText, writeFileAtomic, writeSafetensors } from '../io/index.ts';
+import { SafetensorsFile, parseJsonText, syncDir, writeFileAtomic, writeSafetensors } from '../io/index.ts';
 
 /** Name of the pointer file to the newest checkpoint. */
 export const LATEST_FILE = 'latest';
@@ -66,12 +66,6 @@ export interface CheckpointShapes {
 }
 
 const invalid = (file: string, what: string) => new LorakitError('LK_FILE_INVALID', `checkpoint file ${file}: ${what}`, { file });
-
-// fsync on a folder makes a rename in it durable; some platforms cannot open folders, where this is best effort.
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r').catch(() => null);
-  try { await fh?.sync(); } catch { /* EINVAL/EPERM on platforms without directory fsync */ } finally { await fh?.close(); }
-}
 
 /** Step number of a checkpoint folder name, or null if `name` is not one. */
 export function checkpointStep(name: string): number | null {
