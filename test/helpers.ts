@@ -1,5 +1,6 @@
 // Shared test helpers: one allclose check used by every numeric test, and a seeded RNG.
 import assert from 'node:assert/strict';
+import { mulberry32 } from '../src/linalg/index.ts';
 
 type Num = ArrayLike<number> | ArrayLike<bigint>;
 
@@ -19,14 +20,7 @@ export function assertAllclose(actual: Num, expected: Num, { rtol = 1e-5, atol =
 
 /** A small deterministic PRNG (mulberry32) for test data. */
 export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }
 
 /** n uniform values in [lo, hi). */

@@ -1,15 +1,28 @@
 // Seeded random numbers for initialisations: reproducible across runs and machines (not across PyTorch, whose
 // streams cannot be reproduced in JS; adapters that depend on them store the tensors).
 
+/** One mulberry32 step: the next 32-bit state and the uniform [0, 1) value it yields. */
+export function mulberry32Step(state: number): [number, number] {
+  const s = (state + 0x6d2b79f5) >>> 0;
+  let t = s;
+  t = Math.imul(t ^ (t >>> 15), t | 1);
+  t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+  return [s, ((t ^ (t >>> 14)) >>> 0) / 4294967296];
+}
+
+/** A uniform [0, 1) generator (mulberry32) over a 32-bit state, as a closure. */
+export function mulberry32(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => { let u: number; [s, u] = mulberry32Step(s); return u; };
+}
+
 /** A uniform [0, 1) generator (mulberry32) whose state can be saved and restored. */
 export class Rng {
   constructor(public state: number) { this.state = state >>> 0; }
   next(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    let u: number;
+    [this.state, u] = mulberry32Step(this.state);
+    return u;
   }
   /** A standard normal draw (Box–Muller). */
   normal(): number {

@@ -10,6 +10,7 @@
  * cumulative sums of top-p and sampling are float64.
  */
 import { LorakitError } from '../errors.ts';
+import { mulberry32 } from '../linalg/index.ts';
 
 /** How tokens are chosen. All fields optional; `resolveSampling` fills the defaults and validates. */
 export interface SamplingOptions {
@@ -150,14 +151,7 @@ export function chooseToken(logits: Float32Array, seen: Iterable<number>, s: Res
  */
 export function createRng(seed: number, stream = 0): () => number {
   if (!Number.isSafeInteger(seed)) throw new LorakitError('LK_INVALID_ARGUMENT', `seed must be a safe integer, got ${seed}`, { option: 'seed' });
-  let s = mix32(mix32((seed % 0x100000000) >>> 0) ^ Math.floor(seed / 0x100000000) ^ mix32(stream + 0x9e3779b9));
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(mix32(mix32((seed % 0x100000000) >>> 0) ^ Math.floor(seed / 0x100000000) ^ mix32(stream + 0x9e3779b9)));
 }
 
 function mix32(x: number): number {

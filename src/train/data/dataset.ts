@@ -6,6 +6,7 @@
  * packing (`index.ts`, `encode.ts`, `rows.ts`).
  */
 import { LorakitError } from '../../errors.ts';
+import { mulberry32 } from '../../linalg/index.ts';
 import { IGNORE_INDEX } from './encode.ts';
 import { rowCount, type RowSet } from './rows.ts';
 
@@ -56,14 +57,7 @@ export interface BatchOptions {
 
 /** A 32-bit seed → generator of uniform floats in [0, 1) (mulberry32; the seed is mixed first, so seed and seed+1 differ). */
 export function seededRandom(seed: number): () => number {
-  let s = Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b) >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b));
 }
 
 /** A permutation of 0..n-1 by Fisher–Yates with `seededRandom(seed)`. */
