@@ -355,20 +355,45 @@ async function readExactly(fh: FileHandle, position: number, length: number, fil
   return out;
 }
 
-/** A safetensors file on disk: open() reads and validates only the header; each read() is one positional read. */
-export class SafetensorsFile implements WeightsReader {
+/** The header part shared by the file and buffer readers: metadata, names and entries. */
+abstract class HeaderView {
   /** `__metadata__` of the file ({} if absent). */
   readonly metadata: Record<string, string>;
   /** Byte offset of the data buffer (8 + header length). */
   readonly dataStart: number;
-  private fh: FileHandle | undefined;
-  private readonly tensors: Map<string, TensorInfo>;
+  protected readonly tensors: Map<string, TensorInfo>;
 
-  private constructor(readonly path: string, fh: FileHandle, header: SafetensorsHeader) {
-    this.fh = fh;
+  protected constructor(protected readonly source: string, header: SafetensorsHeader) {
     this.tensors = header.tensors;
     this.metadata = header.metadata;
     this.dataStart = header.dataStart;
+  }
+
+  /** Tensor names in header order. */
+  names(): string[] {
+    return [...this.tensors.keys()];
+  }
+
+  /** Whether the file holds a tensor called `name`. */
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  /** The header entry of `name`; an unknown name throws LK_INVALID_ARGUMENT listing similar names. */
+  info(name: string): TensorInfo {
+    const t = this.tensors.get(name);
+    if (!t) throw unknownTensorError(name, this.names(), this.source);
+    return t;
+  }
+}
+
+/** A safetensors file on disk: open() reads and validates only the header; each read() is one positional read. */
+export class SafetensorsFile extends HeaderView implements WeightsReader {
+  private fh: FileHandle | undefined;
+
+  private constructor(readonly path: string, fh: FileHandle, header: SafetensorsHeader) {
+    super(path, header);
+    this.fh = fh;
   }
 
   /** Opens `path` and parses its header; throws LK_FILE_NOT_FOUND, LK_FILE_INVALID or LK_UNSUPPORTED. */
@@ -396,23 +421,6 @@ export class SafetensorsFile implements WeightsReader {
     }
   }
 
-  /** Tensor names in header order. */
-  names(): string[] {
-    return [...this.tensors.keys()];
-  }
-
-  /** Whether the file holds a tensor called `name`. */
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  /** The header entry of `name`; an unknown name throws LK_INVALID_ARGUMENT listing similar names. */
-  info(name: string): TensorInfo {
-    const t = this.tensors.get(name);
-    if (!t) throw unknownTensorError(name, this.names(), this.path);
-    return t;
-  }
-
   /** The raw little-endian bytes of `name`, in a fresh buffer of their own (so typed views are aligned). */
   async read(name: string): Promise<Uint8Array> {
     const t = this.info(name);
@@ -436,39 +444,14 @@ export class SafetensorsFile implements WeightsReader {
 }
 
 /** A safetensors file held in memory (browser, tests): the same read API, synchronous; reads are views of the bytes. */
-export class SafetensorsBuffer {
-  /** `__metadata__` of the file ({} if absent). */
-  readonly metadata: Record<string, string>;
-  /** Byte offset of the data buffer (8 + header length). */
-  readonly dataStart: number;
-  private readonly tensors: Map<string, TensorInfo>;
-
+export class SafetensorsBuffer extends HeaderView {
   private constructor(readonly bytes: Uint8Array, readonly fileName: string, header: SafetensorsHeader) {
-    this.tensors = header.tensors;
-    this.metadata = header.metadata;
-    this.dataStart = header.dataStart;
+    super(fileName, header);
   }
 
   /** Parses the header of `bytes`; `fileName` is only used in error messages. */
   static from(bytes: Uint8Array, fileName = '<memory>'): SafetensorsBuffer {
     return new SafetensorsBuffer(bytes, fileName, parseHeader(bytes, bytes.length, fileName));
-  }
-
-  /** Tensor names in header order. */
-  names(): string[] {
-    return [...this.tensors.keys()];
-  }
-
-  /** Whether the buffer holds a tensor called `name`. */
-  has(name: string): boolean {
-    return this.tensors.has(name);
-  }
-
-  /** The header entry of `name`; an unknown name throws LK_INVALID_ARGUMENT listing similar names. */
-  info(name: string): TensorInfo {
-    const t = this.tensors.get(name);
-    if (!t) throw unknownTensorError(name, this.names(), this.fileName);
-    return t;
   }
 
   /** The raw bytes of `name`: a view into the buffer, not a copy. */
