@@ -23,8 +23,12 @@ export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
   return x.mul(x.mul(x).mean(-1, true).add(eps).sqrt().reciprocal()).mul(w);
 }
 
-/** GELU, exact (erf) or the tanh approximation GPT-2 calls gelu_new. */
+/**
+ * GELU, exact (erf) or the tanh approximation GPT-2 calls gelu_new. In float32 the tanh form is one FastGelu node
+ * (bench/RESULTS.md); ORT's kernel works at float32 precision, so float64 (gradient checks) keeps the composite.
+ */
 export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
+  if (approximate === 'tanh' && x.dtype === 'f32') return x.graph.op('FastGelu', [x]);
   if (approximate === 'tanh') {
     const inner = x.add(x.mul(x).mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
     return x.mul(0.5).mul(inner.tanh().add(1));

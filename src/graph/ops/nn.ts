@@ -83,4 +83,23 @@ export const nnOps: Record<NnOp, OpDef> = {
       return [dx, null];
     },
   },
+  // GELU, tanh approximation (GPT-2's gelu_new), in one kernel: 0.5x(1 + tanh(c(x + 0.044715x³))), c = √(2/π). The
+  // composite took 9 passes forward and 15 backward over [B, T, 4D] and kept 4 of its intermediates for the backward.
+  FastGelu: {
+    domain: 'com.microsoft',
+    infer: ([x, bias]) => {
+      requireFloat(x!, 'FastGelu');
+      if (bias) throw new LorakitError('LK_INVALID_ARGUMENT', 'FastGelu: lorakit emits it without the bias input');
+      return [{ dtype: x!.dtype, shape: [...x!.shape] }];
+    },
+    // With 0.5(1 + tanh u) = σ(2u): gelu = x·s, s = σ(z), z = 2c(x + a x³), so d gelu/dx = s + x·s(1 − s)·2c(1 + 3a x²)
+    vjp: (n, [dy]) => {
+      const x = n.inputs[0]!;
+      const [c, a] = [Math.sqrt(2 / Math.PI), 0.044715];
+      const x2 = x.mul(x);
+      const s = x2.mul(2 * c * a).add(2 * c).mul(x).sigmoid();
+      const dz = x2.mul(6 * c * a).add(2 * c);
+      return [dy!.mul(s.add(x.mul(s).mul(s.lift(1).sub(s)).mul(dz)))];
+    },
+  },
 };
