@@ -201,8 +201,9 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
     for (let i = 0; i < m.cache.layers; i++) {
       for (const kv of ['key', 'value'] as const) past[`past_key_values.${i}.${kv}`] = feedOf(out[`present.${i}.${kv}`], cacheDtype);
     }
+    // The past cache is last step's output, never read again: moved to the ORT worker, not copied.
     out = await decode.run({ ...extra, ...past, input_ids: { data: next, shape: [B, 1] }, attention_mask: { data: mask64(), shape: [B, mask[0].length] },
-      position_ids: { data: leftPaddedPositions(mask.flat(), B, 1), shape: [B, 1] } });
+      position_ids: { data: leftPaddedPositions(mask.flat(), B, 1), shape: [B, 1] } }, undefined, { transfer: Object.keys(past) });
     steps++;
   }
   return {

@@ -8,7 +8,8 @@ export type OrtOptions = ort.InferenceSession.SessionOptions;
 
 export interface Backend {
   create(model: Uint8Array | string, options: OrtOptions): Promise<number>;
-  run(handle: number, feeds: Record<string, WireTensor>): Promise<Record<string, WireTensor>>;
+  /** `transfer`: buffers of feeds the caller gives up (moved to a worker instead of copied). */
+  run(handle: number, feeds: Record<string, WireTensor>, transfer?: ArrayBuffer[]): Promise<Record<string, WireTensor>>;
   release(handle: number): Promise<void>;
 }
 
@@ -43,7 +44,7 @@ export class WorkerBackend implements Backend {
   private pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
   private next = 1;
 
-  private call(msg: Record<string, unknown>): Promise<any> {
+  private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<any> {
     if (!this.worker) {
       this.worker = new Worker(new URL('./ort-worker.mjs', import.meta.url));
       this.worker.on('message', (m: { id: number; ok: boolean; error?: string }) => {
@@ -60,14 +61,14 @@ export class WorkerBackend implements Backend {
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
-      this.worker!.postMessage({ ...msg, id });
+      this.worker!.postMessage({ ...msg, id }, transfer);
     });
   }
   async create(model: Uint8Array | string, options: OrtOptions): Promise<number> {
     return (await this.call({ type: 'create', model, options })).handle;
   }
-  async run(handle: number, feeds: Record<string, WireTensor>): Promise<Record<string, WireTensor>> {
-    return (await this.call({ type: 'run', handle, feeds })).outputs;
+  async run(handle: number, feeds: Record<string, WireTensor>, transfer?: ArrayBuffer[]): Promise<Record<string, WireTensor>> {
+    return (await this.call({ type: 'run', handle, feeds }, transfer)).outputs;
   }
   async release(handle: number): Promise<void> {
     await this.call({ type: 'release', handle });

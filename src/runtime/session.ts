@@ -70,13 +70,22 @@ export class Session {
     readonly ep: 'cpu' | 'webgpu',
   ) {}
 
-  /** Runs the graph; returns every graph output (or only `fetch`) as host tensors. */
-  async run(feeds: Record<string, Feed>, fetch?: string[]): Promise<Record<string, HostTensor>> {
+  /**
+   * Runs the graph; returns every graph output (or only `fetch`) as host tensors. Feeds named in `transfer` are
+   * moved to the worker thread rather than copied (a KV cache is tens of MB per decode step): their arrays are
+   * detached afterwards and must not be used again.
+   */
+  async run(feeds: Record<string, Feed>, fetch?: string[], { transfer }: { transfer?: readonly string[] } = {}): Promise<Record<string, HostTensor>> {
     if (this.disposed) throw new LorakitError('LK_SESSION_DISPOSED', `session for graph "${this.graph.name}" was disposed; compile the graph again`);
     const wire = validateFeeds(this.graph, feeds, this.liveInputs);
+    const moved = new Set<ArrayBuffer>();
+    for (const name of transfer ?? []) {
+      const b = wire[name]?.data.buffer;
+      if (b instanceof ArrayBuffer && b.byteLength > 0) moved.add(b);
+    }
     let out: Record<string, WireTensor>;
     try {
-      out = await this.backend.run(this.handle, wire);
+      out = await this.backend.run(this.handle, wire, [...moved]);
     } catch (e) {
       throw runtimeError('while running the graph', e, this.graph);
     }

@@ -40,6 +40,15 @@ test('symbolic dims bind at run time and must agree across feeds', async () => {
   assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
 });
 
+test('feeds named in transfer are moved to the worker (detached here), the others are copied', async () => {
+  const s = await compile(matmulGraph());
+  const a = new Float32Array(8).fill(1), b = new Float32Array(12).fill(1);
+  const out = await s.run({ a: { data: a, shape: [2, 4] }, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
+  assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
+  assert.equal(a.length, 0);
+  assert.equal(b.length, 12);
+});
+
 test('bad feeds are lorakit errors naming the input and the shapes', async () => {
   const s = await compile(matmulGraph(), { worker: false });
   const b = { data: new Float32Array(12), shape: [4, 3] };
