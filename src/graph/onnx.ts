@@ -5,7 +5,7 @@
  */
 import { LorakitError } from '../errors.ts';
 import { ONNX_DTYPE, type AnyTypedArray } from './dtype.ts';
-import type { Graph, Tensor, InitData } from './graph.ts';
+import type { Graph, Tensor, InitData, Node } from './graph.ts';
 import { FLOAT_ATTRS, OPS, type AttrTensor } from './ops/index.ts';
 import { ProtoWriter } from './protobuf.ts';
 
@@ -53,15 +53,37 @@ function attribute(name: string, v: number | number[] | string | AttrTensor, opt
   return w.message(5, tensorProto('', { dtype: v.dtype, shape: v.dims }, { kind: 'array', array: v.data }, {})).int(20, 4);
 }
 
+/**
+ * `graph.output` names an output with an Identity node, which ORT runs as a copy (a KV cache output is tens of MB
+ * per decode step). Where the Identity reads a node output that nothing else names, the serialiser drops the
+ * Identity and writes that node output under the output's name instead.
+ */
+function outputRenames(graph: Graph): { skip: Set<Node>; rename: Map<Tensor, string> } {
+  const skip = new Set<Node>();
+  const rename = new Map<Tensor, string>();
+  const outputs = new Set(graph.outputs.map((o) => o.tensor));
+  for (const { name, tensor } of graph.outputs) {
+    const n = tensor.node;
+    const src = n?.inputs[0];
+    if (!n || n.op !== 'Identity' || n.stopGradient || tensor.name !== name || !src || src.kind !== 'node' || outputs.has(src) || rename.has(src)) continue;
+    skip.add(n);
+    rename.set(src, name);
+    rename.set(tensor, name);
+  }
+  return { skip, rename };
+}
+
 /** Serialises the graph's live part to ONNX bytes. */
 export function toOnnx(graph: Graph, opts: OnnxOptions = {}): Uint8Array {
   if (graph.outputs.length === 0) throw new LorakitError('LK_GRAPH_INVALID', `graph "${graph.name}" has no outputs; call graph.output(name, tensor)`);
-  const nodes = graph.liveNodes();
+  const { skip, rename } = outputRenames(graph);
+  const nodes = graph.liveNodes().filter((n) => !skip.has(n));
+  const nameOf = (t: Tensor) => rename.get(t) ?? t.name;
   const g = new ProtoWriter();
   for (const n of nodes) {
     const nw = new ProtoWriter();
-    for (const t of n.inputs) nw.string(1, t ? t.name : '');
-    for (const o of n.outputs) nw.string(2, o.name);
+    for (const t of n.inputs) nw.string(1, t ? nameOf(t) : '');
+    for (const o of n.outputs) nw.string(2, nameOf(o));
     nw.string(3, n.name).string(4, n.op);
     for (const [k, v] of Object.entries(n.attrs)) nw.message(5, attribute(k, v, opts));
     const domain = OPS[n.op].domain;
@@ -72,7 +94,7 @@ export function toOnnx(graph: Graph, opts: OnnxOptions = {}): Uint8Array {
   for (const { tensor, data } of graph.liveInitializers(nodes)) {
     g.message(5, tensorProto(tensor.name, { dtype: tensor.dtype, shape: tensor.shape as number[] }, data, opts));
   }
-  const used = new Set(nodes.flatMap((n) => n.inputs.map((t) => t?.name)));
+  const used = new Set(nodes.flatMap((n) => n.inputs.map((t) => t && nameOf(t))));
   for (const t of graph.inputs) if (used.has(t.name)) g.message(11, valueInfo(t, t.name));
   for (const { name, tensor } of graph.outputs) g.message(12, valueInfo(tensor, name));
   const m = new ProtoWriter().int(1, IR_VERSION).string(2, 'lorakit').string(3, '0.1.0');
