@@ -1,8 +1,9 @@
 /**
- * Text generation with a KV cache: one prefill graph (the whole left-padded prompt → last-position logits and the
- * cache) and one decode graph (one token per row, past cache in, present cache out), both compiled once per model
- * and adapter. The host loop picks tokens with `sampling.ts`, streams text pieces, and stops rows on eos, stop
- * strings or the token budget; finished rows keep being fed padding until every row is done.
+ * Text generation with a KV cache: one graph (past cache and new tokens in → last-position logits and the present
+ * cache out), compiled once per model and adapter, runs the prefill (the whole left-padded prompt, an empty past)
+ * and every decode step (one token per row). One session means one copy of the prepacked weights. The host loop
+ * picks tokens with `sampling.ts`, streams text pieces, and stops rows on eos, stop strings or the token budget;
+ * finished rows keep being fed padding until every row is done.
  * Semantics follow transformers' `generate` (greedy tokens equal its fixtures), except that padding never counts
  * for the repetition penalty, so a row's tokens do not depend on the rows batched with it.
  * Not here: the model graphs (gpt2.ts, llama.ts, causal.ts), token choice (sampling.ts), serving many adapters.
@@ -101,10 +102,9 @@ export interface GenerateResult {
   timings: { prefillMs: number; decodeMs: number; steps: number };
 }
 
-/** The compiled pair of graphs of one model (+ adapter). */
+/** The compiled generation graph of one model (+ adapter). */
 interface Compiled {
-  prefill: Session;
-  decode: Session;
+  session: Session;
   cacheDtype: 'f32' | 'f64';
 }
 
@@ -165,7 +165,7 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
   const seed = options.seed ?? randomInt(2 ** 31);
   const skipSpecialTokens = options.skipSpecialTokens ?? true;
   const padId = tokenizer.padTokenId ?? [...eos][0] ?? 0;
-  const { prefill, decode, cacheDtype } = await compiledGraphs(model, m, options.adapter, options.compile);
+  const { session, cacheDtype } = await compiledGraphs(model, m, options.adapter, options.compile);
   const extra = options.adapter?.feeds ?? {};
 
   const B = prompts.length;
@@ -178,7 +178,13 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
   prompts.forEach((p, b) => { for (let t = 0; t < T; t++) ids[b * T + t] = BigInt(t < T - p.length ? padId : p[t - (T - p.length)]); });
   const mask64 = () => BigInt64Array.from(mask.flat(), BigInt);
   let t0 = performance.now();
-  let out = await prefill.run({ ...extra, input_ids: { data: ids, shape: [B, T] }, attention_mask: { data: mask64(), shape: [B, T] },
+  const empty: Record<string, Feed> = {};
+  for (let i = 0; i < m.cache.layers; i++) {
+    for (const kv of ['key', 'value'] as const) {
+      empty[`past_key_values.${i}.${kv}`] = { data: cacheDtype === 'f64' ? new Float64Array(0) : new Float32Array(0), shape: [B, m.cache.kvHeads, 0, m.cache.headDim] };
+    }
+  }
+  let out = await session.run({ ...extra, ...empty, input_ids: { data: ids, shape: [B, T] }, attention_mask: { data: mask64(), shape: [B, T] },
     position_ids: { data: leftPaddedPositions(mask.flat(), B), shape: [B, T] } });
   const prefillMs = performance.now() - t0;
   t0 = performance.now();
@@ -202,7 +208,7 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
       for (const kv of ['key', 'value'] as const) past[`past_key_values.${i}.${kv}`] = feedOf(out[`present.${i}.${kv}`], cacheDtype);
     }
     // The past cache is last step's output, never read again: moved to the ORT worker, not copied.
-    out = await decode.run({ ...extra, ...past, input_ids: { data: next, shape: [B, 1] }, attention_mask: { data: mask64(), shape: [B, mask[0].length] },
+    out = await session.run({ ...extra, ...past, input_ids: { data: next, shape: [B, 1] }, attention_mask: { data: mask64(), shape: [B, mask[0].length] },
       position_ids: { data: leftPaddedPositions(mask.flat(), B, 1), shape: [B, 1] } }, undefined, { transfer: Object.keys(past) });
     steps++;
   }
@@ -260,7 +266,7 @@ class Row {
 }
 
 function feedOf(t: HostTensor, dtype: 'f32' | 'f64'): Feed {
-  if (t.dtype !== dtype) throw new Error(`internal: present cache is ${t.dtype}, the decode graph takes ${dtype}`);
+  if (t.dtype !== dtype) throw new Error(`internal: present cache is ${t.dtype}, the generation graph takes ${dtype}`);
   return { data: t.data, shape: t.shape };
 }
 
@@ -295,17 +301,16 @@ function promptIds(vocabSize: number, tokenizer: HfTokenizer, o: GenerateOptions
   return rows;
 }
 
-/** Builds and compiles the prefill and decode graphs of a model (+ adapter); cached per adapter key when there is one. */
+/** Builds and compiles the generation graph of a model (+ adapter); cached per adapter key when there is one. */
 function compiledGraphs(model: LoadedModel, m: Prepared, adapter: GenerationAdapter | undefined, opts: CompileOptions = {}): Promise<Compiled> {
   const key = adapter && adapter.key === undefined ? null : JSON.stringify([adapter?.key ?? '', opts]);
   let c = key === null ? undefined : m.compiled.get(key);
   if (!c) {
     c = (async () => {
-      const prefillGraph = buildGraph(model, m.cache, 'prefill', adapter);
-      const cacheDtype = prefillGraph.outputs.find((o) => o.name === 'present.0.key')!.tensor.dtype as 'f32' | 'f64';
-      const decodeGraph = buildGraph(model, m.cache, 'decode', adapter, cacheDtype);
-      const [prefill, decode] = await Promise.all([compile(prefillGraph, opts), compile(decodeGraph, opts)]);
-      return { prefill, decode, cacheDtype };
+      let g = buildGraph(model, m.cache, adapter);
+      const cacheDtype = g.outputs.find((o) => o.name === 'present.0.key')!.tensor.dtype as 'f32' | 'f64';
+      if (cacheDtype !== 'f32') g = buildGraph(model, m.cache, adapter, cacheDtype); // the past inputs take the cache's dtype
+      return { session: await compile(g, opts), cacheDtype };
     })();
     if (key !== null) {
       m.compiled.set(key, c);
@@ -316,16 +321,16 @@ function compiledGraphs(model: LoadedModel, m: Prepared, adapter: GenerationAdap
 }
 
 /**
- * prefill: input_ids/position_ids [B, T], attention_mask [B, T] → logits [B, V] of the last position, present.{i}.*;
- * decode: the same for T = 1 plus past_key_values.{i}.* [B, Hkv, P, hd], with attention_mask [B, P + 1].
+ * past_key_values.{i}.* [B, Hkv, P, hd] (P = 0 for the prefill), input_ids/position_ids [B, T], attention_mask
+ * [B, P + T] → logits [B, V] of the last position, present.{i}.* [B, Hkv, P + T, hd].
  * Only the last position goes through the LM head (its [B, T, V] logits would be most of the prefill's work).
  */
-function buildGraph(model: LoadedModel, cache: CacheSpec, kind: 'prefill' | 'decode', adapter?: GenerationAdapter, cacheDtype: 'f32' | 'f64' = 'f32'): Graph {
-  const g = new Graph(`generate-${kind}`);
-  const { inputs } = causalGraphInputs(g, cache, { past: kind === 'decode', dtype: cacheDtype });
+function buildGraph(model: LoadedModel, cache: CacheSpec, adapter?: GenerationAdapter, cacheDtype: 'f32' | 'f64' = 'f32'): Graph {
+  const g = new Graph('generate');
+  const { inputs } = causalGraphInputs(g, cache, { past: true, dtype: cacheDtype });
   const ctx = model.context(g, { hooks: adapter?.hooks(), overrides: adapter?.overrides });
   const out = buildCausalLM(ctx, inputs);
-  const last = kind === 'decode' ? out.hidden : out.hidden.slice([-1], [2 ** 62], [1]); // [B, 1, D]
+  const last = out.hidden.slice([-1], [2 ** 62], [1]); // [B, 1, D]
   g.output('logits', out.lmHead(last).squeeze(1)); // [B, V]
   out.present.forEach((kv, i) => { g.output(`present.${i}.key`, kv.key); g.output(`present.${i}.value`, kv.value); });
   return g;
