@@ -193,7 +193,10 @@ async function createSession(graph: Graph, model: Uint8Array, sources: Map<strin
     source = join(dir, 'model.onnx');
     await writeFileAtomic(source, model);
   }
-  const base: OrtOptions = { graphOptimizationLevel: opts.optimization ?? 'all', ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}) };
+  // No memory pattern: for a training step (static shapes) ORT then keeps the first run's arena blocks and a pattern
+  // block for every activation, twice the memory (GPT-2 LoRA step, batch 4×256: peak RSS 3.9 → 2.7 GB), for no
+  // measurable speed; decode steps change shape every step, so a pattern is never reused (bench/RESULTS.md).
+  const base: OrtOptions = { graphOptimizationLevel: opts.optimization ?? 'all', enableMemPattern: false, ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}) };
   const backend = backendFor(useWorker);
   const live = new Set(graph.liveNodes().flatMap((n) => n.inputs.filter((t) => t?.kind === 'input').map((t) => t!.name)));
   let usedEp: 'cpu' | 'webgpu' = ep;
