@@ -25,7 +25,7 @@ export const register: CommandModule['register'] = (cli) => {
       const bad = (msg: string) => new LorakitError('LK_INVALID_ARGUMENT', `demo: ${msg}`);
       const steps = intFlag(flags.steps, 'steps', 1, bad);
       const seed = intFlag(flags.seed, 'seed', 0, bad);
-      const { runDemo } = await import('../demo/run.ts');
+      const { runDemo } = await import('../demo/index.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');
       const say = (line: string) => { if (!flags.quiet) console.log(line); };
       try {
