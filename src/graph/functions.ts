@@ -36,8 +36,9 @@ export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
   return x.mul(0.5).mul(x.mul(Math.SQRT1_2).erf().add(1));
 }
 
-/** SiLU (swish): x·σ(x). */
+/** SiLU (swish): x·σ(x); in float32 one QuickGelu node (α = 1), whose kernel works at float32 precision. */
 export function silu(x: Tensor): Tensor {
+  if (x.dtype === 'f32') return x.graph.op('QuickGelu', [x], { alpha: 1 });
   return x.mul(x.sigmoid());
 }
 

@@ -43,6 +43,7 @@ test('rmsNorm and gelu match plain-JS formulas', async () => {
   g.output('gelu', gelu(xi.cast('f32')).cast('f64'));
   g.output('gelu_tanh', gelu(xi, 'tanh'));
   g.output('gelu_tanh_f32', gelu(xi.cast('f32'), 'tanh').cast('f64')); // the FastGelu kernel
+  g.output('silu_f32', silu(xi.cast('f32')).cast('f64')); // the QuickGelu kernel
   const s = await compile(g, { worker: false });
   const out = await s.run({ x, w });
   const rms = new Float64Array(8), ge = new Float64Array(8), gt = new Float64Array(8);
@@ -64,6 +65,7 @@ test('rmsNorm and gelu match plain-JS formulas', async () => {
   assertAllclose(out.gelu.data as Float64Array, ge, { rtol: 1e-6, atol: 1e-6, what: 'gelu' });
   assertAllclose(out.gelu_tanh.data as Float64Array, gt, { rtol: 1e-12, what: 'gelu tanh' });
   assertAllclose(out.gelu_tanh_f32.data as Float64Array, gt, { rtol: 1e-6, atol: 1e-6, what: 'gelu tanh (FastGelu, f32)' });
+  assertAllclose(out.silu_f32.data as Float64Array, Array.from(x, (v) => v / (1 + Math.exp(-v))), { rtol: 1e-6, atol: 1e-6, what: 'silu (QuickGelu, f32)' });
 });
 
 test('gradient: logSoftmax', () => gradcheck((_g, [x]) => logSoftmax(x), [{ shape: [3, 5] }]));

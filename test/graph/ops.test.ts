@@ -44,6 +44,7 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
     return l.unsqueeze(-1).add(lp.mul(0.5));
   }, [{ shape: [3, 4], lo: -3, hi: 3 }]],
   ['FastGelu (f32 kernel only)', (g, [a]) => g.op('FastGelu', [a.cast('f32')]).cast('f64'), [{ shape: [2, 5], lo: -4, hi: 4 }]],
+  ['QuickGelu α = 1.7 (f32 kernel only)', (g, [a]) => g.op('QuickGelu', [a.cast('f32')], { alpha: 1.7 }).cast('f64'), [{ shape: [2, 5], lo: -4, hi: 4 }]],
   ['LayerNormalization with scale and bias', (g, [a, w, b]) => g.opMulti('LayerNormalization', [a, w, b], { axis: -1, epsilon: 1e-5 }, 3)[0], [{ shape: [3, 4] }, { shape: [4] }, { shape: [4] }]],
   ['Reshape', (_g, [a]) => a.reshape([3, -1]).mul(a.reshape([3, 4])), [{ shape: [2, 6] }]],
   ['Transpose', (_g, [a]) => a.transpose([2, 0, 1]), [{ shape: [2, 3, 4] }]],

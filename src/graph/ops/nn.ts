@@ -102,4 +102,20 @@ export const nnOps: Record<NnOp, OpDef> = {
       return [dy!.mul(s.add(x.mul(s).mul(s.lift(1).sub(s)).mul(dz)))];
     },
   },
+  // x·σ(αx) in one kernel; α = 1 is SiLU (Llama's MLP), whose composite kept σ(x) for the backward as well as x.
+  QuickGelu: {
+    domain: 'com.microsoft',
+    infer: ([x]) => {
+      requireFloat(x!, 'QuickGelu');
+      return [{ dtype: x!.dtype, shape: [...x!.shape] }];
+    },
+    // s = σ(αx): d(x·s)/dx = s + x·α·s(1 − s) = s·(1 + αx(1 − s))
+    vjp: (n, [dy]) => {
+      const x = n.inputs[0]!;
+      const alpha = typeof n.attrs.alpha === 'number' ? n.attrs.alpha : 1;
+      const ax = alpha === 1 ? x : x.mul(alpha);
+      const s = ax.sigmoid();
+      return [dy!.mul(s.mul(ax.mul(s.lift(1).sub(s)).add(1)))];
+    },
+  },
 };
