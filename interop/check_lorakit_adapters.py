@@ -15,77 +15,34 @@ For every case folder (adapter_config.json, adapter_model.safetensors, inputs.js
 Exits non-zero with `check_lorakit_adapters: FAILED: ...` on any problem.
 """
 
-import os
+import json
 import sys
+import warnings
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# first: sets the offline environment before the Hugging Face libraries are imported
+from common import (
+    ATTN_IMPL,
+    REPO,
+    adapter_effect,
+    check,
+    f32,
+    forward,
+    load,
+    lora_layers,
+    merged_logits,
+    run,
+    setup,
+    versions,
+)
 
-import json  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
+from peft import PeftModel
+from peft.utils import get_peft_model_state_dict
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-import numpy as np  # noqa: E402
-import peft  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from peft.tuners.lora import LoraLayer  # noqa: E402
-from peft.utils import get_peft_model_state_dict  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
-
-PINNED = {"torch": "2.9.1", "transformers": "4.57.6", "peft": "0.18.1"}
-REPO = Path(__file__).resolve().parent.parent
 CASES_DIR = REPO / "test" / "fixtures" / "lorakit"
-ATTN_IMPL = "eager"
-
-
-class CheckError(RuntimeError):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise CheckError(msg)
-
-
-def versions():
-    return {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__, "peft": peft.__version__}
-
-
-def f32(x):
-    return float(np.float32(x))
-
-
-def load_base(rel, seqcls):
-    cls = AutoModelForSequenceClassification if seqcls else AutoModelForCausalLM
-    m = cls.from_pretrained(str(REPO / rel), dtype=torch.float32, attn_implementation=ATTN_IMPL)
-    return m.eval()
-
-
-def forward(model, inputs):
-    kw = {k: torch.tensor(inputs[k]) for k in ("input_ids", "token_type_ids", "attention_mask") if k in inputs}
-    with torch.no_grad():
-        return model(**kw).logits.float().contiguous()
-
-
-def peft_layers(model):
-    """Module path (as in the base model) -> r, alpha, scaling, DoRA, as PEFT resolved them from the config."""
-    out = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, LoraLayer) and "default" in mod.r:
-            out[name.replace("base_model.model.", "", 1)] = {
-                "kind": type(mod).__name__,
-                "r": int(mod.r["default"]),
-                "lora_alpha": f32(mod.lora_alpha["default"]),
-                "scaling": f32(mod.scaling["default"]),
-                "use_dora": bool(mod.use_dora.get("default", False)),
-            }
-    return dict(sorted(out.items()))
+PINNED = ("torch", "transformers", "peft")
 
 
 def check_case(folder):
@@ -95,7 +52,7 @@ def check_case(folder):
     config = json.loads((folder / "adapter_config.json").read_text())
     seqcls = config.get("task_type") == "SEQ_CLS"
 
-    base = load_base(base_rel, seqcls)
+    base = load(REPO / base_rel, seqcls)
     base_logits = forward(base, inputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -117,21 +74,17 @@ def check_case(folder):
         check(tuple(state[k].shape) == tuple(t.shape), f"{case}: {k} has shape {tuple(t.shape)}, PEFT's is {tuple(state[k].shape)}")
         check(torch.equal(state[k].cpu(), t), f"{case}: {k} differs after PEFT loaded it")
 
-    layers = peft_layers(pm)
+    layers = lora_layers(pm, number=f32)
     check(layers, f"{case}: PEFT wrapped no layer")
     logits = forward(pm, inputs)
-    vs_base = (logits - base_logits).abs().max().item()
-    check(vs_base > (0.02 if seqcls else 0.05), f"{case}: the adapter barely changes the logits ({vs_base})")
-    merged = pm.merge_and_unload().eval()
-    merged_logits = forward(merged, inputs)
-    merge_diff = (merged_logits - logits).abs().max().item()
-    check(merge_diff < 1e-4, f"{case}: merged logits differ from unmerged by {merge_diff}")
+    vs_base = adapter_effect(logits, base_logits, seqcls, case)
+    merged, merge_diff = merged_logits(pm, inputs, logits, case)
 
-    save_file({"logits": logits, "merged_logits": merged_logits}, str(folder / "peft_logits.safetensors"), metadata={"format": "pt"})
+    save_file({"logits": logits, "merged_logits": merged}, str(folder / "peft_logits.safetensors"), metadata={"format": "pt"})
     info = {
         "case": case,
         "checked_by": "interop/check_lorakit_adapters.py",
-        "versions": versions(),
+        "versions": versions(*PINNED),
         "attn_implementation": ATTN_IMPL,
         "peft_warnings": [],
         "loaded_tensors": {k: list(t.shape) for k, t in sorted(file_tensors.items())},
@@ -145,13 +98,7 @@ def check_case(folder):
 
 
 def main(names):
-    v = versions()
-    for name, want in PINNED.items():
-        check(v[name] == want, f"{name} {v[name]} installed, {want} pinned in interop/requirements.txt")
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
-    transformers.logging.set_verbosity_error()
-    os.chdir(REPO)
+    setup(*PINNED)
     folders = [CASES_DIR / n for n in names] if names else sorted(p for p in CASES_DIR.iterdir() if p.is_dir())
     check(folders, f"no case folders under {CASES_DIR}; run scripts/make-lorakit-adapters.ts first")
     for folder in folders:
@@ -165,8 +112,4 @@ def main(names):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except CheckError as e:
-        print(f"check_lorakit_adapters: FAILED: {e}", file=sys.stderr)
-        sys.exit(1)
+    run("check_lorakit_adapters", main, sys.argv[1:])

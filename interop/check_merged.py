@@ -13,48 +13,19 @@ Needs node (the lorakit CLI) and the pinned venv. Writes nothing into the reposi
 `check_merged: FAILED: ...` on any problem.
 """
 
-import os
+import json
+import subprocess
 import sys
+import tempfile
+import warnings
+from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# first: sets the offline environment before the Hugging Face libraries are imported
+from common import REPO, check, forward, load, max_abs_diff, run, setup
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
+from peft import PeftModel
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 PEFT_DIR = REPO / "test" / "fixtures" / "peft"
-ATTN_IMPL = "eager"
-
-
-class CheckError(RuntimeError):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise CheckError(msg)
-
-
-def load(folder, seqcls, **kw):
-    cls = AutoModelForSequenceClassification if seqcls else AutoModelForCausalLM
-    return cls.from_pretrained(str(folder), dtype=torch.float32, attn_implementation=ATTN_IMPL, **kw)
-
-
-def forward(model, expected):
-    kw = {k: torch.tensor(expected[k]) for k in ("input_ids", "token_type_ids", "attention_mask") if k in expected}
-    with torch.no_grad():
-        return model.eval()(**kw).logits
 
 
 def check_case(case, tmp):
@@ -80,19 +51,17 @@ def check_case(case, tmp):
         )
 
     ref = PeftModel.from_pretrained(load(REPO / base_rel, seqcls), str(folder)).merge_and_unload()
-    logits_diff = (forward(mine, expected) - forward(ref, expected)).abs().max().item()
+    logits_diff = max_abs_diff(forward(mine, expected), forward(ref, expected))
     check(logits_diff < 1e-4, f"{case}: merged-folder logits differ from PEFT merge_and_unload by {logits_diff}")
     ref_state, my_state = ref.state_dict(), mine.state_dict()
     check(set(ref_state) == set(my_state), f"{case}: parameter names differ: {sorted(set(ref_state) ^ set(my_state))[:5]}")
-    weight_diff = max((ref_state[k].float() - my_state[k].float()).abs().max().item() for k in ref_state)
+    weight_diff = max(max_abs_diff(ref_state[k].float(), my_state[k].float()) for k in ref_state)
     check(weight_diff < 1e-5, f"{case}: a merged weight differs from PEFT's by {weight_diff}")
     return logits_diff, weight_diff, len(my_state)
 
 
 def main(cases):
-    check(transformers.__version__ == "4.57.6", f"transformers {transformers.__version__}, 4.57.6 pinned")
-    torch.set_num_threads(2)
-    transformers.logging.set_verbosity_error()
+    setup("transformers")
     cases = cases or sorted(p.name for p in PEFT_DIR.iterdir() if p.is_dir())
     with tempfile.TemporaryDirectory(prefix="lorakit-merged-") as tmp:
         for case in cases:
@@ -101,8 +70,4 @@ def main(cases):
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except CheckError as e:
-        print(f"check_merged: FAILED: {e}", file=sys.stderr)
-        sys.exit(1)
+    run("check_merged", main, sys.argv[1:])

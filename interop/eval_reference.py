@@ -19,25 +19,18 @@ per-token negative log-likelihoods of all windows (float64 accumulation of float
 number of predicted tokens. float32 weights (bf16 upcast), eager attention.
 """
 
-import os
-import sys
+import json
+import math
+from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# first: sets the offline environment before the Hugging Face libraries are imported
+from common import REPO, check, load, run, setup, versions
 
-import json  # noqa: E402
-import math  # noqa: E402
-from pathlib import Path  # noqa: E402
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+from transformers import AutoTokenizer
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import transformers  # noqa: E402
-from peft import PeftModel  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "test" / "fixtures" / "eval"
 SOURCE = Path("/work/shared/data/tinyshakespeare/input.txt")
 START, MIN_CHARS = 200_000, 3_000
@@ -50,15 +43,6 @@ CASES = {
     "llama_lora_patterns_text_128": ("test/fixtures/models/llama", "test/fixtures/peft/llama_lora_patterns", "shakespeare.txt", 128),
     "gpt2_lora_jsonl_48": ("test/fixtures/models/gpt2", "test/fixtures/peft/gpt2_lora", "shakespeare.jsonl", 48),
 }
-
-
-class RefError(RuntimeError):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise RefError(msg)
 
 
 def excerpt():
@@ -102,10 +86,7 @@ def mean_loss(model, tok, docs, seq_len):
 
 
 def main():
-    check(transformers.__version__ == "4.57.6", f"transformers {transformers.__version__}, 4.57.6 pinned")
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
-    transformers.logging.set_verbosity_error()
+    setup("transformers")
     OUT.mkdir(parents=True, exist_ok=True)
     text, offsets = excerpt()
     speeches = [s.strip("\n") for s in text.split("\n\n") if s.strip()]
@@ -113,7 +94,7 @@ def main():
 
     cases = {}
     for name, (model_rel, adapter_rel, file, seq_len) in CASES.items():
-        model = AutoModelForCausalLM.from_pretrained(str(REPO / model_rel), dtype=torch.float32, attn_implementation="eager").eval()
+        model = load(REPO / model_rel)
         tok = AutoTokenizer.from_pretrained(str(REPO / model_rel))
         max_pos = getattr(model.config, "max_position_embeddings", None) or model.config.n_positions
         used = seq_len if seq_len is not None else min(256, max_pos)
@@ -136,7 +117,7 @@ def main():
         "source": "tinyshakespeare input.txt (Karpathy's char-rnn data), /work/shared/data/tinyshakespeare/input.txt",
         "source_char_offsets": offsets,
         "made_by": "interop/eval_reference.py",
-        "versions": {"torch": torch.__version__.split("+")[0], "transformers": transformers.__version__},
+        "versions": versions("torch", "transformers"),
         "jsonl_records": len(speeches),
         "cases": cases,
     }
@@ -146,8 +127,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except RefError as e:
-        print(f"eval_reference: FAILED: {e}", file=sys.stderr)
-        sys.exit(1)
+    run("eval_reference", main)

@@ -21,11 +21,24 @@ if os.environ.get("PYTHONHASHSEED") != "0":
     env = dict(os.environ, PYTHONHASHSEED="0")
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# first: sets the offline environment before the Hugging Face libraries are imported
+from common import (  # noqa: E402
+    ATTN_IMPL,
+    REPO,
+    CheckError,
+    adapter_effect,
+    check,
+    f32,
+    f32_rows,
+    forward,
+    load,
+    lora_layers,
+    max_abs_diff,
+    merged_logits,
+    run,
+    setup,
+    versions,
+)
 
 import copy  # noqa: E402
 import json  # noqa: E402
@@ -35,10 +48,7 @@ import shutil  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import peft  # noqa: E402
-import safetensors  # noqa: E402
-import tokenizers  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
@@ -46,8 +56,6 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
     GPT2Config,
@@ -61,9 +69,6 @@ from transformers import (  # noqa: E402
     Qwen2ForCausalLM,
 )
 
-PINNED = {"torch": "2.9.1", "transformers": "4.57.6", "peft": "0.18.1", "safetensors": "0.7.0", "numpy": "2.3.5"}
-
-REPO = Path(__file__).resolve().parent.parent
 MODELS_REL = "test/fixtures/models"
 PEFT_REL = "test/fixtures/peft"
 DATA = Path("/work/shared/data")
@@ -77,44 +82,13 @@ PROMPT_LEN = 6
 MAX_NEW = 16
 REP_PENALTY = 1.3
 LONG_LEN = 64
-ATTN_IMPL = "eager"
 # Greedy fixtures are only useful if the top-1 choice is not a near tie (float noise in another
 # implementation could flip it). Every generated step must beat the runner-up by this margin.
 MIN_GREEDY_GAP = 2e-4
 
 
-class FixtureError(RuntimeError):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise FixtureError(msg)
-
-
-def versions():
-    return {
-        "torch": torch.__version__.split("+")[0],
-        "transformers": transformers.__version__,
-        "peft": peft.__version__,
-        "safetensors": safetensors.__version__,
-        "tokenizers": tokenizers.__version__,
-        "numpy": np.__version__,
-    }
-
-
-def check_versions():
-    v = versions()
-    for name, want in PINNED.items():
-        check(v[name] == want, f"{name} {v[name]} installed, {want} pinned in interop/requirements.txt")
-
-
 # --------------------------------------------------------------------------------------------------
-# JSON helpers: float32-exact numbers, arrays of scalars on one line, stable key order as written.
-
-
-def f32(x):
-    return float(np.float32(x))
+# JSON helpers: float32-exact numbers (common.f32), arrays of scalars on one line, stable key order as written.
 
 
 def _fmt(obj, indent=0):
@@ -134,7 +108,7 @@ def _fmt(obj, indent=0):
     if isinstance(obj, float):
         check(math.isfinite(obj), f"non-finite number {obj} in JSON")
         return json.dumps(obj)
-    raise FixtureError(f"cannot serialise {type(obj)} to JSON")
+    raise CheckError(f"cannot serialise {type(obj)} to JSON")
 
 
 def write_json(path, obj):
@@ -148,6 +122,12 @@ def save_tensors(path, tensors):
         check(torch.isfinite(t).all().item() if t.is_floating_point() else True, f"non-finite values in {k}")
         out[k] = t
     save_file(out, str(path), metadata={"format": "pt"})
+
+
+def save_expected(folder, tensors):
+    """Writes folder/expected.safetensors; returns its keys and shapes (expected.json["safetensors_keys"])."""
+    save_tensors(folder / "expected.safetensors", tensors)
+    return {k: list(v.shape) for k, v in tensors.items()}
 
 
 def fresh_dir(rel):
@@ -202,14 +182,25 @@ def _train_bpe_once(lines, specials):
     return tok
 
 
-def train_bpe(lines, specials):
-    tok = _train_bpe_once(lines, specials)
-    check(tok.get_vocab_size() == VOCAB, f"BPE vocab {tok.get_vocab_size()} != {VOCAB}")
-    # Guard against hash-order nondeterminism in the Rust trainer (WordPiece has some, see below).
-    check(_train_bpe_once(lines, specials).to_str() == tok.to_str(), "BPE training is not deterministic")
+def check_vocab(tok, specials, kind):
+    """The vocabulary has VOCAB entries and the special tokens the first ids, in order."""
+    check(tok.get_vocab_size() == VOCAB, f"{kind} vocab {tok.get_vocab_size()} != {VOCAB}")
     for i, s in enumerate(specials):
         check(tok.token_to_id(s) == i, f"special token {s} expected at id {i}")
+
+
+def train_bpe(lines, specials, post_processor):
+    tok = _train_bpe_once(lines, specials)
+    check_vocab(tok, specials, "BPE")
+    # Guard against hash-order nondeterminism in the Rust trainer (WordPiece has some, see below).
+    check(_train_bpe_once(lines, specials).to_str() == tok.to_str(), "BPE training is not deterministic")
+    tok.post_processor = post_processor
     return tok
+
+
+def tokenizer_spec(tokenizer, ids, chat_template=None, **kwargs):
+    """A trained tokenizer with the special-token ids the fixtures use; kwargs go to PreTrainedTokenizerFast."""
+    return dict(tokenizer=tokenizer, kwargs=kwargs, chat_template=chat_template, ids=ids)
 
 
 def make_tokenizers():
@@ -217,40 +208,36 @@ def make_tokenizers():
     out = {}
 
     # GPT-2 style: <|endoftext|> is bos = eos = unk, no pad, no BOS added on encode.
-    t = train_bpe(lines, ["<|endoftext|>"])
-    t.post_processor = processors.ByteLevel(trim_offsets=False)
-    out["gpt2"] = dict(
-        tokenizer=t,
-        kwargs=dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>"),
-        chat_template=None,
+    out["gpt2"] = tokenizer_spec(
+        train_bpe(lines, ["<|endoftext|>"], processors.ByteLevel(trim_offsets=False)),
         ids=dict(bos=0, eos=0, pad=None),
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
     )
 
     # Llama family (llama, llama3, mistral, smollm share it): <unk>=0 <s>=1 </s>=2 like Llama-2, and a
     # TemplateProcessing post-processor that prepends <s> (add_special_tokens=True), no pad token.
-    t = train_bpe(lines, ["<unk>", "<s>", "</s>"])
-    t.post_processor = processors.TemplateProcessing(
+    prepend_bos = processors.TemplateProcessing(
         single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", 1)]
     )
-    out["llama"] = dict(
-        tokenizer=t,
-        kwargs=dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>"),
-        chat_template=LLAMA_CHAT_TEMPLATE,
+    out["llama"] = tokenizer_spec(
+        train_bpe(lines, ["<unk>", "<s>", "</s>"], prepend_bos),
         ids=dict(bos=1, eos=2, pad=None),
+        chat_template=LLAMA_CHAT_TEMPLATE,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
     )
 
     # Qwen2 style: <|endoftext|>=0 (pad), <|im_start|>=1, <|im_end|>=2 (eos), no BOS, ChatML template.
-    t = train_bpe(lines, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    t.post_processor = processors.ByteLevel(trim_offsets=False)
-    out["qwen2"] = dict(
-        tokenizer=t,
-        kwargs=dict(
-            eos_token="<|im_end|>",
-            pad_token="<|endoftext|>",
-            additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-        ),
-        chat_template=CHATML_TEMPLATE,
+    out["qwen2"] = tokenizer_spec(
+        train_bpe(lines, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], processors.ByteLevel(trim_offsets=False)),
         ids=dict(bos=None, eos=2, pad=0),
+        chat_template=CHATML_TEMPLATE,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
 
     # BERT: lower-casing WordPiece, [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
@@ -272,19 +259,20 @@ def make_tokenizers():
     rest = sorted(token_sets[0] - set(specials))
     canon = {tok: i for i, tok in enumerate(specials + rest)}
     t.model = models.WordPiece(vocab=canon, unk_token="[UNK]", max_input_chars_per_word=100, continuing_subword_prefix="##")
-    check(t.get_vocab_size() == VOCAB, f"WordPiece vocab {t.get_vocab_size()} != {VOCAB}")
-    for i, s in enumerate(specials):
-        check(t.token_to_id(s) == i, f"special token {s} expected at id {i}")
+    check_vocab(t, specials, "WordPiece")
     t.post_processor = processors.TemplateProcessing(
         single="[CLS]:0 $A:0 [SEP]:0",
         pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
         special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
     )
-    out["bert"] = dict(
-        tokenizer=t,
-        kwargs=dict(unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]", cls_token="[CLS]", mask_token="[MASK]"),
-        chat_template=None,
+    out["bert"] = tokenizer_spec(
+        t,
         ids=dict(pad=0, unk=1, cls=2, sep=3, mask=4),
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
     )
     return out
 
@@ -331,26 +319,42 @@ def reinit(model, seed):
     check(n > 0, "no parameters re-initialised")
 
 
-LLAMA_BASE = dict(
+# Sizes every model but GPT-2 (which names them n_embd, n_layer, ...) shares.
+SIZES = dict(
     vocab_size=VOCAB,
     hidden_size=64,
     intermediate_size=128,
     num_hidden_layers=2,
     num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=16,
-    hidden_act="silu",
     max_position_embeddings=128,
+    initializer_range=0.05,
+)
+
+# Llama, Mistral and Qwen2: the decoder settings they share, and what each adds or changes. The config classes
+# store unknown keywords as attributes (and write them to config.json), so each one gets only its own keys.
+DECODER = dict(
+    SIZES,
+    num_key_value_heads=2,
+    hidden_act="silu",
     rms_norm_eps=1e-5,
     rope_theta=10000.0,
-    attention_bias=False,
     attention_dropout=0.0,
-    mlp_bias=False,
     tie_word_embeddings=False,
     bos_token_id=1,
     eos_token_id=2,
     pad_token_id=None,
-    initializer_range=0.05,
+)
+LLAMA = dict(DECODER, head_dim=16, attention_bias=False, mlp_bias=False)
+MISTRAL = dict(DECODER, head_dim=16, rope_theta=1000000.0, sliding_window=None)
+QWEN2 = dict(
+    DECODER,
+    rms_norm_eps=1e-6,
+    rope_theta=1000000.0,
+    use_sliding_window=False,
+    sliding_window=None,
+    max_window_layers=2,
+    bos_token_id=None,
+    pad_token_id=0,
 )
 
 MODEL_SPECS = {
@@ -376,13 +380,13 @@ MODEL_SPECS = {
             eos_token_id=0,
         ),
     ),
-    "llama": dict(seed=102, tok="llama", cls=LlamaForCausalLM, config=lambda: LlamaConfig(**LLAMA_BASE)),
+    "llama": dict(seed=102, tok="llama", cls=LlamaForCausalLM, config=lambda: LlamaConfig(**LLAMA)),
     "llama3": dict(
         seed=103,
         tok="llama",
         cls=LlamaForCausalLM,
         config=lambda: LlamaConfig(
-            **LLAMA_BASE,
+            **LLAMA,
             rope_scaling={
                 "rope_type": "llama3",
                 "factor": 8.0,
@@ -394,99 +398,31 @@ MODEL_SPECS = {
             },
         ),
     ),
-    "mistral": dict(
-        seed=104,
-        tok="llama",
-        cls=MistralForCausalLM,
-        config=lambda: MistralConfig(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-            hidden_act="silu",
-            max_position_embeddings=128,
-            rms_norm_eps=1e-5,
-            rope_theta=1000000.0,
-            sliding_window=None,
-            attention_dropout=0.0,
-            tie_word_embeddings=False,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=None,
-            initializer_range=0.05,
-        ),
-    ),
-    "qwen2": dict(
-        seed=105,
-        tok="qwen2",
-        cls=Qwen2ForCausalLM,
-        bf16=True,
-        config=lambda: Qwen2Config(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            hidden_act="silu",
-            max_position_embeddings=128,
-            rms_norm_eps=1e-6,
-            rope_theta=1000000.0,
-            use_sliding_window=False,
-            sliding_window=None,
-            max_window_layers=2,
-            attention_dropout=0.0,
-            tie_word_embeddings=False,
-            bos_token_id=None,
-            eos_token_id=2,
-            pad_token_id=0,
-            initializer_range=0.05,
-        ),
-    ),
+    "mistral": dict(seed=104, tok="llama", cls=MistralForCausalLM, config=lambda: MistralConfig(**MISTRAL)),
+    "qwen2": dict(seed=105, tok="qwen2", cls=Qwen2ForCausalLM, bf16=True, config=lambda: Qwen2Config(**QWEN2)),
     "smollm": dict(
         seed=106,
         tok="llama",
         cls=LlamaForCausalLM,
-        config=lambda: LlamaConfig(**dict(LLAMA_BASE, num_key_value_heads=1, tie_word_embeddings=True)),
+        config=lambda: LlamaConfig(**dict(LLAMA, num_key_value_heads=1, tie_word_embeddings=True)),
     ),
     "bert": dict(
         seed=107,
         tok="bert",
         cls=BertForSequenceClassification,
         config=lambda: BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=128,
+            **SIZES,
             hidden_act="gelu",
             hidden_dropout_prob=0.0,
             attention_probs_dropout_prob=0.0,
-            max_position_embeddings=128,
             type_vocab_size=2,
             layer_norm_eps=1e-12,
             pad_token_id=0,
             num_labels=2,
             classifier_dropout=None,
-            initializer_range=0.05,
         ),
     ),
 }
-
-
-def load_causal(rel):
-    m = AutoModelForCausalLM.from_pretrained(rel, dtype=torch.float32, attn_implementation=ATTN_IMPL)
-    m.eval()
-    return m
-
-
-def load_seqcls(rel):
-    m = AutoModelForSequenceClassification.from_pretrained(rel, dtype=torch.float32, attn_implementation=ATTN_IMPL)
-    m.eval()
-    return m
 
 
 def causal_inputs(seed, vocab):
@@ -616,7 +552,7 @@ def load_config(rel):
 
 
 def causal_expected(name, rel, folder, tok_spec):
-    model = load_causal(rel)
+    model = load(rel)
     check(next(model.parameters()).dtype == torch.float32, "model not loaded in float32")
     V = model.config.vocab_size
     ids = causal_inputs(1000 + hash_name(name), V)
@@ -629,8 +565,8 @@ def causal_expected(name, rel, folder, tok_spec):
     check(list(logits.shape) == [2, SEQ_LEN, V], "logits shape")
     check(logits.std().item() > 0.05, f"{name}: logits nearly constant (std {logits.std().item()})")
     # Sanity of the padding semantics: real tokens give the same logits as the unpadded prefix.
-    d0 = (logits_p[0] - logits[0]).abs().max().item()
-    d1 = (logits_p[1, N_PAD:] - logits[1, : SEQ_LEN - N_PAD]).abs().max().item()
+    d0 = max_abs_diff(logits_p[0], logits[0])
+    d1 = max_abs_diff(logits_p[1, N_PAD:], logits[1, : SEQ_LEN - N_PAD])
     check(d0 < 1e-5 and d1 < 1e-5, f"{name}: padded logits differ from unpadded ({d0}, {d1})")
 
     tensors = {"logits": logits, "logits_padded": logits_p}
@@ -671,8 +607,7 @@ def causal_expected(name, rel, folder, tok_spec):
         out["rope_attention_scaling"] = float(rope.attention_scaling)
         default_inv = 1.0 / (10000.0 ** (torch.arange(0, 16, 2, dtype=torch.int64).float() / 16))
         check(not torch.allclose(rope.inv_freq, default_inv), "llama3 rope scaling did not change inv_freq")
-    out["safetensors_keys"] = {k: list(v.shape) for k, v in tensors.items()}
-    save_tensors(folder / "expected.safetensors", tensors)
+    out["safetensors_keys"] = save_expected(folder, tensors)
     return out
 
 
@@ -701,7 +636,7 @@ def bert_inputs(ids_spec, seed, V):
 
 
 def bert_expected(rel, folder, tok_spec):
-    model = load_seqcls(rel)
+    model = load(rel, seqcls=True)
     V = model.config.vocab_size
     ids, tt, mask = bert_inputs(tok_spec["ids"], 2000, V)
     with torch.no_grad():
@@ -709,28 +644,28 @@ def bert_expected(rel, folder, tok_spec):
         base = model.bert(input_ids=ids, token_type_ids=tt, attention_mask=mask)
     logits = out.logits
     check(torch.equal(out.hidden_states[-1], base.last_hidden_state), "bert hidden state mismatch")
-    check((logits[0] - logits[1]).abs().max().item() > 1e-3, "bert logits identical for both rows")
+    check(max_abs_diff(logits[0], logits[1]) > 1e-3, "bert logits identical for both rows")
     check(logits.std().item() > 1e-3, "bert logits degenerate")
     # Sanity: the right padding must not change the real tokens' outputs.
     with torch.no_grad():
         alone = model.bert(input_ids=ids[1:, : SEQ_LEN - N_PAD], token_type_ids=tt[1:, : SEQ_LEN - N_PAD])
-    d = (alone.last_hidden_state[0] - base.last_hidden_state[1, : SEQ_LEN - N_PAD]).abs().max().item()
+    d = max_abs_diff(alone.last_hidden_state[0], base.last_hidden_state[1, : SEQ_LEN - N_PAD])
     check(d < 1e-5, f"bert padding changes real-token outputs ({d})")
     tensors = {
         "logits": logits,
         "last_hidden_state": base.last_hidden_state,
         "pooler_output": base.pooler_output,
     }
-    save_tensors(folder / "expected.safetensors", tensors)
+    keys = save_expected(folder, tensors)
     return {
         "input_ids": ids.tolist(),
         "token_type_ids": tt.tolist(),
         "attention_mask": mask.tolist(),
         "position_ids": [list(range(SEQ_LEN))] * 2,
         "padding_side": "right",
-        "logits": [[f32(x) for x in row] for row in logits.tolist()],
+        "logits": f32_rows(logits),
         "logits_shape": list(logits.shape),
-        "safetensors_keys": {k: list(v.shape) for k, v in tensors.items()},
+        "safetensors_keys": keys,
     }
 
 
@@ -824,55 +759,25 @@ def perturb_adapter(model, seed):
     return counts
 
 
-def lora_layers(model):
-    """module name (as in the base model) -> r, lora_alpha, scaling, kind."""
-    from peft.tuners.lora import LoraLayer
-
-    out = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, LoraLayer) and "default" in mod.r:
-            short = name.replace("base_model.model.", "", 1)
-            out[short] = {
-                "kind": type(mod).__name__,
-                "r": int(mod.r["default"]),
-                "lora_alpha": float(mod.lora_alpha["default"]),
-                "scaling": float(mod.scaling["default"]),
-                "use_dora": bool(mod.use_dora.get("default", False)),
-            }
-    return dict(sorted(out.items()))
-
-
 def make_peft_case(case, spec, model_infos):
     rel = f"{PEFT_REL}/{case}"
     folder = fresh_dir(rel)
     base_name = spec["base"]
     base_rel = f"{MODELS_REL}/{base_name}"
-    minfo = model_infos[base_name]
+    minfo = model_infos[base_name]  # the base's expected.json: input_ids (+ token_type_ids, attention_mask for BERT)
     is_bert = base_name == "bert"
-    load = load_seqcls if is_bert else load_causal
-
-    ids = torch.tensor(minfo["input_ids"])
-    fwd_kw = {}
-    if is_bert:
-        fwd_kw = dict(
-            token_type_ids=torch.tensor(minfo["token_type_ids"]), attention_mask=torch.tensor(minfo["attention_mask"])
-        )
-
-    def forward(m):
-        with torch.no_grad():
-            return m(input_ids=ids, **fwd_kw).logits
 
     with safe_open(str(REPO / base_rel / "expected.safetensors"), "pt") as f:
         base_logits = f.get_tensor("logits")
 
     torch.manual_seed(spec["seed"])
-    base = load(base_rel)
-    check(torch.allclose(forward(base), base_logits, atol=1e-6, rtol=0), f"{case}: base model logits changed")
+    base = load(base_rel, is_bert)
+    check(torch.allclose(forward(base, minfo), base_logits, atol=1e-6, rtol=0), f"{case}: base model logits changed")
     cfg = LoraConfig(**copy.deepcopy(spec["config"]))  # PEFT mutates list arguments in place
     pm = get_peft_model(base, cfg)
     counts = perturb_adapter(pm, spec["seed"])
     pm.eval()
-    logits = forward(pm)
+    logits = forward(pm, minfo)
     layers = lora_layers(pm)
     check(len(layers) > 0, f"{case}: no LoRA layers")
     with warnings.catch_warnings():
@@ -883,19 +788,11 @@ def make_peft_case(case, spec, model_infos):
     check(json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == base_rel, "base path")
 
     # Reload exactly as a user would and check it reproduces the in-memory adapter.
-    pm2 = PeftModel.from_pretrained(load(base_rel), str(folder))
-    pm2.eval()
-    logits2 = forward(pm2)
-    reload_diff = (logits2 - logits).abs().max().item()
+    pm2 = PeftModel.from_pretrained(load(base_rel, is_bert), str(folder))
+    reload_diff = max_abs_diff(forward(pm2, minfo), logits)
     check(reload_diff == 0.0, f"{case}: reloaded adapter gives different logits ({reload_diff})")
-    vs_base = (logits - base_logits).abs().max().item()
-    check(vs_base > (0.02 if is_bert else 0.05), f"{case}: adapter barely changes the output ({vs_base})")
-
-    merged = pm2.merge_and_unload()
-    merged.eval()
-    merged_logits = forward(merged)
-    merge_diff = (merged_logits - logits).abs().max().item()
-    check(merge_diff < 1e-4, f"{case}: merged logits differ by {merge_diff}")
+    vs_base = adapter_effect(logits, base_logits, is_bert, case)
+    merged, merge_diff = merged_logits(pm2, minfo, logits, case)
 
     adapter_keys = {}
     with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
@@ -904,8 +801,7 @@ def make_peft_case(case, spec, model_infos):
             check(sl.get_dtype() == "F32", f"{case}: {k} not float32")
             adapter_keys[k] = list(sl.get_shape())
 
-    tensors = {"logits": logits, "merged_logits": merged_logits}
-    save_tensors(folder / "expected.safetensors", tensors)
+    keys = save_expected(folder, {"logits": logits, "merged_logits": merged})
     info = {
         "case": case,
         "description": spec["description"],
@@ -923,8 +819,8 @@ def make_peft_case(case, spec, model_infos):
     if is_bert:
         info["token_type_ids"] = minfo["token_type_ids"]
         info["attention_mask"] = minfo["attention_mask"]
-        info["logits"] = [[f32(x) for x in row] for row in logits.tolist()]
-        info["merged_logits"] = [[f32(x) for x in row] for row in merged_logits.tolist()]
+        info["logits"] = f32_rows(logits)
+        info["merged_logits"] = f32_rows(merged)
     info.update(
         {
             "logits_shape": list(logits.shape),
@@ -932,7 +828,7 @@ def make_peft_case(case, spec, model_infos):
             "max_abs_diff_vs_base_model": f32(vs_base),
             "lora_layers": layers,
             "adapter_tensors": adapter_keys,
-            "safetensors_keys": {k: list(v.shape) for k, v in tensors.items()},
+            "safetensors_keys": keys,
         }
     )
     write_json(folder / "expected.json", info)
@@ -943,11 +839,7 @@ def make_peft_case(case, spec, model_infos):
 
 
 def main():
-    check_versions()
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
-    os.chdir(REPO)  # adapters record base_model_name_or_path relative to the repository root
-    transformers.logging.set_verbosity_error()
+    setup()  # also chdir REPO: adapters record base_model_name_or_path relative to the repository root
     for d in (DATA / "tinyshakespeare" / "input.txt", DATA / "pride_and_prejudice" / "1342-0.txt"):
         check(d.is_file(), f"training text {d} not found")
 
@@ -966,8 +858,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except FixtureError as e:
-        print(f"make_fixtures: FAILED: {e}", file=sys.stderr)
-        sys.exit(1)
+    run("make_fixtures", main)

@@ -13,12 +13,14 @@ import json
 import sys
 from pathlib import Path
 
+from common import REPO
+
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-OUT = Path(__file__).resolve().parent.parent / "test" / "fixtures" / "safetensors"
+OUT = REPO / "test" / "fixtures" / "safetensors"
 
 
 def tensors() -> dict:

@@ -20,12 +20,15 @@ import json
 import os
 import sys
 
+# first: sets the offline environment before the Hugging Face libraries are imported
+from common import REPO
+
 import tokenizers
 import transformers
 from tokenizers import Tokenizer
 from transformers import BertTokenizerFast, GPT2TokenizerFast
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO)
 OUT = os.path.join(ROOT, "test", "fixtures", "tokenizers")
 
 EDGE_CASES = [
@@ -65,21 +68,25 @@ def read_lines(data, rel):
         return f.read().split("\n")
 
 
+def spread(items, n):
+    """n of the items, evenly spaced from the first (every len(items) // n-th)."""
+    step = len(items) // n
+    return [items[k * step] for k in range(n)]
+
+
 def pick_lines(data):
     """The fixed selection of references (deterministic; no randomness)."""
     refs = []
     shakes = "tinyshakespeare/input.txt"
     lines = read_lines(data, shakes)
     nonempty = [i for i, s in enumerate(lines) if s.strip()]
-    step = len(nonempty) // 150
-    refs += [{"file": shakes, "line": nonempty[k * step]} for k in range(150)]
+    refs += [{"file": shakes, "line": i} for i in spread(nonempty, 150)]
     refs.append({"file": shakes, "lines": [0, 40]})
 
     pride = "pride_and_prejudice/1342-0.txt"
     lines = read_lines(data, pride)
     nonempty = [i for i, s in enumerate(lines) if s.strip()]
-    step = len(nonempty) // 100
-    chosen = [nonempty[k * step] for k in range(100)]
+    chosen = spread(nonempty, 100)
     special = [i for i in nonempty if i not in chosen and (any(ord(c) > 127 for c in lines[i]) or "  " in lines[i])]
     step = max(1, len(special) // 50)
     chosen += special[::step][:50]
@@ -95,8 +102,7 @@ def pick_lines(data):
     for i in range(50):
         refs.append({"file": alpaca, "index": i, "field": "instruction" if i % 2 == 0 else "output"})
     non_ascii = [(i, fld) for i, r in enumerate(records) for fld in fields if any(ord(c) > 127 for c in r[fld])]
-    step = len(non_ascii) // 50
-    refs += [{"file": alpaca, "index": i, "field": fld} for i, fld in non_ascii[::step][:50]]
+    refs += [{"file": alpaca, "index": i, "field": fld} for i, fld in spread(non_ascii, 50)]
 
     refs += [{"text": t} for t in EDGE_CASES]
     return refs

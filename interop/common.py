@@ -1,0 +1,139 @@
+"""What the interop scripts share: the offline environment, the repository root, failing checks, pinned versions,
+and loading / running the reference models (float32, eager attention, eval mode, no grad).
+
+    from common import REPO, check, ...     # first, before torch / transformers / tokenizers are imported
+
+The scripts run as `interop/.venv/bin/python interop/<script>.py`, so this folder is on sys.path. Importing this
+module sets the environment variables below, which the Hugging Face libraries read when they are imported: keep
+the `from common import` line above the other third-party imports. torch, transformers and peft are imported
+inside the functions that use them, so the scripts that need only REPO do not load them.
+"""
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+REPO = Path(__file__).resolve().parent.parent
+ATTN_IMPL = "eager"
+# The versions of interop/requirements.txt; a script checks those it depends on (setup).
+PINNED = {"torch": "2.9.1", "transformers": "4.57.6", "peft": "0.18.1", "safetensors": "0.7.0", "numpy": "2.3.5"}
+# The model inputs a fixture's JSON may hold, in the order they are passed.
+INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
+
+
+class CheckError(RuntimeError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise CheckError(msg)
+
+
+def run(name, main, *args):
+    """main(*args); a failed check ends the script with `<name>: FAILED: <message>` on stderr and exit status 1."""
+    try:
+        main(*args)
+    except CheckError as e:
+        print(f"{name}: FAILED: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def versions(*names):
+    """name -> installed version (without a `+local` suffix), in the order asked; default: every library used here."""
+    names = names or ("torch", "transformers", "peft", "safetensors", "tokenizers", "numpy")
+    return {n: importlib.import_module(n).__version__.split("+")[0] for n in names}
+
+
+def setup(*pinned):
+    """The start of every script that runs models: the pinned versions (default: all) are the installed ones; torch
+    uses 2 threads and deterministic algorithms; transformers logs only errors; the working directory is REPO."""
+    import torch
+    import transformers
+
+    for name, have in versions(*(pinned or PINNED)).items():
+        want = PINNED[name]
+        check(have == want, f"{name} {have} installed, {want} pinned in interop/requirements.txt")
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(True)
+    transformers.logging.set_verbosity_error()
+    os.chdir(REPO)
+
+
+def f32(x):
+    """x as the float32 value it rounds to (written exactly in JSON)."""
+    import numpy as np
+
+    return float(np.float32(x))
+
+
+def f32_rows(t):
+    """A 2-D tensor as a list of rows of float32 values."""
+    return [[f32(x) for x in row] for row in t.tolist()]
+
+
+def load(folder, seqcls=False, **kw):
+    """from_pretrained(folder) as a causal LM (or a sequence classifier), float32, eager attention, in eval mode.
+    The folder is passed as given (a relative one is recorded as such, e.g. as PEFT's base_model_name_or_path).
+    Extra keywords go to from_pretrained; with output_loading_info=True the result is (model, info)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    cls = AutoModelForSequenceClassification if seqcls else AutoModelForCausalLM
+    out = cls.from_pretrained(str(folder), dtype=torch.float32, attn_implementation=ATTN_IMPL, **kw)
+    (out[0] if kw.get("output_loading_info") else out).eval()
+    return out
+
+
+def forward(model, inputs):
+    """float32 logits of model (in eval mode, no grad) for the INPUT_KEYS present in inputs (lists or tensors)."""
+    import torch
+
+    kw = {k: torch.as_tensor(inputs[k]) for k in INPUT_KEYS if k in inputs}
+    model.eval()
+    with torch.no_grad():
+        return model(**kw).logits.float().contiguous()
+
+
+def max_abs_diff(a, b):
+    return (a - b).abs().max().item()
+
+
+def adapter_effect(logits, base_logits, seqcls, case):
+    """How much an adapter moves the logits; it must move them clearly (0.02 for BERT's 2 classes, 0.05 for LMs)."""
+    d = max_abs_diff(logits, base_logits)
+    check(d > (0.02 if seqcls else 0.05), f"{case}: the adapter barely changes the logits ({d})")
+    return d
+
+
+def merged_logits(peft_model, inputs, logits, case):
+    """forward of peft_model.merge_and_unload() and its distance to the unmerged logits (must be below 1e-4)."""
+    merged = forward(peft_model.merge_and_unload(), inputs)
+    d = max_abs_diff(merged, logits)
+    check(d < 1e-4, f"{case}: merged logits differ from unmerged by {d}")
+    return merged, d
+
+
+def lora_layers(model, number=float):
+    """Module path (as in the base model) -> kind, r, lora_alpha, scaling, use_dora, as PEFT resolved them from the
+    config; number converts lora_alpha and scaling (float, or f32 to write them as float32)."""
+    from peft.tuners.lora import LoraLayer
+
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, LoraLayer) and "default" in mod.r:
+            out[name.replace("base_model.model.", "", 1)] = {
+                "kind": type(mod).__name__,
+                "r": int(mod.r["default"]),
+                "lora_alpha": number(mod.lora_alpha["default"]),
+                "scaling": number(mod.scaling["default"]),
+                "use_dora": bool(mod.use_dora.get("default", False)),
+            }
+    return dict(sorted(out.items()))
