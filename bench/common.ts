@@ -19,6 +19,8 @@ export interface CliOptions extends Options {
   compile: Record<string, unknown> | undefined;
   /** Where to write the JSON (default: bench/results/<name>.json). */
   out: string | null;
+  /** Runs of each workload (per side); the best of them is reported. */
+  repeat: number;
 }
 
 const HELP = `options:
@@ -27,12 +29,14 @@ const HELP = `options:
   --rank N         LoRA rank (default 16)                    --new-tokens N  generated tokens per row (default 32)
   --threads N      intra-op threads (default: all cores)     --only REGEX    workloads whose id matches
   --compile JSON   extra lorakit compile options, e.g. '{"optimization":"basic"}'
+  --repeat N       runs of each workload per side, best reported (default 1): other jobs on a shared machine
+                   only ever slow a run down
   --quick          tiny shapes for a smoke test (batch 1, seq 32, 1 step)
   --out PATH       write the JSON here instead of bench/results/`;
 
 /** Parses argv (after the script name). */
 export function parseArgs(argv: string[]): CliOptions {
-  const o: CliOptions = { steps: 3, warmup: 1, batch: 4, seq: 256, rank: 16, newTokens: 32, threads: availableParallelism(), only: null, compile: undefined, out: null };
+  const o: CliOptions = { steps: 3, warmup: 1, batch: 4, seq: 256, rank: 16, newTokens: 32, threads: availableParallelism(), only: null, compile: undefined, out: null, repeat: 1 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => { const v = argv[++i]; if (v === undefined) throw new Error(`${a} needs a value\n${HELP}`); return v; };
@@ -48,6 +52,7 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--only': o.only = new RegExp(next()); break;
       case '--compile': o.compile = JSON.parse(next()); break;
       case '--out': o.out = next(); break;
+      case '--repeat': o.repeat = Math.max(1, num()); break;
       case '--quick': Object.assign(o, { batch: 1, seq: 32, steps: 1, warmup: 0, newTokens: 4 }); break;
       case '--help': case '-h': console.log(HELP); process.exit(0);
       default: throw new Error(`unknown option ${a}\n${HELP}`);
@@ -125,6 +130,17 @@ export function fmt(x: number): string {
 
 export function readJson(path: string): any {
   return JSON.parse(readFileSync(path, 'utf8'));
+}
+
+const HIGHER = ['tokensPerSec', 'prefillTokensPerSec', 'decodeTokensPerSec', 'gflops'];
+const LOWER = ['msPerStep', 'timeToFirstStepMs', 'compileMs', 'peakRssMb'];
+
+/** The best of repeated runs of one workload on one side, field by field; `runs` keeps them all. */
+export function bestOf(runs: Result[]): Result {
+  const best: Result = { ...runs[0], runs: runs.length > 1 ? runs : undefined, load1: Math.min(...runs.map((r) => r.load1)) };
+  for (const k of HIGHER) if (runs[0][k] !== undefined) best[k] = Math.max(...runs.map((r) => r[k]));
+  for (const k of LOWER) if (runs[0][k] !== undefined) best[k] = Math.min(...runs.map((r) => r[k]));
+  return best;
 }
 
 /** One reported quantity of a workload. `higher`: larger is better (throughput); else smaller is (memory, time). */

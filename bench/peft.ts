@@ -1,14 +1,14 @@
 /**
  * `npm run bench:peft`: the same workloads through lorakit (bench/lorakit.ts) and through transformers + PEFT
  * (interop/bench_peft.py), alternating per workload (which side goes first alternates too, so drift in the machine's
- * load hits both), each run in a fresh process. Writes bench/results/compare.json:
+ * load hits both), each run in a fresh process; with --repeat N each side runs N times and its best is reported. Writes bench/results/compare.json:
  *   {machine: {cpu, cores}, date, rows: [{workload, lorakit, peft, unit, ratio}]}
  * ratio = lorakit/PEFT for throughput rows and PEFT/lorakit for memory and time rows: above 1 favours lorakit.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { RESULTS, ensureVenv, machine, metricsOf, parseArgs, runLorakit, runPeft, table, type Result } from './common.ts';
+import { RESULTS, bestOf, ensureVenv, machine, metricsOf, parseArgs, runLorakit, runPeft, table, type Result } from './common.ts';
 import { ensureModel } from './models.ts';
 import { matmulWorkload, modelDims, stepFlops, suite, type Workload } from './workloads.ts';
 
@@ -28,16 +28,23 @@ async function main(): Promise<void> {
   await ensureModel('smollm');
   const mm = matmulWorkload(o);
   const peaks = { lorakit: await runLorakit(mm), peft: await runPeft(mm) };
+  for (let r = 1; r < o.repeat; r++) {
+    peaks.lorakit = bestOf([peaks.lorakit, await runLorakit(mm)]);
+    peaks.peft = bestOf([peaks.peft, await runPeft(mm)]);
+  }
   console.log(`fp32 MatMul 2048³: ORT ${peaks.lorakit.gflops.toFixed(1)} GFLOP/s, torch ${peaks.peft.gflops.toFixed(1)} GFLOP/s (MFU is against ORT's, the machine's measured peak)`);
   const peak = peaks.lorakit.gflops as number;
   const pairs: { w: Workload; lorakit: Result; peft: Result }[] = [{ w: mm, ...peaks }];
   const work = suite(o).filter((x) => !o.only || o.only.test(x.id));
   for (const [i, w] of work.entries()) {
     if (o.compile) w.compile = o.compile;
-    const first = i % 2 === 0 ? runLorakit : runPeft;
-    const second = i % 2 === 0 ? runPeft : runLorakit;
-    const a = await first(w), b = await second(w);
-    const [lk, pf] = a.side === 'lorakit' ? [a, withFlops(w, b)] : [b, withFlops(w, a)];
+    const runs: Result[] = [];
+    for (let r = 0; r < o.repeat; r++) {
+      const lorakitFirst = (i + r) % 2 === 0; // ABBA: neither side always runs first
+      runs.push(await (lorakitFirst ? runLorakit : runPeft)(w), await (lorakitFirst ? runPeft : runLorakit)(w));
+    }
+    const lk = bestOf(runs.filter((r) => r.side === 'lorakit'));
+    const pf = bestOf(runs.filter((r) => r.side === 'peft').map((r) => withFlops(w, r)));
     pairs.push({ w, lorakit: lk, peft: pf });
     const ms = metricsOf(lk, peak), ps = metricsOf(pf, peak);
     console.log(`  ${w.id}: ${ms.map((x, j) => `${x.name} ${x.value.toFixed(1)} vs ${ps[j].value.toFixed(1)} ${x.unit}`).join(', ')} (load ${lk.load1.toFixed(2)}/${pf.load1.toFixed(2)})`);

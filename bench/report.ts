@@ -20,13 +20,13 @@ function compareBlock(c: any): string {
   const load = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' / ');
   const lines = [
     `Run ${c.date} on ${c.machine.cpu}, ${c.machine.cores} cores; load average (1/5/15 min) ${load(c.machine.loadBefore)} before, ${load(c.machine.loadAfter)} after.`,
-    `Options: batch ${c.options.batch}, seq ${c.options.seq}, r ${c.options.rank}, ${c.options.warmup} warm-up + ${c.options.steps} timed steps (median), ${c.options.threads} threads${c.options.compile ? `, compile ${JSON.stringify(c.options.compile)}` : ''}.`,
+    `Options: batch ${c.options.batch}, seq ${c.options.seq}, r ${c.options.rank}, ${c.options.warmup} warm-up + ${c.options.steps} timed steps (median), ${c.options.threads} threads${(c.options.repeat ?? 1) > 1 ? `, best of ${c.options.repeat} runs per side (ABBA order)` : ''}${c.options.compile ? `, compile ${JSON.stringify(c.options.compile)}` : ''}.`,
     'ratio > 1 favours lorakit (lorakit/PEFT for throughput and MFU, PEFT/lorakit for time and memory).',
     '',
     md([['workload: metric', 'lorakit', 'PEFT', 'unit', 'ratio'], ...(c.rows as Row[]).map((r) => [r.workload, r.lorakit, r.peft, r.unit, r.ratio])]),
   ];
   const loads = (c.raw as any[]).map((p) => `${p.workload} ${p.lorakit.load1.toFixed(1)}/${p.peft.load1.toFixed(1)}`);
-  lines.push('', `1-minute load when each run started (lorakit/PEFT): ${loads.join('; ')}.`);
+  lines.push('', `Lowest 1-minute load average when a run started (lorakit/PEFT; our own runs raise it to about 2): ${loads.join('; ')}.`);
   return lines.join('\n');
 }
 

@@ -63,9 +63,9 @@ export function suite(o: Options): Workload[] {
   return out;
 }
 
-/** The fp32 MatMul peak measurement (through ORT in lorakit.ts; through torch in the PEFT runner). */
+/** The fp32 MatMul peak measurement, best of 10 runs (through ORT in lorakit.ts; through torch in the PEFT runner). */
 export function matmulWorkload(o: Options, size = 2048): Workload {
-  return { id: `matmul ${size}`, kind: 'matmul', model: 'gpt2', targets: 'attn', rank: 0, batch: 1, seq: 0, newTokens: 0, warmup: 2, steps: 5, threads: o.threads, size };
+  return { id: `matmul ${size}`, kind: 'matmul', model: 'gpt2', targets: 'attn', rank: 0, batch: 1, seq: 0, newTokens: 0, warmup: 2, steps: 10, threads: o.threads, size };
 }
 
 /** Sizes that the FLOP count needs. */
