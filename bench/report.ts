@@ -70,7 +70,8 @@ function profileBlock(): string {
 function experimentsBlock(): string {
   const path = join(RESULTS, 'experiments.json');
   if (!existsSync(path)) return '(none yet)';
-  const value = (file: string, metric: string) => {
+  const value = (file: string, metric: string): number | null => {
+    if (!existsSync(join(RESULTS, file))) return null;
     const rows = readJson(join(RESULTS, file)).rows as (Row & { metric?: string; value?: number })[];
     const r = rows.find((x) => x.workload === metric || `${x.workload}: ${x.metric}` === metric);
     if (!r) throw new Error(`${file} has no row "${metric}"`);
@@ -78,6 +79,7 @@ function experimentsBlock(): string {
   };
   const rows = (readJson(path) as any[]).map((e) => {
     const b = value(e.before, e.metric), a = value(e.after, e.metric);
+    if (a === null || b === null) return [e.name, e.change, e.predicted, e.metric, '(not run)', '', ''];
     return [e.name, e.change, e.predicted, e.metric, b, a, `${a >= b ? '+' : ''}${fmt((100 * (a - b)) / b)}%`];
   });
   return md([['#', 'change', 'predicted', 'metric (lorakit)', 'before', 'after', 'measured'], ...rows]);
