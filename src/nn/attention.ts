@@ -80,6 +80,20 @@ export function repeatKv(x: Tensor, nRep: number): Tensor {
 export function attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null, scaling: { scale: number } | { divisor: number }): Tensor {
   const raw = q.matmul(k.T); // [B, H, T, S]
   let scores = 'scale' in scaling ? raw.mul(scaling.scale) : scaling.divisor === 1 ? raw : raw.div(scaling.divisor);
-  if (mask) scores = mask.where(scores, MASK_VALUE);
+  if (mask) scores = maskScores(scores, mask);
   return scores.softmax(-1).matmul(v); // [B, H, T, hd]
+}
+
+/**
+ * Where(mask, scores, MASK_VALUE) computed as scores·rowAllowed + bias, with bias = 0 where allowed and MASK_VALUE
+ * elsewhere, rowAllowed = 1 for rows that allow some key and 0 for fully masked rows (both the mask's size, not the
+ * scores'). The values are Where's (score + MASK_VALUE rounds to MASK_VALUE; a fully masked row is MASK_VALUE
+ * throughout) and so is the gradient: zero on fully masked rows, and on the masked entries of the other rows
+ * softmax's gradient is zero already (their probability is exactly 0). ORT's broadcasting Where, forward and
+ * backward, took about twice as long as this Mul + Add and the Mul of the backward (bench/RESULTS.md).
+ */
+function maskScores(scores: Tensor, mask: Tensor): Tensor {
+  const bias = mask.where(scores.lift(0), MASK_VALUE); // [B|1, 1, T|1, S]
+  const rowAllowed = mask.cast(scores.dtype).max(-1, true); // [B|1, 1, T|1, 1]
+  return scores.mul(rowAllowed).add(bias); // [B, H, T, S]
 }
