@@ -8,8 +8,11 @@ export type OrtOptions = ort.InferenceSession.SessionOptions;
 
 export interface Backend {
   create(model: Uint8Array | string, options: OrtOptions): Promise<number>;
-  /** `transfer`: buffers of feeds the caller gives up (moved to a worker instead of copied). */
-  run(handle: number, feeds: Record<string, WireTensor>, transfer?: ArrayBuffer[]): Promise<Record<string, WireTensor>>;
+  /**
+   * `transfer`: the feeds whose buffers move to a worker instead of being copied; a worker hands them back in
+   * `returned` (by feed name) after the run. In-thread nothing moves and `returned` is empty.
+   */
+  run(handle: number, feeds: Record<string, WireTensor>, transfer?: readonly string[]): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }>;
   release(handle: number): Promise<void>;
 }
 
@@ -23,14 +26,14 @@ export class InThreadBackend implements Backend {
     this.sessions.set(h, s);
     return h;
   }
-  async run(handle: number, feeds: Record<string, WireTensor>): Promise<Record<string, WireTensor>> {
+  async run(handle: number, feeds: Record<string, WireTensor>): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }> {
     const s = this.sessions.get(handle)!;
     const f: Record<string, ort.Tensor> = {};
     for (const [k, v] of Object.entries(feeds)) f[k] = new ort.Tensor(v.type as 'float32', v.data as Float32Array, v.dims);
     const out = await s.run(f);
     const r: Record<string, WireTensor> = {};
     for (const [k, t] of Object.entries(out)) r[k] = { type: t.type, data: t.data as AnyTypedArray, dims: [...t.dims] };
-    return r;
+    return { outputs: r, returned: {} };
   }
   async release(handle: number): Promise<void> {
     await this.sessions.get(handle)?.release();
@@ -67,8 +70,14 @@ export class WorkerBackend implements Backend {
   async create(model: Uint8Array | string, options: OrtOptions): Promise<number> {
     return (await this.call({ type: 'create', model, options })).handle;
   }
-  async run(handle: number, feeds: Record<string, WireTensor>, transfer?: ArrayBuffer[]): Promise<Record<string, WireTensor>> {
-    return (await this.call({ type: 'run', handle, feeds }, transfer)).outputs;
+  async run(handle: number, feeds: Record<string, WireTensor>, transfer: readonly string[] = []): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }> {
+    const buffers = new Set<ArrayBuffer>();
+    for (const name of transfer) {
+      const b = feeds[name]?.data.buffer;
+      if (b instanceof ArrayBuffer && b.byteLength > 0) buffers.add(b);
+    }
+    const r = await this.call({ type: 'run', handle, feeds, giveBack: transfer }, [...buffers]);
+    return { outputs: r.outputs, returned: r.returned ?? {} };
   }
   async release(handle: number): Promise<void> {
     await this.call({ type: 'release', handle });

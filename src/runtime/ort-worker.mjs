@@ -24,7 +24,15 @@ parentPort.on('message', async (msg) => {
         outputs[k] = { type: t.type, data: t.data, dims: [...t.dims] };
         if (t.data?.buffer && !transfer.includes(t.data.buffer)) transfer.push(t.data.buffer);
       }
-      parentPort.postMessage({ id: msg.id, ok: true, outputs }, transfer);
+      // Feeds the caller moved here go back with the outputs (ORT holds no reference after the run).
+      const returned = {};
+      for (const k of msg.giveBack ?? []) {
+        const b = msg.feeds[k]?.data?.buffer;
+        if (!b) continue;
+        returned[k] = b;
+        if (!transfer.includes(b)) transfer.push(b);
+      }
+      parentPort.postMessage({ id: msg.id, ok: true, outputs, returned }, transfer);
     } else if (msg.type === 'release') {
       await sessions.get(msg.handle)?.release();
       sessions.delete(msg.handle);

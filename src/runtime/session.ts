@@ -72,23 +72,28 @@ export class Session {
 
   /**
    * Runs the graph; returns every graph output (or only `fetch`) as host tensors. Feeds named in `transfer` are
-   * moved to the worker thread rather than copied (a KV cache is tens of MB per decode step): their arrays are
-   * detached afterwards and must not be used again.
+   * moved to the worker thread and back rather than copied (a KV cache is tens of MB per decode step): a
+   * `{data, shape}` feed gets `data` replaced by a view of the same memory when the run returns; the arrays passed in
+   * are detached and must not be used again.
    */
   async run(feeds: Record<string, Feed>, fetch?: string[], { transfer }: { transfer?: readonly string[] } = {}): Promise<Record<string, HostTensor>> {
     if (this.disposed) throw new LorakitError('LK_SESSION_DISPOSED', `session for graph "${this.graph.name}" was disposed; compile the graph again`);
     const wire = validateFeeds(this.graph, feeds, this.liveInputs);
-    const moved = new Set<ArrayBuffer>();
-    for (const name of transfer ?? []) {
-      const b = wire[name]?.data.buffer;
-      if (b instanceof ArrayBuffer && b.byteLength > 0) moved.add(b);
-    }
     let out: Record<string, WireTensor>;
+    let returned: Record<string, ArrayBuffer>;
+    const lent = (transfer ?? []).filter((n) => wire[n]);
+    const views = lent.map((n) => { const d = wire[n].data; return { Ctor: d.constructor, offset: d.byteOffset, length: d.length }; });
     try {
-      out = await this.backend.run(this.handle, wire, [...moved]);
+      ({ outputs: out, returned } = await this.backend.run(this.handle, wire, lent));
     } catch (e) {
       throw runtimeError('while running the graph', e, this.graph);
     }
+    lent.forEach((name, i) => {
+      const f = feeds[name], b = returned[name], v = views[i];
+      if (!b || ArrayBuffer.isView(f)) return;
+      const Ctor = v.Ctor as new (b: ArrayBuffer, offset: number, length: number) => AnyTypedArray;
+      (f as { data: AnyTypedArray }).data = new Ctor(b, v.offset, v.length);
+    });
     const result: Record<string, HostTensor> = {};
     for (const { name, tensor } of this.graph.outputs) {
       if (fetch && !fetch.includes(name)) continue;

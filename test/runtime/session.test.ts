@@ -40,13 +40,19 @@ test('symbolic dims bind at run time and must agree across feeds', async () => {
   assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
 });
 
-test('feeds named in transfer are moved to the worker (detached here), the others are copied', async () => {
+test('feeds named in transfer move to the worker and back (a {data, shape} feed gets a new view), the others are copied', async () => {
   const s = await compile(matmulGraph());
   const a = new Float32Array(8).fill(1), b = new Float32Array(12).fill(1);
-  const out = await s.run({ a: { data: a, shape: [2, 4] }, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
+  const fa = { data: a, shape: [2, 4] };
+  const out = await s.run({ a: fa, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
   assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
-  assert.equal(a.length, 0);
+  assert.equal(a.length, 0); // moved
+  assert.notEqual(fa.data, a);
+  assert.deepEqual(Array.from(fa.data), new Array(8).fill(1)); // and back, same values
   assert.equal(b.length, 12);
+  fa.data[0] = 2; // the returned view is usable for the next run
+  const again = await s.run({ a: fa, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
+  assert.deepEqual(Array.from(again.c.data as Float32Array).slice(0, 3), [5, 5, 5]);
 });
 
 test('bad feeds are lorakit errors naming the input and the shapes', async () => {
