@@ -1,7 +1,8 @@
 /**
- * Text generation with a KV cache: one graph (past cache and new tokens in → last-position logits and the present
- * cache out), compiled once per model and adapter, runs the prefill (the whole left-padded prompt, an empty past)
- * and every decode step (one token per row). One session means one copy of the prepacked weights. The host loop
+ * Text generation with a KV cache: one graph (past cache and new tokens in → last-position logits and the new
+ * tokens' keys/values out), compiled once per model and adapter, runs the prefill (the whole left-padded prompt, an
+ * empty past) and every decode step (one token per row); the cache itself lives on the host (kv-cache.ts). One
+ * session means one copy of the prepacked weights. The host loop
  * picks tokens with `sampling.ts`, streams text pieces, and stops rows on eos, stop strings or the token budget;
  * finished rows keep being fed padding until every row is done.
  * Semantics follow transformers' `generate` (greedy tokens equal its fixtures), except that padding never counts
@@ -12,12 +13,14 @@ import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { Graph } from '../graph/index.ts';
-import { compile, type CompileOptions, type Feed, type HostTensor, type Session } from '../runtime/index.ts';
+import { compile, type CompileOptions, type Feed, type Session } from '../runtime/index.ts';
 import {
   type ChatMessage, type GenerationConfig, type HfTokenizer, type StreamDecoder, chatTemplateFromConfig, encodeChat, parseGenerationConfig, readJsonFile,
 } from '../io/index.ts';
 import type { ModuleHooks } from '../nn/index.ts';
+import { dimOf } from '../nn/index.ts';
 import { buildCausalLM, causalGraphInputs, leftPaddedPositions, type CacheSpec, type LoadedModel } from './index.ts';
+import { KvCache, newName } from './kv-cache.ts';
 import { chooseToken, createRng, eosSet, resolveSampling, StopStrings, type SamplingOptions } from './sampling.ts';
 
 /**
@@ -114,6 +117,8 @@ interface Prepared {
   maxPositions: number;
   eosTokenId: number | number[] | null;
   cache: CacheSpec;
+  /** The attention's sliding window in cache positions, or null. */
+  slidingWindow: number | null;
   compiled: Map<string, Promise<Compiled>>;
 }
 
@@ -135,7 +140,8 @@ function prepare(model: LoadedModel): Promise<Prepared> {
       });
       const eosTokenId = gen.eos_token_id ?? c.eos_token_id ?? null;
       const maxPositions = c.model_type === 'gpt2' ? c.n_positions : c.max_position_embeddings;
-      return { vocabSize: c.vocab_size, maxPositions, eosTokenId, cache: model.cache, compiled: new Map() };
+      const slidingWindow = c.model_type === 'gpt2' ? null : c.sliding_window;
+      return { vocabSize: c.vocab_size, maxPositions, eosTokenId, cache: model.cache, slidingWindow, compiled: new Map() };
     })();
     preparedFor.set(model, p);
     p.catch(() => preparedFor.delete(model));
@@ -177,15 +183,14 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
   const ids = new BigInt64Array(B * T);
   prompts.forEach((p, b) => { for (let t = 0; t < T; t++) ids[b * T + t] = BigInt(t < T - p.length ? padId : p[t - (T - p.length)]); });
   const mask64 = () => BigInt64Array.from(mask.flat(), BigInt);
+  // Room for the prompt and every token a decode step is fed; the unfilled part is masked, unless a sliding window
+  // (which counts cache positions) could reach it: then the filled part is fed as a copy.
+  const cache = new KvCache(m.cache, B, T + maxNewTokens, cacheDtype);
+  const compact = m.slidingWindow !== null && m.slidingWindow <= cache.capacity;
   let t0 = performance.now();
-  const empty: Record<string, Feed> = {};
-  for (let i = 0; i < m.cache.layers; i++) {
-    for (const kv of ['key', 'value'] as const) {
-      empty[`past_key_values.${i}.${kv}`] = { data: cacheDtype === 'f64' ? new Float64Array(0) : new Float32Array(0), shape: [B, m.cache.kvHeads, 0, m.cache.headDim] };
-    }
-  }
-  let out = await session.run({ ...extra, ...empty, input_ids: { data: ids, shape: [B, T] }, attention_mask: { data: mask64(), shape: [B, T] },
+  let out = await session.run({ ...extra, ...cache.empty(), input_ids: { data: ids, shape: [B, T] }, attention_mask: { data: mask64(), shape: [B, T] },
     position_ids: { data: leftPaddedPositions(mask.flat(), B), shape: [B, T] } });
+  cache.append(out, T);
   const prefillMs = performance.now() - t0;
   t0 = performance.now();
   let steps = 0;
@@ -203,13 +208,12 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
     if (rows.every((r) => r.finish)) break;
     // Decode one token per row; finished rows are fed padding that the mask hides.
     mask = mask.map((m, b) => [...m, rows[b].finish ? 0 : 1]);
-    const past: Record<string, Feed> = {};
-    for (let i = 0; i < m.cache.layers; i++) {
-      for (const kv of ['key', 'value'] as const) past[`past_key_values.${i}.${kv}`] = feedOf(out[`present.${i}.${kv}`], cacheDtype);
-    }
-    // The past cache is last step's output, never read again: moved to the ORT worker, not copied.
-    out = await session.run({ ...extra, ...past, input_ids: { data: next, shape: [B, 1] }, attention_mask: { data: mask64(), shape: [B, mask[0].length] },
+    const past: Record<string, Feed> = compact ? cache.compact() : cache.feeds;
+    const attention = compact ? { data: mask64(), shape: [B, mask[0].length] } : { data: cache.paddedMask(mask, 1), shape: [B, cache.capacity + 1] };
+    // The cache buffers move to the ORT worker and back instead of being copied.
+    out = await session.run({ ...extra, ...past, input_ids: { data: next, shape: [B, 1] }, attention_mask: attention,
       position_ids: { data: leftPaddedPositions(mask.flat(), B, 1), shape: [B, 1] } }, undefined, { transfer: Object.keys(past) });
+    cache.append(out, 1);
     steps++;
   }
   return {
@@ -265,11 +269,6 @@ class Row {
   }
 }
 
-function feedOf(t: HostTensor, dtype: 'f32' | 'f64'): Feed {
-  if (t.dtype !== dtype) throw new Error(`internal: present cache is ${t.dtype}, the generation graph takes ${dtype}`);
-  return { data: t.data, shape: t.shape };
-}
-
 /** The prompt token ids of each row, from whichever prompt option was given; validated against the vocabulary. */
 function promptIds(vocabSize: number, tokenizer: HfTokenizer, o: GenerateOptions): number[][] {
   const given = (['prompt', 'prompts', 'messages', 'inputIds'] as const).filter((k) => o[k] !== undefined);
@@ -308,7 +307,7 @@ function compiledGraphs(model: LoadedModel, m: Prepared, adapter: GenerationAdap
   if (!c) {
     c = (async () => {
       let g = buildGraph(model, m.cache, adapter);
-      const cacheDtype = g.outputs.find((o) => o.name === 'present.0.key')!.tensor.dtype as 'f32' | 'f64';
+      const cacheDtype = g.outputs.find((o) => o.name === newName(0, 'key'))!.tensor.dtype as 'f32' | 'f64';
       if (cacheDtype !== 'f32') g = buildGraph(model, m.cache, adapter, cacheDtype); // the past inputs take the cache's dtype
       return { session: await compile(g, opts), cacheDtype };
     })();
@@ -322,8 +321,9 @@ function compiledGraphs(model: LoadedModel, m: Prepared, adapter: GenerationAdap
 
 /**
  * past_key_values.{i}.* [B, Hkv, P, hd] (P = 0 for the prefill), input_ids/position_ids [B, T], attention_mask
- * [B, P + T] → logits [B, V] of the last position, present.{i}.* [B, Hkv, P + T, hd].
- * Only the last position goes through the LM head (its [B, T, V] logits would be most of the prefill's work).
+ * [B, P + T] → logits [B, V] of the last position, new.{i}.* [B, Hkv, T, hd] (the fed tokens' keys and values: the
+ * last T positions of the present cache). Only the last position goes through the LM head (its [B, T, V] logits would
+ * be most of the prefill's work).
  */
 function buildGraph(model: LoadedModel, cache: CacheSpec, adapter?: GenerationAdapter, cacheDtype: 'f32' | 'f64' = 'f32'): Graph {
   const g = new Graph('generate');
@@ -332,6 +332,10 @@ function buildGraph(model: LoadedModel, cache: CacheSpec, adapter?: GenerationAd
   const out = buildCausalLM(ctx, inputs);
   const last = out.hidden.slice([-1], [2 ** 62], [1]); // [B, 1, D]
   g.output('logits', out.lmHead(last).squeeze(1)); // [B, V]
-  out.present.forEach((kv, i) => { g.output(`present.${i}.key`, kv.key); g.output(`present.${i}.value`, kv.value); });
+  const start = dimOf(inputs.past![0].key, 2).unsqueeze(0); // [1]: P
+  out.present.forEach((kv, i) => {
+    g.output(newName(i, 'key'), kv.key.slice(start, [2 ** 62], [2])); // [B, Hkv, T, hd]
+    g.output(newName(i, 'value'), kv.value.slice(start, [2 ** 62], [2]));
+  });
   return g;
 }
