@@ -61,6 +61,8 @@ function profileBlock(): string {
       '',
       md([['part', 'ms', 'share'], ...p.byPart.map((r: any) => [r.key, r.ms, pct(r.ms)])]),
       '',
+      md([['op (top 10)', 'ms', 'share', 'nodes'], ...p.byOp.slice(0, 10).map((r: any) => [r.key, r.ms, pct(r.ms), String(r.count)])]),
+      '',
       md([['part / op (top 12)', 'ms', 'share', 'nodes'], ...p.byPartOp.slice(0, 12).map((r: any) => [r.key, r.ms, pct(r.ms), String(r.count)])]),
     ].join('\n');
   }).join('\n\n');
