@@ -88,7 +88,7 @@ async function main(): Promise<void> {
   mkdirSync(RESULTS, { recursive: true });
   const out = join(RESULTS, `profile-${kind}-${model}-${targets}.json`);
   writeFileSync(out, `${JSON.stringify({ workload: w.id, batch, seq, compile: extra, date: new Date().toISOString(), wallMs: wall, kernelMs: total,
-    byPart, byOp, byPartOp: byPartOp.slice(0, 40), byNode }, null, 2)}\n`);
+    byPart, byOp, byPartOp: byPartOp.slice(0, 40), byNode: byNode.slice(0, 100) }, null, 2)}\n`);
   console.log(`\nwrote ${out}`);
   rmSync(join(dir, trace));
 }
