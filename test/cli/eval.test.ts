@@ -63,15 +63,16 @@ test('bad inputs: not a causal LM, seqLen past the positions, missing file, bad 
   const bad = join(tmp, 'bad.jsonl'), empty = join(tmp, 'empty.txt');
   await writeFile(bad, '{"text": "fine"}\n{"content": "no text field"}\n');
   await writeFile(empty, '');
-  const cases: [Promise<unknown>, string, RegExp][] = [
-    [evaluateText(bert, tok, { data }), 'LK_UNSUPPORTED', /bert model, not a causal LM/],
-    [evaluateText(llama, tok, { data, seqLen: 129 }), 'LK_INVALID_ARGUMENT', /seqLen 129 exceeds the model's 128 positions; use at most 128/],
-    [evaluateText(llama, tok, { data: join(tmp, 'nope.txt') }), 'LK_FILE_NOT_FOUND', /data file .*nope\.txt does not exist/],
-    [evaluateText(llama, tok, { data: bad }), 'LK_FILE_INVALID', /bad\.jsonl:2: expected a record with a string field "text"/],
+  // thunks: each call starts only when awaited, so no rejection is left unhandled meanwhile
+  const cases: [() => Promise<unknown>, string, RegExp][] = [
+    [() => evaluateText(bert, tok, { data }), 'LK_UNSUPPORTED', /bert model, not a causal LM/],
+    [() => evaluateText(llama, tok, { data, seqLen: 129 }), 'LK_INVALID_ARGUMENT', /seqLen 129 exceeds the model's 128 positions; use at most 128/],
+    [() => evaluateText(llama, tok, { data: join(tmp, 'nope.txt') }), 'LK_FILE_NOT_FOUND', /data file .*nope\.txt does not exist/],
+    [() => evaluateText(llama, tok, { data: bad }), 'LK_FILE_INVALID', /bad\.jsonl:2: expected a record with a string field "text"/],
     // the llama tokenizer adds <s>, so an empty text is one token: nothing to predict
-    [evaluateText(llama, tok, { data: empty }), 'LK_INVALID_ARGUMENT', /empty\.txt: no token to predict/],
+    [() => evaluateText(llama, tok, { data: empty }), 'LK_INVALID_ARGUMENT', /empty\.txt: no token to predict/],
   ];
-  for (const [p, code, re] of cases) await assert.rejects(p, (e: any) => e.code === code && re.test(e.message));
+  for (const [p, code, re] of cases) await assert.rejects(p(), (e: any) => e.code === code && re.test(e.message));
   await Promise.all([llama.close(), bert.close()]);
   const r = await lorakit('--model', 'test/fixtures/models/llama', '--data', data, '--seq-len', 'long');
   assert.equal(r.status, 1);
