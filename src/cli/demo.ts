@@ -2,16 +2,9 @@
 // models/demo-base/, with no download; prints progress, the adapter folder, a sample before/after, and as its last
 // line `held-out loss <before> -> <after>`. The work is `runDemo` (src/demo/run.ts); this file maps flags onto it.
 import type { CommandModule } from './main.ts';
+import { intFlag } from './flags.ts';
 
 interface DemoFlags { steps?: string | number; seed?: string | number; out?: string; model?: string; quiet?: boolean }
-
-/** A flag that must be an integer >= min, or undefined when absent (cac gives numbers for numeric text). */
-function intFlag(v: string | number | undefined, name: string, min: number, make: (msg: string) => Error): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw make(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`);
-  return n;
-}
 
 export const register: CommandModule['register'] = (cli) => {
   cli.command('demo', 'Train a LoRA adapter on Brown-corpus fiction over the bundled byte-level Llama (no download, ~2 minutes on 2 cores)')
@@ -21,10 +14,8 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--model <dir>', 'Base model folder (default: models/demo-base)')
     .option('--quiet', 'Print only the last line')
     .action(async (flags: DemoFlags) => {
-      const { LorakitError } = await import('../errors.ts');
-      const bad = (msg: string) => new LorakitError('LK_INVALID_ARGUMENT', `demo: ${msg}`);
-      const steps = intFlag(flags.steps, 'steps', 1, bad);
-      const seed = intFlag(flags.seed, 'seed', 0, bad);
+      const steps = intFlag('steps', flags.steps, 1);
+      const seed = intFlag('seed', flags.seed, 0);
       const { runDemo } = await import('../demo/index.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');
       const say = (line: string) => { if (!flags.quiet) console.log(line); };

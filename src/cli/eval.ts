@@ -1,20 +1,8 @@
 // `lorakit eval`: maps flags to `evaluateText()` (optionally through a loaded adapter) and prints loss and perplexity.
-import { LorakitError } from '../errors.ts';
 import type { CommandModule } from './main.ts';
+import { requiredFlag, intFlag } from './flags.ts';
 
 interface Flags { model?: unknown; adapter?: unknown; data?: unknown; seqLen?: unknown; batchSize?: unknown; json?: boolean }
-
-/** A positive-integer flag's value; undefined when absent. */
-function int(flag: string, v: unknown): number | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new LorakitError('LK_INVALID_ARGUMENT', `--${flag} expects a positive integer, got ${JSON.stringify(v)}`, { option: flag });
-  return v;
-}
-
-function path(flag: string, v: unknown, what: string): string {
-  if (typeof v !== 'string' || v === '') throw new LorakitError('LK_INVALID_ARGUMENT', `--${flag} is required: ${what}`, { option: flag });
-  return v;
-}
 
 export const register: CommandModule['register'] = (cli) => {
   cli.command('eval', 'Mean token loss and perplexity of a causal LM (optionally with an adapter) on a text or JSONL file')
@@ -25,10 +13,10 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--batch-size <n>', 'Windows per graph run', { default: 8 })
     .option('--json', 'Print one JSON object: loss, perplexity, tokens, windows, documents, seq_len')
     .action(async (flags: Flags) => {
-      const modelDir = path('model', flags.model, 'a Hugging Face model folder');
-      const data = path('data', flags.data, 'a text or JSONL file');
-      const adapterDir = flags.adapter === undefined ? undefined : path('adapter', flags.adapter, 'a PEFT adapter folder');
-      const seqLen = int('seq-len', flags.seqLen), batchSize = int('batch-size', flags.batchSize);
+      const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder');
+      const data = requiredFlag('data', flags.data, 'a text or JSONL file', '<file>');
+      const adapterDir = flags.adapter === undefined ? undefined : requiredFlag('adapter', flags.adapter, 'a PEFT adapter folder');
+      const seqLen = intFlag('seq-len', flags.seqLen), batchSize = intFlag('batch-size', flags.batchSize);
       const { loadModel } = await import('../models/load.ts');
       const { HfTokenizer } = await import('../io/tokenizer.ts');
       const { evaluateText } = await import('../train/text-eval.ts');

@@ -1,6 +1,7 @@
 // `lorakit generate`: maps flags to `generate()` and streams the text to stdout as tokens arrive.
 import { LorakitError } from '../errors.ts';
 import type { CommandModule } from './main.ts';
+import { requiredFlag, numberFlag } from './flags.ts';
 
 interface Flags {
   model?: string;
@@ -15,13 +16,6 @@ interface Flags {
   system?: string | number;
   chat?: boolean;
   adapter?: unknown;
-}
-
-/** A numeric flag's value (cac leaves non-numbers as strings); undefined when the flag is absent. */
-function num(flag: string, v: unknown): number | undefined {
-  if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new LorakitError('LK_INVALID_ARGUMENT', `--${flag} expects a number, got ${JSON.stringify(v)}`, { option: flag });
-  return v;
 }
 
 export const register: CommandModule['register'] = (cli) => {
@@ -39,20 +33,20 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--stop <text>', 'Stop before this text (repeatable)')
     .option('--adapter <dir>', 'PEFT adapter folder to generate with (applied through the model\'s hooks, unmerged)')
     .action(async (flags: Flags) => {
-      if (typeof flags.model !== 'string') throw new LorakitError('LK_INVALID_ARGUMENT', '--model <dir> is required: a Hugging Face model folder', { option: 'model' });
+      const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder');
       if (flags.prompt === undefined || typeof flags.prompt === 'boolean') throw new LorakitError('LK_INVALID_ARGUMENT', '--prompt <text> is required', { option: 'prompt' });
       const prompt = String(flags.prompt);
       const { loadModel } = await import('../models/index.ts');
       const { generate } = await import('../models/generate.ts');
       const { HfTokenizer, loadChatTemplate } = await import('../io/index.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');
-      const model = await loadModel(flags.model);
+      const model = await loadModel(modelDir);
       try {
-        const tokenizer = await HfTokenizer.fromDir(flags.model);
+        const tokenizer = await HfTokenizer.fromDir(modelDir);
         let input: { prompt: string } | { messages: { role: string; content: string }[]; chatTemplate: string };
         if (flags.chat) {
           const messages = [...(flags.system !== undefined ? [{ role: 'system', content: String(flags.system) }] : []), { role: 'user', content: prompt }];
-          input = { messages, chatTemplate: await loadChatTemplate(flags.model) };
+          input = { messages, chatTemplate: await loadChatTemplate(modelDir) };
         } else {
           input = { prompt };
         }
@@ -68,12 +62,12 @@ export const register: CommandModule['register'] = (cli) => {
         await generate(model, tokenizer, {
           ...input,
           adapter,
-          maxNewTokens: num('max-new-tokens', flags.maxNewTokens),
-          temperature: num('temperature', flags.temperature),
-          topK: num('top-k', flags.topK),
-          topP: num('top-p', flags.topP),
-          repetitionPenalty: num('repetition-penalty', flags.repetitionPenalty),
-          seed: num('seed', flags.seed),
+          maxNewTokens: numberFlag('max-new-tokens', flags.maxNewTokens),
+          temperature: numberFlag('temperature', flags.temperature),
+          topK: numberFlag('top-k', flags.topK),
+          topP: numberFlag('top-p', flags.topP),
+          repetitionPenalty: numberFlag('repetition-penalty', flags.repetitionPenalty),
+          seed: numberFlag('seed', flags.seed),
           stop,
           onToken: (piece) => { if (piece) process.stdout.write(piece); },
         });

@@ -1,15 +1,10 @@
 // `lorakit merge`: maps flags to loadAdapter + `exportMerged()` and prints what was written.
-import { LorakitError } from '../errors.ts';
 import type { CommandModule } from './main.ts';
+import { requiredFlag } from './flags.ts';
 
 interface Flags { model?: unknown; adapter?: unknown; out?: unknown; force?: boolean }
 
 /** A required folder flag's value. */
-function folder(flag: string, v: unknown, what: string): string {
-  if (typeof v !== 'string' || v === '') throw new LorakitError('LK_INVALID_ARGUMENT', `--${flag} <dir> is required: ${what}`, { option: flag });
-  return v;
-}
-
 export const register: CommandModule['register'] = (cli) => {
   cli.command('merge', 'Merge a PEFT adapter into its base model and write a Hugging Face model folder')
     .option('--model <dir>', 'Base model folder (config.json, model.safetensors, tokenizer)')
@@ -17,9 +12,9 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--out <dir>', 'Folder to write the merged model to (created whole, or not at all)')
     .option('--force', 'Replace --out if it exists')
     .action(async (flags: Flags) => {
-      const modelDir = folder('model', flags.model, 'the base Hugging Face model folder');
-      const adapterDir = folder('adapter', flags.adapter, 'a PEFT adapter folder');
-      const out = folder('out', flags.out, 'the folder to write the merged model to');
+      const modelDir = requiredFlag('model', flags.model, 'the base Hugging Face model folder');
+      const adapterDir = requiredFlag('adapter', flags.adapter, 'a PEFT adapter folder');
+      const out = requiredFlag('out', flags.out, 'the folder to write the merged model to');
       const { loadModel } = await import('../models/load.ts');
       const { PeftModel, adaptable, loadAdapter, exportMerged } = await import('../peft/index.ts');
       const model = await loadModel(modelDir);

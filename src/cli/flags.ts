@@ -1,0 +1,28 @@
+// Flag checks shared by the commands: cac leaves a non-numeric value as a string and a missing one undefined, so
+// each command checks its flags here and the error names the flag.
+import { LorakitError } from '../errors.ts';
+
+const bad = (flag: string, msg: string) => new LorakitError('LK_INVALID_ARGUMENT', msg, { option: flag });
+
+/** A required string flag (`--model <dir>`); `placeholder` and `what` shape the message. */
+export function requiredFlag(flag: string, v: unknown, what: string, placeholder = '<dir>'): string {
+  if (typeof v !== 'string' || v === '') throw bad(flag, `--${flag} ${placeholder} is required: ${what}`);
+  return v;
+}
+
+/** An integer flag >= min (default 1); undefined when absent. */
+export function intFlag(flag: string, v: unknown, min = 1): number | undefined {
+  if (v === undefined) return undefined;
+  const n = typeof v === 'number' ? v : NaN;
+  if (!Number.isInteger(n) || n < min) {
+    throw bad(flag, min === 1 ? `--${flag} expects a positive integer, got ${JSON.stringify(v)}` : `--${flag} expects an integer >= ${min}, got ${JSON.stringify(v)}`);
+  }
+  return n;
+}
+
+/** A finite number flag; undefined when absent. */
+export function numberFlag(flag: string, v: unknown): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(flag, `--${flag} expects a number, got ${JSON.stringify(v)}`);
+  return v;
+}
