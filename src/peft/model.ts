@@ -55,6 +55,8 @@ export class PeftModel {
   private enabled = true;
   private mergedNames: string[] = [];
   private mergedWeights = new Map<string, Float32Array>();
+  /** Bumped whenever adapter values change, so generate() rebuilds its graphs only then. */
+  private version = 0;
 
   constructor(readonly base: AdaptableBase) {}
 
@@ -80,6 +82,7 @@ export class PeftModel {
     if (adapter.layers.size === 0) throw noTargetsError(config.target_modules, this.base.modules.map((m) => m.path), source);
     for (const w of this.extraWeightNames(adapter)) adapter.weights.set(w, Float32Array.from(await this.base.readWeight(w)));
     this.adapters.set(name, adapter);
+    this.version++;
     this.active = [...this.active, name];
     return adapter;
   }
@@ -144,6 +147,7 @@ export class PeftModel {
   /** Takes trained values back (by graph-input name, as from trainableValues). */
   setValues(name: string, values: ReadonlyMap<string, Float32Array> | Record<string, Float32Array>): void {
     const a = this.get(name);
+    this.version++;
     const get = (k: string) => (values instanceof Map ? values.get(k) : (values as Record<string, Float32Array>)[k]);
     for (const [path, l] of a.layers) {
       for (const s of l.specs) {
@@ -199,10 +203,9 @@ export class PeftModel {
 
   /** The active adapters as generate()'s adapter option (hooks per graph, merged or saved weights as overrides). */
   generationAdapter(): { hooks: () => ModuleHooks; overrides: Map<string, Float32Array>; key: string } {
-    const key = JSON.stringify({ active: this.active, merged: this.mergedNames, enabled: this.enabled, v: ++this.version });
+    const key = JSON.stringify({ active: this.active, merged: this.mergedNames, enabled: this.enabled, v: this.version });
     return { hooks: () => this.hooks(), overrides: this.weightOverrides(), key };
   }
-  private version = 0;
 
   /** Merges adapters (default: the active ones) into the base weights; the non-finite check runs once, here. */
   async merge(names: string[] = this.active): Promise<void> {

@@ -209,3 +209,13 @@ test('DoRA gradients of A and B equal those of the paper formula with the norm h
   assertAllclose(oo.dA.data as Float32Array, rr.dA.data as Float32Array, { rtol: 1e-4, atol: 1e-6, what: 'dA (norm detached)' });
   assertAllclose(oo.dB.data as Float32Array, rr.dB.data as Float32Array, { rtol: 1e-4, atol: 1e-6, what: 'dB (norm detached)' });
 });
+
+test('generationAdapter keys stay equal while nothing changes and differ after setValues (graphs are reused, never stale)', async () => {
+  const peft = await peftWith({ r: 2 });
+  const k1 = peft.generationAdapter().key, k2 = peft.generationAdapter().key;
+  assert.equal(k1, k2);
+  peft.setValues('default', peft.trainableValues('default'));
+  assert.notEqual(peft.generationAdapter().key, k1);
+  peft.setActive();
+  assert.notEqual(peft.generationAdapter().key, k1);
+});
