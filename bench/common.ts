@@ -29,6 +29,7 @@ const HELP = `options:
   --rank N         LoRA rank (default 16)                    --new-tokens N  generated tokens per row (default 32)
   --threads N      intra-op threads (default: all cores)     --only REGEX    workloads whose id matches
   --compile JSON   extra lorakit compile options, e.g. '{"optimization":"basic"}'
+  --peft-attn sdpa|eager  transformers' attention for the PEFT side (default sdpa, transformers' default)
   --repeat N       runs of each workload per side, best reported (default 1): other jobs on a shared machine
                    only ever slow a run down
   --quick          tiny shapes for a smoke test (batch 1, seq 32, 1 step)
@@ -36,7 +37,7 @@ const HELP = `options:
 
 /** Parses argv (after the script name). */
 export function parseArgs(argv: string[]): CliOptions {
-  const o: CliOptions = { steps: 3, warmup: 1, batch: 4, seq: 256, rank: 16, newTokens: 32, threads: availableParallelism(), only: null, compile: undefined, out: null, repeat: 1 };
+  const o: CliOptions = { steps: 3, warmup: 1, batch: 4, seq: 256, rank: 16, newTokens: 32, threads: availableParallelism(), only: null, compile: undefined, out: null, repeat: 1, peftAttention: 'sdpa' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => { const v = argv[++i]; if (v === undefined) throw new Error(`${a} needs a value\n${HELP}`); return v; };
@@ -51,6 +52,7 @@ export function parseArgs(argv: string[]): CliOptions {
       case '--threads': o.threads = num(); break;
       case '--only': o.only = new RegExp(next()); break;
       case '--compile': o.compile = JSON.parse(next()); break;
+      case '--peft-attn': { const v = next(); if (v !== 'sdpa' && v !== 'eager') throw new Error(`--peft-attn: expected sdpa or eager\n${HELP}`); o.peftAttention = v; break; }
       case '--out': o.out = next(); break;
       case '--repeat': o.repeat = Math.max(1, num()); break;
       case '--quick': Object.assign(o, { batch: 1, seq: 32, steps: 1, warmup: 0, newTokens: 4 }); break;

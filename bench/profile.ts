@@ -78,6 +78,8 @@ async function main(): Promise<void> {
   const byPart = sumBy(step, (e) => partOf(nodeName(e)));
   const byPartOp = sumBy(step, (e) => `${partOf(nodeName(e))} ${e.args?.op_name}`);
   const byNode = sumBy(step, nodeName);
+  // The same node in every layer (and ORT's numbered fusions) under one name: which kind of node costs the most.
+  const byPattern = sumBy(step, (e) => `${e.args?.op_name} ${nodeName(e).replace(/\d+/g, '#')}`);
   const pct = (ms: number) => `${((100 * ms) / total).toFixed(1)}%`;
   console.log(`${w.id}, batch ${batch}, seq ${seq}: wall ${wall.map((x) => x.toFixed(0)).join(' / ')} ms; sum of per-node minima over ${runs.length - 1} runs ${total.toFixed(0)} ms (${step.length} nodes; last model_run ${(last.dur / 1000).toFixed(0)} ms)`);
   console.log(`optimised model: ${statSync(join(dir, 'optimized.onnx')).size} bytes in ${dir}\n`);
@@ -85,12 +87,13 @@ async function main(): Promise<void> {
   console.log(`\n${table([['op', 'ms', 'share', 'nodes'], ...byOp.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`);
   console.log(`\n${table([['part / op', 'ms', 'share', 'nodes'], ...byPartOp.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`);
   console.log(`\n${table([['node', 'ms', 'share'], ...byNode.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms)])])}`);
+  console.log(`\n${table([['op node (layers merged)', 'ms', 'share', 'nodes'], ...byPattern.slice(0, 2 * top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`);
   mkdirSync(RESULTS, { recursive: true });
   const out = join(RESULTS, `profile-${kind}-${model}-${targets}.json`);
   writeFileSync(out, `${JSON.stringify({ workload: w.id, batch, seq, compile: extra, date: new Date().toISOString(), wallMs: wall, kernelMs: total,
-    byPart, byOp, byPartOp: byPartOp.slice(0, 40), byNode: byNode.slice(0, 100) }, null, 2)}\n`);
+    byPart, byOp, byPartOp: byPartOp.slice(0, 40), byNode: byNode.slice(0, 100), byPattern: byPattern.slice(0, 100) }, null, 2)}\n`);
   console.log(`\nwrote ${out}`);
-  rmSync(join(dir, trace));
+  if (!process.env.KEEP_TRACE) rmSync(join(dir, trace));
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

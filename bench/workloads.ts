@@ -33,6 +33,8 @@ export interface Workload {
   size?: number;
   /** lorakit only: extra compile options (optimization level, ORT session options) for experiments. */
   compile?: Record<string, unknown>;
+  /** PEFT only: transformers' attn_implementation (default sdpa, transformers' own default). */
+  peftAttention?: 'sdpa' | 'eager';
 }
 
 /** PEFT target_modules for each shape: the attention projections, or every linear layer but the head. */
@@ -47,11 +49,11 @@ export function loraConfig(w: Pick<Workload, 'model' | 'targets' | 'rank'>): Rec
   return { peft_type: 'LORA', r: w.rank, lora_alpha: 2 * w.rank, lora_dropout: 0, target_modules: targetModules(w.model, w.targets), fan_in_fan_out: w.model === 'gpt2' };
 }
 
-export interface Options { steps: number; warmup: number; threads: number; batch: number; seq: number; rank: number; newTokens: number }
+export interface Options { steps: number; warmup: number; threads: number; batch: number; seq: number; rank: number; newTokens: number; peftAttention: 'sdpa' | 'eager' }
 
 /** The default suite: LoRA training on both shapes and both target sets, eval, generation at batch 1 and 8. */
 export function suite(o: Options): Workload[] {
-  const base = { rank: o.rank, newTokens: o.newTokens, warmup: o.warmup, steps: o.steps, threads: o.threads };
+  const base = { rank: o.rank, newTokens: o.newTokens, warmup: o.warmup, steps: o.steps, threads: o.threads, peftAttention: o.peftAttention };
   const out: Workload[] = [];
   for (const model of ['gpt2', 'smollm'] as const) {
     for (const targets of ['attn', 'all'] as const) out.push({ ...base, id: `train ${model} ${targets}`, kind: 'train', model, targets, batch: o.batch, seq: o.seq });

@@ -2,11 +2,12 @@
 in argv[1], with transformers + PEFT in this process, and prints one line `RESULT {json}` with the same fields as
 bench/lorakit.ts. One process per workload, so the peak RSS (VmHWM) is that workload's own.
 
-Same work as lorakit: the HF folder written by bench/models.ts, fp32, eager attention, dropout 0, LoRA r / alpha = 2r
+Same work as lorakit: the HF folder written by bench/models.ts, fp32, transformers' default attention (sdpa; the
+spec's peftAttention can ask for eager), dropout 0, LoRA r / alpha = 2r
 on the same target_modules, model.train(), AdamW (lr 1e-4, weight decay 0.01), torch threads = the spec's threads.
   train: loss = model(input_ids, labels=input_ids).loss (transformers shifts the labels), backward, step, zero_grad
   eval:  the same forward and loss under torch.no_grad()      gen: model.generate, greedy, no eos, timed per token
-  matmul: torch.mm of two [n, n] fp32 matrices, best of the runs
+  matmul: torch.mm of two [n, n] fp32 matrices into a preallocated output, best of the runs
 """
 import json
 import re
@@ -42,13 +43,13 @@ def main():
     t0 = time.perf_counter()
     if w["kind"] == "matmul":
         n = w["size"]
-        a, b = torch.full((n, n), 0.5), torch.full((n, n), 0.25)
+        a, b, c = torch.full((n, n), 0.5), torch.full((n, n), 0.25), torch.empty((n, n))
         for _ in range(w["warmup"]):
-            torch.mm(a, b)
+            torch.mm(a, b, out=c)
         times = []
         for _ in range(w["steps"]):
             s = time.perf_counter()
-            torch.mm(a, b)
+            torch.mm(a, b, out=c)
             times.append((time.perf_counter() - s) * 1000)
         r = {"gflops": 2 * n**3 / min(times) / 1e6, "msPerStep": min(times)}
     else:
@@ -61,7 +62,7 @@ def run_model(w, t0):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(w["dir"], dtype=torch.float32, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(w["dir"], dtype=torch.float32, attn_implementation=w.get("peftAttention", "sdpa"))
     cfg = dict(w["lora"])
     cfg.pop("peft_type")
     if w["kind"] == "gen":
