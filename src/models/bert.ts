@@ -6,7 +6,7 @@
  */
 import { type Tensor, gelu, layerNorm, silu } from '../graph/index.ts';
 import type { BertConfig } from '../io/index.ts';
-import { type ModelContext, type ModuleInfo, attention, attentionMask, dimOf, mergeHeads, splitHeads } from '../nn/index.ts';
+import { type AttentionMask, type ModelContext, type ModuleInfo, attention, attentionMask, dimOf, mergeHeads, splitHeads } from '../nn/index.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
 
 export type { BertConfig };
@@ -54,7 +54,7 @@ export function bertEmbeddings(ctx: Ctx, inputs: BertInputs): Tensor {
 }
 
 /** Self-attention + output of layer i (post-norm): LayerNorm(x + dense(attn(x))). */
-export function bertAttention(ctx: Ctx, i: number, x: Tensor, mask: Tensor | null): Tensor {
+export function bertAttention(ctx: Ctx, i: number, x: Tensor, mask: AttentionMask | null): Tensor {
   const c = ctx.config;
   const H = c.num_attention_heads, hd = c.hidden_size / H;
   const p = `${layer(i)}.attention`;
@@ -64,7 +64,7 @@ export function bertAttention(ctx: Ctx, i: number, x: Tensor, mask: Tensor | nul
 }
 
 /** Encoder layer i: attention, then LayerNorm(h + dense(act(dense(h)))). */
-export function bertLayer(ctx: Ctx, i: number, x: Tensor, mask: Tensor | null): Tensor {
+export function bertLayer(ctx: Ctx, i: number, x: Tensor, mask: AttentionMask | null): Tensor {
   const h = bertAttention(ctx, i, x, mask);
   const inner = bertActivation(ctx.config.hidden_act, ctx.linear(`${layer(i)}.intermediate.dense`, h)); // [B, T, I]
   return ln(ctx, `${layer(i)}.output.LayerNorm`, ctx.linear(`${layer(i)}.output.dense`, inner).add(h)); // [B, T, D]

@@ -9,7 +9,7 @@
  * position_ids [B, T] only choose RoPE angles / GPT-2 position embeddings and default to P..P+T-1.
  */
 import type { Graph, Tensor } from '../graph/index.ts';
-import type { ModelContext } from '../nn/index.ts';
+import type { AttentionMask, ModelContext } from '../nn/index.ts';
 import { attentionMask, dimOf } from '../nn/index.ts';
 
 /** One layer's cached keys or values. */
@@ -45,8 +45,8 @@ export interface CausalSetup {
   pastLen: Tensor;
   /** [B|1, T] i64. */
   positionIds: Tensor;
-  /** [B|1, 1, T, S] bool (true = attend), or null. */
-  mask: Tensor | null;
+  /** Causal (+ padding, + window) mask, or null. */
+  mask: AttentionMask | null;
 }
 
 /** Lengths, default positions and the causal (+ padding, + window) mask from the inputs. */
@@ -55,7 +55,7 @@ export function causalSetup(ctx: ModelContext, inputs: CausalLMInputs, slidingWi
   const queryLen = dimOf(inputs.inputIds, 1);
   const pastLen = inputs.past?.length ? dimOf(inputs.past[0].key, 2) : g.constInts([0], []);
   const positionIds = inputs.positionIds ?? g.range(pastLen, pastLen.add(queryLen)).unsqueeze(0); // [1, T]
-  const mask = attentionMask(g, { attentionMask: inputs.attentionMask, causal: true, queryLen, pastLen, slidingWindow });
+  const mask = attentionMask(g, { attentionMask: inputs.attentionMask, causal: true, queryLen, pastLen, slidingWindow, noPast: !inputs.past?.length });
   return { queryLen, pastLen, positionIds, mask };
 }
 

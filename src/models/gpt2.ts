@@ -7,7 +7,7 @@
  */
 import { type Tensor, gelu, layerNorm, silu } from '../graph/index.ts';
 import type { Gpt2Config } from '../io/index.ts';
-import { type ModelContext, type ModuleInfo, attention, mergeHeads, splitHeads } from '../nn/index.ts';
+import { type AttentionMask, type ModelContext, type ModuleInfo, attention, mergeHeads, splitHeads } from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
 
@@ -34,7 +34,7 @@ export function gpt2Activation(name: Gpt2Config['activation_function'], x: Tenso
 }
 
 /** Causal self-attention of block i: x [B, T, D] → [B, T, D], plus this block's cache [B, H, P + T, hd]. */
-export function gpt2Attention(ctx: Ctx, i: number, x: Tensor, mask: Tensor | null, past?: KV): { out: Tensor; present: KV } {
+export function gpt2Attention(ctx: Ctx, i: number, x: Tensor, mask: AttentionMask | null, past?: KV): { out: Tensor; present: KV } {
   const c = ctx.config;
   const [H, D] = [c.n_head, c.n_embd];
   const hd = D / H;
@@ -52,7 +52,7 @@ export function gpt2Mlp(ctx: Ctx, i: number, x: Tensor): Tensor {
 }
 
 /** Block i: h = x + attn(ln_1(x)); out = h + mlp(ln_2(h)). */
-export function gpt2Block(ctx: Ctx, i: number, x: Tensor, mask: Tensor | null, past?: KV): { hidden: Tensor; present: KV } {
+export function gpt2Block(ctx: Ctx, i: number, x: Tensor, mask: AttentionMask | null, past?: KV): { hidden: Tensor; present: KV } {
   const attn = gpt2Attention(ctx, i, ln(ctx, `${block(i)}.ln_1`, x), mask, past);
   const h = x.add(attn.out); // [B, T, D]
   return { hidden: h.add(gpt2Mlp(ctx, i, ln(ctx, `${block(i)}.ln_2`, h))), present: attn.present };

@@ -8,7 +8,7 @@
 import { rmsNorm, silu, type Tensor } from '../graph/index.ts';
 import type { LlamaLikeConfig } from '../io/index.ts';
 import {
-  type ModelContext, type ModuleInfo, applyRope, attention, mergeHeads, repeatKv, ropeAt, ropeInvFreq, ropeTables, splitHeads,
+  type AttentionMask, type ModelContext, type ModuleInfo, applyRope, attention, mergeHeads, repeatKv, ropeAt, ropeInvFreq, ropeTables, splitHeads,
 } from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
@@ -21,8 +21,8 @@ type Ctx = ModelContext<LlamaConfig>;
 export interface LayerShared {
   /** [B|1, 1, T, hd/2] each. */
   rope: { cos: Tensor; sin: Tensor };
-  /** [B|1, 1, T, S] bool (true = attend), or null. */
-  mask: Tensor | null;
+  /** The attention mask, or null. */
+  mask: AttentionMask | null;
 }
 
 const layer = (i: number) => `model.layers.${i}`;
