@@ -55,7 +55,7 @@ export function causalSetup(ctx: ModelContext, inputs: CausalLMInputs, slidingWi
   const queryLen = dimOf(inputs.inputIds, 1);
   const pastLen = inputs.past?.length ? dimOf(inputs.past[0].key, 2) : g.constInts([0], []);
   const positionIds = inputs.positionIds ?? g.range(pastLen, pastLen.add(queryLen)).unsqueeze(0); // [1, T]
-  const mask = attentionMask(g, { attentionMask: inputs.attentionMask, causal: true, queryLen, pastLen, slidingWindow, noPast: !inputs.past?.length });
+  const mask = attentionMask(g, { attentionMask: inputs.attentionMask, causal: true, queryLen, pastLen, slidingWindow });
   return { queryLen, pastLen, positionIds, mask };
 }
 

@@ -26,8 +26,6 @@ export interface MaskOptions {
   pastLen: Tensor;
   /** Keys further back than this many positions are masked (Mistral/Qwen2 sliding window); null: no window. */
   slidingWindow?: number | null;
-  /** True when the graph has no cache (P = 0): with `causal`, the keys right of the diagonal are masked wholesale. */
-  noPast?: boolean;
 }
 
 /** Which keys each query may attend, and what is known of that pattern when the graph is built. */
@@ -36,8 +34,6 @@ export interface AttentionMask {
   allowed: Tensor;
   /** Some query may allow no key at all (a left-pad query; only a padding mask does that). */
   emptyRows: boolean;
-  /** Causal without a cache: query t sees no key after t, so attention can skip the blocks above the diagonal. */
-  causalNoPast: boolean;
 }
 
 /**
@@ -61,7 +57,7 @@ export function attentionMask(g: Graph, o: MaskOptions): AttentionMask | null {
     const pad = o.attentionMask.cast('bool').unsqueeze([1, 2]); // [B, 1, 1, S]
     allowed = allowed ? allowed.and(pad) : pad; // [B, 1, T, S]
   }
-  return allowed && { allowed, emptyRows: !!o.attentionMask, causalNoPast: o.causal && o.noPast === true };
+  return allowed && { allowed, emptyRows: !!o.attentionMask };
 }
 
 /** [B, T, H·hd] → [B, H, T, hd]. */
@@ -83,52 +79,19 @@ export function repeatKv(x: Tensor, nRep: number): Tensor {
 
 type Scaling = { scale: number } | { divisor: number };
 
-/** Query blocks of at least this many rows when attention skips the masked blocks of a causal square. */
-export const CAUSAL_BLOCK = 64;
-
 /**
  * softmax(q·kᵀ·scale, masked)·v for q [B, H, T, hd], k and v [B, H, S, hd], the mask broadcastable to [B, H, T, S].
  * `scaling` multiplies the scores (Llama, BERT: hd^-0.5) or divides them (GPT-2: by √hd), as transformers does.
  * Masked scores are set to MASK_VALUE: the same values transformers' additive finfo.min mask gives (score + finfo.min
  * rounds to finfo.min in float32), but the gradient is that of the function computed, so a fully masked row (a
- * left-pad query) gets a zero gradient rather than softmax's spurious one.
- *
- * A causal square with no cache, no empty rows and a static T of at least two blocks runs as query blocks j of
- * CAUSAL_BLOCK·m rows, each against keys 0..end of block j only: the keys it drops are masked for every query of
- * the block, and their softmax weight is exactly 0 in float32 (exp(finfo.min − max) underflows), so the result is
- * the same while Q·Kᵀ, the mask, softmax, P·V and their backward touch about (n+1)/2n of the square (n blocks).
+ * left-pad query) gets a zero gradient rather than softmax's spurious one. The full T×S square is computed: skipping
+ * the blocks above a causal diagonal (query blocks against their keys only) measured no faster (bench/RESULTS.md).
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | null, scaling: Scaling): Tensor {
-  const T = q.shape[2];
-  if (mask?.causalNoPast && !mask.emptyRows && typeof T === 'number' && T >= 2 * CAUSAL_BLOCK) return causalBlocks(q, k, v, mask, scaling, T);
-  return attend(q, k, v, mask, scaling);
-}
-
-function attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | null, scaling: Scaling): Tensor {
   const raw = q.matmul(k.T); // [B, H, T, S]
   let scores = 'scale' in scaling ? raw.mul(scaling.scale) : scaling.divisor === 1 ? raw : raw.div(scaling.divisor);
   if (mask) scores = maskScores(scores, mask.allowed, mask.emptyRows);
   return scores.softmax(-1).matmul(v); // [B, H, T, hd]
-}
-
-/** The causal square as n query blocks (n = T / CAUSAL_BLOCK rounded down to a divisor of T, at most 4). */
-function causalBlocks(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, scaling: Scaling, T: number): Tensor {
-  let n = Math.min(4, Math.floor(T / CAUSAL_BLOCK));
-  while (T % n) n--;
-  const b = T / n;
-  const sizes = new Array<number>(n).fill(b);
-  const qs = q.split(sizes, 2); // [B, H, b, hd] each
-  const ks = k.split(sizes, 2), vs = v.split(sizes, 2);
-  const g = q.graph;
-  const out: Tensor[] = [];
-  for (let j = 0; j < n; j++) {
-    const keys = (j + 1) * b;
-    const kj = j === n - 1 ? k : j === 0 ? ks[0] : g.concat(ks.slice(0, j + 1), 2); // [B, H, keys, hd]
-    const vj = j === n - 1 ? v : j === 0 ? vs[0] : g.concat(vs.slice(0, j + 1), 2);
-    const allowed = mask.allowed.slice([j * b, 0], [keys, keys], [-2, -1]); // [1, 1, b, keys]: this block's rows and keys
-    out.push(attend(qs[j], kj, vj, { ...mask, allowed }, scaling)); // [B, H, b, hd]
-  }
-  return g.concat(out, 2); // [B, H, T, hd]
 }
 
 /**
