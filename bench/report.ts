@@ -68,16 +68,25 @@ function profileBlock(): string {
   }).join('\n\n');
 }
 
-/** experiments.json: [{name, change, predicted, metric, before: file, after: file}], files relative to bench/results. */
+/**
+ * experiments.json: [{name, change, predicted, metric, before, after}], before/after a result file or a list of them
+ * (interleaved rounds of the two builds; the best round per build is reported), relative to bench/results.
+ */
 function experimentsBlock(): string {
   const path = join(RESULTS, 'experiments.json');
   if (!existsSync(path)) return '(none yet)';
-  const value = (file: string, metric: string): number | null => {
+  const one = (file: string, metric: string): { value: number; higher: boolean } | null => {
     if (!existsSync(join(RESULTS, file))) return null;
     const rows = readJson(join(RESULTS, file)).rows as (Row & { metric?: string; value?: number })[];
     const r = rows.find((x) => x.workload === metric || `${x.workload}: ${x.metric}` === metric);
     if (!r) throw new Error(`${file} has no row "${metric}"`);
-    return r.value ?? r.lorakit;
+    return { value: r.value ?? r.lorakit, higher: r.unit !== 'MB' && r.unit !== 'ms' && r.unit !== 's' };
+  };
+  const value = (files: string | string[], metric: string): number | null => {
+    const vs = (Array.isArray(files) ? files : [files]).map((f) => one(f, metric));
+    if (vs.some((v) => v === null)) return null;
+    const xs = vs.map((v) => v!.value);
+    return vs[0]!.higher ? Math.max(...xs) : Math.min(...xs);
   };
   const rows = (readJson(path) as any[]).map((e) => {
     const b = value(e.before, e.metric), a = value(e.after, e.metric);
