@@ -8,7 +8,7 @@
 import { rmsNorm, silu, type Tensor } from '../graph/index.ts';
 import type { LlamaLikeConfig } from '../io/index.ts';
 import {
-  type AttentionMask, type ModelContext, type ModuleInfo, applyRope, attention, mergeHeads, repeatKv, ropeAt, ropeInvFreq, ropeTables, splitHeads,
+  type AttentionMask, type ModelContext, type ModuleInfo, applyRope, attention, mergeHeads, ropeAt, ropeInvFreq, ropeTables, splitHeads,
 } from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
@@ -44,7 +44,7 @@ export function llamaAttention(ctx: Ctx, i: number, x: Tensor, shared: LayerShar
     k = ctx.graph.concat([past.key, k], 2); // [B, Hkv, P + T, hd]
     v = ctx.graph.concat([past.value, v], 2);
   }
-  const o = attention(q, repeatKv(k, H / Hkv), repeatKv(v, H / Hkv), shared.mask, { scale: hd ** -0.5 }); // [B, H, T, hd]
+  const o = attention(q, k, v, shared.mask, { scale: hd ** -0.5 }); // [B, H, T, hd] (kv heads shared by groups of H / Hkv)
   return { out: ctx.linear(`${p}.o_proj`, mergeHeads(o, H, hd)), present: { key: k, value: v } };
 }
 

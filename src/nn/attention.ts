@@ -4,7 +4,8 @@
  * Shapes: B batch, H heads, T query tokens, P cached tokens, S = P + T key tokens, hd head size.
  * Not here: projections (they are modules in models/), position encodings (rope.ts).
  */
-import type { Graph, Tensor } from '../graph/index.ts';
+import { LorakitError } from '../errors.ts';
+import { type Graph, type Tensor, fmtShape } from '../graph/index.ts';
 
 /** The score at masked positions: float32's lowest, transformers' additive mask value (softmax stays finite). */
 export const MASK_VALUE = -3.4028234663852886e38;
@@ -70,17 +71,13 @@ export function mergeHeads(x: Tensor, heads: number, headDim: number): Tensor {
   return x.transpose([0, 2, 1, 3]).reshape([0, 0, heads * headDim]);
 }
 
-/** Grouped-query attention: each of Hkv heads [B, Hkv, S, hd] repeated nRep times → [B, Hkv·nRep, S, hd] (transformers' repeat_kv order). */
-export function repeatKv(x: Tensor, nRep: number): Tensor {
-  if (nRep === 1) return x;
-  const [, hkv, , hd] = x.shape as [unknown, number, unknown, number];
-  return x.unsqueeze(2).expand([1, 1, nRep, 1, 1]).reshape([0, hkv * nRep, -1, hd]); // [B, Hkv, nRep, S, hd] → [B, H, S, hd]
-}
-
 type Scaling = { scale: number } | { divisor: number };
 
 /**
- * softmax(q·kᵀ·scale, masked)·v for q [B, H, T, hd], k and v [B, H, S, hd], the mask broadcastable to [B, H, T, S].
+ * softmax(q·kᵀ·scale, masked)·v for q [B, H, T, hd], k and v [B, Hkv, S, hd], the mask broadcastable to [B, H, T, S].
+ * With fewer kv heads (grouped-query attention, H = Hkv·nRep) query head h attends kv head ⌊h / nRep⌋, as transformers'
+ * repeat_kv has it, without repeating k and v: the nRep query heads of a kv head are one [nRep·T, hd] matrix (a free
+ * reshape of q), so Q·Kᵀ and P·V are Hkv larger products and k and v's gradients need no sum over copies.
  * `scaling` multiplies the scores (Llama, BERT: hd^-0.5) or divides them (GPT-2: by √hd), as transformers does.
  * Masked scores are set to MASK_VALUE: the same values transformers' additive finfo.min mask gives (score + finfo.min
  * rounds to finfo.min in float32), but the gradient is that of the function computed, so a fully masked row (a
@@ -88,10 +85,17 @@ type Scaling = { scale: number } | { divisor: number };
  * the blocks above a causal diagonal (query blocks against their keys only) measured no faster (bench/RESULTS.md).
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | null, scaling: Scaling): Tensor {
-  const raw = q.matmul(k.T); // [B, H, T, S]
+  const [H, Hkv, hd] = [q.shape[1], k.shape[1], q.shape[3]];
+  if (typeof H !== 'number' || typeof Hkv !== 'number' || typeof hd !== 'number' || H % Hkv) {
+    throw new LorakitError('LK_SHAPE_MISMATCH', `attention: q ${fmtShape(q.shape)} and k ${fmtShape(k.shape)} need static heads, query heads a multiple of kv heads`);
+  }
+  const nRep = H / Hkv;
+  const qg = nRep === 1 ? q : q.reshape([0, Hkv, -1, hd]); // [B, Hkv, nRep·T, hd]: rows (r, t) of kv head's group
+  const raw = qg.matmul(k.T); // [B, Hkv, nRep·T, S]
   let scores = 'scale' in scaling ? raw.mul(scaling.scale) : scaling.divisor === 1 ? raw : raw.div(scaling.divisor);
-  if (mask) scores = maskScores(scores, mask.allowed, mask.emptyRows);
-  return scores.softmax(-1).matmul(v); // [B, H, T, hd]
+  if (mask) scores = maskScores(scores, mask, nRep);
+  const o = scores.softmax(-1).matmul(v); // [B, Hkv, nRep·T, hd]
+  return nRep === 1 ? o : o.reshape([0, H, -1, hd]); // [B, H, T, hd]
 }
 
 /**
@@ -102,9 +106,28 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask |
  * softmax's gradient is zero already (their probability is exactly 0). ORT's broadcasting Where, forward and
  * backward, took about twice as long as this Mul + Add and the Mul of the backward (bench/RESULTS.md).
  */
-function maskScores(scores: Tensor, mask: Tensor, emptyRows: boolean): Tensor {
-  const bias = mask.where(scores.lift(0), MASK_VALUE); // [B|1, 1, T|1, S]
-  if (!emptyRows) return scores.add(bias); // every row allows a key: rowAllowed is 1 throughout
-  const rowAllowed = mask.cast(scores.dtype).max(-1, true); // [B|1, 1, T|1, 1]
-  return scores.mul(rowAllowed).add(bias); // [B, H, T, S]
+function maskScores(scores: Tensor, mask: AttentionMask, nRep: number): Tensor {
+  const [bias, rowAllowed] = maskFactors(mask, scores.dtype, nRep);
+  return rowAllowed ? scores.mul(rowAllowed).add(bias) : scores.add(bias); // [B, Hkv, nRep·T, S]
+}
+
+/**
+ * bias and rowAllowed, built once per mask, dtype and group size rather than once per layer (ORT folds each copy at
+ * session creation). Grouped heads stack nRep query blocks as rows, so the mask's rows repeat nRep times.
+ */
+const factors = new WeakMap<AttentionMask, Map<string, [Tensor, Tensor | null]>>();
+function maskFactors(mask: AttentionMask, dtype: Tensor['dtype'], nRep: number): [Tensor, Tensor | null] {
+  let byKey = factors.get(mask);
+  if (!byKey) factors.set(mask, (byKey = new Map()));
+  const key = `${dtype}:${nRep}`;
+  let f = byKey.get(key);
+  if (!f) {
+    const { allowed } = mask;
+    const rows = (t: Tensor) => (nRep === 1 || t.shape[t.rank - 2] === 1 ? t : t.graph.concat(new Array<Tensor>(nRep).fill(t), t.rank - 2));
+    const bias = rows(allowed.where(allowed.graph.scalar(0, dtype), MASK_VALUE)); // [B|1, 1, nRep·T|1, S]
+    // Without empty rows rowAllowed is 1 throughout and the product is skipped.
+    f = [bias, mask.emptyRows ? rows(allowed.cast(dtype).max(-1, true)) : null]; // [B|1, 1, nRep·T|1, 1]
+    byKey.set(key, f);
+  }
+  return f;
 }

@@ -2,5 +2,5 @@
 // (weights.ts), attention with masks and GQA (attention.ts), rotary embeddings (rope.ts).
 export { type LinearModule, type EmbeddingModule, type ModuleHooks, type ModuleInfo, type ModelContext, type ContextOptions, createContext, linearForward } from './module.ts';
 export { WeightSource, type WeightSourceOptions, type WeightStore, type ComputeDType, weightStore, closeNames, checkStoredShape, missingWeightError } from './weights.ts';
-export { MASK_VALUE, type AttentionMask, type MaskOptions, attentionMask, attention, splitHeads, mergeHeads, repeatKv, dimOf } from './attention.ts';
+export { MASK_VALUE, type AttentionMask, type MaskOptions, attentionMask, attention, splitHeads, mergeHeads, dimOf } from './attention.ts';
 export { type RopeScalingSpec, ropeInvFreq, ropeTables, ropeAt, applyRope } from './rope.ts';

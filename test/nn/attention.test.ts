@@ -1,9 +1,9 @@
-// Attention masks (causal with a cache offset, padding, sliding window) and GQA head repetition in
-// transformers' repeat_kv order.
+// Attention masks (causal with a cache offset, padding, sliding window). Grouped-query attention's head order
+// (transformers' repeat_kv) is checked by the Llama-family logits tests (fixtures with 2 and 1 kv heads).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph } from '../../src/graph/index.ts';
-import { attentionMask, repeatKv } from '../../src/nn/index.ts';
+import { attentionMask } from '../../src/nn/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 
 test('attentionMask: query t at cache position P + t sees keys s <= P + t, not padding, within the window', async () => {
@@ -28,14 +28,4 @@ test('attentionMask: only a padding mask can leave a query with no key (attentio
   assert.equal(attentionMask(g, { ...common, causal: true, slidingWindow: 1 })!.emptyRows, false);
   assert.equal(attentionMask(g, { ...common, causal: true, attentionMask: g.input('mask', 'i64', [1, 2]) })!.emptyRows, true);
   assert.equal(attentionMask(g, { ...common, causal: false }), null);
-});
-
-test('repeatKv repeats each kv head for consecutive query heads (transformers\' repeat_kv)', async () => {
-  const g = new Graph();
-  const x = g.input('x', 'f32', [1, 2, 'S', 1]);
-  const y = repeatKv(x, 3);
-  assert.deepEqual(y.shape, [1, 6, 'S', 1]);
-  g.output('y', y);
-  const out = await (await compile(g, { worker: false })).run({ x: { data: Float32Array.from([1, 2, 3, 4]), shape: [1, 2, 2, 1] } });
-  assert.deepEqual([...(out.y.data as Float32Array)], [1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4]);
 });
