@@ -8,7 +8,7 @@
 import { rmsNorm, silu, type Tensor } from '../graph/index.ts';
 import type { LlamaLikeConfig } from '../io/index.ts';
 import {
-  type AttentionMask, type ModelContext, type ModuleInfo, applyRope, attention, mergeHeads, ropeAt, ropeInvFreq, ropeTables, splitHeads,
+  type AttentionMask, type ModelContext, type ModuleInfo, type Rope, applyRope, attention, mergeHeads, ropeAt, ropeInvFreq, ropeTables, splitHeads,
 } from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
@@ -19,8 +19,8 @@ type Ctx = ModelContext<LlamaConfig>;
 
 /** What every layer of one forward shares: RoPE rows for the positions, and the attention mask. */
 export interface LayerShared {
-  /** [B|1, 1, T, hd/2] each. */
-  rope: { cos: Tensor; sin: Tensor };
+  /** Tables and position ids. */
+  rope: Rope;
   /** The attention mask, or null. */
   mask: AttentionMask | null;
 }
@@ -62,7 +62,7 @@ export function llamaDecoderLayer(ctx: Ctx, i: number, x: Tensor, shared: LayerS
 }
 
 /** RoPE rows for `positionIds` [B|1, T] from tables of `maxPositions` rows (θ and scaling from the config). */
-export function llamaRope(ctx: Ctx, positionIds: Tensor, maxPositions?: number): { cos: Tensor; sin: Tensor } {
+export function llamaRope(ctx: Ctx, positionIds: Tensor, maxPositions?: number): Rope {
   const c = ctx.config;
   const tables = ropeTables(ctx.graph, ropeInvFreq(c.head_dim, c.rope_theta, c.rope_scaling), maxPositions ?? c.max_position_embeddings, ctx.dtype);
   return ropeAt(tables, positionIds);

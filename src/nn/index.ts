@@ -3,4 +3,4 @@
 export { type LinearModule, type EmbeddingModule, type ModuleHooks, type ModuleInfo, type ModelContext, type ContextOptions, createContext, linearForward } from './module.ts';
 export { WeightSource, type WeightSourceOptions, type WeightStore, type ComputeDType, weightStore, closeNames, checkStoredShape, missingWeightError } from './weights.ts';
 export { MASK_VALUE, type AttentionMask, type MaskOptions, attentionMask, attention, splitHeads, mergeHeads, dimOf } from './attention.ts';
-export { type RopeScalingSpec, ropeInvFreq, ropeTables, ropeAt, applyRope } from './rope.ts';
+export { type Rope, type RopeScalingSpec, ropeInvFreq, ropeTables, ropeAt, applyRope } from './rope.ts';

@@ -60,18 +60,43 @@ export function ropeTables(g: Graph, invFreq: Float32Array, n: number, dtype: Co
   };
 }
 
-/** The tables' rows for position_ids [B, T] (or [1, T]), shaped to broadcast over heads: [B, 1, T, hd/2] each. */
-export function ropeAt(tables: { cos: Tensor; sin: Tensor }, positionIds: Tensor): { cos: Tensor; sin: Tensor } {
-  return { cos: tables.cos.gather(positionIds).unsqueeze(1), sin: tables.sin.gather(positionIds).unsqueeze(1) };
+/** RoPE for one forward: the cos/sin tables [P, hd/2] and the tokens' position_ids [B, T] (or [1, T]: every row). */
+export interface Rope {
+  tables: { cos: Tensor; sin: Tensor };
+  positionIds: Tensor;
+}
+
+export function ropeAt(tables: { cos: Tensor; sin: Tensor }, positionIds: Tensor): Rope {
+  return { tables, positionIds };
+}
+
+/** What every projection of one forward shares, built once: position ids per row, or the gathered table rows. */
+const shared = new WeakMap<Rope, { pos?: Tensor; rows?: { cos: Tensor; sin: Tensor } }>();
+function sharedOf(rope: Rope) {
+  let s = shared.get(rope);
+  if (!s) shared.set(rope, (s = {}));
+  return s;
 }
 
 /**
  * x·cos + rotate_half(x)·sin for x [B, H, T, hd], with rotate_half(x) = [−x₂, x₁] over the two halves of hd:
- * [x₁·c − x₂·s, x₂·c + x₁·s].
+ * [x₁·c − x₂·s, x₂·c + x₁·s]. In float32 one com.microsoft RotaryEmbedding node (its kernel is float32 only);
+ * float64 (gradient checks) keeps the composite over the gathered table rows.
  */
-export function applyRope(x: Tensor, rope: { cos: Tensor; sin: Tensor }): Tensor {
+export function applyRope(x: Tensor, rope: Rope): Tensor {
+  const s = sharedOf(rope);
+  const { cos, sin } = rope.tables;
+  if (x.dtype === 'f32' && cos.dtype === 'f32') {
+    // The kernel takes position ids [B, T] (or [1] for a common start): a [1, T] row is repeated for each batch row.
+    if (!s.pos) {
+      const p = rope.positionIds;
+      s.pos = p.shape[0] === 1 && x.shape[0] !== 1 ? p.expand(x.graph.concat([x.shapeOf().slice([0], [1]), p.shapeOf().slice([1], [2])], 0), [x.shape[0], p.shape[1]]) : p;
+    }
+    return x.graph.op('RotaryEmbedding', [x, s.pos, cos, sin], { interleaved: 0 }); // [B, H, T, hd]
+  }
+  s.rows ??= { cos: cos.gather(rope.positionIds).unsqueeze(1), sin: sin.gather(rope.positionIds).unsqueeze(1) }; // [B|1, 1, T, hd/2]
   const hd = x.shape[x.rank - 1] as number;
   const [x1, x2] = x.split([hd / 2, hd / 2], -1); // [B, H, T, hd/2] each
-  const { cos, sin } = rope;
-  return x.graph.concat([x1.mul(cos).sub(x2.mul(sin)), x2.mul(cos).add(x1.mul(sin))], -1); // [B, H, T, hd]
+  const r = s.rows;
+  return x.graph.concat([x1.mul(r.cos).sub(x2.mul(r.sin)), x2.mul(r.cos).add(x1.mul(r.sin))], -1); // [B, H, T, hd]
 }

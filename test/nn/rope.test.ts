@@ -37,3 +37,18 @@ test('applyRope rotates the two halves of each head by position·inv_freq (rotat
 
 test('gradient: applyRope w.r.t. its input', () =>
   gradcheck((g, [x]) => applyRope(x, ropeAt(ropeTables(g, ropeInvFreq(4, 100, null), 4, 'f64'), g.constant([3, 1], 'i64', [1, 2]))), [{ shape: [1, 2, 2, 4] }]));
+
+test('applyRope in float32 (one RotaryEmbedding node) equals the float64 composite for shared and per-row positions', async () => {
+  const inv = ropeInvFreq(8, 10000, null);
+  for (const [pos, shape] of [[[0, 5, 2], [1, 3]], [[4, 1, 7, 0, 2, 3], [2, 3]]] as const) {
+    const g = new Graph();
+    const x = g.input('x', 'f32', [2, 3, 3, 8]); // batch 2 against positions shared by both rows, or one row each
+    const p = g.constant(pos, 'i64', shape);
+    const fused = applyRope(x, ropeAt(ropeTables(g, inv, 8, 'f32'), p));
+    assert.ok(g.nodes.some((n) => n.op === 'RotaryEmbedding'), 'float32 uses the fused kernel');
+    g.output('fused', fused);
+    g.output('composite', applyRope(x.cast('f64'), ropeAt(ropeTables(g, inv, 8, 'f64'), p)).cast('f32'));
+    const out = await (await compile(g, { worker: false })).run({ x: Float32Array.from(randArray(144, 9)) });
+    assertAllclose(out.fused.data as Float32Array, out.composite.data as Float32Array, { rtol: 1e-6, atol: 1e-6, what: `positions ${shape}` });
+  }
+});

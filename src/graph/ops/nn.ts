@@ -118,4 +118,21 @@ export const nnOps: Record<NnOp, OpDef> = {
       return [dy!.mul(s.mul(ax.mul(s.lift(1).sub(s)).add(1)))];
     },
   },
+  // Rotary position embedding, rotate_half layout (interleaved = 0): for x [B, H, T, hd], position ids [B, T] (or [1]:
+  // the first position of every row) and cos/sin tables [P, hd/2], y = [x₁·c − x₂·s, x₂·c + x₁·s] with c, s the rows
+  // at each token's position. The composite took 8 nodes forward and 10 backward per projection.
+  RotaryEmbedding: {
+    domain: 'com.microsoft',
+    infer: ([x, pos, cos, sin], at) => {
+      requireFloat(x!, 'RotaryEmbedding');
+      if (x!.rank !== 4 || at.interleaved !== 0) throw new LorakitError('LK_INVALID_ARGUMENT', 'RotaryEmbedding: lorakit emits it on [B, H, T, hd] with interleaved = 0');
+      if (pos!.dtype !== 'i64' || cos!.rank !== 2 || sin!.rank !== 2) throw new LorakitError('LK_INVALID_ARGUMENT', 'RotaryEmbedding: i64 position ids and 2-D cos/sin tables expected');
+      return [{ dtype: x!.dtype, shape: [...x!.shape] }];
+    },
+    // A rotation by −angle undoes one by +angle, and a rotation's adjoint is its inverse: dx = the same op with −sin.
+    vjp: (n, [dy]) => {
+      const [, pos, cos, sin] = n.inputs;
+      return [dy!.graph.op('RotaryEmbedding', [dy!, pos!, cos!, sin!.neg()], n.attrs), null, null, null];
+    },
+  },
 };
