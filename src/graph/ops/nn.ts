@@ -92,7 +92,9 @@ export const nnOps: Record<NnOp, OpDef> = {
       if (bias) throw new LorakitError('LK_INVALID_ARGUMENT', 'FastGelu: lorakit emits it without the bias input');
       return [{ dtype: x!.dtype, shape: [...x!.shape] }];
     },
-    // With 0.5(1 + tanh u) = σ(2u): gelu = x·s, s = σ(z), z = 2c(x + a x³), so d gelu/dx = s + x·s(1 − s)·2c(1 + 3a x²)
+    // With 0.5(1 + tanh u) = σ(2u): gelu = x·s, s = σ(z), z = 2c(x + a x³), so d gelu/dx = s + x·s(1 − s)·2c(1 + 3a x²).
+    // x·s is recomputed rather than read from the output: keeping the output [B, T, 4D] for the backward would cost
+    // more memory (when c_proj has no adapter nothing else keeps it) than the pass it saves.
     vjp: (n, [dy]) => {
       const x = n.inputs[0]!;
       const [c, a] = [Math.sqrt(2 / Math.PI), 0.044715];
@@ -109,13 +111,14 @@ export const nnOps: Record<NnOp, OpDef> = {
       requireFloat(x!, 'QuickGelu');
       return [{ dtype: x!.dtype, shape: [...x!.shape] }];
     },
-    // s = σ(αx): d(x·s)/dx = s + x·α·s(1 − s) = s·(1 + αx(1 − s))
+    // s = σ(αx), y = x·s the forward's output: d(x·s)/dx = s + αx·s(1 − s) = s + α·y(1 − s): 5 passes with α = 1, not 6, and
+    // y costs no memory (SwiGLU keeps it for its product's backward)
     vjp: (n, [dy]) => {
-      const x = n.inputs[0]!;
+      const [x, y] = [n.inputs[0]!, n.outputs[0]];
       const alpha = typeof n.attrs.alpha === 'number' ? n.attrs.alpha : 1;
-      const ax = alpha === 1 ? x : x.mul(alpha);
-      const s = ax.sigmoid();
-      return [dy!.mul(s.mul(ax.mul(s.lift(1).sub(s)).add(1)))];
+      const s = (alpha === 1 ? x : x.mul(alpha)).sigmoid();
+      const ys = y.mul(s.lift(1).sub(s));
+      return [dy!.mul(s.add(alpha === 1 ? ys : ys.mul(alpha)))];
     },
   },
   // Rotary position embedding, rotate_half layout (interleaved = 0): for x [B, H, T, hd], position ids [B, T] (or [1]:
