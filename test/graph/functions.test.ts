@@ -40,6 +40,7 @@ test('rmsNorm and gelu match plain-JS formulas', async () => {
   const g = new Graph();
   const xi = g.input('x', 'f64', [2, 4]), wi = g.input('w', 'f64', [4]);
   g.output('rms', rmsNorm(xi, wi, 1e-6));
+  g.output('rms_f32', rmsNorm(xi.cast('f32'), wi.cast('f32'), 1e-6).cast('f64')); // the SimplifiedLayerNormalization kernel
   g.output('gelu', gelu(xi.cast('f32')).cast('f64'));
   g.output('gelu_tanh', gelu(xi, 'tanh'));
   g.output('gelu_tanh_f32', gelu(xi.cast('f32'), 'tanh').cast('f64')); // the FastGelu kernel
@@ -62,6 +63,7 @@ test('rmsNorm and gelu match plain-JS formulas', async () => {
     gt[i] = 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
   });
   assertAllclose(out.rms.data as Float64Array, rms, { rtol: 1e-12, what: 'rmsNorm' });
+  assertAllclose(out.rms_f32.data as Float64Array, rms, { rtol: 1e-6, atol: 1e-6, what: 'rmsNorm (SimplifiedLayerNormalization, f32)' });
   assertAllclose(out.gelu.data as Float64Array, ge, { rtol: 1e-6, atol: 1e-6, what: 'gelu' });
   assertAllclose(out.gelu_tanh.data as Float64Array, gt, { rtol: 1e-12, what: 'gelu tanh' });
   assertAllclose(out.gelu_tanh_f32.data as Float64Array, gt, { rtol: 1e-6, atol: 1e-6, what: 'gelu tanh (FastGelu, f32)' });

@@ -48,6 +48,9 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
     const table = (f: (v: number) => number) => g.constant(Array.from({ length: 8 }, (_, i) => f(0.4 * i + 0.1)), 'f32', [4, 2]);
     return g.op('RotaryEmbedding', [a.cast('f32'), g.constant([3, 1], 'i64', [1, 2]), table(Math.cos), table(Math.sin)], { interleaved: 0 }).cast('f64');
   }, [{ shape: [1, 2, 2, 4] }]],
+  ['SimplifiedLayerNormalization (RMSNorm), input and scale (f32 kernel only)', (g, [a, w]) =>
+    g.opMulti('SimplifiedLayerNormalization', [a.cast('f32'), w.cast('f32')], { axis: -1, epsilon: 1e-5, stash_type: 1 }, 2)[0].cast('f64'),
+  [{ shape: [2, 3, 4] }, { shape: [4] }]],
   ['QuickGelu α = 1.7 (f32 kernel only)', (g, [a]) => g.op('QuickGelu', [a.cast('f32')], { alpha: 1.7 }).cast('f64'), [{ shape: [2, 5], lo: -4, hi: 4 }]],
   ['LayerNormalization with scale and bias', (g, [a, w, b]) => g.opMulti('LayerNormalization', [a, w, b], { axis: -1, epsilon: 1e-5 }, 3)[0], [{ shape: [3, 4] }, { shape: [4] }, { shape: [4] }]],
   ['Reshape', (_g, [a]) => a.reshape([3, -1]).mul(a.reshape([3, 4])), [{ shape: [2, 6] }]],

@@ -138,4 +138,25 @@ export const nnOps: Record<NnOp, OpDef> = {
       return [dy!.graph.op('RotaryEmbedding', [dy!, pos!, cos!, sin!.neg()], n.attrs), null, null, null];
     },
   },
+  // RMSNorm over the last axis in one kernel (ORT registers it in the default domain): Y = X·r·γ with
+  // r = (mean(X²) + ε)^(-1/2), and r [..., 1] as a second output (float32, as stash_type 1 keeps it) for the backward.
+  SimplifiedLayerNormalization: {
+    infer: ([x, gamma], at, nOut) => {
+      requireFloat(x!, 'SimplifiedLayerNormalization');
+      const last = x!.shape[x!.rank - 1];
+      if ((at.axis ?? -1) !== -1 || gamma!.rank !== 1 || gamma!.shape[0] !== last) {
+        throw new LorakitError('LK_SHAPE_MISMATCH', `SimplifiedLayerNormalization: lorakit normalises the last axis with a scale of its size; got ${x!.toString()} and ${gamma!.toString()}`);
+      }
+      return [{ dtype: x!.dtype, shape: [...x!.shape] }, { dtype: 'f32' as const, shape: [...x!.shape.slice(0, -1), 1] }].slice(0, nOut);
+    },
+    // x̂ = X·r, g = dY⊙γ: dX = r·(g − x̂·mean(g⊙x̂)); dγ = Σ_rows dY⊙x̂ (autodiff sums the broadcast rows)
+    vjp: (n, [dy], need) => {
+      if (n.outputs.length < 2) throw new LorakitError('LK_NO_GRADIENT', 'SimplifiedLayerNormalization gradient needs the inverse-RMS output; build it with rmsNorm()');
+      const [x, gamma] = [n.inputs[0]!, n.inputs[1]!];
+      const r = n.outputs[1].cast(x.dtype);
+      const xhat = x.mul(r);
+      const g = dy!.mul(gamma);
+      return [need[0] ? r.mul(g.sub(xhat.mul(g.mul(xhat).mean(-1, true)))) : null, need[1] ? dy!.mul(xhat) : null];
+    },
+  },
 };

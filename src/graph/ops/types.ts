@@ -34,6 +34,7 @@ export type LinalgOp = 'MatMul' | 'Gemm';
 export type ReduceOp = 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceProd' | 'ArgMax';
 export type MovementOp = 'Reshape' | 'Transpose' | 'Unsqueeze' | 'Squeeze' | 'Slice' | 'Pad' | 'Concat' | 'Split' | 'Expand' | 'Gather'
   | 'GatherElements' | 'ScatterElements' | 'ScatterND' | 'Cast' | 'Trilu' | 'Range' | 'Shape' | 'ConstantOfShape';
-export type NnOp = 'Softmax' | 'LayerNormalization' | 'SoftmaxCrossEntropyLoss' | 'FastGelu' | 'QuickGelu' | 'RotaryEmbedding';
+export type NnOp = 'Softmax' | 'LayerNormalization' | 'SoftmaxCrossEntropyLoss' | 'FastGelu' | 'QuickGelu' | 'RotaryEmbedding'
+  | 'SimplifiedLayerNormalization';
 /** Names of the primitives, equal to the ONNX op each one emits. */
 export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp;
