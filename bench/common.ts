@@ -162,6 +162,7 @@ export function metricsOf(r: Result, peakGflops: number | null): Metric[] {
     m.push({ name: 'decode tokens/s', unit: 'tok/s', value: r.decodeTokensPerSec, higher: true });
   }
   if (r.id.startsWith('matmul')) m.push({ name: 'fp32 MatMul', unit: 'GFLOP/s', value: r.gflops, higher: true });
+  else if (r.id.startsWith('gemm')) m.push({ name: 'step GEMM mix', unit: 'GFLOP/s', value: r.gflops, higher: true });
   else m.push({ name: 'peak RSS', unit: 'MB', value: r.peakRssMb, higher: false });
   return m;
 }

@@ -5,6 +5,7 @@
  *   train: loadModel → PeftModel + LoRA → buildCausalLM → crossEntropy → addTrainStep (AdamW) → TrainStepRunner
  *   eval:  the same forward and loss, no backward;   gen: models/generate.ts with the adapter unmerged
  *   matmul: one [n, n]·[n, n] MatMul graph (constant right operand), best of the runs: the fp32 peak through ORT
+ *   gemm:   a model's Linear shapes as a step runs them, forward and backward (gemm.ts)
  */
 import { readFileSync } from 'node:fs';
 import { Graph, crossEntropy } from '../src/graph/index.ts';
@@ -14,6 +15,7 @@ import { generate } from '../src/models/generate.ts';
 import { adamw, addTrainStep, TrainStepRunner } from '../src/optim/index.ts';
 import { PeftModel, adaptable } from '../src/peft/index.ts';
 import { compile, shutdownRuntime, type CompileOptions } from '../src/runtime/index.ts';
+import { runGemm } from './gemm.ts';
 import { ensureModel } from './models.ts';
 import { loraConfig, modelDims, stepFlops, type Workload } from './workloads.ts';
 
@@ -126,7 +128,8 @@ async function runMatmul(w: Workload) {
 async function main(): Promise<void> {
   const w = JSON.parse(process.argv[2]) as Workload;
   const t0 = performance.now();
-  const r = w.kind === 'matmul' ? await runMatmul(w) : w.kind === 'gen' ? await runGen(w) : await runTrainOrEval(w, t0);
+  const r = w.kind === 'matmul' ? await runMatmul(w) : w.kind === 'gemm' ? await runGemm(w, compileOptions(w))
+    : w.kind === 'gen' ? await runGen(w) : await runTrainOrEval(w, t0);
   await shutdownRuntime();
   console.log(`RESULT ${JSON.stringify({ id: w.id, side: 'lorakit', ...r, peakRssMb: peakRssMb() })}`);
 }

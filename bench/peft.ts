@@ -10,7 +10,8 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { RESULTS, bestOf, ensureVenv, machine, metricsOf, parseArgs, runLorakit, runPeft, table, type Result } from './common.ts';
 import { ensureModel } from './models.ts';
-import { matmulWorkload, modelDims, stepFlops, suite, type Workload } from './workloads.ts';
+import { gemmShapes } from './gemm.ts';
+import { gemmWorkload, matmulWorkload, modelDims, stepFlops, suite, type Workload } from './workloads.ts';
 
 /** PEFT results carry no FLOP count: the same formula as lorakit's, with PEFT's own adapter size. */
 function withFlops(w: Workload, r: Result): Result {
@@ -35,7 +36,9 @@ async function main(): Promise<void> {
   console.log(`fp32 MatMul 2048³: ORT ${peaks.lorakit.gflops.toFixed(1)} GFLOP/s, torch ${peaks.peft.gflops.toFixed(1)} GFLOP/s (MFU is against ORT's, the machine's measured peak)`);
   const peak = peaks.lorakit.gflops as number;
   const pairs: { w: Workload; lorakit: Result; peft: Result }[] = [{ w: mm, ...peaks }];
-  const work = suite(o).filter((x) => !o.only || o.only.test(x.id));
+  // The step's own GEMMs alone, per model, on both engines (gemm.ts): what bounds a step when nothing else costs.
+  const gemms = (['gpt2', 'smollm'] as const).map((model) => gemmWorkload(o, model, gemmShapes(model)));
+  const work = [...gemms, ...suite(o)].filter((x) => !o.only || o.only.test(x.id));
   for (const [i, w] of work.entries()) {
     if (o.compile) w.compile = o.compile;
     const runs: Result[] = [];

@@ -5,6 +5,7 @@
  */
 import { parseModelConfig } from '../src/io/index.ts';
 import { familyOf } from '../src/models/index.ts';
+import type { GemmShape } from './gemm.ts';
 import { CONFIGS, type ModelName } from './models.ts';
 
 export type Targets = 'attn' | 'all';
@@ -13,7 +14,7 @@ export type Targets = 'attn' | 'all';
 export interface Workload {
   /** e.g. "train gpt2 attn"; the row label. */
   id: string;
-  kind: 'train' | 'eval' | 'gen' | 'matmul';
+  kind: 'train' | 'eval' | 'gen' | 'matmul' | 'gemm';
   model: ModelName;
   targets: Targets;
   /** LoRA rank (alpha = 2r, dropout 0). */
@@ -31,6 +32,8 @@ export interface Workload {
   threads: number;
   /** matmul: the square size. */
   size?: number;
+  /** gemm: the model's Linear shapes, each timed forward and backward with batch·seq rows (gemm.ts). */
+  shapes?: GemmShape[];
   /** lorakit only: extra compile options (optimization level, ORT session options) for experiments. */
   compile?: Record<string, unknown>;
   /** PEFT only: transformers' attn_implementation (default sdpa, transformers' own default). */
@@ -100,4 +103,9 @@ export function stepFlops(kind: 'train' | 'eval', d: ModelDims, batch: number, s
   const attn = d.layers * seq * d.attnWidth;
   const perToken = kind === 'train' ? 4 * d.matmulParams + 12 * attn + 6 * adapterParams : 2 * d.matmulParams + 4 * attn + 2 * adapterParams;
   return perToken * batch * seq;
+}
+
+/** The GEMMs of a `train` step on `model`, alone (gemm.ts): best of 10 runs per product. */
+export function gemmWorkload(o: Options, model: ModelName, shapes: GemmShape[]): Workload {
+  return { id: `gemm ${model}`, kind: 'gemm', model, targets: 'attn', rank: 0, batch: o.batch, seq: o.seq, newTokens: 0, warmup: 2, steps: 10, threads: o.threads, shapes };
 }

@@ -8,6 +8,8 @@ on the same target_modules, model.train(), AdamW (lr 1e-4, weight decay 0.01), t
   train: loss = model(input_ids, labels=input_ids).loss (transformers shifts the labels), backward, step, zero_grad
   eval:  the same forward and loss under torch.no_grad()      gen: model.generate, greedy, no eos, timed per token
   matmul: torch.mm of two [n, n] fp32 matrices into a preallocated output, best of the runs
+  gemm:   each Linear shape of the spec as a step runs it, x·Wᵀ and dY·W with batch·seq rows (torch.mm into
+          preallocated outputs), best of the runs; bench/gemm.ts is lorakit's side
 """
 import json
 import re
@@ -52,9 +54,40 @@ def main():
             torch.mm(a, b, out=c)
             times.append((time.perf_counter() - s) * 1000)
         r = {"gflops": 2 * n**3 / min(times) / 1e6, "msPerStep": min(times)}
+    elif w["kind"] == "gemm":
+        r = run_gemm(w)
     else:
         r = run_model(w, t0)
     print("RESULT " + json.dumps({"id": w["id"], "side": "peft", **r, "peakRssMb": peak_rss_mb()}), flush=True)
+
+
+def run_gemm(w):
+    import torch
+
+    m = w["batch"] * w["seq"]
+
+    def best(fn):
+        for _ in range(w["warmup"]):
+            fn()
+        times = []
+        for _ in range(w["steps"]):
+            s = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - s) * 1000)
+        return min(times)
+
+    rows, ms, flops = [], 0.0, 0.0
+    for s in w["shapes"]:
+        k, n = s["inFeatures"], s["outFeatures"]
+        weight = torch.full((n, k), 0.01)  # W [out, in], as nn.Linear stores it
+        x, dy = torch.full((m, k), 0.5), torch.full((m, n), 0.5)
+        y, dx = torch.empty((m, n)), torch.empty((m, k))
+        fwd = best(lambda: torch.mm(x, weight.t(), out=y))
+        bwd = best(lambda: torch.mm(dy, weight, out=dx))
+        rows.append({**s, "forwardMs": fwd, "backwardMs": bwd})
+        ms += s["count"] * (fwd + bwd)
+        flops += s["count"] * 4 * m * k * n
+    return {"shapes": rows, "msPerStep": ms, "gflops": flops / ms / 1e6}
 
 
 def run_model(w, t0):
