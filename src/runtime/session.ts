@@ -23,7 +23,11 @@ export type Feed = AnyTypedArray | { data: AnyTypedArray; shape: readonly number
 export interface CompileOptions {
   /** Execution provider: 'cpu' (default) or 'webgpu' (falls back to CPU, with a warning, where no GPU adapter exists). */
   ep?: 'cpu' | 'webgpu';
-  /** Run in a worker thread (default true) so the caller's event loop keeps ticking during run(). */
+  /**
+   * Run in a worker thread so the caller's event loop keeps ticking during run() (an HTTP server, a UI). Default
+   * false: on a few cores the extra thread and the copies of the feeds cost more than the event loop gains
+   * (bench/RESULTS.md, row 18: decode at batch 8 +30…57%, a SmolLM all-linear LoRA step +14% in this thread).
+   */
   worker?: boolean;
   /** Threads for one op (default: ORT's choice, the core count). */
   threads?: number;
@@ -170,7 +174,7 @@ export async function compile(graph: Graph, opts: CompileOptions = {}): Promise<
     externalize: (_n, d) => (d.kind === 'file' ? { location: sources.get(d.path)!, offset: d.offset } : null),
   });
   const ep = opts.ep ?? 'cpu';
-  const useWorker = opts.worker ?? true;
+  const useWorker = opts.worker ?? false;
   const optsKey = JSON.stringify({ ep, useWorker, t: opts.threads, o: opts.optimization, x: opts.ortOptions });
   const hash = createHash('sha256').update(model).update(optsKey);
   for (const p of sources.keys()) { const s = statSync(p); hash.update(`${p}:${s.size}:${s.mtimeMs}`); }

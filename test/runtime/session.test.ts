@@ -15,13 +15,13 @@ function matmulGraph() {
 
 const code = (c: string, re?: RegExp) => (e: unknown) => e instanceof LorakitError && e.code === c && (!re || re.test(e.message));
 
-test('the event loop keeps ticking while a long run executes in the worker', async () => {
+test('with worker: true the event loop keeps ticking while a long run executes', async () => {
   const g = new Graph('long');
   const a = g.input('a', 'f32', [600, 600]);
   let y = a;
   for (let i = 0; i < 12; i++) y = y.matmul(a).mul(1e-3);
   g.output('y', y);
-  const s = await compile(g);
+  const s = await compile(g, { worker: true });
   const data = new Float32Array(600 * 600).fill(0.01);
   let ticks = 0;
   const iv = setInterval(() => ticks++, 1);
@@ -40,8 +40,8 @@ test('symbolic dims bind at run time and must agree across feeds', async () => {
   assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
 });
 
-test('feeds named in transfer move to the worker and back (a {data, shape} feed gets a new view), the others are copied', async () => {
-  const s = await compile(matmulGraph());
+test('with worker: true, feeds named in transfer move to the worker and back (a {data, shape} feed gets a new view), the others are copied', async () => {
+  const s = await compile(matmulGraph(), { worker: true });
   const a = new Float32Array(8).fill(1), b = new Float32Array(12).fill(1);
   const fa = { data: a, shape: [2, 4] };
   const out = await s.run({ a: fa, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
@@ -53,6 +53,14 @@ test('feeds named in transfer move to the worker and back (a {data, shape} feed 
   fa.data[0] = 2; // the returned view is usable for the next run
   const again = await s.run({ a: fa, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
   assert.deepEqual(Array.from(again.c.data as Float32Array).slice(0, 3), [5, 5, 5]);
+});
+
+test('in the calling thread (the default) transfer moves nothing: the feeds stay usable', async () => {
+  const s = await compile(matmulGraph());
+  const a = new Float32Array(8).fill(1);
+  const out = await s.run({ a: { data: a, shape: [2, 4] }, b: { data: new Float32Array(12).fill(1), shape: [4, 3] } }, undefined, { transfer: ['a'] });
+  assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
+  assert.equal(a.length, 8);
 });
 
 test('bad feeds are lorakit errors naming the input and the shapes', async () => {
