@@ -51,6 +51,24 @@ function targetsBlock(c: any): string {
   return md(out);
 }
 
+/**
+ * How fast a step could be if nothing but its frozen GEMMs took time: per train row, each side's step time split into
+ * the step's GEMMs measured alone (the `gemm <model>` rows: every Linear shape forward and backward) and the rest
+ * (attention, norms, activations, loss, adapters, optimizer, framework), and the ratio over PEFT that lorakit would
+ * reach with its GEMMs at their measured speed and everything else free.
+ */
+function ceilingBlock(c: any): string {
+  const raw = c.raw as { workload: string; lorakit: any; peft: any }[];
+  const out: (string | number)[][] = [['train row', 'lorakit ms/step', 'of which GEMMs', 'rest', 'PEFT ms/step', 'of which GEMMs', 'rest', 'ratio if lorakit\'s rest were 0', 'rest lorakit may take for 1.3×']];
+  for (const p of raw.filter((x) => x.workload.startsWith('train '))) {
+    const gemm = raw.find((x) => x.workload === `gemm ${p.workload.split(' ')[1]}`);
+    if (!gemm) continue;
+    const [lk, pf, lg, pg] = [p.lorakit.msPerStep, p.peft.msPerStep, gemm.lorakit.msPerStep, gemm.peft.msPerStep];
+    out.push([p.workload, lk, lg, lk - lg, pf, pg, pf - pg, `${fmt(pf / lg)}×`, `${fmt(pf / 1.3 - lg)} ms`]);
+  }
+  return out.length > 1 ? md(out) : '(no gemm rows in compare.json: run npm run bench:peft)';
+}
+
 function profileBlock(): string {
   const files = existsSync(RESULTS) ? readdirSync(RESULTS).filter((f) => /^profile-.*\.json$/.test(f)).sort() : [];
   return files.map((f) => {
@@ -103,6 +121,7 @@ function main(): void {
   const blocks: Record<string, string> = {
     table: compare ? compareBlock(compare) : '(no compare.json yet: run npm run bench:peft)',
     targets: compare ? targetsBlock(compare) : '',
+    ceiling: compare ? ceilingBlock(compare) : '',
     profile: profileBlock(),
     experiments: experimentsBlock(),
   };

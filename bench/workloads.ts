@@ -32,6 +32,8 @@ export interface Workload {
   threads: number;
   /** matmul: the square size. */
   size?: number;
+  /** matmul, PEFT side only: torch dtype of the product (default float32; bench/precision.ts asks for bfloat16). */
+  dtype?: 'float32' | 'bfloat16';
   /** gemm: the model's Linear shapes, each timed forward and backward with batch·seq rows (gemm.ts). */
   shapes?: GemmShape[];
   /** lorakit only: extra compile options (optimization level, ORT session options) for experiments. */

@@ -45,7 +45,8 @@ def main():
     t0 = time.perf_counter()
     if w["kind"] == "matmul":
         n = w["size"]
-        a, b, c = torch.full((n, n), 0.5), torch.full((n, n), 0.25), torch.empty((n, n))
+        dt = getattr(torch, w.get("dtype", "float32"))  # bfloat16 runs on AMX where the CPU has it (bench/precision.ts)
+        a, b, c = torch.full((n, n), 0.5, dtype=dt), torch.full((n, n), 0.25, dtype=dt), torch.empty((n, n), dtype=dt)
         for _ in range(w["warmup"]):
             torch.mm(a, b, out=c)
         times = []
