@@ -142,7 +142,13 @@ export async function pruneCheckpoints(outputDir: string, keep: number, upTo: nu
   const latest = await readLatestName(outputDir);
   const old = (await listCheckpoints(outputDir)).filter((c) => c.step <= upTo && c.name !== latest);
   const excess = old.length - Math.max(0, keep - (latest ? 1 : 0));
-  for (const c of old.slice(0, Math.max(0, excess))) await rm(join(outputDir, c.name), { recursive: true, force: true });
+  for (const c of old.slice(0, Math.max(0, excess))) {
+    // Renamed out of sight first (atomic), then deleted: a kill during the deletion leaves a hidden leftover that the
+    // next run removes, never a visible checkpoint folder with some of its files gone.
+    const aside = join(outputDir, `.old-${c.name}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    await rename(join(outputDir, c.name), aside);
+    await rm(aside, { recursive: true, force: true });
+  }
 }
 
 async function readLatestName(outputDir: string): Promise<string | null> {
