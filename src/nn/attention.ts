@@ -101,9 +101,9 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask |
 /**
  * Where(mask, scores, MASK_VALUE) computed as scores·rowAllowed + bias, with bias = 0 where allowed and MASK_VALUE
  * elsewhere, rowAllowed = 1 for rows that allow some key and 0 for fully masked rows (both the mask's size, not the
- * scores'; without empty rows the product is skipped). The values are Where's (score + MASK_VALUE rounds to MASK_VALUE; a fully masked row is MASK_VALUE
- * throughout) and so is the gradient: zero on fully masked rows, and on the masked entries of the other rows
- * softmax's gradient is zero already (their probability is exactly 0). ORT's broadcasting Where, forward and
+ * scores'; without empty rows the product is skipped). The values are Where's (score + MASK_VALUE rounds to
+ * MASK_VALUE; a fully masked row is MASK_VALUE throughout) and so is the gradient: zero on fully masked rows, and on
+ * the masked entries of the other rows softmax's gradient is zero already (their probability is exactly 0). ORT's broadcasting Where, forward and
  * backward, took about twice as long as this Mul + Add and the Mul of the backward (bench/RESULTS.md).
  */
 function maskScores(scores: Tensor, mask: AttentionMask, nRep: number): Tensor {
