@@ -6,6 +6,9 @@ import type { OpDef, NnOp } from './types.ts';
 import { requireFloat } from './util.ts';
 import type { Tensor } from '../graph.ts';
 
+/** −sin of each RoPE table a graph's backward uses. */
+const negatedSin = new WeakMap<Tensor, Tensor>();
+
 export const nnOps: Record<NnOp, OpDef> = {
   Softmax: {
     infer: ([x], at) => {
@@ -132,10 +135,13 @@ export const nnOps: Record<NnOp, OpDef> = {
       if (pos!.dtype !== 'i64' || cos!.rank !== 2 || sin!.rank !== 2) throw new LorakitError('LK_INVALID_ARGUMENT', 'RotaryEmbedding: i64 position ids and 2-D cos/sin tables expected');
       return [{ dtype: x!.dtype, shape: [...x!.shape] }];
     },
-    // A rotation by −angle undoes one by +angle, and a rotation's adjoint is its inverse: dx = the same op with −sin.
+    // A rotation by −angle undoes one by +angle, and a rotation's adjoint is its inverse: dx = the same op with −sin
+    // (negated once per table, not once per projection).
     vjp: (n, [dy]) => {
       const [, pos, cos, sin] = n.inputs;
-      return [dy!.graph.op('RotaryEmbedding', [dy!, pos!, cos!, sin!.neg()], n.attrs), null, null, null];
+      let negSin = negatedSin.get(sin!);
+      if (!negSin) negatedSin.set(sin!, (negSin = sin!.neg()));
+      return [dy!.graph.op('RotaryEmbedding', [dy!, pos!, cos!, negSin], n.attrs), null, null, null];
     },
   },
   // RMSNorm over the last axis in one kernel (ORT registers it in the default domain): Y = X·r·γ with
