@@ -37,36 +37,98 @@ const HELP = `options:
 
 /** Parses argv (after the script name). */
 export function parseArgs(argv: string[]): CliOptions {
-  const o: CliOptions = { steps: 3, warmup: 1, batch: 4, seq: 256, rank: 16, newTokens: 32, threads: availableParallelism(), only: null, compile: undefined, out: null, repeat: 1, peftAttention: 'sdpa' };
+  const o: CliOptions = {
+    steps: 3,
+    warmup: 1,
+    batch: 4,
+    seq: 256,
+    rank: 16,
+    newTokens: 32,
+    threads: availableParallelism(),
+    only: null,
+    compile: undefined,
+    out: null,
+    repeat: 1,
+    peftAttention: 'sdpa',
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    const next = () => { const v = argv[++i]; if (v === undefined) throw new Error(`${a} needs a value\n${HELP}`); return v; };
-    const num = () => { const v = Number(next()); if (!Number.isInteger(v) || v < 0) throw new Error(`${a}: expected a non-negative integer\n${HELP}`); return v; };
+    const next = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value\n${HELP}`);
+      return v;
+    };
+    const num = () => {
+      const v = Number(next());
+      if (!Number.isInteger(v) || v < 0) throw new Error(`${a}: expected a non-negative integer\n${HELP}`);
+      return v;
+    };
     switch (a) {
-      case '--steps': o.steps = num(); break;
-      case '--warmup': o.warmup = num(); break;
-      case '--batch': o.batch = num(); break;
-      case '--seq': o.seq = num(); break;
-      case '--rank': o.rank = num(); break;
-      case '--new-tokens': o.newTokens = num(); break;
-      case '--threads': o.threads = num(); break;
-      case '--only': o.only = new RegExp(next()); break;
-      case '--compile': o.compile = JSON.parse(next()); break;
-      case '--peft-attn': { const v = next(); if (v !== 'sdpa' && v !== 'eager') throw new Error(`--peft-attn: expected sdpa or eager\n${HELP}`); o.peftAttention = v; break; }
-      case '--out': o.out = next(); break;
-      case '--repeat': o.repeat = Math.max(1, num()); break;
-      case '--quick': Object.assign(o, { batch: 1, seq: 32, steps: 1, warmup: 0, newTokens: 4 }); break;
-      case '--help': case '-h': console.log(HELP); process.exit(0);
-      default: throw new Error(`unknown option ${a}\n${HELP}`);
+      case '--steps':
+        o.steps = num();
+        break;
+      case '--warmup':
+        o.warmup = num();
+        break;
+      case '--batch':
+        o.batch = num();
+        break;
+      case '--seq':
+        o.seq = num();
+        break;
+      case '--rank':
+        o.rank = num();
+        break;
+      case '--new-tokens':
+        o.newTokens = num();
+        break;
+      case '--threads':
+        o.threads = num();
+        break;
+      case '--only':
+        o.only = new RegExp(next());
+        break;
+      case '--compile':
+        o.compile = JSON.parse(next());
+        break;
+      case '--peft-attn': {
+        const v = next();
+        if (v !== 'sdpa' && v !== 'eager') throw new Error(`--peft-attn: expected sdpa or eager\n${HELP}`);
+        o.peftAttention = v;
+        break;
+      }
+      case '--out':
+        o.out = next();
+        break;
+      case '--repeat':
+        o.repeat = Math.max(1, num());
+        break;
+      case '--quick':
+        Object.assign(o, { batch: 1, seq: 32, steps: 1, warmup: 0, newTokens: 4 });
+        break;
+      case '--help':
+      case '-h':
+        console.log(HELP);
+        return process.exit(0);
+      default:
+        throw new Error(`unknown option ${a}\n${HELP}`);
     }
   }
   return o;
 }
 
-export interface Machine { cpu: string; cores: number; loadBefore: number[] }
+export interface Machine {
+  cpu: string;
+  cores: number;
+  loadBefore: number[];
+}
 
 export function machine(): Machine {
-  return { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), loadBefore: loadavg().map((x) => Math.round(x * 100) / 100) };
+  return {
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: availableParallelism(),
+    loadBefore: loadavg().map((x) => Math.round(x * 100) / 100),
+  };
 }
 
 export type Result = Record<string, any> & { id: string; side: 'lorakit' | 'peft'; load1: number };
@@ -75,13 +137,19 @@ export type Result = Record<string, any> & { id: string; side: 'lorakit' | 'peft
 function runChild(cmd: string, args: string[]): Promise<Record<string, any>> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', err = '';
-    p.stdout.on('data', (d) => { out += d; });
-    p.stderr.on('data', (d) => { err += d; });
+    let out = '',
+      err = '';
+    p.stdout.on('data', (d) => {
+      out += d;
+    });
+    p.stderr.on('data', (d) => {
+      err += d;
+    });
     p.on('close', (code) => {
       const line = out.split('\n').find((l) => l.startsWith('RESULT '));
       if (code === 0 && line) resolve(JSON.parse(line.slice(7)));
-      else reject(new Error(`${cmd} ${args.slice(0, -1).join(' ')} failed (exit ${code}):\n${(out + err).slice(-3000)}`));
+      else
+        reject(new Error(`${cmd} ${args.slice(0, -1).join(' ')} failed (exit ${code}):\n${(out + err).slice(-3000)}`));
     });
   });
 }
@@ -117,10 +185,12 @@ export async function runPeft(w: Workload): Promise<Result> {
 export function table(rows: (string | number)[][]): string {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
   const widths = cells[0].map((_, j) => Math.max(...cells.map((r) => r[j].length)));
-  return cells.map((r, i) => {
-    const line = r.map((c, j) => (j === 0 ? c.padEnd(widths[j]) : c.padStart(widths[j]))).join('  ');
-    return i === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
-  }).join('\n');
+  return cells
+    .map((r, i) => {
+      const line = r.map((c, j) => (j === 0 ? c.padEnd(widths[j]) : c.padStart(widths[j]))).join('  ');
+      return i === 0 ? `${line}\n${widths.map((w) => '-'.repeat(w)).join('  ')}` : line;
+    })
+    .join('\n');
 }
 
 /** Three significant digits, no exponent. */
@@ -139,14 +209,23 @@ const LOWER = ['msPerStep', 'timeToFirstStepMs', 'compileMs', 'peakRssMb'];
 
 /** The best of repeated runs of one workload on one side, field by field; `runs` keeps them all. */
 export function bestOf(runs: Result[]): Result {
-  const best: Result = { ...runs[0], runs: runs.length > 1 ? runs : undefined, load1: Math.min(...runs.map((r) => r.load1)) };
+  const best: Result = {
+    ...runs[0],
+    runs: runs.length > 1 ? runs : undefined,
+    load1: Math.min(...runs.map((r) => r.load1)),
+  };
   for (const k of HIGHER) if (runs[0][k] !== undefined) best[k] = Math.max(...runs.map((r) => r[k]));
   for (const k of LOWER) if (runs[0][k] !== undefined) best[k] = Math.min(...runs.map((r) => r[k]));
   return best;
 }
 
 /** One reported quantity of a workload. `higher`: larger is better (throughput); else smaller is (memory, time). */
-export interface Metric { name: string; unit: string; value: number; higher: boolean }
+export interface Metric {
+  name: string;
+  unit: string;
+  value: number;
+  higher: boolean;
+}
 
 /** The quantities of a workload result; MFU against the machine's measured MatMul peak (GFLOP/s). */
 export function metricsOf(r: Result, peakGflops: number | null): Metric[] {
@@ -155,7 +234,8 @@ export function metricsOf(r: Result, peakGflops: number | null): Metric[] {
     m.push({ name: 'tokens/s', unit: 'tok/s', value: r.tokensPerSec, higher: true });
     m.push({ name: 'ms/step', unit: 'ms', value: r.msPerStep, higher: false });
     m.push({ name: 'time to first step', unit: 's', value: r.timeToFirstStepMs / 1000, higher: false });
-    if (r.gflops !== undefined && peakGflops) m.push({ name: 'MFU', unit: '%', value: (100 * r.gflops) / peakGflops, higher: true });
+    if (r.gflops !== undefined && peakGflops)
+      m.push({ name: 'MFU', unit: '%', value: (100 * r.gflops) / peakGflops, higher: true });
   }
   if (r.prefillTokensPerSec !== undefined) {
     m.push({ name: 'prefill tokens/s', unit: 'tok/s', value: r.prefillTokensPerSec, higher: true });

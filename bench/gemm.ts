@@ -14,7 +14,11 @@ import { CONFIGS, type ModelName } from './models.ts';
 import type { Workload } from './workloads.ts';
 
 /** One Linear shape of a model and how many modules have it. */
-export interface GemmShape { inFeatures: number; outFeatures: number; count: number }
+export interface GemmShape {
+  inFeatures: number;
+  outFeatures: number;
+  count: number;
+}
 
 /** The model's distinct Linear/Conv1D shapes (the LM head included), with their counts. */
 export function gemmShapes(model: ModelName): GemmShape[] {
@@ -31,12 +35,19 @@ export function gemmShapes(model: ModelName): GemmShape[] {
 }
 
 /** Per shape: the best forward and backward time (ms) over the runs. */
-export interface GemmTimes extends GemmShape { forwardMs: number; backwardMs: number }
+export interface GemmTimes extends GemmShape {
+  forwardMs: number;
+  backwardMs: number;
+}
 
 /** Σ over shapes of count · (forward + backward): the step's frozen-GEMM time and FLOPs at these speeds. */
 export function gemmMix(rows: GemmTimes[], m: number): { msPerStep: number; gflops: number } {
-  let ms = 0, flops = 0;
-  for (const r of rows) { ms += r.count * (r.forwardMs + r.backwardMs); flops += r.count * 2 * 2 * m * r.inFeatures * r.outFeatures; }
+  let ms = 0,
+    flops = 0;
+  for (const r of rows) {
+    ms += r.count * (r.forwardMs + r.backwardMs);
+    flops += r.count * 2 * 2 * m * r.inFeatures * r.outFeatures;
+  }
   return { msPerStep: ms, gflops: flops / ms / 1e6 };
 }
 
@@ -50,7 +61,11 @@ async function best(w: Workload, k: number, n: number, transB: 0 | 1, opts: Comp
   const feed = { x: new Float32Array(m * (transB ? k : n)).fill(0.5) };
   for (let i = 0; i < w.warmup; i++) await s.run(feed);
   let t = Infinity;
-  for (let i = 0; i < w.steps; i++) { const t0 = performance.now(); await s.run(feed); t = Math.min(t, performance.now() - t0); }
+  for (let i = 0; i < w.steps; i++) {
+    const t0 = performance.now();
+    await s.run(feed);
+    t = Math.min(t, performance.now() - t0);
+  }
   await s.dispose();
   return t;
 }
@@ -59,7 +74,11 @@ async function best(w: Workload, k: number, n: number, transB: 0 | 1, opts: Comp
 export async function runGemm(w: Workload, opts: CompileOptions) {
   const rows: GemmTimes[] = [];
   for (const s of w.shapes ?? []) {
-    rows.push({ ...s, forwardMs: await best(w, s.inFeatures, s.outFeatures, 1, opts), backwardMs: await best(w, s.inFeatures, s.outFeatures, 0, opts) });
+    rows.push({
+      ...s,
+      forwardMs: await best(w, s.inFeatures, s.outFeatures, 1, opts),
+      backwardMs: await best(w, s.inFeatures, s.outFeatures, 0, opts),
+    });
   }
   return { shapes: rows, ...gemmMix(rows, w.batch * w.seq) };
 }

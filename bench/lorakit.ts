@@ -25,20 +25,28 @@ export function peakRssMb(): number {
   return m ? Number(m[1]) / 1024 : process.memoryUsage().rss / 2 ** 20;
 }
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const n = s.length;
+  return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+};
 
 /** Deterministic token ids in [0, vocab) for `n` positions. */
 function tokens(n: number, vocab: number, seed = 7): BigInt64Array {
   const out = new BigInt64Array(n);
   let s = seed;
-  for (let i = 0; i < n; i++) { s = (Math.imul(s, 1103515245) + 12345) >>> 0; out[i] = BigInt(s % vocab); }
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    out[i] = BigInt(s % vocab);
+  }
   return out;
 }
 
 /** Labels of a causal LM, shifted on the host: labels[b, t] = ids[b, t + 1], -100 at each row's last position. */
 function shiftedLabels(ids: BigInt64Array, batch: number, seq: number): BigInt64Array {
   const out = new BigInt64Array(ids.length);
-  for (let b = 0; b < batch; b++) for (let t = 0; t < seq; t++) out[b * seq + t] = t + 1 < seq ? ids[b * seq + t + 1] : -100n;
+  for (let b = 0; b < batch; b++)
+    for (let t = 0; t < seq; t++) out[b * seq + t] = t + 1 < seq ? ids[b * seq + t + 1] : -100n;
   return out;
 }
 
@@ -64,7 +72,13 @@ export async function lossGraph(w: Workload, model: LoadedModel, train: boolean)
   const layout = train ? addTrainStep(g, loss, { optimizer: adamw(), groups: [{ params, weightDecay: 0.01 }] }) : null;
   if (!train) g.output('loss', loss);
   const data = tokens(B * T, V);
-  return { g, layout, values, adapterParams, feeds: { input_ids: { data, shape: [B, T] }, labels: shiftedLabels(data, B, T) } };
+  return {
+    g,
+    layout,
+    values,
+    adapterParams,
+    feeds: { input_ids: { data, shape: [B, T] }, labels: shiftedLabels(data, B, T) },
+  };
 }
 
 async function runTrainOrEval(w: Workload, t0: number) {
@@ -73,20 +87,40 @@ async function runTrainOrEval(w: Workload, t0: number) {
   const session = await compile(g, compileOptions(w));
   const compileMs = performance.now() - t0;
   const run = layout
-    ? (() => { const r = new TrainStepRunner(session, layout, Object.fromEntries(values)); return async () => (await r.step(feeds, 1e-4)).loss; })()
-    : (() => { const f = { ...feeds, ...Object.fromEntries(values) }; return async () => Number((await session.run(f)).loss.data[0]); })();
+    ? (() => {
+        const r = new TrainStepRunner(session, layout, Object.fromEntries(values));
+        return async () => (await r.step(feeds, 1e-4)).loss;
+      })()
+    : (() => {
+        const f = { ...feeds, ...Object.fromEntries(values) };
+        return async () => Number((await session.run(f)).loss.data[0]);
+      })();
   const loss0 = await run();
   const firstStepMs = performance.now() - t0;
   for (let i = 0; i < w.warmup; i++) await run();
   const times: number[] = [];
   let loss = loss0;
-  for (let i = 0; i < w.steps; i++) { const s = performance.now(); loss = await run(); times.push(performance.now() - s); }
+  for (let i = 0; i < w.steps; i++) {
+    const s = performance.now();
+    loss = await run();
+    times.push(performance.now() - s);
+  }
   await model.close();
   const ms = median(times);
   const tokensPerStep = w.batch * w.seq;
   const flops = stepFlops(w.kind as 'train' | 'eval', modelDims(w.model), w.batch, w.seq, adapterParams);
-  return { msPerStep: ms, stepTimesMs: times, tokensPerSec: (tokensPerStep * 1000) / ms, timeToFirstStepMs: firstStepMs, compileMs,
-    loss0, lossLast: loss, adapterParams, flopsPerStep: flops, gflops: flops / ms / 1e6 };
+  return {
+    msPerStep: ms,
+    stepTimesMs: times,
+    tokensPerSec: (tokensPerStep * 1000) / ms,
+    timeToFirstStepMs: firstStepMs,
+    compileMs,
+    loss0,
+    lossLast: loss,
+    adapterParams,
+    flopsPerStep: flops,
+    gflops: flops / ms / 1e6,
+  };
 }
 
 async function runGen(w: Workload) {
@@ -97,10 +131,18 @@ async function runGen(w: Workload) {
   await peft.addAdapter('default', { ...loraConfig(w), init_lora_weights: false }); // non-zero B: the adapter does work
   const adapter = { hooks: () => peft.hooks(), key: 'bench' };
   const ids = tokens(w.batch * w.seq, vocabOf(model));
-  const inputIds = Array.from({ length: w.batch }, (_, b) => Array.from(ids.subarray(b * w.seq, (b + 1) * w.seq), Number));
-  const opts = { inputIds, eosTokenId: null, adapter, compile: { threads: w.threads, ...(w.compile as CompileOptions | undefined) } };
+  const inputIds = Array.from({ length: w.batch }, (_, b) =>
+    Array.from(ids.subarray(b * w.seq, (b + 1) * w.seq), Number),
+  );
+  const opts = {
+    inputIds,
+    eosTokenId: null,
+    adapter,
+    compile: { threads: w.threads, ...(w.compile as CompileOptions | undefined) },
+  };
   await generate(model, tok, { ...opts, maxNewTokens: 2 }); // compiles both graphs
-  const prefill: number[] = [], decode: number[] = [];
+  const prefill: number[] = [],
+    decode: number[] = [];
   for (let i = 0; i < Math.max(1, w.steps); i++) {
     const r = await generate(model, tok, { ...opts, maxNewTokens: w.newTokens });
     prefill.push((w.batch * w.seq * 1000) / r.timings.prefillMs);
@@ -121,19 +163,32 @@ async function runMatmul(w: Workload) {
   const a = new Float32Array(n * n).fill(0.5);
   for (let i = 0; i < w.warmup; i++) await s.run({ a });
   const times: number[] = [];
-  for (let i = 0; i < w.steps; i++) { const t = performance.now(); await s.run({ a }); times.push(performance.now() - t); }
+  for (let i = 0; i < w.steps; i++) {
+    const t = performance.now();
+    await s.run({ a });
+    times.push(performance.now() - t);
+  }
   return { gflops: (2 * n ** 3) / Math.min(...times) / 1e6, msPerStep: Math.min(...times) };
 }
 
 async function main(): Promise<void> {
   const w = JSON.parse(process.argv[2]) as Workload;
   const t0 = performance.now();
-  const r = w.kind === 'matmul' ? await runMatmul(w) : w.kind === 'gemm' ? await runGemm(w, compileOptions(w))
-    : w.kind === 'gen' ? await runGen(w) : await runTrainOrEval(w, t0);
+  const r =
+    w.kind === 'matmul'
+      ? await runMatmul(w)
+      : w.kind === 'gemm'
+        ? await runGemm(w, compileOptions(w))
+        : w.kind === 'gen'
+          ? await runGen(w)
+          : await runTrainOrEval(w, t0);
   await shutdownRuntime();
   console.log(`RESULT ${JSON.stringify({ id: w.id, side: 'lorakit', ...r, peakRssMb: peakRssMb() })}`);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  main().catch((e) => { console.error(e); process.exit(1); });
+  main().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
 }

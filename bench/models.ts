@@ -17,16 +17,47 @@ export const CACHE_DIR = join(import.meta.dirname, '.cache');
 /** config.json of each shape (GPT-2 small as on the Hub; SmolLM-135M's published config). */
 export const CONFIGS: Record<ModelName, Record<string, unknown>> = {
   gpt2: {
-    architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', vocab_size: 50257, n_positions: 1024, n_embd: 768, n_layer: 12,
-    n_head: 12, n_inner: null, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, resid_pdrop: 0, embd_pdrop: 0,
-    attn_pdrop: 0, summary_first_dropout: 0, scale_attn_weights: true, tie_word_embeddings: true, bos_token_id: 50256,
-    eos_token_id: 50256, torch_dtype: 'float32',
+    architectures: ['GPT2LMHeadModel'],
+    model_type: 'gpt2',
+    vocab_size: 50257,
+    n_positions: 1024,
+    n_embd: 768,
+    n_layer: 12,
+    n_head: 12,
+    n_inner: null,
+    activation_function: 'gelu_new',
+    layer_norm_epsilon: 1e-5,
+    resid_pdrop: 0,
+    embd_pdrop: 0,
+    attn_pdrop: 0,
+    summary_first_dropout: 0,
+    scale_attn_weights: true,
+    tie_word_embeddings: true,
+    bos_token_id: 50256,
+    eos_token_id: 50256,
+    torch_dtype: 'float32',
   },
   smollm: {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', vocab_size: 49152, hidden_size: 576, intermediate_size: 1536,
-    num_hidden_layers: 30, num_attention_heads: 9, num_key_value_heads: 3, hidden_act: 'silu', max_position_embeddings: 2048,
-    rms_norm_eps: 1e-5, rope_theta: 10000, rope_scaling: null, tie_word_embeddings: true, attention_bias: false,
-    attention_dropout: 0, mlp_bias: false, bos_token_id: 0, eos_token_id: 0, torch_dtype: 'float32',
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    vocab_size: 49152,
+    hidden_size: 576,
+    intermediate_size: 1536,
+    num_hidden_layers: 30,
+    num_attention_heads: 9,
+    num_key_value_heads: 3,
+    hidden_act: 'silu',
+    max_position_embeddings: 2048,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    rope_scaling: null,
+    tie_word_embeddings: true,
+    attention_bias: false,
+    attention_dropout: 0,
+    mlp_bias: false,
+    bos_token_id: 0,
+    eos_token_id: 0,
+    torch_dtype: 'float32',
   },
 };
 
@@ -38,8 +69,12 @@ function fill(out: Float32Array, seed: number, std: number): void {
   let s = seed >>> 0 || 1;
   const a = std * Math.sqrt(3); // U(-a, a) has standard deviation std
   for (let i = 0; i < out.length; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = (s / 4294967296 * 2 - 1) * a;
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = ((s / 4294967296) * 2 - 1) * a;
   }
 }
 
@@ -48,9 +83,21 @@ function tokenizerJson(vocab: number): unknown {
   const v: Record<string, number> = {};
   for (let i = 0; i < vocab; i++) v[`t${i}`] = i;
   return {
-    version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null,
-    pre_tokenizer: { type: 'WhitespaceSplit' }, post_processor: null, decoder: null,
-    model: { type: 'WordPiece', unk_token: 't0', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: v },
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: [],
+    normalizer: null,
+    pre_tokenizer: { type: 'WhitespaceSplit' },
+    post_processor: null,
+    decoder: null,
+    model: {
+      type: 'WordPiece',
+      unk_token: 't0',
+      continuing_subword_prefix: '##',
+      max_input_chars_per_word: 100,
+      vocab: v,
+    },
   };
 }
 

@@ -1,9 +1,11 @@
 /**
  * Where a step's time goes: compiles one train/eval workload with ORT profiling on (and the optimised model dumped),
- * runs a few steps, and sums per-node kernel times (each node's fastest run) by op type and by graph part (forward, backward,
+ * runs a few steps, and sums per-node kernel times (each node's fastest run) by op type and by graph part (forward,
+ * backward,
  * optimizer, from the node-name scopes `grad/` and `optim/`). Prints the tables and writes
  * bench/results/profile-<kind>-<model>-<targets>.json.
- *   node --import tsx bench/profile.ts [train|eval] [gpt2|smollm] [attn|all] [--batch N --seq N --runs N --compile JSON --top N]
+ * node --import tsx bench/profile.ts [train|eval] [gpt2|smollm] [attn|all] [--batch N --seq N --runs N --compile JSON
+ * --top N]
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -16,7 +18,13 @@ import { lossGraph } from './lorakit.ts';
 import { ensureModel, type ModelName } from './models.ts';
 import type { Targets, Workload } from './workloads.ts';
 
-interface TraceEvent { cat: string; name: string; dur: number; ts: number; args?: { op_name?: string; provider?: string } }
+interface TraceEvent {
+  cat: string;
+  name: string;
+  dur: number;
+  ts: number;
+  args?: { op_name?: string; provider?: string };
+}
 
 /** Sums `dur` (µs) of the events by `key`, largest first. */
 function sumBy(events: TraceEvent[], key: (e: TraceEvent) => string): { key: string; ms: number; count: number }[] {
@@ -24,7 +32,8 @@ function sumBy(events: TraceEvent[], key: (e: TraceEvent) => string): { key: str
   for (const e of events) {
     const k = key(e);
     const v = m.get(k) ?? { ms: 0, count: 0 };
-    v.ms += e.dur / 1000; v.count++;
+    v.ms += e.dur / 1000;
+    v.count++;
     m.set(k, v);
   }
   return [...m.entries()].map(([k, v]) => ({ key: k, ...v })).sort((a, b) => b.ms - a.ms);
@@ -39,29 +48,63 @@ function partOf(nodeName: string): string {
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const flag = (name: string, d: string) => { const i = args.indexOf(name); return i >= 0 ? args.splice(i, 2)[1] : d; };
-  const batch = Number(flag('--batch', '4')), seq = Number(flag('--seq', '256')), top = Number(flag('--top', '15')), runsArg = Number(flag('--runs', '3'));
+  const flag = (name: string, d: string) => {
+    const i = args.indexOf(name);
+    return i >= 0 ? args.splice(i, 2)[1] : d;
+  };
+  const batch = Number(flag('--batch', '4')),
+    seq = Number(flag('--seq', '256')),
+    top = Number(flag('--top', '15')),
+    runsArg = Number(flag('--runs', '3'));
   const extra = JSON.parse(flag('--compile', '{}')) as CompileOptions;
   const [kind = 'train', model = 'gpt2', targets = 'attn'] = args as ['train' | 'eval', ModelName, Targets];
-  const w: Workload = { id: `${kind} ${model} ${targets}`, kind, model, targets, rank: 16, batch, seq, newTokens: 0, warmup: 1, steps: 1, threads: availableParallelism() };
+  const w: Workload = {
+    id: `${kind} ${model} ${targets}`,
+    kind,
+    model,
+    targets,
+    rank: 16,
+    batch,
+    seq,
+    newTokens: 0,
+    warmup: 1,
+    steps: 1,
+    threads: availableParallelism(),
+  };
   const dir = join(tmpdir(), `lorakit-profile-${process.pid}`);
   mkdirSync(dir, { recursive: true });
   const lm = await loadModel(await ensureModel(model));
   const { g, layout, values, feeds } = await lossGraph(w, lm, kind === 'train');
-  const ortOptions = { enableProfiling: true, profileFilePrefix: join(dir, 'trace'), optimizedModelFilePath: join(dir, 'optimized.onnx'), ...extra.ortOptions };
+  const ortOptions = {
+    enableProfiling: true,
+    profileFilePrefix: join(dir, 'trace'),
+    optimizedModelFilePath: join(dir, 'optimized.onnx'),
+    ...extra.ortOptions,
+  };
   const session = await compile(g, { threads: w.threads, ...extra, worker: false, ortOptions });
   const run = layout
-    ? (() => { const r = new TrainStepRunner(session, layout, Object.fromEntries(values)); return () => r.step(feeds, 1e-4); })()
+    ? (() => {
+        const r = new TrainStepRunner(session, layout, Object.fromEntries(values));
+        return () => r.step(feeds, 1e-4);
+      })()
     : () => session.run({ ...feeds, ...Object.fromEntries(values) });
   const wall: number[] = [];
-  for (let i = 0; i < 1 + runsArg; i++) { const t = performance.now(); await run(); wall.push(performance.now() - t); }
+  for (let i = 0; i < 1 + runsArg; i++) {
+    const t = performance.now();
+    await run();
+    wall.push(performance.now() - t);
+  }
   await session.dispose(); // ends profiling: ORT writes the trace
   await lm.close();
   const trace = readdirSync(dir).find((f) => f.startsWith('trace'))!;
-  const events = (JSON.parse(readFileSync(join(dir, trace), 'utf8')) as TraceEvent[]).filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'));
+  const events = (JSON.parse(readFileSync(join(dir, trace), 'utf8')) as TraceEvent[]).filter(
+    (e) => e.cat === 'Node' && e.name.endsWith('_kernel_time'),
+  );
   // Per node, the fastest of the profiled runs: a kernel preempted by another process on a shared machine shows up as
   // one slow sample, so the minimum is the robust estimate of its own cost.
-  const runs = (JSON.parse(readFileSync(join(dir, trace), 'utf8')) as TraceEvent[]).filter((e) => e.cat === 'Session' && e.name === 'model_run');
+  const runs = (JSON.parse(readFileSync(join(dir, trace), 'utf8')) as TraceEvent[]).filter(
+    (e) => e.cat === 'Session' && e.name === 'model_run',
+  );
   const last = runs[runs.length - 1];
   const best = new Map<string, TraceEvent>();
   for (const r of runs.slice(1)) {
@@ -81,19 +124,53 @@ async function main(): Promise<void> {
   // The same node in every layer (and ORT's numbered fusions) under one name: which kind of node costs the most.
   const byPattern = sumBy(step, (e) => `${e.args?.op_name} ${nodeName(e).replace(/\d+/g, '#')}`);
   const pct = (ms: number) => `${((100 * ms) / total).toFixed(1)}%`;
-  console.log(`${w.id}, batch ${batch}, seq ${seq}: wall ${wall.map((x) => x.toFixed(0)).join(' / ')} ms; sum of per-node minima over ${runs.length - 1} runs ${total.toFixed(0)} ms (${step.length} nodes; last model_run ${(last.dur / 1000).toFixed(0)} ms)`);
+  console.log(
+    `${w.id}, batch ${batch}, seq ${seq}: wall ${wall.map((x) => x.toFixed(0)).join(' / ')} ms; sum of per-node ` +
+      `minima over ${runs.length - 1} runs ${total.toFixed(0)} ms (${step.length} nodes; last model_run ` +
+      `${(last.dur / 1000).toFixed(0)} ms)`,
+  );
   console.log(`optimised model: ${statSync(join(dir, 'optimized.onnx')).size} bytes in ${dir}\n`);
-  console.log(table([['part', 'ms', 'share', 'nodes'], ...byPart.map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])]));
-  console.log(`\n${table([['op', 'ms', 'share', 'nodes'], ...byOp.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`);
-  console.log(`\n${table([['part / op', 'ms', 'share', 'nodes'], ...byPartOp.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`);
+  console.log(
+    table([['part', 'ms', 'share', 'nodes'], ...byPart.map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])]),
+  );
+  console.log(
+    `\n${table([['op', 'ms', 'share', 'nodes'], ...byOp.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`,
+  );
+  console.log(
+    `\n${table([['part / op', 'ms', 'share', 'nodes'], ...byPartOp.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`,
+  );
   console.log(`\n${table([['node', 'ms', 'share'], ...byNode.slice(0, top).map((r) => [r.key, r.ms, pct(r.ms)])])}`);
-  console.log(`\n${table([['op node (layers merged)', 'ms', 'share', 'nodes'], ...byPattern.slice(0, 2 * top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`);
+  console.log(
+    `\n${table([['op node (layers merged)', 'ms', 'share', 'nodes'], ...byPattern.slice(0, 2 * top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`,
+  );
   mkdirSync(RESULTS, { recursive: true });
   const out = join(RESULTS, `profile-${kind}-${model}-${targets}.json`);
-  writeFileSync(out, `${JSON.stringify({ workload: w.id, batch, seq, compile: extra, date: new Date().toISOString(), wallMs: wall, kernelMs: total,
-    byPart, byOp, byPartOp: byPartOp.slice(0, 40), byNode: byNode.slice(0, 100), byPattern: byPattern.slice(0, 100) }, null, 2)}\n`);
+  writeFileSync(
+    out,
+    `${JSON.stringify(
+      {
+        workload: w.id,
+        batch,
+        seq,
+        compile: extra,
+        date: new Date().toISOString(),
+        wallMs: wall,
+        kernelMs: total,
+        byPart,
+        byOp,
+        byPartOp: byPartOp.slice(0, 40),
+        byNode: byNode.slice(0, 100),
+        byPattern: byPattern.slice(0, 100),
+      },
+      null,
+      2,
+    )}\n`,
+  );
   console.log(`\nwrote ${out}`);
   if (!process.env.KEEP_TRACE) rmSync(join(dir, trace));
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

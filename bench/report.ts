@@ -11,22 +11,42 @@ import { RESULTS, ROOT, fmt, readJson } from './common.ts';
 
 const md = (rows: (string | number)[][]) => {
   const cells = rows.map((r) => r.map((c) => (typeof c === 'number' ? fmt(c) : c)));
-  return [`| ${cells[0].join(' | ')} |`, `|${cells[0].map((_, j) => (j === 0 ? '---' : '--:')).join('|')}|`, ...cells.slice(1).map((r) => `| ${r.join(' | ')} |`)].join('\n');
+  return [
+    `| ${cells[0].join(' | ')} |`,
+    `|${cells[0].map((_, j) => (j === 0 ? '---' : '--:')).join('|')}|`,
+    ...cells.slice(1).map((r) => `| ${r.join(' | ')} |`),
+  ].join('\n');
 };
 
-interface Row { workload: string; lorakit: number; peft: number; unit: string; ratio: number }
+interface Row {
+  workload: string;
+  lorakit: number;
+  peft: number;
+  unit: string;
+  ratio: number;
+}
 
 function compareBlock(c: any): string {
   const load = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' / ');
   const lines = [
-    `Run ${c.date} on ${c.machine.cpu}, ${c.machine.cores} cores; load average (1/5/15 min) ${load(c.machine.loadBefore)} before, ${load(c.machine.loadAfter)} after.`,
-    `Options: batch ${c.options.batch}, seq ${c.options.seq}, r ${c.options.rank}, ${c.options.warmup} warm-up + ${c.options.steps} timed steps (median), ${c.options.threads} threads${(c.options.repeat ?? 1) > 1 ? `, best of ${c.options.repeat} runs per side (ABBA order)` : ''}${c.options.compile ? `, compile ${JSON.stringify(c.options.compile)}` : ''}.`,
+    `Run ${c.date} on ${c.machine.cpu}, ${c.machine.cores} cores; load average (1/5/15 min) ` +
+      `${load(c.machine.loadBefore)} before, ${load(c.machine.loadAfter)} after.`,
+    `Options: batch ${c.options.batch}, seq ${c.options.seq}, r ${c.options.rank}, ${c.options.warmup} warm-up + ` +
+      `${c.options.steps} timed steps (median), ${c.options.threads} ` +
+      `threads${(c.options.repeat ?? 1) > 1 ? `, best of ${c.options.repeat} runs per side (ABBA order)` : ''}${c.options.compile ? `, compile ${JSON.stringify(c.options.compile)}` : ''}.`,
     'ratio > 1 favours lorakit (lorakit/PEFT for throughput and MFU, PEFT/lorakit for time and memory).',
     '',
-    md([['workload: metric', 'lorakit', 'PEFT', 'unit', 'ratio'], ...(c.rows as Row[]).map((r) => [r.workload, r.lorakit, r.peft, r.unit, r.ratio])]),
+    md([
+      ['workload: metric', 'lorakit', 'PEFT', 'unit', 'ratio'],
+      ...(c.rows as Row[]).map((r) => [r.workload, r.lorakit, r.peft, r.unit, r.ratio]),
+    ]),
   ];
   const loads = (c.raw as any[]).map((p) => `${p.workload} ${p.lorakit.load1.toFixed(1)}/${p.peft.load1.toFixed(1)}`);
-  lines.push('', `Lowest 1-minute load average when a run started (lorakit/PEFT; our own runs raise it to about 2): ${loads.join('; ')}.`);
+  lines.push(
+    '',
+    `Lowest 1-minute load average when a run started (lorakit/PEFT; our own runs raise it to about 2): ` +
+      `${loads.join('; ')}.`,
+  );
   return lines.join('\n');
 }
 
@@ -41,7 +61,12 @@ function targetsBlock(c: any): string {
       const f = find(`train ${m} ${t}: MFU`);
       if (f) out.push([`train ${m} ${t}: MFU ≥ 60%`, `${fmt(f.lorakit)}%`, f.lorakit >= 60 ? 'yes' : 'no']);
       const p = find(`train ${m} ${t}: peak RSS`);
-      if (p) out.push([`train ${m} ${t}: peak RSS ≤ PEFT`, `${fmt(p.lorakit)} vs ${fmt(p.peft)} MB`, p.ratio >= 1 ? 'yes' : 'no']);
+      if (p)
+        out.push([
+          `train ${m} ${t}: peak RSS ≤ PEFT`,
+          `${fmt(p.lorakit)} vs ${fmt(p.peft)} MB`,
+          p.ratio >= 1 ? 'yes' : 'no',
+        ]);
     }
     for (const b of [1, 8]) {
       const r = find(`gen ${m} b${b}: decode tokens/s`);
@@ -59,7 +84,19 @@ function targetsBlock(c: any): string {
  */
 function ceilingBlock(c: any): string {
   const raw = c.raw as { workload: string; lorakit: any; peft: any }[];
-  const out: (string | number)[][] = [['train row', 'lorakit ms/step', 'of which GEMMs', 'rest', 'PEFT ms/step', 'of which GEMMs', 'rest', 'ratio if lorakit\'s rest were 0', 'rest lorakit may take for 1.3×']];
+  const out: (string | number)[][] = [
+    [
+      'train row',
+      'lorakit ms/step',
+      'of which GEMMs',
+      'rest',
+      'PEFT ms/step',
+      'of which GEMMs',
+      'rest',
+      "ratio if lorakit's rest were 0",
+      'rest lorakit may take for 1.3×',
+    ],
+  ];
   for (const p of raw.filter((x) => x.workload.startsWith('train '))) {
     const gemm = raw.find((x) => x.workload === `gemm ${p.workload.split(' ')[1]}`);
     if (!gemm) continue;
@@ -70,20 +107,35 @@ function ceilingBlock(c: any): string {
 }
 
 function profileBlock(): string {
-  const files = existsSync(RESULTS) ? readdirSync(RESULTS).filter((f) => /^profile-.*\.json$/.test(f)).sort() : [];
-  return files.map((f) => {
-    const p = readJson(join(RESULTS, f));
-    const pct = (ms: number) => `${((100 * ms) / p.kernelMs).toFixed(1)}%`;
-    return [
-      `**${p.workload}** (batch ${p.batch}, seq ${p.seq}${Object.keys(p.compile ?? {}).length ? `, ${JSON.stringify(p.compile)}` : ''}; ${p.date}): kernel time ${fmt(p.kernelMs)} ms per step (sum over nodes of each node's fastest of the profiled runs); wall ${p.wallMs.map(fmt).join(' / ')} ms.`,
-      '',
-      md([['part', 'ms', 'share'], ...p.byPart.map((r: any) => [r.key, r.ms, pct(r.ms)])]),
-      '',
-      md([['op (top 10)', 'ms', 'share', 'nodes'], ...p.byOp.slice(0, 10).map((r: any) => [r.key, r.ms, pct(r.ms), String(r.count)])]),
-      '',
-      md([['part / op (top 12)', 'ms', 'share', 'nodes'], ...p.byPartOp.slice(0, 12).map((r: any) => [r.key, r.ms, pct(r.ms), String(r.count)])]),
-    ].join('\n');
-  }).join('\n\n');
+  const files = existsSync(RESULTS)
+    ? readdirSync(RESULTS)
+        .filter((f) => /^profile-.*\.json$/.test(f))
+        .sort()
+    : [];
+  return files
+    .map((f) => {
+      const p = readJson(join(RESULTS, f));
+      const pct = (ms: number) => `${((100 * ms) / p.kernelMs).toFixed(1)}%`;
+      return [
+        `**${p.workload}** (batch ${p.batch}, seq ` +
+          `${p.seq}${Object.keys(p.compile ?? {}).length ? `, ${JSON.stringify(p.compile)}` : ''}; ${p.date}): ` +
+          `kernel time ${fmt(p.kernelMs)} ms per step (sum over nodes of each node's fastest of the profiled ` +
+          `runs); wall ${p.wallMs.map(fmt).join(' / ')} ms.`,
+        '',
+        md([['part', 'ms', 'share'], ...p.byPart.map((r: any) => [r.key, r.ms, pct(r.ms)])]),
+        '',
+        md([
+          ['op (top 10)', 'ms', 'share', 'nodes'],
+          ...p.byOp.slice(0, 10).map((r: any) => [r.key, r.ms, pct(r.ms), String(r.count)]),
+        ]),
+        '',
+        md([
+          ['part / op (top 12)', 'ms', 'share', 'nodes'],
+          ...p.byPartOp.slice(0, 12).map((r: any) => [r.key, r.ms, pct(r.ms), String(r.count)]),
+        ]),
+      ].join('\n');
+    })
+    .join('\n\n');
 }
 
 /**
@@ -107,7 +159,8 @@ function experimentsBlock(): string {
     return vs[0]!.higher ? Math.max(...xs) : Math.min(...xs);
   };
   const rows = (readJson(path) as any[]).map((e) => {
-    const b = value(e.before, e.metric), a = value(e.after, e.metric);
+    const b = value(e.before, e.metric),
+      a = value(e.after, e.metric);
     if (a === null || b === null) return [e.name, e.change, e.predicted, e.metric, '(not run)', '', ''];
     return [e.name, e.change, e.predicted, e.metric, b, a, `${a >= b ? '+' : ''}${fmt((100 * (a - b)) / b)}%`];
   });

@@ -51,20 +51,53 @@ export function targetModules(model: ModelName, targets: Targets): string | stri
 
 /** The adapter_config both sides use. */
 export function loraConfig(w: Pick<Workload, 'model' | 'targets' | 'rank'>): Record<string, unknown> {
-  return { peft_type: 'LORA', r: w.rank, lora_alpha: 2 * w.rank, lora_dropout: 0, target_modules: targetModules(w.model, w.targets), fan_in_fan_out: w.model === 'gpt2' };
+  return {
+    peft_type: 'LORA',
+    r: w.rank,
+    lora_alpha: 2 * w.rank,
+    lora_dropout: 0,
+    target_modules: targetModules(w.model, w.targets),
+    fan_in_fan_out: w.model === 'gpt2',
+  };
 }
 
-export interface Options { steps: number; warmup: number; threads: number; batch: number; seq: number; rank: number; newTokens: number; peftAttention: 'sdpa' | 'eager' }
+export interface Options {
+  steps: number;
+  warmup: number;
+  threads: number;
+  batch: number;
+  seq: number;
+  rank: number;
+  newTokens: number;
+  peftAttention: 'sdpa' | 'eager';
+}
 
 /** The default suite: LoRA training on both shapes and both target sets, eval, generation at batch 1 and 8. */
 export function suite(o: Options): Workload[] {
-  const base = { rank: o.rank, newTokens: o.newTokens, warmup: o.warmup, steps: o.steps, threads: o.threads, peftAttention: o.peftAttention };
+  const base = {
+    rank: o.rank,
+    newTokens: o.newTokens,
+    warmup: o.warmup,
+    steps: o.steps,
+    threads: o.threads,
+    peftAttention: o.peftAttention,
+  };
   const out: Workload[] = [];
   for (const model of ['gpt2', 'smollm'] as const) {
-    for (const targets of ['attn', 'all'] as const) out.push({ ...base, id: `train ${model} ${targets}`, kind: 'train', model, targets, batch: o.batch, seq: o.seq });
+    for (const targets of ['attn', 'all'] as const)
+      out.push({ ...base, id: `train ${model} ${targets}`, kind: 'train', model, targets, batch: o.batch, seq: o.seq });
     out.push({ ...base, id: `eval ${model} attn`, kind: 'eval', model, targets: 'attn', batch: o.batch, seq: o.seq });
     for (const batch of [1, 8]) {
-      out.push({ ...base, id: `gen ${model} b${batch}`, kind: 'gen', model, targets: 'attn', batch, seq: Math.min(128, o.seq), steps: Math.max(1, Math.ceil(o.steps / 2)) });
+      out.push({
+        ...base,
+        id: `gen ${model} b${batch}`,
+        kind: 'gen',
+        model,
+        targets: 'attn',
+        batch,
+        seq: Math.min(128, o.seq),
+        steps: Math.max(1, Math.ceil(o.steps / 2)),
+      });
     }
   }
   return out;
@@ -72,7 +105,20 @@ export function suite(o: Options): Workload[] {
 
 /** The fp32 MatMul peak measurement, best of 10 runs (through ORT in lorakit.ts; through torch in the PEFT runner). */
 export function matmulWorkload(o: Options, size = 2048): Workload {
-  return { id: `matmul ${size}`, kind: 'matmul', model: 'gpt2', targets: 'attn', rank: 0, batch: 1, seq: 0, newTokens: 0, warmup: 2, steps: 10, threads: o.threads, size };
+  return {
+    id: `matmul ${size}`,
+    kind: 'matmul',
+    model: 'gpt2',
+    targets: 'attn',
+    rank: 0,
+    batch: 1,
+    seq: 0,
+    newTokens: 0,
+    warmup: 2,
+    steps: 10,
+    threads: o.threads,
+    size,
+  };
 }
 
 /** Sizes that the FLOP count needs. */
@@ -101,13 +147,35 @@ export function modelDims(model: ModelName): ModelDims {
  *                          matmul and attention; weight gradients only for the adapter)  = 4N + 12·L·T·A + 6P
  * Generation is not counted (it is bound by memory and host work, not FLOPs).
  */
-export function stepFlops(kind: 'train' | 'eval', d: ModelDims, batch: number, seq: number, adapterParams: number): number {
+export function stepFlops(
+  kind: 'train' | 'eval',
+  d: ModelDims,
+  batch: number,
+  seq: number,
+  adapterParams: number,
+): number {
   const attn = d.layers * seq * d.attnWidth;
-  const perToken = kind === 'train' ? 4 * d.matmulParams + 12 * attn + 6 * adapterParams : 2 * d.matmulParams + 4 * attn + 2 * adapterParams;
+  const perToken =
+    kind === 'train'
+      ? 4 * d.matmulParams + 12 * attn + 6 * adapterParams
+      : 2 * d.matmulParams + 4 * attn + 2 * adapterParams;
   return perToken * batch * seq;
 }
 
 /** The GEMMs of a `train` step on `model`, alone (gemm.ts): best of 10 runs per product. */
 export function gemmWorkload(o: Options, model: ModelName, shapes: GemmShape[]): Workload {
-  return { id: `gemm ${model}`, kind: 'gemm', model, targets: 'attn', rank: 0, batch: o.batch, seq: o.seq, newTokens: 0, warmup: 2, steps: 10, threads: o.threads, shapes };
+  return {
+    id: `gemm ${model}`,
+    kind: 'gemm',
+    model,
+    targets: 'attn',
+    rank: 0,
+    batch: o.batch,
+    seq: o.seq,
+    newTokens: 0,
+    warmup: 2,
+    steps: 10,
+    threads: o.threads,
+    shapes,
+  };
 }

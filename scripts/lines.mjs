@@ -10,7 +10,9 @@ const files = [];
     const p = join(dir, name);
     if (statSync(p).isDirectory()) walk(p);
     else if (/\.(ts|mjs|js)$/.test(name)) {
-      const n = readFileSync(p, 'utf8').split('\n').filter((l) => l.trim() !== '').length;
+      const n = readFileSync(p, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '').length;
       const folder = relative(root, dir).split('/')[0] || '.';
       perFolder.set(folder, (perFolder.get(folder) ?? 0) + n);
       files.push([relative(root, p), n]);
@@ -18,7 +20,10 @@ const files = [];
   }
 })(root);
 let total = 0;
-for (const [f, n] of [...perFolder].sort()) { console.log(`${String(n).padStart(6)}  src/${f}`); total += n; }
+for (const [f, n] of [...perFolder].sort()) {
+  console.log(`${String(n).padStart(6)}  src/${f}`);
+  total += n;
+}
 console.log(`${String(total).padStart(6)}  total (non-blank lines)`);
 const big = files.filter(([, n]) => n > 400).sort((a, b) => b[1] - a[1]);
 if (big.length) console.log(`files over 400 lines: ${big.map(([f, n]) => `${f} (${n})`).join(', ')}`);

@@ -21,48 +21,94 @@ export const ROOT = resolve(import.meta.dirname, '..');
 export const OUT_REL = 'test/fixtures/lorakit';
 
 /** One fixture: the base fixture model, the adapter config lorakit is given, and the perturbation seed. */
-export interface LorakitCase { base: string; seed: number; description: string; config: Record<string, unknown> }
+export interface LorakitCase {
+  base: string;
+  seed: number;
+  description: string;
+  config: Record<string, unknown>;
+}
 
 const LLAMA_ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
 export const CASES: Record<string, LorakitCase> = {
   llama_patterns_rslora: {
-    base: 'llama', seed: 301,
+    base: 'llama',
+    seed: 301,
     description: 'LoRA on all 7 projections with rank_pattern, alpha_pattern and rsLoRA scaling (alpha/sqrt(r))',
     config: {
-      peft_type: 'LORA', task_type: 'CAUSAL_LM', target_modules: LLAMA_ALL, r: 8, lora_alpha: 16, use_rslora: true,
-      rank_pattern: { q_proj: 4, 'layers.1.mlp.down_proj': 2 }, alpha_pattern: { v_proj: 32, 'layers\\.0\\..*up_proj': 4 },
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: LLAMA_ALL,
+      r: 8,
+      lora_alpha: 16,
+      use_rslora: true,
+      rank_pattern: { q_proj: 4, 'layers.1.mlp.down_proj': 2 },
+      alpha_pattern: { v_proj: 32, 'layers\\.0\\..*up_proj': 4 },
     },
   },
   llama_dora: {
-    base: 'llama', seed: 302,
+    base: 'llama',
+    seed: 302,
     description: 'DoRA on q_proj, v_proj, o_proj, down_proj; magnitudes perturbed away from their init',
-    config: { peft_type: 'LORA', task_type: 'CAUSAL_LM', target_modules: ['q_proj', 'v_proj', 'o_proj', 'down_proj'], r: 4, lora_alpha: 8, use_dora: true },
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'v_proj', 'o_proj', 'down_proj'],
+      r: 4,
+      lora_alpha: 8,
+      use_dora: true,
+    },
   },
   llama_embed: {
-    base: 'llama', seed: 303,
+    base: 'llama',
+    seed: 303,
     description: 'LoRA on the token embedding (lora_embedding_A/B) plus v_proj',
-    config: { peft_type: 'LORA', task_type: 'CAUSAL_LM', target_modules: ['embed_tokens', 'v_proj'], r: 4, lora_alpha: 8 },
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['embed_tokens', 'v_proj'],
+      r: 4,
+      lora_alpha: 8,
+    },
   },
   gpt2_conv1d: {
-    base: 'gpt2', seed: 304,
+    base: 'gpt2',
+    seed: 304,
     description: 'LoRA on GPT-2 Conv1D layers c_attn, c_proj (attention and MLP), c_fc with fan_in_fan_out',
-    config: { peft_type: 'LORA', task_type: 'CAUSAL_LM', target_modules: ['c_attn', 'c_proj', 'c_fc'], r: 4, lora_alpha: 8, fan_in_fan_out: true },
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['c_attn', 'c_proj', 'c_fc'],
+      r: 4,
+      lora_alpha: 8,
+      fan_in_fan_out: true,
+    },
   },
   smollm_all_linear: {
-    base: 'smollm', seed: 305,
+    base: 'smollm',
+    seed: 305,
     description: 'LoRA on "all-linear" of a tied-embedding model (lm_head excluded as the output head)',
     config: { peft_type: 'LORA', task_type: 'CAUSAL_LM', target_modules: 'all-linear', r: 4, lora_alpha: 8 },
   },
   bert_seqcls: {
-    base: 'bert', seed: 306,
+    base: 'bert',
+    seed: 306,
     description: 'SEQ_CLS LoRA on BERT query, key, value with a trained copy of the classifier (modules_to_save)',
-    config: { peft_type: 'LORA', task_type: 'SEQ_CLS', target_modules: ['query', 'key', 'value'], r: 4, lora_alpha: 8, modules_to_save: ['classifier'] },
+    config: {
+      peft_type: 'LORA',
+      task_type: 'SEQ_CLS',
+      target_modules: ['query', 'key', 'value'],
+      r: 4,
+      lora_alpha: 8,
+      modules_to_save: ['classifier'],
+    },
   },
 };
 
-export const PERTURBATION = 'lora_A, lora_embedding_A ~ N(0, 0.1); lora_B, lora_embedding_B ~ N(0, 0.05); ' +
-  'DoRA magnitudes *= 1 + N(0, 0.1); modules_to_save copies += N(0, 0.05); one lorakit Rng per tensor, seeded by seedFrom(case seed, tensor key)';
+export const PERTURBATION =
+  'lora_A, lora_embedding_A ~ N(0, 0.1); lora_B, lora_embedding_B ~ N(0, 0.05); ' +
+  'DoRA magnitudes *= 1 + N(0, 0.1); modules_to_save copies += N(0, 0.05); one lorakit Rng per tensor, seeded by ' +
+  'seedFrom(case seed, tensor key)';
 
 /** Moves every trainable value of adapter `name` away from its init (see PERTURBATION). */
 function perturb(peft: PeftModel, name: string, seed: number): void {
@@ -72,8 +118,10 @@ function perturb(peft: PeftModel, name: string, seed: number): void {
     const out = new Float32Array(v.length);
     const param = key.split('#')[0];
     if (/\.lora_(embedding_)?A(\.weight)?$/.test(param)) for (let i = 0; i < v.length; i++) out[i] = 0.1 * rng.normal();
-    else if (/\.lora_(embedding_)?B(\.weight)?$/.test(param)) for (let i = 0; i < v.length; i++) out[i] = 0.05 * rng.normal();
-    else if (param.endsWith('.lora_magnitude_vector')) for (let i = 0; i < v.length; i++) out[i] = v[i] * (1 + 0.1 * rng.normal());
+    else if (/\.lora_(embedding_)?B(\.weight)?$/.test(param))
+      for (let i = 0; i < v.length; i++) out[i] = 0.05 * rng.normal();
+    else if (param.endsWith('.lora_magnitude_vector'))
+      for (let i = 0; i < v.length; i++) out[i] = v[i] * (1 + 0.1 * rng.normal());
     else for (let i = 0; i < v.length; i++) out[i] = v[i] + 0.05 * rng.normal(); // modules_to_save
     values.set(key, out);
   }
@@ -90,10 +138,11 @@ async function inputsOf(c: LorakitCase): Promise<Record<string, unknown>> {
 
 /** JSON with 2-space indents and each array of numbers on one line. */
 function compactJson(v: unknown): string {
-  return JSON.stringify(v, null, 2).replace(/\[[\s\d.,-]+\]/g, (m) => m.replace(/\s+/g, '').replace(/,/g, ', ')) + '\n';
+  return `${JSON.stringify(v, null, 2).replace(/\[[\s\d.,-]+\]/g, (m) => m.replace(/\s+/g, '').replace(/,/g, ', '))}\n`;
 }
 
-/** Writes case `name` into `dir`: adapter_config.json, adapter_model.safetensors, README.md (saveAdapter) and inputs.json. */
+/** Writes case `name` into `dir`: adapter_config.json, adapter_model.safetensors, README.md (saveAdapter) and
+ * inputs.json. */
 export async function makeCase(name: string, dir: string): Promise<void> {
   const c = CASES[name];
   if (!c) throw new Error(`unknown case "${name}"; cases: ${Object.keys(CASES).join(', ')}`);
@@ -105,7 +154,14 @@ export async function makeCase(name: string, dir: string): Promise<void> {
     perturb(peft, 'default', c.seed);
     await mkdir(dir, { recursive: true });
     await saveAdapter(peft, 'default', dir, { baseModel: baseRel });
-    const inputs = { case: name, description: c.description, base_model: baseRel, seed: c.seed, perturbation: PERTURBATION, ...(await inputsOf(c)) };
+    const inputs = {
+      case: name,
+      description: c.description,
+      base_model: baseRel,
+      seed: c.seed,
+      perturbation: PERTURBATION,
+      ...(await inputsOf(c)),
+    };
     await writeFileAtomic(join(dir, 'inputs.json'), compactJson(inputs));
   } finally {
     await model.close();

@@ -9,7 +9,8 @@
  *   node --import tsx scripts/pretrain-demo.ts [--minutes 30] [--steps N] [--seed 1] [--resume]
  *
  * With --minutes (default) the cosine decay follows wall time and the run stops when the budget is spent, however
- * fast the shared machine is; with --steps it follows steps and the run is deterministic. Not here: the model's definition (base.ts),
+ * fast the shared machine is; with --steps it follows steps and the run is deterministic. Not here: the model's
+ * definition (base.ts),
  * the graphs (lm.ts), the data (brown.ts, data.ts).
  */
 import { cpus } from 'node:os';
@@ -22,7 +23,15 @@ import { familyOf, memoryContext } from '../src/models/index.ts';
 import { adamw } from '../src/optim/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 import { NON_FICTION_GENRES, byteCount, readBrown, splitBrown } from '../src/demo/brown.ts';
-import { DEMO_BASE_DIR, DEMO_SEQ_LEN, type PretrainStats, demoConfig, demoModelCard, initDemoWeights, writeDemoModel } from '../src/demo/base.ts';
+import {
+  DEMO_BASE_DIR,
+  DEMO_SEQ_LEN,
+  type PretrainStats,
+  demoConfig,
+  demoModelCard,
+  initDemoWeights,
+  writeDemoModel,
+} from '../src/demo/base.ts';
 import { WindowSampler, evalBatches, tokenStream } from '../src/demo/data.ts';
 import { type ContextFactory, LmEvaluator, compileTrainStep, warmupCosine } from '../src/demo/lm.ts';
 
@@ -43,8 +52,13 @@ const { values: args } = parseArgs({
     'card-only': { type: 'boolean', default: false }, // rewrite README.md from the finished run's stats.json, no training
   },
 });
-const B = Number(args.batch), T = DEMO_SEQ_LEN, LR = Number(args.lr), WARMUP = Number(args.warmup), SEED = Number(args.seed);
-const EVAL_EVERY = Number(args['eval-every']), CKPT_EVERY = Number(args['ckpt-every']);
+const B = Number(args.batch),
+  T = DEMO_SEQ_LEN,
+  LR = Number(args.lr),
+  WARMUP = Number(args.warmup),
+  SEED = Number(args.seed);
+const EVAL_EVERY = Number(args['eval-every']),
+  CKPT_EVERY = Number(args['ckpt-every']);
 const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
 if (args['card-only']) {
@@ -57,8 +71,12 @@ if (args['card-only']) {
 // ---- data: non-fiction train / held-out files, as byte streams
 const t0 = performance.now();
 const split = splitBrown(readBrown({ side: 'nonfiction' }), 'nonfiction');
-const trainStream = tokenStream(split.train), heldStream = tokenStream(split.heldOut);
-log(`non-fiction: ${split.train.length} train files (${byteCount(split.train)} bytes), ${split.heldOut.length} held out (${byteCount(split.heldOut)} bytes)`);
+const trainStream = tokenStream(split.train),
+  heldStream = tokenStream(split.heldOut);
+log(
+  `non-fiction: ${split.train.length} train files (${byteCount(split.train)} bytes), ${split.heldOut.length} held ` +
+    `out (${byteCount(split.heldOut)} bytes)`,
+);
 const heldMonitor = evalBatches(heldStream, T, B, 64); // fixed subset, evaluated during training
 const unigram = unigramLoss(trainStream, heldStream);
 log(`unigram byte model, held out: ${unigram.toFixed(4)} nats/byte`);
@@ -66,26 +84,52 @@ log(`unigram byte model, held out: ${unigram.toFixed(4)} nats/byte`);
 // ---- model: every weight is a trainable graph input
 const config = demoConfig();
 const make: ContextFactory = (g) => {
-  const ctx = memoryContext(config, g, { trainable: familyOf(config).parameters(config).map((p) => p.name) });
+  const ctx = memoryContext(config, g, {
+    trainable: familyOf(config)
+      .parameters(config)
+      .map((p) => p.name),
+  });
   return { ctx, trainable: () => ctx.weights.inputs };
 };
 let weights = initDemoWeights(config, SEED);
 const params = [...weights.values()].reduce((s, w) => s + w.length, 0);
 log(`model: ${params} parameters`);
-const runner = await compileTrainStep(make, {
-  batch: B, seqLen: T, optimizer: adamw({ beta1: 0.9, beta2: 0.95, eps: 1e-8 }), clipNorm: 1.0,
-  groups: (tr) => [
-    { params: [...tr.values()].filter((t) => t.rank === 2), weightDecay: 0.1 },
-    { params: [...tr.values()].filter((t) => t.rank === 1), weightDecay: 0 },
-  ],
-}, weights);
+const runner = await compileTrainStep(
+  make,
+  {
+    batch: B,
+    seqLen: T,
+    optimizer: adamw({ beta1: 0.9, beta2: 0.95, eps: 1e-8 }),
+    clipNorm: 1.0,
+    groups: (tr) => [
+      { params: [...tr.values()].filter((t) => t.rank === 2), weightDecay: 0.1 },
+      { params: [...tr.values()].filter((t) => t.rank === 1), weightDecay: 0 },
+    ],
+  },
+  weights,
+);
 const evaluator = await LmEvaluator.create(make, B, T);
 const sampler = new WindowSampler(trainStream, T, SEED);
 
 // ---- resume
-interface State { step: number; totalSteps: number | null; elapsedMs: number; warmupMs: number; curve: { step: number; heldOut: number }[]; argv: string[] }
-const statePath = join(args.ckpt, 'state.json'), ckptPath = join(args.ckpt, 'checkpoint.safetensors');
-let state: State = { step: 0, totalSteps: args.steps ? Number(args.steps) : null, elapsedMs: 0, warmupMs: 0, curve: [], argv: process.argv.slice(2) };
+interface State {
+  step: number;
+  totalSteps: number | null;
+  elapsedMs: number;
+  warmupMs: number;
+  curve: { step: number; heldOut: number }[];
+  argv: string[];
+}
+const statePath = join(args.ckpt, 'state.json'),
+  ckptPath = join(args.ckpt, 'checkpoint.safetensors');
+let state: State = {
+  step: 0,
+  totalSteps: args.steps ? Number(args.steps) : null,
+  elapsedMs: 0,
+  warmupMs: 0,
+  curve: [],
+  argv: process.argv.slice(2),
+};
 if (args.resume && existsSync(statePath)) {
   state = JSON.parse(readFileSync(statePath, 'utf8')) as State;
   if (args.steps) state.totalSteps = Number(args.steps); // a resumed run may be given a new length
@@ -98,7 +142,12 @@ if (args.resume && existsSync(statePath)) {
 
 async function checkpoint(): Promise<void> {
   await mkdir(args.ckpt, { recursive: true });
-  const tensors = [...runner.values].map(([name, data]) => ({ name, dtype: 'F32' as const, shape: [data.length], data }));
+  const tensors = [...runner.values].map(([name, data]) => ({
+    name,
+    dtype: 'F32' as const,
+    shape: [data.length],
+    data,
+  }));
   await writeSafetensors(ckptPath, tensors);
   await writeFileAtomic(statePath, JSON.stringify(state, null, 1));
 }
@@ -108,13 +157,19 @@ const budgetMs = Number(args.minutes) * 60_000;
 const timed = state.totalSteps === null;
 const startWall = performance.now() - state.elapsedMs;
 let window: number[] = [];
-log(`training: batch ${B} x ${T}, lr ${LR}, warmup ${WARMUP}, ${timed ? `${args.minutes} minutes` : `${state.totalSteps} steps`}; setup ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+log(
+  `training: batch ${B} x ${T}, lr ${LR}, warmup ${WARMUP}, ` +
+    `${timed ? `${args.minutes} minutes` : `${state.totalSteps} steps`}; setup ` +
+    `${((performance.now() - t0) / 1000).toFixed(1)} s`,
+);
 while (timed ? state.elapsedMs < budgetMs : state.step < state.totalSteps!) {
   // With --minutes the cosine runs over wall time (the machine is shared, so speed varies); with --steps, over steps.
   if (state.step === WARMUP) state.warmupMs = state.elapsedMs;
-  const lr = LR * (timed && state.step >= WARMUP
-    ? cosineAt((state.elapsedMs - state.warmupMs) / (budgetMs - state.warmupMs))
-    : warmupCosine(state.step, state.totalSteps ?? WARMUP, WARMUP));
+  const lr =
+    LR *
+    (timed && state.step >= WARMUP
+      ? cosineAt((state.elapsedMs - state.warmupMs) / (budgetMs - state.warmupMs))
+      : warmupCosine(state.step, state.totalSteps ?? WARMUP, WARMUP));
   const batch = sampler.batch(state.step, B);
   const m = await runner.step({ input_ids: batch.inputIds, labels: batch.labels }, lr);
   if (!Number.isFinite(m.loss)) throw new Error(`pretrain: loss is ${m.loss} at step ${state.step + 1}; lower --lr`);
@@ -124,8 +179,13 @@ while (timed ? state.elapsedMs < budgetMs : state.step < state.totalSteps!) {
   if (state.step % 10 === 0) {
     const avg = window.reduce((a, b) => a + b, 0) / window.length;
     const tokS = (state.step * B * T) / (state.elapsedMs / 1000);
-    const where = timed ? `${(state.elapsedMs / 60000).toFixed(1)}/${args.minutes} min` : `${state.step}/${state.totalSteps}`;
-    log(`step ${state.step}  loss ${avg.toFixed(4)}  lr ${lr.toExponential(2)}  gnorm ${m.grad_norm.toFixed(3)}  ${tokS.toFixed(0)} tok/s  ${where}`);
+    const where = timed
+      ? `${(state.elapsedMs / 60000).toFixed(1)}/${args.minutes} min`
+      : `${state.step}/${state.totalSteps}`;
+    log(
+      `step ${state.step}  loss ${avg.toFixed(4)}  lr ${lr.toExponential(2)}  gnorm ${m.grad_norm.toFixed(3)}  ` +
+        `${tokS.toFixed(0)} tok/s  ${where}`,
+    );
     window = [];
   }
   const last = timed ? state.elapsedMs >= budgetMs : state.step === state.totalSteps;
@@ -145,17 +205,39 @@ const heldAll = evalBatches(heldStream, T, B, args['final-windows'] ? Number(arg
 const heldOutLoss = await evaluator.loss(heldAll, weights);
 const trainLoss = await evaluator.loss(evalBatches(trainStream, T, B, Math.min(512, heldAll.length * B)), weights);
 const wallSeconds = (performance.now() - startWall) / 1000;
-log(`train loss ${trainLoss.toFixed(4)}, held-out loss ${heldOutLoss.toFixed(4)} nats/byte (unigram ${unigram.toFixed(4)}), ${(wallSeconds / 60).toFixed(1)} min`);
+log(
+  `train loss ${trainLoss.toFixed(4)}, held-out loss ${heldOutLoss.toFixed(4)} nats/byte (unigram ` +
+    `${unigram.toFixed(4)}), ${(wallSeconds / 60).toFixed(1)} min`,
+);
 const stats: PretrainStats = {
-  command: [state.argv, ...(args.resume ? [process.argv.slice(2)] : [])].map((a) => `node --import tsx scripts/pretrain-demo.ts ${a.join(' ')}`.trim()).join('\n'),
-  schedule: timed ? `cosine over the ${args.minutes}-minute wall-clock budget (the step count follows the machine's speed)` : `cosine over ${state.totalSteps} steps`,
-  params, seed: SEED, steps: state.step, batch: B, seqLen: T, lr: LR, warmup: WARMUP,
-  tokensSeen: state.step * B * T, wallSeconds, cores: cpus().length,
+  command: [state.argv, ...(args.resume ? [process.argv.slice(2)] : [])]
+    .map((a) => `node --import tsx scripts/pretrain-demo.ts ${a.join(' ')}`.trim())
+    .join('\n'),
+  schedule: timed
+    ? `cosine over the ${args.minutes}-minute wall-clock budget (the step count follows the machine's speed)`
+    : `cosine over ${state.totalSteps} steps`,
+  params,
+  seed: SEED,
+  steps: state.step,
+  batch: B,
+  seqLen: T,
+  lr: LR,
+  warmup: WARMUP,
+  tokensSeen: state.step * B * T,
+  wallSeconds,
+  cores: cpus().length,
   data: {
-    genres: NON_FICTION_GENRES, trainFiles: split.train.length, trainBytes: byteCount(split.train),
-    heldOutFiles: split.heldOut.length, heldOutBytes: byteCount(split.heldOut), heldOutIds: split.heldOut.map((f) => f.id),
+    genres: NON_FICTION_GENRES,
+    trainFiles: split.train.length,
+    trainBytes: byteCount(split.train),
+    heldOutFiles: split.heldOut.length,
+    heldOutBytes: byteCount(split.heldOut),
+    heldOutIds: split.heldOut.map((f) => f.id),
   },
-  trainLoss, heldOutLoss, unigramLoss: unigram, curve: state.curve,
+  trainLoss,
+  heldOutLoss,
+  unigramLoss: unigram,
+  curve: state.curve,
 };
 await writeFileAtomic(join(args.ckpt, 'stats.json'), JSON.stringify(stats, null, 1));
 await writeDemoModel(args.out, config, weights, demoModelCard(stats));
@@ -171,8 +253,17 @@ function cosineAt(p: number): number {
 function unigramLoss(train: Uint16Array, held: Uint16Array): number {
   const counts = new Float64Array(256).fill(1);
   let n = 256;
-  for (const t of train) if (t < 256) { counts[t]++; n++; }
-  let sum = 0, m = 0;
-  for (const t of held) if (t < 256) { sum -= Math.log(counts[t] / n); m++; }
+  for (const t of train)
+    if (t < 256) {
+      counts[t]++;
+      n++;
+    }
+  let sum = 0,
+    m = 0;
+  for (const t of held)
+    if (t < 256) {
+      sum -= Math.log(counts[t] / n);
+      m++;
+    }
   return sum / m;
 }

@@ -14,6 +14,13 @@ const files = [];
     else if (name.endsWith('.test.ts') && (!filter || p.includes(filter))) files.push(p);
   }
 })(root);
-if (files.length === 0) { console.error(`no test files under ${root}`); process.exit(1); }
-const r = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files], { stdio: 'inherit' });
+if (files.length === 0) {
+  console.error(`no test files under ${root}`);
+  process.exit(1);
+}
+const r = spawnSync(
+  process.execPath,
+  ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files],
+  { stdio: 'inherit' },
+);
 process.exit(r.status ?? 1);

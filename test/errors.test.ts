@@ -5,7 +5,8 @@ import { ERROR_CODES, LorakitError } from '../src/errors.ts';
 
 test('every error code is documented in docs/errors.md', () => {
   const doc = readFileSync(new URL('../docs/errors.md', import.meta.url), 'utf8');
-  for (const code of Object.keys(ERROR_CODES)) assert.ok(doc.includes(`\`${code}\``), `${code} missing from docs/errors.md`);
+  for (const code of Object.keys(ERROR_CODES))
+    assert.ok(doc.includes(`\`${code}\``), `${code} missing from docs/errors.md`);
 });
 
 test('LorakitError carries its code', () => {

@@ -7,14 +7,22 @@ type Num = ArrayLike<number> | ArrayLike<bigint>;
 /** Asserts |a - b| <= atol + rtol·|b| elementwise and equal lengths; the message shows the worst element. */
 export function assertAllclose(actual: Num, expected: Num, { rtol = 1e-5, atol = 1e-6, what = 'value' } = {}): void {
   assert.equal(actual.length, expected.length, `${what}: length ${actual.length} != ${expected.length}`);
-  let worst = -1, worstErr = 0;
+  let worst = -1,
+    worstErr = 0;
   for (let i = 0; i < actual.length; i++) {
-    const a = Number(actual[i]), b = Number(expected[i]);
+    const a = Number(actual[i]),
+      b = Number(expected[i]);
     const err = Math.abs(a - b) - (atol + rtol * Math.abs(b));
-    if (!(err <= 0) && (worst < 0 || !(err <= worstErr))) { worst = i; worstErr = err; }
+    if (!(err <= 0) && (worst < 0 || !(err <= worstErr))) {
+      worst = i;
+      worstErr = err;
+    }
   }
   if (worst >= 0) {
-    assert.fail(`${what}: element ${worst} is ${Number(actual[worst])}, expected ${Number(expected[worst])} (rtol ${rtol}, atol ${atol})`);
+    assert.fail(
+      `${what}: element ${worst} is ${Number(actual[worst])}, expected ${Number(expected[worst])} (rtol ${rtol}, ` +
+        `atol ${atol})`,
+    );
   }
 }
 

@@ -3,11 +3,32 @@
 import type { CommandModule } from './main.ts';
 
 export const COMMANDS: Record<string, { describe: string; load: () => Promise<CommandModule> }> = {
-  info: { describe: 'Describe a Hugging Face model folder: architecture, sizes, modules, tokenizer', load: () => import('./info.ts') },
-  generate: { describe: 'Generate text from a prompt with a causal LM folder, streaming to stdout', load: () => import('./generate.ts') },
-  train: { describe: 'Fine-tune an adapter from a YAML run config (--config run.yaml [--set key=value])', load: () => import('./train.ts') },
-  eval: { describe: 'Mean token loss and perplexity of a causal LM (optionally with an adapter) on a text or JSONL file', load: () => import('./eval.ts') },
-  merge: { describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder', load: () => import('./merge.ts') },
-  demo: { describe: 'Train a LoRA adapter on the bundled byte-level model and Brown-corpus fiction (no download, ~2 minutes)', load: () => import('./demo.ts') },
-  selftest: { describe: 'Train a tiny graph on ONNX Runtime to check the installation', load: () => import('./selftest.ts') },
+  info: {
+    describe: 'Describe a Hugging Face model folder: architecture, sizes, modules, tokenizer',
+    load: () => import('./info.ts'),
+  },
+  generate: {
+    describe: 'Generate text from a prompt with a causal LM folder, streaming to stdout',
+    load: () => import('./generate.ts'),
+  },
+  train: {
+    describe: 'Fine-tune an adapter from a YAML run config (--config run.yaml [--set key=value])',
+    load: () => import('./train.ts'),
+  },
+  eval: {
+    describe: 'Mean token loss and perplexity of a causal LM (optionally with an adapter) on a text or JSONL file',
+    load: () => import('./eval.ts'),
+  },
+  merge: {
+    describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder',
+    load: () => import('./merge.ts'),
+  },
+  demo: {
+    describe: 'Train a LoRA adapter on the bundled byte-level model and Brown-corpus fiction (no download, ~2 minutes)',
+    load: () => import('./demo.ts'),
+  },
+  selftest: {
+    describe: 'Train a tiny graph on ONNX Runtime to check the installation',
+    load: () => import('./selftest.ts'),
+  },
 };

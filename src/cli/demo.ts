@@ -4,10 +4,21 @@
 import type { CommandModule } from './main.ts';
 import { intFlag } from './flags.ts';
 
-interface DemoFlags { steps?: string | number; seed?: string | number; out?: string; model?: string; quiet?: boolean }
+interface DemoFlags {
+  steps?: string | number;
+  seed?: string | number;
+  out?: string;
+  model?: string;
+  quiet?: boolean;
+}
 
 export const register: CommandModule['register'] = (cli) => {
-  cli.command('demo', 'Train a LoRA adapter on Brown-corpus fiction over the bundled byte-level Llama (no download, ~2 minutes on 2 cores)')
+  cli
+    .command(
+      'demo',
+      'Train a LoRA adapter on Brown-corpus fiction over the bundled byte-level Llama (no download, ~2 minutes on 2 ' +
+        'cores)',
+    )
     .option('--steps <n>', 'Training steps (default 100)')
     .option('--seed <n>', 'Seed of the adapter init, data order and sampling (default 0)')
     .option('--out <dir>', 'Run folder; the adapter is saved in <dir>/final (default: a new temp folder)')
@@ -18,11 +29,15 @@ export const register: CommandModule['register'] = (cli) => {
       const seed = intFlag('seed', flags.seed, 0);
       const { runDemo } = await import('../demo/index.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');
-      const say = (line: string) => { if (!flags.quiet) console.log(line); };
+      const say = (line: string) => {
+        if (!flags.quiet) console.log(line);
+      };
       try {
         const r = await runDemo({
-          ...(steps !== undefined ? { steps } : {}), ...(seed !== undefined ? { seed } : {}),
-          ...(flags.out ? { outDir: flags.out } : {}), ...(flags.model ? { modelDir: flags.model } : {}),
+          ...(steps !== undefined ? { steps } : {}),
+          ...(seed !== undefined ? { seed } : {}),
+          ...(flags.out ? { outDir: flags.out } : {}),
+          ...(flags.model ? { modelDir: flags.model } : {}),
           log: flags.quiet ? undefined : say,
         });
         say('');
@@ -30,7 +45,11 @@ export const register: CommandModule['register'] = (cli) => {
         say(`sample before (base model):   ${JSON.stringify(r.prompt + r.sampleBefore)}`);
         say(`sample after (with adapter):  ${JSON.stringify(r.prompt + r.sampleAfter)}`);
         const drop = r.heldOutBefore - r.heldOutAfter;
-        say(`held-out fiction loss fell by ${drop.toFixed(4)} nats/byte (${((100 * drop) / r.heldOutBefore).toFixed(1)} %; perplexity ${Math.exp(r.heldOutBefore).toFixed(3)} -> ${Math.exp(r.heldOutAfter).toFixed(3)}) in ${r.seconds.toFixed(0)} s`);
+        say(
+          `held-out fiction loss fell by ${drop.toFixed(4)} nats/byte ` +
+            `(${((100 * drop) / r.heldOutBefore).toFixed(1)} %; perplexity ${Math.exp(r.heldOutBefore).toFixed(3)} ` +
+            `-> ${Math.exp(r.heldOutAfter).toFixed(3)}) in ${r.seconds.toFixed(0)} s`,
+        );
         console.log(`held-out loss ${r.heldOutBefore.toFixed(4)} -> ${r.heldOutAfter.toFixed(4)}`);
       } finally {
         await shutdownRuntime();

@@ -15,7 +15,12 @@ export function intFlag(flag: string, v: unknown, min = 1): number | undefined {
   if (v === undefined) return undefined;
   const n = typeof v === 'number' ? v : NaN;
   if (!Number.isInteger(n) || n < min) {
-    throw bad(flag, min === 1 ? `--${flag} expects a positive integer, got ${JSON.stringify(v)}` : `--${flag} expects an integer >= ${min}, got ${JSON.stringify(v)}`);
+    throw bad(
+      flag,
+      min === 1
+        ? `--${flag} expects a positive integer, got ${JSON.stringify(v)}`
+        : `--${flag} expects an integer >= ${min}, got ${JSON.stringify(v)}`,
+    );
   }
   return n;
 }
@@ -23,6 +28,7 @@ export function intFlag(flag: string, v: unknown, min = 1): number | undefined {
 /** A finite number flag; undefined when absent. */
 export function numberFlag(flag: string, v: unknown): number | undefined {
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(flag, `--${flag} expects a number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw bad(flag, `--${flag} expects a number, got ${JSON.stringify(v)}`);
   return v;
 }

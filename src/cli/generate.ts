@@ -19,22 +19,24 @@ interface Flags {
 }
 
 export const register: CommandModule['register'] = (cli) => {
-  cli.command('generate', 'Generate text from a prompt with a causal LM folder, streaming it to stdout')
+  cli
+    .command('generate', 'Generate text from a prompt with a causal LM folder, streaming it to stdout')
     .option('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors, tokenizer)')
     .option('--prompt <text>', 'The prompt')
-    .option('--chat', 'Render the prompt as a user message with the model\'s chat template')
+    .option('--chat', "Render the prompt as a user message with the model's chat template")
     .option('--system <text>', 'With --chat: a system message before the prompt')
     .option('--max-new-tokens <n>', 'New tokens at most', { default: 64 })
     .option('--temperature <t>', 'Sampling temperature (0 = greedy, the default)')
     .option('--top-k <k>', 'Sample among the k most likely tokens')
     .option('--top-p <p>', 'Sample among the most likely tokens whose probability reaches p')
-    .option('--repetition-penalty <r>', 'transformers\' repetition penalty (> 1 discourages repeats)')
+    .option('--repetition-penalty <r>', "transformers' repetition penalty (> 1 discourages repeats)")
     .option('--seed <n>', 'Seed for sampling (default: random)')
     .option('--stop <text>', 'Stop before this text (repeatable)')
-    .option('--adapter <dir>', 'PEFT adapter folder to generate with (applied through the model\'s hooks, unmerged)')
+    .option('--adapter <dir>', "PEFT adapter folder to generate with (applied through the model's hooks, unmerged)")
     .action(async (flags: Flags) => {
       const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder');
-      if (flags.prompt === undefined || typeof flags.prompt === 'boolean') throw new LorakitError('LK_INVALID_ARGUMENT', '--prompt <text> is required', { option: 'prompt' });
+      if (flags.prompt === undefined || typeof flags.prompt === 'boolean')
+        throw new LorakitError('LK_INVALID_ARGUMENT', '--prompt <text> is required', { option: 'prompt' });
       const prompt = String(flags.prompt);
       const { loadModel } = await import('../models/index.ts');
       const { generate } = await import('../models/generate.ts');
@@ -45,20 +47,27 @@ export const register: CommandModule['register'] = (cli) => {
         const tokenizer = await HfTokenizer.fromDir(modelDir);
         let input: { prompt: string } | { messages: { role: string; content: string }[]; chatTemplate: string };
         if (flags.chat) {
-          const messages = [...(flags.system !== undefined ? [{ role: 'system', content: String(flags.system) }] : []), { role: 'user', content: prompt }];
+          const messages = [
+            ...(flags.system !== undefined ? [{ role: 'system', content: String(flags.system) }] : []),
+            { role: 'user', content: prompt },
+          ];
           input = { messages, chatTemplate: await loadChatTemplate(modelDir) };
         } else {
           input = { prompt };
         }
-        let adapter;
+        let adapter: ReturnType<import('../peft/index.ts').PeftModel['generationAdapter']> | undefined;
         if (flags.adapter !== undefined) {
-          if (typeof flags.adapter !== 'string') throw new LorakitError('LK_INVALID_ARGUMENT', '--adapter <dir> expects a PEFT adapter folder', { option: 'adapter' });
+          if (typeof flags.adapter !== 'string')
+            throw new LorakitError('LK_INVALID_ARGUMENT', '--adapter <dir> expects a PEFT adapter folder', {
+              option: 'adapter',
+            });
           const { PeftModel, adaptable, loadAdapter } = await import('../peft/index.ts');
           const peft = new PeftModel(adaptable(model));
           await loadAdapter(peft, flags.adapter);
           adapter = peft.generationAdapter();
         }
-        const stop = flags.stop === undefined ? undefined : (Array.isArray(flags.stop) ? flags.stop : [flags.stop]).map(String);
+        const stop =
+          flags.stop === undefined ? undefined : (Array.isArray(flags.stop) ? flags.stop : [flags.stop]).map(String);
         await generate(model, tokenizer, {
           ...input,
           adapter,
@@ -69,7 +78,9 @@ export const register: CommandModule['register'] = (cli) => {
           repetitionPenalty: numberFlag('repetition-penalty', flags.repetitionPenalty),
           seed: numberFlag('seed', flags.seed),
           stop,
-          onToken: (piece) => { if (piece) process.stdout.write(piece); },
+          onToken: (piece) => {
+            if (piece) process.stdout.write(piece);
+          },
         });
         process.stdout.write('\n');
       } finally {

@@ -14,7 +14,8 @@ import type { CommandModule } from './main.ts';
 export interface ModuleInfo {
   name: string;
   kind: 'linear' | 'embedding' | 'norm' | 'other';
-  /** Linear: [in, out] (whatever the storage layout); embedding: [rows, dim]; norm: [dim]; other: the tensor's shape. */
+  /** Linear: [in, out] (whatever the storage layout); embedding: [rows, dim]; norm: [dim]; other: the tensor's shape.
+   * */
   shape: number[];
   bias: boolean;
   /** How many modules the line stands for (the folded layers). */
@@ -57,11 +58,15 @@ export interface ModelInfo {
 export async function modelInfo(dir: string): Promise<ModelInfo> {
   const s = await stat(dir).catch(() => null);
   if (!s) throw new LorakitError('LK_FILE_NOT_FOUND', `model folder ${dir} not found`, { path: dir });
-  if (!s.isDirectory()) throw new LorakitError('LK_FILE_INVALID', `${dir}: expected a model folder, found a file`, { path: dir });
+  if (!s.isDirectory())
+    throw new LorakitError('LK_FILE_INVALID', `${dir}: expected a model folder, found a file`, { path: dir });
   const raw = (await readJsonFile(join(dir, 'config.json'))) as Record<string, unknown>;
   const config = parseModelConfig(raw, join(dir, 'config.json'));
   const weights = await openWeights(dir);
-  const tensors = weights.names().map((n) => weights.info(n)).filter((t) => !isBuffer(t.name, t.shape));
+  const tensors = weights
+    .names()
+    .map((n) => weights.info(n))
+    .filter((t) => !isBuffer(t.name, t.shape));
   const files = weights instanceof ShardedWeights ? new Set(weights.names().map((n) => weights.shardOf(n))).size : 1;
   await weights.close();
   const dtypes: Record<string, number> = {};
@@ -91,18 +96,57 @@ function isBuffer(name: string, shape: number[]): boolean {
   return /(^|\.)attn\.(masked_)?bias$/.test(name) && shape.length === 4;
 }
 
-function dimsOf(c: ModelConfig): Pick<ModelInfo, 'layers' | 'hiddenSize' | 'heads' | 'kvHeads' | 'headDim' | 'intermediateSize' | 'vocabSize' | 'maxPositions' | 'tiedEmbeddings'> {
+function dimsOf(
+  c: ModelConfig,
+): Pick<
+  ModelInfo,
+  | 'layers'
+  | 'hiddenSize'
+  | 'heads'
+  | 'kvHeads'
+  | 'headDim'
+  | 'intermediateSize'
+  | 'vocabSize'
+  | 'maxPositions'
+  | 'tiedEmbeddings'
+> {
   if (c.model_type === 'gpt2') {
-    return { layers: c.n_layer, hiddenSize: c.n_embd, heads: c.n_head, kvHeads: c.n_head, headDim: c.n_embd / c.n_head, intermediateSize: c.n_inner,
-      vocabSize: c.vocab_size, maxPositions: c.n_positions, tiedEmbeddings: c.tie_word_embeddings };
+    return {
+      layers: c.n_layer,
+      hiddenSize: c.n_embd,
+      heads: c.n_head,
+      kvHeads: c.n_head,
+      headDim: c.n_embd / c.n_head,
+      intermediateSize: c.n_inner,
+      vocabSize: c.vocab_size,
+      maxPositions: c.n_positions,
+      tiedEmbeddings: c.tie_word_embeddings,
+    };
   }
   if (c.model_type === 'bert') {
-    return { layers: c.num_hidden_layers, hiddenSize: c.hidden_size, heads: c.num_attention_heads, kvHeads: c.num_attention_heads,
-      headDim: c.hidden_size / c.num_attention_heads, intermediateSize: c.intermediate_size, vocabSize: c.vocab_size,
-      maxPositions: c.max_position_embeddings, tiedEmbeddings: c.tie_word_embeddings };
+    return {
+      layers: c.num_hidden_layers,
+      hiddenSize: c.hidden_size,
+      heads: c.num_attention_heads,
+      kvHeads: c.num_attention_heads,
+      headDim: c.hidden_size / c.num_attention_heads,
+      intermediateSize: c.intermediate_size,
+      vocabSize: c.vocab_size,
+      maxPositions: c.max_position_embeddings,
+      tiedEmbeddings: c.tie_word_embeddings,
+    };
   }
-  return { layers: c.num_hidden_layers, hiddenSize: c.hidden_size, heads: c.num_attention_heads, kvHeads: c.num_key_value_heads, headDim: c.head_dim,
-    intermediateSize: c.intermediate_size, vocabSize: c.vocab_size, maxPositions: c.max_position_embeddings, tiedEmbeddings: c.tie_word_embeddings };
+  return {
+    layers: c.num_hidden_layers,
+    hiddenSize: c.hidden_size,
+    heads: c.num_attention_heads,
+    kvHeads: c.num_key_value_heads,
+    headDim: c.head_dim,
+    intermediateSize: c.intermediate_size,
+    vocabSize: c.vocab_size,
+    maxPositions: c.max_position_embeddings,
+    tiedEmbeddings: c.tie_word_embeddings,
+  };
 }
 
 /** Groups tensors into modules and folds runs of layer indices: `h.0.attn`, `h.1.attn` → `h.{0..1}.attn`. */
@@ -123,7 +167,10 @@ function foldModules(tensors: { name: string; shape: number[] }[], conv1d: boole
     const indices = [...name.matchAll(/\.(\d+)(?=\.|$)/g)].map((x) => Number(x[1]));
     const key = `${name.replace(/\.(\d+)(?=\.|$)/g, '.{}')}|${info.kind}|${info.shape.join(',')}|${info.bias}`;
     const f = folded.get(key);
-    if (f) { f.indices.push(indices); f.info.count++; } else folded.set(key, { info, indices: [indices] });
+    if (f) {
+      f.indices.push(indices);
+      f.info.count++;
+    } else folded.set(key, { info, indices: [indices] });
   }
   const out: ModuleInfo[] = [];
   for (const { info, indices } of folded.values()) {
@@ -137,13 +184,25 @@ function foldModules(tensors: { name: string; shape: number[] }[], conv1d: boole
   return out.sort((a, b) => naturalCompare(a.name, b.name));
 }
 
-function describeModule(name: string, m: { weight?: number[]; bias: boolean; other?: number[] }, conv1d: boolean): ModuleInfo {
+function describeModule(
+  name: string,
+  m: { weight?: number[]; bias: boolean; other?: number[] },
+  conv1d: boolean,
+): ModuleInfo {
   const w = m.weight;
   if (!w) return { name, kind: 'other', shape: m.other ?? [], bias: m.bias, count: 1 };
   if (w.length === 1) return { name, kind: 'norm', shape: w, bias: m.bias, count: 1 };
-  if (w.length === 2 && /(embed|(^|\.)wte$|(^|\.)wpe$)/.test(name)) return { name, kind: 'embedding', shape: w, bias: m.bias, count: 1 };
+  if (w.length === 2 && /(embed|(^|\.)wte$|(^|\.)wpe$)/.test(name))
+    return { name, kind: 'embedding', shape: w, bias: m.bias, count: 1 };
   // PyTorch Linear stores [out, in]; GPT-2's Conv1D stores [in, out].
-  if (w.length === 2) return { name, kind: 'linear', shape: conv1d && !name.endsWith('lm_head') ? [w[0], w[1]] : [w[1], w[0]], bias: m.bias, count: 1 };
+  if (w.length === 2)
+    return {
+      name,
+      kind: 'linear',
+      shape: conv1d && !name.endsWith('lm_head') ? [w[0], w[1]] : [w[1], w[0]],
+      bias: m.bias,
+      count: 1,
+    };
   return { name, kind: 'other', shape: w, bias: m.bias, count: 1 };
 }
 
@@ -161,31 +220,63 @@ function naturalCompare(a: string, b: string): number {
 
 async function tokenizerInfo(dir: string): Promise<ModelInfo['tokenizer']> {
   const present = new Set(await readdir(dir));
-  const files = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'vocab.txt', 'chat_template.jinja', 'chat_template.json']
-    .filter((f) => present.has(f));
-  let kind: string | null = null, vocabSize: number | null = null;
+  const files = [
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'special_tokens_map.json',
+    'vocab.json',
+    'merges.txt',
+    'vocab.txt',
+    'chat_template.jinja',
+    'chat_template.json',
+  ].filter((f) => present.has(f));
+  let kind: string | null = null,
+    vocabSize: number | null = null;
   const idOf = new Map<string, number>();
   if (present.has('tokenizer.json')) {
-    const tj = (await readJsonFile(join(dir, 'tokenizer.json'))) as { model?: { type?: string; vocab?: unknown }; added_tokens?: { id: number; content: string }[] };
+    const tj = (await readJsonFile(join(dir, 'tokenizer.json'))) as {
+      model?: { type?: string; vocab?: unknown };
+      added_tokens?: { id: number; content: string }[];
+    };
     kind = typeof tj.model?.type === 'string' ? tj.model.type : null;
     const vocab = tj.model?.vocab;
-    const ids = Array.isArray(vocab) ? vocab.map((_, i) => i) : vocab && typeof vocab === 'object' ? Object.values(vocab as Record<string, number>) : [];
-    for (const t of tj.added_tokens ?? []) { ids.push(t.id); idOf.set(t.content, t.id); }
-    if (vocab && typeof vocab === 'object' && !Array.isArray(vocab)) for (const [k, v] of Object.entries(vocab as Record<string, number>)) if (!idOf.has(k)) idOf.set(k, v);
+    const ids = Array.isArray(vocab)
+      ? vocab.map((_, i) => i)
+      : vocab && typeof vocab === 'object'
+        ? Object.values(vocab as Record<string, number>)
+        : [];
+    for (const t of tj.added_tokens ?? []) {
+      ids.push(t.id);
+      idOf.set(t.content, t.id);
+    }
+    if (vocab && typeof vocab === 'object' && !Array.isArray(vocab))
+      for (const [k, v] of Object.entries(vocab as Record<string, number>)) if (!idOf.has(k)) idOf.set(k, v);
     vocabSize = ids.length ? Math.max(...ids) + 1 : null;
   } else if (present.has('vocab.json') && present.has('merges.txt')) kind = 'BPE (vocab.json + merges.txt)';
   else if (present.has('vocab.txt')) kind = 'WordPiece (vocab.txt)';
   let config: Record<string, unknown> = {};
-  if (present.has('tokenizer_config.json')) config = (await readJsonFile(join(dir, 'tokenizer_config.json'))) as Record<string, unknown>;
-  if (present.has('special_tokens_map.json')) config = { ...config, ...((await readJsonFile(join(dir, 'special_tokens_map.json'))) as Record<string, unknown>) };
-  const content = (v: unknown): string | null => (typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string' ? (v as { content: string }).content : null);
+  if (present.has('tokenizer_config.json'))
+    config = (await readJsonFile(join(dir, 'tokenizer_config.json'))) as Record<string, unknown>;
+  if (present.has('special_tokens_map.json'))
+    config = { ...config, ...((await readJsonFile(join(dir, 'special_tokens_map.json'))) as Record<string, unknown>) };
+  const content = (v: unknown): string | null =>
+    typeof v === 'string'
+      ? v
+      : v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string'
+        ? (v as { content: string }).content
+        : null;
   const special: Record<string, { token: string; id: number | null } | null> = {};
   for (const k of ['bos', 'eos', 'pad', 'unk']) {
     const c = content(config[`${k}_token`]);
     special[k] = c === null ? null : { token: c, id: idOf.get(c) ?? null };
   }
-  const chatTemplate = config.chat_template ? 'tokenizer_config.json' : present.has('chat_template.jinja') ? 'chat_template.jinja'
-    : present.has('chat_template.json') ? 'chat_template.json' : null;
+  const chatTemplate = config.chat_template
+    ? 'tokenizer_config.json'
+    : present.has('chat_template.jinja')
+      ? 'chat_template.jinja'
+      : present.has('chat_template.json')
+        ? 'chat_template.json'
+        : null;
   return { files, kind, vocabSize, special, chatTemplate };
 }
 
@@ -194,21 +285,44 @@ export function formatModelInfo(i: ModelInfo): string {
   const rows: [string, string][] = [
     ['architecture', `${i.architecture} (model_type ${i.modelType})`],
     ['parameters', `${humanCount(i.parameters)} (${i.parameters.toLocaleString('en-US')})`],
-    ['dtypes', `${Object.entries(i.dtypes).map(([d, n]) => `${d} (${n} tensors)`).join(', ')} in ${i.weightFiles} file${i.weightFiles > 1 ? 's' : ''}${i.configDtype ? `; config dtype ${i.configDtype}` : ''}`],
+    [
+      'dtypes',
+      `${Object.entries(i.dtypes)
+        .map(([d, n]) => `${d} (${n} tensors)`)
+        .join(', ')} in ${i.weightFiles} file${i.weightFiles > 1 ? 's' : ''}${
+        i.configDtype ? `; config dtype ` + `${i.configDtype}` : ''
+      }`,
+    ],
     ['layers', String(i.layers)],
-    ['hidden size', `${i.hiddenSize} (${i.heads} heads x ${i.headDim}${i.kvHeads !== i.heads ? `, ${i.kvHeads} kv heads` : ''}), MLP ${i.intermediateSize}`],
+    [
+      'hidden size',
+      `${i.hiddenSize} (${i.heads} heads x ${i.headDim}${i.kvHeads !== i.heads ? `, ${i.kvHeads} kv heads` : ''}), ` +
+        `MLP ${i.intermediateSize}`,
+    ],
     ['vocab', String(i.vocabSize)],
     ['max positions', String(i.maxPositions)],
   ];
-  if (i.modelType !== 'bert') rows.push(['tied embeddings', i.tiedEmbeddings ? 'yes (the output layer reuses the input embedding)' : 'no']);
-  const lines = [i.dir, ...rows.map(([k, v]) => `  ${k.padEnd(16)} ${v}`), `modules (${i.modules.reduce((a, m) => a + m.count, 0)}):`];
+  if (i.modelType !== 'bert')
+    rows.push(['tied embeddings', i.tiedEmbeddings ? 'yes (the output layer reuses the input embedding)' : 'no']);
+  const lines = [
+    i.dir,
+    ...rows.map(([k, v]) => `  ${k.padEnd(16)} ${v}`),
+    `modules (${i.modules.reduce((a, m) => a + m.count, 0)}):`,
+  ];
   const width = Math.max(...i.modules.map((m) => m.name.length));
   for (const m of i.modules) {
-    const shape = m.kind === 'linear' ? `[${m.shape[0]} -> ${m.shape[1]}]` : m.kind === 'embedding' ? `[${m.shape[0]} x ${m.shape[1]}]` : `[${m.shape.join(', ')}]`;
+    const shape =
+      m.kind === 'linear'
+        ? `[${m.shape[0]} -> ${m.shape[1]}]`
+        : m.kind === 'embedding'
+          ? `[${m.shape[0]} x ${m.shape[1]}]`
+          : `[${m.shape.join(', ')}]`;
     lines.push(`  ${m.name.padEnd(width)}  ${m.kind} ${shape}${m.bias ? ' +bias' : ''}`);
   }
   const t = i.tokenizer;
-  const special = Object.entries(t.special).map(([k, v]) => `${k} ${v ? `${v.token}${v.id !== null ? ` (${v.id})` : ''}` : 'none'}`).join(', ');
+  const special = Object.entries(t.special)
+    .map(([k, v]) => `${k} ${v ? `${v.token}${v.id !== null ? ` (${v.id})` : ''}` : 'none'}`)
+    .join(', ');
   lines.push('tokenizer:');
   lines.push(`  ${'files'.padEnd(16)} ${t.files.join(', ') || 'none'}`);
   if (t.kind) lines.push(`  ${'model'.padEnd(16)} ${t.kind}${t.vocabSize ? `, ${t.vocabSize} tokens` : ''}`);
@@ -225,7 +339,8 @@ function humanCount(n: number): string {
 }
 
 export const register: CommandModule['register'] = (cli) => {
-  cli.command('info <model-dir>', 'Describe a Hugging Face model folder (no weights are loaded)')
+  cli
+    .command('info <model-dir>', 'Describe a Hugging Face model folder (no weights are loaded)')
     .option('--json', 'Print the description as JSON')
     .action(async (dir: string, flags: { json?: boolean }) => {
       const info = await modelInfo(dir);

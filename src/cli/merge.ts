@@ -2,11 +2,17 @@
 import type { CommandModule } from './main.ts';
 import { requiredFlag } from './flags.ts';
 
-interface Flags { model?: unknown; adapter?: unknown; out?: unknown; force?: boolean }
+interface Flags {
+  model?: unknown;
+  adapter?: unknown;
+  out?: unknown;
+  force?: boolean;
+}
 
 /** A required folder flag's value. */
 export const register: CommandModule['register'] = (cli) => {
-  cli.command('merge', 'Merge a PEFT adapter into its base model and write a Hugging Face model folder')
+  cli
+    .command('merge', 'Merge a PEFT adapter into its base model and write a Hugging Face model folder')
     .option('--model <dir>', 'Base model folder (config.json, model.safetensors, tokenizer)')
     .option('--adapter <dir>', 'PEFT adapter folder (adapter_config.json, adapter_model.safetensors)')
     .option('--out <dir>', 'Folder to write the merged model to (created whole, or not at all)')
@@ -21,9 +27,16 @@ export const register: CommandModule['register'] = (cli) => {
       try {
         const peft = new PeftModel(adaptable(model));
         const { unused } = await loadAdapter(peft, adapterDir);
-        if (unused.length) process.stderr.write(`lorakit: note: ${unused.length} tensor(s) of ${adapterDir} are not used by lorakit and were ignored: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}\n`);
+        if (unused.length)
+          process.stderr.write(
+            `lorakit: note: ${unused.length} tensor(s) of ${adapterDir} are not used by lorakit and were ignored: ` +
+              `${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', ...' : ''}\n`,
+          );
         const r = await exportMerged(model, peft, out, { overwrite: flags.force === true });
-        console.log(`merged ${adapterDir} into ${modelDir}: ${r.merged.length} of ${r.tensors} tensors changed, written to ${out} (model.safetensors, ${r.files.join(', ')})`);
+        console.log(
+          `merged ${adapterDir} into ${modelDir}: ${r.merged.length} of ${r.tensors} tensors changed, written to ` +
+            `${out} (model.safetensors, ${r.files.join(', ')})`,
+        );
       } finally {
         await model.close();
       }

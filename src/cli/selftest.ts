@@ -7,7 +7,9 @@ export const register: CommandModule['register'] = (cli) => {
     const { compile, shutdownRuntime } = await import('../runtime/index.ts');
     const { adamw, addTrainStep, TrainStepRunner } = await import('../optim/index.ts');
     const g = new Graph('selftest');
-    const x = g.input('x', 'f32', [64, 4]), y = g.input('y', 'f32', [64]), w = g.input('w', 'f32', [4, 1]);
+    const x = g.input('x', 'f32', [64, 4]),
+      y = g.input('y', 'f32', [64]),
+      w = g.input('w', 'f32', [4, 1]);
     const err = x.matmul(w).squeeze(1).sub(y);
     const layout = addTrainStep(g, err.mul(err).mean(), { optimizer: adamw(), groups: [{ params: [w] }] });
     const r = new TrainStepRunner(await compile(g), layout, { w: new Float32Array(4) });

@@ -65,7 +65,10 @@ export function initDemoWeights(config: ModelConfig, seed: number): Map<string, 
   const out = new Map<string, Float32Array>();
   for (const p of familyOf(config).parameters(config)) {
     const n = p.shape.reduce((a, b) => a * b, 1);
-    if (p.shape.length === 1) { out.set(p.name, new Float32Array(n).fill(1)); continue; }
+    if (p.shape.length === 1) {
+      out.set(p.name, new Float32Array(n).fill(1));
+      continue;
+    }
     const residual = /\.(o_proj|down_proj)\.weight$/.test(p.name);
     out.set(p.name, new Rng(seedFrom(seed, p.name)).normalArray(n, residual ? 0.02 / Math.sqrt(2 * layers) : 0.02));
   }
@@ -73,22 +76,39 @@ export function initDemoWeights(config: ModelConfig, seed: number): Map<string, 
 }
 
 /** Writes model.safetensors (F32, HF names, tied head not stored) and the config/tokenizer/generation files. */
-export async function writeDemoModel(dir: string, config: ModelConfig, weights: ReadonlyMap<string, Float32Array>, card: string): Promise<void> {
+export async function writeDemoModel(
+  dir: string,
+  config: ModelConfig,
+  weights: ReadonlyMap<string, Float32Array>,
+  card: string,
+): Promise<void> {
   await mkdir(dir, { recursive: true });
-  const tensors = familyOf(config).parameters(config).map((p) => {
-    const data = weights.get(p.name);
-    if (!data) throw new Error(`internal: no value for weight ${p.name}`);
-    return { name: p.name, dtype: 'F32' as const, shape: p.shape, data };
-  });
+  const tensors = familyOf(config)
+    .parameters(config)
+    .map((p) => {
+      const data = weights.get(p.name);
+      if (!data) throw new Error(`internal: no value for weight ${p.name}`);
+      return { name: p.name, dtype: 'F32' as const, shape: p.shape, data };
+    });
   await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
   await writeFileAtomic(join(dir, 'config.json'), json(demoConfigJson()));
-  await writeFileAtomic(join(dir, 'generation_config.json'), json({
-    _from_model_config: true, bos_token_id: BOS_ID, eos_token_id: EOS_ID, pad_token_id: PAD_ID, transformers_version: '4.57.6',
-  }));
+  await writeFileAtomic(
+    join(dir, 'generation_config.json'),
+    json({
+      _from_model_config: true,
+      bos_token_id: BOS_ID,
+      eos_token_id: EOS_ID,
+      pad_token_id: PAD_ID,
+      transformers_version: '4.57.6',
+    }),
+  );
   await writeFileAtomic(join(dir, 'tokenizer.json'), json(byteTokenizerJson()));
   await writeFileAtomic(join(dir, 'tokenizer_config.json'), json(byteTokenizerConfig(DEMO_SEQ_LEN)));
-  await writeFileAtomic(join(dir, 'special_tokens_map.json'), json({ bos_token: '<s>', eos_token: '</s>', pad_token: '<pad>' }));
+  await writeFileAtomic(
+    join(dir, 'special_tokens_map.json'),
+    json({ bos_token: '<s>', eos_token: '</s>', pad_token: '<pad>' }),
+  );
   await writeFileAtomic(join(dir, 'README.md'), card);
 }
 
@@ -107,7 +127,14 @@ export interface PretrainStats {
   tokensSeen: number;
   wallSeconds: number;
   cores: number;
-  data: { genres: readonly string[]; trainFiles: number; trainBytes: number; heldOutFiles: number; heldOutBytes: number; heldOutIds: string[] };
+  data: {
+    genres: readonly string[];
+    trainFiles: number;
+    trainBytes: number;
+    heldOutFiles: number;
+    heldOutBytes: number;
+    heldOutIds: string[];
+  };
   /** Final losses in nats per byte (train: evaluated on fixed train windows; held-out: every held-out window). */
   trainLoss: number;
   heldOutLoss: number;
@@ -125,7 +152,8 @@ const bpb = (x: number) => (x / Math.LN2).toFixed(3);
 export function demoModelCard(s: PretrainStats): string {
   const c = demoConfigJson();
   const rows = s.curve.map((p) => `| ${p.step} | ${f4(p.heldOut)} |`).join('\n');
-  return `---
+  return (
+    `---
 library_name: transformers
 license: apache-2.0
 pipeline_tag: text-generation
@@ -142,7 +170,8 @@ ships in the repository so the demo needs no download. Loads with \`transformers
 
 - LlamaForCausalLM: ${c.num_hidden_layers} layers, hidden ${c.hidden_size}, ${c.num_attention_heads} heads of ${c.head_dim}, ${c.num_key_value_heads} key/value heads (GQA), SwiGLU MLP ${c.intermediate_size}, RMSNorm, RoPE (θ ${c.rope_theta}), tied input/output embeddings.
 - Parameters: ${s.params.toLocaleString('en-US')} (float32, model.safetensors).
-- Vocabulary: ${VOCAB_SIZE} tokens: the 256 UTF-8 bytes (id = byte value), \`<s>\` ${BOS_ID}, \`</s>\` ${EOS_ID}, \`<pad>\` ${PAD_ID}. tokenizer.json is a
+- Vocabulary: ${VOCAB_SIZE} tokens: the 256 UTF-8 bytes (id = byte value), \`<s>\` ${BOS_ID}, \`</s>\` ${EOS_ID}, ` +
+    `\`<pad>\` ${PAD_ID}. tokenizer.json is a
   ByteLevel BPE with no merges (any UTF-8 text round-trips); the tokenizer adds \`<s>\` in front.
 - Context: ${s.seqLen} tokens (bytes).
 
@@ -187,5 +216,6 @@ ${rows}
 
 A toy: ${(s.tokensSeen / 1e6).toFixed(1)}M bytes of 1960s American non-fiction. It writes plausible English words and
 phrases, not sense. Use it to try adapters quickly, not for anything that needs a language model.
-`;
+`
+  );
 }

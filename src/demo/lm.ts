@@ -1,7 +1,8 @@
 /**
  * The graphs of byte-level language modelling that the demo and the pretraining script share: the forward pass
  * with its mean next-token cross-entropy (the demo's Trainer task builds on it), a train step (that loss, backward
- * and AdamW in one graph, via optim/addTrainStep, for the pretraining loop) and an evaluation graph (summed NLL and target count of a batch, so a whole held-out set averages exactly). Both read
+ * and AdamW in one graph, via optim/addTrainStep, for the pretraining loop) and an evaluation graph (summed NLL and
+ * target count of a batch, so a whole held-out set averages exactly). Both read
  * the trainable tensors (all weights when pretraining, the LoRA tensors in the demo) as graph inputs, so the
  * evaluation session is fed the train runner's current values and compiles only once.
  * Not here: data (data.ts), what is trainable (the callers build the ModelContext).
@@ -52,18 +53,36 @@ export interface TrainStepSpec {
 }
 
 /** Compiles the train step and wraps it in a TrainStepRunner holding `init` (values by graph-input name). */
-export async function compileTrainStep(make: ContextFactory, spec: TrainStepSpec, init: ReadonlyMap<string, Float32Array>): Promise<TrainStepRunner> {
+export async function compileTrainStep(
+  make: ContextFactory,
+  spec: TrainStepSpec,
+  init: ReadonlyMap<string, Float32Array>,
+): Promise<TrainStepRunner> {
   const { graph, loss, trainable } = lmLossGraph(make, spec.batch, spec.seqLen, 'lm-train');
-  const layout = addTrainStep(graph, loss, { optimizer: spec.optimizer, groups: spec.groups(trainable), clipNorm: spec.clipNorm });
+  const layout = addTrainStep(graph, loss, {
+    optimizer: spec.optimizer,
+    groups: spec.groups(trainable),
+    clipNorm: spec.clipNorm,
+  });
   const session = await compile(graph, spec.compile);
   return new TrainStepRunner(session, layout, Object.fromEntries(init));
 }
 
 /** A compiled evaluation graph: mean NLL per counted target over batches, with the trainable tensors fed. */
 export class LmEvaluator {
-  private constructor(private session: Session, readonly names: string[], readonly batch: number, readonly seqLen: number) {}
+  private constructor(
+    private session: Session,
+    readonly names: string[],
+    readonly batch: number,
+    readonly seqLen: number,
+  ) {}
 
-  static async create(make: ContextFactory, batch: number, seqLen: number, opts: CompileOptions = {}): Promise<LmEvaluator> {
+  static async create(
+    make: ContextFactory,
+    batch: number,
+    seqLen: number,
+    opts: CompileOptions = {},
+  ): Promise<LmEvaluator> {
     const { graph, logits, labels, trainable } = lmLossGraph(make, batch, seqLen, 'lm-eval');
     const { nll, valid } = tokenNll(logits, labels, IGNORE); // [B·T] each
     graph.output('nll_sum', nll.sum());
@@ -79,7 +98,8 @@ export class LmEvaluator {
       if (!v) throw new LorakitError('LK_INVALID_ARGUMENT', `evaluate: no value for trainable tensor "${n}"`);
       feeds[n] = v;
     }
-    let sum = 0, count = 0;
+    let sum = 0,
+      count = 0;
     for (const b of batches) {
       const out = await this.session.run({ ...feeds, input_ids: b.inputIds, labels: b.labels });
       sum += Number(out.nll_sum.data[0]);

@@ -69,7 +69,12 @@ export interface DemoResult {
 /** The adapter the demo trains: PEFT's LoraConfig fields. */
 export function demoLoraConfig(rank: number, alpha: number): Record<string, unknown> {
   return {
-    peft_type: 'LORA', r: rank, lora_alpha: alpha, lora_dropout: 0, bias: 'none', task_type: 'CAUSAL_LM',
+    peft_type: 'LORA',
+    r: rank,
+    lora_alpha: alpha,
+    lora_dropout: 0,
+    bias: 'none',
+    task_type: 'CAUSAL_LM',
     target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
   };
 }
@@ -80,33 +85,60 @@ const DEFAULT_PROMPT = 'She looked at him for a long moment. "';
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const t0 = performance.now();
   const o = {
-    modelDir: DEMO_BASE_DIR, steps: 100, batch: 8, seqLen: 256, lr: 2e-3, rank: 16, alpha: 32, seed: 0, evalWindows: 64,
-    prompt: DEFAULT_PROMPT, sampleBytes: 200, ...opts,
+    modelDir: DEMO_BASE_DIR,
+    steps: 100,
+    batch: 8,
+    seqLen: 256,
+    lr: 2e-3,
+    rank: 16,
+    alpha: 32,
+    seed: 0,
+    evalWindows: 64,
+    prompt: DEFAULT_PROMPT,
+    sampleBytes: 200,
+    ...opts,
   };
   const log = opts.log ?? (() => {});
   for (const k of ['steps', 'batch', 'seqLen', 'rank', 'evalWindows', 'sampleBytes'] as const) {
-    if (!Number.isInteger(o[k]) || o[k] < 1) throw new LorakitError('LK_INVALID_ARGUMENT', `demo: ${k} must be a positive integer, got ${o[k]}`, { option: k });
+    if (!Number.isInteger(o[k]) || o[k] < 1)
+      throw new LorakitError('LK_INVALID_ARGUMENT', `demo: ${k} must be a positive integer, got ${o[k]}`, {
+        option: k,
+      });
   }
   if (!(o.lr > 0)) throw new LorakitError('LK_INVALID_ARGUMENT', `demo: lr must be > 0, got ${o.lr}`, { option: 'lr' });
 
   const model = await loadModel(o.modelDir);
   try {
     const maxPos = (model.config as { max_position_embeddings?: number }).max_position_embeddings ?? Infinity;
-    if (o.seqLen > maxPos) throw new LorakitError('LK_INVALID_ARGUMENT', `demo: seqLen ${o.seqLen} exceeds the model's ${maxPos} positions`, { option: 'seqLen' });
+    if (o.seqLen > maxPos)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `demo: seqLen ${o.seqLen} exceeds the model's ${maxPos} positions`,
+        { option: 'seqLen' },
+      );
     const tokenizer = await HfTokenizer.fromDir(o.modelDir);
-    log(`base model ${o.modelDir}: ${model.config.model_type}, ${(model.paramCount / 1e6).toFixed(2)}M parameters, vocabulary ${model.config.vocab_size}`);
+    log(
+      `base model ${o.modelDir}: ${model.config.model_type}, ${(model.paramCount / 1e6).toFixed(2)}M parameters, ` +
+        `vocabulary ${model.config.vocab_size}`,
+    );
 
     const split = splitBrown(readBrown({ side: 'fiction' }), 'fiction');
     const trainStream = tokenStream(split.train);
     const held = evalBatches(tokenStream(split.heldOut), o.seqLen, o.batch, o.evalWindows);
-    log(`Brown fiction: ${split.train.length} train files (${byteCount(split.train).toLocaleString('en-US')} bytes), ` +
-      `${split.heldOut.length} held-out files (${split.heldOut.map((f) => f.id).join(' ')}); evaluating ${Math.min(o.evalWindows, held.length * o.batch)} held-out windows of ${o.seqLen} bytes`);
+    log(
+      `Brown fiction: ${split.train.length} train files (${byteCount(split.train).toLocaleString('en-US')} bytes), ` +
+        `${split.heldOut.length} held-out files (${split.heldOut.map((f) => f.id).join(' ')}); evaluating ` +
+        `${Math.min(o.evalWindows, held.length * o.batch)} held-out windows of ${o.seqLen} bytes`,
+    );
 
     const peft = new PeftModel(adaptable(model));
     await peft.addAdapter('demo', demoLoraConfig(o.rank, o.alpha), { seed: o.seed });
     const init = peft.trainableValues('demo');
     const trainableParams = [...init.values()].reduce((s, v) => s + v.length, 0);
-    log(`LoRA r=${o.rank} alpha=${o.alpha} on q/k/v/o/gate/up/down: ${trainableParams.toLocaleString('en-US')} trainable parameters (${((100 * trainableParams) / model.paramCount).toFixed(1)} % of the base)`);
+    log(
+      `LoRA r=${o.rank} alpha=${o.alpha} on q/k/v/o/gate/up/down: ${trainableParams.toLocaleString('en-US')} ` +
+        `trainable parameters (${((100 * trainableParams) / model.paramCount).toFixed(1)} % of the base)`,
+    );
 
     const make: ContextFactory = (g) => ({
       ctx: model.context(g, { hooks: peft.hooks({ train: 'demo' }) }),
@@ -129,7 +161,12 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       *batches(from) {
         for (let i = from.index; ; i++) {
           const b = sampler.batch(i, o.batch);
-          yield { feeds: { input_ids: b.inputIds, labels: b.labels }, weight: tokens, tokens, next: { epoch: 0, index: i + 1 } };
+          yield {
+            feeds: { input_ids: b.inputIds, labels: b.labels },
+            weight: tokens,
+            tokens,
+            next: { epoch: 0, index: i + 1 },
+          };
         }
       },
       save: async (dir, params) => {
@@ -138,16 +175,36 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       },
     };
     const result = await train(task, {
-      outputDir: runDir, steps: o.steps, lr: o.lr, schedule: 'cosine', warmupRatio: 0.1, minLrRatio: 0.1, clipNorm: 1, seed: o.seed,
-      progress: opts.log ? 'lines' : 'none', progressStream: lineStream(log), logEvery: 10,
+      outputDir: runDir,
+      steps: o.steps,
+      lr: o.lr,
+      schedule: 'cosine',
+      warmupRatio: 0.1,
+      minLrRatio: 0.1,
+      clipNorm: 1,
+      seed: o.seed,
+      progress: opts.log ? 'lines' : 'none',
+      progressStream: lineStream(log),
+      logEvery: 10,
     });
     peft.setValues('demo', result.params);
     const adapterDir = join(runDir, 'final');
-    log(`adapter saved to ${adapterDir} (PEFT format: adapter_config.json + adapter_model.safetensors; run log and loss.svg in ${runDir})`);
+    log(
+      `adapter saved to ${adapterDir} (PEFT format: adapter_config.json + adapter_model.safetensors; run log and ` +
+        `loss.svg in ${runDir})`,
+    );
     const sampleAfter = await sample(model, tokenizer, o, peft);
     const heldOutAfter = await evaluator.loss(held, peft.trainableValues('demo'));
     return {
-      heldOutBefore, heldOutAfter, trainLosses: result.history.map((r) => r.loss), adapterDir, runDir, trainableParams, prompt: o.prompt, sampleBefore, sampleAfter,
+      heldOutBefore,
+      heldOutAfter,
+      trainLosses: result.history.map((r) => r.loss),
+      adapterDir,
+      runDir,
+      trainableParams,
+      prompt: o.prompt,
+      sampleBefore,
+      sampleAfter,
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
@@ -170,10 +227,22 @@ function lineStream(log: (line: string) => void): Writable {
 }
 
 /** A seeded sample continuing the prompt, with the adapter (`peft`) or without it; ends at a paragraph break. */
-async function sample(model: LoadedModel, tokenizer: HfTokenizer, o: { prompt: string; sampleBytes: number; seed: number }, peft: PeftModel | null): Promise<string> {
+async function sample(
+  model: LoadedModel,
+  tokenizer: HfTokenizer,
+  o: { prompt: string; sampleBytes: number; seed: number },
+  peft: PeftModel | null,
+): Promise<string> {
   const r = await generate(model, tokenizer, {
-    prompt: o.prompt, maxNewTokens: o.sampleBytes, temperature: 0.7, topK: 40, seed: o.seed, stop: '\n\n',
-    adapter: peft ? { hooks: () => peft.hooks(), overrides: peft.weightOverrides(), key: `demo-${o.seed}-trained` } : undefined,
+    prompt: o.prompt,
+    maxNewTokens: o.sampleBytes,
+    temperature: 0.7,
+    topK: 40,
+    seed: o.seed,
+    stop: '\n\n',
+    adapter: peft
+      ? { hooks: () => peft.hooks(), overrides: peft.weightOverrides(), key: `demo-${o.seed}-trained` }
+      : undefined,
   });
   return r.rows[0].text;
 }

@@ -4,7 +4,7 @@
  * (gradients are summed back to each input's shape), and fan-out is accumulated here, so rules stay one-liners.
  */
 import { LorakitError } from '../errors.ts';
-import { type Tensor, type Node } from './graph.ts';
+import type { Tensor, Node } from './graph.ts';
 import { OPS } from './ops/index.ts';
 import { zerosLike } from './ops/util.ts';
 import { fmtShape, type Shape } from './shape.ts';
@@ -13,7 +13,8 @@ import { fmtShape, type Shape } from './shape.ts';
 export function sumToShape(g: Tensor, shape: Shape): Tensor {
   if (g.rank === shape.length && g.shape.every((d, i) => d === shape[i])) return g;
   const lead = g.rank - shape.length;
-  if (lead < 0) throw new Error(`internal: gradient ${fmtShape(g.shape)} has lower rank than its input ${fmtShape(shape)}`);
+  if (lead < 0)
+    throw new Error(`internal: gradient ${fmtShape(g.shape)} has lower rank than its input ${fmtShape(shape)}`);
   const axes: number[] = [];
   for (let i = 0; i < g.rank; i++) {
     if (i < lead) axes.push(i);
@@ -29,8 +30,10 @@ export function sumToShape(g: Tensor, shape: Shape): Tensor {
  */
 export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
   const g = y.graph;
-  if (!dy && y.rank !== 0) throw new LorakitError('LK_INVALID_ARGUMENT', `grad: y must be a scalar (got ${y.toString()}) unless dy is given`);
-  for (const x of xs) if (x.graph !== g) throw new LorakitError('LK_GRAPH_INVALID', `grad: ${x.name} belongs to another graph`);
+  if (!dy && y.rank !== 0)
+    throw new LorakitError('LK_INVALID_ARGUMENT', `grad: y must be a scalar (got ${y.toString()}) unless dy is given`);
+  for (const x of xs)
+    if (x.graph !== g) throw new LorakitError('LK_GRAPH_INVALID', `grad: ${x.name} belongs to another graph`);
 
   // Forward: tensors that depend on some x through differentiable edges.
   const fromX = new Set<Tensor>(xs);
@@ -61,7 +64,11 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
       if (!needs.some(Boolean)) continue;
       const rule = OPS[n.op].vjp;
       if (typeof rule === 'string') {
-        throw new LorakitError('LK_NO_GRADIENT', `${n.name}: ${n.op} has no gradient (${rule}); detach() its input or take the gradient elsewhere`, { node: n.name });
+        throw new LorakitError(
+          'LK_NO_GRADIENT',
+          `${n.name}: ${n.op} has no gradient (${rule}); detach() its input or take the gradient elsewhere`,
+          { node: n.name },
+        );
       }
       const dys = n.outputs.map((o) => grads.get(o) ?? null);
       const dxs = rule(n, dys, needs);

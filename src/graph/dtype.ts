@@ -8,7 +8,14 @@ export const ONNX_DTYPE: Record<DType, number> = { f32: 1, u8: 2, i32: 6, i64: 7
 
 /** onnxruntime-common's type string of each dtype. */
 export const ORT_TYPE: Record<DType, string> = {
-  f32: 'float32', f16: 'float16', bf16: 'bfloat16', f64: 'float64', i64: 'int64', i32: 'int32', u8: 'uint8', bool: 'bool',
+  f32: 'float32',
+  f16: 'float16',
+  bf16: 'bfloat16',
+  f64: 'float64',
+  i64: 'int64',
+  i32: 'int32',
+  u8: 'uint8',
+  bool: 'bool',
 };
 
 /** Bytes per element. */
@@ -21,32 +28,57 @@ export function isFloat(d: DType): boolean {
 }
 
 /** The typed array that carries each dtype in JS (f16/bf16 as raw Uint16 bits, bool as Uint8). */
-export type TypedArrayFor<D extends DType> = D extends 'f32' ? Float32Array : D extends 'f64' ? Float64Array
-  : D extends 'i64' ? BigInt64Array : D extends 'i32' ? Int32Array : D extends 'f16' | 'bf16' ? Uint16Array : Uint8Array;
+export type TypedArrayFor<D extends DType> = D extends 'f32'
+  ? Float32Array
+  : D extends 'f64'
+    ? Float64Array
+    : D extends 'i64'
+      ? BigInt64Array
+      : D extends 'i32'
+        ? Int32Array
+        : D extends 'f16' | 'bf16'
+          ? Uint16Array
+          : Uint8Array;
 
 export type AnyTypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
 
 /** Which dtype a JS typed array carries; ambiguous ones (Uint16Array, Uint8Array) need an explicit dtype. */
 export function arrayMatchesDtype(a: AnyTypedArray, d: DType): boolean {
   switch (d) {
-    case 'f32': return a instanceof Float32Array;
-    case 'f64': return a instanceof Float64Array;
-    case 'i64': return a instanceof BigInt64Array;
-    case 'i32': return a instanceof Int32Array;
-    case 'f16': case 'bf16': return a instanceof Uint16Array;
-    case 'u8': case 'bool': return a instanceof Uint8Array;
+    case 'f32':
+      return a instanceof Float32Array;
+    case 'f64':
+      return a instanceof Float64Array;
+    case 'i64':
+      return a instanceof BigInt64Array;
+    case 'i32':
+      return a instanceof Int32Array;
+    case 'f16':
+    case 'bf16':
+      return a instanceof Uint16Array;
+    case 'u8':
+    case 'bool':
+      return a instanceof Uint8Array;
   }
 }
 
 /** Allocates a typed array of n elements of dtype d. */
 export function allocArray(d: DType, n: number): AnyTypedArray {
   switch (d) {
-    case 'f32': return new Float32Array(n);
-    case 'f64': return new Float64Array(n);
-    case 'i64': return new BigInt64Array(n);
-    case 'i32': return new Int32Array(n);
-    case 'f16': case 'bf16': return new Uint16Array(n);
-    case 'u8': case 'bool': return new Uint8Array(n);
+    case 'f32':
+      return new Float32Array(n);
+    case 'f64':
+      return new Float64Array(n);
+    case 'i64':
+      return new BigInt64Array(n);
+    case 'i32':
+      return new Int32Array(n);
+    case 'f16':
+    case 'bf16':
+      return new Uint16Array(n);
+    case 'u8':
+    case 'bool':
+      return new Uint8Array(n);
   }
 }
 

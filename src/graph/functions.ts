@@ -5,7 +5,8 @@
 import { LorakitError } from '../errors.ts';
 import type { Tensor } from './graph.ts';
 
-/** log softmax along `axis`, as x − (m + log Σ exp(x − m)) with m the detached max (WebGPU has no LogSoftmax kernel). */
+/** log softmax along `axis`, as x − (m + log Σ exp(x − m)) with m the detached max (WebGPU has no LogSoftmax kernel).
+ * */
 export function logSoftmax(x: Tensor, axis = -1): Tensor {
   const m = x.max(axis, true).detach();
   const shifted = x.sub(m);
@@ -51,7 +52,10 @@ export function silu(x: Tensor): Tensor {
  */
 export function crossEntropy(logits: Tensor, labels: Tensor, ignoreIndex = -100): Tensor {
   if (logits.rank !== 2 || labels.rank !== 1) {
-    throw new LorakitError('LK_SHAPE_MISMATCH', `crossEntropy: expects logits [N, C] and labels [N], got ${logits.toString()} and ${labels.toString()}`);
+    throw new LorakitError(
+      'LK_SHAPE_MISMATCH',
+      `crossEntropy: expects logits [N, C] and labels [N], got ${logits.toString()} and ${labels.toString()}`,
+    );
   }
   const { nll, valid } = tokenNll(logits, labels, ignoreIndex);
   const count = valid.sum().maximum(1);
@@ -64,7 +68,12 @@ export function crossEntropy(logits: Tensor, labels: Tensor, ignoreIndex = -100)
  * about 20 passes over [N, C] and a constant-folded [N, C] zeros tensor (bench/RESULTS.md).
  */
 export function tokenNll(logits: Tensor, labels: Tensor, ignoreIndex = -100): { nll: Tensor; valid: Tensor } {
-  const [nll] = logits.graph.opMulti('SoftmaxCrossEntropyLoss', [logits, labels], { reduction: 'none', ignore_index: ignoreIndex }, 2);
+  const [nll] = logits.graph.opMulti(
+    'SoftmaxCrossEntropyLoss',
+    [logits, labels],
+    { reduction: 'none', ignore_index: ignoreIndex },
+    2,
+  );
   const valid = labels.equal(labels.lift(ignoreIndex)).not().cast(logits.dtype);
   return { nll, valid };
 }
@@ -76,7 +85,10 @@ export function tokenNll(logits: Tensor, labels: Tensor, ignoreIndex = -100): { 
  */
 export function hashUniformLike(x: Tensor, seed: Tensor): Tensor {
   const g = x.graph;
-  const n = x.shapeOf().graph.op('ReduceProd', [x.shapeOf(), g.constInts([0])], { keepdims: 0 }).cast('f32');
+  const n = x
+    .shapeOf()
+    .graph.op('ReduceProd', [x.shapeOf(), g.constInts([0])], { keepdims: 0 })
+    .cast('f32');
   const idx = g.range(g.scalar(0, 'f32'), n, g.scalar(1, 'f32'), 'f32').reshape(x.shapeOf(), x.shape); // [..x]
   const h = idx.mul(12.9898).add(seed.mul(78.233)).sin().mul(43758.5453);
   return h.sub(h.floor()).cast(x.dtype);

@@ -9,7 +9,9 @@ import { type Dim, type Shape, fmtShape, numel, isStatic } from './shape.ts';
 import { OPS, type OpName, type Attrs } from './ops/index.ts';
 
 /** Where an initializer's bytes live: in memory, or at an offset of a file that ONNX Runtime memory-maps. */
-export type InitData = { kind: 'array'; array: AnyTypedArray } | { kind: 'file'; path: string; offset: number; length: number };
+export type InitData =
+  | { kind: 'array'; array: AnyTypedArray }
+  | { kind: 'file'; path: string; offset: number; length: number };
 
 export interface Node {
   readonly id: number;
@@ -33,36 +35,90 @@ export class Tensor {
     readonly kind: 'input' | 'initializer' | 'node',
   ) {}
 
-  get rank(): number { return this.shape.length; }
-  toString(): string { return `${this.name}: ${this.dtype}${fmtShape(this.shape)}`; }
+  get rank(): number {
+    return this.shape.length;
+  }
+  toString(): string {
+    return `${this.name}: ${this.dtype}${fmtShape(this.shape)}`;
+  }
 
   // elementwise arithmetic (numbers become scalar constants of this tensor's dtype)
-  add(o: TensorLike): Tensor { return this.graph.op('Add', [this, this.lift(o)]); }
-  sub(o: TensorLike): Tensor { return this.graph.op('Sub', [this, this.lift(o)]); }
-  mul(o: TensorLike): Tensor { return this.graph.op('Mul', [this, this.lift(o)]); }
-  div(o: TensorLike): Tensor { return this.graph.op('Div', [this, this.lift(o)]); }
-  pow(o: TensorLike): Tensor { return this.graph.op('Pow', [this, this.lift(o)]); }
-  maximum(o: TensorLike): Tensor { return this.graph.op('Max', [this, this.lift(o)]); }
-  minimum(o: TensorLike): Tensor { return this.graph.op('Min', [this, this.lift(o)]); }
-  neg(): Tensor { return this.graph.op('Neg', [this]); }
-  exp(): Tensor { return this.graph.op('Exp', [this]); }
-  log(): Tensor { return this.graph.op('Log', [this]); }
-  sqrt(): Tensor { return this.graph.op('Sqrt', [this]); }
-  tanh(): Tensor { return this.graph.op('Tanh', [this]); }
-  erf(): Tensor { return this.graph.op('Erf', [this]); }
-  sigmoid(): Tensor { return this.graph.op('Sigmoid', [this]); }
-  reciprocal(): Tensor { return this.graph.op('Reciprocal', [this]); }
-  abs(): Tensor { return this.graph.op('Abs', [this]); }
-  relu(): Tensor { return this.graph.op('Relu', [this]); }
-  sin(): Tensor { return this.graph.op('Sin', [this]); }
-  cos(): Tensor { return this.graph.op('Cos', [this]); }
-  floor(): Tensor { return this.graph.op('Floor', [this]); }
+  add(o: TensorLike): Tensor {
+    return this.graph.op('Add', [this, this.lift(o)]);
+  }
+  sub(o: TensorLike): Tensor {
+    return this.graph.op('Sub', [this, this.lift(o)]);
+  }
+  mul(o: TensorLike): Tensor {
+    return this.graph.op('Mul', [this, this.lift(o)]);
+  }
+  div(o: TensorLike): Tensor {
+    return this.graph.op('Div', [this, this.lift(o)]);
+  }
+  pow(o: TensorLike): Tensor {
+    return this.graph.op('Pow', [this, this.lift(o)]);
+  }
+  maximum(o: TensorLike): Tensor {
+    return this.graph.op('Max', [this, this.lift(o)]);
+  }
+  minimum(o: TensorLike): Tensor {
+    return this.graph.op('Min', [this, this.lift(o)]);
+  }
+  neg(): Tensor {
+    return this.graph.op('Neg', [this]);
+  }
+  exp(): Tensor {
+    return this.graph.op('Exp', [this]);
+  }
+  log(): Tensor {
+    return this.graph.op('Log', [this]);
+  }
+  sqrt(): Tensor {
+    return this.graph.op('Sqrt', [this]);
+  }
+  tanh(): Tensor {
+    return this.graph.op('Tanh', [this]);
+  }
+  erf(): Tensor {
+    return this.graph.op('Erf', [this]);
+  }
+  sigmoid(): Tensor {
+    return this.graph.op('Sigmoid', [this]);
+  }
+  reciprocal(): Tensor {
+    return this.graph.op('Reciprocal', [this]);
+  }
+  abs(): Tensor {
+    return this.graph.op('Abs', [this]);
+  }
+  relu(): Tensor {
+    return this.graph.op('Relu', [this]);
+  }
+  sin(): Tensor {
+    return this.graph.op('Sin', [this]);
+  }
+  cos(): Tensor {
+    return this.graph.op('Cos', [this]);
+  }
+  floor(): Tensor {
+    return this.graph.op('Floor', [this]);
+  }
   // comparisons and logic (not differentiable)
-  equal(o: TensorLike): Tensor { return this.graph.op('Equal', [this, this.lift(o)]); }
-  greater(o: TensorLike): Tensor { return this.graph.op('Greater', [this, this.lift(o)]); }
-  less(o: TensorLike): Tensor { return this.graph.op('Less', [this, this.lift(o)]); }
-  and(o: Tensor): Tensor { return this.graph.op('And', [this, o]); }
-  not(): Tensor { return this.graph.op('Not', [this]); }
+  equal(o: TensorLike): Tensor {
+    return this.graph.op('Equal', [this, this.lift(o)]);
+  }
+  greater(o: TensorLike): Tensor {
+    return this.graph.op('Greater', [this, this.lift(o)]);
+  }
+  less(o: TensorLike): Tensor {
+    return this.graph.op('Less', [this, this.lift(o)]);
+  }
+  and(o: Tensor): Tensor {
+    return this.graph.op('And', [this, o]);
+  }
+  not(): Tensor {
+    return this.graph.op('Not', [this]);
+  }
   /** where(this, a, b): a where this is true, else b. */
   where(a: TensorLike, b: TensorLike): Tensor {
     const ref = a instanceof Tensor ? a : b instanceof Tensor ? b : null;
@@ -72,18 +128,32 @@ export class Tensor {
 
   // linear algebra
   /** Matrix product with numpy batch broadcasting: [..., M, K] @ [..., K, N]. */
-  matmul(o: Tensor): Tensor { return this.graph.op('MatMul', [this, o]); }
+  matmul(o: Tensor): Tensor {
+    return this.graph.op('MatMul', [this, o]);
+  }
   /** 2-D general matrix product alpha·op(this)·op(b) + beta·c, op = optional transpose. */
   gemm(b: Tensor, c: Tensor | null = null, { transA = 0, transB = 0, alpha = 1, beta = 1 } = {}): Tensor {
     return this.graph.op('Gemm', c ? [this, b, c] : [this, b], { transA, transB, alpha, beta });
   }
 
   // reductions
-  sum(axes?: number | number[], keepdims = false): Tensor { return this.reduce('ReduceSum', axes, keepdims); }
-  mean(axes?: number | number[], keepdims = false): Tensor { return this.reduce('ReduceMean', axes, keepdims); }
-  max(axes?: number | number[], keepdims = false): Tensor { return this.reduce('ReduceMax', axes, keepdims); }
-  argmax(axis = -1, keepdims = false): Tensor { return this.graph.op('ArgMax', [this], { axis, keepdims: keepdims ? 1 : 0 }); }
-  private reduce(op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax', axes: number | number[] | undefined, keepdims: boolean): Tensor {
+  sum(axes?: number | number[], keepdims = false): Tensor {
+    return this.reduce('ReduceSum', axes, keepdims);
+  }
+  mean(axes?: number | number[], keepdims = false): Tensor {
+    return this.reduce('ReduceMean', axes, keepdims);
+  }
+  max(axes?: number | number[], keepdims = false): Tensor {
+    return this.reduce('ReduceMax', axes, keepdims);
+  }
+  argmax(axis = -1, keepdims = false): Tensor {
+    return this.graph.op('ArgMax', [this], { axis, keepdims: keepdims ? 1 : 0 });
+  }
+  private reduce(
+    op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax',
+    axes: number | number[] | undefined,
+    keepdims: boolean,
+  ): Tensor {
     const ax = axes === undefined ? this.shape.map((_, i) => i) : Array.isArray(axes) ? axes : [axes];
     return this.graph.op(op, [this, this.graph.constInts(ax)], { keepdims: keepdims ? 1 : 0 });
   }
@@ -104,12 +174,25 @@ export class Tensor {
     [p[this.rank - 2], p[this.rank - 1]] = [p[this.rank - 1], p[this.rank - 2]];
     return this.transpose(p);
   }
-  unsqueeze(axes: number | number[]): Tensor { return this.graph.op('Unsqueeze', [this, this.graph.constInts(Array.isArray(axes) ? axes : [axes])]); }
-  squeeze(axes: number | number[]): Tensor { return this.graph.op('Squeeze', [this, this.graph.constInts(Array.isArray(axes) ? axes : [axes])]); }
+  unsqueeze(axes: number | number[]): Tensor {
+    return this.graph.op('Unsqueeze', [this, this.graph.constInts(Array.isArray(axes) ? axes : [axes])]);
+  }
+  squeeze(axes: number | number[]): Tensor {
+    return this.graph.op('Squeeze', [this, this.graph.constInts(Array.isArray(axes) ? axes : [axes])]);
+  }
   /** Slice along `axes` (default 0..n-1) from starts to ends (exclusive), numbers or i64 tensors. */
-  slice(starts: readonly number[] | Tensor, ends: readonly number[] | Tensor, axes?: readonly number[], steps?: readonly number[]): Tensor {
+  slice(
+    starts: readonly number[] | Tensor,
+    ends: readonly number[] | Tensor,
+    axes?: readonly number[],
+    steps?: readonly number[],
+  ): Tensor {
     const g = this.graph;
-    const ins: Tensor[] = [this, starts instanceof Tensor ? starts : g.constInts(starts), ends instanceof Tensor ? ends : g.constInts(ends)];
+    const ins: Tensor[] = [
+      this,
+      starts instanceof Tensor ? starts : g.constInts(starts),
+      ends instanceof Tensor ? ends : g.constInts(ends),
+    ];
     const n = starts instanceof Tensor ? (starts.shape[0] as number) : starts.length;
     ins.push(g.constInts(axes ?? Array.from({ length: n }, (_, i) => i)));
     if (steps) ins.push(g.constInts(steps));
@@ -125,19 +208,33 @@ export class Tensor {
     return this.graph.op('Expand', [this, s], {}, hint ? { shape: hint } : undefined);
   }
   /** Rows (or slices along `axis`) picked by integer indices: embedding lookup. */
-  gather(indices: Tensor, axis = 0): Tensor { return this.graph.op('Gather', [this, indices], { axis }); }
-  gatherElements(indices: Tensor, axis = 0): Tensor { return this.graph.op('GatherElements', [this, indices], { axis }); }
+  gather(indices: Tensor, axis = 0): Tensor {
+    return this.graph.op('Gather', [this, indices], { axis });
+  }
+  gatherElements(indices: Tensor, axis = 0): Tensor {
+    return this.graph.op('GatherElements', [this, indices], { axis });
+  }
   scatterElements(indices: Tensor, updates: Tensor, axis = 0, reduction: 'none' | 'add' = 'none'): Tensor {
     return this.graph.op('ScatterElements', [this, indices, updates], { axis, reduction });
   }
-  cast(to: DType): Tensor { return to === this.dtype ? this : this.graph.op('Cast', [this], { to: ONNX_DTYPE[to] }); }
+  cast(to: DType): Tensor {
+    return to === this.dtype ? this : this.graph.op('Cast', [this], { to: ONNX_DTYPE[to] });
+  }
   /** Lower (upper=false) or upper triangle of the last two axes, offset by k diagonals. */
-  trilu(upper: boolean, k = 0): Tensor { return this.graph.op('Trilu', [this, this.graph.constInts([k], [])], { upper: upper ? 1 : 0 }); }
+  trilu(upper: boolean, k = 0): Tensor {
+    return this.graph.op('Trilu', [this, this.graph.constInts([k], [])], { upper: upper ? 1 : 0 });
+  }
   /** The runtime shape as an i64 tensor. */
-  shapeOf(): Tensor { return this.graph.op('Shape', [this]); }
-  softmax(axis = -1): Tensor { return this.graph.op('Softmax', [this], { axis }); }
+  shapeOf(): Tensor {
+    return this.graph.op('Shape', [this]);
+  }
+  softmax(axis = -1): Tensor {
+    return this.graph.op('Softmax', [this], { axis });
+  }
   /** The same values, seen as a constant by autodiff. */
-  detach(): Tensor { return this.graph.op('Identity', [this], {}, { stopGradient: true }); }
+  detach(): Tensor {
+    return this.graph.op('Identity', [this], {}, { stopGradient: true });
+  }
 
   /** A number (or tensor) as a tensor of this tensor's dtype. */
   lift(o: TensorLike): Tensor {
@@ -149,7 +246,10 @@ export class Tensor {
 export type TensorLike = Tensor | number;
 
 /** Options of an op call that are not ONNX attributes. */
-export interface OpExtra { shape?: Shape; stopGradient?: boolean }
+export interface OpExtra {
+  shape?: Shape;
+  stopGradient?: boolean;
+}
 
 /** A graph under construction. Nodes are appended in a valid topological order. */
 export class Graph {
@@ -167,7 +267,11 @@ export class Graph {
   /** Runs `fn` with node names prefixed by `scope/` (HF module paths make errors readable). */
   scope<T>(scope: string, fn: () => T): T {
     this.scopes.push(scope);
-    try { return fn(); } finally { this.scopes.pop(); }
+    try {
+      return fn();
+    } finally {
+      this.scopes.pop();
+    }
   }
 
   private uniqueName(base: string): string {
@@ -180,7 +284,12 @@ export class Graph {
   /** Declares a graph input fed at run time; string dims are symbols bound at run time. */
   input(name: string, dtype: DType, shape: Shape): Tensor {
     check(!this.names.has(name), 'LK_GRAPH_INVALID', `graph input "${name}": the name is already used in this graph`);
-    for (const d of shape) check(typeof d === 'string' || (Number.isInteger(d) && d >= 0), 'LK_INVALID_ARGUMENT', `graph input "${name}": dim ${d} must be a non-negative integer or a symbol`);
+    for (const d of shape)
+      check(
+        typeof d === 'string' || (Number.isInteger(d) && d >= 0),
+        'LK_INVALID_ARGUMENT',
+        `graph input "${name}": dim ${d} must be a non-negative integer or a symbol`,
+      );
     this.names.add(name);
     const t = new Tensor(this, name, dtype, [...shape], null, 'input');
     this.inputs.push(t);
@@ -198,8 +307,16 @@ export class Graph {
     const init: InitData = 'kind' in data ? data : { kind: 'array', array: data };
     const n = numel(shape)!;
     if (init.kind === 'array') {
-      check(arrayMatchesDtype(init.array, dtype), 'LK_DTYPE_MISMATCH', `initializer "${name}": a ${init.array.constructor.name} cannot hold ${dtype}`);
-      check(init.array.length === n, 'LK_SHAPE_MISMATCH', `initializer "${name}": shape ${fmtShape(shape)} needs ${n} values, got ${init.array.length}`);
+      check(
+        arrayMatchesDtype(init.array, dtype),
+        'LK_DTYPE_MISMATCH',
+        `initializer "${name}": a ${init.array.constructor.name} cannot hold ${dtype}`,
+      );
+      check(
+        init.array.length === n,
+        'LK_SHAPE_MISMATCH',
+        `initializer "${name}": shape ${fmtShape(shape)} needs ${n} values, got ${init.array.length}`,
+      );
     }
     const t = new Tensor(this, name, dtype, [...shape], null, 'initializer');
     this.initializers.set(name, { tensor: t, data: init });
@@ -216,16 +333,23 @@ export class Graph {
     check(Number.isFinite(value) || isFloat(dtype), 'LK_INVALID_ARGUMENT', `scalar: ${value} is not a valid ${dtype}`);
     const key = `${dtype}:${Object.is(value, -0) ? '-0' : value}`;
     let t = this.constCache.get(key);
-    if (!t) { t = this.constant([value], dtype, []); this.constCache.set(key, t); }
+    if (!t) {
+      t = this.constant([value], dtype, []);
+      this.constCache.set(key, t);
+    }
     return t;
   }
 
   /** An i64 constant holding integers (axes, shapes, indices). */
   constInts(values: readonly number[], shape: readonly number[] = [values.length]): Tensor {
-    for (const v of values) check(Number.isInteger(v), 'LK_INVALID_ARGUMENT', `integer constant: ${v} is not an integer`);
+    for (const v of values)
+      check(Number.isInteger(v), 'LK_INVALID_ARGUMENT', `integer constant: ${v} is not an integer`);
     const key = `ints:${shape.join('x')}:${values.join(',')}`;
     let t = this.constCache.get(key);
-    if (!t) { t = this.constant(values, 'i64', shape); this.constCache.set(key, t); }
+    if (!t) {
+      t = this.constant(values, 'i64', shape);
+      this.constCache.set(key, t);
+    }
     return t;
   }
 
@@ -263,30 +387,57 @@ export class Graph {
     return this.addNode(op, inputs, attrs, nOut);
   }
 
-  private addNode(op: OpName, inputs: (Tensor | null)[], attrs: Attrs, nOut: number, extra?: OpExtra, outName?: string): Tensor[] {
+  private addNode(
+    op: OpName,
+    inputs: (Tensor | null)[],
+    attrs: Attrs,
+    nOut: number,
+    extra?: OpExtra,
+    outName?: string,
+  ): Tensor[] {
     const def = OPS[op];
-    if (!def) throw new LorakitError('LK_UNKNOWN_OP', `unknown op "${op}"; lorakit knows ${Object.keys(OPS).join(', ')}`);
+    if (!def)
+      throw new LorakitError('LK_UNKNOWN_OP', `unknown op "${op}"; lorakit knows ${Object.keys(OPS).join(', ')}`);
     const id = this.nextId++;
     const name = this.uniqueName([...this.scopes, `${op}_${id}`].join('/'));
     for (const [i, t] of inputs.entries()) {
-      if (t && t.graph !== this) throw new LorakitError('LK_GRAPH_INVALID', `${name}: input ${i} (${t.name}) belongs to another graph`);
+      if (t && t.graph !== this)
+        throw new LorakitError('LK_GRAPH_INVALID', `${name}: input ${i} (${t.name}) belongs to another graph`);
     }
-    let infos;
+    let infos: ReturnType<typeof def.infer>;
     try {
       infos = def.infer(inputs, attrs, nOut);
     } catch (e) {
       if (e instanceof LorakitError) {
-        throw new LorakitError(e.code, `${name}: ${e.message}; inputs ${inputs.map((t) => (t ? t.toString() : 'none')).join(', ')}`, { node: name });
+        throw new LorakitError(
+          e.code,
+          `${name}: ${e.message}; inputs ${inputs.map((t) => (t ? t.toString() : 'none')).join(', ')}`,
+          { node: name },
+        );
       }
       throw e;
     }
     // A caller's shape hint names dims that inference could not know (shapes computed at run time).
     if (extra?.shape && !isStatic(infos[0].shape)) {
-      check(extra.shape.length === infos[0].shape.length, 'LK_SHAPE_MISMATCH', `${name}: shape hint ${fmtShape(extra.shape)} has the wrong rank for ${fmtShape(infos[0].shape)}`);
+      check(
+        extra.shape.length === infos[0].shape.length,
+        'LK_SHAPE_MISMATCH',
+        `${name}: shape hint ${fmtShape(extra.shape)} has the wrong rank for ${fmtShape(infos[0].shape)}`,
+      );
       infos[0] = { ...infos[0], shape: [...extra.shape] };
     }
     const node: Node = { id, op, name, inputs, outputs: [], attrs, stopGradient: extra?.stopGradient };
-    const outs = infos.map((info, i) => new Tensor(this, i === 0 && outName ? outName : this.uniqueName(`${name}:${i}`), info.dtype, info.shape, node, 'node'));
+    const outs = infos.map(
+      (info, i) =>
+        new Tensor(
+          this,
+          i === 0 && outName ? outName : this.uniqueName(`${name}:${i}`),
+          info.dtype,
+          info.shape,
+          node,
+          'node',
+        ),
+    );
     if (outName) this.names.add(outName);
     (node.outputs as Tensor[]).push(...outs);
     this.nodes.push(node);

@@ -1,7 +1,17 @@
 // graph/: symbolic tensors, primitives with gradient rules, autodiff, composites and ONNX serialisation.
 export { Graph, Tensor, type Node, type InitData, type TensorLike } from './graph.ts';
 export { grad, sumToShape } from './autodiff.ts';
-export { logSoftmax, layerNorm, rmsNorm, gelu, silu, crossEntropy, tokenNll, hashUniformLike, dropout } from './functions.ts';
+export {
+  logSoftmax,
+  layerNorm,
+  rmsNorm,
+  gelu,
+  silu,
+  crossEntropy,
+  tokenNll,
+  hashUniformLike,
+  dropout,
+} from './functions.ts';
 export { toOnnx, OPSET, IR_VERSION } from './onnx.ts';
 export { OPS, type OpName } from './ops/index.ts';
 export { type DType, ONNX_DTYPE, DTYPE_SIZE, type AnyTypedArray, allocArray, arrayFrom } from './dtype.ts';

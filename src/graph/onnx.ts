@@ -21,36 +21,49 @@ export interface OnnxOptions {
 
 const bytesOf = (a: AnyTypedArray) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
-function tensorProto(name: string, t: { dtype: Tensor['dtype']; shape: readonly number[] }, data: InitData, opts: OnnxOptions): ProtoWriter {
+function tensorProto(
+  name: string,
+  t: { dtype: Tensor['dtype']; shape: readonly number[] },
+  data: InitData,
+  opts: OnnxOptions,
+): ProtoWriter {
   const w = new ProtoWriter();
   w.ints(1, t.shape).int(2, ONNX_DTYPE[t.dtype]).string(8, name);
   const length = data.kind === 'array' ? data.array.byteLength : data.length;
   const ext = opts.externalize?.(name, data, length) ?? null;
   if (ext) {
     const kv = (k: string, v: string) => new ProtoWriter().string(1, k).string(2, v);
-    w.message(13, kv('location', ext.location)).message(13, kv('offset', String(ext.offset))).message(13, kv('length', String(length)));
+    w.message(13, kv('location', ext.location))
+      .message(13, kv('offset', String(ext.offset)))
+      .message(13, kv('length', String(length)));
     w.int(14, 1);
   } else if (data.kind === 'array') {
     w.bytes(9, bytesOf(data.array));
   } else {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `initializer "${name}" lives in ${data.path}; serialise with an externalize() that places it`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `initializer "${name}" lives in ${data.path}; serialise with an externalize() that places it`,
+    );
   }
   return w;
 }
 
 function valueInfo(t: Tensor, name: string): ProtoWriter {
   const shape = new ProtoWriter();
-  for (const d of t.shape) shape.message(1, typeof d === 'number' ? new ProtoWriter().int(1, d) : new ProtoWriter().string(2, d));
+  for (const d of t.shape)
+    shape.message(1, typeof d === 'number' ? new ProtoWriter().int(1, d) : new ProtoWriter().string(2, d));
   const tensorType = new ProtoWriter().int(1, ONNX_DTYPE[t.dtype]).message(2, shape);
   return new ProtoWriter().string(1, name).message(2, new ProtoWriter().message(1, tensorType));
 }
 
-function attribute(name: string, v: number | number[] | string | AttrTensor, opts: OnnxOptions): ProtoWriter {
+function attribute(name: string, v: number | number[] | string | AttrTensor, _opts: OnnxOptions): ProtoWriter {
   const w = new ProtoWriter().string(1, name);
   if (typeof v === 'string') return w.bytes(4, new TextEncoder().encode(v)).int(20, 3);
   if (typeof v === 'number') return FLOAT_ATTRS.has(name) ? w.float(2, v).int(20, 1) : w.int(3, v).int(20, 2);
   if (Array.isArray(v)) return w.ints(8, v).int(20, 7);
-  return w.message(5, tensorProto('', { dtype: v.dtype, shape: v.dims }, { kind: 'array', array: v.data }, {})).int(20, 4);
+  return w
+    .message(5, tensorProto('', { dtype: v.dtype, shape: v.dims }, { kind: 'array', array: v.data }, {}))
+    .int(20, 4);
 }
 
 /**
@@ -65,7 +78,16 @@ function outputRenames(graph: Graph): { skip: Set<Node>; rename: Map<Tensor, str
   for (const { name, tensor } of graph.outputs) {
     const n = tensor.node;
     const src = n?.inputs[0];
-    if (!n || n.op !== 'Identity' || n.stopGradient || tensor.name !== name || !src || src.kind !== 'node' || outputs.has(src) || rename.has(src)) continue;
+    if (
+      n?.op !== 'Identity' ||
+      n.stopGradient ||
+      tensor.name !== name ||
+      !src ||
+      src.kind !== 'node' ||
+      outputs.has(src) ||
+      rename.has(src)
+    )
+      continue;
     skip.add(n);
     rename.set(src, name);
     rename.set(tensor, name);
@@ -75,7 +97,8 @@ function outputRenames(graph: Graph): { skip: Set<Node>; rename: Map<Tensor, str
 
 /** Serialises the graph's live part to ONNX bytes. */
 export function toOnnx(graph: Graph, opts: OnnxOptions = {}): Uint8Array {
-  if (graph.outputs.length === 0) throw new LorakitError('LK_GRAPH_INVALID', `graph "${graph.name}" has no outputs; call graph.output(name, tensor)`);
+  if (graph.outputs.length === 0)
+    throw new LorakitError('LK_GRAPH_INVALID', `graph "${graph.name}" has no outputs; call graph.output(name, tensor)`);
   const { skip, rename } = outputRenames(graph);
   const nodes = graph.liveNodes().filter((n) => !skip.has(n));
   const nameOf = (t: Tensor) => rename.get(t) ?? t.name;

@@ -15,33 +15,56 @@ export class ProtoWriter {
   }
   private rawVarint(n: number | bigint): void {
     if (typeof n === 'number' && n >= 0 && Number.isSafeInteger(n)) {
-      while (n >= 128) { this.scratch.push((n % 128) | 128); n = Math.floor(n / 128); }
+      while (n >= 128) {
+        this.scratch.push((n % 128) | 128);
+        n = Math.floor(n / 128);
+      }
       this.scratch.push(n);
       return;
     }
     let b = BigInt.asUintN(64, BigInt(n)); // negatives as 64-bit two's complement (10 bytes)
-    while (b >= 128n) { this.scratch.push(Number(b & 127n) | 128); b >>= 7n; }
+    while (b >= 128n) {
+      this.scratch.push(Number(b & 127n) | 128);
+      b >>= 7n;
+    }
     this.scratch.push(Number(b));
   }
-  private tag(field: number, wire: number): void { this.rawVarint(field * 8 + wire); }
+  private tag(field: number, wire: number): void {
+    this.rawVarint(field * 8 + wire);
+  }
   private rawBytes(b: Uint8Array): void {
     this.rawVarint(b.length);
-    if (b.length < 64) { for (const x of b) this.scratch.push(x); return; }
+    if (b.length < 64) {
+      for (const x of b) this.scratch.push(x);
+      return;
+    }
     this.flush();
     this.chunks.push(b);
     this.length += b.length;
   }
 
   /** int32/int64/enum/bool field. */
-  int(field: number, n: number | bigint): this { this.tag(field, 0); this.rawVarint(n); return this; }
+  int(field: number, n: number | bigint): this {
+    this.tag(field, 0);
+    this.rawVarint(n);
+    return this;
+  }
   float(field: number, f: number): this {
     this.tag(field, 5);
     const b = new Uint8Array(new Float32Array([f]).buffer);
     for (const x of b) this.scratch.push(x);
     return this;
   }
-  string(field: number, s: string): this { this.tag(field, 2); this.rawBytes(new TextEncoder().encode(s)); return this; }
-  bytes(field: number, b: Uint8Array): this { this.tag(field, 2); this.rawBytes(b); return this; }
+  string(field: number, s: string): this {
+    this.tag(field, 2);
+    this.rawBytes(new TextEncoder().encode(s));
+    return this;
+  }
+  bytes(field: number, b: Uint8Array): this {
+    this.tag(field, 2);
+    this.rawBytes(b);
+    return this;
+  }
   /** Packed repeated int64. */
   ints(field: number, xs: readonly (number | bigint)[]): this {
     const w = new ProtoWriter();
@@ -65,7 +88,10 @@ export class ProtoWriter {
     this.flush();
     const out = new Uint8Array(this.length);
     let o = 0;
-    for (const c of this.chunks) { out.set(c, o); o += c.length; }
+    for (const c of this.chunks) {
+      out.set(c, o);
+      o += c.length;
+    }
     return out;
   }
 }

@@ -54,7 +54,17 @@ export function dimProduct(dims: readonly Dim[]): Dim {
   const syms: string[] = [];
   for (const d of dims) {
     if (typeof d === 'number') n *= d;
-    else syms.push(...d.split('*').filter((p) => { const v = Number(p); if (Number.isInteger(v)) { n *= v; return false; } return true; }));
+    else
+      syms.push(
+        ...d.split('*').filter((p) => {
+          const v = Number(p);
+          if (Number.isInteger(v)) {
+            n *= v;
+            return false;
+          }
+          return true;
+        }),
+      );
   }
   if (syms.length === 0) return n;
   if (n === 0) return 0;

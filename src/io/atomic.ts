@@ -9,7 +9,8 @@ import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { LorakitError } from '../errors.ts';
 
-/** What writeFileAtomic accepts: bytes, a UTF-8 string, or a (sync or async) sequence of byte chunks written in order. */
+/** What writeFileAtomic accepts: bytes, a UTF-8 string, or a (sync or async) sequence of byte chunks written in order.
+ * */
 export type AtomicData = Uint8Array | string | Iterable<Uint8Array> | AsyncIterable<Uint8Array>;
 
 /** Options of writeFileAtomic. */
@@ -84,8 +85,11 @@ export async function writeFileAtomic(path: string, data: AtomicData, options: A
     }
     for await (const chunk of chunksOf(data)) {
       if (!(chunk instanceof Uint8Array)) {
-        throw new LorakitError('LK_INVALID_ARGUMENT',
-          `writeFileAtomic(${path}): expected each chunk to be a Uint8Array, found ${Object.prototype.toString.call(chunk)}`);
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `writeFileAtomic(${path}): expected each chunk to be a Uint8Array, found ` +
+            `${Object.prototype.toString.call(chunk)}`,
+        );
       }
       await writeAll(fh, chunk);
     }

@@ -41,7 +41,16 @@ export interface ChatEncoding {
 }
 
 /** Tokens that end a turn in common templates (Llama-3, ChatML/Qwen, Phi-3, Gemma, Llama-2, GPT-2). */
-const END_OF_TURN = ['<|eot_id|>', '<|eom_id|>', '<|im_end|>', '<|end|>', '<end_of_turn>', '</s>', '<|endoftext|>', '<|end_of_text|>'];
+const END_OF_TURN = [
+  '<|eot_id|>',
+  '<|eom_id|>',
+  '<|im_end|>',
+  '<|end|>',
+  '<end_of_turn>',
+  '</s>',
+  '<|endoftext|>',
+  '<|end_of_text|>',
+];
 
 const compiled = new Map<string, Template>();
 
@@ -51,7 +60,10 @@ function compile(template: string): Template {
     try {
       t = new Template(template);
     } catch (e) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `chat template: cannot parse the template: ${(e as Error).message}`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `chat template: cannot parse the template: ${(e as Error).message}`,
+      );
     }
     if (compiled.size >= 16) compiled.delete(compiled.keys().next().value!);
     compiled.set(template, t);
@@ -60,9 +72,16 @@ function compile(template: string): Template {
 }
 
 /** Renders `messages` with a Jinja chat template, as transformers' `apply_chat_template(tokenize=False)` does. */
-export function renderChat(template: string, messages: readonly ChatMessage[], options: RenderChatOptions = {}): string {
+export function renderChat(
+  template: string,
+  messages: readonly ChatMessage[],
+  options: RenderChatOptions = {},
+): string {
   if (typeof template !== 'string' || template === '') {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `renderChat: template must be a non-empty string, got ${template === '' ? 'an empty string' : typeof template}`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `renderChat: template must be a non-empty string, got ${template === '' ? 'an empty string' : typeof template}`,
+    );
   }
   checkMessages(messages, 'renderChat');
   const { addGenerationPrompt = false, bosToken, eosToken, ...extra } = options;
@@ -77,10 +96,14 @@ export function renderChat(template: string, messages: readonly ChatMessage[], o
 }
 
 function checkMessages(messages: readonly ChatMessage[], fn: string): void {
-  if (!Array.isArray(messages)) throw new LorakitError('LK_INVALID_ARGUMENT', `${fn}: messages must be an array, got ${typeof messages}`);
+  if (!Array.isArray(messages))
+    throw new LorakitError('LK_INVALID_ARGUMENT', `${fn}: messages must be an array, got ${typeof messages}`);
   messages.forEach((m, i) => {
     if (typeof m !== 'object' || m === null || typeof m.role !== 'string') {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `${fn}: messages[${i}] must be an object with a string "role", got ${JSON.stringify(m)}`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `${fn}: messages[${i}] must be an object with a string "role", got ${JSON.stringify(m)}`,
+      );
     }
   });
 }
@@ -89,7 +112,10 @@ function checkMessages(messages: readonly ChatMessage[], fn: string): void {
  * The chat template in a parsed tokenizer_config.json: `chat_template` is a string, or a list of
  * `{name, template}` from which `name` (default "default") is taken. Undefined when there is none.
  */
-export function chatTemplateFromConfig(tokenizerConfig: Record<string, unknown>, { name = 'default', source = 'tokenizer_config.json' } = {}): string | undefined {
+export function chatTemplateFromConfig(
+  tokenizerConfig: Record<string, unknown>,
+  { name = 'default', source = 'tokenizer_config.json' } = {},
+): string | undefined {
   const t = tokenizerConfig.chat_template;
   if (t === undefined || t === null) return undefined;
   if (typeof t === 'string') return t;
@@ -97,11 +123,17 @@ export function chatTemplateFromConfig(tokenizerConfig: Record<string, unknown>,
     const entry = t.find((e) => typeof e === 'object' && e !== null && e.name === name);
     if (entry === undefined || typeof entry.template !== 'string') {
       const names = t.map((e) => JSON.stringify(e?.name)).join(', ');
-      throw new LorakitError('LK_CONFIG_INVALID', `${source}: field "chat_template" has no template named "${name}"; it has ${names || 'none'}`);
+      throw new LorakitError(
+        'LK_CONFIG_INVALID',
+        `${source}: field "chat_template" has no template named "${name}"; it has ${names || 'none'}`,
+      );
     }
     return entry.template;
   }
-  throw new LorakitError('LK_CONFIG_INVALID', `${source}: field "chat_template" expected a string or a list of {name, template}, got ${typeof t}`);
+  throw new LorakitError(
+    'LK_CONFIG_INVALID',
+    `${source}: field "chat_template" expected a string or a list of {name, template}, got ${typeof t}`,
+  );
 }
 
 /**
@@ -113,11 +145,15 @@ export async function findChatTemplate(dir: string, { name = 'default' } = {}): 
   if (await exists(jinja)) return readFile(jinja, 'utf8');
   const configPath = join(dir, 'tokenizer_config.json');
   if (await exists(configPath)) {
-    const t = chatTemplateFromConfig((await readJsonFile(configPath)) as Record<string, unknown>, { name, source: configPath });
+    const t = chatTemplateFromConfig((await readJsonFile(configPath)) as Record<string, unknown>, {
+      name,
+      source: configPath,
+    });
     if (t !== undefined) return t;
   }
   const json = join(dir, 'chat_template.json');
-  if (await exists(json)) return chatTemplateFromConfig((await readJsonFile(json)) as Record<string, unknown>, { name, source: json });
+  if (await exists(json))
+    return chatTemplateFromConfig((await readJsonFile(json)) as Record<string, unknown>, { name, source: json });
   return undefined;
 }
 
@@ -125,7 +161,12 @@ export async function findChatTemplate(dir: string, { name = 'default' } = {}): 
 export async function loadChatTemplate(dir: string, options: { name?: string } = {}): Promise<string> {
   const t = await findChatTemplate(dir, options);
   if (t === undefined) {
-    throw new LorakitError('LK_FILE_NOT_FOUND', `${dir}: no chat template; looked for chat_template.jinja, "chat_template" in tokenizer_config.json, and chat_template.json`, { path: dir });
+    throw new LorakitError(
+      'LK_FILE_NOT_FOUND',
+      `${dir}: no chat template; looked for chat_template.jinja, "chat_template" in tokenizer_config.json, and ` +
+        `chat_template.json`,
+      { path: dir },
+    );
   }
   return t;
 }
@@ -140,7 +181,12 @@ export async function loadChatTemplate(dir: string, options: { name?: string } =
  * of the text, so a token that mixes template text and content counts as content. Template scaffolding around the
  * content (headers, an empty `<think></think>` block) is not masked in.
  */
-export function encodeChat(tokenizer: HfTokenizer, template: string, messages: readonly ChatMessage[], options: EncodeChatOptions = {}): ChatEncoding {
+export function encodeChat(
+  tokenizer: HfTokenizer,
+  template: string,
+  messages: readonly ChatMessage[],
+  options: EncodeChatOptions = {},
+): ChatEncoding {
   checkMessages(messages, 'encodeChat');
   const { endOfTurnTokens, ...renderOptions } = options;
   const vars: RenderChatOptions = { ...specialTokenVariables(tokenizer), ...renderOptions };
@@ -149,12 +195,16 @@ export function encodeChat(tokenizer: HfTokenizer, template: string, messages: r
   const assistantMask = new Array<number>(ids.length).fill(0);
   const eos = tokenContent(tokenizer.config.eos_token);
   const ends = endOfTurnTokens ?? (eos === undefined ? END_OF_TURN : [...END_OF_TURN, eos]);
-  const tokensBefore = (pos: number) => commonPrefixLength(tokenizer.encode(text.slice(0, pos), { addSpecialTokens: false }), ids);
+  const tokensBefore = (pos: number) =>
+    commonPrefixLength(tokenizer.encode(text.slice(0, pos), { addSpecialTokens: false }), ids);
   let cursor = 0;
   messages.forEach((m, k) => {
     if (m.role !== 'assistant') return;
     if (typeof m.content !== 'string') {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `encodeChat: messages[${k}].content must be a string, got ${typeof m.content}`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `encodeChat: messages[${k}].content must be a string, got ${typeof m.content}`,
+      );
     }
     const prompt = renderChat(template, messages.slice(0, k), { ...vars, addGenerationPrompt: true });
     const from = Math.max(cursor, commonPrefixLength(prompt, text));
@@ -165,7 +215,11 @@ export function encodeChat(tokenizer: HfTokenizer, template: string, messages: r
       start = text.indexOf(content, from);
     }
     if (start < 0) {
-      throw new LorakitError('LK_UNSUPPORTED', `encodeChat: the content of messages[${k}] (assistant) does not appear in the rendered chat after position ${from}; the template rewrites it, so its tokens cannot be masked`);
+      throw new LorakitError(
+        'LK_UNSUPPORTED',
+        `encodeChat: the content of messages[${k}] (assistant) does not appear in the rendered chat after position ` +
+          `${from}; the template rewrites it, so its tokens cannot be masked`,
+      );
     }
     let end = start + content.length;
     const after = /^[ \t]*/.exec(text.slice(end))![0].length;
@@ -186,7 +240,8 @@ export function encodeChat(tokenizer: HfTokenizer, template: string, messages: r
 /** bos_token, eos_token, ... of a tokenizer as template variables (transformers passes its special tokens map). */
 function specialTokenVariables(tokenizer: HfTokenizer): RenderChatOptions {
   const vars: RenderChatOptions = {};
-  const bos = tokenContent(tokenizer.config.bos_token), eos = tokenContent(tokenizer.config.eos_token);
+  const bos = tokenContent(tokenizer.config.bos_token),
+    eos = tokenContent(tokenizer.config.eos_token);
   if (bos !== undefined) vars.bosToken = bos;
   if (eos !== undefined) vars.eosToken = eos;
   for (const field of ['unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {

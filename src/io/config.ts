@@ -71,10 +71,16 @@ const llamaLikeSchema = z.object({
   tie_word_embeddings: z.boolean().default(false),
   attention_bias: z.boolean().optional(),
   mlp_bias: z.boolean().default(false),
-  hidden_act: z.literal('silu', { error: 'expected "silu" (the only activation of these families lorakit builds)' }).default('silu'),
+  hidden_act: z
+    .literal('silu', { error: 'expected "silu" (the only activation of these families lorakit builds)' })
+    .default('silu'),
   vocab_size: posInt,
   bos_token_id: tokenId.optional(),
-  eos_token_id: z.union([tokenId, z.array(z.number().int().nonnegative())], { error: 'expected a token id, a list of token ids or null' }).optional(),
+  eos_token_id: z
+    .union([tokenId, z.array(z.number().int().nonnegative())], {
+      error: 'expected a token id, a list of token ids or null',
+    })
+    .optional(),
   pad_token_id: tokenId.default(null),
   sliding_window: posInt.nullable().optional(),
   use_sliding_window: z.boolean().default(false),
@@ -95,11 +101,16 @@ const bertSchema = z.object({
   hidden_dropout_prob: z.number().min(0).max(1).default(0.1),
   attention_probs_dropout_prob: z.number().min(0).max(1).default(0.1),
   classifier_dropout: z.number().min(0).max(1).nullable().default(null),
-  position_embedding_type: z.literal('absolute', { error: 'expected "absolute" (relative position embeddings are not supported)' }).default('absolute'),
+  position_embedding_type: z
+    .literal('absolute', { error: 'expected "absolute" (relative position embeddings are not supported)' })
+    .default('absolute'),
   pad_token_id: tokenId.default(0),
   id2label: z.record(z.string(), z.string()).optional(),
   num_labels: posInt.optional(),
-  problem_type: z.enum(['regression', 'single_label_classification', 'multi_label_classification']).nullable().default(null),
+  problem_type: z
+    .enum(['regression', 'single_label_classification', 'multi_label_classification'])
+    .nullable()
+    .default(null),
   tie_word_embeddings: z.boolean().default(true),
 });
 
@@ -147,7 +158,10 @@ export interface LlamaLikeConfig extends Common {
 
 /** BERT encoder, with `num_labels` and `id2label` resolved from each other. */
 export type BertConfig = Common &
-  Omit<z.output<typeof bertSchema>, 'id2label' | 'num_labels' | keyof Common> & { id2label: Record<string, string>; num_labels: number };
+  Omit<z.output<typeof bertSchema>, 'id2label' | 'num_labels' | keyof Common> & {
+    id2label: Record<string, string>;
+    num_labels: number;
+  };
 
 /** A validated, normalised model config; `model_type` tells the family. */
 export type ModelConfig = Gpt2Config | LlamaLikeConfig | BertConfig;
@@ -169,10 +183,20 @@ export function parseModelConfig(json: unknown, source = 'config.json'): ModelCo
   }
   const modelType = (json as Record<string, unknown>).model_type;
   if (typeof modelType !== 'string') {
-    throw new LorakitError('LK_CONFIG_INVALID', `${source}: field "model_type" expected a string (one of ${SUPPORTED_MODEL_TYPES.join(', ')}), got ${describe(modelType)}`, { source, path: 'model_type' });
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      `${source}: field "model_type" expected a string (one of ${SUPPORTED_MODEL_TYPES.join(', ')}), got ` +
+        `${describe(modelType)}`,
+      { source, path: 'model_type' },
+    );
   }
   if (!(SUPPORTED_MODEL_TYPES as readonly string[]).includes(modelType)) {
-    throw new LorakitError('LK_UNSUPPORTED', `${source}: model_type "${modelType}" is not supported; supported model types: ${SUPPORTED_MODEL_TYPES.join(', ')}`, { source, modelType });
+    throw new LorakitError(
+      'LK_UNSUPPORTED',
+      `${source}: model_type "${modelType}" is not supported; supported model types: ` +
+        `${SUPPORTED_MODEL_TYPES.join(', ')}`,
+      { source, modelType },
+    );
   }
   const type = modelType as ModelType;
   if (type === 'gpt2') {
@@ -193,7 +217,12 @@ function normaliseLlamaLike(c: z.output<typeof llamaLikeSchema>, source: string)
   const heads = c.num_attention_heads;
   const kvHeads = c.num_key_value_heads ?? heads;
   if (c.head_dim == null && c.hidden_size % heads !== 0) {
-    invalid(source, 'head_dim', `hidden_size (${c.hidden_size}) divisible by num_attention_heads (${heads}), or an explicit head_dim`, 'neither');
+    invalid(
+      source,
+      'head_dim',
+      `hidden_size (${c.hidden_size}) divisible by num_attention_heads (${heads}), or an explicit head_dim`,
+      'neither',
+    );
   }
   if (heads % kvHeads !== 0) {
     invalid(source, 'num_key_value_heads', `a divisor of num_attention_heads (${heads})`, String(kvHeads));
@@ -223,16 +252,34 @@ function normaliseLlamaLike(c: z.output<typeof llamaLikeSchema>, source: string)
 function normaliseRopeScaling(r: z.output<typeof ropeScalingSchema>, source: string): RopeScaling | null {
   if (r === null) return null;
   const kind = r.rope_type ?? r.type;
-  if (kind === undefined) invalid(source, 'rope_scaling.rope_type', 'one of "default", "linear", "llama3"', 'nothing (field missing)');
+  if (kind === undefined)
+    invalid(source, 'rope_scaling.rope_type', 'one of "default", "linear", "llama3"', 'nothing (field missing)');
   if (kind !== 'default' && kind !== 'linear' && kind !== 'llama3') {
-    throw new LorakitError('LK_UNSUPPORTED', `${source}: rope_scaling.rope_type "${kind}" is not supported; supported: default, linear, llama3`, { source, path: 'rope_scaling.rope_type' });
+    throw new LorakitError(
+      'LK_UNSUPPORTED',
+      `${source}: rope_scaling.rope_type "${kind}" is not supported; supported: default, linear, llama3`,
+      { source, path: 'rope_scaling.rope_type' },
+    );
   }
-  const need = kind === 'llama3' ? (['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'] as const) : kind === 'linear' ? (['factor'] as const) : [];
-  for (const k of need) if (r[k] === undefined) invalid(source, `rope_scaling.${k}`, `a positive number (required by rope_type "${kind}")`, 'nothing (field missing)');
+  const need =
+    kind === 'llama3'
+      ? (['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'] as const)
+      : kind === 'linear'
+        ? (['factor'] as const)
+        : [];
+  for (const k of need)
+    if (r[k] === undefined)
+      invalid(
+        source,
+        `rope_scaling.${k}`,
+        `a positive number (required by rope_type "${kind}")`,
+        'nothing (field missing)',
+      );
   const out: RopeScaling = { rope_type: kind, factor: r.factor ?? 1 };
   if (r.low_freq_factor !== undefined) out.low_freq_factor = r.low_freq_factor;
   if (r.high_freq_factor !== undefined) out.high_freq_factor = r.high_freq_factor;
-  if (r.original_max_position_embeddings !== undefined) out.original_max_position_embeddings = r.original_max_position_embeddings;
+  if (r.original_max_position_embeddings !== undefined)
+    out.original_max_position_embeddings = r.original_max_position_embeddings;
   return out;
 }
 
@@ -246,29 +293,48 @@ function normaliseBert(c: z.output<typeof bertSchema>, source: string): BertConf
   return { ...c, id2label, num_labels: n };
 }
 
-/** Parses `json` with a zod schema; the first issue becomes LK_CONFIG_INVALID naming `source`, the field path, expected and got. */
+/** Parses `json` with a zod schema; the first issue becomes LK_CONFIG_INVALID naming `source`, the field path, expected
+ * and got. */
 export function validateConfig<S extends z.ZodType>(schema: S, json: unknown, source: string): z.output<S> {
   const r = schema.safeParse(json, { reportInput: true });
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
   const path = issue.path.map(String).join('.');
   const where = path === '' ? 'the top level' : `field "${path}"`;
-  throw new LorakitError('LK_CONFIG_INVALID', `${source}: ${where} ${expectation(issue)}, got ${describe(issue.input)}`, { source, path, issues: r.error.issues });
+  throw new LorakitError(
+    'LK_CONFIG_INVALID',
+    `${source}: ${where} ${expectation(issue)}, got ${describe(issue.input)}`,
+    { source, path, issues: r.error.issues },
+  );
 }
 
 /** What a zod issue expected, in words. */
 function expectation(issue: z.core.$ZodIssue): string {
   switch (issue.code) {
-    case 'invalid_type': return `expected ${issue.expected}`;
-    case 'invalid_value': return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
-    case 'too_small': return `expected ${issue.origin === 'number' ? 'a number' : 'a value'} ${issue.inclusive ? '>=' : '>'} ${String(issue.minimum)}`;
-    case 'too_big': return `expected ${issue.origin === 'number' ? 'a number' : 'a value'} ${issue.inclusive ? '<=' : '<'} ${String(issue.maximum)}`;
-    default: return issue.message.startsWith('expected') ? issue.message : `expected a valid value (${issue.message})`;
+    case 'invalid_type':
+      return `expected ${issue.expected}`;
+    case 'invalid_value':
+      return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'too_small':
+      return (
+        `expected ${issue.origin === 'number' ? 'a number' : 'a value'} ${issue.inclusive ? '>=' : '>'} ` +
+        `${String(issue.minimum)}`
+      );
+    case 'too_big':
+      return (
+        `expected ${issue.origin === 'number' ? 'a number' : 'a value'} ${issue.inclusive ? '<=' : '<'} ` +
+        `${String(issue.maximum)}`
+      );
+    default:
+      return issue.message.startsWith('expected') ? issue.message : `expected a valid value (${issue.message})`;
   }
 }
 
 function invalid(source: string, path: string, expected: string, got: string): never {
-  throw new LorakitError('LK_CONFIG_INVALID', `${source}: field "${path}" expected ${expected}, got ${got}`, { source, path });
+  throw new LorakitError('LK_CONFIG_INVALID', `${source}: field "${path}" expected ${expected}, got ${got}`, {
+    source,
+    path,
+  });
 }
 
 /** A short description of a JSON value for messages: its type and (abbreviated) value. */
@@ -290,8 +356,10 @@ export async function readJsonFile(path: string): Promise<unknown> {
     text = await readFile(path, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') throw new LorakitError('LK_FILE_NOT_FOUND', `${path}: file not found`, { path });
-    if (code === 'EISDIR') throw new LorakitError('LK_FILE_INVALID', `${path}: expected a JSON file, found a folder`, { path });
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw new LorakitError('LK_FILE_NOT_FOUND', `${path}: file not found`, { path });
+    if (code === 'EISDIR')
+      throw new LorakitError('LK_FILE_INVALID', `${path}: expected a JSON file, found a folder`, { path });
     throw e;
   }
   return parseJsonText(text, path);
@@ -308,7 +376,11 @@ export function parseJsonText(text: string, path: string): unknown {
     const before = text.slice(0, pos);
     const line = before.split('\n').length;
     const column = pos - before.lastIndexOf('\n');
-    throw new LorakitError('LK_FILE_INVALID', `${path}: invalid JSON at line ${line} column ${column} (position ${pos}): ${msg}`, { path, position: pos, line, column });
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${path}: invalid JSON at line ${line} column ${column} (position ${pos}): ${msg}`,
+      { path, position: pos, line, column },
+    );
   }
 }
 

@@ -31,7 +31,8 @@ function lut(): Uint32Array {
   return f16Lut;
 }
 
-/** f16 bit pattern nearest to the f32 with bits `x` (round to nearest, ties to even; overflow to ±inf; NaN stays NaN). */
+/** f16 bit pattern nearest to the f32 with bits `x` (round to nearest, ties to even; overflow to ±inf; NaN stays NaN).
+ * */
 function f32BitsToF16Bits(x: number): number {
   const sign = (x >>> 16) & 0x8000;
   const exp = (x >>> 23) & 0xff;

@@ -58,12 +58,24 @@ export async function loadHfFolder(dir: string, options: LoadHfFolderOptions = {
   } catch {
     throw new LorakitError('LK_FILE_NOT_FOUND', `model folder ${dir} does not exist`, { path: dir });
   }
-  if (!isDir) throw new LorakitError('LK_FILE_NOT_FOUND', `model folder ${dir} is a file, expected a folder holding config.json`, { path: dir });
+  if (!isDir)
+    throw new LorakitError(
+      'LK_FILE_NOT_FOUND',
+      `model folder ${dir} is a file, expected a folder holding config.json`,
+      { path: dir },
+    );
   const configPath = join(dir, 'config.json');
   if (!(await exists(configPath))) {
     const present = (await readdir(dir)).sort();
-    const shown = present.length === 0 ? 'the folder is empty' : `found ${present.slice(0, 8).join(', ')}${present.length > 8 ? `, … (${present.length} entries)` : ''}`;
-    throw new LorakitError('LK_FILE_NOT_FOUND', `${configPath} not found: a Hugging Face model folder needs config.json; ${shown}`, { path: configPath });
+    const shown =
+      present.length === 0
+        ? 'the folder is empty'
+        : `found ${present.slice(0, 8).join(', ')}${present.length > 8 ? `, … (${present.length} entries)` : ''}`;
+    throw new LorakitError(
+      'LK_FILE_NOT_FOUND',
+      `${configPath} not found: a Hugging Face model folder needs config.json; ${shown}`,
+      { path: configPath },
+    );
   }
   const out: HfFolder = { dir, config: parseModelConfig(await readJsonFile(configPath), configPath) };
   if (options.tokenizer !== false && (await hasTokenizer(dir))) out.tokenizer = await HfTokenizer.fromDir(dir, options);
@@ -86,6 +98,7 @@ export function parseGenerationConfig(json: unknown, source = 'generation_config
 }
 
 async function hasTokenizer(dir: string): Promise<boolean> {
-  for (const name of ['tokenizer.json', 'vocab.json', 'encoder.json', 'vocab.txt']) if (await exists(join(dir, name))) return true;
+  for (const name of ['tokenizer.json', 'vocab.json', 'encoder.json', 'vocab.txt'])
+    if (await exists(join(dir, name))) return true;
   return false;
 }

@@ -1,21 +1,63 @@
 // Public surface of src/io: file formats and safe writes. Other folders import from here, not from the files.
-export { f16ToF32, f32ToF16, bf16ToF32, f32ToBf16, f16BitsToNumber, numberToF16Bits, bf16BitsToNumber, numberToBf16Bits } from './half.ts';
+export {
+  f16ToF32,
+  f32ToF16,
+  bf16ToF32,
+  f32ToBf16,
+  f16BitsToNumber,
+  numberToF16Bits,
+  bf16BitsToNumber,
+  numberToBf16Bits,
+} from './half.ts';
 export { writeFileAtomic, tempPathFor, syncDir } from './atomic.ts';
 export type { AtomicData, AtomicWriteOptions } from './atomic.ts';
 export {
-  DTYPE_BYTES, MAX_HEADER_BYTES, isSupportedDType, readHeaderLength, parseHeader, canReadAs, checkReadAs, decodeTensor,
-  SafetensorsFile, SafetensorsBuffer, planSafetensors, encodeSafetensors, writeSafetensors,
+  DTYPE_BYTES,
+  MAX_HEADER_BYTES,
+  isSupportedDType,
+  readHeaderLength,
+  parseHeader,
+  canReadAs,
+  checkReadAs,
+  decodeTensor,
+  SafetensorsFile,
+  SafetensorsBuffer,
+  planSafetensors,
+  encodeSafetensors,
+  writeSafetensors,
 } from './safetensors.ts';
 export type {
-  SafetensorsDType, TensorInfo, SafetensorsHeader, ReadType, ReadTypeMap, WeightsReader, TensorData, TensorToWrite, TensorsToWrite,
+  SafetensorsDType,
+  TensorInfo,
+  SafetensorsHeader,
+  ReadType,
+  ReadTypeMap,
+  WeightsReader,
+  TensorData,
+  TensorToWrite,
+  TensorsToWrite,
 } from './safetensors.ts';
 export { openWeights, ShardedWeights } from './sharded.ts';
 export type { OpenWeightsOptions } from './sharded.ts';
-export { SUPPORTED_MODEL_TYPES, parseModelConfig, loadModelConfig, validateConfig, readJsonFile, parseJsonText } from './config.ts';
+export {
+  SUPPORTED_MODEL_TYPES,
+  parseModelConfig,
+  loadModelConfig,
+  validateConfig,
+  readJsonFile,
+  parseJsonText,
+} from './config.ts';
 export type { ModelType, ModelConfig, Gpt2Config, LlamaLikeConfig, BertConfig, RopeScaling } from './config.ts';
 export { HfTokenizer, tokenContent, gpt2TokenizerJson, bertTokenizerJson } from './tokenizer.ts';
 export type {
-  EncodeOptions, EncodeBatchOptions, BatchEncoding, DecodeOptions, HfTokenizerOptions, StreamDecoder, AddedTokenInfo, BackendTokenizer,
+  EncodeOptions,
+  EncodeBatchOptions,
+  BatchEncoding,
+  DecodeOptions,
+  HfTokenizerOptions,
+  StreamDecoder,
+  AddedTokenInfo,
+  BackendTokenizer,
 } from './tokenizer.ts';
 export { renderChat, encodeChat, chatTemplateFromConfig, findChatTemplate, loadChatTemplate } from './chat.ts';
 export type { ChatMessage, RenderChatOptions, EncodeChatOptions, ChatEncoding } from './chat.ts';

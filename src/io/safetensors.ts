@@ -4,18 +4,43 @@
  * reference (header padded to 8 bytes, tensors ordered by alignment). It knows nothing about models or adapters; see
  * sharded.ts for model folders. Layout: u64 LE header length N, N bytes of UTF-8 JSON, then the data buffer.
  */
-import { open, stat } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { LorakitError, internal } from '../errors.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half.ts';
 
 /** Element types lorakit reads and writes (the F8_*, F6_*, F4 and complex types of newer files are refused). */
-export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'U16' | 'U32' | 'U64' | 'BOOL';
+export type SafetensorsDType =
+  | 'F64'
+  | 'F32'
+  | 'F16'
+  | 'BF16'
+  | 'I64'
+  | 'I32'
+  | 'I16'
+  | 'I8'
+  | 'U8'
+  | 'U16'
+  | 'U32'
+  | 'U64'
+  | 'BOOL';
 
 /** Bytes per element of each supported dtype. */
 export const DTYPE_BYTES: Readonly<Record<SafetensorsDType, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, U16: 2, U32: 4, U64: 8, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  U16: 2,
+  U32: 4,
+  U64: 8,
+  BOOL: 1,
 };
 
 /** One tensor's entry in a header; `dataOffset` is the absolute byte offset in the file. */
@@ -35,13 +60,36 @@ export interface SafetensorsHeader {
 }
 
 /** Element types readAs can return. */
-export type ReadType = 'f64' | 'f32' | 'f16' | 'bf16' | 'i64' | 'i32' | 'i16' | 'i8' | 'u64' | 'u32' | 'u16' | 'u8' | 'bool';
+export type ReadType =
+  | 'f64'
+  | 'f32'
+  | 'f16'
+  | 'bf16'
+  | 'i64'
+  | 'i32'
+  | 'i16'
+  | 'i8'
+  | 'u64'
+  | 'u32'
+  | 'u16'
+  | 'u8'
+  | 'bool';
 
 /** The typed array readAs returns for each ReadType (f16 and bf16 are bit patterns; bool is 0/1 bytes). */
 export interface ReadTypeMap {
-  f64: Float64Array; f32: Float32Array; f16: Uint16Array; bf16: Uint16Array;
-  i64: BigInt64Array; i32: Int32Array; i16: Int16Array; i8: Int8Array;
-  u64: BigUint64Array; u32: Uint32Array; u16: Uint16Array; u8: Uint8Array; bool: Uint8Array;
+  f64: Float64Array;
+  f32: Float32Array;
+  f16: Uint16Array;
+  bf16: Uint16Array;
+  i64: BigInt64Array;
+  i32: Int32Array;
+  i16: Int16Array;
+  i8: Int8Array;
+  u64: BigUint64Array;
+  u32: Uint32Array;
+  u16: Uint16Array;
+  u8: Uint8Array;
+  bool: Uint8Array;
 }
 
 /** The read API shared by SafetensorsFile and the sharded reader of sharded.ts. */
@@ -60,7 +108,18 @@ export interface WeightsReader {
 export const MAX_HEADER_BYTES = 100_000_000;
 
 // Names that newer safetensors versions define; they get a clearer "not supported" than a made-up name.
-const KNOWN_UNSUPPORTED = new Set(['F8_E4M3', 'F8_E5M2', 'F8_E8M0', 'F8_E4M3FNUZ', 'F8_E5M2FNUZ', 'F6_E2M3', 'F6_E3M2', 'F4', 'C64', 'C128']);
+const KNOWN_UNSUPPORTED = new Set([
+  'F8_E4M3',
+  'F8_E5M2',
+  'F8_E8M0',
+  'F8_E4M3FNUZ',
+  'F8_E5M2FNUZ',
+  'F6_E2M3',
+  'F6_E3M2',
+  'F4',
+  'C64',
+  'C128',
+]);
 
 // Typed arrays share the platform's byte order and the format is little-endian; every platform Node ships on is LE.
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -85,15 +144,18 @@ function isDim(v: unknown): v is number {
 
 /** True if `name` is a dtype lorakit supports. */
 export function isSupportedDType(name: string): name is SafetensorsDType {
-  return Object.prototype.hasOwnProperty.call(DTYPE_BYTES, name);
+  return Object.hasOwn(DTYPE_BYTES, name);
 }
 
 function checkDType(dtype: string, file: string, tensor: string): SafetensorsDType {
   if (isSupportedDType(dtype)) return dtype;
   const kind = KNOWN_UNSUPPORTED.has(dtype) ? 'dtype' : 'unknown dtype';
-  throw new LorakitError('LK_UNSUPPORTED',
-    `${file}: tensor '${tensor}' has ${kind} ${describe(dtype)}, which lorakit does not read; supported: ${Object.keys(DTYPE_BYTES).join(', ')}`,
-    { file, tensor, dtype });
+  throw new LorakitError(
+    'LK_UNSUPPORTED',
+    `${file}: tensor '${tensor}' has ${kind} ${describe(dtype)}, which lorakit does not read; supported: ` +
+      `${Object.keys(DTYPE_BYTES).join(', ')}`,
+    { file, tensor, dtype },
+  );
 }
 
 /** Number of elements of `shape`, or -1 if it exceeds `limit` (so huge dims cannot overflow). */
@@ -120,10 +182,17 @@ export function readHeaderLength(bytes: Uint8Array, fileSize: number, fileName: 
   const hi = dv.getUint32(4, true);
   const n = hi * 2 ** 32 + lo; // not exact above 2^53, but then it is far beyond both limits anyway
   if (n > MAX_HEADER_BYTES) {
-    throw invalid(fileName, `header length is ${hi === 0 ? n : `${hi}·2^32 + ${lo}`} bytes; expected at most ${MAX_HEADER_BYTES}`);
+    throw invalid(
+      fileName,
+      `header length is ${hi === 0 ? n : `${hi}·2^32 + ${lo}`} bytes; expected at most ${MAX_HEADER_BYTES}`,
+    );
   }
   if (n > fileSize - 8) {
-    throw invalid(fileName, `header length ${n} runs past the end of the file (expected at most ${fileSize - 8} for a file of ${fileSize} bytes)`);
+    throw invalid(
+      fileName,
+      `header length ${n} runs past the end of the file (expected at most ${fileSize - 8} for a file of ${fileSize} ` +
+        `bytes)`,
+    );
   }
   return n;
 }
@@ -136,8 +205,10 @@ export function readHeaderLength(bytes: Uint8Array, fileSize: number, fileName: 
 export function parseHeader(bytes: Uint8Array, fileSize: number, fileName: string): SafetensorsHeader {
   const n = readHeaderLength(bytes, fileSize, fileName);
   if (bytes.length < 8 + n) {
-    throw new LorakitError('LK_INVALID_ARGUMENT',
-      `parseHeader(${fileName}): expected the first ${8 + n} bytes of the file, got ${bytes.length}`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `parseHeader(${fileName}): expected the first ${8 + n} bytes of the file, got ${bytes.length}`,
+    );
   }
   let text: string;
   try {
@@ -163,34 +234,51 @@ export function parseHeader(bytes: Uint8Array, fileSize: number, fileName: strin
   for (const [name, entry] of Object.entries(json)) {
     if (name === '__metadata__') {
       if (entry === null) continue; // the reference reads null as "no metadata"
-      if (!isPlainObject(entry)) throw invalid(fileName, `expected __metadata__ to be an object of strings, found ${describe(entry)}`);
+      if (!isPlainObject(entry))
+        throw invalid(fileName, `expected __metadata__ to be an object of strings, found ${describe(entry)}`);
       for (const [k, v] of Object.entries(entry)) {
-        if (typeof v !== 'string') throw invalid(fileName, `expected __metadata__['${k}'] to be a string, found ${describe(v)}`);
+        if (typeof v !== 'string')
+          throw invalid(fileName, `expected __metadata__['${k}'] to be a string, found ${describe(v)}`);
       }
       metadata = Object.fromEntries(Object.entries(entry)) as Record<string, string>;
       continue;
     }
     const where = `tensor '${name}'`;
-    if (!isPlainObject(entry)) throw invalid(fileName, `${where}: expected an object {dtype, shape, data_offsets}, found ${describe(entry)}`);
+    if (!isPlainObject(entry))
+      throw invalid(fileName, `${where}: expected an object {dtype, shape, data_offsets}, found ${describe(entry)}`);
     const { dtype, shape, data_offsets: offsets } = entry;
-    if (typeof dtype !== 'string') throw invalid(fileName, `${where}: expected dtype to be a string, found ${describe(dtype)}`);
+    if (typeof dtype !== 'string')
+      throw invalid(fileName, `${where}: expected dtype to be a string, found ${describe(dtype)}`);
     if (!Array.isArray(shape) || !shape.every(isDim)) {
-      throw invalid(fileName, `${where}: expected shape to be an array of non-negative integers, found ${describe(shape)}`);
+      throw invalid(
+        fileName,
+        `${where}: expected shape to be an array of non-negative integers, found ${describe(shape)}`,
+      );
     }
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isDim)) {
-      throw invalid(fileName, `${where}: expected data_offsets to be [begin, end] with non-negative integers, found ${describe(offsets)}`);
+      throw invalid(
+        fileName,
+        `${where}: expected data_offsets to be [begin, end] with non-negative integers, found ${describe(offsets)}`,
+      );
     }
     const [begin, end] = offsets as [number, number];
     if (begin > end) throw invalid(fileName, `${where}: expected data_offsets begin <= end, found [${begin}, ${end}]`);
     if (end > bufferBytes) {
-      throw invalid(fileName, `${where}: data_offsets [${begin}, ${end}] run past the end of the data buffer (${bufferBytes} bytes)`);
+      throw invalid(
+        fileName,
+        `${where}: data_offsets [${begin}, ${end}] run past the end of the data buffer (${bufferBytes} bytes)`,
+      );
     }
     const dt = checkDType(dtype, fileName, name);
     const count = elementCount(shape, bufferBytes);
     const expected = count < 0 ? -1 : count * DTYPE_BYTES[dt];
     if (expected !== end - begin) {
-      throw invalid(fileName, `${where}: ${dt} of shape [${shape.join(', ')}] needs ${expected < 0 ? 'more bytes than the file has' : `${expected} bytes`}, ` +
-        `found data_offsets [${begin}, ${end}] (${end - begin} bytes)`);
+      throw invalid(
+        fileName,
+        `${where}: ${dt} of shape [${shape.join(', ')}] needs ` +
+          `${expected < 0 ? 'more bytes than the file has' : `${expected} bytes`}, ` +
+          `found data_offsets [${begin}, ${end}] (${end - begin} bytes)`,
+      );
     }
     tensors.set(name, { name, dtype: dt, shape: [...shape], dataOffset: dataStart + begin, byteLength: end - begin });
     spans.push({ name, begin, end });
@@ -201,12 +289,25 @@ export function parseHeader(bytes: Uint8Array, fileSize: number, fileName: strin
   spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
   let pos = 0;
   for (const s of spans) {
-    if (s.begin < pos) throw invalid(fileName, `tensor '${s.name}': data_offsets [${s.begin}, ${s.end}] overlap the previous tensor, which ends at ${pos}`);
-    if (s.begin > pos) throw invalid(fileName, `tensor '${s.name}': data_offsets start at ${s.begin}, expected ${pos} (bytes ${pos}..${s.begin} belong to no tensor)`);
+    if (s.begin < pos)
+      throw invalid(
+        fileName,
+        `tensor '${s.name}': data_offsets [${s.begin}, ${s.end}] overlap the previous tensor, which ends at ${pos}`,
+      );
+    if (s.begin > pos)
+      throw invalid(
+        fileName,
+        `tensor '${s.name}': data_offsets start at ${s.begin}, expected ${pos} (bytes ${pos}..${s.begin} belong to ` +
+          `no tensor)`,
+      );
     pos = s.end;
   }
   if (pos !== bufferBytes) {
-    throw invalid(fileName, `the tensors cover ${pos} bytes of the data buffer, expected all ${bufferBytes} (trailing bytes after the last tensor)`);
+    throw invalid(
+      fileName,
+      `the tensors cover ${pos} bytes of the data buffer, expected all ${bufferBytes} (trailing bytes after the ` +
+        `last tensor)`,
+    );
   }
   return { tensors, metadata, dataStart };
 }
@@ -231,14 +332,24 @@ const INT_SOURCES: Partial<Record<ReadType, SafetensorsDType[]>> = {
   f32: ['I16', 'I8', 'U16', 'U8', 'BOOL'],
 };
 
-/** Whether readAs(…, `type`) accepts a tensor of `dtype`: floats to any float type (rounding), exact integer widening. */
+/** Whether readAs(…, `type`) accepts a tensor of `dtype`: floats to any float type (rounding), exact integer widening.
+ * */
 export function canReadAs(dtype: SafetensorsDType, type: ReadType): boolean {
   if (FLOATS.has(dtype) && (type === 'f64' || type === 'f32' || type === 'f16' || type === 'bf16')) return true;
   return INT_SOURCES[type]?.includes(dtype) ?? false;
 }
 
-type AnyTyped = Float64Array | Float32Array | BigInt64Array | BigUint64Array | Int32Array | Uint32Array | Int16Array |
-  Uint16Array | Int8Array | Uint8Array;
+type AnyTyped =
+  | Float64Array
+  | Float32Array
+  | BigInt64Array
+  | BigUint64Array
+  | Int32Array
+  | Uint32Array
+  | Int16Array
+  | Uint16Array
+  | Int8Array
+  | Uint8Array;
 
 // A typed view of raw bytes as `dtype` (F16/BF16 as bit patterns); copies when the bytes are not aligned.
 function view(bytes: Uint8Array, dtype: SafetensorsDType): AnyTyped {
@@ -246,28 +357,63 @@ function view(bytes: Uint8Array, dtype: SafetensorsDType): AnyTyped {
   const b = bytes.byteOffset % size === 0 ? bytes : bytes.slice();
   const n = b.byteLength / size;
   switch (dtype) {
-    case 'F64': return new Float64Array(b.buffer, b.byteOffset, n);
-    case 'F32': return new Float32Array(b.buffer, b.byteOffset, n);
-    case 'F16': case 'BF16': case 'U16': return new Uint16Array(b.buffer, b.byteOffset, n);
-    case 'I64': return new BigInt64Array(b.buffer, b.byteOffset, n);
-    case 'U64': return new BigUint64Array(b.buffer, b.byteOffset, n);
-    case 'I32': return new Int32Array(b.buffer, b.byteOffset, n);
-    case 'U32': return new Uint32Array(b.buffer, b.byteOffset, n);
-    case 'I16': return new Int16Array(b.buffer, b.byteOffset, n);
-    case 'I8': return new Int8Array(b.buffer, b.byteOffset, n);
-    case 'U8': case 'BOOL': return new Uint8Array(b.buffer, b.byteOffset, n);
+    case 'F64':
+      return new Float64Array(b.buffer, b.byteOffset, n);
+    case 'F32':
+      return new Float32Array(b.buffer, b.byteOffset, n);
+    case 'F16':
+    case 'BF16':
+    case 'U16':
+      return new Uint16Array(b.buffer, b.byteOffset, n);
+    case 'I64':
+      return new BigInt64Array(b.buffer, b.byteOffset, n);
+    case 'U64':
+      return new BigUint64Array(b.buffer, b.byteOffset, n);
+    case 'I32':
+      return new Int32Array(b.buffer, b.byteOffset, n);
+    case 'U32':
+      return new Uint32Array(b.buffer, b.byteOffset, n);
+    case 'I16':
+      return new Int16Array(b.buffer, b.byteOffset, n);
+    case 'I8':
+      return new Int8Array(b.buffer, b.byteOffset, n);
+    case 'U8':
+    case 'BOOL':
+      return new Uint8Array(b.buffer, b.byteOffset, n);
   }
 }
 
 const READ_CTORS = {
-  f64: Float64Array, f32: Float32Array, f16: Uint16Array, bf16: Uint16Array, i64: BigInt64Array, i32: Int32Array,
-  i16: Int16Array, i8: Int8Array, u64: BigUint64Array, u32: Uint32Array, u16: Uint16Array, u8: Uint8Array, bool: Uint8Array,
+  f64: Float64Array,
+  f32: Float32Array,
+  f16: Uint16Array,
+  bf16: Uint16Array,
+  i64: BigInt64Array,
+  i32: Int32Array,
+  i16: Int16Array,
+  i8: Int8Array,
+  u64: BigUint64Array,
+  u32: Uint32Array,
+  u16: Uint16Array,
+  u8: Uint8Array,
+  bool: Uint8Array,
 } as const;
 
 // The dtype whose raw bytes already are the requested type.
 const NATIVE: Record<ReadType, SafetensorsDType> = {
-  f64: 'F64', f32: 'F32', f16: 'F16', bf16: 'BF16', i64: 'I64', i32: 'I32', i16: 'I16', i8: 'I8',
-  u64: 'U64', u32: 'U32', u16: 'U16', u8: 'U8', bool: 'BOOL',
+  f64: 'F64',
+  f32: 'F32',
+  f16: 'F16',
+  bf16: 'BF16',
+  i64: 'I64',
+  i32: 'I32',
+  i16: 'I16',
+  i8: 'I8',
+  u64: 'U64',
+  u32: 'U32',
+  u16: 'U16',
+  u8: 'U8',
+  bool: 'BOOL',
 };
 
 function toF32(src: AnyTyped, dtype: SafetensorsDType): Float32Array {
@@ -278,17 +424,23 @@ function toF32(src: AnyTyped, dtype: SafetensorsDType): Float32Array {
   return out;
 }
 
-/** Throws unless readAs(…, `type`) accepts `info`'s dtype: LK_INVALID_ARGUMENT for an unknown type, else LK_DTYPE_MISMATCH. */
+/** Throws unless readAs(…, `type`) accepts `info`'s dtype: LK_INVALID_ARGUMENT for an unknown type, else
+ * LK_DTYPE_MISMATCH. */
 export function checkReadAs(info: TensorInfo, type: ReadType, fileName: string): void {
-  if (!Object.prototype.hasOwnProperty.call(READ_CTORS, type)) {
-    throw new LorakitError('LK_INVALID_ARGUMENT',
-      `readAs('${info.name}'): expected a type among ${Object.keys(READ_CTORS).join(', ')}, found ${describe(type)}`);
+  if (!Object.hasOwn(READ_CTORS, type)) {
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `readAs('${info.name}'): expected a type among ${Object.keys(READ_CTORS).join(', ')}, found ${describe(type)}`,
+    );
   }
   if (!canReadAs(info.dtype, type)) {
     const ok = (Object.keys(READ_CTORS) as ReadType[]).filter((t) => canReadAs(info.dtype, t));
-    throw new LorakitError('LK_DTYPE_MISMATCH',
-      `${fileName}: tensor '${info.name}' is ${info.dtype}, which does not convert to '${type}' without loss; read it as one of ${ok.join(', ')}`,
-      { file: fileName, tensor: info.name, dtype: info.dtype, type });
+    throw new LorakitError(
+      'LK_DTYPE_MISMATCH',
+      `${fileName}: tensor '${info.name}' is ${info.dtype}, which does not convert to '${type}' without loss; read ` +
+        `it as one of ${ok.join(', ')}`,
+      { file: fileName, tensor: info.name, dtype: info.dtype, type },
+    );
   }
 }
 
@@ -296,11 +448,21 @@ export function checkReadAs(info: TensorInfo, type: ReadType, fileName: string):
  * Converts a tensor's raw little-endian bytes to the typed array of `type` (see canReadAs for what converts).
  * The result may share memory with `bytes` when no conversion is needed and the bytes are aligned.
  */
-export function decodeTensor<T extends ReadType>(bytes: Uint8Array, info: TensorInfo, type: T, fileName: string): ReadTypeMap[T] {
-  if (!LITTLE_ENDIAN) throw new LorakitError('LK_UNSUPPORTED', `${fileName}: safetensors data is little-endian and this platform is big-endian`);
+export function decodeTensor<T extends ReadType>(
+  bytes: Uint8Array,
+  info: TensorInfo,
+  type: T,
+  fileName: string,
+): ReadTypeMap[T] {
+  if (!LITTLE_ENDIAN)
+    throw new LorakitError(
+      'LK_UNSUPPORTED',
+      `${fileName}: safetensors data is little-endian and this platform is big-endian`,
+    );
   checkReadAs(info, type, fileName);
   const { dtype } = info;
-  if (bytes.length !== info.byteLength) internal(`decodeTensor('${info.name}'): got ${bytes.length} bytes, header says ${info.byteLength}`);
+  if (bytes.length !== info.byteLength)
+    internal(`decodeTensor('${info.name}'): got ${bytes.length} bytes, header says ${info.byteLength}`);
   const src = view(bytes, dtype);
   if (NATIVE[type] === dtype) return src as ReadTypeMap[T];
   let out: AnyTyped;
@@ -309,7 +471,8 @@ export function decodeTensor<T extends ReadType>(bytes: Uint8Array, info: Tensor
     const f = dtype === 'F16' || dtype === 'BF16' ? toF32(src, dtype) : src;
     out = new Float64Array(f.length);
     out.set(f as Float32Array);
-  } else if (type === 'f16') out = f32ToF16(toF32(src, dtype)); // F64 rounds twice here (via f32); off by one ulp at worst
+  } else if (type === 'f16')
+    out = f32ToF16(toF32(src, dtype)); // F64 rounds twice here (via f32); off by one ulp at worst
   else if (type === 'bf16') out = f32ToBf16(toF32(src, dtype));
   else if (type === 'i64' || type === 'u64') {
     // TypedArray#set refuses to mix number and bigint arrays, hence the loop.
@@ -332,8 +495,14 @@ export function unknownTensorError(name: string, available: readonly string[], w
     return i;
   };
   const near = [...available].sort((a, b) => prefixLen(b) - prefixLen(a) || (a < b ? -1 : a > b ? 1 : 0)).slice(0, 5);
-  const list = near.length === 0 ? 'it has no tensors' : `it has ${available.length} tensors, e.g. ${near.map((s) => `'${s}'`).join(', ')}`;
-  return new LorakitError('LK_INVALID_ARGUMENT', `tensor '${name}' is not in ${where}; ${list}`, { tensor: name, file: where });
+  const list =
+    near.length === 0
+      ? 'it has no tensors'
+      : `it has ${available.length} tensors, e.g. ${near.map((s) => `'${s}'`).join(', ')}`;
+  return new LorakitError('LK_INVALID_ARGUMENT', `tensor '${name}' is not in ${where}; ${list}`, {
+    tensor: name,
+    file: where,
+  });
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -342,13 +511,23 @@ export function unknownTensorError(name: string, available: readonly string[], w
 // Positional reads move at most ~2 GiB per call, so big tensors are read in slices.
 const MAX_READ = 1 << 30;
 
-async function readExactly(fh: FileHandle, position: number, length: number, fileName: string, what: string): Promise<Uint8Array> {
+async function readExactly(
+  fh: FileHandle,
+  position: number,
+  length: number,
+  fileName: string,
+  what: string,
+): Promise<Uint8Array> {
   const out = new Uint8Array(length);
   let done = 0;
   while (done < length) {
     const { bytesRead } = await fh.read(out, done, Math.min(length - done, MAX_READ), position + done);
     if (bytesRead === 0) {
-      throw invalid(fileName, `${what}: expected ${length} bytes at offset ${position}, the file ended after ${done} (was it truncated after opening?)`);
+      throw invalid(
+        fileName,
+        `${what}: expected ${length} bytes at offset ${position}, the file ended after ${done} (was it truncated ` +
+          `after opening?)`,
+      );
     }
     done += bytesRead;
   }
@@ -363,7 +542,10 @@ abstract class HeaderView {
   readonly dataStart: number;
   protected readonly tensors: Map<string, TensorInfo>;
 
-  protected constructor(protected readonly source: string, header: SafetensorsHeader) {
+  protected constructor(
+    protected readonly source: string,
+    header: SafetensorsHeader,
+  ) {
     this.tensors = header.tensors;
     this.metadata = header.metadata;
     this.dataStart = header.dataStart;
@@ -391,7 +573,11 @@ abstract class HeaderView {
 export class SafetensorsFile extends HeaderView implements WeightsReader {
   private fh: FileHandle | undefined;
 
-  private constructor(readonly path: string, fh: FileHandle, header: SafetensorsHeader) {
+  private constructor(
+    readonly path: string,
+    fh: FileHandle,
+    header: SafetensorsHeader,
+  ) {
     super(path, header);
     this.fh = fh;
   }
@@ -402,12 +588,18 @@ export class SafetensorsFile extends HeaderView implements WeightsReader {
     try {
       fh = await open(path, 'r');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LorakitError('LK_FILE_NOT_FOUND', `safetensors file ${path} does not exist`, { file: path });
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new LorakitError('LK_FILE_NOT_FOUND', `safetensors file ${path} does not exist`, { file: path });
       throw e;
     }
     try {
       const st = await fh.stat();
-      if (!st.isFile()) throw new LorakitError('LK_INVALID_ARGUMENT', `${path}: expected a safetensors file, found a folder or special file`, { file: path });
+      if (!st.isFile())
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `${path}: expected a safetensors file, found a folder or special file`,
+          { file: path },
+        );
       const size = st.size;
       const first = await readExactly(fh, 0, Math.min(8, size), path, 'header length');
       const n = readHeaderLength(first, size, path);
@@ -424,7 +616,8 @@ export class SafetensorsFile extends HeaderView implements WeightsReader {
   /** The raw little-endian bytes of `name`, in a fresh buffer of their own (so typed views are aligned). */
   async read(name: string): Promise<Uint8Array> {
     const t = this.info(name);
-    if (!this.fh) throw new LorakitError('LK_INVALID_ARGUMENT', `${this.path}: read('${name}') after close()`, { file: this.path });
+    if (!this.fh)
+      throw new LorakitError('LK_INVALID_ARGUMENT', `${this.path}: read('${name}') after close()`, { file: this.path });
     return readExactly(this.fh, t.dataOffset, t.byteLength, this.path, `tensor '${name}'`);
   }
 
@@ -445,7 +638,11 @@ export class SafetensorsFile extends HeaderView implements WeightsReader {
 
 /** A safetensors file held in memory (browser, tests): the same read API, synchronous; reads are views of the bytes. */
 export class SafetensorsBuffer extends HeaderView {
-  private constructor(readonly bytes: Uint8Array, readonly fileName: string, header: SafetensorsHeader) {
+  private constructor(
+    readonly bytes: Uint8Array,
+    readonly fileName: string,
+    header: SafetensorsHeader,
+  ) {
     super(fileName, header);
   }
 
@@ -473,8 +670,17 @@ export class SafetensorsBuffer extends HeaderView {
 // Writer.
 
 /** Typed arrays accepted as tensor data; a Uint8Array is taken as raw little-endian bytes of any dtype. */
-export type TensorData = Float64Array | Float32Array | Uint16Array | BigInt64Array | BigUint64Array | Int32Array |
-  Uint32Array | Int16Array | Int8Array | Uint8Array;
+export type TensorData =
+  | Float64Array
+  | Float32Array
+  | Uint16Array
+  | BigInt64Array
+  | BigUint64Array
+  | Int32Array
+  | Uint32Array
+  | Int16Array
+  | Int8Array
+  | Uint8Array;
 
 /** One tensor to write. */
 export interface TensorToWrite {
@@ -488,14 +694,37 @@ export type TensorsToWrite = ReadonlyArray<TensorToWrite & { name: string }> | R
 
 // The typed array that holds each dtype's values natively.
 const DATA_CTOR: Record<SafetensorsDType, { name: string }> = {
-  F64: Float64Array, F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I64: BigInt64Array, U64: BigUint64Array,
-  I32: Int32Array, U32: Uint32Array, I16: Int16Array, U16: Uint16Array, I8: Int8Array, U8: Uint8Array, BOOL: Uint8Array,
+  F64: Float64Array,
+  F32: Float32Array,
+  F16: Uint16Array,
+  BF16: Uint16Array,
+  I64: BigInt64Array,
+  U64: BigUint64Array,
+  I32: Int32Array,
+  U32: Uint32Array,
+  I16: Int16Array,
+  U16: Uint16Array,
+  I8: Int8Array,
+  U8: Uint8Array,
+  BOOL: Uint8Array,
 };
 
 // The reference writer's order (its Dtype enum, descending): element size never increases along it, so every tensor
 // starts at a multiple of its element size, and the same tensors give the same bytes as Python's save_file.
 const LAYOUT_RANK: Record<SafetensorsDType, number> = {
-  U64: 0, I64: 1, F64: 2, F32: 3, U32: 4, I32: 5, BF16: 6, F16: 7, U16: 8, I16: 9, I8: 10, U8: 11, BOOL: 12,
+  U64: 0,
+  I64: 1,
+  F64: 2,
+  F32: 3,
+  U32: 4,
+  I32: 5,
+  BF16: 6,
+  F16: 7,
+  U16: 8,
+  I16: 9,
+  I8: 10,
+  U8: 11,
+  BOOL: 12,
 };
 
 function bad(what: string): LorakitError {
@@ -506,7 +735,10 @@ function bad(what: string): LorakitError {
  * Lays out a file: the 8-byte length + padded header, and the tensors' bytes in file order (views, not copies).
  * Order: the reference's dtype order (element size descending), then name, so views of the file are aligned.
  */
-export function planSafetensors(tensors: TensorsToWrite, metadata?: Record<string, string>): { header: Uint8Array; chunks: Uint8Array[]; byteLength: number } {
+export function planSafetensors(
+  tensors: TensorsToWrite,
+  metadata?: Record<string, string>,
+): { header: Uint8Array; chunks: Uint8Array[]; byteLength: number } {
   const list: Array<TensorToWrite & { name: string }> = Array.isArray(tensors)
     ? [...(tensors as ReadonlyArray<TensorToWrite & { name: string }>)]
     : Object.entries(tensors as Record<string, TensorToWrite>).map(([name, t]) => ({ ...t, name }));
@@ -518,21 +750,32 @@ export function planSafetensors(tensors: TensorsToWrite, metadata?: Record<strin
     if (seen.has(t.name)) throw bad(`tensor name '${t.name}' appears twice`);
     seen.add(t.name);
     if (typeof t.dtype !== 'string' || !isSupportedDType(t.dtype)) {
-      throw new LorakitError('LK_UNSUPPORTED', `encodeSafetensors: ${where} has dtype ${describe(t.dtype)}; supported: ${Object.keys(DTYPE_BYTES).join(', ')}`);
+      throw new LorakitError(
+        'LK_UNSUPPORTED',
+        `encodeSafetensors: ${where} has dtype ${describe(t.dtype)}; supported: ${Object.keys(DTYPE_BYTES).join(', ')}`,
+      );
     }
-    if (!Array.isArray(t.shape) || !t.shape.every(isDim)) throw bad(`${where}: expected shape to be an array of non-negative integers, found ${describe(t.shape)}`);
+    if (!Array.isArray(t.shape) || !t.shape.every(isDim))
+      throw bad(`${where}: expected shape to be an array of non-negative integers, found ${describe(t.shape)}`);
     const d = t.data;
-    if (!ArrayBuffer.isView(d) || d instanceof DataView) throw bad(`${where}: expected data to be a typed array, found ${describe(d)}`);
+    if (!ArrayBuffer.isView(d) || d instanceof DataView)
+      throw bad(`${where}: expected data to be a typed array, found ${describe(d)}`);
     const native = DATA_CTOR[t.dtype];
     if (!(d instanceof Uint8Array) && d.constructor !== native) {
-      throw new LorakitError('LK_DTYPE_MISMATCH',
-        `encodeSafetensors: ${where} is ${t.dtype}, expected data as ${native.name} (or raw bytes as Uint8Array), found ${d.constructor.name}`);
+      throw new LorakitError(
+        'LK_DTYPE_MISMATCH',
+        `encodeSafetensors: ${where} is ${t.dtype}, expected data as ${native.name} (or raw bytes as Uint8Array), ` +
+          `found ${d.constructor.name}`,
+      );
     }
     const count = elementCount(t.shape, Number.MAX_SAFE_INTEGER);
     const expected = count < 0 ? -1 : count * DTYPE_BYTES[t.dtype];
     if (expected !== d.byteLength) {
-      throw new LorakitError('LK_SHAPE_MISMATCH',
-        `encodeSafetensors: ${where}: ${t.dtype} of shape [${t.shape.join(', ')}] needs ${expected < 0 ? 'too many' : expected} bytes, found data of ${d.byteLength} bytes`);
+      throw new LorakitError(
+        'LK_SHAPE_MISMATCH',
+        `encodeSafetensors: ${where}: ${t.dtype} of shape [${t.shape.join(', ')}] needs ` +
+          `${expected < 0 ? 'too many' : expected} bytes, found data of ${d.byteLength} bytes`,
+      );
     }
     if (t.dtype === 'BOOL') {
       const b = new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
@@ -541,7 +784,8 @@ export function planSafetensors(tensors: TensorsToWrite, metadata?: Record<strin
     }
   }
   if (metadata !== undefined) {
-    if (!isPlainObject(metadata)) throw bad(`expected metadata to be an object of strings, found ${describe(metadata)}`);
+    if (!isPlainObject(metadata))
+      throw bad(`expected metadata to be an object of strings, found ${describe(metadata)}`);
     for (const [k, v] of Object.entries(metadata)) {
       if (typeof v !== 'string') throw bad(`expected metadata['${k}'] to be a string, found ${describe(v)}`);
     }
@@ -588,7 +832,11 @@ export function encodeSafetensors(tensors: TensorsToWrite, metadata?: Record<str
 }
 
 /** Writes a safetensors file atomically, streaming the tensors' bytes without concatenating them. */
-export async function writeSafetensors(path: string, tensors: TensorsToWrite, metadata?: Record<string, string>): Promise<void> {
+export async function writeSafetensors(
+  path: string,
+  tensors: TensorsToWrite,
+  metadata?: Record<string, string>,
+): Promise<void> {
   const { header, chunks } = planSafetensors(tensors, metadata);
   await writeFileAtomic(path, [header, ...chunks]);
 }

@@ -37,29 +37,47 @@ export class ShardedWeights implements WeightsReader {
     try {
       text = await readFile(indexPath, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LorakitError('LK_FILE_NOT_FOUND', `index file ${indexPath} does not exist`, { file: indexPath });
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+        throw new LorakitError('LK_FILE_NOT_FOUND', `index file ${indexPath} does not exist`, { file: indexPath });
       throw e;
     }
-    const invalid = (what: string): LorakitError => new LorakitError('LK_FILE_INVALID', `${indexPath}: ${what}`, { file: indexPath });
+    const invalid = (what: string): LorakitError =>
+      new LorakitError('LK_FILE_INVALID', `${indexPath}: ${what}`, { file: indexPath });
     let json: unknown;
     try {
       json = JSON.parse(text);
     } catch (e) {
       throw invalid(`not valid JSON (${(e as Error).message})`);
     }
-    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw invalid('expected a JSON object with a weight_map');
+    if (typeof json !== 'object' || json === null || Array.isArray(json))
+      throw invalid('expected a JSON object with a weight_map');
     const { weight_map: map, metadata } = json as Record<string, unknown>;
     if (typeof map !== 'object' || map === null || Array.isArray(map)) {
-      throw invalid(`expected "weight_map" to be an object {tensor name: shard file}, found ${map === undefined ? 'nothing' : JSON.stringify(map).slice(0, 60)}`);
+      throw invalid(
+        `expected "weight_map" to be an object {tensor name: shard file}, found ` +
+          `${map === undefined ? 'nothing' : JSON.stringify(map).slice(0, 60)}`,
+      );
     }
-    const indexMetadata = typeof metadata === 'object' && metadata !== null && !Array.isArray(metadata) ? metadata as Record<string, unknown> : {};
+    const indexMetadata =
+      typeof metadata === 'object' && metadata !== null && !Array.isArray(metadata)
+        ? (metadata as Record<string, unknown>)
+        : {};
 
     const dir = join(indexPath, '..');
     const files = new Set<string>();
     for (const [tensor, file] of Object.entries(map)) {
       // Shards must sit beside the index: a path could otherwise point anywhere on disk.
-      if (typeof file !== 'string' || file === '' || basename(file) !== file || file === '.' || file === '..' || file.includes('\\')) {
-        throw invalid(`weight_map['${tensor}']: expected a shard file name in the same folder, found ${JSON.stringify(file)}`);
+      if (
+        typeof file !== 'string' ||
+        file === '' ||
+        basename(file) !== file ||
+        file === '.' ||
+        file === '..' ||
+        file.includes('\\')
+      ) {
+        throw invalid(
+          `weight_map['${tensor}']: expected a shard file name in the same folder, found ${JSON.stringify(file)}`,
+        );
       }
       files.add(file);
     }
@@ -75,8 +93,11 @@ export class ShardedWeights implements WeightsReader {
         } catch (e) {
           if (e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND') {
             const first = Object.entries(map).find(([, f]) => f === file)![0];
-            throw new LorakitError('LK_FILE_NOT_FOUND',
-              `shard ${file} listed in ${indexPath} (for tensor '${first}' and others) does not exist in ${dir}`, { file: path, index: indexPath });
+            throw new LorakitError(
+              'LK_FILE_NOT_FOUND',
+              `shard ${file} listed in ${indexPath} (for tensor '${first}' and others) does not exist in ${dir}`,
+              { file: path, index: indexPath },
+            );
           }
           throw e;
         }
@@ -87,7 +108,10 @@ export class ShardedWeights implements WeightsReader {
       for (const [tensor, file] of Object.entries(map) as Array<[string, string]>) {
         const shard = byFile.get(file)!;
         if (!shard.has(tensor)) {
-          throw invalid(`weight_map says tensor '${tensor}' is in ${file}, but ${file} has no such tensor (it has ${shard.names().length})`);
+          throw invalid(
+            `weight_map says tensor '${tensor}' is in ${file}, but ${file} has no such tensor (it has ` +
+              `${shard.names().length})`,
+          );
         }
         shardOfTensor.set(tensor, shard);
       }
@@ -145,7 +169,8 @@ async function kind(path: string): Promise<'file' | 'dir' | undefined> {
     const st = await stat(path);
     return st.isDirectory() ? 'dir' : 'file';
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR')
+      return undefined;
     throw e;
   }
 }
@@ -157,14 +182,21 @@ async function kind(path: string): Promise<'file' | 'dir' | undefined> {
 export async function openWeights(path: string, options: OpenWeightsOptions = {}): Promise<WeightsReader> {
   const stem = options.stem ?? 'model';
   const k = await kind(path);
-  if (k === undefined) throw new LorakitError('LK_FILE_NOT_FOUND', `weights path ${path} does not exist`, { file: path });
+  if (k === undefined)
+    throw new LorakitError('LK_FILE_NOT_FOUND', `weights path ${path} does not exist`, { file: path });
   if (k === 'file') return path.endsWith('.index.json') ? ShardedWeights.open(path) : SafetensorsFile.open(path);
   const single = join(path, `${stem}.safetensors`);
-  if (await kind(single) === 'file') return SafetensorsFile.open(single);
+  if ((await kind(single)) === 'file') return SafetensorsFile.open(single);
   const index = join(path, `${stem}.safetensors.index.json`);
-  if (await kind(index) === 'file') return ShardedWeights.open(index);
+  if ((await kind(index)) === 'file') return ShardedWeights.open(index);
   const present = (await readdir(path)).sort();
-  const shown = present.length === 0 ? 'the folder is empty' : `found ${present.slice(0, 8).join(', ')}${present.length > 8 ? `, … (${present.length} entries)` : ''}`;
-  throw new LorakitError('LK_FILE_NOT_FOUND',
-    `no weights in folder ${path}: expected ${stem}.safetensors or ${stem}.safetensors.index.json; ${shown}`, { file: path });
+  const shown =
+    present.length === 0
+      ? 'the folder is empty'
+      : `found ${present.slice(0, 8).join(', ')}${present.length > 8 ? `, … (${present.length} entries)` : ''}`;
+  throw new LorakitError(
+    'LK_FILE_NOT_FOUND',
+    `no weights in folder ${path}: expected ${stem}.safetensors or ${stem}.safetensors.index.json; ${shown}`,
+    { file: path },
+  );
 }

@@ -20,14 +20,19 @@ export interface BackendTokenizer {
   normalizer: ((text: string) => string) | null;
   model: ((words: string[]) => string[]) | null;
   post_processor: ((tokens: string[], pair: null, addSpecialTokens: boolean) => { tokens: string[] }) | null;
-  encode(text: string, options?: { add_special_tokens?: boolean; text_pair?: string | null }): { ids: number[]; tokens: string[]; attention_mask: number[] };
+  encode(
+    text: string,
+    options?: { add_special_tokens?: boolean; text_pair?: string | null },
+  ): { ids: number[]; tokens: string[]; attention_mask: number[] };
   decode(ids: number[], options?: { skip_special_tokens?: boolean; clean_up_tokenization_spaces?: boolean }): string;
   token_to_id(token: string): number | undefined;
   id_to_token(id: number): string | undefined;
   get_added_tokens_decoder(): Map<number, { id: number; content: string; special: boolean }>;
   get_vocab(withAddedTokens?: boolean): Map<string, number>;
 }
-const { Tokenizer } = hfTokenizers as unknown as { Tokenizer: new (tokenizerJson: object, tokenizerConfig: object) => BackendTokenizer };
+const { Tokenizer } = hfTokenizers as unknown as {
+  Tokenizer: new (tokenizerJson: object, tokenizerConfig: object) => BackendTokenizer;
+};
 
 /** Options of `encode`. */
 export interface EncodeOptions {
@@ -110,7 +115,9 @@ export class HfTokenizer {
 
   private constructor(json: Json, config: Json, options: HfTokenizerOptions) {
     this.config = config;
-    const additional = Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens.map(tokenContent).filter((s) => s !== undefined) : [];
+    const additional = Array.isArray(config.additional_special_tokens)
+      ? config.additional_special_tokens.map(tokenContent).filter((s) => s !== undefined)
+      : [];
     try {
       this.backend = new Tokenizer(json, { ...config, additional_special_tokens: additional });
     } catch (e) {
@@ -140,11 +147,18 @@ export class HfTokenizer {
   }
 
   /** Builds from a parsed tokenizer.json and tokenizer_config.json (the config may be `{}`). */
-  static fromJson(tokenizerJson: unknown, tokenizerConfig: unknown = {}, options: HfTokenizerOptions = {}): HfTokenizer {
+  static fromJson(
+    tokenizerJson: unknown,
+    tokenizerConfig: unknown = {},
+    options: HfTokenizerOptions = {},
+  ): HfTokenizer {
     const json = asObject(tokenizerJson, 'tokenizer.json');
     const config = asObject(tokenizerConfig ?? {}, 'tokenizer_config.json');
     if (typeof json.model !== 'object' || json.model === null) {
-      throw new LorakitError('LK_FILE_INVALID', `tokenizer.json: field "model" expected an object, got ${JSON.stringify(json.model)}`);
+      throw new LorakitError(
+        'LK_FILE_INVALID',
+        `tokenizer.json: field "model" expected an object, got ${JSON.stringify(json.model)}`,
+      );
     }
     return new HfTokenizer(applyLlamaFlags(repairMerges(json), config), config, options);
   }
@@ -157,16 +171,28 @@ export class HfTokenizer {
   static async fromDir(dir: string, options: HfTokenizerOptions = {}): Promise<HfTokenizer> {
     const file = (name: string) => join(dir, name);
     let config: Json = {};
-    if (await exists(file('tokenizer_config.json'))) config = asObject(await readJsonFile(file('tokenizer_config.json')), file('tokenizer_config.json'));
+    if (await exists(file('tokenizer_config.json')))
+      config = asObject(await readJsonFile(file('tokenizer_config.json')), file('tokenizer_config.json'));
     if (await exists(file('special_tokens_map.json'))) {
       // transformers lets special_tokens_map.json override tokenizer_config.json.
-      config = { ...config, ...asObject(await readJsonFile(file('special_tokens_map.json')), file('special_tokens_map.json')) };
+      config = {
+        ...config,
+        ...asObject(await readJsonFile(file('special_tokens_map.json')), file('special_tokens_map.json')),
+      };
     }
     if (await exists(file('tokenizer.json'))) {
       return HfTokenizer.fromJson(await readJsonFile(file('tokenizer.json')), config, options);
     }
-    const vocabName = (await exists(file('vocab.json'))) ? 'vocab.json' : (await exists(file('encoder.json'))) ? 'encoder.json' : undefined;
-    const mergesName = (await exists(file('merges.txt'))) ? 'merges.txt' : (await exists(file('vocab.bpe'))) ? 'vocab.bpe' : undefined;
+    const vocabName = (await exists(file('vocab.json')))
+      ? 'vocab.json'
+      : (await exists(file('encoder.json')))
+        ? 'encoder.json'
+        : undefined;
+    const mergesName = (await exists(file('merges.txt')))
+      ? 'merges.txt'
+      : (await exists(file('vocab.bpe')))
+        ? 'vocab.bpe'
+        : undefined;
     if (vocabName && mergesName) {
       const vocab = asObject(await readJsonFile(file(vocabName)), file(vocabName)) as Record<string, number>;
       const merges = await readFile(file(mergesName), 'utf8');
@@ -174,16 +200,33 @@ export class HfTokenizer {
       return HfTokenizer.fromJson(gpt2TokenizerJson(vocab, merges, full, file(mergesName)), full, options);
     }
     if (await exists(file('vocab.txt'))) {
-      const full = { do_lower_case: true, unk_token: '[UNK]', sep_token: '[SEP]', pad_token: '[PAD]', cls_token: '[CLS]', mask_token: '[MASK]', ...config };
-      return HfTokenizer.fromJson(bertTokenizerJson(await readFile(file('vocab.txt'), 'utf8'), full, file('vocab.txt')), full, options);
+      const full = {
+        do_lower_case: true,
+        unk_token: '[UNK]',
+        sep_token: '[SEP]',
+        pad_token: '[PAD]',
+        cls_token: '[CLS]',
+        mask_token: '[MASK]',
+        ...config,
+      };
+      return HfTokenizer.fromJson(
+        bertTokenizerJson(await readFile(file('vocab.txt'), 'utf8'), full, file('vocab.txt')),
+        full,
+        options,
+      );
     }
     const what = (await exists(dir)) ? 'no tokenizer files' : 'folder not found';
-    throw new LorakitError('LK_FILE_NOT_FOUND', `${dir}: ${what}; expected tokenizer.json, or vocab.json + merges.txt (GPT-2 BPE), or vocab.txt (BERT WordPiece)`, { path: dir });
+    throw new LorakitError(
+      'LK_FILE_NOT_FOUND',
+      `${dir}: ${what}; expected tokenizer.json, or vocab.json + merges.txt (GPT-2 BPE), or vocab.txt (BERT WordPiece)`,
+      { path: dir },
+    );
   }
 
   /** Token ids of `text`. */
   encode(text: string, { addSpecialTokens = true }: EncodeOptions = {}): number[] {
-    if (typeof text !== 'string') throw new LorakitError('LK_INVALID_ARGUMENT', `encode: text must be a string, got ${typeof text}`);
+    if (typeof text !== 'string')
+      throw new LorakitError('LK_INVALID_ARGUMENT', `encode: text must be a string, got ${typeof text}`);
     if (this.joinedPairs !== undefined && text.length > this.longInputChars) {
       const ids = this.encodeByWords(text, this.joinedPairs, addSpecialTokens);
       if (ids !== undefined) return ids;
@@ -196,10 +239,17 @@ export class HfTokenizer {
     const { maxLength, paddingSide = this.paddingSide } = options;
     const padId = this.padTokenId ?? options.padTokenId;
     if (padId === undefined) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', 'encodeBatch: the tokenizer has no pad token (tokenizer_config.json "pad_token" is missing or null); pass {padTokenId}, e.g. the eos id');
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        'encodeBatch: the tokenizer has no pad token (tokenizer_config.json "pad_token" is missing or null); pass ' +
+          '{padTokenId}, e.g. the eos id',
+      );
     }
     if (maxLength !== undefined && !(Number.isInteger(maxLength) && maxLength > 0)) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `encodeBatch: maxLength must be a positive integer, got ${maxLength}`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `encodeBatch: maxLength must be a positive integer, got ${maxLength}`,
+      );
     }
     const left = this.config.truncation_side === 'left';
     const seqs = texts.map((t) => {
@@ -221,15 +271,24 @@ export class HfTokenizer {
   }
 
   /** Text of `ids`. */
-  decode(ids: readonly number[], { skipSpecialTokens = false, cleanUpTokenizationSpaces = this.cleanUp }: DecodeOptions = {}): string {
+  decode(
+    ids: readonly number[],
+    { skipSpecialTokens = false, cleanUpTokenizationSpaces = this.cleanUp }: DecodeOptions = {},
+  ): string {
     for (let i = 0; i < ids.length; i++) {
       const v = ids[i]!;
       if (!Number.isInteger(v) || v < 0 || v >= this.vocabSize) {
-        throw new LorakitError('LK_INVALID_ARGUMENT', `decode: ids[${i}] must be an integer in [0, ${this.vocabSize}), got ${v}`);
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `decode: ids[${i}] must be an integer in [0, ${this.vocabSize}), got ${v}`,
+        );
       }
     }
     if (ids.length === 0) return '';
-    return this.backend.decode(ids as number[], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: cleanUpTokenizationSpaces });
+    return this.backend.decode(ids as number[], {
+      skip_special_tokens: skipSpecialTokens,
+      clean_up_tokenization_spaces: cleanUpTokenizationSpaces,
+    });
   }
 
   /** Id of a token string (added tokens included), or undefined. */
@@ -244,7 +303,9 @@ export class HfTokenizer {
 
   /** The added tokens (`<|eot_id|>`, `[CLS]`, ...) in id order. */
   addedTokens(): AddedTokenInfo[] {
-    return [...this.backend.get_added_tokens_decoder().values()].map((t) => ({ id: t.id, content: t.content, special: t.special })).sort((a, b) => a.id - b.id);
+    return [...this.backend.get_added_tokens_decoder().values()]
+      .map((t) => ({ id: t.id, content: t.content, special: t.special }))
+      .sort((a, b) => a.id - b.id);
   }
 
   /**
@@ -258,7 +319,8 @@ export class HfTokenizer {
     let ids: number[] = [];
     let prefixOffset = 0;
     let readOffset = 0;
-    const text = (a: number, b: number) => this.decode(ids.slice(a, b), { skipSpecialTokens, cleanUpTokenizationSpaces: false });
+    const text = (a: number, b: number) =>
+      this.decode(ids.slice(a, b), { skipSpecialTokens, cleanUpTokenizationSpaces: false });
     return {
       push: (more) => {
         for (const id of typeof more === 'number' ? [more] : more) ids.push(id);
@@ -311,13 +373,17 @@ function internalMissing(token: string): never {
 /** The string of a special-token entry: "<s>", or an AddedToken object {content: "<s>", ...}; else undefined. */
 export function tokenContent(v: unknown): string | undefined {
   if (typeof v === 'string') return v;
-  if (typeof v === 'object' && v !== null && typeof (v as Json).content === 'string') return (v as Json).content as string;
+  if (typeof v === 'object' && v !== null && typeof (v as Json).content === 'string')
+    return (v as Json).content as string;
   return undefined;
 }
 
 function asObject(v: unknown, what: string): Json {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-    throw new LorakitError('LK_FILE_INVALID', `${what}: expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`);
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${what}: expected a JSON object, got ${v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v}`,
+    );
   }
   return v as Json;
 }
@@ -331,7 +397,8 @@ function asObject(v: unknown, what: string): Json {
 function joinedPairs(json: Json): Set<string> | undefined {
   const model = json.model as Json;
   if (json.pre_tokenizer != null || model.type !== 'BPE') return undefined;
-  if (model.ignore_merges === true || model.dropout || model.continuing_subword_prefix || model.end_of_word_suffix) return undefined;
+  if (model.ignore_merges === true || model.dropout || model.continuing_subword_prefix || model.end_of_word_suffix)
+    return undefined;
   if (model.fuse_unk === true && model.byte_fallback !== true) return undefined;
   const vocab = model.vocab as Record<string, number>;
   for (const m of model.merges as (string | string[])[]) {
@@ -361,10 +428,14 @@ function repairMerges(json: Json): Json {
     if (parts.length === 2) return parts;
     for (let i = 0; i < m.length; i++) {
       if (m[i] !== ' ') continue;
-      const a = m.slice(0, i), b = m.slice(i + 1);
+      const a = m.slice(0, i),
+        b = m.slice(i + 1);
       if (a in vocab && b in vocab && a + b in vocab) return [a, b];
     }
-    throw new LorakitError('LK_FILE_INVALID', `tokenizer.json: merge ${JSON.stringify(m)} cannot be split into two vocab entries`);
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `tokenizer.json: merge ${JSON.stringify(m)} cannot be split into two vocab entries`,
+    );
   });
   return { ...json, model: { ...model, merges: pairs } };
 }
@@ -373,36 +444,64 @@ function repairMerges(json: Json): Json {
 function applyLlamaFlags(json: Json, config: Json): Json {
   if (!/^(Code)?LlamaTokenizer(Fast)?$/.test(String(config.tokenizer_class))) return json;
   if (typeof config.add_bos_token !== 'boolean' && typeof config.add_eos_token !== 'boolean') return json;
-  const addBos = config.add_bos_token !== false, addEos = config.add_eos_token === true;
-  const bos = tokenContent(config.bos_token), eos = tokenContent(config.eos_token);
+  const addBos = config.add_bos_token !== false,
+    addEos = config.add_eos_token === true;
+  const bos = tokenContent(config.bos_token),
+    eos = tokenContent(config.eos_token);
   if ((addBos && bos === undefined) || (addEos && eos === undefined)) {
-    throw new LorakitError('LK_CONFIG_INVALID', `tokenizer_config.json: field "${addBos && bos === undefined ? 'bos_token' : 'eos_token'}" expected a token because add_${addBos && bos === undefined ? 'bos' : 'eos'}_token is true, got ${JSON.stringify(config[addBos && bos === undefined ? 'bos_token' : 'eos_token'])}`);
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      `tokenizer_config.json: field "${addBos && bos === undefined ? 'bos_token' : 'eos_token'}" expected a token ` +
+        `because add_${addBos && bos === undefined ? 'bos' : 'eos'}_token is true, got ` +
+        `${JSON.stringify(config[addBos && bos === undefined ? 'bos_token' : 'eos_token'])}`,
+    );
   }
-  const idOf = (t: string) => ((json.added_tokens as Json[] | undefined) ?? []).find((a) => a.content === t)?.id ?? ((json.model as Json).vocab as Json)[t];
+  const idOf = (t: string) =>
+    ((json.added_tokens as Json[] | undefined) ?? []).find((a) => a.content === t)?.id ??
+    ((json.model as Json).vocab as Json)[t];
   const special = (t: string, typeId: number) => ({ SpecialToken: { id: t, type_id: typeId } });
   const seq = (id: string, typeId: number) => ({ Sequence: { id, type_id: typeId } });
   const single = [...(addBos ? [special(bos!, 0)] : []), seq('A', 0), ...(addEos ? [special(eos!, 0)] : [])];
   const pair = [...single, ...(addBos ? [special(bos!, 1)] : []), seq('B', 1), ...(addEos ? [special(eos!, 1)] : [])];
   const specialTokens: Json = {};
-  for (const t of [...(addBos ? [bos!] : []), ...(addEos ? [eos!] : [])]) specialTokens[t] = { id: t, ids: [idOf(t)], tokens: [t] };
+  for (const t of [...(addBos ? [bos!] : []), ...(addEos ? [eos!] : [])])
+    specialTokens[t] = { id: t, ids: [idOf(t)], tokens: [t] };
   return { ...json, post_processor: { type: 'TemplateProcessing', single, pair, special_tokens: specialTokens } };
 }
 
 /** tokenizer.json for GPT-2 files (vocab.json + merges.txt), as transformers' GPT2Converter builds it. */
-export function gpt2TokenizerJson(vocabFile: Record<string, number>, mergesText: string, config: Json, source = 'merges.txt'): Json {
+export function gpt2TokenizerJson(
+  vocabFile: Record<string, number>,
+  mergesText: string,
+  config: Json,
+  source = 'merges.txt',
+): Json {
   const vocab = { ...vocabFile };
   const merges: string[][] = [];
   mergesText.split('\n').forEach((line, i) => {
     if (line === '' || (i === 0 && line.startsWith('#version'))) return;
     const parts = line.split(' ');
-    if (parts.length !== 2) throw new LorakitError('LK_FILE_INVALID', `${source}: line ${i + 1} expected "left right", got ${JSON.stringify(line)}`);
+    if (parts.length !== 2)
+      throw new LorakitError(
+        'LK_FILE_INVALID',
+        `${source}: line ${i + 1} expected "left right", got ${JSON.stringify(line)}`,
+      );
     merges.push(parts);
   });
   const addPrefixSpace = config.add_prefix_space === true;
   const bos = tokenContent(config.bos_token);
   const postProcessor =
     config.add_bos_token === true && bos !== undefined
-      ? { type: 'TemplateProcessing', single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }], special_tokens: { [bos]: { id: bos, ids: [vocab[bos]], tokens: [bos] } } }
+      ? {
+          type: 'TemplateProcessing',
+          single: [{ SpecialToken: { id: bos, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+          pair: [
+            { SpecialToken: { id: bos, type_id: 0 } },
+            { Sequence: { id: 'A', type_id: 0 } },
+            { Sequence: { id: 'B', type_id: 1 } },
+          ],
+          special_tokens: { [bos]: { id: bos, ids: [vocab[bos]], tokens: [bos] } },
+        }
       : { type: 'ByteLevel', add_prefix_space: true, trim_offsets: false, use_regex: true };
   return {
     version: '1.0',
@@ -413,7 +512,18 @@ export function gpt2TokenizerJson(vocabFile: Record<string, number>, mergesText:
     pre_tokenizer: { type: 'ByteLevel', add_prefix_space: addPrefixSpace, trim_offsets: true, use_regex: true },
     post_processor: postProcessor,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
   };
 }
 
@@ -426,13 +536,22 @@ export function bertTokenizerJson(vocabText: string, config: Json, source = 'voc
   const name = (field: string) => tokenContent(config[field])!;
   const [cls, sep, unk] = [name('cls_token'), name('sep_token'), name('unk_token')];
   for (const t of [cls, sep, unk]) {
-    if (!(t in vocab)) throw new LorakitError('LK_FILE_INVALID', `${source}: special token ${JSON.stringify(t)} is not in the vocabulary`);
+    if (!(t in vocab))
+      throw new LorakitError(
+        'LK_FILE_INVALID',
+        `${source}: special token ${JSON.stringify(t)} is not in the vocabulary`,
+      );
   }
   return {
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: specialAddedTokens(vocab, config, ['pad_token', 'unk_token', 'cls_token', 'sep_token', 'mask_token'], false),
+    added_tokens: specialAddedTokens(
+      vocab,
+      config,
+      ['pad_token', 'unk_token', 'cls_token', 'sep_token', 'mask_token'],
+      false,
+    ),
     normalizer: {
       type: 'BertNormalizer',
       clean_text: true,
@@ -443,9 +562,22 @@ export function bertTokenizerJson(vocabText: string, config: Json, source = 'voc
     pre_tokenizer: { type: 'BertPreTokenizer' },
     post_processor: {
       type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: cls, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: sep, type_id: 0 } }],
-      pair: [{ SpecialToken: { id: cls, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: sep, type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }, { SpecialToken: { id: sep, type_id: 1 } }],
-      special_tokens: { [cls]: { id: cls, ids: [vocab[cls]], tokens: [cls] }, [sep]: { id: sep, ids: [vocab[sep]], tokens: [sep] } },
+      single: [
+        { SpecialToken: { id: cls, type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: sep, type_id: 0 } },
+      ],
+      pair: [
+        { SpecialToken: { id: cls, type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: sep, type_id: 0 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+        { SpecialToken: { id: sep, type_id: 1 } },
+      ],
+      special_tokens: {
+        [cls]: { id: cls, ids: [vocab[cls]], tokens: [cls] },
+        [sep]: { id: sep, ids: [vocab[sep]], tokens: [sep] },
+      },
     },
     decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
     model: { type: 'WordPiece', unk_token: unk, continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
@@ -456,10 +588,17 @@ export function bertTokenizerJson(vocabText: string, config: Json, source = 'voc
  * The special tokens of a converted legacy tokenizer as tokenizer.json `added_tokens` (sorted by id, each once);
  * a token missing from the vocab gets the next free id, as transformers' add_special_tokens does.
  */
-function specialAddedTokens(vocab: Record<string, number>, config: Json, fields: string[], normalized: boolean): Json[] {
+function specialAddedTokens(
+  vocab: Record<string, number>,
+  config: Json,
+  fields: string[],
+  normalized: boolean,
+): Json[] {
   // Adds missing tokens to `vocab` (a copy made by the caller).
   const names = fields.map((f) => tokenContent(config[f]));
-  const extra = Array.isArray(config.additional_special_tokens) ? config.additional_special_tokens.map(tokenContent) : [];
+  const extra = Array.isArray(config.additional_special_tokens)
+    ? config.additional_special_tokens.map(tokenContent)
+    : [];
   let next = Math.max(-1, ...Object.values(vocab)) + 1;
   const out = new Map<string, Json>();
   for (const t of [...names, ...extra]) {

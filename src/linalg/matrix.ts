@@ -5,7 +5,10 @@ import { LorakitError } from '../errors.ts';
 /** C[m,n] = A[m,k] · B[k,n] (row-major). */
 export function matmul(a: Float32Array, b: Float32Array, m: number, k: number, n: number): Float32Array {
   if (a.length !== m * k || b.length !== k * n) {
-    throw new LorakitError('LK_SHAPE_MISMATCH', `matmul: cannot multiply [${m}, ${k}] (${a.length} values) by [${k}, ${n}] (${b.length} values)`);
+    throw new LorakitError(
+      'LK_SHAPE_MISMATCH',
+      `matmul: cannot multiply [${m}, ${k}] (${a.length} values) by [${k}, ${n}] (${b.length} values)`,
+    );
   }
   const c = new Float32Array(m * n);
   const row = new Float64Array(n);
@@ -42,7 +45,8 @@ export function rowNorms(a: Float32Array, m: number, n: number): Float32Array {
 
 /** a + s·b, elementwise. */
 export function axpy(a: Float32Array, b: Float32Array, s: number): Float32Array {
-  if (a.length !== b.length) throw new LorakitError('LK_SHAPE_MISMATCH', `axpy: lengths ${a.length} and ${b.length} differ`);
+  if (a.length !== b.length)
+    throw new LorakitError('LK_SHAPE_MISMATCH', `axpy: lengths ${a.length} and ${b.length} differ`);
   const out = new Float32Array(a.length);
   for (let i = 0; i < a.length; i++) out[i] = a[i] + s * b[i];
   return out;

@@ -13,12 +13,18 @@ export function mulberry32Step(state: number): [number, number] {
 /** A uniform [0, 1) generator (mulberry32) over a 32-bit state, as a closure. */
 export function mulberry32(seed: number): () => number {
   let s = seed >>> 0;
-  return () => { let u: number; [s, u] = mulberry32Step(s); return u; };
+  return () => {
+    let u: number;
+    [s, u] = mulberry32Step(s);
+    return u;
+  };
 }
 
 /** A uniform [0, 1) generator (mulberry32) whose state can be saved and restored. */
 export class Rng {
-  constructor(public state: number) { this.state = state >>> 0; }
+  constructor(public state: number) {
+    this.state = state >>> 0;
+  }
   next(): number {
     let u: number;
     [this.state, u] = mulberry32Step(this.state);
@@ -26,7 +32,8 @@ export class Rng {
   }
   /** A standard normal draw (Box–Muller). */
   normal(): number {
-    const u = 1 - this.next(), v = this.next();
+    const u = 1 - this.next(),
+      v = this.next();
     return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   }
   /** n values from U(lo, hi). */

@@ -6,7 +6,16 @@
  */
 import { type Tensor, gelu, layerNorm, silu } from '../graph/index.ts';
 import type { BertConfig } from '../io/index.ts';
-import { type AttentionMask, type ModelContext, type ModuleInfo, attention, attentionMask, dimOf, mergeHeads, splitHeads } from '../nn/index.ts';
+import {
+  type AttentionMask,
+  type ModelContext,
+  type ModuleInfo,
+  attention,
+  attentionMask,
+  dimOf,
+  mergeHeads,
+  splitHeads,
+} from '../nn/index.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
 
 export type { BertConfig };
@@ -34,11 +43,17 @@ function ln(ctx: Ctx, path: string, x: Tensor): Tensor {
 /** The activation named by `hidden_act` ("gelu" is the exact erf form). */
 export function bertActivation(name: BertConfig['hidden_act'], x: Tensor): Tensor {
   switch (name) {
-    case 'gelu': return gelu(x);
-    case 'gelu_new': case 'gelu_pytorch_tanh': return gelu(x, 'tanh');
-    case 'relu': return x.relu();
-    case 'silu': return silu(x);
-    case 'tanh': return x.tanh();
+    case 'gelu':
+      return gelu(x);
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+      return gelu(x, 'tanh');
+    case 'relu':
+      return x.relu();
+    case 'silu':
+      return silu(x);
+    case 'tanh':
+      return x.tanh();
   }
 }
 
@@ -56,7 +71,8 @@ export function bertEmbeddings(ctx: Ctx, inputs: BertInputs): Tensor {
 /** Self-attention + output of layer i (post-norm): LayerNorm(x + dense(attn(x))). */
 export function bertAttention(ctx: Ctx, i: number, x: Tensor, mask: AttentionMask | null): Tensor {
   const c = ctx.config;
-  const H = c.num_attention_heads, hd = c.hidden_size / H;
+  const H = c.num_attention_heads,
+    hd = c.hidden_size / H;
   const p = `${layer(i)}.attention`;
   const [q, k, v] = ['query', 'key', 'value'].map((n) => splitHeads(ctx.linear(`${p}.self.${n}`, x), H, hd)); // [B, H, T, hd]
   const o = attention(q, k, v, mask, { scale: hd ** -0.5 }); // [B, H, T, hd]
@@ -74,14 +90,23 @@ export function bertLayer(ctx: Ctx, i: number, x: Tensor, mask: AttentionMask | 
 export function bertEncoder(ctx: Ctx, inputs: BertInputs): Tensor {
   const g = ctx.graph;
   // Bidirectional: only padding keys are masked, for every query.
-  const mask = attentionMask(g, { attentionMask: inputs.attentionMask, causal: false, queryLen: dimOf(inputs.inputIds, 1), pastLen: g.constInts([0], []) });
+  const mask = attentionMask(g, {
+    attentionMask: inputs.attentionMask,
+    causal: false,
+    queryLen: dimOf(inputs.inputIds, 1),
+    pastLen: g.constInts([0], []),
+  });
   let x = bertEmbeddings(ctx, inputs);
   for (let i = 0; i < ctx.config.num_hidden_layers; i++) x = bertLayer(ctx, i, x, mask);
   return x;
 }
 
-/** BertForSequenceClassification: logits [B, num_labels] from tanh(pooler([CLS])); also the pooled and last hidden states. */
-export function bertSequenceClassifier(ctx: Ctx, inputs: BertInputs): { logits: Tensor; pooled: Tensor; lastHidden: Tensor } {
+/** BertForSequenceClassification: logits [B, num_labels] from tanh(pooler([CLS])); also the pooled and last hidden
+ * states. */
+export function bertSequenceClassifier(
+  ctx: Ctx,
+  inputs: BertInputs,
+): { logits: Tensor; pooled: Tensor; lastHidden: Tensor } {
   const lastHidden = bertEncoder(ctx, inputs);
   const cls = lastHidden.slice([0], [1], [1]).squeeze(1); // [B, D]
   const pooled = ctx.linear('bert.pooler.dense', cls).tanh(); // [B, D]
@@ -102,8 +127,12 @@ function bertModules(c: BertConfig): ModuleInfo[] {
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const a = `${layer(i)}.attention`;
     mods.push(
-      linearInfo(`${a}.self.query`, D, D, true), linearInfo(`${a}.self.key`, D, D, true), linearInfo(`${a}.self.value`, D, D, true),
-      linearInfo(`${a}.output.dense`, D, D, true), linearInfo(`${layer(i)}.intermediate.dense`, D, I, true), linearInfo(`${layer(i)}.output.dense`, I, D, true),
+      linearInfo(`${a}.self.query`, D, D, true),
+      linearInfo(`${a}.self.key`, D, D, true),
+      linearInfo(`${a}.self.value`, D, D, true),
+      linearInfo(`${a}.output.dense`, D, D, true),
+      linearInfo(`${layer(i)}.intermediate.dense`, D, I, true),
+      linearInfo(`${layer(i)}.output.dense`, I, D, true),
     );
   }
   mods.push(linearInfo('bert.pooler.dense', D, D, true), linearInfo('classifier', D, c.num_labels, true));
@@ -115,7 +144,10 @@ function bertParameters(c: BertConfig): ParamSpec[] {
   const norms: ParamSpec[] = [];
   const lnParams = (p: string) => norms.push({ name: `${p}.weight`, shape: [D] }, { name: `${p}.bias`, shape: [D] });
   lnParams('bert.embeddings.LayerNorm');
-  for (let i = 0; i < c.num_hidden_layers; i++) { lnParams(`${layer(i)}.attention.output.LayerNorm`); lnParams(`${layer(i)}.output.LayerNorm`); }
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    lnParams(`${layer(i)}.attention.output.LayerNorm`);
+    lnParams(`${layer(i)}.output.LayerNorm`);
+  }
   // The head may be absent (a BertModel or masked-LM checkpoint): it is then trained (modules_to_save) or overridden.
   return parametersOf(bertModules(c), norms, ['bert.pooler.', 'classifier.']);
 }
@@ -124,8 +156,15 @@ function bertParameters(c: BertConfig): ParamSpec[] {
 function bertFileNames(name: string): string[] {
   const names = [name];
   if (name.startsWith('bert.')) names.push(name.slice('bert.'.length));
-  const legacy = names.map((n) => n.replace(/LayerNorm\.weight$/, 'LayerNorm.gamma').replace(/LayerNorm\.bias$/, 'LayerNorm.beta')).filter((n) => !names.includes(n));
+  const legacy = names
+    .map((n) => n.replace(/LayerNorm\.weight$/, 'LayerNorm.gamma').replace(/LayerNorm\.bias$/, 'LayerNorm.beta'))
+    .filter((n) => !names.includes(n));
   return [...names, ...legacy];
 }
 
-export const bertFamily: Family<BertConfig> = { name: 'bert', parameters: bertParameters, modules: bertModules, fileNames: bertFileNames };
+export const bertFamily: Family<BertConfig> = {
+  name: 'bert',
+  parameters: bertParameters,
+  modules: bertModules,
+  fileNames: bertFileNames,
+};

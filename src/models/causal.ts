@@ -13,7 +13,10 @@ import type { AttentionMask, ModelContext } from '../nn/index.ts';
 import { attentionMask, dimOf } from '../nn/index.ts';
 
 /** One layer's cached keys or values. */
-export interface KV { key: Tensor; value: Tensor }
+export interface KV {
+  key: Tensor;
+  value: Tensor;
+}
 
 export interface CausalLMInputs {
   /** [B, T] i64. */
@@ -50,17 +53,31 @@ export interface CausalSetup {
 }
 
 /** Lengths, default positions and the causal (+ padding, + window) mask from the inputs. */
-export function causalSetup(ctx: ModelContext, inputs: CausalLMInputs, slidingWindow: number | null = null): CausalSetup {
+export function causalSetup(
+  ctx: ModelContext,
+  inputs: CausalLMInputs,
+  slidingWindow: number | null = null,
+): CausalSetup {
   const g = ctx.graph;
   const queryLen = dimOf(inputs.inputIds, 1);
   const pastLen = inputs.past?.length ? dimOf(inputs.past[0].key, 2) : g.constInts([0], []);
   const positionIds = inputs.positionIds ?? g.range(pastLen, pastLen.add(queryLen)).unsqueeze(0); // [1, T]
-  const mask = attentionMask(g, { attentionMask: inputs.attentionMask, causal: true, queryLen, pastLen, slidingWindow });
+  const mask = attentionMask(g, {
+    attentionMask: inputs.attentionMask,
+    causal: true,
+    queryLen,
+    pastLen,
+    slidingWindow,
+  });
   return { queryLen, pastLen, positionIds, mask };
 }
 
 /** Sizes of the KV cache of a model. */
-export interface CacheSpec { layers: number; kvHeads: number; headDim: number }
+export interface CacheSpec {
+  layers: number;
+  kvHeads: number;
+  headDim: number;
+}
 
 export interface CausalGraphInputs {
   inputs: CausalLMInputs;
@@ -73,7 +90,11 @@ export interface CausalGraphInputs {
  * and, with `past`, past_key_values.{i}.key / .value [B, Hkv, P, hd] (Optimum's names). Name the outputs
  * `logits` and `present.{i}.key` / `present.{i}.value` (see outputCausalLM).
  */
-export function causalGraphInputs(g: Graph, cache: CacheSpec, opts: { past?: boolean; dtype?: 'f32' | 'f64' } = {}): CausalGraphInputs {
+export function causalGraphInputs(
+  g: Graph,
+  cache: CacheSpec,
+  opts: { past?: boolean; dtype?: 'f32' | 'f64' } = {},
+): CausalGraphInputs {
   const inputs: CausalLMInputs = {
     inputIds: g.input('input_ids', 'i64', ['B', 'T']),
     positionIds: g.input('position_ids', 'i64', ['B', 'T']),
@@ -84,7 +105,10 @@ export function causalGraphInputs(g: Graph, cache: CacheSpec, opts: { past?: boo
     inputs.past = Array.from({ length: cache.layers }, (_, i) => {
       const shape = ['B', cache.kvHeads, 'P', cache.headDim];
       names.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
-      return { key: g.input(`past_key_values.${i}.key`, opts.dtype ?? 'f32', shape), value: g.input(`past_key_values.${i}.value`, opts.dtype ?? 'f32', shape) };
+      return {
+        key: g.input(`past_key_values.${i}.key`, opts.dtype ?? 'f32', shape),
+        value: g.input(`past_key_values.${i}.value`, opts.dtype ?? 'f32', shape),
+      };
     });
   }
   return { inputs, names };
@@ -92,9 +116,13 @@ export function causalGraphInputs(g: Graph, cache: CacheSpec, opts: { past?: boo
 
 /** Marks `logits` (optionally only the last position's, [B, 1, V]) and every present.{i}.key/value as outputs. */
 export function outputCausalLM(g: Graph, out: CausalLMOutputs, opts: { lastOnly?: boolean } = {}): void {
-  if (opts.lastOnly) g.output('logits', out.lmHead(out.hidden.slice([-1], [2 ** 62], [1]))); // [B, 1, V]
+  if (opts.lastOnly)
+    g.output('logits', out.lmHead(out.hidden.slice([-1], [2 ** 62], [1]))); // [B, 1, V]
   else g.output('logits', out.logits);
-  out.present.forEach((kv, i) => { g.output(`present.${i}.key`, kv.key); g.output(`present.${i}.value`, kv.value); });
+  out.present.forEach((kv, i) => {
+    g.output(`present.${i}.key`, kv.key);
+    g.output(`present.${i}.value`, kv.value);
+  });
 }
 
 /**

@@ -7,7 +7,11 @@ import type { ModuleInfo } from '../nn/index.ts';
 import type { CacheSpec } from './causal.ts';
 
 /** A tensor the model reads. `optional` ones (a task head) may be absent from the file when trained or overridden. */
-export interface ParamSpec { name: string; shape: number[]; optional?: boolean }
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  optional?: boolean;
+}
 
 export type FamilyName = 'gpt2' | 'llama' | 'bert';
 
@@ -24,10 +28,16 @@ export interface Family<C> {
 }
 
 /** The weight and bias tensors of `modules` (shared names once), then `extra` (norms and other loose tensors). */
-export function parametersOf(modules: readonly ModuleInfo[], extra: ParamSpec[], optionalPrefixes: string[] = []): ParamSpec[] {
+export function parametersOf(
+  modules: readonly ModuleInfo[],
+  extra: ParamSpec[],
+  optionalPrefixes: string[] = [],
+): ParamSpec[] {
   const out = new Map<string, ParamSpec>();
   const optional = (name: string) => optionalPrefixes.some((p) => name.startsWith(p));
-  const add = (name: string, shape: number[]) => { if (!out.has(name)) out.set(name, { name, shape, ...(optional(name) ? { optional: true } : {}) }); };
+  const add = (name: string, shape: number[]) => {
+    if (!out.has(name)) out.set(name, { name, shape, ...(optional(name) ? { optional: true } : {}) });
+  };
   for (const m of modules) {
     if (m.kind === 'embedding') add(m.weightName, [m.numEmbeddings, m.dim]);
     else {
@@ -40,7 +50,14 @@ export function parametersOf(modules: readonly ModuleInfo[], extra: ParamSpec[],
 }
 
 /** A Linear module entry with weight `<path>.weight` and, with `bias`, `<path>.bias`. */
-export function linearInfo(path: string, inFeatures: number, outFeatures: number, bias: boolean, kind: 'linear' | 'conv1d' = 'linear', weightName = `${path}.weight`): ModuleInfo {
+export function linearInfo(
+  path: string,
+  inFeatures: number,
+  outFeatures: number,
+  bias: boolean,
+  kind: 'linear' | 'conv1d' = 'linear',
+  weightName = `${path}.weight`,
+): ModuleInfo {
   return { kind, path, inFeatures, outFeatures, weightName, biasName: bias ? `${path}.bias` : null };
 }
 

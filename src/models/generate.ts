@@ -15,7 +15,14 @@ import { LorakitError } from '../errors.ts';
 import { Graph } from '../graph/index.ts';
 import { compile, type CompileOptions, type Feed, type Session } from '../runtime/index.ts';
 import {
-  type ChatMessage, type GenerationConfig, type HfTokenizer, type StreamDecoder, chatTemplateFromConfig, encodeChat, parseGenerationConfig, readJsonFile,
+  type ChatMessage,
+  type GenerationConfig,
+  type HfTokenizer,
+  type StreamDecoder,
+  chatTemplateFromConfig,
+  encodeChat,
+  parseGenerationConfig,
+  readJsonFile,
 } from '../io/index.ts';
 import type { ModuleHooks } from '../nn/index.ts';
 import { dimOf } from '../nn/index.ts';
@@ -57,7 +64,8 @@ export interface GenerateOptions extends SamplingOptions {
   prompt?: string;
   /** Several prompts, generated as one left-padded batch. */
   prompts?: string[];
-  /** A conversation, rendered with `chatTemplate` (default: the tokenizer_config.json template) and a generation prompt. */
+  /** A conversation, rendered with `chatTemplate` (default: the tokenizer_config.json template) and a generation
+   * prompt. */
   messages?: ChatMessage[];
   /** Jinja chat template for `messages` (e.g. from loadChatTemplate(dir) when it is in chat_template.jinja). */
   chatTemplate?: string;
@@ -69,7 +77,8 @@ export interface GenerateOptions extends SamplingOptions {
   maxNewTokens?: number;
   /** Stop strings, checked on the decoded text; the output ends before the first one. */
   stop?: string | string[];
-  /** Token ids that end a row (kept in its tokenIds, not in its text); default: generation_config/config eos; null: none. */
+  /** Token ids that end a row (kept in its tokenIds, not in its text); default: generation_config/config eos; null:
+   * none. */
   eosTokenId?: number | number[] | null;
   /** Seed of the sampling RNG (row b draws from stream b); default: a random one, returned in the result. */
   seed?: number;
@@ -131,17 +140,31 @@ function prepare(model: LoadedModel): Promise<Prepared> {
     p = (async () => {
       const c = model.config;
       if (c.model_type === 'bert' || !model.cache) {
-        throw new LorakitError('LK_UNSUPPORTED', `generate: ${model.dir} is a ${c.model_type} model, not a causal LM; generation supports gpt2, llama, mistral, qwen2`);
+        throw new LorakitError(
+          'LK_UNSUPPORTED',
+          `generate: ${model.dir} is a ${c.model_type} model, not a causal LM; generation supports gpt2, llama, ` +
+            `mistral, qwen2`,
+        );
       }
       const genPath = join(model.dir, 'generation_config.json');
-      const gen = await readJsonFile(genPath).then((j) => parseGenerationConfig(j, genPath), (e): GenerationConfig => {
-        if (e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND') return {}; // optional file
-        throw e;
-      });
+      const gen = await readJsonFile(genPath).then(
+        (j) => parseGenerationConfig(j, genPath),
+        (e): GenerationConfig => {
+          if (e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND') return {}; // optional file
+          throw e;
+        },
+      );
       const eosTokenId = gen.eos_token_id ?? c.eos_token_id ?? null;
       const maxPositions = c.model_type === 'gpt2' ? c.n_positions : c.max_position_embeddings;
       const slidingWindow = c.model_type === 'gpt2' ? null : c.sliding_window;
-      return { vocabSize: c.vocab_size, maxPositions, eosTokenId, cache: model.cache, slidingWindow, compiled: new Map() };
+      return {
+        vocabSize: c.vocab_size,
+        maxPositions,
+        eosTokenId,
+        cache: model.cache,
+        slidingWindow,
+        compiled: new Map(),
+      };
     })();
     preparedFor.set(model, p);
     p.catch(() => preparedFor.delete(model));
@@ -153,19 +176,28 @@ function prepare(model: LoadedModel): Promise<Prepared> {
  * Generates text for one prompt or a batch. Greedy unless sampling is asked for (temperature > 0, topK or topP);
  * see `SamplingOptions`. Returns one row per prompt.
  */
-export async function generate(model: LoadedModel, tokenizer: HfTokenizer, options: GenerateOptions): Promise<GenerateResult> {
+export async function generate(
+  model: LoadedModel,
+  tokenizer: HfTokenizer,
+  options: GenerateOptions,
+): Promise<GenerateResult> {
   const m = await prepare(model);
   const sampling = resolveSampling(options);
   const maxNewTokens = options.maxNewTokens ?? 64;
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `maxNewTokens must be a positive integer, got ${maxNewTokens}`, { option: 'maxNewTokens' });
+    throw new LorakitError('LK_INVALID_ARGUMENT', `maxNewTokens must be a positive integer, got ${maxNewTokens}`, {
+      option: 'maxNewTokens',
+    });
   }
   const prompts = promptIds(m.vocabSize, tokenizer, options);
   const longest = Math.max(...prompts.map((p) => p.length));
   if (longest + maxNewTokens > m.maxPositions) {
-    throw new LorakitError('LK_INVALID_ARGUMENT',
-      `maxNewTokens: the prompt (${longest} tokens) plus maxNewTokens (${maxNewTokens}) exceeds the model's ${m.maxPositions} positions; use at most ${Math.max(0, m.maxPositions - longest)}`,
-      { option: 'maxNewTokens' });
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `maxNewTokens: the prompt (${longest} tokens) plus maxNewTokens (${maxNewTokens}) exceeds the model's ` +
+        `${m.maxPositions} positions; use at most ${Math.max(0, m.maxPositions - longest)}`,
+      { option: 'maxNewTokens' },
+    );
   }
   const eos = eosSet(options.eosTokenId === undefined ? (m.eosTokenId ?? tokenizer.eosTokenId) : options.eosTokenId);
   const seed = options.seed ?? randomInt(2 ** 31);
@@ -175,21 +207,41 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
   const extra = options.adapter?.feeds ?? {};
 
   const B = prompts.length;
-  const rows = prompts.map((ids, b) => new Row(b, ids, createRng(seed, b), tokenizer.createStreamDecoder({ skipSpecialTokens }), new StopStrings(options.stop), options.onToken));
+  const rows = prompts.map(
+    (ids, b) =>
+      new Row(
+        b,
+        ids,
+        createRng(seed, b),
+        tokenizer.createStreamDecoder({ skipSpecialTokens }),
+        new StopStrings(options.stop),
+        options.onToken,
+      ),
+  );
 
   // Prefill: left-padded prompts [B, T], mask [B, T], positions cumsum(mask) - 1.
   const T = longest;
-  let mask: number[][] = prompts.map((p) => [...new Array<number>(T - p.length).fill(0), ...new Array<number>(p.length).fill(1)]);
+  let mask: number[][] = prompts.map((p) => [
+    ...new Array<number>(T - p.length).fill(0),
+    ...new Array<number>(p.length).fill(1),
+  ]);
   const ids = new BigInt64Array(B * T);
-  prompts.forEach((p, b) => { for (let t = 0; t < T; t++) ids[b * T + t] = BigInt(t < T - p.length ? padId : p[t - (T - p.length)]); });
+  prompts.forEach((p, b) => {
+    for (let t = 0; t < T; t++) ids[b * T + t] = BigInt(t < T - p.length ? padId : p[t - (T - p.length)]);
+  });
   const mask64 = () => BigInt64Array.from(mask.flat(), BigInt);
   // Room for the prompt and every token a decode step is fed; the unfilled part is masked, unless a sliding window
   // (which counts cache positions) could reach it: then the filled part is fed as a copy.
   const cache = new KvCache(m.cache, B, T + maxNewTokens, cacheDtype);
   const compact = m.slidingWindow !== null && m.slidingWindow <= cache.capacity;
   let t0 = performance.now();
-  let out = await session.run({ ...extra, ...cache.empty(), input_ids: { data: ids, shape: [B, T] }, attention_mask: { data: mask64(), shape: [B, T] },
-    position_ids: { data: leftPaddedPositions(mask.flat(), B), shape: [B, T] } });
+  let out = await session.run({
+    ...extra,
+    ...cache.empty(),
+    input_ids: { data: ids, shape: [B, T] },
+    attention_mask: { data: mask64(), shape: [B, T] },
+    position_ids: { data: leftPaddedPositions(mask.flat(), B), shape: [B, T] },
+  });
   cache.append(out, T);
   const prefillMs = performance.now() - t0;
   t0 = performance.now();
@@ -199,7 +251,10 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
     const next = new BigInt64Array(B).fill(BigInt(padId));
     for (const r of rows) {
       if (r.finish) continue;
-      if (options.signal?.aborted) { await r.end('abort'); continue; }
+      if (options.signal?.aborted) {
+        await r.end('abort');
+        continue;
+      }
       const logits = Float32Array.from(out.logits.data.subarray(r.index * V, (r.index + 1) * V) as Float32Array);
       const tok = chooseToken(logits, r.seen, sampling, r.rng);
       next[r.index] = BigInt(tok);
@@ -209,10 +264,21 @@ export async function generate(model: LoadedModel, tokenizer: HfTokenizer, optio
     // Decode one token per row; finished rows are fed padding that the mask hides.
     mask = mask.map((m, b) => [...m, rows[b].finish ? 0 : 1]);
     const past: Record<string, Feed> = compact ? cache.compact() : cache.feeds;
-    const attention = compact ? { data: mask64(), shape: [B, mask[0].length] } : { data: cache.paddedMask(mask, 1), shape: [B, cache.capacity + 1] };
+    const attention = compact
+      ? { data: mask64(), shape: [B, mask[0].length] }
+      : { data: cache.paddedMask(mask, 1), shape: [B, cache.capacity + 1] };
     // The cache buffers move to the ORT worker and back instead of being copied.
-    out = await session.run({ ...extra, ...past, input_ids: { data: next, shape: [B, 1] }, attention_mask: attention,
-      position_ids: { data: leftPaddedPositions(mask.flat(), B, 1), shape: [B, 1] } }, undefined, { transfer: Object.keys(past) });
+    out = await session.run(
+      {
+        ...extra,
+        ...past,
+        input_ids: { data: next, shape: [B, 1] },
+        attention_mask: attention,
+        position_ids: { data: leftPaddedPositions(mask.flat(), B, 1), shape: [B, 1] },
+      },
+      undefined,
+      { transfer: Object.keys(past) },
+    );
     cache.append(out, 1);
     steps++;
   }
@@ -264,7 +330,9 @@ class Row {
 
   private async emit(piece: string, tokenId: number | null): Promise<void> {
     this.text += piece;
-    const event: TokenEvent = this.finish ? { row: this.index, tokenId, finishReason: this.finish } : { row: this.index, tokenId };
+    const event: TokenEvent = this.finish
+      ? { row: this.index, tokenId, finishReason: this.finish }
+      : { row: this.index, tokenId };
     if (this.onToken) await this.onToken(piece, event);
   }
 }
@@ -273,27 +341,46 @@ class Row {
 function promptIds(vocabSize: number, tokenizer: HfTokenizer, o: GenerateOptions): number[][] {
   const given = (['prompt', 'prompts', 'messages', 'inputIds'] as const).filter((k) => o[k] !== undefined);
   if (given.length !== 1) {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `generate: give exactly one of prompt, prompts, messages, inputIds; got ${given.length ? given.join(', ') : 'none'}`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `generate: give exactly one of prompt, prompts, messages, inputIds; got ` +
+        `${given.length ? given.join(', ') : 'none'}`,
+    );
   }
   const addSpecialTokens = o.addSpecialTokens ?? true;
   let rows: number[][];
   if (o.prompt !== undefined) rows = [tokenizer.encode(o.prompt, { addSpecialTokens })];
   else if (o.prompts !== undefined) {
-    if (!Array.isArray(o.prompts) || o.prompts.length === 0) throw new LorakitError('LK_INVALID_ARGUMENT', 'prompts must be a non-empty array of strings', { option: 'prompts' });
+    if (!Array.isArray(o.prompts) || o.prompts.length === 0)
+      throw new LorakitError('LK_INVALID_ARGUMENT', 'prompts must be a non-empty array of strings', {
+        option: 'prompts',
+      });
     rows = o.prompts.map((p) => tokenizer.encode(p, { addSpecialTokens }));
   } else if (o.messages !== undefined) {
     const template = o.chatTemplate ?? chatTemplateFromConfig(tokenizer.config as Record<string, unknown>);
-    if (template === undefined) throw new LorakitError('LK_INVALID_ARGUMENT', 'messages: the tokenizer has no chat template; pass chatTemplate', { option: 'chatTemplate' });
+    if (template === undefined)
+      throw new LorakitError('LK_INVALID_ARGUMENT', 'messages: the tokenizer has no chat template; pass chatTemplate', {
+        option: 'chatTemplate',
+      });
     rows = [encodeChat(tokenizer, template, o.messages, { addGenerationPrompt: true }).ids];
   } else {
     const ids = o.inputIds!;
     rows = ids.length > 0 && Array.isArray(ids[0]) ? (ids as number[][]) : [ids as number[]];
   }
   rows.forEach((r, b) => {
-    if (r.length === 0) throw new LorakitError('LK_INVALID_ARGUMENT', `prompt ${b} has no tokens; generation needs at least one (a BOS token, or some text)`, { option: 'prompt' });
+    if (r.length === 0)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `prompt ${b} has no tokens; generation needs at least one (a BOS token, or some text)`,
+        { option: 'prompt' },
+      );
     r.forEach((id, i) => {
       if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
-        throw new LorakitError('LK_INVALID_ARGUMENT', `inputIds[${b}][${i}] must be a token id in [0, ${vocabSize}), got ${id}`, { option: 'inputIds' });
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `inputIds[${b}][${i}] must be a token id in [0, ${vocabSize}), got ${id}`,
+          { option: 'inputIds' },
+        );
       }
     });
   });
@@ -301,7 +388,12 @@ function promptIds(vocabSize: number, tokenizer: HfTokenizer, o: GenerateOptions
 }
 
 /** Builds and compiles the generation graph of a model (+ adapter); cached per adapter key when there is one. */
-function compiledGraphs(model: LoadedModel, m: Prepared, adapter: GenerationAdapter | undefined, opts: CompileOptions = {}): Promise<Compiled> {
+function compiledGraphs(
+  model: LoadedModel,
+  m: Prepared,
+  adapter: GenerationAdapter | undefined,
+  opts: CompileOptions = {},
+): Promise<Compiled> {
   const key = adapter && adapter.key === undefined ? null : JSON.stringify([adapter?.key ?? '', opts]);
   let c = key === null ? undefined : m.compiled.get(key);
   if (!c) {
@@ -325,7 +417,12 @@ function compiledGraphs(model: LoadedModel, m: Prepared, adapter: GenerationAdap
  * last T positions of the present cache). Only the last position goes through the LM head (its [B, T, V] logits would
  * be most of the prefill's work).
  */
-function buildGraph(model: LoadedModel, cache: CacheSpec, adapter?: GenerationAdapter, cacheDtype: 'f32' | 'f64' = 'f32'): Graph {
+function buildGraph(
+  model: LoadedModel,
+  cache: CacheSpec,
+  adapter?: GenerationAdapter,
+  cacheDtype: 'f32' | 'f64' = 'f32',
+): Graph {
   const g = new Graph('generate');
   const { inputs } = causalGraphInputs(g, cache, { past: true, dtype: cacheDtype });
   const ctx = model.context(g, { hooks: adapter?.hooks(), overrides: adapter?.overrides });

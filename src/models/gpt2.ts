@@ -7,7 +7,14 @@
  */
 import { type Tensor, gelu, layerNorm, silu } from '../graph/index.ts';
 import type { Gpt2Config } from '../io/index.ts';
-import { type AttentionMask, type ModelContext, type ModuleInfo, attention, mergeHeads, splitHeads } from '../nn/index.ts';
+import {
+  type AttentionMask,
+  type ModelContext,
+  type ModuleInfo,
+  attention,
+  mergeHeads,
+  splitHeads,
+} from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
 
@@ -25,34 +32,59 @@ function ln(ctx: Ctx, path: string, x: Tensor): Tensor {
 /** The MLP activation named by `activation_function` (gelu_new is the tanh approximation). */
 export function gpt2Activation(name: Gpt2Config['activation_function'], x: Tensor): Tensor {
   switch (name) {
-    case 'gelu_new': case 'gelu_pytorch_tanh': return gelu(x, 'tanh');
-    case 'gelu': return gelu(x);
-    case 'relu': return x.relu();
-    case 'silu': return silu(x);
-    case 'tanh': return x.tanh();
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+      return gelu(x, 'tanh');
+    case 'gelu':
+      return gelu(x);
+    case 'relu':
+      return x.relu();
+    case 'silu':
+      return silu(x);
+    case 'tanh':
+      return x.tanh();
   }
 }
 
 /** Causal self-attention of block i: x [B, T, D] → [B, T, D], plus this block's cache [B, H, P + T, hd]. */
-export function gpt2Attention(ctx: Ctx, i: number, x: Tensor, mask: AttentionMask | null, past?: KV): { out: Tensor; present: KV } {
+export function gpt2Attention(
+  ctx: Ctx,
+  i: number,
+  x: Tensor,
+  mask: AttentionMask | null,
+  past?: KV,
+): { out: Tensor; present: KV } {
   const c = ctx.config;
   const [H, D] = [c.n_head, c.n_embd];
   const hd = D / H;
-  const [q, k0, v0] = ctx.linear(`${block(i)}.attn.c_attn`, x).split([D, D, D], -1).map((t) => splitHeads(t, H, hd)); // [B, H, T, hd] each
+  const [q, k0, v0] = ctx
+    .linear(`${block(i)}.attn.c_attn`, x)
+    .split([D, D, D], -1)
+    .map((t) => splitHeads(t, H, hd)); // [B, H, T, hd] each
   const k = past ? ctx.graph.concat([past.key, k0], 2) : k0; // [B, H, P + T, hd]
   const v = past ? ctx.graph.concat([past.value, v0], 2) : v0;
-  // GPT-2 divides the scores by √hd (scale_attn_weights); the division (not a product) matches transformers bit for bit.
+  // GPT-2 divides the scores by √hd (scale_attn_weights); the division (not a product) matches transformers bit for
+  // bit.
   const o = attention(q, k, v, mask, { divisor: c.scale_attn_weights ? Math.sqrt(hd) : 1 }); // [B, H, T, hd]
   return { out: ctx.linear(`${block(i)}.attn.c_proj`, mergeHeads(o, H, hd)), present: { key: k, value: v } };
 }
 
 /** MLP of block i: c_proj(act(c_fc(x))), [B, T, D] → [B, T, n_inner] → [B, T, D]. */
 export function gpt2Mlp(ctx: Ctx, i: number, x: Tensor): Tensor {
-  return ctx.linear(`${block(i)}.mlp.c_proj`, gpt2Activation(ctx.config.activation_function, ctx.linear(`${block(i)}.mlp.c_fc`, x)));
+  return ctx.linear(
+    `${block(i)}.mlp.c_proj`,
+    gpt2Activation(ctx.config.activation_function, ctx.linear(`${block(i)}.mlp.c_fc`, x)),
+  );
 }
 
 /** Block i: h = x + attn(ln_1(x)); out = h + mlp(ln_2(h)). */
-export function gpt2Block(ctx: Ctx, i: number, x: Tensor, mask: AttentionMask | null, past?: KV): { hidden: Tensor; present: KV } {
+export function gpt2Block(
+  ctx: Ctx,
+  i: number,
+  x: Tensor,
+  mask: AttentionMask | null,
+  past?: KV,
+): { hidden: Tensor; present: KV } {
   const attn = gpt2Attention(ctx, i, ln(ctx, `${block(i)}.ln_1`, x), mask, past);
   const h = x.add(attn.out); // [B, T, D]
   return { hidden: h.add(gpt2Mlp(ctx, i, ln(ctx, `${block(i)}.ln_2`, h))), present: attn.present };
@@ -79,7 +111,10 @@ export function gpt2CausalLM(ctx: Ctx, inputs: CausalLMInputs): CausalLMOutputs 
 
 function gpt2Modules(c: Gpt2Config): ModuleInfo[] {
   const [D, I] = [c.n_embd, c.n_inner];
-  const mods: ModuleInfo[] = [embeddingInfo('transformer.wte', c.vocab_size, D), embeddingInfo('transformer.wpe', c.n_positions, D)];
+  const mods: ModuleInfo[] = [
+    embeddingInfo('transformer.wte', c.vocab_size, D),
+    embeddingInfo('transformer.wpe', c.n_positions, D),
+  ];
   for (let i = 0; i < c.n_layer; i++) {
     mods.push(
       linearInfo(`${block(i)}.attn.c_attn`, D, 3 * D, true, 'conv1d'),
@@ -89,7 +124,16 @@ function gpt2Modules(c: Gpt2Config): ModuleInfo[] {
     );
   }
   // lm_head is an ordinary Linear [V, D]; GPT-2 checkpoints tie it to wte and usually do not store it.
-  mods.push(linearInfo('lm_head', D, c.vocab_size, false, 'linear', c.tie_word_embeddings ? 'transformer.wte.weight' : 'lm_head.weight'));
+  mods.push(
+    linearInfo(
+      'lm_head',
+      D,
+      c.vocab_size,
+      false,
+      'linear',
+      c.tie_word_embeddings ? 'transformer.wte.weight' : 'lm_head.weight',
+    ),
+  );
   return mods;
 }
 
@@ -97,7 +141,10 @@ function gpt2Parameters(c: Gpt2Config): ParamSpec[] {
   const D = c.n_embd;
   const norms: ParamSpec[] = [];
   const lnParams = (p: string) => norms.push({ name: `${p}.weight`, shape: [D] }, { name: `${p}.bias`, shape: [D] });
-  for (let i = 0; i < c.n_layer; i++) { lnParams(`${block(i)}.ln_1`); lnParams(`${block(i)}.ln_2`); }
+  for (let i = 0; i < c.n_layer; i++) {
+    lnParams(`${block(i)}.ln_1`);
+    lnParams(`${block(i)}.ln_2`);
+  }
   lnParams('transformer.ln_f');
   return parametersOf(gpt2Modules(c), norms);
 }

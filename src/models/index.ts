@@ -13,26 +13,52 @@ import { type ContextOptions, familyOf } from './load.ts';
 export { loadModel, familyOf, type LoadedModel, type ContextOptions } from './load.ts';
 export type { Family, FamilyName, ParamSpec } from './family.ts';
 export {
-  type KV, type CausalLMInputs, type CausalLMOutputs, type CacheSpec, type CausalGraphInputs, causalGraphInputs, outputCausalLM,
-  leftPaddedPositions, causalSetup,
+  type KV,
+  type CausalLMInputs,
+  type CausalLMOutputs,
+  type CacheSpec,
+  type CausalGraphInputs,
+  causalGraphInputs,
+  outputCausalLM,
+  leftPaddedPositions,
+  causalSetup,
 } from './causal.ts';
 export { gpt2CausalLM, gpt2Block, gpt2Attention, gpt2Mlp, gpt2Family } from './gpt2.ts';
-export { llamaCausalLM, llamaDecoderLayer, llamaAttention, llamaMlp, llamaRope, llamaFamily, type LayerShared } from './llama.ts';
+export {
+  llamaCausalLM,
+  llamaDecoderLayer,
+  llamaAttention,
+  llamaMlp,
+  llamaRope,
+  llamaFamily,
+  type LayerShared,
+} from './llama.ts';
 export { bertSequenceClassifier, bertEncoder, bertEmbeddings, bertLayer, bertFamily, type BertInputs } from './bert.ts';
 
 /** The causal LM of `ctx.config` (GPT-2 or the Llama family): logits [B, T, V], hidden [B, T, D], present per layer. */
 export function buildCausalLM(ctx: ModelContext<ModelConfig>, inputs: CausalLMInputs): CausalLMOutputs {
   const c = ctx.config;
   if (c.model_type === 'gpt2') return gpt2CausalLM(ctx as ModelContext<Gpt2Config>, inputs);
-  if (c.model_type === 'llama' || c.model_type === 'mistral' || c.model_type === 'qwen2') return llamaCausalLM(ctx as ModelContext<LlamaLikeConfig>, inputs);
-  throw new LorakitError('LK_UNSUPPORTED', `buildCausalLM: model_type "${c.model_type}" is not a causal LM; causal LMs: gpt2, llama, mistral, qwen2`);
+  if (c.model_type === 'llama' || c.model_type === 'mistral' || c.model_type === 'qwen2')
+    return llamaCausalLM(ctx as ModelContext<LlamaLikeConfig>, inputs);
+  throw new LorakitError(
+    'LK_UNSUPPORTED',
+    `buildCausalLM: model_type "${c.model_type}" is not a causal LM; causal LMs: gpt2, llama, mistral, qwen2`,
+  );
 }
 
 /** A sequence classifier (BERT): logits [B, num_labels] and the last hidden states [B, T, D]. */
-export function buildSequenceClassifier(ctx: ModelContext<ModelConfig>, inputs: BertInputs): { logits: Tensor; pooled: Tensor; lastHidden: Tensor } {
+export function buildSequenceClassifier(
+  ctx: ModelContext<ModelConfig>,
+  inputs: BertInputs,
+): { logits: Tensor; pooled: Tensor; lastHidden: Tensor } {
   const c = ctx.config;
   if (c.model_type === 'bert') return bertSequenceClassifier(ctx as ModelContext<BertConfig>, inputs);
-  throw new LorakitError('LK_UNSUPPORTED', `buildSequenceClassifier: model_type "${c.model_type}" has no sequence-classification head in lorakit; supported: bert`);
+  throw new LorakitError(
+    'LK_UNSUPPORTED',
+    `buildSequenceClassifier: model_type "${c.model_type}" has no sequence-classification head in lorakit; ` +
+      `supported: bert`,
+  );
 }
 
 /**
@@ -45,5 +71,11 @@ export function memoryContext(config: ModelConfig, graph: Graph, opts: ContextOp
 }
 
 // Generation (prefill + KV-cache decode, batched, streaming) and the host-side logits processors.
-export { generate, type GenerateOptions, type GenerateResult, type GeneratedRow, type GenerationAdapter } from './generate.ts';
+export {
+  generate,
+  type GenerateOptions,
+  type GenerateResult,
+  type GeneratedRow,
+  type GenerationAdapter,
+} from './generate.ts';
 export * as sampling from './sampling.ts';

@@ -24,11 +24,19 @@ export class KvCache {
   filled = 0;
   private readonly names: { past: string; out: string }[] = [];
 
-  constructor(readonly spec: CacheSpec, readonly batch: number, readonly capacity: number, readonly dtype: 'f32' | 'f64') {
+  constructor(
+    readonly spec: CacheSpec,
+    readonly batch: number,
+    readonly capacity: number,
+    readonly dtype: 'f32' | 'f64',
+  ) {
     const n = batch * spec.kvHeads * capacity * spec.headDim;
     for (let i = 0; i < spec.layers; i++) {
       for (const kv of ['key', 'value'] as const) {
-        this.feeds[pastName(i, kv)] = { data: dtype === 'f64' ? new Float64Array(n) : new Float32Array(n), shape: [batch, spec.kvHeads, capacity, spec.headDim] };
+        this.feeds[pastName(i, kv)] = {
+          data: dtype === 'f64' ? new Float64Array(n) : new Float32Array(n),
+          shape: [batch, spec.kvHeads, capacity, spec.headDim],
+        };
         this.names.push({ past: pastName(i, kv), out: newName(i, kv) });
       }
     }
@@ -38,17 +46,25 @@ export class KvCache {
   empty(): Record<string, Feed> {
     const { kvHeads, headDim } = this.spec;
     const shape = [this.batch, kvHeads, 0, headDim];
-    return Object.fromEntries(this.names.map(({ past }) => [past, { data: this.dtype === 'f64' ? new Float64Array(0) : new Float32Array(0), shape }]));
+    return Object.fromEntries(
+      this.names.map(({ past }) => [
+        past,
+        { data: this.dtype === 'f64' ? new Float64Array(0) : new Float32Array(0), shape },
+      ]),
+    );
   }
 
   /** Copies the fed tokens' keys and values (graph outputs [B, Hkv, T, hd]) to positions filled … filled + T − 1. */
   append(out: Record<string, HostTensor>, T: number): void {
-    if (this.filled + T > this.capacity) throw new Error(`internal: KV cache of ${this.capacity} positions overflows (${this.filled} + ${T})`);
+    if (this.filled + T > this.capacity)
+      throw new Error(`internal: KV cache of ${this.capacity} positions overflows (${this.filled} + ${T})`);
     const { kvHeads, headDim } = this.spec;
     const [C, row] = [this.capacity, T * headDim];
     for (const { past, out: o } of this.names) {
-      const src = out[o].data as Buffer, dst = this.feeds[past].data;
-      for (let bh = 0; bh < this.batch * kvHeads; bh++) dst.set(src.subarray(bh * row, (bh + 1) * row), (bh * C + this.filled) * headDim);
+      const src = out[o].data as Buffer,
+        dst = this.feeds[past].data;
+      for (let bh = 0; bh < this.batch * kvHeads; bh++)
+        dst.set(src.subarray(bh * row, (bh + 1) * row), (bh * C + this.filled) * headDim);
     }
     this.filled += T;
   }
@@ -71,8 +87,12 @@ export class KvCache {
     const feeds: Record<string, Feed> = {};
     for (const { past } of this.names) {
       const src = this.feeds[past].data;
-      const dst = this.dtype === 'f64' ? new Float64Array(this.batch * kvHeads * f * headDim) : new Float32Array(this.batch * kvHeads * f * headDim);
-      for (let bh = 0; bh < this.batch * kvHeads; bh++) dst.set(src.subarray(bh * C * headDim, (bh * C + f) * headDim), bh * f * headDim);
+      const dst =
+        this.dtype === 'f64'
+          ? new Float64Array(this.batch * kvHeads * f * headDim)
+          : new Float32Array(this.batch * kvHeads * f * headDim);
+      for (let bh = 0; bh < this.batch * kvHeads; bh++)
+        dst.set(src.subarray(bh * C * headDim, (bh * C + f) * headDim), bh * f * headDim);
       feeds[past] = { data: dst, shape: [this.batch, kvHeads, f, headDim] };
     }
     return feeds;

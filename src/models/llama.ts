@@ -8,7 +8,17 @@
 import { rmsNorm, silu, type Tensor } from '../graph/index.ts';
 import type { LlamaLikeConfig } from '../io/index.ts';
 import {
-  type AttentionMask, type ModelContext, type ModuleInfo, type Rope, applyRope, attention, mergeHeads, ropeAt, ropeInvFreq, ropeTables, splitHeads,
+  type AttentionMask,
+  type ModelContext,
+  type ModuleInfo,
+  type Rope,
+  applyRope,
+  attention,
+  mergeHeads,
+  ropeAt,
+  ropeInvFreq,
+  ropeTables,
+  splitHeads,
 } from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
@@ -33,7 +43,13 @@ function norm(ctx: Ctx, path: string, x: Tensor): Tensor {
 }
 
 /** Self-attention of layer i: x [B, T, D] → [B, T, D], plus this layer's cache [B, Hkv, P + T, hd]. */
-export function llamaAttention(ctx: Ctx, i: number, x: Tensor, shared: LayerShared, past?: KV): { out: Tensor; present: KV } {
+export function llamaAttention(
+  ctx: Ctx,
+  i: number,
+  x: Tensor,
+  shared: LayerShared,
+  past?: KV,
+): { out: Tensor; present: KV } {
   const c = ctx.config;
   const [H, Hkv, hd] = [c.num_attention_heads, c.num_key_value_heads, c.head_dim];
   const p = `${layer(i)}.self_attn`;
@@ -44,7 +60,8 @@ export function llamaAttention(ctx: Ctx, i: number, x: Tensor, shared: LayerShar
     k = ctx.graph.concat([past.key, k], 2); // [B, Hkv, P + T, hd]
     v = ctx.graph.concat([past.value, v], 2);
   }
-  const o = attention(q, k, v, shared.mask, { scale: hd ** -0.5 }); // [B, H, T, hd] (kv heads shared by groups of H / Hkv)
+  // [B, H, T, hd] (kv heads shared by groups of H / Hkv)
+  const o = attention(q, k, v, shared.mask, { scale: hd ** -0.5 });
   return { out: ctx.linear(`${p}.o_proj`, mergeHeads(o, H, hd)), present: { key: k, value: v } };
 }
 
@@ -55,16 +72,30 @@ export function llamaMlp(ctx: Ctx, i: number, x: Tensor): Tensor {
 }
 
 /** Decoder layer i (pre-norm residual blocks): h = x + attn(norm(x)); out = h + mlp(norm(h)). */
-export function llamaDecoderLayer(ctx: Ctx, i: number, x: Tensor, shared: LayerShared, past?: KV): { hidden: Tensor; present: KV } {
+export function llamaDecoderLayer(
+  ctx: Ctx,
+  i: number,
+  x: Tensor,
+  shared: LayerShared,
+  past?: KV,
+): { hidden: Tensor; present: KV } {
   const attn = llamaAttention(ctx, i, norm(ctx, `${layer(i)}.input_layernorm`, x), shared, past);
   const h = x.add(attn.out); // [B, T, D]
-  return { hidden: h.add(llamaMlp(ctx, i, norm(ctx, `${layer(i)}.post_attention_layernorm`, h))), present: attn.present };
+  return {
+    hidden: h.add(llamaMlp(ctx, i, norm(ctx, `${layer(i)}.post_attention_layernorm`, h))),
+    present: attn.present,
+  };
 }
 
 /** RoPE rows for `positionIds` [B|1, T] from tables of `maxPositions` rows (θ and scaling from the config). */
 export function llamaRope(ctx: Ctx, positionIds: Tensor, maxPositions?: number): Rope {
   const c = ctx.config;
-  const tables = ropeTables(ctx.graph, ropeInvFreq(c.head_dim, c.rope_theta, c.rope_scaling), maxPositions ?? c.max_position_embeddings, ctx.dtype);
+  const tables = ropeTables(
+    ctx.graph,
+    ropeInvFreq(c.head_dim, c.rope_theta, c.rope_scaling),
+    maxPositions ?? c.max_position_embeddings,
+    ctx.dtype,
+  );
   return ropeAt(tables, positionIds);
 }
 
@@ -92,7 +123,8 @@ function llamaModules(c: LlamaConfig): ModuleInfo[] {
   const [D, I, hd] = [c.hidden_size, c.intermediate_size, c.head_dim];
   const mods: ModuleInfo[] = [embeddingInfo('model.embed_tokens', c.vocab_size, D)];
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    const a = `${layer(i)}.self_attn`, m = `${layer(i)}.mlp`;
+    const a = `${layer(i)}.self_attn`,
+      m = `${layer(i)}.mlp`;
     mods.push(
       linearInfo(`${a}.q_proj`, D, c.num_attention_heads * hd, c.attention_bias),
       linearInfo(`${a}.k_proj`, D, c.num_key_value_heads * hd, c.attention_bias),
@@ -104,7 +136,16 @@ function llamaModules(c: LlamaConfig): ModuleInfo[] {
     );
   }
   // Tied checkpoints (SmolLM, Llama 3.2 1B) have no lm_head.weight: the head reads the embedding matrix.
-  mods.push(linearInfo('lm_head', D, c.vocab_size, false, 'linear', c.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'));
+  mods.push(
+    linearInfo(
+      'lm_head',
+      D,
+      c.vocab_size,
+      false,
+      'linear',
+      c.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight',
+    ),
+  );
   return mods;
 }
 
@@ -112,7 +153,10 @@ function llamaParameters(c: LlamaConfig): ParamSpec[] {
   const D = c.hidden_size;
   const norms: ParamSpec[] = [];
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    norms.push({ name: `${layer(i)}.input_layernorm.weight`, shape: [D] }, { name: `${layer(i)}.post_attention_layernorm.weight`, shape: [D] });
+    norms.push(
+      { name: `${layer(i)}.input_layernorm.weight`, shape: [D] },
+      { name: `${layer(i)}.post_attention_layernorm.weight`, shape: [D] },
+    );
   }
   norms.push({ name: 'model.norm.weight', shape: [D] });
   return parametersOf(llamaModules(c), norms);

@@ -10,8 +10,16 @@ import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/index.ts';
 import { type ModelConfig, type WeightsReader, loadModelConfig, openWeights } from '../io/index.ts';
 import {
-  type ComputeDType, type ModelContext, type ModuleHooks, type ModuleInfo, type WeightStore, WeightSource, checkStoredShape,
-  createContext, missingWeightError, weightStore,
+  type ComputeDType,
+  type ModelContext,
+  type ModuleHooks,
+  type ModuleInfo,
+  type WeightStore,
+  WeightSource,
+  checkStoredShape,
+  createContext,
+  missingWeightError,
+  weightStore,
 } from '../nn/index.ts';
 import { bertFamily } from './bert.ts';
 import type { CacheSpec } from './causal.ts';
@@ -21,7 +29,11 @@ import { llamaFamily } from './llama.ts';
 
 /** Which family file builds each config model_type. */
 const FAMILIES: Record<ModelConfig['model_type'], Family<any>> = {
-  gpt2: gpt2Family, llama: llamaFamily, mistral: llamaFamily, qwen2: llamaFamily, bert: bertFamily,
+  gpt2: gpt2Family,
+  llama: llamaFamily,
+  mistral: llamaFamily,
+  qwen2: llamaFamily,
+  bert: bertFamily,
 };
 
 /** Options of LoadedModel.context / weights. */
@@ -66,7 +78,11 @@ export interface LoadedModel {
 function resolver(family: Family<unknown>, reader: WeightsReader): (name: string) => string | undefined {
   const cache = new Map<string, string | undefined>();
   return (name) => {
-    if (!cache.has(name)) cache.set(name, family.fileNames(name).find((n) => reader.has(n)));
+    if (!cache.has(name))
+      cache.set(
+        name,
+        family.fileNames(name).find((n) => reader.has(n)),
+      );
     return cache.get(name);
   };
 }
@@ -74,7 +90,10 @@ function resolver(family: Family<unknown>, reader: WeightsReader): (name: string
 /** Opens a model folder (config.json + model.safetensors or shards) and checks its weights against the config. */
 export async function loadModel(dir: string): Promise<LoadedModel> {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new LorakitError('LK_FILE_NOT_FOUND', `model folder ${dir} does not exist; expected a Hugging Face folder with config.json and model.safetensors`);
+    throw new LorakitError(
+      'LK_FILE_NOT_FOUND',
+      `model folder ${dir} does not exist; expected a Hugging Face folder with config.json and model.safetensors`,
+    );
   }
   const config = await loadModelConfig(join(dir, 'config.json'));
   const family = FAMILIES[config.model_type] as Family<ModelConfig>;
@@ -89,7 +108,10 @@ export async function loadModel(dir: string): Promise<LoadedModel> {
     for (const p of params) {
       const fileName = resolve(p.name);
       if (fileName === undefined) {
-        if (p.optional) { missing.push(p.name); continue; }
+        if (p.optional) {
+          missing.push(p.name);
+          continue;
+        }
         throw missingWeightError(p.name, store);
       }
       const info = reader.info(fileName);
@@ -101,12 +123,18 @@ export async function loadModel(dir: string): Promise<LoadedModel> {
     const modules = family.modules(config);
     const weights = (graph: Graph, opts: ContextOptions = {}) => new WeightSource(graph, store, opts);
     return {
-      dir, config, family: family.name, paramCount, dtypes, missing,
+      dir,
+      config,
+      family: family.name,
+      paramCount,
+      dtypes,
+      missing,
       cache: family.cache ? family.cache(config) : null,
       modules: () => modules.map((m) => ({ ...m })),
       parameters: () => params.map((p) => ({ ...p, shape: [...p.shape] })),
       weights,
-      context: (graph, opts = {}) => createContext({ graph, weights: weights(graph, opts), modules, config, hooks: opts.hooks }),
+      context: (graph, opts = {}) =>
+        createContext({ graph, weights: weights(graph, opts), modules, config, hooks: opts.hooks }),
       read: async (name) => {
         const fileName = resolve(name);
         if (fileName === undefined) throw missingWeightError(name, store);
@@ -123,6 +151,11 @@ export async function loadModel(dir: string): Promise<LoadedModel> {
 /** The family that builds a config's model_type. */
 export function familyOf(config: ModelConfig): Family<ModelConfig> {
   const f = FAMILIES[config.model_type];
-  if (!f) throw new LorakitError('LK_UNSUPPORTED', `model_type "${(config as { model_type: string }).model_type}" has no model family; supported: ${Object.keys(FAMILIES).join(', ')}`);
+  if (!f)
+    throw new LorakitError(
+      'LK_UNSUPPORTED',
+      `model_type "${(config as { model_type: string }).model_type}" has no model family; supported: ` +
+        `${Object.keys(FAMILIES).join(', ')}`,
+    );
   return f;
 }

@@ -41,7 +41,8 @@ export function resolveSampling(o: SamplingOptions = {}): ResolvedSampling {
     throw new LorakitError('LK_INVALID_ARGUMENT', `${name} must be ${expected}, got ${String(got)}`, { option: name });
   };
   const { temperature = 1, topK = 0, topP = 1, repetitionPenalty = 1 } = o;
-  if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature)) bad('temperature', 'a finite number >= 0', temperature);
+  if (typeof temperature !== 'number' || !(temperature >= 0) || !Number.isFinite(temperature))
+    bad('temperature', 'a finite number >= 0', temperature);
   if (!Number.isInteger(topK) || topK < 0) bad('topK', 'a non-negative integer (0 = off)', topK);
   if (typeof topP !== 'number' || !(topP > 0 && topP <= 1)) bad('topP', 'a number in (0, 1]', topP);
   if (typeof repetitionPenalty !== 'number' || !(repetitionPenalty > 0) || !Number.isFinite(repetitionPenalty)) {
@@ -93,7 +94,8 @@ export function applyTopP(logits: Float32Array, p: number): void {
   const probs = softmax(logits);
   const order = Array.from(logits.keys()).sort((a, b) => logits[a] - logits[b] || a - b);
   let cum = 0;
-  for (let j = 0; j < order.length - 1; j++) { // the last (most likely) token is always kept
+  for (let j = 0; j < order.length - 1; j++) {
+    // the last (most likely) token is always kept
     cum += probs[order[j]];
     if (cum <= 1 - p) logits[order[j]] = -Infinity;
     else break;
@@ -122,7 +124,8 @@ export function softmax(logits: ArrayLike<number>): Float64Array {
 export function sample(logits: ArrayLike<number>, rng: () => number): number {
   const probs = softmax(logits);
   const u = rng();
-  let cum = 0, last = 0;
+  let cum = 0,
+    last = 0;
   for (let i = 0; i < probs.length; i++) {
     if (probs[i] === 0) continue;
     last = i;
@@ -136,7 +139,12 @@ export function sample(logits: ArrayLike<number>, rng: () => number): number {
  * Chooses the next token of one row: repetition penalty over `seen`, then argmax, or temperature → top-k →
  * top-p → sample. Changes `logits` in place.
  */
-export function chooseToken(logits: Float32Array, seen: Iterable<number>, s: ResolvedSampling, rng: () => number): number {
+export function chooseToken(
+  logits: Float32Array,
+  seen: Iterable<number>,
+  s: ResolvedSampling,
+  rng: () => number,
+): number {
   applyRepetitionPenalty(logits, seen, s.repetitionPenalty);
   if (!s.doSample) return argmax(logits);
   applyTemperature(logits, s.temperature);
@@ -150,8 +158,11 @@ export function chooseToken(logits: Float32Array, seen: Iterable<number>, s: Res
  * The same (seed, stream) always gives the same sequence; generate gives batch row b stream b.
  */
 export function createRng(seed: number, stream = 0): () => number {
-  if (!Number.isSafeInteger(seed)) throw new LorakitError('LK_INVALID_ARGUMENT', `seed must be a safe integer, got ${seed}`, { option: 'seed' });
-  return mulberry32(mix32(mix32((seed % 0x100000000) >>> 0) ^ Math.floor(seed / 0x100000000) ^ mix32(stream + 0x9e3779b9)));
+  if (!Number.isSafeInteger(seed))
+    throw new LorakitError('LK_INVALID_ARGUMENT', `seed must be a safe integer, got ${seed}`, { option: 'seed' });
+  return mulberry32(
+    mix32(mix32((seed % 0x100000000) >>> 0) ^ Math.floor(seed / 0x100000000) ^ mix32(stream + 0x9e3779b9)),
+  );
 }
 
 function mix32(x: number): number {
@@ -164,7 +175,12 @@ function mix32(x: number): number {
 export function eosSet(eos: number | readonly number[] | null | undefined): Set<number> {
   const ids = eos == null ? [] : typeof eos === 'number' ? [eos] : eos;
   for (const id of ids) {
-    if (!Number.isInteger(id) || id < 0) throw new LorakitError('LK_INVALID_ARGUMENT', `eosTokenId must be a non-negative integer or a list of them, got ${JSON.stringify(eos)}`, { option: 'eosTokenId' });
+    if (!Number.isInteger(id) || id < 0)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `eosTokenId must be a non-negative integer or a list of them, got ${JSON.stringify(eos)}`,
+        { option: 'eosTokenId' },
+      );
   }
   return new Set(ids);
 }
@@ -183,7 +199,11 @@ export class StopStrings {
     const list = stops === undefined ? [] : typeof stops === 'string' ? [stops] : stops;
     list.forEach((s, i) => {
       if (typeof s !== 'string' || s.length === 0) {
-        throw new LorakitError('LK_INVALID_ARGUMENT', `stop[${i}] must be a non-empty string, got ${JSON.stringify(s)}`, { option: 'stop' });
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `stop[${i}] must be a non-empty string, got ${JSON.stringify(s)}`,
+          { option: 'stop' },
+        );
       }
     });
     this.stops = [...list];
@@ -222,7 +242,10 @@ export class StopStrings {
     let best = 0;
     for (const s of this.stops) {
       for (let n = Math.min(s.length - 1, this.pending.length); n > best; n--) {
-        if (this.pending.endsWith(s.slice(0, n))) { best = n; break; }
+        if (this.pending.endsWith(s.slice(0, n))) {
+          best = n;
+          break;
+        }
       }
     }
     return best;

@@ -14,7 +14,9 @@ export const MASK_VALUE = -3.4028234663852886e38;
 export function dimOf(x: Tensor, axis: number): Tensor {
   const d = x.shape[axis];
   const g = x.graph;
-  return typeof d === 'number' ? g.constInts([d], []) : x.shapeOf().gather(g.constInts([axis < 0 ? x.rank + axis : axis], []));
+  return typeof d === 'number'
+    ? g.constInts([d], [])
+    : x.shapeOf().gather(g.constInts([axis < 0 ? x.rank + axis : axis], []));
 }
 
 export interface MaskOptions {
@@ -87,7 +89,11 @@ type Scaling = { scale: number } | { divisor: number };
 export function attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | null, scaling: Scaling): Tensor {
   const [H, Hkv, hd] = [q.shape[1], k.shape[1], q.shape[3]];
   if (typeof H !== 'number' || typeof Hkv !== 'number' || typeof hd !== 'number' || H % Hkv) {
-    throw new LorakitError('LK_SHAPE_MISMATCH', `attention: q ${fmtShape(q.shape)} and k ${fmtShape(k.shape)} need static heads, query heads a multiple of kv heads`);
+    throw new LorakitError(
+      'LK_SHAPE_MISMATCH',
+      `attention: q ${fmtShape(q.shape)} and k ${fmtShape(k.shape)} need static heads, query heads a multiple of kv ` +
+        `heads`,
+    );
   }
   const nRep = H / Hkv;
   const qg = nRep === 1 ? q : q.reshape([0, Hkv, -1, hd]); // [B, Hkv, nRep·T, hd]: rows (r, t) of kv head's group
@@ -103,7 +109,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask |
  * elsewhere, rowAllowed = 1 for rows that allow some key and 0 for fully masked rows (both the mask's size, not the
  * scores'; without empty rows the product is skipped). The values are Where's (score + MASK_VALUE rounds to
  * MASK_VALUE; a fully masked row is MASK_VALUE throughout) and so is the gradient: zero on fully masked rows, and on
- * the masked entries of the other rows softmax's gradient is zero already (their probability is exactly 0). ORT's broadcasting Where, forward and
+ * the masked entries of the other rows softmax's gradient is zero already (their probability is exactly 0). ORT's
+ * broadcasting Where, forward and
  * backward, took about twice as long as this Mul + Add and the Mul of the backward (bench/RESULTS.md).
  */
 function maskScores(scores: Tensor, mask: AttentionMask, nRep: number): Tensor {
@@ -123,7 +130,8 @@ function maskFactors(mask: AttentionMask, dtype: Tensor['dtype'], nRep: number):
   let f = byKey.get(key);
   if (!f) {
     const { allowed } = mask;
-    const rows = (t: Tensor) => (nRep === 1 || t.shape[t.rank - 2] === 1 ? t : t.graph.concat(new Array<Tensor>(nRep).fill(t), t.rank - 2));
+    const rows = (t: Tensor) =>
+      nRep === 1 || t.shape[t.rank - 2] === 1 ? t : t.graph.concat(new Array<Tensor>(nRep).fill(t), t.rank - 2);
     const bias = rows(allowed.where(allowed.graph.scalar(0, dtype), MASK_VALUE)); // [B|1, 1, nRep·T|1, S]
     // Without empty rows rowAllowed is 1 throughout and the product is skipped.
     f = [bias, mask.emptyRows ? rows(allowed.cast(dtype).max(-1, true)) : null]; // [B|1, 1, nRep·T|1, 1]

@@ -1,6 +1,33 @@
 // nn/: modules with Hugging Face names and the adapter injection point (module.ts), weights as graph tensors
 // (weights.ts), attention with masks and GQA (attention.ts), rotary embeddings (rope.ts).
-export { type LinearModule, type EmbeddingModule, type ModuleHooks, type ModuleInfo, type ModelContext, type ContextOptions, createContext, linearForward } from './module.ts';
-export { WeightSource, type WeightSourceOptions, type WeightStore, type ComputeDType, weightStore, closeNames, checkStoredShape, missingWeightError } from './weights.ts';
-export { MASK_VALUE, type AttentionMask, type MaskOptions, attentionMask, attention, splitHeads, mergeHeads, dimOf } from './attention.ts';
+export {
+  type LinearModule,
+  type EmbeddingModule,
+  type ModuleHooks,
+  type ModuleInfo,
+  type ModelContext,
+  type ContextOptions,
+  createContext,
+  linearForward,
+} from './module.ts';
+export {
+  WeightSource,
+  type WeightSourceOptions,
+  type WeightStore,
+  type ComputeDType,
+  weightStore,
+  closeNames,
+  checkStoredShape,
+  missingWeightError,
+} from './weights.ts';
+export {
+  MASK_VALUE,
+  type AttentionMask,
+  type MaskOptions,
+  attentionMask,
+  attention,
+  splitHeads,
+  mergeHeads,
+  dimOf,
+} from './attention.ts';
 export { type Rope, type RopeScalingSpec, ropeInvFreq, ropeTables, ropeAt, applyRope } from './rope.ts';

@@ -42,7 +42,14 @@ export interface ModuleHooks {
 
 /** A Linear/Conv1D/Embedding of a model, as `modules()` lists it (for `lorakit info` and target matching). */
 export type ModuleInfo =
-  | { kind: 'linear' | 'conv1d'; path: string; inFeatures: number; outFeatures: number; weightName: string; biasName: string | null }
+  | {
+      kind: 'linear' | 'conv1d';
+      path: string;
+      inFeatures: number;
+      outFeatures: number;
+      weightName: string;
+      biasName: string | null;
+    }
   | { kind: 'embedding'; path: string; numEmbeddings: number; dim: number; weightName: string };
 
 /** What model code builds with: the graph, its weights, the hooks, and the config of the model. */
@@ -69,10 +76,20 @@ export interface ModelContext<C = unknown> {
  * the transpose. Measured on 512×768×768 f32 (2 threads): Gemm median 4.5 ms vs MatMul(x, Wᵀ)+Add 6.9 ms, and
  * Gemm reads the memory-mapped weight as stored, where Wᵀ would make ORT fold a transposed copy of every weight.
  */
-export function linearForward(x: Tensor, weight: Tensor, bias: Tensor | null, inFeatures: number, outFeatures: number, fanInFanOut: boolean): Tensor {
+export function linearForward(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  inFeatures: number,
+  outFeatures: number,
+  fanInFanOut: boolean,
+): Tensor {
   const last = x.shape[x.rank - 1];
   if (typeof last === 'number' && last !== inFeatures) {
-    throw new LorakitError('LK_SHAPE_MISMATCH', `linear: input ${fmtShape(x.shape)} does not end in in_features ${inFeatures} (weight ${fmtShape(weight.shape)})`);
+    throw new LorakitError(
+      'LK_SHAPE_MISMATCH',
+      `linear: input ${fmtShape(x.shape)} does not end in in_features ${inFeatures} (weight ${fmtShape(weight.shape)})`,
+    );
   }
   const rows = x.rank === 2 ? x : x.reshape([-1, inFeatures]); // [N, in]
   const y = rows.gemm(weight, bias, { transB: fanInFanOut ? 0 : 1 }); // [N, out]
@@ -101,11 +118,16 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
   const embeddings = new Map<string, EmbeddingModule>();
   const spec = <K extends 'linear' | 'embedding'>(path: string, kind: K) => {
     const s = specs.get(path);
-    if (!s || (kind === 'embedding') !== (s.kind === 'embedding')) internal(`model code asked for ${kind} module '${path}', which the module list does not have as one`);
+    if (!s || (kind === 'embedding') !== (s.kind === 'embedding'))
+      internal(`model code asked for ${kind} module '${path}', which the module list does not have as one`);
     return s as Extract<ModuleInfo, { kind: K extends 'linear' ? 'linear' | 'conv1d' : 'embedding' }>;
   };
   const ctx: ModelContext<C> = {
-    graph, weights, hooks, config, dtype: weights.dtype,
+    graph,
+    weights,
+    hooks,
+    config,
+    dtype: weights.dtype,
     linearModule(path) {
       let m = linears.get(path);
       if (m) return m;
@@ -114,7 +136,15 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       const { inFeatures, outFeatures } = s;
       const weight = weights.get(s.weightName, fanInFanOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures]);
       const bias = s.biasName ? weights.get(s.biasName, [outFeatures]) : null;
-      m = { path, inFeatures, outFeatures, weight, bias, fanInFanOut, base: (x) => linearForward(x, weight, bias, inFeatures, outFeatures, fanInFanOut) };
+      m = {
+        path,
+        inFeatures,
+        outFeatures,
+        weight,
+        bias,
+        fanInFanOut,
+        base: (x) => linearForward(x, weight, bias, inFeatures, outFeatures, fanInFanOut),
+      };
       linears.set(path, m);
       return m;
     },

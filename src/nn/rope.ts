@@ -30,9 +30,13 @@ export function ropeInvFreq(headDim: number, theta: number, scaling: RopeScaling
   if (scaling.rope_type === 'linear') return inv.map((x) => f(x / scaling.factor));
   const { factor, low_freq_factor: lo, high_freq_factor: hi, original_max_position_embeddings: oldLen } = scaling;
   if (lo === undefined || hi === undefined || oldLen === undefined) {
-    throw new LorakitError('LK_CONFIG_INVALID', 'rope_scaling llama3 needs low_freq_factor, high_freq_factor and original_max_position_embeddings');
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      'rope_scaling llama3 needs low_freq_factor, high_freq_factor and original_max_position_embeddings',
+    );
   }
-  const lowWavelen = oldLen / lo, highWavelen = oldLen / hi;
+  const lowWavelen = oldLen / lo,
+    highWavelen = oldLen / hi;
   return inv.map((x) => {
     const wavelen = f(f(2 * Math.PI) / x);
     const scaled = wavelen > lowWavelen ? f(x / factor) : x; // long wavelengths: divide by factor
@@ -43,10 +47,17 @@ export function ropeInvFreq(headDim: number, theta: number, scaling: RopeScaling
 }
 
 /** cos and sin of position·inv_freq for positions 0..n-1: two [n, hd/2] initializers in `dtype`. */
-export function ropeTables(g: Graph, invFreq: Float32Array, n: number, dtype: ComputeDType, attentionScaling = 1): { cos: Tensor; sin: Tensor } {
+export function ropeTables(
+  g: Graph,
+  invFreq: Float32Array,
+  n: number,
+  dtype: ComputeDType,
+  attentionScaling = 1,
+): { cos: Tensor; sin: Tensor } {
   const half = invFreq.length;
   const Arr = dtype === 'f64' ? Float64Array : Float32Array;
-  const cos = new Arr(n * half), sin = new Arr(n * half);
+  const cos = new Arr(n * half),
+    sin = new Arr(n * half);
   for (let p = 0; p < n; p++) {
     for (let i = 0; i < half; i++) {
       const angle = f(p * invFreq[i]); // torch: float32 product of position and inv_freq
@@ -90,11 +101,18 @@ export function applyRope(x: Tensor, rope: Rope): Tensor {
     // The kernel takes position ids [B, T] (or [1] for a common start): a [1, T] row is repeated for each batch row.
     if (!s.pos) {
       const p = rope.positionIds;
-      s.pos = p.shape[0] === 1 && x.shape[0] !== 1 ? p.expand(x.graph.concat([x.shapeOf().slice([0], [1]), p.shapeOf().slice([1], [2])], 0), [x.shape[0], p.shape[1]]) : p;
+      s.pos =
+        p.shape[0] === 1 && x.shape[0] !== 1
+          ? p.expand(x.graph.concat([x.shapeOf().slice([0], [1]), p.shapeOf().slice([1], [2])], 0), [
+              x.shape[0],
+              p.shape[1],
+            ])
+          : p;
     }
     return x.graph.op('RotaryEmbedding', [x, s.pos, cos, sin], { interleaved: 0 }); // [B, H, T, hd]
   }
-  s.rows ??= { cos: cos.gather(rope.positionIds).unsqueeze(1), sin: sin.gather(rope.positionIds).unsqueeze(1) }; // [B|1, 1, T, hd/2]
+  // [B|1, 1, T, hd/2]
+  s.rows ??= { cos: cos.gather(rope.positionIds).unsqueeze(1), sin: sin.gather(rope.positionIds).unsqueeze(1) };
   const hd = x.shape[x.rank - 1] as number;
   const [x1, x2] = x.split([hd / 2, hd / 2], -1); // [B, H, T, hd/2] each
   const r = s.rows;

@@ -38,35 +38,57 @@ export interface WeightSourceOptions {
 /** Makes a WeightStore over an opened reader (single file or shards). */
 export function weightStore(reader: WeightsReader, resolve: (name: string) => string = (n) => n): WeightStore {
   const r = reader as WeightsReader & { path?: string; indexPath?: string; shardOf?: (n: string) => string };
-  const fileOf = (n: string): string => (r.shardOf ? r.shardOf(n) : r.path ?? '(in memory)');
+  const fileOf = (n: string): string => (r.shardOf ? r.shardOf(n) : (r.path ?? '(in memory)'));
   return { reader, resolve, fileOf, where: r.indexPath ?? r.path ?? '(in memory)' };
 }
 
 /** Up to five names sharing the longest prefix with `name` (for "did you mean" lists). */
 export function closeNames(name: string, names: readonly string[]): string[] {
-  const common = (s: string) => { let i = 0; while (i < s.length && s[i] === name[i]) i++; return i; };
+  const common = (s: string) => {
+    let i = 0;
+    while (i < s.length && s[i] === name[i]) i++;
+    return i;
+  };
   return [...names].sort((a, b) => common(b) - common(a) || a.localeCompare(b)).slice(0, 5);
 }
 
 /** Checks one stored tensor against the shape the config implies; throws naming the tensor and both shapes. */
 export function checkStoredShape(name: string, info: TensorInfo, shape: readonly number[], where: string): void {
   if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
-    throw new LorakitError('LK_SHAPE_MISMATCH',
+    throw new LorakitError(
+      'LK_SHAPE_MISMATCH',
       `weight '${name}' in ${where} has shape ${fmtShape(info.shape)}, but config.json implies ${fmtShape(shape)}; ` +
-      'is config.json from the same checkpoint as the weights?', { tensor: name, stored: info.shape, expected: [...shape] });
+        'is config.json from the same checkpoint as the weights?',
+      { tensor: name, stored: info.shape, expected: [...shape] },
+    );
   }
   if (!STORED[info.dtype]) {
-    throw new LorakitError('LK_UNSUPPORTED', `weight '${name}' in ${where} is stored as ${info.dtype}; models read F32, F16, BF16 or F64 weights`, { tensor: name });
+    throw new LorakitError(
+      'LK_UNSUPPORTED',
+      `weight '${name}' in ${where} is stored as ${info.dtype}; models read F32, F16, BF16 or F64 weights`,
+      { tensor: name },
+    );
   }
 }
 
 /** The error for a weight the file does not hold, listing names that look close. */
 export function missingWeightError(name: string, store: WeightStore | null): LorakitError {
-  if (!store) return new LorakitError('LK_INVALID_ARGUMENT', `weight '${name}' has no value: no weights file, and it is neither trainable nor overridden`, { tensor: name });
+  if (!store)
+    return new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `weight '${name}' has no value: no weights file, and it is neither trainable nor overridden`,
+      { tensor: name },
+    );
   const names = store.reader.names();
-  const near = closeNames(name, names).map((s) => `'${s}'`).join(', ');
-  return new LorakitError('LK_FILE_INVALID',
-    `weight '${name}' is missing from ${store.where}; it has ${names.length} tensors${names.length ? `, e.g. ${near}` : ''}`, { tensor: name });
+  const near = closeNames(name, names)
+    .map((s) => `'${s}'`)
+    .join(', ');
+  return new LorakitError(
+    'LK_FILE_INVALID',
+    `weight '${name}' is missing from ${store.where}; it has ${names.length} ` +
+      `tensors${names.length ? `, e.g. ${near}` : ''}`,
+    { tensor: name },
+  );
 }
 
 /** Hands out one graph tensor per HF weight name for one graph. */
@@ -78,21 +100,31 @@ export class WeightSource {
   private readonly overrides: ReadonlyMap<string, Float32Array | Float64Array>;
   private readonly cache = new Map<string, Tensor>();
 
-  constructor(readonly graph: Graph, readonly store: WeightStore | null, opts: WeightSourceOptions = {}) {
+  constructor(
+    readonly graph: Graph,
+    readonly store: WeightStore | null,
+    opts: WeightSourceOptions = {},
+  ) {
     this.trainable = new Set(opts.trainable ?? []);
     this.overrides = opts.overrides ?? new Map();
     this.dtype = opts.dtype ?? 'f32';
   }
 
   /** Whether `name` is a graph input here. */
-  isTrainable(name: string): boolean { return this.trainable.has(name); }
+  isTrainable(name: string): boolean {
+    return this.trainable.has(name);
+  }
 
   /** The tensor for HF weight `name`, whose shape must be `shape`, in the compute dtype. Built once per name. */
   get(name: string, shape: readonly number[]): Tensor {
     const hit = this.cache.get(name);
     if (hit) {
       if (hit.shape.some((d, i) => d !== shape[i]) || hit.rank !== shape.length) {
-        throw new LorakitError('LK_SHAPE_MISMATCH', `weight '${name}' is used with shape ${fmtShape(shape)} and ${fmtShape(hit.shape)}`, { tensor: name });
+        throw new LorakitError(
+          'LK_SHAPE_MISMATCH',
+          `weight '${name}' is used with shape ${fmtShape(shape)} and ${fmtShape(hit.shape)}`,
+          { tensor: name },
+        );
       }
       return hit;
     }
@@ -112,7 +144,11 @@ export class WeightSource {
     if (value) {
       const n = shape.reduce((a, b) => a * b, 1);
       if (value.length !== n) {
-        throw new LorakitError('LK_SHAPE_MISMATCH', `override for weight '${name}' has ${value.length} values, but its shape ${fmtShape(shape)} needs ${n}`, { tensor: name });
+        throw new LorakitError(
+          'LK_SHAPE_MISMATCH',
+          `override for weight '${name}' has ${value.length} values, but its shape ${fmtShape(shape)} needs ${n}`,
+          { tensor: name },
+        );
       }
       return g.initializer(name, value instanceof Float64Array ? 'f64' : 'f32', shape, value).cast(this.dtype);
     }
@@ -123,7 +159,12 @@ export class WeightSource {
     const path = store.fileOf(fileName);
     checkStoredShape(name, info, shape, path);
     // f16/bf16 weights stay in their stored dtype on disk; one Cast per weight brings them to the compute dtype.
-    const init = g.initializer(name, STORED[info.dtype]!, shape, { kind: 'file', path, offset: info.dataOffset, length: info.byteLength });
+    const init = g.initializer(name, STORED[info.dtype]!, shape, {
+      kind: 'file',
+      path,
+      offset: info.dataOffset,
+      length: info.byteLength,
+    });
     return init.cast(this.dtype);
   }
 }

@@ -1,9 +1,14 @@
 // AdamW (Loshchilov & Hutter, "Decoupled Weight Decay Regularization", arXiv:1711.05101), PyTorch's semantics:
-// p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; p ← p − lr·m̂/(√v̂ + ε), m̂ = m/(1−β1^t), v̂ = v/(1−β2^t).
+// p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; p ← p − lr·m̂/(√v̂ + ε), m̂ = m/(1−β1^t), v̂ =
+// v/(1−β2^t).
 import { check } from '../errors.ts';
 import type { Optimizer } from './optimizer.ts';
 
-export interface AdamWOptions { beta1?: number; beta2?: number; eps?: number }
+export interface AdamWOptions {
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+}
 
 /** AdamW with bias correction and decoupled weight decay. */
 export function adamw({ beta1 = 0.9, beta2 = 0.999, eps = 1e-8 }: AdamWOptions = {}): Optimizer {

@@ -3,4 +3,12 @@ export type { Optimizer, UpdateContext } from './optimizer.ts';
 export { adamw, type AdamWOptions } from './adamw.ts';
 export { sgd, type SgdOptions } from './sgd.ts';
 export { clipByGlobalNorm, globalNorm } from './clip.ts';
-export { addTrainStep, TrainStepRunner, stateName, newName, type ParamGroup, type TrainStepOptions, type TrainStepLayout } from './step.ts';
+export {
+  addTrainStep,
+  TrainStepRunner,
+  stateName,
+  newName,
+  type ParamGroup,
+  type TrainStepOptions,
+  type TrainStepLayout,
+} from './step.ts';

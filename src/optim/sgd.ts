@@ -2,7 +2,10 @@
 import { check } from '../errors.ts';
 import type { Optimizer } from './optimizer.ts';
 
-export interface SgdOptions { momentum?: number; nesterov?: boolean }
+export interface SgdOptions {
+  momentum?: number;
+  nesterov?: boolean;
+}
 
 /** Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay. */
 export function sgd({ momentum = 0, nesterov = false }: SgdOptions = {}): Optimizer {

@@ -45,7 +45,10 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
   check(all.length > 0, 'LK_INVALID_ARGUMENT', 'train step: no trainable parameters');
   for (const p of all) {
     if (p.kind !== 'input' || p.dtype !== 'f32' || !p.shape.every((d) => typeof d === 'number')) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `train step: parameter ${p.toString()} must be an f32 graph input with a static shape`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `train step: parameter ${p.toString()} must be an f32 graph input with a static shape`,
+      );
     }
   }
   check(new Set(all).size === all.length, 'LK_INVALID_ARGUMENT', 'train step: a parameter appears in two groups');
@@ -60,7 +63,10 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
   graph.output('loss', loss);
   graph.output('grad_norm', norm);
   const layout: TrainStepLayout = { params: [], metrics: ['loss', 'grad_norm'] };
-  for (const [k, t] of Object.entries(opts.metrics ?? {})) { graph.output(k, t); layout.metrics.push(k); }
+  for (const [k, t] of Object.entries(opts.metrics ?? {})) {
+    graph.output(k, t);
+    layout.metrics.push(k);
+  }
   let i = 0;
   graph.scope('optim', () => {
     for (const group of opts.groups) {
@@ -68,10 +74,23 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
       for (const p of group.params) {
         const g = grads[i++];
         const state = opts.optimizer.stateSlots.map((s) => graph.input(stateName(p.name, s), 'f32', p.shape));
-        const r = opts.optimizer.update({ param: p, grad: g, state, lr: glr, step, weightDecay: group.weightDecay ?? 0 });
+        const r = opts.optimizer.update({
+          param: p,
+          grad: g,
+          state,
+          lr: glr,
+          step,
+          weightDecay: group.weightDecay ?? 0,
+        });
         graph.output(newName(p.name), r.param);
         r.state.forEach((t, j) => graph.output(newName(state[j].name), t));
-        layout.params.push({ name: p.name, shape: p.shape as number[], out: newName(p.name), state: state.map((s) => s.name), stateOut: state.map((s) => newName(s.name)) });
+        layout.params.push({
+          name: p.name,
+          shape: p.shape as number[],
+          out: newName(p.name),
+          state: state.map((s) => s.name),
+          stateOut: state.map((s) => newName(s.name)),
+        });
       }
     }
   });
@@ -83,11 +102,19 @@ export class TrainStepRunner {
   readonly values = new Map<string, Float32Array>();
   stepCount = 0;
 
-  constructor(private session: Session, readonly layout: TrainStepLayout, init: Record<string, Float32Array>) {
+  constructor(
+    private session: Session,
+    readonly layout: TrainStepLayout,
+    init: Record<string, Float32Array>,
+  ) {
     for (const p of layout.params) {
       const v = init[p.name];
       check(v, 'LK_INVALID_ARGUMENT', `train step: no initial value for parameter "${p.name}"`);
-      check(v.length === p.shape.reduce((a, b) => a * b, 1), 'LK_SHAPE_MISMATCH', `train step: initial value of "${p.name}" has ${v.length} values, shape [${p.shape}] needs more or fewer`);
+      check(
+        v.length === p.shape.reduce((a, b) => a * b, 1),
+        'LK_SHAPE_MISMATCH',
+        `train step: initial value of "${p.name}" has ${v.length} values, shape [${p.shape}] needs more or fewer`,
+      );
       this.values.set(p.name, Float32Array.from(v));
       for (const s of p.state) this.values.set(s, new Float32Array(v.length));
     }
@@ -96,7 +123,11 @@ export class TrainStepRunner {
   /** Runs one step with the batch feeds; returns the metrics (loss, grad_norm, ...). */
   async step(batch: Record<string, Feed>, lr: number): Promise<Record<string, number>> {
     this.stepCount++;
-    const feeds: Record<string, Feed> = { ...batch, lr: new Float32Array([lr]), step: new Float32Array([this.stepCount]) };
+    const feeds: Record<string, Feed> = {
+      ...batch,
+      lr: new Float32Array([lr]),
+      step: new Float32Array([this.stepCount]),
+    };
     for (const [k, v] of this.values) feeds[k] = v;
     const out: Record<string, HostTensor> = await this.session.run(feeds);
     for (const p of this.layout.params) {

@@ -9,10 +9,22 @@ import type { LayerInfo } from './method.ts';
 
 /** The targeting fields of PEFT's configs, with PEFT's names and defaults. */
 export const targetingSchema = z.object({
-  target_modules: z.union([z.array(z.string()), z.string()]).nullable().default(null),
-  exclude_modules: z.union([z.array(z.string()), z.string()]).nullable().default(null),
-  layers_to_transform: z.union([z.number().int(), z.array(z.number().int())]).nullable().default(null),
-  layers_pattern: z.union([z.string(), z.array(z.string())]).nullable().default(null),
+  target_modules: z
+    .union([z.array(z.string()), z.string()])
+    .nullable()
+    .default(null),
+  exclude_modules: z
+    .union([z.array(z.string()), z.string()])
+    .nullable()
+    .default(null),
+  layers_to_transform: z
+    .union([z.number().int(), z.array(z.number().int())])
+    .nullable()
+    .default(null),
+  layers_pattern: z
+    .union([z.string(), z.array(z.string())])
+    .nullable()
+    .default(null),
   modules_to_save: z.array(z.string()).nullable().default(null),
 });
 export type Targeting = z.output<typeof targetingSchema>;
@@ -61,7 +73,12 @@ export function patternValue(pattern: Record<string, number>, path: string): num
 
 /** The transformer-block index in a module path (`model.layers.3.mlp` → 3), using `layers_pattern` if given. */
 export function layerIndexOf(path: string, layersPattern: string | string[] | null = null): number | null {
-  const names = layersPattern === null ? ['layers', 'h', 'layer', 'blocks'] : Array.isArray(layersPattern) ? layersPattern : [layersPattern];
+  const names =
+    layersPattern === null
+      ? ['layers', 'h', 'layer', 'blocks']
+      : Array.isArray(layersPattern)
+        ? layersPattern
+        : [layersPattern];
   for (const n of names) {
     const m = new RegExp(`(?:^|\\.)${n}\\.(\\d+)(?:\\.|$)`).exec(path);
     if (m) return Number(m[1]);
@@ -72,5 +89,8 @@ export function layerIndexOf(path: string, layersPattern: string | string[] | nu
 /** An error listing the model's module names when a config targets none of them. */
 export function noTargetsError(spec: unknown, modules: string[], source: string): LorakitError {
   const shown = modules.slice(0, 40).join(', ') + (modules.length > 40 ? `, ... (${modules.length} in all)` : '');
-  return new LorakitError('LK_CONFIG_INVALID', `${source}: target_modules ${JSON.stringify(spec)} matches no module of the model; its modules are: ${shown}`);
+  return new LorakitError(
+    'LK_CONFIG_INVALID',
+    `${source}: target_modules ${JSON.stringify(spec)} matches no module of the model; its modules are: ${shown}`,
+  );
 }

@@ -16,7 +16,8 @@ import { familyOf, type LoadedModel } from '../models/index.ts';
 import type { PeftModel } from './model.ts';
 
 /** Files of a model folder that travel with the weights (config, generation defaults, tokenizer, chat template). */
-const FOLDER_FILES = /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|tokenizer\.model|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|spiece\.model|chat_template\.(jinja|json)|preprocessor_config\.json)$/;
+const FOLDER_FILES =
+  /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|tokenizer\.model|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|spiece\.model|chat_template\.(jinja|json)|preprocessor_config\.json)$/;
 
 export interface ExportMergedOptions {
   /** Replace `outDir` if it exists (default false: an existing non-empty folder is an error). */
@@ -39,10 +40,21 @@ export interface ExportMergedResult {
  * Merges the active adapters of `peft` (a PeftModel over `model`) and writes the merged model to `outDir`.
  * Built in a hidden sibling folder and renamed into place, so a failure leaves `outDir` as it was.
  */
-export async function exportMerged(model: LoadedModel, peft: PeftModel, outDir: string, options: ExportMergedOptions = {}): Promise<ExportMergedResult> {
+export async function exportMerged(
+  model: LoadedModel,
+  peft: PeftModel,
+  outDir: string,
+  options: ExportMergedOptions = {},
+): Promise<ExportMergedResult> {
   const out = resolve(outDir);
-  if (out === resolve(model.dir)) throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: the output folder ${outDir} is the model folder; choose another`, { option: 'out' });
-  if (peft.activeAdapters.length === 0) throw new LorakitError('LK_INVALID_ARGUMENT', 'exportMerged: the PeftModel has no active adapter to merge');
+  if (out === resolve(model.dir))
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `exportMerged: the output folder ${outDir} is the model folder; choose another`,
+      { option: 'out' },
+    );
+  if (peft.activeAdapters.length === 0)
+    throw new LorakitError('LK_INVALID_ARGUMENT', 'exportMerged: the PeftModel has no active adapter to merge');
   const replacing = await checkOutDir(out, outDir, options.overwrite ?? false);
   await peft.merge();
   const r = await writeModelFolder(model, peft.weightOverrides(), out, replacing);
@@ -53,14 +65,30 @@ export async function exportMerged(model: LoadedModel, peft: PeftModel, outDir: 
  * Writes `model` with some weights replaced (`overrides`, by HF name; f32) as a Hugging Face folder at `outDir`:
  * merged adapters, or the weights of a full fine-tuning run.
  */
-export async function exportModel(model: LoadedModel, overrides: ReadonlyMap<string, Float32Array>, outDir: string, options: ExportMergedOptions = {}): Promise<Omit<ExportMergedResult, 'adapters'>> {
+export async function exportModel(
+  model: LoadedModel,
+  overrides: ReadonlyMap<string, Float32Array>,
+  outDir: string,
+  options: ExportMergedOptions = {},
+): Promise<Omit<ExportMergedResult, 'adapters'>> {
   const out = resolve(outDir);
-  if (out === resolve(model.dir)) throw new LorakitError('LK_INVALID_ARGUMENT', `exportModel: the output folder ${outDir} is the model folder; choose another`, { option: 'out' });
+  if (out === resolve(model.dir))
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `exportModel: the output folder ${outDir} is the model folder; choose another`,
+      { option: 'out' },
+    );
   return writeModelFolder(model, overrides, out, await checkOutDir(out, outDir, options.overwrite ?? false));
 }
 
-async function writeModelFolder(model: LoadedModel, overrides: ReadonlyMap<string, Float32Array>, out: string, replacing: boolean): Promise<Omit<ExportMergedResult, 'adapters'>> {
-  const hidden = (what: string) => join(dirname(out), `.${basename(out)}.${process.pid}.${randomBytes(6).toString('hex')}.${what}`);
+async function writeModelFolder(
+  model: LoadedModel,
+  overrides: ReadonlyMap<string, Float32Array>,
+  out: string,
+  replacing: boolean,
+): Promise<Omit<ExportMergedResult, 'adapters'>> {
+  const hidden = (what: string) =>
+    join(dirname(out), `.${basename(out)}.${process.pid}.${randomBytes(6).toString('hex')}.${what}`);
   const tmp = hidden('tmp');
   await mkdir(tmp, { recursive: true });
   try {
@@ -82,15 +110,31 @@ async function writeModelFolder(model: LoadedModel, overrides: ReadonlyMap<strin
 /** Whether `out` must be replaced; throws if it exists and may not be (an empty folder is simply reused). */
 async function checkOutDir(out: string, shown: string, overwrite: boolean): Promise<boolean> {
   let isDir: boolean;
-  try { isDir = (await stat(out)).isDirectory(); } catch { return false; }
-  if (!isDir) throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: ${shown} exists and is not a folder`, { option: 'out' });
+  try {
+    isDir = (await stat(out)).isDirectory();
+  } catch {
+    return false;
+  }
+  if (!isDir)
+    throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: ${shown} exists and is not a folder`, {
+      option: 'out',
+    });
   if ((await readdir(out)).length === 0) return true;
-  if (!overwrite) throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: the output folder ${shown} exists and is not empty; remove it or pass overwrite (--force)`, { option: 'out' });
+  if (!overwrite)
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `exportMerged: the output folder ${shown} exists and is not empty; remove it or pass overwrite (--force)`,
+      { option: 'out' },
+    );
   return true;
 }
 
 /** model.safetensors: base tensors under their stored names, merged values (by HF name) as F32. */
-async function writeWeights(model: LoadedModel, overrides: ReadonlyMap<string, Float32Array>, path: string): Promise<{ merged: string[]; tensors: number }> {
+async function writeWeights(
+  model: LoadedModel,
+  overrides: ReadonlyMap<string, Float32Array>,
+  path: string,
+): Promise<{ merged: string[]; tensors: number }> {
   const family = familyOf(model.config);
   const shapes = new Map(model.parameters().map((p) => [p.name, p.shape]));
   const reader = await openWeights(model.dir);

@@ -16,7 +16,8 @@ const PREFIX = 'base_model.model.';
 /** Key → [adapter layer path or weight name, param name or null] for every tensor the adapter saves. */
 function savedKeys(peft: PeftModel, a: Adapter): Map<string, { path: string; param: string } | { weight: string }> {
   const keys = new Map<string, { path: string; param: string } | { weight: string }>();
-  for (const [path, l] of a.layers) for (const s of l.specs) keys.set(`${PREFIX}${path}.${s.name}`, { path, param: s.name });
+  for (const [path, l] of a.layers)
+    for (const s of l.specs) keys.set(`${PREFIX}${path}.${s.name}`, { path, param: s.name });
   for (const w of a.weights.keys()) {
     const m = peft.base.modules.find((x) => x.kind !== 'embedding' && x.biasName === w && a.layers.has(x.path));
     keys.set(m ? `${PREFIX}${m.path}.base_layer.bias` : `${PREFIX}${w}`, { weight: w });
@@ -25,15 +26,30 @@ function savedKeys(peft: PeftModel, a: Adapter): Map<string, { path: string; par
 }
 
 /** Writes adapter `name` as a PEFT folder. Each file is written atomically. */
-export async function saveAdapter(peft: PeftModel, name: string, dir: string, { baseModel = null as string | null } = {}): Promise<void> {
+export async function saveAdapter(
+  peft: PeftModel,
+  name: string,
+  dir: string,
+  { baseModel = null as string | null } = {},
+): Promise<void> {
   const a = peft.get(name);
   await mkdir(dir, { recursive: true });
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const [key, where] of savedKeys(peft, a)) {
     if ('weight' in where) {
       const v = a.weights.get(where.weight)!;
-      const m = peft.base.modules.find((x) => x.weightName === where.weight || (x.kind !== 'embedding' && x.biasName === where.weight));
-      const shape = !m ? [v.length] : m.weightName === where.weight ? (m.kind === 'embedding' ? [m.numEmbeddings, m.dim] : m.kind === 'conv1d' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures]) : [v.length];
+      const m = peft.base.modules.find(
+        (x) => x.weightName === where.weight || (x.kind !== 'embedding' && x.biasName === where.weight),
+      );
+      const shape = !m
+        ? [v.length]
+        : m.weightName === where.weight
+          ? m.kind === 'embedding'
+            ? [m.numEmbeddings, m.dim]
+            : m.kind === 'conv1d'
+              ? [m.inFeatures, m.outFeatures]
+              : [m.outFeatures, m.inFeatures]
+          : [v.length];
       tensors[key] = { dtype: 'F32', shape, data: v };
     } else {
       const l = a.layers.get(where.path)!;
@@ -45,23 +61,41 @@ export async function saveAdapter(peft: PeftModel, name: string, dir: string, { 
   const config: Record<string, unknown> = { ...a.config, peft_type: a.method.peftType, inference_mode: true };
   if (baseModel !== null) config.base_model_name_or_path = baseModel;
   if (Array.isArray(config.target_modules)) config.target_modules = [...(config.target_modules as string[])];
-  const sorted = Object.fromEntries(Object.keys(config).sort().map((k) => [k, config[k]]));
-  await writeFileAtomic(join(dir, 'adapter_config.json'), JSON.stringify(sorted, null, 2) + '\n');
-  const card = `---\nlibrary_name: peft\n---\n# ${name}\n\nA ${a.method.name} adapter written by lorakit (PEFT format: load it with \`PeftModel.from_pretrained\`).\n`;
+  const sorted = Object.fromEntries(
+    Object.keys(config)
+      .sort()
+      .map((k) => [k, config[k]]),
+  );
+  await writeFileAtomic(join(dir, 'adapter_config.json'), `${JSON.stringify(sorted, null, 2)}\n`);
+  const card =
+    `---\nlibrary_name: peft\n---\n# ${name}\n\nA ${a.method.name} adapter written by lorakit (PEFT ` +
+    `format: load it with \`PeftModel.from_pretrained\`).\n`;
   await writeFileAtomic(join(dir, 'README.md'), card);
 }
 
 /** Reads adapter_config.json of a PEFT folder, with errors naming the file. */
 export async function readAdapterConfig(dir: string): Promise<Record<string, unknown>> {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new LorakitError('LK_FILE_NOT_FOUND', `adapter folder ${dir} does not exist`);
+  if (!existsSync(dir) || !statSync(dir).isDirectory())
+    throw new LorakitError('LK_FILE_NOT_FOUND', `adapter folder ${dir} does not exist`);
   const path = join(dir, 'adapter_config.json');
-  if (!existsSync(path)) throw new LorakitError('LK_FILE_NOT_FOUND', `${path} is missing: an adapter folder holds adapter_config.json and adapter_model.safetensors`);
+  if (!existsSync(path))
+    throw new LorakitError(
+      'LK_FILE_NOT_FOUND',
+      `${path} is missing: an adapter folder holds adapter_config.json and adapter_model.safetensors`,
+    );
   let json: unknown;
-  try { json = JSON.parse(await readFile(path, 'utf8')); } catch (e) {
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
     throw new LorakitError('LK_FILE_INVALID', `${path}: not valid JSON (${(e as Error).message})`);
   }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new LorakitError('LK_FILE_INVALID', `${path}: expected a JSON object`);
-  if (typeof (json as Record<string, unknown>).peft_type !== 'string') throw new LorakitError('LK_CONFIG_INVALID', `${path}: field peft_type is missing (expected a string such as "LORA")`);
+  if (typeof json !== 'object' || json === null || Array.isArray(json))
+    throw new LorakitError('LK_FILE_INVALID', `${path}: expected a JSON object`);
+  if (typeof (json as Record<string, unknown>).peft_type !== 'string')
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      `${path}: field peft_type is missing (expected a string such as "LORA")`,
+    );
   return json as Record<string, unknown>;
 }
 
@@ -72,7 +106,11 @@ export async function readAdapterConfig(dir: string): Promise<Record<string, unk
 export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'): Promise<{ unused: string[] }> {
   const config = await readAdapterConfig(dir);
   const file = join(dir, 'adapter_model.safetensors');
-  if (!existsSync(file)) throw new LorakitError('LK_FILE_NOT_FOUND', `${file} is missing (lorakit reads safetensors adapters, not adapter_model.bin)`);
+  if (!existsSync(file))
+    throw new LorakitError(
+      'LK_FILE_NOT_FOUND',
+      `${file} is missing (lorakit reads safetensors adapters, not adapter_model.bin)`,
+    );
   const a = await peft.addAdapter(name, config, { source: join(dir, 'adapter_config.json') });
   const st = await SafetensorsFile.open(file);
   try {
@@ -80,15 +118,26 @@ export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'
     for (const [key, where] of keys) {
       if (!st.has(key)) {
         peft.deleteAdapter(name);
-        throw new LorakitError('LK_FILE_INVALID', `${file}: tensor ${key} is missing; the config implies it (${keys.size} tensors expected)`);
+        throw new LorakitError(
+          'LK_FILE_INVALID',
+          `${file}: tensor ${key} is missing; the config implies it (${keys.size} tensors expected)`,
+        );
       }
       const info = st.info(key);
-      const want = 'weight' in where ? [a.weights.get(where.weight)!.length] : a.layers.get(where.path)!.specs.find((s) => s.name === where.param)!.shape;
+      const want =
+        'weight' in where
+          ? [a.weights.get(where.weight)!.length]
+          : a.layers.get(where.path)!.specs.find((s) => s.name === where.param)!.shape;
       const got = info.shape;
-      const n = got.reduce((x, y) => x * y, 1), nw = want.reduce((x, y) => x * y, 1);
+      const n = got.reduce((x, y) => x * y, 1),
+        nw = want.reduce((x, y) => x * y, 1);
       if ('weight' in where ? n !== nw : got.length !== want.length || got.some((d, i) => d !== want[i])) {
         peft.deleteAdapter(name);
-        throw new LorakitError('LK_SHAPE_MISMATCH', `${file}: tensor ${key} has shape [${got}], but the base model needs [${want}]; was the adapter trained on another base?`);
+        throw new LorakitError(
+          'LK_SHAPE_MISMATCH',
+          `${file}: tensor ${key} has shape [${got}], but the base model needs [${want}]; was the adapter trained ` +
+            `on another base?`,
+        );
       }
       const v = await st.readAs(key, 'f32');
       if ('weight' in where) a.weights.set(where.weight, v);
@@ -98,14 +147,24 @@ export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'
     const unused: string[] = [];
     for (const k of st.names()) {
       if (keys.has(k)) continue;
-      const path = k.startsWith(PREFIX) && k.endsWith('.base_layer.weight') ? k.slice(PREFIX.length, -'.base_layer.weight'.length) : null;
+      const path =
+        k.startsWith(PREFIX) && k.endsWith('.base_layer.weight')
+          ? k.slice(PREFIX.length, -'.base_layer.weight'.length)
+          : null;
       const layer = path ? a.layers.get(path) : undefined;
-      if (!layer) { unused.push(k); continue; }
+      if (!layer) {
+        unused.push(k);
+        continue;
+      }
       const saved = await st.readAs(k, 'f32');
       const base = await layer.info.readWeight();
       if (saved.length !== base.length || saved.some((v, i) => v !== base[i])) {
         peft.deleteAdapter(name);
-        throw new LorakitError('LK_UNSUPPORTED', `${file}: ${k} differs from the base model's ${path} weight (a resized or retrained embedding); lorakit cannot apply such an adapter to this base yet`);
+        throw new LorakitError(
+          'LK_UNSUPPORTED',
+          `${file}: ${k} differs from the base model's ${path} weight (a resized or retrained embedding); lorakit ` +
+            `cannot apply such an adapter to this base yet`,
+        );
       }
     }
     return { unused };

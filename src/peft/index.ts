@@ -1,5 +1,13 @@
 // peft/: the adapter-method interface and registry, PeftModel (inject, activate, merge), PEFT folders.
-export type { AdapterMethod, LayerInfo, LayerSettings, ParamSpec, ForwardContext, InitContext, LayerKind } from './method.ts';
+export type {
+  AdapterMethod,
+  LayerInfo,
+  LayerSettings,
+  ParamSpec,
+  ForwardContext,
+  InitContext,
+  LayerKind,
+} from './method.ts';
 export { METHODS, methodFor } from './methods/index.ts';
 export { lora, loraConfigSchema, type LoraConfig, type LoraVariant } from './methods/lora.ts';
 export { dora } from './methods/dora.ts';

@@ -92,5 +92,11 @@ export interface AdapterMethod<C = unknown> {
   /** ΔW in the stored weight's layout (so W0 + ΔW is the merged weight), or undefined when not mergeable. */
   delta?(layer: LayerInfo, settings: LayerSettings, config: C, p: Record<string, Float32Array>): Float32Array;
   /** Merged weight when the merge is not W0 + ΔW. */
-  merge?(layer: LayerInfo, settings: LayerSettings, config: C, p: Record<string, Float32Array>, w0: Float32Array): Float32Array;
+  merge?(
+    layer: LayerInfo,
+    settings: LayerSettings,
+    config: C,
+    p: Record<string, Float32Array>,
+    w0: Float32Array,
+  ): Float32Array;
 }

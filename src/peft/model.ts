@@ -60,13 +60,26 @@ export class PeftModel {
 
   constructor(readonly base: AdaptableBase) {}
 
-  /** Adds an adapter from a PEFT-style config and initialises its tensors (deterministic in `seed`). It becomes active. */
-  async addAdapter(name: string, configJson: unknown, { seed = 0, source = `adapter "${name}" config` } = {}): Promise<Adapter> {
-    check(!this.adapters.has(name), 'LK_INVALID_ARGUMENT', `an adapter named "${name}" already exists; delete it or pick another name`);
+  /** Adds an adapter from a PEFT-style config and initialises its tensors (deterministic in `seed`). It becomes active.
+   * */
+  async addAdapter(
+    name: string,
+    configJson: unknown,
+    { seed = 0, source = `adapter "${name}" config` } = {},
+  ): Promise<Adapter> {
+    check(
+      !this.adapters.has(name),
+      'LK_INVALID_ARGUMENT',
+      `an adapter named "${name}" already exists; delete it or pick another name`,
+    );
     const type = String((configJson as { peft_type?: unknown })?.peft_type ?? 'LORA');
     const method = methodFor(type);
     if (!method) {
-      throw new LorakitError('LK_UNSUPPORTED', `${source}: peft_type "${type}" is not supported; lorakit supports ${METHODS.map((m) => m.peftType).join(', ')}`);
+      throw new LorakitError(
+        'LK_UNSUPPORTED',
+        `${source}: peft_type "${type}" is not supported; lorakit supports ` +
+          `${METHODS.map((m) => m.peftType).join(', ')}`,
+      );
     }
     const config = method.parseConfig(configJson, source) as Adapter['config'];
     const adapter: Adapter = { name, method, config, layers: new Map(), weights: new Map() };
@@ -79,8 +92,14 @@ export class PeftModel {
       const values = await method.init({ layer: info, settings, config, rng: new Rng(seedFrom(seed, info.path)) });
       adapter.layers.set(m.path, { info, module: m, settings, specs, values });
     }
-    if (adapter.layers.size === 0) throw noTargetsError(config.target_modules, this.base.modules.map((m) => m.path), source);
-    for (const w of this.extraWeightNames(adapter)) adapter.weights.set(w, Float32Array.from(await this.base.readWeight(w)));
+    if (adapter.layers.size === 0)
+      throw noTargetsError(
+        config.target_modules,
+        this.base.modules.map((m) => m.path),
+        source,
+      );
+    for (const w of this.extraWeightNames(adapter))
+      adapter.weights.set(w, Float32Array.from(await this.base.readWeight(w)));
     this.adapters.set(name, adapter);
     this.version++;
     this.active = [...this.active, name];
@@ -120,14 +139,26 @@ export class PeftModel {
 
   /** Makes `names` the active adapters (their outputs are summed in this order). */
   setActive(...names: string[]): void {
-    for (const n of names) check(this.adapters.has(n), 'LK_INVALID_ARGUMENT', `no adapter named "${n}"; adapters: ${[...this.adapters.keys()].join(', ') || '(none)'}`);
+    for (const n of names)
+      check(
+        this.adapters.has(n),
+        'LK_INVALID_ARGUMENT',
+        `no adapter named "${n}"; adapters: ${[...this.adapters.keys()].join(', ') || '(none)'}`,
+      );
     this.active = names;
   }
-  get activeAdapters(): readonly string[] { return this.active; }
+  get activeAdapters(): readonly string[] {
+    return this.active;
+  }
 
   /** Runs the base model: adapters are skipped (merged ones are unmerged first, as PEFT does). */
-  disable(): void { this.unmerge(); this.enabled = false; }
-  enable(): void { this.enabled = true; }
+  disable(): void {
+    this.unmerge();
+    this.enabled = false;
+  }
+  enable(): void {
+    this.enabled = true;
+  }
 
   deleteAdapter(name: string): void {
     check(!this.mergedNames.includes(name), 'LK_INVALID_ARGUMENT', `adapter "${name}" is merged; unmerge() first`);
@@ -139,7 +170,8 @@ export class PeftModel {
   trainableValues(name: string): Map<string, Float32Array> {
     const a = this.get(name);
     const out = new Map<string, Float32Array>();
-    for (const [path, l] of a.layers) for (const s of l.specs) if (s.trainable) out.set(paramKey(name, path, s.name), l.values[s.name]);
+    for (const [path, l] of a.layers)
+      for (const s of l.specs) if (s.trainable) out.set(paramKey(name, path, s.name), l.values[s.name]);
     for (const [w, v] of a.weights) out.set(w, v);
     return out;
   }
@@ -152,25 +184,40 @@ export class PeftModel {
     for (const [path, l] of a.layers) {
       for (const s of l.specs) {
         const v = get(paramKey(name, path, s.name));
-        if (v) { check(v.length === l.values[s.name].length, 'LK_SHAPE_MISMATCH', `${paramKey(name, path, s.name)}: ${v.length} values, expected ${l.values[s.name].length}`); l.values[s.name] = v; }
+        if (v) {
+          check(
+            v.length === l.values[s.name].length,
+            'LK_SHAPE_MISMATCH',
+            `${paramKey(name, path, s.name)}: ${v.length} values, expected ${l.values[s.name].length}`,
+          );
+          l.values[s.name] = v;
+        }
       }
     }
-    for (const w of a.weights.keys()) { const v = get(w); if (v) a.weights.set(w, v); }
+    for (const w of a.weights.keys()) {
+      const v = get(w);
+      if (v) a.weights.set(w, v);
+    }
   }
 
   /** HF weight names that train with adapter `name` (make them WeightSource trainable inputs). */
-  trainableWeights(name: string): string[] { return [...this.get(name).weights.keys()]; }
+  trainableWeights(name: string): string[] {
+    return [...this.get(name).weights.keys()];
+  }
 
-  /** In-memory weights a graph must use: merged weights, and active adapters' saved modules (not when training them). */
+  /** In-memory weights a graph must use: merged weights, and active adapters' saved modules (not when training them).
+   * */
   weightOverrides(train?: string): Map<string, Float32Array> {
     const out = new Map(this.mergedWeights);
-    if (this.enabled) for (const n of this.active) if (n !== train) for (const [w, v] of this.get(n).weights) out.set(w, v);
+    if (this.enabled)
+      for (const n of this.active) if (n !== train) for (const [w, v] of this.get(n).weights) out.set(w, v);
     return out;
   }
 
   /** The hooks that apply the active, unmerged adapters in a model graph. */
   hooks(opts: HookOptions = {}): ModuleHooks {
-    if (opts.train) check(this.adapters.has(opts.train), 'LK_INVALID_ARGUMENT', `no adapter named "${opts.train}" to train`);
+    if (opts.train)
+      check(this.adapters.has(opts.train), 'LK_INVALID_ARGUMENT', `no adapter named "${opts.train}" to train`);
     const made = new Map<string, Tensor>(); // one graph tensor per adapter tensor, however often a module is called
     const apply = (m: { path: string; weight: Tensor; bias: Tensor | null }, x: Tensor, y: Tensor): Tensor => {
       if (!this.enabled) return y;
@@ -184,14 +231,28 @@ export class PeftModel {
           const key = paramKey(name, m.path, s.name);
           let t = made.get(key);
           if (!t) {
-            t = name === opts.train && s.trainable ? g.input(key, 'f32', s.shape) : g.initializer(key, 'f32', s.shape, l.values[s.name]);
+            t =
+              name === opts.train && s.trainable
+                ? g.input(key, 'f32', s.shape)
+                : g.initializer(key, 'f32', s.shape, l.values[s.name]);
             made.set(key, t);
           }
           p[s.name] = t.cast(y.dtype); // adapters compute in the model's dtype (f64 in gradient checks)
         }
         const seed = name === opts.train ? opts.dropoutSeed : undefined;
-        const drop = (t: Tensor) => (seed && l.settings.dropout > 0 ? dropoutFn(t, l.settings.dropout, seed.add(seedFrom(0, m.path) % 997)) : t);
-        y = a.method.forward({ layer: l.info, settings: l.settings, config: a.config, x, y, weight: m.weight, bias: m.bias, p, dropout: drop });
+        const drop = (t: Tensor) =>
+          seed && l.settings.dropout > 0 ? dropoutFn(t, l.settings.dropout, seed.add(seedFrom(0, m.path) % 997)) : t;
+        y = a.method.forward({
+          layer: l.info,
+          settings: l.settings,
+          config: a.config,
+          x,
+          y,
+          weight: m.weight,
+          bias: m.bias,
+          p,
+          dropout: drop,
+        });
       }
       return y;
     };
@@ -203,7 +264,12 @@ export class PeftModel {
 
   /** The active adapters as generate()'s adapter option (hooks per graph, merged or saved weights as overrides). */
   generationAdapter(): { hooks: () => ModuleHooks; overrides: Map<string, Float32Array>; key: string } {
-    const key = JSON.stringify({ active: this.active, merged: this.mergedNames, enabled: this.enabled, v: this.version });
+    const key = JSON.stringify({
+      active: this.active,
+      merged: this.mergedNames,
+      enabled: this.enabled,
+      v: this.version,
+    });
     return { hooks: () => this.hooks(), overrides: this.weightOverrides(), key };
   }
 
@@ -214,10 +280,17 @@ export class PeftModel {
       const a = this.get(name);
       for (const [path, l] of a.layers) {
         const m = a.method;
-        if (!m.merge && !m.delta) throw new LorakitError('LK_UNSUPPORTED', `adapter "${name}" (${m.name}) cannot be merged`);
+        if (!m.merge && !m.delta)
+          throw new LorakitError('LK_UNSUPPORTED', `adapter "${name}" (${m.name}) cannot be merged`);
         const w0 = this.mergedWeights.get(l.module.weightName) ?? (await this.base.readWeight(l.module.weightName));
-        const w = m.merge ? m.merge(l.info, l.settings, a.config, l.values, w0) : addInto(w0, m.delta!(l.info, l.settings, a.config, l.values));
-        if (!w.every(Number.isFinite)) throw new LorakitError('LK_INVALID_ARGUMENT', `merging adapter "${name}" into ${path} gives non-finite weights; the adapter is broken`);
+        const w = m.merge
+          ? m.merge(l.info, l.settings, a.config, l.values, w0)
+          : addInto(w0, m.delta!(l.info, l.settings, a.config, l.values));
+        if (!w.every(Number.isFinite))
+          throw new LorakitError(
+            'LK_INVALID_ARGUMENT',
+            `merging adapter "${name}" into ${path} gives non-finite weights; the adapter is broken`,
+          );
         this.mergedWeights.set(l.module.weightName, w);
       }
       for (const [w, v] of a.weights) this.mergedWeights.set(w, v);
@@ -230,11 +303,17 @@ export class PeftModel {
     this.mergedWeights.clear();
     this.mergedNames = [];
   }
-  get merged(): readonly string[] { return this.mergedNames; }
+  get merged(): readonly string[] {
+    return this.mergedNames;
+  }
 
   get(name: string): Adapter {
     const a = this.adapters.get(name);
-    if (!a) throw new LorakitError('LK_INVALID_ARGUMENT', `no adapter named "${name}"; adapters: ${[...this.adapters.keys()].join(', ') || '(none)'}`);
+    if (!a)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `no adapter named "${name}"; adapters: ${[...this.adapters.keys()].join(', ') || '(none)'}`,
+      );
     return a;
   }
 }

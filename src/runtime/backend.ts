@@ -3,7 +3,11 @@ import { Worker } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import type { AnyTypedArray } from '../graph/dtype.ts';
 
-export interface WireTensor { type: string; data: AnyTypedArray; dims: number[] }
+export interface WireTensor {
+  type: string;
+  data: AnyTypedArray;
+  dims: number[];
+}
 export type OrtOptions = ort.InferenceSession.SessionOptions;
 
 export interface Backend {
@@ -12,7 +16,11 @@ export interface Backend {
    * `transfer`: the feeds whose buffers move to a worker instead of being copied; a worker hands them back in
    * `returned` (by feed name) after the run. In-thread nothing moves and `returned` is empty.
    */
-  run(handle: number, feeds: Record<string, WireTensor>, transfer?: readonly string[]): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }>;
+  run(
+    handle: number,
+    feeds: Record<string, WireTensor>,
+    transfer?: readonly string[],
+  ): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }>;
   release(handle: number): Promise<void>;
 }
 
@@ -21,15 +29,22 @@ export class InThreadBackend implements Backend {
   private sessions = new Map<number, ort.InferenceSession>();
   private next = 1;
   async create(model: Uint8Array | string, options: OrtOptions): Promise<number> {
-    const s = typeof model === 'string' ? await ort.InferenceSession.create(model, options) : await ort.InferenceSession.create(model, options);
+    const s =
+      typeof model === 'string'
+        ? await ort.InferenceSession.create(model, options)
+        : await ort.InferenceSession.create(model, options);
     const h = this.next++;
     this.sessions.set(h, s);
     return h;
   }
-  async run(handle: number, feeds: Record<string, WireTensor>): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }> {
+  async run(
+    handle: number,
+    feeds: Record<string, WireTensor>,
+  ): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }> {
     const s = this.sessions.get(handle)!;
     const f: Record<string, ort.Tensor> = {};
-    for (const [k, v] of Object.entries(feeds)) f[k] = new ort.Tensor(v.type as 'float32', v.data as Float32Array, v.dims);
+    for (const [k, v] of Object.entries(feeds))
+      f[k] = new ort.Tensor(v.type as 'float32', v.data as Float32Array, v.dims);
     const out = await s.run(f);
     const r: Record<string, WireTensor> = {};
     for (const [k, t] of Object.entries(out)) r[k] = { type: t.type, data: t.data as AnyTypedArray, dims: [...t.dims] };
@@ -58,7 +73,10 @@ export class WorkerBackend implements Backend {
         if (m.ok) p.resolve(m);
         else p.reject(new Error(m.error));
       });
-      this.worker.on('error', (e) => { for (const p of this.pending.values()) p.reject(e); this.pending.clear(); });
+      this.worker.on('error', (e) => {
+        for (const p of this.pending.values()) p.reject(e);
+        this.pending.clear();
+      });
     }
     this.worker.ref();
     const id = this.next++;
@@ -70,7 +88,11 @@ export class WorkerBackend implements Backend {
   async create(model: Uint8Array | string, options: OrtOptions): Promise<number> {
     return (await this.call({ type: 'create', model, options })).handle;
   }
-  async run(handle: number, feeds: Record<string, WireTensor>, transfer: readonly string[] = []): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }> {
+  async run(
+    handle: number,
+    feeds: Record<string, WireTensor>,
+    transfer: readonly string[] = [],
+  ): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }> {
     const buffers = new Set<ArrayBuffer>();
     for (const name of transfer) {
       const b = feeds[name]?.data.buffer;

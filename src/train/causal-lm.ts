@@ -19,7 +19,8 @@ export interface CausalLmTaskOptions {
   /** The adapters; the one named `adapter` trains (the others stay as they are). */
   peft: PeftModel;
   adapter: string;
-  /** Full fine-tuning baseline: every weight of the model trains, no adapter is used, and save() writes a model folder. */
+  /** Full fine-tuning baseline: every weight of the model trains, no adapter is used, and save() writes a model folder.
+   * */
   full?: boolean;
   train: TokenDataset;
   eval?: TokenDataset;
@@ -41,7 +42,11 @@ function batchFeeds(b: Batch): Record<string, Feed> {
 }
 
 /** Builds the forward + loss graph of `model` with the adapter's tensors (and saved modules) as graph inputs. */
-function buildLossGraph(o: CausalLmTaskOptions, T: number, { dropout = true } = {}): { graph: Graph; loss: Tensor; params: Tensor[] } {
+function buildLossGraph(
+  o: CausalLmTaskOptions,
+  T: number,
+  { dropout = true } = {},
+): { graph: Graph; loss: Tensor; params: Tensor[] } {
   const g = new Graph(`train-${o.adapter}`);
   const [B] = [o.batchSize];
   const inputIds = g.input('input_ids', 'i64', [B, T]);
@@ -50,9 +55,13 @@ function buildLossGraph(o: CausalLmTaskOptions, T: number, { dropout = true } = 
   const dropoutSeed = dropout ? g.input('dropout_seed', 'f32', []) : undefined;
   const ctx = o.full
     ? o.model.context(g, { trainable: o.model.parameters().map((p) => p.name) })
-    : o.model.context(g, { hooks: o.peft.hooks({ train: o.adapter, dropoutSeed }), trainable: o.peft.trainableWeights(o.adapter), overrides: o.peft.weightOverrides(o.adapter) });
+    : o.model.context(g, {
+        hooks: o.peft.hooks({ train: o.adapter, dropoutSeed }),
+        trainable: o.peft.trainableWeights(o.adapter),
+        overrides: o.peft.weightOverrides(o.adapter),
+      });
   const out = buildCausalLM(ctx, { inputIds, attentionMask });
-  const V = (out.logits.shape[2] as number);
+  const V = out.logits.shape[2] as number;
   const hidden = out.hidden.slice([0], [T - 1], [1]); // [B, T-1, D]: the last position predicts nothing here
   const logits = out.lmHead(hidden).reshape([B * (T - 1), V]);
   const targets = labels.slice([1], [T], [1]).reshape([B * (T - 1)]);
@@ -76,36 +85,60 @@ function groupsOf(params: Tensor[]): TaskParamGroup[] {
 
 /** A TrainTask that trains adapter `adapter` of `peft` on `train`, evaluating on `eval`. */
 export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
-  check(Number.isInteger(o.batchSize) && o.batchSize > 0, 'LK_INVALID_ARGUMENT', `causal-LM task: batchSize must be a positive integer, got ${o.batchSize}`);
+  check(
+    Number.isInteger(o.batchSize) && o.batchSize > 0,
+    'LK_INVALID_ARGUMENT',
+    `causal-LM task: batchSize must be a positive integer, got ${o.batchSize}`,
+  );
   const T = o.train.seqLen;
-  const toTrainBatch = (b: Batch): TrainBatch => ({ feeds: batchFeeds(b), weight: b.lossTokens, tokens: b.tokens, next: b.next });
+  const toTrainBatch = (b: Batch): TrainBatch => ({
+    feeds: batchFeeds(b),
+    weight: b.lossTokens,
+    tokens: b.tokens,
+    next: b.next,
+  });
   const task: TrainTask = {
     build() {
       const { graph, loss, params } = buildLossGraph(o, T);
       return { graph, loss, groups: groupsOf(params) };
     },
-    initialParams: async () => o.full
-      ? Object.fromEntries(await Promise.all(o.model.parameters().map(async (p) => [p.name, await o.model.read(p.name)] as const)))
-      : Object.fromEntries(o.peft.trainableValues(o.adapter)),
+    initialParams: async () =>
+      o.full
+        ? Object.fromEntries(
+            await Promise.all(o.model.parameters().map(async (p) => [p.name, await o.model.read(p.name)] as const)),
+          )
+        : Object.fromEntries(o.peft.trainableValues(o.adapter)),
     *batches(from: DataPosition) {
-      for (const b of o.train.batches({ batchSize: o.batchSize, seed: o.dataSeed ?? 0, start: from })) yield toTrainBatch(b);
+      for (const b of o.train.batches({ batchSize: o.batchSize, seed: o.dataSeed ?? 0, start: from }))
+        yield toTrainBatch(b);
     },
     batchesPerEpoch: o.train.batchesPerEpoch(o.batchSize),
     stepInputs: ({ rng }) => ({ dropout_seed: new Float32Array([Math.floor(rng.next() * 1e6)]) }),
     async save(dir, params) {
-      if (o.full) { await exportModel(o.model, params, dir, { overwrite: true }); return; }
+      if (o.full) {
+        await exportModel(o.model, params, dir, { overwrite: true });
+        return;
+      }
       o.peft.setValues(o.adapter, params);
       await saveAdapter(o.peft, o.adapter, dir, { baseModel: o.baseModelName ?? null });
     },
   };
   if (o.eval) {
     const ev = o.eval;
-    check(ev.seqLen === T, 'LK_INVALID_ARGUMENT', `causal-LM task: eval rows have ${ev.seqLen} tokens, train rows ${T}`);
+    check(
+      ev.seqLen === T,
+      'LK_INVALID_ARGUMENT',
+      `causal-LM task: eval rows have ${ev.seqLen} tokens, train rows ${T}`,
+    );
     const batches = function* () {
-      for (const b of ev.batches({ batchSize: o.batchSize, shuffle: false, epochs: 1, dropLast: false })) yield toTrainBatch(b);
+      for (const b of ev.batches({ batchSize: o.batchSize, shuffle: false, epochs: 1, dropLast: false }))
+        yield toTrainBatch(b);
     };
     // evaluation runs the same forward without dropout
-    const evalBuild = () => { const { graph, loss, params } = buildLossGraph(o, T, { dropout: false }); return { graph, loss, groups: groupsOf(params) }; };
+    const evalBuild = () => {
+      const { graph, loss, params } = buildLossGraph(o, T, { dropout: false });
+      return { graph, loss, groups: groupsOf(params) };
+    };
     task.evaluate = lossEvaluator({ build: evalBuild, compileOptions: task.compileOptions }, batches);
   }
   return task;

@@ -22,7 +22,11 @@ import { SafetensorsFile, parseJsonText, syncDir, writeFileAtomic, writeSafetens
 /** Name of the pointer file to the newest checkpoint. */
 export const LATEST_FILE = 'latest';
 /** File names inside a checkpoint folder. */
-export const CHECKPOINT_FILES = { params: 'params.safetensors', optimizer: 'optimizer.safetensors', state: 'trainer_state.json' } as const;
+export const CHECKPOINT_FILES = {
+  params: 'params.safetensors',
+  optimizer: 'optimizer.safetensors',
+  state: 'trainer_state.json',
+} as const;
 
 const int = z.number().int().nonnegative();
 const position = z.object({ epoch: int, index: int });
@@ -33,7 +37,14 @@ const trainerStateSchema = z.object({
   total_steps: int,
   position,
   rng_state: int.max(0xffffffff),
-  schedule: z.object({ kind: z.enum(['constant', 'linear', 'cosine']), lr: z.number(), warmup_steps: int, total_steps: int, min_lr_ratio: z.number(), num_cycles: z.number() }),
+  schedule: z.object({
+    kind: z.enum(['constant', 'linear', 'cosine']),
+    lr: z.number(),
+    warmup_steps: int,
+    total_steps: int,
+    min_lr_ratio: z.number(),
+    num_cycles: z.number(),
+  }),
   best_eval_loss: z.number().nullable(),
   best_step: int.nullable(),
   evals_without_improvement: int,
@@ -41,7 +52,19 @@ const trainerStateSchema = z.object({
   elapsed: z.number().nonnegative(),
   params: z.array(z.string()),
   optimizer: z.object({ name: z.string(), slots: z.array(z.string()) }),
-  history: z.array(z.object({ step: int, loss: z.number(), lr: z.number(), grad_norm: z.number(), tokens: z.number(), tokens_per_s: z.number(), elapsed: z.number() }).catchall(z.number())),
+  history: z.array(
+    z
+      .object({
+        step: int,
+        loss: z.number(),
+        lr: z.number(),
+        grad_norm: z.number(),
+        tokens: z.number(),
+        tokens_per_s: z.number(),
+        elapsed: z.number(),
+      })
+      .catchall(z.number()),
+  ),
 });
 
 /** trainer_state.json: everything besides tensors that a resumed run needs to continue exactly. */
@@ -65,7 +88,8 @@ export interface CheckpointShapes {
   optimizer?: string;
 }
 
-const invalid = (file: string, what: string) => new LorakitError('LK_FILE_INVALID', `checkpoint file ${file}: ${what}`, { file });
+const invalid = (file: string, what: string) =>
+  new LorakitError('LK_FILE_INVALID', `checkpoint file ${file}: ${what}`, { file });
 
 /** Step number of a checkpoint folder name, or null if `name` is not one. */
 export function checkpointStep(name: string): number | null {
@@ -76,16 +100,27 @@ export function checkpointStep(name: string): number | null {
 /** Checkpoint folders in `outputDir`, oldest step first. */
 export async function listCheckpoints(outputDir: string): Promise<{ name: string; step: number }[]> {
   const names = await readdir(outputDir).catch(() => [] as string[]);
-  return names.flatMap((name) => { const step = checkpointStep(name); return step === null ? [] : [{ name, step }]; }).sort((a, b) => a.step - b.step);
+  return names
+    .flatMap((name) => {
+      const step = checkpointStep(name);
+      return step === null ? [] : [{ name, step }];
+    })
+    .sort((a, b) => a.step - b.step);
 }
 
 /**
  * Writes `checkpoint-<step>` atomically (see the file header) and points `latest` at it; returns its path.
  * Replacing the folder `latest` names is refused: a crash in between would leave `latest` dangling.
  */
-export async function writeCheckpoint(outputDir: string, state: TrainerState, params: TensorMap, optimizer: TensorMap): Promise<string> {
+export async function writeCheckpoint(
+  outputDir: string,
+  state: TrainerState,
+  params: TensorMap,
+  optimizer: TensorMap,
+): Promise<string> {
   const name = `checkpoint-${state.step}`;
-  if ((await readLatestName(outputDir)) === name) throw new Error(`internal: ${name} is the latest checkpoint and would be replaced`);
+  if ((await readLatestName(outputDir)) === name)
+    throw new Error(`internal: ${name} is the latest checkpoint and would be replaced`);
   const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
   const tmp = join(outputDir, `.tmp-${name}-${tag}`);
   const final = join(outputDir, name);
@@ -95,10 +130,16 @@ export async function writeCheckpoint(outputDir: string, state: TrainerState, pa
   await mkdir(tmp);
   try {
     await writeSafetensors(join(tmp, CHECKPOINT_FILES.params), tensors(params), meta);
-    await writeSafetensors(join(tmp, CHECKPOINT_FILES.optimizer), tensors(optimizer), { ...meta, optimizer: state.optimizer.name });
+    await writeSafetensors(join(tmp, CHECKPOINT_FILES.optimizer), tensors(optimizer), {
+      ...meta,
+      optimizer: state.optimizer.name,
+    });
     await writeFileAtomic(join(tmp, CHECKPOINT_FILES.state), formatState(state));
     // A stale folder of the same step (left by a run that was resumed from an earlier checkpoint) moves aside first.
-    const old = await stat(final).then(() => join(outputDir, `.old-${name}-${tag}`), () => null);
+    const old = await stat(final).then(
+      () => join(outputDir, `.old-${name}-${tag}`),
+      () => null,
+    );
     if (old) await rename(final, old);
     await rename(tmp, final);
     await syncDir(outputDir);
@@ -120,15 +161,20 @@ function formatState(state: TrainerState): string {
 }
 
 // What a killed run can leave: our temp/aside folders, and writeFileAtomic's temp files of the run's own files.
-const LEFTOVER = [/^\.(tmp|old)-(checkpoint-\d+|best|final)-\d+-[0-9a-f]+$/, /^\.(latest|metrics\.jsonl|loss\.svg)\.\d+\.[0-9a-f]+\.tmp$/];
+const LEFTOVER = [
+  /^\.(tmp|old)-(checkpoint-\d+|best|final)-\d+-[0-9a-f]+$/,
+  /^\.(latest|metrics\.jsonl|loss\.svg)\.\d+\.[0-9a-f]+\.tmp$/,
+];
 
 /** Removes what a killed run left behind in outputDir (hidden temp folders and temp files, never anything else). */
 export async function removeLeftovers(outputDir: string): Promise<void> {
   const names = await readdir(outputDir).catch(() => [] as string[]);
-  for (const n of names) if (LEFTOVER.some((re) => re.test(n))) await rm(join(outputDir, n), { recursive: true, force: true });
+  for (const n of names)
+    if (LEFTOVER.some((re) => re.test(n))) await rm(join(outputDir, n), { recursive: true, force: true });
 }
 
-/** Points `latest` at `name` (a checkpoint folder in outputDir), e.g. when a run is resumed from an older checkpoint. */
+/** Points `latest` at `name` (a checkpoint folder in outputDir), e.g. when a run is resumed from an older checkpoint.
+ * */
 export async function setLatest(outputDir: string, name: string): Promise<void> {
   if (checkpointStep(name) === null) throw new Error(`internal: setLatest: ${name} is not a checkpoint folder name`);
   await writeFileAtomic(join(outputDir, LATEST_FILE), `${name}\n`);
@@ -152,12 +198,18 @@ export async function pruneCheckpoints(outputDir: string, keep: number, upTo: nu
 }
 
 async function readLatestName(outputDir: string): Promise<string | null> {
-  let fh;
-  try { fh = await open(join(outputDir, LATEST_FILE), 'r'); } catch (e) {
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(join(outputDir, LATEST_FILE), 'r');
+  } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw e;
   }
-  try { return (await fh.readFile('utf8')).trim(); } finally { await fh.close(); }
+  try {
+    return (await fh.readFile('utf8')).trim();
+  } finally {
+    await fh.close();
+  }
 }
 
 /** The folder `latest` names in `outputDir`, or null when there is no `latest` file; a bad pointer throws. */
@@ -165,19 +217,39 @@ export async function latestCheckpoint(outputDir: string): Promise<string | null
   const name = await readLatestName(outputDir);
   if (name === null) return null;
   const file = join(outputDir, LATEST_FILE);
-  if (checkpointStep(name) === null) throw invalid(file, `expected the name of a checkpoint folder (checkpoint-<step>), found ${JSON.stringify(name.slice(0, 80))}`);
+  if (checkpointStep(name) === null)
+    throw invalid(
+      file,
+      `expected the name of a checkpoint folder (checkpoint-<step>), found ${JSON.stringify(name.slice(0, 80))}`,
+    );
   const dir = join(outputDir, name);
-  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw invalid(file, `it names ${name}, but ${dir} is not a folder`);
+  if (
+    !(await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  )
+    throw invalid(file, `it names ${name}, but ${dir} is not a folder`);
   return dir;
 }
 
-async function readTensors(file: string, names: readonly string[], shapes: ReadonlyMap<string, readonly number[]> | undefined, step: number): Promise<Map<string, Float32Array>> {
+async function readTensors(
+  file: string,
+  names: readonly string[],
+  shapes: ReadonlyMap<string, readonly number[]> | undefined,
+  step: number,
+): Promise<Map<string, Float32Array>> {
   const st = await SafetensorsFile.open(file); // names the file in its own errors
   try {
-    if (st.metadata.step !== String(step)) throw invalid(file, `it is from step ${st.metadata.step ?? '(none)'}, but trainer_state.json says step ${step}`);
+    if (st.metadata.step !== String(step))
+      throw invalid(file, `it is from step ${st.metadata.step ?? '(none)'}, but trainer_state.json says step ${step}`);
     const expected = shapes ? [...shapes.keys()] : names;
     const extra = st.names().filter((n) => !expected.includes(n));
-    if (extra.length) throw invalid(file, `it holds tensors this run does not train: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', …' : ''}`);
+    if (extra.length)
+      throw invalid(
+        file,
+        `it holds tensors this run does not train: ${extra.slice(0, 5).join(', ')}${extra.length > 5 ? ', …' : ''}`,
+      );
     const out = new Map<string, Float32Array>();
     for (const n of expected) {
       if (!st.has(n)) throw invalid(file, `tensor "${n}" is missing`);
@@ -185,7 +257,10 @@ async function readTensors(file: string, names: readonly string[], shapes: Reado
       if (info.dtype !== 'F32') throw invalid(file, `tensor "${n}" is ${info.dtype}, expected F32`);
       const want = shapes?.get(n);
       if (want && (info.shape.length !== want.length || info.shape.some((d, i) => d !== want[i]))) {
-        throw invalid(file, `tensor "${n}" has shape [${info.shape.join(', ')}], this run's parameter is [${want.join(', ')}]`);
+        throw invalid(
+          file,
+          `tensor "${n}" has shape [${info.shape.join(', ')}], this run's parameter is [${want.join(', ')}]`,
+        );
       }
       out.set(n, await st.readAs(n, 'f32'));
     }
@@ -197,29 +272,49 @@ async function readTensors(file: string, names: readonly string[], shapes: Reado
 
 /** Reads and checks a checkpoint folder; with `shapes`, also that it fits this run. Errors name the broken file. */
 export async function loadCheckpoint(dir: string, shapes?: CheckpointShapes): Promise<Checkpoint> {
-  if (!(await stat(dir).then((s) => s.isDirectory(), () => false))) throw new LorakitError('LK_FILE_NOT_FOUND', `checkpoint folder ${dir} does not exist`, { file: dir });
+  if (
+    !(await stat(dir).then(
+      (s) => s.isDirectory(),
+      () => false,
+    ))
+  )
+    throw new LorakitError('LK_FILE_NOT_FOUND', `checkpoint folder ${dir} does not exist`, { file: dir });
   const stateFile = join(dir, CHECKPOINT_FILES.state);
   let text: string;
   try {
     const fh = await open(stateFile, 'r');
-    try { text = await fh.readFile('utf8'); } finally { await fh.close(); }
+    try {
+      text = await fh.readFile('utf8');
+    } finally {
+      await fh.close();
+    }
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw invalid(stateFile, 'the file is missing');
     throw e;
   }
   let json: unknown;
-  try { json = parseJsonText(text, stateFile); } catch (e) { throw invalid(stateFile, (e as Error).message); }
+  try {
+    json = parseJsonText(text, stateFile);
+  } catch (e) {
+    throw invalid(stateFile, (e as Error).message);
+  }
   const r = trainerStateSchema.safeParse(json);
   if (!r.success) {
     const issue = r.error.issues[0]!;
     throw invalid(stateFile, `field "${issue.path.map(String).join('.') || '(top level)'}": ${issue.message}`);
   }
   const state = r.data as TrainerState;
-  if (state.history.some((h) => h.step > state.step)) throw invalid(stateFile, `history has entries after step ${state.step}`);
+  if (state.history.some((h) => h.step > state.step))
+    throw invalid(stateFile, `history has entries after step ${state.step}`);
   if (shapes?.optimizer !== undefined && state.optimizer.name !== shapes.optimizer) {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `checkpoint ${dir} was trained with optimizer "${state.optimizer.name}", this run uses "${shapes.optimizer}"`, { file: stateFile });
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `checkpoint ${dir} was trained with optimizer "${state.optimizer.name}", this run uses "${shapes.optimizer}"`,
+      { file: stateFile },
+    );
   }
-  const paramsFile = join(dir, CHECKPOINT_FILES.params), optimFile = join(dir, CHECKPOINT_FILES.optimizer);
+  const paramsFile = join(dir, CHECKPOINT_FILES.params),
+    optimFile = join(dir, CHECKPOINT_FILES.optimizer);
   const stateNames = state.params.flatMap((p) => state.optimizer.slots.map((s) => `${p}::${s}`));
   const params = await readTensors(paramsFile, state.params, shapes?.params, state.step);
   const optimizer = await readTensors(optimFile, stateNames, shapes?.state, state.step);

@@ -29,25 +29,29 @@ export const runConfigSchema = z.strictObject({
   }),
   /** A PEFT adapter config (LoraConfig fields); validated by the adapter method. */
   adapter: z.record(z.string(), z.unknown()).default({ target_modules: 'all-linear' }),
-  training: z.strictObject({
-    max_steps: positiveInt.optional(),
-    num_train_epochs: z.number().positive().optional(),
-    per_device_train_batch_size: positiveInt.default(4),
-    learning_rate: z.number().positive().default(2e-4),
-    lr_scheduler_type: z.enum(['constant', 'linear', 'cosine']).default('linear'),
-    warmup_steps: z.number().int().min(0).optional(),
-    warmup_ratio: z.number().min(0).max(1).optional(),
-    gradient_accumulation_steps: positiveInt.default(1),
-    max_grad_norm: z.number().positive().optional(),
-    weight_decay: z.number().min(0).default(0),
-    loraplus_lr_ratio: z.number().positive().optional(),
-    eval_steps: positiveInt.optional(),
-    early_stopping_patience: positiveInt.optional(),
-    save_steps: positiveInt.optional(),
-    save_total_limit: positiveInt.optional(),
-    seed: z.number().int().default(42),
-    resume: z.boolean().default(false),
-  }).refine((t) => (t.max_steps === undefined) !== (t.num_train_epochs === undefined), { message: 'give exactly one of max_steps and num_train_epochs' }),
+  training: z
+    .strictObject({
+      max_steps: positiveInt.optional(),
+      num_train_epochs: z.number().positive().optional(),
+      per_device_train_batch_size: positiveInt.default(4),
+      learning_rate: z.number().positive().default(2e-4),
+      lr_scheduler_type: z.enum(['constant', 'linear', 'cosine']).default('linear'),
+      warmup_steps: z.number().int().min(0).optional(),
+      warmup_ratio: z.number().min(0).max(1).optional(),
+      gradient_accumulation_steps: positiveInt.default(1),
+      max_grad_norm: z.number().positive().optional(),
+      weight_decay: z.number().min(0).default(0),
+      loraplus_lr_ratio: z.number().positive().optional(),
+      eval_steps: positiveInt.optional(),
+      early_stopping_patience: positiveInt.optional(),
+      save_steps: positiveInt.optional(),
+      save_total_limit: positiveInt.optional(),
+      seed: z.number().int().default(42),
+      resume: z.boolean().default(false),
+    })
+    .refine((t) => (t.max_steps === undefined) !== (t.num_train_epochs === undefined), {
+      message: 'give exactly one of max_steps and num_train_epochs',
+    }),
 });
 
 export type RunConfig = z.output<typeof runConfigSchema>;
@@ -69,22 +73,35 @@ export function applySet(obj: Record<string, unknown>, assignment: string): void
 export function loadRunConfig(file: string, sets: readonly string[] = []): RunConfig {
   if (!existsSync(file)) throw new LorakitError('LK_FILE_NOT_FOUND', `run config ${file} does not exist`);
   let raw: unknown;
-  try { raw = parseYaml(readFileSync(file, 'utf8')); } catch (e) {
-    const where = e instanceof YAMLParseError && e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
-    throw new LorakitError('LK_FILE_INVALID', `${file}: not valid YAML${where}: ${(e as Error).message.split('\n')[0]}`);
+  try {
+    raw = parseYaml(readFileSync(file, 'utf8'));
+  } catch (e) {
+    const where =
+      e instanceof YAMLParseError && e.linePos ? ` at line ${e.linePos[0].line}, column ${e.linePos[0].col}` : '';
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${file}: not valid YAML${where}: ${(e as Error).message.split('\n')[0]}`,
+    );
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new LorakitError('LK_CONFIG_INVALID', `${file}: expected a mapping at the top level`);
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new LorakitError('LK_CONFIG_INVALID', `${file}: expected a mapping at the top level`);
   for (const s of sets) applySet(raw as Record<string, unknown>, s);
   const r = runConfigSchema.safeParse(raw);
   if (!r.success) {
     const lines = r.error.issues.map((i) => {
       const path = i.path.join('.') || '(top level)';
-      if (i.code === 'unrecognized_keys') return `unknown key ${i.keys.map((k) => (i.path.length ? `${path}.${k}` : k)).join(', ')}`;
+      if (i.code === 'unrecognized_keys')
+        return `unknown key ${i.keys.map((k) => (i.path.length ? `${path}.${k}` : k)).join(', ')}`;
       return `${path}: ${i.message}`;
     });
     throw new LorakitError('LK_CONFIG_INVALID', `${file}: ${lines.join('; ')}`);
   }
   const base = dirname(resolve(file));
   const c = r.data;
-  return { ...c, model: resolve(base, c.model), output_dir: resolve(base, c.output_dir), data: { ...c.data, path: resolve(base, c.data.path) } };
+  return {
+    ...c,
+    model: resolve(base, c.model),
+    output_dir: resolve(base, c.output_dir),
+    data: { ...c.data, path: resolve(base, c.data.path) },
+  };
 }

@@ -16,7 +16,15 @@
  */
 import { LorakitError, check } from '../errors.ts';
 import { Graph, grad, type Tensor } from '../graph/index.ts';
-import { addTrainStep, newName, stateName, TrainStepRunner, type Optimizer, type ParamGroup, type TrainStepLayout } from '../optim/index.ts';
+import {
+  addTrainStep,
+  newName,
+  stateName,
+  TrainStepRunner,
+  type Optimizer,
+  type ParamGroup,
+  type TrainStepLayout,
+} from '../optim/index.ts';
 import { compile, type CompileOptions, type Feed, type Session } from '../runtime/index.ts';
 import type { TaskGraph, TaskParamGroup, TrainTask } from './task.ts';
 
@@ -48,12 +56,20 @@ export interface StepOutput {
 }
 
 /** Maps task groups onto optimizer groups, applying the default weight decay and the LoRA+ ratio. */
-export function optimizerGroups(groups: readonly TaskParamGroup[], opts: Pick<EngineOptions, 'weightDecay' | 'loraplusLrRatio'>, params = (t: Tensor) => t): ParamGroup[] {
+export function optimizerGroups(
+  groups: readonly TaskParamGroup[],
+  opts: Pick<EngineOptions, 'weightDecay' | 'loraplusLrRatio'>,
+  params = (t: Tensor) => t,
+): ParamGroup[] {
   check(groups.length > 0, 'LK_INVALID_ARGUMENT', 'train task: build() returned no parameter groups');
   return groups.map((g) => {
     check(g.params.length > 0, 'LK_INVALID_ARGUMENT', `train task: parameter group "${g.name}" is empty`);
     const ratio = (g.lrRatio ?? 1) * (g.loraplusB && opts.loraplusLrRatio !== undefined ? opts.loraplusLrRatio : 1);
-    check(Number.isFinite(ratio) && ratio > 0, 'LK_INVALID_ARGUMENT', `train task: group "${g.name}" has lr ratio ${ratio}; it must be > 0`);
+    check(
+      Number.isFinite(ratio) && ratio > 0,
+      'LK_INVALID_ARGUMENT',
+      `train task: group "${g.name}" has lr ratio ${ratio}; it must be > 0`,
+    );
     return { params: g.params.map(params), lrRatio: ratio, weightDecay: g.weightDecay ?? opts.weightDecay };
   });
 }
@@ -67,14 +83,24 @@ export class StepEngine {
     private readonly metricNames: string[],
   ) {}
 
-  /** Builds and compiles the step graph(s) for `task`; parameters start at `init` (zeros without it, before a restore()). */
+  /** Builds and compiles the step graph(s) for `task`; parameters start at `init` (zeros without it, before a
+   * restore()). */
   static async create(task: TrainTask, opts: EngineOptions, init?: Record<string, Float32Array>): Promise<StepEngine> {
     const cOpts = opts.compile ?? task.compileOptions;
     const tg = task.build();
     const metricNames = Object.keys(tg.metrics ?? {});
     if (opts.accumulation === 1) {
-      const layout = addTrainStep(tg.graph, tg.loss, { optimizer: opts.optimizer, groups: optimizerGroups(tg.groups, opts), clipNorm: opts.clipNorm, metrics: tg.metrics });
-      return new StepEngine(new TrainStepRunner(await compile(tg.graph, cOpts), layout, init ?? zeros(layout)), null, metricNames);
+      const layout = addTrainStep(tg.graph, tg.loss, {
+        optimizer: opts.optimizer,
+        groups: optimizerGroups(tg.groups, opts),
+        clipNorm: opts.clipNorm,
+        metrics: tg.metrics,
+      });
+      return new StepEngine(
+        new TrainStepRunner(await compile(tg.graph, cOpts), layout, init ?? zeros(layout)),
+        null,
+        metricNames,
+      );
     }
     const gradSession = await compile(gradientGraph(tg), cOpts);
     const apply = new Graph(`${tg.graph.name}_apply`);
@@ -87,16 +113,24 @@ export class StepEngine {
       const term = q.mul(acc).sum(); // d/dq = acc exactly
       surrogate = surrogate ? surrogate.add(term) : term;
     }
-    const layout = addTrainStep(apply, surrogate!, { optimizer: opts.optimizer, groups: optimizerGroups(tg.groups, opts, (t) => param.get(t)!), clipNorm: opts.clipNorm });
+    const layout = addTrainStep(apply, surrogate!, {
+      optimizer: opts.optimizer,
+      groups: optimizerGroups(tg.groups, opts, (t) => param.get(t)!),
+      clipNorm: opts.clipNorm,
+    });
     const runner = new TrainStepRunner(await compile(apply, cOpts), layout, init ?? zeros(layout));
     return new StepEngine(runner, gradSession, metricNames);
   }
 
   /** Optimizer steps taken so far. */
-  get step(): number { return this.runner.stepCount; }
+  get step(): number {
+    return this.runner.stepCount;
+  }
 
   /** Names of the trainable parameters, in graph order. */
-  paramNames(): string[] { return this.runner.layout.params.map((p) => p.name); }
+  paramNames(): string[] {
+    return this.runner.layout.params.map((p) => p.name);
+  }
 
   /** Current parameter values by name (the live host arrays; the engine replaces, never mutates, them). */
   params(): Map<string, Float32Array> {
@@ -105,23 +139,32 @@ export class StepEngine {
 
   /** Current optimizer state by state name (`<param>::<slot>`). */
   optimizerState(): Map<string, Float32Array> {
-    return new Map(this.runner.layout.params.flatMap((p) => p.state.map((s) => [s, this.runner.values.get(s)!] as const)));
+    return new Map(
+      this.runner.layout.params.flatMap((p) => p.state.map((s) => [s, this.runner.values.get(s)!] as const)),
+    );
   }
 
   /** Shapes of the parameters and of the optimizer state, by name (what a checkpoint must hold). */
   shapes(): { params: Map<string, number[]>; state: Map<string, number[]> } {
     const ps = this.runner.layout.params;
-    return { params: new Map(ps.map((p) => [p.name, p.shape])), state: new Map(ps.flatMap((p) => p.state.map((s) => [s, p.shape] as const))) };
+    return {
+      params: new Map(ps.map((p) => [p.name, p.shape])),
+      state: new Map(ps.flatMap((p) => p.state.map((s) => [s, p.shape] as const))),
+    };
   }
 
   /** Restores parameters, optimizer state and the step count (from a checkpoint already checked against shapes()). */
   restore(step: number, params: ReadonlyMap<string, Float32Array>, state: ReadonlyMap<string, Float32Array>): void {
     const { params: ps, state: ss } = this.shapes();
-    for (const [names, from] of [[ps, params], [ss, state]] as const) {
+    for (const [names, from] of [
+      [ps, params],
+      [ss, state],
+    ] as const) {
       for (const [name, shape] of names) {
         const v = from.get(name);
         const n = shape.reduce((a, b) => a * b, 1);
-        if (!v || v.length !== n) throw new Error(`internal: restore: ${name} has ${v?.length ?? 'no'} values, expected ${n}`);
+        if (!v || v.length !== n)
+          throw new Error(`internal: restore: ${name} has ${v?.length ?? 'no'} values, expected ${n}`);
         this.runner.values.set(name, v);
       }
     }
@@ -146,7 +189,10 @@ export class StepEngine {
     const metrics: Record<string, number> = Object.fromEntries(this.metricNames.map((k) => [k, 0]));
     for (const mb of micro) {
       const feeds: Record<string, Feed> = { ...mb.feeds, grad_scale: new Float32Array([mb.weight / total]) };
-      for (const n of names) { feeds[n] = this.runner.param(n); feeds[stateName(n, 'grad')] = acc.get(n)!; }
+      for (const n of names) {
+        feeds[n] = this.runner.param(n);
+        feeds[stateName(n, 'grad')] = acc.get(n)!;
+      }
       const out = await this.gradSession.run(feeds, fetch);
       for (const n of names) acc.set(n, out[newName(stateName(n, 'grad'))].data as Float32Array);
       const l = Number(out.loss.data[0]);
@@ -170,7 +216,10 @@ function gradientGraph(tg: TaskGraph): Graph {
   const params = tg.groups.flatMap((gr) => gr.params);
   for (const p of params) {
     if (p.kind !== 'input' || p.dtype !== 'f32' || !p.shape.every((d) => typeof d === 'number')) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `train task: parameter ${p.toString()} must be an f32 graph input with a static shape`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `train task: parameter ${p.toString()} must be an f32 graph input with a static shape`,
+      );
     }
   }
   check(tg.loss.rank === 0, 'LK_INVALID_ARGUMENT', `train task: the loss must be a scalar, got ${tg.loss.toString()}`);

@@ -15,9 +15,13 @@ export interface LossEvaluatorOptions {
   compile?: CompileOptions;
 }
 
-/** Returns an `evaluate(params)` computing the weighted mean loss of `task` over `batches()` (called anew each time). */
-export function lossEvaluator(task: Pick<TrainTask, 'build' | 'compileOptions'>, batches: () => BatchStream,
-  opts: LossEvaluatorOptions = {}): (params: ParamValues) => Promise<EvalResult> {
+/** Returns an `evaluate(params)` computing the weighted mean loss of `task` over `batches()` (called anew each time).
+ * */
+export function lossEvaluator(
+  task: Pick<TrainTask, 'build' | 'compileOptions'>,
+  batches: () => BatchStream,
+  opts: LossEvaluatorOptions = {},
+): (params: ParamValues) => Promise<EvalResult> {
   let session: Promise<Session> | null = null;
   return async (params) => {
     session ??= (() => {
@@ -27,7 +31,8 @@ export function lossEvaluator(task: Pick<TrainTask, 'build' | 'compileOptions'>,
     })();
     const s = await session;
     const it = batchIterator(batches());
-    let sum = 0, weight = 0;
+    let sum = 0,
+      weight = 0;
     for (let r = await it.next(); !r.done; r = await it.next()) {
       const w = r.value.weight ?? 1;
       const feeds: Record<string, Feed> = { ...r.value.feeds, ...opts.extraFeeds };

@@ -4,7 +4,15 @@ export { Trainer, train, type TrainResult, type StopReason } from './trainer.ts'
 export type { TrainOptions, ResolvedOptions } from './options.ts';
 export { resolveOptions } from './options.ts';
 export type {
-  TrainTask, TaskGraph, TaskParamGroup, TrainBatch, BatchStream, DataPosition, ParamValues, EvalResult, StepInputContext,
+  TrainTask,
+  TaskGraph,
+  TaskParamGroup,
+  TrainBatch,
+  BatchStream,
+  DataPosition,
+  ParamValues,
+  EvalResult,
+  StepInputContext,
 } from './task.ts';
 export { batchIterator } from './task.ts';
 export { lossEvaluator, perplexity, type LossEvaluatorOptions } from './eval.ts';
@@ -12,8 +20,20 @@ export { causalLmTask, type CausalLmTaskOptions } from './causal-lm.ts';
 export { makeSchedule, warmupStepsFor, type LrSchedule, type ScheduleKind, type ScheduleOptions } from './schedule.ts';
 export { StepEngine, optimizerGroups, type EngineOptions, type MicroBatch, type StepOutput } from './engine.ts';
 export {
-  loadCheckpoint, writeCheckpoint, latestCheckpoint, listCheckpoints, pruneCheckpoints, removeLeftovers, setLatest, checkpointStep,
-  LATEST_FILE, CHECKPOINT_FILES, type Checkpoint, type CheckpointShapes, type TrainerState, type TensorMap,
+  loadCheckpoint,
+  writeCheckpoint,
+  latestCheckpoint,
+  listCheckpoints,
+  pruneCheckpoints,
+  removeLeftovers,
+  setLatest,
+  checkpointStep,
+  LATEST_FILE,
+  CHECKPOINT_FILES,
+  type Checkpoint,
+  type CheckpointShapes,
+  type TrainerState,
+  type TensorMap,
 } from './checkpoint.ts';
 export { MetricsLog, Progress, formatDuration, formatRate, type StepRecord, type ProgressMode } from './report.ts';
 export { lossPlotSpec, renderLossPlot, writeLossPlot, type LossPoint, type LossPlotOptions } from './plot.ts';

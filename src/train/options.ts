@@ -13,7 +13,8 @@ import type { TrainTask } from './task.ts';
 
 /** Options of `train` / `new Trainer`. Exactly one of `steps` and `epochs` is required, and `lr`. */
 export interface TrainOptions {
-  /** Folder of the run: checkpoints, `latest`, metrics.jsonl, loss.svg, and the task's `final/` and `best/` artefacts. */
+  /** Folder of the run: checkpoints, `latest`, metrics.jsonl, loss.svg, and the task's `final/` and `best/` artefacts.
+   * */
   outputDir: string;
   /** Optimizer steps to take (transformers' max_steps). */
   steps?: number;
@@ -73,48 +74,136 @@ export interface TrainOptions {
 }
 
 /** Options after defaults, plus the run's length in optimizer steps. */
-export type ResolvedOptions = Required<Pick<TrainOptions, 'outputDir' | 'lr' | 'schedule' | 'optimizer' | 'weightDecay' | 'gradientAccumulation' |
-  'earlyStoppingThreshold' | 'seed' | 'progress' | 'logEvery' | 'plot'>> & TrainOptions & { totalSteps: number };
+export type ResolvedOptions = Required<
+  Pick<
+    TrainOptions,
+    | 'outputDir'
+    | 'lr'
+    | 'schedule'
+    | 'optimizer'
+    | 'weightDecay'
+    | 'gradientAccumulation'
+    | 'earlyStoppingThreshold'
+    | 'seed'
+    | 'progress'
+    | 'logEvery'
+    | 'plot'
+  >
+> &
+  TrainOptions & { totalSteps: number };
 
 const positiveInt = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v > 0;
 
 function optInt(o: TrainOptions, key: keyof TrainOptions): void {
   const v = o[key];
-  if (v !== undefined && !positiveInt(v)) throw new LorakitError('LK_INVALID_ARGUMENT', `train: option ${key} must be a positive integer, got ${JSON.stringify(v)}`);
+  if (v !== undefined && !positiveInt(v))
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `train: option ${key} must be a positive integer, got ${JSON.stringify(v)}`,
+    );
 }
 
 /** Checks `options` against `task` and fills in defaults; each error names the option. */
 export function resolveOptions(task: TrainTask, options: TrainOptions): ResolvedOptions {
   const o = options;
-  check(typeof o.outputDir === 'string' && o.outputDir !== '', 'LK_INVALID_ARGUMENT', 'train: option outputDir (the run folder) is required');
-  check(typeof o.lr === 'number' && Number.isFinite(o.lr) && o.lr > 0, 'LK_INVALID_ARGUMENT', `train: option lr must be a positive number, got ${JSON.stringify(o.lr)}`);
-  for (const k of ['steps', 'epochs', 'gradientAccumulation', 'evalEvery', 'earlyStoppingPatience', 'checkpointEvery', 'keepCheckpoints', 'logEvery'] as const) optInt(o, k);
+  check(
+    typeof o.outputDir === 'string' && o.outputDir !== '',
+    'LK_INVALID_ARGUMENT',
+    'train: option outputDir (the run folder) is required',
+  );
+  check(
+    typeof o.lr === 'number' && Number.isFinite(o.lr) && o.lr > 0,
+    'LK_INVALID_ARGUMENT',
+    `train: option lr must be a positive number, got ${JSON.stringify(o.lr)}`,
+  );
+  for (const k of [
+    'steps',
+    'epochs',
+    'gradientAccumulation',
+    'evalEvery',
+    'earlyStoppingPatience',
+    'checkpointEvery',
+    'keepCheckpoints',
+    'logEvery',
+  ] as const)
+    optInt(o, k);
   if ((o.steps === undefined) === (o.epochs === undefined)) {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `train: give exactly one of the options steps and epochs (got ${o.steps === undefined ? 'neither' : 'both'})`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `train: give exactly one of the options steps and epochs (got ${o.steps === undefined ? 'neither' : 'both'})`,
+    );
   }
   const k = o.gradientAccumulation ?? 1;
   let totalSteps = o.steps ?? 0;
   if (o.epochs !== undefined) {
     const bpe = task.batchesPerEpoch;
-    check(bpe !== undefined && positiveInt(bpe), 'LK_INVALID_ARGUMENT',
-      `train: option epochs needs task.batchesPerEpoch (a positive integer) to size the schedule, got ${JSON.stringify(bpe)}; or give steps instead`);
+    check(
+      bpe !== undefined && positiveInt(bpe),
+      'LK_INVALID_ARGUMENT',
+      `train: option epochs needs task.batchesPerEpoch (a positive integer) to size the schedule, got ` +
+        `${JSON.stringify(bpe)}; or give steps instead`,
+    );
     totalSteps = Math.ceil((o.epochs * bpe) / k);
   }
-  if (o.clipNorm !== undefined) check(Number.isFinite(o.clipNorm) && o.clipNorm > 0, 'LK_INVALID_ARGUMENT', `train: option clipNorm must be > 0, got ${o.clipNorm}`);
-  if (o.loraplusLrRatio !== undefined) check(Number.isFinite(o.loraplusLrRatio) && o.loraplusLrRatio > 0, 'LK_INVALID_ARGUMENT', `train: option loraplusLrRatio must be > 0, got ${o.loraplusLrRatio}`);
+  if (o.clipNorm !== undefined)
+    check(
+      Number.isFinite(o.clipNorm) && o.clipNorm > 0,
+      'LK_INVALID_ARGUMENT',
+      `train: option clipNorm must be > 0, got ${o.clipNorm}`,
+    );
+  if (o.loraplusLrRatio !== undefined)
+    check(
+      Number.isFinite(o.loraplusLrRatio) && o.loraplusLrRatio > 0,
+      'LK_INVALID_ARGUMENT',
+      `train: option loraplusLrRatio must be > 0, got ${o.loraplusLrRatio}`,
+    );
   const weightDecay = o.weightDecay ?? 0;
-  check(Number.isFinite(weightDecay) && weightDecay >= 0, 'LK_INVALID_ARGUMENT', `train: option weightDecay must be >= 0, got ${weightDecay}`);
-  check(o.evalEvery === undefined || task.evaluate !== undefined, 'LK_INVALID_ARGUMENT', 'train: option evalEvery needs a task with evaluate() (see lossEvaluator)');
-  check(o.earlyStoppingPatience === undefined || o.evalEvery !== undefined, 'LK_INVALID_ARGUMENT', 'train: option earlyStoppingPatience needs evalEvery (early stopping watches the eval loss)');
+  check(
+    Number.isFinite(weightDecay) && weightDecay >= 0,
+    'LK_INVALID_ARGUMENT',
+    `train: option weightDecay must be >= 0, got ${weightDecay}`,
+  );
+  check(
+    o.evalEvery === undefined || task.evaluate !== undefined,
+    'LK_INVALID_ARGUMENT',
+    'train: option evalEvery needs a task with evaluate() (see lossEvaluator)',
+  );
+  check(
+    o.earlyStoppingPatience === undefined || o.evalEvery !== undefined,
+    'LK_INVALID_ARGUMENT',
+    'train: option earlyStoppingPatience needs evalEvery (early stopping watches the eval loss)',
+  );
   const threshold = o.earlyStoppingThreshold ?? 0;
-  check(Number.isFinite(threshold) && threshold >= 0, 'LK_INVALID_ARGUMENT', `train: option earlyStoppingThreshold must be >= 0, got ${threshold}`);
+  check(
+    Number.isFinite(threshold) && threshold >= 0,
+    'LK_INVALID_ARGUMENT',
+    `train: option earlyStoppingThreshold must be >= 0, got ${threshold}`,
+  );
   const seed = o.seed ?? 42;
   check(Number.isInteger(seed), 'LK_INVALID_ARGUMENT', `train: option seed must be an integer, got ${seed}`);
-  check(o.progress === undefined || ['auto', 'bar', 'lines', 'none'].includes(o.progress), 'LK_INVALID_ARGUMENT',
-    () => `train: option progress must be "auto", "bar", "lines" or "none", got ${JSON.stringify(o.progress)}`);
-  check(o.resume === undefined || typeof o.resume === 'boolean' || typeof o.resume === 'string', 'LK_INVALID_ARGUMENT', 'train: option resume must be true/false or a checkpoint folder');
+  check(
+    o.progress === undefined || ['auto', 'bar', 'lines', 'none'].includes(o.progress),
+    'LK_INVALID_ARGUMENT',
+    () => `train: option progress must be "auto", "bar", "lines" or "none", got ${JSON.stringify(o.progress)}`,
+  );
+  check(
+    o.resume === undefined || typeof o.resume === 'boolean' || typeof o.resume === 'string',
+    'LK_INVALID_ARGUMENT',
+    'train: option resume must be true/false or a checkpoint folder',
+  );
   return {
-    ...o, lr: o.lr, outputDir: o.outputDir, schedule: o.schedule ?? 'linear', optimizer: o.optimizer ?? adamw(), weightDecay, gradientAccumulation: k,
-    earlyStoppingThreshold: threshold, seed, progress: o.progress ?? 'auto', logEvery: o.logEvery ?? 10, plot: o.plot ?? true, totalSteps,
+    ...o,
+    lr: o.lr,
+    outputDir: o.outputDir,
+    schedule: o.schedule ?? 'linear',
+    optimizer: o.optimizer ?? adamw(),
+    weightDecay,
+    gradientAccumulation: k,
+    earlyStoppingThreshold: threshold,
+    seed,
+    progress: o.progress ?? 'auto',
+    logEvery: o.logEvery ?? 10,
+    plot: o.plot ?? true,
+    totalSteps,
   };
 }

@@ -31,14 +31,22 @@ function thin<T>(xs: T[], max: number): T[] {
   return out;
 }
 
-/** The Vega spec of the plot: two named line marks, `train` and `eval`, eval points marked, a log y axis when the loss spans over a decade. */
+/** The Vega spec of the plot: two named line marks, `train` and `eval`, eval points marked, a log y axis when the loss
+ * spans over a decade. */
 export function lossPlotSpec(history: readonly LossPoint[], opts: LossPlotOptions = {}): Record<string, unknown> {
-  const train = thin(history.filter((h) => Number.isFinite(h.loss)).map((h) => ({ step: h.step, loss: h.loss! })), opts.maxPoints ?? 2000);
+  const train = thin(
+    history.filter((h) => Number.isFinite(h.loss)).map((h) => ({ step: h.step, loss: h.loss! })),
+    opts.maxPoints ?? 2000,
+  );
   const evals = history.filter((h) => Number.isFinite(h.eval_loss)).map((h) => ({ step: h.step, loss: h.eval_loss! }));
   const all = [...train, ...evals].map((p) => p.loss);
-  const lo = Math.min(...all), hi = Math.max(...all);
+  const lo = Math.min(...all),
+    hi = Math.max(...all);
   const log = all.length > 0 && lo > 0 && hi / lo > 10;
-  const series = [{ name: 'train', data: train }, { name: 'eval', data: evals }].filter((s) => s.data.length > 0);
+  const series = [
+    { name: 'train', data: train },
+    { name: 'eval', data: evals },
+  ].filter((s) => s.data.length > 0);
   return {
     $schema: 'https://vega.github.io/schema/vega/v6.json',
     width: opts.width ?? 640,
@@ -46,11 +54,26 @@ export function lossPlotSpec(history: readonly LossPoint[], opts: LossPlotOption
     padding: 8,
     background: 'white',
     title: { text: opts.title ?? 'training and eval loss', anchor: 'start' },
-    data: [...series.map((s) => ({ name: `${s.name}_data`, values: s.data })), { name: 'all', values: [...train, ...evals] }],
+    data: [
+      ...series.map((s) => ({ name: `${s.name}_data`, values: s.data })),
+      { name: 'all', values: [...train, ...evals] },
+    ],
     scales: [
       { name: 'x', type: 'linear', domain: { data: 'all', field: 'step' }, range: 'width', zero: false, nice: true },
-      { name: 'y', type: log ? 'log' : 'linear', domain: { data: 'all', field: 'loss' }, range: 'height', nice: true, zero: false },
-      { name: 'color', type: 'ordinal', domain: series.map((s) => s.name), range: series.map((s) => COLORS[s.name as keyof typeof COLORS]) },
+      {
+        name: 'y',
+        type: log ? 'log' : 'linear',
+        domain: { data: 'all', field: 'loss' },
+        range: 'height',
+        nice: true,
+        zero: false,
+      },
+      {
+        name: 'color',
+        type: 'ordinal',
+        domain: series.map((s) => s.name),
+        range: series.map((s) => COLORS[s.name as keyof typeof COLORS]),
+      },
     ],
     axes: [
       { orient: 'bottom', scale: 'x', title: 'step', tickMinStep: 1 },
@@ -59,13 +82,35 @@ export function lossPlotSpec(history: readonly LossPoint[], opts: LossPlotOption
     legends: [{ stroke: 'color', orient: 'top-right', symbolType: 'stroke' }],
     marks: series.flatMap((s) => [
       {
-        type: 'line', name: s.name, from: { data: `${s.name}_data` },
-        encode: { enter: { x: { scale: 'x', field: 'step' }, y: { scale: 'y', field: 'loss' }, stroke: { value: COLORS[s.name as keyof typeof COLORS] }, strokeWidth: { value: 1.5 } } },
+        type: 'line',
+        name: s.name,
+        from: { data: `${s.name}_data` },
+        encode: {
+          enter: {
+            x: { scale: 'x', field: 'step' },
+            y: { scale: 'y', field: 'loss' },
+            stroke: { value: COLORS[s.name as keyof typeof COLORS] },
+            strokeWidth: { value: 1.5 },
+          },
+        },
       },
-      ...(s.name === 'eval' ? [{
-        type: 'symbol', name: 'eval_points', from: { data: 'eval_data' },
-        encode: { enter: { x: { scale: 'x', field: 'step' }, y: { scale: 'y', field: 'loss' }, fill: { value: COLORS.eval }, size: { value: 24 } } },
-      }] : []),
+      ...(s.name === 'eval'
+        ? [
+            {
+              type: 'symbol',
+              name: 'eval_points',
+              from: { data: 'eval_data' },
+              encode: {
+                enter: {
+                  x: { scale: 'x', field: 'step' },
+                  y: { scale: 'y', field: 'loss' },
+                  fill: { value: COLORS.eval },
+                  size: { value: 24 },
+                },
+              },
+            },
+          ]
+        : []),
     ]),
   };
 }
@@ -82,7 +127,11 @@ export async function renderLossPlot(history: readonly LossPoint[], opts: LossPl
 }
 
 /** Writes the loss plot to `path` atomically (nothing is written when the history has no loss yet). */
-export async function writeLossPlot(path: string, history: readonly LossPoint[], opts: LossPlotOptions = {}): Promise<void> {
+export async function writeLossPlot(
+  path: string,
+  history: readonly LossPoint[],
+  opts: LossPlotOptions = {},
+): Promise<void> {
   if (!history.some((h) => Number.isFinite(h.loss) || Number.isFinite(h.eval_loss))) return;
   await writeFileAtomic(path, await renderLossPlot(history, opts));
 }

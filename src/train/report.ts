@@ -8,7 +8,8 @@ import type { Writable } from 'node:stream';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../io/index.ts';
 
-/** One line of metrics.jsonl. Times are seconds; `tokens` counts all tokens seen so far, `tokens_per_s` this step's rate. */
+/** One line of metrics.jsonl. Times are seconds; `tokens` counts all tokens seen so far, `tokens_per_s` this step's
+ * rate. */
 export interface StepRecord {
   step: number;
   /** Fractional epoch after this step (when the task knows its batches per epoch). */
@@ -47,7 +48,9 @@ export type ProgressMode = 'auto' | 'bar' | 'lines' | 'none';
 export function formatDuration(s: number): string {
   if (!Number.isFinite(s)) return '?';
   const t = Math.max(0, Math.round(s));
-  const h = Math.floor(t / 3600), m = Math.floor((t % 3600) / 60), sec = t % 60;
+  const h = Math.floor(t / 3600),
+    m = Math.floor((t % 3600) / 60),
+    sec = t % 60;
   return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
 }
 
@@ -64,8 +67,12 @@ export class Progress {
   private startTime = 0;
   private lastEval = '';
 
-  constructor(mode: ProgressMode, private readonly total: number, private readonly stream: Writable & { isTTY?: boolean } = process.stdout,
-    private readonly every = 10) {
+  constructor(
+    mode: ProgressMode,
+    private readonly total: number,
+    private readonly stream: Writable & { isTTY?: boolean } = process.stdout,
+    private readonly every = 10,
+  ) {
     this.mode = mode === 'auto' ? (stream.isTTY ? 'bar' : 'lines') : mode;
   }
 
@@ -74,13 +81,16 @@ export class Progress {
     this.startStep = step;
     this.startTime = performance.now();
     if (this.mode !== 'bar') return;
-    this.bar = new cliProgress.SingleBar({
-      stream: this.stream,
-      format: 'step {value}/{total} {bar} loss {loss}{eval} | {tps} tok/s | ETA {eta_formatted}',
-      hideCursor: true,
-      etaBuffer: 50,
-      fps: 5,
-    }, cliProgress.Presets.shades_classic);
+    this.bar = new cliProgress.SingleBar(
+      {
+        stream: this.stream,
+        format: 'step {value}/{total} {bar} loss {loss}{eval} | {tps} tok/s | ETA {eta_formatted}',
+        hideCursor: true,
+        etaBuffer: 50,
+        fps: 5,
+      },
+      cliProgress.Presets.shades_classic,
+    );
     this.bar.start(this.total, step, { loss: '-', eval: '', tps: '-' });
   }
 
@@ -89,12 +99,19 @@ export class Progress {
     if (r.eval_loss !== undefined) this.lastEval = ` (eval ${r.eval_loss.toFixed(4)})`;
     if (this.mode === 'bar') {
       this.bar?.update(r.step, { loss: r.loss.toFixed(4), eval: this.lastEval, tps: formatRate(r.tokens_per_s) });
-    } else if (this.mode === 'lines' && (r.step % this.every === 0 || r.step === this.total || r.eval_loss !== undefined)) {
+    } else if (
+      this.mode === 'lines' &&
+      (r.step % this.every === 0 || r.step === this.total || r.eval_loss !== undefined)
+    ) {
       const done = r.step - this.startStep;
       const eta = done > 0 ? ((performance.now() - this.startTime) / 1000 / done) * (this.total - r.step) : NaN;
-      const evalPart = r.eval_loss !== undefined ? ` eval_loss ${r.eval_loss.toFixed(4)} eval_ppl ${r.eval_ppl!.toPrecision(4)}` : '';
-      this.stream.write(`step ${r.step}/${this.total} loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} grad_norm ${r.grad_norm.toPrecision(3)}` +
-        `${evalPart} ${formatRate(r.tokens_per_s)} tok/s ETA ${formatDuration(eta)}\n`);
+      const evalPart =
+        r.eval_loss !== undefined ? ` eval_loss ${r.eval_loss.toFixed(4)} eval_ppl ${r.eval_ppl!.toPrecision(4)}` : '';
+      this.stream.write(
+        `step ${r.step}/${this.total} loss ${r.loss.toFixed(4)} lr ${r.lr.toExponential(2)} grad_norm ` +
+          `${r.grad_norm.toPrecision(3)}` +
+          `${evalPart} ${formatRate(r.tokens_per_s)} tok/s ETA ${formatDuration(eta)}\n`,
+      );
     }
   }
 

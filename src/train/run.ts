@@ -22,30 +22,64 @@ export interface RunOutput {
   warnings: string[];
 }
 
-/** Runs the fine-tuning described by `c`. `extra` passes Trainer options the config has no field for (progress, signal). */
+/** Runs the fine-tuning described by `c`. `extra` passes Trainer options the config has no field for (progress,
+ * signal). */
 export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {}): Promise<RunOutput> {
   const model = await loadModel(c.model);
   try {
     const tokenizer = await HfTokenizer.fromDir(c.model);
     const d = c.data;
     const data = await loadDataset(d.path, {
-      tokenizer, seqLen: d.seq_len, format: d.format, fields: d.fields, packing: d.packing, heldOut: d.held_out, onError: d.on_error,
+      tokenizer,
+      seqLen: d.seq_len,
+      format: d.format,
+      fields: d.fields,
+      packing: d.packing,
+      heldOut: d.held_out,
+      onError: d.on_error,
       ...(d.cache_dir !== undefined ? { cacheDir: d.cache_dir } : {}),
     });
     const peft = new PeftModel(adaptable(model));
     await peft.addAdapter('default', c.adapter, { seed: c.training.seed, source: 'run config: adapter' });
     const t = c.training;
-    const task = causalLmTask({ model, peft, adapter: 'default', train: data.train, eval: data.eval, batchSize: t.per_device_train_batch_size, dataSeed: t.seed, baseModelName: c.model });
+    const task = causalLmTask({
+      model,
+      peft,
+      adapter: 'default',
+      train: data.train,
+      eval: data.eval,
+      batchSize: t.per_device_train_batch_size,
+      dataSeed: t.seed,
+      baseModelName: c.model,
+    });
     const result = await train(task, {
-      outputDir: c.output_dir, steps: t.max_steps, epochs: t.num_train_epochs, lr: t.learning_rate, schedule: t.lr_scheduler_type,
-      warmupSteps: t.warmup_steps, warmupRatio: t.warmup_ratio, gradientAccumulation: t.gradient_accumulation_steps, clipNorm: t.max_grad_norm,
-      weightDecay: t.weight_decay, loraplusLrRatio: t.loraplus_lr_ratio, evalEvery: data.eval ? t.eval_steps : undefined,
-      earlyStoppingPatience: t.early_stopping_patience, checkpointEvery: t.save_steps, keepCheckpoints: t.save_total_limit, seed: t.seed,
-      resume: t.resume, ...extra,
+      outputDir: c.output_dir,
+      steps: t.max_steps,
+      epochs: t.num_train_epochs,
+      lr: t.learning_rate,
+      schedule: t.lr_scheduler_type,
+      warmupSteps: t.warmup_steps,
+      warmupRatio: t.warmup_ratio,
+      gradientAccumulation: t.gradient_accumulation_steps,
+      clipNorm: t.max_grad_norm,
+      weightDecay: t.weight_decay,
+      loraplusLrRatio: t.loraplus_lr_ratio,
+      evalEvery: data.eval ? t.eval_steps : undefined,
+      earlyStoppingPatience: t.early_stopping_patience,
+      checkpointEvery: t.save_steps,
+      keepCheckpoints: t.save_total_limit,
+      seed: t.seed,
+      resume: t.resume,
+      ...extra,
     });
     return {
-      result, adapterDir: join(c.output_dir, 'final'), metricsFile: join(c.output_dir, 'metrics.jsonl'), plotFile: join(c.output_dir, 'loss.svg'),
-      checkpointDir: result.checkpoint, skippedRecords: data.skipped, warnings: data.warnings,
+      result,
+      adapterDir: join(c.output_dir, 'final'),
+      metricsFile: join(c.output_dir, 'metrics.jsonl'),
+      plotFile: join(c.output_dir, 'loss.svg'),
+      checkpointDir: result.checkpoint,
+      skippedRecords: data.skipped,
+      warnings: data.warnings,
     };
   } finally {
     await model.close();

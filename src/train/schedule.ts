@@ -44,24 +44,59 @@ export function warmupStepsFor(totalSteps: number, ratio: number): number {
 /** Resolves and validates schedule options; errors name the option. */
 export function makeSchedule(opts: ScheduleOptions): LrSchedule {
   const { kind, totalSteps, minLrRatio = 0, numCycles = 0.5 } = opts;
-  check(kind === 'constant' || kind === 'linear' || kind === 'cosine', 'LK_INVALID_ARGUMENT',
-    () => `schedule: kind must be "constant", "linear" or "cosine", got ${JSON.stringify(kind)}`);
-  check(Number.isInteger(totalSteps) && totalSteps > 0, 'LK_INVALID_ARGUMENT', `schedule: totalSteps must be a positive integer, got ${totalSteps}`);
+  check(
+    kind === 'constant' || kind === 'linear' || kind === 'cosine',
+    'LK_INVALID_ARGUMENT',
+    () => `schedule: kind must be "constant", "linear" or "cosine", got ${JSON.stringify(kind)}`,
+  );
+  check(
+    Number.isInteger(totalSteps) && totalSteps > 0,
+    'LK_INVALID_ARGUMENT',
+    `schedule: totalSteps must be a positive integer, got ${totalSteps}`,
+  );
   if (opts.warmupSteps !== undefined && opts.warmupRatio !== undefined) {
     throw new LorakitError('LK_INVALID_ARGUMENT', 'schedule: give warmupSteps or warmupRatio, not both');
   }
   if (opts.warmupRatio !== undefined) {
-    check(opts.warmupRatio >= 0 && opts.warmupRatio <= 1, 'LK_INVALID_ARGUMENT', `schedule: warmupRatio must be in [0, 1], got ${opts.warmupRatio}`);
+    check(
+      opts.warmupRatio >= 0 && opts.warmupRatio <= 1,
+      'LK_INVALID_ARGUMENT',
+      `schedule: warmupRatio must be in [0, 1], got ${opts.warmupRatio}`,
+    );
   }
   const warmupSteps = opts.warmupSteps ?? warmupStepsFor(totalSteps, opts.warmupRatio ?? 0);
-  check(Number.isInteger(warmupSteps) && warmupSteps >= 0, 'LK_INVALID_ARGUMENT', `schedule: warmupSteps must be a non-negative integer, got ${warmupSteps}`);
-  check(minLrRatio >= 0 && minLrRatio <= 1, 'LK_INVALID_ARGUMENT', `schedule: minLrRatio must be in [0, 1], got ${minLrRatio}`);
-  check(kind !== 'constant' || minLrRatio === 0, 'LK_INVALID_ARGUMENT', `schedule: minLrRatio applies to "linear" and "cosine" decay, not to "constant"`);
-  check(Number.isFinite(numCycles) && numCycles > 0, 'LK_INVALID_ARGUMENT', `schedule: numCycles must be > 0, got ${numCycles}`);
-  check(kind === 'cosine' || opts.numCycles === undefined, 'LK_INVALID_ARGUMENT', `schedule: numCycles applies to "cosine" only`);
+  check(
+    Number.isInteger(warmupSteps) && warmupSteps >= 0,
+    'LK_INVALID_ARGUMENT',
+    `schedule: warmupSteps must be a non-negative integer, got ${warmupSteps}`,
+  );
+  check(
+    minLrRatio >= 0 && minLrRatio <= 1,
+    'LK_INVALID_ARGUMENT',
+    `schedule: minLrRatio must be in [0, 1], got ${minLrRatio}`,
+  );
+  check(
+    kind !== 'constant' || minLrRatio === 0,
+    'LK_INVALID_ARGUMENT',
+    `schedule: minLrRatio applies to "linear" and "cosine" decay, not to "constant"`,
+  );
+  check(
+    Number.isFinite(numCycles) && numCycles > 0,
+    'LK_INVALID_ARGUMENT',
+    `schedule: numCycles must be > 0, got ${numCycles}`,
+  );
+  check(
+    kind === 'cosine' || opts.numCycles === undefined,
+    'LK_INVALID_ARGUMENT',
+    `schedule: numCycles applies to "cosine" only`,
+  );
 
   const multiplier = (step: number): number => {
-    check(Number.isInteger(step) && step >= 0, 'LK_INVALID_ARGUMENT', `schedule: step must be a non-negative integer, got ${step}`);
+    check(
+      Number.isInteger(step) && step >= 0,
+      'LK_INVALID_ARGUMENT',
+      `schedule: step must be a non-negative integer, got ${step}`,
+    );
     // All three warm up as float(current_step) / float(max(1, num_warmup_steps)).
     if (step < warmupSteps) return step / Math.max(1, warmupSteps);
     if (kind === 'constant') return 1.0; // _get_constant_schedule_with_warmup_lr_lambda

@@ -45,7 +45,8 @@ export interface TaskParamGroup {
   lrRatio?: number;
   /** Weight decay of this group (default: the Trainer's `weightDecay` option). */
   weightDecay?: number;
-  /** LoRA+ "B" group: its lr ratio is further multiplied by the Trainer's `loraplusLrRatio` (PEFT loraplus_lr_ratio). */
+  /** LoRA+ "B" group: its lr ratio is further multiplied by the Trainer's `loraplusLrRatio` (PEFT loraplus_lr_ratio).
+   * */
   loraplusB?: boolean;
 }
 

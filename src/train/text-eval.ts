@@ -47,9 +47,15 @@ export interface EvaluateTextResult {
 /** The documents of a data file: the whole text, or the `text` of each JSONL record (errors name file and line). */
 export async function readDocuments(path: string): Promise<string[]> {
   let raw: string;
-  try { raw = await readFile(path, 'utf8'); } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new LorakitError('LK_FILE_NOT_FOUND', `data file ${path} does not exist`, { file: path });
-    if ((e as NodeJS.ErrnoException).code === 'EISDIR') throw new LorakitError('LK_INVALID_ARGUMENT', `${path}: expected a text or JSONL file, found a folder`, { file: path });
+  try {
+    raw = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new LorakitError('LK_FILE_NOT_FOUND', `data file ${path} does not exist`, { file: path });
+    if ((e as NodeJS.ErrnoException).code === 'EISDIR')
+      throw new LorakitError('LK_INVALID_ARGUMENT', `${path}: expected a text or JSONL file, found a folder`, {
+        file: path,
+      });
     throw e;
   }
   if (!path.endsWith('.jsonl')) return [raw];
@@ -57,17 +63,27 @@ export async function readDocuments(path: string): Promise<string[]> {
   raw.split('\n').forEach((line, i) => {
     if (line.trim() === '') return;
     let rec: unknown;
-    try { rec = JSON.parse(line); } catch (e) {
-      throw new LorakitError('LK_FILE_INVALID', `${path}:${i + 1}: not valid JSON (${(e as Error).message})`, { file: path, line: i + 1 });
+    try {
+      rec = JSON.parse(line);
+    } catch (e) {
+      throw new LorakitError('LK_FILE_INVALID', `${path}:${i + 1}: not valid JSON (${(e as Error).message})`, {
+        file: path,
+        line: i + 1,
+      });
     }
     const text = (rec as { text?: unknown } | null)?.text;
-    if (typeof text !== 'string') throw new LorakitError('LK_FILE_INVALID', `${path}:${i + 1}: expected a record with a string field "text"`, { file: path, line: i + 1 });
+    if (typeof text !== 'string')
+      throw new LorakitError('LK_FILE_INVALID', `${path}:${i + 1}: expected a record with a string field "text"`, {
+        file: path,
+        line: i + 1,
+      });
     docs.push(text);
   });
   return docs;
 }
 
-/** Consecutive non-overlapping windows of `seqLen` tokens (the last one shorter); windows of one token predict nothing and are left out. */
+/** Consecutive non-overlapping windows of `seqLen` tokens (the last one shorter); windows of one token predict nothing
+ * and are left out. */
 export function textWindows(ids: readonly number[], seqLen: number): number[][] {
   const out: number[][] = [];
   for (let i = 0; i < ids.length; i += seqLen) {
@@ -84,28 +100,58 @@ function batchesOf(windows: number[][], batchSize: number): TrainBatch[] {
   const batches: TrainBatch[] = [];
   for (const [T, ws] of [...byLength].sort((a, b) => b[0] - a[0])) {
     for (let i = 0; i < ws.length; i += batchSize) {
-      const rows = ws.slice(i, i + batchSize), B = rows.length;
+      const rows = ws.slice(i, i + batchSize),
+        B = rows.length;
       const ids = BigInt64Array.from(rows.flat(), BigInt);
-      batches.push({ feeds: { input_ids: { data: ids, shape: [B, T] } }, weight: B * (T - 1), next: { epoch: 0, index: batches.length + 1 } });
+      batches.push({
+        feeds: { input_ids: { data: ids, shape: [B, T] } },
+        weight: B * (T - 1),
+        next: { epoch: 0, index: batches.length + 1 },
+      });
     }
   }
   return batches;
 }
 
 /** Mean token loss and perplexity of a causal LM on a text or JSONL file (see the file header for the exact rule). */
-export async function evaluateText(model: LoadedModel, tokenizer: HfTokenizer, options: EvaluateTextOptions): Promise<EvaluateTextResult> {
+export async function evaluateText(
+  model: LoadedModel,
+  tokenizer: HfTokenizer,
+  options: EvaluateTextOptions,
+): Promise<EvaluateTextResult> {
   const c = model.config;
-  if (c.model_type === 'bert') throw new LorakitError('LK_UNSUPPORTED', `eval: ${model.dir} is a bert model, not a causal LM; eval supports gpt2, llama, mistral, qwen2`);
+  if (c.model_type === 'bert')
+    throw new LorakitError(
+      'LK_UNSUPPORTED',
+      `eval: ${model.dir} is a bert model, not a causal LM; eval supports gpt2, llama, mistral, qwen2`,
+    );
   const maxPositions = c.model_type === 'gpt2' ? c.n_positions : c.max_position_embeddings;
   const seqLen = options.seqLen ?? Math.min(256, maxPositions);
-  check(Number.isInteger(seqLen) && seqLen >= 2, 'LK_INVALID_ARGUMENT', `seqLen must be an integer >= 2, got ${seqLen}`);
-  check(seqLen <= maxPositions, 'LK_INVALID_ARGUMENT', `seqLen ${seqLen} exceeds the model's ${maxPositions} positions; use at most ${maxPositions}`);
+  check(
+    Number.isInteger(seqLen) && seqLen >= 2,
+    'LK_INVALID_ARGUMENT',
+    `seqLen must be an integer >= 2, got ${seqLen}`,
+  );
+  check(
+    seqLen <= maxPositions,
+    'LK_INVALID_ARGUMENT',
+    `seqLen ${seqLen} exceeds the model's ${maxPositions} positions; use at most ${maxPositions}`,
+  );
   const batchSize = options.batchSize ?? 8;
-  check(Number.isInteger(batchSize) && batchSize >= 1, 'LK_INVALID_ARGUMENT', `batchSize must be a positive integer, got ${batchSize}`);
+  check(
+    Number.isInteger(batchSize) && batchSize >= 1,
+    'LK_INVALID_ARGUMENT',
+    `batchSize must be a positive integer, got ${batchSize}`,
+  );
 
   const docs = await readDocuments(options.data);
   const windows = docs.flatMap((d) => textWindows(tokenizer.encode(d, { addSpecialTokens: true }), seqLen));
-  if (windows.length === 0) throw new LorakitError('LK_INVALID_ARGUMENT', `${options.data}: no token to predict (the text gives fewer than 2 tokens)`, { file: options.data });
+  if (windows.length === 0)
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `${options.data}: no token to predict (the text gives fewer than 2 tokens)`,
+      { file: options.data },
+    );
 
   const build = () => {
     const g = new Graph('eval-text');
@@ -120,5 +166,12 @@ export async function evaluateText(model: LoadedModel, tokenizer: HfTokenizer, o
   };
   const batches = batchesOf(windows, batchSize);
   const { loss, weight } = await lossEvaluator({ build, compileOptions: options.compile }, () => batches)(new Map());
-  return { loss, perplexity: perplexity(loss), tokens: weight ?? 0, windows: windows.length, documents: docs.length, seqLen };
+  return {
+    loss,
+    perplexity: perplexity(loss),
+    tokens: weight ?? 0,
+    windows: windows.length,
+    documents: docs.length,
+    seqLen,
+  };
 }

@@ -10,7 +10,17 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { Rng } from '../linalg/index.ts';
-import { checkpointStep, latestCheckpoint, listCheckpoints, setLatest, loadCheckpoint, pruneCheckpoints, removeLeftovers, writeCheckpoint, type TrainerState } from './checkpoint.ts';
+import {
+  checkpointStep,
+  latestCheckpoint,
+  listCheckpoints,
+  setLatest,
+  loadCheckpoint,
+  pruneCheckpoints,
+  removeLeftovers,
+  writeCheckpoint,
+  type TrainerState,
+} from './checkpoint.ts';
 import { StepEngine, type MicroBatch } from './engine.ts';
 import { perplexity } from './eval.ts';
 import { resolveOptions, type ResolvedOptions, type TrainOptions } from './options.ts';
@@ -40,11 +50,16 @@ export interface TrainResult {
 async function saveArtefact(task: TrainTask, outputDir: string, name: string, params: ParamValues): Promise<void> {
   if (!task.save) return;
   const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
-  const tmp = join(outputDir, `.tmp-${name}-${tag}`), final = join(outputDir, name), old = join(outputDir, `.old-${name}-${tag}`);
+  const tmp = join(outputDir, `.tmp-${name}-${tag}`),
+    final = join(outputDir, name),
+    old = join(outputDir, `.old-${name}-${tag}`);
   await mkdir(tmp);
   try {
     await task.save(tmp, params);
-    const had = await stat(final).then(() => true, () => false);
+    const had = await stat(final).then(
+      () => true,
+      () => false,
+    );
     if (had) await rename(final, old);
     await rename(tmp, final);
     if (had) await rm(old, { recursive: true, force: true });
@@ -59,19 +74,37 @@ export class Trainer {
   readonly options: ResolvedOptions;
   readonly schedule: LrSchedule;
 
-  constructor(readonly task: TrainTask, options: TrainOptions) {
+  constructor(
+    readonly task: TrainTask,
+    options: TrainOptions,
+  ) {
     this.options = resolveOptions(task, options);
     const o = this.options;
-    this.schedule = makeSchedule({ kind: o.schedule, totalSteps: o.totalSteps, warmupSteps: o.warmupSteps, warmupRatio: o.warmupRatio, minLrRatio: o.minLrRatio, numCycles: o.numCycles });
+    this.schedule = makeSchedule({
+      kind: o.schedule,
+      totalSteps: o.totalSteps,
+      warmupSteps: o.warmupSteps,
+      warmupRatio: o.warmupRatio,
+      minLrRatio: o.minLrRatio,
+      numCycles: o.numCycles,
+    });
   }
 
   /** Runs training to the end (or early stop, abort, exhausted data); throws LK_NON_FINITE on a NaN/inf loss. */
   async run(): Promise<TrainResult> {
-    const o = this.options, task = this.task;
+    const o = this.options,
+      task = this.task;
     await mkdir(o.outputDir, { recursive: true });
     await removeLeftovers(o.outputDir);
     const { dir: resumeDir, moveLatest } = await this.resumeDir();
-    const engineOpts = { optimizer: o.optimizer, accumulation: o.gradientAccumulation, clipNorm: o.clipNorm, weightDecay: o.weightDecay, loraplusLrRatio: o.loraplusLrRatio, compile: o.compile };
+    const engineOpts = {
+      optimizer: o.optimizer,
+      accumulation: o.gradientAccumulation,
+      clipNorm: o.clipNorm,
+      weightDecay: o.weightDecay,
+      loraplusLrRatio: o.loraplusLrRatio,
+      compile: o.compile,
+    };
     let state: TrainerState, engine: StepEngine, rng: Rng;
     const metrics = new MetricsLog(join(o.outputDir, 'metrics.jsonl'));
     if (resumeDir) {
@@ -79,7 +112,8 @@ export class Trainer {
       const ck = await loadCheckpoint(resumeDir, { ...engine.shapes(), optimizer: o.optimizer.name });
       engine.restore(ck.state.step, ck.params, ck.optimizer);
       if (moveLatest) await setLatest(o.outputDir, basename(resumeDir));
-      state = { ...ck.state, total_steps: o.totalSteps, schedule: this.freshState(engine).schedule }; // the options may extend the run
+      // the options may extend the run
+      state = { ...ck.state, total_steps: o.totalSteps, schedule: this.freshState(engine).schedule };
       rng = new Rng(state.rng_state);
     } else {
       rng = new Rng(o.seed);
@@ -101,26 +135,54 @@ export class Trainer {
     const taken = latest || (await listCheckpoints(o.outputDir)).length > 0;
     if (typeof o.resume === 'string') {
       const dir = resolve(o.resume);
-      if (dirname(dir) === resolve(o.outputDir)) return { dir, moveLatest: (latest && resolve(latest)) !== dir && checkpointStep(basename(dir)) !== null };
+      if (dirname(dir) === resolve(o.outputDir))
+        return { dir, moveLatest: (latest && resolve(latest)) !== dir && checkpointStep(basename(dir)) !== null };
       if (taken) {
-        throw new LorakitError('LK_INVALID_ARGUMENT', `train: option resume names ${o.resume}, outside outputDir ${o.outputDir}, which already holds checkpoints of another run; choose an empty outputDir`);
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `train: option resume names ${o.resume}, outside outputDir ${o.outputDir}, which already holds ` +
+            `checkpoints of another run; choose an empty outputDir`,
+        );
       }
       return { dir, moveLatest: false };
     }
     if (o.resume) return { dir: latest, moveLatest: false };
     if (taken) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `train: ${o.outputDir} already holds checkpoints${latest ? ` (latest: ${latest})` : ''}; pass resume: true to continue that run, or choose another outputDir`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `train: ${o.outputDir} already holds checkpoints${latest ? ` (latest: ${latest})` : ''}; pass resume: true ` +
+          `to continue that run, or choose another outputDir`,
+      );
     }
     return { dir: null, moveLatest: false };
   }
 
   private freshState(engine: StepEngine): TrainerState {
-    const o = this.options, s = this.schedule;
+    const o = this.options,
+      s = this.schedule;
     return {
-      format: 'lorakit.trainer_state', version: 1, step: 0, total_steps: o.totalSteps, position: { epoch: 0, index: 0 }, rng_state: 0,
-      schedule: { kind: s.kind, lr: o.lr, warmup_steps: s.warmupSteps, total_steps: s.totalSteps, min_lr_ratio: s.minLrRatio, num_cycles: s.numCycles },
-      best_eval_loss: null, best_step: null, evals_without_improvement: 0, tokens: 0, elapsed: 0,
-      params: engine.paramNames(), optimizer: { name: o.optimizer.name, slots: [...o.optimizer.stateSlots] }, history: [],
+      format: 'lorakit.trainer_state',
+      version: 1,
+      step: 0,
+      total_steps: o.totalSteps,
+      position: { epoch: 0, index: 0 },
+      rng_state: 0,
+      schedule: {
+        kind: s.kind,
+        lr: o.lr,
+        warmup_steps: s.warmupSteps,
+        total_steps: s.totalSteps,
+        min_lr_ratio: s.minLrRatio,
+        num_cycles: s.numCycles,
+      },
+      best_eval_loss: null,
+      best_step: null,
+      evals_without_improvement: 0,
+      tokens: 0,
+      elapsed: 0,
+      params: engine.paramNames(),
+      optimizer: { name: o.optimizer.name, slots: [...o.optimizer.stateSlots] },
+      history: [],
     };
   }
 
@@ -129,8 +191,14 @@ export class Trainer {
     state.rng_state = rng.state;
     state.elapsed = elapsed;
     const shapes = engine.shapes();
-    const withShapes = (values: Map<string, Float32Array>, sh: Map<string, number[]>) => new Map([...values].map(([k, v]) => [k, { shape: sh.get(k)!, data: v }]));
-    const dir = await writeCheckpoint(o.outputDir, state, withShapes(engine.params(), shapes.params), withShapes(engine.optimizerState(), shapes.state));
+    const withShapes = (values: Map<string, Float32Array>, sh: Map<string, number[]>) =>
+      new Map([...values].map(([k, v]) => [k, { shape: sh.get(k)!, data: v }]));
+    const dir = await writeCheckpoint(
+      o.outputDir,
+      state,
+      withShapes(engine.params(), shapes.params),
+      withShapes(engine.optimizerState(), shapes.state),
+    );
     if (o.keepCheckpoints !== undefined) await pruneCheckpoints(o.outputDir, o.keepCheckpoints, state.step);
     if (o.plot) await writeLossPlot(join(o.outputDir, 'loss.svg'), state.history);
     return dir;
@@ -146,8 +214,17 @@ export class Trainer {
       if (r.done) break;
       const b = r.value;
       const w = b.weight ?? 1;
-      if (!(Number.isFinite(w) && w > 0) || !b.next || !Number.isInteger(b.next.epoch) || !Number.isInteger(b.next.index)) {
-        throw new LorakitError('LK_INVALID_ARGUMENT', `train task: the batch after position {epoch: ${pos.epoch}, index: ${pos.index}} needs weight > 0 and an integer next {epoch, index}, got weight ${w} and next ${JSON.stringify(b.next)}`);
+      if (
+        !(Number.isFinite(w) && w > 0) ||
+        !b.next ||
+        !Number.isInteger(b.next.epoch) ||
+        !Number.isInteger(b.next.index)
+      ) {
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `train task: the batch after position {epoch: ${pos.epoch}, index: ${pos.index}} needs weight > 0 and an ` +
+            `integer next {epoch, index}, got weight ${w} and next ${JSON.stringify(b.next)}`,
+        );
       }
       out.push(b);
       pos = b.next;
@@ -155,30 +232,56 @@ export class Trainer {
     return out;
   }
 
-  private async loop(engine: StepEngine, state: TrainerState, rng: Rng, metrics: MetricsLog, resumedFrom: string | null): Promise<TrainResult> {
-    const o = this.options, task = this.task;
-    const t0 = performance.now(), elapsed0 = state.elapsed;
+  private async loop(
+    engine: StepEngine,
+    state: TrainerState,
+    rng: Rng,
+    metrics: MetricsLog,
+    resumedFrom: string | null,
+  ): Promise<TrainResult> {
+    const o = this.options,
+      task = this.task;
+    const t0 = performance.now(),
+      elapsed0 = state.elapsed;
     const elapsed = () => elapsed0 + (performance.now() - t0) / 1000;
     const progress = new Progress(o.progress, o.totalSteps, o.progressStream, o.logEvery);
     const it = batchIterator(task.batches(state.position));
-    let lastCheckpoint = resumedFrom, lastCheckpointStep = resumedFrom ? state.step : -1;
+    let lastCheckpoint = resumedFrom,
+      lastCheckpointStep = resumedFrom ? state.step : -1;
     let stopReason: StopReason = 'completed';
     progress.start(state.step);
     try {
       while (state.step < o.totalSteps) {
-        if (o.signal?.aborted) { stopReason = 'aborted'; break; }
+        if (o.signal?.aborted) {
+          stopReason = 'aborted';
+          break;
+        }
         const tStep = performance.now();
         const batches = await this.nextMicroBatches(it, state.position);
-        if (batches.length === 0) { stopReason = o.epochs !== undefined ? 'completed' : 'data_exhausted'; break; }
+        if (batches.length === 0) {
+          stopReason = o.epochs !== undefined ? 'completed' : 'data_exhausted';
+          break;
+        }
         const step = state.step + 1;
-        const micro: MicroBatch[] = batches.map((b, i) => ({ feeds: { ...b.feeds, ...task.stepInputs?.({ step, micro: i, rng }) }, weight: b.weight ?? 1 }));
+        const micro: MicroBatch[] = batches.map((b, i) => ({
+          feeds: { ...b.feeds, ...task.stepInputs?.({ step, micro: i, rng }) },
+          weight: b.weight ?? 1,
+        }));
         const lr = o.lr * this.schedule.multiplier(state.step);
         const out = await engine.run(micro, lr);
         const badMicro = out.micro.findIndex((l) => !Number.isFinite(l));
         if (badMicro >= 0 || !Number.isFinite(out.loss) || !Number.isFinite(out.grad_norm)) {
-          const what = badMicro >= 0 || !Number.isFinite(out.loss) ? `the loss became ${out.micro[badMicro] ?? out.loss}` : `the gradient norm became ${out.grad_norm}`;
+          const what =
+            badMicro >= 0 || !Number.isFinite(out.loss)
+              ? `the loss became ${out.micro[badMicro] ?? out.loss}`
+              : `the gradient norm became ${out.grad_norm}`;
           const at = batches.length > 1 ? ` in micro-batch ${Math.max(badMicro, 0) + 1} of ${batches.length}` : '';
-          throw this.nonFinite(`${what} at step ${step}${at} (data position before the step: epoch ${state.position.epoch}, index ${state.position.index})`, step, lastCheckpoint);
+          throw this.nonFinite(
+            `${what} at step ${step}${at} (data position before the step: epoch ${state.position.epoch}, index ` +
+              `${state.position.index})`,
+            step,
+            lastCheckpoint,
+          );
         }
         const tokens = batches.reduce((a, b) => a + (b.tokens ?? b.weight ?? 1), 0);
         state.step = step;
@@ -186,8 +289,15 @@ export class Trainer {
         state.tokens += tokens;
         const bpe = task.batchesPerEpoch;
         const rec: StepRecord = {
-          step, ...(bpe ? { epoch: state.position.epoch + state.position.index / bpe } : {}), loss: out.loss, lr, grad_norm: out.grad_norm,
-          tokens: state.tokens, tokens_per_s: tokens / Math.max((performance.now() - tStep) / 1000, 1e-9), elapsed: 0, ...out.metrics,
+          step,
+          ...(bpe ? { epoch: state.position.epoch + state.position.index / bpe } : {}),
+          loss: out.loss,
+          lr,
+          grad_norm: out.grad_norm,
+          tokens: state.tokens,
+          tokens_per_s: tokens / Math.max((performance.now() - tStep) / 1000, 1e-9),
+          elapsed: 0,
+          ...out.metrics,
         };
         if (o.evalEvery !== undefined && (step % o.evalEvery === 0 || step === o.totalSteps)) {
           if (await this.evaluate(engine, state, rec, lastCheckpoint)) stopReason = 'early_stopping';
@@ -202,7 +312,10 @@ export class Trainer {
           lastCheckpointStep = step;
         }
         if (stopReason === 'early_stopping') {
-          progress.note(`early stopping at step ${step}: no eval improvement in ${state.evals_without_improvement} evaluations (best ${state.best_eval_loss} at step ${state.best_step})`);
+          progress.note(
+            `early stopping at step ${step}: no eval improvement in ${state.evals_without_improvement} evaluations ` +
+              `(best ${state.best_eval_loss} at step ${state.best_step})`,
+          );
           break;
         }
       }
@@ -216,14 +329,28 @@ export class Trainer {
       progress.stop();
       await it.return?.();
     }
-    return { stopReason, step: state.step, params: engine.params(), history: state.history, bestEvalLoss: state.best_eval_loss, bestStep: state.best_step, checkpoint: lastCheckpoint! };
+    return {
+      stopReason,
+      step: state.step,
+      params: engine.params(),
+      history: state.history,
+      bestEvalLoss: state.best_eval_loss,
+      bestStep: state.best_step,
+      checkpoint: lastCheckpoint!,
+    };
   }
 
   /** Evaluates into `rec`, tracks the best eval loss (saving `best/`); returns true when early stopping triggers. */
-  private async evaluate(engine: StepEngine, state: TrainerState, rec: StepRecord, lastCheckpoint: string | null): Promise<boolean> {
+  private async evaluate(
+    engine: StepEngine,
+    state: TrainerState,
+    rec: StepRecord,
+    lastCheckpoint: string | null,
+  ): Promise<boolean> {
     const o = this.options;
     const ev = await this.task.evaluate!(engine.params());
-    if (!Number.isFinite(ev.loss)) throw this.nonFinite(`the eval loss became ${ev.loss} at step ${rec.step}`, rec.step, lastCheckpoint);
+    if (!Number.isFinite(ev.loss))
+      throw this.nonFinite(`the eval loss became ${ev.loss} at step ${rec.step}`, rec.step, lastCheckpoint);
     rec.eval_loss = ev.loss;
     rec.eval_ppl = perplexity(ev.loss);
     // transformers' EarlyStoppingCallback: better means lower by more than the threshold.
@@ -239,8 +366,14 @@ export class Trainer {
   }
 
   private nonFinite(what: string, step: number, lastCheckpoint: string | null): LorakitError {
-    const keep = lastCheckpoint ? `the last good checkpoint is ${lastCheckpoint}` : 'no checkpoint was written before it';
-    return new LorakitError('LK_NON_FINITE', `training stopped: ${what}; ${keep} (resume from it with a lower lr, clipNorm, or the bad batch fixed)`, { step, checkpoint: lastCheckpoint });
+    const keep = lastCheckpoint
+      ? `the last good checkpoint is ${lastCheckpoint}`
+      : 'no checkpoint was written before it';
+    return new LorakitError(
+      'LK_NON_FINITE',
+      `training stopped: ${what}; ${keep} (resume from it with a lower lr, clipNorm, or the bad batch fixed)`,
+      { step, checkpoint: lastCheckpoint },
+    );
   }
 }
 

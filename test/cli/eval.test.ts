@@ -14,7 +14,10 @@ import { evaluateText, textWindows } from '../../src/train/text-eval.ts';
 import { assertAllclose } from '../helpers.ts';
 
 const tmp = await mkdtemp(join(tmpdir(), 'lorakit-eval-'));
-after(async () => { await rm(tmp, { recursive: true, force: true }); await shutdownRuntime(); });
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+  await shutdownRuntime();
+});
 
 function lorakit(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
   return new Promise((done) => {
@@ -24,57 +27,117 @@ function lorakit(...args: string[]): Promise<{ status: number; stdout: string; s
   });
 }
 
-interface RefCase { model: string; adapter: string | null; data: string; seq_len: number | null; seq_len_used: number; loss: number; perplexity: number; tokens: number; windows: number; loss_without_adapter?: number }
-const expected: { cases: Record<string, RefCase> } = JSON.parse(await readFile('test/fixtures/eval/expected.json', 'utf8'));
+interface RefCase {
+  model: string;
+  adapter: string | null;
+  data: string;
+  seq_len: number | null;
+  seq_len_used: number;
+  loss: number;
+  perplexity: number;
+  tokens: number;
+  windows: number;
+  loss_without_adapter?: number;
+}
+const expected: { cases: Record<string, RefCase> } = JSON.parse(
+  await readFile('test/fixtures/eval/expected.json', 'utf8'),
+);
 
-test('eval --json equals transformers\' loss and perplexity (1e-4 relative) and counts the same predicted tokens', async () => {
-  const names = Object.keys(expected.cases);
-  assert.ok(names.length >= 5);
-  const runs = await Promise.all(names.map((name) => {
-    const c = expected.cases[name];
-    return lorakit('--model', c.model, '--data', c.data, '--json',
-      ...(c.adapter ? ['--adapter', c.adapter] : []), ...(c.seq_len === null ? [] : ['--seq-len', String(c.seq_len)]));
-  }));
-  runs.forEach((r, i) => {
-    const name = names[i], c = expected.cases[name];
-    assert.equal(r.status, 0, `${name}: ${r.stderr}`);
-    assert.equal(r.stderr, '');
-    const got = JSON.parse(r.stdout);
-    assert.deepEqual([got.tokens, got.windows, got.seq_len], [c.tokens, c.windows, c.seq_len_used], name);
-    assertAllclose([got.loss, got.perplexity], [c.loss, c.perplexity], { rtol: 1e-4, atol: 0, what: `${name} loss, perplexity` });
-  });
-  // an adapter moves the loss by over 10x the tolerance, so an ignored adapter could not pass
-  for (const c of Object.values(expected.cases)) {
-    if (c.adapter) assert.ok(Math.abs(c.loss - c.loss_without_adapter!) > 10 * 1e-4 * c.loss, `${c.adapter}: ${c.loss} vs ${c.loss_without_adapter}`);
-  }
-});
+test(
+  "eval --json equals transformers' loss and perplexity (1e-4 relative) and counts the same predicted " + 'tokens',
+  async () => {
+    const names = Object.keys(expected.cases);
+    assert.ok(names.length >= 5);
+    const runs = await Promise.all(
+      names.map((name) => {
+        const c = expected.cases[name];
+        return lorakit(
+          '--model',
+          c.model,
+          '--data',
+          c.data,
+          '--json',
+          ...(c.adapter ? ['--adapter', c.adapter] : []),
+          ...(c.seq_len === null ? [] : ['--seq-len', String(c.seq_len)]),
+        );
+      }),
+    );
+    runs.forEach((r, i) => {
+      const name = names[i],
+        c = expected.cases[name];
+      assert.equal(r.status, 0, `${name}: ${r.stderr}`);
+      assert.equal(r.stderr, '');
+      const got = JSON.parse(r.stdout);
+      assert.deepEqual([got.tokens, got.windows, got.seq_len], [c.tokens, c.windows, c.seq_len_used], name);
+      assertAllclose([got.loss, got.perplexity], [c.loss, c.perplexity], {
+        rtol: 1e-4,
+        atol: 0,
+        what: `${name} loss, perplexity`,
+      });
+    });
+    // an adapter moves the loss by over 10x the tolerance, so an ignored adapter could not pass
+    for (const c of Object.values(expected.cases)) {
+      if (c.adapter)
+        assert.ok(
+          Math.abs(c.loss - c.loss_without_adapter!) > 10 * 1e-4 * c.loss,
+          `${c.adapter}: ${c.loss} vs ${c.loss_without_adapter}`,
+        );
+    }
+  },
+);
 
 test('windows are consecutive and non-overlapping; a one-token tail predicts nothing and is dropped', () => {
   const ids = Array.from({ length: 10 }, (_, i) => i);
-  assert.deepEqual(textWindows(ids, 4), [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]);
-  assert.deepEqual(textWindows(ids.slice(0, 9), 4), [[0, 1, 2, 3], [4, 5, 6, 7]]);
+  assert.deepEqual(textWindows(ids, 4), [
+    [0, 1, 2, 3],
+    [4, 5, 6, 7],
+    [8, 9],
+  ]);
+  assert.deepEqual(textWindows(ids.slice(0, 9), 4), [
+    [0, 1, 2, 3],
+    [4, 5, 6, 7],
+  ]);
   assert.deepEqual(textWindows([5], 4), []);
 });
 
-test('bad inputs: not a causal LM, seqLen past the positions, missing file, bad JSONL record, nothing to predict', async () => {
-  const [llama, bert] = await Promise.all([loadModel('test/fixtures/models/llama'), loadModel('test/fixtures/models/bert')]);
-  const tok = await HfTokenizer.fromDir('test/fixtures/models/llama');
-  const data = 'test/fixtures/eval/shakespeare.txt';
-  const bad = join(tmp, 'bad.jsonl'), empty = join(tmp, 'empty.txt');
-  await writeFile(bad, '{"text": "fine"}\n{"content": "no text field"}\n');
-  await writeFile(empty, '');
-  // thunks: each call starts only when awaited, so no rejection is left unhandled meanwhile
-  const cases: [() => Promise<unknown>, string, RegExp][] = [
-    [() => evaluateText(bert, tok, { data }), 'LK_UNSUPPORTED', /bert model, not a causal LM/],
-    [() => evaluateText(llama, tok, { data, seqLen: 129 }), 'LK_INVALID_ARGUMENT', /seqLen 129 exceeds the model's 128 positions; use at most 128/],
-    [() => evaluateText(llama, tok, { data: join(tmp, 'nope.txt') }), 'LK_FILE_NOT_FOUND', /data file .*nope\.txt does not exist/],
-    [() => evaluateText(llama, tok, { data: bad }), 'LK_FILE_INVALID', /bad\.jsonl:2: expected a record with a string field "text"/],
-    // the llama tokenizer adds <s>, so an empty text is one token: nothing to predict
-    [() => evaluateText(llama, tok, { data: empty }), 'LK_INVALID_ARGUMENT', /empty\.txt: no token to predict/],
-  ];
-  for (const [p, code, re] of cases) await assert.rejects(p(), (e: any) => e.code === code && re.test(e.message));
-  await Promise.all([llama.close(), bert.close()]);
-  const r = await lorakit('--model', 'test/fixtures/models/llama', '--data', data, '--seq-len', 'long');
-  assert.equal(r.status, 1);
-  assert.match(r.stderr, /^lorakit: --seq-len expects a positive integer, got "long" \[LK_INVALID_ARGUMENT\]\n$/);
-});
+test(
+  'bad inputs: not a causal LM, seqLen past the positions, missing file, bad JSONL record, nothing to ' + 'predict',
+  async () => {
+    const [llama, bert] = await Promise.all([
+      loadModel('test/fixtures/models/llama'),
+      loadModel('test/fixtures/models/bert'),
+    ]);
+    const tok = await HfTokenizer.fromDir('test/fixtures/models/llama');
+    const data = 'test/fixtures/eval/shakespeare.txt';
+    const bad = join(tmp, 'bad.jsonl'),
+      empty = join(tmp, 'empty.txt');
+    await writeFile(bad, '{"text": "fine"}\n{"content": "no text field"}\n');
+    await writeFile(empty, '');
+    // thunks: each call starts only when awaited, so no rejection is left unhandled meanwhile
+    const cases: [() => Promise<unknown>, string, RegExp][] = [
+      [() => evaluateText(bert, tok, { data }), 'LK_UNSUPPORTED', /bert model, not a causal LM/],
+      [
+        () => evaluateText(llama, tok, { data, seqLen: 129 }),
+        'LK_INVALID_ARGUMENT',
+        /seqLen 129 exceeds the model's 128 positions; use at most 128/,
+      ],
+      [
+        () => evaluateText(llama, tok, { data: join(tmp, 'nope.txt') }),
+        'LK_FILE_NOT_FOUND',
+        /data file .*nope\.txt does not exist/,
+      ],
+      [
+        () => evaluateText(llama, tok, { data: bad }),
+        'LK_FILE_INVALID',
+        /bad\.jsonl:2: expected a record with a string field "text"/,
+      ],
+      // the llama tokenizer adds <s>, so an empty text is one token: nothing to predict
+      [() => evaluateText(llama, tok, { data: empty }), 'LK_INVALID_ARGUMENT', /empty\.txt: no token to predict/],
+    ];
+    for (const [p, code, re] of cases) await assert.rejects(p(), (e: any) => e.code === code && re.test(e.message));
+    await Promise.all([llama.close(), bert.close()]);
+    const r = await lorakit('--model', 'test/fixtures/models/llama', '--data', data, '--seq-len', 'long');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^lorakit: --seq-len expects a positive integer, got "long" \[LK_INVALID_ARGUMENT\]\n$/);
+  },
+);

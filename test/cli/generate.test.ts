@@ -9,7 +9,8 @@ import { loadModel } from '../../src/models/index.ts';
 import { generate } from '../../src/models/generate.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
 
-const lorakit = (...args: string[]) => spawnSync(process.execPath, ['bin/lorakit.mjs', 'generate', ...args], { encoding: 'utf8' });
+const lorakit = (...args: string[]) =>
+  spawnSync(process.execPath, ['bin/lorakit.mjs', 'generate', ...args], { encoding: 'utf8' });
 const QWEN = 'test/fixtures/models/qwen2';
 after(shutdownRuntime);
 
@@ -25,24 +26,54 @@ test('generate streams the greedy continuation: stdout is the decode of the fixt
   assert.equal(r.stdout, `${tokenizer.decode(e.greedy, { skipSpecialTokens: true })}\n`);
 });
 
-test('generate --chat --system renders the chat template; sampling flags match the library with the same seed', async () => {
-  const flags = ['--temperature', '0.8', '--top-k', '40', '--top-p', '0.9', '--repetition-penalty', '1.1', '--seed', '5', '--max-new-tokens', '8'];
-  const r = lorakit('--model', QWEN, '--prompt', 'What is a truth?', '--chat', '--system', 'Be brief.', ...flags);
-  assert.equal(r.status, 0, r.stderr);
-  const [model, tokenizer] = await Promise.all([loadModel(QWEN), HfTokenizer.fromDir(QWEN)]);
-  const lib = await generate(model, tokenizer, {
-    messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'What is a truth?' }],
-    temperature: 0.8, topK: 40, topP: 0.9, repetitionPenalty: 1.1, seed: 5, maxNewTokens: 8,
-  });
-  await model.close();
-  assert.notEqual(lib.rows[0].text, '');
-  assert.equal(r.stdout, `${lib.rows[0].text}\n`);
-});
+test(
+  'generate --chat --system renders the chat template; sampling flags match the library with the ' + 'same seed',
+  async () => {
+    const flags = [
+      '--temperature',
+      '0.8',
+      '--top-k',
+      '40',
+      '--top-p',
+      '0.9',
+      '--repetition-penalty',
+      '1.1',
+      '--seed',
+      '5',
+      '--max-new-tokens',
+      '8',
+    ];
+    const r = lorakit('--model', QWEN, '--prompt', 'What is a truth?', '--chat', '--system', 'Be brief.', ...flags);
+    assert.equal(r.status, 0, r.stderr);
+    const [model, tokenizer] = await Promise.all([loadModel(QWEN), HfTokenizer.fromDir(QWEN)]);
+    const lib = await generate(model, tokenizer, {
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'What is a truth?' },
+      ],
+      temperature: 0.8,
+      topK: 40,
+      topP: 0.9,
+      repetitionPenalty: 1.1,
+      seed: 5,
+      maxNewTokens: 8,
+    });
+    await model.close();
+    assert.notEqual(lib.rows[0].text, '');
+    assert.equal(r.stdout, `${lib.rows[0].text}\n`);
+  },
+);
 
 test('generate errors are one line on stderr and exit 1', () => {
   const cases: [string[], RegExp][] = [
-    [['--model', 'test/fixtures/models/bert', '--prompt', 'x'], /^lorakit: generate: test\/fixtures\/models\/bert is a bert model, not a causal LM; .* \[LK_UNSUPPORTED\]\n$/],
-    [['--model', QWEN, '--prompt', 'x', '--top-k', 'many'], /^lorakit: --top-k expects a number, got "many" \[LK_INVALID_ARGUMENT\]\n$/],
+    [
+      ['--model', 'test/fixtures/models/bert', '--prompt', 'x'],
+      /^lorakit: generate: test\/fixtures\/models\/bert is a bert model, not a causal LM; .* \[LK_UNSUPPORTED\]\n$/,
+    ],
+    [
+      ['--model', QWEN, '--prompt', 'x', '--top-k', 'many'],
+      /^lorakit: --top-k expects a number, got "many" \[LK_INVALID_ARGUMENT\]\n$/,
+    ],
     [['--prompt', 'x'], /^lorakit: --model <dir> is required: a Hugging Face model folder \[LK_INVALID_ARGUMENT\]\n$/],
   ];
   for (const [args, re] of cases) {

@@ -41,12 +41,19 @@ test('info --json: GPT-2 Conv1D shapes read as [in -> out], tied lm_head counted
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /ORT_MODULES=0/);
   const info = JSON.parse(r.stdout);
-  // wte 384·64 + wpe 128·64 + 2 x (c_attn 64·192+192 + c_proj 64·64+64 + c_fc 64·256+256 + c_proj 256·64+64 + 2 LNs 256) + ln_f 128
+  // wte 384·64 + wpe 128·64 + 2 x (c_attn 64·192+192 + c_proj 64·64+64 + c_fc 64·256+256 + c_proj 256·64+64 + 2 LNs
+  // 256) + ln_f 128
   assert.equal(info.parameters, 24576 + 8192 + 2 * (12480 + 4160 + 16640 + 16448 + 256) + 128);
   assert.equal(info.tiedEmbeddings, true);
   assert.equal(info.layers, 2);
   const byName = Object.fromEntries(info.modules.map((m: { name: string }) => [m.name, m]));
-  assert.deepEqual(byName['transformer.h.{0..1}.attn.c_attn'], { name: 'transformer.h.{0..1}.attn.c_attn', kind: 'linear', shape: [64, 192], bias: true, count: 2 });
+  assert.deepEqual(byName['transformer.h.{0..1}.attn.c_attn'], {
+    name: 'transformer.h.{0..1}.attn.c_attn',
+    kind: 'linear',
+    shape: [64, 192],
+    bias: true,
+    count: 2,
+  });
   assert.deepEqual(byName['transformer.h.{0..1}.mlp.c_proj'].shape, [256, 64]);
   assert.equal(info.tokenizer.chatTemplate, null);
 });
@@ -55,14 +62,23 @@ test('info on a missing folder or an unsupported architecture prints one line an
   const missing = lorakit('info', 'test/fixtures/models/no-such-model');
   assert.equal(missing.status, 1);
   assert.equal(missing.stdout, '');
-  assert.equal(missing.stderr, 'lorakit: model folder test/fixtures/models/no-such-model not found [LK_FILE_NOT_FOUND]\n');
+  assert.equal(
+    missing.stderr,
+    'lorakit: model folder test/fixtures/models/no-such-model not found [LK_FILE_NOT_FOUND]\n',
+  );
   const dir = mkdtempSync(join(tmpdir(), 'lorakit-info-'));
   try {
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 't5', architectures: ['T5ForConditionalGeneration'] }));
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({ model_type: 't5', architectures: ['T5ForConditionalGeneration'] }),
+    );
     const r = lorakit('info', dir);
     assert.equal(r.status, 1);
     assert.equal(r.stderr.trim().split('\n').length, 1);
-    assert.match(r.stderr, /^lorakit: .*config\.json: model_type "t5" is not supported; supported model types: gpt2, llama, mistral, qwen2, bert \[LK_UNSUPPORTED\]\n$/);
+    assert.match(
+      r.stderr,
+      /^lorakit: .*config\.json: model_type "t5" is not supported; supported model types: gpt2, llama, mistral, qwen2, bert \[LK_UNSUPPORTED\]\n$/,
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

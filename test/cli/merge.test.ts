@@ -16,7 +16,10 @@ import { assertAllclose } from '../helpers.ts';
 import { logitsOf } from '../peft/logits.ts';
 
 const tmp = await mkdtemp(join(tmpdir(), 'lorakit-merge-cli-'));
-after(async () => { await rm(tmp, { recursive: true, force: true }); await shutdownRuntime(); });
+after(async () => {
+  await rm(tmp, { recursive: true, force: true });
+  await shutdownRuntime();
+});
 
 /** Runs `lorakit <command> ...args`; resolves with the exit status and both streams. */
 function run(command: string, ...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
@@ -28,13 +31,17 @@ function run(command: string, ...args: string[]): Promise<{ status: number; stdo
 }
 const lorakit = (...args: string[]) => run('merge', ...args);
 
-const GPT2 = 'test/fixtures/models/gpt2', LORA = 'test/fixtures/peft/gpt2_lora';
+const GPT2 = 'test/fixtures/models/gpt2',
+  LORA = 'test/fixtures/peft/gpt2_lora';
 
-test('merge writes a folder whose logits are PEFT\'s merge_and_unload logits', async () => {
+test("merge writes a folder whose logits are PEFT's merge_and_unload logits", async () => {
   const out = join(tmp, 'gpt2-merged');
   const r = await lorakit('--model', GPT2, '--adapter', LORA, '--out', out);
   assert.equal(r.status, 0, r.stderr);
-  assert.match(r.stdout, /^merged test\/fixtures\/peft\/gpt2_lora into test\/fixtures\/models\/gpt2: 8 of 28 tensors changed, written to .*gpt2-merged \(model.safetensors, config.json, /);
+  assert.match(
+    r.stdout,
+    /^merged test\/fixtures\/peft\/gpt2_lora into test\/fixtures\/models\/gpt2: 8 of 28 tensors changed, written to .*gpt2-merged \(model.safetensors, config.json, /,
+  );
   const expected = JSON.parse(await readFile(join(LORA, 'expected.json'), 'utf8'));
   const model = await loadModel(out);
   const got = await logitsOf(model, expected);
@@ -44,62 +51,89 @@ test('merge writes a folder whose logits are PEFT\'s merge_and_unload logits', a
   await st.close();
 });
 
-test('bad input fails with one line naming the problem: missing folder or file, shapes that do not fit, unknown peft_type, an existing --out', async () => {
-  const noWeights = join(tmp, 'no-weights'), loha = join(tmp, 'loha');
-  await mkdir(noWeights, { recursive: true });
-  await copyFile(join(LORA, 'adapter_config.json'), join(noWeights, 'adapter_config.json'));
-  await mkdir(loha, { recursive: true });
-  await copyFile(join(LORA, 'adapter_model.safetensors'), join(loha, 'adapter_model.safetensors'));
-  const config = JSON.parse(await readFile(join(LORA, 'adapter_config.json'), 'utf8'));
-  await writeFile(join(loha, 'adapter_config.json'), JSON.stringify({ ...config, peft_type: 'LOHA' }));
-  const out = join(tmp, 'never'), taken = join(tmp, 'taken');
-  await mkdir(taken, { recursive: true });
-  await writeFile(join(taken, 'keep.txt'), 'mine');
-  const cases: [string[], RegExp][] = [
-    [['--model', GPT2, '--adapter', join(tmp, 'missing'), '--out', out], /^lorakit: adapter folder .*missing does not exist \[LK_FILE_NOT_FOUND\]\n$/],
-    [['--model', GPT2, '--adapter', noWeights, '--out', out], /^lorakit: .*no-weights\/adapter_model\.safetensors is missing .*\[LK_FILE_NOT_FOUND\]\n$/],
-    [['--model', 'test/fixtures/models/smollm', '--adapter', 'test/fixtures/peft/llama_dora', '--out', out],
-      /^lorakit: .*adapter_model\.safetensors: tensor base_model\.model\.model\.layers\.0\.self_attn\.v_proj\.lora_B\.weight has shape \[32,4\], but the base model needs \[16,4\]; .*\[LK_SHAPE_MISMATCH\]\n$/],
-    [['--model', GPT2, '--adapter', loha, '--out', out], /^lorakit: .*loha\/adapter_config\.json: peft_type "LOHA" is not supported; lorakit supports LORA \[LK_UNSUPPORTED\]\n$/],
-    [['--model', GPT2, '--adapter', LORA], /^lorakit: --out <dir> is required: .*\[LK_INVALID_ARGUMENT\]\n$/],
-    [['--model', GPT2, '--adapter', LORA, '--out', taken], /^lorakit: exportMerged: the output folder .*taken exists and is not empty; remove it or pass overwrite \(--force\) \[LK_INVALID_ARGUMENT\]\n$/],
-  ];
-  const results = await Promise.all(cases.map(([args]) => lorakit(...args)));
-  results.forEach((r, i) => {
-    assert.equal(r.status, 1, cases[i][0].join(' '));
-    assert.equal(r.stdout, '');
-    assert.match(r.stderr, cases[i][1]);
-  });
-  assert.ok(!(await readdir(tmp)).includes('never'));
-  assert.deepEqual(await readdir(taken), ['keep.txt']);
-});
+test(
+  'bad input fails with one line naming the problem: missing folder or file, shapes that do not fit, unknown ' +
+    'peft_type, an existing --out',
+  async () => {
+    const noWeights = join(tmp, 'no-weights'),
+      loha = join(tmp, 'loha');
+    await mkdir(noWeights, { recursive: true });
+    await copyFile(join(LORA, 'adapter_config.json'), join(noWeights, 'adapter_config.json'));
+    await mkdir(loha, { recursive: true });
+    await copyFile(join(LORA, 'adapter_model.safetensors'), join(loha, 'adapter_model.safetensors'));
+    const config = JSON.parse(await readFile(join(LORA, 'adapter_config.json'), 'utf8'));
+    await writeFile(join(loha, 'adapter_config.json'), JSON.stringify({ ...config, peft_type: 'LOHA' }));
+    const out = join(tmp, 'never'),
+      taken = join(tmp, 'taken');
+    await mkdir(taken, { recursive: true });
+    await writeFile(join(taken, 'keep.txt'), 'mine');
+    const cases: [string[], RegExp][] = [
+      [
+        ['--model', GPT2, '--adapter', join(tmp, 'missing'), '--out', out],
+        /^lorakit: adapter folder .*missing does not exist \[LK_FILE_NOT_FOUND\]\n$/,
+      ],
+      [
+        ['--model', GPT2, '--adapter', noWeights, '--out', out],
+        /^lorakit: .*no-weights\/adapter_model\.safetensors is missing .*\[LK_FILE_NOT_FOUND\]\n$/,
+      ],
+      [
+        ['--model', 'test/fixtures/models/smollm', '--adapter', 'test/fixtures/peft/llama_dora', '--out', out],
+        /^lorakit: .*adapter_model\.safetensors: tensor base_model\.model\.model\.layers\.0\.self_attn\.v_proj\.lora_B\.weight has shape \[32,4\], but the base model needs \[16,4\]; .*\[LK_SHAPE_MISMATCH\]\n$/,
+      ],
+      [
+        ['--model', GPT2, '--adapter', loha, '--out', out],
+        /^lorakit: .*loha\/adapter_config\.json: peft_type "LOHA" is not supported; lorakit supports LORA \[LK_UNSUPPORTED\]\n$/,
+      ],
+      [['--model', GPT2, '--adapter', LORA], /^lorakit: --out <dir> is required: .*\[LK_INVALID_ARGUMENT\]\n$/],
+      [
+        ['--model', GPT2, '--adapter', LORA, '--out', taken],
+        /^lorakit: exportMerged: the output folder .*taken exists and is not empty; remove it or pass overwrite \(--force\) \[LK_INVALID_ARGUMENT\]\n$/,
+      ],
+    ];
+    const results = await Promise.all(cases.map(([args]) => lorakit(...args)));
+    results.forEach((r, i) => {
+      assert.equal(r.status, 1, cases[i][0].join(' '));
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, cases[i][1]);
+    });
+    assert.ok(!(await readdir(tmp)).includes('never'));
+    assert.deepEqual(await readdir(taken), ['keep.txt']);
+  },
+);
 
-test('generate --adapter differs from the base model and equals generating with the merged folder (CLI and library)', async () => {
-  const LLAMA = 'test/fixtures/models/llama', PATTERNS = 'test/fixtures/peft/llama_lora_patterns';
-  const merged = join(tmp, 'llama-merged');
-  await mkdir(merged, { recursive: true });
-  await writeFile(join(merged, 'stale.txt'), 'replaced by --force');
-  const m = await lorakit('--model', LLAMA, '--adapter', PATTERNS, '--out', merged, '--force');
-  assert.equal(m.status, 0, m.stderr);
-  assert.ok(!(await readdir(merged)).includes('stale.txt'));
-  const flags = ['--prompt', 'To be, or not to be', '--max-new-tokens', '16'];
-  const [base, withAdapter, fromMerged] = await Promise.all([
-    run('generate', '--model', LLAMA, ...flags), run('generate', '--model', LLAMA, '--adapter', PATTERNS, ...flags), run('generate', '--model', merged, ...flags),
-  ]);
-  for (const r of [base, withAdapter, fromMerged]) assert.equal(r.status, 0, r.stderr);
-  assert.notEqual(withAdapter.stdout, base.stdout);
-  assert.equal(withAdapter.stdout, fromMerged.stdout);
+test(
+  'generate --adapter differs from the base model and equals generating with the merged folder (CLI and ' + 'library)',
+  async () => {
+    const LLAMA = 'test/fixtures/models/llama',
+      PATTERNS = 'test/fixtures/peft/llama_lora_patterns';
+    const merged = join(tmp, 'llama-merged');
+    await mkdir(merged, { recursive: true });
+    await writeFile(join(merged, 'stale.txt'), 'replaced by --force');
+    const m = await lorakit('--model', LLAMA, '--adapter', PATTERNS, '--out', merged, '--force');
+    assert.equal(m.status, 0, m.stderr);
+    assert.ok(!(await readdir(merged)).includes('stale.txt'));
+    const flags = ['--prompt', 'To be, or not to be', '--max-new-tokens', '16'];
+    const [base, withAdapter, fromMerged] = await Promise.all([
+      run('generate', '--model', LLAMA, ...flags),
+      run('generate', '--model', LLAMA, '--adapter', PATTERNS, ...flags),
+      run('generate', '--model', merged, ...flags),
+    ]);
+    for (const r of [base, withAdapter, fromMerged]) assert.equal(r.status, 0, r.stderr);
+    assert.notEqual(withAdapter.stdout, base.stdout);
+    assert.equal(withAdapter.stdout, fromMerged.stdout);
 
-  // the same through the library, on token ids: hooks (unmerged) and PeftModel.merge() give the same greedy tokens
-  const [model, tokenizer] = await Promise.all([loadModel(LLAMA), HfTokenizer.fromDir(LLAMA)]);
-  const peft = new PeftModel(adaptable(model));
-  await loadAdapter(peft, PATTERNS);
-  const ids = async (adapter?: ReturnType<PeftModel['generationAdapter']>) =>
-    (await generate(model, tokenizer, { prompt: 'To be, or not to be', maxNewTokens: 16, adapter })).rows[0].tokenIds;
-  const plain = await ids(), hooked = await ids(peft.generationAdapter());
-  await peft.merge();
-  const mergedIds = await ids(peft.generationAdapter());
-  await model.close();
-  assert.notDeepEqual(hooked, plain);
-  assert.deepEqual(hooked, mergedIds);
-});
+    // the same through the library, on token ids: hooks (unmerged) and PeftModel.merge() give the same greedy tokens
+    const [model, tokenizer] = await Promise.all([loadModel(LLAMA), HfTokenizer.fromDir(LLAMA)]);
+    const peft = new PeftModel(adaptable(model));
+    await loadAdapter(peft, PATTERNS);
+    const ids = async (adapter?: ReturnType<PeftModel['generationAdapter']>) =>
+      (await generate(model, tokenizer, { prompt: 'To be, or not to be', maxNewTokens: 16, adapter })).rows[0].tokenIds;
+    const plain = await ids(),
+      hooked = await ids(peft.generationAdapter());
+    await peft.merge();
+    const mergedIds = await ids(peft.generationAdapter());
+    await model.close();
+    assert.notDeepEqual(hooked, plain);
+    assert.deepEqual(hooked, mergedIds);
+  },
+);

@@ -12,8 +12,11 @@ const shared = new URL('../../../shared/data/', import.meta.url).pathname;
 
 function run(yaml: string, dir: string, ...sets: string[]): string {
   writeFileSync(join(dir, 'run.yaml'), yaml);
-  const r = spawnSync(process.execPath, [join(root, 'bin/lorakit.mjs'), 'train', '--config', join(dir, 'run.yaml'), ...sets.flatMap((s) => ['--set', s])],
-    { encoding: 'utf8', env: { ...process.env, LORAKIT_CACHE: join(dir, 'cache') } });
+  const r = spawnSync(
+    process.execPath,
+    [join(root, 'bin/lorakit.mjs'), 'train', '--config', join(dir, 'run.yaml'), ...sets.flatMap((s) => ['--set', s])],
+    { encoding: 'utf8', env: { ...process.env, LORAKIT_CACHE: join(dir, 'cache') } },
+  );
   assert.equal(r.status, 0, r.stderr);
   return r.stdout;
 }
@@ -22,14 +25,18 @@ function checkOutputs(out: string, runDir: string): void {
   for (const what of ['adapter:', 'checkpoint:', 'metrics:', 'plot:']) assert.match(out, new RegExp(what));
   assert.ok(existsSync(join(runDir, 'final', 'adapter_model.safetensors')));
   assert.ok(existsSync(join(runDir, 'final', 'adapter_config.json')));
-  const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const metrics = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.ok(metrics.length >= 4 && metrics.every((m) => Number.isFinite(m.loss)));
   assert.match(readFileSync(join(runDir, 'loss.svg'), 'utf8'), /^<svg[\s\S]*train[\s\S]*eval[\s\S]*<\/svg>$/);
 }
 
 test('a YAML run on the Alpaca data completes on the fixture Llama', () => {
   const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
-  const out = run(`model: ${root}test/fixtures/models/llama
+  const out = run(
+    `model: ${root}test/fixtures/models/llama
 output_dir: ${dir}/run
 data:
   path: ${shared}alpaca/alpaca_5000.json
@@ -38,33 +45,51 @@ data:
   held_out: 16
 adapter: {target_modules: [q_proj, v_proj], r: 4, lora_alpha: 8}
 training: {max_steps: 4, per_device_train_batch_size: 2, learning_rate: 0.002, eval_steps: 2}
-`, dir);
+`,
+    dir,
+  );
   assert.match(out, /stopped: completed after 4 steps/);
   checkOutputs(out, join(dir, 'run'));
 });
 
-test('a YAML run on a chat-format file (ChatML template, loss on assistant turns) completes on the fixture Qwen2', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
-  const convs = Array.from({ length: 24 }, (_, i) => JSON.stringify({ messages: [
-    { role: 'system', content: 'You answer briefly.' },
-    { role: 'user', content: `What is ${i} plus ${i}?` },
-    { role: 'assistant', content: `It is ${2 * i}.` },
-  ] }));
-  writeFileSync(join(dir, 'chat.jsonl'), convs.join('\n') + '\n');
-  const out = run(`model: ${root}test/fixtures/models/qwen2
+test(
+  'a YAML run on a chat-format file (ChatML template, loss on assistant turns) completes on the fixture ' + 'Qwen2',
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
+    const convs = Array.from({ length: 24 }, (_, i) =>
+      JSON.stringify({
+        messages: [
+          { role: 'system', content: 'You answer briefly.' },
+          { role: 'user', content: `What is ${i} plus ${i}?` },
+          { role: 'assistant', content: `It is ${2 * i}.` },
+        ],
+      }),
+    );
+    writeFileSync(join(dir, 'chat.jsonl'), `${convs.join('\n')}\n`);
+    const out = run(
+      `model: ${root}test/fixtures/models/qwen2
 output_dir: run
 data: {path: chat.jsonl, seq_len: 64, held_out: 4}
 adapter: {target_modules: all-linear, r: 4, lora_alpha: 8, use_dora: true}
 training: {max_steps: 4, per_device_train_batch_size: 2, learning_rate: 0.002, eval_steps: 2}
-`, dir, 'training.loraplus_lr_ratio=4');
-  checkOutputs(out, join(dir, 'run'));
-  assert.equal(JSON.parse(readFileSync(join(dir, 'run', 'final', 'adapter_config.json'), 'utf8')).use_dora, true);
-});
+`,
+      dir,
+      'training.loraplus_lr_ratio=4',
+    );
+    checkOutputs(out, join(dir, 'run'));
+    assert.equal(JSON.parse(readFileSync(join(dir, 'run', 'final', 'adapter_config.json'), 'utf8')).use_dora, true);
+  },
+);
 
 test('a config with an unknown key fails with one line naming it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
-  writeFileSync(join(dir, 'run.yaml'), 'model: m\noutput_dir: o\ndata: {path: d}\ntraining: {max_steps: 1, bach_size: 2}\n');
-  const r = spawnSync(process.execPath, [join(root, 'bin/lorakit.mjs'), 'train', '--config', join(dir, 'run.yaml')], { encoding: 'utf8' });
+  writeFileSync(
+    join(dir, 'run.yaml'),
+    'model: m\noutput_dir: o\ndata: {path: d}\ntraining: {max_steps: 1, bach_size: 2}\n',
+  );
+  const r = spawnSync(process.execPath, [join(root, 'bin/lorakit.mjs'), 'train', '--config', join(dir, 'run.yaml')], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /unknown key training\.bach_size \[LK_CONFIG_INVALID\]/);
 });

@@ -3,15 +3,31 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HfTokenizer } from '../../src/io/index.ts';
-import { BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, byteCharacters, byteTokenizerConfig, byteTokenizerJson, encodeDocument } from '../../src/demo/bytes.ts';
+import {
+  BOS_ID,
+  EOS_ID,
+  PAD_ID,
+  VOCAB_SIZE,
+  byteCharacters,
+  byteTokenizerConfig,
+  byteTokenizerJson,
+  encodeDocument,
+} from '../../src/demo/bytes.ts';
 import { rng } from '../helpers.ts';
 
 const tok = HfTokenizer.fromJson(byteTokenizerJson(), byteTokenizerConfig(256));
 const bytesOf = (s: string) => [...Buffer.from(s, 'utf8')];
 
-/** A random string of `n` code points drawn from ASCII, Latin-1, other BMP scripts and astral planes (no lone surrogates). */
+/** A random string of `n` code points drawn from ASCII, Latin-1, other BMP scripts and astral planes (no lone
+ * surrogates). */
 function randomText(r: () => number, n: number): string {
-  const ranges: [number, number][] = [[0, 0x7f], [0x80, 0x7ff], [0x800, 0xd7ff], [0xe000, 0xfffd], [0x10000, 0x10ffff]];
+  const ranges: [number, number][] = [
+    [0, 0x7f],
+    [0x80, 0x7ff],
+    [0x800, 0xd7ff],
+    [0xe000, 0xfffd],
+    [0x10000, 0x10ffff],
+  ];
   let s = '';
   for (let i = 0; i < n; i++) {
     const [lo, hi] = ranges[Math.floor(r() * ranges.length)];
@@ -24,11 +40,22 @@ test('the vocabulary is 256 bytes plus <s>, </s>, <pad>', () => {
   assert.equal(tok.vocabSize, VOCAB_SIZE);
   assert.deepEqual([tok.bosTokenId, tok.eosTokenId, tok.padTokenId], [BOS_ID, EOS_ID, PAD_ID]);
   assert.equal(new Set(byteCharacters()).size, 256);
-  assert.deepEqual(tok.addedTokens().map((t) => t.content), ['<s>', '</s>', '<pad>']);
+  assert.deepEqual(
+    tok.addedTokens().map((t) => t.content),
+    ['<s>', '</s>', '<pad>'],
+  );
 });
 
 test('known texts encode to their UTF-8 bytes after <s> and decode back', () => {
-  for (const s of ['Hello, world!', '  two spaces\n\nand\ttabs\r\n', 'naïve café — “quotes”', '日本語のテキスト', 'emoji 🎉👩‍💻', '\u0000\u0001\u007f\u0080\u00ff', '']) {
+  for (const s of [
+    'Hello, world!',
+    '  two spaces\n\nand\ttabs\r\n',
+    'naïve café — “quotes”',
+    '日本語のテキスト',
+    'emoji 🎉👩‍💻',
+    '\u0000\u0001\u007f\u0080\u00ff',
+    '',
+  ]) {
     assert.deepEqual(tok.encode(s, { addSpecialTokens: false }), bytesOf(s), JSON.stringify(s));
     assert.deepEqual(tok.encode(s), [BOS_ID, ...bytesOf(s)]);
     assert.equal(tok.decode(tok.encode(s), { skipSpecialTokens: true }), s);

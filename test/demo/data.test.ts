@@ -11,12 +11,16 @@ const stream = tokenStream([file('a', 'abcdefghij'), file('b', 'KLMNOPQRSTUVWXYZ
 
 test('the stream is <s> text </s> per file, in order', () => {
   assert.equal(stream.length, 10 + 16 + 4);
-  assert.deepEqual([stream[0], stream[1], stream[11], stream[12], stream[13], stream[29]], [BOS_ID, 97, EOS_ID, BOS_ID, 75, EOS_ID]);
+  assert.deepEqual(
+    [stream[0], stream[1], stream[11], stream[12], stream[13], stream[29]],
+    [BOS_ID, 97, EOS_ID, BOS_ID, 75, EOS_ID],
+  );
 });
 
 test('training batch i depends only on the seed and i; labels are the next tokens', () => {
   const s = new WindowSampler(stream, 8, 3);
-  const a = s.batch(5, 4), b = new WindowSampler(stream, 8, 3).batch(5, 4);
+  const a = s.batch(5, 4),
+    b = new WindowSampler(stream, 8, 3).batch(5, 4);
   assert.deepEqual(a, b);
   assert.notDeepEqual(s.batch(6, 4).inputIds, a.inputIds);
   for (let row = 0; row < 4; row++) {
@@ -28,7 +32,8 @@ test('training batch i depends only on the seed and i; labels are the next token
 test('evaluation windows cover the stream once, ignore special-token targets, and pad the last batch', () => {
   const batches = evalBatches(stream, 4, 3); // (30 - 1) / 4 = 7 windows: 3 batches, the last with 1 row
   assert.equal(batches.length, 3);
-  assert.equal(targetCount(batches), 7 * 4 - 2); // targets are stream[1..28]; two of them (</s> of a, <s> of b) are special
+  // targets are stream[1..28]; two of them (</s> of a, <s> of b) are special
+  assert.equal(targetCount(batches), 7 * 4 - 2);
   assert.ok(batches[2].labels.slice(4).every((y) => y === BigInt(IGNORE)));
   const few = evalBatches(stream, 4, 2, 2);
   assert.equal(few.length, 1);

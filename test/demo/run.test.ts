@@ -14,7 +14,11 @@ import { loadModel } from '../../src/models/index.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
 
 const dirs: string[] = [];
-const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'lorakit-demo-test-')); dirs.push(d); return d; };
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), 'lorakit-demo-test-'));
+  dirs.push(d);
+  return d;
+};
 after(async () => {
   await shutdownRuntime();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
@@ -33,26 +37,37 @@ test('models/demo-base is the byte-level Llama the code describes, with a model 
   assert.match(readFileSync(join(DEMO_BASE_DIR, 'README.md'), 'utf8'), /held out \(all held-out bytes\) \| \d\.\d{4}/);
 });
 
-test('a few LoRA steps lower the held-out fiction loss and save a PEFT adapter; the same seed gives the same run', async () => {
-  const out = tmp();
-  const r = await runDemo({ ...small, outDir: out });
-  assert.ok(r.heldOutAfter < r.heldOutBefore, `held-out loss ${r.heldOutBefore} -> ${r.heldOutAfter}`);
-  assert.equal(r.trainLosses.length, 4);
-  assert.equal(r.adapterDir, join(out, 'final'));
-  const config = JSON.parse(readFileSync(join(r.adapterDir, 'adapter_config.json'), 'utf8'));
-  assert.equal(config.peft_type, 'LORA');
-  assert.deepEqual([config.r, config.lora_alpha], [16, 32]);
-  const st = await SafetensorsFile.open(join(r.adapterDir, 'adapter_model.safetensors'));
-  assert.equal(st.names().length, 4 * 7 * 2); // 4 layers x q/k/v/o/gate/up/down x lora_A/lora_B
-  await st.close();
-  assert.equal(typeof r.sampleAfter, 'string');
+test(
+  'a few LoRA steps lower the held-out fiction loss and save a PEFT adapter; the same seed gives the ' + 'same run',
+  async () => {
+    const out = tmp();
+    const r = await runDemo({ ...small, outDir: out });
+    assert.ok(r.heldOutAfter < r.heldOutBefore, `held-out loss ${r.heldOutBefore} -> ${r.heldOutAfter}`);
+    assert.equal(r.trainLosses.length, 4);
+    assert.equal(r.adapterDir, join(out, 'final'));
+    const config = JSON.parse(readFileSync(join(r.adapterDir, 'adapter_config.json'), 'utf8'));
+    assert.equal(config.peft_type, 'LORA');
+    assert.deepEqual([config.r, config.lora_alpha], [16, 32]);
+    const st = await SafetensorsFile.open(join(r.adapterDir, 'adapter_model.safetensors'));
+    assert.equal(st.names().length, 4 * 7 * 2); // 4 layers x q/k/v/o/gate/up/down x lora_A/lora_B
+    await st.close();
+    assert.equal(typeof r.sampleAfter, 'string');
 
-  const again = await runDemo({ ...small, outDir: tmp() });
-  assert.deepEqual([again.heldOutBefore, again.heldOutAfter, again.trainLosses, again.sampleBefore, again.sampleAfter],
-    [r.heldOutBefore, r.heldOutAfter, r.trainLosses, r.sampleBefore, r.sampleAfter]);
-});
+    const again = await runDemo({ ...small, outDir: tmp() });
+    assert.deepEqual(
+      [again.heldOutBefore, again.heldOutAfter, again.trainLosses, again.sampleBefore, again.sampleAfter],
+      [r.heldOutBefore, r.heldOutAfter, r.trainLosses, r.sampleBefore, r.sampleAfter],
+    );
+  },
+);
 
 test('bad options are refused naming the option', async () => {
-  await assert.rejects(runDemo({ steps: 0 }), { code: 'LK_INVALID_ARGUMENT', message: /demo: steps must be a positive integer, got 0/ });
-  await assert.rejects(runDemo({ seqLen: 512, outDir: tmp() }), { code: 'LK_INVALID_ARGUMENT', message: /seqLen 512 exceeds the model's 256 positions/ });
+  await assert.rejects(runDemo({ steps: 0 }), {
+    code: 'LK_INVALID_ARGUMENT',
+    message: /demo: steps must be a positive integer, got 0/,
+  });
+  await assert.rejects(runDemo({ seqLen: 512, outDir: tmp() }), {
+    code: 'LK_INVALID_ARGUMENT',
+    message: /seqLen 512 exceeds the model's 256 positions/,
+  });
 });

@@ -15,13 +15,15 @@ test('crossEntropy equals the mean NLL over counted labels and ignores -100', as
   g.output('loss', loss);
   const s = await compile(g, { worker: false });
   const out = await s.run({ z, y: BigInt64Array.from(labels.map(BigInt)) });
-  let sum = 0, cnt = 0;
+  let sum = 0,
+    cnt = 0;
   for (let i = 0; i < N; i++) {
     if (labels[i] === -100) continue;
     const row = Array.from(z.slice(i * C, (i + 1) * C));
     const m = Math.max(...row);
     const lse = m + Math.log(row.reduce((a, v) => a + Math.exp(v - m), 0));
-    sum += lse - row[labels[i]]; cnt++;
+    sum += lse - row[labels[i]];
+    cnt++;
   }
   assertAllclose(out.loss.data as Float64Array, [sum / cnt], { rtol: 1e-12, what: 'loss' });
 });
@@ -38,7 +40,8 @@ test('rmsNorm and gelu match plain-JS formulas', async () => {
   const x = randArray(8, 5);
   const w = randArray(4, 6);
   const g = new Graph();
-  const xi = g.input('x', 'f64', [2, 4]), wi = g.input('w', 'f64', [4]);
+  const xi = g.input('x', 'f64', [2, 4]),
+    wi = g.input('w', 'f64', [4]);
   g.output('rms', rmsNorm(xi, wi, 1e-6));
   g.output('rms_f32', rmsNorm(xi.cast('f32'), wi.cast('f32'), 1e-6).cast('f64')); // the SimplifiedLayerNormalization kernel
   g.output('gelu', gelu(xi.cast('f32')).cast('f64'));
@@ -47,15 +50,24 @@ test('rmsNorm and gelu match plain-JS formulas', async () => {
   g.output('silu_f32', silu(xi.cast('f32')).cast('f64')); // the QuickGelu kernel
   const s = await compile(g, { worker: false });
   const out = await s.run({ x, w });
-  const rms = new Float64Array(8), ge = new Float64Array(8), gt = new Float64Array(8);
+  const rms = new Float64Array(8),
+    ge = new Float64Array(8),
+    gt = new Float64Array(8);
   for (let r = 0; r < 2; r++) {
     const row = x.slice(r * 4, r * 4 + 4);
     const inv = 1 / Math.sqrt(row.reduce((a, v) => a + v * v, 0) / 4 + 1e-6);
     for (let c = 0; c < 4; c++) rms[r * 4 + c] = row[c] * inv * w[c];
   }
-  const erf = (v: number) => { // Abramowitz-Stegun 7.1.26 is too coarse; use a series for |v| < 3
-    let s = 0, t = v, n = 0;
-    while (Math.abs(t) > 1e-17 && n < 200) { s += t / (2 * n + 1); n++; t *= -v * v / n; }
+  const erf = (v: number) => {
+    // Abramowitz-Stegun 7.1.26 is too coarse; use a series for |v| < 3
+    let s = 0,
+      t = v,
+      n = 0;
+    while (Math.abs(t) > 1e-17 && n < 200) {
+      s += t / (2 * n + 1);
+      n++;
+      t *= (-v * v) / n;
+    }
     return (2 / Math.sqrt(Math.PI)) * s;
   };
   x.forEach((v, i) => {
@@ -63,11 +75,23 @@ test('rmsNorm and gelu match plain-JS formulas', async () => {
     gt[i] = 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
   });
   assertAllclose(out.rms.data as Float64Array, rms, { rtol: 1e-12, what: 'rmsNorm' });
-  assertAllclose(out.rms_f32.data as Float64Array, rms, { rtol: 1e-6, atol: 1e-6, what: 'rmsNorm (SimplifiedLayerNormalization, f32)' });
+  assertAllclose(out.rms_f32.data as Float64Array, rms, {
+    rtol: 1e-6,
+    atol: 1e-6,
+    what: 'rmsNorm (SimplifiedLayerNormalization, f32)',
+  });
   assertAllclose(out.gelu.data as Float64Array, ge, { rtol: 1e-6, atol: 1e-6, what: 'gelu' });
   assertAllclose(out.gelu_tanh.data as Float64Array, gt, { rtol: 1e-12, what: 'gelu tanh' });
-  assertAllclose(out.gelu_tanh_f32.data as Float64Array, gt, { rtol: 1e-6, atol: 1e-6, what: 'gelu tanh (FastGelu, f32)' });
-  assertAllclose(out.silu_f32.data as Float64Array, Array.from(x, (v) => v / (1 + Math.exp(-v))), { rtol: 1e-6, atol: 1e-6, what: 'silu (QuickGelu, f32)' });
+  assertAllclose(out.gelu_tanh_f32.data as Float64Array, gt, {
+    rtol: 1e-6,
+    atol: 1e-6,
+    what: 'gelu tanh (FastGelu, f32)',
+  });
+  assertAllclose(
+    out.silu_f32.data as Float64Array,
+    Array.from(x, (v) => v / (1 + Math.exp(-v))),
+    { rtol: 1e-6, atol: 1e-6, what: 'silu (QuickGelu, f32)' },
+  );
 });
 
 test('gradient: logSoftmax', () => gradcheck((_g, [x]) => logSoftmax(x), [{ shape: [3, 5] }]));
@@ -75,14 +99,16 @@ test('gradient: crossEntropy with an ignored label', () =>
   gradcheck((g, [z]) => crossEntropy(z, g.constant([1, -100, 3], 'i64', [3])), [{ shape: [3, 4] }]));
 test('gradient: rmsNorm', () => gradcheck((_g, [x, w]) => rmsNorm(x, w), [{ shape: [2, 4] }, { shape: [4] }]));
 // ORT keeps LayerNorm's mean and 1/std in float32 (stash_type) even for float64 input, hence rtol 1e-5
-test('gradient: layerNorm without bias', () => gradcheck((_g, [x, w]) => layerNorm(x, w, null), [{ shape: [2, 3, 4] }, { shape: [4] }], { rtol: 1e-5 }));
+test('gradient: layerNorm without bias', () =>
+  gradcheck((_g, [x, w]) => layerNorm(x, w, null), [{ shape: [2, 3, 4] }, { shape: [4] }], { rtol: 1e-5 }));
 test('gradient: gelu (tanh form)', () => gradcheck((_g, [x]) => gelu(x, 'tanh'), [{ shape: [6] }]));
 test('gradient: silu', () => gradcheck((_g, [x]) => silu(x), [{ shape: [6] }]));
 
 test('dropout keeps about 1-p of the values, scaled by 1/(1-p), and is reproducible per seed', async () => {
   const { dropout } = await import('../../src/graph/index.ts');
   const g = new Graph();
-  const x = g.input('x', 'f32', [64, 128]), seed = g.input('seed', 'f32', []);
+  const x = g.input('x', 'f32', [64, 128]),
+    seed = g.input('seed', 'f32', []);
   g.output('y', dropout(x, 0.25, seed));
   const s = await compile(g, { worker: false });
   const ones = new Float32Array(64 * 128).fill(1);
@@ -92,5 +118,8 @@ test('dropout keeps about 1-p of the values, scaled by 1/(1-p), and is reproduci
   assert.ok(Math.abs(kept.length / a.length - 0.75) < 0.03, `kept fraction ${kept.length / a.length}`);
   assert.ok(kept.every((v) => Math.abs(v - 4 / 3) < 1e-6));
   assert.deepEqual(a, a2);
-  assert.ok(a.some((v, i) => v !== b[i]), 'another seed gives another mask');
+  assert.ok(
+    a.some((v, i) => v !== b[i]),
+    'another seed gives another mask',
+  );
 });

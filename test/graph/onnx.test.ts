@@ -22,7 +22,13 @@ function sample() {
 test('a serialised graph decodes with onnx-proto: nodes, attributes, initializers, typed inputs', () => {
   const m = onnx.ModelProto.decode(toOnnx(sample()));
   assert.equal(Number(m.irVersion), 8);
-  assert.deepEqual(m.opsetImport.map((o: any) => [o.domain, Number(o.version)]), [['', 18], ['com.microsoft', 1]]);
+  assert.deepEqual(
+    m.opsetImport.map((o: any) => [o.domain, Number(o.version)]),
+    [
+      ['', 18],
+      ['com.microsoft', 1],
+    ],
+  );
   const ops = m.graph.node.map((n: any) => n.opType);
   assert.ok(ops.includes('Gemm') && ops.includes('Softmax'));
   assert.ok(!ops.includes('Exp'), 'dead nodes must be pruned');
@@ -34,8 +40,14 @@ test('a serialised graph decodes with onnx-proto: nodes, attributes, initializer
   assert.deepEqual(w.dims.map(Number), [3, 2]);
   assert.deepEqual(Array.from(new Float32Array(new Uint8Array(w.rawData).buffer)), [1, -2, 3, -4, 5, -6]);
   const xin = m.graph.input.find((i: any) => i.name === 'x');
-  assert.deepEqual(xin.type.tensorType.shape.dim.map((d: any) => d.dimParam || Number(d.dimValue)), ['B', 3]);
-  assert.deepEqual(m.graph.output.map((o: any) => o.name), ['y', 'dx']);
+  assert.deepEqual(
+    xin.type.tensorType.shape.dim.map((d: any) => d.dimParam || Number(d.dimValue)),
+    ['B', 3],
+  );
+  assert.deepEqual(
+    m.graph.output.map((o: any) => o.name),
+    ['y', 'dx'],
+  );
 });
 
 test('negative int attributes and int64 constants survive the round trip', () => {
@@ -45,14 +57,19 @@ test('negative int attributes and int64 constants survive the round trip', () =>
   const m = onnx.ModelProto.decode(toOnnx(g));
   const sm = m.graph.node.find((n: any) => n.opType === 'Softmax');
   assert.equal(Number(sm.attribute[0].i), -1);
-  const starts = m.graph.initializer.find((t: any) => Number(t.dataType) === 7 && new BigInt64Array(new Uint8Array(t.rawData).slice().buffer)[0] === -2n);
+  const starts = m.graph.initializer.find(
+    (t: any) => Number(t.dataType) === 7 && new BigInt64Array(new Uint8Array(t.rawData).slice().buffer)[0] === -2n,
+  );
   assert.ok(starts, 'the -2 start is stored as int64');
 });
 
 test('the serialised model runs in ORT with the expected values', async () => {
   const s = await compile(sample(), { worker: false });
   const out = await s.run({ x: { data: new Float32Array([1, 0, 0, 0, 1, 0]), shape: [2, 3] } });
-  const sm = (a: number, b: number) => [Math.exp(a) / (Math.exp(a) + Math.exp(b)), Math.exp(b) / (Math.exp(a) + Math.exp(b))];
+  const sm = (a: number, b: number) => [
+    Math.exp(a) / (Math.exp(a) + Math.exp(b)),
+    Math.exp(b) / (Math.exp(a) + Math.exp(b)),
+  ];
   assertAllclose(out.y.data as Float32Array, [...sm(0.5, -1), ...sm(1.5, -2)], { rtol: 1e-6 });
   assertAllclose(out.dx.data as Float32Array, new Float32Array(6), { atol: 1e-6, what: 'd sum(softmax) = 0' });
 });

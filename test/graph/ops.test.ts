@@ -25,46 +25,129 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
   ['Cos', (_g, [a]) => a.cos(), [{ shape: [2, 3] }]],
   ['Abs away from zero', (_g, [a]) => a.abs(), [{ shape: [4], values: [-2, -0.5, 0.5, 3] }]],
   ['Relu away from zero', (_g, [a]) => a.relu(), [{ shape: [4], values: [-2, -0.5, 0.5, 3] }]],
-  ['Where routes by a mask', (g, [a, b]) => g.constant([1, 0, 1, 0, 0, 1], 'bool', [2, 3]).where(a, b), [{ shape: [2, 3] }, { shape: [3] }]],
+  [
+    'Where routes by a mask',
+    (g, [a, b]) => g.constant([1, 0, 1, 0, 0, 1], 'bool', [2, 3]).where(a, b),
+    [{ shape: [2, 3] }, { shape: [3] }],
+  ],
   ['Identity', (g, [a]) => g.op('Identity', [a]), [{ shape: [3] }]],
   ['MatMul [2,3,4] @ [4,5] (2-D weight)', (_g, [a, b]) => a.matmul(b), [{ shape: [2, 3, 4] }, { shape: [4, 5] }]],
-  ['MatMul with batch broadcast [2,1,3,4] @ [3,4,2]', (_g, [a, b]) => a.matmul(b), [{ shape: [2, 1, 3, 4] }, { shape: [3, 4, 2] }]],
+  [
+    'MatMul with batch broadcast [2,1,3,4] @ [3,4,2]',
+    (_g, [a, b]) => a.matmul(b),
+    [{ shape: [2, 1, 3, 4] }, { shape: [3, 4, 2] }],
+  ],
   ['Gemm plain with bias', (_g, [a, b, c]) => a.gemm(b, c), [{ shape: [3, 4] }, { shape: [4, 2] }, { shape: [2] }]],
   ['Gemm transA', (_g, [a, b]) => a.gemm(b, null, { transA: 1, alpha: 0.5 }), [{ shape: [4, 3] }, { shape: [4, 2] }]],
   ['Gemm transB', (_g, [a, b]) => a.gemm(b, null, { transB: 1 }), [{ shape: [3, 4] }, { shape: [2, 4] }]],
-  ['Gemm transA transB with scaled bias', (_g, [a, b, c]) => a.gemm(b, c, { transA: 1, transB: 1, alpha: 2, beta: 0.5 }), [{ shape: [4, 3] }, { shape: [2, 4] }, { shape: [3, 2] }]],
+  [
+    'Gemm transA transB with scaled bias',
+    (_g, [a, b, c]) => a.gemm(b, c, { transA: 1, transB: 1, alpha: 2, beta: 0.5 }),
+    [{ shape: [4, 3] }, { shape: [2, 4] }, { shape: [3, 2] }],
+  ],
   ['ReduceSum over axis 1', (_g, [a]) => a.sum(1), [{ shape: [2, 3, 4] }]],
   ['ReduceSum keepdims over all', (_g, [a]) => a.sum(undefined, true), [{ shape: [2, 3] }]],
   ['ReduceMean over two axes', (_g, [a]) => a.mean([0, 2], true), [{ shape: [2, 3, 4] }]],
   ['ReduceMax', (_g, [a]) => a.max(-1), [{ shape: [2, 3] }]],
   ['Softmax on the last axis', (_g, [a]) => a.softmax(-1), [{ shape: [2, 5] }]],
   ['Softmax on axis 1 of 3', (_g, [a]) => a.softmax(1), [{ shape: [2, 3, 2] }]],
-  ['SoftmaxCrossEntropyLoss, both outputs, an ignored label', (g, [a]) => {
-    const [l, lp] = g.opMulti('SoftmaxCrossEntropyLoss', [a, g.constant([2, -100, 0], 'i64', [3])], { reduction: 'none', ignore_index: -100 }, 2);
-    return l.unsqueeze(-1).add(lp.mul(0.5));
-  }, [{ shape: [3, 4], lo: -3, hi: 3 }]],
-  ['FastGelu (f32 kernel only)', (g, [a]) => g.op('FastGelu', [a.cast('f32')]).cast('f64'), [{ shape: [2, 5], lo: -4, hi: 4 }]],
-  ['RotaryEmbedding, rotate_half layout (f32 kernel only)', (g, [a]) => {
-    const table = (f: (v: number) => number) => g.constant(Array.from({ length: 8 }, (_, i) => f(0.4 * i + 0.1)), 'f32', [4, 2]);
-    return g.op('RotaryEmbedding', [a.cast('f32'), g.constant([3, 1], 'i64', [1, 2]), table(Math.cos), table(Math.sin)], { interleaved: 0 }).cast('f64');
-  }, [{ shape: [1, 2, 2, 4] }]],
-  ['SimplifiedLayerNormalization (RMSNorm), input and scale (f32 kernel only)', (g, [a, w]) =>
-    g.opMulti('SimplifiedLayerNormalization', [a.cast('f32'), w.cast('f32')], { axis: -1, epsilon: 1e-5, stash_type: 1 }, 2)[0].cast('f64'),
-  [{ shape: [2, 3, 4] }, { shape: [4] }]],
-  ['QuickGelu α = 1.7 (f32 kernel only)', (g, [a]) => g.op('QuickGelu', [a.cast('f32')], { alpha: 1.7 }).cast('f64'), [{ shape: [2, 5], lo: -4, hi: 4 }]],
-  ['LayerNormalization with scale and bias', (g, [a, w, b]) => g.opMulti('LayerNormalization', [a, w, b], { axis: -1, epsilon: 1e-5 }, 3)[0], [{ shape: [3, 4] }, { shape: [4] }, { shape: [4] }]],
+  [
+    'SoftmaxCrossEntropyLoss, both outputs, an ignored label',
+    (g, [a]) => {
+      const [l, lp] = g.opMulti(
+        'SoftmaxCrossEntropyLoss',
+        [a, g.constant([2, -100, 0], 'i64', [3])],
+        { reduction: 'none', ignore_index: -100 },
+        2,
+      );
+      return l.unsqueeze(-1).add(lp.mul(0.5));
+    },
+    [{ shape: [3, 4], lo: -3, hi: 3 }],
+  ],
+  [
+    'FastGelu (f32 kernel only)',
+    (g, [a]) => g.op('FastGelu', [a.cast('f32')]).cast('f64'),
+    [{ shape: [2, 5], lo: -4, hi: 4 }],
+  ],
+  [
+    'RotaryEmbedding, rotate_half layout (f32 kernel only)',
+    (g, [a]) => {
+      const table = (f: (v: number) => number) =>
+        g.constant(
+          Array.from({ length: 8 }, (_, i) => f(0.4 * i + 0.1)),
+          'f32',
+          [4, 2],
+        );
+      return g
+        .op('RotaryEmbedding', [a.cast('f32'), g.constant([3, 1], 'i64', [1, 2]), table(Math.cos), table(Math.sin)], {
+          interleaved: 0,
+        })
+        .cast('f64');
+    },
+    [{ shape: [1, 2, 2, 4] }],
+  ],
+  [
+    'SimplifiedLayerNormalization (RMSNorm), input and scale (f32 kernel only)',
+    (g, [a, w]) =>
+      g
+        .opMulti(
+          'SimplifiedLayerNormalization',
+          [a.cast('f32'), w.cast('f32')],
+          { axis: -1, epsilon: 1e-5, stash_type: 1 },
+          2,
+        )[0]
+        .cast('f64'),
+    [{ shape: [2, 3, 4] }, { shape: [4] }],
+  ],
+  [
+    'QuickGelu α = 1.7 (f32 kernel only)',
+    (g, [a]) => g.op('QuickGelu', [a.cast('f32')], { alpha: 1.7 }).cast('f64'),
+    [{ shape: [2, 5], lo: -4, hi: 4 }],
+  ],
+  [
+    'LayerNormalization with scale and bias',
+    (g, [a, w, b]) => g.opMulti('LayerNormalization', [a, w, b], { axis: -1, epsilon: 1e-5 }, 3)[0],
+    [{ shape: [3, 4] }, { shape: [4] }, { shape: [4] }],
+  ],
   ['Reshape', (_g, [a]) => a.reshape([3, -1]).mul(a.reshape([3, 4])), [{ shape: [2, 6] }]],
   ['Transpose', (_g, [a]) => a.transpose([2, 0, 1]), [{ shape: [2, 3, 4] }]],
   ['Unsqueeze and Squeeze', (_g, [a]) => a.unsqueeze([0, 2]).mul(2).squeeze([0]), [{ shape: [3, 2] }]],
   ['Slice with negative bounds', (_g, [a]) => a.slice([1, -3], [3, -1], [0, 1]), [{ shape: [4, 5] }]],
   ['Pad', (g, [a]) => g.op('Pad', [a, g.constInts([1, 0, 0, 2])], { mode: 'constant' }), [{ shape: [2, 3] }]],
-  ['Concat three inputs', (g, [a, b, c]) => g.concat([a, b, c], 1), [{ shape: [2, 1] }, { shape: [2, 3] }, { shape: [2, 2] }]],
-  ['Split uses some pieces', (_g, [a]) => { const [p, , r] = a.split([1, 2, 1], 1); return p.mul(r); }, [{ shape: [3, 4] }]],
+  [
+    'Concat three inputs',
+    (g, [a, b, c]) => g.concat([a, b, c], 1),
+    [{ shape: [2, 1] }, { shape: [2, 3] }, { shape: [2, 2] }],
+  ],
+  [
+    'Split uses some pieces',
+    (_g, [a]) => {
+      const [p, , r] = a.split([1, 2, 1], 1);
+      return p.mul(r);
+    },
+    [{ shape: [3, 4] }],
+  ],
   ['Expand', (_g, [a]) => a.expand([2, 3, 4]), [{ shape: [3, 1] }]],
-  ['Gather rows with repeats (embedding)', (g, [a]) => a.gather(g.constant([2, 0, 2, 1], 'i64', [2, 2])), [{ shape: [3, 4] }]],
-  ['GatherElements', (g, [a]) => a.gatherElements(g.constant([0, 2, 1, 1, 0, 0], 'i64', [2, 3]), 1), [{ shape: [2, 3] }]],
-  ['ScatterElements overwrite', (g, [a, u]) => a.scatterElements(g.constant([1, 0], 'i64', [1, 2]), u, 0), [{ shape: [2, 2] }, { shape: [1, 2] }]],
-  ['ScatterElements add', (g, [a, u]) => a.scatterElements(g.constant([1, 1], 'i64', [1, 2]), u, 1, 'add'), [{ shape: [2, 3] }, { shape: [1, 2] }]],
+  [
+    'Gather rows with repeats (embedding)',
+    (g, [a]) => a.gather(g.constant([2, 0, 2, 1], 'i64', [2, 2])),
+    [{ shape: [3, 4] }],
+  ],
+  [
+    'GatherElements',
+    (g, [a]) => a.gatherElements(g.constant([0, 2, 1, 1, 0, 0], 'i64', [2, 3]), 1),
+    [{ shape: [2, 3] }],
+  ],
+  [
+    'ScatterElements overwrite',
+    (g, [a, u]) => a.scatterElements(g.constant([1, 0], 'i64', [1, 2]), u, 0),
+    [{ shape: [2, 2] }, { shape: [1, 2] }],
+  ],
+  [
+    'ScatterElements add',
+    (g, [a, u]) => a.scatterElements(g.constant([1, 1], 'i64', [1, 2]), u, 1, 'add'),
+    [{ shape: [2, 3] }, { shape: [1, 2] }],
+  ],
   ['Cast f64 -> f32 -> f64', (_g, [a]) => a.cast('f32').mul(3).cast('f64'), [{ shape: [3] }]],
   ['Trilu lower', (_g, [a]) => a.trilu(false), [{ shape: [3, 3] }]],
 ];
@@ -77,7 +160,9 @@ for (const [name, build, specs] of cases) {
 
 // Runs after the cases above (tests in a file run in order).
 test('every differentiable primitive is gradient-checked', () => {
-  const differentiable = Object.entries(OPS).filter(([, d]) => typeof d.vjp === 'function').map(([k]) => k);
+  const differentiable = Object.entries(OPS)
+    .filter(([, d]) => typeof d.vjp === 'function')
+    .map(([k]) => k);
   const missing = differentiable.filter((op) => !coveredOps.has(op));
   assert.deepEqual(missing, []);
 });

@@ -20,13 +20,19 @@ test('writes bytes, strings and chunk sequences', async () => {
   await withDir(async (dir) => {
     const p = join(dir, 'a.bin');
     await writeFileAtomic(p, new Uint8Array([1, 2, 3]));
-    assert.deepEqual([...await readFile(p)], [1, 2, 3]);
+    assert.deepEqual([...(await readFile(p))], [1, 2, 3]);
     await writeFileAtomic(p, 'héllo');
     assert.equal(await readFile(p, 'utf8'), 'héllo');
     await writeFileAtomic(p, [new Uint8Array([1]), new Uint8Array(0), new Uint8Array([2, 3])]);
-    assert.deepEqual([...await readFile(p)], [1, 2, 3]);
-    await writeFileAtomic(p, (async function* () { yield new Uint8Array([9]); yield new Uint8Array([8]); })());
-    assert.deepEqual([...await readFile(p)], [9, 8]);
+    assert.deepEqual([...(await readFile(p))], [1, 2, 3]);
+    await writeFileAtomic(
+      p,
+      (async function* () {
+        yield new Uint8Array([9]);
+        yield new Uint8Array([8]);
+      })(),
+    );
+    assert.deepEqual([...(await readFile(p))], [9, 8]);
     assert.deepEqual(await readdir(dir), ['a.bin']);
   });
 });
@@ -48,8 +54,10 @@ test('a chunk source failing mid-write leaves the old file intact and no temp fi
 test('a bad chunk type fails with LK_INVALID_ARGUMENT and cleans up', async () => {
   await withDir(async (dir) => {
     const p = join(dir, 'x.json');
-    await assert.rejects(writeFileAtomic(p, [new Uint8Array([1]), 'nope' as unknown as Uint8Array]),
-      (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && e.message.includes('x.json'));
+    await assert.rejects(
+      writeFileAtomic(p, [new Uint8Array([1]), 'nope' as unknown as Uint8Array]),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && e.message.includes('x.json'),
+    );
     assert.deepEqual(await readdir(dir), []);
   });
 });
@@ -57,8 +65,10 @@ test('a bad chunk type fails with LK_INVALID_ARGUMENT and cleans up', async () =
 test('a missing folder gives LK_FILE_NOT_FOUND naming it', async () => {
   await withDir(async (dir) => {
     const missing = join(dir, 'nope');
-    await assert.rejects(writeFileAtomic(join(missing, 'f.txt'), 'x'),
-      (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' && e.message.includes(missing));
+    await assert.rejects(
+      writeFileAtomic(join(missing, 'f.txt'), 'x'),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' && e.message.includes(missing),
+    );
   });
 });
 
@@ -82,7 +92,10 @@ test('concurrent writers to one path each leave a complete file', async () => {
     await Promise.all(payloads.map((d) => writeFileAtomic(p, d)));
     const got = await readFile(p);
     assert.equal(got.length, 200_000);
-    assert.ok(got.every((v) => v === got[0]), 'the file is one writer\'s content, not a mix');
+    assert.ok(
+      got.every((v) => v === got[0]),
+      "the file is one writer's content, not a mix",
+    );
     assert.deepEqual(await readdir(dir), ['c.bin']);
   });
 });

@@ -2,7 +2,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  bf16BitsToNumber, bf16ToF32, f16BitsToNumber, f16ToF32, f32ToBf16, f32ToF16, numberToBf16Bits, numberToF16Bits,
+  bf16BitsToNumber,
+  bf16ToF32,
+  f16BitsToNumber,
+  f16ToF32,
+  f32ToBf16,
+  f32ToF16,
+  numberToBf16Bits,
+  numberToF16Bits,
 } from '../../src/io/half.ts';
 import { rng } from '../helpers.ts';
 
@@ -11,15 +18,23 @@ const f32FromBits = (b: number): number => new Float32Array(new Uint32Array([b])
 
 test('f16 encodes known values to their exact bit patterns', () => {
   const cases: Array<[number, number]> = [
-    [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [0.5, 0x3800], [65504, 0x7bff], [-65504, 0xfbff],
+    [0, 0x0000],
+    [-0, 0x8000],
+    [1, 0x3c00],
+    [-2, 0xc000],
+    [0.5, 0x3800],
+    [65504, 0x7bff],
+    [-65504, 0xfbff],
     [2 ** -14, 0x0400], // smallest normal
     [2 ** -24, 0x0001], // smallest subnormal
     [1023 * 2 ** -24, 0x03ff], // largest subnormal
-    [Infinity, 0x7c00], [-Infinity, 0xfc00],
+    [Infinity, 0x7c00],
+    [-Infinity, 0xfc00],
     [1 / 3, 0x3555],
     [65519, 0x7bff], // just under the midpoint to 65536 stays finite
     [1e6, 0x7c00], // overflow
-    [1e-10, 0x0000], [-1e-10, 0x8000], // underflow keeps the sign
+    [1e-10, 0x0000],
+    [-1e-10, 0x8000], // underflow keeps the sign
   ];
   for (const [x, bits] of cases) assert.equal(numberToF16Bits(x), bits, `f16(${x})`);
 });
@@ -48,10 +63,22 @@ test('f16 NaN stays NaN, including signalling NaNs whose payload would truncate 
 
 test('f16 decodes known bit patterns exactly', () => {
   const cases: Array<[number, number]> = [
-    [0x3c00, 1], [0xc000, -2], [0x7bff, 65504], [0x0001, 2 ** -24], [0x03ff, 1023 * 2 ** -24], [0x0400, 2 ** -14],
-    [0x7c00, Infinity], [0xfc00, -Infinity], [0x8000, -0], [0x3555, 0.333251953125],
+    [0x3c00, 1],
+    [0xc000, -2],
+    [0x7bff, 65504],
+    [0x0001, 2 ** -24],
+    [0x03ff, 1023 * 2 ** -24],
+    [0x0400, 2 ** -14],
+    [0x7c00, Infinity],
+    [0xfc00, -Infinity],
+    [0x8000, -0],
+    [0x3555, 0.333251953125],
   ];
-  for (const [bits, x] of cases) assert.ok(Object.is(f16BitsToNumber(bits), x), `f16 0x${bits.toString(16)} -> ${f16BitsToNumber(bits)}, expected ${x}`);
+  for (const [bits, x] of cases)
+    assert.ok(
+      Object.is(f16BitsToNumber(bits), x),
+      `f16 0x${bits.toString(16)} -> ${f16BitsToNumber(bits)}, expected ${x}`,
+    );
   assert.ok(Number.isNaN(f16BitsToNumber(0x7e00)));
   // The payload survives decoding: 0x7c01 is f32 0x7f802000.
   const out = f16ToF32(new Uint16Array([0x7c01]));
@@ -62,8 +89,8 @@ test('every f16 bit pattern survives decode then encode (NaNs only gain the quie
   const all = new Uint16Array(65536).map((_, i) => i);
   const back = f32ToF16(f16ToF32(all));
   for (let i = 0; i < 65536; i++) {
-    const isNaN = (i & 0x7c00) === 0x7c00 && (i & 0x3ff) !== 0;
-    assert.equal(back[i], isNaN ? i | 0x200 : i, `0x${i.toString(16)}`);
+    const nan = (i & 0x7c00) === 0x7c00 && (i & 0x3ff) !== 0;
+    assert.equal(back[i], nan ? i | 0x200 : i, `0x${i.toString(16)}`);
   }
 });
 
@@ -74,12 +101,15 @@ test('f32ToF16 equals a brute-force nearest-f16 search on random floats', () => 
     const a = Math.abs(x);
     const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
     if (a >= 65520) return sign | 0x7c00;
-    let lo = 0, hi = values.length - 1;
+    let lo = 0,
+      hi = values.length - 1;
     while (hi - lo > 1) {
       const mid = (lo + hi) >> 1;
-      if (values[mid]! <= a) lo = mid; else hi = mid;
+      if (values[mid]! <= a) lo = mid;
+      else hi = mid;
     }
-    const dl = a - values[lo]!, dh = values[hi]! - a;
+    const dl = a - values[lo]!,
+      dh = values[hi]! - a;
     return sign | (dl < dh ? lo : dh < dl ? hi : (lo & 1) === 0 ? lo : hi);
   };
   const r = rng(7);
@@ -95,7 +125,12 @@ test('f32ToF16 equals a brute-force nearest-f16 search on random floats', () => 
 
 test('bf16 encodes known values to their exact bit patterns, ties to even', () => {
   const cases: Array<[number, number]> = [
-    [1, 0x3f80], [-2, 0xc000], [0, 0x0000], [-0, 0x8000], [Infinity, 0x7f80], [-Infinity, 0xff80],
+    [1, 0x3f80],
+    [-2, 0xc000],
+    [0, 0x0000],
+    [-0, 0x8000],
+    [Infinity, 0x7f80],
+    [-Infinity, 0xff80],
     [3.3895313892515355e38, 0x7f7f], // largest finite bf16
     [3.4028234663852886e38, 0x7f80], // largest f32 rounds up to inf
     [2 ** -133, 0x0001], // smallest subnormal bf16
@@ -121,11 +156,11 @@ test('bf16 decodes to the top half of an f32 and every pattern round-trips', () 
   const all = new Uint16Array(65536).map((_, i) => i);
   const f = bf16ToF32(all);
   const fb = new Uint32Array(f.buffer);
-  for (let i = 0; i < 65536; i++) assert.equal(fb[i], i << 16 >>> 0);
+  for (let i = 0; i < 65536; i++) assert.equal(fb[i], (i << 16) >>> 0);
   const back = f32ToBf16(f);
   for (let i = 0; i < 65536; i++) {
-    const isNaN = (i & 0x7f80) === 0x7f80 && (i & 0x7f) !== 0;
-    assert.equal(back[i], isNaN ? i | 0x40 : i, `0x${i.toString(16)}`);
+    const nan = (i & 0x7f80) === 0x7f80 && (i & 0x7f) !== 0;
+    assert.equal(back[i], nan ? i | 0x40 : i, `0x${i.toString(16)}`);
   }
 });
 
@@ -135,10 +170,12 @@ test('f32ToBf16 equals rounding the f32 bits by hand on random floats', () => {
   const got = f32ToBf16(xs);
   for (let i = 0; i < xs.length; i++) {
     const bits = f32Bits(xs[i]!);
-    const lo = bits >>> 16, hi = lo + 1, rest = bits & 0xffff;
+    const lo = bits >>> 16,
+      hi = lo + 1,
+      rest = bits & 0xffff;
     const want = rest < 0x8000 ? lo : rest > 0x8000 ? hi : (lo & 1) === 0 ? lo : hi;
     assert.equal(got[i], want & 0xffff, `bf16(${xs[i]})`);
-    assert.ok(Math.abs(f32FromBits(want << 16 >>> 0) - xs[i]!) <= Math.abs(xs[i]!) * 2 ** -8);
+    assert.ok(Math.abs(f32FromBits((want << 16) >>> 0) - xs[i]!) <= Math.abs(xs[i]!) * 2 ** -8);
   }
 });
 

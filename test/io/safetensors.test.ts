@@ -5,7 +5,12 @@ import { mkdtemp, open, readFile, rm, truncate, writeFile, mkdir } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  DTYPE_BYTES, SafetensorsBuffer, SafetensorsFile, encodeSafetensors, parseHeader, writeSafetensors,
+  DTYPE_BYTES,
+  SafetensorsBuffer,
+  SafetensorsFile,
+  encodeSafetensors,
+  parseHeader,
+  writeSafetensors,
 } from '../../src/io/safetensors.ts';
 import type { SafetensorsDType, TensorToWrite } from '../../src/io/safetensors.ts';
 import { LorakitError } from '../../src/errors.ts';
@@ -28,7 +33,8 @@ function throwsLk(fn: () => unknown, code: ErrorCode, ...parts: string[]): void 
   assert.throws(fn, (e: unknown) => {
     assert.ok(e instanceof LorakitError, `expected a LorakitError, got ${String(e)}`);
     assert.equal(e.code, code, e.message);
-    for (const p of parts) assert.ok(e.message.includes(p), `message ${JSON.stringify(e.message)} lacks ${JSON.stringify(p)}`);
+    for (const p of parts)
+      assert.ok(e.message.includes(p), `message ${JSON.stringify(e.message)} lacks ${JSON.stringify(p)}`);
     return true;
   });
 }
@@ -68,8 +74,19 @@ function everyDtype(): Record<string, TensorToWrite> {
 }
 
 const NATIVE_TYPE = {
-  F64: 'f64', F32: 'f32', F16: 'f16', BF16: 'bf16', I64: 'i64', U64: 'u64', I32: 'i32', U32: 'u32', I16: 'i16', U16: 'u16',
-  I8: 'i8', U8: 'u8', BOOL: 'bool',
+  F64: 'f64',
+  F32: 'f32',
+  F16: 'f16',
+  BF16: 'bf16',
+  I64: 'i64',
+  U64: 'u64',
+  I32: 'i32',
+  U32: 'u32',
+  I16: 'i16',
+  U16: 'u16',
+  I8: 'i8',
+  U8: 'u8',
+  BOOL: 'bool',
 } as const;
 
 test('every dtype, 0-rank and empty tensors round-trip in memory and through a file', async () => {
@@ -81,7 +98,11 @@ test('every dtype, 0-rank and empty tensors round-trip in memory and through a f
   await withDir(async (dir) => {
     const path = join(dir, 'all.safetensors');
     await writeSafetensors(path, tensors, { format: 'pt', note: 'ünïcode ✓' });
-    assert.deepEqual(new Uint8Array(await readFile(path)), bytes, 'writeSafetensors writes what encodeSafetensors returns');
+    assert.deepEqual(
+      new Uint8Array(await readFile(path)),
+      bytes,
+      'writeSafetensors writes what encodeSafetensors returns',
+    );
     const file = await SafetensorsFile.open(path);
     try {
       for (const [name, t] of Object.entries(tensors)) {
@@ -92,8 +113,8 @@ test('every dtype, 0-rank and empty tensors round-trip in memory and through a f
         }
         const want = [...(t.data as Iterable<number>)];
         const type = NATIVE_TYPE[t.dtype];
-        assert.deepEqual([...buf.readAs(name, type) as Iterable<number>], want, `${name} (memory)`);
-        assert.deepEqual([...await file.readAs(name, type) as Iterable<number>], want, `${name} (file)`);
+        assert.deepEqual([...(buf.readAs(name, type) as Iterable<number>)], want, `${name} (memory)`);
+        assert.deepEqual([...((await file.readAs(name, type)) as Iterable<number>)], want, `${name} (file)`);
         assert.deepEqual(await file.read(name), buf.read(name));
       }
     } finally {
@@ -135,8 +156,13 @@ test('a file with no tensors is valid', () => {
 });
 
 test('names that look like object internals survive', () => {
-  const bytes = encodeSafetensors([{ name: '__proto__', dtype: 'U8', shape: [1], data: new Uint8Array([5]) },
-    { name: 'constructor', dtype: 'U8', shape: [1], data: new Uint8Array([6]) }], { ['__proto__']: 'meta', toString: 'x' });
+  const bytes = encodeSafetensors(
+    [
+      { name: '__proto__', dtype: 'U8', shape: [1], data: new Uint8Array([5]) },
+      { name: 'constructor', dtype: 'U8', shape: [1], data: new Uint8Array([6]) },
+    ],
+    { ['__proto__']: 'meta', toString: 'x' },
+  );
   const buf = SafetensorsBuffer.from(bytes);
   assert.deepEqual(buf.names().sort(), ['__proto__', 'constructor']);
   assert.deepEqual([...buf.read('__proto__')], [5]);
@@ -188,8 +214,14 @@ test('an unknown tensor name lists similar names', () => {
     'lm_head.weight': { dtype: 'U8', shape: [1], data: new Uint8Array(1) },
   });
   const buf = SafetensorsBuffer.from(bytes, 'm.safetensors');
-  throwsLk(() => buf.info('model.layers.0.v_proj.weight'), 'LK_INVALID_ARGUMENT', "'model.layers.0.v_proj.weight'", 'm.safetensors',
-    'model.layers.0.q_proj.weight', '3 tensors');
+  throwsLk(
+    () => buf.info('model.layers.0.v_proj.weight'),
+    'LK_INVALID_ARGUMENT',
+    "'model.layers.0.v_proj.weight'",
+    'm.safetensors',
+    'model.layers.0.q_proj.weight',
+    '3 tensors',
+  );
   throwsLk(() => SafetensorsBuffer.from(encodeSafetensors([])).read('x'), 'LK_INVALID_ARGUMENT', 'no tensors');
 });
 
@@ -201,70 +233,267 @@ test('readAs copies a tensor whose bytes are not aligned in the source buffer', 
   assert.deepEqual([...buf.readAs('x', 'f32')], [1.25, -3]);
 });
 
-// Header validation: each malformed header gives LK_FILE_INVALID (or LK_UNSUPPORTED) naming the file, tensor and problem.
+// Header validation: each malformed header gives LK_FILE_INVALID (or LK_UNSUPPORTED) naming the file, tensor and
+// problem.
 const F = 'bad.safetensors';
 const ok = { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } };
 const invalidCases: Array<[string, Uint8Array, ErrorCode, string[]]> = [
   ['a file shorter than 8 bytes', new Uint8Array(5), 'LK_FILE_INVALID', ['at least 8 bytes', '5 bytes']],
-  ['a header length past the end of the file', (() => { const b = rawFile(ok, 8); b[0] = 200; return b; })(), 'LK_FILE_INVALID', ['header length 200', 'past the end']],
-  ['a header length over 100 MB', (() => { const b = rawFile(ok, 8); b[6] = 1; return b; })(), 'LK_FILE_INVALID', ['at most 100000000']],
-  ['invalid UTF-8', (() => { const b = rawFile('{"\u00e9":{}}', 0); b[10] = 0xff; return b; })(), 'LK_FILE_INVALID', ['UTF-8']],
+  [
+    'a header length past the end of the file',
+    (() => {
+      const b = rawFile(ok, 8);
+      b[0] = 200;
+      return b;
+    })(),
+    'LK_FILE_INVALID',
+    ['header length 200', 'past the end'],
+  ],
+  [
+    'a header length over 100 MB',
+    (() => {
+      const b = rawFile(ok, 8);
+      b[6] = 1;
+      return b;
+    })(),
+    'LK_FILE_INVALID',
+    ['at most 100000000'],
+  ],
+  [
+    'invalid UTF-8',
+    (() => {
+      const b = rawFile('{"\u00e9":{}}', 0);
+      b[10] = 0xff;
+      return b;
+    })(),
+    'LK_FILE_INVALID',
+    ['UTF-8'],
+  ],
   ['invalid JSON', rawFile('{"a": {', 0), 'LK_FILE_INVALID', ['not valid JSON']],
   ['a JSON array', rawFile('[1, 2]', 0), 'LK_FILE_INVALID', ['JSON object', '[1,2]']],
   ['a byte-order mark', rawFile('\ufeff{}', 0), 'LK_FILE_INVALID', ['not valid JSON']],
-  ['an entry that is not an object', rawFile({ a: 5 }, 0), 'LK_FILE_INVALID', ["tensor 'a'", 'expected an object', 'found 5']],
-  ['a missing dtype', rawFile({ a: { shape: [2], data_offsets: [0, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'dtype', 'found nothing']],
-  ['a numeric dtype', rawFile({ a: { dtype: 4, shape: [2], data_offsets: [0, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'dtype', 'found 4']],
-  ['a missing shape', rawFile({ a: { dtype: 'F32', data_offsets: [0, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'shape']],
-  ['a negative dim', rawFile({ a: { dtype: 'F32', shape: [-2], data_offsets: [0, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'non-negative integers', '[-2]']],
-  ['a fractional dim', rawFile({ a: { dtype: 'F32', shape: [2.5], data_offsets: [0, 10] } }, 10), 'LK_FILE_INVALID', ["tensor 'a'", 'shape']],
-  ['a string dim', rawFile({ a: { dtype: 'F32', shape: ['2'], data_offsets: [0, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'shape']],
-  ['a huge dim', rawFile({ a: { dtype: 'F32', shape: [1e300], data_offsets: [0, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'shape']],
-  ['missing data_offsets', rawFile({ a: { dtype: 'F32', shape: [2] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'data_offsets']],
-  ['three data_offsets', rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'data_offsets']],
-  ['a negative offset', rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [-8, 0] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'data_offsets']],
-  ['begin after end', rawFile({ a: { dtype: 'F32', shape: [0], data_offsets: [8, 0] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'begin <= end', '[8, 0]']],
-  ['offsets past the buffer', rawFile({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'past the end of the data buffer (8 bytes)']],
-  ['a byte length that does not match dtype×shape', rawFile({ a: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'a'", 'F32 of shape [3] needs 12 bytes', '(8 bytes)']],
-  ['overlapping tensors', rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'U8', shape: [4], data_offsets: [4, 8] } }, 8), 'LK_FILE_INVALID', ["tensor 'b'", 'overlap']],
-  ['an empty tensor inside another', rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, e: { dtype: 'F32', shape: [0], data_offsets: [4, 4] } }, 8), 'LK_FILE_INVALID', ["tensor 'e'", 'overlap']],
-  ['a hole between tensors', rawFile({ a: { dtype: 'U8', shape: [2], data_offsets: [0, 2] }, b: { dtype: 'U8', shape: [2], data_offsets: [4, 6] } }, 6), 'LK_FILE_INVALID', ["tensor 'b'", 'start at 4, expected 2']],
-  ['a hole at the start', rawFile({ a: { dtype: 'U8', shape: [2], data_offsets: [2, 4] } }, 4), 'LK_FILE_INVALID', ["tensor 'a'", 'start at 2, expected 0']],
+  [
+    'an entry that is not an object',
+    rawFile({ a: 5 }, 0),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'expected an object', 'found 5'],
+  ],
+  [
+    'a missing dtype',
+    rawFile({ a: { shape: [2], data_offsets: [0, 8] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'dtype', 'found nothing'],
+  ],
+  [
+    'a numeric dtype',
+    rawFile({ a: { dtype: 4, shape: [2], data_offsets: [0, 8] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'dtype', 'found 4'],
+  ],
+  [
+    'a missing shape',
+    rawFile({ a: { dtype: 'F32', data_offsets: [0, 8] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'shape'],
+  ],
+  [
+    'a negative dim',
+    rawFile({ a: { dtype: 'F32', shape: [-2], data_offsets: [0, 8] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'non-negative integers', '[-2]'],
+  ],
+  [
+    'a fractional dim',
+    rawFile({ a: { dtype: 'F32', shape: [2.5], data_offsets: [0, 10] } }, 10),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'shape'],
+  ],
+  [
+    'a string dim',
+    rawFile({ a: { dtype: 'F32', shape: ['2'], data_offsets: [0, 8] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'shape'],
+  ],
+  [
+    'a huge dim',
+    rawFile({ a: { dtype: 'F32', shape: [1e300], data_offsets: [0, 8] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'shape'],
+  ],
+  [
+    'missing data_offsets',
+    rawFile({ a: { dtype: 'F32', shape: [2] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'data_offsets'],
+  ],
+  [
+    'three data_offsets',
+    rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8, 8] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'data_offsets'],
+  ],
+  [
+    'a negative offset',
+    rawFile({ a: { dtype: 'F32', shape: [2], data_offsets: [-8, 0] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'data_offsets'],
+  ],
+  [
+    'begin after end',
+    rawFile({ a: { dtype: 'F32', shape: [0], data_offsets: [8, 0] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'begin <= end', '[8, 0]'],
+  ],
+  [
+    'offsets past the buffer',
+    rawFile({ a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'past the end of the data buffer (8 bytes)'],
+  ],
+  [
+    'a byte length that does not match dtype×shape',
+    rawFile({ a: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, 8),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'F32 of shape [3] needs 12 bytes', '(8 bytes)'],
+  ],
+  [
+    'overlapping tensors',
+    rawFile(
+      { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'U8', shape: [4], data_offsets: [4, 8] } },
+      8,
+    ),
+    'LK_FILE_INVALID',
+    ["tensor 'b'", 'overlap'],
+  ],
+  [
+    'an empty tensor inside another',
+    rawFile(
+      { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, e: { dtype: 'F32', shape: [0], data_offsets: [4, 4] } },
+      8,
+    ),
+    'LK_FILE_INVALID',
+    ["tensor 'e'", 'overlap'],
+  ],
+  [
+    'a hole between tensors',
+    rawFile(
+      { a: { dtype: 'U8', shape: [2], data_offsets: [0, 2] }, b: { dtype: 'U8', shape: [2], data_offsets: [4, 6] } },
+      6,
+    ),
+    'LK_FILE_INVALID',
+    ["tensor 'b'", 'start at 4, expected 2'],
+  ],
+  [
+    'a hole at the start',
+    rawFile({ a: { dtype: 'U8', shape: [2], data_offsets: [2, 4] } }, 4),
+    'LK_FILE_INVALID',
+    ["tensor 'a'", 'start at 2, expected 0'],
+  ],
   ['trailing bytes', rawFile(ok, 12), 'LK_FILE_INVALID', ['cover 8 bytes', 'all 12']],
   ['trailing bytes with no tensors', rawFile({}, 3), 'LK_FILE_INVALID', ['cover 0 bytes', 'all 3']],
-  ['__metadata__ that is not an object', rawFile({ __metadata__: 'pt', ...ok }, 8), 'LK_FILE_INVALID', ['__metadata__', '"pt"']],
-  ['a non-string metadata value', rawFile({ __metadata__: { total_size: 8 }, ...ok }, 8), 'LK_FILE_INVALID', ["__metadata__['total_size']", 'string', 'found 8']],
-  ['an F8 dtype', rawFile({ a: { dtype: 'F8_E4M3', shape: [8], data_offsets: [0, 8] } }, 8), 'LK_UNSUPPORTED', ["tensor 'a'", 'F8_E4M3', 'supported: F64']],
-  ['an unknown dtype', rawFile({ a: { dtype: 'Q7', shape: [8], data_offsets: [0, 8] } }, 8), 'LK_UNSUPPORTED', ["tensor 'a'", 'unknown dtype "Q7"']],
+  [
+    '__metadata__ that is not an object',
+    rawFile({ __metadata__: 'pt', ...ok }, 8),
+    'LK_FILE_INVALID',
+    ['__metadata__', '"pt"'],
+  ],
+  [
+    'a non-string metadata value',
+    rawFile({ __metadata__: { total_size: 8 }, ...ok }, 8),
+    'LK_FILE_INVALID',
+    ["__metadata__['total_size']", 'string', 'found 8'],
+  ],
+  [
+    'an F8 dtype',
+    rawFile({ a: { dtype: 'F8_E4M3', shape: [8], data_offsets: [0, 8] } }, 8),
+    'LK_UNSUPPORTED',
+    ["tensor 'a'", 'F8_E4M3', 'supported: F64'],
+  ],
+  [
+    'an unknown dtype',
+    rawFile({ a: { dtype: 'Q7', shape: [8], data_offsets: [0, 8] } }, 8),
+    'LK_UNSUPPORTED',
+    ["tensor 'a'", 'unknown dtype "Q7"'],
+  ],
 ];
 for (const [what, bytes, code, parts] of invalidCases) {
   test(`the parser rejects ${what}`, () => throwsLk(() => SafetensorsBuffer.from(bytes, F), code, F, ...parts));
 }
 
-test('parseHeader accepts what the reference accepts: whitespace, null metadata, extra fields, empty tensors between others', () => {
-  assert.deepEqual(SafetensorsBuffer.from(rawFile(' \n{"__metadata__": null} ', 0)).metadata, {});
-  const b = rawFile({
-    a: { dtype: 'U8', shape: [2], data_offsets: [0, 2], extra: true },
-    e: { dtype: 'F64', shape: [0], data_offsets: [2, 2] },
-    c: { dtype: 'U8', shape: [1], data_offsets: [2, 3] },
-  }, 3);
-  const buf = SafetensorsBuffer.from(b);
-  assert.deepEqual([...buf.read('c')], [2]);
-  assert.equal(buf.read('e').length, 0);
-});
+test(
+  'parseHeader accepts what the reference accepts: whitespace, null metadata, extra fields, empty tensors ' +
+    'between others',
+  () => {
+    assert.deepEqual(SafetensorsBuffer.from(rawFile(' \n{"__metadata__": null} ', 0)).metadata, {});
+    const b = rawFile(
+      {
+        a: { dtype: 'U8', shape: [2], data_offsets: [0, 2], extra: true },
+        e: { dtype: 'F64', shape: [0], data_offsets: [2, 2] },
+        c: { dtype: 'U8', shape: [1], data_offsets: [2, 3] },
+      },
+      3,
+    );
+    const buf = SafetensorsBuffer.from(b);
+    assert.deepEqual([...buf.read('c')], [2]);
+    assert.equal(buf.read('e').length, 0);
+  },
+);
 
 test('the encoder checks names, dtypes, shapes and data', () => {
   const u8 = (n: number): Uint8Array => new Uint8Array(n);
-  throwsLk(() => encodeSafetensors({ x: { dtype: 'F32', shape: [3], data: new Float32Array(2) } }), 'LK_SHAPE_MISMATCH', "'x'", 'shape [3]', '12 bytes', '8 bytes');
-  throwsLk(() => encodeSafetensors({ x: { dtype: 'F32', shape: [2], data: new Float64Array(1) } }), 'LK_DTYPE_MISMATCH', "'x'", 'Float32Array', 'Float64Array');
-  throwsLk(() => encodeSafetensors({ x: { dtype: 'F8_E4M3' as SafetensorsDType, shape: [1], data: u8(1) } }), 'LK_UNSUPPORTED', 'F8_E4M3');
-  throwsLk(() => encodeSafetensors({ x: { dtype: 'U8', shape: [-1], data: u8(0) } }), 'LK_INVALID_ARGUMENT', "'x'", 'shape');
-  throwsLk(() => encodeSafetensors({ x: { dtype: 'BOOL', shape: [2], data: new Uint8Array([1, 2]) } }), 'LK_INVALID_ARGUMENT', "'x'", '0 or 1', 'found 2');
-  throwsLk(() => encodeSafetensors([{ name: 'x', dtype: 'U8', shape: [1], data: u8(1) }, { name: 'x', dtype: 'U8', shape: [1], data: u8(1) }]), 'LK_INVALID_ARGUMENT', "'x'", 'twice');
-  throwsLk(() => encodeSafetensors({ __metadata__: { dtype: 'U8', shape: [1], data: u8(1) } }), 'LK_INVALID_ARGUMENT', '__metadata__');
+  throwsLk(
+    () => encodeSafetensors({ x: { dtype: 'F32', shape: [3], data: new Float32Array(2) } }),
+    'LK_SHAPE_MISMATCH',
+    "'x'",
+    'shape [3]',
+    '12 bytes',
+    '8 bytes',
+  );
+  throwsLk(
+    () => encodeSafetensors({ x: { dtype: 'F32', shape: [2], data: new Float64Array(1) } }),
+    'LK_DTYPE_MISMATCH',
+    "'x'",
+    'Float32Array',
+    'Float64Array',
+  );
+  throwsLk(
+    () => encodeSafetensors({ x: { dtype: 'F8_E4M3' as SafetensorsDType, shape: [1], data: u8(1) } }),
+    'LK_UNSUPPORTED',
+    'F8_E4M3',
+  );
+  throwsLk(
+    () => encodeSafetensors({ x: { dtype: 'U8', shape: [-1], data: u8(0) } }),
+    'LK_INVALID_ARGUMENT',
+    "'x'",
+    'shape',
+  );
+  throwsLk(
+    () => encodeSafetensors({ x: { dtype: 'BOOL', shape: [2], data: new Uint8Array([1, 2]) } }),
+    'LK_INVALID_ARGUMENT',
+    "'x'",
+    '0 or 1',
+    'found 2',
+  );
+  throwsLk(
+    () =>
+      encodeSafetensors([
+        { name: 'x', dtype: 'U8', shape: [1], data: u8(1) },
+        { name: 'x', dtype: 'U8', shape: [1], data: u8(1) },
+      ]),
+    'LK_INVALID_ARGUMENT',
+    "'x'",
+    'twice',
+  );
+  throwsLk(
+    () => encodeSafetensors({ __metadata__: { dtype: 'U8', shape: [1], data: u8(1) } }),
+    'LK_INVALID_ARGUMENT',
+    '__metadata__',
+  );
   throwsLk(() => encodeSafetensors({}, { n: 3 as unknown as string }), 'LK_INVALID_ARGUMENT', "metadata['n']");
   // Raw bytes are accepted for any dtype.
-  const raw = SafetensorsBuffer.from(encodeSafetensors({ x: { dtype: 'BF16', shape: [1], data: new Uint8Array([0x80, 0x3f]) } }));
+  const raw = SafetensorsBuffer.from(
+    encodeSafetensors({ x: { dtype: 'BF16', shape: [1], data: new Uint8Array([0x80, 0x3f]) } }),
+  );
   assert.deepEqual([...raw.readAs('x', 'f32')], [1]);
 });
 
@@ -273,7 +502,10 @@ test('a failed writeSafetensors leaves the previous file in place', async () => 
     const path = join(dir, 'a.safetensors');
     await writeSafetensors(path, { x: { dtype: 'U8', shape: [1], data: new Uint8Array([1]) } });
     const before = await readFile(path);
-    await assert.rejects(writeSafetensors(path, { x: { dtype: 'F32', shape: [9], data: new Float32Array(1) } }), LorakitError);
+    await assert.rejects(
+      writeSafetensors(path, { x: { dtype: 'F32', shape: [9], data: new Float32Array(1) } }),
+      LorakitError,
+    );
     assert.deepEqual(await readFile(path), before);
   });
 });
@@ -281,37 +513,57 @@ test('a failed writeSafetensors leaves the previous file in place', async () => 
 test('SafetensorsFile.open reports a missing file, a folder, and a file truncated after opening', async () => {
   await withDir(async (dir) => {
     const missing = join(dir, 'nope.safetensors');
-    await assert.rejects(SafetensorsFile.open(missing), (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' && e.message.includes(missing));
+    await assert.rejects(
+      SafetensorsFile.open(missing),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' && e.message.includes(missing),
+    );
     await mkdir(join(dir, 'sub'));
-    await assert.rejects(SafetensorsFile.open(join(dir, 'sub')), (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT');
+    await assert.rejects(
+      SafetensorsFile.open(join(dir, 'sub')),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT',
+    );
     const path = join(dir, 'a.safetensors');
     await writeFile(path, encodeSafetensors({ x: { dtype: 'F32', shape: [1000], data: new Float32Array(1000) } }));
     const f = await SafetensorsFile.open(path);
     await truncate(path, 100);
-    await assert.rejects(f.read('x'), (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_INVALID' && e.message.includes("tensor 'x'") && e.message.includes('truncated'));
+    await assert.rejects(
+      f.read('x'),
+      (e: unknown) =>
+        e instanceof LorakitError &&
+        e.code === 'LK_FILE_INVALID' &&
+        e.message.includes("tensor 'x'") &&
+        e.message.includes('truncated'),
+    );
     await f.close();
     await assert.rejects(f.read('x'), (e: unknown) => e instanceof LorakitError && e.message.includes('after close()'));
     await f.close();
     await writeFile(path, rawFile({ a: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }, 8));
-    await assert.rejects(SafetensorsFile.open(path), (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_INVALID' && e.message.includes(path));
+    await assert.rejects(
+      SafetensorsFile.open(path),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_INVALID' && e.message.includes(path),
+    );
   });
 });
 
 test('SafetensorsFile reads only the header and the tensor asked for (a 5 GiB sparse file opens at once)', async () => {
   await withDir(async (dir) => {
     const big = 5 * 2 ** 30;
-    const header = rawFile({
-      big: { dtype: 'F32', shape: [big / 4], data_offsets: [0, big] },
-      tail: { dtype: 'U8', shape: [4], data_offsets: [big, big + 4] },
-    }, 0);
+    const header = rawFile(
+      {
+        big: { dtype: 'F32', shape: [big / 4], data_offsets: [0, big] },
+        tail: { dtype: 'U8', shape: [4], data_offsets: [big, big + 4] },
+      },
+      0,
+    );
     const path = join(dir, 'sparse.safetensors');
     await writeFile(path, header);
     const fh = await open(path, 'r+');
-    await fh.write(new Uint8Array([9, 8, 7, 6]), 0, 4, header.length + big); // leaves a hole: no disk blocks, reads as zeros
+    // leaves a hole: no disk blocks, reads as zeros
+    await fh.write(new Uint8Array([9, 8, 7, 6]), 0, 4, header.length + big);
     await fh.close();
     const t0 = performance.now();
     const f = await SafetensorsFile.open(path);
-    assert.deepEqual([...await f.read('tail')], [9, 8, 7, 6]);
+    assert.deepEqual([...(await f.read('tail'))], [9, 8, 7, 6]);
     assert.equal(f.info('big').byteLength, big);
     assert.equal(f.info('tail').dataOffset, header.length + big);
     await f.close();
@@ -320,7 +572,13 @@ test('SafetensorsFile reads only the header and the tensor asked for (a 5 GiB sp
 });
 
 // Interop: the fixture written by Python's safetensors (interop/safetensors_fixture.py).
-interface Expected { metadata: Record<string, string>; tensors: Record<string, { dtype: SafetensorsDType; shape: number[]; values: Array<number | string>; bits?: number[] }> }
+interface Expected {
+  metadata: Record<string, string>;
+  tensors: Record<
+    string,
+    { dtype: SafetensorsDType; shape: number[]; values: Array<number | string>; bits?: number[] }
+  >;
+}
 
 test('reads the file written by Python safetensors, value for value', async () => {
   const expected = JSON.parse(await readFile(new URL('python.json', FIXTURE), 'utf8')) as Expected;
@@ -335,11 +593,15 @@ test('reads the file written by Python safetensors, value for value', async () =
       assert.equal(info.dtype, want.dtype, name);
       assert.deepEqual(info.shape, want.shape, name);
       if (want.dtype === 'I64') {
-        assert.deepEqual([...await file.readAs(name, 'i64')], want.values.map((v) => BigInt(v)), name);
+        assert.deepEqual(
+          [...(await file.readAs(name, 'i64'))],
+          want.values.map((v) => BigInt(v)),
+          name,
+        );
       } else if (want.dtype === 'BOOL') {
-        assert.deepEqual([...await file.readAs(name, 'bool')], want.values, name);
+        assert.deepEqual([...(await file.readAs(name, 'bool'))], want.values, name);
       } else if (want.dtype === 'I32' || want.dtype === 'U8') {
-        assert.deepEqual([...await file.readAs(name, 'f64')], want.values, name);
+        assert.deepEqual([...(await file.readAs(name, 'f64'))], want.values, name);
       } else {
         const asF64 = await file.readAs(name, 'f64');
         assertAllclose(asF64, want.values as number[], { rtol: 0, atol: 0, what: name });
@@ -357,12 +619,17 @@ test('encoding the fixture tensors reproduces the Python file byte for byte', as
   const tensors: Record<string, TensorToWrite> = {};
   for (const [name, t] of Object.entries(expected.tensors)) {
     const v = t.values;
-    const data = t.bits ? new Uint16Array(t.bits)
-      : t.dtype === 'F32' ? new Float32Array(v as number[])
-      : t.dtype === 'F64' ? new Float64Array(v as number[])
-      : t.dtype === 'I64' ? new BigInt64Array(v.map((x) => BigInt(x)))
-      : t.dtype === 'I32' ? new Int32Array(v as number[])
-      : new Uint8Array(v as number[]);
+    const data = t.bits
+      ? new Uint16Array(t.bits)
+      : t.dtype === 'F32'
+        ? new Float32Array(v as number[])
+        : t.dtype === 'F64'
+          ? new Float64Array(v as number[])
+          : t.dtype === 'I64'
+            ? new BigInt64Array(v.map((x) => BigInt(x)))
+            : t.dtype === 'I32'
+              ? new Int32Array(v as number[])
+              : new Uint8Array(v as number[]);
     tensors[name] = { dtype: t.dtype, shape: t.shape, data };
   }
   assert.deepEqual(encodeSafetensors(tensors, expected.metadata), python);

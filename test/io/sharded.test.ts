@@ -23,7 +23,8 @@ async function rejectsLk(p: Promise<unknown>, code: ErrorCode, ...parts: string[
   await assert.rejects(p, (e: unknown) => {
     assert.ok(e instanceof LorakitError, `expected a LorakitError, got ${String(e)}`);
     assert.equal(e.code, code, e.message);
-    for (const s of parts) assert.ok(e.message.includes(s), `message ${JSON.stringify(e.message)} lacks ${JSON.stringify(s)}`);
+    for (const s of parts)
+      assert.ok(e.message.includes(s), `message ${JSON.stringify(e.message)} lacks ${JSON.stringify(s)}`);
     return true;
   });
 }
@@ -36,16 +37,22 @@ const shard1: Record<string, TensorToWrite> = {
 };
 const shard2: Record<string, TensorToWrite> = {
   'layer.1.weight': { dtype: 'F16', shape: [1], data: new Uint16Array([0x3c00]) },
-  'position_ids': { dtype: 'I64', shape: [3], data: new BigInt64Array([0n, 1n, 2n]) },
+  position_ids: { dtype: 'I64', shape: [3], data: new BigInt64Array([0n, 1n, 2n]) },
 };
 
 async function writeSharded(dir: string, map?: Record<string, string>): Promise<void> {
   await writeSafetensors(join(dir, SHARD1), shard1, { format: 'pt' });
   await writeSafetensors(join(dir, SHARD2), shard2, { format: 'pt' });
-  const weightMap = map ?? Object.fromEntries([
-    ...Object.keys(shard1).map((k) => [k, SHARD1]), ...Object.keys(shard2).map((k) => [k, SHARD2]),
-  ]);
-  await writeFile(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 42 }, weight_map: weightMap }));
+  const weightMap =
+    map ??
+    Object.fromEntries([
+      ...Object.keys(shard1).map((k) => [k, SHARD1]),
+      ...Object.keys(shard2).map((k) => [k, SHARD2]),
+    ]);
+  await writeFile(
+    join(dir, 'model.safetensors.index.json'),
+    JSON.stringify({ metadata: { total_size: 42 }, weight_map: weightMap }),
+  );
 }
 
 test('a sharded folder reads every tensor through the index', async () => {
@@ -58,14 +65,20 @@ test('a sharded folder reads every tensor through the index', async () => {
       assert.deepEqual(w.metadata, { format: 'pt' });
       assert.deepEqual(w.indexMetadata, { total_size: 42 });
       assert.equal(w.shardOf('position_ids'), join(dir, SHARD2));
-      assert.deepEqual([...await w.readAs('embed.weight', 'f32')], [1, 2, 3, 4]);
-      assert.deepEqual([...await w.readAs('layer.0.weight', 'f32')], [1, -2]);
-      assert.deepEqual([...await w.readAs('layer.1.weight', 'f32')], [1]);
-      assert.deepEqual([...await w.readAs('position_ids', 'i64')], [0n, 1n, 2n]);
+      assert.deepEqual([...(await w.readAs('embed.weight', 'f32'))], [1, 2, 3, 4]);
+      assert.deepEqual([...(await w.readAs('layer.0.weight', 'f32'))], [1, -2]);
+      assert.deepEqual([...(await w.readAs('layer.1.weight', 'f32'))], [1]);
+      assert.deepEqual([...(await w.readAs('position_ids', 'i64'))], [0n, 1n, 2n]);
       assert.equal(w.info('layer.1.weight').dtype, 'F16');
       assert.equal((await w.read('embed.weight')).length, 16);
       assert.ok(w.has('embed.weight') && !w.has('nope'));
-      await rejectsLk(Promise.resolve().then(() => w.info('layer.2.weight')), 'LK_INVALID_ARGUMENT', "'layer.2.weight'", 'model.safetensors.index.json', 'layer.');
+      await rejectsLk(
+        Promise.resolve().then(() => w.info('layer.2.weight')),
+        'LK_INVALID_ARGUMENT',
+        "'layer.2.weight'",
+        'model.safetensors.index.json',
+        'layer.',
+      );
     } finally {
       await w.close();
     }
@@ -75,7 +88,9 @@ test('a sharded folder reads every tensor through the index', async () => {
 test('a single model.safetensors is preferred, and a file path can be given directly', async () => {
   await withDir(async (dir) => {
     await writeSharded(dir);
-    await writeSafetensors(join(dir, 'model.safetensors'), { only: { dtype: 'U8', shape: [1], data: new Uint8Array([5]) } });
+    await writeSafetensors(join(dir, 'model.safetensors'), {
+      only: { dtype: 'U8', shape: [1], data: new Uint8Array([5]) },
+    });
     const w = await openWeights(dir);
     assert.ok(w instanceof SafetensorsFile);
     assert.deepEqual(w.names(), ['only']);
@@ -91,7 +106,9 @@ test('a single model.safetensors is preferred, and a file path can be given dire
 
 test('the stem option opens other weight names, such as adapter_model', async () => {
   await withDir(async (dir) => {
-    await writeSafetensors(join(dir, 'adapter_model.safetensors'), { a: { dtype: 'U8', shape: [1], data: new Uint8Array([1]) } });
+    await writeSafetensors(join(dir, 'adapter_model.safetensors'), {
+      a: { dtype: 'U8', shape: [1], data: new Uint8Array([1]) },
+    });
     const w = await openWeights(dir, { stem: 'adapter_model' });
     assert.deepEqual(w.names(), ['a']);
     await w.close();
@@ -102,7 +119,14 @@ test('a folder without weights names the folder, the expected files and what is 
   await withDir(async (dir) => {
     await writeFile(join(dir, 'config.json'), '{}');
     await writeFile(join(dir, 'pytorch_model.bin'), '');
-    await rejectsLk(openWeights(dir), 'LK_FILE_NOT_FOUND', dir, 'model.safetensors', 'model.safetensors.index.json', 'config.json, pytorch_model.bin');
+    await rejectsLk(
+      openWeights(dir),
+      'LK_FILE_NOT_FOUND',
+      dir,
+      'model.safetensors',
+      'model.safetensors.index.json',
+      'config.json, pytorch_model.bin',
+    );
     await rejectsLk(openWeights(join(dir, 'missing')), 'LK_FILE_NOT_FOUND', join(dir, 'missing'));
   });
 });

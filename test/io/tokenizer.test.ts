@@ -26,7 +26,10 @@ function tok(name: string): Promise<HfTokenizer> {
 function firstMismatch(actual: number[][], expected: number[][], texts: string[]): string | undefined {
   for (let i = 0; i < expected.length; i++) {
     if (JSON.stringify(actual[i]) !== JSON.stringify(expected[i])) {
-      return `line ${i} ${JSON.stringify(texts[i]!.slice(0, 80))}:\n  got      ${JSON.stringify(actual[i]!.slice(0, 40))}\n  expected ${JSON.stringify(expected[i]!.slice(0, 40))}`;
+      return (
+        `line ${i} ${JSON.stringify(texts[i]!.slice(0, 80))}:\n  got      ` +
+        `${JSON.stringify(actual[i]!.slice(0, 40))}\n  expected ${JSON.stringify(expected[i]!.slice(0, 40))}`
+      );
     }
   }
   return undefined;
@@ -39,13 +42,21 @@ describe('reference ids (Python tokenizers 0.22 / transformers 4.57)', () => {
       const t = await tok(name);
       assert.equal(fx.texts.length, fx.ids.length);
       assert.ok(fx.texts.length >= 400, `only ${fx.texts.length} lines`);
-      const bad = firstMismatch(fx.texts.map((x) => t.encode(x)), fx.ids, fx.texts);
+      const bad = firstMismatch(
+        fx.texts.map((x) => t.encode(x)),
+        fx.ids,
+        fx.texts,
+      );
       assert.equal(bad, undefined, bad);
     });
     test(`${name}: ids equal the reference for every line, without special tokens`, async () => {
       const fx = loadFixture(name);
       const t = await tok(name);
-      const bad = firstMismatch(fx.texts.map((x) => t.encode(x, { addSpecialTokens: false })), fx.idsNoSpecial ?? fx.ids, fx.texts);
+      const bad = firstMismatch(
+        fx.texts.map((x) => t.encode(x, { addSpecialTokens: false })),
+        fx.idsNoSpecial ?? fx.ids,
+        fx.texts,
+      );
       assert.equal(bad, undefined, bad);
     });
   }
@@ -55,7 +66,11 @@ describe('reference ids (Python tokenizers 0.22 / transformers 4.57)', () => {
       const t = await tok(name);
       fx.texts.forEach((x, i) => {
         const expected = fx.decodeMismatch?.[String(i)] ?? x;
-        assert.equal(t.decode(t.encode(x, { addSpecialTokens: false }), { cleanUpTokenizationSpaces: false }), expected, `line ${i}`);
+        assert.equal(
+          t.decode(t.encode(x, { addSpecialTokens: false }), { cleanUpTokenizationSpaces: false }),
+          expected,
+          `line ${i}`,
+        );
       });
     });
   }
@@ -95,28 +110,46 @@ describe('long inputs without pre-tokenizer (Llama-2 style)', () => {
 
 describe('special tokens and sizes', () => {
   test('ids resolve from tokenizer_config (strings and AddedToken objects)', async () => {
-    const l3 = await tok('llama3'), q3 = await tok('qwen3'), l2 = await tok('llama2'), g2 = await tok('gpt2'), b = await tok('bert');
+    const l3 = await tok('llama3'),
+      q3 = await tok('qwen3'),
+      l2 = await tok('llama2'),
+      g2 = await tok('gpt2'),
+      b = await tok('bert');
     assert.deepEqual([l3.bosTokenId, l3.eosTokenId, l3.padTokenId, l3.vocabSize], [128000, 128001, undefined, 128256]);
     assert.deepEqual([q3.bosTokenId, q3.eosTokenId, q3.padTokenId, q3.vocabSize], [undefined, 151645, 151643, 151669]);
-    assert.deepEqual([l2.bosTokenId, l2.eosTokenId, l2.padTokenId, l2.unkTokenId, l2.vocabSize], [1, 2, undefined, 0, 32000]);
+    assert.deepEqual(
+      [l2.bosTokenId, l2.eosTokenId, l2.padTokenId, l2.unkTokenId, l2.vocabSize],
+      [1, 2, undefined, 0, 32000],
+    );
     assert.deepEqual([g2.bosTokenId, g2.eosTokenId, g2.padTokenId, g2.vocabSize], [50256, 50256, undefined, 50257]);
     assert.deepEqual([b.padTokenId, b.unkTokenId, b.vocabSize], [0, 100, 30522]);
     assert.ok(q3.specialTokenIds.has(151645));
-    assert.deepEqual(b.addedTokens().map((x) => x.content), ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']);
+    assert.deepEqual(
+      b.addedTokens().map((x) => x.content),
+      ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'],
+    );
   });
 
   test('LlamaTokenizer add_eos_token: true appends </s>, add_bos_token: false drops <s>', async () => {
     const json = JSON.parse(readFileSync(`${DATA}tokenizers/llama2/tokenizer.json`, 'utf8'));
     const config = JSON.parse(readFileSync(`${DATA}tokenizers/llama2/tokenizer_config.json`, 'utf8'));
     const plain = HfTokenizer.fromJson(json, config).encode('Hello world', { addSpecialTokens: false });
-    assert.deepEqual(HfTokenizer.fromJson(json, { ...config, add_eos_token: true }).encode('Hello world'), [1, ...plain, 2]);
+    assert.deepEqual(HfTokenizer.fromJson(json, { ...config, add_eos_token: true }).encode('Hello world'), [
+      1,
+      ...plain,
+      2,
+    ]);
     assert.deepEqual(HfTokenizer.fromJson(json, { ...config, add_bos_token: false }).encode('Hello world'), plain);
   });
 
   test('decode checks ids and accepts an empty list', async () => {
     const t = await tok('gpt2');
     assert.equal(t.decode([]), '');
-    assert.throws(() => t.decode([15496, 50257]), (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && /ids\[1\].*50257/.test(e.message));
+    assert.throws(
+      () => t.decode([15496, 50257]),
+      (e: unknown) =>
+        e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && /ids\[1\].*50257/.test(e.message),
+    );
     assert.equal(t.decode([15496, 50256], { skipSpecialTokens: true }), 'Hello');
   });
 });
@@ -125,22 +158,40 @@ describe('encodeBatch', () => {
   test('pads to the longest on the right by default, with an attention mask', async () => {
     const t = await tok('qwen3');
     const { ids, attentionMask } = t.encodeBatch(['Hello world', 'Hi']);
-    assert.deepEqual(ids, [[9707, 1879], [13048, 151643]]);
-    assert.deepEqual(attentionMask, [[1, 1], [1, 0]]);
+    assert.deepEqual(ids, [
+      [9707, 1879],
+      [13048, 151643],
+    ]);
+    assert.deepEqual(attentionMask, [
+      [1, 1],
+      [1, 0],
+    ]);
   });
 
   test('pads on the left when asked, truncates to maxLength', async () => {
     const t = await tok('qwen3');
     const r = t.encodeBatch(['Hello world', 'Hi'], { paddingSide: 'left' });
-    assert.deepEqual(r.ids, [[9707, 1879], [151643, 13048]]);
-    assert.deepEqual(r.attentionMask, [[1, 1], [0, 1]]);
+    assert.deepEqual(r.ids, [
+      [9707, 1879],
+      [151643, 13048],
+    ]);
+    assert.deepEqual(r.attentionMask, [
+      [1, 1],
+      [0, 1],
+    ]);
     assert.deepEqual(t.encodeBatch(['Hello world', 'Hi'], { maxLength: 1 }).ids, [[9707], [13048]]);
   });
 
   test('needs a pad id when the tokenizer has none', async () => {
     const t = await tok('llama3');
-    assert.throws(() => t.encodeBatch(['a', 'b c']), (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && /padTokenId/.test(e.message));
-    assert.deepEqual(t.encodeBatch(['a', 'b c'], { padTokenId: 128001 }).ids, [[64, 128001], [65, 272]]);
+    assert.throws(
+      () => t.encodeBatch(['a', 'b c']),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && /padTokenId/.test(e.message),
+    );
+    assert.deepEqual(t.encodeBatch(['a', 'b c'], { padTokenId: 128001 }).ids, [
+      [64, 128001],
+      [65, 272],
+    ]);
   });
 });
 
@@ -151,7 +202,10 @@ describe('streaming decoder', () => {
       const t = await tok(name);
       const ids = t.encode(text, { addSpecialTokens: false });
       // The test is only meaningful if some token alone is an incomplete UTF-8 character.
-      assert.ok(ids.some((id) => t.decode([id]).includes('\uFFFD')), 'no token splits a character');
+      assert.ok(
+        ids.some((id) => t.decode([id]).includes('\uFFFD')),
+        'no token splits a character',
+      );
       const s = t.createStreamDecoder();
       const pieces = ids.map((id) => s.push(id));
       pieces.push(s.flush());
@@ -164,7 +218,10 @@ describe('streaming decoder', () => {
   test('an emoji of four byte tokens is emitted once, when its last byte arrives', async () => {
     const t = await tok('llama2');
     const ids = t.encode('🙂', { addSpecialTokens: false }); // ▁ then <0xF0> <0x9F> <0x99> <0x82>
-    assert.deepEqual(ids.slice(-4).map((id) => t.idToToken(id)), ['<0xF0>', '<0x9F>', '<0x99>', '<0x82>']);
+    assert.deepEqual(
+      ids.slice(-4).map((id) => t.idToToken(id)),
+      ['<0xF0>', '<0x9F>', '<0x99>', '<0x82>'],
+    );
     const s = t.createStreamDecoder();
     const out = ids.map((id) => s.push(id));
     assert.deepEqual(out.slice(-4), ['', '', '', '🙂']);
@@ -182,17 +239,34 @@ describe('streaming decoder', () => {
 
 describe('loading errors', () => {
   test('a missing folder is LK_FILE_NOT_FOUND naming the path', async () => {
-    await assert.rejects(HfTokenizer.fromDir('/nonexistent/tok'), (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' && e.message.includes('/nonexistent/tok'));
+    await assert.rejects(
+      HfTokenizer.fromDir('/nonexistent/tok'),
+      (e: unknown) =>
+        e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' && e.message.includes('/nonexistent/tok'),
+    );
   });
 
   test('malformed tokenizer_config.json is LK_FILE_INVALID with line and column', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'lk-tok-'));
     writeFileSync(join(dir, 'tokenizer_config.json'), '{\n  "bos_token": "<s>",\n  "eos_token": \n}\n');
-    await assert.rejects(HfTokenizer.fromDir(dir), (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_INVALID' && e.message.includes('tokenizer_config.json') && /line 4 column 1/.test(e.message));
+    await assert.rejects(
+      HfTokenizer.fromDir(dir),
+      (e: unknown) =>
+        e instanceof LorakitError &&
+        e.code === 'LK_FILE_INVALID' &&
+        e.message.includes('tokenizer_config.json') &&
+        /line 4 column 1/.test(e.message),
+    );
   });
 
   test('a folder without tokenizer files lists what it looked for', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'lk-tok-'));
-    await assert.rejects(HfTokenizer.fromDir(dir), (e: unknown) => e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' && /tokenizer\.json.*merges\.txt.*vocab\.txt/.test(e.message));
+    await assert.rejects(
+      HfTokenizer.fromDir(dir),
+      (e: unknown) =>
+        e instanceof LorakitError &&
+        e.code === 'LK_FILE_NOT_FOUND' &&
+        /tokenizer\.json.*merges\.txt.*vocab\.txt/.test(e.message),
+    );
   });
 });

@@ -8,19 +8,24 @@ import { buildSequenceClassifier, loadModel } from '../../src/models/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { FIXTURES, i64, maxAbsDiff, readExpected } from './helpers.ts';
 
-test('bert: logits, last hidden states and pooled output equal transformers\' on a padded batch', async () => {
+test("bert: logits, last hidden states and pooled output equal transformers' on a padded batch", async () => {
   const model = await loadModel(join(FIXTURES, 'bert'));
   const e = await readExpected('bert');
   const g = new Graph('bert');
   const out = buildSequenceClassifier(model.context(g), {
-    inputIds: g.input('input_ids', 'i64', ['B', 'T']), tokenTypeIds: g.input('token_type_ids', 'i64', ['B', 'T']),
+    inputIds: g.input('input_ids', 'i64', ['B', 'T']),
+    tokenTypeIds: g.input('token_type_ids', 'i64', ['B', 'T']),
     attentionMask: g.input('attention_mask', 'i64', ['B', 'T']),
   });
   g.output('logits', out.logits);
   g.output('last_hidden_state', out.lastHidden);
   g.output('pooler_output', out.pooled);
   const s = await compile(g, { worker: false });
-  const r = await s.run({ input_ids: i64(e.json.input_ids), token_type_ids: i64(e.json.token_type_ids), attention_mask: i64(e.json.attention_mask) });
+  const r = await s.run({
+    input_ids: i64(e.json.input_ids),
+    token_type_ids: i64(e.json.token_type_ids),
+    attention_mask: i64(e.json.attention_mask),
+  });
   const d = {
     logits: maxAbsDiff(r.logits.data as Float32Array, e.tensors.logits, [1, 1, 4]),
     hidden: maxAbsDiff(r.last_hidden_state.data as Float32Array, e.tensors.last_hidden_state, [2, 12, 64]),
@@ -31,13 +36,16 @@ test('bert: logits, last hidden states and pooled output equal transformers\' on
   await model.close();
 });
 
-test('bert: an unpadded row equals the padded row\'s real tokens; absent token_type_ids mean segment A', async () => {
+test("bert: an unpadded row equals the padded row's real tokens; absent token_type_ids mean segment A", async () => {
   const model = await loadModel(join(FIXTURES, 'bert'));
   const e = await readExpected('bert');
   const build = (types: boolean) => {
     const g = new Graph(`bert-types-${types}`);
     const inputIds = g.input('input_ids', 'i64', ['B', 'T']);
-    const out = buildSequenceClassifier(model.context(g), { inputIds, tokenTypeIds: types ? g.input('token_type_ids', 'i64', ['B', 'T']) : undefined });
+    const out = buildSequenceClassifier(model.context(g), {
+      inputIds,
+      tokenTypeIds: types ? g.input('token_type_ids', 'i64', ['B', 'T']) : undefined,
+    });
     g.output('last_hidden_state', out.lastHidden);
     return compile(g, { worker: false });
   };

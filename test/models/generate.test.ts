@@ -18,7 +18,14 @@ const expected = (name: string) => JSON.parse(readFileSync(`${dirOf(name)}/expec
 const loaded = new Map<string, Promise<{ model: LoadedModel; tokenizer: HfTokenizer }>>();
 function fixture(name: string) {
   let f = loaded.get(name);
-  if (!f) loaded.set(name, (f = Promise.all([loadModel(dirOf(name)), HfTokenizer.fromDir(dirOf(name))]).then(([model, tokenizer]) => ({ model, tokenizer }))));
+  if (!f)
+    loaded.set(
+      name,
+      (f = Promise.all([loadModel(dirOf(name)), HfTokenizer.fromDir(dirOf(name))]).then(([model, tokenizer]) => ({
+        model,
+        tokenizer,
+      }))),
+    );
   return f;
 }
 after(async () => {
@@ -33,7 +40,10 @@ async function run(name: string, opts: GenerateOptions) {
   const events: TokenEvent[] = [];
   const r = await generate(model, tokenizer, {
     ...opts,
-    onToken: (piece, e) => { (pieces[e.row] ??= []).push(piece); events.push(e); },
+    onToken: (piece, e) => {
+      (pieces[e.row] ??= []).push(piece);
+      events.push(e);
+    },
   });
   return { ...r, pieces, events, tokenizer };
 }
@@ -41,18 +51,25 @@ async function run(name: string, opts: GenerateOptions) {
 const rejects = (p: Promise<unknown>, code: string, re: RegExp) =>
   assert.rejects(p, (e: unknown) => e instanceof LorakitError && e.code === code && re.test(e.message));
 
-test('greedy tokens equal transformers generate for every causal family (plain and repetition_penalty 1.3)', async () => {
-  for (const name of FAMILIES) {
-    const e = expected(name);
-    const plain = await run(name, { inputIds: e.greedy_prompt_ids, maxNewTokens: e.greedy_max_new_tokens });
-    assert.deepEqual(plain.rows[0].tokenIds, e.greedy, `${name} greedy`);
-    assert.equal(plain.rows[0].finishReason, 'length');
-    assert.deepEqual(plain.rows[0].promptTokenIds, e.greedy_prompt_ids);
-    assert.equal(plain.timings.steps, e.greedy_max_new_tokens - 1);
-    const rep = await run(name, { inputIds: e.greedy_prompt_ids, maxNewTokens: e.greedy_max_new_tokens, repetitionPenalty: e.repetition_penalty });
-    assert.deepEqual(rep.rows[0].tokenIds, e.greedy_rep, `${name} greedy_rep`);
-  }
-});
+test(
+  'greedy tokens equal transformers generate for every causal family (plain and ' + 'repetition_penalty 1.3)',
+  async () => {
+    for (const name of FAMILIES) {
+      const e = expected(name);
+      const plain = await run(name, { inputIds: e.greedy_prompt_ids, maxNewTokens: e.greedy_max_new_tokens });
+      assert.deepEqual(plain.rows[0].tokenIds, e.greedy, `${name} greedy`);
+      assert.equal(plain.rows[0].finishReason, 'length');
+      assert.deepEqual(plain.rows[0].promptTokenIds, e.greedy_prompt_ids);
+      assert.equal(plain.timings.steps, e.greedy_max_new_tokens - 1);
+      const rep = await run(name, {
+        inputIds: e.greedy_prompt_ids,
+        maxNewTokens: e.greedy_max_new_tokens,
+        repetitionPenalty: e.repetition_penalty,
+      });
+      assert.deepEqual(rep.rows[0].tokenIds, e.greedy_rep, `${name} greedy_rep`);
+    }
+  },
+);
 
 test('a left-padded batch gives each row the tokens it gets alone, also when one row stops early', async () => {
   for (const name of ['llama', 'gpt2']) {
@@ -68,7 +85,10 @@ test('a left-padded batch gives each row the tokens it gets alone, also when one
     assert.deepEqual(batch.rows[1].tokenIds, alone1.rows[0].tokenIds, `${name} row 1`);
     assert.equal(batch.rows[0].text, alone0.rows[0].text);
     assert.equal(batch.rows[1].text, alone1.rows[0].text);
-    assert.deepEqual(batch.rows.map((r) => r.finishReason), [alone0.rows[0].finishReason, alone1.rows[0].finishReason]);
+    assert.deepEqual(
+      batch.rows.map((r) => r.finishReason),
+      [alone0.rows[0].finishReason, alone1.rows[0].finishReason],
+    );
     assert.equal(batch.rows[0].finishReason, 'eos');
     assert.ok(batch.rows[0].tokenIds.length < batch.rows[1].tokenIds.length);
   }
@@ -90,14 +110,27 @@ test('eos ends a row: the id is kept in tokenIds, not in the text', async () => 
 test('streamed pieces join to the final text, which is the decode of the new tokens', async () => {
   for (const name of ['gpt2', 'mistral']) {
     const e = expected(name);
-    const r = await run(name, { inputIds: [e.greedy_prompt_ids, e.input_ids[1].slice(0, 8)], maxNewTokens: 16, eosTokenId: null });
+    const r = await run(name, {
+      inputIds: [e.greedy_prompt_ids, e.input_ids[1].slice(0, 8)],
+      maxNewTokens: 16,
+      eosTokenId: null,
+    });
     r.rows.forEach((row, b) => {
       assert.equal(r.pieces[b].join(''), row.text);
-      assert.equal(row.text, r.tokenizer.decode(row.tokenIds, { skipSpecialTokens: true, cleanUpTokenizationSpaces: false }));
+      assert.equal(
+        row.text,
+        r.tokenizer.decode(row.tokenIds, { skipSpecialTokens: true, cleanUpTokenizationSpaces: false }),
+      );
     });
     // one event per token, plus the closing one (tokenId null) that carries the finish reason
     assert.equal(r.events.filter((ev) => ev.row === 0).length, 17);
-    assert.deepEqual(r.events.filter((ev) => ev.finishReason).map((ev) => [ev.row, ev.tokenId, ev.finishReason]), [[0, null, 'length'], [1, null, 'length']]);
+    assert.deepEqual(
+      r.events.filter((ev) => ev.finishReason).map((ev) => [ev.row, ev.tokenId, ev.finishReason]),
+      [
+        [0, null, 'length'],
+        [1, null, 'length'],
+      ],
+    );
   }
   // mistral's 16th greedy token is <s> (special): skipSpecialTokens false keeps it in the text
   const e = expected('mistral');
@@ -146,40 +179,81 @@ test('text prompts, chat messages and abort', async () => {
   const { tokenizer } = await fixture('qwen2');
   const messages = [{ role: 'user', content: 'To be, or not to be' }];
   const chat = await run('qwen2', { messages, maxNewTokens: 4 });
-  assert.deepEqual(chat.rows[0].promptTokenIds, encodeChat(tokenizer, tokenizer.config.chat_template as string, messages, { addGenerationPrompt: true }).ids);
+  assert.deepEqual(
+    chat.rows[0].promptTokenIds,
+    encodeChat(tokenizer, tokenizer.config.chat_template as string, messages, { addGenerationPrompt: true }).ids,
+  );
   const plain = await run('llama', { prompts: ['To be', 'or not to be, that is'], maxNewTokens: 3 });
   assert.deepEqual(plain.rows[0].promptTokenIds, plain.tokenizer.encode('To be'));
   assert.equal(plain.rows[0].promptTokenIds[0], 1); // <s> added
   const ctrl = new AbortController();
   const { model } = await fixture('llama');
-  const r = await generate(model, plain.tokenizer, { prompt: 'To be', maxNewTokens: 10, signal: ctrl.signal, onToken: () => ctrl.abort() });
+  const r = await generate(model, plain.tokenizer, {
+    prompt: 'To be',
+    maxNewTokens: 10,
+    signal: ctrl.signal,
+    onToken: () => ctrl.abort(),
+  });
   assert.equal(r.rows[0].finishReason, 'abort');
   assert.equal(r.rows[0].tokenIds.length, 1);
 });
 
-test('adapter hooks: an unmerged LoRA adapter generates what its merged weights generate, and differs from the base', async () => {
-  const { model } = await fixture('llama');
-  const e = expected('llama');
-  const peft = new PeftModel(adaptable(model));
-  await loadAdapter(peft, 'test/fixtures/peft/llama_lora_patterns');
-  const opts = { inputIds: e.greedy_prompt_ids, maxNewTokens: 16 };
-  const unmerged = await run('llama', { ...opts, adapter: { hooks: () => peft.hooks(), overrides: peft.weightOverrides() } });
-  await peft.merge();
-  const merged = await run('llama', { ...opts, adapter: { hooks: () => peft.hooks(), overrides: peft.weightOverrides(), key: 'merged' } });
-  assert.deepEqual(unmerged.rows[0].tokenIds, merged.rows[0].tokenIds);
-  assert.notDeepEqual(unmerged.rows[0].tokenIds, e.greedy);
-  const base = await run('llama', opts); // the base graphs are cached apart from the adapter's
-  assert.deepEqual(base.rows[0].tokenIds, e.greedy);
-});
+test(
+  'adapter hooks: an unmerged LoRA adapter generates what its merged weights generate, and differs from ' + 'the base',
+  async () => {
+    const { model } = await fixture('llama');
+    const e = expected('llama');
+    const peft = new PeftModel(adaptable(model));
+    await loadAdapter(peft, 'test/fixtures/peft/llama_lora_patterns');
+    const opts = { inputIds: e.greedy_prompt_ids, maxNewTokens: 16 };
+    const unmerged = await run('llama', {
+      ...opts,
+      adapter: { hooks: () => peft.hooks(), overrides: peft.weightOverrides() },
+    });
+    await peft.merge();
+    const merged = await run('llama', {
+      ...opts,
+      adapter: { hooks: () => peft.hooks(), overrides: peft.weightOverrides(), key: 'merged' },
+    });
+    assert.deepEqual(unmerged.rows[0].tokenIds, merged.rows[0].tokenIds);
+    assert.notDeepEqual(unmerged.rows[0].tokenIds, e.greedy);
+    const base = await run('llama', opts); // the base graphs are cached apart from the adapter's
+    assert.deepEqual(base.rows[0].tokenIds, e.greedy);
+  },
+);
 
 test('argument errors name the option', async () => {
   const { model, tokenizer } = await fixture('gpt2');
   const g = (o: GenerateOptions) => generate(model, tokenizer, o);
-  await rejects(g({ inputIds: [1, 2], maxNewTokens: 0 }), 'LK_INVALID_ARGUMENT', /^maxNewTokens must be a positive integer, got 0$/);
-  await rejects(g({ inputIds: [1], prompt: 'x' }), 'LK_INVALID_ARGUMENT', /give exactly one of prompt, prompts, messages, inputIds; got prompt, inputIds/);
-  await rejects(g({ inputIds: [[1, 2], [3, 384]] }), 'LK_INVALID_ARGUMENT', /^inputIds\[1\]\[1\] must be a token id in \[0, 384\), got 384$/);
+  await rejects(
+    g({ inputIds: [1, 2], maxNewTokens: 0 }),
+    'LK_INVALID_ARGUMENT',
+    /^maxNewTokens must be a positive integer, got 0$/,
+  );
+  await rejects(
+    g({ inputIds: [1], prompt: 'x' }),
+    'LK_INVALID_ARGUMENT',
+    /give exactly one of prompt, prompts, messages, inputIds; got prompt, inputIds/,
+  );
+  await rejects(
+    g({
+      inputIds: [
+        [1, 2],
+        [3, 384],
+      ],
+    }),
+    'LK_INVALID_ARGUMENT',
+    /^inputIds\[1\]\[1\] must be a token id in \[0, 384\), got 384$/,
+  );
   await rejects(g({ prompt: '' }), 'LK_INVALID_ARGUMENT', /prompt 0 has no tokens/);
-  await rejects(g({ inputIds: [1, 2, 3], maxNewTokens: 126 }), 'LK_INVALID_ARGUMENT', /^maxNewTokens: the prompt \(3 tokens\) plus maxNewTokens \(126\) exceeds the model's 128 positions; use at most 125$/);
+  await rejects(
+    g({ inputIds: [1, 2, 3], maxNewTokens: 126 }),
+    'LK_INVALID_ARGUMENT',
+    new RegExp(
+      "^maxNewTokens: the prompt \\(3 tokens\\) plus maxNewTokens \\(126\\) exceeds the model's 128 positions; use " +
+        'at most 125$',
+    ),
+  );
   await rejects(g({ inputIds: [1], topP: 2 }), 'LK_INVALID_ARGUMENT', /^topP must be a number in \(0, 1\], got 2$/);
   await rejects(g({ inputIds: [1], stop: [''] }), 'LK_INVALID_ARGUMENT', /^stop\[0\] must be a non-empty string/);
   const bert = await loadModel(dirOf('bert'));

@@ -9,7 +9,10 @@ import { type Session, compile } from '../../src/runtime/index.ts';
 
 export const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'models');
 
-export interface Expected { json: Record<string, any>; tensors: Record<string, Float32Array> }
+export interface Expected {
+  json: Record<string, any>;
+  tensors: Record<string, Float32Array>;
+}
 
 /** expected.json and every tensor of expected.safetensors of a model fixture. */
 export async function readExpected(name: string): Promise<Expected> {
@@ -28,7 +31,10 @@ export function i64(rows: number[][]): { data: BigInt64Array; shape: number[] } 
 }
 
 /** The causal LM of `model` as a compiled graph with the standard inputs/outputs (causal.ts). */
-export async function compileCausal(model: LoadedModel, opts: { past?: boolean; lastOnly?: boolean } = {}): Promise<Session> {
+export async function compileCausal(
+  model: LoadedModel,
+  opts: { past?: boolean; lastOnly?: boolean } = {},
+): Promise<Session> {
   const g = new Graph(`${model.config.model_type}-${opts.past ? 'decode' : 'forward'}`);
   const { inputs } = causalGraphInputs(g, model.cache!, { past: opts.past });
   outputCausalLM(g, buildCausalLM(model.context(g), inputs), { lastOnly: opts.lastOnly });
@@ -36,12 +42,21 @@ export async function compileCausal(model: LoadedModel, opts: { past?: boolean; 
 }
 
 /** max |a - b| over rows r and positions t of [B, T, V] tensors where keep(r, t). */
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>, [B, T, V]: number[], keep: (r: number, t: number) => boolean = () => true): number {
+export function maxAbsDiff(
+  a: ArrayLike<number>,
+  b: ArrayLike<number>,
+  [B, T, V]: number[],
+  keep: (r: number, t: number) => boolean = () => true,
+): number {
   let m = 0;
-  for (let r = 0; r < B; r++) for (let t = 0; t < T; t++) {
-    if (!keep(r, t)) continue;
-    for (let v = 0; v < V; v++) { const i = (r * T + t) * V + v; m = Math.max(m, Math.abs(a[i] - b[i])); }
-  }
+  for (let r = 0; r < B; r++)
+    for (let t = 0; t < T; t++) {
+      if (!keep(r, t)) continue;
+      for (let v = 0; v < V; v++) {
+        const i = (r * T + t) * V + v;
+        m = Math.max(m, Math.abs(a[i] - b[i]));
+      }
+    }
   return m;
 }
 
@@ -58,7 +73,8 @@ type Out = Record<string, { data: ArrayLike<number> | ArrayLike<bigint>; shape: 
 export function pastFrom(out: Out): Record<string, { data: Float32Array; shape: number[] }> {
   const feeds: Record<string, { data: Float32Array; shape: number[] }> = {};
   for (const [k, v] of Object.entries(out)) {
-    if (k.startsWith('present.')) feeds[`past_key_values.${k.slice('present.'.length)}`] = { data: v.data as Float32Array, shape: v.shape };
+    if (k.startsWith('present.'))
+      feeds[`past_key_values.${k.slice('present.'.length)}`] = { data: v.data as Float32Array, shape: v.shape };
   }
   return feeds;
 }
@@ -68,7 +84,8 @@ export function emptyPast(model: LoadedModel, batch: number): Record<string, { d
   const { layers, kvHeads, headDim } = model.cache!;
   const feeds: Record<string, { data: Float32Array; shape: number[] }> = {};
   for (let i = 0; i < layers; i++) {
-    for (const kv of ['key', 'value']) feeds[`past_key_values.${i}.${kv}`] = { data: new Float32Array(0), shape: [batch, kvHeads, 0, headDim] };
+    for (const kv of ['key', 'value'])
+      feeds[`past_key_values.${i}.${kv}`] = { data: new Float32Array(0), shape: [batch, kvHeads, 0, headDim] };
   }
   return feeds;
 }

@@ -3,8 +3,18 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { assertAllclose } from '../helpers.ts';
 import {
-  applyRepetitionPenalty, applyTemperature, applyTopK, applyTopP, argmax, chooseToken, createRng, eosSet, resolveSampling,
-  sample, softmax, StopStrings,
+  applyRepetitionPenalty,
+  applyTemperature,
+  applyTopK,
+  applyTopP,
+  argmax,
+  chooseToken,
+  createRng,
+  eosSet,
+  resolveSampling,
+  sample,
+  softmax,
+  StopStrings,
 } from '../../src/models/sampling.ts';
 import { LorakitError } from '../../src/errors.ts';
 
@@ -50,13 +60,22 @@ test('top-p removes the unlikely tail whose cumulative probability is <= 1 - p',
   const base = [Math.log(0.5), Math.log(0.25), Math.log(0.125), Math.log(0.125)];
   const l = f32(base);
   applyTopP(l, 0.7); // 1 - p = 0.3: removes the two 0.125 tokens (0.125, 0.25 <= 0.3), keeps 0.25 (0.5 > 0.3)
-  assert.deepEqual([...l].map((x) => x === NEG), [false, false, true, true]);
+  assert.deepEqual(
+    [...l].map((x) => x === NEG),
+    [false, false, true, true],
+  );
   const m = f32(base);
   applyTopP(m, 0.75); // 1 - p = 0.25: cumulative 0.25 <= 0.25 removes both 0.125 (boundary is inclusive)
-  assert.deepEqual([...m].map((x) => x === NEG), [false, false, true, true]);
+  assert.deepEqual(
+    [...m].map((x) => x === NEG),
+    [false, false, true, true],
+  );
   const n = f32(base);
   applyTopP(n, 0.9); // 1 - p = 0.1: nothing is <= 0.1
-  assert.deepEqual([...n].map((x) => x === NEG), [false, false, false, false]);
+  assert.deepEqual(
+    [...n].map((x) => x === NEG),
+    [false, false, false, false],
+  );
 });
 
 test('top-p always keeps the most likely token', () => {
@@ -77,11 +96,26 @@ test('softmax gives zero probability to -Infinity and sums to 1', () => {
 
 test('sample inverts the CDF at the rng draw', () => {
   const logits = [Math.log(0.2), NEG, Math.log(0.5), Math.log(0.3)];
-  assert.equal(sample(logits, () => 0.1), 0);
-  assert.equal(sample(logits, () => 0.21), 2);
-  assert.equal(sample(logits, () => 0.69), 2);
-  assert.equal(sample(logits, () => 0.71), 3);
-  assert.equal(sample(logits, () => 0.9999999999), 3);
+  assert.equal(
+    sample(logits, () => 0.1),
+    0,
+  );
+  assert.equal(
+    sample(logits, () => 0.21),
+    2,
+  );
+  assert.equal(
+    sample(logits, () => 0.69),
+    2,
+  );
+  assert.equal(
+    sample(logits, () => 0.71),
+    3,
+  );
+  assert.equal(
+    sample(logits, () => 0.9999999999),
+    3,
+  );
 });
 
 test('sampled frequencies follow the probabilities', () => {
@@ -89,11 +123,16 @@ test('sampled frequencies follow the probabilities', () => {
   const counts = [0, 0, 0];
   const logits = [Math.log(0.2), Math.log(0.3), Math.log(0.5)];
   for (let i = 0; i < 20000; i++) counts[sample(logits, rng)]++;
-  assertAllclose(counts.map((c) => c / 20000), [0.2, 0.3, 0.5], { atol: 0.015 });
+  assertAllclose(
+    counts.map((c) => c / 20000),
+    [0.2, 0.3, 0.5],
+    { atol: 0.015 },
+  );
 });
 
 test('chooseToken applies penalty, temperature, top-k, top-p in transformers order', () => {
-  // penalty 2 on id 3: 4 -> 2; temperature 0.5 doubles; top-k 2 keeps ids 0 and 3 (6 and 4)... then top-p keeps id 0 only
+  // penalty 2 on id 3: 4 -> 2; temperature 0.5 doubles; top-k 2 keeps ids 0 and 3 (6 and 4)... then top-p keeps id 0
+  // only
   const s = resolveSampling({ temperature: 0.5, topK: 2, topP: 0.5, repetitionPenalty: 2 });
   const l = f32([3, 1, 0, 4]);
   const tok = chooseToken(l, [3], s, () => 0.999);
@@ -101,8 +140,14 @@ test('chooseToken applies penalty, temperature, top-k, top-p in transformers ord
   assert.equal(tok, 0);
   // greedy ignores temperature/top-k/top-p and takes the penalised argmax
   const g = f32([3, 1, 0, 4]);
-  assert.equal(chooseToken(g, [3], resolveSampling({ repetitionPenalty: 2 }), () => 0), 0);
-  assert.equal(chooseToken(f32([3, 1, 0, 4]), [], resolveSampling({}), () => 0), 3);
+  assert.equal(
+    chooseToken(g, [3], resolveSampling({ repetitionPenalty: 2 }), () => 0),
+    0,
+  );
+  assert.equal(
+    chooseToken(f32([3, 1, 0, 4]), [], resolveSampling({}), () => 0),
+    3,
+  );
 });
 
 test('resolveSampling: greedy by default, sampling when asked, errors name the option', () => {
@@ -110,7 +155,11 @@ test('resolveSampling: greedy by default, sampling when asked, errors name the o
   assert.equal(resolveSampling({ temperature: 0.7 }).doSample, true);
   assert.equal(resolveSampling({ topK: 5 }).doSample, true);
   assert.equal(resolveSampling({ temperature: 0, topK: 5 }).doSample, false);
-  const err = (o: object, re: RegExp) => assert.throws(() => resolveSampling(o), (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && re.test(e.message));
+  const err = (o: object, re: RegExp) =>
+    assert.throws(
+      () => resolveSampling(o),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && re.test(e.message),
+    );
   err({ temperature: -1 }, /^temperature must be a finite number >= 0, got -1$/);
   err({ topK: 1.5 }, /^topK must be a non-negative integer \(0 = off\), got 1.5$/);
   err({ topP: 0 }, /^topP must be a number in \(0, 1\], got 0$/);
@@ -119,8 +168,12 @@ test('resolveSampling: greedy by default, sampling when asked, errors name the o
 });
 
 test('createRng is reproducible per (seed, stream) and streams differ', () => {
-  const a = createRng(42), b = createRng(42), c = createRng(42, 1), d = createRng(43);
-  const xa = Array.from({ length: 5 }, a), xb = Array.from({ length: 5 }, b);
+  const a = createRng(42),
+    b = createRng(42),
+    c = createRng(42, 1),
+    d = createRng(43);
+  const xa = Array.from({ length: 5 }, a),
+    xb = Array.from({ length: 5 }, b);
   assert.deepEqual(xa, xb);
   assert.notDeepEqual(Array.from({ length: 5 }, c), xa);
   assert.notDeepEqual(Array.from({ length: 5 }, d), xa);

@@ -7,13 +7,21 @@ import { adamw, sgd, addTrainStep, TrainStepRunner, type Optimizer } from '../..
 import { assertAllclose, randArray } from '../helpers.ts';
 
 /** loss = Σ (p ⊙ c)² / 2 with gradient p ⊙ c², so the reference knows every gradient exactly. */
-async function run(opt: Optimizer, steps: number, { lr = 0.1, wd = 0, clipNorm }: { lr?: number; wd?: number; clipNorm?: number } = {}) {
+async function run(
+  opt: Optimizer,
+  steps: number,
+  { lr = 0.1, wd = 0, clipNorm }: { lr?: number; wd?: number; clipNorm?: number } = {},
+) {
   const n = 6;
   const c = randArray(n, 9, 0.5, 1.5);
   const g = new Graph();
   const p = g.input('p', 'f32', [n]);
   const pc = p.mul(g.constant(c, 'f32', [n]));
-  const layout = addTrainStep(g, pc.mul(pc).sum().mul(0.5), { optimizer: opt, groups: [{ params: [p], weightDecay: wd }], clipNorm });
+  const layout = addTrainStep(g, pc.mul(pc).sum().mul(0.5), {
+    optimizer: opt,
+    groups: [{ params: [p], weightDecay: wd }],
+    clipNorm,
+  });
   const s = await compile(g, { worker: false });
   const p0 = Float32Array.from(randArray(n, 4));
   const r = new TrainStepRunner(s, layout, { p: p0 });
@@ -25,7 +33,9 @@ async function run(opt: Optimizer, steps: number, { lr = 0.1, wd = 0, clipNorm }
 test('AdamW matches PyTorch semantics (bias correction, decoupled decay) over 5 steps', async () => {
   const [b1, b2, eps, lr, wd] = [0.9, 0.99, 1e-8, 0.05, 0.1];
   const { p, p0, c } = await run(adamw({ beta1: b1, beta2: b2, eps }), 5, { lr, wd });
-  const ref = Float64Array.from(p0), m = new Float64Array(6), v = new Float64Array(6);
+  const ref = Float64Array.from(p0),
+    m = new Float64Array(6),
+    v = new Float64Array(6);
   for (let t = 1; t <= 5; t++) {
     for (let i = 0; i < 6; i++) {
       const gi = ref[i] * c[i] * c[i];
@@ -41,7 +51,8 @@ test('AdamW matches PyTorch semantics (bias correction, decoupled decay) over 5 
 test('SGD with Nesterov momentum and L2 decay matches PyTorch over 4 steps', async () => {
   const [mu, lr, wd] = [0.9, 0.1, 0.01];
   const { p, p0, c } = await run(sgd({ momentum: mu, nesterov: true }), 4, { lr, wd });
-  const ref = Float64Array.from(p0), b = new Float64Array(6);
+  const ref = Float64Array.from(p0),
+    b = new Float64Array(6);
   for (let t = 0; t < 4; t++) {
     for (let i = 0; i < 6; i++) {
       const gi = ref[i] * c[i] * c[i] + wd * ref[i];
@@ -58,7 +69,11 @@ test('global-norm clipping scales the step and reports the unclipped norm', asyn
   const norm = Math.hypot(...gfull);
   assertAllclose([norms[0]], [norm], { rtol: 1e-5, what: 'grad_norm' });
   const scale = 0.01 / (norm + 1e-6);
-  assertAllclose(p, Array.from(p0, (v, i) => v - gfull[i] * scale), { rtol: 1e-5, atol: 1e-7, what: 'clipped step' });
+  assertAllclose(
+    p,
+    Array.from(p0, (v, i) => v - gfull[i] * scale),
+    { rtol: 1e-5, atol: 1e-7, what: 'clipped step' },
+  );
 });
 
 test('bad optimizer options are rejected', () => {

@@ -19,80 +19,114 @@ after(() => rm(tmp, { recursive: true, force: true }));
 async function tensorsOf(path: string): Promise<Map<string, { dtype: string; shape: number[]; bytes: Buffer }>> {
   const f = await SafetensorsFile.open(path);
   const out = new Map<string, { dtype: string; shape: number[]; bytes: Buffer }>();
-  for (const n of f.names()) out.set(n, { dtype: f.info(n).dtype, shape: f.info(n).shape, bytes: Buffer.from(await f.read(n)) });
+  for (const n of f.names())
+    out.set(n, { dtype: f.info(n).dtype, shape: f.info(n).shape, bytes: Buffer.from(await f.read(n)) });
   await f.close();
   return out;
 }
 
 for (const c of ['llama_dora', 'llama_embed', 'gpt2_lora', 'smollm_regex', 'bert_seqcls']) {
-  test(`PEFT fixture ${c}: the exported merged folder gives base + adapter logits and PEFT's merged logits (1e-4)`, async () => {
-    const dir = join(ROOT, 'test/fixtures/peft', c);
-    const expected = JSON.parse(await readFile(join(dir, 'expected.json'), 'utf8'));
-    const baseDir = join(ROOT, expected.base_model);
-    const model = await loadModel(baseDir);
-    const peft = new PeftModel(adaptable(model));
-    await loadAdapter(peft, dir);
-    const unmerged = await logitsOf(model, expected, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
-    const out = join(tmp, c);
-    const res = await exportMerged(model, peft, out);
-    await model.close();
-    assert.deepEqual(res.adapters, ['default']);
+  test(
+    `PEFT fixture ${c}: the exported merged folder gives base + adapter logits and PEFT's merged logits ` + `(1e-4)`,
+    async () => {
+      const dir = join(ROOT, 'test/fixtures/peft', c);
+      const expected = JSON.parse(await readFile(join(dir, 'expected.json'), 'utf8'));
+      const baseDir = join(ROOT, expected.base_model);
+      const model = await loadModel(baseDir);
+      const peft = new PeftModel(adaptable(model));
+      await loadAdapter(peft, dir);
+      const unmerged = await logitsOf(model, expected, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
+      const out = join(tmp, c);
+      const res = await exportMerged(model, peft, out);
+      await model.close();
+      assert.deepEqual(res.adapters, ['default']);
 
-    const merged = await loadModel(out);
-    const got = await logitsOf(merged, expected);
-    await merged.close();
-    assertAllclose(got, unmerged, { atol: 1e-4, rtol: 0, what: `${c} merged export vs unmerged adapter` });
-    const st = await SafetensorsFile.open(join(dir, 'expected.safetensors'));
-    assertAllclose(got, await st.readAs('merged_logits', 'f32'), { atol: 1e-4, rtol: 0, what: `${c} merged export vs PEFT merge_and_unload` });
-    await st.close();
+      const merged = await loadModel(out);
+      const got = await logitsOf(merged, expected);
+      await merged.close();
+      assertAllclose(got, unmerged, { atol: 1e-4, rtol: 0, what: `${c} merged export vs unmerged adapter` });
+      const st = await SafetensorsFile.open(join(dir, 'expected.safetensors'));
+      assertAllclose(got, await st.readAs('merged_logits', 'f32'), {
+        atol: 1e-4,
+        rtol: 0,
+        what: `${c} merged export vs PEFT merge_and_unload`,
+      });
+      await st.close();
 
-    // the same tensor names as the base (a tied head stays unstored); untouched tensors are the base's bytes
-    const [base, mine] = await Promise.all([tensorsOf(join(baseDir, 'model.safetensors')), tensorsOf(join(out, 'model.safetensors'))]);
-    assert.deepEqual([...mine.keys()].sort(), [...base.keys()].sort());
-    for (const [n, t] of mine) {
-      if (res.merged.includes(n)) assert.equal(t.dtype, 'F32', n);
-      else assert.ok(t.bytes.equals(base.get(n)!.bytes) && t.dtype === base.get(n)!.dtype, `${n} was copied unchanged`);
-    }
-    assert.ok(res.merged.length > 0);
-    assert.ok(!mine.has('lm_head.weight') || base.has('lm_head.weight'));
-    const files = (await readdir(out)).sort();
-    assert.deepEqual(files, (await readdir(baseDir)).filter((f) => !f.startsWith('expected')).sort());
-    assert.equal(await readFile(join(out, 'config.json'), 'utf8'), await readFile(join(baseDir, 'config.json'), 'utf8'));
-  });
+      // the same tensor names as the base (a tied head stays unstored); untouched tensors are the base's bytes
+      const [base, mine] = await Promise.all([
+        tensorsOf(join(baseDir, 'model.safetensors')),
+        tensorsOf(join(out, 'model.safetensors')),
+      ]);
+      assert.deepEqual([...mine.keys()].sort(), [...base.keys()].sort());
+      for (const [n, t] of mine) {
+        if (res.merged.includes(n)) assert.equal(t.dtype, 'F32', n);
+        else
+          assert.ok(t.bytes.equals(base.get(n)!.bytes) && t.dtype === base.get(n)!.dtype, `${n} was copied unchanged`);
+      }
+      assert.ok(res.merged.length > 0);
+      assert.ok(!mine.has('lm_head.weight') || base.has('lm_head.weight'));
+      const files = (await readdir(out)).sort();
+      assert.deepEqual(files, (await readdir(baseDir)).filter((f) => !f.startsWith('expected')).sort());
+      assert.equal(
+        await readFile(join(out, 'config.json'), 'utf8'),
+        await readFile(join(baseDir, 'config.json'), 'utf8'),
+      );
+    },
+  );
 }
 
-test('a bf16 base keeps its untouched tensors in BF16; merged ones are F32 and the folder reloads with the adapter\'s logits', async () => {
-  const baseDir = join(ROOT, 'test/fixtures/models/qwen2');
-  const expected = JSON.parse(await readFile(join(baseDir, 'expected.json'), 'utf8'));
-  const model = await loadModel(baseDir);
-  const peft = new PeftModel(adaptable(model));
-  await peft.addAdapter('a', { target_modules: ['q_proj', 'down_proj'], r: 4, init_lora_weights: false }, { seed: 7 });
-  const want = await logitsOf(model, expected, { hooks: peft.hooks() });
-  const out = join(tmp, 'qwen2-merged');
-  const res = await exportMerged(model, peft, out);
-  await model.close();
-  const tensors = await tensorsOf(join(out, 'model.safetensors'));
-  assert.equal(res.merged.length, 4);
-  for (const [n, t] of tensors) assert.equal(t.dtype, res.merged.includes(n) ? 'F32' : 'BF16', n);
-  const merged = await loadModel(out);
-  assertAllclose(await logitsOf(merged, expected), want, { atol: 1e-4, rtol: 0, what: 'qwen2 merged export' });
-  await merged.close();
-});
+test(
+  'a bf16 base keeps its untouched tensors in BF16; merged ones are F32 and the folder reloads with the ' +
+    "adapter's logits",
+  async () => {
+    const baseDir = join(ROOT, 'test/fixtures/models/qwen2');
+    const expected = JSON.parse(await readFile(join(baseDir, 'expected.json'), 'utf8'));
+    const model = await loadModel(baseDir);
+    const peft = new PeftModel(adaptable(model));
+    await peft.addAdapter(
+      'a',
+      { target_modules: ['q_proj', 'down_proj'], r: 4, init_lora_weights: false },
+      { seed: 7 },
+    );
+    const want = await logitsOf(model, expected, { hooks: peft.hooks() });
+    const out = join(tmp, 'qwen2-merged');
+    const res = await exportMerged(model, peft, out);
+    await model.close();
+    const tensors = await tensorsOf(join(out, 'model.safetensors'));
+    assert.equal(res.merged.length, 4);
+    for (const [n, t] of tensors) assert.equal(t.dtype, res.merged.includes(n) ? 'F32' : 'BF16', n);
+    const merged = await loadModel(out);
+    assertAllclose(await logitsOf(merged, expected), want, { atol: 1e-4, rtol: 0, what: 'qwen2 merged export' });
+    await merged.close();
+  },
+);
 
-test('the output folder is written whole: an existing folder is refused unless overwrite, and no temp folder is left', async () => {
-  const baseDir = join(ROOT, 'test/fixtures/models/llama');
-  const model = await loadModel(baseDir);
-  const peft = new PeftModel(adaptable(model));
-  await loadAdapter(peft, join(ROOT, 'test/fixtures/peft/llama_rslora'));
-  const parent = join(tmp, 'atomic');
-  const out = join(parent, 'merged');
-  await mkdir(out, { recursive: true });
-  await writeFile(join(out, 'keep.txt'), 'mine');
-  await assert.rejects(exportMerged(model, peft, out), (e: any) => e.code === 'LK_INVALID_ARGUMENT' && /merged exists and is not empty; remove it or pass overwrite/.test(e.message));
-  assert.deepEqual(await readdir(out), ['keep.txt']);
-  await assert.rejects(exportMerged(model, peft, baseDir), (e: any) => e.code === 'LK_INVALID_ARGUMENT' && /is the model folder/.test(e.message));
-  await exportMerged(model, peft, out, { overwrite: true });
-  assert.ok((await readdir(out)).includes('model.safetensors') && !(await readdir(out)).includes('keep.txt'));
-  assert.deepEqual(await readdir(parent), ['merged']); // no .merged.*.tmp / .old left behind
-  await model.close();
-});
+test(
+  'the output folder is written whole: an existing folder is refused unless overwrite, and no temp folder ' + 'is left',
+  async () => {
+    const baseDir = join(ROOT, 'test/fixtures/models/llama');
+    const model = await loadModel(baseDir);
+    const peft = new PeftModel(adaptable(model));
+    await loadAdapter(peft, join(ROOT, 'test/fixtures/peft/llama_rslora'));
+    const parent = join(tmp, 'atomic');
+    const out = join(parent, 'merged');
+    await mkdir(out, { recursive: true });
+    await writeFile(join(out, 'keep.txt'), 'mine');
+    await assert.rejects(
+      exportMerged(model, peft, out),
+      (e: any) =>
+        e.code === 'LK_INVALID_ARGUMENT' &&
+        /merged exists and is not empty; remove it or pass overwrite/.test(e.message),
+    );
+    assert.deepEqual(await readdir(out), ['keep.txt']);
+    await assert.rejects(
+      exportMerged(model, peft, baseDir),
+      (e: any) => e.code === 'LK_INVALID_ARGUMENT' && /is the model folder/.test(e.message),
+    );
+    await exportMerged(model, peft, out, { overwrite: true });
+    assert.ok((await readdir(out)).includes('model.safetensors') && !(await readdir(out)).includes('keep.txt'));
+    assert.deepEqual(await readdir(parent), ['merged']); // no .merged.*.tmp / .old left behind
+    await model.close();
+  },
+);

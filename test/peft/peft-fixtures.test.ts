@@ -11,7 +11,15 @@ import { SafetensorsFile } from '../../src/io/index.ts';
 import { assertAllclose } from '../helpers.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
-const CASES = ['llama_lora_patterns', 'llama_rslora', 'llama_dora', 'llama_embed', 'gpt2_lora', 'smollm_regex', 'bert_seqcls'];
+const CASES = [
+  'llama_lora_patterns',
+  'llama_rslora',
+  'llama_dora',
+  'llama_embed',
+  'gpt2_lora',
+  'smollm_regex',
+  'bert_seqcls',
+];
 
 async function logitsOf(caseName: string, merge: boolean): Promise<{ got: Float32Array; want: Float32Array }> {
   const dir = `${root}test/fixtures/peft/${caseName}`;
@@ -27,7 +35,8 @@ async function logitsOf(caseName: string, merge: boolean): Promise<{ got: Float3
   const inputIds = g.input('input_ids', 'i64', [B, T]);
   const feeds: Record<string, BigInt64Array> = { input_ids: BigInt64Array.from(ids.flat().map(BigInt)) };
   if (model.family === 'bert') {
-    const tt = g.input('token_type_ids', 'i64', [B, T]), am = g.input('attention_mask', 'i64', [B, T]);
+    const tt = g.input('token_type_ids', 'i64', [B, T]),
+      am = g.input('attention_mask', 'i64', [B, T]);
     g.output('logits', buildSequenceClassifier(ctx, { inputIds, tokenTypeIds: tt, attentionMask: am }).logits);
     feeds.token_type_ids = BigInt64Array.from((expected.token_type_ids as number[][]).flat().map(BigInt));
     feeds.attention_mask = BigInt64Array.from((expected.attention_mask as number[][]).flat().map(BigInt));

@@ -19,14 +19,21 @@ const tmp = await mkdtemp(join(tmpdir(), 'lorakit-roundtrip-'));
 after(() => rm(tmp, { recursive: true, force: true }));
 
 /** lorakit's logits for a case folder's inputs with its adapter loaded (optionally merged), and the PeftModel. */
-async function lorakitLogits(dir: string, merge: boolean): Promise<{ logits: Float32Array; peft: PeftModel; unused: string[] }> {
+async function lorakitLogits(
+  dir: string,
+  merge: boolean,
+): Promise<{ logits: Float32Array; peft: PeftModel; unused: string[] }> {
   const inputs = JSON.parse(await readFile(join(dir, 'inputs.json'), 'utf8'));
   const model = await loadModel(join(ROOT, inputs.base_model));
   try {
     const peft = new PeftModel(adaptable(model));
     const { unused } = await loadAdapter(peft, dir);
     if (merge) await peft.merge();
-    return { logits: await logitsOf(model, inputs, { hooks: peft.hooks(), overrides: peft.weightOverrides() }), peft, unused };
+    return {
+      logits: await logitsOf(model, inputs, { hooks: peft.hooks(), overrides: peft.weightOverrides() }),
+      peft,
+      unused,
+    };
   } finally {
     await model.close();
   }
@@ -34,15 +41,33 @@ async function lorakitLogits(dir: string, merge: boolean): Promise<{ logits: Flo
 
 async function peftLogits(dir: string, name: 'logits' | 'merged_logits'): Promise<Float32Array> {
   const st = await SafetensorsFile.open(join(dir, 'peft_logits.safetensors'));
-  try { return await st.readAs(name, 'f32'); } finally { await st.close(); }
+  try {
+    return await st.readAs(name, 'f32');
+  } finally {
+    await st.close();
+  }
 }
 
-test('every case has a committed folder with PEFT\'s logits', async () => {
-  const folders = (await readdir(FIXTURES, { withFileTypes: true })).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+test("every case has a committed folder with PEFT's logits", async () => {
+  const folders = (await readdir(FIXTURES, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort();
   assert.deepEqual(folders, Object.keys(CASES).sort());
   for (const c of folders) {
     const files = (await readdir(join(FIXTURES, c))).sort();
-    assert.deepEqual(files, ['README.md', 'adapter_config.json', 'adapter_model.safetensors', 'inputs.json', 'peft.json', 'peft_logits.safetensors'], c);
+    assert.deepEqual(
+      files,
+      [
+        'README.md',
+        'adapter_config.json',
+        'adapter_model.safetensors',
+        'inputs.json',
+        'peft.json',
+        'peft_logits.safetensors',
+      ],
+      c,
+    );
   }
 });
 
@@ -52,7 +77,11 @@ for (const name of Object.keys(CASES)) {
     await makeCase(name, dir);
     for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'README.md', 'inputs.json']) {
       const [got, want] = await Promise.all([readFile(join(dir, f)), readFile(join(FIXTURES, name, f))]);
-      assert.ok(got.equals(want), `${name}/${f} differs from the committed file; rerun the script and interop/check_lorakit_adapters.py if the change is intended`);
+      assert.ok(
+        got.equals(want),
+        `${name}/${f} differs from the committed file; rerun the script and interop/check_lorakit_adapters.py if ` +
+          `the change is intended`,
+      );
     }
   });
 
@@ -62,7 +91,11 @@ for (const name of Object.keys(CASES)) {
     assert.deepEqual(unmerged.unused, []);
     assertAllclose(unmerged.logits, await peftLogits(dir, 'logits'), { atol: 1e-4, rtol: 0, what: `${name} logits` });
     const merged = await lorakitLogits(dir, true);
-    assertAllclose(merged.logits, await peftLogits(dir, 'merged_logits'), { atol: 1e-4, rtol: 0, what: `${name} merged logits` });
+    assertAllclose(merged.logits, await peftLogits(dir, 'merged_logits'), {
+      atol: 1e-4,
+      rtol: 0,
+      what: `${name} merged logits`,
+    });
     // PEFT wrapped the same layers with the same r, alpha and scaling (patterns, rsLoRA, DoRA resolved alike)
     const report = JSON.parse(await readFile(join(dir, 'peft.json'), 'utf8'));
     const ours = Object.fromEntries([...unmerged.peft.get('default').layers].map(([path, l]) => [path, l.settings]));

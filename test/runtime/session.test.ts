@@ -13,7 +13,8 @@ function matmulGraph() {
   return g;
 }
 
-const code = (c: string, re?: RegExp) => (e: unknown) => e instanceof LorakitError && e.code === c && (!re || re.test(e.message));
+const code = (c: string, re?: RegExp) => (e: unknown) =>
+  e instanceof LorakitError && e.code === c && (!re || re.test(e.message));
 
 test('with worker: true the event loop keeps ticking while a long run executes', async () => {
   const g = new Graph('long');
@@ -35,30 +36,42 @@ test('with worker: true the event loop keeps ticking while a long run executes',
 
 test('symbolic dims bind at run time and must agree across feeds', async () => {
   const s = await compile(matmulGraph(), { worker: false });
-  const out = await s.run({ a: { data: new Float32Array(8).fill(1), shape: [2, 4] }, b: { data: new Float32Array(12).fill(1), shape: [4, 3] } });
+  const out = await s.run({
+    a: { data: new Float32Array(8).fill(1), shape: [2, 4] },
+    b: { data: new Float32Array(12).fill(1), shape: [4, 3] },
+  });
   assert.deepEqual(out.c.shape, [2, 3]);
   assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
 });
 
-test('with worker: true, feeds named in transfer move to the worker and back (a {data, shape} feed gets a new view), the others are copied', async () => {
-  const s = await compile(matmulGraph(), { worker: true });
-  const a = new Float32Array(8).fill(1), b = new Float32Array(12).fill(1);
-  const fa = { data: a, shape: [2, 4] };
-  const out = await s.run({ a: fa, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
-  assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
-  assert.equal(a.length, 0); // moved
-  assert.notEqual(fa.data, a);
-  assert.deepEqual(Array.from(fa.data), new Array(8).fill(1)); // and back, same values
-  assert.equal(b.length, 12);
-  fa.data[0] = 2; // the returned view is usable for the next run
-  const again = await s.run({ a: fa, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
-  assert.deepEqual(Array.from(again.c.data as Float32Array).slice(0, 3), [5, 5, 5]);
-});
+test(
+  'with worker: true, feeds named in transfer move to the worker and back (a {data, shape} feed gets a new ' +
+    'view), the others are copied',
+  async () => {
+    const s = await compile(matmulGraph(), { worker: true });
+    const a = new Float32Array(8).fill(1),
+      b = new Float32Array(12).fill(1);
+    const fa = { data: a, shape: [2, 4] };
+    const out = await s.run({ a: fa, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
+    assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
+    assert.equal(a.length, 0); // moved
+    assert.notEqual(fa.data, a);
+    assert.deepEqual(Array.from(fa.data), new Array(8).fill(1)); // and back, same values
+    assert.equal(b.length, 12);
+    fa.data[0] = 2; // the returned view is usable for the next run
+    const again = await s.run({ a: fa, b: { data: b, shape: [4, 3] } }, undefined, { transfer: ['a'] });
+    assert.deepEqual(Array.from(again.c.data as Float32Array).slice(0, 3), [5, 5, 5]);
+  },
+);
 
 test('in the calling thread (the default) transfer moves nothing: the feeds stay usable', async () => {
   const s = await compile(matmulGraph());
   const a = new Float32Array(8).fill(1);
-  const out = await s.run({ a: { data: a, shape: [2, 4] }, b: { data: new Float32Array(12).fill(1), shape: [4, 3] } }, undefined, { transfer: ['a'] });
+  const out = await s.run(
+    { a: { data: a, shape: [2, 4] }, b: { data: new Float32Array(12).fill(1), shape: [4, 3] } },
+    undefined,
+    { transfer: ['a'] },
+  );
   assert.deepEqual(Array.from(out.c.data as Float32Array), [4, 4, 4, 4, 4, 4]);
   assert.equal(a.length, 8);
 });
@@ -67,10 +80,22 @@ test('bad feeds are lorakit errors naming the input and the shapes', async () =>
   const s = await compile(matmulGraph(), { worker: false });
   const b = { data: new Float32Array(12), shape: [4, 3] };
   await assert.rejects(s.run({ b }), code('LK_FEED_MISSING', /a: f32\[N, 4\]/));
-  await assert.rejects(s.run({ a: { data: new Float32Array(8), shape: [2, 4] }, b, z: new Float32Array(1) }), code('LK_FEED_UNKNOWN', /"z"/));
-  await assert.rejects(s.run({ a: { data: new Float64Array(8), shape: [2, 4] }, b }), code('LK_DTYPE_MISMATCH', /expected f32 \(Float32Array\), got Float64Array/));
-  await assert.rejects(s.run({ a: { data: new Float32Array(10), shape: [2, 5] }, b }), code('LK_SHAPE_MISMATCH', /shape \[2, 5\] does not fit input a: f32\[N, 4\]/));
-  await assert.rejects(s.run({ a: { data: new Float32Array(7), shape: [2, 4] }, b }), code('LK_SHAPE_MISMATCH', /needs 8 values, got 7/));
+  await assert.rejects(
+    s.run({ a: { data: new Float32Array(8), shape: [2, 4] }, b, z: new Float32Array(1) }),
+    code('LK_FEED_UNKNOWN', /"z"/),
+  );
+  await assert.rejects(
+    s.run({ a: { data: new Float64Array(8), shape: [2, 4] }, b }),
+    code('LK_DTYPE_MISMATCH', /expected f32 \(Float32Array\), got Float64Array/),
+  );
+  await assert.rejects(
+    s.run({ a: { data: new Float32Array(10), shape: [2, 5] }, b }),
+    code('LK_SHAPE_MISMATCH', /shape \[2, 5\] does not fit input a: f32\[N, 4\]/),
+  );
+  await assert.rejects(
+    s.run({ a: { data: new Float32Array(7), shape: [2, 4] }, b }),
+    code('LK_SHAPE_MISMATCH', /needs 8 values, got 7/),
+  );
   await assert.rejects(s.run({ a: new Float32Array(8), b }), code('LK_SHAPE_MISMATCH', /symbolic dims/));
 });
 
@@ -78,10 +103,19 @@ test('shape errors at build time name the node and both shapes', () => {
   const g = new Graph();
   const a = g.input('a', 'f32', [3, 4]);
   const b = g.input('b', 'f32', [5, 6]);
-  assert.throws(() => g.scope('model.layers.0', () => a.matmul(b)), code('LK_SHAPE_MISMATCH', /model\.layers\.0\/MatMul_\d+: cannot multiply \[3, 4\] by \[5, 6\]/));
-  assert.throws(() => a.add(g.input('c', 'f32', [2, 4])), code('LK_SHAPE_MISMATCH', /cannot broadcast \[3, 4\] with \[2, 4\]/));
+  assert.throws(
+    () => g.scope('model.layers.0', () => a.matmul(b)),
+    code('LK_SHAPE_MISMATCH', /model\.layers\.0\/MatMul_\d+: cannot multiply \[3, 4\] by \[5, 6\]/),
+  );
+  assert.throws(
+    () => a.add(g.input('c', 'f32', [2, 4])),
+    code('LK_SHAPE_MISMATCH', /cannot broadcast \[3, 4\] with \[2, 4\]/),
+  );
   assert.throws(() => a.add(g.input('d', 'f64', [3, 4])), code('LK_DTYPE_MISMATCH', /f32 and f64/));
-  assert.throws(() => a.reshape([5, 5]), code('LK_SHAPE_MISMATCH', /cannot reshape \[3, 4\] \(12 elements\) to \[5, 5\]/));
+  assert.throws(
+    () => a.reshape([5, 5]),
+    code('LK_SHAPE_MISMATCH', /cannot reshape \[3, 4\] \(12 elements\) to \[5, 5\]/),
+  );
 });
 
 test('an unknown op is rejected by name', () => {

@@ -6,7 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadRunConfig } from '../../src/train/index.ts';
 
-const write = (text: string) => { const d = mkdtempSync(join(tmpdir(), 'lk-cfg-')); const f = join(d, 'run.yaml'); writeFileSync(f, text); return { d, f }; };
+const write = (text: string) => {
+  const d = mkdtempSync(join(tmpdir(), 'lk-cfg-'));
+  const f = join(d, 'run.yaml');
+  writeFileSync(f, text);
+  return { d, f };
+};
 const base = 'model: m\noutput_dir: out\ndata:\n  path: data.jsonl\ntraining:\n  max_steps: 5\n';
 
 test('a minimal config gets defaults and paths relative to the config file', () => {
@@ -28,7 +33,7 @@ test('--set overrides nested values, parsed as YAML scalars', () => {
 });
 
 test('unknown keys and wrong types are named with their path', () => {
-  const { f } = write(base + '  lerning_rate: 1\n');
+  const { f } = write(`${base}  lerning_rate: 1\n`);
   assert.throws(() => loadRunConfig(f), /unknown key training\.lerning_rate/);
   const { f: f2 } = write(base.replace('max_steps: 5', 'max_steps: five'));
   assert.throws(() => loadRunConfig(f2), /training\.max_steps: .*expected number/i);

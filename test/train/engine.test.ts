@@ -11,19 +11,30 @@ import { D, regressionTask } from './fixtures/tasks.ts';
 after(() => shutdownRuntime());
 
 // Rows [from, to) of one fixed set of 8 examples, as a micro-batch weighted by its row count.
-const x = new Rng(3).uniformArray(8 * D, -1, 1), y = new Rng(4).uniformArray(8, -1, 1);
+const x = new Rng(3).uniformArray(8 * D, -1, 1),
+  y = new Rng(4).uniformArray(8, -1, 1);
 const rows = (from: number, to: number): MicroBatch => ({
-  feeds: { x: { data: x.slice(from * D, to * D), shape: [to - from, D] }, y: { data: y.slice(from, to), shape: [to - from] } },
+  feeds: {
+    x: { data: x.slice(from * D, to * D), shape: [to - from, D] },
+    y: { data: y.slice(from, to), shape: [to - from] },
+  },
   weight: to - from,
 });
 
-async function engine(optimizer: Optimizer, accumulation: number, extra: { clipNorm?: number; loraplusLrRatio?: number } = {}) {
+async function engine(
+  optimizer: Optimizer,
+  accumulation: number,
+  extra: { clipNorm?: number; loraplusLrRatio?: number } = {},
+) {
   const task = regressionTask({ dropout: 0, withEval: false });
   const init = task.initialParams(new Rng(42)) as Record<string, Float32Array>;
   return StepEngine.create(task, { optimizer, accumulation, weightDecay: 0, ...extra }, init);
 }
 
-for (const [name, optimizer, clipNorm] of [['SGD', sgd(), undefined], ['AdamW with clipping', adamw(), 0.5]] as const) {
+for (const [name, optimizer, clipNorm] of [
+  ['SGD', sgd(), undefined],
+  ['AdamW with clipping', adamw(), 0.5],
+] as const) {
   test(`${name}: micro-batches of 3 and 5 rows (weighted) give the same steps as the batch of 8`, async () => {
     const whole = await engine(optimizer, 1, { clipNorm });
     const split = await engine(optimizer, 2, { clipNorm });
@@ -33,10 +44,13 @@ for (const [name, optimizer, clipNorm] of [['SGD', sgd(), undefined], ['AdamW wi
       assertAllclose([b.loss], [a.loss], { rtol: 1e-6, what: `loss at step ${step + 1}` });
       assertAllclose([b.grad_norm], [a.grad_norm], { rtol: 1e-5, what: `grad_norm at step ${step + 1}` });
       assert.equal(b.micro.length, 2);
-      if (clipNorm !== undefined && step === 0) assert.ok(a.grad_norm > clipNorm, `clipping must be active: norm ${a.grad_norm}`);
+      if (clipNorm !== undefined && step === 0)
+        assert.ok(a.grad_norm > clipNorm, `clipping must be active: norm ${a.grad_norm}`);
     }
-    for (const [k, v] of whole.params()) assertAllclose(split.params().get(k)!, v, { rtol: 1e-5, atol: 1e-7, what: `param ${k}` });
-    for (const [k, v] of whole.optimizerState()) assertAllclose(split.optimizerState().get(k)!, v, { rtol: 1e-5, atol: 1e-7, what: `state ${k}` });
+    for (const [k, v] of whole.params())
+      assertAllclose(split.params().get(k)!, v, { rtol: 1e-5, atol: 1e-7, what: `param ${k}` });
+    for (const [k, v] of whole.optimizerState())
+      assertAllclose(split.optimizerState().get(k)!, v, { rtol: 1e-5, atol: 1e-7, what: `state ${k}` });
     assert.equal(split.step, 3);
   });
 }
@@ -45,7 +59,13 @@ test('equal weights would be wrong for unequal micro-batches: the weighting is w
   const whole = await engine(sgd(), 1);
   const unweighted = await engine(sgd(), 2);
   const a = await whole.run([rows(0, 8)], 0.05);
-  const b = await unweighted.run([{ ...rows(0, 2), weight: 1 }, { ...rows(2, 8), weight: 1 }], 0.05);
+  const b = await unweighted.run(
+    [
+      { ...rows(0, 2), weight: 1 },
+      { ...rows(2, 8), weight: 1 },
+    ],
+    0.05,
+  );
   assert.ok(Math.abs(a.loss - b.loss) > 1e-4, `losses ${a.loss} and ${b.loss} should differ`);
 });
 
@@ -57,9 +77,19 @@ test('LoRA+: the B group moves loraplusLrRatio times as far under SGD, A is unch
   await plus.run([rows(0, 8)], 0.05);
   for (const k of ['w1', 'b1']) assertAllclose(plus.params().get(k)!, plain.params().get(k)!, { what: k });
   for (const k of ['w2', 'b2']) {
-    const d1 = plain.params().get(k)!.map((v, i) => v - before.get(k)![i]);
-    const d4 = plus.params().get(k)!.map((v, i) => v - before.get(k)![i]);
-    assertAllclose(d4, d1.map((v) => 4 * v), { rtol: 1e-4, atol: 1e-7, what: `Δ${k}` });
+    const d1 = plain
+      .params()
+      .get(k)!
+      .map((v, i) => v - before.get(k)![i]);
+    const d4 = plus
+      .params()
+      .get(k)!
+      .map((v, i) => v - before.get(k)![i]);
+    assertAllclose(
+      d4,
+      d1.map((v) => 4 * v),
+      { rtol: 1e-4, atol: 1e-7, what: `Δ${k}` },
+    );
   }
 });
 

@@ -14,13 +14,22 @@ import { rng } from '../helpers.ts';
 import { killRunOptions, paramBytes, regressionTask } from './fixtures/tasks.ts';
 
 after(() => shutdownRuntime());
-const STEPS = 200, KILLS = 5;
+const STEPS = 200,
+  KILLS = 5;
 const child = new URL('./fixtures/kill-child.ts', import.meta.url).pathname;
 
-function start(dir: string): { proc: ChildProcess; lines: string[]; waitFor: (re: RegExp) => Promise<string>; exit: Promise<number | null> } {
-  const proc = spawn(process.execPath, ['--import', 'tsx', child, dir, String(STEPS)], { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(dir: string): {
+  proc: ChildProcess;
+  lines: string[];
+  waitFor: (re: RegExp) => Promise<string>;
+  exit: Promise<number | null>;
+} {
+  const proc = spawn(process.execPath, ['--import', 'tsx', child, dir, String(STEPS)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: string[] = [];
-  let stderr = '', buf = '';
+  let stderr = '',
+    buf = '';
   const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
   proc.stdout!.on('data', (d) => {
     buf += d;
@@ -28,30 +37,43 @@ function start(dir: string): { proc: ChildProcess; lines: string[]; waitFor: (re
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
       lines.push(line);
-      for (const w of waiters.splice(0)) if (w.re.test(line)) w.resolve(line); else waiters.push(w);
+      for (const w of waiters.splice(0))
+        if (w.re.test(line)) w.resolve(line);
+        else waiters.push(w);
     }
   });
-  proc.stderr!.on('data', (d) => { stderr += d; });
+  proc.stderr!.on('data', (d) => {
+    stderr += d;
+  });
   const exit = new Promise<number | null>((resolve) => proc.on('close', (code) => resolve(code))); // after stdout is drained
   const waitFor = (re: RegExp) => {
     const seen = lines.find((l) => re.test(l));
     if (seen) return Promise.resolve(seen);
     return Promise.race([
       new Promise<string>((resolve) => waiters.push({ re, resolve })),
-      exit.then((code) => { throw new Error(`child exited (${code}) before printing ${re}; stderr:\n${stderr}`); }),
+      exit.then((code) => {
+        throw new Error(`child exited (${code}) before printing ${re}; stderr:\n${stderr}`);
+      }),
     ]);
   };
   return { proc, lines, waitFor, exit };
 }
 
-test(`SIGKILL at ${KILLS} random moments never exposes a half-written checkpoint, and resuming reaches the uninterrupted result`, { timeout: 120_000 }, async (t) => {
+test(`SIGKILL at ${KILLS} random moments never exposes a half-written checkpoint, and resuming reaches the ` +
+  `uninterrupted result`, {
+  timeout: 120_000,
+}, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'lorakit-kill-'));
   const random = rng(20240611);
   let lastStep = 0;
   for (let k = 0; k < KILLS; k++) {
     const c = start(dir);
     const resumed = Number((await c.waitFor(/^resumed \d+$/)).split(' ')[1]);
-    assert.equal(resumed, lastStep, `child ${k + 1} resumed after step ${resumed}, the latest checkpoint was step ${lastStep}`);
+    assert.equal(
+      resumed,
+      lastStep,
+      `child ${k + 1} resumed after step ${resumed}, the latest checkpoint was step ${lastStep}`,
+    );
     if (k === 0) await c.waitFor(/^step 2$/); // checkpoint-1 exists from here on
     await sleep(random() * 250);
     c.proc.kill('SIGKILL');
@@ -70,7 +92,10 @@ test(`SIGKILL at ${KILLS} random moments never exposes a half-written checkpoint
       assert.equal(other.state.step, step);
     }
     const midWrite = readdirSync(dir).filter((n) => n.startsWith('.tmp-'));
-    t.diagnostic(`kill ${k + 1}: after ${printed} steps, latest ${ck.state.step}${midWrite.length ? `, caught mid-write (${midWrite.join(', ')})` : ''}`);
+    t.diagnostic(
+      `kill ${k + 1}: after ${printed} steps, latest ` +
+        `${ck.state.step}${midWrite.length ? `, caught mid-write (${midWrite.join(', ')})` : ''}`,
+    );
     lastStep = ck.state.step;
   }
   const last = start(dir);
@@ -80,7 +105,18 @@ test(`SIGKILL at ${KILLS} random moments never exposes a half-written checkpoint
   const resumed = await loadCheckpoint((await latestCheckpoint(dir))!);
   assert.equal(resumed.state.step, STEPS);
 
-  const ref = await train(regressionTask(), { ...killRunOptions(mkdtempSync(join(tmpdir(), 'lorakit-kill-ref-')), STEPS), checkpointEvery: undefined, keepCheckpoints: undefined });
-  assert.deepEqual(paramBytes(resumed.params), paramBytes(ref.params), 'final params after 5 kills = uninterrupted run, bit for bit');
-  assert.deepEqual(resumed.state.history.map((h) => h.loss), ref.history.map((h) => h.loss));
+  const ref = await train(regressionTask(), {
+    ...killRunOptions(mkdtempSync(join(tmpdir(), 'lorakit-kill-ref-')), STEPS),
+    checkpointEvery: undefined,
+    keepCheckpoints: undefined,
+  });
+  assert.deepEqual(
+    paramBytes(resumed.params),
+    paramBytes(ref.params),
+    'final params after 5 kills = uninterrupted run, bit for bit',
+  );
+  assert.deepEqual(
+    resumed.state.history.map((h) => h.loss),
+    ref.history.map((h) => h.loss),
+  );
 });

@@ -43,7 +43,8 @@ test('a run with evaluation writes loss.svg: valid XML holding a train line and 
   const root = findAll(doc, 'svg')[0];
   assert.ok(root, 'the document element is <svg>');
   assert.equal(attrs(root)['@_xmlns'], 'http://www.w3.org/2000/svg');
-  const train30 = linePath(doc, 'train'), eval3 = linePath(doc, 'eval');
+  const train30 = linePath(doc, 'train'),
+    eval3 = linePath(doc, 'eval');
   assert.ok(train30 && train30.split('L').length === 30, `train line has 30 points: ${train30?.slice(0, 80)}`);
   assert.ok(eval3 && eval3.split('L').length === 3, `eval line has 3 points: ${eval3}`);
   const labels = findAll(doc, 'text').map((t) => ((t.text as El[])[0]?.['#text'] ?? '') as string);
@@ -51,10 +52,30 @@ test('a run with evaluation writes loss.svg: valid XML holding a train line and 
 });
 
 test('the y axis is logarithmic only when the loss spans more than a decade; no loss means no file', async () => {
-  const yType = (h: { step: number; loss?: number }[]) => ((lossPlotSpec(h).scales as { name: string; type: string }[]).find((s) => s.name === 'y')!).type;
-  assert.equal(yType([{ step: 1, loss: 5 }, { step: 2, loss: 0.2 }]), 'log');
-  assert.equal(yType([{ step: 1, loss: 1 }, { step: 2, loss: 0.5 }]), 'linear');
-  assert.equal(yType([{ step: 1, loss: 5 }, { step: 2, loss: 0 }]), 'linear', 'a zero loss cannot go on a log axis');
+  const yType = (h: { step: number; loss?: number }[]) =>
+    (lossPlotSpec(h).scales as { name: string; type: string }[]).find((s) => s.name === 'y')!.type;
+  assert.equal(
+    yType([
+      { step: 1, loss: 5 },
+      { step: 2, loss: 0.2 },
+    ]),
+    'log',
+  );
+  assert.equal(
+    yType([
+      { step: 1, loss: 1 },
+      { step: 2, loss: 0.5 },
+    ]),
+    'linear',
+  );
+  assert.equal(
+    yType([
+      { step: 1, loss: 5 },
+      { step: 2, loss: 0 },
+    ]),
+    'linear',
+    'a zero loss cannot go on a log axis',
+  );
   const path = join(mkdtempSync(join(tmpdir(), 'lorakit-plot-')), 'loss.svg');
   await writeLossPlot(path, []);
   assert.ok(!existsSync(path));
@@ -62,7 +83,9 @@ test('the y axis is logarithmic only when the loss spans more than a decade; no 
 
 test('a long history is thinned to maxPoints, keeping the last step', () => {
   const h = Array.from({ length: 10_000 }, (_, i) => ({ step: i + 1, loss: 1 / (i + 1) }));
-  const data = (lossPlotSpec(h, { maxPoints: 500 }).data as { name: string; values: { step: number }[] }[]).find((d) => d.name === 'train_data')!.values;
+  const data = (lossPlotSpec(h, { maxPoints: 500 }).data as { name: string; values: { step: number }[] }[]).find(
+    (d) => d.name === 'train_data',
+  )!.values;
   assert.ok(data.length <= 501);
   assert.equal(data[data.length - 1].step, 10_000);
 });

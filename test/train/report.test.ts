@@ -6,7 +6,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MetricsLog, formatDuration, formatRate, type StepRecord } from '../../src/train/index.ts';
 
-const rec = (step: number): StepRecord => ({ step, loss: 1 / step, lr: 1e-3, grad_norm: 0.5, tokens: 8 * step, tokens_per_s: 100, elapsed: step });
+const rec = (step: number): StepRecord => ({
+  step,
+  loss: 1 / step,
+  lr: 1e-3,
+  grad_norm: 0.5,
+  tokens: 8 * step,
+  tokens_per_s: 100,
+  elapsed: step,
+});
 
 test('MetricsLog.reset replaces the file with a checkpoint history, append adds one JSON line', async () => {
   const log = new MetricsLog(join(mkdtempSync(join(tmpdir(), 'lorakit-metrics-')), 'metrics.jsonl'));
@@ -15,7 +23,10 @@ test('MetricsLog.reset replaces the file with a checkpoint history, append adds 
   await log.append({ ...rec(3), eval_loss: 0.3, eval_ppl: Math.exp(0.3) });
   const lines = readFileSync(log.path, 'utf8').split('\n');
   assert.equal(lines.pop(), '', 'the file ends with a newline');
-  assert.deepEqual(lines.map((l) => JSON.parse(l).step), [1, 2, 3]);
+  assert.deepEqual(
+    lines.map((l) => JSON.parse(l).step),
+    [1, 2, 3],
+  );
   assert.equal(JSON.parse(lines[2]).eval_loss, 0.3);
 });
 

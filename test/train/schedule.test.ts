@@ -8,7 +8,16 @@ const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) 
 test('linear schedule: warmup from 0, then linear decay to 0 at totalSteps, clamped at 0 after', () => {
   const s = makeSchedule({ kind: 'linear', totalSteps: 10, warmupSteps: 2 });
   // warmup: step/2; decay: (10 - step)/(10 - 2)
-  const expected: [number, number][] = [[0, 0], [1, 0.5], [2, 1], [3, 0.875], [5, 0.625], [9, 0.125], [10, 0], [12, 0]];
+  const expected: [number, number][] = [
+    [0, 0],
+    [1, 0.5],
+    [2, 1],
+    [3, 0.875],
+    [5, 0.625],
+    [9, 0.125],
+    [10, 0],
+    [12, 0],
+  ];
   for (const [step, v] of expected) assert.equal(s.multiplier(step), v, `λ(${step})`);
 });
 
@@ -45,13 +54,16 @@ test('linear with a min-lr ratio blends like cosine: λ·(1 − r) + r', () => {
 
 test('constant schedule: warmup then 1; no warmup means 1 from the first step', () => {
   const s = makeSchedule({ kind: 'constant', totalSteps: 100, warmupSteps: 3 });
-  assert.deepEqual([0, 1, 2, 3, 99, 150].map((t) => s.multiplier(t)), [0, 1 / 3, 2 / 3, 1, 1, 1]);
+  assert.deepEqual(
+    [0, 1, 2, 3, 99, 150].map((t) => s.multiplier(t)),
+    [0, 1 / 3, 2 / 3, 1, 1, 1],
+  );
   assert.equal(makeSchedule({ kind: 'constant', totalSteps: 5 }).multiplier(0), 1);
 });
 
 test('warmupRatio rounds up like TrainingArguments.get_warmup_steps, float quirks included', () => {
   assert.equal(warmupStepsFor(10, 0.15), 2);
-  assert.equal(warmupStepsFor(100, 0.07), 8, '100·0.07 = 7.000000000000001 in floats; Python\'s math.ceil gives 8 too');
+  assert.equal(warmupStepsFor(100, 0.07), 8, "100·0.07 = 7.000000000000001 in floats; Python's math.ceil gives 8 too");
   assert.equal(makeSchedule({ kind: 'linear', totalSteps: 10, warmupRatio: 0.15 }).warmupSteps, 2);
 });
 
@@ -64,5 +76,9 @@ test('schedule options are checked and errors name the option', () => {
     [{ kind: 'constant', totalSteps: 10, minLrRatio: 0.1 }, /minLrRatio applies to "linear" and "cosine"/],
     [{ kind: 'linear', totalSteps: 10, numCycles: 2 }, /numCycles applies to "cosine" only/],
   ];
-  for (const [opts, re] of bad) assert.throws(() => makeSchedule(opts as never), (e: Error & { code?: string }) => e.code === 'LK_INVALID_ARGUMENT' && re.test(e.message));
+  for (const [opts, re] of bad)
+    assert.throws(
+      () => makeSchedule(opts as never),
+      (e: Error & { code?: string }) => e.code === 'LK_INVALID_ARGUMENT' && re.test(e.message),
+    );
 });

@@ -7,12 +7,23 @@ import type { OpDef, InferFn, ElementwiseOp } from './types.ts';
 import { one, sameDtype, requireFloat } from './util.ts';
 
 const unary: InferFn = ([x]) => one([...x!.shape], x!.dtype);
-const unaryFloat: InferFn = ([x]) => { requireFloat(x!, 'this op'); return one([...x!.shape], x!.dtype); };
+const unaryFloat: InferFn = ([x]) => {
+  requireFloat(x!, 'this op');
+  return one([...x!.shape], x!.dtype);
+};
 const binary: InferFn = (ins) => one(broadcastShapes(ins[0]!.shape, ins[1]!.shape, 'broadcast'), sameDtype(ins));
-const compare: InferFn = (ins) => { sameDtype(ins); return one(broadcastShapes(ins[0]!.shape, ins[1]!.shape, 'broadcast'), 'bool'); };
+const compare: InferFn = (ins) => {
+  sameDtype(ins);
+  return one(broadcastShapes(ins[0]!.shape, ins[1]!.shape, 'broadcast'), 'bool');
+};
 const logic: InferFn = (ins) => {
-  for (const t of ins) if (t!.dtype !== 'bool') throw new LorakitError('LK_DTYPE_MISMATCH', `logical ops need bool inputs, got ${t!.dtype}`);
-  return one(ins.length === 1 ? [...ins[0]!.shape] : broadcastShapes(ins[0]!.shape, ins[1]!.shape, 'broadcast'), 'bool');
+  for (const t of ins)
+    if (t!.dtype !== 'bool')
+      throw new LorakitError('LK_DTYPE_MISMATCH', `logical ops need bool inputs, got ${t!.dtype}`);
+  return one(
+    ins.length === 1 ? [...ins[0]!.shape] : broadcastShapes(ins[0]!.shape, ins[1]!.shape, 'broadcast'),
+    'bool',
+  );
 };
 
 const x0 = (n: { inputs: readonly (Tensor | null)[] }) => n.inputs[0]!;
@@ -63,13 +74,45 @@ export const elementwiseOps: Record<ElementwiseOp, OpDef> = {
   // d sqrt(x) = dx / (2·sqrt(x))
   Sqrt: { infer: unaryFloat, vjp: (n, [dy]) => [dy!.div(n.outputs[0].mul(2))] },
   // d tanh(x) = (1 − tanh²(x))·dx
-  Tanh: { infer: unaryFloat, vjp: (n, [dy]) => { const y = n.outputs[0]; return [dy!.mul(y.lift(1).sub(y.mul(y)))]; } },
+  Tanh: {
+    infer: unaryFloat,
+    vjp: (n, [dy]) => {
+      const y = n.outputs[0];
+      return [dy!.mul(y.lift(1).sub(y.mul(y)))];
+    },
+  },
   // d erf(x) = 2/√π·exp(−x²)·dx
-  Erf: { infer: unaryFloat, vjp: (n, [dy]) => { const x = x0(n); return [dy!.mul(x.mul(x).neg().exp().mul(2 / Math.sqrt(Math.PI)))]; } },
+  Erf: {
+    infer: unaryFloat,
+    vjp: (n, [dy]) => {
+      const x = x0(n);
+      return [
+        dy!.mul(
+          x
+            .mul(x)
+            .neg()
+            .exp()
+            .mul(2 / Math.sqrt(Math.PI)),
+        ),
+      ];
+    },
+  },
   // d σ(x) = σ(x)(1 − σ(x))·dx
-  Sigmoid: { infer: unaryFloat, vjp: (n, [dy]) => { const y = n.outputs[0]; return [dy!.mul(y.mul(y.lift(1).sub(y)))]; } },
+  Sigmoid: {
+    infer: unaryFloat,
+    vjp: (n, [dy]) => {
+      const y = n.outputs[0];
+      return [dy!.mul(y.mul(y.lift(1).sub(y)))];
+    },
+  },
   // d(1/x) = −dx/x²
-  Reciprocal: { infer: unaryFloat, vjp: (n, [dy]) => { const y = n.outputs[0]; return [dy!.mul(y.mul(y)).neg()]; } },
+  Reciprocal: {
+    infer: unaryFloat,
+    vjp: (n, [dy]) => {
+      const y = n.outputs[0];
+      return [dy!.mul(y.mul(y)).neg()];
+    },
+  },
   // d|x| = sign(x)·dx
   Abs: { infer: unary, vjp: (n, [dy]) => [dy!.mul(x0(n).graph.op('Sign', [x0(n)]))] },
   // d relu(x) = dx where x > 0
@@ -83,11 +126,19 @@ export const elementwiseOps: Record<ElementwiseOp, OpDef> = {
   // d where(c, a, b) = where(c, da, 0) + where(c, 0, db)
   Where: {
     infer: (ins) => {
-      if (ins[0]!.dtype !== 'bool') throw new LorakitError('LK_DTYPE_MISMATCH', `Where: the condition must be bool, got ${ins[0]!.dtype}`);
+      if (ins[0]!.dtype !== 'bool')
+        throw new LorakitError('LK_DTYPE_MISMATCH', `Where: the condition must be bool, got ${ins[0]!.dtype}`);
       const d = sameDtype(ins.slice(1));
-      return one(broadcastShapes(broadcastShapes(ins[0]!.shape, ins[1]!.shape, 'broadcast'), ins[2]!.shape, 'broadcast'), d);
+      return one(
+        broadcastShapes(broadcastShapes(ins[0]!.shape, ins[1]!.shape, 'broadcast'), ins[2]!.shape, 'broadcast'),
+        d,
+      );
     },
-    vjp: (n, [dy], need) => [null, need[1] ? n.inputs[0]!.where(dy!, 0) : null, need[2] ? n.inputs[0]!.where(0, dy!) : null],
+    vjp: (n, [dy], need) => [
+      null,
+      need[1] ? n.inputs[0]!.where(dy!, 0) : null,
+      need[2] ? n.inputs[0]!.where(0, dy!) : null,
+    ],
   },
   Equal: { infer: compare, vjp: 'comparisons are not differentiable' },
   Greater: { infer: compare, vjp: 'comparisons are not differentiable' },

@@ -1,4 +1,5 @@
-// The primitive table: every op lorakit emits, each with shape inference and a gradient rule (or the reason it has none).
+// The primitive table: every op lorakit emits, each with shape inference and a gradient rule (or the reason it has
+// none).
 // Typed over the op-name union (types.ts), so a new primitive without an entry does not compile.
 import { elementwiseOps } from './elementwise.ts';
 import { linalgOps } from './linalg.ts';

@@ -32,16 +32,27 @@ export const nnOps: Record<NnOp, OpDef> = {
       const tail = x!.shape.slice(axis);
       for (const p of [gamma, beta]) {
         if (p && (p.rank > tail.length || p.shape.some((d, i) => d !== tail[tail.length - p.rank + i] && d !== 1))) {
-          throw new LorakitError('LK_SHAPE_MISMATCH', `LayerNormalization: scale/bias ${p.toString()} do not fit the normalised dims [${tail}]`);
+          throw new LorakitError(
+            'LK_SHAPE_MISMATCH',
+            `LayerNormalization: scale/bias ${p.toString()} do not fit the normalised dims [${tail}]`,
+          );
         }
       }
       const stat = x!.shape.map((d, i) => (i < axis ? d : 1));
       // Mean and InvStdDev use stash_type (default float32) whatever X's type is.
-      return [{ dtype: x!.dtype, shape: [...x!.shape] }, { dtype: 'f32' as const, shape: stat }, { dtype: 'f32' as const, shape: stat }].slice(0, nOut);
+      return [
+        { dtype: x!.dtype, shape: [...x!.shape] },
+        { dtype: 'f32' as const, shape: stat },
+        { dtype: 'f32' as const, shape: stat },
+      ].slice(0, nOut);
     },
     // x̂ = (X−μ)·r, g = dY⊙γ: dX = r·(g − mean(g) − x̂·mean(g⊙x̂)); dγ = Σ_rows dY⊙x̂; dβ = Σ_rows dY
     vjp: (n, [dy], need) => {
-      if (n.outputs.length < 3) throw new LorakitError('LK_NO_GRADIENT', 'LayerNormalization gradient needs the Mean and InvStdDev outputs; build it with layerNorm()');
+      if (n.outputs.length < 3)
+        throw new LorakitError(
+          'LK_NO_GRADIENT',
+          'LayerNormalization gradient needs the Mean and InvStdDev outputs; build it with layerNorm()',
+        );
       const [x, gamma] = [n.inputs[0]!, n.inputs[1]!];
       const [mu, r] = [n.outputs[1].cast(x.dtype), n.outputs[2].cast(x.dtype)];
       const axis = normAxis((n.attrs.axis as number) ?? -1, x.rank, 'LayerNormalization');
@@ -60,12 +71,27 @@ export const nnOps: Record<NnOp, OpDef> = {
   SoftmaxCrossEntropyLoss: {
     infer: ([x, labels], at, nOut) => {
       requireFloat(x!, 'SoftmaxCrossEntropyLoss');
-      if (at.reduction !== 'none') throw new LorakitError('LK_INVALID_ARGUMENT', `SoftmaxCrossEntropyLoss: lorakit uses reduction 'none', got ${JSON.stringify(at.reduction)}`);
+      if (at.reduction !== 'none')
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `SoftmaxCrossEntropyLoss: lorakit uses reduction 'none', got ${JSON.stringify(at.reduction)}`,
+        );
       if (x!.rank !== 2 || labels!.rank !== 1 || (labels!.dtype !== 'i64' && labels!.dtype !== 'i32')) {
-        throw new LorakitError('LK_SHAPE_MISMATCH', `SoftmaxCrossEntropyLoss: expects scores [N, C] and integer labels [N], got ${x!.toString()} and ${labels!.toString()}`);
+        throw new LorakitError(
+          'LK_SHAPE_MISMATCH',
+          `SoftmaxCrossEntropyLoss: expects scores [N, C] and integer labels [N], got ${x!.toString()} and ` +
+            `${labels!.toString()}`,
+        );
       }
-      if (nOut !== 2) throw new LorakitError('LK_INVALID_ARGUMENT', 'SoftmaxCrossEntropyLoss: declare both outputs (loss, log_prob); the gradient reads log_prob');
-      return [{ dtype: x!.dtype, shape: [x!.shape[0]] }, { dtype: x!.dtype, shape: [...x!.shape] }];
+      if (nOut !== 2)
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          'SoftmaxCrossEntropyLoss: declare both outputs (loss, log_prob); the gradient reads log_prob',
+        );
+      return [
+        { dtype: x!.dtype, shape: [x!.shape[0]] },
+        { dtype: x!.dtype, shape: [...x!.shape] },
+      ];
     },
     // p = exp(log_prob): dX = (p − onehot(label))·dLoss (rows with ignored labels get 0) + dLogProb − p·Σ dLogProb
     vjp: (n, [dl, dlp]) => {
@@ -76,7 +102,8 @@ export const nnOps: Record<NnOp, OpDef> = {
         const ii = n.attrs.ignore_index;
         const valid = typeof ii === 'number' ? labels.equal(labels.lift(ii)).not() : null; // [N]
         const f = (valid ? valid.where(dl, 0) : dl).unsqueeze(-1); // [N, 1]
-        const at = (valid ? valid.where(labels, labels.lift(0)) : labels).unsqueeze(-1); // [N, 1]: ignored rows point at class 0, with update 0
+        // [N, 1]: ignored rows point at class 0, with update 0
+        const at = (valid ? valid.where(labels, labels.lift(0)) : labels).unsqueeze(-1);
         dx = p.mul(f).scatterElements(at, f.neg(), 1, 'add');
       }
       if (dlp) {
@@ -95,14 +122,19 @@ export const nnOps: Record<NnOp, OpDef> = {
       if (bias) throw new LorakitError('LK_INVALID_ARGUMENT', 'FastGelu: lorakit emits it without the bias input');
       return [{ dtype: x!.dtype, shape: [...x!.shape] }];
     },
-    // With 0.5(1 + tanh u) = σ(2u): gelu = x·s, s = σ(z), z = 2c(x + a x³), so d gelu/dx = s + x·s(1 − s)·2c(1 + 3a x²).
+    // With 0.5(1 + tanh u) = σ(2u): gelu = x·s, s = σ(z), z = 2c(x + a x³), so d gelu/dx = s + x·s(1 − s)·2c(1 + 3a
+    // x²).
     // x·s is recomputed rather than read from the output: keeping the output [B, T, 4D] for the backward would cost
     // more memory (when c_proj has no adapter nothing else keeps it) than the pass it saves.
     vjp: (n, [dy]) => {
       const x = n.inputs[0]!;
       const [c, a] = [Math.sqrt(2 / Math.PI), 0.044715];
       const x2 = x.mul(x);
-      const s = x2.mul(2 * c * a).add(2 * c).mul(x).sigmoid();
+      const s = x2
+        .mul(2 * c * a)
+        .add(2 * c)
+        .mul(x)
+        .sigmoid();
       const dz = x2.mul(6 * c * a).add(2 * c);
       return [dy!.mul(s.add(x.mul(s).mul(s.lift(1).sub(s)).mul(dz)))];
     },
@@ -114,7 +146,8 @@ export const nnOps: Record<NnOp, OpDef> = {
       requireFloat(x!, 'QuickGelu');
       return [{ dtype: x!.dtype, shape: [...x!.shape] }];
     },
-    // s = σ(αx), y = x·s the forward's output: d(x·s)/dx = s + αx·s(1 − s) = s + α·y(1 − s): 5 passes with α = 1, not 6, and
+    // s = σ(αx), y = x·s the forward's output: d(x·s)/dx = s + αx·s(1 − s) = s + α·y(1 − s): 5 passes with α = 1, not
+    // 6, and
     // y costs no memory (SwiGLU keeps it for its product's backward)
     vjp: (n, [dy]) => {
       const [x, y] = [n.inputs[0]!, n.outputs[0]];
@@ -131,8 +164,16 @@ export const nnOps: Record<NnOp, OpDef> = {
     domain: 'com.microsoft',
     infer: ([x, pos, cos, sin], at) => {
       requireFloat(x!, 'RotaryEmbedding');
-      if (x!.rank !== 4 || at.interleaved !== 0) throw new LorakitError('LK_INVALID_ARGUMENT', 'RotaryEmbedding: lorakit emits it on [B, H, T, hd] with interleaved = 0');
-      if (pos!.dtype !== 'i64' || cos!.rank !== 2 || sin!.rank !== 2) throw new LorakitError('LK_INVALID_ARGUMENT', 'RotaryEmbedding: i64 position ids and 2-D cos/sin tables expected');
+      if (x!.rank !== 4 || at.interleaved !== 0)
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          'RotaryEmbedding: lorakit emits it on [B, H, T, hd] with interleaved = 0',
+        );
+      if (pos!.dtype !== 'i64' || cos!.rank !== 2 || sin!.rank !== 2)
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          'RotaryEmbedding: i64 position ids and 2-D cos/sin tables expected',
+        );
       return [{ dtype: x!.dtype, shape: [...x!.shape] }];
     },
     // A rotation by −angle undoes one by +angle, and a rotation's adjoint is its inverse: dx = the same op with −sin
@@ -151,13 +192,24 @@ export const nnOps: Record<NnOp, OpDef> = {
       requireFloat(x!, 'SimplifiedLayerNormalization');
       const last = x!.shape[x!.rank - 1];
       if ((at.axis ?? -1) !== -1 || gamma!.rank !== 1 || gamma!.shape[0] !== last) {
-        throw new LorakitError('LK_SHAPE_MISMATCH', `SimplifiedLayerNormalization: lorakit normalises the last axis with a scale of its size; got ${x!.toString()} and ${gamma!.toString()}`);
+        throw new LorakitError(
+          'LK_SHAPE_MISMATCH',
+          `SimplifiedLayerNormalization: lorakit normalises the last axis with a scale of its size; got ` +
+            `${x!.toString()} and ${gamma!.toString()}`,
+        );
       }
-      return [{ dtype: x!.dtype, shape: [...x!.shape] }, { dtype: 'f32' as const, shape: [...x!.shape.slice(0, -1), 1] }].slice(0, nOut);
+      return [
+        { dtype: x!.dtype, shape: [...x!.shape] },
+        { dtype: 'f32' as const, shape: [...x!.shape.slice(0, -1), 1] },
+      ].slice(0, nOut);
     },
     // x̂ = X·r, g = dY⊙γ: dX = r·(g − x̂·mean(g⊙x̂)); dγ = Σ_rows dY⊙x̂ (autodiff sums the broadcast rows)
     vjp: (n, [dy], need) => {
-      if (n.outputs.length < 2) throw new LorakitError('LK_NO_GRADIENT', 'SimplifiedLayerNormalization gradient needs the inverse-RMS output; build it with rmsNorm()');
+      if (n.outputs.length < 2)
+        throw new LorakitError(
+          'LK_NO_GRADIENT',
+          'SimplifiedLayerNormalization gradient needs the inverse-RMS output; build it with rmsNorm()',
+        );
       const [x, gamma] = [n.inputs[0]!, n.inputs[1]!];
       const r = n.outputs[1].cast(x.dtype);
       const xhat = x.mul(r);

@@ -17,7 +17,10 @@ const reduceInfer: InferFn = (ins, at) => {
   const axes = axesOf({ inputs: ins });
   const keep = at.keepdims !== 0;
   const out: Dim[] = [];
-  x.shape.forEach((d, i) => { if (!axes.includes(i)) out.push(d); else if (keep) out.push(1); });
+  x.shape.forEach((d, i) => {
+    if (!axes.includes(i)) out.push(d);
+    else if (keep) out.push(1);
+  });
   return one(out, x.dtype);
 };
 
@@ -42,7 +45,10 @@ export const reduceOps: Record<ReduceOp, OpDef> = {
       if (typeof count === 'number') g = g.div(count);
       else {
         // count known only at run time: the product of the reduced dims of Shape(x)
-        const c = x.shapeOf().gather(x.graph.constInts(axesOf(n))).cast(x.dtype);
+        const c = x
+          .shapeOf()
+          .gather(x.graph.constInts(axesOf(n)))
+          .cast(x.dtype);
         g = g.div(c.graph.op('ReduceProd', [c, x.graph.constInts([0])], { keepdims: 0 }));
       }
       return [g, null];
@@ -70,4 +76,3 @@ export const reduceOps: Record<ReduceOp, OpDef> = {
     vjp: 'ArgMax returns indices',
   },
 };
-

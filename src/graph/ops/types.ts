@@ -4,19 +4,31 @@ import type { AnyTypedArray, DType } from '../dtype.ts';
 import type { Dim } from '../shape.ts';
 
 /** A tensor-valued attribute (ConstantOfShape's value). */
-export interface AttrTensor { dtype: DType; dims: number[]; data: AnyTypedArray }
+export interface AttrTensor {
+  dtype: DType;
+  dims: number[];
+  data: AnyTypedArray;
+}
 /** ONNX attributes; numbers under FLOAT_ATTRS are written as floats, other numbers as ints. */
 export type Attrs = Record<string, number | number[] | string | AttrTensor>;
 export const FLOAT_ATTRS = new Set(['alpha', 'beta', 'epsilon']);
 
-export interface OutInfo { dtype: DType; shape: Dim[] }
+export interface OutInfo {
+  dtype: DType;
+  shape: Dim[];
+}
 
 /** node inputs, attributes, output count → dtype and shape of each output. Throws LorakitError on misuse. */
 export type InferFn = (inputs: readonly (Tensor | null)[], attrs: Attrs, nOut: number) => OutInfo[];
 
-/** Given the node and the gradient of each output (null: none flows), returns the gradient of each input that needs one. */
+/** Given the node and the gradient of each output (null: none flows), returns the gradient of each input that needs
+ * one. */
 export type VjpFn = (node: VjpNode, dys: readonly (Tensor | null)[], needs: readonly boolean[]) => (Tensor | null)[];
-export interface VjpNode { inputs: readonly (Tensor | null)[]; outputs: readonly Tensor[]; attrs: Attrs }
+export interface VjpNode {
+  inputs: readonly (Tensor | null)[];
+  outputs: readonly Tensor[];
+  attrs: Attrs;
+}
 
 export interface OpDef {
   infer: InferFn;
@@ -28,13 +40,64 @@ export interface OpDef {
 
 // The primitive names, by family. Each family file is typed `Record<FamilyOp, OpDef>`, so a name listed here
 // without a definition (or a definition not listed) does not compile.
-export type ElementwiseOp = 'Add' | 'Sub' | 'Mul' | 'Div' | 'Pow' | 'Max' | 'Min' | 'Neg' | 'Exp' | 'Log' | 'Sqrt' | 'Tanh' | 'Erf'
-  | 'Sigmoid' | 'Reciprocal' | 'Abs' | 'Relu' | 'Sign' | 'Sin' | 'Cos' | 'Floor' | 'Where' | 'Equal' | 'Greater' | 'Less' | 'And' | 'Or' | 'Not' | 'Identity';
+export type ElementwiseOp =
+  | 'Add'
+  | 'Sub'
+  | 'Mul'
+  | 'Div'
+  | 'Pow'
+  | 'Max'
+  | 'Min'
+  | 'Neg'
+  | 'Exp'
+  | 'Log'
+  | 'Sqrt'
+  | 'Tanh'
+  | 'Erf'
+  | 'Sigmoid'
+  | 'Reciprocal'
+  | 'Abs'
+  | 'Relu'
+  | 'Sign'
+  | 'Sin'
+  | 'Cos'
+  | 'Floor'
+  | 'Where'
+  | 'Equal'
+  | 'Greater'
+  | 'Less'
+  | 'And'
+  | 'Or'
+  | 'Not'
+  | 'Identity';
 export type LinalgOp = 'MatMul' | 'Gemm';
 export type ReduceOp = 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceProd' | 'ArgMax';
-export type MovementOp = 'Reshape' | 'Transpose' | 'Unsqueeze' | 'Squeeze' | 'Slice' | 'Pad' | 'Concat' | 'Split' | 'Expand' | 'Gather'
-  | 'GatherElements' | 'ScatterElements' | 'ScatterND' | 'Cast' | 'Trilu' | 'Range' | 'Shape' | 'ConstantOfShape';
-export type NnOp = 'Softmax' | 'LayerNormalization' | 'SoftmaxCrossEntropyLoss' | 'FastGelu' | 'QuickGelu' | 'RotaryEmbedding'
+export type MovementOp =
+  | 'Reshape'
+  | 'Transpose'
+  | 'Unsqueeze'
+  | 'Squeeze'
+  | 'Slice'
+  | 'Pad'
+  | 'Concat'
+  | 'Split'
+  | 'Expand'
+  | 'Gather'
+  | 'GatherElements'
+  | 'ScatterElements'
+  | 'ScatterND'
+  | 'Cast'
+  | 'Trilu'
+  | 'Range'
+  | 'Shape'
+  | 'ConstantOfShape';
+export type NnOp =
+  | 'Softmax'
+  | 'LayerNormalization'
+  | 'SoftmaxCrossEntropyLoss'
+  | 'FastGelu'
+  | 'QuickGelu'
+  | 'RotaryEmbedding'
   | 'SimplifiedLayerNormalization';
 /** Names of the primitives, equal to the ONNX op each one emits. */
 export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp;

@@ -12,7 +12,11 @@ export const dora: LoraVariant = {
   name: 'dora',
 
   params(layer) {
-    if (layer.kind !== 'linear') throw new LorakitError('LK_UNSUPPORTED', `DoRA on ${layer.kind} layers (${layer.path}) is not supported yet; target Linear layers`);
+    if (layer.kind !== 'linear')
+      throw new LorakitError(
+        'LK_UNSUPPORTED',
+        `DoRA on ${layer.kind} layers (${layer.path}) is not supported yet; target Linear layers`,
+      );
     return [{ name: 'lora_magnitude_vector', shape: [layer.outFeatures], trainable: true }];
   },
 

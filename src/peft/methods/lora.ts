@@ -11,33 +11,35 @@ import { targetingSchema, parseWith, patternValue } from '../config.ts';
 import type { AdapterMethod, LayerInfo, LayerSettings, ParamSpec, ForwardContext } from '../method.ts';
 import { dora } from './dora.ts';
 
-export const loraConfigSchema = targetingSchema.extend({
-  peft_type: z.literal('LORA').default('LORA'),
-  /** Rank. */
-  r: z.number().int().positive().default(8),
-  /** Scaling numerator: s = lora_alpha / r. */
-  lora_alpha: z.number().positive().default(8),
-  /** Dropout on the adapter input, during training. */
-  lora_dropout: z.number().min(0).max(1).default(0),
-  /** s = lora_alpha / √r (rank-stabilised LoRA). */
-  use_rslora: z.boolean().default(false),
-  /** True for GPT-2's Conv1D, whose weight is stored [in, out]. */
-  fan_in_fan_out: z.boolean().default(false),
-  /** Which base biases train: none, all, or those of adapted layers. */
-  bias: z.enum(['none', 'all', 'lora_only']).default('none'),
-  /** true: A Kaiming-uniform, B zero; false: both random (tests); "gaussian": A ~ N(0, 1/r). */
-  init_lora_weights: z.union([z.boolean(), z.literal('gaussian')]).default(true),
-  /** Per-module rank overrides: {regex or name: r}. */
-  rank_pattern: z.record(z.string(), z.number().int().positive()).default({}),
-  /** Per-module alpha overrides. */
-  alpha_pattern: z.record(z.string(), z.number().positive()).default({}),
-  /** Weight-decomposed LoRA (DoRA). */
-  use_dora: z.boolean().default(false),
-  /** A trainable bias on lora_B (not supported yet). */
-  lora_bias: z.boolean().default(false),
-  task_type: z.string().nullable().default(null),
-  base_model_name_or_path: z.string().nullable().default(null),
-}).loose();
+export const loraConfigSchema = targetingSchema
+  .extend({
+    peft_type: z.literal('LORA').default('LORA'),
+    /** Rank. */
+    r: z.number().int().positive().default(8),
+    /** Scaling numerator: s = lora_alpha / r. */
+    lora_alpha: z.number().positive().default(8),
+    /** Dropout on the adapter input, during training. */
+    lora_dropout: z.number().min(0).max(1).default(0),
+    /** s = lora_alpha / √r (rank-stabilised LoRA). */
+    use_rslora: z.boolean().default(false),
+    /** True for GPT-2's Conv1D, whose weight is stored [in, out]. */
+    fan_in_fan_out: z.boolean().default(false),
+    /** Which base biases train: none, all, or those of adapted layers. */
+    bias: z.enum(['none', 'all', 'lora_only']).default('none'),
+    /** true: A Kaiming-uniform, B zero; false: both random (tests); "gaussian": A ~ N(0, 1/r). */
+    init_lora_weights: z.union([z.boolean(), z.literal('gaussian')]).default(true),
+    /** Per-module rank overrides: {regex or name: r}. */
+    rank_pattern: z.record(z.string(), z.number().int().positive()).default({}),
+    /** Per-module alpha overrides. */
+    alpha_pattern: z.record(z.string(), z.number().positive()).default({}),
+    /** Weight-decomposed LoRA (DoRA). */
+    use_dora: z.boolean().default(false),
+    /** A trainable bias on lora_B (not supported yet). */
+    lora_bias: z.boolean().default(false),
+    task_type: z.string().nullable().default(null),
+    base_model_name_or_path: z.string().nullable().default(null),
+  })
+  .loose();
 
 export type LoraConfig = z.output<typeof loraConfigSchema>;
 
@@ -48,18 +50,26 @@ export interface LoraVariant {
   init(layer: LayerInfo, s: LayerSettings, values: Record<string, Float32Array>): Promise<Record<string, Float32Array>>;
   /** `lora` is s·B(A(dropout x)) as computed by LoRA. */
   forward(ctx: ForwardContext<LoraConfig>, lora: Tensor): Tensor;
-  merge(layer: LayerInfo, s: LayerSettings, p: Record<string, Float32Array>, w0: Float32Array, delta: Float32Array): Float32Array;
+  merge(
+    layer: LayerInfo,
+    s: LayerSettings,
+    p: Record<string, Float32Array>,
+    w0: Float32Array,
+    delta: Float32Array,
+  ): Float32Array;
 }
 type Tensor = ForwardContext<LoraConfig>['x'];
 
 const variantOf = (c: LoraConfig): LoraVariant | null => (c.use_dora ? dora : null);
 
-const names = (layer: LayerInfo) => (layer.kind === 'embedding' ? ['lora_embedding_A', 'lora_embedding_B'] : ['lora_A.weight', 'lora_B.weight']);
+const names = (layer: LayerInfo) =>
+  layer.kind === 'embedding' ? ['lora_embedding_A', 'lora_embedding_B'] : ['lora_A.weight', 'lora_B.weight'];
 
 /** ΔW = s·B·A in the stored weight's layout ([out,in]; [in,out] for Conv1D; [num,dim] for embeddings). */
 function loraDelta(layer: LayerInfo, s: LayerSettings, p: Record<string, Float32Array>): Float32Array {
   const [an, bn] = names(layer);
-  const [rows, cols] = layer.kind === 'embedding' ? [layer.outFeatures, layer.inFeatures] : [layer.outFeatures, layer.inFeatures];
+  const [rows, cols] =
+    layer.kind === 'embedding' ? [layer.outFeatures, layer.inFeatures] : [layer.outFeatures, layer.inFeatures];
   const ba = matmul(p[bn], p[an], rows, s.r, cols); // [out, in] or [dim, num]
   for (let i = 0; i < ba.length; i++) ba[i] *= s.scaling;
   return layer.kind === 'embedding' || layer.fanInFanOut ? transpose(ba, rows, cols) : ba;

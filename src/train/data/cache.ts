@@ -5,7 +5,8 @@
  * window length). The entry holds examples before they are cut into rows, so packing and (for records) seqLen
  * can change without a miss. Any change to the key is a miss; old entries are left in place (one file each).
  *
- * File layout (platform byte order, little-endian on every platform Node supports): "LKDS" magic, u32 version, u32 header bytes, the header JSON (key, format,
+ * File layout (platform byte order, little-endian on every platform Node supports): "LKDS" magic, u32 version, u32
+ * header bytes, the header JSON (key, format,
  * counts, record problems), zero padding to a multiple of 4, then offsets u32[n+1], ids i32[m], labels i32[m].
  * A file that does not parse or whose key differs counts as a miss and is rewritten. Writes are atomic.
  * Not here: what the examples are (`encode.ts`).
@@ -51,7 +52,9 @@ export function tokenizerHash(tokenizer: HfTokenizer): string {
 /** The cache key: SHA-256 over the file bytes and a canonical JSON of everything else that shapes the examples. */
 export function cacheKey(fileBytes: Uint8Array, parts: Record<string, unknown>): string {
   const fileHash = createHash('sha256').update(fileBytes).digest('hex');
-  const sorted = Object.fromEntries(Object.entries({ ...parts, version: VERSION, fileHash }).sort(([a], [b]) => a.localeCompare(b)));
+  const sorted = Object.fromEntries(
+    Object.entries({ ...parts, version: VERSION, fileHash }).sort(([a], [b]) => a.localeCompare(b)),
+  );
   return createHash('sha256').update(JSON.stringify(sorted)).digest('hex');
 }
 
@@ -61,7 +64,10 @@ export function cachePath(cacheDir: string, stem: string, key: string): string {
 }
 
 /** Reads an entry; undefined when it is missing, unreadable or has another key. */
-export async function readCache(path: string, key: string): Promise<{ meta: CacheMeta; examples: ExampleSet } | undefined> {
+export async function readCache(
+  path: string,
+  key: string,
+): Promise<{ meta: CacheMeta; examples: ExampleSet } | undefined> {
   let buf: Buffer;
   try {
     buf = await readFile(path);
@@ -72,16 +78,26 @@ export async function readCache(path: string, key: string): Promise<{ meta: Cach
     const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
     if (view.getUint32(0, true) !== MAGIC || view.getUint32(4, true) !== VERSION) return undefined;
     const headerBytes = view.getUint32(8, true);
-    const meta = JSON.parse(buf.subarray(12, 12 + headerBytes).toString('utf8')) as CacheMeta & { examples: number; tokens: number };
+    const meta = JSON.parse(buf.subarray(12, 12 + headerBytes).toString('utf8')) as CacheMeta & {
+      examples: number;
+      tokens: number;
+    };
     if (meta.key !== key) return undefined;
     let at = align4(12 + headerBytes);
     // Copies, so the typed arrays are aligned whatever the Buffer's offset in its pool.
-    const take = (bytes: number) => { const s = buf.buffer.slice(buf.byteOffset + at, buf.byteOffset + at + bytes); at += bytes; return s; };
+    const take = (bytes: number) => {
+      const s = buf.buffer.slice(buf.byteOffset + at, buf.byteOffset + at + bytes);
+      at += bytes;
+      return s;
+    };
     const offsets = new Uint32Array(take(4 * (meta.examples + 1)));
     const ids = new Int32Array(take(4 * meta.tokens));
     const labels = new Int32Array(take(4 * meta.tokens));
     if (labels.length !== meta.tokens || offsets[meta.examples] !== meta.tokens) return undefined;
-    return { meta: { key: meta.key, format: meta.format, problems: meta.problems }, examples: { offsets, ids, labels } };
+    return {
+      meta: { key: meta.key, format: meta.format, problems: meta.problems },
+      examples: { offsets, ids, labels },
+    };
   } catch {
     return undefined;
   }
@@ -94,7 +110,10 @@ function align4(n: number): number {
 /** Writes an entry atomically (creating the folder). */
 export async function writeCache(path: string, cacheDir: string, meta: CacheMeta, examples: ExampleSet): Promise<void> {
   await mkdir(cacheDir, { recursive: true });
-  const header = Buffer.from(JSON.stringify({ ...meta, examples: examples.offsets.length - 1, tokens: examples.ids.length }), 'utf8');
+  const header = Buffer.from(
+    JSON.stringify({ ...meta, examples: examples.offsets.length - 1, tokens: examples.ids.length }),
+    'utf8',
+  );
   const prefix = Buffer.alloc(align4(12 + header.length));
   prefix.writeUInt32LE(MAGIC, 0);
   prefix.writeUInt32LE(VERSION, 4);

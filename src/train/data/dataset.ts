@@ -55,7 +55,8 @@ export interface BatchOptions {
   dropLast?: boolean;
 }
 
-/** A 32-bit seed → generator of uniform floats in [0, 1) (mulberry32; the seed is mixed first, so seed and seed+1 differ). */
+/** A 32-bit seed → generator of uniform floats in [0, 1) (mulberry32; the seed is mixed first, so seed and seed+1
+ * differ). */
 export function seededRandom(seed: number): () => number {
   return mulberry32(Math.imul((seed >>> 0) ^ 0x9e3779b9, 0x85ebca6b));
 }
@@ -76,7 +77,10 @@ export function permutation(n: number, seed: number): Uint32Array {
 
 function checkInteger(v: unknown, name: string, min: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `batches: ${name} must be an integer >= ${min}, got ${typeof v === 'number' ? v : JSON.stringify(v)}`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `batches: ${name} must be an integer >= ${min}, got ${typeof v === 'number' ? v : JSON.stringify(v)}`,
+    );
   }
   return v;
 }
@@ -99,7 +103,8 @@ export class TokenDataset {
     this.seqLen = rows.seqLen;
     this.size = rowCount(rows);
     this.padId = padId;
-    let tokens = 0, loss = 0;
+    let tokens = 0,
+      loss = 0;
     for (const n of rows.lengths) tokens += n;
     for (const l of rows.labels) if (l !== IGNORE_INDEX) loss++;
     this.tokens = tokens;
@@ -115,9 +120,17 @@ export class TokenDataset {
   /** Row r as plain arrays (its real tokens only), for inspection and tests. */
   row(r: number): { inputIds: number[]; labels: number[] } {
     checkInteger(r, 'row', 0);
-    if (r >= this.size) throw new LorakitError('LK_INVALID_ARGUMENT', `row: index ${r} is out of range, the dataset has ${this.size} rows`);
-    const T = this.seqLen, n = this.rows.lengths[r]!;
-    return { inputIds: Array.from(this.rows.ids.subarray(r * T, r * T + n)), labels: Array.from(this.rows.labels.subarray(r * T, r * T + n)) };
+    if (r >= this.size)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `row: index ${r} is out of range, the dataset has ${this.size} rows`,
+      );
+    const T = this.seqLen,
+      n = this.rows.lengths[r]!;
+    return {
+      inputIds: Array.from(this.rows.ids.subarray(r * T, r * T + n)),
+      labels: Array.from(this.rows.labels.subarray(r * T, r * T + n)),
+    };
   }
 
   /** The batches from `start` on, epoch after epoch, in the order fixed by `seed` (see the file header). */
@@ -129,10 +142,18 @@ export class TokenDataset {
     checkInteger(start?.index, 'start.index', 0);
     const perEpoch = this.batchesPerEpoch(B, dropLast);
     if (perEpoch === 0) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `batches: batchSize ${B} is larger than the dataset (${this.size} rows of ${this.seqLen} tokens) and dropLast is true, so there is no batch; use a smaller batchSize or more data`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `batches: batchSize ${B} is larger than the dataset (${this.size} rows of ${this.seqLen} tokens) and ` +
+          `dropLast is true, so there is no batch; use a smaller batchSize or more data`,
+      );
     }
     if (start.index > perEpoch) {
-      throw new LorakitError('LK_INVALID_ARGUMENT', `batches: start.index ${start.index} is past the end of an epoch (${perEpoch} batches of ${B}); was the position saved with another batchSize or dataset?`);
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `batches: start.index ${start.index} is past the end of an epoch (${perEpoch} batches of ${B}); was the ` +
+          `position saved with another batchSize or dataset?`,
+      );
     }
     let { epoch, index } = start;
     for (; epoch < epochs; epoch++, index = 0) {
@@ -145,10 +166,20 @@ export class TokenDataset {
   }
 
   /** The batch of rows order[first .. first+B) (filler rows past the end). */
-  private batchAt(order: Uint32Array | undefined, first: number, B: number, position: DataPosition, next: DataPosition): Batch {
+  private batchAt(
+    order: Uint32Array | undefined,
+    first: number,
+    B: number,
+    position: DataPosition,
+    next: DataPosition,
+  ): Batch {
     const T = this.seqLen;
-    const inputIds = new BigInt64Array(B * T), labels = new BigInt64Array(B * T), attentionMask = new BigInt64Array(B * T);
-    let tokens = 0, lossTokens = 0, fillerRows = 0;
+    const inputIds = new BigInt64Array(B * T),
+      labels = new BigInt64Array(B * T),
+      attentionMask = new BigInt64Array(B * T);
+    let tokens = 0,
+      lossTokens = 0,
+      fillerRows = 0;
     for (let b = 0; b < B; b++) {
       const o = b * T;
       if (first + b >= this.size) {

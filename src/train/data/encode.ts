@@ -47,9 +47,14 @@ class ExampleSetBuilder {
   private size = 0;
 
   add(ids: readonly number[], labels: readonly number[]): void {
-    if (ids.length !== labels.length) throw new Error(`internal: example has ${ids.length} ids and ${labels.length} labels`);
+    if (ids.length !== labels.length)
+      throw new Error(`internal: example has ${ids.length} ids and ${labels.length} labels`);
     while (this.size + ids.length > this.ids.length) {
-      const grow = (a: Int32Array) => { const b = new Int32Array(a.length * 2); b.set(a); return b; };
+      const grow = (a: Int32Array) => {
+        const b = new Int32Array(a.length * 2);
+        b.set(a);
+        return b;
+      };
       this.ids = grow(this.ids);
       this.labels = grow(this.labels);
     }
@@ -60,7 +65,11 @@ class ExampleSetBuilder {
   }
 
   build(): ExampleSet {
-    return { offsets: Uint32Array.from(this.offsets), ids: this.ids.slice(0, this.size), labels: this.labels.slice(0, this.size) };
+    return {
+      offsets: Uint32Array.from(this.offsets),
+      ids: this.ids.slice(0, this.size),
+      labels: this.labels.slice(0, this.size),
+    };
   }
 }
 
@@ -80,7 +89,10 @@ function withEos(tokenizer: HfTokenizer, ids: number[], labels: number[]): void 
 }
 
 /** The examples of one record (one, or for a plain text file one per window). */
-export function encodeRecord(record: DataRecord, { tokenizer, chatTemplate, seqLen }: EncodeContext): { ids: number[]; labels: number[] }[] {
+export function encodeRecord(
+  record: DataRecord,
+  { tokenizer, chatTemplate, seqLen }: EncodeContext,
+): { ids: number[]; labels: number[] }[] {
   switch (record.kind) {
     case 'plain': {
       const all = tokenizer.encode(record.text, { addSpecialTokens: true });
@@ -108,7 +120,8 @@ export function encodeRecord(record: DataRecord, { tokenizer, chatTemplate, seqL
       return [{ ids, labels }];
     }
     case 'chat': {
-      if (chatTemplate === undefined) throw new Error('internal: chat records reached encodeRecord without a chat template');
+      if (chatTemplate === undefined)
+        throw new Error('internal: chat records reached encodeRecord without a chat template');
       const { ids, assistantMask } = encodeChat(tokenizer, chatTemplate, record.messages);
       const labels = ids.map((id, i) => (assistantMask[i] === 1 ? id : IGNORE_INDEX));
       if (labels.length > 0) labels[0] = IGNORE_INDEX;
@@ -127,7 +140,10 @@ export interface EncodeRecordsOptions extends EncodeContext {
  * Encodes every record. A record the tokenizer or chat template rejects (e.g. a template that rewrites the
  * assistant text) is a record problem like a malformed one; a record with no loss token left is one too.
  */
-export function encodeRecords(records: readonly DataRecord[], options: EncodeRecordsOptions): { examples: ExampleSet; problems: RecordProblem[] } {
+export function encodeRecords(
+  records: readonly DataRecord[],
+  options: EncodeRecordsOptions,
+): { examples: ExampleSet; problems: RecordProblem[] } {
   const builder = new ExampleSetBuilder();
   const problems: RecordProblem[] = [];
   for (const record of records) {
@@ -135,13 +151,20 @@ export function encodeRecords(records: readonly DataRecord[], options: EncodeRec
     try {
       examples = encodeRecord(record, options);
       if (record.kind !== 'plain' && !examples[0]!.labels.some((l) => l !== IGNORE_INDEX)) {
-        throw new LorakitError('LK_FILE_INVALID', 'no token carries loss (the completion or assistant turns are empty after tokenisation)');
+        throw new LorakitError(
+          'LK_FILE_INVALID',
+          'no token carries loss (the completion or assistant turns are empty after tokenisation)',
+        );
       }
     } catch (e) {
       if (!(e instanceof LorakitError)) throw e;
       const problem = { ...record.where, message: e.message };
       if (options.onError === 'fail') {
-        throw new LorakitError('LK_FILE_INVALID', `${formatLocation(problem)}: ${problem.message} (pass onError: 'skip' to skip such records)`, { ...problem });
+        throw new LorakitError(
+          'LK_FILE_INVALID',
+          `${formatLocation(problem)}: ${problem.message} (pass onError: 'skip' to skip such records)`,
+          { ...problem },
+        );
       }
       problems.push(problem);
       continue;

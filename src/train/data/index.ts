@@ -17,12 +17,19 @@
  */
 import { homedir } from 'node:os';
 import { readFile } from 'node:fs/promises';
-import { basename, dirname, extname, join, resolve } from 'node:path';
+import { basename, extname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { LorakitError } from '../../errors.ts';
 import type { HfTokenizer } from '../../io/tokenizer.ts';
 import { chatTemplateFromConfig } from '../../io/chat.ts';
-import { formatLocation, parseDataFile, DATASET_FORMATS, type DatasetFormat, type FieldMap, type RecordProblem } from './records.ts';
+import {
+  formatLocation,
+  parseDataFile,
+  DATASET_FORMATS,
+  type DatasetFormat,
+  type FieldMap,
+  type RecordProblem,
+} from './records.ts';
 import { encodeRecords, exampleCount } from './encode.ts';
 import { buildRows } from './rows.ts';
 import { TokenDataset, permutation } from './dataset.ts';
@@ -45,11 +52,13 @@ export interface LoadDatasetOptions {
   fields?: FieldMap;
   /** Chat template for `messages` records; default: the tokenizer's tokenizer_config.json `chat_template`. */
   chatTemplate?: string;
-  /** Concatenate examples into full rows (default false: one example per row, padded or truncated); a plain text file is cut into full windows either way. */
+  /** Concatenate examples into full rows (default false: one example per row, padded or truncated); a plain text file
+   * is cut into full windows either way. */
   packing?: boolean;
   /** Malformed records: 'fail' (default) throws LK_FILE_INVALID with the location; 'skip' counts and drops them. */
   onError?: 'skip' | 'fail';
-  /** Cache folder (default `$LORAKIT_CACHE/datasets`, else `~/.cache/lorakit/datasets`: never beside the data, which may be read-only or shared); false turns the cache off. */
+  /** Cache folder (default `$LORAKIT_CACHE/datasets`, else `~/.cache/lorakit/datasets`: never beside the data, which
+   * may be read-only or shared); false turns the cache off. */
   cacheDir?: string | false;
   /** Examples held out for evaluation: a fraction in (0, 1) or a count >= 1 (default none). */
   heldOut?: number;
@@ -97,35 +106,82 @@ export interface LoadedDataset {
   stats: DatasetStats;
 }
 
-const FIELD_KEYS = ['text', 'prompt', 'completion', 'instruction', 'input', 'output', 'messages', 'role', 'content'] as const;
-const integer = (min: number, what = `an integer >= ${min}`) => z.number({ error: `expected ${what}` }).int({ error: `expected ${what}` }).min(min, { error: `expected ${what}` });
+const FIELD_KEYS = [
+  'text',
+  'prompt',
+  'completion',
+  'instruction',
+  'input',
+  'output',
+  'messages',
+  'role',
+  'content',
+] as const;
+const integer = (min: number, what = `an integer >= ${min}`) =>
+  z
+    .number({ error: `expected ${what}` })
+    .int({ error: `expected ${what}` })
+    .min(min, { error: `expected ${what}` });
 const optionsSchema = z.strictObject({
   seqLen: integer(2),
-  format: z.enum(DATASET_FORMATS as [DatasetFormat, ...DatasetFormat[]], { error: `expected one of ${DATASET_FORMATS.join(', ')}` }).optional(),
-  fields: z.strictObject(Object.fromEntries(FIELD_KEYS.map((k) => [k, z.string({ error: 'expected a column name' }).min(1, { error: 'expected a column name' }).optional()])), { error: 'expected an object' }).optional(),
-  chatTemplate: z.string({ error: 'expected a Jinja template string' }).min(1, { error: 'expected a Jinja template string' }).optional(),
+  format: z
+    .enum(DATASET_FORMATS as [DatasetFormat, ...DatasetFormat[]], {
+      error: `expected one of ${DATASET_FORMATS.join(', ')}`,
+    })
+    .optional(),
+  fields: z
+    .strictObject(
+      Object.fromEntries(
+        FIELD_KEYS.map((k) => [
+          k,
+          z.string({ error: 'expected a column name' }).min(1, { error: 'expected a column name' }).optional(),
+        ]),
+      ),
+      { error: 'expected an object' },
+    )
+    .optional(),
+  chatTemplate: z
+    .string({ error: 'expected a Jinja template string' })
+    .min(1, { error: 'expected a Jinja template string' })
+    .optional(),
   packing: z.boolean({ error: 'expected true or false' }).optional(),
   onError: z.enum(['skip', 'fail'], { error: "expected 'skip' or 'fail'" }).optional(),
   cacheDir: z.union([z.string().min(1), z.literal(false)], { error: 'expected a folder path or false' }).optional(),
-  heldOut: z.number({ error: 'expected a fraction in (0, 1) or a whole count' }).positive({ error: 'expected a fraction in (0, 1) or a whole count' })
-    .refine((v) => v < 1 || Number.isInteger(v), { error: 'expected a fraction in (0, 1) or a whole count' }).optional(),
+  heldOut: z
+    .number({ error: 'expected a fraction in (0, 1) or a whole count' })
+    .positive({ error: 'expected a fraction in (0, 1) or a whole count' })
+    .refine((v) => v < 1 || Number.isInteger(v), { error: 'expected a fraction in (0, 1) or a whole count' })
+    .optional(),
   splitSeed: integer(-(2 ** 31), 'an integer').optional(),
 });
 
 function checkOptions(options: LoadDatasetOptions): void {
   if (typeof options !== 'object' || options === null || typeof options.tokenizer?.encode !== 'function') {
-    throw new LorakitError('LK_INVALID_ARGUMENT', 'loadDataset: option "tokenizer" must be an HfTokenizer (HfTokenizer.fromDir(modelDir))');
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      'loadDataset: option "tokenizer" must be an HfTokenizer (HfTokenizer.fromDir(modelDir))',
+    );
   }
   const { tokenizer: _, ...rest } = options;
   const r = optionsSchema.safeParse(rest);
   if (r.success) return;
   const issue = r.error.issues[0]!;
   if (issue.code === 'unrecognized_keys') {
-    const [what, known] = issue.path.length === 0 ? ['unknown option', ['tokenizer', ...Object.keys(optionsSchema.shape)]] : [`option "${issue.path.join('.')}" has an unknown key`, FIELD_KEYS];
-    throw new LorakitError('LK_INVALID_ARGUMENT', `loadDataset: ${what} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; expected one of ${known.join(', ')}`);
+    const [what, known] =
+      issue.path.length === 0
+        ? ['unknown option', ['tokenizer', ...Object.keys(optionsSchema.shape)]]
+        : [`option "${issue.path.join('.')}" has an unknown key`, FIELD_KEYS];
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `loadDataset: ${what} ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}; expected one of ` +
+        `${known.join(', ')}`,
+    );
   }
   const got = issue.path.reduce<unknown>((v, k) => (v as Record<PropertyKey, unknown>)?.[k], rest);
-  throw new LorakitError('LK_INVALID_ARGUMENT', `loadDataset: option "${issue.path.join('.')}": ${issue.message}, got ${JSON.stringify(got)}`);
+  throw new LorakitError(
+    'LK_INVALID_ARGUMENT',
+    `loadDataset: option "${issue.path.join('.')}": ${issue.message}, got ${JSON.stringify(got)}`,
+  );
 }
 
 /** Tokenised examples of the file, from the cache when it has them. */
@@ -134,7 +190,13 @@ async function loadExamples(path: string, bytes: Uint8Array, options: LoadDatase
   const cacheDir = options.cacheDir === false ? undefined : resolve(options.cacheDir ?? defaultDatasetCache());
   // Cached examples precede row cutting, so packing is not in the key, and seqLen only for plain text (its windows).
   const windows = isPlain(path, format) ? seqLen : null;
-  const key = cacheKey(bytes, { format: format ?? null, fields, chatTemplate: chatTemplate ?? null, tokenizer: tokenizerHash(tokenizer), windows });
+  const key = cacheKey(bytes, {
+    format: format ?? null,
+    fields,
+    chatTemplate: chatTemplate ?? null,
+    tokenizer: tokenizerHash(tokenizer),
+    windows,
+  });
   const entry = cacheDir === undefined ? undefined : cachePath(cacheDir, basename(path, extname(path)), key);
   const hit = entry === undefined ? undefined : await readCache(entry, key);
   if (hit !== undefined) {
@@ -145,7 +207,11 @@ async function loadExamples(path: string, bytes: Uint8Array, options: LoadDatase
   try {
     text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {
-    throw new LorakitError('LK_FILE_INVALID', `${basename(path)}: not UTF-8 text; expected a .txt, .json or .jsonl file`, { path });
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${basename(path)}: not UTF-8 text; expected a .txt, .json or .jsonl file`,
+      { path },
+    );
   }
   const parsed = parseDataFile(path, text, { format, fields });
   if (onError === 'fail' && parsed.problems.length > 0) throw problemError(parsed.problems[0]!);
@@ -153,23 +219,41 @@ async function loadExamples(path: string, bytes: Uint8Array, options: LoadDatase
   if (parsed.format === 'chat') {
     template = chatTemplate ?? chatTemplateFromConfig(tokenizer.config as Record<string, unknown>);
     if (template === undefined) {
-      throw new LorakitError('LK_CONFIG_INVALID', `${basename(path)}: chat records need a chat template, and tokenizer_config.json has no "chat_template"; pass the chatTemplate option`, { path });
+      throw new LorakitError(
+        'LK_CONFIG_INVALID',
+        `${basename(path)}: chat records need a chat template, and tokenizer_config.json has no "chat_template"; ` +
+          `pass the chatTemplate option`,
+        { path },
+      );
     }
   }
   const encoded = encodeRecords(parsed.records, { tokenizer, chatTemplate: template, seqLen, onError });
-  const problems = [...parsed.problems, ...encoded.problems].sort((a, b) => (a.line ?? a.index ?? 0) - (b.line ?? b.index ?? 0));
+  const problems = [...parsed.problems, ...encoded.problems].sort(
+    (a, b) => (a.line ?? a.index ?? 0) - (b.line ?? b.index ?? 0),
+  );
   if (exampleCount(encoded.examples) === 0) {
     const first = problems[0] ? `; the first: ${formatLocation(problems[0])}: ${problems[0].message}` : '';
-    throw new LorakitError('LK_FILE_INVALID', `${basename(path)}: no usable record (${problems.length} malformed${first})`, { path });
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${basename(path)}: no usable record (${problems.length} malformed${first})`,
+      { path },
+    );
   }
   if (entry !== undefined && cacheDir !== undefined) {
     try {
       await writeCache(entry, cacheDir, { key, format: parsed.format, problems }, encoded.examples);
     } catch (e) {
-      warnings.push(`could not write the dataset cache ${entry}: ${(e as Error).message}; pass cacheDir to put it elsewhere`);
+      warnings.push(
+        `could not write the dataset cache ${entry}: ${(e as Error).message}; pass cacheDir to put it elsewhere`,
+      );
     }
   }
-  return { examples: encoded.examples, format: parsed.format, problems, cache: cacheDir === undefined ? ('off' as const) : ('miss' as const) };
+  return {
+    examples: encoded.examples,
+    format: parsed.format,
+    problems,
+    cache: cacheDir === undefined ? ('off' as const) : ('miss' as const),
+  };
 }
 
 /** Whether the file is read as one plain-text document (the same rule as parseDataFile's). */
@@ -178,24 +262,44 @@ function isPlain(path: string, format: DatasetFormat | undefined): boolean {
 }
 
 function problemError(p: RecordProblem): LorakitError {
-  return new LorakitError('LK_FILE_INVALID', `${formatLocation(p)}: ${p.message} (pass onError: 'skip' to skip malformed records)`, { ...p });
+  return new LorakitError(
+    'LK_FILE_INVALID',
+    `${formatLocation(p)}: ${p.message} (pass onError: 'skip' to skip malformed records)`,
+    { ...p },
+  );
 }
 
 /** Example indices of the train and eval splits (eval: a seeded random choice, both kept in file order). */
-function split(n: number, heldOut: number | undefined, seed: number, file: string): { train: number[]; eval?: number[] } {
+function split(
+  n: number,
+  heldOut: number | undefined,
+  seed: number,
+  file: string,
+): { train: number[]; eval?: number[] } {
   const all = Array.from({ length: n }, (_, i) => i);
   if (heldOut === undefined) return { train: all };
   const k = heldOut < 1 ? Math.max(1, Math.round(heldOut * n)) : heldOut;
   if (k >= n) {
-    throw new LorakitError('LK_INVALID_ARGUMENT', `loadDataset: option "heldOut" ${heldOut} leaves no training example: ${file} has ${n} examples`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `loadDataset: option "heldOut" ${heldOut} leaves no training example: ${file} has ${n} examples`,
+    );
   }
   const chosen = new Uint8Array(n);
-  permutation(n, seed).subarray(0, k).forEach((i) => (chosen[i] = 1));
+  permutation(n, seed)
+    .subarray(0, k)
+    .forEach((i) => (chosen[i] = 1));
   return { train: all.filter((i) => chosen[i] === 0), eval: all.filter((i) => chosen[i] === 1) };
 }
 
 function splitStats(ds: TokenDataset, examples: number): SplitStats {
-  return { examples, rows: ds.size, tokens: ds.tokens, lossTokens: ds.lossTokens, lossFraction: ds.size === 0 ? 0 : ds.lossTokens / (ds.size * ds.seqLen) };
+  return {
+    examples,
+    rows: ds.size,
+    tokens: ds.tokens,
+    lossTokens: ds.lossTokens,
+    lossFraction: ds.size === 0 ? 0 : ds.lossTokens / (ds.size * ds.seqLen),
+  };
 }
 
 /** Loads a dataset file (.txt, .json, .jsonl) as fixed-length token rows, with an optional held-out split. */
@@ -207,7 +311,8 @@ export async function loadDataset(path: string, options: LoadDatasetOptions): Pr
     bytes = await readFile(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'EISDIR') throw new LorakitError('LK_FILE_NOT_FOUND', `${path}: dataset file not found`, { path });
+    if (code === 'ENOENT' || code === 'EISDIR')
+      throw new LorakitError('LK_FILE_NOT_FOUND', `${path}: dataset file not found`, { path });
     throw e;
   }
   const warnings: string[] = [];
@@ -223,18 +328,48 @@ export async function loadDataset(path: string, options: LoadDatasetOptions): Pr
   const truncated = train.stats.truncated + (evalRows?.stats.truncated ?? 0);
   const droppedNoLoss = train.stats.droppedNoLoss + (evalRows?.stats.droppedNoLoss ?? 0);
   const longest = Math.max(train.stats.longest, evalRows?.stats.longest ?? 0);
-  if (problems.length > 0) warnings.push(`${file}: skipped ${problems.length} malformed record(s); the first: ${formatLocation(problems[0]!)}: ${problems[0]!.message}`);
-  if (truncated > 0) warnings.push(`${file}: ${truncated} of ${n} examples were longer than seqLen ${seqLen} and were truncated (longest: ${longest} tokens); raise seqLen or use packing`);
-  if (droppedNoLoss > 0) warnings.push(`${file}: ${droppedNoLoss} row(s) had no token to learn (e.g. a prompt longer than seqLen ${seqLen}) and were dropped`);
+  if (problems.length > 0)
+    warnings.push(
+      `${file}: skipped ${problems.length} malformed record(s); the first: ${formatLocation(problems[0]!)}: ` +
+        `${problems[0]!.message}`,
+    );
+  if (truncated > 0)
+    warnings.push(
+      `${file}: ${truncated} of ${n} examples were longer than seqLen ${seqLen} and were truncated (longest: ` +
+        `${longest} tokens); raise seqLen or use packing`,
+    );
+  if (droppedNoLoss > 0)
+    warnings.push(
+      `${file}: ${droppedNoLoss} row(s) had no token to learn (e.g. a prompt longer than seqLen ${seqLen}) and were ` +
+        `dropped`,
+    );
   const trainSet = new TokenDataset(train.rows, padId);
-  if (trainSet.size === 0) throw new LorakitError('LK_FILE_INVALID', `${file}: no training row has a token to learn (${n} examples, seqLen ${seqLen})`, { path });
+  if (trainSet.size === 0)
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${file}: no training row has a token to learn (${n} examples, seqLen ${seqLen})`,
+      { path },
+    );
   const evalSet = evalRows && new TokenDataset(evalRows.rows, padId);
   const stats: DatasetStats = {
-    format, examples: n, skipped: problems.length, truncated, longest, droppedNoLoss, cache,
+    format,
+    examples: n,
+    skipped: problems.length,
+    truncated,
+    longest,
+    droppedNoLoss,
+    cache,
     train: splitStats(trainSet, parts.train.length),
     ...(evalSet ? { eval: splitStats(evalSet, parts.eval!.length) } : {}),
   };
-  return { train: trainSet, ...(evalSet ? { eval: evalSet } : {}), skipped: problems.length, problems, warnings, stats };
+  return {
+    train: trainSet,
+    ...(evalSet ? { eval: evalSet } : {}),
+    skipped: problems.length,
+    problems,
+    warnings,
+    stats,
+  };
 }
 
 /** The default tokenised-data cache folder: $LORAKIT_CACHE/datasets, else ~/.cache/lorakit/datasets. */

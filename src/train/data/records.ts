@@ -56,7 +56,8 @@ export type DataRecord = (
 export const ALPACA_PROMPT = {
   withInput:
     'Below is an instruction that describes a task, paired with an input that provides further context. ' +
-    'Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n',
+    'Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### ' +
+    'Input:\n{input}\n\n### Response:\n',
   noInput:
     'Below is an instruction that describes a task. ' +
     'Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n',
@@ -78,24 +79,44 @@ export interface ParsedFile {
 
 /** "data.jsonl:12" or "data.json [12]": the place a message points at. */
 export function formatLocation(where: RecordLocation): string {
-  return where.line !== undefined ? `${where.file}:${where.line}` : where.index !== undefined ? `${where.file} [${where.index}]` : where.file;
+  return where.line !== undefined
+    ? `${where.file}:${where.line}`
+    : where.index !== undefined
+      ? `${where.file} [${where.index}]`
+      : where.file;
 }
 
 const DEFAULTS: Required<FieldMap> = {
-  text: 'text', prompt: 'prompt', completion: 'completion', instruction: 'instruction', input: 'input', output: 'output',
-  messages: 'messages', role: 'role', content: 'content',
+  text: 'text',
+  prompt: 'prompt',
+  completion: 'completion',
+  instruction: 'instruction',
+  input: 'input',
+  output: 'output',
+  messages: 'messages',
+  role: 'role',
+  content: 'content',
 };
 const SHAREGPT: FieldMap = { messages: 'conversations', role: 'from', content: 'value' };
-const SHAREGPT_ROLES: Record<string, string> = { human: 'user', gpt: 'assistant', system: 'system', user: 'user', assistant: 'assistant' };
+const SHAREGPT_ROLES: Record<string, string> = {
+  human: 'user',
+  gpt: 'assistant',
+  system: 'system',
+  user: 'user',
+  assistant: 'assistant',
+};
 
 const nonEmpty = z.string().refine((s) => s.trim() !== '', { message: 'empty' });
 
 /** The zod schema of one record of `format` under the column names `f`. */
 function schemaFor(format: Exclude<DatasetFormat, 'plain'>, f: Required<FieldMap>): z.ZodType<Record<string, unknown>> {
   switch (format) {
-    case 'text': return z.looseObject({ [f.text]: nonEmpty });
-    case 'prompt-completion': return z.looseObject({ [f.prompt]: z.string(), [f.completion]: nonEmpty });
-    case 'alpaca': return z.looseObject({ [f.instruction]: nonEmpty, [f.input]: z.string().nullish(), [f.output]: nonEmpty });
+    case 'text':
+      return z.looseObject({ [f.text]: nonEmpty });
+    case 'prompt-completion':
+      return z.looseObject({ [f.prompt]: z.string(), [f.completion]: nonEmpty });
+    case 'alpaca':
+      return z.looseObject({ [f.instruction]: nonEmpty, [f.input]: z.string().nullish(), [f.output]: nonEmpty });
     case 'chat': {
       const message = z.looseObject({ [f.role]: z.string(), [f.content]: z.string() });
       return z.looseObject({ [f.messages]: z.array(message).min(1) });
@@ -117,12 +138,18 @@ function describe(v: unknown): string {
 
 /** One zod issue as "field "output": expected a string, got number 3" (or "missing field", "is empty"). */
 function issueMessage(issue: z.core.$ZodIssue, value: unknown): string {
-  const path = issue.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`)).join('').replace(/^\./, '');
+  const path = issue.path
+    .map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`))
+    .join('')
+    .replace(/^\./, '');
   const field = path === '' ? 'the record' : `field "${path}"`;
   const found = valueAt(value, issue.path);
   if (issue.code === 'invalid_type') {
     if (found === undefined && path !== '') return `missing field "${path}"`;
-    return `${field}: expected ${issue.expected === 'object' ? 'an object' : issue.expected === 'array' ? 'an array' : `a ${issue.expected}`}, got ${describe(found)}`;
+    return (
+      `${field}: expected ` +
+      `${issue.expected === 'object' ? 'an object' : issue.expected === 'array' ? 'an array' : `a ${issue.expected}`}, got ${describe(found)}`
+    );
   }
   if (issue.code === 'too_small') return `${field} is empty`;
   if (issue.code === 'custom' && issue.message === 'empty') return `${field} is empty`;
@@ -134,17 +161,27 @@ function detect(value: unknown, f: Required<FieldMap>, fields: FieldMap): Exclud
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
   const has = (k: string) => Object.hasOwn(value, k);
   if (fields.messages !== undefined || has(f.messages)) return 'chat';
-  if (fields.instruction !== undefined || fields.output !== undefined || (has(f.instruction) && has(f.output))) return 'alpaca';
-  if (fields.prompt !== undefined || fields.completion !== undefined || (has(f.prompt) && has(f.completion))) return 'prompt-completion';
+  if (fields.instruction !== undefined || fields.output !== undefined || (has(f.instruction) && has(f.output)))
+    return 'alpaca';
+  if (fields.prompt !== undefined || fields.completion !== undefined || (has(f.prompt) && has(f.completion)))
+    return 'prompt-completion';
   if (fields.text !== undefined || has(f.text)) return 'text';
   return undefined;
 }
 
 /** The canonical record of a value that passed `schemaFor(format, f)`. */
-function toRecord(format: Exclude<DatasetFormat, 'plain'>, v: Record<string, unknown>, f: Required<FieldMap>, sharegpt: boolean, where: RecordLocation): DataRecord {
+function toRecord(
+  format: Exclude<DatasetFormat, 'plain'>,
+  v: Record<string, unknown>,
+  f: Required<FieldMap>,
+  sharegpt: boolean,
+  where: RecordLocation,
+): DataRecord {
   switch (format) {
-    case 'text': return { kind: 'text', text: v[f.text] as string, where };
-    case 'prompt-completion': return { kind: 'pair', prompt: v[f.prompt] as string, completion: v[f.completion] as string, where };
+    case 'text':
+      return { kind: 'text', text: v[f.text] as string, where };
+    case 'prompt-completion':
+      return { kind: 'pair', prompt: v[f.prompt] as string, completion: v[f.completion] as string, where };
     case 'alpaca': {
       const prompt = alpacaPrompt(v[f.instruction] as string, (v[f.input] as string | null | undefined) ?? '');
       return { kind: 'pair', prompt, completion: v[f.output] as string, where };
@@ -161,7 +198,8 @@ function toRecord(format: Exclude<DatasetFormat, 'plain'>, v: Record<string, unk
 
 /** "line L, column C" (1-based) of character `pos` in `text`. */
 function lineAndColumn(text: string, pos: number): string {
-  let line = 1, lineStart = 0;
+  let line = 1,
+    lineStart = 0;
   for (let i = 0; i < pos && i < text.length; i++) if (text.charCodeAt(i) === 10) [line, lineStart] = [line + 1, i + 1];
   return `line ${line}, column ${pos - lineStart + 1}`;
 }
@@ -172,14 +210,23 @@ function lineAndColumn(text: string, pos: number): string {
  */
 function jsonErrorOffset(s: string): number {
   let i = 0;
-  const ws = () => { while (i < s.length && (s[i] === ' ' || s[i] === '\t' || s[i] === '\n' || s[i] === '\r')) i++; };
-  const expect = (c: string) => { ws(); if (s[i] !== c) throw i; i++; };
+  const ws = () => {
+    while (i < s.length && (s[i] === ' ' || s[i] === '\t' || s[i] === '\n' || s[i] === '\r')) i++;
+  };
+  const expect = (c: string) => {
+    ws();
+    if (s[i] !== c) throw i;
+    i++;
+  };
   const literal = /-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?|true|false|null/y;
   const string = () => {
     expect('"');
     for (; i < s.length; i++) {
       const c = s.charCodeAt(i);
-      if (c === 34) { i++; return; }
+      if (c === 34) {
+        i++;
+        return;
+      }
       if (c === 92) i++;
       else if (c < 32) throw i;
     }
@@ -187,19 +234,41 @@ function jsonErrorOffset(s: string): number {
   };
   const items = (close: string, item: () => void) => {
     ws();
-    if (s[i] === close) { i++; return; }
+    if (s[i] === close) {
+      i++;
+      return;
+    }
     for (;;) {
       item();
       ws();
-      if (s[i] === close) { i++; return; }
+      if (s[i] === close) {
+        i++;
+        return;
+      }
       expect(',');
     }
   };
   const value = (): void => {
     ws();
-    if (s[i] === '{') { i++; items('}', () => { ws(); string(); expect(':'); value(); }); return; }
-    if (s[i] === '[') { i++; items(']', value); return; }
-    if (s[i] === '"') { string(); return; }
+    if (s[i] === '{') {
+      i++;
+      items('}', () => {
+        ws();
+        string();
+        expect(':');
+        value();
+      });
+      return;
+    }
+    if (s[i] === '[') {
+      i++;
+      items(']', value);
+      return;
+    }
+    if (s[i] === '"') {
+      string();
+      return;
+    }
     literal.lastIndex = i;
     if (!literal.test(s)) throw i;
     i = literal.lastIndex;
@@ -216,7 +285,11 @@ function jsonErrorOffset(s: string): number {
 }
 
 /** The raw values of a JSON/JSONL file with their locations, and the lines that are not JSON. */
-function parseJsonValues(text: string, file: string, ext: string): { values: { value: unknown; where: RecordLocation }[]; problems: RecordProblem[] } {
+function parseJsonValues(
+  text: string,
+  file: string,
+  ext: string,
+): { values: { value: unknown; where: RecordLocation }[]; problems: RecordProblem[] } {
   const trimmed = text.trimStart();
   const values: { value: unknown; where: RecordLocation }[] = [];
   const problems: RecordProblem[] = [];
@@ -227,9 +300,17 @@ function parseJsonValues(text: string, file: string, ext: string): { values: { v
     } catch (e) {
       const pos = jsonErrorOffset(text);
       const at = pos >= 0 ? ` (${lineAndColumn(text, pos)})` : '';
-      throw new LorakitError('LK_FILE_INVALID', `${file}: not valid JSON${at}: ${(e as Error).message}; expected a JSON array of records or JSONL (one object per line)`, { path: file });
+      throw new LorakitError(
+        'LK_FILE_INVALID',
+        `${file}: not valid JSON${at}: ${(e as Error).message}; expected a JSON array of records or JSONL (one ` +
+          `object per line)`,
+        { path: file },
+      );
     }
-    if (!Array.isArray(parsed)) throw new LorakitError('LK_FILE_INVALID', `${file}: expected a JSON array of records, got ${describe(parsed)}`, { path: file });
+    if (!Array.isArray(parsed))
+      throw new LorakitError('LK_FILE_INVALID', `${file}: expected a JSON array of records, got ${describe(parsed)}`, {
+        path: file,
+      });
     parsed.forEach((value, index) => values.push({ value, where: { file, index } }));
     return { values, problems };
   }
@@ -243,9 +324,16 @@ function parseJsonValues(text: string, file: string, ext: string): { values: { v
       whole = undefined;
     }
     if (whole !== undefined) {
-      const arrays = Object.entries(whole as object).filter(([, v]) => Array.isArray(v)).map(([k]) => `"${k}"`);
-      const hint = arrays.length > 0 ? `; the records may be its field ${arrays.join(' or ')}: save that array as the file` : '';
-      throw new LorakitError('LK_FILE_INVALID', `${file}: expected a JSON array of records or JSONL (one object per line), got a single object${hint}`, { path: file });
+      const arrays = Object.entries(whole as object)
+        .filter(([, v]) => Array.isArray(v))
+        .map(([k]) => `"${k}"`);
+      const hint =
+        arrays.length > 0 ? `; the records may be its field ${arrays.join(' or ')}: save that array as the file` : '';
+      throw new LorakitError(
+        'LK_FILE_INVALID',
+        `${file}: expected a JSON array of records or JSONL (one object per line), got a single object${hint}`,
+        { path: file },
+      );
     }
   }
   const lines = text.split('\n');
@@ -259,7 +347,12 @@ function parseJsonValues(text: string, file: string, ext: string): { values: { v
     }
   });
   if (values.length === 0) {
-    throw new LorakitError('LK_FILE_INVALID', `${file}: no line is a JSON value${problems[0] ? ` (line ${problems[0].line}: ${problems[0].message})` : ''}; expected JSONL records or a JSON array`, { path: file });
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${file}: no line is a JSON value${problems[0] ? ` (line ${problems[0].line}: ${problems[0].message})` : ''}; ` +
+        `expected JSONL records or a JSON array`,
+      { path: file },
+    );
   }
   return { values, problems };
 }
@@ -275,9 +368,15 @@ export function parseDataFile(path: string, text: string, { format, fields = {} 
   const file = basename(path);
   if (text.trim() === '') throw new LorakitError('LK_FILE_INVALID', `${file}: the file is empty`, { path });
   const ext = extname(path).toLowerCase();
-  if (format === 'plain' || (format === undefined && ext === '.txt')) return { format: 'plain', records: [{ kind: 'plain', text, where: { file } }], problems: [] };
+  if (format === 'plain' || (format === undefined && ext === '.txt'))
+    return { format: 'plain', records: [{ kind: 'plain', text, where: { file } }], problems: [] };
   if (!['.json', '.jsonl', '.ndjson'].includes(ext) && format === undefined) {
-    throw new LorakitError('LK_FILE_INVALID', `${file}: unknown dataset file type "${ext}"; expected .txt (plain text), .json (array of records) or .jsonl, or pass the format option`, { path });
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${file}: unknown dataset file type "${ext}"; expected .txt (plain text), .json (array of records) or .jsonl, ` +
+        `or pass the format option`,
+      { path },
+    );
   }
   const { values, problems } = parseJsonValues(text, file, ext);
   let f: Required<FieldMap> = { ...DEFAULTS, ...fields };
@@ -286,7 +385,8 @@ export function parseDataFile(path: string, text: string, { format, fields = {} 
   // The first of the first 100 records that fits a format decides (so a malformed first record does not).
   for (const { value } of values.slice(0, 100)) {
     const direct = detect(value, f, fields);
-    const share = direct === undefined && fields.messages === undefined && detect(value, { ...f, ...SHAREGPT }, fields) === 'chat';
+    const share =
+      direct === undefined && fields.messages === undefined && detect(value, { ...f, ...SHAREGPT }, fields) === 'chat';
     if (direct === undefined && !share) continue;
     found ??= direct ?? 'chat';
     sharegpt = share && found === 'chat';
@@ -294,8 +394,18 @@ export function parseDataFile(path: string, text: string, { format, fields = {} 
   }
   if (found === undefined) {
     const first = values.find((v) => typeof v.value === 'object' && v.value !== null)?.value;
-    const keys = first ? Object.keys(first).map((k) => JSON.stringify(k)).join(', ') : 'none';
-    throw new LorakitError('LK_FILE_INVALID', `${file}: unknown record format (keys of the first record: ${keys}); expected "text", "prompt"+"completion", "instruction"+"output" (Alpaca) or "messages"; pass fields (e.g. {prompt: "question", completion: "answer"}) or format`, { path });
+    const keys = first
+      ? Object.keys(first)
+          .map((k) => JSON.stringify(k))
+          .join(', ')
+      : 'none';
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${file}: unknown record format (keys of the first record: ${keys}); expected "text", "prompt"+"completion", ` +
+        `"instruction"+"output" (Alpaca) or "messages"; pass fields (e.g. {prompt: "question", completion: ` +
+        `"answer"}) or format`,
+      { path },
+    );
   }
   if (sharegpt) f = { ...f, ...SHAREGPT };
   const schema = schemaFor(found, f);
@@ -308,7 +418,10 @@ export function parseDataFile(path: string, text: string, { format, fields = {} 
     }
     const record = toRecord(found, r.data, f, sharegpt, where);
     if (record.kind === 'chat' && !record.messages.some((m) => m.role === 'assistant' && m.content.trim() !== '')) {
-      problems.push({ ...where, message: `field "${f.messages}" has no assistant message with content, so nothing would be trained` });
+      problems.push({
+        ...where,
+        message: `field "${f.messages}" has no assistant message with content, so nothing would be trained`,
+      });
       continue;
     }
     records.push(record);

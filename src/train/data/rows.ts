@@ -50,20 +50,36 @@ class RowWriter {
   private lengths: number[] = [];
   dropped = 0;
 
-  constructor(private readonly T: number, private readonly padId: number, capacity: number) {
+  constructor(
+    private readonly T: number,
+    private readonly padId: number,
+    capacity: number,
+  ) {
     this.ids = new Int32Array(Math.max(1, capacity) * T);
     this.labels = new Int32Array(Math.max(1, capacity) * T);
   }
 
   /** Writes `ids`/`labels` (at most T each) as the next row, padded; drops it when it has no loss token. */
   push(ids: Int32Array, labels: Int32Array): void {
-    const T = this.T, r = this.lengths.length;
+    const T = this.T,
+      r = this.lengths.length;
     if (ids.length === 0) return;
     let loss = false;
-    for (let i = 1; i < labels.length; i++) if (labels[i] !== IGNORE_INDEX) { loss = true; break; }
-    if (!loss) { this.dropped++; return; }
+    for (let i = 1; i < labels.length; i++)
+      if (labels[i] !== IGNORE_INDEX) {
+        loss = true;
+        break;
+      }
+    if (!loss) {
+      this.dropped++;
+      return;
+    }
     if ((r + 1) * T > this.ids.length) {
-      const grow = (a: Int32Array) => { const b = new Int32Array(a.length * 2); b.set(a); return b; };
+      const grow = (a: Int32Array) => {
+        const b = new Int32Array(a.length * 2);
+        b.set(a);
+        return b;
+      };
       this.ids = grow(this.ids);
       this.labels = grow(this.labels);
     }
@@ -77,14 +93,25 @@ class RowWriter {
 
   build(): RowSet {
     const n = this.lengths.length;
-    return { seqLen: this.T, ids: this.ids.slice(0, n * this.T), labels: this.labels.slice(0, n * this.T), lengths: Uint32Array.from(this.lengths) };
+    return {
+      seqLen: this.T,
+      ids: this.ids.slice(0, n * this.T),
+      labels: this.labels.slice(0, n * this.T),
+      lengths: Uint32Array.from(this.lengths),
+    };
   }
 }
 
 /** Builds the rows of the examples `which` (indices into `examples`, in the order given). */
-export function buildRows(examples: ExampleSet, which: readonly number[], { seqLen: T, packing, padId, eosId }: RowOptions): { rows: RowSet; stats: RowStats } {
+export function buildRows(
+  examples: ExampleSet,
+  which: readonly number[],
+  { seqLen: T, packing, padId, eosId }: RowOptions,
+): { rows: RowSet; stats: RowStats } {
   const { offsets } = examples;
-  let truncated = 0, longest = 0, total = 0;
+  let truncated = 0,
+    longest = 0,
+    total = 0;
   for (const k of which) {
     const n = offsets[k + 1]! - offsets[k]!;
     longest = Math.max(longest, n);
@@ -93,7 +120,8 @@ export function buildRows(examples: ExampleSet, which: readonly number[], { seqL
   const writer = new RowWriter(T, padId, packing ? Math.ceil(total / T) : which.length);
   if (!packing) {
     for (const k of which) {
-      const start = offsets[k]!, end = offsets[k + 1]!;
+      const start = offsets[k]!,
+        end = offsets[k + 1]!;
       if (end - start > T) truncated++;
       const stop = Math.min(end, start + T);
       writer.push(examples.ids.subarray(start, stop), examples.labels.subarray(start, stop));
@@ -101,7 +129,8 @@ export function buildRows(examples: ExampleSet, which: readonly number[], { seqL
     return { rows: writer.build(), stats: { truncated, longest, droppedNoLoss: writer.dropped } };
   }
   // Packing: fill one row buffer from the example stream; flush it whenever it holds T tokens.
-  const rowIds = new Int32Array(T), rowLabels = new Int32Array(T);
+  const rowIds = new Int32Array(T),
+    rowLabels = new Int32Array(T);
   let fill = 0;
   const put = (id: number, label: number) => {
     rowIds[fill] = id;
@@ -112,7 +141,8 @@ export function buildRows(examples: ExampleSet, which: readonly number[], { seqL
     }
   };
   for (const k of which) {
-    const start = offsets[k]!, end = offsets[k + 1]!;
+    const start = offsets[k]!,
+      end = offsets[k + 1]!;
     for (let i = start; i < end; i++) put(examples.ids[i]!, examples.labels[i]!);
     if (eosId !== undefined && end > start && examples.ids[end - 1] !== eosId) put(eosId, IGNORE_INDEX);
   }

@@ -16,18 +16,25 @@ async function countingTokenizer(name = 'llama'): Promise<{ tokenizer: HfTokeniz
   const tokenizer = await HfTokenizer.fromDir(MODELS + name);
   let n = 0;
   const encode = tokenizer.encode.bind(tokenizer);
-  tokenizer.encode = (text, options) => (n++, encode(text, options));
+  tokenizer.encode = (text, options) => {
+    n++;
+    return encode(text, options);
+  };
   return { tokenizer, calls: () => n };
 }
 
-const records = Array.from({ length: 20 }, (_, i) => ({ prompt: `Q${i}: what is ${i} + ${i}?\nA:`, completion: ` ${2 * i}` }));
+const records = Array.from({ length: 20 }, (_, i) => ({
+  prompt: `Q${i}: what is ${i} + ${i}?\nA:`,
+  completion: ` ${2 * i}`,
+}));
 
 /** The rows of a dataset, for comparing two loads. */
 const rowsOf = (d: LoadedDataset) => Array.from({ length: d.train.size }, (_, r) => d.train.row(r));
 
 describe('dataset cache', () => {
   test('a second load is served from the cache: no tokenizer call, the same rows', async () => {
-    const dir = tempDir(), cacheDir = join(dir, 'cache');
+    const dir = tempDir(),
+      cacheDir = join(dir, 'cache');
     const path = writeData(dir, 'qa.jsonl', records);
     const { tokenizer, calls } = await countingTokenizer();
     const first = await loadDataset(path, { tokenizer, seqLen: 32, cacheDir });
@@ -42,7 +49,8 @@ describe('dataset cache', () => {
   });
 
   test('a same-size edit with the old mtime restored is a miss (the key hashes the bytes)', async () => {
-    const dir = tempDir(), cacheDir = join(dir, 'cache');
+    const dir = tempDir(),
+      cacheDir = join(dir, 'cache');
     const path = writeData(dir, 'qa.jsonl', records);
     const { tokenizer, calls } = await countingTokenizer();
     await loadDataset(path, { tokenizer, seqLen: 32, cacheDir });
@@ -56,22 +64,37 @@ describe('dataset cache', () => {
     assert.equal(tokenizer.decode(after.train.row(19).labels.filter((l) => l !== -100)), ' 83</s>');
   });
 
-  test('another tokenizer, format option or field map misses; packing and (for records) seqLen reuse the entry', async () => {
-    const dir = tempDir(), cacheDir = join(dir, 'cache');
-    const path = writeData(dir, 'qa.jsonl', records.map(({ prompt, completion }) => ({ q: prompt, a: completion, text: prompt + completion })));
-    const llama = await countingTokenizer('llama');
-    const qwen = await countingTokenizer('qwen2');
-    const base = { seqLen: 64, cacheDir, fields: { prompt: 'q', completion: 'a' } };
-    assert.equal((await loadDataset(path, { ...base, tokenizer: llama.tokenizer })).stats.cache, 'miss');
-    assert.equal((await loadDataset(path, { ...base, tokenizer: qwen.tokenizer })).stats.cache, 'miss');
-    assert.equal((await loadDataset(path, { ...base, tokenizer: llama.tokenizer, format: 'text', fields: {} })).stats.cache, 'miss');
-    assert.equal((await loadDataset(path, { ...base, tokenizer: llama.tokenizer, packing: true })).stats.cache, 'hit');
-    assert.equal((await loadDataset(path, { ...base, tokenizer: llama.tokenizer, seqLen: 48 })).stats.cache, 'hit');
-    assert.equal(readdirSync(cacheDir).length, 3);
-  });
+  test(
+    'another tokenizer, format option or field map misses; packing and (for records) seqLen reuse the ' + 'entry',
+    async () => {
+      const dir = tempDir(),
+        cacheDir = join(dir, 'cache');
+      const path = writeData(
+        dir,
+        'qa.jsonl',
+        records.map(({ prompt, completion }) => ({ q: prompt, a: completion, text: prompt + completion })),
+      );
+      const llama = await countingTokenizer('llama');
+      const qwen = await countingTokenizer('qwen2');
+      const base = { seqLen: 64, cacheDir, fields: { prompt: 'q', completion: 'a' } };
+      assert.equal((await loadDataset(path, { ...base, tokenizer: llama.tokenizer })).stats.cache, 'miss');
+      assert.equal((await loadDataset(path, { ...base, tokenizer: qwen.tokenizer })).stats.cache, 'miss');
+      assert.equal(
+        (await loadDataset(path, { ...base, tokenizer: llama.tokenizer, format: 'text', fields: {} })).stats.cache,
+        'miss',
+      );
+      assert.equal(
+        (await loadDataset(path, { ...base, tokenizer: llama.tokenizer, packing: true })).stats.cache,
+        'hit',
+      );
+      assert.equal((await loadDataset(path, { ...base, tokenizer: llama.tokenizer, seqLen: 48 })).stats.cache, 'hit');
+      assert.equal(readdirSync(cacheDir).length, 3);
+    },
+  );
 
   test('for a plain text file seqLen is part of the key (it sets the windows)', async () => {
-    const dir = tempDir(), cacheDir = join(dir, 'cache');
+    const dir = tempDir(),
+      cacheDir = join(dir, 'cache');
     const path = writeData(dir, 'book.txt', 'To be, or not to be, that is the question.\n'.repeat(20));
     const { tokenizer } = await countingTokenizer();
     assert.equal((await loadDataset(path, { tokenizer, seqLen: 32, cacheDir })).stats.cache, 'miss');
@@ -80,7 +103,8 @@ describe('dataset cache', () => {
   });
 
   test('a damaged cache file is a miss and is rewritten', async () => {
-    const dir = tempDir(), cacheDir = join(dir, 'cache');
+    const dir = tempDir(),
+      cacheDir = join(dir, 'cache');
     const path = writeData(dir, 'qa.jsonl', records);
     const { tokenizer } = await countingTokenizer();
     const first = await loadDataset(path, { tokenizer, seqLen: 32, cacheDir });
@@ -94,35 +118,50 @@ describe('dataset cache', () => {
     assert.equal((await loadDataset(path, { tokenizer, seqLen: 32, cacheDir })).stats.cache, 'hit');
   });
 
-  test('the default cache folder is $LORAKIT_CACHE/datasets, never beside the data; cacheDir false writes nothing', async () => {
-    const dir = tempDir();
-    const path = writeData(dir, 'qa.jsonl', records);
-    const { tokenizer } = await countingTokenizer();
-    const saved = process.env.LORAKIT_CACHE;
-    process.env.LORAKIT_CACHE = join(dir, 'home-cache');
-    try {
-      assert.equal((await loadDataset(path, { tokenizer, seqLen: 32, cacheDir: false })).stats.cache, 'off');
-      assert.ok(!existsSync(join(dir, 'home-cache')));
-      await loadDataset(path, { tokenizer, seqLen: 32 });
-      assert.equal(readdirSync(join(dir, 'home-cache', 'datasets')).length, 1);
-      assert.deepEqual(readdirSync(dir).sort(), ['home-cache', 'qa.jsonl']);
-    } finally {
-      if (saved === undefined) delete process.env.LORAKIT_CACHE; else process.env.LORAKIT_CACHE = saved;
-    }
-  });
+  test(
+    'the default cache folder is $LORAKIT_CACHE/datasets, never beside the data; cacheDir false writes ' + 'nothing',
+    async () => {
+      const dir = tempDir();
+      const path = writeData(dir, 'qa.jsonl', records);
+      const { tokenizer } = await countingTokenizer();
+      const saved = process.env.LORAKIT_CACHE;
+      process.env.LORAKIT_CACHE = join(dir, 'home-cache');
+      try {
+        assert.equal((await loadDataset(path, { tokenizer, seqLen: 32, cacheDir: false })).stats.cache, 'off');
+        assert.ok(!existsSync(join(dir, 'home-cache')));
+        await loadDataset(path, { tokenizer, seqLen: 32 });
+        assert.equal(readdirSync(join(dir, 'home-cache', 'datasets')).length, 1);
+        assert.deepEqual(readdirSync(dir).sort(), ['home-cache', 'qa.jsonl']);
+      } finally {
+        if (saved === undefined) delete process.env.LORAKIT_CACHE;
+        else process.env.LORAKIT_CACHE = saved;
+      }
+    },
+  );
 
-  test('skipped records are remembered: a hit reports the same count, and onError fail still throws with the line', async () => {
-    const dir = tempDir(), cacheDir = join(dir, 'cache');
-    const path = writeData(dir, 'qa.jsonl', JSON.stringify(records[0]) + '\n{"prompt": "x"}\n' + JSON.stringify(records[1]) + '\n');
-    const { tokenizer, calls } = await countingTokenizer();
-    const first = await loadDataset(path, { tokenizer, seqLen: 32, cacheDir, onError: 'skip' });
-    const second = await loadDataset(path, { tokenizer, seqLen: 32, cacheDir, onError: 'skip' });
-    assert.equal(calls(), 4);
-    assert.equal(second.stats.cache, 'hit');
-    assert.equal(second.skipped, 1);
-    assert.deepEqual(second.problems, first.problems);
-    await assert.rejects(loadDataset(path, { tokenizer, seqLen: 32, cacheDir }), (e: unknown) => e instanceof LorakitError && /^qa\.jsonl:2: missing field "completion"/.test(e.message));
-  });
+  test(
+    'skipped records are remembered: a hit reports the same count, and onError fail still throws with ' + 'the line',
+    async () => {
+      const dir = tempDir(),
+        cacheDir = join(dir, 'cache');
+      const path = writeData(
+        dir,
+        'qa.jsonl',
+        `${JSON.stringify(records[0])}\n{"prompt": "x"}\n${JSON.stringify(records[1])}\n`,
+      );
+      const { tokenizer, calls } = await countingTokenizer();
+      const first = await loadDataset(path, { tokenizer, seqLen: 32, cacheDir, onError: 'skip' });
+      const second = await loadDataset(path, { tokenizer, seqLen: 32, cacheDir, onError: 'skip' });
+      assert.equal(calls(), 4);
+      assert.equal(second.stats.cache, 'hit');
+      assert.equal(second.skipped, 1);
+      assert.deepEqual(second.problems, first.problems);
+      await assert.rejects(
+        loadDataset(path, { tokenizer, seqLen: 32, cacheDir }),
+        (e: unknown) => e instanceof LorakitError && /^qa\.jsonl:2: missing field "completion"/.test(e.message),
+      );
+    },
+  );
 
   test('a cache that cannot be written is a warning, not an error', async () => {
     const dir = tempDir();

@@ -5,11 +5,14 @@ import { TokenDataset, permutation, seededRandom, type Batch } from '../../../sr
 import type { RowSet } from '../../../src/train/data/rows.ts';
 import { LorakitError } from '../../../src/errors.ts';
 
-const X = -100, PAD = 0;
+const X = -100,
+  PAD = 0;
 
 /** n rows of T tokens; row r holds ids 1000*r + t, lengths cycle through T, T-1, T-2 (with label -100 on padding). */
 function dataset(n: number, T: number): TokenDataset {
-  const ids = new Int32Array(n * T), labels = new Int32Array(n * T), lengths = new Uint32Array(n);
+  const ids = new Int32Array(n * T),
+    labels = new Int32Array(n * T),
+    lengths = new Uint32Array(n);
   for (let r = 0; r < n; r++) {
     lengths[r] = T - (r % 3);
     for (let t = 0; t < T; t++) {
@@ -38,7 +41,10 @@ function take<T>(it: Iterator<T>, n: number): T[] {
 describe('permutation', () => {
   test('is a permutation, is the same for the same seed, and differs between seed and seed + 1', () => {
     const p = permutation(1000, 7);
-    assert.deepEqual([...p].sort((x, y) => x - y), Array.from({ length: 1000 }, (_, i) => i));
+    assert.deepEqual(
+      [...p].sort((x, y) => x - y),
+      Array.from({ length: 1000 }, (_, i) => i),
+    );
     assert.deepEqual(permutation(1000, 7), p);
     const q = permutation(1000, 8);
     assert.ok(q.filter((v, i) => v === p[i]).length < 20, 'adjacent seeds give unrelated orders');
@@ -60,13 +66,23 @@ describe('batches', () => {
     const ds = dataset(6, 5);
     const [b] = take(ds.batches({ batchSize: 3, shuffle: false }), 1);
     assert.deepEqual(b!.shape, [3, 5]);
-    for (const a of [b!.inputIds, b!.labels, b!.attentionMask]) assert.ok(a instanceof BigInt64Array && a.length === 15);
-    assert.deepEqual(Array.from(b!.inputIds, Number), [0, 1, 2, 3, 4, 1000, 1001, 1002, 1003, 0, 2000, 2001, 2002, 0, 0]);
+    for (const a of [b!.inputIds, b!.labels, b!.attentionMask])
+      assert.ok(a instanceof BigInt64Array && a.length === 15);
+    assert.deepEqual(
+      Array.from(b!.inputIds, Number),
+      [0, 1, 2, 3, 4, 1000, 1001, 1002, 1003, 0, 2000, 2001, 2002, 0, 0],
+    );
     assert.deepEqual(Array.from(b!.labels, Number), [X, 1, 2, 3, 4, X, 1001, 1002, 1003, X, X, 2001, 2002, X, X]);
     assert.deepEqual(Array.from(b!.attentionMask, Number), [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0]);
     assert.equal(b!.tokens, 12);
     assert.equal(b!.lossTokens, 9);
-    assert.deepEqual([b!.position, b!.next], [{ epoch: 0, index: 0 }, { epoch: 0, index: 1 }]);
+    assert.deepEqual(
+      [b!.position, b!.next],
+      [
+        { epoch: 0, index: 0 },
+        { epoch: 0, index: 1 },
+      ],
+    );
   });
 
   test('an epoch visits every row once; the incomplete last batch is dropped by default', () => {
@@ -131,10 +147,16 @@ describe('batches', () => {
   test('bad options are LK_INVALID_ARGUMENT errors that say what is wrong', () => {
     const ds = dataset(5, 2);
     const fails = (opts: Parameters<TokenDataset['batches']>[0], re: RegExp) =>
-      assert.throws(() => ds.batches(opts).next(), (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && re.test(e.message));
+      assert.throws(
+        () => ds.batches(opts).next(),
+        (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && re.test(e.message),
+      );
     fails({ batchSize: 0 }, /batchSize must be an integer >= 1, got 0/);
     fails({ batchSize: 8 }, /batchSize 8 is larger than the dataset \(5 rows of 2 tokens\)/);
-    fails({ batchSize: 2, start: { epoch: 0, index: 3 } }, /start.index 3 is past the end of an epoch \(2 batches of 2\)/);
+    fails(
+      { batchSize: 2, start: { epoch: 0, index: 3 } },
+      /start.index 3 is past the end of an epoch \(2 batches of 2\)/,
+    );
     fails({ batchSize: 2, start: { epoch: -1, index: 0 } }, /start.epoch must be an integer >= 0/);
   });
 

@@ -10,9 +10,11 @@ export const DATA = fileURLToPath(new URL('../../../../shared/data/', import.met
 
 const loaded = new Map<string, Promise<HfTokenizer>>();
 
-/** A fixture model's tokenizer: llama (Llama-2 chat template, BOS), qwen2 (ChatML, no BOS, pad) or gpt2 (no template). */
+/** A fixture model's tokenizer: llama (Llama-2 chat template, BOS), qwen2 (ChatML, no BOS, pad) or gpt2 (no template).
+ * */
 export function fixtureTokenizer(name: 'llama' | 'qwen2' | 'gpt2'): Promise<HfTokenizer> {
-  if (!loaded.has(name)) loaded.set(name, HfTokenizer.fromDir(fileURLToPath(new URL(`../../fixtures/models/${name}`, import.meta.url))));
+  if (!loaded.has(name))
+    loaded.set(name, HfTokenizer.fromDir(fileURLToPath(new URL(`../../fixtures/models/${name}`, import.meta.url))));
   return loaded.get(name)!;
 }
 
@@ -24,7 +26,12 @@ export function tempDir(): string {
 /** Writes `content` to `dir/name` and returns the path; objects become JSONL (array of objects) or JSON. */
 export function writeData(dir: string, name: string, content: string | object[]): string {
   const path = join(dir, name);
-  const text = typeof content === 'string' ? content : name.endsWith('.jsonl') ? content.map((r) => JSON.stringify(r)).join('\n') + '\n' : JSON.stringify(content);
+  const text =
+    typeof content === 'string'
+      ? content
+      : name.endsWith('.jsonl')
+        ? `${content.map((r) => JSON.stringify(r)).join('\n')}\n`
+        : JSON.stringify(content);
   writeFileSync(path, text);
   return path;
 }
