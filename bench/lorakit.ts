@@ -2,19 +2,21 @@
  * Runs one workload (a JSON spec from workloads.ts, argv[2]) through lorakit's public API, in this process, and
  * prints one line `RESULT {json}`. One process per workload, so VmHWM (the peak RSS; the ORT worker thread is part
  * of this process) belongs to that workload alone. The model folder must exist (models.ts writes it).
- *   train: loadModel → PeftModel + LoRA → buildCausalLM → crossEntropy → addTrainStep (AdamW) → TrainStepRunner
- *   eval:  the same forward and loss, no backward;   gen: models/generate.ts with the adapter unmerged
+ *   train: the Trainer's own step — causalLmTask (the one causal-LM loss) → StepEngine with the Trainer's options
+ *   eval:  the task's evaluation graph (same forward and loss, no backward);   gen: models/generate.ts, adapter unmerged
  *   matmul: one [n, n]·[n, n] MatMul graph (constant right operand), best of the runs: the fp32 peak through ORT
  *   gemm:   a model's Linear shapes as a step runs them, forward and backward (gemm.ts)
  */
 import { readFileSync } from 'node:fs';
-import { Graph, crossEntropy } from '../src/graph/index.ts';
+import { Graph } from '../src/graph/index.ts';
 import { HfTokenizer } from '../src/io/index.ts';
-import { buildCausalLM, loadModel, type LoadedModel } from '../src/models/index.ts';
+import { Rng } from '../src/linalg/index.ts';
+import { loadModel, type LoadedModel } from '../src/models/index.ts';
 import { generate } from '../src/models/generate.ts';
-import { adamw, addTrainStep, TrainStepRunner } from '../src/optim/index.ts';
 import { PeftModel, adaptable } from '../src/peft/index.ts';
 import { compile, shutdownRuntime, type CompileOptions } from '../src/runtime/index.ts';
+import { TokenDataset } from '../src/train/data/index.ts';
+import { StepEngine, Trainer, causalLmTask, engineOptions, type TrainBatch } from '../src/train/index.ts';
 import { runGemm } from './gemm.ts';
 import { ensureModel } from './models.ts';
 import { loraConfig, modelDims, stepFlops, type Workload } from './workloads.ts';
@@ -42,59 +44,48 @@ function tokens(n: number, vocab: number, seed = 7): BigInt64Array {
   return out;
 }
 
-/** Labels of a causal LM, shifted on the host: labels[b, t] = ids[b, t + 1], -100 at each row's last position. */
-function shiftedLabels(ids: BigInt64Array, batch: number, seq: number): BigInt64Array {
-  const out = new BigInt64Array(ids.length);
-  for (let b = 0; b < batch; b++)
-    for (let t = 0; t < seq; t++) out[b * seq + t] = t + 1 < seq ? ids[b * seq + t + 1] : -100n;
-  return out;
-}
-
 const vocabOf = (m: LoadedModel) => m.config.vocab_size;
 
-function compileOptions(w: Workload): CompileOptions {
+/** ORT options of a workload. */
+export function compileOptions(w: Workload): CompileOptions {
   return { threads: w.threads, ...(w.compile as CompileOptions | undefined) };
 }
 
-/** The LoRA forward + loss graph ([B, T] ids, [B·T] shifted labels); with `train`, the AdamW step too. */
-export async function lossGraph(w: Workload, model: LoadedModel, train: boolean) {
+/** The Trainer's step for a LoRA workload: its task graph and engine (`lorakit train` builds the same). */
+export async function trainerStep(w: Workload, model: LoadedModel) {
   const peft = new PeftModel(adaptable(model));
   await peft.addAdapter('default', loraConfig(w));
-  const [B, T, V] = [w.batch, w.seq, vocabOf(model)];
-  const g = new Graph(`bench-${w.kind}`);
-  const ids = g.input('input_ids', 'i64', [B, T]);
-  const labels = g.input('labels', 'i64', [B * T]);
-  const out = buildCausalLM(model.context(g, { hooks: peft.hooks({ train: 'default' }) }), { inputIds: ids });
-  const loss = crossEntropy(out.logits.reshape([B * T, V]), labels); // [B·T, V] against [B·T]
-  const values = peft.trainableValues('default');
-  const params = [...values.keys()].map((k) => g.inputs.find((t) => t.name === k)!);
-  const adapterParams = [...values.values()].reduce((a, v) => a + v.length, 0);
-  const layout = train ? addTrainStep(g, loss, { optimizer: adamw(), groups: [{ params, weightDecay: 0.01 }] }) : null;
-  if (!train) g.output('loss', loss);
-  const data = tokens(B * T, V);
-  return {
-    g,
-    layout,
-    values,
-    adapterParams,
-    feeds: { input_ids: { data, shape: [B, T] }, labels: shiftedLabels(data, B, T) },
-  };
+  const [B, T] = [w.batch, w.seq];
+  const ids = Int32Array.from(tokens(B * T, vocabOf(model)), Number);
+  const rows = { seqLen: T, ids, labels: ids, lengths: new Uint32Array(B).fill(T) };
+  const data = new TokenDataset(rows, 0);
+  const task = causalLmTask({ model, peft, adapter: 'default', train: data, eval: data, batchSize: B });
+  task.compileOptions = compileOptions(w);
+  const options = new Trainer(task, { outputDir: 'unused', steps: 1, lr: 1e-4, weightDecay: 0.01 }).options;
+  const adapterParams = [...peft.trainableValues('default').values()].reduce((a, v) => a + v.length, 0);
+  return { task, options, adapterParams };
 }
 
 async function runTrainOrEval(w: Workload, t0: number) {
   const model = await loadModel(await ensureModel(w.model));
-  const { g, layout, values, adapterParams, feeds } = await lossGraph(w, model, w.kind === 'train');
-  const session = await compile(g, compileOptions(w));
+  const { task, options, adapterParams } = await trainerStep(w, model);
+  const first = (task.batches({ epoch: 0, index: 0 }) as Iterable<TrainBatch>)[Symbol.iterator]().next().value!;
+  const rng = new Rng(0);
+  let run: () => Promise<number>;
+  if (w.kind === 'train') {
+    const engine = await StepEngine.create(task, engineOptions(options), await task.initialParams(rng));
+    run = async () => {
+      const feeds = {
+        ...first.feeds,
+        ...task.stepInputs?.({ step: engine.step + 1, micro: 0, rng, params: engine.params() }),
+      };
+      return (await engine.run([{ feeds, weight: first.weight ?? 1 }], 1e-4)).loss;
+    };
+  } else {
+    const params = peftParams(await task.initialParams(rng));
+    run = async () => (await task.evaluate!(params)).loss;
+  }
   const compileMs = performance.now() - t0;
-  const run = layout
-    ? (() => {
-        const r = new TrainStepRunner(session, layout, Object.fromEntries(values));
-        return async () => (await r.step(feeds, 1e-4)).loss;
-      })()
-    : (() => {
-        const f = { ...feeds, ...Object.fromEntries(values) };
-        return async () => Number((await session.run(f)).loss.data[0]);
-      })();
   const loss0 = await run();
   const firstStepMs = performance.now() - t0;
   for (let i = 0; i < w.warmup; i++) await run();
@@ -122,6 +113,8 @@ async function runTrainOrEval(w: Workload, t0: number) {
     gflops: flops / ms / 1e6,
   };
 }
+
+const peftParams = (init: Record<string, Float32Array>) => new Map(Object.entries(init));
 
 async function runGen(w: Workload) {
   const dir = await ensureModel(w.model);

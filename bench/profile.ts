@@ -14,7 +14,9 @@ import { loadModel } from '../src/models/index.ts';
 import { TrainStepRunner } from '../src/optim/index.ts';
 import { compile, type CompileOptions } from '../src/runtime/index.ts';
 import { RESULTS, table } from './common.ts';
-import { lossGraph } from './lorakit.ts';
+import { trainerStep } from './lorakit.ts';
+import { Rng } from '../src/linalg/index.ts';
+import { StepEngine, engineOptions, type TrainBatch } from '../src/train/index.ts';
 import { ensureModel, type ModelName } from './models.ts';
 import type { Targets, Workload } from './workloads.ts';
 
@@ -74,27 +76,37 @@ async function main(): Promise<void> {
   const dir = join(tmpdir(), `lorakit-profile-${process.pid}`);
   mkdirSync(dir, { recursive: true });
   const lm = await loadModel(await ensureModel(model));
-  const { g, layout, values, feeds } = await lossGraph(w, lm, kind === 'train');
+  const { task, options } = await trainerStep(w, lm);
   const ortOptions = {
     enableProfiling: true,
     profileFilePrefix: join(dir, 'trace'),
     optimizedModelFilePath: join(dir, 'optimized.onnx'),
     ...extra.ortOptions,
   };
-  const session = await compile(g, { threads: w.threads, ...extra, worker: false, ortOptions });
-  const run = layout
-    ? (() => {
-        const r = new TrainStepRunner(session, layout, Object.fromEntries(values));
-        return () => r.step(feeds, 1e-4);
-      })()
-    : () => session.run({ ...feeds, ...Object.fromEntries(values) });
+  task.compileOptions = { threads: w.threads, ...extra, worker: false, ortOptions };
+  const rng = new Rng(0);
+  const first = (task.batches({ epoch: 0, index: 0 }) as Iterable<TrainBatch>)[Symbol.iterator]().next().value!;
+  const init = await task.initialParams(rng);
+  // train: the Trainer's step engine; eval: the task graph's forward and loss alone
+  const engine = kind === 'train' ? await StepEngine.create(task, engineOptions(options), init) : null;
+  const evalSession = engine
+    ? null
+    : await (async () => {
+        const tg = task.build();
+        tg.graph.output('loss', tg.loss);
+        return compile(tg.graph, task.compileOptions);
+      })();
+  const feeds = { ...first.feeds, ...task.stepInputs?.({ step: 1, micro: 0, rng, params: new Map() }) };
+  const run = engine
+    ? () => engine.run([{ feeds, weight: first.weight ?? 1 }], 1e-4)
+    : () => evalSession!.run({ ...feeds, ...init });
   const wall: number[] = [];
   for (let i = 0; i < 1 + runsArg; i++) {
     const t = performance.now();
     await run();
     wall.push(performance.now() - t);
   }
-  await session.dispose(); // ends profiling: ORT writes the trace
+  await (engine ? engine.dispose() : evalSession!.dispose()); // ends profiling: ORT writes the trace
   await lm.close();
   const trace = readdirSync(dir).find((f) => f.startsWith('trace'))!;
   const events = (JSON.parse(readFileSync(join(dir, trace), 'utf8')) as TraceEvent[]).filter(

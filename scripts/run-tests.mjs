@@ -1,4 +1,5 @@
-// Runs every *.test.ts under the given folder with Node's built-in test runner (tsx strips the types).
+// Runs every *.test.ts under the given folder (or the one given file) with Node's built-in test runner (tsx strips
+// the types).
 // Node 20's --test takes no globs, so the files are listed here.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,14 +7,15 @@ import { spawnSync } from 'node:child_process';
 
 const root = process.argv[2] ?? 'test';
 const filter = process.argv[3];
-const files = [];
-(function walk(dir) {
-  for (const name of readdirSync(dir).sort()) {
-    const p = join(dir, name);
-    if (statSync(p).isDirectory()) walk(p);
-    else if (name.endsWith('.test.ts') && (!filter || p.includes(filter))) files.push(p);
-  }
-})(root);
+const files = statSync(root).isFile() ? [root] : [];
+if (files.length === 0)
+  (function walk(dir) {
+    for (const name of readdirSync(dir).sort()) {
+      const p = join(dir, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (name.endsWith('.test.ts') && (!filter || p.includes(filter))) files.push(p);
+    }
+  })(root);
 if (files.length === 0) {
   console.error(`no test files under ${root}`);
   process.exit(1);

@@ -6,12 +6,13 @@
  * Not here: reading the corpus (brown.ts), the graphs (lm.ts).
  */
 import { LorakitError } from '../errors.ts';
+import { IGNORE_INDEX } from '../train/data/encode.ts';
 import { Rng, seedFrom } from '../linalg/index.ts';
 import type { BrownFile } from './brown.ts';
 import { BOS_ID, encodeDocument } from './bytes.ts';
 
 /** Label value that the loss skips (PyTorch's ignore_index). */
-export const IGNORE = -100;
+export const IGNORE = IGNORE_INDEX;
 
 /** One batch: input ids and next-token labels, both [B·T] row-major int64. */
 export interface LmBatch {

@@ -8,13 +8,13 @@
  * Not here: data (data.ts), what is trainable (the callers build the ModelContext).
  */
 import { LorakitError } from '../errors.ts';
-import { Graph, crossEntropy, tokenNll, type Tensor } from '../graph/index.ts';
+import { Graph, type Tensor } from '../graph/index.ts';
 import type { ModelConfig } from '../io/index.ts';
-import { buildCausalLM } from '../models/index.ts';
 import type { ModelContext } from '../nn/index.ts';
 import { addTrainStep, TrainStepRunner, type Optimizer, type ParamGroup } from '../optim/index.ts';
 import { compile, type CompileOptions, type Feed, type Session } from '../runtime/index.ts';
-import { IGNORE, type LmBatch } from './data.ts';
+import { causalLmLoss } from '../train/loss.ts';
+import type { LmBatch } from './data.ts';
 
 /** Builds the model into a graph and says which graph inputs are trainable. */
 export type ContextFactory = (g: Graph) => { ctx: ModelContext<ModelConfig>; trainable(): Map<string, Tensor> };
@@ -24,9 +24,9 @@ export interface LmLossGraph {
   graph: Graph;
   /** Mean next-token cross-entropy over counted labels (scalar). */
   loss: Tensor;
-  /** [B·T, V] logits and the labels input [B·T]. */
-  logits: Tensor;
-  labels: Tensor;
+  /** Summed negative log-likelihood of the counted labels and their count (scalars). */
+  nllSum: Tensor;
+  count: Tensor;
   trainable: Map<string, Tensor>;
 }
 
@@ -36,9 +36,8 @@ export function lmLossGraph(make: ContextFactory, B: number, T: number, name = '
   const { ctx, trainable } = make(graph);
   const inputIds = graph.input('input_ids', 'i64', [B, T]);
   const labels = graph.input('labels', 'i64', [B * T]);
-  const V = (ctx.config as { vocab_size: number }).vocab_size;
-  const logits = buildCausalLM(ctx, { inputIds }).logits.reshape([B * T, V]); // [B·T, V]
-  return { graph, loss: crossEntropy(logits, labels, IGNORE), logits, labels, trainable: trainable() };
+  const { loss, nllSum, count } = causalLmLoss({ ctx, inputIds, labels, labelsAre: 'next' });
+  return { graph, loss, nllSum, count, trainable: trainable() };
 }
 
 /** Options of `compileTrainStep`. */
@@ -83,10 +82,9 @@ export class LmEvaluator {
     seqLen: number,
     opts: CompileOptions = {},
   ): Promise<LmEvaluator> {
-    const { graph, logits, labels, trainable } = lmLossGraph(make, batch, seqLen, 'lm-eval');
-    const { nll, valid } = tokenNll(logits, labels, IGNORE); // [B·T] each
-    graph.output('nll_sum', nll.sum());
-    graph.output('count', valid.sum());
+    const { graph, nllSum, count, trainable } = lmLossGraph(make, batch, seqLen, 'lm-eval');
+    graph.output('nll_sum', nllSum);
+    graph.output('count', count);
     return new LmEvaluator(await compile(graph, opts), [...trainable.keys()], batch, seqLen);
   }
 

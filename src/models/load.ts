@@ -46,6 +46,8 @@ export interface ContextOptions {
   overrides?: ReadonlyMap<string, Float32Array | Float64Array>;
   /** Compute dtype; default f32. */
   dtype?: ComputeDType;
+  /** Prefixes graph names of the weights (a second copy of the model in one graph). */
+  namePrefix?: string;
 }
 
 /** An opened model folder. */

@@ -33,6 +33,11 @@ export interface WeightSourceOptions {
   overrides?: ReadonlyMap<string, Float32Array | Float64Array>;
   /** Compute dtype (default 'f32'). */
   dtype?: ComputeDType;
+  /**
+   * Prefixes the graph names of this source's tensors, so a second copy of the model can live in the same graph
+   * (a frozen reference model beside the adapted one; file-backed weights stay one mapping of the same file).
+   */
+  namePrefix?: string;
 }
 
 /** Makes a WeightStore over an opened reader (single file or shards). */
@@ -99,6 +104,7 @@ export class WeightSource {
   private readonly trainable: Set<string>;
   private readonly overrides: ReadonlyMap<string, Float32Array | Float64Array>;
   private readonly cache = new Map<string, Tensor>();
+  private readonly prefix: string;
 
   constructor(
     readonly graph: Graph,
@@ -108,6 +114,7 @@ export class WeightSource {
     this.trainable = new Set(opts.trainable ?? []);
     this.overrides = opts.overrides ?? new Map();
     this.dtype = opts.dtype ?? 'f32';
+    this.prefix = opts.namePrefix ?? '';
   }
 
   /** Whether `name` is a graph input here. */
@@ -136,7 +143,7 @@ export class WeightSource {
   private build(name: string, shape: readonly number[]): Tensor {
     const g = this.graph;
     if (this.trainable.has(name)) {
-      const t = g.input(name, this.dtype, shape);
+      const t = g.input(this.prefix + name, this.dtype, shape);
       this.inputs.set(name, t);
       return t;
     }
@@ -150,7 +157,9 @@ export class WeightSource {
           { tensor: name },
         );
       }
-      return g.initializer(name, value instanceof Float64Array ? 'f64' : 'f32', shape, value).cast(this.dtype);
+      return g
+        .initializer(this.prefix + name, value instanceof Float64Array ? 'f64' : 'f32', shape, value)
+        .cast(this.dtype);
     }
     const store = this.store;
     const fileName = store?.resolve(name);
@@ -159,7 +168,7 @@ export class WeightSource {
     const path = store.fileOf(fileName);
     checkStoredShape(name, info, shape, path);
     // f16/bf16 weights stay in their stored dtype on disk; one Cast per weight brings them to the compute dtype.
-    const init = g.initializer(name, STORED[info.dtype]!, shape, {
+    const init = g.initializer(this.prefix + name, STORED[info.dtype]!, shape, {
       kind: 'file',
       path,
       offset: info.dataOffset,

@@ -5,10 +5,13 @@ export { sgd, type SgdOptions } from './sgd.ts';
 export { clipByGlobalNorm, globalNorm } from './clip.ts';
 export {
   addTrainStep,
+  inputNamed,
   TrainStepRunner,
   stateName,
   newName,
   type ParamGroup,
   type TrainStepOptions,
   type TrainStepLayout,
+  type CustomUpdate,
+  type StepTensor,
 } from './step.ts';

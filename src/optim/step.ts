@@ -1,10 +1,11 @@
 /**
- * One training step as one graph: forward (already built), backward (autodiff) and the optimizer update.
- * Trainable parameters and optimizer state are graph inputs; their new values are graph outputs, so the host
- * keeps them between steps (they are small for adapters) while frozen weights stay initializers.
+ * One training step as one graph: forward (already built), backward (autodiff) and the update — the optimizer's for
+ * parameter groups, a method's own rule (CustomUpdate) for the parameters it claims. Trainable parameters and all
+ * state are graph inputs; their new values are graph outputs, so the host keeps them between steps (they are small
+ * for adapters) while frozen weights stay initializers.
  */
 import { LorakitError, check } from '../errors.ts';
-import { type Graph, type Tensor, grad } from '../graph/index.ts';
+import { type DType, type Graph, type Tensor, grad } from '../graph/index.ts';
 import type { Session, Feed, HostTensor } from '../runtime/index.ts';
 import type { Optimizer } from './optimizer.ts';
 import { clipByGlobalNorm, globalNorm } from './clip.ts';
@@ -16,32 +17,74 @@ export interface ParamGroup {
   weightDecay?: number;
 }
 
+/**
+ * An update rule that replaces the optimizer for some parameters (a method's per-layer rule, e.g. LoRA-Pro): it gets
+ * their gradients (after global clipping), its own state and extra per-step inputs, and returns new values.
+ */
+export interface CustomUpdate {
+  /** Unique among the rules of one step. */
+  name: string;
+  params: Tensor[];
+  /** State tensors with unique names (zeros at the start; saved in checkpoints with the optimizer state). */
+  state: { name: string; shape: number[] }[];
+  /** Graph inputs the rule reads, fed at each step; declared in the graph the update is built in if absent. */
+  inputs: { name: string; dtype: DType; shape: number[] }[];
+  apply(ctx: {
+    params: Tensor[];
+    grads: Tensor[];
+    state: Tensor[];
+    inputs: Tensor[];
+    lr: Tensor;
+    step: Tensor;
+    weightDecay: number;
+  }): { params: Tensor[]; state: Tensor[] };
+  lrRatio?: number;
+  weightDecay?: number;
+}
+
 export interface TrainStepOptions {
   optimizer: Optimizer;
   groups: ParamGroup[];
+  /** Parameters updated by their own rule instead of the optimizer. */
+  updates?: CustomUpdate[];
   /** Clip gradients to this global L2 norm (none by default). */
   clipNorm?: number;
   /** Extra scalar outputs to report each step. */
   metrics?: Record<string, Tensor>;
 }
 
+/** One host-held tensor of a step: its graph-input name, shape and the output holding its next value. */
+export interface StepTensor {
+  name: string;
+  shape: number[];
+  out: string;
+}
+
 /** Names that connect host state to the step graph. */
 export interface TrainStepLayout {
-  params: { name: string; shape: number[]; out: string; state: string[]; stateOut: string[] }[];
+  params: StepTensor[];
+  /** Optimizer slots and update-rule state. */
+  state: StepTensor[];
   metrics: string[];
 }
 
 export const stateName = (param: string, slot: string) => `${param}::${slot}`;
 export const newName = (name: string) => `${name}::new`;
 
+/** A graph input by name: the existing one, or a new one (an update rule's per-step inputs). */
+export function inputNamed(graph: Graph, i: { name: string; dtype: DType; shape: number[] }): Tensor {
+  return graph.inputs.find((t) => t.name === i.name) ?? graph.input(i.name, i.dtype, i.shape);
+}
+
 /**
- * Adds gradients and the update to `graph`, whose `loss` is a scalar built from `groups`' params (graph inputs).
- * Adds inputs `lr` and `step` (f32 scalars, step 1-based) and outputs `loss`, `grad_norm`, metrics, and the new
- * params and state under `newName(...)`.
+ * Adds gradients and the update to `graph`, whose `loss` is a scalar built from the params (graph inputs) of
+ * `groups` and `updates`. Adds inputs `lr` and `step` (f32 scalars, step 1-based) and outputs `loss`, `grad_norm`,
+ * metrics, and the new params and state under `newName(...)`.
  */
 export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions): TrainStepLayout {
   check(loss.rank === 0, 'LK_INVALID_ARGUMENT', `train step: the loss must be a scalar, got ${loss.toString()}`);
-  const all = opts.groups.flatMap((g) => g.params);
+  const updates = opts.updates ?? [];
+  const all = [...opts.groups.flatMap((g) => g.params), ...updates.flatMap((u) => u.params)];
   check(all.length > 0, 'LK_INVALID_ARGUMENT', 'train step: no trainable parameters');
   for (const p of all) {
     if (p.kind !== 'input' || p.dtype !== 'f32' || !p.shape.every((d) => typeof d === 'number')) {
@@ -51,7 +94,11 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
       );
     }
   }
-  check(new Set(all).size === all.length, 'LK_INVALID_ARGUMENT', 'train step: a parameter appears in two groups');
+  check(
+    new Set(all).size === all.length,
+    'LK_INVALID_ARGUMENT',
+    'train step: a parameter appears in two groups or rules',
+  );
   const lr = graph.input('lr', 'f32', []);
   const step = graph.input('step', 'f32', []);
   let grads = grad(loss, all);
@@ -62,42 +109,47 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
   } else norm = globalNorm(grads);
   graph.output('loss', loss);
   graph.output('grad_norm', norm);
-  const layout: TrainStepLayout = { params: [], metrics: ['loss', 'grad_norm'] };
+  const layout: TrainStepLayout = { params: [], state: [], metrics: ['loss', 'grad_norm'] };
   for (const [k, t] of Object.entries(opts.metrics ?? {})) {
     graph.output(k, t);
     layout.metrics.push(k);
   }
+  const put = (into: StepTensor[], input: Tensor, next: Tensor) => {
+    graph.output(newName(input.name), next);
+    into.push({ name: input.name, shape: input.shape as number[], out: newName(input.name) });
+  };
+  const scaled = (ratio: number | undefined) => (ratio && ratio !== 1 ? lr.mul(ratio) : lr);
   let i = 0;
   graph.scope('optim', () => {
     for (const group of opts.groups) {
-      const glr = group.lrRatio && group.lrRatio !== 1 ? lr.mul(group.lrRatio) : lr;
+      const glr = scaled(group.lrRatio);
       for (const p of group.params) {
-        const g = grads[i++];
         const state = opts.optimizer.stateSlots.map((s) => graph.input(stateName(p.name, s), 'f32', p.shape));
-        const r = opts.optimizer.update({
-          param: p,
-          grad: g,
-          state,
-          lr: glr,
-          step,
-          weightDecay: group.weightDecay ?? 0,
-        });
-        graph.output(newName(p.name), r.param);
-        r.state.forEach((t, j) => graph.output(newName(state[j].name), t));
-        layout.params.push({
-          name: p.name,
-          shape: p.shape as number[],
-          out: newName(p.name),
-          state: state.map((s) => s.name),
-          stateOut: state.map((s) => newName(s.name)),
-        });
+        const weightDecay = group.weightDecay ?? 0;
+        const r = opts.optimizer.update({ param: p, grad: grads[i++], state, lr: glr, step, weightDecay });
+        put(layout.params, p, r.param);
+        r.state.forEach((t, j) => put(layout.state, state[j], t));
       }
+    }
+    for (const u of updates) {
+      const state = u.state.map((s) => graph.input(s.name, 'f32', s.shape));
+      const r = u.apply({
+        params: u.params,
+        grads: u.params.map(() => grads[i++]),
+        state,
+        inputs: u.inputs.map((x) => inputNamed(graph, x)),
+        lr: scaled(u.lrRatio),
+        step,
+        weightDecay: u.weightDecay ?? 0,
+      });
+      u.params.forEach((p, j) => put(layout.params, p, r.params[j]));
+      state.forEach((t, j) => put(layout.state, t, r.state[j]));
     }
   });
   return layout;
 }
 
-/** Host side of a compiled step: holds params and optimizer state, feeds them and takes the new values back. */
+/** Host side of a compiled step: holds params and all state, feeds them and takes the new values back. */
 export class TrainStepRunner {
   readonly values = new Map<string, Float32Array>();
   stepCount = 0;
@@ -116,11 +168,11 @@ export class TrainStepRunner {
         `train step: initial value of "${p.name}" has ${v.length} values, shape [${p.shape}] needs more or fewer`,
       );
       this.values.set(p.name, Float32Array.from(v));
-      for (const s of p.state) this.values.set(s, new Float32Array(v.length));
     }
+    for (const s of layout.state) this.values.set(s.name, new Float32Array(s.shape.reduce((a, b) => a * b, 1)));
   }
 
-  /** Runs one step with the batch feeds; returns the metrics (loss, grad_norm, ...). */
+  /** Runs one step with the batch feeds (and any per-step inputs); returns the metrics (loss, grad_norm, ...). */
   async step(batch: Record<string, Feed>, lr: number): Promise<Record<string, number>> {
     this.stepCount++;
     const feeds: Record<string, Feed> = {
@@ -130,11 +182,14 @@ export class TrainStepRunner {
     };
     for (const [k, v] of this.values) feeds[k] = v;
     const out: Record<string, HostTensor> = await this.session.run(feeds);
-    for (const p of this.layout.params) {
-      this.values.set(p.name, out[p.out].data as Float32Array);
-      p.state.forEach((s, j) => this.values.set(s, out[p.stateOut[j]].data as Float32Array));
-    }
+    for (const t of [...this.layout.params, ...this.layout.state])
+      this.values.set(t.name, out[t.out].data as Float32Array);
     return Object.fromEntries(this.layout.metrics.map((m) => [m, Number(out[m].data[0])]));
+  }
+
+  /** Frees the step's session. */
+  dispose(): Promise<void> {
+    return this.session.dispose();
   }
 
   /** The current value of a parameter. */

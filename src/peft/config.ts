@@ -29,6 +29,17 @@ export const targetingSchema = z.object({
 });
 export type Targeting = z.output<typeof targetingSchema>;
 
+/** Fields every PEFT config carries that do not change what an adapter computes (accepted, kept, not used). */
+export const peftCommonFields = {
+  peft_type: z.string(),
+  task_type: z.string().nullable().optional(),
+  base_model_name_or_path: z.string().nullable().optional(),
+  revision: z.string().nullable().optional(),
+  inference_mode: z.boolean().optional(),
+  auto_mapping: z.unknown().optional(),
+  peft_version: z.string().nullable().optional(),
+} satisfies z.ZodRawShape;
+
 /** Throws LK_CONFIG_INVALID naming the file and each bad field. */
 export function parseWith<T extends z.ZodType>(schema: T, json: unknown, source: string): z.output<T> {
   const r = schema.safeParse(json);
@@ -52,7 +63,7 @@ export function isTargeted(t: Targeting, layer: LayerInfo, outputHead: string | 
   const spec = t.target_modules;
   if (spec === null) return false;
   if (spec === 'all-linear') {
-    if (layer.kind !== 'linear' || layer.path === outputHead) return false;
+    if ((layer.kind !== 'linear' && layer.kind !== 'conv1d') || layer.path === outputHead) return false;
   } else if (!matchesSpec(layer.path, spec)) return false;
   if (t.exclude_modules !== null && matchesSpec(layer.path, t.exclude_modules)) return false;
   if (t.modules_to_save?.some((k) => matchesKey(layer.path, k))) return false;

@@ -9,13 +9,18 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
-import type { PeftModel, Adapter } from './model.ts';
+import type { Adapter, PeftModel } from './model.ts';
+import { resolveConfig, savedConfig, savedType } from './registry.ts';
 
 const PREFIX = 'base_model.model.';
 
-/** Key → [adapter layer path or weight name, param name or null] for every tensor the adapter saves. */
-function savedKeys(peft: PeftModel, a: Adapter): Map<string, { path: string; param: string } | { weight: string }> {
-  const keys = new Map<string, { path: string; param: string } | { weight: string }>();
+/** Where a saved tensor lives in an adapter: a layer tensor, a model-level tensor, or a whole trained weight. */
+type Where = { path: string; param: string } | { shared: string } | { weight: string };
+
+/** Key → where, for every tensor the adapter saves (PEFT's key names, adapter name removed). */
+function savedKeys(peft: PeftModel, a: Adapter): Map<string, Where> {
+  const keys = new Map<string, Where>();
+  for (const s of a.shared.specs) keys.set(`base_model.${s.name}`, { shared: s.name });
   for (const [path, l] of a.layers)
     for (const s of l.specs) keys.set(`${PREFIX}${path}.${s.name}`, { path, param: s.name });
   for (const w of a.weights.keys()) {
@@ -25,41 +30,90 @@ function savedKeys(peft: PeftModel, a: Adapter): Map<string, { path: string; par
   return keys;
 }
 
+/** The stored shape of a whole weight or bias of the base model (by HF name). */
+function weightShape(peft: PeftModel, name: string, n: number): number[] {
+  for (const m of peft.base.modules) {
+    if (m.weightName === name)
+      return m.kind === 'embedding'
+        ? [m.numEmbeddings, m.dim]
+        : m.kind === 'conv1d'
+          ? [m.inFeatures, m.outFeatures]
+          : [m.outFeatures, m.inFeatures];
+  }
+  return [n];
+}
+
+/** Options of saveAdapter. */
+export interface SaveAdapterOptions {
+  /** Written into adapter_config.json as base_model_name_or_path. */
+  baseModel?: string | null;
+  /**
+   * For an adapter whose initialiser replaced frozen weights (PiSSA, OLoRA): save it as a plain LoRA of the
+   * untouched base (PEFT's `path_initial_model_for_weight_conversion`), so it loads on the original model.
+   */
+  convertToBase?: boolean;
+}
+
 /** Writes adapter `name` as a PEFT folder. Each file is written atomically. */
 export async function saveAdapter(
   peft: PeftModel,
   name: string,
   dir: string,
-  { baseModel = null as string | null } = {},
+  opts: SaveAdapterOptions = {},
 ): Promise<void> {
   const a = peft.get(name);
   await mkdir(dir, { recursive: true });
+  let config: Record<string, unknown> = {
+    ...savedConfig(a.resolved),
+    peft_type: savedType(a.resolved.base),
+    inference_mode: true,
+  };
+  let layerValues = (path: string) => a.layers.get(path)!.values;
+  let layerShape = (path: string, param: string) => a.layers.get(path)!.specs.find((s) => s.name === param)!.shape;
+  if (opts.convertToBase && a.bases.size > 0) {
+    const convert = a.method.convertToBase;
+    if (!convert)
+      throw new LorakitError(
+        'LK_UNSUPPORTED',
+        `adapter "${name}" (${a.method.name}) cannot be saved as a plain LoRA of the untouched base`,
+      );
+    const ls = [...a.layers.values()].map((l) => ({
+      layer: l.info,
+      settings: l.settings,
+      config: a.config,
+      p: l.values,
+      shared: a.shared.values,
+      initial: l.initial!,
+    }));
+    const converted = convert(a.config, ls);
+    const resolved = resolveConfig(converted.config, `adapter "${name}" converted config`);
+    config = { ...savedConfig(resolved), peft_type: savedType(resolved.base), inference_mode: true };
+    layerValues = (path) => converted.layers.get(path)!;
+    layerShape = (path, param) => {
+      const l = a.layers.get(path)!;
+      return resolved.method
+        .params(l.info, resolved.method.settings?.(resolved.config, l.info), resolved.config)
+        .find((s) => s.name === param)!.shape;
+    };
+  }
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const [key, where] of savedKeys(peft, a)) {
     if ('weight' in where) {
       const v = a.weights.get(where.weight)!;
-      const m = peft.base.modules.find(
-        (x) => x.weightName === where.weight || (x.kind !== 'embedding' && x.biasName === where.weight),
-      );
-      const shape = !m
-        ? [v.length]
-        : m.weightName === where.weight
-          ? m.kind === 'embedding'
-            ? [m.numEmbeddings, m.dim]
-            : m.kind === 'conv1d'
-              ? [m.inFeatures, m.outFeatures]
-              : [m.outFeatures, m.inFeatures]
-          : [v.length];
-      tensors[key] = { dtype: 'F32', shape, data: v };
+      tensors[key] = { dtype: 'F32', shape: weightShape(peft, where.weight, v.length), data: v };
+    } else if ('shared' in where) {
+      const spec = a.shared.specs.find((s) => s.name === where.shared)!;
+      tensors[key] = { dtype: 'F32', shape: spec.shape, data: a.shared.values[where.shared] };
     } else {
-      const l = a.layers.get(where.path)!;
-      const spec = l.specs.find((s) => s.name === where.param)!;
-      tensors[key] = { dtype: 'F32', shape: spec.shape, data: l.values[where.param] };
+      tensors[key] = {
+        dtype: 'F32',
+        shape: layerShape(where.path, where.param),
+        data: layerValues(where.path)[where.param],
+      };
     }
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
-  const config: Record<string, unknown> = { ...a.config, peft_type: a.method.peftType, inference_mode: true };
-  if (baseModel !== null) config.base_model_name_or_path = baseModel;
+  if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;
   if (Array.isArray(config.target_modules)) config.target_modules = [...(config.target_modules as string[])];
   const sorted = Object.fromEntries(
     Object.keys(config)
@@ -67,9 +121,7 @@ export async function saveAdapter(
       .map((k) => [k, config[k]]),
   );
   await writeFileAtomic(join(dir, 'adapter_config.json'), `${JSON.stringify(sorted, null, 2)}\n`);
-  const card =
-    `---\nlibrary_name: peft\n---\n# ${name}\n\nA ${a.method.name} adapter written by lorakit (PEFT ` +
-    `format: load it with \`PeftModel.from_pretrained\`).\n`;
+  const card = `---\nlibrary_name: peft\n---\n# ${name}\n\nA ${a.method.name} adapter written by lorakit (PEFT format: load it with \`PeftModel.from_pretrained\`).\n`;
   await writeFileAtomic(join(dir, 'README.md'), card);
 }
 
@@ -106,41 +158,62 @@ export async function readAdapterConfig(dir: string): Promise<Record<string, unk
 export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'): Promise<{ unused: string[] }> {
   const config = await readAdapterConfig(dir);
   const file = join(dir, 'adapter_model.safetensors');
-  if (!existsSync(file))
+  if (!existsSync(file)) {
     throw new LorakitError(
       'LK_FILE_NOT_FOUND',
       `${file} is missing (lorakit reads safetensors adapters, not adapter_model.bin)`,
     );
+  }
   const a = await peft.addAdapter(name, config, { source: join(dir, 'adapter_config.json') });
+  try {
+    return await readTensors(peft, a, file);
+  } catch (e) {
+    peft.deleteAdapter(name); // a failed load leaves no adapter behind
+    throw e;
+  }
+}
+
+/** Reads every tensor the adapter's config implies from `file` into `a`; returns the keys it did not use. */
+async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{ unused: string[] }> {
   const st = await SafetensorsFile.open(file);
   try {
     const keys = savedKeys(peft, a);
     for (const [key, where] of keys) {
       if (!st.has(key)) {
-        peft.deleteAdapter(name);
         throw new LorakitError(
           'LK_FILE_INVALID',
           `${file}: tensor ${key} is missing; the config implies it (${keys.size} tensors expected)`,
         );
       }
-      const info = st.info(key);
+      const got = st.info(key).shape;
       const want =
         'weight' in where
           ? [a.weights.get(where.weight)!.length]
-          : a.layers.get(where.path)!.specs.find((s) => s.name === where.param)!.shape;
-      const got = info.shape;
-      const n = got.reduce((x, y) => x * y, 1),
-        nw = want.reduce((x, y) => x * y, 1);
-      if ('weight' in where ? n !== nw : got.length !== want.length || got.some((d, i) => d !== want[i])) {
-        peft.deleteAdapter(name);
+          : 'shared' in where
+            ? a.shared.specs.find((s) => s.name === where.shared)!.shape
+            : a.layers.get(where.path)!.specs.find((s) => s.name === where.param)!.shape;
+      const numel = (d: readonly number[]) => d.reduce((x, y) => x * y, 1);
+      const fits =
+        'weight' in where
+          ? numel(got) === numel(want)
+          : got.length === want.length && got.every((d, i) => d === want[i]);
+      if (!fits) {
         throw new LorakitError(
           'LK_SHAPE_MISMATCH',
-          `${file}: tensor ${key} has shape [${got}], but the base model needs [${want}]; was the adapter trained ` +
-            `on another base?`,
+          `${file}: tensor ${key} has shape [${got}], but the base model needs [${want}]; was the adapter trained on another base?`,
         );
       }
       const v = await st.readAs(key, 'f32');
+      const bad = v.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) {
+        throw new LorakitError(
+          'LK_FILE_INVALID',
+          `${file}: tensor ${key} holds a non-finite value (${v[bad]} at index ${bad}); the adapter is broken`,
+          { tensor: key },
+        );
+      }
       if ('weight' in where) a.weights.set(where.weight, v);
+      else if ('shared' in where) a.shared.values[where.shared] = v;
       else a.layers.get(where.path)!.values[where.param] = v;
     }
     // PEFT saves a targeted embedding's whole base weight too (`<path>.base_layer.weight`); it must equal ours.
@@ -159,11 +232,10 @@ export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'
       const saved = await st.readAs(k, 'f32');
       const base = await layer.info.readWeight();
       if (saved.length !== base.length || saved.some((v, i) => v !== base[i])) {
-        peft.deleteAdapter(name);
         throw new LorakitError(
           'LK_UNSUPPORTED',
           `${file}: ${k} differs from the base model's ${path} weight (a resized or retrained embedding); lorakit ` +
-            `cannot apply such an adapter to this base yet`,
+            'cannot apply such an adapter to this base yet',
         );
       }
     }

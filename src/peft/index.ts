@@ -1,18 +1,45 @@
-// peft/: the adapter-method interface and registry, PeftModel (inject, activate, merge), PEFT folders.
+// peft/: the adapter-method interface, registry and composition, PeftModel (inject, activate, merge), PEFT folders.
 export type {
   AdapterMethod,
+  MethodVariant,
+  RegistryEntry,
   LayerInfo,
-  LayerSettings,
-  ParamSpec,
-  ForwardContext,
-  InitContext,
   LayerKind,
+  ConvGeometry,
+  ParamSpec,
+  TensorRole,
+  InitContext,
+  InitResult,
+  ForwardContext,
+  LayerValues,
+  StepInputSpec,
+  LayerUpdateRule,
+  LossTerm,
+  LossTermContext,
 } from './method.ts';
-export { METHODS, methodFor } from './methods/index.ts';
-export { lora, loraConfigSchema, type LoraConfig, type LoraVariant } from './methods/lora.ts';
+export { REGISTRY } from './methods/index.ts';
+export { methods, variantsOf, methodFor, resolveConfig, configSchema, savedType, type Resolved } from './registry.ts';
+export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/lora.ts';
 export { dora } from './methods/dora.ts';
-export { PeftModel, paramKey, type Adapter, type AdapterLayer, type AdaptableBase, type HookOptions } from './model.ts';
-export { saveAdapter, loadAdapter, readAdapterConfig } from './format.ts';
+export {
+  PeftModel,
+  paramKey,
+  sharedKey,
+  stepKey,
+  type Adapter,
+  type AdapterLayer,
+  type AdaptableBase,
+  type AddAdapterOptions,
+} from './model.ts';
+export {
+  AdapterBinding,
+  type BindOptions,
+  type TrainableHandle,
+  type UpdateRuleHandle,
+  type LossTermHandle,
+} from './binding.ts';
+export { saveAdapter, loadAdapter, readAdapterConfig, type SaveAdapterOptions } from './format.ts';
 export { adaptable } from './base.ts';
 export { exportMerged, exportModel, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';
+export { layerInfo, matrixDims, toMatrix, fromMatrix, matrixOf } from './layers.ts';

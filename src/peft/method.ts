@@ -1,102 +1,326 @@
 /**
- * The adapter-method interface. Every method (LoRA, DoRA, VeRA, ...; ../shared/spec/methods-*.md) is one object
- * implementing `AdapterMethod`, in one file under peft/methods/. Everything shared by all methods — target
- * matching, layers_to_transform, merge loops, the non-finite check, PEFT save/load prefixes — lives once in peft/.
- * docs/adapters.md checks this interface against DoRA, VeRA, LoRA-GA, LoRA-Pro, DyLoRA and FlyLoRA.
+ * The adapter-method interface. Every method of the LoRA family (../shared/spec/methods-*.md) is one object
+ * implementing `AdapterMethod` in one file under peft/methods/, and every variant that changes one aspect of a
+ * method (DoRA's forward, PiSSA's initialisation, LoRA-Pro's update rule, a loss term) is one `MethodVariant`
+ * there; peft/methods/index.ts lists them in order and peft/registry.ts composes them. Everything shared by all
+ * methods — target matching, layers_to_transform, merge loops, the non-finite check, PEFT save/load prefixes,
+ * dropout, graph inputs and the handles the trainer receives — lives once in peft/. docs/adapters.md shows which
+ * method uses which ability.
+ * Not here: how adapters are held and applied (model.ts), saved (format.ts), or trained (train/).
  */
+import type { z } from 'zod';
 import type { Tensor } from '../graph/index.ts';
 import type { Rng } from '../linalg/index.ts';
 
-export type LayerKind = 'linear' | 'embedding';
+/** The base layers an adapter can wrap. `conv1d` is GPT-2's Conv1D: a Linear whose weight is stored [in, out]. */
+export type LayerKind = 'linear' | 'conv1d' | 'conv2d' | 'embedding';
 
-/** The base layer a method wraps, as the method sees it. Shapes follow PyTorch: Linear W is [out, in]. */
+/** Geometry of a 2-D convolution (PyTorch's Conv2d arguments; padding is symmetric per axis). */
+export interface ConvGeometry {
+  kernel: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+  groups: number;
+}
+
+/**
+ * The base layer a method wraps, as the method sees it. Sizes are PyTorch's: `inFeatures`/`outFeatures` are a
+ * Linear's in/out features, a Conv2d's in/out channels, an Embedding's number of embeddings / embedding dim.
+ */
 export interface LayerInfo {
   /** HF module path, e.g. `model.layers.0.self_attn.q_proj`. */
   path: string;
   kind: LayerKind;
-  /** Linear: in/out features; Embedding: numEmbeddings/dim. */
   inFeatures: number;
   outFeatures: number;
-  /** GPT-2 Conv1D stores W as [in, out]; adapters keep Linear orientation and transpose ΔW at merge. */
-  fanInFanOut: boolean;
+  /** Kernel, stride, padding, dilation and groups of a conv2d layer; null otherwise. */
+  conv: ConvGeometry | null;
   /** Index of the transformer block the layer sits in, if any (for layers_to_transform). */
   layerIndex: number | null;
+  /** The stored weight's shape: [out, in]; conv1d [in, out]; conv2d [out, in/groups, kh, kw]; embedding [num, dim]. */
+  weightShape: number[];
   /** The frozen base weight as stored (f32 on the host), for initialisers and merges that read W0. */
   readWeight(): Promise<Float32Array>;
 }
 
-/** One tensor a method adds to a wrapped layer. `name` is PEFT's key suffix (`lora_A.weight`). */
+/**
+ * What a tensor is to its method. The trainer groups trainable tensors by role (LoRA+ puts `b` and every 1-D
+ * tensor in its "B" group, as PEFT's create_loraplus_optimizer does) and never reads tensor names.
+ */
+export type TensorRole =
+  /** A down-projection (LoRA's A). */
+  | 'a'
+  /** An up-projection (LoRA's B). */
+  | 'b'
+  /** A per-output magnitude (DoRA's m). */
+  | 'magnitude'
+  /** A per-layer scaling vector (VeRA's λ_b, λ_d). */
+  | 'vector'
+  /** A small square matrix between the factors (SLoRA's N, LoRA-XS's R). */
+  | 'core'
+  /** A frozen random projection (VeRA's shared A and B). */
+  | 'projection'
+  /** A tensor that is neither (a method-specific parameter). */
+  | 'other';
+
+/** One tensor a method adds, to a layer or (as a shared tensor) to the whole model. */
 export interface ParamSpec {
+  /** PEFT's key suffix (`lora_A.weight`), or for a shared tensor PEFT's name under `base_model.` (`vera_A`). */
   name: string;
   shape: number[];
+  /** Trained (a graph input fed by the trainer) or frozen (a constant, saved with the adapter). */
   trainable: boolean;
+  role: TensorRole;
 }
 
-/** Per-layer settings after rank_pattern / alpha_pattern are applied. */
-export interface LayerSettings {
-  r: number;
-  alpha: number;
-  /** The factor PEFT multiplies the adapter output by (alpha/r, alpha/√r with rsLoRA). */
-  scaling: number;
-  dropout: number;
+/** What an initialiser returns: the values of its tensors, and optionally a replacement for the frozen weight. */
+export interface InitResult {
+  values: Record<string, Float32Array>;
+  /**
+   * A new frozen base weight, in the stored layout (PiSSA, OLoRA and LoRA-GA move W0's principal part into the
+   * adapter and freeze the residual). It replaces W0 in every graph — also with the adapter disabled or unmerged,
+   * as in PEFT — and the adapter's initial values are kept so it can be saved as a plain LoRA of the untouched base.
+   */
+  base?: Float32Array;
 }
 
-export interface InitContext<C> {
+/** Everything an initialiser may read. */
+export interface InitContext<C, S> {
   layer: LayerInfo;
-  settings: LayerSettings;
+  settings: S;
   config: C;
+  /** A generator seeded by the adapter seed and the layer path (each layer draws its own stream). */
+  rng: Rng;
+  /** The model-level tensors after their initialisation. */
+  shared: Record<string, Float32Array>;
+  /** The frozen weight this adapter sees (W0, or an earlier adapter's replacement), stored layout. */
+  readBase(): Promise<Float32Array>;
+  /** Mean gradient of the loss with respect to the frozen weight over the calibration batches (stored layout). */
+  calibrationGrad?: Float32Array;
+}
+
+/** What `initShared` gets: the targeted layers in model order. */
+export interface SharedInitContext<C> {
+  config: C;
+  layers: readonly LayerInfo[];
   rng: Rng;
 }
 
-/** What forward() gets: the layer input, the frozen layer's output, and this adapter's tensors. */
-export interface ForwardContext<C> {
+/** What forward() gets: the layer input, the frozen layer's output, and this adapter's tensors as graph tensors. */
+export interface ForwardContext<C, S> {
   layer: LayerInfo;
-  settings: LayerSettings;
+  settings: S;
   config: C;
-  /** Layer input: [.., in] for Linear, integer ids for Embedding. */
+  /** Layer input: [.., in] for linear/conv1d, [N, C, H, W] for conv2d, integer ids for embedding. */
   x: Tensor;
   /** Frozen base output (bias included). */
   y: Tensor;
-  /** The frozen base weight and bias as graph tensors (DoRA needs W for its norm). */
+  /** The frozen base weight and bias as stored, as graph tensors (DoRA needs W for its norm). */
   weight: Tensor;
   bias: Tensor | null;
-  /** This adapter's tensors on this layer, by ParamSpec name. */
+  /** This adapter's tensors on this layer, by ParamSpec name, in the model's compute dtype. */
   p: Record<string, Tensor>;
-  /** Dropout on the adapter path (identity at inference or when dropout is 0). */
-  dropout(x: Tensor): Tensor;
+  /** The adapter's model-level tensors, by name. */
+  shared: Record<string, Tensor>;
+  /** The per-step inputs this adapter declared (model-level and this layer's), by StepInputSpec name. */
+  inputs: Record<string, Tensor>;
+  /** Dropout with rate `rate` on the adapter path (identity at inference or when the rate is 0). */
+  dropout(x: Tensor, rate: number): Tensor;
+}
+
+/** Host values of an adapted layer for merges and host-side hooks. */
+export interface LayerValues<C, S> {
+  layer: LayerInfo;
+  settings: S;
+  config: C;
+  /** This layer's tensors by ParamSpec name. */
+  p: Record<string, Float32Array>;
+  /** Model-level tensors by name. */
+  shared: Record<string, Float32Array>;
+}
+
+/** A value the host computes and feeds at every training step (a sampled rank, an r×r decomposition, ...). */
+export interface StepInputSpec<C> {
+  /** Unique among this adapter's inputs of the same layer (or of the model when `layer` is null). */
+  name: string;
+  /** The layer path the input belongs to, or null for one input shared by all layers. */
+  layer: string | null;
+  dtype: 'f32' | 'i64';
+  shape: number[];
+  /**
+   * The value for one training step, from the run's generator (saved in checkpoints, so resumed runs draw the same)
+   * and the current values; called once per optimizer step, and the same value feeds every micro-batch of it.
+   */
+  train(ctx: StepInputContext<C>): Float32Array | BigInt64Array;
+  /** The value outside training (evaluation, generation, merges). */
+  infer(config: C): Float32Array | BigInt64Array;
+}
+
+/** What a step input's `train` gets. */
+export interface StepInputContext<C> {
+  config: C;
+  /** The optimizer step being taken, 1-based. */
+  step: number;
+  rng: Rng;
+  /** Current values of the layer the input belongs to (null for model-level inputs). */
+  values: Record<string, Float32Array> | null;
+}
+
+/** What a per-layer update rule gets, as graph tensors of the train step. */
+export interface UpdateContext<C, S> {
+  layer: LayerInfo;
+  settings: S;
+  config: C;
+  /** This layer's trainable tensors (current values), by name. */
+  p: Record<string, Tensor>;
+  /** Their gradients (after global clipping), by name. */
+  g: Record<string, Tensor>;
+  /** The rule's state of this layer (declared by `state`), by slot name. */
+  state: Record<string, Tensor>;
+  /** This layer's and the model-level step inputs. */
+  inputs: Record<string, Tensor>;
+  /** Learning rate (schedule applied) and the 1-based step, f32 scalars. */
+  lr: Tensor;
+  step: Tensor;
+  weightDecay: number;
 }
 
 /**
- * A method. Required: config, settings, params, init, forward. Optional: `delta` (mergeable methods) and `merge`
- * (non-additive merges, DoRA). The abilities later methods need — shared tensors (VeRA), per-step host inputs
- * (DyLoRA), forward-updated state (FlyLoRA), per-layer update rules (LoRA-Pro), calibration gradients and base
- * replacement (LoRA-GA, PiSSA), loss terms — are specified in docs/adapters.md and join this interface, once for
- * all methods, with the first method that uses each.
+ * An update rule that replaces the optimizer for one layer's trainable tensors (LoRA-Pro couples A and B), built
+ * into the one-graph train step. Its state is saved in checkpoints with the optimizer's.
  */
-export interface AdapterMethod<C = unknown> {
-  /** Registry name, equal to the file name and (upper-cased) PEFT's peft_type. */
-  name: string;
-  peftType: string;
-  /** Base layers the method can wrap. */
-  layers: readonly LayerKind[];
-  /** Validates and fills the config (PEFT field names and defaults); `source` names the file in errors. */
-  parseConfig(json: unknown, source: string): C;
-  /** Settings of one layer (rank/alpha patterns). */
-  settings(config: C, layer: LayerInfo): LayerSettings;
-  /** Tensors this method adds to one layer. */
-  params(layer: LayerInfo, settings: LayerSettings, config: C): ParamSpec[];
-  /** Initial values of those tensors (may read W0). */
-  init(ctx: InitContext<C>): Promise<Record<string, Float32Array>>;
-  /** The adapted layer output, as graph ops. */
-  forward(ctx: ForwardContext<C>): Tensor;
-  /** ΔW in the stored weight's layout (so W0 + ΔW is the merged weight), or undefined when not mergeable. */
-  delta?(layer: LayerInfo, settings: LayerSettings, config: C, p: Record<string, Float32Array>): Float32Array;
-  /** Merged weight when the merge is not W0 + ΔW. */
-  merge?(
-    layer: LayerInfo,
-    settings: LayerSettings,
-    config: C,
-    p: Record<string, Float32Array>,
-    w0: Float32Array,
-  ): Float32Array;
+export interface LayerUpdateRule<C, S> {
+  /** Per-layer state slots and their shapes (zeros at the start). */
+  state(layer: LayerInfo, settings: S, config: C): { name: string; shape: number[] }[];
+  /** New values of the layer's trainable tensors and of its state. */
+  apply(ctx: UpdateContext<C, S>): { p: Record<string, Tensor>; state: Record<string, Tensor> };
 }
+
+/** What a loss term gets: the adapted model's logits at the counted positions and the frozen model's, lazily. */
+export interface LossTermContext<C> {
+  config: C;
+  /** Adapted logits [N, V] of the N predicted positions, and their targets [N] (i64; -100 = not counted). */
+  logits: Tensor;
+  targets: Tensor;
+  /** [N] bool: whether a position counts (its target is not -100). */
+  counted: Tensor;
+  /** The same logits from the frozen model (every adapter off), built on first use, without gradient. */
+  frozenLogits(): Tensor;
+}
+
+/** An extra term of the training loss (a regulariser); the trainer adds weight·value to the task loss. */
+export interface LossTerm<C> {
+  /** Reported as a metric under this name. */
+  name: string;
+  /** The term's scalar value. */
+  build(ctx: LossTermContext<C>): Tensor;
+}
+
+/** A method: the required members define the parametrisation; the optional ones are abilities some methods need. */
+export interface AdapterMethod<C = any, S = any> {
+  /** Registry name, equal to the file name (`lora`, `vera`). */
+  name: string;
+  /** PEFT's peft_type when PEFT has the method; null for lorakit-only methods (saved under their upper-cased name). */
+  peftType: string | null;
+  /** Paper title and arXiv id, for `lorakit methods` and docs. */
+  paper: string;
+  /** Base layers it can wrap; others are refused with an error naming the layer and the kinds it supports. */
+  layers: readonly LayerKind[];
+  /** The config fields (zod shape: PEFT names and defaults), without the targeting fields every method shares. */
+  fields: z.ZodRawShape;
+  /** Checks across fields that a schema cannot say; `source` names the file in errors. */
+  check?(config: C, source: string): void;
+  /**
+   * Fields whose values variants may claim (LoRA's init_lora_weights: "pissa" belongs to a variant): for each, the
+   * values the method handles itself, described; any other value must be claimed by a registered variant.
+   */
+  openFields?: Record<string, { own(value: unknown): boolean; describe: string }>;
+  /** Per-layer settings (rank and alpha patterns); methods without per-layer settings omit it. */
+  settings?(config: C, layer: LayerInfo): S;
+  /** Tensors this method adds to one layer. */
+  params(layer: LayerInfo, settings: S, config: C): ParamSpec[];
+  /** Initial values of those tensors (may read W0 and replace it). */
+  init(ctx: InitContext<C, S>): Promise<InitResult>;
+  /** The adapted layer output, as graph ops. */
+  forward(ctx: ForwardContext<C, S>): Tensor;
+  /**
+   * Trainable parameters per the paper's formula, from the layers and settings alone (the contract test checks it
+   * against the tensors actually made).
+   */
+  trainableCount(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): number;
+  /** ΔW in the stored weight's layout (W0 + ΔW is the merged weight); absent when the method cannot merge. */
+  delta?(v: LayerValues<C, S>): Float32Array;
+  /** Why the method cannot merge, when it cannot (merge and export refuse with this reason). */
+  unmergeable?: string;
+  /** The merged weight when it is not W0 + ΔW (`w0` is the current frozen weight, stored layout). */
+  merge?(v: LayerValues<C, S>, w0: Float32Array): Float32Array;
+  /** Model-level tensors, sized from all targeted layers (VeRA's shared projections). Saved as `base_model.<name>`. */
+  shared?(config: C, layers: readonly LayerInfo[]): ParamSpec[];
+  /** Initial values of the shared tensors. */
+  initShared?(ctx: SharedInitContext<C>): Promise<Record<string, Float32Array>>;
+  /** Per-step host inputs (DyLoRA's sampled rank, LoRA-Pro's r×r decompositions). */
+  stepInputs?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): StepInputSpec<C>[];
+  /** A per-layer update rule replacing the optimizer for this method's trainable tensors. */
+  update?: LayerUpdateRule<C, S>;
+  /** Extra loss terms. */
+  lossTerms?(config: C): LossTerm<C>[];
+  /** Whether the initialiser needs calibration gradients of the frozen weights (LoRA-GA); how many batches. */
+  calibration?(config: C): { batches: number } | null;
+  /** The intermediate values variants of this method receive in `forward` (LoRA: its own term s·B(A(x̃))). */
+  parts?(ctx: ForwardContext<C, S>): Record<string, Tensor>;
+  /**
+   * The adapter as a plain LoRA of the untouched base, for methods whose init replaced W0 (PEFT's
+   * `path_initial_model_for_weight_conversion`): the new config and, per layer, the new tensors.
+   */
+  convertToBase?(
+    config: C,
+    layers: readonly (LayerValues<C, S> & { initial: Record<string, Float32Array> })[],
+  ): { config: Record<string, unknown>; layers: Map<string, Record<string, Float32Array>> };
+}
+
+/**
+ * A variant: a small change to the methods it names, picked by a config field (`use_dora`,
+ * `init_lora_weights: "pissa"`, ...). Its hooks run after the method's (init), replace the method's output
+ * (forward, merge), or add to it (params, step inputs, loss terms, update rule). Variants of one method compose
+ * when their hooks do not collide (two variants replacing the forward are refused).
+ */
+export interface MethodVariant<C = any, S = any> {
+  /** Registry name, equal to the file name. */
+  name: string;
+  paper: string;
+  /** The methods it modifies, by registry name, or '*' for every method. */
+  of: readonly string[] | '*';
+  /** Whether `config` asks for this variant. */
+  applies(config: C): boolean;
+  /** The open field of its method whose values pick this variant, and those values described for errors. */
+  claims?: { field: string; describe: string };
+  /** Config fields it adds to the methods it modifies (lorakit fields; PEFT's own are in the method's schema). */
+  fields?: z.ZodRawShape;
+  /** Field names that are training settings only: left out of saved adapter_config.json files (PEFT loads them). */
+  trainingOnly?: readonly string[];
+  /** Extra config checks. */
+  check?(config: C, source: string): void;
+  /** Layer kinds it supports, if fewer than its method's. */
+  layers?: readonly LayerKind[];
+  params?(layer: LayerInfo, settings: S, config: C): ParamSpec[];
+  /** Runs after the method's initialiser (and earlier variants'); may replace values and the frozen weight. */
+  init?(ctx: InitContext<C, S> & { values: Record<string, Float32Array> }): Promise<InitResult>;
+  /** Replaces the method's output; `parts` comes from the method's `parts`. */
+  forward?(ctx: ForwardContext<C, S>, parts: Record<string, Tensor>): Tensor;
+  /** The merged weight when it is not W0 + ΔW (DoRA); `delta` is the method's ΔW, `w0` the current base. */
+  merge?(v: LayerValues<C, S>, w0: Float32Array, delta: Float32Array): Float32Array;
+  /** Whether this variant makes the adapter unmergeable (with the reason). */
+  unmergeable?: string;
+  trainableCount?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): number;
+  stepInputs?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): StepInputSpec<C>[];
+  update?: LayerUpdateRule<C, S>;
+  lossTerms?(config: C): LossTerm<C>[];
+  calibration?(config: C): { batches: number } | null;
+}
+
+/** A registry entry. */
+export type RegistryEntry = AdapterMethod | MethodVariant;
+
+/** Whether a registry entry is a variant. */
+export const isVariant = (e: RegistryEntry): e is MethodVariant => 'of' in e;

@@ -1,16 +1,18 @@
 /**
- * PeftModel: named adapters on one base model. It owns the adapters' host values, builds the ModuleHooks through
- * which every model graph applies the active adapters, merges and unmerges exactly (merged weights are in-memory
- * overrides of the file-backed base, so unmerge restores W0 bit for bit), and says which tensors train.
- * Method-specific math stays in peft/methods/; this file is the part every method shares.
+ * PeftModel: named adapters on one base model. It owns the adapters' host values (per layer and model-level),
+ * the frozen weights an initialiser replaced, merges and unmerges exactly (merged weights are in-memory overrides
+ * of the file-backed base, so unmerge restores the base bit for bit), and binds the active adapters into model
+ * graphs (binding.ts), handing the trainer typed handles. Method-specific math stays in peft/methods/; this file is
+ * the part every method shares.
  */
 import { LorakitError, check } from '../errors.ts';
-import { type Tensor, dropout as dropoutFn } from '../graph/index.ts';
 import { Rng, seedFrom } from '../linalg/index.ts';
-import type { ModuleHooks, ModuleInfo, LinearModule, EmbeddingModule } from '../nn/module.ts';
-import type { AdapterMethod, LayerInfo, LayerSettings, ParamSpec } from './method.ts';
-import { isTargeted, layerIndexOf, noTargetsError, type Targeting } from './config.ts';
-import { methodFor, METHODS } from './methods/index.ts';
+import type { ModuleHooks, ModuleInfo } from '../nn/module.ts';
+import { AdapterBinding, type BindOptions } from './binding.ts';
+import { isTargeted, noTargetsError, type Targeting } from './config.ts';
+import { layerInfo, unsupportedLayer } from './layers.ts';
+import type { AdapterMethod, LayerInfo, ParamSpec, StepInputSpec } from './method.ts';
+import { mergedWeight, type Resolved, resolveConfig } from './registry.ts';
 
 /** What the adapter framework needs from a base model. */
 export interface AdaptableBase {
@@ -25,28 +27,46 @@ export interface AdaptableBase {
 export interface AdapterLayer {
   info: LayerInfo;
   module: ModuleInfo;
-  settings: LayerSettings;
+  settings: any;
   specs: ParamSpec[];
   values: Record<string, Float32Array>;
+  /** The values right after initialisation, kept when the initialiser replaced the frozen weight. */
+  initial: Record<string, Float32Array> | null;
 }
 
+/** One adapter: its composed method, config, per-layer and model-level tensors, trained weights. */
 export interface Adapter {
   name: string;
-  method: AdapterMethod<any>;
+  /** The method with the variants its config asks for composed in. */
+  method: AdapterMethod;
+  resolved: Resolved;
   config: Targeting & Record<string, any>;
   layers: Map<string, AdapterLayer>;
+  /** Model-level tensors (VeRA's projections). */
+  shared: { specs: ParamSpec[]; values: Record<string, Float32Array> };
   /** Whole base weights this adapter trains and saves (modules_to_save, trained biases), by HF weight name. */
   weights: Map<string, Float32Array>;
+  /** Frozen weights this adapter's initialiser replaced (PiSSA's residual), by HF weight name. */
+  bases: Map<string, Float32Array>;
+  stepInputs: StepInputSpec<any>[];
 }
 
-/** The graph-input name of an adapter tensor (PEFT's in-memory key with the adapter name). */
+/** The graph-input name of a layer tensor (opaque: nothing parses it; checkpoints are keyed by it). */
 export const paramKey = (adapter: string, path: string, param: string) => `${path}.${param}#${adapter}`;
+/** The graph-input name of a model-level tensor. */
+export const sharedKey = (adapter: string, name: string) => `${name}#${adapter}`;
+/** The graph-input name of a per-step input. */
+export const stepKey = (adapter: string, s: { name: string; layer: string | null }) =>
+  `${s.layer === null ? '' : `${s.layer}.`}${s.name}@${adapter}`;
 
-export interface HookOptions {
-  /** The adapter whose tensors become graph inputs (training); every other adapter is baked in as constants. */
-  train?: string;
-  /** A scalar f32 graph input that seeds dropout masks; without it, dropout is off (inference). */
-  dropoutSeed?: Tensor;
+/** Options of addAdapter. */
+export interface AddAdapterOptions {
+  /** Seeds every random initialisation (each layer draws from its own stream). */
+  seed?: number;
+  /** Names the config in errors. */
+  source?: string;
+  /** Mean gradients of the loss with respect to these frozen weights (stored layout) over `batches` batches. */
+  calibrate?: (layers: readonly LayerInfo[], batches: number) => Promise<Map<string, Float32Array>>;
 }
 
 export class PeftModel {
@@ -60,44 +80,72 @@ export class PeftModel {
 
   constructor(readonly base: AdaptableBase) {}
 
-  /** Adds an adapter from a PEFT-style config and initialises its tensors (deterministic in `seed`). It becomes active.
-   * */
-  async addAdapter(
-    name: string,
-    configJson: unknown,
-    { seed = 0, source = `adapter "${name}" config` } = {},
-  ): Promise<Adapter> {
+  /** Adds an adapter from a PEFT-style config and initialises its tensors (deterministic in `seed`). It becomes active. */
+  async addAdapter(name: string, configJson: unknown, opts: AddAdapterOptions = {}): Promise<Adapter> {
+    const { seed = 0, source = `adapter "${name}" config` } = opts;
     check(
       !this.adapters.has(name),
       'LK_INVALID_ARGUMENT',
       `an adapter named "${name}" already exists; delete it or pick another name`,
     );
-    const type = String((configJson as { peft_type?: unknown })?.peft_type ?? 'LORA');
-    const method = methodFor(type);
-    if (!method) {
-      throw new LorakitError(
-        'LK_UNSUPPORTED',
-        `${source}: peft_type "${type}" is not supported; lorakit supports ` +
-          `${METHODS.map((m) => m.peftType).join(', ')}`,
-      );
+    const resolved = resolveConfig(configJson, source);
+    const { method, config } = resolved;
+    const infos = this.targets(method, config, source);
+    const settings = new Map(infos.map((l) => [l.path, method.settings?.(config, l)]));
+    const withSettings = infos.map((layer) => ({ layer, settings: settings.get(layer.path) }));
+    const sharedSpecs = method.shared?.(config, infos) ?? [];
+    const sharedValues =
+      (await method.initShared?.({ config, layers: infos, rng: new Rng(seedFrom(seed, '#shared')) })) ?? {};
+    checkValues(method, 'shared tensors', sharedSpecs, sharedValues);
+    const calibration = method.calibration?.(config) ?? null;
+    let grads: Map<string, Float32Array> | null = null;
+    if (calibration) {
+      if (!opts.calibrate) {
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `${source}: ${method.name} initialises from gradients on calibration batches; pass calibrate (the trainer ` +
+            'does, from the training data)',
+        );
+      }
+      grads = await opts.calibrate(infos, calibration.batches);
     }
-    const config = method.parseConfig(configJson, source) as Adapter['config'];
-    const adapter: Adapter = { name, method, config, layers: new Map(), weights: new Map() };
-    for (const m of this.base.modules) {
-      const info = this.layerInfo(m, config);
-      if (!method.layers.includes(info.kind) || !isTargeted(config, info, this.base.outputHead)) continue;
-      const settings = method.settings(config, info);
-      check(settings.r > 0, 'LK_CONFIG_INVALID', `${source}: rank must be > 0 for ${info.path}, got ${settings.r}`);
-      const specs = method.params(info, settings, config);
-      const values = await method.init({ layer: info, settings, config, rng: new Rng(seedFrom(seed, info.path)) });
-      adapter.layers.set(m.path, { info, module: m, settings, specs, values });
+    const adapter: Adapter = {
+      name,
+      method,
+      resolved,
+      config,
+      layers: new Map(),
+      weights: new Map(),
+      bases: new Map(),
+      shared: { specs: sharedSpecs, values: sharedValues },
+      stepInputs: method.stepInputs?.(config, withSettings) ?? [],
+    };
+    for (const info of infos) {
+      const m = this.base.modules.find((x) => x.path === info.path)!;
+      const s = settings.get(info.path);
+      const specs = method.params(info, s, config);
+      const r = await method.init({
+        layer: info,
+        settings: s,
+        config,
+        shared: sharedValues,
+        rng: new Rng(seedFrom(seed, info.path)),
+        readBase: () => this.frozenWeight(m.weightName),
+        calibrationGrad: grads?.get(info.path),
+      });
+      checkValues(method, info.path, specs, r.values);
+      if (r.base) {
+        check(
+          !this.replacedBy(m.weightName),
+          'LK_INVALID_ARGUMENT',
+          `${source}: ${info.path}'s weight was already replaced by adapter "${this.replacedBy(m.weightName)}"'s ` +
+            'initialisation; two base-replacing adapters cannot share a layer',
+        );
+        adapter.bases.set(m.weightName, r.base);
+      }
+      const initial = r.base ? copyValues(r.values) : null;
+      adapter.layers.set(info.path, { info, module: m, settings: s, specs, values: r.values, initial });
     }
-    if (adapter.layers.size === 0)
-      throw noTargetsError(
-        config.target_modules,
-        this.base.modules.map((m) => m.path),
-        source,
-      );
     for (const w of this.extraWeightNames(adapter))
       adapter.weights.set(w, Float32Array.from(await this.base.readWeight(w)));
     this.adapters.set(name, adapter);
@@ -106,23 +154,40 @@ export class PeftModel {
     return adapter;
   }
 
-  private layerInfo(m: ModuleInfo, config: Targeting): LayerInfo {
-    const linear = m.kind !== 'embedding';
-    return {
-      path: m.path,
-      kind: linear ? 'linear' : 'embedding',
-      inFeatures: linear ? m.inFeatures : m.numEmbeddings,
-      outFeatures: linear ? m.outFeatures : m.dim,
-      fanInFanOut: m.kind === 'conv1d',
-      layerIndex: layerIndexOf(m.path, config.layers_pattern),
-      readWeight: () => this.base.readWeight(m.weightName),
-    };
+  /** The layers `config` targets, refusing explicitly targeted layers the method cannot wrap. */
+  private targets(method: AdapterMethod, config: Targeting & Record<string, any>, source: string): LayerInfo[] {
+    const infos: LayerInfo[] = [];
+    for (const m of this.base.modules) {
+      const info = layerInfo(m, config.layers_pattern ?? null, (n) => this.base.readWeight(n));
+      if (!isTargeted(config, info, this.base.outputHead)) continue;
+      if (!method.layers.includes(info.kind)) throw unsupportedLayer(method.name, info, method.layers);
+      infos.push(info);
+    }
+    if (infos.length === 0) {
+      throw noTargetsError(
+        config.target_modules,
+        this.base.modules.map((m) => m.path),
+        source,
+      );
+    }
+    return infos;
+  }
+
+  /** The frozen weight graphs use: a replacement made by an adapter's initialiser, else the stored W0. */
+  async frozenWeight(weightName: string): Promise<Float32Array> {
+    const owner = this.replacedBy(weightName);
+    return owner ? this.get(owner).bases.get(weightName)! : this.base.readWeight(weightName);
+  }
+
+  private replacedBy(weightName: string): string | undefined {
+    for (const a of this.adapters.values()) if (a.bases.has(weightName)) return a.name;
+    return undefined;
   }
 
   /** modules_to_save weights and trained biases (bias "all" / "lora_only"). */
   private extraWeightNames(a: Adapter): string[] {
     const names: string[] = [];
-    const save = a.config.modules_to_save ?? [];
+    const save: string[] = a.config.modules_to_save ?? [];
     for (const m of this.base.modules) {
       if (save.some((k) => m.path === k || m.path.endsWith(`.${k}`))) {
         names.push(m.weightName);
@@ -139,16 +204,15 @@ export class PeftModel {
 
   /** Makes `names` the active adapters (their outputs are summed in this order). */
   setActive(...names: string[]): void {
-    for (const n of names)
-      check(
-        this.adapters.has(n),
-        'LK_INVALID_ARGUMENT',
-        `no adapter named "${n}"; adapters: ${[...this.adapters.keys()].join(', ') || '(none)'}`,
-      );
+    for (const n of names) this.get(n);
     this.active = names;
   }
   get activeAdapters(): readonly string[] {
     return this.active;
+  }
+  /** Whether adapters apply (false after disable()). */
+  get isEnabled(): boolean {
+    return this.enabled;
   }
 
   /** Runs the base model: adapters are skipped (merged ones are unmerged first, as PEFT does). */
@@ -164,40 +228,64 @@ export class PeftModel {
     check(!this.mergedNames.includes(name), 'LK_INVALID_ARGUMENT', `adapter "${name}" is merged; unmerge() first`);
     this.adapters.delete(name);
     this.active = this.active.filter((n) => n !== name);
+    this.version++;
   }
 
   /** Host values of the adapter's trainable tensors, by graph-input name (feed these to a train step). */
   trainableValues(name: string): Map<string, Float32Array> {
     const a = this.get(name);
     const out = new Map<string, Float32Array>();
-    for (const [path, l] of a.layers)
+    for (const s of a.shared.specs) if (s.trainable) out.set(sharedKey(name, s.name), a.shared.values[s.name]);
+    for (const [path, l] of a.layers) {
       for (const s of l.specs) if (s.trainable) out.set(paramKey(name, path, s.name), l.values[s.name]);
+    }
     for (const [w, v] of a.weights) out.set(w, v);
     return out;
   }
 
-  /** Takes trained values back (by graph-input name, as from trainableValues). */
+  /** Takes trained values back (by graph-input name, as from trainableValues); unknown names are ignored. */
   setValues(name: string, values: ReadonlyMap<string, Float32Array> | Record<string, Float32Array>): void {
     const a = this.get(name);
     this.version++;
     const get = (k: string) => (values instanceof Map ? values.get(k) : (values as Record<string, Float32Array>)[k]);
-    for (const [path, l] of a.layers) {
-      for (const s of l.specs) {
-        const v = get(paramKey(name, path, s.name));
-        if (v) {
-          check(
-            v.length === l.values[s.name].length,
-            'LK_SHAPE_MISMATCH',
-            `${paramKey(name, path, s.name)}: ${v.length} values, expected ${l.values[s.name].length}`,
-          );
-          l.values[s.name] = v;
-        }
-      }
-    }
+    const take = (key: string, into: Record<string, Float32Array>, param: string) => {
+      const v = get(key);
+      if (!v) return;
+      check(
+        v.length === into[param].length,
+        'LK_SHAPE_MISMATCH',
+        `${key}: ${v.length} values, expected ${into[param].length}`,
+      );
+      into[param] = v;
+    };
+    for (const s of a.shared.specs) take(sharedKey(name, s.name), a.shared.values, s.name);
+    for (const [path, l] of a.layers) for (const s of l.specs) take(paramKey(name, path, s.name), l.values, s.name);
     for (const w of a.weights.keys()) {
       const v = get(w);
       if (v) a.weights.set(w, v);
     }
+  }
+
+  /**
+   * The values of adapter `name`'s per-step inputs for one optimizer step, by graph-input name, drawn in a fixed
+   * order from `rng`; `params` are the current trained values by graph-input name (the trainer holds them).
+   */
+  stepInputValues(
+    name: string,
+    ctx: { step: number; rng: Rng; params: ReadonlyMap<string, Float32Array> },
+  ): Record<string, Float32Array | BigInt64Array> {
+    const a = this.get(name);
+    const out: Record<string, Float32Array | BigInt64Array> = {};
+    for (const s of a.stepInputs) {
+      const l = s.layer === null ? null : a.layers.get(s.layer)!;
+      const values =
+        l &&
+        Object.fromEntries(
+          l.specs.map((p) => [p.name, ctx.params.get(paramKey(name, l.info.path, p.name)) ?? l.values[p.name]]),
+        );
+      out[stepKey(name, s)] = s.train({ config: a.config, step: ctx.step, rng: ctx.rng, values });
+    }
+    return out;
   }
 
   /** HF weight names that train with adapter `name` (make them WeightSource trainable inputs). */
@@ -205,61 +293,31 @@ export class PeftModel {
     return [...this.get(name).weights.keys()];
   }
 
-  /** In-memory weights a graph must use: merged weights, and active adapters' saved modules (not when training them).
-   * */
+  /**
+   * In-memory weights a graph must use: replaced frozen weights, merged weights, and active adapters' saved modules
+   * (not those of the adapter being trained, whose weights are graph inputs).
+   */
   weightOverrides(train?: string): Map<string, Float32Array> {
-    const out = new Map(this.mergedWeights);
+    const out = new Map<string, Float32Array>();
+    for (const a of this.adapters.values()) for (const [w, v] of a.bases) out.set(w, v);
+    for (const [w, v] of this.mergedWeights) out.set(w, v);
     if (this.enabled)
       for (const n of this.active) if (n !== train) for (const [w, v] of this.get(n).weights) out.set(w, v);
     return out;
   }
 
-  /** The hooks that apply the active, unmerged adapters in a model graph. */
-  hooks(opts: HookOptions = {}): ModuleHooks {
-    if (opts.train)
-      check(this.adapters.has(opts.train), 'LK_INVALID_ARGUMENT', `no adapter named "${opts.train}" to train`);
-    const made = new Map<string, Tensor>(); // one graph tensor per adapter tensor, however often a module is called
-    const apply = (m: { path: string; weight: Tensor; bias: Tensor | null }, x: Tensor, y: Tensor): Tensor => {
-      if (!this.enabled) return y;
-      for (const name of this.active) {
-        const a = this.get(name);
-        const l = a.layers.get(m.path);
-        if (!l || this.mergedNames.includes(name)) continue;
-        const g = x.graph;
-        const p: Record<string, Tensor> = {};
-        for (const s of l.specs) {
-          const key = paramKey(name, m.path, s.name);
-          let t = made.get(key);
-          if (!t) {
-            t =
-              name === opts.train && s.trainable
-                ? g.input(key, 'f32', s.shape)
-                : g.initializer(key, 'f32', s.shape, l.values[s.name]);
-            made.set(key, t);
-          }
-          p[s.name] = t.cast(y.dtype); // adapters compute in the model's dtype (f64 in gradient checks)
-        }
-        const seed = name === opts.train ? opts.dropoutSeed : undefined;
-        const drop = (t: Tensor) =>
-          seed && l.settings.dropout > 0 ? dropoutFn(t, l.settings.dropout, seed.add(seedFrom(0, m.path) % 997)) : t;
-        y = a.method.forward({
-          layer: l.info,
-          settings: l.settings,
-          config: a.config,
-          x,
-          y,
-          weight: m.weight,
-          bias: m.bias,
-          p,
-          dropout: drop,
-        });
-      }
-      return y;
-    };
-    return {
-      linear: (m: LinearModule, x) => apply(m, x, m.base(x)),
-      embedding: (m: EmbeddingModule, ids) => apply({ path: m.path, weight: m.weight, bias: null }, ids, m.base(ids)),
-    };
+  /** Binds the active, unmerged adapters into one graph: its module hooks and the handles a trainer needs. */
+  bind(opts: BindOptions = {}): AdapterBinding {
+    if (opts.train) this.get(opts.train);
+    const applied = this.enabled
+      ? this.active.filter((n) => !this.mergedNames.includes(n)).map((n) => this.get(n))
+      : [];
+    return new AdapterBinding(applied, opts);
+  }
+
+  /** The module hooks of `bind(opts)`. */
+  hooks(opts: BindOptions = {}): ModuleHooks {
+    return this.bind(opts).hooks;
   }
 
   /** The active adapters as generate()'s adapter option (hooks per graph, merged or saved weights as overrides). */
@@ -273,35 +331,40 @@ export class PeftModel {
     return { hooks: () => this.hooks(), overrides: this.weightOverrides(), key };
   }
 
-  /** Merges adapters (default: the active ones) into the base weights; the non-finite check runs once, here. */
+  /** Merges adapters (default: the active ones) into the frozen weights; the non-finite check runs once, here. */
   async merge(names: string[] = this.active): Promise<void> {
     for (const name of names) {
       if (this.mergedNames.includes(name)) continue;
       const a = this.get(name);
+      const m = a.method;
+      if (!m.delta) {
+        const why = m.unmergeable ?? 'it has no merge rule';
+        throw new LorakitError('LK_UNSUPPORTED', `adapter "${name}" (${m.name}) cannot be merged: ${why}`);
+      }
       for (const [path, l] of a.layers) {
-        const m = a.method;
-        if (!m.merge && !m.delta)
-          throw new LorakitError('LK_UNSUPPORTED', `adapter "${name}" (${m.name}) cannot be merged`);
-        const w0 = this.mergedWeights.get(l.module.weightName) ?? (await this.base.readWeight(l.module.weightName));
-        const w = m.merge
-          ? m.merge(l.info, l.settings, a.config, l.values, w0)
-          : addInto(w0, m.delta!(l.info, l.settings, a.config, l.values));
-        if (!w.every(Number.isFinite))
+        const wn = l.module.weightName;
+        const w0 = this.mergedWeights.get(wn) ?? (await this.frozenWeight(wn));
+        const v = { layer: l.info, settings: l.settings, config: a.config, p: l.values, shared: a.shared.values };
+        const w = mergedWeight(m, v, w0);
+        if (!w.every(Number.isFinite)) {
           throw new LorakitError(
             'LK_INVALID_ARGUMENT',
             `merging adapter "${name}" into ${path} gives non-finite weights; the adapter is broken`,
           );
-        this.mergedWeights.set(l.module.weightName, w);
+        }
+        this.mergedWeights.set(wn, w);
       }
       for (const [w, v] of a.weights) this.mergedWeights.set(w, v);
       this.mergedNames.push(name);
     }
+    this.version++;
   }
 
-  /** Restores the base weights exactly (the merged copies are dropped; W0 is read from its file again). */
+  /** Restores the frozen weights exactly (merged copies are dropped; replaced weights stay, as in PEFT). */
   unmerge(): void {
     this.mergedWeights.clear();
     this.mergedNames = [];
+    this.version++;
   }
   get merged(): readonly string[] {
     return this.mergedNames;
@@ -309,17 +372,25 @@ export class PeftModel {
 
   get(name: string): Adapter {
     const a = this.adapters.get(name);
-    if (!a)
-      throw new LorakitError(
-        'LK_INVALID_ARGUMENT',
-        `no adapter named "${name}"; adapters: ${[...this.adapters.keys()].join(', ') || '(none)'}`,
-      );
+    if (!a) {
+      const known = [...this.adapters.keys()].join(', ') || '(none)';
+      throw new LorakitError('LK_INVALID_ARGUMENT', `no adapter named "${name}"; adapters: ${known}`);
+    }
     return a;
   }
 }
 
-function addInto(w0: Float32Array, d: Float32Array): Float32Array {
-  const out = new Float32Array(w0.length);
-  for (let i = 0; i < out.length; i++) out[i] = w0[i] + d[i];
-  return out;
+/** Checks that an initialiser returned every tensor with its spec's size (a bug in the method otherwise). */
+function checkValues(method: AdapterMethod, where: string, specs: ParamSpec[], values: Record<string, Float32Array>) {
+  for (const s of specs) {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    if (values[s.name]?.length !== n) {
+      throw new Error(
+        `internal: ${method.name} initialised ${where} ${s.name} with ${values[s.name]?.length} values, not ${n}`,
+      );
+    }
+  }
 }
+
+const copyValues = (v: Record<string, Float32Array>) =>
+  Object.fromEntries(Object.entries(v).map(([k, x]) => [k, Float32Array.from(x)]));

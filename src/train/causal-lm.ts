@@ -1,26 +1,27 @@
 /**
  * The TrainTask for adapting a causal LM: a loaded model, a PeftModel holding the adapter being trained, and token
- * datasets from train/data. The loss is transformers' causal-LM loss — labels aligned with input_ids, shifted here,
- * -100 ignored, mean over counted tokens — computed from the hidden states of positions 0..T-2 only, so the
- * [B, T, V] logits of the last position are never built. Parameter groups follow PEFT's LoRA+ optimizer: B
- * matrices and 1-D tensors form the "B" group.
+ * datasets from train/data. The loss is the one causal-LM loss (loss.ts: labels aligned with input_ids, -100 not
+ * counted) plus the adapter's loss terms. What trains, and how, comes from the binding's typed handles: tensors are
+ * grouped by role as PEFT's LoRA+ optimizer groups them (B factors and every 1-D tensor in the "B" group), layers
+ * with their own update rule are updated by it, and per-step inputs are computed on the host each step.
  */
-import { Graph, crossEntropy, type Tensor } from '../graph/index.ts';
+import { Graph } from '../graph/index.ts';
 import type { Feed } from '../runtime/index.ts';
-import { buildCausalLM, type LoadedModel } from '../models/index.ts';
-import { type PeftModel, saveAdapter, exportModel } from '../peft/index.ts';
+import type { LoadedModel } from '../models/index.ts';
+import type { CustomUpdate } from '../optim/index.ts';
+import { type PeftModel, type TrainableHandle, saveAdapter, exportModel } from '../peft/index.ts';
 import { check } from '../errors.ts';
 import type { TokenDataset, Batch } from './data/index.ts';
-import type { TrainTask, TaskParamGroup, TrainBatch, DataPosition } from './task.ts';
+import type { TrainTask, TaskParamGroup, TrainBatch, DataPosition, TaskGraph, StepInputContext } from './task.ts';
 import { lossEvaluator } from './eval.ts';
+import { causalLmLoss } from './loss.ts';
 
 export interface CausalLmTaskOptions {
   model: LoadedModel;
   /** The adapters; the one named `adapter` trains (the others stay as they are). */
   peft: PeftModel;
   adapter: string;
-  /** Full fine-tuning baseline: every weight of the model trains, no adapter is used, and save() writes a model folder.
-   * */
+  /** Full fine-tuning baseline: every weight trains, no adapter is used, and save() writes a model folder. */
   full?: boolean;
   train: TokenDataset;
   eval?: TokenDataset;
@@ -41,46 +42,49 @@ function batchFeeds(b: Batch): Record<string, Feed> {
   };
 }
 
-/** Builds the forward + loss graph of `model` with the adapter's tensors (and saved modules) as graph inputs. */
-function buildLossGraph(
-  o: CausalLmTaskOptions,
-  T: number,
-  { dropout = true } = {},
-): { graph: Graph; loss: Tensor; params: Tensor[] } {
-  const g = new Graph(`train-${o.adapter}`);
-  const [B] = [o.batchSize];
+/** PEFT's LoRA+ grouping, from roles: B factors and 1-D tensors in "B", the other adapter tensors in "A". */
+export function roleGroups(handles: readonly TrainableHandle[]): TaskParamGroup[] {
+  const isB = (h: TrainableHandle) => h.role === 'b' || h.tensor.rank === 1;
+  const groups: TaskParamGroup[] = [];
+  const a = handles.filter((h) => !isB(h)).map((h) => h.tensor);
+  const b = handles.filter(isB).map((h) => h.tensor);
+  if (a.length) groups.push({ name: 'A', params: a });
+  if (b.length) groups.push({ name: 'B', params: b, loraplusB: true });
+  return groups;
+}
+
+/**
+ * Records the forward pass and loss of `model` with the adapter's trainable tensors (and saved modules) as graph
+ * inputs; `training` adds dropout and feeds the adapter's step inputs (evaluation bakes their inference values).
+ */
+function buildTaskGraph(o: CausalLmTaskOptions, T: number, training: boolean): TaskGraph {
+  const g = new Graph(training ? `train-${o.adapter}` : `eval-${o.adapter}`);
+  const B = o.batchSize;
   const inputIds = g.input('input_ids', 'i64', [B, T]);
   const labels = g.input('labels', 'i64', [B, T]);
   const attentionMask = g.input('attention_mask', 'i64', [B, T]);
-  const dropoutSeed = dropout ? g.input('dropout_seed', 'f32', []) : undefined;
-  const ctx = o.full
-    ? o.model.context(g, { trainable: o.model.parameters().map((p) => p.name) })
-    : o.model.context(g, {
-        hooks: o.peft.hooks({ train: o.adapter, dropoutSeed }),
-        trainable: o.peft.trainableWeights(o.adapter),
-        overrides: o.peft.weightOverrides(o.adapter),
-      });
-  const out = buildCausalLM(ctx, { inputIds, attentionMask });
-  const V = out.logits.shape[2] as number;
-  const hidden = out.hidden.slice([0], [T - 1], [1]); // [B, T-1, D]: the last position predicts nothing here
-  const logits = out.lmHead(hidden).reshape([B * (T - 1), V]);
-  const targets = labels.slice([1], [T], [1]).reshape([B * (T - 1)]);
-  const loss = crossEntropy(logits, targets);
-  const params = g.inputs.filter((t) => t.name.includes('#') || ctx.weights.inputs.has(t.name));
-  return { graph: g, loss, params };
-}
-
-/** The LoRA+-style grouping: A matrices, B matrices and 1-D tensors (magnitudes), whole saved weights. */
-function groupsOf(params: Tensor[]): TaskParamGroup[] {
-  const isB = (t: Tensor) => /\.lora_(B|embedding_B)/.test(t.name) || (t.name.includes('#') && t.rank === 1);
-  const adapterA = params.filter((t) => t.name.includes('#') && !isB(t));
-  const adapterB = params.filter((t) => t.name.includes('#') && isB(t));
-  const saved = params.filter((t) => !t.name.includes('#')); // modules_to_save, trained biases, or every weight (full fine-tuning)
-  const groups: TaskParamGroup[] = [];
-  if (adapterA.length) groups.push({ name: 'lora_A', params: adapterA });
-  if (adapterB.length) groups.push({ name: 'lora_B', params: adapterB, loraplusB: true });
+  if (o.full) {
+    const ctx = o.model.context(g, { trainable: o.model.parameters().map((p) => p.name) });
+    const { loss } = causalLmLoss({ ctx, inputIds, labels, attentionMask, labelsAre: 'aligned' });
+    return { graph: g, loss, groups: [{ name: 'weights', params: [...ctx.weights.inputs.values()] }] };
+  }
+  const dropoutSeed = training ? g.input('dropout_seed', 'f32', []) : undefined;
+  const binding = o.peft.bind({ train: o.adapter, dropoutSeed, feedStepInputs: training });
+  const ctx = o.model.context(g, {
+    hooks: binding.hooks,
+    trainable: o.peft.trainableWeights(o.adapter),
+    overrides: o.peft.weightOverrides(o.adapter),
+  });
+  const terms = binding.lossTerms();
+  const frozen = () => o.model.context(g, { namePrefix: 'frozen/' }); // the base model, sharing nothing trainable
+  const out = causalLmLoss({ ctx, inputIds, labels, attentionMask, labelsAre: 'aligned', terms, frozen });
+  const rules: CustomUpdate[] = training ? binding.updateRules() : [];
+  const ruled = new Set(rules.flatMap((u) => u.params));
+  const groups = roleGroups(binding.trainables().filter((h) => !ruled.has(h.tensor)));
+  const saved = [...ctx.weights.inputs.values()]; // modules_to_save and trained biases
   if (saved.length) groups.push({ name: 'modules_to_save', params: saved });
-  return groups;
+  const metrics = Object.keys(out.terms).length ? { ce: out.ce, ...out.terms } : undefined;
+  return { graph: g, loss: out.loss, groups, updates: rules, metrics };
 }
 
 /** A TrainTask that trains adapter `adapter` of `peft` on `train`, evaluating on `eval`. */
@@ -97,11 +101,10 @@ export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
     tokens: b.tokens,
     next: b.next,
   });
+  // step inputs are drawn once per optimizer step (micro-batch 0) and fed to each of its micro-batches
+  let stepValues: { step: number; values: Record<string, Feed> } | null = null;
   const task: TrainTask = {
-    build() {
-      const { graph, loss, params } = buildLossGraph(o, T);
-      return { graph, loss, groups: groupsOf(params) };
-    },
+    build: () => buildTaskGraph(o, T, true),
     initialParams: async () =>
       o.full
         ? Object.fromEntries(
@@ -113,7 +116,12 @@ export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
         yield toTrainBatch(b);
     },
     batchesPerEpoch: o.train.batchesPerEpoch(o.batchSize),
-    stepInputs: ({ rng }) => ({ dropout_seed: new Float32Array([Math.floor(rng.next() * 1e6)]) }),
+    stepInputs: (ctx: StepInputContext) => {
+      if (!o.full && (stepValues === null || stepValues.step !== ctx.step)) {
+        stepValues = { step: ctx.step, values: o.peft.stepInputValues(o.adapter, ctx) };
+      }
+      return { ...stepValues?.values, dropout_seed: new Float32Array([Math.floor(ctx.rng.next() * 1e6)]) };
+    },
     async save(dir, params) {
       if (o.full) {
         await exportModel(o.model, params, dir, { overwrite: true });
@@ -134,12 +142,11 @@ export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
       for (const b of ev.batches({ batchSize: o.batchSize, shuffle: false, epochs: 1, dropLast: false }))
         yield toTrainBatch(b);
     };
-    // evaluation runs the same forward without dropout
-    const evalBuild = () => {
-      const { graph, loss, params } = buildLossGraph(o, T, { dropout: false });
-      return { graph, loss, groups: groupsOf(params) };
-    };
-    task.evaluate = lossEvaluator({ build: evalBuild, compileOptions: task.compileOptions }, batches);
+    // evaluation runs the same forward without dropout, with the step inputs' inference values
+    task.evaluate = lossEvaluator(
+      { build: () => buildTaskGraph(o, T, false), compileOptions: task.compileOptions },
+      batches,
+    );
   }
   return task;
 }

@@ -78,8 +78,11 @@ export function optimizerGroups(
 export class StepEngine {
   private constructor(
     private readonly runner: TrainStepRunner,
-    /** The gradient graph (k > 1 only). */
+    /** The graph the runner runs (the fused step, or the apply graph), for picking its feeds. */
+    private readonly stepGraph: Graph,
+    /** The gradient graph and its session (k > 1 only). */
     private readonly gradSession: Session | null,
+    private readonly gradGraph: Graph | null,
     private readonly metricNames: string[],
   ) {}
 
@@ -89,24 +92,24 @@ export class StepEngine {
     const cOpts = opts.compile ?? task.compileOptions;
     const tg = task.build();
     const metricNames = Object.keys(tg.metrics ?? {});
+    const updates = tg.updates ?? [];
     if (opts.accumulation === 1) {
       const layout = addTrainStep(tg.graph, tg.loss, {
         optimizer: opts.optimizer,
         groups: optimizerGroups(tg.groups, opts),
+        updates: updates.map((u) => ({ ...u, weightDecay: u.weightDecay ?? opts.weightDecay })),
         clipNorm: opts.clipNorm,
         metrics: tg.metrics,
       });
-      return new StepEngine(
-        new TrainStepRunner(await compile(tg.graph, cOpts), layout, init ?? zeros(layout)),
-        null,
-        metricNames,
-      );
+      const runner = new TrainStepRunner(await compile(tg.graph, cOpts), layout, init ?? zeros(layout));
+      return new StepEngine(runner, tg.graph, null, null, metricNames);
     }
-    const gradSession = await compile(gradientGraph(tg), cOpts);
+    const gradGraph = gradientGraph(tg);
+    const gradSession = await compile(gradGraph, cOpts);
     const apply = new Graph(`${tg.graph.name}_apply`);
     const param = new Map<Tensor, Tensor>();
     let surrogate: Tensor | null = null;
-    for (const p of tg.groups.flatMap((g) => g.params)) {
+    for (const p of [...tg.groups.flatMap((g) => g.params), ...updates.flatMap((u) => u.params)]) {
       const q = apply.input(p.name, 'f32', p.shape);
       const acc = apply.input(stateName(p.name, 'grad'), 'f32', p.shape);
       param.set(p, q);
@@ -116,10 +119,21 @@ export class StepEngine {
     const layout = addTrainStep(apply, surrogate!, {
       optimizer: opts.optimizer,
       groups: optimizerGroups(tg.groups, opts, (t) => param.get(t)!),
+      updates: updates.map((u) => ({
+        ...u,
+        params: u.params.map((t) => param.get(t)!),
+        weightDecay: u.weightDecay ?? opts.weightDecay,
+      })),
       clipNorm: opts.clipNorm,
     });
     const runner = new TrainStepRunner(await compile(apply, cOpts), layout, init ?? zeros(layout));
-    return new StepEngine(runner, gradSession, metricNames);
+    return new StepEngine(runner, apply, gradSession, gradGraph, metricNames);
+  }
+
+  /** Frees the compiled sessions (a profiling session writes its trace then). */
+  async dispose(): Promise<void> {
+    await this.runner.dispose();
+    await this.gradSession?.dispose();
   }
 
   /** Optimizer steps taken so far. */
@@ -137,19 +151,17 @@ export class StepEngine {
     return new Map(this.runner.layout.params.map((p) => [p.name, this.runner.param(p.name)]));
   }
 
-  /** Current optimizer state by state name (`<param>::<slot>`). */
+  /** Current optimizer and update-rule state by state name (`<param>::<slot>`). */
   optimizerState(): Map<string, Float32Array> {
-    return new Map(
-      this.runner.layout.params.flatMap((p) => p.state.map((s) => [s, this.runner.values.get(s)!] as const)),
-    );
+    return new Map(this.runner.layout.state.map((s) => [s.name, this.runner.values.get(s.name)!]));
   }
 
   /** Shapes of the parameters and of the optimizer state, by name (what a checkpoint must hold). */
   shapes(): { params: Map<string, number[]>; state: Map<string, number[]> } {
-    const ps = this.runner.layout.params;
+    const { params, state } = this.runner.layout;
     return {
-      params: new Map(ps.map((p) => [p.name, p.shape])),
-      state: new Map(ps.flatMap((p) => p.state.map((s) => [s, p.shape] as const))),
+      params: new Map(params.map((p) => [p.name, p.shape])),
+      state: new Map(state.map((s) => [s.name, s.shape])),
     };
   }
 
@@ -176,7 +188,7 @@ export class StepEngine {
     check(micro.length > 0, 'LK_INVALID_ARGUMENT', 'train step: no micro-batches');
     if (!this.gradSession) {
       if (micro.length !== 1) throw new Error(`internal: the fused step takes one batch, got ${micro.length}`);
-      const m = await this.runner.step(micro[0].feeds, lr);
+      const m = await this.runner.step(declared(this.stepGraph, micro[0].feeds), lr);
       const { loss, grad_norm, ...metrics } = m;
       return { loss, grad_norm, metrics, micro: [loss] };
     }
@@ -188,7 +200,10 @@ export class StepEngine {
     const losses: number[] = [];
     const metrics: Record<string, number> = Object.fromEntries(this.metricNames.map((k) => [k, 0]));
     for (const mb of micro) {
-      const feeds: Record<string, Feed> = { ...mb.feeds, grad_scale: new Float32Array([mb.weight / total]) };
+      const feeds: Record<string, Feed> = {
+        ...declared(this.gradGraph!, mb.feeds),
+        grad_scale: new Float32Array([mb.weight / total]),
+      };
       for (const n of names) {
         feeds[n] = this.runner.param(n);
         feeds[stateName(n, 'grad')] = acc.get(n)!;
@@ -201,9 +216,16 @@ export class StepEngine {
       for (const k of this.metricNames) metrics[k] += (mb.weight / total) * Number(out[k].data[0]);
     }
     const grads = Object.fromEntries(names.map((n) => [stateName(n, 'grad'), acc.get(n)!]));
-    const r = await this.runner.step(grads, lr);
+    // the apply graph also takes the per-step inputs of update rules (the same for every micro-batch of a step)
+    const r = await this.runner.step({ ...declared(this.stepGraph, micro[0].feeds), ...grads }, lr);
     return { loss, grad_norm: r.grad_norm, metrics, micro: losses };
   }
+}
+
+/** The feeds `graph` declares an input for (a task's step inputs may serve only one of a step's graphs). */
+function declared(graph: Graph, feeds: Record<string, Feed>): Record<string, Feed> {
+  const names = new Set(graph.inputs.map((t) => t.name));
+  return Object.fromEntries(Object.entries(feeds).filter(([k]) => names.has(k)));
 }
 
 function zeros(layout: TrainStepLayout): Record<string, Float32Array> {
@@ -213,7 +235,7 @@ function zeros(layout: TrainStepLayout): Record<string, Float32Array> {
 /** Forward + backward that adds this micro-batch's scaled gradient to a fed accumulator `<param>::grad`. */
 function gradientGraph(tg: TaskGraph): Graph {
   const g = tg.graph;
-  const params = tg.groups.flatMap((gr) => gr.params);
+  const params = [...tg.groups.flatMap((gr) => gr.params), ...(tg.updates ?? []).flatMap((u) => u.params)];
   for (const p of params) {
     if (p.kind !== 'input' || p.dtype !== 'f32' || !p.shape.every((d) => typeof d === 'number')) {
       throw new LorakitError(

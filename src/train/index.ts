@@ -1,6 +1,6 @@
 // train/: the training loop over a TrainTask, lr schedules, checkpoints, metrics and plots. Other folders import
 // from here. (The dataset layer, train/data/, has its own surface.)
-export { Trainer, train, type TrainResult, type StopReason } from './trainer.ts';
+export { Trainer, train, engineOptions, type TrainResult, type StopReason } from './trainer.ts';
 export type { TrainOptions, ResolvedOptions } from './options.ts';
 export { resolveOptions } from './options.ts';
 export type {
@@ -16,7 +16,8 @@ export type {
 } from './task.ts';
 export { batchIterator } from './task.ts';
 export { lossEvaluator, perplexity, type LossEvaluatorOptions } from './eval.ts';
-export { causalLmTask, type CausalLmTaskOptions } from './causal-lm.ts';
+export { causalLmTask, roleGroups, type CausalLmTaskOptions } from './causal-lm.ts';
+export { causalLmLoss, type CausalLmLoss, type CausalLmLossOptions } from './loss.ts';
 export { makeSchedule, warmupStepsFor, type LrSchedule, type ScheduleKind, type ScheduleOptions } from './schedule.ts';
 export { StepEngine, optimizerGroups, type EngineOptions, type MicroBatch, type StepOutput } from './engine.ts';
 export {

@@ -8,6 +8,7 @@
  */
 import type { Graph, Tensor } from '../graph/index.ts';
 import type { Rng } from '../linalg/index.ts';
+import type { CustomUpdate } from '../optim/index.ts';
 import type { CompileOptions, Feed } from '../runtime/index.ts';
 
 /** Where a batch stream stands: the epoch and the index of the next batch within it (both 0-based). */
@@ -59,6 +60,8 @@ export interface TaskGraph {
   groups: TaskParamGroup[];
   /** Extra scalar tensors to report each step (averaged over micro-batches like the loss). */
   metrics?: Record<string, Tensor>;
+  /** Trainable tensors updated by their own rule instead of the optimizer (a method's per-layer rule). */
+  updates?: CustomUpdate[];
 }
 
 /** Parameter values by graph input name (the host copy the Trainer holds). */
@@ -79,6 +82,8 @@ export interface StepInputContext {
   micro: number;
   /** The run's generator; its state is saved in checkpoints, so draws resume exactly. */
   rng: Rng;
+  /** The current trained values by graph-input name (the same for every micro-batch of a step). */
+  params: ParamValues;
 }
 
 /** What the Trainer trains. Only `build`, `initialParams` and `batches` are required. */

@@ -10,10 +10,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { LorakitError, check } from '../errors.ts';
-import { Graph, crossEntropy } from '../graph/index.ts';
+import { Graph } from '../graph/index.ts';
 import type { HfTokenizer } from '../io/tokenizer.ts';
 import type { LoadedModel } from '../models/load.ts';
-import { buildCausalLM } from '../models/index.ts';
+import { causalLmLoss } from './loss.ts';
 import type { ModuleHooks } from '../nn/index.ts';
 import type { CompileOptions } from '../runtime/index.ts';
 import { lossEvaluator, perplexity } from './eval.ts';
@@ -157,11 +157,8 @@ export async function evaluateText(
     const g = new Graph('eval-text');
     const ctx = model.context(g, { hooks: options.adapter?.hooks(), overrides: options.adapter?.overrides });
     const inputIds = g.input('input_ids', 'i64', ['B', 'T']);
-    const out = buildCausalLM(ctx, { inputIds });
-    // positions 0..T-2 predict tokens 1..T-1; the last position's logits are never built
-    const logits = out.lmHead(out.hidden.slice([0], [-1], [1])); // [B, T-1, V]
-    const targets = inputIds.slice([1], [2 ** 62], [1]); // [B, T-1]
-    const loss = crossEntropy(logits.reshape([-1, c.vocab_size]), targets.reshape([-1])); // mean over B·(T-1) tokens
+    // every window predicts its tokens 1..T-1 (the input ids are the aligned labels): a mean over B·(T-1) tokens
+    const { loss } = causalLmLoss({ ctx, inputIds, labels: inputIds, labelsAre: 'aligned' });
     return { graph: g, loss, groups: [] };
   };
   const batches = batchesOf(windows, batchSize);

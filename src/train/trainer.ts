@@ -21,7 +21,7 @@ import {
   writeCheckpoint,
   type TrainerState,
 } from './checkpoint.ts';
-import { StepEngine, type MicroBatch } from './engine.ts';
+import { type EngineOptions, StepEngine, type MicroBatch } from './engine.ts';
 import { perplexity } from './eval.ts';
 import { resolveOptions, type ResolvedOptions, type TrainOptions } from './options.ts';
 import { writeLossPlot } from './plot.ts';
@@ -69,6 +69,18 @@ async function saveArtefact(task: TrainTask, outputDir: string, name: string, pa
   }
 }
 
+/** The step-engine settings of resolved Trainer options (what a benchmark needs to build the Trainer's step). */
+export function engineOptions(o: ResolvedOptions): EngineOptions {
+  return {
+    optimizer: o.optimizer,
+    accumulation: o.gradientAccumulation,
+    clipNorm: o.clipNorm,
+    weightDecay: o.weightDecay,
+    loraplusLrRatio: o.loraplusLrRatio,
+    compile: o.compile,
+  };
+}
+
 /** Trains a task; construct with the task and options, then `run()` once. */
 export class Trainer {
   readonly options: ResolvedOptions;
@@ -97,14 +109,7 @@ export class Trainer {
     await mkdir(o.outputDir, { recursive: true });
     await removeLeftovers(o.outputDir);
     const { dir: resumeDir, moveLatest } = await this.resumeDir();
-    const engineOpts = {
-      optimizer: o.optimizer,
-      accumulation: o.gradientAccumulation,
-      clipNorm: o.clipNorm,
-      weightDecay: o.weightDecay,
-      loraplusLrRatio: o.loraplusLrRatio,
-      compile: o.compile,
-    };
+    const engineOpts = engineOptions(o);
     let state: TrainerState, engine: StepEngine, rng: Rng;
     const metrics = new MetricsLog(join(o.outputDir, 'metrics.jsonl'));
     if (resumeDir) {
@@ -264,7 +269,7 @@ export class Trainer {
         }
         const step = state.step + 1;
         const micro: MicroBatch[] = batches.map((b, i) => ({
-          feeds: { ...b.feeds, ...task.stepInputs?.({ step, micro: i, rng }) },
+          feeds: { ...b.feeds, ...task.stepInputs?.({ step, micro: i, rng, params: engine.params() }) },
           weight: b.weight ?? 1,
         }));
         const lr = o.lr * this.schedule.multiplier(state.step);

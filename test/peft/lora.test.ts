@@ -341,3 +341,11 @@ test(
     assert.notEqual(peft.generationAdapter().key, k1);
   },
 );
+
+test('"all-linear" targets Linear and GPT-2 Conv1D layers, never embeddings or the output head', async () => {
+  const peft = await peftWith({ r: 2, target_modules: 'all-linear' });
+  assert.deepEqual(
+    [...peft.get('default').layers.keys()],
+    ['model.layers.0.q_proj', 'model.layers.1.q_proj', 'model.layers.1.c_fc'],
+  );
+});

@@ -1,10 +1,8 @@
-// The registered adapter methods, in order. Adding a method: one file in this folder, one line here.
-import type { AdapterMethod } from '../method.ts';
+// The registered adapter methods and their variants, in order: variants of one method compose in this order
+// (an initialisation variant before DoRA, whose magnitude is taken from the initialised weights). Adding a method
+// or a variant: one file in this folder, one line here.
+import type { RegistryEntry } from '../method.ts';
+import { dora } from './dora.ts';
 import { lora } from './lora.ts';
 
-export const METHODS: readonly AdapterMethod<any>[] = [lora];
-
-/** The method whose PEFT peft_type (or lorakit name) is `type`. */
-export function methodFor(type: string): AdapterMethod<any> | undefined {
-  return METHODS.find((m) => m.peftType === type || m.name === type);
-}
+export const REGISTRY: readonly RegistryEntry[] = [lora, dora];

@@ -1,0 +1,207 @@
+/**
+ * Adapters bound into one graph. The binding's module hooks apply the active adapters to every Linear, Conv1D,
+ * Conv2d and Embedding the model calls, making each adapter tensor once per graph: the trained adapter's trainable
+ * tensors and step inputs become graph inputs, everything else constants. As it makes them it records typed
+ * handles — a tensor with its role and layer, a step input with the host function that computes it, a layer's
+ * update rule, a loss term — so the trainer groups, feeds and updates tensors without reading their names.
+ * Not here: adapter state (model.ts), the methods (methods/), the train step (optim/, train/).
+ */
+import { type DType, type Graph, type Tensor, dropout as dropoutFn } from '../graph/index.ts';
+import { seedFrom } from '../linalg/index.ts';
+import type { EmbeddingModule, LinearModule, ModuleHooks } from '../nn/module.ts';
+import type { LossTermContext, StepInputSpec, TensorRole } from './method.ts';
+import { type Adapter, paramKey, sharedKey, stepKey } from './model.ts';
+
+/** Options of PeftModel.bind. */
+export interface BindOptions {
+  /** The adapter whose trainable tensors become graph inputs (training); every other adapter is constants. */
+  train?: string;
+  /** A scalar f32 graph input that seeds dropout masks; without it, dropout is off (inference). */
+  dropoutSeed?: Tensor;
+  /** Whether the trained adapter's step inputs are graph inputs (default true); false bakes their `infer` values. */
+  feedStepInputs?: boolean;
+}
+
+/** A trainable graph input, typed: the trainer groups by `role` and never parses `tensor.name`. */
+export interface TrainableHandle {
+  tensor: Tensor;
+  adapter: string;
+  role: TensorRole;
+  /** The HF module path of its layer, or null for a model-level tensor. */
+  layer: string | null;
+}
+
+/**
+ * A layer whose trainable tensors an update rule updates instead of the optimizer; shaped so the train step
+ * (optim/step.ts, `CustomUpdate`) can build it in any graph.
+ */
+export interface UpdateRuleHandle {
+  name: string;
+  params: Tensor[];
+  state: { name: string; shape: number[] }[];
+  inputs: { name: string; dtype: DType; shape: number[] }[];
+  apply(ctx: {
+    params: Tensor[];
+    grads: Tensor[];
+    state: Tensor[];
+    inputs: Tensor[];
+    lr: Tensor;
+    step: Tensor;
+    weightDecay: number;
+  }): { params: Tensor[]; state: Tensor[] };
+}
+
+/** A loss term of the trained adapter, ready for the task's loss builder. */
+export interface LossTermHandle {
+  name: string;
+  build(ctx: Omit<LossTermContext<unknown>, 'config'>): Tensor;
+}
+
+export class AdapterBinding {
+  /** The hooks every model graph calls for its modules. */
+  readonly hooks: ModuleHooks;
+  private readonly made = new Map<string, Tensor>();
+  private readonly trained: TrainableHandle[] = [];
+  /** Trained layers the graph called, in call order (their update rules). */
+  private readonly calledLayers: string[] = [];
+
+  constructor(
+    private readonly adapters: readonly Adapter[],
+    private readonly opts: BindOptions,
+  ) {
+    const apply = (m: { path: string; weight: Tensor; bias: Tensor | null }, x: Tensor, y: Tensor): Tensor => {
+      for (const a of this.adapters) y = this.applyOne(a, m, x, y);
+      return y;
+    };
+    this.hooks = {
+      linear: (m: LinearModule, x) => apply(m, x, m.base(x)),
+      embedding: (m: EmbeddingModule, ids) => apply({ path: m.path, weight: m.weight, bias: null }, ids, m.base(ids)),
+    };
+  }
+
+  private applyOne(a: Adapter, m: { path: string; weight: Tensor; bias: Tensor | null }, x: Tensor, y: Tensor) {
+    const l = a.layers.get(m.path);
+    if (!l) return y;
+    const training = a.name === this.opts.train;
+    if (training && !this.calledLayers.includes(m.path)) this.calledLayers.push(m.path);
+    const g = x.graph;
+    const cast = (t: Tensor) => (t.dtype === 'f32' ? t.cast(y.dtype) : t); // adapters compute in the model's dtype
+    const p: Record<string, Tensor> = {};
+    for (const s of l.specs)
+      p[s.name] = cast(this.tensor(g, a, paramKey(a.name, m.path, s.name), s, l.values[s.name], m.path));
+    const shared: Record<string, Tensor> = {};
+    for (const s of a.shared.specs)
+      shared[s.name] = cast(this.tensor(g, a, sharedKey(a.name, s.name), s, a.shared.values[s.name], null));
+    const inputs: Record<string, Tensor> = {};
+    for (const s of a.stepInputs)
+      if (s.layer === null || s.layer === m.path) inputs[s.name] = cast(this.stepInput(g, a, s));
+    const seed = training ? this.opts.dropoutSeed : undefined;
+    const drop = (t: Tensor, rate: number) =>
+      seed && rate > 0 ? dropoutFn(t, rate, seed.add(seedFrom(0, m.path) % 997)) : t;
+    const ctx = {
+      layer: l.info,
+      settings: l.settings,
+      config: a.config,
+      x,
+      y,
+      weight: m.weight,
+      bias: m.bias,
+      p,
+      shared,
+      inputs,
+      dropout: drop,
+    };
+    return a.method.forward(ctx);
+  }
+
+  /** The graph tensor of one adapter tensor, made once per graph. */
+  private tensor(
+    g: Graph,
+    a: Adapter,
+    key: string,
+    spec: { shape: number[]; trainable: boolean; role: TensorRole },
+    value: Float32Array,
+    layer: string | null,
+  ): Tensor {
+    let t = this.made.get(key);
+    if (t) return t;
+    if (a.name === this.opts.train && spec.trainable) {
+      t = g.input(key, 'f32', spec.shape);
+      this.trained.push({ tensor: t, adapter: a.name, role: spec.role, layer });
+    } else t = g.initializer(key, 'f32', spec.shape, value);
+    this.made.set(key, t);
+    return t;
+  }
+
+  /** A per-step input: a graph input for the trained adapter (PeftModel.stepInputValues feeds it), else constant. */
+  private stepInput(g: Graph, a: Adapter, s: StepInputSpec<any>): Tensor {
+    const key = stepKey(a.name, s);
+    let t = this.made.get(key);
+    if (t) return t;
+    const fed = a.name === this.opts.train && (this.opts.feedStepInputs ?? true);
+    t = fed ? g.input(key, s.dtype, s.shape) : g.initializer(key, s.dtype, s.shape, s.infer(a.config));
+    this.made.set(key, t);
+    return t;
+  }
+
+  private trainedAdapter(): Adapter | undefined {
+    return this.adapters.find((a) => a.name === this.opts.train);
+  }
+
+  /** The trained adapter's trainable graph inputs made so far, in creation order. */
+  trainables(): TrainableHandle[] {
+    return [...this.trained];
+  }
+
+  /** The trained adapter's per-layer update rules, for the layers the graph called. */
+  updateRules(): UpdateRuleHandle[] {
+    const a = this.trainedAdapter();
+    const rule = a?.method.update;
+    if (!a || !rule) return [];
+    return this.calledLayers.map((path) => {
+      const l = a.layers.get(path)!;
+      const names = l.specs.filter((s) => s.trainable).map((s) => s.name);
+      const params = names.map((n) => this.made.get(paramKey(a.name, path, n))!);
+      const slots = rule.state(l.info, l.settings, a.config);
+      const specs = a.stepInputs.filter((s) => s.layer === null || s.layer === path);
+      return {
+        name: `${path}#${a.name}`,
+        params,
+        state: slots.map((s) => ({ name: `${paramKey(a.name, path, s.name)}::rule`, shape: s.shape })),
+        inputs: specs.map((s) => ({ name: stepKey(a.name, s), dtype: s.dtype, shape: s.shape })),
+        apply: (c) => {
+          const by = <T>(keys: string[], ts: T[]) => Object.fromEntries(keys.map((k, i) => [k, ts[i]]));
+          const out = rule.apply({
+            layer: l.info,
+            settings: l.settings,
+            config: a.config,
+            p: by(names, c.params),
+            g: by(names, c.grads),
+            state: by(
+              slots.map((s) => s.name),
+              c.state,
+            ),
+            inputs: by(
+              specs.map((s) => s.name),
+              c.inputs,
+            ),
+            lr: c.lr,
+            step: c.step,
+            weightDecay: c.weightDecay,
+          });
+          return { params: names.map((n) => out.p[n]), state: slots.map((s) => out.state[s.name]) };
+        },
+      };
+    });
+  }
+
+  /** The trained adapter's loss terms. */
+  lossTerms(): LossTermHandle[] {
+    const a = this.trainedAdapter();
+    if (!a) return [];
+    return (a.method.lossTerms?.(a.config) ?? []).map((t) => ({
+      name: t.name,
+      build: (ctx) => t.build({ ...ctx, config: a.config }),
+    }));
+  }
+}
