@@ -241,6 +241,13 @@ test('Conv on a 3-D input is LK_UNSUPPORTED and names both shapes', () => {
   assert.match(e.message, /2-D convolution only.*\[1, 3, 8\] and \[4, 3, 3\]/);
 });
 
+test('Conv in f64 is LK_UNSUPPORTED before ONNX Runtime sees it (its kernels take f32 and f16)', () => {
+  const g = new Graph();
+  const e = thrown(() => g.input('x', 'f64', [1, 2, 4, 4]).conv2d(g.input('w', 'f64', [2, 2, 3, 3])));
+  assert.equal(e.code, 'LK_UNSUPPORTED');
+  assert.match(e.message, /take f32 or f16, got f64/);
+});
+
 test('Conv whose weight has the wrong input channels for its groups prints both shapes', () => {
   const g = new Graph();
   const x = g.input('x', 'f32', ['N', 4, 8, 8]);
@@ -267,4 +274,21 @@ test('Conv keeps a symbolic spatial dim when the size is unchanged, and refuses 
   const e = thrown(() => x.convTranspose2d(w, null, { stride: 2, outputPadding: 2 }));
   assert.equal(e.code, 'LK_INVALID_ARGUMENT');
   assert.match(e.message, /output_padding \[2, 2\] must be below strides \[2, 2\]/);
+});
+
+test('Conv runs in f16 (the other dtype its CPU kernel takes), within f16 rounding of the reference', async () => {
+  const p = full({ strides: [2, 1], pads: [1, 1, 0, 0], group: 2 });
+  const [xs, ws]: Shape4[] = [
+    [1, 4, 5, 5],
+    [4, 2, 3, 3],
+  ];
+  const [x, w, b] = [randArray(size(xs), 5), randArray(size(ws), 6), randArray(4, 7)];
+  const g = new Graph();
+  const [xi, wi, bi] = [g.input('x', 'f64', xs), g.input('w', 'f64', ws), g.input('b', 'f64', [4])];
+  const h = (t: typeof xi) => t.cast('f16');
+  g.output('y', h(xi).conv2d(h(wi), h(bi), { stride: p.strides, padding: p.pads, groups: 2 }).cast('f64'));
+  const s = await compile(g, { worker: false });
+  const out = await s.run({ x: { data: x, shape: xs }, w: { data: w, shape: ws }, b: { data: b, shape: [4] } });
+  await s.dispose();
+  assertAllclose(out.y.data as Float64Array, refConv(x, xs, w, ws, b, p).y, { rtol: 1e-2, atol: 1e-2, what: 'f16' });
 });

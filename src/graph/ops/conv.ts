@@ -113,6 +113,14 @@ function checkOperands(op: ConvOp, ins: readonly (Tensor | null)[], at: Attrs): 
   const [x, w, b] = [ins[0]!, ins[1]!, ins[2] ?? null];
   requireFloat(x, op);
   sameDtype([x, w, b]);
+  // Refused here rather than when ORT loads the graph ("Could not find an implementation for Conv(11)").
+  if (x.dtype !== 'f32' && x.dtype !== 'f16') {
+    throw new LorakitError(
+      'LK_UNSUPPORTED',
+      `${op}: ONNX Runtime's CPU and WebGPU kernels take f32 or f16, got ${x.dtype}; cast around the op ` +
+        `(x.cast('f32')), as float64 gradient checks do`,
+    );
+  }
   if (x.rank !== 4 || w.rank !== 4) {
     throw new LorakitError(
       'LK_UNSUPPORTED',
