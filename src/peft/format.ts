@@ -9,6 +9,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
+import { conv2dWeightShape } from '../nn/index.ts';
 import type { PeftModel, Adapter } from './model.ts';
 
 const PREFIX = 'base_model.model.';
@@ -46,9 +47,11 @@ export async function saveAdapter(
         : m.weightName === where.weight
           ? m.kind === 'embedding'
             ? [m.numEmbeddings, m.dim]
-            : m.kind === 'conv1d'
-              ? [m.inFeatures, m.outFeatures]
-              : [m.outFeatures, m.inFeatures]
+            : m.kind === 'conv2d'
+              ? conv2dWeightShape(m)
+              : m.kind === 'conv1d'
+                ? [m.inFeatures, m.outFeatures]
+                : [m.outFeatures, m.inFeatures]
           : [v.length];
       tensors[key] = { dtype: 'F32', shape, data: v };
     } else {

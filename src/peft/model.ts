@@ -7,7 +7,7 @@
 import { LorakitError, check } from '../errors.ts';
 import { type Tensor, dropout as dropoutFn } from '../graph/index.ts';
 import { Rng, seedFrom } from '../linalg/index.ts';
-import type { ModuleHooks, ModuleInfo, LinearModule, EmbeddingModule } from '../nn/module.ts';
+import type { ModuleHooks, ModuleInfo, LinearModule, EmbeddingModule, Conv2dInfo } from '../nn/module.ts';
 import type { AdapterMethod, LayerInfo, LayerSettings, ParamSpec } from './method.ts';
 import { isTargeted, layerIndexOf, noTargetsError, type Targeting } from './config.ts';
 import { methodFor, METHODS } from './methods/index.ts';
@@ -84,6 +84,7 @@ export class PeftModel {
     const config = method.parseConfig(configJson, source) as Adapter['config'];
     const adapter: Adapter = { name, method, config, layers: new Map(), weights: new Map() };
     for (const m of this.base.modules) {
+      if (m.kind === 'conv2d') continue; // no method wraps Conv2d yet
       const info = this.layerInfo(m, config);
       if (!method.layers.includes(info.kind) || !isTargeted(config, info, this.base.outputHead)) continue;
       const settings = method.settings(config, info);
@@ -106,7 +107,7 @@ export class PeftModel {
     return adapter;
   }
 
-  private layerInfo(m: ModuleInfo, config: Targeting): LayerInfo {
+  private layerInfo(m: Exclude<ModuleInfo, Conv2dInfo>, config: Targeting): LayerInfo {
     const linear = m.kind !== 'embedding';
     return {
       path: m.path,
