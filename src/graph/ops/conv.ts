@@ -101,8 +101,13 @@ export function convParams(op: ConvOp, at: Attrs, w: Tensor): ConvParams {
 
 /** The attributes that reproduce `p` on a new node (output_padding only when asked for). */
 function attrsOf(p: ConvParams, outputPadding?: readonly number[]): Attrs {
-  const a: Attrs = { kernel_shape: [...p.kernel], strides: [...p.strides], pads: [...p.pads] };
-  Object.assign(a, { dilations: [...p.dilations], group: p.group });
+  const a: Attrs = {
+    kernel_shape: [...p.kernel],
+    strides: [...p.strides],
+    pads: [...p.pads],
+    dilations: [...p.dilations],
+    group: p.group,
+  };
   if (outputPadding) a.output_padding = [...outputPadding];
   return a;
 }
@@ -117,7 +122,7 @@ function checkOperands(op: ConvOp, ins: readonly (Tensor | null)[], at: Attrs): 
   if (x.dtype !== 'f32' && x.dtype !== 'f16') {
     throw new LorakitError(
       'LK_UNSUPPORTED',
-      `${op}: ONNX Runtime's CPU and WebGPU kernels take f32 or f16, got ${x.dtype}; cast around the op ` +
+      `${op}: ONNX Runtime's CPU kernels take f32 or f16, got ${x.dtype}; cast around the op ` +
         `(x.cast('f32')), as float64 gradient checks do`,
     );
   }
