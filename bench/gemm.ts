@@ -25,7 +25,7 @@ export function gemmShapes(model: ModelName): GemmShape[] {
   const c = parseModelConfig(CONFIGS[model], model);
   const byShape = new Map<string, GemmShape>();
   for (const m of familyOf(c).modules(c)) {
-    if (m.kind === 'embedding') continue;
+    if (m.kind !== 'linear' && m.kind !== 'conv1d') continue;
     const key = `${m.inFeatures}x${m.outFeatures}`;
     const s = byShape.get(key) ?? { inFeatures: m.inFeatures, outFeatures: m.outFeatures, count: 0 };
     s.count++;

@@ -133,7 +133,8 @@ export interface ModelDims {
 export function modelDims(model: ModelName): ModelDims {
   const c = parseModelConfig(CONFIGS[model], model);
   let matmulParams = 0;
-  for (const m of familyOf(c).modules(c)) if (m.kind !== 'embedding') matmulParams += m.inFeatures * m.outFeatures;
+  for (const m of familyOf(c).modules(c))
+    if (m.kind === 'linear' || m.kind === 'conv1d') matmulParams += m.inFeatures * m.outFeatures;
   if (c.model_type === 'gpt2') return { matmulParams, layers: c.n_layer, attnWidth: c.n_embd };
   if (c.model_type === 'bert') throw new Error('internal: no bert workloads');
   return { matmulParams, layers: c.num_hidden_layers, attnWidth: c.num_attention_heads * c.head_dim };

@@ -6,7 +6,14 @@
 import { LorakitError, check, internal } from '../errors.ts';
 import { type AnyTypedArray, type DType, ONNX_DTYPE, arrayFrom, arrayMatchesDtype, isFloat } from './dtype.ts';
 import { type Dim, type Shape, fmtShape, numel, isStatic } from './shape.ts';
-import { OPS, type OpName, type Attrs } from './ops/index.ts';
+import {
+  OPS,
+  type OpName,
+  type Attrs,
+  type Conv2dOptions,
+  type ConvTranspose2dOptions,
+  conv2dAttrs,
+} from './ops/index.ts';
 
 /** Where an initializer's bytes live: in memory, or at an offset of a file that ONNX Runtime memory-maps. */
 export type InitData =
@@ -134,6 +141,15 @@ export class Tensor {
   /** 2-D general matrix product alpha·op(this)·op(b) + beta·c, op = optional transpose. */
   gemm(b: Tensor, c: Tensor | null = null, { transA = 0, transB = 0, alpha = 1, beta = 1 } = {}): Tensor {
     return this.graph.op('Gemm', c ? [this, b, c] : [this, b], { transA, transB, alpha, beta });
+  }
+
+  /** 2-D convolution (ONNX Conv): this [N, C, H, W], w [M, C/groups, kh, kw], bias [M] → [N, M, H', W']. */
+  conv2d(w: Tensor, bias: Tensor | null = null, opts: Conv2dOptions = {}): Tensor {
+    return this.graph.op('Conv', bias ? [this, w, bias] : [this, w], conv2dAttrs(w, opts));
+  }
+  /** conv2d's transpose in its input (ONNX ConvTranspose): [N, C, H, W], w [C, M/groups, kh, kw] → [N, M, H', W']. */
+  convTranspose2d(w: Tensor, bias: Tensor | null = null, opts: ConvTranspose2dOptions = {}): Tensor {
+    return this.graph.op('ConvTranspose', bias ? [this, w, bias] : [this, w], conv2dAttrs(w, opts));
   }
 
   // reductions

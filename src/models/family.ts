@@ -1,9 +1,9 @@
 /**
  * What a model family file declares so the loader can open any checkpoint of it: the parameters the config
  * implies (names and shapes, checked against the file before any graph is built), the Linear/Conv1D/Embedding
- * modules (the adapter targets), and the alternative names older checkpoints store a tensor under.
+ * (and Conv2d) modules (the adapter targets), and the alternative names older checkpoints store a tensor under.
  */
-import type { ModuleInfo } from '../nn/index.ts';
+import { type ModuleInfo, conv2dWeightShape } from '../nn/index.ts';
 import type { CacheSpec } from './causal.ts';
 
 /** A tensor the model reads. `optional` ones (a task head) may be absent from the file when trained or overridden. */
@@ -40,7 +40,10 @@ export function parametersOf(
   };
   for (const m of modules) {
     if (m.kind === 'embedding') add(m.weightName, [m.numEmbeddings, m.dim]);
-    else {
+    else if (m.kind === 'conv2d') {
+      add(m.weightName, conv2dWeightShape(m));
+      if (m.biasName) add(m.biasName, [m.outChannels]);
+    } else {
       add(m.weightName, m.kind === 'conv1d' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures]);
       if (m.biasName) add(m.biasName, [m.outFeatures]);
     }

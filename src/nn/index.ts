@@ -1,14 +1,18 @@
-// nn/: modules with Hugging Face names and the adapter injection point (module.ts), weights as graph tensors
+// nn/: modules (Linear, Embedding, Conv2d) with Hugging Face names and the adapter injection point (module.ts), weights as graph tensors
 // (weights.ts), attention with masks and GQA (attention.ts), rotary embeddings (rope.ts).
 export {
   type LinearModule,
   type EmbeddingModule,
+  type Conv2dModule,
+  type Conv2dInfo,
   type ModuleHooks,
   type ModuleInfo,
   type ModelContext,
   type ContextOptions,
   createContext,
   linearForward,
+  conv2dForward,
+  conv2dWeightShape,
 } from './module.ts';
 export {
   WeightSource,

@@ -1,8 +1,8 @@
 /**
  * Modules that carry Hugging Face parameter names, and the one injection point for adapters.
- * A model never multiplies by a weight itself: every Linear, GPT-2 Conv1D and Embedding call goes through
- * `ctx.linear(path, x)` / `ctx.embedding(path, ids)`, which hand the module to `hooks` when present (LoRA, DoRA and
- * every other method wrap the frozen `base` there) and otherwise return `m.base(x)`.
+ * A model never multiplies by a weight itself: every Linear, GPT-2 Conv1D, Embedding and Conv2d call goes through
+ * `ctx.linear(path, x)` / `ctx.embedding(path, ids)` / `ctx.conv2d(path, x)`, which hand the module to `hooks` when
+ * present (LoRA, DoRA and every other method wrap the frozen `base` there) and otherwise return `m.base(x)`.
  * Not here: the models (models/), the adapter methods (peft/), where weights come from (weights.ts).
  */
 import { LorakitError, internal } from '../errors.ts';
@@ -34,13 +34,46 @@ export interface EmbeddingModule {
   base(ids: Tensor): Tensor;
 }
 
+/** A torch.nn.Conv2d as the frozen base model has it (zero padding, the same on both sides of an axis). */
+export interface Conv2dModule {
+  path: string;
+  inChannels: number;
+  outChannels: number;
+  kernel: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+  groups: number;
+  /** [out, in/groups, kh, kw], as torch stores it. */
+  weight: Tensor;
+  bias: Tensor | null;
+  /** The frozen layer's output, [N, in, H, W] → [N, out, H', W']. */
+  base(x: Tensor): Tensor;
+}
+
 /** The adapter framework's hooks; each returns the module's (adapted) output. */
 export interface ModuleHooks {
   linear?(m: LinearModule, x: Tensor): Tensor;
   embedding?(m: EmbeddingModule, ids: Tensor): Tensor;
+  conv2d?(m: Conv2dModule, x: Tensor): Tensor;
 }
 
-/** A Linear/Conv1D/Embedding of a model, as `modules()` lists it (for `lorakit info` and target matching). */
+/** A Conv2d entry of a model's module list; sizes and settings are torch.nn.Conv2d's (padding [ph, pw]). */
+export interface Conv2dInfo {
+  kind: 'conv2d';
+  path: string;
+  inChannels: number;
+  outChannels: number;
+  kernel: [number, number];
+  stride: [number, number];
+  padding: [number, number];
+  dilation: [number, number];
+  groups: number;
+  weightName: string;
+  biasName: string | null;
+}
+
+/** A Linear/Conv1D/Embedding/Conv2d of a model, as `modules()` lists it (for `lorakit info` and target matching). */
 export type ModuleInfo =
   | {
       kind: 'linear' | 'conv1d';
@@ -50,7 +83,19 @@ export type ModuleInfo =
       weightName: string;
       biasName: string | null;
     }
-  | { kind: 'embedding'; path: string; numEmbeddings: number; dim: number; weightName: string };
+  | { kind: 'embedding'; path: string; numEmbeddings: number; dim: number; weightName: string }
+  | Conv2dInfo;
+
+/** The stored weight shape of a Conv2d, [out, in/groups, kh, kw]. */
+export function conv2dWeightShape(m: Conv2dInfo): number[] {
+  if (m.inChannels % m.groups !== 0 || m.outChannels % m.groups !== 0) {
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      `Conv2d ${m.path}: groups ${m.groups} must divide in_channels ${m.inChannels} and out_channels ${m.outChannels}`,
+    );
+  }
+  return [m.outChannels, m.inChannels / m.groups, ...m.kernel];
+}
 
 /** What model code builds with: the graph, its weights, the hooks, and the config of the model. */
 export interface ModelContext<C = unknown> {
@@ -64,9 +109,12 @@ export interface ModelContext<C = unknown> {
   linear(path: string, x: Tensor): Tensor;
   /** Output of the Embedding at `path`, through hooks.embedding when set. */
   embedding(path: string, ids: Tensor): Tensor;
+  /** Output of the Conv2d at `path` for x [N, in, H, W], through hooks.conv2d when set. */
+  conv2d(path: string, x: Tensor): Tensor;
   /** The module at `path`, built once (its weights become graph tensors on first use). */
   linearModule(path: string): LinearModule;
   embeddingModule(path: string): EmbeddingModule;
+  conv2dModule(path: string): Conv2dModule;
   /** A non-module parameter (norm weights and biases) by HF name. */
   param(name: string, shape: readonly number[]): Tensor;
 }
@@ -101,6 +149,23 @@ export function linearForward(
   return y.reshape(target, [...lead, outFeatures]); // [..., out]
 }
 
+/** The frozen Conv2d as one ONNX Conv: x [N, in, H, W] → [N, out, H', W'], zero padding [ph, pw] on both sides. */
+export function conv2dForward(
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  m: Pick<Conv2dInfo, 'inChannels' | 'stride' | 'padding' | 'dilation' | 'groups'>,
+): Tensor {
+  const c = x.shape[1];
+  if (x.rank !== 4 || (typeof c === 'number' && c !== m.inChannels)) {
+    throw new LorakitError(
+      'LK_SHAPE_MISMATCH',
+      `conv2d: input ${fmtShape(x.shape)} is not [N, ${m.inChannels}, H, W] (weight ${fmtShape(weight.shape)})`,
+    );
+  }
+  return x.conv2d(weight, bias, { stride: m.stride, padding: m.padding, dilation: m.dilation, groups: m.groups });
+}
+
 export interface ContextOptions<C> {
   graph: Graph;
   weights: WeightSource;
@@ -116,11 +181,15 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
   const specs = new Map(opts.modules.map((m) => [m.path, m]));
   const linears = new Map<string, LinearModule>();
   const embeddings = new Map<string, EmbeddingModule>();
-  const spec = <K extends 'linear' | 'embedding'>(path: string, kind: K) => {
+  const convs = new Map<string, Conv2dModule>();
+  // Which listed kinds each accessor serves: ctx.linear covers GPT-2's Conv1D too.
+  const serves = { linear: ['linear', 'conv1d'], embedding: ['embedding'], conv2d: ['conv2d'] } as const;
+  type Served<K extends keyof typeof serves> = Extract<ModuleInfo, { kind: (typeof serves)[K][number] }>;
+  const spec = <K extends keyof typeof serves>(path: string, kind: K): Served<K> => {
     const s = specs.get(path);
-    if (!s || (kind === 'embedding') !== (s.kind === 'embedding'))
+    if (!s || !(serves[kind] as readonly string[]).includes(s.kind))
       internal(`model code asked for ${kind} module '${path}', which the module list does not have as one`);
-    return s as Extract<ModuleInfo, { kind: K extends 'linear' ? 'linear' | 'conv1d' : 'embedding' }>;
+    return s as Served<K>;
   };
   const ctx: ModelContext<C> = {
     graph,
@@ -157,6 +226,18 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       embeddings.set(path, m);
       return m;
     },
+    conv2dModule(path) {
+      let m = convs.get(path);
+      if (m) return m;
+      const s = spec(path, 'conv2d');
+      const weight = weights.get(s.weightName, conv2dWeightShape(s)); // [out, in/groups, kh, kw]
+      const bias = s.biasName ? weights.get(s.biasName, [s.outChannels]) : null;
+      const { inChannels, outChannels, kernel, stride, padding, dilation, groups } = s;
+      const base = (x: Tensor) => conv2dForward(x, weight, bias, s); // [N, out, H', W']
+      m = { path, inChannels, outChannels, kernel, stride, padding, dilation, groups, weight, bias, base };
+      convs.set(path, m);
+      return m;
+    },
     linear(path, x) {
       const m = ctx.linearModule(path);
       return graph.scope(path, () => (hooks.linear ? hooks.linear(m, x) : m.base(x)));
@@ -164,6 +245,10 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
     embedding(path, ids) {
       const m = ctx.embeddingModule(path);
       return graph.scope(path, () => (hooks.embedding ? hooks.embedding(m, ids) : m.base(ids)));
+    },
+    conv2d(path, x) {
+      const m = ctx.conv2dModule(path);
+      return graph.scope(path, () => (hooks.conv2d ? hooks.conv2d(m, x) : m.base(x)));
     },
     param: (name, shape) => weights.get(name, shape),
   };

@@ -8,7 +8,7 @@
  */
 import { type DType, type Graph, type Tensor, dropout as dropoutFn } from '../graph/index.ts';
 import { seedFrom } from '../linalg/index.ts';
-import type { EmbeddingModule, LinearModule, ModuleHooks } from '../nn/module.ts';
+import type { Conv2dModule, EmbeddingModule, LinearModule, ModuleHooks } from '../nn/module.ts';
 import type { LossTermContext, StepInputSpec, TensorRole } from './method.ts';
 import { type Adapter, paramKey, sharedKey, stepKey } from './model.ts';
 
@@ -75,6 +75,7 @@ export class AdapterBinding {
     };
     this.hooks = {
       linear: (m: LinearModule, x) => apply(m, x, m.base(x)),
+      conv2d: (m: Conv2dModule, x) => apply(m, x, m.base(x)),
       embedding: (m: EmbeddingModule, ids) => apply({ path: m.path, weight: m.weight, bias: null }, ids, m.base(ids)),
     };
   }

@@ -9,6 +9,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
+import { conv2dWeightShape } from '../nn/index.ts';
 import type { Adapter, PeftModel } from './model.ts';
 import { resolveConfig, savedConfig, savedType } from './registry.ts';
 
@@ -33,12 +34,10 @@ function savedKeys(peft: PeftModel, a: Adapter): Map<string, Where> {
 /** The stored shape of a whole weight or bias of the base model (by HF name). */
 function weightShape(peft: PeftModel, name: string, n: number): number[] {
   for (const m of peft.base.modules) {
-    if (m.weightName === name)
-      return m.kind === 'embedding'
-        ? [m.numEmbeddings, m.dim]
-        : m.kind === 'conv1d'
-          ? [m.inFeatures, m.outFeatures]
-          : [m.outFeatures, m.inFeatures];
+    if (m.weightName !== name) continue;
+    if (m.kind === 'embedding') return [m.numEmbeddings, m.dim];
+    if (m.kind === 'conv2d') return conv2dWeightShape(m);
+    return m.kind === 'conv1d' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
   }
   return [n];
 }

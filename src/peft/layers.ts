@@ -7,7 +7,7 @@
 import { LorakitError } from '../errors.ts';
 import type { Tensor } from '../graph/index.ts';
 import { transpose } from '../linalg/index.ts';
-import type { ModuleInfo } from '../nn/index.ts';
+import { type ModuleInfo, conv2dWeightShape } from '../nn/index.ts';
 import { layerIndexOf } from './config.ts';
 import type { LayerInfo, LayerKind } from './method.ts';
 
@@ -25,6 +25,19 @@ export function layerInfo(
   if (m.kind === 'embedding') {
     const weightShape = [m.numEmbeddings, m.dim];
     return { ...common, kind: 'embedding', inFeatures: m.numEmbeddings, outFeatures: m.dim, conv: null, weightShape };
+  }
+  if (m.kind === 'conv2d') {
+    const { kernel, stride, padding, dilation, groups } = m;
+    const conv = { kernel, stride, padding, dilation, groups };
+    const shape = conv2dWeightShape(m);
+    return {
+      ...common,
+      kind: 'conv2d',
+      inFeatures: m.inChannels,
+      outFeatures: m.outChannels,
+      conv,
+      weightShape: shape,
+    };
   }
   const weightShape = m.kind === 'conv1d' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
   return { ...common, kind: m.kind, inFeatures: m.inFeatures, outFeatures: m.outFeatures, conv: null, weightShape };

@@ -109,6 +109,30 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
     (g, [a, w, b]) => g.opMulti('LayerNormalization', [a, w, b], { axis: -1, epsilon: 1e-5 }, 3)[0],
     [{ shape: [3, 4] }, { shape: [4] }, { shape: [4] }],
   ],
+  [
+    'Conv: stride 2, asymmetric pads, dilation [1, 2], 2 groups, bias (f32 kernel only)',
+    (_g, [x, w, b]) =>
+      x
+        .cast('f32')
+        .conv2d(w.cast('f32'), b.cast('f32'), { stride: 2, padding: [1, 0, 2, 1], dilation: [1, 2], groups: 2 })
+        .cast('f64'),
+    [{ shape: [2, 4, 5, 6] }, { shape: [4, 2, 3, 2] }, { shape: [4] }],
+  ],
+  [
+    'ConvTranspose: stride [2, 1], output_padding, dilation 2, 2 groups, bias (f32 kernel only)',
+    (_g, [x, w, b]) =>
+      x
+        .cast('f32')
+        .convTranspose2d(w.cast('f32'), b.cast('f32'), {
+          stride: [2, 1],
+          padding: [1, 2, 0, 1],
+          dilation: 2,
+          groups: 2,
+          outputPadding: [1, 0],
+        })
+        .cast('f64'),
+    [{ shape: [2, 4, 3, 4] }, { shape: [4, 1, 2, 3] }, { shape: [2] }],
+  ],
   ['Reshape', (_g, [a]) => a.reshape([3, -1]).mul(a.reshape([3, 4])), [{ shape: [2, 6] }]],
   ['Transpose', (_g, [a]) => a.transpose([2, 0, 1]), [{ shape: [2, 3, 4] }]],
   ['Unsqueeze and Squeeze', (_g, [a]) => a.unsqueeze([0, 2]).mul(2).squeeze([0]), [{ shape: [3, 2] }]],

@@ -1,7 +1,7 @@
 // A toy model with every layer kind adapters wrap (Embedding, Linear with bias, GPT-2-style Conv1D, an output
 // head), built from nn/ with in-memory weights, so adapter tests need no checkpoint.
 import type { Graph, Tensor } from '../../src/graph/index.ts';
-import { createContext, WeightSource, type ModuleInfo, type ModuleHooks } from '../../src/nn/index.ts';
+import { createContext, WeightSource, type ModuleInfo, type ModuleHooks, type Conv2dInfo } from '../../src/nn/index.ts';
 import type { AdaptableBase } from '../../src/peft/index.ts';
 import { Rng } from '../../src/linalg/index.ts';
 
@@ -9,7 +9,7 @@ export const V = 11,
   D = 6,
   H = 5,
   O = 4;
-export const MODULES: ModuleInfo[] = [
+export const MODULES: Exclude<ModuleInfo, Conv2dInfo>[] = [
   { kind: 'embedding', path: 'model.embed_tokens', numEmbeddings: V, dim: D, weightName: 'model.embed_tokens.weight' },
   {
     kind: 'linear',

@@ -6,9 +6,18 @@ import { linalgOps } from './linalg.ts';
 import { reduceOps } from './reduce.ts';
 import { movementOps } from './movement.ts';
 import { nnOps } from './nn.ts';
+import { convOps } from './conv.ts';
 import type { OpDef, OpName } from './types.ts';
 
-export const OPS: Record<OpName, OpDef> = { ...elementwiseOps, ...linalgOps, ...reduceOps, ...movementOps, ...nnOps };
+export const OPS: Record<OpName, OpDef> = {
+  ...elementwiseOps,
+  ...linalgOps,
+  ...reduceOps,
+  ...movementOps,
+  ...nnOps,
+  ...convOps,
+};
 
 export type { Attrs, AttrTensor, OpDef, OpName } from './types.ts';
 export { FLOAT_ATTRS } from './types.ts';
+export { type Conv2dOptions, type ConvTranspose2dOptions, conv2dAttrs } from './conv.ts';

@@ -99,5 +99,6 @@ export type NnOp =
   | 'QuickGelu'
   | 'RotaryEmbedding'
   | 'SimplifiedLayerNormalization';
+export type ConvOp = 'Conv' | 'ConvTranspose';
 /** Names of the primitives, equal to the ONNX op each one emits. */
-export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp;
+export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp | ConvOp;
