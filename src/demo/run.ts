@@ -14,8 +14,8 @@ import { LorakitError } from '../errors.ts';
 import type { Tensor } from '../graph/index.ts';
 import { HfTokenizer } from '../io/index.ts';
 import { generate, loadModel, type LoadedModel } from '../models/index.ts';
-import { PeftModel, adaptable, saveAdapter } from '../peft/index.ts';
-import { train, type TrainTask } from '../train/index.ts';
+import { type AdapterBinding, PeftModel, adaptable } from '../peft/index.ts';
+import { adapterTraining, train, type TrainTask } from '../train/index.ts';
 import { DEMO_BASE_DIR } from './base.ts';
 import { byteCount, readBrown, splitBrown } from './brown.ts';
 import { WindowSampler, evalBatches, tokenStream } from './data.ts';
@@ -140,11 +140,17 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         `trainable parameters (${((100 * trainableParams) / model.paramCount).toFixed(1)} % of the base)`,
     );
 
-    const make: ContextFactory = (g) => ({
-      ctx: model.context(g, { hooks: peft.hooks({ train: 'demo' }) }),
-      trainable: () => new Map(g.inputs.filter((t) => init.has(t.name)).map((t): [string, Tensor] => [t.name, t])),
-    });
-    const evaluator = await LmEvaluator.create(make, o.batch, o.seqLen);
+    const shared = adapterTraining(peft, 'demo', o.modelDir);
+    // the evaluation graph feeds the adapter's trainable tensors by their graph names (the binding's handles)
+    const evalGraph: ContextFactory = (g) => {
+      const binding = shared.bind(g, false);
+      const ctx = model.context(g, { hooks: binding.hooks });
+      return {
+        ctx,
+        trainable: () => new Map(binding.trainables().map((h): [string, Tensor] => [h.tensor.name, h.tensor])),
+      };
+    };
+    const evaluator = await LmEvaluator.create(evalGraph, o.batch, o.seqLen);
     const heldOutBefore = await evaluator.loss(held, init);
     log(`held-out loss before: ${heldOutBefore.toFixed(4)} nats/byte`);
     const sampleBefore = await sample(model, tokenizer, o, null);
@@ -154,10 +160,16 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     const tokens = o.batch * o.seqLen;
     const task: TrainTask = {
       build: () => {
-        const { graph, loss, trainable } = lmLossGraph(make, o.batch, o.seqLen, 'demo-train');
-        return { graph, loss, groups: [{ name: 'lora', params: [...trainable.values()] }] };
+        let binding: AdapterBinding | null = null;
+        const trainGraph: ContextFactory = (g) => {
+          binding = shared.bind(g, true);
+          return { ctx: model.context(g, { hooks: binding.hooks }), trainable: () => new Map() };
+        };
+        const { graph, loss } = lmLossGraph(trainGraph, o.batch, o.seqLen, 'demo-train');
+        return shared.taskGraph(graph, binding!, loss, { training: true });
       },
       initialParams: () => Object.fromEntries(init),
+      stepInputs: shared.stepInputs,
       *batches(from) {
         for (let i = from.index; ; i++) {
           const b = sampler.batch(i, o.batch);
@@ -169,10 +181,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
           };
         }
       },
-      save: async (dir, params) => {
-        peft.setValues('demo', params);
-        await saveAdapter(peft, 'demo', dir, { baseModel: o.modelDir });
-      },
+      save: shared.save,
     };
     const result = await train(task, {
       outputDir: runDir,

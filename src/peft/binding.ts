@@ -20,6 +20,8 @@ export interface BindOptions {
   dropoutSeed?: Tensor;
   /** Whether the trained adapter's step inputs are graph inputs (default true); false bakes their `infer` values. */
   feedStepInputs?: boolean;
+  /** The dtype of the trained tensors' graph inputs (default f32; gradient checks feed f64). */
+  paramDtype?: 'f32' | 'f64';
 }
 
 /** A trainable graph input, typed: the trainer groups by `role` and never parses `tensor.name`. */
@@ -86,7 +88,7 @@ export class AdapterBinding {
     const training = a.name === this.opts.train;
     if (training && !this.calledLayers.includes(m.path)) this.calledLayers.push(m.path);
     const g = x.graph;
-    const cast = (t: Tensor) => (t.dtype === 'f32' ? t.cast(y.dtype) : t); // adapters compute in the model's dtype
+    const cast = (t: Tensor) => (t.dtype === 'f32' || t.dtype === 'f64' ? t.cast(y.dtype) : t); // the model's dtype
     const p: Record<string, Tensor> = {};
     for (const s of l.specs)
       p[s.name] = cast(this.tensor(g, a, paramKey(a.name, m.path, s.name), s, l.values[s.name], m.path));
@@ -127,7 +129,7 @@ export class AdapterBinding {
     let t = this.made.get(key);
     if (t) return t;
     if (a.name === this.opts.train && spec.trainable) {
-      t = g.input(key, 'f32', spec.shape);
+      t = g.input(key, this.opts.paramDtype ?? 'f32', spec.shape);
       this.trained.push({ tensor: t, adapter: a.name, role: spec.role, layer });
     } else t = g.initializer(key, 'f32', spec.shape, value);
     this.made.set(key, t);

@@ -8,11 +8,11 @@
 import { Graph } from '../graph/index.ts';
 import type { Feed } from '../runtime/index.ts';
 import type { LoadedModel } from '../models/index.ts';
-import type { CustomUpdate } from '../optim/index.ts';
-import { type PeftModel, type TrainableHandle, saveAdapter, exportModel } from '../peft/index.ts';
+import { type PeftModel, exportModel } from '../peft/index.ts';
 import { check } from '../errors.ts';
 import type { TokenDataset, Batch } from './data/index.ts';
-import type { TrainTask, TaskParamGroup, TrainBatch, DataPosition, TaskGraph, StepInputContext } from './task.ts';
+import type { TrainTask, TrainBatch, DataPosition, TaskGraph } from './task.ts';
+import { type AdapterTraining, adapterTraining } from './adapter-task.ts';
 import { lossEvaluator } from './eval.ts';
 import { causalLmLoss } from './loss.ts';
 
@@ -42,22 +42,11 @@ function batchFeeds(b: Batch): Record<string, Feed> {
   };
 }
 
-/** PEFT's LoRA+ grouping, from roles: B factors and 1-D tensors in "B", the other adapter tensors in "A". */
-export function roleGroups(handles: readonly TrainableHandle[]): TaskParamGroup[] {
-  const isB = (h: TrainableHandle) => h.role === 'b' || h.tensor.rank === 1;
-  const groups: TaskParamGroup[] = [];
-  const a = handles.filter((h) => !isB(h)).map((h) => h.tensor);
-  const b = handles.filter(isB).map((h) => h.tensor);
-  if (a.length) groups.push({ name: 'A', params: a });
-  if (b.length) groups.push({ name: 'B', params: b, loraplusB: true });
-  return groups;
-}
-
 /**
  * Records the forward pass and loss of `model` with the adapter's trainable tensors (and saved modules) as graph
  * inputs; `training` adds dropout and feeds the adapter's step inputs (evaluation bakes their inference values).
  */
-function buildTaskGraph(o: CausalLmTaskOptions, T: number, training: boolean): TaskGraph {
+function buildTaskGraph(o: CausalLmTaskOptions, shared: AdapterTraining, T: number, training: boolean): TaskGraph {
   const g = new Graph(training ? `train-${o.adapter}` : `eval-${o.adapter}`);
   const B = o.batchSize;
   const inputIds = g.input('input_ids', 'i64', [B, T]);
@@ -68,8 +57,7 @@ function buildTaskGraph(o: CausalLmTaskOptions, T: number, training: boolean): T
     const { loss } = causalLmLoss({ ctx, inputIds, labels, attentionMask, labelsAre: 'aligned' });
     return { graph: g, loss, groups: [{ name: 'weights', params: [...ctx.weights.inputs.values()] }] };
   }
-  const dropoutSeed = training ? g.input('dropout_seed', 'f32', []) : undefined;
-  const binding = o.peft.bind({ train: o.adapter, dropoutSeed, feedStepInputs: training });
+  const binding = shared.bind(g, training);
   const ctx = o.model.context(g, {
     hooks: binding.hooks,
     trainable: o.peft.trainableWeights(o.adapter),
@@ -78,13 +66,9 @@ function buildTaskGraph(o: CausalLmTaskOptions, T: number, training: boolean): T
   const terms = binding.lossTerms();
   const frozen = () => o.model.context(g, { namePrefix: 'frozen/' }); // the base model, sharing nothing trainable
   const out = causalLmLoss({ ctx, inputIds, labels, attentionMask, labelsAre: 'aligned', terms, frozen });
-  const rules: CustomUpdate[] = training ? binding.updateRules() : [];
-  const ruled = new Set(rules.flatMap((u) => u.params));
-  const groups = roleGroups(binding.trainables().filter((h) => !ruled.has(h.tensor)));
-  const saved = [...ctx.weights.inputs.values()]; // modules_to_save and trained biases
-  if (saved.length) groups.push({ name: 'modules_to_save', params: saved });
   const metrics = Object.keys(out.terms).length ? { ce: out.ce, ...out.terms } : undefined;
-  return { graph: g, loss: out.loss, groups, updates: rules, metrics };
+  // modules_to_save and trained biases are whole weights, graph inputs of the model's weight source
+  return shared.taskGraph(g, binding, out.loss, { training, weights: [...ctx.weights.inputs.values()], metrics });
 }
 
 /** A TrainTask that trains adapter `adapter` of `peft` on `train`, evaluating on `eval`. */
@@ -101,35 +85,23 @@ export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
     tokens: b.tokens,
     next: b.next,
   });
-  // step inputs are drawn once per optimizer step (micro-batch 0) and fed to each of its micro-batches
-  let stepValues: { step: number; values: Record<string, Feed> } | null = null;
+  const shared = adapterTraining(o.peft, o.adapter, o.baseModelName ?? null);
   const task: TrainTask = {
-    build: () => buildTaskGraph(o, T, true),
+    build: () => buildTaskGraph(o, shared, T, true),
     initialParams: async () =>
       o.full
         ? Object.fromEntries(
             await Promise.all(o.model.parameters().map(async (p) => [p.name, await o.model.read(p.name)] as const)),
           )
-        : Object.fromEntries(o.peft.trainableValues(o.adapter)),
+        : shared.initialParams(),
     *batches(from: DataPosition) {
       for (const b of o.train.batches({ batchSize: o.batchSize, seed: o.dataSeed ?? 0, start: from }))
         yield toTrainBatch(b);
     },
     batchesPerEpoch: o.train.batchesPerEpoch(o.batchSize),
-    stepInputs: (ctx: StepInputContext) => {
-      if (!o.full && (stepValues === null || stepValues.step !== ctx.step)) {
-        stepValues = { step: ctx.step, values: o.peft.stepInputValues(o.adapter, ctx) };
-      }
-      return { ...stepValues?.values, dropout_seed: new Float32Array([Math.floor(ctx.rng.next() * 1e6)]) };
-    },
-    async save(dir, params) {
-      if (o.full) {
-        await exportModel(o.model, params, dir, { overwrite: true });
-        return;
-      }
-      o.peft.setValues(o.adapter, params);
-      await saveAdapter(o.peft, o.adapter, dir, { baseModel: o.baseModelName ?? null });
-    },
+    stepInputs: (ctx) => (o.full ? {} : shared.stepInputs(ctx)),
+    save: (dir, params) =>
+      o.full ? exportModel(o.model, params, dir, { overwrite: true }).then(() => {}) : shared.save(dir, params),
   };
   if (o.eval) {
     const ev = o.eval;
@@ -144,7 +116,7 @@ export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
     };
     // evaluation runs the same forward without dropout, with the step inputs' inference values
     task.evaluate = lossEvaluator(
-      { build: () => buildTaskGraph(o, T, false), compileOptions: task.compileOptions },
+      { build: () => buildTaskGraph(o, shared, T, false), compileOptions: task.compileOptions },
       batches,
     );
   }

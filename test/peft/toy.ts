@@ -1,9 +1,12 @@
-// A toy model with every layer kind adapters wrap (Embedding, Linear with bias, GPT-2-style Conv1D, an output
-// head), built from nn/ with in-memory weights, so adapter tests need no checkpoint.
+// A toy model with every layer kind adapters wrap (Embedding, Linear with bias, GPT-2-style Conv1D, optionally a
+// Conv2d over the token axis, an output head), built from nn/ with in-memory weights, so adapter tests need no
+// checkpoint; and a TrainTask over it that trains one adapter the way the causal-LM task does (adapterTraining).
 import type { Graph, Tensor } from '../../src/graph/index.ts';
-import { createContext, WeightSource, type ModuleInfo, type ModuleHooks, type Conv2dInfo } from '../../src/nn/index.ts';
-import type { AdaptableBase } from '../../src/peft/index.ts';
+import { crossEntropy, Graph as G } from '../../src/graph/index.ts';
 import { Rng } from '../../src/linalg/index.ts';
+import { type Conv2dInfo, createContext, type ModuleHooks, type ModuleInfo, WeightSource } from '../../src/nn/index.ts';
+import type { AdaptableBase, PeftModel } from '../../src/peft/index.ts';
+import { adapterTraining, type TrainTask } from '../../src/train/index.ts';
 
 export const V = 11,
   D = 6,
@@ -38,6 +41,25 @@ export const MODULES: Exclude<ModuleInfo, Conv2dInfo>[] = [
   { kind: 'linear', path: 'lm_head', inFeatures: O, outFeatures: V, weightName: 'lm_head.weight', biasName: null },
 ];
 
+/** A Conv2d (D → D, kernel 3×1 over the token axis, padding 1) between layers 1's q_proj and c_fc. */
+export const CONV: Conv2dInfo = {
+  kind: 'conv2d',
+  path: 'model.layers.1.conv',
+  inChannels: D,
+  outChannels: D,
+  kernel: [3, 1],
+  stride: [1, 1],
+  padding: [1, 0],
+  dilation: [1, 1],
+  groups: 1,
+  weightName: 'model.layers.1.conv.weight',
+  biasName: 'model.layers.1.conv.bias',
+};
+
+/** The modules of the toy model, with or without the conv block. */
+export const modulesOf = (conv = false): ModuleInfo[] =>
+  conv ? [...MODULES.slice(0, 3), CONV, ...MODULES.slice(3)] : MODULES;
+
 /** Random base weights (seeded). */
 export function toyWeights(seed = 1): Map<string, Float32Array> {
   const r = new Rng(seed);
@@ -47,11 +69,27 @@ export function toyWeights(seed = 1): Map<string, Float32Array> {
     w.set(m.weightName, r.normalArray(n, 0.5));
     if (m.kind !== 'embedding' && m.biasName) w.set(m.biasName, r.normalArray(m.outFeatures, 0.1));
   }
+  w.set(CONV.weightName, r.normalArray(D * D * 3, 0.3)); // drawn last: the other weights are as before
+  w.set(CONV.biasName!, r.normalArray(D, 0.1));
   return w;
 }
 
-export function toyBase(weights = toyWeights()): AdaptableBase {
-  return { modules: MODULES, outputHead: 'lm_head', readWeight: async (n) => Float32Array.from(weights.get(n)!) };
+export function toyBase(weights = toyWeights(), { conv = false } = {}): AdaptableBase {
+  return {
+    modules: modulesOf(conv),
+    outputHead: 'lm_head',
+    readWeight: async (n) => Float32Array.from(weights.get(n)!),
+  };
+}
+
+/** Options of toyForward. */
+export interface ToyOptions {
+  trainable?: string[];
+  dtype?: 'f32' | 'f64';
+  /** Run the conv block (computed in f32: ONNX Runtime's Conv has no f64 kernel). */
+  conv?: boolean;
+  /** Prefixes the weights' graph names (a second, frozen copy of the model in one graph). */
+  namePrefix?: string;
 }
 
 /** logits [B, T, V] of the toy model for ids [B, T]. */
@@ -60,15 +98,89 @@ export function toyForward(
   ids: Tensor,
   weights: Map<string, Float32Array>,
   hooks: ModuleHooks = {},
-  opts: { trainable?: string[]; dtype?: 'f32' | 'f64' } = {},
+  opts: ToyOptions = {},
 ): { logits: Tensor; ws: WeightSource } {
-  const ws = new WeightSource(g, null, { overrides: weights, trainable: opts.trainable, dtype: opts.dtype });
-  const ctx = createContext({ graph: g, weights: ws, modules: MODULES, config: {}, hooks });
+  const { trainable, dtype, namePrefix } = opts;
+  const ws = new WeightSource(g, null, { overrides: weights, trainable, dtype, namePrefix });
+  const ctx = createContext({ graph: g, weights: ws, modules: modulesOf(opts.conv), config: {}, hooks });
   const h = ctx.embedding('model.embed_tokens', ids);
   const a = ctx.linear('model.layers.0.q_proj', h).tanh();
-  const b = ctx.linear('model.layers.1.q_proj', a);
+  let b = ctx.linear('model.layers.1.q_proj', a); // [B, T, D]
+  if (opts.conv) {
+    const x = b.transpose([0, 2, 1]).unsqueeze(3).cast('f32'); // [B, D, T, 1]
+    b = ctx.conv2d(CONV.path, x).squeeze(3).transpose([0, 2, 1]).cast(b.dtype).tanh(); // [B, T, D]
+  }
   const c = ctx.linear('model.layers.1.c_fc', b).tanh();
   return { logits: ctx.linear('lm_head', c), ws };
 }
 
 export const IDS = BigInt64Array.from([1, 4, 7, 10, 2, 0, 3, 3].map(BigInt));
+export const LABELS = BigInt64Array.from([3, 1, 4, 1, 5, 9, 2, -100].map(BigInt));
+
+/**
+ * The toy loss graph of adapter `adapter`: next-token cross-entropy of ids [2, 4] against labels [8] (-100 not
+ * counted) plus the adapter's loss terms, which see the frozen toy model (no adapter) through `frozenLogits`.
+ */
+export function toyLoss(
+  g: Graph,
+  peft: PeftModel,
+  adapter: string,
+  o: {
+    training: boolean;
+    conv?: boolean;
+    dtype?: 'f32' | 'f64';
+    paramDtype?: 'f32' | 'f64';
+    weights?: Map<string, Float32Array>;
+  },
+) {
+  const weights = new Map(o.weights ?? toyWeights());
+  for (const [k, v] of peft.weightOverrides(adapter)) weights.set(k, v);
+  const dropoutSeed = o.training ? g.input('dropout_seed', 'f32', []) : undefined;
+  const binding = peft.bind({ train: adapter, dropoutSeed, feedStepInputs: o.training, paramDtype: o.paramDtype });
+  const ids = g.input('ids', 'i64', [2, 4]);
+  const labels = g.input('labels', 'i64', [8]);
+  const opts = { dtype: o.dtype, conv: o.conv, trainable: peft.trainableWeights(adapter) };
+  const { logits, ws } = toyForward(g, ids, weights, binding.hooks, opts);
+  const flat = logits.reshape([8, V]);
+  let loss = crossEntropy(flat, labels);
+  const counted = labels.equal(labels.lift(-100)).not();
+  let frozen: Tensor | null = null;
+  const frozenLogits = () => {
+    frozen ??= toyForward(
+      g,
+      ids,
+      o.weights ?? toyWeights(),
+      {},
+      { dtype: o.dtype, conv: o.conv, namePrefix: 'frozen/' },
+    )
+      .logits.reshape([8, V])
+      .detach();
+    return frozen;
+  };
+  for (const t of binding.lossTerms())
+    loss = loss.add(t.build({ logits: flat, targets: labels, counted, frozenLogits }));
+  return { loss, binding, ws };
+}
+
+/** A TrainTask training adapter `adapter` of `peft` on the toy model, as causal-lm.ts does on real models. */
+export function toyTask(peft: PeftModel, adapter: string, { conv = false } = {}): TrainTask {
+  const shared = adapterTraining(peft, adapter);
+  return {
+    build() {
+      const g = new G(`toy-${adapter}`);
+      const { loss, binding, ws } = toyLoss(g, peft, adapter, { training: true, conv });
+      return shared.taskGraph(g, binding, loss, { training: true, weights: [...ws.inputs.values()] });
+    },
+    initialParams: () => shared.initialParams(),
+    *batches(from) {
+      for (let i = from.index; ; i++) {
+        const r = new Rng(1000 + i);
+        const ids = BigInt64Array.from({ length: 8 }, () => BigInt(Math.floor(r.next() * V)));
+        const labels = BigInt64Array.from({ length: 8 }, () => BigInt(Math.floor(r.next() * V)));
+        yield { feeds: { ids, labels }, weight: 8, next: { epoch: 0, index: i + 1 } };
+      }
+    },
+    stepInputs: shared.stepInputs,
+    save: shared.save,
+  };
+}

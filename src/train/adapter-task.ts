@@ -1,0 +1,75 @@
+/**
+ * What every task that trains one adapter of a PeftModel shares, whatever the model and loss: binding the adapters
+ * into the task's graph (dropout seeded per micro-batch), the parameter groups from the binding's typed handles
+ * (PEFT's LoRA+ rule by role; layers with their own update rule leave the optimizer), the per-step host inputs
+ * (drawn once per optimizer step from the run's generator), the initial values and saving the adapter folder.
+ * The causal-LM task (causal-lm.ts) and the adapter contract test's toy task both build on it.
+ * Not here: the model, the loss, the data.
+ */
+import type { Graph, Tensor } from '../graph/index.ts';
+import type { CustomUpdate } from '../optim/index.ts';
+import { type AdapterBinding, type PeftModel, type TrainableHandle, saveAdapter } from '../peft/index.ts';
+import type { Feed } from '../runtime/index.ts';
+import type { ParamValues, StepInputContext, TaskGraph, TaskParamGroup } from './task.ts';
+
+/** PEFT's LoRA+ grouping, from roles: B factors and 1-D tensors in "B", the other adapter tensors in "A". */
+export function roleGroups(handles: readonly TrainableHandle[]): TaskParamGroup[] {
+  const isB = (h: TrainableHandle) => h.role === 'b' || h.tensor.rank === 1;
+  const groups: TaskParamGroup[] = [];
+  const a = handles.filter((h) => !isB(h)).map((h) => h.tensor);
+  const b = handles.filter(isB).map((h) => h.tensor);
+  if (a.length) groups.push({ name: 'A', params: a });
+  if (b.length) groups.push({ name: 'B', params: b, loraplusB: true });
+  return groups;
+}
+
+/** The shared parts of a task training adapter `adapter` of `peft`. */
+export interface AdapterTraining {
+  /** Binds the adapters into `graph`; `training` adds a dropout-seed input and feeds the adapter's step inputs. */
+  bind(graph: Graph, training: boolean): AdapterBinding;
+  /**
+   * The TaskGraph of a recorded forward pass: groups by role, whole trained weights (`weights`, e.g. modules_to_save)
+   * in their own group, update rules (training graphs only).
+   */
+  taskGraph(
+    graph: Graph,
+    binding: AdapterBinding,
+    loss: Tensor,
+    opts: { training: boolean; weights?: Tensor[]; metrics?: Record<string, Tensor> },
+  ): TaskGraph;
+  /** The adapter's trainable values by graph-input name. */
+  initialParams(): Record<string, Float32Array>;
+  /** Feeds of one micro-batch: the adapter's step inputs (same for all micro-batches of a step) and a dropout seed. */
+  stepInputs(ctx: StepInputContext): Record<string, Feed>;
+  /** Writes the adapter with these values as a PEFT folder. */
+  save(dir: string, params: ParamValues): Promise<void>;
+}
+
+/** The AdapterTraining of adapter `adapter` of `peft`; `baseModel` is written into adapter_config.json. */
+export function adapterTraining(peft: PeftModel, adapter: string, baseModel: string | null = null): AdapterTraining {
+  let drawn: { step: number; values: Record<string, Feed> } | null = null;
+  return {
+    bind(graph, training) {
+      const dropoutSeed = training ? graph.input('dropout_seed', 'f32', []) : undefined;
+      return peft.bind({ train: adapter, dropoutSeed, feedStepInputs: training });
+    },
+    taskGraph(graph, binding, loss, opts) {
+      const updates: CustomUpdate[] = opts.training ? binding.updateRules() : [];
+      const ruled = new Set(updates.flatMap((u) => u.params));
+      const groups = roleGroups(binding.trainables().filter((h) => !ruled.has(h.tensor)));
+      if (opts.weights?.length) groups.push({ name: 'modules_to_save', params: opts.weights });
+      return { graph, loss, groups, updates, metrics: opts.metrics };
+    },
+    initialParams: () => Object.fromEntries(peft.trainableValues(adapter)),
+    stepInputs(ctx) {
+      // drawn at the step's first micro-batch, before its dropout seed, so resumed runs draw the same
+      if (drawn === null || drawn.step !== ctx.step)
+        drawn = { step: ctx.step, values: peft.stepInputValues(adapter, ctx) };
+      return { ...drawn.values, dropout_seed: new Float32Array([Math.floor(ctx.rng.next() * 1e6)]) };
+    },
+    async save(dir, params) {
+      peft.setValues(adapter, params);
+      await saveAdapter(peft, adapter, dir, { baseModel });
+    },
+  };
+}

@@ -1,0 +1,239 @@
+// The adapter contract: every registered method and variant, through the same checks on the toy model (PEFT's
+// TEST_CASES matrix, once): identity at init where the method claims it; merged == unmerged (or a clear refusal);
+// float64 finite differences of every element of every trainable tensor; save -> load identical; stop and resume
+// bit-identical to an uninterrupted run; the trainable count equals the method's formula; a clear error for a
+// layer kind the method does not support. Adding a method adds one row to CASES.
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { LorakitError } from '../../src/errors.ts';
+import { Graph, grad } from '../../src/graph/index.ts';
+import { Rng } from '../../src/linalg/index.ts';
+import { type LayerKind, loadAdapter, PeftModel, REGISTRY, resolveConfig, saveAdapter } from '../../src/peft/index.ts';
+import { compile } from '../../src/runtime/index.ts';
+import { train } from '../../src/train/index.ts';
+import { assertAllclose } from '../helpers.ts';
+import { CONV, IDS, LABELS, MODULES, toyBase, toyForward, toyLoss, toyTask, toyWeights } from './toy.ts';
+
+interface Case {
+  /** The registry entries this row proves (a method, or a method and its variants). */
+  entries: string[];
+  config: Record<string, unknown>;
+  /** Whether the adapter is initialised to leave the model unchanged: bit for bit, to 1e-5, or not at all. */
+  identity: 'exact' | 'close' | 'none';
+  /** Run the toy model with its conv block (finite differences then pass through a float32 Conv). */
+  conv?: boolean;
+  /**
+   * Roles whose gradient is by design not the derivative of the loss (DoRA detaches its norm, paper §4.3): their
+   * finite-difference check is skipped here and replaced by the method's own test against the paper's formula.
+   */
+  surrogate?: string[];
+}
+
+const LINEAR_ALL = ['q_proj', 'c_fc'];
+
+export const CASES: Case[] = [
+  {
+    entries: ['lora'],
+    config: { r: 2, lora_alpha: 3, target_modules: ['embed_tokens', ...LINEAR_ALL] },
+    identity: 'exact',
+  },
+  {
+    entries: ['lora', 'dora'],
+    config: { r: 2, lora_alpha: 4, use_dora: true, target_modules: LINEAR_ALL },
+    identity: 'close',
+    surrogate: ['a', 'b'],
+  },
+];
+
+const KIND_PATHS: Record<LayerKind, string> = {
+  linear: 'model.layers.0.q_proj',
+  conv1d: 'model.layers.1.c_fc',
+  embedding: 'model.embed_tokens',
+  conv2d: CONV.path,
+};
+
+async function adapterOf(c: Case, base = toyBase(toyWeights(), { conv: c.conv })) {
+  const peft = new PeftModel(base);
+  await peft.addAdapter('default', c.config, { seed: 3 });
+  return peft;
+}
+
+/** Adds seeded noise to every trainable tensor, so the adapter changes the model (B = 0 at init otherwise). */
+function perturb(peft: PeftModel, seed = 11) {
+  const r = new Rng(seed);
+  const values = new Map(
+    [...peft.trainableValues('default')].map(([k, v]) => [k, Float32Array.from(v, (x) => x + 0.3 * r.normal())]),
+  );
+  peft.setValues('default', values);
+}
+
+async function logits(peft: PeftModel | null, conv = false): Promise<Float32Array> {
+  const g = new Graph('contract-logits');
+  const ids = g.input('ids', 'i64', [2, 4]);
+  const w = toyWeights();
+  if (peft) for (const [k, v] of peft.weightOverrides()) w.set(k, v);
+  g.output('logits', toyForward(g, ids, w, peft ? peft.hooks() : {}, { conv }).logits);
+  return (await (await compile(g, { worker: false })).run({ ids: IDS })).logits.data as Float32Array;
+}
+
+const name = (c: Case) => `${c.entries.join('+')} ${JSON.stringify(c.config)}`;
+
+test('every registered method and variant has a row in the contract matrix', () => {
+  const covered = new Set(CASES.flatMap((c) => c.entries));
+  for (const e of REGISTRY) assert.ok(covered.has(e.name), `${e.name} has no row in CASES`);
+  for (const c of CASES) {
+    const r = resolveConfig(c.config, 'case');
+    assert.deepEqual([r.base.name, ...r.variants.map((v) => v.name)], c.entries, `${name(c)} resolves to its entries`);
+  }
+});
+
+for (const c of CASES) {
+  test(`${name(c)}: identity at init where claimed; merged equals unmerged; unmerge and disable restore the base`, async () => {
+    const peft = await adapterOf(c);
+    const base = await logits(null, c.conv);
+    const init = await logits(peft, c.conv);
+    if (c.identity === 'exact') assertAllclose(init, base, { atol: 0, rtol: 0, what: 'at init' });
+    if (c.identity === 'close') assertAllclose(init, base, { atol: 1e-5, rtol: 1e-5, what: 'at init' });
+    perturb(peft);
+    const unmerged = await logits(peft, c.conv);
+    assert.ok(
+      unmerged.some((v, i) => Math.abs(v - base[i]) > 1e-3),
+      'a perturbed adapter changes the output',
+    );
+    const method = peft.get('default').method;
+    if (!method.delta) {
+      await assert.rejects(peft.merge(), (e: unknown) => e instanceof LorakitError && e.code === 'LK_UNSUPPORTED');
+      return;
+    }
+    await peft.merge();
+    assertAllclose(await logits(peft, c.conv), unmerged, { atol: 2e-5, rtol: 2e-5, what: 'merged vs unmerged' });
+    peft.unmerge();
+    assertAllclose(await logits(peft, c.conv), unmerged, { atol: 0, rtol: 0, what: 'after unmerge' });
+    peft.disable();
+    const disabled = await logits(peft, c.conv);
+    const replaced = peft.get('default').bases.size > 0; // a base-replacing init keeps its residual (as PEFT)
+    if (!replaced) assertAllclose(disabled, base, { atol: 0, rtol: 0, what: 'disabled' });
+  });
+
+  test(`${name(c)}: float64 finite differences of every element of every trainable tensor`, async () => {
+    const peft = await adapterOf(c);
+    perturb(peft);
+    const g = new Graph('contract-grad');
+    const { loss, binding } = toyLoss(g, peft, 'default', {
+      training: false,
+      conv: c.conv,
+      dtype: 'f64',
+      paramDtype: 'f64',
+    });
+    const handles = binding.trainables();
+    assert.ok(handles.length > 0);
+    grad(
+      loss,
+      handles.map((h) => h.tensor),
+    ).forEach((d, i) => g.output(`d${i}`, d));
+    g.output('loss', loss);
+    const s = await compile(g, { worker: false, optimization: 'disabled' });
+    const values = new Map(
+      handles.map((h) => [h.tensor.name, Float64Array.from(peft.trainableValues('default').get(h.tensor.name)!)]),
+    );
+    const feeds = () => ({ ids: IDS, labels: LABELS, ...Object.fromEntries(values) });
+    const out = await s.run(feeds());
+    const [h, tol] = c.conv ? [1e-3, 2e-3] : [1e-6, 1e-6];
+    for (const [i, handle] of handles.entries()) {
+      if (c.surrogate?.includes(handle.role)) continue;
+      const v = values.get(handle.tensor.name)!;
+      const numeric = new Float64Array(v.length);
+      for (let k = 0; k < v.length; k++) {
+        const v0 = v[k];
+        v[k] = v0 + h;
+        const lp = (await s.run(feeds(), ['loss'])).loss.data[0] as number;
+        v[k] = v0 - h;
+        const lm = (await s.run(feeds(), ['loss'])).loss.data[0] as number;
+        v[k] = v0;
+        numeric[k] = (lp - lm) / (2 * h);
+      }
+      assertAllclose(out[`d${i}`].data as Float64Array, numeric, {
+        rtol: tol,
+        atol: tol * 1e-2,
+        what: `d/d ${handle.tensor.name}`,
+      });
+    }
+  });
+
+  test(`${name(c)}: save -> load gives identical tensors and logits; the trainable count is the formula's`, async () => {
+    const peft = await adapterOf(c);
+    perturb(peft);
+    const dir = mkdtempSync(join(tmpdir(), 'lk-contract-'));
+    await saveAdapter(peft, 'default', dir);
+    const loaded = new PeftModel(toyBase(toyWeights(), { conv: c.conv }));
+    const { unused } = await loadAdapter(loaded, dir);
+    assert.deepEqual(unused, []);
+    const [a, b] = [peft.get('default'), loaded.get('default')];
+    for (const [path, l] of a.layers) {
+      for (const s of l.specs)
+        assert.deepEqual(b.layers.get(path)!.values[s.name], l.values[s.name], `${path}.${s.name}`);
+    }
+    for (const s of a.shared.specs) assert.deepEqual(b.shared.values[s.name], a.shared.values[s.name], s.name);
+    assertAllclose(await logits(loaded, c.conv), await logits(peft, c.conv), { atol: 0, rtol: 0 });
+    const adapterCount = [...a.layers.values()].reduce(
+      (n, l) => n + l.specs.filter((s) => s.trainable).reduce((m, s) => m + s.shape.reduce((x, y) => x * y, 1), 0),
+      a.shared.specs.filter((s) => s.trainable).reduce((m, s) => m + s.shape.reduce((x, y) => x * y, 1), 0),
+    );
+    const layers = [...a.layers.values()].map((l) => ({ layer: l.info, settings: l.settings }));
+    assert.equal(adapterCount, a.method.trainableCount(a.config, layers));
+  });
+
+  test(`${name(c)}: stopping and resuming gives bit-identical parameters to an uninterrupted run`, async () => {
+    const run = async (dir: string, resume: string | false) =>
+      train(toyTask(await adapterOf(c), 'default', { conv: c.conv }), {
+        outputDir: dir,
+        steps: 4,
+        lr: 0.05,
+        seed: 5,
+        checkpointEvery: 1,
+        resume,
+        progress: 'none',
+      });
+    const first = mkdtempSync(join(tmpdir(), 'lk-contract-'));
+    const whole = await run(first, false);
+    // a second run picks up the first one's step-2 checkpoint (params, optimizer and rule state, rng, data position)
+    const resumed = await run(mkdtempSync(join(tmpdir(), 'lk-contract-')), join(first, 'checkpoint-2'));
+    assert.equal(resumed.history.length, 4);
+    assert.deepEqual([...resumed.params.keys()], [...whole.params.keys()]);
+    for (const [k, v] of whole.params) assert.deepEqual(resumed.params.get(k), v, k);
+    const init = (await adapterOf(c)).trainableValues('default');
+    assert.ok(
+      [...whole.params].some(([k, v]) => v.some((x, i) => x !== init.get(k)![i])),
+      'training changed the adapter',
+    );
+  });
+
+  test(`${name(c)}: a layer kind the method does not support is refused, naming the layer`, async () => {
+    const method = resolveConfig(c.config, 'case').method;
+    for (const kind of ['linear', 'conv1d', 'embedding', 'conv2d'] as LayerKind[]) {
+      if (method.layers.includes(kind)) continue;
+      const path = KIND_PATHS[kind];
+      const peft = new PeftModel(toyBase(toyWeights(), { conv: kind === 'conv2d' }));
+      await assert.rejects(
+        peft.addAdapter('x', { ...c.config, target_modules: [path.split('.').pop()!] }),
+        (e: unknown) =>
+          e instanceof LorakitError &&
+          e.code === 'LK_UNSUPPORTED' &&
+          e.message.includes(path) &&
+          e.message.includes(kind),
+      );
+    }
+  });
+}
+
+test('the toy model lists one module of every kind the contract refuses or accepts', () => {
+  assert.deepEqual([...new Set([...MODULES, CONV].map((m) => m.kind))].sort(), [
+    'conv1d',
+    'conv2d',
+    'embedding',
+    'linear',
+  ]);
+});
