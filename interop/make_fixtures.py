@@ -729,6 +729,42 @@ PEFT_CASES = {
             target_modules=r".*\.(q_proj|v_proj)$", r=4, lora_bias=False, bias="none", task_type="CAUSAL_LM"
         ),
     ),
+    "smollm_save_embed": dict(
+        base="smollm",
+        seed=208,
+        description="tied-embedding base, modules_to_save=[embed_tokens]: the embedding trains a copy, the tied LM "
+        "head keeps the base weight",
+        config=dict(target_modules=["q_proj"], r=4, modules_to_save=["embed_tokens"], task_type="CAUSAL_LM"),
+    ),
+    "smollm_save_head": dict(
+        base="smollm",
+        seed=209,
+        description="tied-embedding base, modules_to_save=[lm_head]: the head trains a copy (saved as lm_head.weight), "
+        "the embedding keeps the base weight",
+        config=dict(target_modules=["q_proj"], r=4, modules_to_save=["lm_head"], task_type="CAUSAL_LM"),
+    ),
+    "smollm_tied_save": dict(
+        base="smollm",
+        seed=210,
+        description="tied-embedding base, modules_to_save=[embed_tokens] with ensure_weight_tying: embedding and head "
+        "share one trained copy (saved under both names)",
+        config=dict(
+            target_modules=["q_proj"], r=4, modules_to_save=["embed_tokens"], ensure_weight_tying=True, task_type="CAUSAL_LM"
+        ),
+    ),
+    "gpt2_bias_all": dict(
+        base="gpt2",
+        seed=211,
+        description="bias='all': every parameter named bias trains (LayerNorm biases too), perturbed before saving",
+        config=dict(target_modules=["c_attn"], r=4, fan_in_fan_out=True, bias="all", task_type="CAUSAL_LM"),
+    ),
+    "qwen2_lora_only": dict(
+        base="qwen2",
+        seed=212,
+        description="bias='lora_only' on q/k projections with biases: PEFT 0.18 saves no bias (it looks for <path>.bias, "
+        "the bias is at <path>.base_layer.bias), so the base biases apply",
+        config=dict(target_modules=["q_proj", "k_proj"], r=4, bias="lora_only", task_type="CAUSAL_LM"),
+    ),
     "bert_seqcls": dict(
         base="bert",
         seed=207,
@@ -738,9 +774,9 @@ PEFT_CASES = {
 }
 
 
-def perturb_adapter(model, seed):
+def perturb_adapter(model, seed, bias="none"):
     g = torch.Generator().manual_seed(seed)
-    counts = {"A": 0, "B": 0, "magnitude": 0, "modules_to_save": 0}
+    counts = {"A": 0, "B": 0, "magnitude": 0, "modules_to_save": 0, "bias": 0}
     with torch.no_grad():
         for name, p in model.named_parameters():
             if ".lora_A." in name or ".lora_embedding_A." in name:
@@ -755,6 +791,10 @@ def perturb_adapter(model, seed):
             elif ".modules_to_save." in name:
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
                 counts["modules_to_save"] += 1
+            elif bias == "all" and p.requires_grad and name.endswith("bias"):
+                # bias="all" saves every trained bias; lora_only saves none in PEFT 0.18, so those stay at the base
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+                counts["bias"] += 1
     check(counts["A"] > 0 and counts["A"] == counts["B"], f"unexpected adapter parameters {counts}")
     return counts
 
@@ -775,7 +815,7 @@ def make_peft_case(case, spec, model_infos):
     check(torch.allclose(forward(base, minfo), base_logits, atol=1e-6, rtol=0), f"{case}: base model logits changed")
     cfg = LoraConfig(**copy.deepcopy(spec["config"]))  # PEFT mutates list arguments in place
     pm = get_peft_model(base, cfg)
-    counts = perturb_adapter(pm, spec["seed"])
+    counts = perturb_adapter(pm, spec["seed"], spec["config"].get("bias", "none"))
     pm.eval()
     logits = forward(pm, minfo)
     layers = lora_layers(pm)

@@ -26,6 +26,10 @@ export interface LorakitCase {
   seed: number;
   description: string;
   config: Record<string, unknown>;
+  /** A warning PEFT rightly gives when loading this case (checked by interop/check_lorakit_adapters.py). */
+  expectedPeftWarning?: string;
+  /** lorakit refuses to merge it (a copy of one of two tied modules); PEFT merges it into a new module. */
+  mergeRefused?: boolean;
 }
 
 const LLAMA_ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -89,6 +93,48 @@ export const CASES: Record<string, LorakitCase> = {
     seed: 305,
     description: 'LoRA on "all-linear" of a tied-embedding model (lm_head excluded as the output head)',
     config: { peft_type: 'LORA', task_type: 'CAUSAL_LM', target_modules: 'all-linear', r: 4, lora_alpha: 8 },
+  },
+  smollm_save_head: {
+    base: 'smollm',
+    seed: 307,
+    description:
+      'a trained copy of the LM head of a tied-embedding model (modules_to_save: [lm_head]), saved as lm_head.weight',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj'],
+      r: 4,
+      modules_to_save: ['lm_head'],
+    },
+    expectedPeftWarning: 'a tied layer is part of the adapter, but `ensure_weight_tying` is not set to True',
+    mergeRefused: true,
+  },
+  smollm_tied_save: {
+    base: 'smollm',
+    seed: 308,
+    description:
+      'one trained copy shared by the tied embedding and LM head (ensure_weight_tying), saved under both names',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj'],
+      r: 4,
+      modules_to_save: ['embed_tokens'],
+      ensure_weight_tying: true,
+    },
+  },
+  gpt2_bias_all: {
+    base: 'gpt2',
+    seed: 309,
+    description: 'bias "all": every parameter named bias trains, LayerNorm biases included',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['c_attn'],
+      r: 4,
+      fan_in_fan_out: true,
+      bias: 'all',
+    },
   },
   bert_seqcls: {
     base: 'bert',
@@ -160,6 +206,7 @@ export async function makeCase(name: string, dir: string): Promise<void> {
       base_model: baseRel,
       seed: c.seed,
       perturbation: PERTURBATION,
+      ...(c.expectedPeftWarning ? { expected_peft_warning: c.expectedPeftWarning } : {}),
       ...(await inputsOf(c)),
     };
     await writeFileAtomic(join(dir, 'inputs.json'), compactJson(inputs));

@@ -7,6 +7,7 @@ export function adaptable(model: LoadedModel): AdaptableBase {
   const modules = model.modules();
   return {
     modules,
+    parameters: model.parameters().map((p) => p.name),
     readWeight: (name) => model.read(name),
     outputHead: modules.some((m) => m.path === 'lm_head') ? 'lm_head' : null,
   };

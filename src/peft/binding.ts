@@ -8,9 +8,18 @@
  */
 import { type DType, type Graph, type Tensor, dropout as dropoutFn } from '../graph/index.ts';
 import { seedFrom } from '../linalg/index.ts';
-import type { Conv2dModule, EmbeddingModule, LinearModule, ModuleHooks } from '../nn/module.ts';
+import {
+  type Conv2dModule,
+  conv2dForward,
+  conv2dWeightShape,
+  type EmbeddingModule,
+  type LinearModule,
+  linearForward,
+  type ModuleHooks,
+  type ModuleInfo,
+} from '../nn/module.ts';
 import type { LossTermContext, StepInputSpec, TensorRole } from './method.ts';
-import { type Adapter, paramKey, sharedKey, stepKey } from './model.ts';
+import { type Adapter, moduleKey, paramKey, sharedKey, stepKey } from './model.ts';
 
 /** Options of PeftModel.bind. */
 export interface BindOptions {
@@ -75,10 +84,22 @@ export class AdapterBinding {
       for (const a of this.adapters) y = this.applyOne(a, m, x, y);
       return y;
     };
+    // a module an adapter saves (modules_to_save) computes with the adapter's copy instead of the base weights
     this.hooks = {
-      linear: (m: LinearModule, x) => apply(m, x, m.base(x)),
-      conv2d: (m: Conv2dModule, x) => apply(m, x, m.base(x)),
-      embedding: (m: EmbeddingModule, ids) => apply({ path: m.path, weight: m.weight, bias: null }, ids, m.base(ids)),
+      linear: (m: LinearModule, x) => {
+        const c = this.savedCopy(m.path, x);
+        const base = c ? linearForward(x, c.weight, c.bias, m.inFeatures, m.outFeatures, m.fanInFanOut) : m.base(x);
+        return apply(c ? { ...m, ...c } : m, x, base);
+      },
+      conv2d: (m: Conv2dModule, x) => {
+        const c = this.savedCopy(m.path, x);
+        return apply(c ? { ...m, ...c } : m, x, c ? conv2dForward(x, c.weight, c.bias, m) : m.base(x));
+      },
+      embedding: (m: EmbeddingModule, ids) => {
+        const c = this.savedCopy(m.path, m.weight);
+        const weight = c ? c.weight : m.weight;
+        return apply({ path: m.path, weight, bias: null }, ids, weight.gather(ids)); // [..., dim]
+      },
     };
   }
 
@@ -115,6 +136,20 @@ export class AdapterBinding {
       dropout: drop,
     };
     return a.method.forward(ctx);
+  }
+
+  /** The copy of the module at `path` the last applied adapter saving it holds, in `like`'s dtype, or null. */
+  private savedCopy(path: string, like: Tensor): { weight: Tensor; bias: Tensor | null } | null {
+    const a = [...this.adapters].reverse().find((x) => x.modules.has(path));
+    if (!a) return null;
+    const sm = a.modules.get(path)!;
+    const g = like.graph;
+    const dtype = like.dtype === 'f64' ? 'f64' : 'f32';
+    const spec = (v: Float32Array, shape: number[]) => ({ shape, trainable: true, role: 'module' as const, v });
+    const make = (param: 'weight' | 'bias', s: ReturnType<typeof spec>) =>
+      this.tensor(g, a, moduleKey(a.name, sm.owner, param), s, s.v, sm.owner).cast(dtype);
+    const bias = sm.bias ? make('bias', spec(sm.bias, [sm.bias.length])) : null;
+    return { weight: make('weight', spec(sm.weight, weightShapeOf(sm.module))), bias };
   }
 
   /** The graph tensor of one adapter tensor, made once per graph. */
@@ -207,4 +242,11 @@ export class AdapterBinding {
       build: (ctx) => t.build({ ...ctx, config: a.config }),
     }));
   }
+}
+
+/** The stored shape of a module's weight. */
+export function weightShapeOf(m: ModuleInfo): number[] {
+  if (m.kind === 'embedding') return [m.numEmbeddings, m.dim];
+  if (m.kind === 'conv2d') return conv2dWeightShape(m);
+  return m.kind === 'conv1d' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
 }

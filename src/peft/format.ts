@@ -9,37 +9,60 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
-import { conv2dWeightShape } from '../nn/index.ts';
+import { weightShapeOf } from './binding.ts';
 import type { Adapter, PeftModel } from './model.ts';
 import { resolveConfig, savedConfig, savedType } from './registry.ts';
 
 const PREFIX = 'base_model.model.';
 
-/** Where a saved tensor lives in an adapter: a layer tensor, a model-level tensor, or a whole trained weight. */
-type Where = { path: string; param: string } | { shared: string } | { weight: string };
+/**
+ * Where a saved tensor lives in an adapter: a layer tensor, a model-level tensor, a base parameter trained in place
+ * (a bias), or a saved module's weight or bias (PEFT drops `modules_to_save.<adapter>` from those keys).
+ */
+type Where =
+  | { path: string; param: string }
+  | { shared: string }
+  | { weight: string }
+  | { module: string; param: 'weight' | 'bias' };
 
 /** Key → where, for every tensor the adapter saves (PEFT's key names, adapter name removed). */
 function savedKeys(peft: PeftModel, a: Adapter): Map<string, Where> {
   const keys = new Map<string, Where>();
   for (const s of a.shared.specs) keys.set(`base_model.${s.name}`, { shared: s.name });
-  for (const [path, l] of a.layers)
+  for (const [path, l] of a.layers) {
     for (const s of l.specs) keys.set(`${PREFIX}${path}.${s.name}`, { path, param: s.name });
+  }
   for (const w of a.weights.keys()) {
     const m = peft.base.modules.find((x) => x.kind !== 'embedding' && x.biasName === w && a.layers.has(x.path));
     keys.set(m ? `${PREFIX}${m.path}.base_layer.bias` : `${PREFIX}${w}`, { weight: w });
   }
+  for (const [path, sm] of a.modules) {
+    keys.set(`${PREFIX}${path}.weight`, { module: path, param: 'weight' });
+    if (sm.bias) keys.set(`${PREFIX}${path}.bias`, { module: path, param: 'bias' });
+  }
   return keys;
 }
 
-/** The stored shape of a whole weight or bias of the base model (by HF name). */
-function weightShape(peft: PeftModel, name: string, n: number): number[] {
-  for (const m of peft.base.modules) {
-    if (m.weightName !== name) continue;
-    if (m.kind === 'embedding') return [m.numEmbeddings, m.dim];
-    if (m.kind === 'conv2d') return conv2dWeightShape(m);
-    return m.kind === 'conv1d' ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
+/** The shape a saved tensor has in the file. */
+function shapeOf(a: Adapter, where: Where, layerShape: (path: string, param: string) => number[]): number[] {
+  if ('shared' in where) return a.shared.specs.find((s) => s.name === where.shared)!.shape;
+  if ('weight' in where) return [a.weights.get(where.weight)!.length];
+  if ('module' in where) {
+    const sm = a.modules.get(where.module)!;
+    return where.param === 'weight' ? weightShapeOf(sm.module) : [sm.bias!.length];
   }
-  return [n];
+  return layerShape(where.path, where.param);
+}
+
+/** The host values of a saved tensor. */
+function valueOf(a: Adapter, where: Where, layerValues: (path: string) => Record<string, Float32Array>): Float32Array {
+  if ('shared' in where) return a.shared.values[where.shared];
+  if ('weight' in where) return a.weights.get(where.weight)!;
+  if ('module' in where) {
+    const sm = a.modules.get(where.module)!;
+    return where.param === 'weight' ? sm.weight : sm.bias!;
+  }
+  return layerValues(where.path)[where.param];
 }
 
 /** Options of saveAdapter. */
@@ -97,19 +120,7 @@ export async function saveAdapter(
   }
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const [key, where] of savedKeys(peft, a)) {
-    if ('weight' in where) {
-      const v = a.weights.get(where.weight)!;
-      tensors[key] = { dtype: 'F32', shape: weightShape(peft, where.weight, v.length), data: v };
-    } else if ('shared' in where) {
-      const spec = a.shared.specs.find((s) => s.name === where.shared)!;
-      tensors[key] = { dtype: 'F32', shape: spec.shape, data: a.shared.values[where.shared] };
-    } else {
-      tensors[key] = {
-        dtype: 'F32',
-        shape: layerShape(where.path, where.param),
-        data: layerValues(where.path)[where.param],
-      };
-    }
+    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: valueOf(a, where, layerValues) };
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;
@@ -177,20 +188,19 @@ async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{
   const st = await SafetensorsFile.open(file);
   try {
     const keys = savedKeys(peft, a);
+    const layerShape = (path: string, param: string) => a.layers.get(path)!.specs.find((s) => s.name === param)!.shape;
     for (const [key, where] of keys) {
       if (!st.has(key)) {
+        // PEFT itself saves no bias for bias "lora_only" (it looks for `<path>.bias`, the bias is at
+        // `<path>.base_layer.bias`) and loads such folders with the base biases: so does lorakit
+        if ('weight' in where) continue;
         throw new LorakitError(
           'LK_FILE_INVALID',
           `${file}: tensor ${key} is missing; the config implies it (${keys.size} tensors expected)`,
         );
       }
       const got = st.info(key).shape;
-      const want =
-        'weight' in where
-          ? [a.weights.get(where.weight)!.length]
-          : 'shared' in where
-            ? a.shared.specs.find((s) => s.name === where.shared)!.shape
-            : a.layers.get(where.path)!.specs.find((s) => s.name === where.param)!.shape;
+      const want = shapeOf(a, where, layerShape);
       const numel = (d: readonly number[]) => d.reduce((x, y) => x * y, 1);
       const fits =
         'weight' in where
@@ -213,7 +223,17 @@ async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{
       }
       if ('weight' in where) a.weights.set(where.weight, v);
       else if ('shared' in where) a.shared.values[where.shared] = v;
-      else a.layers.get(where.path)!.values[where.param] = v;
+      else if ('module' in where) {
+        const sm = a.modules.get(where.module)!;
+        if (sm.owner !== where.module) continue; // a tied module's copy is its owner's (PEFT saves both, equal)
+        if (where.param === 'weight') sm.weight = v;
+        else sm.bias = v;
+      } else a.layers.get(where.path)!.values[where.param] = v;
+    }
+    for (const sm of a.modules.values()) {
+      // tied partners see the owner's freshly read arrays
+      if (sm.owner !== sm.module.path)
+        Object.assign(sm, { weight: a.modules.get(sm.owner)!.weight, bias: a.modules.get(sm.owner)!.bias });
     }
     // PEFT saves a targeted embedding's whole base weight too (`<path>.base_layer.weight`); it must equal ours.
     const unused: string[] = [];

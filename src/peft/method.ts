@@ -61,6 +61,8 @@ export type TensorRole =
   | 'core'
   /** A frozen random projection (VeRA's shared A and B). */
   | 'projection'
+  /** A trained copy of a whole base module's weight or bias (modules_to_save). */
+  | 'module'
   /** A tensor that is neither (a method-specific parameter). */
   | 'other';
 

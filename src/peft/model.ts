@@ -17,6 +17,8 @@ import { mergedWeight, type Resolved, resolveConfig } from './registry.ts';
 /** What the adapter framework needs from a base model. */
 export interface AdaptableBase {
   modules: readonly ModuleInfo[];
+  /** HF names of every parameter the model reads (norms included), for bias "all"; default: the modules' own. */
+  parameters?: readonly string[];
   /** The stored value of an HF weight, as f32 on the host. */
   readWeight(name: string): Promise<Float32Array>;
   /** The output head (excluded from "all-linear"), e.g. lm_head. */
@@ -44,15 +46,32 @@ export interface Adapter {
   layers: Map<string, AdapterLayer>;
   /** Model-level tensors (VeRA's projections). */
   shared: { specs: ParamSpec[]; values: Record<string, Float32Array> };
-  /** Whole base weights this adapter trains and saves (modules_to_save, trained biases), by HF weight name. */
+  /** Base parameters this adapter trains in place and saves (biases, with bias "all" / "lora_only"), by HF name. */
   weights: Map<string, Float32Array>;
+  /** Trained copies of whole modules (modules_to_save), by module path; tied modules share one copy. */
+  modules: Map<string, SavedModule>;
   /** Frozen weights this adapter's initialiser replaced (PiSSA's residual), by HF weight name. */
   bases: Map<string, Float32Array>;
   stepInputs: StepInputSpec<any>[];
 }
 
+/**
+ * A trained copy of a base module (PEFT's ModulesToSaveWrapper): the module computes with `weight` and `bias`
+ * instead of the base's. With ensure_weight_tying, modules tied to one weight (a tied embedding and LM head) share
+ * one copy: `owner` is the path whose copy they use.
+ */
+export interface SavedModule {
+  module: ModuleInfo;
+  owner: string;
+  weight: Float32Array;
+  bias: Float32Array | null;
+}
+
 /** The graph-input name of a layer tensor (opaque: nothing parses it; checkpoints are keyed by it). */
 export const paramKey = (adapter: string, path: string, param: string) => `${path}.${param}#${adapter}`;
+/** The graph-input name of a saved module's weight or bias. */
+export const moduleKey = (adapter: string, path: string, param: 'weight' | 'bias') =>
+  `${path}.modules_to_save.${param}#${adapter}`;
 /** The graph-input name of a model-level tensor. */
 export const sharedKey = (adapter: string, name: string) => `${name}#${adapter}`;
 /** The graph-input name of a per-step input. */
@@ -117,6 +136,7 @@ export class PeftModel {
       layers: new Map(),
       weights: new Map(),
       bases: new Map(),
+      modules: new Map(),
       shared: { specs: sharedSpecs, values: sharedValues },
       stepInputs: method.stepInputs?.(config, withSettings) ?? [],
     };
@@ -146,8 +166,9 @@ export class PeftModel {
       const initial = r.base ? copyValues(r.values) : null;
       adapter.layers.set(info.path, { info, module: m, settings: s, specs, values: r.values, initial });
     }
-    for (const w of this.extraWeightNames(adapter))
+    for (const w of this.trainedBiases(adapter))
       adapter.weights.set(w, Float32Array.from(await this.base.readWeight(w)));
+    adapter.modules = await this.savedModules(config);
     this.adapters.set(name, adapter);
     this.version++;
     this.active = [...this.active, name];
@@ -184,22 +205,47 @@ export class PeftModel {
     return undefined;
   }
 
-  /** modules_to_save weights and trained biases (bias "all" / "lora_only"). */
-  private extraWeightNames(a: Adapter): string[] {
-    const names: string[] = [];
-    const save: string[] = a.config.modules_to_save ?? [];
-    for (const m of this.base.modules) {
-      if (save.some((k) => m.path === k || m.path.endsWith(`.${k}`))) {
-        names.push(m.weightName);
-        if (m.kind !== 'embedding' && m.biasName) names.push(m.biasName);
+  /**
+   * The base parameters trained in place: with bias "all" every parameter named bias (norms too, as PEFT trains every
+   * parameter whose name contains "bias"), with "lora_only" the biases of adapted layers; none of saved modules.
+   */
+  private trainedBiases(a: Adapter): string[] {
+    const saved = new Set(this.base.modules.filter((m) => isSaved(a.config, m.path)).map((m) => m.path));
+    const savedBias = (n: string) =>
+      this.base.modules.some((m) => saved.has(m.path) && m.kind !== 'embedding' && m.biasName === n);
+    const all =
+      this.base.parameters ??
+      this.base.modules.flatMap((m) => (m.kind !== 'embedding' && m.biasName ? [m.biasName] : []));
+    const bias = a.config.bias as string | undefined;
+    if (bias === 'all') return all.filter((n) => /(^|\.)bias$/.test(n) && !savedBias(n));
+    if (bias !== 'lora_only') return [];
+    return this.base.modules.flatMap((m) =>
+      m.kind !== 'embedding' && m.biasName && a.layers.has(m.path) && !saved.has(m.path) ? [m.biasName] : [],
+    );
+  }
+
+  /**
+   * Copies of the modules_to_save modules. On a model whose embedding and LM head are one weight, each saved module
+   * gets its own copy (the other keeps the base weight, as in PEFT) unless ensure_weight_tying: then every module
+   * of that weight uses the first named one's copy.
+   */
+  private async savedModules(config: Targeting & Record<string, any>): Promise<Map<string, SavedModule>> {
+    const out = new Map<string, SavedModule>();
+    const named = this.base.modules.filter((m) => isSaved(config, m.path));
+    const read = (n: string) => this.base.readWeight(n).then((v) => Float32Array.from(v));
+    for (const m of named) {
+      const bias = m.kind !== 'embedding' && m.biasName ? await read(m.biasName) : null;
+      out.set(m.path, { module: m, owner: m.path, weight: await read(m.weightName), bias });
+    }
+    if (config.ensure_weight_tying) {
+      for (const m of named) {
+        if (out.get(m.path)!.owner !== m.path) continue; // already tied to an earlier one
+        for (const t of this.base.modules) {
+          if (t.path !== m.path && t.weightName === m.weightName) out.set(t.path, { ...out.get(m.path)!, module: t });
+        }
       }
     }
-    const bias = a.config.bias as string | undefined;
-    for (const m of this.base.modules) {
-      if (m.kind === 'embedding' || !m.biasName || names.includes(m.biasName)) continue;
-      if (bias === 'all' || (bias === 'lora_only' && a.layers.has(m.path))) names.push(m.biasName);
-    }
-    return names;
+    return out;
   }
 
   /** Makes `names` the active adapters (their outputs are summed in this order). */
@@ -240,6 +286,11 @@ export class PeftModel {
       for (const s of l.specs) if (s.trainable) out.set(paramKey(name, path, s.name), l.values[s.name]);
     }
     for (const [w, v] of a.weights) out.set(w, v);
+    for (const [path, sm] of a.modules) {
+      if (sm.owner !== path) continue; // a tied module trains its owner's copy
+      out.set(moduleKey(name, path, 'weight'), sm.weight);
+      if (sm.bias) out.set(moduleKey(name, path, 'bias'), sm.bias);
+    }
     return out;
   }
 
@@ -263,6 +314,12 @@ export class PeftModel {
     for (const w of a.weights.keys()) {
       const v = get(w);
       if (v) a.weights.set(w, v);
+    }
+    for (const sm of a.modules.values()) {
+      const w = get(moduleKey(name, sm.owner, 'weight'));
+      const b = get(moduleKey(name, sm.owner, 'bias'));
+      if (w) sm.weight = w;
+      if (b) sm.bias = b;
     }
   }
 
@@ -288,14 +345,14 @@ export class PeftModel {
     return out;
   }
 
-  /** HF weight names that train with adapter `name` (make them WeightSource trainable inputs). */
+  /** HF names of the base parameters adapter `name` trains in place (make them WeightSource trainable inputs). */
   trainableWeights(name: string): string[] {
     return [...this.get(name).weights.keys()];
   }
 
   /**
-   * In-memory weights a graph must use: replaced frozen weights, merged weights, and active adapters' saved modules
-   * (not those of the adapter being trained, whose weights are graph inputs).
+   * In-memory weights a graph must use: replaced frozen weights, merged weights, and the biases active adapters
+   * trained (not those of the adapter being trained: graph inputs). Saved modules apply through bind().
    */
   weightOverrides(train?: string): Map<string, Float32Array> {
     const out = new Map<string, Float32Array>();
@@ -355,6 +412,20 @@ export class PeftModel {
         this.mergedWeights.set(wn, w);
       }
       for (const [w, v] of a.weights) this.mergedWeights.set(w, v);
+      for (const [path, sm] of a.modules) {
+        const sharing = this.base.modules.filter((m) => m.weightName === sm.module.weightName).map((m) => m.path);
+        if (sharing.some((p) => a.modules.get(p)?.owner !== sm.owner)) {
+          throw new LorakitError(
+            'LK_UNSUPPORTED',
+            `adapter "${name}" trains a copy of ${path}, whose weight ${sm.module.weightName} is tied to ` +
+              `${sharing.filter((p) => p !== path).join(', ')}; merging would change both. Train with ` +
+              'ensure_weight_tying to tie the copies, or keep the adapter unmerged',
+          );
+        }
+        this.mergedWeights.set(sm.module.weightName, sm.weight);
+        const b = sm.module.kind !== 'embedding' ? sm.module.biasName : null;
+        if (b && sm.bias) this.mergedWeights.set(b, sm.bias);
+      }
       this.mergedNames.push(name);
     }
     this.version++;
@@ -381,6 +452,10 @@ export class PeftModel {
 }
 
 /** Checks that an initialiser returned every tensor with its spec's size (a bug in the method otherwise). */
+/** Whether modules_to_save names the module at `path` (its name or a dotted suffix). */
+const isSaved = (config: Record<string, any>, path: string) =>
+  ((config.modules_to_save ?? []) as string[]).some((k) => path === k || path.endsWith(`.${k}`));
+
 function checkValues(method: AdapterMethod, where: string, specs: ParamSpec[], values: Record<string, Float32Array>) {
   for (const s of specs) {
     const n = s.shape.reduce((a, b) => a * b, 1);

@@ -28,8 +28,8 @@ export interface AdapterTraining {
   /** Binds the adapters into `graph`; `training` adds a dropout-seed input and feeds the adapter's step inputs. */
   bind(graph: Graph, training: boolean): AdapterBinding;
   /**
-   * The TaskGraph of a recorded forward pass: groups by role, whole trained weights (`weights`, e.g. modules_to_save)
-   * in their own group, update rules (training graphs only).
+   * The TaskGraph of a recorded forward pass: groups by role (`weights`: base parameters trained in place, the
+   * weight source's inputs), update rules (training graphs only).
    */
   taskGraph(
     graph: Graph,
@@ -56,8 +56,9 @@ export function adapterTraining(peft: PeftModel, adapter: string, baseModel: str
     taskGraph(graph, binding, loss, opts) {
       const updates: CustomUpdate[] = opts.training ? binding.updateRules() : [];
       const ruled = new Set(updates.flatMap((u) => u.params));
-      const groups = roleGroups(binding.trainables().filter((h) => !ruled.has(h.tensor)));
-      if (opts.weights?.length) groups.push({ name: 'modules_to_save', params: opts.weights });
+      // base parameters trained in place (biases) group like any other tensor: by PEFT's 1-D rule
+      const inPlace = (opts.weights ?? []).map((tensor): TrainableHandle => ({ tensor, adapter, role: 'other', layer: null }));
+      const groups = roleGroups([...binding.trainables().filter((h) => !ruled.has(h.tensor)), ...inPlace]);
       return { graph, loss, groups, updates, metrics: opts.metrics };
     },
     initialParams: () => Object.fromEntries(peft.trainableValues(adapter)),

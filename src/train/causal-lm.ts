@@ -67,7 +67,7 @@ function buildTaskGraph(o: CausalLmTaskOptions, shared: AdapterTraining, T: numb
   const frozen = () => o.model.context(g, { namePrefix: 'frozen/' }); // the base model, sharing nothing trainable
   const out = causalLmLoss({ ctx, inputIds, labels, attentionMask, labelsAre: 'aligned', terms, frozen });
   const metrics = Object.keys(out.terms).length ? { ce: out.ce, ...out.terms } : undefined;
-  // modules_to_save and trained biases are whole weights, graph inputs of the model's weight source
+  // biases trained in place are graph inputs of the weight source (saved modules come through the binding)
   return shared.taskGraph(g, binding, out.loss, { training, weights: [...ctx.weights.inputs.values()], metrics });
 }
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LorakitError } from '../../src/errors.ts';
 import { SafetensorsFile } from '../../src/io/index.ts';
 import { loadModel } from '../../src/models/index.ts';
 import { PeftModel, adaptable, loadAdapter } from '../../src/peft/index.ts';
@@ -90,12 +91,19 @@ for (const name of Object.keys(CASES)) {
     const unmerged = await lorakitLogits(dir, false);
     assert.deepEqual(unmerged.unused, []);
     assertAllclose(unmerged.logits, await peftLogits(dir, 'logits'), { atol: 1e-4, rtol: 0, what: `${name} logits` });
-    const merged = await lorakitLogits(dir, true);
-    assertAllclose(merged.logits, await peftLogits(dir, 'merged_logits'), {
-      atol: 1e-4,
-      rtol: 0,
-      what: `${name} merged logits`,
-    });
+    if (CASES[name].mergeRefused) {
+      await assert.rejects(
+        lorakitLogits(dir, true),
+        (e: unknown) => e instanceof LorakitError && e.code === 'LK_UNSUPPORTED',
+      );
+    } else {
+      const merged = await lorakitLogits(dir, true);
+      assertAllclose(merged.logits, await peftLogits(dir, 'merged_logits'), {
+        atol: 1e-4,
+        rtol: 0,
+        what: `${name} merged logits`,
+      });
+    }
     // PEFT wrapped the same layers with the same r, alpha and scaling (patterns, rsLoRA, DoRA resolved alike)
     const report = JSON.parse(await readFile(join(dir, 'peft.json'), 'utf8'));
     const ours = Object.fromEntries([...unmerged.peft.get('default').layers].map(([path, l]) => [path, l.settings]));
