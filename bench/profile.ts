@@ -81,7 +81,7 @@ async function main(): Promise<void> {
     optimizedModelFilePath: join(dir, 'optimized.onnx'),
     ...extra.ortOptions,
   };
-  const session = await compile(g, { threads: w.threads, ...extra, worker: false, ortOptions });
+  const session = await compile(g, { threads: w.threads, ...extra, worker: false, ortOptions, retain: false });
   const run = layout
     ? (() => {
         const r = new TrainStepRunner(session, layout, Object.fromEntries(values));

@@ -10,6 +10,8 @@ export {
   numberToBf16Bits,
 } from './half.ts';
 export { writeFileAtomic, tempPathFor, syncDir } from './atomic.ts';
+export { lorakitCacheRoot, lorakitCacheDir } from './cache-root.ts';
+export type { CacheKind, CacheRootContext } from './cache-root.ts';
 export type { AtomicData, AtomicWriteOptions } from './atomic.ts';
 export {
   DTYPE_BYTES,
