@@ -12,6 +12,8 @@ export {
 export { writeFileAtomic, tempPathFor, syncDir } from './atomic.ts';
 export { lorakitCacheRoot, lorakitCacheDir } from './cache-root.ts';
 export type { CacheKind, CacheRootContext } from './cache-root.ts';
+export { hfHubCacheDir, isHubId, resolveModelDir } from './hub.ts';
+export type { ResolveModelDirOptions } from './hub.ts';
 export type { AtomicData, AtomicWriteOptions } from './atomic.ts';
 export {
   DTYPE_BYTES,
