@@ -40,6 +40,7 @@ export type { Batch, BatchOptions, DataPosition } from './dataset.ts';
 export { IGNORE_INDEX } from './encode.ts';
 export { ALPACA_PROMPT, alpacaPrompt, formatLocation, DATASET_FORMATS } from './records.ts';
 export type { DatasetFormat, FieldMap, RecordProblem, RecordLocation } from './records.ts';
+export { datasetCacheInfo, clearDatasetCache, type DatasetCacheInfo } from './cache.ts';
 
 /** Options of `loadDataset`. */
 export interface LoadDatasetOptions {
