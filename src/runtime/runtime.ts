@@ -10,6 +10,8 @@
  * Not here: feeds and runs (session.ts), the on-disk layout (disk-cache.ts), ORT calls (backend.ts).
  */
 import { createHash } from 'node:crypto';
+import { basename } from 'node:path';
+import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
 import { toOnnx } from '../graph/onnx.ts';
 import { lorakitCacheDir } from '../io/cache-root.ts';
@@ -23,7 +25,6 @@ import {
   weightFile,
 } from './disk-cache.ts';
 import { Session, type SharedSession, runtimeError } from './session.ts';
-import { basename } from 'node:path';
 
 /** Options of `compile`. */
 export interface CompileOptions {
@@ -44,7 +45,8 @@ export interface CompileOptions {
   cacheDir?: string;
   /**
    * Keep the session in the runtime's cache after its last handle is disposed (default true). false releases it at
-   * the last dispose(): to free its memory at once, or to end ORT profiling (the trace is written on release).
+   * the last dispose(): to free its memory at once, or to end ORT profiling (the trace is written on release). The
+   * latest compile of a structure decides.
    */
   retain?: boolean;
   /** Extra ORT session options (merged last). */
@@ -94,6 +96,7 @@ interface Prepared {
 export class Runtime {
   /** The LRU's size. */
   readonly maxCachedSessions: number;
+  /** Bounds of the on-disk cache, applied after each new entry. */
   readonly diskLimits: SessionCacheLimits;
   private inThread: InThreadBackend | null = null;
   private worker: WorkerBackend | null = null;
@@ -292,7 +295,13 @@ async function prepare(graph: Graph, opts: CompileOptions): Promise<Prepared> {
   const hash = createHash('sha256').update(model).update(optsKey);
   const weights: Prepared['weights'] = [];
   for (const [path, name] of names) {
-    const file = await weightFile(path);
+    const file = await weightFile(path).catch((e) => {
+      throw new LorakitError(
+        'LK_FILE_NOT_FOUND',
+        `graph "${graph.name}" reads weights from ${path}, which cannot be opened (${(e as Error).message})`,
+        { path },
+      );
+    });
     weights.push({ name, file });
     hash.update(`\0${name}\0${file.id}`);
   }
