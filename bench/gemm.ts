@@ -57,7 +57,7 @@ async function best(w: Workload, k: number, n: number, transB: 0 | 1, opts: Comp
   const weight = g.initializer('w', 'f32', [n, k], new Float32Array(n * k).fill(0.01)); // W [out, in]
   const x = g.input('x', 'f32', [m, transB ? k : n]);
   g.output('y', x.gemm(weight, null, { transB }).slice([0, 0], [1, 8])); // only the product is timed
-  const s = await compile(g, { ...opts, worker: false });
+  const s = await compile(g, { ...opts, worker: false, retain: false }); // released at dispose, before the next shape
   const feed = { x: new Float32Array(m * (transB ? k : n)).fill(0.5) };
   for (let i = 0; i < w.warmup; i++) await s.run(feed);
   let t = Infinity;

@@ -83,7 +83,7 @@ async function main(): Promise<void> {
     optimizedModelFilePath: join(dir, 'optimized.onnx'),
     ...extra.ortOptions,
   };
-  task.compileOptions = { threads: w.threads, ...extra, worker: false, ortOptions };
+  task.compileOptions = { threads: w.threads, ...extra, worker: false, ortOptions, retain: false };
   const rng = new Rng(0);
   const first = (task.batches({ epoch: 0, index: 0 }) as Iterable<TrainBatch>)[Symbol.iterator]().next().value!;
   const init = await task.initialParams(rng);

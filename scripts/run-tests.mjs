@@ -2,6 +2,7 @@
 // the types).
 // Node 20's --test takes no globs, so the files are listed here.
 import { readdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
@@ -20,9 +21,11 @@ if (files.length === 0) {
   console.error(`no test files under ${root}`);
   process.exit(1);
 }
+// Tests compile many graphs: their session-cache entries go to a temporary root, not the user's cache.
+const env = { ...process.env, LORAKIT_CACHE: process.env.LORAKIT_CACHE ?? join(tmpdir(), 'lorakit-test-cache') };
 const r = spawnSync(
   process.execPath,
   ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...files],
-  { stdio: 'inherit' },
+  { stdio: 'inherit', env },
 );
 process.exit(r.status ?? 1);

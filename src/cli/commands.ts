@@ -23,6 +23,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder',
     load: () => import('./merge.ts'),
   },
+  cache: {
+    describe: "Show (info) or empty (clear) lorakit's caches: compiled sessions and tokenised datasets",
+    load: () => import('./cache.ts'),
+  },
   demo: {
     describe: 'Train a LoRA adapter on the bundled byte-level model and Brown-corpus fiction (no download, ~2 minutes)',
     load: () => import('./demo.ts'),

@@ -36,7 +36,7 @@ export const register: CommandModule['register'] = (cli) => {
       const { shutdownRuntime } = await import('../runtime/index.ts');
       const model = await loadModel(modelDir);
       try {
-        const tokenizer = await HfTokenizer.fromDir(modelDir);
+        const tokenizer = await HfTokenizer.fromDir(model.dir);
         let adapter: ReturnType<import('../peft/index.ts').PeftModel['generationAdapter']> | undefined;
         if (adapterDir !== undefined) {
           const { PeftModel, adaptable, loadAdapter } = await import('../peft/index.ts');

@@ -44,14 +44,14 @@ export const register: CommandModule['register'] = (cli) => {
       const { shutdownRuntime } = await import('../runtime/index.ts');
       const model = await loadModel(modelDir);
       try {
-        const tokenizer = await HfTokenizer.fromDir(modelDir);
+        const tokenizer = await HfTokenizer.fromDir(model.dir);
         let input: { prompt: string } | { messages: { role: string; content: string }[]; chatTemplate: string };
         if (flags.chat) {
           const messages = [
             ...(flags.system !== undefined ? [{ role: 'system', content: String(flags.system) }] : []),
             { role: 'user', content: prompt },
           ];
-          input = { messages, chatTemplate: await loadChatTemplate(modelDir) };
+          input = { messages, chatTemplate: await loadChatTemplate(model.dir) };
         } else {
           input = { prompt };
         }

@@ -7,7 +7,14 @@
 import { stat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
-import { parseModelConfig, readJsonFile, openWeights, ShardedWeights, type ModelConfig } from '../io/index.ts';
+import {
+  parseModelConfig,
+  readJsonFile,
+  openWeights,
+  resolveModelDir,
+  ShardedWeights,
+  type ModelConfig,
+} from '../io/index.ts';
 import type { CommandModule } from './main.ts';
 
 /** One module (tensors sharing a prefix), with layer indices folded: `model.layers.{0..1}.self_attn.q_proj`. */
@@ -54,8 +61,12 @@ export interface ModelInfo {
   };
 }
 
-/** Reads a model folder's config, weight headers and tokenizer files. Throws LK_FILE_NOT_FOUND / LK_UNSUPPORTED. */
-export async function modelInfo(dir: string): Promise<ModelInfo> {
+/**
+ * Reads a model folder's (or a cached hub id's: `resolveModelDir`) config, weight headers and tokenizer files.
+ * Throws LK_FILE_NOT_FOUND / LK_UNSUPPORTED.
+ */
+export async function modelInfo(pathOrHubId: string): Promise<ModelInfo> {
+  const dir = resolveModelDir(pathOrHubId);
   const s = await stat(dir).catch(() => null);
   if (!s) throw new LorakitError('LK_FILE_NOT_FOUND', `model folder ${dir} not found`, { path: dir });
   if (!s.isDirectory())

@@ -14,6 +14,7 @@ import {
   type ConvTranspose2dOptions,
   conv2dAttrs,
 } from './ops/index.ts';
+import type { MemoTable } from './memo.ts';
 
 /** Where an initializer's bytes live: in memory, or at an offset of a file that ONNX Runtime memory-maps. */
 export type InitData =
@@ -277,8 +278,30 @@ export class Graph {
   private names = new Set<string>();
   private scopes: string[] = [];
   private constCache = new Map<string, Tensor>();
+  /** Counter behind `freshDim`: per graph, so identical graphs get identical symbols (and identical bytes). */
+  private nextDim = 0;
+  /** Per-graph memo tables (see memo.ts), by table. */
+  private memos = new Map<object, Map<unknown, unknown>>();
 
   constructor(readonly name = 'lorakit') {}
+
+  /** A fresh symbol (`d0`, `d1`, …) for a dim only known at run time. */
+  freshDim(): string {
+    return `d${this.nextDim++}`;
+  }
+
+  /**
+   * The value `table` holds for `key` in this graph, made by `make()` on first use: per-graph caches (tensors
+   * built once and shared by every layer) live exactly as long as the graph.
+   */
+  memo<K, V>(table: MemoTable<K, V>, key: NoInfer<K>, make: () => NoInfer<V>): V {
+    let values = this.memos.get(table) as Map<K, V> | undefined;
+    if (!values) this.memos.set(table, (values = new Map<K, V>()) as Map<unknown, unknown>);
+    if (values.has(key)) return values.get(key) as V;
+    const v = make();
+    values.set(key, v);
+    return v;
+  }
 
   /** Runs `fn` with node names prefixed by `scope/` (HF module paths make errors readable). */
   scope<T>(scope: string, fn: () => T): T {

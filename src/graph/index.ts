@@ -1,5 +1,6 @@
 // graph/: symbolic tensors, primitives with gradient rules, autodiff, composites and ONNX serialisation.
 export { Graph, Tensor, type Node, type InitData, type TensorLike } from './graph.ts';
+export { memoTable, type MemoTable } from './memo.ts';
 export { grad, sumToShape } from './autodiff.ts';
 export {
   logSoftmax,

@@ -10,6 +10,7 @@ import { LorakitError } from '../errors.ts';
 import { exists, parseModelConfig, readJsonFile, validateConfig, type ModelConfig } from './config.ts';
 import { HfTokenizer, type HfTokenizerOptions } from './tokenizer.ts';
 import { findChatTemplate } from './chat.ts';
+import { resolveModelDir } from './hub.ts';
 
 const tokenIds = z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]).nullable();
 
@@ -49,9 +50,10 @@ export interface LoadHfFolderOptions extends HfTokenizerOptions {
 
 /**
  * Loads config.json (required), the tokenizer, chat template and generation_config.json (each optional) of a
- * Hugging Face model folder.
+ * Hugging Face model folder (or of a hub id's snapshot in the local hub cache: `resolveModelDir`).
  */
-export async function loadHfFolder(dir: string, options: LoadHfFolderOptions = {}): Promise<HfFolder> {
+export async function loadHfFolder(pathOrHubId: string, options: LoadHfFolderOptions = {}): Promise<HfFolder> {
+  const dir = resolveModelDir(pathOrHubId);
   let isDir: boolean;
   try {
     isDir = (await stat(dir)).isDirectory();

@@ -10,6 +10,10 @@ export {
   numberToBf16Bits,
 } from './half.ts';
 export { writeFileAtomic, tempPathFor, syncDir } from './atomic.ts';
+export { lorakitCacheRoot, lorakitCacheDir } from './cache-root.ts';
+export type { CacheKind, CacheRootContext } from './cache-root.ts';
+export { hfHubCacheDir, isHubId, resolveModelDir } from './hub.ts';
+export type { ResolveModelDirOptions } from './hub.ts';
 export type { AtomicData, AtomicWriteOptions } from './atomic.ts';
 export {
   DTYPE_BYTES,

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import * as hfTokenizers from '@huggingface/tokenizers';
 import { LorakitError } from '../errors.ts';
 import { exists, readJsonFile } from './config.ts';
+import { resolveModelDir } from './hub.ts';
 
 type Json = Record<string, unknown>;
 
@@ -166,9 +167,10 @@ export class HfTokenizer {
   /**
    * Loads the tokenizer of a Hugging Face folder: tokenizer.json (+ tokenizer_config.json, special_tokens_map.json),
    * or else legacy files converted as transformers does: vocab.json/encoder.json + merges.txt/vocab.bpe (GPT-2
-   * byte-level BPE), or vocab.txt (BERT WordPiece).
+   * byte-level BPE), or vocab.txt (BERT WordPiece). A hub id is looked up in the local hub cache (`resolveModelDir`).
    */
-  static async fromDir(dir: string, options: HfTokenizerOptions = {}): Promise<HfTokenizer> {
+  static async fromDir(pathOrHubId: string, options: HfTokenizerOptions = {}): Promise<HfTokenizer> {
+    const dir = resolveModelDir(pathOrHubId);
     const file = (name: string) => join(dir, name);
     let config: Json = {};
     if (await exists(file('tokenizer_config.json')))

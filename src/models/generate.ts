@@ -32,7 +32,8 @@ import { chooseToken, createRng, eosSet, resolveSampling, StopStrings, type Samp
 
 /**
  * Adapters (or any module hooks) applied while building both graphs; PeftModel provides hooks and overrides.
- * Without `key` the graphs are rebuilt on every call (compile()'s hash cache still reuses identical sessions).
+ * Without `key` the graph is rebuilt on every call; compile() finds the session of an equal graph in its cache, and
+ * each call disposes its handle.
  */
 export interface GenerationAdapter {
   /** Makes the hooks for one graph (called once per graph: hooks keep per-graph tensors). */
@@ -118,6 +119,8 @@ export interface GenerateResult {
 interface Compiled {
   session: Session;
   cacheDtype: 'f32' | 'f64';
+  /** The handle belongs to this call (an adapter without a key), which disposes it; else it is kept per key. */
+  owned: boolean;
 }
 
 /** What generation reads from a model once: sizes, limits, default eos ids, and its compiled graphs by adapter key. */
@@ -203,7 +206,33 @@ export async function generate(
   const seed = options.seed ?? randomInt(2 ** 31);
   const skipSpecialTokens = options.skipSpecialTokens ?? true;
   const padId = tokenizer.padTokenId ?? [...eos][0] ?? 0;
-  const { session, cacheDtype } = await compiledGraphs(model, m, options.adapter, options.compile);
+  const { session, cacheDtype, owned } = await compiledGraphs(model, m, options.adapter, options.compile);
+  try {
+    const loop: Loop = { m, tokenizer, options, prompts, maxNewTokens, sampling, eos, seed, skipSpecialTokens, padId };
+    return await decode(session, cacheDtype, loop);
+  } finally {
+    if (owned) await session.dispose(); // the runtime's cache keeps the session for the next call
+  }
+}
+
+/** What the prefill and decode loop reads, resolved and checked by `generate`. */
+interface Loop {
+  m: Prepared;
+  tokenizer: HfTokenizer;
+  options: GenerateOptions;
+  prompts: number[][];
+  maxNewTokens: number;
+  sampling: ReturnType<typeof resolveSampling>;
+  eos: Set<number>;
+  seed: number;
+  skipSpecialTokens: boolean;
+  padId: number;
+}
+
+/** The prefill and decode loop of `generate` on a compiled graph. */
+async function decode(session: Session, cacheDtype: 'f32' | 'f64', loop: Loop): Promise<GenerateResult> {
+  const { m, tokenizer, options, prompts, maxNewTokens, sampling, eos, seed, skipSpecialTokens, padId } = loop;
+  const longest = Math.max(...prompts.map((p) => p.length));
   const extra = options.adapter?.feeds ?? {};
 
   const B = prompts.length;
@@ -401,7 +430,7 @@ function compiledGraphs(
       let g = buildGraph(model, m.cache, adapter);
       const cacheDtype = g.outputs.find((o) => o.name === newName(0, 'key'))!.tensor.dtype as 'f32' | 'f64';
       if (cacheDtype !== 'f32') g = buildGraph(model, m.cache, adapter, cacheDtype); // the past inputs take the cache's dtype
-      return { session: await compile(g, opts), cacheDtype };
+      return { session: await compile(g, opts), cacheDtype, owned: key === null };
     })();
     if (key !== null) {
       m.compiled.set(key, c);

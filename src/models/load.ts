@@ -8,7 +8,7 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/index.ts';
-import { type ModelConfig, type WeightsReader, loadModelConfig, openWeights } from '../io/index.ts';
+import { type ModelConfig, type WeightsReader, loadModelConfig, openWeights, resolveModelDir } from '../io/index.ts';
 import {
   type ComputeDType,
   type ModelContext,
@@ -89,8 +89,12 @@ function resolver(family: Family<unknown>, reader: WeightsReader): (name: string
   };
 }
 
-/** Opens a model folder (config.json + model.safetensors or shards) and checks its weights against the config. */
-export async function loadModel(dir: string): Promise<LoadedModel> {
+/**
+ * Opens a model folder (config.json + model.safetensors or shards), or a hub id found in the local Hugging Face cache
+ * (`resolveModelDir`), and checks its weights against the config. `dir` of the result is the folder opened.
+ */
+export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
+  const dir = resolveModelDir(pathOrHubId);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     throw new LorakitError(
       'LK_FILE_NOT_FOUND',

@@ -5,7 +5,7 @@
  * Not here: projections (they are modules in models/), position encodings (rope.ts).
  */
 import { LorakitError } from '../errors.ts';
-import { type Graph, type Tensor, fmtShape } from '../graph/index.ts';
+import { type Graph, type Tensor, fmtShape, memoTable } from '../graph/index.ts';
 
 /** The score at masked positions: float32's lowest, transformers' additive mask value (softmax stays finite). */
 export const MASK_VALUE = -3.4028234663852886e38;
@@ -122,10 +122,9 @@ function maskScores(scores: Tensor, mask: AttentionMask, nRep: number): Tensor {
  * bias and rowAllowed, built once per mask, dtype and group size rather than once per layer (ORT folds each copy at
  * session creation). Grouped heads stack nRep query blocks as rows, so the mask's rows repeat nRep times.
  */
-const factors = new WeakMap<AttentionMask, Map<string, [Tensor, Tensor | null]>>();
+const FACTORS = memoTable<AttentionMask, Map<string, [Tensor, Tensor | null]>>('attention: mask factors');
 function maskFactors(mask: AttentionMask, dtype: Tensor['dtype'], nRep: number): [Tensor, Tensor | null] {
-  let byKey = factors.get(mask);
-  if (!byKey) factors.set(mask, (byKey = new Map()));
+  const byKey = mask.allowed.graph.memo(FACTORS, mask, () => new Map<string, [Tensor, Tensor | null]>());
   const key = `${dtype}:${nRep}`;
   let f = byKey.get(key);
   if (!f) {

@@ -5,7 +5,7 @@
  * pairs with the second half). Not here: attention itself (attention.ts).
  */
 import { LorakitError } from '../errors.ts';
-import type { Graph, Tensor } from '../graph/index.ts';
+import { type Graph, type Tensor, memoTable } from '../graph/index.ts';
 import type { ComputeDType } from './weights.ts';
 
 const f = Math.fround;
@@ -81,13 +81,9 @@ export function ropeAt(tables: { cos: Tensor; sin: Tensor }, positionIds: Tensor
   return { tables, positionIds };
 }
 
-/** What every projection of one forward shares, built once: position ids per row, or the gathered table rows. */
-const shared = new WeakMap<Rope, { pos?: Tensor; rows?: { cos: Tensor; sin: Tensor } }>();
-function sharedOf(rope: Rope) {
-  let s = shared.get(rope);
-  if (!s) shared.set(rope, (s = {}));
-  return s;
-}
+/** What every projection of one forward shares, built once per Rope in its graph: position ids per row, or the
+ * gathered table rows. */
+const SHARED = memoTable<Rope, { pos?: Tensor; rows?: { cos: Tensor; sin: Tensor } }>('RoPE: per-forward tensors');
 
 /**
  * x·cos + rotate_half(x)·sin for x [B, H, T, hd], with rotate_half(x) = [−x₂, x₁] over the two halves of hd:
@@ -95,7 +91,7 @@ function sharedOf(rope: Rope) {
  * float64 (gradient checks) keeps the composite over the gathered table rows.
  */
 export function applyRope(x: Tensor, rope: Rope): Tensor {
-  const s = sharedOf(rope);
+  const s = rope.positionIds.graph.memo(SHARED, rope, () => ({}));
   const { cos, sin } = rope.tables;
   if (x.dtype === 'f32' && cos.dtype === 'f32') {
     // The kernel takes position ids [B, T] (or [1] for a common start): a [1, T] row is repeated for each batch row.

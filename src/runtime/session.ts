@@ -1,19 +1,13 @@
 /**
- * Compile a Graph into an ONNX Runtime session and run it with named feeds.
- * Feeds are validated against the graph's declared inputs first, so a wrong feed reads as a lorakit error naming
- * the input and both shapes, never as a raw ORT message. Sessions are cached by a hash of the serialised model.
+ * A compiled graph's handle: `Session.run` validates feeds against the graph's declared inputs first, so a wrong feed
+ * reads as a lorakit error naming the input and both shapes, never as a raw ORT message, then runs the ORT session
+ * that every handle of an equal graph shares. Not here: compiling and sharing sessions (runtime.ts), ORT (backend.ts).
  */
-import { createHash } from 'node:crypto';
-import { existsSync, linkSync, copyFileSync, mkdirSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { type AnyTypedArray, type DType, ORT_TYPE, arrayMatchesDtype } from '../graph/dtype.ts';
 import type { Graph } from '../graph/graph.ts';
-import { toOnnx } from '../graph/onnx.ts';
 import { type Dim, fmtShape } from '../graph/shape.ts';
-import { writeFileAtomic } from '../io/atomic.ts';
-import { type Backend, InThreadBackend, WorkerBackend, type OrtOptions, type WireTensor } from './backend.ts';
+import type { WireTensor } from './backend.ts';
 
 /** A tensor on the host: typed data plus its shape. */
 export interface HostTensor {
@@ -24,34 +18,22 @@ export interface HostTensor {
 /** A feed: a typed array (for inputs with static shapes) or data with an explicit shape. */
 export type Feed = AnyTypedArray | { data: AnyTypedArray; shape: readonly number[] };
 
-export interface CompileOptions {
-  /** Execution provider: 'cpu' (default) or 'webgpu' (falls back to CPU, with a warning, where no GPU adapter exists).
-   * */
-  ep?: 'cpu' | 'webgpu';
-  /**
-   * Run in a worker thread so the caller's event loop keeps ticking during run() (an HTTP server, a UI). Default
-   * false: on a few cores the extra thread and the copies of the feeds cost more than the event loop gains
-   * (bench/RESULTS.md, row 18: decode at batch 8 +30…57%, a SmolLM all-linear LoRA step +14% in this thread).
-   */
-  worker?: boolean;
-  /** Threads for one op (default: ORT's choice, the core count). */
-  threads?: number;
-  /** ORT graph optimisation level (default 'all'). */
-  optimization?: 'disabled' | 'basic' | 'extended' | 'all';
-  /** Folder for models that reference weight files (default: the OS temp folder). */
-  cacheDir?: string;
-  /** Extra ORT session options (merged last). */
-  ortOptions?: OrtOptions;
-}
-
-let inThread: InThreadBackend | null = null;
-let worker: WorkerBackend | null = null;
-const cache = new Map<string, Promise<Session>>();
-let warnedWebGpu = false;
-
-function backendFor(useWorker: boolean): Backend {
-  if (useWorker) return (worker ??= new WorkerBackend());
-  return (inThread ??= new InThreadBackend());
+/** What every handle of one compiled graph shares; the Runtime that compiled it owns it (runtime.ts). */
+export interface SharedSession {
+  /** The cache key: a hash of the serialised graph, the options and the weight files' identities. */
+  readonly key: string;
+  /** The execution provider the session runs on (CPU where WebGPU was asked for but is unavailable). */
+  readonly ep: 'cpu' | 'webgpu';
+  /** The inputs the serialised model kept (unused graph inputs are dropped). */
+  readonly liveInputs: ReadonlySet<string>;
+  /** True once the ORT session is gone (shutdownRuntime, or the last handle disposed after leaving the cache). */
+  readonly released: boolean;
+  run(
+    feeds: Record<string, WireTensor>,
+    transfer: readonly string[],
+  ): Promise<{ outputs: Record<string, WireTensor>; returned: Record<string, ArrayBuffer> }>;
+  /** Drops one handle's reference. */
+  unref(): Promise<void>;
 }
 
 /** Turns ORT's message into a lorakit error that names the failing node when ORT says which. */
@@ -66,18 +48,26 @@ export function runtimeError(phase: string, e: unknown, graph?: Graph): LorakitE
   return new LorakitError(code, `ONNX Runtime failed ${phase}${where}${shapes}: ${msg}`, { node, ortMessage: msg });
 }
 
-/** A compiled graph. run() validates feeds, then executes on its backend. */
+/**
+ * One handle to a compiled graph, returned by each `compile()`. Handles of equal graphs share one ORT session;
+ * `dispose()` drops this handle only (see runtime.ts for when the ORT session itself is released).
+ */
 export class Session {
   private disposed = false;
   constructor(
-    private backend: Backend,
-    private handle: number,
+    private readonly shared: SharedSession,
+    /** The graph this handle was compiled from (equal in structure to every other handle's). */
     readonly graph: Graph,
-    readonly key: string,
-    /** The inputs the serialised model kept (unused graph inputs are dropped). */
-    private liveInputs: Set<string>,
-    readonly ep: 'cpu' | 'webgpu',
   ) {}
+
+  /** The cache key shared by every handle of an equal graph. */
+  get key(): string {
+    return this.shared.key;
+  }
+  /** The execution provider the session runs on. */
+  get ep(): 'cpu' | 'webgpu' {
+    return this.shared.ep;
+  }
 
   /**
    * Runs the graph; returns every graph output (or only `fetch`) as host tensors. Feeds named in `transfer` are
@@ -90,12 +80,13 @@ export class Session {
     fetch?: string[],
     { transfer }: { transfer?: readonly string[] } = {},
   ): Promise<Record<string, HostTensor>> {
-    if (this.disposed)
+    if (this.disposed || this.shared.released)
       throw new LorakitError(
         'LK_SESSION_DISPOSED',
-        `session for graph "${this.graph.name}" was disposed; compile the graph again`,
+        `session for graph "${this.graph.name}" was ${this.disposed ? 'disposed' : 'released by shutdownRuntime()'}; ` +
+          `compile the graph again`,
       );
-    const wire = validateFeeds(this.graph, feeds, this.liveInputs);
+    const wire = validateFeeds(this.graph, feeds, this.shared.liveInputs);
     let out: Record<string, WireTensor>;
     let returned: Record<string, ArrayBuffer>;
     const lent = (transfer ?? []).filter((n) => wire[n]);
@@ -104,7 +95,7 @@ export class Session {
       return { Ctor: d.constructor, offset: d.byteOffset, length: d.length };
     });
     try {
-      ({ outputs: out, returned } = await this.backend.run(this.handle, wire, lent));
+      ({ outputs: out, returned } = await this.shared.run(wire, lent));
     } catch (e) {
       throw runtimeError('while running the graph', e, this.graph);
     }
@@ -125,12 +116,11 @@ export class Session {
     return result;
   }
 
-  /** Frees the ORT session. */
+  /** Drops this handle (idempotent); other handles of an equal graph keep working. */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    cache.delete(this.key);
-    await this.backend.release(this.handle);
+    await this.shared.unref();
   }
 }
 
@@ -138,7 +128,7 @@ export class Session {
 export function validateFeeds(
   graph: Graph,
   feeds: Record<string, Feed>,
-  live: Set<string>,
+  live: ReadonlySet<string>,
 ): Record<string, WireTensor> {
   const declared = new Map(graph.inputs.map((t) => [t.name, t]));
   for (const name of Object.keys(feeds)) {
@@ -223,103 +213,4 @@ function expectedArray(d: DType): string {
     u8: 'Uint8Array',
     bool: 'Uint8Array',
   }[d];
-}
-
-/**
- * Serialises and loads `graph`. Initializers that live in files are linked next to the model (ORT only reads
- * external data inside the model's folder) so ORT memory-maps them instead of copying.
- */
-export async function compile(graph: Graph, opts: CompileOptions = {}): Promise<Session> {
-  const fileInits = [...graph.initializers.values()].filter((i) => i.data.kind === 'file');
-  const sources = new Map<string, string>();
-  for (const i of fileInits)
-    if (i.data.kind === 'file' && !sources.has(i.data.path))
-      sources.set(i.data.path, `w${sources.size}_${basename(i.data.path)}`);
-  const model = toOnnx(graph, {
-    externalize: (_n, d) => (d.kind === 'file' ? { location: sources.get(d.path)!, offset: d.offset } : null),
-  });
-  const ep = opts.ep ?? 'cpu';
-  const useWorker = opts.worker ?? false;
-  const optsKey = JSON.stringify({ ep, useWorker, t: opts.threads, o: opts.optimization, x: opts.ortOptions });
-  const hash = createHash('sha256').update(model).update(optsKey);
-  for (const p of sources.keys()) {
-    const s = statSync(p);
-    hash.update(`${p}:${s.size}:${s.mtimeMs}`);
-  }
-  const key = hash.digest('hex').slice(0, 32);
-  let s = cache.get(key);
-  if (!s) {
-    s = createSession(graph, model, sources, key, ep, useWorker, opts);
-    cache.set(key, s);
-    s.catch(() => cache.delete(key));
-  }
-  return s;
-}
-
-async function createSession(
-  graph: Graph,
-  model: Uint8Array,
-  sources: Map<string, string>,
-  key: string,
-  ep: 'cpu' | 'webgpu',
-  useWorker: boolean,
-  opts: CompileOptions,
-): Promise<Session> {
-  let source: Uint8Array | string = model;
-  if (sources.size > 0) {
-    const dir = join(opts.cacheDir ?? join(tmpdir(), 'lorakit-cache'), key);
-    mkdirSync(dir, { recursive: true });
-    for (const [path, name] of sources) {
-      const target = join(dir, name);
-      if (existsSync(target)) continue;
-      try {
-        linkSync(path, target);
-      } catch {
-        copyFileSync(path, target);
-      } // a hard link stays inside the folder ORT allows
-    }
-    source = join(dir, 'model.onnx');
-    await writeFileAtomic(source, model);
-  }
-  // No memory pattern: for a training step (static shapes) ORT then keeps the first run's arena blocks and a pattern
-  // block for every activation, twice the memory (GPT-2 LoRA step, batch 4×256: peak RSS 3.9 → 2.7 GB), for no
-  // measurable speed; decode steps change shape every step, so a pattern is never reused (bench/RESULTS.md).
-  const base: OrtOptions = {
-    graphOptimizationLevel: opts.optimization ?? 'all',
-    enableMemPattern: false,
-    ...(opts.threads ? { intraOpNumThreads: opts.threads } : {}),
-  };
-  const backend = backendFor(useWorker);
-  const live = new Set(
-    graph.liveNodes().flatMap((n) => n.inputs.filter((t) => t?.kind === 'input').map((t) => t!.name)),
-  );
-  let usedEp: 'cpu' | 'webgpu' = ep;
-  let handle: number;
-  try {
-    handle = await backend.create(source, { ...base, executionProviders: [ep], ...opts.ortOptions });
-  } catch (e) {
-    if (ep !== 'webgpu') throw runtimeError('while loading the graph', e, graph);
-    if (!warnedWebGpu) {
-      warnedWebGpu = true;
-      console.warn(
-        `lorakit: the WebGPU execution provider is unavailable here ` +
-          `(${String((e as Error).message ?? e).split('\n')[0]}); running on CPU`,
-      );
-    }
-    usedEp = 'cpu';
-    try {
-      handle = await backend.create(source, { ...base, executionProviders: ['cpu'], ...opts.ortOptions });
-    } catch (e2) {
-      throw runtimeError('while loading the graph', e2, graph);
-    }
-  }
-  return new Session(backend, handle, graph, key, live, usedEp);
-}
-
-/** Stops the shared worker thread (pending sessions are lost). Call at the end of a program that compiled with worker:
- * true. */
-export async function shutdownRuntime(): Promise<void> {
-  for (const s of cache.values()) await (await s.catch(() => null))?.dispose().catch(() => {});
-  await worker?.terminate();
-  worker = null;
 }

@@ -57,7 +57,9 @@ export function adapterTraining(peft: PeftModel, adapter: string, baseModel: str
       const updates: CustomUpdate[] = opts.training ? binding.updateRules() : [];
       const ruled = new Set(updates.flatMap((u) => u.params));
       // base parameters trained in place (biases) group like any other tensor: by PEFT's 1-D rule
-      const inPlace = (opts.weights ?? []).map((tensor): TrainableHandle => ({ tensor, adapter, role: 'other', layer: null }));
+      const inPlace = (opts.weights ?? []).map(
+        (tensor): TrainableHandle => ({ tensor, adapter, role: 'other', layer: null }),
+      );
       const groups = roleGroups([...binding.trainables().filter((h) => !ruled.has(h.tensor)), ...inPlace]);
       return { graph, loss, groups, updates, metrics: opts.metrics };
     },

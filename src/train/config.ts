@@ -8,6 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { LorakitError } from '../errors.ts';
+import { isHubId } from '../io/index.ts';
 
 const positiveInt = z.number().int().positive();
 
@@ -98,9 +99,11 @@ export function loadRunConfig(file: string, sets: readonly string[] = []): RunCo
   }
   const base = dirname(resolve(file));
   const c = r.data;
+  // A folder is relative to the YAML file; a hub id that names no folder there stays an id (resolveModelDir).
+  const model = resolve(base, c.model);
   return {
     ...c,
-    model: resolve(base, c.model),
+    model: existsSync(model) || !isHubId(c.model) ? model : c.model,
     output_dir: resolve(base, c.output_dir),
     data: { ...c.data, path: resolve(base, c.data.path) },
   };

@@ -27,7 +27,7 @@ export interface RunOutput {
 export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {}): Promise<RunOutput> {
   const model = await loadModel(c.model);
   try {
-    const tokenizer = await HfTokenizer.fromDir(c.model);
+    const tokenizer = await HfTokenizer.fromDir(model.dir);
     const d = c.data;
     const data = await loadDataset(d.path, {
       tokenizer,

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { HfTokenizer } from '../../src/io/tokenizer.ts';
 import { loadModel } from '../../src/models/load.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
+import { fakeHubRepo } from '../io/fake-hub.ts';
 import { evaluateText, textWindows } from '../../src/train/text-eval.ts';
 import { assertAllclose } from '../helpers.ts';
 
@@ -85,6 +86,38 @@ test(
     }
   },
 );
+
+test("eval --model <hub id> reads the cached snapshot through its symlinks: transformers' loss", async () => {
+  const c = expected.cases.llama_lora_patterns_text_128;
+  fakeHubRepo(join(tmp, 'hf', 'hub'), 'TinyOrg/tiny-llama', c.model);
+  const r = await new Promise<{ err: Error | null; stdout: string; stderr: string }>((done) =>
+    execFile(
+      process.execPath,
+      [
+        'bin/lorakit.mjs',
+        'eval',
+        '--model',
+        'TinyOrg/tiny-llama',
+        '--adapter',
+        c.adapter!,
+        '--data',
+        c.data,
+        '--seq-len',
+        '128',
+        '--json',
+      ],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, HF_HUB_CACHE: '', HF_HOME: join(tmp, 'hf'), LORAKIT_CACHE: join(tmp, 'lk') },
+      },
+      (err, stdout, stderr) => done({ err, stdout, stderr }),
+    ),
+  );
+  assert.equal(r.err, null, r.stderr);
+  const got = JSON.parse(r.stdout);
+  assert.equal(got.tokens, c.tokens);
+  assertAllclose([got.loss], [c.loss], { rtol: 1e-4, atol: 0, what: 'loss' });
+});
 
 test('windows are consecutive and non-overlapping; a one-token tail predicts nothing and is dropped', () => {
   const ids = Array.from({ length: 10 }, (_, i) => i);

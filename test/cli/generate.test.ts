@@ -3,11 +3,14 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { HfTokenizer } from '../../src/io/tokenizer.ts';
 import { loadModel } from '../../src/models/index.ts';
 import { generate } from '../../src/models/generate.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
+import { fakeHubRepo } from '../io/fake-hub.ts';
 
 const lorakit = (...args: string[]) =>
   spawnSync(process.execPath, ['bin/lorakit.mjs', 'generate', ...args], { encoding: 'utf8' });
@@ -63,6 +66,31 @@ test(
     assert.equal(r.stdout, `${lib.rows[0].text}\n`);
   },
 );
+
+test('--model takes a hub id found in the local Hugging Face cache (a snapshot of symlinks into blobs/)', async () => {
+  const e = JSON.parse(readFileSync(`${QWEN}/expected.json`, 'utf8'));
+  const tokenizer = await HfTokenizer.fromDir(QWEN);
+  const hub = mkdtempSync(join(tmpdir(), 'lk-hub-'));
+  fakeHubRepo(hub, 'TinyOrg/tiny-qwen2', QWEN);
+  const gen = (model: string) =>
+    spawnSync(
+      process.execPath,
+      ['bin/lorakit.mjs', 'generate', '--model', model, '--prompt', tokenizer.decode(e.greedy_prompt_ids)].concat([
+        '--max-new-tokens',
+        '16',
+      ]),
+      { encoding: 'utf8', env: { ...process.env, HF_HUB_CACHE: hub, LORAKIT_CACHE: join(hub, 'lorakit') } },
+    );
+  const r = gen('TinyOrg/tiny-qwen2');
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, `${tokenizer.decode(e.greedy, { skipSpecialTokens: true })}\n`);
+  const missing = gen('TinyOrg/absent');
+  assert.equal(missing.status, 1);
+  assert.match(
+    missing.stderr,
+    /^lorakit: model TinyOrg\/absent: no folder of that name here, .* \[LK_FILE_NOT_FOUND\]\n$/,
+  );
+});
 
 test('generate errors are one line on stderr and exit 1', () => {
   const cases: [string[], RegExp][] = [

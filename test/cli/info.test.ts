@@ -64,7 +64,7 @@ test('info on a missing folder or an unsupported architecture prints one line an
   assert.equal(missing.stdout, '');
   assert.equal(
     missing.stderr,
-    'lorakit: model folder test/fixtures/models/no-such-model not found [LK_FILE_NOT_FOUND]\n',
+    'lorakit: model folder test/fixtures/models/no-such-model does not exist [LK_FILE_NOT_FOUND]\n',
   );
   const dir = mkdtempSync(join(tmpdir(), 'lorakit-info-'));
   try {

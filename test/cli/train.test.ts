@@ -6,16 +6,22 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fakeHubRepo } from '../io/fake-hub.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const shared = new URL('../../../shared/data/', import.meta.url).pathname;
+const llama = join(root, 'test/fixtures/models/llama');
 
 function run(yaml: string, dir: string, ...sets: string[]): string {
+  return runWith({}, yaml, dir, ...sets);
+}
+
+function runWith(env: Record<string, string>, yaml: string, dir: string, ...sets: string[]): string {
   writeFileSync(join(dir, 'run.yaml'), yaml);
   const r = spawnSync(
     process.execPath,
     [join(root, 'bin/lorakit.mjs'), 'train', '--config', join(dir, 'run.yaml'), ...sets.flatMap((s) => ['--set', s])],
-    { encoding: 'utf8', env: { ...process.env, LORAKIT_CACHE: join(dir, 'cache') } },
+    { encoding: 'utf8', env: { ...process.env, LORAKIT_CACHE: join(dir, 'cache'), ...env } },
   );
   assert.equal(r.status, 0, r.stderr);
   return r.stdout;
@@ -80,6 +86,25 @@ training: {max_steps: 4, per_device_train_batch_size: 2, learning_rate: 0.002, e
     assert.equal(JSON.parse(readFileSync(join(dir, 'run', 'final', 'adapter_config.json'), 'utf8')).use_dora, true);
   },
 );
+
+test('model: <hub id> trains from the local Hugging Face cache (XDG_CACHE_HOME/huggingface/hub)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
+  fakeHubRepo(join(dir, 'xdg', 'huggingface', 'hub'), 'TinyOrg/tiny-llama', llama);
+  writeFileSync(join(dir, 'text.txt'), readFileSync(join(root, 'test/fixtures/eval/shakespeare.txt'), 'utf8'));
+  const out = runWith(
+    { XDG_CACHE_HOME: join(dir, 'xdg'), HF_HOME: '', HF_HUB_CACHE: '' },
+    `model: TinyOrg/tiny-llama
+output_dir: run
+data: {path: text.txt, seq_len: 32, held_out: 2}
+adapter: {target_modules: [q_proj, v_proj], r: 2, lora_alpha: 4}
+training: {max_steps: 2, per_device_train_batch_size: 2, learning_rate: 0.002, eval_steps: 2}
+`,
+    dir,
+  );
+  assert.match(out, /stopped: completed after 2 steps/);
+  const config = JSON.parse(readFileSync(join(dir, 'run', 'final', 'adapter_config.json'), 'utf8'));
+  assert.equal(config.base_model_name_or_path, 'TinyOrg/tiny-llama');
+});
 
 test('a config with an unknown key fails with one line naming it', () => {
   const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));

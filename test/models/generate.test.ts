@@ -10,6 +10,7 @@ import { encodeChat } from '../../src/io/chat.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
 import { PeftModel, loadAdapter, adaptable } from '../../src/peft/index.ts';
 import { LorakitError } from '../../src/errors.ts';
+import ort from 'onnxruntime-node';
 
 const FAMILIES = ['gpt2', 'llama', 'llama3', 'mistral', 'qwen2', 'smollm'];
 const dirOf = (name: string) => `test/fixtures/models/${name}`;
@@ -221,6 +222,31 @@ test(
     assert.deepEqual(base.rows[0].tokenIds, e.greedy);
   },
 );
+
+test('an adapter given without a key: each call rebuilds the graph but finds its ORT session again', async () => {
+  const { model } = await fixture('llama');
+  const peft = new PeftModel(adaptable(model));
+  await loadAdapter(peft, 'test/fixtures/peft/llama_lora_patterns');
+  const opts: GenerateOptions = {
+    inputIds: [1, 5, 9],
+    maxNewTokens: 3,
+    adapter: { hooks: () => peft.hooks(), overrides: peft.weightOverrides() },
+  };
+  const first = await run('llama', opts);
+  // Count the ORT sessions created from here on, at ONNX Runtime itself.
+  const create = ort.InferenceSession.create;
+  let created = 0;
+  ort.InferenceSession.create = ((...args: Parameters<typeof create>) => {
+    created++;
+    return create.apply(ort.InferenceSession, args);
+  }) as typeof create;
+  try {
+    for (let i = 0; i < 3; i++) assert.deepEqual((await run('llama', opts)).rows[0].tokenIds, first.rows[0].tokenIds);
+  } finally {
+    ort.InferenceSession.create = create;
+  }
+  assert.equal(created, 0);
+});
 
 test('argument errors name the option', async () => {
   const { model, tokenizer } = await fixture('gpt2');

@@ -1,7 +1,7 @@
 // Run configs: strict YAML validation naming keys and types, --set overrides, relative paths.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadRunConfig } from '../../src/train/index.ts';
@@ -12,7 +12,7 @@ const write = (text: string) => {
   writeFileSync(f, text);
   return { d, f };
 };
-const base = 'model: m\noutput_dir: out\ndata:\n  path: data.jsonl\ntraining:\n  max_steps: 5\n';
+const base = 'model: ./m\noutput_dir: out\ndata:\n  path: data.jsonl\ntraining:\n  max_steps: 5\n';
 
 test('a minimal config gets defaults and paths relative to the config file', () => {
   const { d, f } = write(base);
@@ -22,6 +22,13 @@ test('a minimal config gets defaults and paths relative to the config file', () 
   assert.equal(c.data.seq_len, 256);
   assert.equal(c.training.learning_rate, 2e-4);
   assert.deepEqual(c.adapter, { target_modules: 'all-linear' });
+});
+
+test('model: a folder next to the config is a path; a hub id that names no folder there stays an id', () => {
+  const { d, f } = write(base.replace('./m', 'TinyOrg/tiny'));
+  assert.equal(loadRunConfig(f).model, 'TinyOrg/tiny');
+  mkdirSync(join(d, 'TinyOrg', 'tiny'), { recursive: true });
+  assert.equal(loadRunConfig(f).model, join(d, 'TinyOrg', 'tiny'));
 });
 
 test('--set overrides nested values, parsed as YAML scalars', () => {

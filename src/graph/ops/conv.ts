@@ -5,7 +5,7 @@ import { LorakitError } from '../../errors.ts';
 import type { Tensor } from '../graph.ts';
 import { type Dim, fmtShape } from '../shape.ts';
 import type { Attrs, ConvOp, OpDef } from './types.ts';
-import { freshDim, requireFloat, sameDtype } from './util.ts';
+import { requireFloat, sameDtype } from './util.ts';
 
 /** The attributes of one Conv/ConvTranspose node, validated and with ONNX's defaults filled in. */
 export interface ConvParams {
@@ -150,7 +150,7 @@ function checkOperands(op: ConvOp, ins: readonly (Tensor | null)[], at: Attrs): 
         `must be ${want}`,
     );
   }
-  const m = op === 'Conv' ? w0 : typeof w1 === 'number' ? g * w1 : freshDim();
+  const m = op === 'Conv' ? w0 : typeof w1 === 'number' ? g * w1 : x.graph.freshDim();
   if (b && (b.rank !== 1 || (known(b.shape[0], m) && b.shape[0] !== m))) {
     throw new LorakitError(
       'LK_SHAPE_MISMATCH',
@@ -161,16 +161,16 @@ function checkOperands(op: ConvOp, ins: readonly (Tensor | null)[], at: Attrs): 
 }
 
 /** Conv output size along one axis: ⌊(H + p₀ + p₁ − d(k−1) − 1)/s⌋ + 1; a symbol is kept when the size is unchanged. */
-function convDim(h: Dim, k: number, s: number, p0: number, p1: number, d: number): Dim {
+function convDim(x: Tensor, h: Dim, k: number, s: number, p0: number, p1: number, d: number): Dim {
   const extra = p0 + p1 - d * (k - 1);
-  if (typeof h !== 'number') return s === 1 && extra === 0 ? h : freshDim();
+  if (typeof h !== 'number') return s === 1 && extra === 0 ? h : x.graph.freshDim();
   return Math.floor((h + extra - 1) / s) + 1;
 }
 
 /** ConvTranspose output size along one axis: s(H − 1) + op + d(k − 1) + 1 − p₀ − p₁. */
-function convTransposeDim(h: Dim, k: number, s: number, p0: number, p1: number, d: number, op: number): Dim {
+function convTransposeDim(x: Tensor, h: Dim, k: number, s: number, p0: number, p1: number, d: number, op: number): Dim {
   const extra = op + d * (k - 1) - p0 - p1;
-  if (typeof h !== 'number') return s === 1 && extra === 0 ? h : freshDim();
+  if (typeof h !== 'number') return s === 1 && extra === 0 ? h : x.graph.freshDim();
   return s * (h - 1) + extra + 1;
 }
 
@@ -227,7 +227,7 @@ export const convOps: Record<ConvOp, OpDef> = {
     infer: (ins, at) => {
       const { p, m } = checkOperands('Conv', ins, at);
       const [x, [kh, kw], [sh, sw], [pt, pl, pb, pr], [dh, dw]] = [ins[0]!, p.kernel, p.strides, p.pads, p.dilations];
-      const out = [convDim(x.shape[2], kh, sh, pt, pb, dh), convDim(x.shape[3], kw, sw, pl, pr, dw)];
+      const out = [convDim(x, x.shape[2], kh, sh, pt, pb, dh), convDim(x, x.shape[3], kw, sw, pl, pr, dw)];
       if (out.some((d) => typeof d === 'number' && d < 1)) {
         throw new LorakitError(
           'LK_SHAPE_MISMATCH',
@@ -258,8 +258,8 @@ export const convOps: Record<ConvOp, OpDef> = {
       const [x, [kh, kw], [sh, sw], [pt, pl, pb, pr], [dh, dw]] = [ins[0]!, p.kernel, p.strides, p.pads, p.dilations];
       const [oph, opw] = p.outputPadding;
       const out = [
-        convTransposeDim(x.shape[2], kh, sh, pt, pb, dh, oph),
-        convTransposeDim(x.shape[3], kw, sw, pl, pr, dw, opw),
+        convTransposeDim(x, x.shape[2], kh, sh, pt, pb, dh, oph),
+        convTransposeDim(x, x.shape[3], kw, sw, pl, pr, dw, opw),
       ];
       if (out.some((d) => typeof d === 'number' && d < 1)) {
         throw new LorakitError(

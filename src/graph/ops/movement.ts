@@ -1,10 +1,10 @@
 // Shape and data-movement primitives: reshape, transpose, slicing, concatenation, gathers and scatters, casts.
 import { LorakitError } from '../../errors.ts';
-import type { Tensor } from '../graph.ts';
+import type { Graph, Tensor } from '../graph.ts';
 import { ONNX_DTYPE, type DType, isFloat } from '../dtype.ts';
 import { type Dim, broadcastShapes, dimQuotient, fmtShape, normAxis, numel } from '../shape.ts';
 import type { OpDef, MovementOp } from './types.ts';
-import { constInts, freshDim, one, reshapeLike, zerosLike } from './util.ts';
+import { constInts, one, reshapeLike, zerosLike } from './util.ts';
 
 const DTYPE_OF_ONNX = Object.fromEntries(Object.entries(ONNX_DTYPE).map(([k, v]) => [v, k])) as Record<number, DType>;
 const BIG = 2 ** 62;
@@ -21,7 +21,7 @@ function reshapeInfer(x: Tensor, target: number[]): Dim[] {
   if (neg >= 0) {
     const rest = out.filter((_, i) => i !== neg);
     const q = dimQuotient(x.shape, rest);
-    out[neg] = q === undefined ? freshDim() : q;
+    out[neg] = q === undefined ? x.graph.freshDim() : q;
   }
   const a = numel(x.shape),
     b = numel(out);
@@ -34,8 +34,9 @@ function reshapeInfer(x: Tensor, target: number[]): Dim[] {
   return out;
 }
 
-/** Static slice bounds of one axis, clamped like ONNX; undefined when the dim is symbolic and the bounds need it. */
-function sliceLen(dim: Dim, start: number, end: number, step: number): Dim {
+/** Static slice bounds of one axis, clamped like ONNX; a fresh symbol of `g` when the dim is symbolic and the bounds
+ * need it. */
+function sliceLen(g: Graph, dim: Dim, start: number, end: number, step: number): Dim {
   if (typeof dim === 'number') {
     const clamp = (v: number, lo: number, hi: number) => Math.min(Math.max(v, lo), hi);
     const s =
@@ -44,8 +45,8 @@ function sliceLen(dim: Dim, start: number, end: number, step: number): Dim {
     return Math.max(0, Math.ceil((e - s) / step));
   }
   if (step === 1 && start >= 0 && end >= 0 && end < BIG) return end - start; // assumes dim >= end, as model code does
-  if (step === 1 && start >= 0 && end >= BIG) return start === 0 ? dim : freshDim();
-  return freshDim();
+  if (step === 1 && start >= 0 && end >= BIG) return start === 0 ? dim : g.freshDim();
+  return g.freshDim();
 }
 
 export const movementOps: Record<MovementOp, OpDef> = {
@@ -57,7 +58,10 @@ export const movementOps: Record<MovementOp, OpDef> = {
       const r = ins[1]!.shape[0];
       if (typeof r !== 'number')
         throw new LorakitError('LK_INVALID_ARGUMENT', 'Reshape: the shape tensor must have a static length');
-      return one(Array.from({ length: r }, freshDim), x.dtype);
+      return one(
+        Array.from({ length: r }, () => x.graph.freshDim()),
+        x.dtype,
+      );
     },
     // d reshape(x) = reshape(dY) back to x's shape
     vjp: (n, [dy]) => [reshapeLike(dy!, n.inputs[0]!), null],
@@ -122,7 +126,8 @@ export const movementOps: Record<MovementOp, OpDef> = {
       const k = (ins[1]!.shape[0] as number) ?? 0;
       const ax = (axes ?? Array.from({ length: k }, (_, i) => i)).map((a) => normAxis(a, x.rank, 'Slice'));
       ax.forEach((a, i) => {
-        out[a] = starts && ends ? sliceLen(x.shape[a], starts[i], ends[i], steps ? steps[i] : 1) : freshDim();
+        out[a] =
+          starts && ends ? sliceLen(x.graph, x.shape[a], starts[i], ends[i], steps ? steps[i] : 1) : x.graph.freshDim();
       });
       return one(out, x.dtype);
     },
@@ -168,10 +173,18 @@ export const movementOps: Record<MovementOp, OpDef> = {
     infer: (ins) => {
       const x = ins[0]!;
       const pads = constInts(ins[1]);
-      if (!pads) return one(x.shape.map(freshDim), x.dtype);
+      if (!pads)
+        return one(
+          x.shape.map(() => x.graph.freshDim()),
+          x.dtype,
+        );
       return one(
         x.shape.map((d, i) =>
-          typeof d === 'number' ? d + pads[i] + pads[x.rank + i] : pads[i] + pads[x.rank + i] === 0 ? d : freshDim(),
+          typeof d === 'number'
+            ? d + pads[i] + pads[x.rank + i]
+            : pads[i] + pads[x.rank + i] === 0
+              ? d
+              : x.graph.freshDim(),
         ),
         x.dtype,
       );
@@ -277,7 +290,14 @@ export const movementOps: Record<MovementOp, OpDef> = {
         const r = ins[1]!.shape[0];
         if (typeof r !== 'number')
           throw new LorakitError('LK_INVALID_ARGUMENT', 'Expand: the shape tensor must have a static length');
-        return one(broadcastShapes(x.shape, Array.from({ length: r }, freshDim), 'Expand'), x.dtype);
+        return one(
+          broadcastShapes(
+            x.shape,
+            Array.from({ length: r }, () => x.graph.freshDim()),
+            'Expand',
+          ),
+          x.dtype,
+        );
       }
       return one(broadcastShapes(x.shape, target, 'Expand'), x.dtype);
     },
@@ -368,7 +388,7 @@ export const movementOps: Record<MovementOp, OpDef> = {
   Range: {
     infer: (ins) => {
       const [s, l, d] = [constInts(ins[0]), constInts(ins[1]), constInts(ins[2])];
-      const len = s && l && d ? Math.max(0, Math.ceil((l[0] - s[0]) / d[0])) : freshDim();
+      const len = s && l && d ? Math.max(0, Math.ceil((l[0] - s[0]) / d[0])) : ins[0]!.graph.freshDim();
       return one([len], ins[0]!.dtype);
     },
     vjp: 'Range makes index sequences',
@@ -379,7 +399,10 @@ export const movementOps: Record<MovementOp, OpDef> = {
       const dims = constInts(ins[0]);
       const r = ins[0]!.shape[0];
       const v = at.value as { dtype: DType };
-      return one(dims ?? Array.from({ length: typeof r === 'number' ? r : 0 }, freshDim), v.dtype);
+      return one(
+        dims ?? Array.from({ length: typeof r === 'number' ? r : 0 }, () => ins[0]!.graph.freshDim()),
+        v.dtype,
+      );
     },
     vjp: 'a constant',
   },

@@ -5,9 +5,10 @@ import { normAxis } from '../shape.ts';
 import type { OpDef, NnOp } from './types.ts';
 import { requireFloat } from './util.ts';
 import type { Tensor } from '../graph.ts';
+import { memoTable } from '../memo.ts';
 
-/** −sin of each RoPE table a graph's backward uses. */
-const negatedSin = new WeakMap<Tensor, Tensor>();
+/** −sin of each RoPE table a graph's backward uses (one per table and graph). */
+const NEGATED_SIN = memoTable<Tensor, Tensor>('RotaryEmbedding: −sin of a table');
 
 export const nnOps: Record<NnOp, OpDef> = {
   Softmax: {
@@ -180,8 +181,7 @@ export const nnOps: Record<NnOp, OpDef> = {
     // (negated once per table, not once per projection).
     vjp: (n, [dy]) => {
       const [, pos, cos, sin] = n.inputs;
-      let negSin = negatedSin.get(sin!);
-      if (!negSin) negatedSin.set(sin!, (negSin = sin!.neg()));
+      const negSin = sin!.graph.memo(NEGATED_SIN, sin!, () => sin!.neg());
       return [dy!.graph.op('RotaryEmbedding', [dy!, pos!, cos!, negSin], n.attrs), null, null, null];
     },
   },

@@ -11,7 +11,7 @@ export interface AttrTensor {
 }
 /** ONNX attributes; numbers under FLOAT_ATTRS are written as floats, other numbers as ints. */
 export type Attrs = Record<string, number | number[] | string | AttrTensor>;
-export const FLOAT_ATTRS = new Set(['alpha', 'beta', 'epsilon']);
+export const FLOAT_ATTRS: ReadonlySet<string> = new Set(['alpha', 'beta', 'epsilon']);
 
 export interface OutInfo {
   dtype: DType;

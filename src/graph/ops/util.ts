@@ -34,12 +34,6 @@ export function requireFloat(t: Tensor, what: string): void {
 
 export const one = (shape: Dim[], dtype: DType): OutInfo[] => [{ dtype, shape }];
 
-let dynCounter = 0;
-/** A fresh symbol for a dim only known at run time. */
-export function freshDim(): string {
-  return `d${dynCounter++}`;
-}
-
 /** The shape of `t` as an i64 tensor: a constant when static, else a Shape node. */
 export function shapeTensor(t: Tensor | { graph: Tensor['graph']; shape: Shape; like?: Tensor }): Tensor {
   if (isStatic(t.shape)) return t.graph.constInts([...(t.shape as number[])]);

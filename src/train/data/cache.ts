@@ -9,10 +9,11 @@
  * header bytes, the header JSON (key, format,
  * counts, record problems), zero padding to a multiple of 4, then offsets u32[n+1], ids i32[m], labels i32[m].
  * A file that does not parse or whose key differs counts as a miss and is rewritten. Writes are atomic.
+ * `datasetCacheInfo` and `clearDatasetCache` serve `lorakit cache info|clear`.
  * Not here: what the examples are (`encode.ts`).
  */
 import { createHash } from 'node:crypto';
-import { readFile, mkdir } from 'node:fs/promises';
+import { readFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../io/atomic.ts';
 import type { HfTokenizer } from '../../io/tokenizer.ts';
@@ -121,4 +122,27 @@ export async function writeCache(path: string, cacheDir: string, meta: CacheMeta
   header.copy(prefix, 12);
   const bytes = (a: Uint32Array | Int32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   await writeFileAtomic(path, [prefix, bytes(examples.offsets), bytes(examples.ids), bytes(examples.labels)]);
+}
+
+/** What `datasetCacheInfo` reports: the folder, its entries (.lkds files) and their bytes. */
+export interface DatasetCacheInfo {
+  dir: string;
+  entries: number;
+  bytes: number;
+}
+
+/** Counts the entries of a dataset cache folder (which may not exist). */
+export async function datasetCacheInfo(cacheDir: string): Promise<DatasetCacheInfo> {
+  const names = (await readdir(cacheDir).catch(() => [])).filter((n) => n.endsWith('.lkds'));
+  let bytes = 0;
+  for (const n of names) bytes += (await stat(join(cacheDir, n)).catch(() => null))?.size ?? 0;
+  return { dir: cacheDir, entries: names.length, bytes };
+}
+
+/** Deletes every entry of a dataset cache folder (and temporary files of interrupted writes); returns what it held. */
+export async function clearDatasetCache(cacheDir: string): Promise<DatasetCacheInfo> {
+  const before = await datasetCacheInfo(cacheDir);
+  for (const n of await readdir(cacheDir).catch(() => []))
+    if (n.endsWith('.lkds') || /\.lkds\.\d+\.[0-9a-f]+\.tmp$/.test(n)) await rm(join(cacheDir, n), { force: true });
+  return before;
 }

@@ -15,13 +15,13 @@
  * - the cache key hashes the file bytes, the tokenizer files, the format options (and seqLen for plain text).
  * Not here: the loss itself, the training loop, run configs (other parts of src/train/).
  */
-import { homedir } from 'node:os';
 import { readFile } from 'node:fs/promises';
-import { basename, extname, join, resolve } from 'node:path';
+import { basename, extname, resolve } from 'node:path';
 import { z } from 'zod';
 import { LorakitError } from '../../errors.ts';
 import type { HfTokenizer } from '../../io/tokenizer.ts';
 import { chatTemplateFromConfig } from '../../io/chat.ts';
+import { lorakitCacheDir } from '../../io/cache-root.ts';
 import {
   formatLocation,
   parseDataFile,
@@ -40,6 +40,7 @@ export type { Batch, BatchOptions, DataPosition } from './dataset.ts';
 export { IGNORE_INDEX } from './encode.ts';
 export { ALPACA_PROMPT, alpacaPrompt, formatLocation, DATASET_FORMATS } from './records.ts';
 export type { DatasetFormat, FieldMap, RecordProblem, RecordLocation } from './records.ts';
+export { datasetCacheInfo, clearDatasetCache, type DatasetCacheInfo } from './cache.ts';
 
 /** Options of `loadDataset`. */
 export interface LoadDatasetOptions {
@@ -57,7 +58,7 @@ export interface LoadDatasetOptions {
   packing?: boolean;
   /** Malformed records: 'fail' (default) throws LK_FILE_INVALID with the location; 'skip' counts and drops them. */
   onError?: 'skip' | 'fail';
-  /** Cache folder (default `$LORAKIT_CACHE/datasets`, else `~/.cache/lorakit/datasets`: never beside the data, which
+  /** Cache folder (default `datasets/` under the lorakit cache root, `lorakitCacheRoot()`: never beside the data, which
    * may be read-only or shared); false turns the cache off. */
   cacheDir?: string | false;
   /** Examples held out for evaluation: a fraction in (0, 1) or a count >= 1 (default none). */
@@ -372,7 +373,7 @@ export async function loadDataset(path: string, options: LoadDatasetOptions): Pr
   };
 }
 
-/** The default tokenised-data cache folder: $LORAKIT_CACHE/datasets, else ~/.cache/lorakit/datasets. */
+/** The default tokenised-data cache folder: `datasets/` under the lorakit cache root (io/cache-root.ts). */
 export function defaultDatasetCache(): string {
-  return join(process.env.LORAKIT_CACHE ?? join(homedir(), '.cache', 'lorakit'), 'datasets');
+  return lorakitCacheDir('datasets');
 }
