@@ -122,14 +122,18 @@ export function orthogonalComplement(b: Float64Array, m: number, g: number): Flo
   return transposeF64(out, c, m);
 }
 
-/** Euclidean norm of w[from … from + len), scaled against overflow and underflow. */
+/** Euclidean norm of w[from … from + len): one plain pass, and a scaled one only where squares over/underflow. */
 function norm(w: Float64Array, from: number, len: number): number {
+  let s = 0;
+  for (let i = from; i < from + len; i++) s += w[i] * w[i];
+  if (s > 1e-290 && s < 1e290) return Math.sqrt(s);
   let scale = 0;
   for (let i = from; i < from + len; i++) scale = Math.max(scale, Math.abs(w[i]));
   if (scale === 0) return 0;
-  let s = 0;
+  const inv = 1 / scale;
+  s = 0;
   for (let i = from; i < from + len; i++) {
-    const x = w[i] / scale;
+    const x = w[i] * inv;
     s += x * x;
   }
   return scale * Math.sqrt(s);
