@@ -6,8 +6,8 @@
 // SVD algorithm", SIMAX 2008): A·P = Q·R by pivoted Householder QR, then Jacobi rotations orthogonalise the columns
 // of Rᵀ. Chosen over Golub–Kahan bidiagonalisation + implicit-shift QR because
 //  - it is short and has no shift/deflation/splitting logic to get subtly wrong (dbdsqr's corner cases);
-//  - it is accurate in the strongest sense: every singular value, even the tiny ones, to a few ε relative to
-//    itself, and U, V orthonormal to ~√n·ε, which the tests can demand (1e-12) without exceptions;
+//  - it is accurate: U, V orthonormal to ~√n·ε, and small singular values to high relative accuracy where the
+//    column scaling allows (Demmel & Veselić 1992), where Golub–Kahan guarantees only ε·‖A‖ absolute;
 //  - the QR step makes it cheap where it matters: a tall [m, n] input costs one QR plus Jacobi on n×n, and Jacobi
 //    on Rᵀ of a pivoted R converges in a few sweeps (R is graded), so it is within a small factor of Golub–Kahan.
 // The price is that cost grows with the number of sweeps (≈ 5–8 for random matrices): bench/linalg.ts measures it.
