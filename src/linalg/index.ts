@@ -1,3 +1,16 @@
-// linalg/: host-side matrix helpers and seeded random initialisers.
+// linalg/: host-side matrix helpers, seeded random initialisers and the decompositions of initialisations
+// (QR, symmetric eigen, SVD, randomized SVD).
 export { matmul, transpose, rowNorms, axpy } from './matrix.ts';
 export { Rng, seedFrom, kaimingUniformBound, mulberry32, mulberry32Step } from './random.ts';
+export type { RealArray } from './dense.ts';
+export { qr, qrPivoted, type Qr, type PivotedQr, type PivotedQrOptions } from './qr.ts';
+export {
+  symEig,
+  spdInverse,
+  solveSylvester,
+  type SymEig,
+  type SpdInverseOptions,
+  type SylvesterOptions,
+} from './eig.ts';
+export { svd, type Svd } from './svd.ts';
+export { svdLowrank, type SvdLowrankOptions } from './rsvd.ts';
