@@ -51,6 +51,8 @@ export interface TrainStepOptions {
   clipNorm?: number;
   /** Extra scalar outputs to report each step. */
   metrics?: Record<string, Tensor>;
+  /** Buffers: f32 graph inputs, not trained, whose next value the forward pass computes. */
+  buffers?: { input: Tensor; next: Tensor }[];
 }
 
 /** One host-held tensor of a step: its graph-input name, shape and the output holding its next value. */
@@ -65,6 +67,8 @@ export interface TrainStepLayout {
   params: StepTensor[];
   /** Optimizer slots and update-rule state. */
   state: StepTensor[];
+  /** Buffers the forward pass updates (held and saved like params, never trained). */
+  buffers: StepTensor[];
   metrics: string[];
 }
 
@@ -109,7 +113,7 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
   } else norm = globalNorm(grads);
   graph.output('loss', loss);
   graph.output('grad_norm', norm);
-  const layout: TrainStepLayout = { params: [], state: [], metrics: ['loss', 'grad_norm'] };
+  const layout: TrainStepLayout = { params: [], state: [], buffers: [], metrics: ['loss', 'grad_norm'] };
   for (const [k, t] of Object.entries(opts.metrics ?? {})) {
     graph.output(k, t);
     layout.metrics.push(k);
@@ -119,6 +123,7 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
     into.push({ name: input.name, shape: input.shape as number[], out: newName(input.name) });
   };
   const scaled = (ratio: number | undefined) => (ratio && ratio !== 1 ? lr.mul(ratio) : lr);
+  for (const b of opts.buffers ?? []) put(layout.buffers, b.input, b.next);
   let i = 0;
   graph.scope('optim', () => {
     for (const group of opts.groups) {
@@ -159,7 +164,7 @@ export class TrainStepRunner {
     readonly layout: TrainStepLayout,
     init: Record<string, Float32Array>,
   ) {
-    for (const p of layout.params) {
+    for (const p of [...layout.params, ...layout.buffers]) {
       const v = init[p.name];
       check(v, 'LK_INVALID_ARGUMENT', `train step: no initial value for parameter "${p.name}"`);
       check(
@@ -182,8 +187,9 @@ export class TrainStepRunner {
     };
     for (const [k, v] of this.values) feeds[k] = v;
     const out: Record<string, HostTensor> = await this.session.run(feeds);
-    for (const t of [...this.layout.params, ...this.layout.state])
+    for (const t of [...this.layout.params, ...this.layout.state, ...this.layout.buffers]) {
       this.values.set(t.name, out[t.out].data as Float32Array);
+    }
     return Object.fromEntries(this.layout.metrics.map((m) => [m, Number(out[m].data[0])]));
   }
 

@@ -19,7 +19,7 @@ import {
   type ModuleInfo,
 } from '../nn/module.ts';
 import type { LossTermContext, StepInputSpec, TensorRole } from './method.ts';
-import { type Adapter, moduleKey, paramKey, sharedKey, stepKey } from './model.ts';
+import { type Adapter, type AdapterLayer, moduleKey, paramKey, sharedKey, stepKey } from './model.ts';
 
 /** Options of PeftModel.bind. */
 export interface BindOptions {
@@ -62,6 +62,12 @@ export interface UpdateRuleHandle {
   }): { params: Tensor[]; state: Tensor[] };
 }
 
+/** A buffer of the trained adapter: its graph input and the value the forward pass set for the next step. */
+export interface BufferHandle {
+  input: Tensor;
+  next: Tensor;
+}
+
 /** A loss term of the trained adapter, ready for the task's loss builder. */
 export interface LossTermHandle {
   name: string;
@@ -73,6 +79,7 @@ export class AdapterBinding {
   readonly hooks: ModuleHooks;
   private readonly made = new Map<string, Tensor>();
   private readonly trained: TrainableHandle[] = [];
+  private readonly buffers = new Map<string, BufferHandle>();
   /** Trained layers the graph called, in call order (their update rules). */
   private readonly calledLayers: string[] = [];
 
@@ -134,6 +141,7 @@ export class AdapterBinding {
       shared,
       inputs,
       dropout: drop,
+      setState: (name: string, next: Tensor) => this.setState(a, l, m.path, name, next),
     };
     return a.method.forward(ctx);
   }
@@ -152,6 +160,17 @@ export class AdapterBinding {
     return { weight: make('weight', spec(sm.weight, weightShapeOf(sm.module))), bias };
   }
 
+  /** Records the next value of a 'state' tensor (a buffer) when it is a graph input here; otherwise it stays. */
+  private setState(a: Adapter, l: AdapterLayer, path: string, name: string, next: Tensor) {
+    const key = paramKey(a.name, path, name);
+    const spec = l.specs.find((s) => s.name === name);
+    const input = this.made.get(key);
+    if (!input || spec?.role !== 'state' || spec.trainable) {
+      throw new Error(`internal: ${a.method.name} set ${name} of ${path}, which is not one of its state tensors`);
+    }
+    if (input.kind === 'input') this.buffers.set(key, { input, next: next.detach().cast('f32') });
+  }
+
   /** The graph tensor of one adapter tensor, made once per graph. */
   private tensor(
     g: Graph,
@@ -163,9 +182,12 @@ export class AdapterBinding {
   ): Tensor {
     let t = this.made.get(key);
     if (t) return t;
-    if (a.name === this.opts.train && spec.trainable) {
+    const training = a.name === this.opts.train;
+    if (training && spec.trainable) {
       t = g.input(key, this.opts.paramDtype ?? 'f32', spec.shape);
       this.trained.push({ tensor: t, adapter: a.name, role: spec.role, layer });
+    } else if (training && spec.role === 'state') {
+      t = g.input(key, 'f32', spec.shape); // a buffer: fed its current value, its next value set by the forward pass
     } else t = g.initializer(key, 'f32', spec.shape, value);
     this.made.set(key, t);
     return t;
@@ -231,6 +253,11 @@ export class AdapterBinding {
         },
       };
     });
+  }
+
+  /** The trained adapter's buffers the forward pass updated, with their next values. */
+  bufferUpdates(): BufferHandle[] {
+    return [...this.buffers.values()];
   }
 
   /** The trained adapter's loss terms. */

@@ -63,6 +63,8 @@ export type TensorRole =
   | 'projection'
   /** A trained copy of a whole base module's weight or bias (modules_to_save). */
   | 'module'
+  /** A frozen buffer the forward pass updates (FlyLoRA's load-balancing bias): not trained, kept across steps. */
+  | 'state'
   /** A tensor that is neither (a method-specific parameter). */
   | 'other';
 
@@ -71,7 +73,10 @@ export interface ParamSpec {
   /** PEFT's key suffix (`lora_A.weight`), or for a shared tensor PEFT's name under `base_model.` (`vera_A`). */
   name: string;
   shape: number[];
-  /** Trained (a graph input fed by the trainer) or frozen (a constant, saved with the adapter). */
+  /**
+   * Trained (a graph input fed by the trainer) or frozen (a constant, saved with the adapter). A frozen tensor with
+   * role 'state' is a buffer: a graph input in training graphs whose next value the forward sets (`setState`).
+   */
   trainable: boolean;
   role: TensorRole;
 }
@@ -129,6 +134,12 @@ export interface ForwardContext<C, S> {
   inputs: Record<string, Tensor>;
   /** Dropout with rate `rate` on the adapter path (identity at inference or when the rate is 0). */
   dropout(x: Tensor, rate: number): Tensor;
+  /**
+   * Sets the value a 'state' tensor of this layer has after this step (computed from this forward pass, without
+   * gradient). In training graphs the trainer feeds it back next step and saves it in checkpoints; elsewhere the
+   * state stays as held.
+   */
+  setState(name: string, next: Tensor): void;
 }
 
 /** Host values of an adapted layer for merges and host-side hooks. */

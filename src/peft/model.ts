@@ -294,6 +294,17 @@ export class PeftModel {
     return out;
   }
 
+  /** Host values of the adapter's buffers (frozen 'state' tensors the forward pass updates), by graph-input name. */
+  stateValues(name: string): Map<string, Float32Array> {
+    const a = this.get(name);
+    const out = new Map<string, Float32Array>();
+    for (const [path, l] of a.layers) {
+      for (const s of l.specs)
+        if (!s.trainable && s.role === 'state') out.set(paramKey(name, path, s.name), l.values[s.name]);
+    }
+    return out;
+  }
+
   /** Takes trained values back (by graph-input name, as from trainableValues); unknown names are ignored. */
   setValues(name: string, values: ReadonlyMap<string, Float32Array> | Record<string, Float32Array>): void {
     const a = this.get(name);

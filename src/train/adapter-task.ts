@@ -37,7 +37,7 @@ export interface AdapterTraining {
     loss: Tensor,
     opts: { training: boolean; weights?: Tensor[]; metrics?: Record<string, Tensor> },
   ): TaskGraph;
-  /** The adapter's trainable values by graph-input name. */
+  /** The adapter's trainable values and buffers by graph-input name. */
   initialParams(): Record<string, Float32Array>;
   /** Feeds of one micro-batch: the adapter's step inputs (same for all micro-batches of a step) and a dropout seed. */
   stepInputs(ctx: StepInputContext): Record<string, Feed>;
@@ -61,9 +61,10 @@ export function adapterTraining(peft: PeftModel, adapter: string, baseModel: str
         (tensor): TrainableHandle => ({ tensor, adapter, role: 'other', layer: null }),
       );
       const groups = roleGroups([...binding.trainables().filter((h) => !ruled.has(h.tensor)), ...inPlace]);
-      return { graph, loss, groups, updates, metrics: opts.metrics };
+      const buffers = binding.bufferUpdates();
+      return { graph, loss, groups, updates, buffers: opts.training ? buffers : [], metrics: opts.metrics };
     },
-    initialParams: () => Object.fromEntries(peft.trainableValues(adapter)),
+    initialParams: () => Object.fromEntries([...peft.trainableValues(adapter), ...peft.stateValues(adapter)]),
     stepInputs(ctx) {
       // drawn at the step's first micro-batch, before its dropout seed, so resumed runs draw the same
       if (drawn === null || drawn.step !== ctx.step)

@@ -100,6 +100,7 @@ export class StepEngine {
         updates: updates.map((u) => ({ ...u, weightDecay: u.weightDecay ?? opts.weightDecay })),
         clipNorm: opts.clipNorm,
         metrics: tg.metrics,
+        buffers: tg.buffers,
       });
       const runner = new TrainStepRunner(await compile(tg.graph, cOpts), layout, init ?? zeros(layout));
       return new StepEngine(runner, tg.graph, null, null, metricNames);
@@ -116,7 +117,13 @@ export class StepEngine {
       const term = q.mul(acc).sum(); // d/dq = acc exactly
       surrogate = surrogate ? surrogate.add(term) : term;
     }
+    // buffers pass through the apply graph unchanged, so the runner holds them; the gradient graph updates them
+    const buffers = (tg.buffers ?? []).map((b) => {
+      const held = apply.input(b.input.name, 'f32', b.input.shape);
+      return { input: held, next: held };
+    });
     const layout = addTrainStep(apply, surrogate!, {
+      buffers,
       optimizer: opts.optimizer,
       groups: optimizerGroups(tg.groups, opts, (t) => param.get(t)!),
       updates: updates.map((u) => ({
@@ -141,14 +148,18 @@ export class StepEngine {
     return this.runner.stepCount;
   }
 
-  /** Names of the trainable parameters, in graph order. */
+  /** Names of the trainable parameters and buffers, in graph order. */
   paramNames(): string[] {
-    return this.runner.layout.params.map((p) => p.name);
+    return this.held().map((p) => p.name);
   }
 
-  /** Current parameter values by name (the live host arrays; the engine replaces, never mutates, them). */
+  /** Current parameter and buffer values by name (the live host arrays; the engine replaces, never mutates, them). */
   params(): Map<string, Float32Array> {
-    return new Map(this.runner.layout.params.map((p) => [p.name, this.runner.param(p.name)]));
+    return new Map(this.held().map((p) => [p.name, this.runner.param(p.name)]));
+  }
+
+  private held() {
+    return [...this.runner.layout.params, ...this.runner.layout.buffers];
   }
 
   /** Current optimizer and update-rule state by state name (`<param>::<slot>`). */
@@ -158,9 +169,9 @@ export class StepEngine {
 
   /** Shapes of the parameters and of the optimizer state, by name (what a checkpoint must hold). */
   shapes(): { params: Map<string, number[]>; state: Map<string, number[]> } {
-    const { params, state } = this.runner.layout;
+    const { state } = this.runner.layout;
     return {
-      params: new Map(params.map((p) => [p.name, p.shape])),
+      params: new Map(this.held().map((p) => [p.name, p.shape])),
       state: new Map(state.map((s) => [s.name, s.shape])),
     };
   }
@@ -193,9 +204,15 @@ export class StepEngine {
       return { loss, grad_norm, metrics, micro: [loss] };
     }
     const total = micro.reduce((a, b) => a + b.weight, 0);
-    const names = this.paramNames();
+    const names = this.runner.layout.params.map((p) => p.name);
+    const buffers = this.runner.layout.buffers.map((b) => b.name);
     const acc = new Map<string, Float32Array>(names.map((n) => [n, new Float32Array(this.runner.param(n).length)]));
-    const fetch = ['loss', ...this.metricNames, ...names.map((n) => newName(stateName(n, 'grad')))];
+    const fetch = [
+      'loss',
+      ...this.metricNames,
+      ...names.map((n) => newName(stateName(n, 'grad'))),
+      ...buffers.map((n) => newName(n)),
+    ];
     let loss = 0;
     const losses: number[] = [];
     const metrics: Record<string, number> = Object.fromEntries(this.metricNames.map((k) => [k, 0]));
@@ -208,8 +225,10 @@ export class StepEngine {
         feeds[n] = this.runner.param(n);
         feeds[stateName(n, 'grad')] = acc.get(n)!;
       }
+      for (const n of buffers) feeds[n] = this.runner.param(n);
       const out = await this.gradSession.run(feeds, fetch);
       for (const n of names) acc.set(n, out[newName(stateName(n, 'grad'))].data as Float32Array);
+      for (const n of buffers) this.runner.values.set(n, out[newName(n)].data as Float32Array); // micro-batch order
       const l = Number(out.loss.data[0]);
       losses.push(l);
       loss += (mb.weight / total) * l;
@@ -229,7 +248,8 @@ function declared(graph: Graph, feeds: Record<string, Feed>): Record<string, Fee
 }
 
 function zeros(layout: TrainStepLayout): Record<string, Float32Array> {
-  return Object.fromEntries(layout.params.map((p) => [p.name, new Float32Array(p.shape.reduce((a, b) => a * b, 1))]));
+  const held = [...layout.params, ...layout.buffers];
+  return Object.fromEntries(held.map((p) => [p.name, new Float32Array(p.shape.reduce((a, b) => a * b, 1))]));
 }
 
 /** Forward + backward that adds this micro-batch's scaled gradient to a fed accumulator `<param>::grad`. */
@@ -253,5 +273,6 @@ function gradientGraph(tg: TaskGraph): Graph {
     const acc = g.input(stateName(p.name, 'grad'), 'f32', p.shape);
     g.output(newName(stateName(p.name, 'grad')), acc.add(grads[i].mul(scale))); // [shape of p]
   });
+  for (const b of tg.buffers ?? []) g.output(newName(b.input.name), b.next);
   return g;
 }

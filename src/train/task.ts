@@ -62,6 +62,8 @@ export interface TaskGraph {
   metrics?: Record<string, Tensor>;
   /** Trainable tensors updated by their own rule instead of the optimizer (a method's per-layer rule). */
   updates?: CustomUpdate[];
+  /** Buffers: f32 graph inputs, not trained, whose next value the forward pass computes (held and saved like params). */
+  buffers?: { input: Tensor; next: Tensor }[];
 }
 
 /** Parameter values by graph input name (the host copy the Trainer holds). */
@@ -93,7 +95,7 @@ export interface TrainTask {
    * graph (the train step, and the gradient graph when accumulating), so it must not reuse a Graph.
    */
   build(): TaskGraph;
-  /** Initial values of the trainable inputs by name; `rng` is the run's seeded generator (fresh runs only). */
+  /** Initial values of the trainable inputs and buffers by name; `rng` is the run's generator (fresh runs only). */
   initialParams(rng: Rng): Record<string, Float32Array> | Promise<Record<string, Float32Array>>;
   /** Batches from `from` on, in the order a run consumes them; the same position always gives the same batches. */
   batches(from: DataPosition): BatchStream;
