@@ -22,6 +22,7 @@ export { methods, variantsOf, methodFor, resolveConfig, configSchema, savedType,
 export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/lora.ts';
 export { dora } from './methods/dora.ts';
 export { dylora, type DyLoraConfig } from './methods/dylora.ts';
+export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export {
   PeftModel,
   paramKey,

@@ -51,7 +51,11 @@ export const CASES: Case[] = [
     config: { r: 3, lora_alpha: 6, target_modules: ['embed_tokens', ...LINEAR_ALL], dylora: { min_rank: 1 } },
     identity: 'exact',
   },
-
+  {
+    entries: ['lora', 'mask_target'],
+    config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, mask_target: { lambda: 0.7 } },
+    identity: 'exact',
+  },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {

@@ -5,5 +5,6 @@ import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
 import { lora } from './lora.ts';
+import { maskTarget } from './mask_target.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, dora, dylora];
+export const REGISTRY: readonly RegistryEntry[] = [lora, dora, dylora, maskTarget];
