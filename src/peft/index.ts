@@ -21,6 +21,8 @@ export { REGISTRY } from './methods/index.ts';
 export { methods, variantsOf, methodFor, resolveConfig, configSchema, savedType, type Resolved } from './registry.ts';
 export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/lora.ts';
 export { dora } from './methods/dora.ts';
+export { dylora, type DyLoraConfig } from './methods/dylora.ts';
+export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export {
   PeftModel,
   paramKey,
@@ -39,6 +41,7 @@ export {
   type LossTermHandle,
 } from './binding.ts';
 export { saveAdapter, loadAdapter, readAdapterConfig, type SaveAdapterOptions } from './format.ts';
+export { saveTruncated } from './truncate.ts';
 export { adaptable } from './base.ts';
 export { exportMerged, exportModel, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';

@@ -46,6 +46,16 @@ export const CASES: Case[] = [
     identity: 'close',
     surrogate: ['a', 'b'],
   },
+  {
+    entries: ['lora', 'dylora'],
+    config: { r: 3, lora_alpha: 6, target_modules: ['embed_tokens', ...LINEAR_ALL], dylora: { min_rank: 1 } },
+    identity: 'exact',
+  },
+  {
+    entries: ['lora', 'mask_target'],
+    config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, mask_target: { lambda: 0.7 } },
+    identity: 'exact',
+  },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {
