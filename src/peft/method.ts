@@ -266,6 +266,16 @@ export interface AdapterMethod<C = any, S = any> {
   delta?(v: LayerValues<C, S>): Float32Array;
   /** Why the method cannot merge, when it cannot (merge and export refuse with this reason). */
   unmergeable?: string;
+  /**
+   * Why one layer of a mergeable method cannot be merged, or null (LoRA on a grouped or dilated Conv2d): merge and
+   * export refuse the whole adapter, before any weight changes, when a targeted layer has a reason.
+   */
+  unmergeableLayer?(layer: LayerInfo, settings: S, config: C): string | null;
+  /**
+   * Refuses a targeted layer the method cannot wrap with its settings (LoRA: a Conv2d whose groups do not divide
+   * r); runs when the adapter is added, before any initialiser; `source` names the config in errors.
+   */
+  checkLayer?(layer: LayerInfo, settings: S, config: C, source: string): void;
   /** The merged weight when it is not W0 + ΔW (`w0` is the current frozen weight, stored layout). */
   merge?(v: LayerValues<C, S>, w0: Float32Array): Float32Array;
   /** Model-level tensors, sized from all targeted layers (VeRA's shared projections). Saved as `base_model.<name>`. */
@@ -325,6 +335,10 @@ export interface MethodVariant<C = any, S = any> {
   merge?(v: LayerValues<C, S>, w0: Float32Array, delta: Float32Array): Float32Array;
   /** Whether this variant makes the adapter unmergeable (with the reason). */
   unmergeable?: string;
+  /** Why one layer cannot be merged with this variant, or null (as the method's, checked after it). */
+  unmergeableLayer?(layer: LayerInfo, settings: S, config: C): string | null;
+  /** Refuses a targeted layer this variant cannot handle (after the method's check). */
+  checkLayer?(layer: LayerInfo, settings: S, config: C, source: string): void;
   trainableCount?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): number;
   stepInputs?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): StepInputSpec<C>[];
   update?: LayerUpdateRule<C, S>;

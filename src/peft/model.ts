@@ -111,6 +111,7 @@ export class PeftModel {
     const { method, config } = resolved;
     const infos = this.targets(method, config, source);
     const settings = new Map(infos.map((l) => [l.path, method.settings?.(config, l)]));
+    for (const l of infos) method.checkLayer?.(l, settings.get(l.path), config, source);
     const withSettings = infos.map((layer) => ({ layer, settings: settings.get(layer.path) }));
     const sharedSpecs = method.shared?.(config, infos) ?? [];
     const sharedValues =
@@ -399,16 +400,15 @@ export class PeftModel {
     return { hooks: () => this.hooks(), overrides: this.weightOverrides(), key };
   }
 
-  /** Merges adapters (default: the active ones) into the frozen weights; the non-finite check runs once, here. */
+  /**
+   * Merges adapters (default: the active ones) into the frozen weights; the non-finite check runs once, here. Every
+   * adapter is checked for mergeability (method and each layer) before any weight changes.
+   */
   async merge(names: string[] = this.active): Promise<void> {
-    for (const name of names) {
-      if (this.mergedNames.includes(name)) continue;
-      const a = this.get(name);
-      const m = a.method;
-      if (!m.delta) {
-        const why = m.unmergeable ?? 'it has no merge rule';
-        throw new LorakitError('LK_UNSUPPORTED', `adapter "${name}" (${m.name}) cannot be merged: ${why}`);
-      }
+    const todo = names.filter((n) => !this.mergedNames.includes(n)).map((n) => this.get(n));
+    for (const a of todo) this.checkMergeable(a);
+    for (const a of todo) {
+      const { name, method: m } = a;
       for (const [path, l] of a.layers) {
         const wn = l.module.weightName;
         const w0 = this.mergedWeights.get(wn) ?? (await this.frozenWeight(wn));
@@ -440,6 +440,19 @@ export class PeftModel {
       this.mergedNames.push(name);
     }
     this.version++;
+  }
+
+  /** Throws LK_UNSUPPORTED when the adapter's method cannot merge, or cannot merge one of its layers. */
+  private checkMergeable(a: Adapter): void {
+    const m = a.method;
+    const refuse = (why: string) => {
+      throw new LorakitError('LK_UNSUPPORTED', `adapter "${a.name}" (${m.name}) cannot be merged: ${why}`);
+    };
+    if (!m.delta) refuse(m.unmergeable ?? 'it has no merge rule');
+    for (const l of a.layers.values()) {
+      const why = m.unmergeableLayer?.(l.info, l.settings, a.config) ?? null;
+      if (why !== null) refuse(`${l.info.path}: ${why}; the adapter works unmerged`);
+    }
   }
 
   /** Restores the frozen weights exactly (merged copies are dropped; replaced weights stay, as in PEFT). */

@@ -162,6 +162,11 @@ export function compose(method: AdapterMethod, variants: readonly MethodVariant[
         all.map((e) => ({ name: e.name, hook: e.calibration?.(c) ?? undefined })),
       ) ?? null,
     update,
+    checkLayer(layer, s, c, source) {
+      for (const e of all) e.checkLayer?.(layer, s, c, source);
+    },
+    unmergeableLayer: (layer, s, c) =>
+      all.map((e) => e.unmergeableLayer?.(layer, s, c) ?? null).find((why) => why !== null) ?? null,
   };
   if (unmergeable) composed.unmergeable = `${unmergeable.name}: ${unmergeable.unmergeable}`;
   if (unmergeable || !method.delta) {

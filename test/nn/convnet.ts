@@ -1,11 +1,13 @@
 // A tiny sequential conv net for tests: a torch.nn.Sequential of Conv2d and ReLU layers described by a config
 // (test/fixtures/conv/config.json, written by interop/make_conv_fixtures.py), built with createContext so every
 // Conv2d goes through ctx.conv2d and therefore through hooks.conv2d. Weights are read by torch's Sequential names
-// (`0.weight`, `0.bias`, ...). Not a model family: nothing in src/ loads conv nets yet.
+// (`0.weight`, `0.bias`, ...); `convNetBase` is the net as PeftModel's base. Not a model family: nothing in src/ loads
+// conv nets yet.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Graph, Tensor } from '../../src/graph/index.ts';
 import { SafetensorsFile } from '../../src/io/index.ts';
+import type { AdaptableBase } from '../../src/peft/index.ts';
 import {
   type Conv2dInfo,
   type ComputeDType,
@@ -73,16 +75,27 @@ export async function openConvNet(dir: string): Promise<{ config: ConvNetConfig;
   return { config, file: await SafetensorsFile.open(join(dir, 'model.safetensors')) };
 }
 
-/** A context for the net on graph `g`: weights from `file` (or only `overrides`), optional hooks. */
+/** A context for the net on graph `g`: weights from `file` unless in `overrides` (merged weights), optional hooks. */
 export function convNetContext(
   g: Graph,
   config: ConvNetConfig,
   file: SafetensorsFile | null,
-  opts: { hooks?: ModuleHooks; trainable?: string[]; dtype?: ComputeDType } = {},
+  opts: {
+    hooks?: ModuleHooks;
+    trainable?: string[];
+    dtype?: ComputeDType;
+    overrides?: ReadonlyMap<string, Float32Array>;
+  } = {},
 ): ModelContext<ConvNetConfig> {
   const weights = new WeightSource(g, file ? weightStore(file) : null, {
     trainable: opts.trainable,
     dtype: opts.dtype,
+    overrides: opts.overrides,
   });
   return createContext({ graph: g, weights, modules: convNetModules(config), config, hooks: opts.hooks });
+}
+
+/** The net as the base of a PeftModel (no output head); `file` must stay open while the PeftModel reads weights. */
+export function convNetBase(config: ConvNetConfig, file: SafetensorsFile): AdaptableBase {
+  return { modules: convNetModules(config), outputHead: null, readWeight: (n) => file.readAs(n, 'f32') };
 }

@@ -56,6 +56,19 @@ export const CASES: Case[] = [
     config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, mask_target: { lambda: 0.7 } },
     identity: 'exact',
   },
+  {
+    entries: ['lora'],
+    config: { r: 2, lora_alpha: 3, target_modules: ['conv', 'c_fc'] },
+    identity: 'exact',
+    conv: true,
+  },
+  {
+    entries: ['lora', 'dora'],
+    config: { r: 2, lora_alpha: 4, use_dora: true, target_modules: ['conv'] },
+    identity: 'close',
+    conv: true,
+    surrogate: ['a', 'b'],
+  },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {

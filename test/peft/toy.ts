@@ -107,8 +107,11 @@ export function toyForward(
   const a = ctx.linear('model.layers.0.q_proj', h).tanh();
   let b = ctx.linear('model.layers.1.q_proj', a); // [B, T, D]
   if (opts.conv) {
+    // ONNX Runtime's Conv has no f64 kernel: in an f64 graph the conv block's weights come from an f32 source
+    const ws32 = dtype === 'f64' ? new WeightSource(g, null, { overrides: weights, dtype: 'f32', namePrefix }) : ws;
+    const convCtx = ws32 === ws ? ctx : createContext({ graph: g, weights: ws32, modules: [CONV], config: {}, hooks });
     const x = b.transpose([0, 2, 1]).unsqueeze(3).cast('f32'); // [B, D, T, 1]
-    b = ctx.conv2d(CONV.path, x).squeeze(3).transpose([0, 2, 1]).cast(b.dtype).tanh(); // [B, T, D]
+    b = convCtx.conv2d(CONV.path, x).squeeze(3).transpose([0, 2, 1]).cast(b.dtype).tanh(); // [B, T, D]
   }
   const c = ctx.linear('model.layers.1.c_fc', b).tanh();
   return { logits: ctx.linear('lm_head', c), ws };

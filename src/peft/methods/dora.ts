@@ -3,7 +3,11 @@
  * variant (`use_dora`). Adds a magnitude m [out] (key `lora_magnitude_vector`): W' = diag(m/n)·(W0 + s·B·A) with
  * n = ‖W0 + s·B·A‖ per output row, treated as a constant in the backward (paper §4.3). Forward, as PEFT computes it
  * without building W': y = base(x) + (m/n − 1)⊙(base(x) − b) + (m/n)⊙s·B(A(dropout x)).
+ * On a Conv2d (PEFT's `_DoraConvNdLayer`) m is stored [1, out, 1, 1], n is the norm over (in, kh, kw) of each output
+ * channel of W0 + s·B·A, and the rescaling is per channel. Grouped convs are refused: PEFT reshapes B·A into the
+ * grouped kernel's shape there, a norm of no meaning (see convMergeBlock in lora.ts for why B·A is no grouped kernel).
  */
+import { LorakitError } from '../../errors.ts';
 import { matmul, rowNorms } from '../../linalg/index.ts';
 import { fromMatrix, matrixDims, matrixOf, toMatrix } from '../layers.ts';
 import type { MethodVariant } from '../method.ts';
@@ -14,10 +18,28 @@ export const dora: MethodVariant<LoraConfig, LoraSettings> = {
   paper: 'DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv:2402.09353)',
   of: ['lora'],
   applies: (c) => c.use_dora,
-  layers: ['linear', 'conv1d'],
+  layers: ['linear', 'conv1d', 'conv2d'],
 
+  checkLayer(layer, _s, _c, source) {
+    if ((layer.conv?.groups ?? 1) > 1) {
+      throw new LorakitError(
+        'LK_UNSUPPORTED',
+        `${source}: DoRA cannot wrap ${layer.path}, a Conv2d with groups ${layer.conv!.groups} (PEFT computes its ` +
+          'norm from B·A reshaped to the grouped kernel, which is not the adapted weight); use plain LoRA there or ' +
+          'exclude the layer',
+        { layer: layer.path },
+      );
+    }
+  },
+
+  // PEFT saves a conv's magnitude as [1, out, 1, 1] (the shape it broadcasts with); its values are the same
   params: (layer) => [
-    { name: 'lora_magnitude_vector', shape: [layer.outFeatures], trainable: true, role: 'magnitude' },
+    {
+      name: 'lora_magnitude_vector',
+      shape: layer.conv ? [1, layer.outFeatures, 1, 1] : [layer.outFeatures],
+      trainable: true,
+      role: 'magnitude',
+    },
   ],
 
   // m = ‖W + s·B·A‖ per output row (W the frozen weight after any earlier init variant), so that W' = W at init
@@ -31,12 +53,20 @@ export const dora: MethodVariant<LoraConfig, LoraSettings> = {
 
   forward(ctx, { lora }) {
     const { p, settings: s, layer } = ctx;
-    const W = matrixOf(layer, ctx.weight); // [out, in]
-    const V = W.add(p['lora_B.weight'].matmul(p['lora_A.weight']).mul(s.scaling)); // [out, in]
+    const [o, i] = matrixDims(layer);
+    const W = matrixOf(layer, ctx.weight); // [out, in] (a Conv2d's [out, in, kh, kw] as [out, in·kh·kw])
+    const [A, B] = [p['lora_A.weight'], p['lora_B.weight']];
+    const BA = layer.conv ? B.reshape([o, s.r]).matmul(A.reshape([s.r, i])) : B.matmul(A); // [out, in]
+    const V = W.add(BA.mul(s.scaling)); // [out, in]
     const n = V.mul(V).sum(1).sqrt().detach(); // [out], no gradient (paper §4.3)
-    const scale = p.lora_magnitude_vector.div(n); // [out]
+    let scale = p.lora_magnitude_vector.reshape([o]).div(n); // [out]
+    let bias = ctx.bias;
+    if (layer.conv) {
+      scale = scale.reshape([1, o, 1, 1]); // per channel of [N, out, H', W']
+      bias = bias?.reshape([1, o, 1, 1]) ?? null;
+    }
     // PEFT reuses the base output without bias when dropout is off; with dropout it recomputes W0·dropout(x).
-    const base = s.dropout > 0 ? ctx.dropout(ctx.x, s.dropout).matmul(W.T) : ctx.bias ? ctx.y.sub(ctx.bias) : ctx.y;
+    const base = s.dropout > 0 ? droppedBase(ctx) : bias ? ctx.y.sub(bias) : ctx.y;
     return ctx.y.add(scale.sub(1).mul(base)).add(scale.mul(lora));
   },
 
@@ -58,3 +88,12 @@ export const dora: MethodVariant<LoraConfig, LoraSettings> = {
     return fromMatrix(layer, v);
   },
 };
+
+/** The frozen layer without bias on dropout(x): x̃·Wᵀ, or the base convolution of x̃ (PEFT's conv_fn, bias=None). */
+function droppedBase(ctx: Parameters<NonNullable<typeof dora.forward>>[0]) {
+  const { layer, settings: s } = ctx;
+  const x = ctx.dropout(ctx.x, s.dropout);
+  const c = layer.conv;
+  if (!c) return x.matmul(matrixOf(layer, ctx.weight).T); // [.., out]
+  return x.conv2d(ctx.weight, null, { stride: c.stride, padding: c.padding, dilation: c.dilation, groups: c.groups });
+}

@@ -2,15 +2,19 @@
  * LoRA — "LoRA: Low-Rank Adaptation of Large Language Models" (Hu et al., 2021, arXiv:2106.09685); PEFT peft_type
  * LORA. ΔW = s·B·A with A [r, in], B [out, r], s = alpha/r (alpha/√r with rsLoRA, arXiv:2312.03732). Forward
  * y = base(x) + s·B(A(dropout(x))). Embeddings: y = E[x] + s·(Aᵀ[x])·Bᵀ with A [r, num], B [dim, r].
+ * Conv2d, as PEFT's `_ConvNd`: A is a Conv(in → r) with the base kernel, stride and padding — but not its dilation —
+ * [r, in, kh, kw]; B a 1×1 Conv(r → out) with the base groups, [out, r/groups, 1, 1]. It merges (ΔW[o, i, :, :] =
+ * s·Σ_j B[o, j]·A[j, i, :, :]) only where PEFT's ΔW is the adapted function: groups 1 and no dilated kernel axis.
  * Its variants (DoRA, PiSSA, OLoRA, ...) are their own files, composed by the registry; they receive LoRA's term
  * s·B(A(x̃)) as `parts.lora`.
  */
 import { z } from 'zod';
 import { LorakitError } from '../../errors.ts';
+import { fmtShape, type Tensor } from '../../graph/index.ts';
 import { kaimingUniformBound, matmul } from '../../linalg/index.ts';
 import { patternValue } from '../config.ts';
 import { fromMatrix, matrixDims } from '../layers.ts';
-import type { AdapterMethod, ForwardContext, LayerInfo, ParamSpec } from '../method.ts';
+import type { AdapterMethod, ConvGeometry, ForwardContext, LayerInfo, ParamSpec } from '../method.ts';
 
 /** Fields of PEFT's LoraConfig that select features lorakit does not implement: accepted at their neutral value. */
 const NEUTRAL: Record<string, (v: unknown) => boolean> = {
@@ -84,8 +88,47 @@ export interface LoraSettings {
 const names = (layer: LayerInfo) =>
   layer.kind === 'embedding' ? ['lora_embedding_A', 'lora_embedding_B'] : ['lora_A.weight', 'lora_B.weight'];
 
-/** ΔW = s·B·A in the stored weight's layout. */
+/** Kaiming's fan-in of A: its input width (a conv A reads in·kh·kw values per output). */
+const fanInA = (layer: LayerInfo) => layer.inFeatures * (layer.conv ? layer.conv.kernel[0] * layer.conv.kernel[1] : 1);
+
+/** Shapes of A and B: [r, in] and [out, r]; on a Conv2d [r, in, kh, kw] and [out, r/groups, 1, 1] (PEFT's). */
+function shapes(layer: LayerInfo, r: number): [number[], number[]] {
+  const c = layer.conv;
+  if (c)
+    return [
+      [r, layer.inFeatures, ...c.kernel],
+      [layer.outFeatures, r / c.groups, 1, 1],
+    ];
+  return [
+    [r, layer.inFeatures],
+    [layer.outFeatures, r],
+  ];
+}
+const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** Why ΔW = s·B·A of a Conv2d is not the adapted function, or null (every other layer kind merges). */
+function convMergeBlock(layer: LayerInfo): string | null {
+  const c = layer.conv;
+  if (!c) return null;
+  if (c.groups > 1) {
+    return (
+      `a Conv2d with groups ${c.groups}: lora_A mixes every input channel, so B·A is no grouped kernel (PEFT ` +
+      'refuses to merge it too)'
+    );
+  }
+  if (c.dilation.some((d, k) => d > 1 && c.kernel[k] > 1)) {
+    return (
+      `a Conv2d with dilation [${c.dilation}]: lora_A has the base kernel without its dilation (as in PEFT), so ` +
+      'B·A added to the dilated kernel is another function (PEFT merges it anyway)'
+    );
+  }
+  return null;
+}
+
+/** ΔW = s·B·A in the stored weight's layout (a Conv2d's [out, in, kh, kw] is the [out, in·kh·kw] matrix B·A). */
 function loraDelta(layer: LayerInfo, s: LoraSettings, p: Record<string, Float32Array>): Float32Array {
+  const block = convMergeBlock(layer);
+  if (block) throw new Error(`internal: ΔW of ${layer.path} asked for, but it is ${block}`);
   const [an, bn] = names(layer);
   const [o, i] = matrixDims(layer);
   const ba = matmul(p[bn], p[an], o, s.r, i); // [out, in]
@@ -97,7 +140,7 @@ export const lora: AdapterMethod<LoraConfig, LoraSettings> = {
   name: 'lora',
   peftType: 'LORA',
   paper: 'LoRA: Low-Rank Adaptation of Large Language Models (arXiv:2106.09685)',
-  layers: ['linear', 'conv1d', 'embedding'],
+  layers: ['linear', 'conv1d', 'conv2d', 'embedding'],
   fields: loraFields,
 
   openFields: {
@@ -125,20 +168,34 @@ export const lora: AdapterMethod<LoraConfig, LoraSettings> = {
     return { r, alpha, scaling: c.use_rslora ? alpha / Math.sqrt(r) : alpha / r, dropout: c.lora_dropout };
   },
 
+  // PEFT's lora_B on a grouped conv has r/groups input channels per group, so groups must divide r.
+  checkLayer(layer, s, _c, source) {
+    const c = layer.conv;
+    if (c && s.r % c.groups !== 0) {
+      throw new LorakitError(
+        'LK_CONFIG_INVALID',
+        `${source}: ${layer.path} is a Conv2d with groups ${c.groups}, which must divide its rank ${s.r} (lora_B is ` +
+          'a grouped 1×1 conv, as in PEFT); choose another r or rank_pattern entry, or exclude the layer',
+        { layer: layer.path },
+      );
+    }
+  },
+
   params(layer, s): ParamSpec[] {
     const [an, bn] = names(layer);
+    const [sa, sb] = shapes(layer, s.r);
     return [
-      { name: an, shape: [s.r, layer.inFeatures], trainable: true, role: 'a' },
-      { name: bn, shape: [layer.outFeatures, s.r], trainable: true, role: 'b' },
+      { name: an, shape: sa, trainable: true, role: 'a' },
+      { name: bn, shape: sb, trainable: true, role: 'b' },
     ];
   },
 
   async init({ layer, settings: s, config: c, rng }) {
     const [an, bn] = names(layer);
-    const [nA, nB] = [s.r * layer.inFeatures, layer.outFeatures * s.r];
+    const [nA, nB] = shapes(layer, s.r).map(numel);
     let A: Float32Array, B: Float32Array;
     if (c.init_lora_weights === false) {
-      const b = kaimingUniformBound(layer.inFeatures);
+      const b = kaimingUniformBound(fanInA(layer));
       A = rng.uniformArray(nA, -b, b);
       B = rng.normalArray(nB, 0.02);
     } else if (layer.kind === 'embedding') {
@@ -149,7 +206,7 @@ export const lora: AdapterMethod<LoraConfig, LoraSettings> = {
       B = new Float32Array(nB);
     } else {
       // true, and the strings an initialisation variant handles after this (it replaces A and B)
-      const b = kaimingUniformBound(layer.inFeatures);
+      const b = kaimingUniformBound(fanInA(layer));
       A = rng.uniformArray(nA, -b, b);
       B = new Float32Array(nB);
     }
@@ -159,6 +216,7 @@ export const lora: AdapterMethod<LoraConfig, LoraSettings> = {
   parts(ctx: ForwardContext<LoraConfig, LoraSettings>) {
     const { layer, settings: s, x, p } = ctx;
     const [an, bn] = names(layer);
+    if (layer.conv) return { lora: convTerm(ctx, layer.conv, p[an], p[bn]).mul(s.scaling) };
     const t =
       layer.kind === 'embedding'
         ? p[an].T.gather(x).matmul(p[bn].T) // [.., r] · [r, dim]
@@ -170,10 +228,17 @@ export const lora: AdapterMethod<LoraConfig, LoraSettings> = {
     return ctx.y.add(lora.parts!(ctx).lora);
   },
 
+  // r·(in + out); on a Conv2d r·in·kh·kw + out·r/groups
   trainableCount: (_c, layers) =>
-    layers.reduce((n, { layer, settings: s }) => n + s.r * (layer.inFeatures + layer.outFeatures), 0),
+    layers.reduce((n, { layer, settings: s }) => {
+      const c = layer.conv;
+      if (!c) return n + s.r * (layer.inFeatures + layer.outFeatures);
+      return n + s.r * layer.inFeatures * c.kernel[0] * c.kernel[1] + (layer.outFeatures * s.r) / c.groups;
+    }, 0),
 
   delta: ({ layer, settings, p }) => loraDelta(layer, settings, p),
+
+  unmergeableLayer: (layer) => convMergeBlock(layer),
 
   // PEFT's conversion of a base-replacing init: ΔW = s·B·A − s·B0·A0 = s·[B | −B0]·[A; A0], a LoRA of rank 2r whose
   // alpha keeps s (×2, or ×√2 with rsLoRA).
@@ -195,6 +260,13 @@ export const lora: AdapterMethod<LoraConfig, LoraSettings> = {
     };
     const out = new Map<string, Record<string, Float32Array>>();
     for (const l of layers) {
+      if ((l.layer.conv?.groups ?? 1) > 1) {
+        throw new LorakitError(
+          'LK_UNSUPPORTED',
+          `converting ${l.layer.path}, a grouped Conv2d, to a plain LoRA is not supported (its rank-2r lora_B ` +
+            'would interleave the groups)',
+        );
+      }
       const [an, bn] = names(l.layer);
       const { r } = l.settings;
       const [o] = matrixDims(l.layer);
@@ -213,3 +285,24 @@ export const lora: AdapterMethod<LoraConfig, LoraSettings> = {
     return { config, layers: out };
   },
 };
+
+/**
+ * B(A(dropout x)) on a Conv2d, [N, out, H', W'] (PEFT's conv LoRA): A takes the base stride and padding but no
+ * dilation, so on a dilated base its output size can differ from the base's; PEFT then fails, and so does this,
+ * naming the layer.
+ */
+function convTerm(ctx: ForwardContext<LoraConfig, LoraSettings>, c: ConvGeometry, A: Tensor, B: Tensor): Tensor {
+  const x = ctx.dropout(ctx.x, ctx.settings.dropout); // [N, in, H, W]
+  const t = x.conv2d(A, null, { stride: c.stride, padding: c.padding }).conv2d(B, null, { groups: c.groups });
+  const [want, got] = [ctx.y.shape.slice(2), t.shape.slice(2)];
+  if (want.some((d, k) => typeof d === 'number' && typeof got[k] === 'number' && d !== got[k])) {
+    throw new LorakitError(
+      'LK_SHAPE_MISMATCH',
+      `lora on ${ctx.layer.path}: lora_A has the base kernel, stride and padding without the dilation ` +
+        `[${c.dilation}] (as in PEFT), so on input ${fmtShape(ctx.x.shape)} it gives ${fmtShape(got)} where the ` +
+        `base conv gives ${fmtShape(want)}; PEFT fails on this input too. Exclude the layer (exclude_modules)`,
+      { layer: ctx.layer.path },
+    );
+  }
+  return t; // [N, out, H', W']
+}
