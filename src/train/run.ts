@@ -8,6 +8,7 @@ import { HfTokenizer } from '../io/index.ts';
 import { PeftModel, adaptable } from '../peft/index.ts';
 import { loadDataset } from './data/index.ts';
 import { causalLmTask } from './causal-lm.ts';
+import { causalLmCalibrator } from './calibrate.ts';
 import { train, type TrainResult } from './trainer.ts';
 import type { RunConfig } from './config.ts';
 import type { TrainOptions } from './options.ts';
@@ -40,8 +41,14 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       ...(d.cache_dir !== undefined ? { cacheDir: d.cache_dir } : {}),
     });
     const peft = new PeftModel(adaptable(model));
-    await peft.addAdapter('default', c.adapter, { seed: c.training.seed, source: 'run config: adapter' });
     const t = c.training;
+    const calibrate = causalLmCalibrator({
+      model,
+      train: data.train,
+      batchSize: t.per_device_train_batch_size,
+      seed: t.seed,
+    });
+    await peft.addAdapter('default', c.adapter, { seed: t.seed, source: 'run config: adapter', calibrate });
     const task = causalLmTask({
       model,
       peft,
