@@ -46,6 +46,7 @@ export const CASES: Case[] = [
     identity: 'close',
     surrogate: ['a', 'b'],
   },
+  { entries: ['vera'], config: { peft_type: 'VERA', r: 3, target_modules: LINEAR_ALL }, identity: 'exact' },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {
