@@ -12,7 +12,8 @@ For every case folder (adapter_config.json, adapter_model.safetensors, inputs.js
     was dropped as unexpected and none was left at its init as missing);
   * the adapter must change the logits clearly; unmerged and merge_and_unload logits must agree (1e-4);
   * writes `peft_logits.safetensors` (`logits`, `merged_logits`, float32) and `peft.json` (versions, PEFT's resolved
-    r / alpha / scaling per wrapped module, loaded keys, differences), both deterministic.
+    r / alpha / scaling per wrapped module — VeRA: r, in/out features, fan_in_fan_out —, loaded keys, differences),
+    both deterministic.
 Exits non-zero with `check_lorakit_adapters: FAILED: ...` on any problem.
 """
 
@@ -33,6 +34,7 @@ from common import (
     merged_logits,
     run,
     setup,
+    vera_layers,
     versions,
 )
 
@@ -81,7 +83,7 @@ def check_case(folder):
         check(tuple(state[k].shape) == tuple(t.shape), f"{case}: {k} has shape {tuple(t.shape)}, PEFT's is {tuple(state[k].shape)}")
         check(torch.equal(state[k].cpu(), t), f"{case}: {k} differs after PEFT loaded it")
 
-    layers = lora_layers(pm, number=f32)
+    layers = vera_layers(pm) if config["peft_type"] == "VERA" else lora_layers(pm, number=f32)
     check(layers, f"{case}: PEFT wrapped no layer")
     logits = forward(pm, inputs)
     vs_base = adapter_effect(logits, base_logits, seqcls, case)

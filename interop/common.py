@@ -137,3 +137,21 @@ def lora_layers(model, number=float):
                 "use_dora": bool(mod.use_dora.get("default", False)),
             }
     return dict(sorted(out.items()))
+
+
+def vera_layers(model):
+    """Module path (as in the base model) -> kind, in/out features, r and fan_in_fan_out of each VeRA layer, as PEFT
+    resolved them (the shared projections are sized by the largest in/out over these layers)."""
+    from peft.tuners.vera import VeraLayer
+
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, VeraLayer) and "default" in mod.r:
+            out[name.replace("base_model.model.", "", 1)] = {
+                "kind": type(mod.get_base_layer()).__name__,
+                "in_features": int(mod.in_features),
+                "out_features": int(mod.out_features),
+                "r": int(mod.r["default"]),
+                "fan_in_fan_out": bool(mod.fan_in_fan_out),
+            }
+    return dict(sorted(out.items()))

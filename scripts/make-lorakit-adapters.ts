@@ -149,11 +149,37 @@ export const CASES: Record<string, LorakitCase> = {
       modules_to_save: ['classifier'],
     },
   },
+  llama_vera: {
+    base: 'llama',
+    seed: 307,
+    description: 'VeRA on all 7 projections: shared vera_A [16, 128] and vera_B [128, 16] sliced per layer',
+    config: {
+      peft_type: 'VERA',
+      task_type: 'CAUSAL_LM',
+      target_modules: LLAMA_ALL,
+      r: 16,
+      projection_prng_key: 11,
+      d_initial: 0.2,
+    },
+  },
+  gpt2_vera: {
+    base: 'gpt2',
+    seed: 308,
+    description: 'VeRA on GPT-2 Conv1D layers c_attn, c_proj (attention and MLP), c_fc with fan_in_fan_out',
+    config: {
+      peft_type: 'VERA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['c_attn', 'c_proj', 'c_fc'],
+      r: 8,
+      fan_in_fan_out: true,
+    },
+  },
 };
 
 export const PERTURBATION =
   'lora_A, lora_embedding_A ~ N(0, 0.1); lora_B, lora_embedding_B ~ N(0, 0.05); ' +
-  'DoRA magnitudes *= 1 + N(0, 0.1); modules_to_save copies += N(0, 0.05); one lorakit Rng per tensor, seeded by ' +
+  'DoRA magnitudes *= 1 + N(0, 0.1); VeRA vera_lambda_b ~ N(0, 0.5), vera_lambda_d += N(0, 0.5); ' +
+  'modules_to_save copies += N(0, 0.05); one lorakit Rng per tensor, seeded by ' +
   'seedFrom(case seed, tensor key)';
 
 /** Moves every trainable value of adapter `name` away from its init (see PERTURBATION). */
@@ -168,6 +194,8 @@ function perturb(peft: PeftModel, name: string, seed: number): void {
       for (let i = 0; i < v.length; i++) out[i] = 0.05 * rng.normal();
     else if (param.endsWith('.lora_magnitude_vector'))
       for (let i = 0; i < v.length; i++) out[i] = v[i] * (1 + 0.1 * rng.normal());
+    else if (param.endsWith('.vera_lambda_b')) for (let i = 0; i < v.length; i++) out[i] = 0.5 * rng.normal();
+    else if (param.endsWith('.vera_lambda_d')) for (let i = 0; i < v.length; i++) out[i] = v[i] + 0.5 * rng.normal();
     else for (let i = 0; i < v.length; i++) out[i] = v[i] + 0.05 * rng.normal(); // modules_to_save
     values.set(key, out);
   }

@@ -1,4 +1,4 @@
-// linalg/: host-side matrix helpers, seeded random initialisers and the decompositions of initialisations
+// linalg/: host-side matrix helpers, seeded random initialisers (lorakit's own, and torch's CPU stream) and the decompositions of initialisations
 // (QR, symmetric eigen, SVD, randomized SVD).
 export { matmul, transpose, rowNorms, axpy } from './matrix.ts';
 export { Rng, seedFrom, kaimingUniformBound, mulberry32, mulberry32Step } from './random.ts';
@@ -14,3 +14,4 @@ export {
 } from './eig.ts';
 export { svd, type Svd } from './svd.ts';
 export { svdLowrank, type SvdLowrankOptions } from './rsvd.ts';
+export { TorchGenerator } from './torch-random.ts';

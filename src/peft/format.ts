@@ -1,8 +1,9 @@
 /**
  * PEFT adapter folders: adapter_config.json + adapter_model.safetensors (+ README.md), readable by
  * `PeftModel.from_pretrained` and written by PEFT's `save_pretrained` (../shared/spec/peft-format.md §1).
- * Keys are `base_model.model.<module path>.<param>` with the adapter name removed; modules_to_save are saved whole
- * under their plain key; trained biases of adapted layers under `<path>.base_layer.bias`.
+ * Keys are `base_model.model.<module path>.<param>` with the adapter name removed, model-level tensors
+ * `base_model.<name>` (tensors a method regenerates exactly, `saved: false`, are left out); modules_to_save are saved
+ * whole under their plain key; trained biases of adapted layers under `<path>.base_layer.bias`.
  */
 import { readFile, mkdir } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
@@ -28,9 +29,9 @@ type Where =
 /** Key → where, for every tensor the adapter saves (PEFT's key names, adapter name removed). */
 function savedKeys(peft: PeftModel, a: Adapter): Map<string, Where> {
   const keys = new Map<string, Where>();
-  for (const s of a.shared.specs) keys.set(`base_model.${s.name}`, { shared: s.name });
+  for (const s of a.shared.specs) if (s.saved !== false) keys.set(`base_model.${s.name}`, { shared: s.name });
   for (const [path, l] of a.layers) {
-    for (const s of l.specs) keys.set(`${PREFIX}${path}.${s.name}`, { path, param: s.name });
+    for (const s of l.specs) if (s.saved !== false) keys.set(`${PREFIX}${path}.${s.name}`, { path, param: s.name });
   }
   for (const w of a.weights.keys()) {
     const m = peft.base.modules.find((x) => x.kind !== 'embedding' && x.biasName === w && a.layers.has(x.path));

@@ -23,6 +23,7 @@ export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/
 export { dora } from './methods/dora.ts';
 export { dylora, type DyLoraConfig } from './methods/dylora.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
+export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export {
   PeftModel,
   paramKey,

@@ -79,6 +79,11 @@ export interface ParamSpec {
    */
   trainable: boolean;
   role: TensorRole;
+  /**
+   * false: left out of adapter files and not expected in them, because the initialiser regenerates it exactly (VeRA's
+   * projections with save_projection=False, drawn from torch's stream as PEFT draws them). Default true.
+   */
+  saved?: boolean;
 }
 
 /** What an initialiser returns: the values of its tensors, and optionally a replacement for the frozen weight. */
@@ -242,6 +247,12 @@ export interface AdapterMethod<C = any, S = any> {
   layers: readonly LayerKind[];
   /** The config fields (zod shape: PEFT names and defaults), without the targeting fields every method shares. */
   fields: z.ZodRawShape;
+  /**
+   * Shared fields (targeting, PEFT's common ones) that PEFT's config class of this method does not have (VeraConfig
+   * has no exclude_modules): PEFT would ignore them, so a value is refused and the field is left out of saved
+   * adapter_config.json files (PEFT loads them without warnings).
+   */
+  peftLacks?: readonly string[];
   /** Checks across fields that a schema cannot say; `source` names the file in errors. */
   check?(config: C, source: string): void;
   /**

@@ -80,6 +80,15 @@ export function resolveConfig(json: unknown, source: string, registry: readonly 
     { ...json, peft_type: savedType(base) },
     source,
   ) as Resolved['config'];
+  for (const field of base.peftLacks ?? []) {
+    if (config[field] === null || config[field] === undefined) continue;
+    throw new LorakitError(
+      'LK_UNSUPPORTED',
+      `${source}: ${field} = ${JSON.stringify(config[field])} is not supported by ${base.name}: PEFT's ` +
+        `${savedType(base)} config has no ${field} field and would ignore it when loading the adapter; remove it`,
+      { field },
+    );
+  }
   base.check?.(config, source);
   const registered = variantsOf(base, registry);
   const variants = registered.filter((v) => v.applies(config));
@@ -96,9 +105,15 @@ export function resolveConfig(json: unknown, source: string, registry: readonly 
   return { method: variants.length ? compose(base, variants) : base, base, variants, config };
 }
 
-/** The config as it is written to adapter_config.json: training-only variant fields are left out. */
+/**
+ * The config as it is written to adapter_config.json: training-only variant fields and the shared fields PEFT's
+ * config of the method lacks are left out.
+ */
 export function savedConfig(r: Pick<Resolved, 'base' | 'config'>, registry = REGISTRY): Record<string, unknown> {
-  const drop = new Set(variantsOf(r.base, registry).flatMap((v) => v.trainingOnly ?? []));
+  const drop = new Set([
+    ...variantsOf(r.base, registry).flatMap((v) => v.trainingOnly ?? []),
+    ...(r.base.peftLacks ?? []),
+  ]);
   return Object.fromEntries(Object.entries(r.config).filter(([k, v]) => !drop.has(k) && v !== undefined));
 }
 

@@ -82,7 +82,7 @@ test(
       ],
       [
         ['--model', GPT2, '--adapter', loha, '--out', out],
-        /^lorakit: .*loha\/adapter_config\.json: peft_type "LOHA" is not supported; lorakit supports LORA \[LK_UNSUPPORTED\]\n$/,
+        /^lorakit: .*loha\/adapter_config\.json: peft_type "LOHA" is not supported; lorakit supports LORA(, \w+)* \[LK_UNSUPPORTED\]\n$/,
       ],
       [['--model', GPT2, '--adapter', LORA], /^lorakit: --out <dir> is required: .*\[LK_INVALID_ARGUMENT\]\n$/],
       [

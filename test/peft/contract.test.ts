@@ -69,6 +69,7 @@ export const CASES: Case[] = [
     conv: true,
     surrogate: ['a', 'b'],
   },
+  { entries: ['vera'], config: { peft_type: 'VERA', r: 3, target_modules: LINEAR_ALL }, identity: 'exact' },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {

@@ -1,7 +1,7 @@
 // lorakit → PEFT: the adapters scripts/make-lorakit-adapters.ts writes are stable (regenerating gives the committed
 // bytes), and with the committed folders lorakit computes the logits PEFT computed after `PeftModel.from_pretrained`
 // (interop/check_lorakit_adapters.py: peft_logits.safetensors, peft.json), unmerged and merged, and resolves the same
-// r / alpha / scaling per layer. No Python here.
+// r / alpha / scaling per layer (VeRA: r). No Python here.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
@@ -104,14 +104,19 @@ for (const name of Object.keys(CASES)) {
         what: `${name} merged logits`,
       });
     }
-    // PEFT wrapped the same layers with the same r, alpha and scaling (patterns, rsLoRA, DoRA resolved alike)
+    // PEFT wrapped the same layers with the same r, and for LoRA the same alpha and scaling (patterns, rsLoRA, DoRA
+    // resolved alike); VeRA has one r for every layer and no per-layer settings
     const report = JSON.parse(await readFile(join(dir, 'peft.json'), 'utf8'));
-    const ours = Object.fromEntries([...unmerged.peft.get('default').layers].map(([path, l]) => [path, l.settings]));
+    const adapter = unmerged.peft.get('default');
+    const ours = Object.fromEntries(
+      [...adapter.layers].map(([path, l]) => [path, l.settings ?? { r: adapter.config.r as number }]),
+    );
     assert.deepEqual(Object.keys(ours).sort(), Object.keys(report.peft_layers).sort());
-    for (const [path, p] of Object.entries<{ r: number; lora_alpha: number; scaling: number }>(report.peft_layers)) {
+    for (const [path, p] of Object.entries<{ r: number; lora_alpha?: number; scaling?: number }>(report.peft_layers)) {
       assert.equal(ours[path].r, p.r, `${path} r`);
+      if (p.lora_alpha === undefined) continue;
       assert.equal(ours[path].alpha, p.lora_alpha, `${path} alpha`);
-      assertAllclose([ours[path].scaling], [p.scaling], { rtol: 1e-6, atol: 0, what: `${path} scaling` });
+      assertAllclose([ours[path].scaling], [p.scaling!], { rtol: 1e-6, atol: 0, what: `${path} scaling` });
     }
   });
 }

@@ -6,5 +6,6 @@ import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
 import { lora } from './lora.ts';
 import { maskTarget } from './mask_target.ts';
+import { vera } from './vera.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, dora, dylora, maskTarget];
+export const REGISTRY: readonly RegistryEntry[] = [lora, dora, dylora, maskTarget, vera];

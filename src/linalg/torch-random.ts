@@ -1,0 +1,59 @@
+// PyTorch's CPU random generator, bit for bit, for the initialisations PEFT draws from a seeded torch.Generator and
+// does not (reliably) store: VeRA's shared projections are regenerated from `projection_prng_key` by every released
+// PEFT when an adapter is loaded, whatever the file holds. torch.Generator(device="cpu").manual_seed(seed) is a
+// 32-bit Mersenne Twister (MT19937) seeded with the low 32 bits of the seed, and `uniform_` on a float32 tensor
+// takes one 32-bit draw per element, in memory order (ATen's cpu_serial_kernel with uniform_real_distribution).
+// Not here: lorakit's own generator (random.ts), torch's normal_ (its vectorised path consumes draws differently).
+
+const N = 624;
+const M = 397;
+
+/** torch.Generator(device="cpu") after manual_seed(seed): an MT19937 stream of uint32 draws. */
+export class TorchGenerator {
+  private readonly mt = new Uint32Array(N);
+  private index = N;
+
+  /** Seeds as Generator.manual_seed: the seed as a uint64 (two's complement for negative seeds), its low 32 bits. */
+  constructor(seed: number | bigint) {
+    this.mt[0] = Number(BigInt.asUintN(32, BigInt(seed)));
+    for (let i = 1; i < N; i++) {
+      const prev = this.mt[i - 1] ^ (this.mt[i - 1] >>> 30);
+      this.mt[i] = (Math.imul(1812433253, prev) + i) >>> 0; // mod 2^32
+    }
+  }
+
+  /** The next uint32 of the stream (std::mt19937's tempered output). */
+  nextUint32(): number {
+    if (this.index >= N) this.twist();
+    let y = this.mt[this.index++];
+    y ^= y >>> 11;
+    y ^= (y << 7) & 0x9d2c5680;
+    y ^= (y << 15) & 0xefc60000;
+    return (y ^ (y >>> 18)) >>> 0;
+  }
+
+  private twist(): void {
+    const mt = this.mt;
+    for (let i = 0; i < N; i++) {
+      const y = (mt[i] & 0x80000000) | (mt[(i + 1) % N] & 0x7fffffff);
+      mt[i] = mt[(i + M) % N] ^ (y >>> 1) ^ (y & 1 ? 0x9908b0df : 0);
+    }
+    this.index = 0;
+  }
+
+  /**
+   * n values of torch.empty(n).uniform_(lo, hi, generator=g) in float32: x = (u & (2^24 − 1))·2^-24 from one draw
+   * u, then x·(hi − lo) + lo with hi − lo in float32 and the product and sum in float64, rounded once to float32
+   * (ATen's CPU uniform_real; rounding the product to float32 first differs in the last bit for some values).
+   */
+  uniformFloat32(n: number, lo: number, hi: number): Float32Array {
+    const from = Math.fround(lo);
+    const range = Math.fround(Math.fround(hi) - from);
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      const x = (this.nextUint32() & 0xffffff) / 16777216; // exact in float32
+      out[i] = Math.fround(x * range + from);
+    }
+    return out;
+  }
+}
