@@ -13,11 +13,27 @@ export interface UpdateContext {
   step: Tensor;
   /** Weight decay for this parameter's group. */
   weightDecay: number;
+  /** This group's host-computed scalars (see Optimizer.scalars), as f32 scalar graph inputs. */
+  scalars: Record<string, Tensor>;
+}
+
+/** What the host knows when it computes a group's scalars for one step. */
+export interface ScalarContext {
+  /** The optimizer step being taken, 1-based. */
+  step: number;
+  /** This group's learning rate for the step (the schedule's lr times the group's ratio, in float64). */
+  lr: number;
+  weightDecay: number;
 }
 
 export interface Optimizer {
   readonly name: string;
   /** Names of the state tensors each parameter carries (e.g. ['m', 'v'] for AdamW); initialised to zeros. */
   readonly stateSlots: readonly string[];
+  /**
+   * Scalars the host computes in float64 for each group and step, fed as f32 graph inputs: what PyTorch computes in
+   * Python floats (AdamW's bias corrections and step size), so the graph rounds them once, as torch does.
+   */
+  scalars?(ctx: ScalarContext): Record<string, number>;
   update(ctx: UpdateContext): { param: Tensor; state: Tensor[] };
 }

@@ -65,6 +65,8 @@ export interface StepTensor {
 /** Names that connect host state to the step graph. */
 export interface TrainStepLayout {
   params: StepTensor[];
+  /** The scalar inputs the host computes each step (the optimizer's per-group scalars), by input name. */
+  scalars(step: number, lr: number): Record<string, number>;
   /** Optimizer slots and update-rule state. */
   state: StepTensor[];
   /** Buffers the forward pass updates (held and saved like params, never trained). */
@@ -113,7 +115,22 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
   } else norm = globalNorm(grads);
   graph.output('loss', loss);
   graph.output('grad_norm', norm);
-  const layout: TrainStepLayout = { params: [], state: [], buffers: [], metrics: ['loss', 'grad_norm'] };
+  // each group's optimizer scalars: f32 scalar inputs, computed on the host in float64 at the group's lr
+  const scalarInputs = opts.groups.map((group, gi) => {
+    const names = Object.keys(opts.optimizer.scalars?.({ step: 1, lr: 1, weightDecay: 0 }) ?? {});
+    const tensors = Object.fromEntries(names.map((n) => [n, graph.input(`optim.group${gi}.${n}`, 'f32', [])]));
+    return { group, tensors };
+  });
+  const scalars = (t: number, lr: number): Record<string, number> => {
+    const out: Record<string, number> = {};
+    for (const { group, tensors } of scalarInputs) {
+      const ctx = { step: t, lr: lr * (group.lrRatio ?? 1), weightDecay: group.weightDecay ?? 0 };
+      const values = opts.optimizer.scalars?.(ctx) ?? {};
+      for (const [n, input] of Object.entries(tensors)) out[input.name] = values[n];
+    }
+    return out;
+  };
+  const layout: TrainStepLayout = { params: [], scalars, state: [], buffers: [], metrics: ['loss', 'grad_norm'] };
   for (const [k, t] of Object.entries(opts.metrics ?? {})) {
     graph.output(k, t);
     layout.metrics.push(k);
@@ -126,12 +143,21 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
   for (const b of opts.buffers ?? []) put(layout.buffers, b.input, b.next);
   let i = 0;
   graph.scope('optim', () => {
-    for (const group of opts.groups) {
+    for (const [gi, group] of opts.groups.entries()) {
       const glr = scaled(group.lrRatio);
+      const groupScalars = scalarInputs[gi].tensors;
       for (const p of group.params) {
         const state = opts.optimizer.stateSlots.map((s) => graph.input(stateName(p.name, s), 'f32', p.shape));
         const weightDecay = group.weightDecay ?? 0;
-        const r = opts.optimizer.update({ param: p, grad: grads[i++], state, lr: glr, step, weightDecay });
+        const r = opts.optimizer.update({
+          param: p,
+          grad: grads[i++],
+          state,
+          lr: glr,
+          step,
+          weightDecay,
+          scalars: groupScalars,
+        });
         put(layout.params, p, r.param);
         r.state.forEach((t, j) => put(layout.state, state[j], t));
       }
@@ -185,6 +211,7 @@ export class TrainStepRunner {
       lr: new Float32Array([lr]),
       step: new Float32Array([this.stepCount]),
     };
+    for (const [k, v] of Object.entries(this.layout.scalars(this.stepCount, lr))) feeds[k] = new Float32Array([v]);
     for (const [k, v] of this.values) feeds[k] = v;
     const out: Record<string, HostTensor> = await this.session.run(feeds);
     for (const t of [...this.layout.params, ...this.layout.state, ...this.layout.buffers]) {

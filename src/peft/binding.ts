@@ -153,11 +153,12 @@ export class AdapterBinding {
     const sm = a.modules.get(path)!;
     const g = like.graph;
     const dtype = like.dtype === 'f64' ? 'f64' : 'f32';
-    const spec = (v: Float32Array, shape: number[]) => ({ shape, trainable: true, role: 'module' as const, v });
-    const make = (param: 'weight' | 'bias', s: ReturnType<typeof spec>) =>
-      this.tensor(g, a, moduleKey(a.name, sm.owner, param), s, s.v, sm.owner).cast(dtype);
-    const bias = sm.bias ? make('bias', spec(sm.bias, [sm.bias.length])) : null;
-    return { weight: make('weight', spec(sm.weight, weightShapeOf(sm.module))), bias };
+    const make = (param: 'weight' | 'bias', v: Float32Array, shape: number[]) => {
+      const spec = { shape, trainable: true, role: param === 'weight' ? ('module' as const) : ('bias' as const) };
+      return this.tensor(g, a, moduleKey(a.name, sm.owner, param), spec, v, sm.owner).cast(dtype);
+    };
+    const bias = sm.bias ? make('bias', sm.bias, [sm.bias.length]) : null;
+    return { weight: make('weight', sm.weight, weightShapeOf(sm.module)), bias };
   }
 
   /** Records the next value of a 'state' tensor (a buffer) when it is a graph input here; otherwise it stays. */

@@ -166,8 +166,13 @@ export async function readAdapterConfig(dir: string): Promise<Record<string, unk
  * Loads a PEFT adapter folder into `peft` as adapter `name`. Every tensor the config implies must be in the file
  * with the right shape; f16/bf16 files are read as f32. Returns the file keys that were not used (PEFT warns too).
  */
-export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'): Promise<{ unused: string[] }> {
-  const config = await readAdapterConfig(dir);
+export async function loadAdapter(
+  peft: PeftModel,
+  dir: string,
+  name = 'default',
+  opts: { configOverrides?: Record<string, unknown> } = {},
+): Promise<{ unused: string[] }> {
+  const config = { ...(await readAdapterConfig(dir)), ...opts.configOverrides };
   const file = join(dir, 'adapter_model.safetensors');
   if (!existsSync(file)) {
     throw new LorakitError(

@@ -61,8 +61,10 @@ export type TensorRole =
   | 'core'
   /** A frozen random projection (VeRA's shared A and B). */
   | 'projection'
-  /** A trained copy of a whole base module's weight or bias (modules_to_save). */
+  /** A trained copy of a whole base module's weight (modules_to_save). */
   | 'module'
+  /** A trained bias: a base bias trained in place, or a saved module's copy of it (no weight decay, as in HF). */
+  | 'bias'
   /** A frozen buffer the forward pass updates (FlyLoRA's load-balancing bias): not trained, kept across steps. */
   | 'state'
   /** A tensor that is neither (a method-specific parameter). */

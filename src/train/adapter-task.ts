@@ -12,14 +12,20 @@ import { type AdapterBinding, type PeftModel, type TrainableHandle, saveAdapter 
 import type { Feed } from '../runtime/index.ts';
 import type { ParamValues, StepInputContext, TaskGraph, TaskParamGroup } from './task.ts';
 
-/** PEFT's LoRA+ grouping, from roles: B factors and 1-D tensors in "B", the other adapter tensors in "A". */
+/**
+ * PEFT's LoRA+ grouping, from roles: B factors and 1-D tensors in "B", the other tensors in "A", and biases in
+ * "B_no_decay" without weight decay (transformers decays no bias; PEFT's LoRA+ keeps them in their own group).
+ */
 export function roleGroups(handles: readonly TrainableHandle[]): TaskParamGroup[] {
   const isB = (h: TrainableHandle) => h.role === 'b' || h.tensor.rank === 1;
+  const pick = (f: (h: TrainableHandle) => boolean) => handles.filter(f).map((h) => h.tensor);
   const groups: TaskParamGroup[] = [];
-  const a = handles.filter((h) => !isB(h)).map((h) => h.tensor);
-  const b = handles.filter(isB).map((h) => h.tensor);
+  const a = pick((h) => h.role !== 'bias' && !isB(h));
+  const b = pick((h) => h.role !== 'bias' && isB(h));
+  const noDecay = pick((h) => h.role === 'bias');
   if (a.length) groups.push({ name: 'A', params: a });
   if (b.length) groups.push({ name: 'B', params: b, loraplusB: true });
+  if (noDecay.length) groups.push({ name: 'B_no_decay', params: noDecay, loraplusB: true, weightDecay: 0 });
   return groups;
 }
 
@@ -58,7 +64,7 @@ export function adapterTraining(peft: PeftModel, adapter: string, baseModel: str
       const ruled = new Set(updates.flatMap((u) => u.params));
       // base parameters trained in place (biases) group like any other tensor: by PEFT's 1-D rule
       const inPlace = (opts.weights ?? []).map(
-        (tensor): TrainableHandle => ({ tensor, adapter, role: 'other', layer: null }),
+        (tensor): TrainableHandle => ({ tensor, adapter, role: 'bias', layer: null }),
       );
       const groups = roleGroups([...binding.trainables().filter((h) => !ruled.has(h.tensor)), ...inPlace]);
       const buffers = binding.bufferUpdates();

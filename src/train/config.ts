@@ -28,31 +28,36 @@ export const runConfigSchema = z.strictObject({
     on_error: z.enum(['skip', 'fail']).default('skip'),
     cache_dir: z.union([z.string(), z.literal(false)]).optional(),
   }),
-  /** A PEFT adapter config (LoraConfig fields); validated by the adapter method. */
+  /**
+   * A PEFT adapter config (the method's fields; validated by the method), or `{from: <adapter folder>}` to continue
+   * training an existing adapter (its config comes from the folder; other keys may only add training settings).
+   */
   adapter: z.record(z.string(), z.unknown()).default({ target_modules: 'all-linear' }),
   training: z
     .strictObject({
+      /** Overrides num_train_epochs when set, as in transformers. */
       max_steps: positiveInt.optional(),
-      num_train_epochs: z.number().positive().optional(),
-      per_device_train_batch_size: positiveInt.default(4),
-      learning_rate: z.number().positive().default(2e-4),
+      num_train_epochs: z.number().positive().default(3),
+      per_device_train_batch_size: positiveInt.default(8),
+      learning_rate: z.number().positive().default(5e-5),
       lr_scheduler_type: z.enum(['constant', 'linear', 'cosine']).default('linear'),
       warmup_steps: z.number().int().min(0).optional(),
       warmup_ratio: z.number().min(0).max(1).optional(),
       gradient_accumulation_steps: positiveInt.default(1),
-      max_grad_norm: z.number().positive().optional(),
+      /** Global gradient-norm clipping; 0 or null turns it off (transformers' rule). */
+      max_grad_norm: z.number().min(0).nullable().default(1),
       weight_decay: z.number().min(0).default(0),
       loraplus_lr_ratio: z.number().positive().optional(),
+      /** With loraplus_lr_ratio, the weight decay of every group (PEFT's create_loraplus_optimizer; default 0). */
+      loraplus_weight_decay: z.number().min(0).optional(),
       eval_steps: positiveInt.optional(),
       early_stopping_patience: positiveInt.optional(),
-      save_steps: positiveInt.optional(),
+      save_steps: positiveInt.default(500),
       save_total_limit: positiveInt.optional(),
       seed: z.number().int().default(42),
       resume: z.boolean().default(false),
     })
-    .refine((t) => (t.max_steps === undefined) !== (t.num_train_epochs === undefined), {
-      message: 'give exactly one of max_steps and num_train_epochs',
-    }),
+    .prefault({}),
 });
 
 export type RunConfig = z.output<typeof runConfigSchema>;
@@ -106,5 +111,6 @@ export function loadRunConfig(file: string, sets: readonly string[] = []): RunCo
     model: existsSync(model) || !isHubId(c.model) ? model : c.model,
     output_dir: resolve(base, c.output_dir),
     data: { ...c.data, path: resolve(base, c.data.path) },
+    adapter: typeof c.adapter.from === 'string' ? { ...c.adapter, from: resolve(base, c.adapter.from) } : c.adapter,
   };
 }

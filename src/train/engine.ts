@@ -38,6 +38,8 @@ export interface EngineOptions {
   weightDecay: number;
   /** Multiplies the lr ratio of groups marked `loraplusB`. */
   loraplusLrRatio?: number;
+  /** With loraplusLrRatio, the weight decay of groups that set none (PEFT's loraplus_weight_decay; default 0). */
+  loraplusWeightDecay?: number;
   compile?: CompileOptions;
 }
 
@@ -58,7 +60,7 @@ export interface StepOutput {
 /** Maps task groups onto optimizer groups, applying the default weight decay and the LoRA+ ratio. */
 export function optimizerGroups(
   groups: readonly TaskParamGroup[],
-  opts: Pick<EngineOptions, 'weightDecay' | 'loraplusLrRatio'>,
+  opts: Pick<EngineOptions, 'weightDecay' | 'loraplusLrRatio' | 'loraplusWeightDecay'>,
   params = (t: Tensor) => t,
 ): ParamGroup[] {
   check(groups.length > 0, 'LK_INVALID_ARGUMENT', 'train task: build() returned no parameter groups');
@@ -70,7 +72,8 @@ export function optimizerGroups(
       'LK_INVALID_ARGUMENT',
       `train task: group "${g.name}" has lr ratio ${ratio}; it must be > 0`,
     );
-    return { params: g.params.map(params), lrRatio: ratio, weightDecay: g.weightDecay ?? opts.weightDecay };
+    const decay = opts.loraplusLrRatio !== undefined ? (opts.loraplusWeightDecay ?? 0) : opts.weightDecay;
+    return { params: g.params.map(params), lrRatio: ratio, weightDecay: g.weightDecay ?? decay };
   });
 }
 

@@ -36,6 +36,11 @@ export interface TrainOptions {
   weightDecay?: number;
   /** LoRA+: the lr ratio of "B" groups (task groups with `loraplusB`), PEFT's loraplus_lr_ratio (e.g. 16). */
   loraplusLrRatio?: number;
+  /**
+   * With loraplusLrRatio: the weight decay of every group that sets none (default 0), replacing weightDecay, as
+   * PEFT's create_loraplus_optimizer does with its loraplus_weight_decay.
+   */
+  loraplusWeightDecay?: number;
   /** Micro-batches per optimizer step (default 1); they are weighted by their loss-term counts. */
   gradientAccumulation?: number;
   /** Clip the global gradient norm to this (default: no clipping). */
@@ -162,6 +167,19 @@ export function resolveOptions(task: TrainTask, options: TrainOptions): Resolved
     Number.isFinite(weightDecay) && weightDecay >= 0,
     'LK_INVALID_ARGUMENT',
     `train: option weightDecay must be >= 0, got ${weightDecay}`,
+  );
+  if (o.loraplusWeightDecay !== undefined) {
+    check(
+      o.loraplusLrRatio !== undefined && Number.isFinite(o.loraplusWeightDecay) && o.loraplusWeightDecay >= 0,
+      'LK_INVALID_ARGUMENT',
+      `train: option loraplusWeightDecay (${o.loraplusWeightDecay}) must be >= 0 and goes with loraplusLrRatio`,
+    );
+  }
+  check(
+    o.loraplusLrRatio === undefined || weightDecay === 0 || o.loraplusWeightDecay !== undefined,
+    'LK_INVALID_ARGUMENT',
+    `train: with loraplusLrRatio, weight decay is loraplusWeightDecay (PEFT's loraplus_weight_decay, default 0) and ` +
+      `weightDecay ${weightDecay} would be ignored; set loraplusWeightDecay instead`,
   );
   check(
     o.evalEvery === undefined || task.evaluate !== undefined,

@@ -5,7 +5,8 @@
 import { join } from 'node:path';
 import { loadModel } from '../models/index.ts';
 import { HfTokenizer } from '../io/index.ts';
-import { PeftModel, adaptable } from '../peft/index.ts';
+import { LorakitError } from '../errors.ts';
+import { PeftModel, adaptable, loadAdapter, readAdapterConfig } from '../peft/index.ts';
 import { loadDataset } from './data/index.ts';
 import { causalLmTask } from './causal-lm.ts';
 import { causalLmCalibrator } from './calibrate.ts';
@@ -48,7 +49,15 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       batchSize: t.per_device_train_batch_size,
       seed: t.seed,
     });
-    await peft.addAdapter('default', c.adapter, { seed: t.seed, source: 'run config: adapter', calibrate });
+    if (c.adapter.from === undefined) {
+      await peft.addAdapter('default', c.adapter, { seed: t.seed, source: 'run config: adapter', calibrate });
+    } else {
+      const { from, ...extra } = c.adapter;
+      if (typeof from !== 'string') {
+        throw new LorakitError('LK_CONFIG_INVALID', 'run config: adapter.from must be the path of an adapter folder');
+      }
+      await loadAdapter(peft, from, 'default', { configOverrides: await continuingConfig(from, extra) });
+    }
     const task = causalLmTask({
       model,
       peft,
@@ -62,15 +71,16 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
     const result = await train(task, {
       outputDir: c.output_dir,
       steps: t.max_steps,
-      epochs: t.num_train_epochs,
+      epochs: t.max_steps === undefined ? t.num_train_epochs : undefined, // max_steps overrides, as in transformers
       lr: t.learning_rate,
       schedule: t.lr_scheduler_type,
       warmupSteps: t.warmup_steps,
       warmupRatio: t.warmup_ratio,
       gradientAccumulation: t.gradient_accumulation_steps,
-      clipNorm: t.max_grad_norm,
+      clipNorm: t.max_grad_norm ? t.max_grad_norm : undefined,
       weightDecay: t.weight_decay,
       loraplusLrRatio: t.loraplus_lr_ratio,
+      loraplusWeightDecay: t.loraplus_weight_decay,
       evalEvery: data.eval ? t.eval_steps : undefined,
       earlyStoppingPatience: t.early_stopping_patience,
       checkpointEvery: t.save_steps,
@@ -91,4 +101,22 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
   } finally {
     await model.close();
   }
+}
+
+/**
+ * The settings a run may add to an adapter it continues: keys the folder's adapter_config.json does not hold (a
+ * variant's training settings) or holds with the same value. A key with another value is refused, naming both.
+ */
+async function continuingConfig(from: string, extra: Record<string, unknown>): Promise<Record<string, unknown>> {
+  const saved = await readAdapterConfig(from);
+  const conflicts = Object.entries(extra)
+    .filter(([k, v]) => k in saved && JSON.stringify(saved[k]) !== JSON.stringify(v))
+    .map(([k, v]) => `adapter.${k} is ${JSON.stringify(v)} but ${from} has ${JSON.stringify(saved[k])}`);
+  if (conflicts.length) {
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      `run config: ${conflicts.join('; ')}; a continued adapter keeps its config: remove these keys or start a new adapter`,
+    );
+  }
+  return extra;
 }

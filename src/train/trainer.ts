@@ -77,6 +77,7 @@ export function engineOptions(o: ResolvedOptions): EngineOptions {
     clipNorm: o.clipNorm,
     weightDecay: o.weightDecay,
     loraplusLrRatio: o.loraplusLrRatio,
+    loraplusWeightDecay: o.loraplusWeightDecay,
     compile: o.compile,
   };
 }

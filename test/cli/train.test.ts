@@ -118,3 +118,27 @@ test('a config with an unknown key fails with one line naming it', () => {
   assert.equal(r.status, 1);
   assert.match(r.stderr, /unknown key training\.bach_size \[LK_CONFIG_INVALID\]/);
 });
+
+test('adapter: {from: <folder>} continues training a saved adapter; a conflicting setting is refused naming both', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
+  writeFileSync(join(dir, 'text.txt'), readFileSync(join(shared, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 6000));
+  const yaml = (adapter: string, out: string, lr = 0.01) => `model: ${llama}
+output_dir: ${dir}/${out}
+data: {path: ${dir}/text.txt, seq_len: 32}
+adapter: ${adapter}
+training: {max_steps: 3, per_device_train_batch_size: 2, learning_rate: ${lr}}
+`;
+  run(yaml('{target_modules: [q_proj, v_proj], r: 4, lora_alpha: 8, init_lora_weights: false}', 'first'), dir);
+  // lr 0: the continued run must start from the saved values and keep them
+  run(yaml(`{from: ${dir}/first/final}`, 'second', 1e-30), dir);
+  const saved = readFileSync(join(dir, 'first/final/adapter_model.safetensors'));
+  const again = readFileSync(join(dir, 'second/final/adapter_model.safetensors'));
+  assert.ok(saved.equals(again), 'a continued run with a vanishing lr saves the adapter it started from');
+  writeFileSync(join(dir, 'run.yaml'), yaml(`{from: ${dir}/first/final, r: 8}`, 'third'));
+  const r = spawnSync(process.execPath, [join(root, 'bin/lorakit.mjs'), 'train', '--config', join(dir, 'run.yaml')], {
+    encoding: 'utf8',
+    env: { ...process.env, LORAKIT_CACHE: join(dir, 'cache') },
+  });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /adapter\.r is 8 but .*first\/final has 4/);
+});

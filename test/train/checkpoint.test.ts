@@ -81,7 +81,7 @@ const full = (outputDir: string, extra: Partial<TrainOptions> = {}): TrainOption
   warmupSteps: 2,
   gradientAccumulation: 2,
   clipNorm: 1,
-  weightDecay: 0.01,
+  loraplusWeightDecay: 0.01, // with LoRA+, PEFT's weight decay key
   loraplusLrRatio: 4,
   evalEvery: 3,
   checkpointEvery: 4,

@@ -103,3 +103,49 @@ test('restore() sets params, state and the step counter that AdamW bias correcti
   await b.run([rows(0, 8)], 0.05);
   for (const [k, v] of a.params()) assert.deepEqual(b.params().get(k), v, `param ${k} after one more step`);
 });
+
+test("LoRA+ groups follow PEFT's create_loraplus_optimizer: B and 1-D tensors at lr·ratio, loraplus_weight_decay for all but biases", async () => {
+  const { Graph } = await import('../../src/graph/index.ts');
+  const { optimizerGroups, roleGroups } = await import('../../src/train/index.ts');
+  const g = new Graph('groups');
+  const t = (name: string, shape: number[]) => g.input(name, 'f32', shape);
+  const handles = [
+    { tensor: t('A', [2, 3]), adapter: 'x', role: 'a' as const, layer: 'l' },
+    { tensor: t('B', [4, 2]), adapter: 'x', role: 'b' as const, layer: 'l' },
+    { tensor: t('m', [4]), adapter: 'x', role: 'magnitude' as const, layer: 'l' },
+    { tensor: t('copy', [4, 3]), adapter: 'x', role: 'module' as const, layer: 'head' },
+    { tensor: t('bias', [4]), adapter: 'x', role: 'bias' as const, layer: null },
+  ];
+  const groups = roleGroups(handles);
+  assert.deepEqual(
+    groups.map((gr) => [gr.name, gr.params.map((p) => p.name)]),
+    [
+      ['A', ['A', 'copy']],
+      ['B', ['B', 'm']],
+      ['B_no_decay', ['bias']],
+    ],
+  );
+  const plus = optimizerGroups(groups, { weightDecay: 0, loraplusLrRatio: 16, loraplusWeightDecay: 0.1 });
+  assert.deepEqual(
+    plus.map((p) => [p.lrRatio, p.weightDecay]),
+    [
+      [1, 0.1],
+      [16, 0.1],
+      [16, 0],
+    ],
+  );
+  const peftDefault = optimizerGroups(groups, { weightDecay: 0, loraplusLrRatio: 16 });
+  assert.deepEqual(
+    peftDefault.map((p) => p.weightDecay),
+    [0, 0, 0],
+  );
+  const plain = optimizerGroups(groups, { weightDecay: 0.01 }); // transformers: no decay on biases
+  assert.deepEqual(
+    plain.map((p) => [p.lrRatio, p.weightDecay]),
+    [
+      [1, 0.01],
+      [1, 0.01],
+      [1, 0],
+    ],
+  );
+});
