@@ -11,7 +11,6 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync }
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel } from '../src/models/index.ts';
-import { TrainStepRunner } from '../src/optim/index.ts';
 import { compile, type CompileOptions } from '../src/runtime/index.ts';
 import { RESULTS, table } from './common.ts';
 import { trainerStep } from './lorakit.ts';

@@ -301,7 +301,7 @@ export function formatModelInfo(i: ModelInfo): string {
       `${Object.entries(i.dtypes)
         .map(([d, n]) => `${d} (${n} tensors)`)
         .join(', ')} in ${i.weightFiles} file${i.weightFiles > 1 ? 's' : ''}${
-        i.configDtype ? `; config dtype ` + `${i.configDtype}` : ''
+        i.configDtype ? `; config dtype ${i.configDtype}` : ''
       }`,
     ],
     ['layers', String(i.layers)],

@@ -75,7 +75,7 @@ test('every corpus file is read, none keeps a POS tag, and genres fall into the 
   for (const f of all) {
     assert.ok(f.text.length > 5000, `${f.id} is short`);
     assert.doesNotMatch(f.text, /\/(at|nn|nns|in|jj|vbd|np|cc)(-tl|-hl)?[ \n]/, `${f.id} still has tags`);
-    assert.doesNotMatch(f.text, /``|;;| [,.;?!)]|\( /, `${f.id} has corpus ` + `punctuation left`); // '' stays only as inches: 4' 10''
+    assert.doesNotMatch(f.text, /``|;;| [,.;?!)]|\( /, `${f.id} has corpus punctuation left`); // '' stays only as inches: 4' 10''
   }
   assert.equal(sideOf('romance'), 'fiction');
   assert.throws(() => sideOf('poetry'), { code: 'LK_FILE_INVALID' });

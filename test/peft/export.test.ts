@@ -26,54 +26,50 @@ async function tensorsOf(path: string): Promise<Map<string, { dtype: string; sha
 }
 
 for (const c of ['llama_dora', 'llama_embed', 'gpt2_lora', 'smollm_regex', 'bert_seqcls']) {
-  test(
-    `PEFT fixture ${c}: the exported merged folder gives base + adapter logits and PEFT's merged logits ` + `(1e-4)`,
-    async () => {
-      const dir = join(ROOT, 'test/fixtures/peft', c);
-      const expected = JSON.parse(await readFile(join(dir, 'expected.json'), 'utf8'));
-      const baseDir = join(ROOT, expected.base_model);
-      const model = await loadModel(baseDir);
-      const peft = new PeftModel(adaptable(model));
-      await loadAdapter(peft, dir);
-      const unmerged = await logitsOf(model, expected, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
-      const out = join(tmp, c);
-      const res = await exportMerged(model, peft, out);
-      await model.close();
-      assert.deepEqual(res.adapters, ['default']);
+  test(`PEFT fixture ${c}: the exported merged folder gives base + adapter logits and PEFT's merged logits (1e-4)`, async () => {
+    const dir = join(ROOT, 'test/fixtures/peft', c);
+    const expected = JSON.parse(await readFile(join(dir, 'expected.json'), 'utf8'));
+    const baseDir = join(ROOT, expected.base_model);
+    const model = await loadModel(baseDir);
+    const peft = new PeftModel(adaptable(model));
+    await loadAdapter(peft, dir);
+    const unmerged = await logitsOf(model, expected, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
+    const out = join(tmp, c);
+    const res = await exportMerged(model, peft, out);
+    await model.close();
+    assert.deepEqual(res.adapters, ['default']);
 
-      const merged = await loadModel(out);
-      const got = await logitsOf(merged, expected);
-      await merged.close();
-      assertAllclose(got, unmerged, { atol: 1e-4, rtol: 0, what: `${c} merged export vs unmerged adapter` });
-      const st = await SafetensorsFile.open(join(dir, 'expected.safetensors'));
-      assertAllclose(got, await st.readAs('merged_logits', 'f32'), {
-        atol: 1e-4,
-        rtol: 0,
-        what: `${c} merged export vs PEFT merge_and_unload`,
-      });
-      await st.close();
+    const merged = await loadModel(out);
+    const got = await logitsOf(merged, expected);
+    await merged.close();
+    assertAllclose(got, unmerged, { atol: 1e-4, rtol: 0, what: `${c} merged export vs unmerged adapter` });
+    const st = await SafetensorsFile.open(join(dir, 'expected.safetensors'));
+    assertAllclose(got, await st.readAs('merged_logits', 'f32'), {
+      atol: 1e-4,
+      rtol: 0,
+      what: `${c} merged export vs PEFT merge_and_unload`,
+    });
+    await st.close();
 
-      // the same tensor names as the base (a tied head stays unstored); untouched tensors are the base's bytes
-      const [base, mine] = await Promise.all([
-        tensorsOf(join(baseDir, 'model.safetensors')),
-        tensorsOf(join(out, 'model.safetensors')),
-      ]);
-      assert.deepEqual([...mine.keys()].sort(), [...base.keys()].sort());
-      for (const [n, t] of mine) {
-        if (res.merged.includes(n)) assert.equal(t.dtype, 'F32', n);
-        else
-          assert.ok(t.bytes.equals(base.get(n)!.bytes) && t.dtype === base.get(n)!.dtype, `${n} was copied unchanged`);
-      }
-      assert.ok(res.merged.length > 0);
-      assert.ok(!mine.has('lm_head.weight') || base.has('lm_head.weight'));
-      const files = (await readdir(out)).sort();
-      assert.deepEqual(files, (await readdir(baseDir)).filter((f) => !f.startsWith('expected')).sort());
-      assert.equal(
-        await readFile(join(out, 'config.json'), 'utf8'),
-        await readFile(join(baseDir, 'config.json'), 'utf8'),
-      );
-    },
-  );
+    // the same tensor names as the base (a tied head stays unstored); untouched tensors are the base's bytes
+    const [base, mine] = await Promise.all([
+      tensorsOf(join(baseDir, 'model.safetensors')),
+      tensorsOf(join(out, 'model.safetensors')),
+    ]);
+    assert.deepEqual([...mine.keys()].sort(), [...base.keys()].sort());
+    for (const [n, t] of mine) {
+      if (res.merged.includes(n)) assert.equal(t.dtype, 'F32', n);
+      else assert.ok(t.bytes.equals(base.get(n)!.bytes) && t.dtype === base.get(n)!.dtype, `${n} was copied unchanged`);
+    }
+    assert.ok(res.merged.length > 0);
+    assert.ok(!mine.has('lm_head.weight') || base.has('lm_head.weight'));
+    const files = (await readdir(out)).sort();
+    assert.deepEqual(files, (await readdir(baseDir)).filter((f) => !f.startsWith('expected')).sort());
+    assert.equal(
+      await readFile(join(out, 'config.json'), 'utf8'),
+      await readFile(join(baseDir, 'config.json'), 'utf8'),
+    );
+  });
 }
 
 test(

@@ -88,50 +88,47 @@ test('several adapters: active ones are summed in order, disable gives the base 
 // DoRA's norm is detached (paper §4.3), so only the magnitude's gradient is the true derivative; A and B are
 // checked against a frozen-norm reference below.
 for (const useDora of [false, true]) {
-  test(
-    `gradients of ${useDora ? 'DoRA magnitude' : 'LoRA'} tensors through the toy model match finite ` + `differences`,
-    async () => {
-      const peft = await peftWith({
-        r: 2,
-        init_lora_weights: false,
-        use_dora: useDora,
-        target_modules: useDora ? ['q_proj', 'c_fc'] : ALL,
-      });
-      const g = new Graph('grad');
-      const ids = g.input('ids', 'i64', [2, 4]);
-      const labels = g.input('labels', 'i64', [8]);
-      const { logits: out } = toyForward(g, ids, toyWeights(), peft.hooks({ train: 'default' }), { dtype: 'f64' });
-      const loss = crossEntropy(out.reshape([8, V]), labels);
-      const params = g.inputs.filter((t) => t.name.includes('#default') && (!useDora || t.name.includes('magnitude')));
-      const { grad } = await import('../../src/graph/index.ts');
-      grad(loss, params).forEach((d, i) => g.output(`d${i}`, d));
-      g.output('loss', loss);
-      const s = await compile(g, { worker: false });
-      const values = peft.trainableValues('default');
-      const lab = BigInt64Array.from([3, 1, 4, 1, 5, 9, 2, 6].map(BigInt));
-      const feeds = () => ({ ids: IDS, labels: lab, ...Object.fromEntries(values) });
-      const out0 = await s.run(feeds());
-      for (const [i, p] of params.entries()) {
-        const v = values.get(p.name)!;
-        for (const k of [0, v.length - 1]) {
-          const v0 = v[k];
-          v[k] = v0 + 1e-3;
-          const hi = v[k];
-          const lp = (await s.run(feeds())).loss.data[0] as number;
-          v[k] = v0 - 1e-3;
-          const lo = v[k];
-          const lm = (await s.run(feeds())).loss.data[0] as number;
-          v[k] = v0;
-          const numeric = (lp - lm) / (hi - lo); // the step actually taken in float32
-          assertAllclose([out0[`d${i}`].data[k] as number], [numeric], {
-            rtol: 1e-4,
-            atol: 1e-6,
-            what: `${p.name}[${k}]`,
-          });
-        }
+  test(`gradients of ${useDora ? 'DoRA magnitude' : 'LoRA'} tensors through the toy model match finite differences`, async () => {
+    const peft = await peftWith({
+      r: 2,
+      init_lora_weights: false,
+      use_dora: useDora,
+      target_modules: useDora ? ['q_proj', 'c_fc'] : ALL,
+    });
+    const g = new Graph('grad');
+    const ids = g.input('ids', 'i64', [2, 4]);
+    const labels = g.input('labels', 'i64', [8]);
+    const { logits: out } = toyForward(g, ids, toyWeights(), peft.hooks({ train: 'default' }), { dtype: 'f64' });
+    const loss = crossEntropy(out.reshape([8, V]), labels);
+    const params = g.inputs.filter((t) => t.name.includes('#default') && (!useDora || t.name.includes('magnitude')));
+    const { grad } = await import('../../src/graph/index.ts');
+    grad(loss, params).forEach((d, i) => g.output(`d${i}`, d));
+    g.output('loss', loss);
+    const s = await compile(g, { worker: false });
+    const values = peft.trainableValues('default');
+    const lab = BigInt64Array.from([3, 1, 4, 1, 5, 9, 2, 6].map(BigInt));
+    const feeds = () => ({ ids: IDS, labels: lab, ...Object.fromEntries(values) });
+    const out0 = await s.run(feeds());
+    for (const [i, p] of params.entries()) {
+      const v = values.get(p.name)!;
+      for (const k of [0, v.length - 1]) {
+        const v0 = v[k];
+        v[k] = v0 + 1e-3;
+        const hi = v[k];
+        const lp = (await s.run(feeds())).loss.data[0] as number;
+        v[k] = v0 - 1e-3;
+        const lo = v[k];
+        const lm = (await s.run(feeds())).loss.data[0] as number;
+        v[k] = v0;
+        const numeric = (lp - lm) / (hi - lo); // the step actually taken in float32
+        assertAllclose([out0[`d${i}`].data[k] as number], [numeric], {
+          rtol: 1e-4,
+          atol: 1e-6,
+          what: `${p.name}[${k}]`,
+        });
       }
-    },
-  );
+    }
+  });
 }
 
 test('save -> load gives the same logits, with PEFT key names, shapes and config', async () => {
