@@ -2,7 +2,8 @@
 """Check that PEFT reads the adapters lorakit writes, and record PEFT's logits for them.
 
     node --import tsx scripts/make-lorakit-adapters.ts        # writes test/fixtures/lorakit/<case>/
-    interop/.venv/bin/python interop/check_lorakit_adapters.py [case ...]
+    interop/.venv/bin/python interop/check_lorakit_adapters.py [case ...]                            # pinned set
+    interop/.venv-current/bin/python interop/check_lorakit_adapters.py --versions current [case ...]  # current set
 
 For every case folder (adapter_config.json, adapter_model.safetensors, inputs.json written by lorakit):
   * `PeftModel.from_pretrained(base, folder)` with the base from test/fixtures/models (float32, eager attention);
@@ -13,12 +14,14 @@ For every case folder (adapter_config.json, adapter_model.safetensors, inputs.js
   * the adapter must change the logits clearly; unmerged and merge_and_unload logits must agree (1e-4);
   * writes `peft_logits.safetensors` (`logits`, `merged_logits`, float32) and `peft.json` (versions, PEFT's resolved
     r / alpha / scaling per wrapped module — VeRA: r, in/out features, fan_in_fan_out —, loaded keys, differences),
-    both deterministic.
+    both deterministic; under the current version set (`--versions current`, interop/README.md)
+    `peft_current_logits.safetensors` and `peft_current.json` instead, the JSON also holding the largest difference
+    from the pinned set's logits when those are there.
 Exits non-zero with `check_lorakit_adapters: FAILED: ...` on any problem.
 """
 
+import argparse
 import json
-import sys
 import warnings
 
 # first: sets the offline environment before the Hugging Face libraries are imported
@@ -29,6 +32,7 @@ from common import (
     check,
     f32,
     forward,
+    max_abs_diff,
     load,
     lora_layers,
     merged_logits,
@@ -45,11 +49,25 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 CASES_DIR = REPO / "test" / "fixtures" / "lorakit"
-PINNED = ("torch", "transformers", "peft")
+# The libraries whose versions are checked and recorded.
+CHECKED = ("torch", "transformers", "peft")
+# What each version set writes into a case folder: (logits file, report file).
+OUTPUTS = {
+    "pinned": ("peft_logits.safetensors", "peft.json"),
+    "current": ("peft_current_logits.safetensors", "peft_current.json"),
+}
+# Warnings a version set gives for every model and adapter, which therefore say nothing about the folder: (category,
+# start of the message). PEFT 0.21.2's PeftModel.__init__ (peft_model.py) reads `model.is_gradient_checkpointing`,
+# a property transformers 5.25 deprecated with this FutureWarning.
+SET_WARNINGS = {
+    "pinned": (),
+    "current": ((FutureWarning, "`is_gradient_checkpointing` is deprecated"),),
+}
 
 
-def check_case(folder):
+def check_case(folder, version_set):
     case = folder.name
+    logits_file, report_file = OUTPUTS[version_set]
     inputs = json.loads((folder / "inputs.json").read_text())
     base_rel = inputs["base_model"]
     config = json.loads((folder / "adapter_config.json").read_text())
@@ -62,7 +80,10 @@ def check_case(folder):
         pm = PeftModel.from_pretrained(base, str(folder))
     # a case may name the one warning PEFT rightly gives for it (a trained copy of one of two tied modules)
     allowed = inputs.get("expected_peft_warning")
-    unexpected_warnings = [w for w in caught if not (allowed and allowed in str(w.message))]
+    about_folder = [
+        w for w in caught if not any(w.category is c and str(w.message).startswith(m) for c, m in SET_WARNINGS[version_set])
+    ]
+    unexpected_warnings = [w for w in about_folder if not (allowed and allowed in str(w.message))]
     check(
         not unexpected_warnings,
         f"{case}: PEFT warned while loading: " + " | ".join(f"{w.category.__name__}: {w.message}" for w in unexpected_warnings),
@@ -89,11 +110,11 @@ def check_case(folder):
     vs_base = adapter_effect(logits, base_logits, seqcls, case)
     merged, merge_diff = merged_logits(pm, inputs, logits, case)
 
-    save_file({"logits": logits, "merged_logits": merged}, str(folder / "peft_logits.safetensors"), metadata={"format": "pt"})
+    save_file({"logits": logits, "merged_logits": merged}, str(folder / logits_file), metadata={"format": "pt"})
     info = {
         "case": case,
         "checked_by": "interop/check_lorakit_adapters.py",
-        "versions": versions(*PINNED),
+        "versions": versions(*CHECKED),
         "attn_implementation": ATTN_IMPL,
         "peft_warnings": sorted({str(w.message) for w in caught}),
         "loaded_tensors": {k: list(t.shape) for k, t in sorted(file_tensors.items())},
@@ -102,17 +123,26 @@ def check_case(folder):
         "max_abs_diff_vs_base_model": f32(vs_base),
         "max_abs_diff_merged_vs_unmerged": f32(merge_diff),
     }
-    (folder / "peft.json").write_text(json.dumps(info, indent=2) + "\n")
+    pinned_logits = folder / OUTPUTS["pinned"][0]
+    if version_set != "pinned" and pinned_logits.is_file():
+        with safe_open(str(pinned_logits), "pt") as f:
+            info["max_abs_diff_vs_pinned"] = {k: f32(max_abs_diff(v, f.get_tensor(k))) for k, v in (("logits", logits), ("merged_logits", merged))}
+    (folder / report_file).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
-def main(names):
-    setup(*PINNED)
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Check lorakit-written adapters with PEFT.")
+    parser.add_argument("--versions", choices=sorted(OUTPUTS), default="pinned", help="the version set installed")
+    parser.add_argument("cases", nargs="*", help="case folders under test/fixtures/lorakit (default: all)")
+    args = parser.parse_args(argv)
+    setup(*CHECKED, version_set=args.versions)
+    names = args.cases
     folders = [CASES_DIR / n for n in names] if names else sorted(p for p in CASES_DIR.iterdir() if p.is_dir())
     check(folders, f"no case folders under {CASES_DIR}; run scripts/make-lorakit-adapters.ts first")
     for folder in folders:
         check((folder / "adapter_config.json").is_file(), f"{folder}: adapter_config.json missing")
-        info = check_case(folder)
+        info = check_case(folder, args.versions)
         print(
             f"peft   {info['case']:22s} ok  {len(info['loaded_tensors'])} tensors, {len(info['peft_layers'])} layers"
             f"  vs-base {info['max_abs_diff_vs_base_model']:.3f}  merged-vs-unmerged {info['max_abs_diff_merged_vs_unmerged']:.1e}",
@@ -121,4 +151,4 @@ def main(names):
 
 
 if __name__ == "__main__":
-    run("check_lorakit_adapters", main, sys.argv[1:])
+    run("check_lorakit_adapters", main)

@@ -1,9 +1,12 @@
-"""What the interop scripts share: the offline environment, the repository root, failing checks, pinned versions,
-and loading / running the reference models (float32, eager attention, eval mode, no grad).
+"""What the interop scripts share: the offline environment, the repository root, failing checks, the two version
+sets, and loading / running the reference models (float32, eager attention, eval mode, no grad).
 
     from common import REPO, check, ...     # first, before torch / transformers / tokenizers are imported
 
-The scripts run as `interop/.venv/bin/python interop/<script>.py`, so this folder is on sys.path. Importing this
+The scripts run as `interop/.venv/bin/python interop/<script>.py` (the "pinned" set) or
+`interop/.venv-current/bin/python interop/<script>.py` (the "current" set), so this folder is on sys.path. A script
+names the set it runs under in `setup(version_set=...)` ("pinned" unless it says otherwise), and `setup` refuses any
+other installed version of the libraries it checks. Importing this
 module sets the environment variables below, which the Hugging Face libraries read when they are imported: keep
 the `from common import` line above the other third-party imports. torch, transformers and peft are imported
 inside the functions that use them, so the scripts that need only REPO do not load them.
@@ -19,13 +22,22 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# transformers 5 swaps layers for hub kernels by default (`use_kernels` defaults to on); references are plain PyTorch
+os.environ["USE_HUB_KERNELS"] = "NO"
 
 REPO = Path(__file__).resolve().parent.parent
 ATTN_IMPL = "eager"
-# The versions of interop/requirements.txt; a script checks those it depends on (setup).
-PINNED = {"torch": "2.9.1", "transformers": "4.57.6", "peft": "0.18.1", "safetensors": "0.7.0", "numpy": "2.3.5"}
 # The model inputs a fixture's JSON may hold, in the order they are passed.
 INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
+# The two version sets (interop/README.md): "pinned" makes the reference fixtures, "current" (today's releases, as
+# locked in interop/requirements-current.txt) checks that users of today's PEFT read and write the same adapters.
+# name -> (requirements file, venv folder, the set-up command); the versions are those `name==version` lines.
+VERSION_SETS = {
+    "pinned": ("requirements.txt", ".venv", "bash interop/setup.sh"),
+    "current": ("requirements-current.txt", ".venv-current", "bash interop/setup.sh current"),
+}
+# The libraries whose versions a script checks by default (setup).
+CHECKED = ("torch", "transformers", "peft", "safetensors", "numpy")
 
 
 class CheckError(RuntimeError):
@@ -46,21 +58,41 @@ def run(name, main, *args):
         sys.exit(1)
 
 
+def pinned_versions(version_set="pinned"):
+    """name -> version of every `name==version` line in the version set's requirements file."""
+    check(version_set in VERSION_SETS, f"unknown version set {version_set!r}; expected one of {sorted(VERSION_SETS)}")
+    out = {}
+    for line in (Path(__file__).resolve().parent / VERSION_SETS[version_set][0]).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = (part.strip() for part in line.split("==", 1))
+            out[name.lower().replace("_", "-")] = version
+    return out
+
+
 def versions(*names):
     """name -> installed version (without a `+local` suffix), in the order asked; default: every library used here."""
     names = names or ("torch", "transformers", "peft", "safetensors", "tokenizers", "numpy")
     return {n: importlib.import_module(n).__version__.split("+")[0] for n in names}
 
 
-def setup(*pinned):
-    """The start of every script that runs models: the pinned versions (default: all) are the installed ones; torch
-    uses 2 threads and deterministic algorithms; transformers logs only errors; the working directory is REPO."""
+def setup(*names, version_set="pinned"):
+    """The start of every script that runs models: the installed versions of `names` (default: CHECKED) are exactly
+    those of `version_set` ("pinned" or "current"); torch uses 2 threads and deterministic algorithms; transformers
+    logs only errors; the working directory is REPO."""
+    want = pinned_versions(version_set)
+    file, venv, command = VERSION_SETS[version_set]
+    for name, have in versions(*(names or CHECKED)).items():
+        check(name in want, f"internal: {name} has no `{name}==version` line in interop/{file}")
+        check(
+            have == want[name],
+            f"{name} {have} installed, {want[name]} in interop/{file} (the {version_set!r} version set); run "
+            f"interop/{venv}/bin/python after `{command}`",
+        )
+
     import torch
     import transformers
 
-    for name, have in versions(*(pinned or PINNED)).items():
-        want = PINNED[name]
-        check(have == want, f"{name} {have} installed, {want} pinned in interop/requirements.txt")
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
     transformers.logging.set_verbosity_error()

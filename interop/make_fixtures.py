@@ -799,8 +799,10 @@ def perturb_adapter(model, seed, bias="none"):
     return counts
 
 
-def make_peft_case(case, spec, model_infos):
-    rel = f"{PEFT_REL}/{case}"
+def make_peft_case(case, spec, model_infos, out_rel=PEFT_REL, base_atol=1e-6):
+    """Writes out_rel/<case>/ for one PEFT_CASES entry; the base must reproduce its committed logits within base_atol
+    (make_current_fixtures.py passes its own folder and the current set's tolerance)."""
+    rel = f"{out_rel}/{case}"
     folder = fresh_dir(rel)
     base_name = spec["base"]
     base_rel = f"{MODELS_REL}/{base_name}"
@@ -812,7 +814,8 @@ def make_peft_case(case, spec, model_infos):
 
     torch.manual_seed(spec["seed"])
     base = load(base_rel, is_bert)
-    check(torch.allclose(forward(base, minfo), base_logits, atol=1e-6, rtol=0), f"{case}: base model logits changed")
+    base_diff = max_abs_diff(forward(base, minfo), base_logits)
+    check(base_diff <= base_atol, f"{case}: base model logits changed by {base_diff} (> {base_atol})")
     cfg = LoraConfig(**copy.deepcopy(spec["config"]))  # PEFT mutates list arguments in place
     pm = get_peft_model(base, cfg)
     counts = perturb_adapter(pm, spec["seed"], spec["config"].get("bias", "none"))

@@ -187,6 +187,22 @@ test('bad adapters: no matching module, rank 0, unknown peft_type, shapes that d
   await assert.rejects(loadAdapter(new PeftModel(toyBase()), join(dir, 'nope')), /does not exist/);
 });
 
+test('LoraConfig keys added by PEFT 0.19-0.21 load at their neutral value and are refused otherwise', async () => {
+  // PEFT 0.21.2 writes these five keys (null) into every LoRA adapter_config.json (test/fixtures/peft-current)
+  const added = ['lora_ga_config', 'use_bdlora', 'velora_config', 'monteclora_config', 'kasa_config'];
+  const neutral = Object.fromEntries(added.map((k) => [k, null]));
+  assertAllclose(await logits(await peftWith({ r: 2, ...neutral })), await logits(null), { atol: 0, rtol: 0 });
+  for (const k of added) {
+    await assert.rejects(
+      peftWith({ r: 2, ...neutral, [k]: { r: 2 } }),
+      (e: unknown) =>
+        e instanceof LorakitError &&
+        e.code === 'LK_UNSUPPORTED' &&
+        e.message.includes(`${k} = {"r":2} is not supported by lorakit; remove it or use its default`),
+    );
+  }
+});
+
 test('LoRA training in one graph per step lowers the toy loss; only adapter tensors change', async () => {
   const { adamw, addTrainStep, TrainStepRunner } = await import('../../src/optim/index.ts');
   const peft = await peftWith({ r: 4, target_modules: ['q_proj', 'c_fc'] });

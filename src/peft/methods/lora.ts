@@ -16,7 +16,10 @@ import { patternValue } from '../config.ts';
 import { fromMatrix, matrixDims } from '../layers.ts';
 import type { AdapterMethod, ConvGeometry, ForwardContext, LayerInfo, ParamSpec } from '../method.ts';
 
-/** Fields of PEFT's LoraConfig that select features lorakit does not implement: accepted at their neutral value. */
+/**
+ * Fields of PEFT's LoraConfig that select features lorakit does not implement: accepted at their neutral value (PEFT
+ * writes every field, so an adapter that does not use a feature still carries its key), refused otherwise.
+ */
 const NEUTRAL: Record<string, (v: unknown) => boolean> = {
   lora_bias: (v) => v === false,
   megatron_config: (v) => v === null,
@@ -29,6 +32,16 @@ const NEUTRAL: Record<string, (v: unknown) => boolean> = {
   layer_replication: (v) => v === null,
   target_parameters: (v) => v === null || (Array.isArray(v) && v.length === 0),
   arrow_config: (v) => v === null,
+  /** PEFT 0.19.0: LoRA-GA, A and B initialised from gradient estimates (with init_lora_weights "lora_ga"). */
+  lora_ga_config: (v) => v === null,
+  /** PEFT 0.19.0: BD-LoRA, block-diagonal A or B (a BdLoraConfig; despite its name not a boolean). */
+  use_bdlora: (v) => v === null,
+  /** PEFT 0.20.0: VeLoRA, a compressed-activation backward for A. */
+  velora_config: (v) => v === null,
+  /** PEFT 0.20.0: MonteCLoRA, Monte Carlo sampling over the adapter. */
+  monteclora_config: (v) => v === null,
+  /** PEFT 0.21.0: KaSA, SVD-truncated base plus a learned diagonal between A and B. */
+  kasa_config: (v) => v === null,
 };
 
 export const loraFields = {
