@@ -55,7 +55,11 @@ function shapeOf(a: Adapter, where: Where, layerShape: (path: string, param: str
 }
 
 /** The host values of a saved tensor. */
-function valueOf(a: Adapter, where: Where, layerValues: (path: string) => Record<string, Float32Array>): Float32Array {
+function savedValue(
+  a: Adapter,
+  where: Where,
+  layerValues: (path: string) => Record<string, Float32Array>,
+): Float32Array {
   if ('shared' in where) return a.shared.values[where.shared];
   if ('weight' in where) return a.weights.get(where.weight)!;
   if ('module' in where) {
@@ -110,7 +114,9 @@ export async function saveAdapter(
     const converted = convert(a.config, ls);
     const resolved = resolveConfig(converted.config, `adapter "${name}" converted config`);
     config = { ...savedConfig(resolved), peft_type: savedType(resolved.base), inference_mode: true };
-    layerValues = (path) => converted.layers.get(path)!;
+    // tensors the conversion leaves alone keep their values: DoRA's magnitude stays exact, since
+    // W_res + s·B·A = W0 + s·B'·A' row for row (PEFT's subtract_mutated_init keeps only lora_A/lora_B and drops it)
+    layerValues = (path) => ({ ...a.layers.get(path)!.values, ...converted.layers.get(path)! });
     layerShape = (path, param) => {
       const l = a.layers.get(path)!;
       return resolved.method
@@ -120,7 +126,7 @@ export async function saveAdapter(
   }
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const [key, where] of savedKeys(peft, a)) {
-    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: valueOf(a, where, layerValues) };
+    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: savedValue(a, where, layerValues) };
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;

@@ -4,5 +4,7 @@
 import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
 import { lora } from './lora.ts';
+import { olora } from './olora.ts';
+import { pissa } from './pissa.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, dora];
+export const REGISTRY: readonly RegistryEntry[] = [lora, pissa, olora, dora];
