@@ -11,9 +11,9 @@
  * "pissa" takes the exact SVD (linalg/svd.ts). "pissa_niter_K" takes torch.svd_lowrank's randomized SVD with q = r
  * and K power iterations (linalg/rsvd.ts, the same algorithm step for step), its Gaussian sketch drawn from the
  * layer's seeded generator rather than torch's: the same algorithm with different random numbers, so its factors
- * are as close to the exact ones as PEFT's are, not equal to PEFT's. Being random, a "pissa_niter_K" folder
- * re-initialised at load (PEFT and lorakit both recompute W_res there) gets a slightly different residual unless
- * lorakit draws with the training seed; the converted folder has no such dependence.
+ * are as close to the exact ones as PEFT's are, not equal to PEFT's. Being random, a "pissa_niter_K" folder saved
+ * as trained gets another residual when it is re-initialised at load (PEFT draws torch's numbers; loadAdapter seeds
+ * 0), off by the randomized SVD's error; the converted folder (the Trainer's default) has no such dependence.
  * Not here: the residual and PEFT's dtype and rank rules (peft/residual.ts), the decompositions (linalg/).
  */
 import { svd, svdLowrank } from '../../linalg/index.ts';
