@@ -30,6 +30,8 @@ export interface LorakitCase {
   expectedPeftWarning?: string;
   /** lorakit refuses to merge it (a copy of one of two tied modules); PEFT merges it into a new module. */
   mergeRefused?: boolean;
+  /** Saved with `convertToBase` (a PiSSA/OLoRA adapter written as the rank-2r LoRA of the untouched base). */
+  convertToBase?: boolean;
 }
 
 const LLAMA_ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -136,6 +138,51 @@ export const CASES: Record<string, LorakitCase> = {
       bias: 'all',
     },
   },
+  llama_pissa_converted: {
+    base: 'llama',
+    seed: 310,
+    description: 'PiSSA on q_proj, v_proj, up_proj saved with convertToBase: a rank-8 LoRA of the untouched base',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'v_proj', 'up_proj'],
+      r: 4,
+      lora_alpha: 8,
+      init_lora_weights: 'pissa',
+    },
+    convertToBase: true,
+  },
+  llama_pissa_dora_converted: {
+    base: 'llama',
+    seed: 311,
+    description:
+      'DoRA with a PiSSA init saved with convertToBase: rank-8 lora_A/B of the untouched base, magnitudes kept',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'v_proj'],
+      r: 4,
+      lora_alpha: 8,
+      init_lora_weights: 'pissa',
+      use_dora: true,
+    },
+    convertToBase: true,
+  },
+  gpt2_olora_converted: {
+    base: 'gpt2',
+    seed: 312,
+    description: 'OLoRA on GPT-2 Conv1D c_attn and c_fc (the [out, in] matrix factored) saved with convertToBase',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['c_attn', 'c_fc'],
+      r: 4,
+      lora_alpha: 8,
+      fan_in_fan_out: true,
+      init_lora_weights: 'olora',
+    },
+    convertToBase: true,
+  },
   bert_seqcls: {
     base: 'bert',
     seed: 306,
@@ -183,7 +230,7 @@ export const PERTURBATION =
   'seedFrom(case seed, tensor key)';
 
 /** Moves every trainable value of adapter `name` away from its init (see PERTURBATION). */
-function perturb(peft: PeftModel, name: string, seed: number): void {
+export function perturb(peft: PeftModel, name: string, seed: number): void {
   const values = new Map<string, Float32Array>();
   for (const [key, v] of peft.trainableValues(name)) {
     const rng = new Rng(seedFrom(seed, key));
@@ -227,7 +274,7 @@ export async function makeCase(name: string, dir: string): Promise<void> {
     await peft.addAdapter('default', c.config, { seed: c.seed });
     perturb(peft, 'default', c.seed);
     await mkdir(dir, { recursive: true });
-    await saveAdapter(peft, 'default', dir, { baseModel: baseRel });
+    await saveAdapter(peft, 'default', dir, { baseModel: baseRel, convertToBase: c.convertToBase });
     const inputs = {
       case: name,
       description: c.description,

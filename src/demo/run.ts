@@ -140,7 +140,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         `trainable parameters (${((100 * trainableParams) / model.paramCount).toFixed(1)} % of the base)`,
     );
 
-    const shared = adapterTraining(peft, 'demo', o.modelDir);
+    const shared = adapterTraining(peft, 'demo', { baseModel: o.modelDir });
     // the evaluation graph feeds the adapter's trainable tensors by their graph names (the binding's handles)
     const evalGraph: ContextFactory = (g) => {
       const binding = shared.bind(g, false);

@@ -73,6 +73,8 @@ export interface LoadedModel {
   context(graph: Graph, opts?: ContextOptions): ModelContext<ModelConfig>;
   /** The stored values of HF weight `name` as float32 (initial values of trainable weights). */
   read(name: string): Promise<Float32Array>;
+  /** The dtype HF weight `name` is stored in, as safetensors names it (F32, F16, BF16, F64). */
+  storedDtype(name: string): string;
   close(): Promise<void>;
 }
 
@@ -145,6 +147,11 @@ export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
         const fileName = resolve(name);
         if (fileName === undefined) throw missingWeightError(name, store);
         return reader.readAs(fileName, 'f32');
+      },
+      storedDtype: (name) => {
+        const fileName = resolve(name);
+        if (fileName === undefined) throw missingWeightError(name, store);
+        return reader.info(fileName).dtype;
       },
       close: () => reader.close(),
     };

@@ -9,6 +9,7 @@ export function adaptable(model: LoadedModel): AdaptableBase {
     modules,
     parameters: model.parameters().map((p) => p.name),
     readWeight: (name) => model.read(name),
+    weightDtype: (name) => model.storedDtype(name),
     outputHead: modules.some((m) => m.path === 'lm_head') ? 'lm_head' : null,
   };
 }

@@ -115,7 +115,9 @@ export async function saveAdapter(
     const converted = convert(a.config, ls);
     const resolved = resolveConfig(converted.config, `adapter "${name}" converted config`);
     config = { ...savedConfig(resolved), peft_type: savedType(resolved.base), inference_mode: true };
-    layerValues = (path) => converted.layers.get(path)!;
+    // tensors the conversion leaves alone keep their values: DoRA's magnitude stays exact, since
+    // W_res + s·B·A = W0 + s·B'·A' row for row (PEFT's subtract_mutated_init keeps only lora_A/lora_B and drops it)
+    layerValues = (path) => ({ ...a.layers.get(path)!.values, ...converted.layers.get(path)! });
     layerShape = (path, param) => {
       const l = a.layers.get(path)!;
       return resolved.method

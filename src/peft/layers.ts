@@ -11,16 +11,17 @@ import { type ModuleInfo, conv2dWeightShape } from '../nn/index.ts';
 import { layerIndexOf } from './config.ts';
 import type { LayerInfo, LayerKind } from './method.ts';
 
-/** The LayerInfo of a module; `read` reads a stored weight by HF name. */
+/** The LayerInfo of a module; `store` reads a stored weight, and tells its stored dtype, by HF name. */
 export function layerInfo(
   m: ModuleInfo,
   layersPattern: string | string[] | null,
-  read: (name: string) => Promise<Float32Array>,
+  store: { read(name: string): Promise<Float32Array>; dtype(name: string): string },
 ): LayerInfo {
   const common = {
     path: m.path,
     layerIndex: layerIndexOf(m.path, layersPattern),
-    readWeight: () => read(m.weightName),
+    weightDtype: store.dtype(m.weightName),
+    readWeight: () => store.read(m.weightName),
   };
   if (m.kind === 'embedding') {
     const weightShape = [m.numEmbeddings, m.dim];

@@ -40,6 +40,11 @@ export interface LayerInfo {
   layerIndex: number | null;
   /** The stored weight's shape: [out, in]; conv1d [in, out]; conv2d [out, in/groups, kh, kw]; embedding [num, dim]. */
   weightShape: number[];
+  /**
+   * The dtype the weight is stored in, as safetensors names it (F32, F16, BF16, F64; F32 for in-memory weights).
+   * Graphs compute in f32 whatever it is; initialisers that follow PEFT's dtype rules read it.
+   */
+  weightDtype: string;
   /** The frozen base weight as stored (f32 on the host), for initialisers and merges that read W0. */
   readWeight(): Promise<Float32Array>;
 }

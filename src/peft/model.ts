@@ -21,6 +21,8 @@ export interface AdaptableBase {
   parameters?: readonly string[];
   /** The stored value of an HF weight, as f32 on the host. */
   readWeight(name: string): Promise<Float32Array>;
+  /** The dtype an HF weight is stored in (safetensors names: F32, BF16, ...); default F32 (in-memory weights). */
+  weightDtype?(name: string): string;
   /** The output head (excluded from "all-linear"), e.g. lm_head. */
   outputHead: string | null;
 }
@@ -180,7 +182,10 @@ export class PeftModel {
   private targets(method: AdapterMethod, config: Targeting & Record<string, any>, source: string): LayerInfo[] {
     const infos: LayerInfo[] = [];
     for (const m of this.base.modules) {
-      const info = layerInfo(m, config.layers_pattern ?? null, (n) => this.base.readWeight(n));
+      const info = layerInfo(m, config.layers_pattern ?? null, {
+        read: (n) => this.base.readWeight(n),
+        dtype: (n) => this.base.weightDtype?.(n) ?? 'F32',
+      });
       if (!isTargeted(config, info, this.base.outputHead)) continue;
       if (!method.layers.includes(info.kind)) throw unsupportedLayer(method.name, info, method.layers);
       infos.push(info);

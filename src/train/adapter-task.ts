@@ -2,7 +2,9 @@
  * What every task that trains one adapter of a PeftModel shares, whatever the model and loss: binding the adapters
  * into the task's graph (dropout seeded per micro-batch), the parameter groups from the binding's typed handles
  * (PEFT's LoRA+ rule by role; layers with their own update rule leave the optimizer), the per-step host inputs
- * (drawn once per optimizer step from the run's generator), the initial values and saving the adapter folder.
+ * (drawn once per optimizer step from the run's generator), the initial values and saving the adapter folder
+ * (an adapter whose initialisation replaced the frozen weights is written, by default, as the plain LoRA of the
+ * untouched base: the folder then applies to the model its config names, in PEFT, lorakit or any LoRA loader).
  * The causal-LM task (causal-lm.ts) and the adapter contract test's toy task both build on it.
  * Not here: the model, the loss, the data.
  */
@@ -51,8 +53,23 @@ export interface AdapterTraining {
   save(dir: string, params: ParamValues): Promise<void>;
 }
 
-/** The AdapterTraining of adapter `adapter` of `peft`; `baseModel` is written into adapter_config.json. */
-export function adapterTraining(peft: PeftModel, adapter: string, baseModel: string | null = null): AdapterTraining {
+/** How a training task writes its adapter folders (final/ and best/). */
+export interface AdapterSaveSettings {
+  /** Written into adapter_config.json as base_model_name_or_path. */
+  baseModel?: string | null;
+  /**
+   * For an adapter whose initialisation replaced frozen weights (PiSSA, OLoRA): write it as the plain rank-2r LoRA
+   * of the untouched base (PEFT's `path_initial_model_for_weight_conversion`), so the folder means the same to every
+   * tool that applies it to the model named in base_model_name_or_path. Default true; false writes the adapter as
+   * trained (init_lora_weights kept), which PEFT and lorakit re-initialise at load to rebuild the residual.
+   * No effect on other adapters.
+   */
+  convertToBase?: boolean;
+}
+
+/** The AdapterTraining of adapter `adapter` of `peft`, saving its folders as `save` says. */
+export function adapterTraining(peft: PeftModel, adapter: string, save: AdapterSaveSettings = {}): AdapterTraining {
+  const { baseModel = null, convertToBase = true } = save;
   let drawn: { step: number; values: Record<string, Feed> } | null = null;
   return {
     bind(graph, training) {
@@ -79,7 +96,7 @@ export function adapterTraining(peft: PeftModel, adapter: string, baseModel: str
     },
     async save(dir, params) {
       peft.setValues(adapter, params);
-      await saveAdapter(peft, adapter, dir, { baseModel });
+      await saveAdapter(peft, adapter, dir, { baseModel, convertToBase });
     },
   };
 }

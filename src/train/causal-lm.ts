@@ -30,6 +30,9 @@ export interface CausalLmTaskOptions {
   dataSeed?: number;
   /** Written into adapter_config.json as base_model_name_or_path. */
   baseModelName?: string;
+  /** Whether an adapter that replaced its frozen weights (PiSSA, OLoRA) is saved as a LoRA of the untouched base
+   * (default true; see AdapterSaveSettings.convertToBase). */
+  convertToBase?: boolean;
 }
 
 /** Feeds of a token batch, in the names the task graph declares. */
@@ -85,7 +88,10 @@ export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
     tokens: b.tokens,
     next: b.next,
   });
-  const shared = adapterTraining(o.peft, o.adapter, o.baseModelName ?? null);
+  const shared = adapterTraining(o.peft, o.adapter, {
+    baseModel: o.baseModelName ?? null,
+    convertToBase: o.convertToBase,
+  });
   const task: TrainTask = {
     build: () => buildTaskGraph(o, shared, T, true),
     initialParams: async () =>

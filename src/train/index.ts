@@ -17,7 +17,7 @@ export type {
 export { batchIterator } from './task.ts';
 export { lossEvaluator, perplexity, type LossEvaluatorOptions } from './eval.ts';
 export { causalLmTask, type CausalLmTaskOptions } from './causal-lm.ts';
-export { adapterTraining, roleGroups, type AdapterTraining } from './adapter-task.ts';
+export { adapterTraining, roleGroups, type AdapterTraining, type AdapterSaveSettings } from './adapter-task.ts';
 export { causalLmLoss, type CausalLmLoss, type CausalLmLossOptions } from './loss.ts';
 export { causalLmCalibrator, type CalibratorOptions } from './calibrate.ts';
 export { makeSchedule, warmupStepsFor, type LrSchedule, type ScheduleKind, type ScheduleOptions } from './schedule.ts';

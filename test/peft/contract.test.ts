@@ -41,6 +41,16 @@ export const CASES: Case[] = [
     identity: 'exact',
   },
   {
+    entries: ['lora', 'pissa'],
+    config: { r: 2, lora_alpha: 3, init_lora_weights: 'pissa', target_modules: LINEAR_ALL },
+    identity: 'close',
+  },
+  {
+    entries: ['lora', 'olora'],
+    config: { r: 2, lora_alpha: 4, init_lora_weights: 'olora', target_modules: LINEAR_ALL },
+    identity: 'close',
+  },
+  {
     entries: ['lora', 'dora'],
     config: { r: 2, lora_alpha: 4, use_dora: true, target_modules: LINEAR_ALL },
     identity: 'close',

@@ -20,7 +20,7 @@ test('the calibrator returns the token-weighted mean gradient of the full weight
   const data = new TokenDataset({ seqLen: T, ids, labels, lengths: new Uint32Array(rows).fill(T) }, 0);
   const base = adaptable(model);
   const q = base.modules.find((m) => m.path === 'model.layers.1.self_attn.q_proj')!;
-  const info = layerInfo(q, null, base.readWeight);
+  const info = layerInfo(q, null, { read: base.readWeight, dtype: () => 'F32' });
   const grads = await causalLmCalibrator({ model, train: data, batchSize: B, seed: 3 })([info], 2);
   const got = grads.get(info.path)!;
   assert.equal(got.length, 64 * 64);

@@ -6,6 +6,8 @@ import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
 import { lora } from './lora.ts';
 import { maskTarget } from './mask_target.ts';
+import { olora } from './olora.ts';
+import { pissa } from './pissa.ts';
 import { vera } from './vera.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, dora, dylora, maskTarget, vera];
+export const REGISTRY: readonly RegistryEntry[] = [lora, pissa, olora, dora, dylora, maskTarget, vera];
