@@ -21,6 +21,7 @@ export { REGISTRY } from './methods/index.ts';
 export { methods, variantsOf, methodFor, resolveConfig, configSchema, savedType, type Resolved } from './registry.ts';
 export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/lora.ts';
 export { dora } from './methods/dora.ts';
+export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';
 export {
   PeftModel,
   paramKey,

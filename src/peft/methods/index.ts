@@ -4,5 +4,6 @@
 import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
 import { lora } from './lora.ts';
+import { loraPro } from './lora_pro.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, dora];
+export const REGISTRY: readonly RegistryEntry[] = [lora, dora, loraPro];
