@@ -63,7 +63,6 @@ export function optimizerGroups(
   opts: Pick<EngineOptions, 'weightDecay' | 'loraplusLrRatio' | 'loraplusWeightDecay'>,
   params = (t: Tensor) => t,
 ): ParamGroup[] {
-  check(groups.length > 0, 'LK_INVALID_ARGUMENT', 'train task: build() returned no parameter groups');
   return groups.map((g) => {
     check(g.params.length > 0, 'LK_INVALID_ARGUMENT', `train task: parameter group "${g.name}" is empty`);
     const ratio = (g.lrRatio ?? 1) * (g.loraplusB && opts.loraplusLrRatio !== undefined ? opts.loraplusLrRatio : 1);
@@ -96,6 +95,12 @@ export class StepEngine {
     const tg = task.build();
     const metricNames = Object.keys(tg.metrics ?? {});
     const updates = tg.updates ?? [];
+    // a task may have no optimizer groups when update rules claim every tensor (LoRA-Pro on every adapted layer)
+    check(
+      tg.groups.length > 0 || updates.length > 0,
+      'LK_INVALID_ARGUMENT',
+      'train task: build() returned no parameter groups and no update rules',
+    );
     if (opts.accumulation === 1) {
       const layout = addTrainStep(tg.graph, tg.loss, {
         optimizer: opts.optimizer,

@@ -80,6 +80,17 @@ export const CASES: Case[] = [
     surrogate: ['a', 'b'],
   },
   { entries: ['vera'], config: { peft_type: 'VERA', r: 3, target_modules: LINEAR_ALL }, identity: 'exact' },
+  {
+    // the update rule replaces the optimizer for every adapted layer (B = 0 at init: its first step takes the guard)
+    entries: ['lora', 'lora_pro'],
+    config: { r: 2, lora_alpha: 3, lora_pro: {}, target_modules: ['embed_tokens', ...LINEAR_ALL] },
+    identity: 'exact',
+  },
+  {
+    entries: ['lora', 'lora_pro'],
+    config: { r: 2, lora_alpha: 4, lora_pro: { mode: 'lowrank' }, target_modules: LINEAR_ALL },
+    identity: 'exact',
+  },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {

@@ -5,9 +5,10 @@ import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
 import { lora } from './lora.ts';
+import { loraPro } from './lora_pro.ts';
 import { maskTarget } from './mask_target.ts';
 import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
 import { vera } from './vera.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, pissa, olora, dora, dylora, maskTarget, vera];
+export const REGISTRY: readonly RegistryEntry[] = [lora, pissa, olora, dora, dylora, loraPro, maskTarget, vera];
