@@ -56,7 +56,7 @@ function shapeOf(a: Adapter, where: Where, layerShape: (path: string, param: str
 }
 
 /** The host values of a saved tensor. */
-function valueOf(a: Adapter, where: Where, layerValues: (path: string) => Record<string, Float32Array>): Float32Array {
+function dataOf(a: Adapter, where: Where, layerValues: (path: string) => Record<string, Float32Array>): Float32Array {
   if ('shared' in where) return a.shared.values[where.shared];
   if ('weight' in where) return a.weights.get(where.weight)!;
   if ('module' in where) {
@@ -121,7 +121,7 @@ export async function saveAdapter(
   }
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const [key, where] of savedKeys(peft, a)) {
-    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: valueOf(a, where, layerValues) };
+    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: dataOf(a, where, layerValues) };
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;
