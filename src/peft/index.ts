@@ -24,6 +24,7 @@ export { dora } from './methods/dora.ts';
 export { dylora, type DyLoraConfig } from './methods/dylora.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
+export { flylora, flyloraFields, flyloraScaling, nonZerosPerRow, type FlyLoraConfig } from './methods/flylora.ts';
 export {
   PeftModel,
   paramKey,

@@ -4,8 +4,9 @@
 import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
+import { flylora } from './flylora.ts';
 import { lora } from './lora.ts';
 import { maskTarget } from './mask_target.ts';
 import { vera } from './vera.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, dora, dylora, maskTarget, vera];
+export const REGISTRY: readonly RegistryEntry[] = [lora, dora, dylora, maskTarget, vera, flylora];
