@@ -4,6 +4,7 @@
  * (gradients are summed back to each input's shape), and fan-out is accumulated here, so rules stay one-liners.
  */
 import { LorakitError } from '../errors.ts';
+import { isFloat } from './dtype.ts';
 import type { Tensor, Node } from './graph.ts';
 import { OPS } from './ops/index.ts';
 import { zerosLike } from './ops/util.ts';
@@ -35,12 +36,13 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
   for (const x of xs)
     if (x.graph !== g) throw new LorakitError('LK_GRAPH_INVALID', `grad: ${x.name} belongs to another graph`);
 
-  // Forward: tensors that depend on some x through differentiable edges.
+  // Forward: tensors that depend on some x through differentiable edges. Integer and boolean outputs (TopK's and
+  // ArgMax's indices, comparisons, shapes) carry no gradient, so nothing downstream of them asks for a rule.
   const fromX = new Set<Tensor>(xs);
   const nodes = g.nodes.slice(); // backward nodes appended below are not walked
   for (const n of nodes) {
     if (n.stopGradient) continue;
-    if (n.inputs.some((t) => t && fromX.has(t))) for (const o of n.outputs) fromX.add(o);
+    if (n.inputs.some((t) => t && fromX.has(t))) for (const o of n.outputs) if (isFloat(o.dtype)) fromX.add(o);
   }
   // Backward: tensors that y depends on.
   const toY = new Set<Tensor>([y]);

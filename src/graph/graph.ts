@@ -96,6 +96,10 @@ export class Tensor {
   reciprocal(): Tensor {
     return this.graph.op('Reciprocal', [this]);
   }
+  /** −1, 0 or 1 by the sign of each entry (no gradient: piecewise constant). */
+  sign(): Tensor {
+    return this.graph.op('Sign', [this]);
+  }
   abs(): Tensor {
     return this.graph.op('Abs', [this]);
   }
@@ -165,6 +169,14 @@ export class Tensor {
   }
   argmax(axis = -1, keepdims = false): Tensor {
     return this.graph.op('ArgMax', [this], { axis, keepdims: keepdims ? 1 : 0 });
+  }
+  /**
+   * The k largest (or smallest) entries along `axis`, sorted, and their i64 indices (ONNX TopK: equal values keep
+   * the lower index first). Only the values carry a gradient.
+   */
+  topk(k: number, axis = -1, largest = true): [values: Tensor, indices: Tensor] {
+    const [v, i] = this.graph.opMulti('TopK', [this, this.graph.constInts([k])], { axis, largest: largest ? 1 : 0 }, 2);
+    return [v, i];
   }
   private reduce(
     op: 'ReduceSum' | 'ReduceMean' | 'ReduceMax',

@@ -25,6 +25,7 @@ export { dylora, type DyLoraConfig } from './methods/dylora.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';
+export { flylora, flyloraFields, flyloraScaling, nonZerosPerRow, type FlyLoraConfig } from './methods/flylora.ts';
 export {
   PeftModel,
   paramKey,

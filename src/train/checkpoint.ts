@@ -235,7 +235,7 @@ export async function latestCheckpoint(outputDir: string): Promise<string | null
 
 async function readTensors(
   file: string,
-  names: readonly string[],
+  names: readonly string[] | null,
   shapes: ReadonlyMap<string, readonly number[]> | undefined,
   step: number,
 ): Promise<Map<string, Float32Array>> {
@@ -243,7 +243,7 @@ async function readTensors(
   try {
     if (st.metadata.step !== String(step))
       throw invalid(file, `it is from step ${st.metadata.step ?? '(none)'}, but trainer_state.json says step ${step}`);
-    const expected = shapes ? [...shapes.keys()] : names;
+    const expected = shapes ? [...shapes.keys()] : (names ?? st.names());
     const extra = st.names().filter((n) => !expected.includes(n));
     if (extra.length)
       throw invalid(
@@ -315,8 +315,9 @@ export async function loadCheckpoint(dir: string, shapes?: CheckpointShapes): Pr
   }
   const paramsFile = join(dir, CHECKPOINT_FILES.params),
     optimFile = join(dir, CHECKPOINT_FILES.optimizer);
-  const stateNames = state.params.flatMap((p) => state.optimizer.slots.map((s) => `${p}::${s}`));
+  // without this run's shapes the optimizer file is read as written: buffers (held with the params) have no slots,
+  // and update rules name their own state, so params × slots is not what it must hold
   const params = await readTensors(paramsFile, state.params, shapes?.params, state.step);
-  const optimizer = await readTensors(optimFile, stateNames, shapes?.state, state.step);
+  const optimizer = await readTensors(optimFile, null, shapes?.state, state.step);
   return { dir, state, params, optimizer };
 }

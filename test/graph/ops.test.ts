@@ -1,7 +1,9 @@
-// Every differentiable primitive: its gradient against central finite differences in float64, on shapes that broadcast.
+// Every differentiable primitive: its gradient against central finite differences in float64, on shapes that broadcast;
+// and TopK's forward (its values, indices and tie order) against a host sort.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { OPS } from '../../src/graph/index.ts';
+import { Graph, OPS } from '../../src/graph/index.ts';
+import { compile } from '../../src/runtime/index.ts';
 import { gradcheck, coveredOps } from './gradcheck.ts';
 
 const pos = { lo: 0.5, hi: 2 };
@@ -172,6 +174,15 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
     (g, [a, u]) => a.scatterElements(g.constant([1, 1], 'i64', [1, 2]), u, 1, 'add'),
     [{ shape: [2, 3] }, { shape: [1, 2] }],
   ],
+  ['TopK values, 2 largest of 5 on the last axis', (_g, [a]) => a.topk(2)[0], [{ shape: [3, 5] }]],
+  [
+    'TopK values, 2 smallest along axis 0, scaled by their indices',
+    (_g, [a]) => {
+      const [v, i] = a.topk(2, 0, false);
+      return v.mul(i.cast('f64').add(1));
+    },
+    [{ shape: [4, 3] }],
+  ],
   ['Cast f64 -> f32 -> f64', (_g, [a]) => a.cast('f32').mul(3).cast('f64'), [{ shape: [3] }]],
   ['Trilu lower', (_g, [a]) => a.trilu(false), [{ shape: [3, 3] }]],
 ];
@@ -189,4 +200,60 @@ test('every differentiable primitive is gradient-checked', () => {
     .map(([k]) => k);
   const missing = differentiable.filter((op) => !coveredOps.has(op));
   assert.deepEqual(missing, []);
+});
+
+test('TopK picks the k largest or smallest along an axis, sorted, equal values by lower index first (host sort)', async () => {
+  const x = [3, 1, 3, -2, 0.5, 1, 7, 1, 1, -4, 2, 2];
+  const g = new Graph('topk');
+  const t = g.input('x', 'f32', [2, 6]);
+  const [v, i] = t.topk(3);
+  const [vs, is] = t.topk(2, 1, false);
+  const [v0, i0] = t.topk(1, 0);
+  for (const [k, y] of Object.entries({ v, i, vs, is, v0, i0 })) g.output(k, y);
+  assert.deepEqual(v.shape, [2, 3]);
+  assert.deepEqual(v0.shape, [1, 6]);
+  assert.equal(i.dtype, 'i64');
+  const out = await (await compile(g, { worker: false })).run({ x: Float32Array.from(x) });
+  // host: a stable sort of (value, index) pairs, by value, then index
+  const pick = (row: number[], k: number, largest: boolean) =>
+    row
+      .map((val, idx) => ({ val, idx }))
+      .sort((a, b) => (largest ? b.val - a.val : a.val - b.val) || a.idx - b.idx)
+      .slice(0, k);
+  const rows = [x.slice(0, 6), x.slice(6)];
+  const want = (k: number, largest: boolean) => rows.flatMap((r) => pick(r, k, largest));
+  const ints = (a: ArrayLike<bigint>) => Array.from(a, Number);
+  assert.deepEqual(
+    Array.from(out.v.data as Float32Array),
+    want(3, true).map((p) => p.val),
+  );
+  assert.deepEqual(
+    ints(out.i.data as BigInt64Array),
+    want(3, true).map((p) => p.idx),
+  );
+  assert.deepEqual(
+    Array.from(out.vs.data as Float32Array),
+    want(2, false).map((p) => p.val),
+  );
+  assert.deepEqual(
+    ints(out.is.data as BigInt64Array),
+    want(2, false).map((p) => p.idx),
+  );
+  const cols = [0, 1, 2, 3, 4, 5].map((c) => pick([x[c], x[6 + c]], 1, true)[0]);
+  assert.deepEqual(
+    Array.from(out.v0.data as Float32Array),
+    cols.map((p) => p.val),
+  );
+  assert.deepEqual(
+    ints(out.i0.data as BigInt64Array),
+    cols.map((p) => p.idx),
+  );
+});
+
+test('TopK refuses a K larger than its axis, naming both', () => {
+  const g = new Graph('topk-bad');
+  assert.throws(
+    () => g.input('x', 'f32', [2, 3]).topk(4),
+    (e: unknown) => e instanceof Error && e.message.includes('K = 4') && e.message.includes('0..3'),
+  );
 });

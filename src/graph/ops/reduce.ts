@@ -1,9 +1,9 @@
-// Reductions over constant axes (opset 18: axes are an i64 input), plus ArgMax.
+// Reductions over constant axes (opset 18: axes are an i64 input), plus ArgMax and TopK (selections along one axis).
 import { LorakitError } from '../../errors.ts';
 import type { Tensor } from '../graph.ts';
 import { normAxis, type Dim, dimProduct } from '../shape.ts';
 import type { OpDef, InferFn, VjpNode, ReduceOp } from './types.ts';
-import { constInts, one, shapeTensor } from './util.ts';
+import { constInts, one, shapeTensor, zerosLike } from './util.ts';
 
 function axesOf(n: { inputs: readonly (Tensor | null)[] }): number[] {
   const x = n.inputs[0]!;
@@ -74,5 +74,31 @@ export const reduceOps: Record<ReduceOp, OpDef> = {
       return one(out, 'i64');
     },
     vjp: 'ArgMax returns indices',
+  },
+  // TopK(X, K [1] i64) → values, indices (i64), K entries along `axis` (largest or smallest; ties: lower index first)
+  TopK: {
+    infer: (ins, at) => {
+      const x = ins[0]!;
+      const axis = normAxis(typeof at.axis === 'number' ? at.axis : -1, x.rank, 'TopK');
+      const k = constInts(ins[1]);
+      if (ins[1]!.dtype !== 'i64' || (k && k.length !== 1))
+        throw new LorakitError('LK_INVALID_ARGUMENT', `TopK: K must be an i64 tensor of one value, got ${ins[1]}`);
+      const d = x.shape[axis];
+      if (k && (k[0] < 0 || (typeof d === 'number' && k[0] > d)))
+        throw new LorakitError('LK_SHAPE_MISMATCH', `TopK: K = ${k[0]} must lie in 0..${d} (axis ${axis} of ${x})`);
+      const out = x.shape.map((s, i) => (i !== axis ? s : k ? k[0] : x.graph.freshDim()));
+      return [
+        { dtype: x.dtype, shape: out },
+        { dtype: 'i64', shape: [...out] },
+      ];
+    },
+    // values = X at the picked indices, so dX = dValues scattered back to them (zero elsewhere; indices are distinct
+    // along the axis, so no two updates meet); the indices output has no gradient
+    vjp: (n, [dv]) => {
+      const x = n.inputs[0]!;
+      if (!dv) return [null, null];
+      const axis = normAxis(typeof n.attrs.axis === 'number' ? n.attrs.axis : -1, x.rank, 'TopK');
+      return [zerosLike(x).scatterElements(n.outputs[1], dv, axis), null];
+    },
   },
 };

@@ -71,7 +71,7 @@ export type ElementwiseOp =
   | 'Not'
   | 'Identity';
 export type LinalgOp = 'MatMul' | 'Gemm';
-export type ReduceOp = 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceProd' | 'ArgMax';
+export type ReduceOp = 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceProd' | 'ArgMax' | 'TopK';
 export type MovementOp =
   | 'Reshape'
   | 'Transpose'

@@ -4,6 +4,7 @@
 import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
+import { flylora } from './flylora.ts';
 import { lora } from './lora.ts';
 import { loraPro } from './lora_pro.ts';
 import { maskTarget } from './mask_target.ts';
@@ -11,4 +12,14 @@ import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
 import { vera } from './vera.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, pissa, olora, dora, dylora, loraPro, maskTarget, vera];
+export const REGISTRY: readonly RegistryEntry[] = [
+  lora,
+  pissa,
+  olora,
+  dora,
+  dylora,
+  loraPro,
+  maskTarget,
+  vera,
+  flylora,
+];
