@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
 import { weightShapeOf } from './binding.ts';
-import type { Adapter, PeftModel } from './model.ts';
+import type { Adapter, AddAdapterOptions, PeftModel } from './model.ts';
 import { resolveConfig, savedConfig, savedType } from './registry.ts';
 
 const PREFIX = 'base_model.model.';
@@ -56,7 +56,11 @@ function shapeOf(a: Adapter, where: Where, layerShape: (path: string, param: str
 }
 
 /** The host values of a saved tensor. */
-function valueOf(a: Adapter, where: Where, layerValues: (path: string) => Record<string, Float32Array>): Float32Array {
+function savedValue(
+  a: Adapter,
+  where: Where,
+  layerValues: (path: string) => Record<string, Float32Array>,
+): Float32Array {
   if ('shared' in where) return a.shared.values[where.shared];
   if ('weight' in where) return a.weights.get(where.weight)!;
   if ('module' in where) {
@@ -121,7 +125,7 @@ export async function saveAdapter(
   }
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const [key, where] of savedKeys(peft, a)) {
-    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: valueOf(a, where, layerValues) };
+    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: savedValue(a, where, layerValues) };
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;
@@ -165,8 +169,16 @@ export async function readAdapterConfig(dir: string): Promise<Record<string, unk
 /**
  * Loads a PEFT adapter folder into `peft` as adapter `name`. Every tensor the config implies must be in the file
  * with the right shape; f16/bf16 files are read as f32. Returns the file keys that were not used (PEFT warns too).
+ * `opts` reach the adapter's initialiser, which runs before the file's values replace its tensors: a folder saved
+ * as trained by an initialisation that replaced the frozen weight from calibration gradients (LoRA-GA) rebuilds that
+ * weight only with the run's `calibrate` and `seed`.
  */
-export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'): Promise<{ unused: string[] }> {
+export async function loadAdapter(
+  peft: PeftModel,
+  dir: string,
+  name = 'default',
+  opts: Pick<AddAdapterOptions, 'seed' | 'calibrate'> = {},
+): Promise<{ unused: string[] }> {
   const config = await readAdapterConfig(dir);
   const file = join(dir, 'adapter_model.safetensors');
   if (!existsSync(file)) {
@@ -175,7 +187,7 @@ export async function loadAdapter(peft: PeftModel, dir: string, name = 'default'
       `${file} is missing (lorakit reads safetensors adapters, not adapter_model.bin)`,
     );
   }
-  const a = await peft.addAdapter(name, config, { source: join(dir, 'adapter_config.json') });
+  const a = await peft.addAdapter(name, config, { ...opts, source: join(dir, 'adapter_config.json') });
   try {
     return await readTensors(peft, a, file);
   } catch (e) {

@@ -5,7 +5,8 @@ import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
 import { lora } from './lora.ts';
+import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
 import { vera } from './vera.ts';
 
-export const REGISTRY: readonly RegistryEntry[] = [lora, dora, dylora, maskTarget, vera];
+export const REGISTRY: readonly RegistryEntry[] = [lora, loraGa, dora, dylora, maskTarget, vera];
