@@ -461,6 +461,7 @@ test(
       assert.equal(convertedConfig.init_lora_weights, true);
       assert.equal(convertedConfig.r, 8);
       assert.equal(convertedConfig.lora_alpha, 16);
+      assert.ok(!('lora_ga_config' in convertedConfig), 'a plain LoRA: PEFT < 0.19 would warn about lora_ga_config');
       const onBase = new PeftModel(adaptable(model));
       await loadAdapter(onBase, converted);
       assert.equal(onBase.get('default').bases.size, 0, 'the converted adapter leaves the base weights alone');
