@@ -10,7 +10,7 @@ pinned torch / transformers / safetensors / numpy and adds a newer PEFT, for exa
     /tmp/peft-now/bin/pip install --no-deps peft==0.21.2
     /tmp/peft-now/bin/python interop/make_loraga_fixtures.py
 
-Deletes and rewrites test/fixtures/lora_ga/ (about 400 KB):
+Deletes and rewrites test/fixtures/lora_ga/ (about 570 KB):
   <case>/expected.json          config, seed, versions, the calibration batches, per-layer r / alpha / scaling, the
                                 measured checks below
   <case>/expected.safetensors   `grad.<path>.weight`: PEFT's estimated gradient (stored layout: GPT-2's Conv1D is
