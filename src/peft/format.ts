@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
 import { weightShapeOf } from './binding.ts';
-import type { Adapter, PeftModel } from './model.ts';
+import type { Adapter, AddAdapterOptions, PeftModel } from './model.ts';
 import { resolveConfig, savedConfig, savedType } from './registry.ts';
 
 const PREFIX = 'base_model.model.';
@@ -171,14 +171,18 @@ export async function readAdapterConfig(dir: string): Promise<Record<string, unk
 /**
  * Loads a PEFT adapter folder into `peft` as adapter `name`. Every tensor the config implies must be in the file
  * with the right shape; f16/bf16 files are read as f32. Returns the file keys that were not used (PEFT warns too).
+ * `opts` reach the adapter's initialiser, which runs before the file's values replace its tensors: a folder saved
+ * as trained by an initialisation that replaced the frozen weight from calibration gradients (LoRA-GA) rebuilds that
+ * weight only with the run's `calibrate` and `seed`.
  */
 export async function loadAdapter(
   peft: PeftModel,
   dir: string,
   name = 'default',
-  opts: { configOverrides?: Record<string, unknown> } = {},
+  opts: Pick<AddAdapterOptions, 'seed' | 'calibrate'> & { configOverrides?: Record<string, unknown> } = {},
 ): Promise<{ unused: string[] }> {
-  const config = { ...(await readAdapterConfig(dir)), ...opts.configOverrides };
+  const { configOverrides, ...add } = opts;
+  const config = { ...(await readAdapterConfig(dir)), ...configOverrides };
   const file = join(dir, 'adapter_model.safetensors');
   if (!existsSync(file)) {
     throw new LorakitError(
@@ -186,7 +190,7 @@ export async function loadAdapter(
       `${file} is missing (lorakit reads safetensors adapters, not adapter_model.bin)`,
     );
   }
-  const a = await peft.addAdapter(name, config, { source: join(dir, 'adapter_config.json') });
+  const a = await peft.addAdapter(name, config, { ...add, source: join(dir, 'adapter_config.json') });
   try {
     return await readTensors(peft, a, file);
   } catch (e) {

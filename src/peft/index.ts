@@ -21,6 +21,7 @@ export { REGISTRY } from './methods/index.ts';
 export { methods, variantsOf, methodFor, resolveConfig, configSchema, savedType, type Resolved } from './registry.ts';
 export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/lora.ts';
 export { dora } from './methods/dora.ts';
+export { loraGa, DEFAULT_LORA_GA_BATCHES, type LoraGaConfig } from './methods/lora_ga.ts';
 export { dylora, type DyLoraConfig } from './methods/dylora.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';

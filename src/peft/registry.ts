@@ -106,12 +106,16 @@ export function resolveConfig(json: unknown, source: string, registry: readonly 
 }
 
 /**
- * The config as it is written to adapter_config.json: training-only variant fields and the shared fields PEFT's
- * config of the method lacks are left out.
+ * The config as it is written to adapter_config.json: training-only variant fields, the fields of variants the config
+ * does not ask for (inert: PEFT ignores lora_ga_config unless init_lora_weights is "lora_ga", and PEFT versions
+ * without the variant warn about them — a LoRA-GA adapter converted to a plain LoRA keeps none) and the shared fields
+ * PEFT's config of the method lacks are left out.
  */
 export function savedConfig(r: Pick<Resolved, 'base' | 'config'>, registry = REGISTRY): Record<string, unknown> {
+  const registered = variantsOf(r.base, registry);
   const drop = new Set([
-    ...variantsOf(r.base, registry).flatMap((v) => v.trainingOnly ?? []),
+    ...registered.flatMap((v) => v.trainingOnly ?? []),
+    ...registered.filter((v) => !v.applies(r.config)).flatMap((v) => Object.keys(v.fields ?? {})),
     ...(r.base.peftLacks ?? []),
   ]);
   return Object.fromEntries(Object.entries(r.config).filter(([k, v]) => !drop.has(k) && v !== undefined));

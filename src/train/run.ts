@@ -56,7 +56,8 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       if (typeof from !== 'string') {
         throw new LorakitError('LK_CONFIG_INVALID', 'run config: adapter.from must be the path of an adapter folder');
       }
-      await loadAdapter(peft, from, 'default', { configOverrides: await continuingConfig(from, extra) });
+      const configOverrides = await continuingConfig(from, extra);
+      await loadAdapter(peft, from, 'default', { configOverrides, seed: t.seed, calibrate });
     }
     const task = causalLmTask({
       model,

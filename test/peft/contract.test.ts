@@ -10,8 +10,17 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { LorakitError } from '../../src/errors.ts';
 import { Graph, grad } from '../../src/graph/index.ts';
-import { Rng } from '../../src/linalg/index.ts';
-import { type LayerKind, loadAdapter, PeftModel, REGISTRY, resolveConfig, saveAdapter } from '../../src/peft/index.ts';
+import { Rng, seedFrom } from '../../src/linalg/index.ts';
+import {
+  type AddAdapterOptions,
+  type LayerInfo,
+  type LayerKind,
+  loadAdapter,
+  PeftModel,
+  REGISTRY,
+  resolveConfig,
+  saveAdapter,
+} from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { train } from '../../src/train/index.ts';
 import { assertAllclose } from '../helpers.ts';
@@ -30,6 +39,17 @@ interface Case {
    * finite-difference check is skipped here and replaced by the method's own test against the paper's formula.
    */
   surrogate?: string[];
+  /** Options of addAdapter beyond the seed (a calibrate function for initialisers that read gradients). */
+  add?: Omit<AddAdapterOptions, 'seed' | 'source'>;
+}
+
+/**
+ * Calibration gradients for the toy, which has no data: a fixed N(0, 0.1²) matrix per layer (the contract checks the
+ * platform's invariants, not the gradient; lora_ga.test.ts checks real ones against PEFT's).
+ */
+async function toyCalibrate(layers: readonly LayerInfo[]) {
+  const size = (l: LayerInfo) => l.weightShape.reduce((a, b) => a * b, 1);
+  return new Map(layers.map((l) => [l.path, new Rng(seedFrom(7, l.path)).normalArray(size(l), 0.1)]));
 }
 
 const LINEAR_ALL = ['q_proj', 'c_fc'];
@@ -99,6 +119,12 @@ export const CASES: Case[] = [
     config: { peft_type: 'FLYLORA', r: 4, top_k: 2, lora_alpha: 8, bias_u: 0.01, target_modules: ['c_fc'] },
     identity: 'exact',
   },
+  {
+    entries: ['lora', 'lora_ga'],
+    config: { r: 2, lora_alpha: 3, init_lora_weights: 'lora_ga', lora_ga_config: {}, target_modules: LINEAR_ALL },
+    identity: 'close',
+    add: { calibrate: toyCalibrate },
+  },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {
@@ -108,9 +134,11 @@ const KIND_PATHS: Record<LayerKind, string> = {
   conv2d: CONV.path,
 };
 
+const addOptions = (c: Case) => ({ seed: 3, ...c.add });
+
 async function adapterOf(c: Case, base = toyBase(toyWeights(), { conv: c.conv })) {
   const peft = new PeftModel(base);
-  await peft.addAdapter('default', c.config, { seed: 3 });
+  await peft.addAdapter('default', c.config, addOptions(c));
   return peft;
 }
 
@@ -224,7 +252,7 @@ for (const c of CASES) {
     const dir = mkdtempSync(join(tmpdir(), 'lk-contract-'));
     await saveAdapter(peft, 'default', dir);
     const loaded = new PeftModel(toyBase(toyWeights(), { conv: c.conv }));
-    const { unused } = await loadAdapter(loaded, dir);
+    const { unused } = await loadAdapter(loaded, dir, 'default', addOptions(c));
     assert.deepEqual(unused, []);
     const [a, b] = [peft.get('default'), loaded.get('default')];
     for (const [path, l] of a.layers) {

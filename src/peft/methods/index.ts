@@ -7,6 +7,7 @@ import { dylora } from './dylora.ts';
 import { flylora } from './flylora.ts';
 import { lora } from './lora.ts';
 import { loraPro } from './lora_pro.ts';
+import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
 import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
@@ -16,6 +17,7 @@ export const REGISTRY: readonly RegistryEntry[] = [
   lora,
   pissa,
   olora,
+  loraGa,
   dora,
   dylora,
   loraPro,
