@@ -23,6 +23,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder',
     load: () => import('./merge.ts'),
   },
+  methods: {
+    describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
+    load: () => import('./methods.ts'),
+  },
   cache: {
     describe: "Show (info) or empty (clear) lorakit's caches: compiled sessions and tokenised datasets",
     load: () => import('./cache.ts'),

@@ -50,3 +50,5 @@ export { adaptable } from './base.ts';
 export { exportMerged, exportModel, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';
 export { layerInfo, matrixDims, toMatrix, fromMatrix, matrixOf } from './layers.ts';
+export { methodCatalog, type CatalogRow } from './catalog.ts';
+export { targetLayers } from './model.ts';

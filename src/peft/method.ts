@@ -334,6 +334,8 @@ export interface MethodVariant<C = any, S = any> {
   of: readonly string[] | '*';
   /** Whether `config` asks for this variant. */
   applies(config: C): boolean;
+  /** The config fields that select it with its defaults (`lorakit methods`, docs; `applies` holds for them). */
+  selectedBy: Record<string, unknown>;
   /** The open field of its method whose values pick this variant, and those values described for errors. */
   claims?: { field: string; describe: string };
   /** Config fields it adds to the methods it modifies (lorakit fields; PEFT's own are in the method's schema). */

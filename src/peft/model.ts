@@ -111,7 +111,7 @@ export class PeftModel {
     );
     const resolved = resolveConfig(configJson, source);
     const { method, config } = resolved;
-    const infos = this.targets(method, config, source);
+    const infos = targetLayers(this.base, method, config, source);
     const settings = new Map(infos.map((l) => [l.path, method.settings?.(config, l)]));
     for (const l of infos) method.checkLayer?.(l, settings.get(l.path), config, source);
     const withSettings = infos.map((layer) => ({ layer, settings: settings.get(layer.path) }));
@@ -176,28 +176,6 @@ export class PeftModel {
     this.version++;
     this.active = [...this.active, name];
     return adapter;
-  }
-
-  /** The layers `config` targets, refusing explicitly targeted layers the method cannot wrap. */
-  private targets(method: AdapterMethod, config: Targeting & Record<string, any>, source: string): LayerInfo[] {
-    const infos: LayerInfo[] = [];
-    for (const m of this.base.modules) {
-      const info = layerInfo(m, config.layers_pattern ?? null, {
-        read: (n) => this.base.readWeight(n),
-        dtype: (n) => this.base.weightDtype?.(n) ?? 'F32',
-      });
-      if (!isTargeted(config, info, this.base.outputHead)) continue;
-      if (!method.layers.includes(info.kind)) throw unsupportedLayer(method.name, info, method.layers);
-      infos.push(info);
-    }
-    if (infos.length === 0) {
-      throw noTargetsError(
-        config.target_modules,
-        this.base.modules.map((m) => m.path),
-        source,
-      );
-    }
-    return infos;
   }
 
   /** The frozen weight graphs use: a replacement made by an adapter's initialiser, else the stored W0. */
@@ -478,6 +456,33 @@ export class PeftModel {
     }
     return a;
   }
+}
+
+/** The layers `config` targets on `base`, refusing explicitly targeted layers the method cannot wrap. */
+export function targetLayers(
+  base: AdaptableBase,
+  method: AdapterMethod,
+  config: Targeting & Record<string, any>,
+  source: string,
+): LayerInfo[] {
+  const infos: LayerInfo[] = [];
+  for (const m of base.modules) {
+    const info = layerInfo(m, config.layers_pattern ?? null, {
+      read: (n) => base.readWeight(n),
+      dtype: (n) => base.weightDtype?.(n) ?? 'F32',
+    });
+    if (!isTargeted(config, info, base.outputHead)) continue;
+    if (!method.layers.includes(info.kind)) throw unsupportedLayer(method.name, info, method.layers);
+    infos.push(info);
+  }
+  if (infos.length === 0) {
+    throw noTargetsError(
+      config.target_modules,
+      base.modules.map((m) => m.path),
+      source,
+    );
+  }
+  return infos;
 }
 
 /** Checks that an initialiser returned every tensor with its spec's size (a bug in the method otherwise). */

@@ -38,7 +38,7 @@ export type BatchStream = Iterable<TrainBatch> | AsyncIterable<TrainBatch>;
 
 /** A group of trainable tensors with its own optimizer settings. */
 export interface TaskParamGroup {
-  /** Shown in errors and logs (e.g. "lora_A", "lora_B", "bias"). */
+  /** Shown in errors and logs (e.g. "A", "B", "B_no_decay"). */
   name: string;
   /** Graph inputs of `TaskGraph.graph`: f32 with static shapes. */
   params: Tensor[];

@@ -165,6 +165,12 @@ const name = (c: Case) => `${c.entries.join('+')} ${JSON.stringify(c.config)}`;
 test('every registered method and variant has a row in the contract matrix', () => {
   const covered = new Set(CASES.flatMap((c) => c.entries));
   for (const e of REGISTRY) assert.ok(covered.has(e.name), `${e.name} has no row in CASES`);
+  for (const e of REGISTRY)
+    if ('of' in e)
+      assert.ok(
+        e.applies(resolveConfig({ ...e.selectedBy, target_modules: ['q_proj'] }, e.name).config),
+        `${e.name}: selectedBy selects it`,
+      );
   for (const c of CASES) {
     const r = resolveConfig(c.config, 'case');
     assert.deepEqual([r.base.name, ...r.variants.map((v) => v.name)], c.entries, `${name(c)} resolves to its entries`);

@@ -18,6 +18,7 @@ export const dora: MethodVariant<LoraConfig, LoraSettings> = {
   paper: 'DoRA: Weight-Decomposed Low-Rank Adaptation (arXiv:2402.09353)',
   of: ['lora'],
   applies: (c) => c.use_dora,
+  selectedBy: { use_dora: true },
   layers: ['linear', 'conv1d', 'conv2d'],
 
   checkLayer(layer, _s, _c, source) {

@@ -64,6 +64,7 @@ export const dylora: MethodVariant<DyLoraConfig, LoraSettings> = {
     'DyLoRA: Parameter-Efficient Tuning of Pre-trained Models using Dynamic Search-Free Low-Rank Adaptation (arXiv:2210.07558)',
   of: ['lora'],
   applies: (c) => c.dylora !== undefined,
+  selectedBy: { dylora: {} },
   fields: { dylora: dyloraField },
   trainingOnly: ['dylora'],
 

@@ -78,6 +78,7 @@ export const loraGa: MethodVariant<LoraGaConfig, LoraSettings> = {
   paper: 'LoRA-GA: Low-Rank Adaptation with Gradient Approximation (arXiv:2407.05000)',
   of: ['lora'],
   applies: (c) => c.init_lora_weights === 'lora_ga',
+  selectedBy: { init_lora_weights: 'lora_ga', lora_ga_config: {} },
   claims: { field: 'init_lora_weights', describe: '"lora_ga" (with lora_ga_config)' },
   fields: {
     lora_ga_config: loraGaConfigField,

@@ -265,6 +265,7 @@ export const loraPro: MethodVariant<LoraProConfig, LoraSettings> = {
   paper: 'LoRA-Pro: Are Low-Rank Adapters Properly Optimized? (arXiv:2407.18242)',
   of: ['lora'],
   applies: (c) => c.lora_pro != null,
+  selectedBy: { lora_pro: {} },
   fields: {
     /** LoRA-Pro's optimizer (absent: plain LoRA with the run's optimizer). Training only: not saved. */
     lora_pro: loraProOptions.nullable().optional(),

@@ -57,6 +57,7 @@ export const maskTarget: MethodVariant<MaskTargetConfig> = {
   paper: 'Mask the Target: non-target KL regularisation against forgetting (arXiv:2605.29498)',
   of: '*',
   applies: (c) => c.mask_target !== undefined,
+  selectedBy: { mask_target: {} },
   fields: { mask_target: maskTargetField },
   trainingOnly: ['mask_target'],
 

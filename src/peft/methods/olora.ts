@@ -47,6 +47,7 @@ export const olora: MethodVariant<LoraConfig, LoraSettings> = {
   of: ['lora'],
   // PEFT compares init_lora_weights.lower() == "olora"
   applies: (c) => typeof c.init_lora_weights === 'string' && c.init_lora_weights.toLowerCase() === 'olora',
+  selectedBy: { init_lora_weights: 'olora' },
   claims: { field: 'init_lora_weights', describe: '"olora"' },
   layers: ['linear', 'conv1d'],
 

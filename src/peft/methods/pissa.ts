@@ -37,6 +37,7 @@ export const pissa: MethodVariant<LoraConfig, LoraSettings> = {
   paper: 'PiSSA: Principal Singular Values and Singular Vectors Adaptation of Large Language Models (arXiv:2404.02948)',
   of: ['lora'],
   applies: (c) => niterOf(c.init_lora_weights) !== undefined,
+  selectedBy: { init_lora_weights: 'pissa' },
   claims: { field: 'init_lora_weights', describe: '"pissa", "pissa_niter_<K>" (K ≥ 0 power iterations)' },
   layers: ['linear', 'conv1d'],
 
