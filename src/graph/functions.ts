@@ -79,19 +79,28 @@ export function tokenNll(logits: Tensor, labels: Tensor, ignoreIndex = -100): { 
 }
 
 /**
- * Pseudo-random uniforms in [0, 1) shaped like `x`, from a scalar f32 `seed` fed per step: a sine hash of the
- * element index (no RNG op: ORT's random ops have no WebGPU kernel and keep hidden state, which would break exact
- * resume). Good enough for dropout masks; not for statistics.
+ * Pseudo-random uniforms in [0, 1) shaped like `x`, from a scalar f32 `seed` fed per step (an integer value): a 32-bit
+ * integer hash of (element index, seed) — Mueller's two-round xorshift-multiply, in int64 so no product overflows —
+ * whose top 24 bits make the uniform. No RNG op: ORT's random ops have no WebGPU kernel and keep hidden state, which
+ * would break exact resume; integer arithmetic is the same on every backend. (The sin hash this replaces had a
+ * 1/256 grid and lost all precision past ~10⁶ elements in float32.)
  */
 export function hashUniformLike(x: Tensor, seed: Tensor): Tensor {
   const g = x.graph;
-  const n = x
-    .shapeOf()
-    .graph.op('ReduceProd', [x.shapeOf(), g.constInts([0])], { keepdims: 0 })
-    .cast('f32');
-  const idx = g.range(g.scalar(0, 'f32'), n, g.scalar(1, 'f32'), 'f32').reshape(x.shapeOf(), x.shape); // [..x]
-  const h = idx.mul(12.9898).add(seed.mul(78.233)).sin().mul(43758.5453);
-  return h.sub(h.floor()).cast(x.dtype);
+  const n = g.op('ReduceProd', [x.shapeOf(), g.constInts([0])], { keepdims: 0 }); // i64 scalar
+  const idx = g.range(g.constInts([0], []), n, g.constInts([1], []), 'i64').reshape(x.shapeOf(), x.shape); // [..x]
+  const int = (v: number) => g.constInts([v], []);
+  const low32 = (t: Tensor) => t.sub(t.div(int(2 ** 32)).mul(int(2 ** 32))); // t mod 2³² for t ≥ 0
+  const mix = (t: Tensor) => low32(t.xor(t.div(int(65536))).mul(int(0x45d9f3b))); // ((h >> 16) ^ h)·K mod 2³²
+  const s = low32(seed.floor().cast('i64').mul(int(2654435761))); // the seed's own stream offset
+  const h0 = low32(idx.add(s));
+  const h1 = mix(mix(h0));
+  const h = h1.xor(h1.div(int(65536))); // (h >> 16) ^ h, in [0, 2³²)
+  return h
+    .div(int(256))
+    .cast('f32')
+    .mul(2 ** -24)
+    .cast(x.dtype); // top 24 bits: exact in float32
 }
 
 /** Inverted dropout with a hash mask: x·keep/(1−p), keep = u ≥ p. */

@@ -128,6 +128,10 @@ export class Tensor {
   and(o: Tensor): Tensor {
     return this.graph.op('And', [this, o]);
   }
+  /** Bitwise exclusive or of integer tensors. */
+  xor(o: Tensor): Tensor {
+    return this.graph.op('BitwiseXor', [this, o]);
+  }
   not(): Tensor {
     return this.graph.op('Not', [this]);
   }

@@ -123,3 +123,46 @@ test('dropout keeps about 1-p of the values, scaled by 1/(1-p), and is reproduci
     'another seed gives another mask',
   );
 });
+
+test('the dropout hash gives 24-bit uniforms: no grid, flat histogram, uncorrelated seeds, beyond 10⁶ elements', async () => {
+  const { hashUniformLike } = await import('../../src/graph/index.ts');
+  const g = new Graph();
+  const n = 1 << 21; // past the ~10⁶ elements where a float32 sin hash loses its precision
+  const x = g.input('x', 'f32', [n]),
+    seed = g.input('seed', 'f32', []);
+  g.output('u', hashUniformLike(x, seed));
+  const s = await compile(g, { worker: false });
+  const run = async (sd: number) =>
+    (await s.run({ x: new Float32Array(n), seed: new Float32Array([sd]) })).u.data as Float32Array;
+  const [u, v] = [await run(123456), await run(123457)];
+  assert.ok(u.every((t) => t >= 0 && t < 1));
+  assert.ok(new Set(u.subarray(0, 100000)).size > 99000, 'values are not on a coarse grid');
+  // χ² over 256 bins (255 degrees of freedom: 99.9 % quantile ≈ 330), at the start and at the end of the tensor
+  for (const part of [u.subarray(0, 1 << 16), u.subarray(n - (1 << 16))]) {
+    const bins = new Float64Array(256);
+    for (const t of part) bins[Math.floor(t * 256)]++;
+    const e = part.length / 256;
+    const chi2 = bins.reduce((acc, b) => acc + (b - e) ** 2 / e, 0);
+    assert.ok(chi2 < 330, `χ² ${chi2.toFixed(1)}`);
+  }
+  // neighbouring seeds and neighbouring elements are uncorrelated
+  const corr = (a: ArrayLike<number>, b: ArrayLike<number>, len: number) => {
+    let sab = 0,
+      sa = 0,
+      sb = 0,
+      saa = 0,
+      sbb = 0;
+    for (let i = 0; i < len; i++) {
+      sab += a[i] * b[i];
+      sa += a[i];
+      sb += b[i];
+      saa += a[i] * a[i];
+      sbb += b[i] * b[i];
+    }
+    return (
+      (sab / len - (sa / len) * (sb / len)) / Math.sqrt((saa / len - (sa / len) ** 2) * (sbb / len - (sb / len) ** 2))
+    );
+  };
+  assert.ok(Math.abs(corr(u, v, 1 << 16)) < 0.02, 'seeds s and s+1');
+  assert.ok(Math.abs(corr(u, u.subarray(1), 1 << 16)) < 0.02, 'elements i and i+1');
+});

@@ -26,6 +26,13 @@ const logic: InferFn = (ins) => {
   );
 };
 
+const integerBinary: InferFn = (ins) => {
+  const d = sameDtype(ins);
+  if (d !== 'i32' && d !== 'i64')
+    throw new LorakitError('LK_DTYPE_MISMATCH', `bitwise ops need i32 or i64 inputs, got ${d}`);
+  return one(broadcastShapes(ins[0]!.shape, ins[1]!.shape, 'broadcast'), d);
+};
+
 const x0 = (n: { inputs: readonly (Tensor | null)[] }) => n.inputs[0]!;
 const x1 = (n: { inputs: readonly (Tensor | null)[] }) => n.inputs[1]!;
 
@@ -146,6 +153,7 @@ export const elementwiseOps: Record<ElementwiseOp, OpDef> = {
   And: { infer: logic, vjp: 'logical ops are not differentiable' },
   Or: { infer: logic, vjp: 'logical ops are not differentiable' },
   Not: { infer: logic, vjp: 'logical ops are not differentiable' },
+  BitwiseXor: { infer: integerBinary, vjp: 'integer ops are not differentiable' },
   // identity (also detach(), whose node autodiff skips)
   Identity: { infer: unary, vjp: (_n, [dy]) => [dy] },
 };

@@ -69,6 +69,7 @@ export type ElementwiseOp =
   | 'And'
   | 'Or'
   | 'Not'
+  | 'BitwiseXor'
   | 'Identity';
 export type LinalgOp = 'MatMul' | 'Gemm';
 export type ReduceOp = 'ReduceSum' | 'ReduceMean' | 'ReduceMax' | 'ReduceProd' | 'ArgMax' | 'TopK';
