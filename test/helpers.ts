@@ -36,3 +36,25 @@ export function randArray(n: number, seed: number, lo = -1, hi = 1): Float64Arra
   const r = rng(seed);
   return Float64Array.from({ length: n }, () => lo + (hi - lo) * r());
 }
+
+/**
+ * Central differences of a scalar `loss()` with respect to every element of `v` (changed in place and restored):
+ * (L(v + h·eₖ) − L(v − h·eₖ)) / 2h for each k.
+ */
+export async function centralDifferences(
+  v: Float32Array | Float64Array,
+  h: number,
+  loss: () => Promise<number>,
+): Promise<Float64Array> {
+  const numeric = new Float64Array(v.length);
+  for (let k = 0; k < v.length; k++) {
+    const v0 = v[k];
+    v[k] = v0 + h;
+    const lp = await loss();
+    v[k] = v0 - h;
+    const lm = await loss();
+    v[k] = v0;
+    numeric[k] = (lp - lm) / (2 * h);
+  }
+  return numeric;
+}

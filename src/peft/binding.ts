@@ -6,7 +6,8 @@
  * update rule, a loss term — so the trainer groups, feeds and updates tensors without reading their names.
  * Not here: adapter state (model.ts), the methods (methods/), the train step (optim/, train/).
  */
-import { type DType, type Graph, type Tensor, dropout as dropoutFn } from '../graph/index.ts';
+import { type Graph, type Tensor, dropout as dropoutFn } from '../graph/index.ts';
+import type { CustomUpdate } from '../optim/index.ts';
 import { seedFrom } from '../linalg/index.ts';
 import {
   type Conv2dModule,
@@ -42,25 +43,8 @@ export interface TrainableHandle {
   layer: string | null;
 }
 
-/**
- * A layer whose trainable tensors an update rule updates instead of the optimizer; shaped so the train step
- * (optim/step.ts, `CustomUpdate`) can build it in any graph.
- */
-export interface UpdateRuleHandle {
-  name: string;
-  params: Tensor[];
-  state: { name: string; shape: number[] }[];
-  inputs: { name: string; dtype: DType; shape: number[] }[];
-  apply(ctx: {
-    params: Tensor[];
-    grads: Tensor[];
-    state: Tensor[];
-    inputs: Tensor[];
-    lr: Tensor;
-    step: Tensor;
-    weightDecay: number;
-  }): { params: Tensor[]; state: Tensor[] };
-}
+/** A layer whose trainable tensors an update rule updates instead of the optimizer: the train step's CustomUpdate. */
+export type UpdateRuleHandle = CustomUpdate;
 
 /** A buffer of the trained adapter: its graph input and the value the forward pass set for the next step. */
 export interface BufferHandle {

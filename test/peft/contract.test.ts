@@ -23,7 +23,7 @@ import {
 } from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { train } from '../../src/train/index.ts';
-import { assertAllclose } from '../helpers.ts';
+import { assertAllclose, centralDifferences } from '../helpers.ts';
 import { CONV, IDS, LABELS, MODULES, toyBase, toyForward, toyLoss, toyTask, toyWeights } from './toy.ts';
 
 interface Case {
@@ -234,16 +234,11 @@ for (const c of CASES) {
     for (const [i, handle] of handles.entries()) {
       if (c.surrogate?.includes(handle.role)) continue;
       const v = values.get(handle.tensor.name)!;
-      const numeric = new Float64Array(v.length);
-      for (let k = 0; k < v.length; k++) {
-        const v0 = v[k];
-        v[k] = v0 + h;
-        const lp = (await s.run(feeds(), ['loss'])).loss.data[0] as number;
-        v[k] = v0 - h;
-        const lm = (await s.run(feeds(), ['loss'])).loss.data[0] as number;
-        v[k] = v0;
-        numeric[k] = (lp - lm) / (2 * h);
-      }
+      const numeric = await centralDifferences(
+        v,
+        h,
+        async () => (await s.run(feeds(), ['loss'])).loss.data[0] as number,
+      );
       assertAllclose(out[`d${i}`].data as Float64Array, numeric, {
         rtol: tol,
         atol: tol * 1e-2,

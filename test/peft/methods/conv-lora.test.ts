@@ -17,7 +17,7 @@ import { Rng } from '../../../src/linalg/index.ts';
 import { loadAdapter, PeftModel } from '../../../src/peft/index.ts';
 import { compile } from '../../../src/runtime/index.ts';
 import { CASES, makeCase, OUT_REL, ROOT } from '../../../scripts/make-lorakit-conv-adapters.ts';
-import { assertAllclose } from '../../helpers.ts';
+import { assertAllclose, centralDifferences } from '../../helpers.ts';
 import { convNetBase, convNetContext, convNetForward, openConvNet } from '../../nn/convnet.ts';
 
 const NET = join(ROOT, 'test/fixtures/conv');
@@ -311,16 +311,11 @@ test('gradients of a grouped strided conv LoRA and of conv DoRA magnitudes match
     const out = await s.run(feeds());
     for (const [i, handle] of handles.entries()) {
       const v = values.get(handle.tensor.name)!;
-      const numeric = new Float32Array(v.length);
-      for (let k = 0; k < v.length; k++) {
-        const v0 = v[k];
-        v[k] = v0 + h;
-        const lp = (await s.run(feeds(), ['loss'])).loss.data[0] as number;
-        v[k] = v0 - h;
-        const lm = (await s.run(feeds(), ['loss'])).loss.data[0] as number;
-        v[k] = v0;
-        numeric[k] = (lp - lm) / (2 * h);
-      }
+      const numeric = await centralDifferences(
+        v,
+        h,
+        async () => (await s.run(feeds(), ['loss'])).loss.data[0] as number,
+      );
       assertAllclose(out[`d${i}`].data as Float32Array, numeric, {
         rtol: 1e-2,
         atol: 1e-3,

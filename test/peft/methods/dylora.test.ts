@@ -12,7 +12,7 @@ import { Graph, grad } from '../../../src/graph/index.ts';
 import { Rng } from '../../../src/linalg/index.ts';
 import { loadAdapter, PeftModel, saveAdapter, saveTruncated, stepKey } from '../../../src/peft/index.ts';
 import { compile } from '../../../src/runtime/index.ts';
-import { assertAllclose } from '../../helpers.ts';
+import { assertAllclose, centralDifferences } from '../../helpers.ts';
 import { IDS, LABELS, toyBase, toyForward, toyLoss, toyWeights } from '../toy.ts';
 
 const TARGETS = ['embed_tokens', 'q_proj', 'c_fc'];
@@ -135,16 +135,7 @@ async function gradients(peft: PeftModel, b: number, frozen: 0 | 1) {
   const result = [];
   for (const [i, handle] of handles.entries()) {
     const v = values.get(handle.tensor.name)!;
-    const numeric = new Float64Array(v.length);
-    for (let k = 0; k < v.length; k++) {
-      const v0 = v[k];
-      v[k] = v0 + h;
-      const lp = (await s.run(feeds(), ['loss'])).loss.data[0] as number;
-      v[k] = v0 - h;
-      const lm = (await s.run(feeds(), ['loss'])).loss.data[0] as number;
-      v[k] = v0;
-      numeric[k] = (lp - lm) / (2 * h);
-    }
+    const numeric = await centralDifferences(v, h, async () => (await s.run(feeds(), ['loss'])).loss.data[0] as number);
     const cols = handle.tensor.shape[1] as number;
     // component k of A is row k of [r, in]; of B column k of [out, r]
     const component = (e: number) => (handle.role === 'a' ? Math.floor(e / cols) : e % cols);
