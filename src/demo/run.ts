@@ -15,7 +15,8 @@ import type { Tensor } from '../graph/index.ts';
 import { HfTokenizer } from '../io/index.ts';
 import { generate, loadModel, type LoadedModel } from '../models/index.ts';
 import { type AdapterBinding, PeftModel, adaptable } from '../peft/index.ts';
-import { adapterTraining, train, type TrainTask } from '../train/index.ts';
+import { adapterTraining, causalLmCalibrator, train, type TrainTask } from '../train/index.ts';
+import { TokenDataset } from '../train/data/index.ts';
 import { DEMO_BASE_DIR } from './base.ts';
 import { byteCount, readBrown, splitBrown } from './brown.ts';
 import { WindowSampler, evalBatches, tokenStream } from './data.ts';
@@ -35,6 +36,8 @@ export interface DemoOptions {
   /** LoRA rank and alpha (default 16 and 32), on q/k/v/o and the MLP's gate/up/down projections. */
   rank?: number;
   alpha?: number;
+  /** Another adapter config (any registered method; default: LoRA with `rank` and `alpha`). */
+  adapter?: Record<string, unknown>;
   /** Seeds the adapter init, the training windows and sampling (default 0). */
   seed?: number;
   /** Held-out fiction windows evaluated before and after (default 64, evenly spaced over the held-out files). */
@@ -132,11 +135,15 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     );
 
     const peft = new PeftModel(adaptable(model));
-    await peft.addAdapter('demo', demoLoraConfig(o.rank, o.alpha), { seed: o.seed });
-    const init = peft.trainableValues('demo');
-    const trainableParams = [...init.values()].reduce((s, v) => s + v.length, 0);
+    const config = opts.adapter ?? demoLoraConfig(o.rank, o.alpha);
+    await peft.addAdapter('demo', config, { seed: o.seed, calibrate: demoCalibrator(model, trainStream, o) });
+    // trained tensors and buffers (a method's forward-updated state) by graph-input name
+    const values = () => new Map([...peft.trainableValues('demo'), ...peft.stateValues('demo')]);
+    const init = values();
+    const trainableParams = [...peft.trainableValues('demo').values()].reduce((n, v) => n + v.length, 0);
+    const what = opts.adapter ? peft.get('demo').method.name : `LoRA r=${o.rank} alpha=${o.alpha}`;
     log(
-      `LoRA r=${o.rank} alpha=${o.alpha} on q/k/v/o/gate/up/down: ${trainableParams.toLocaleString('en-US')} ` +
+      `${what} on q/k/v/o/gate/up/down: ${trainableParams.toLocaleString('en-US')} ` +
         `trainable parameters (${((100 * trainableParams) / model.paramCount).toFixed(1)} % of the base)`,
     );
 
@@ -144,11 +151,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
     // the evaluation graph feeds the adapter's trainable tensors by their graph names (the binding's handles)
     const evalGraph: ContextFactory = (g) => {
       const binding = shared.bind(g, false);
-      const ctx = model.context(g, { hooks: binding.hooks });
-      return {
-        ctx,
-        trainable: () => new Map(binding.trainables().map((h): [string, Tensor] => [h.tensor.name, h.tensor])),
-      };
+      const ctx = model.context(g, { hooks: binding.hooks, overrides: peft.weightOverrides('demo') });
+      const fed = () => [...binding.trainables().map((h) => h.tensor), ...binding.bufferUpdates().map((b) => b.input)];
+      return { ctx, trainable: () => new Map(fed().map((t): [string, Tensor] => [t.name, t])) };
     };
     const evaluator = await LmEvaluator.create(evalGraph, o.batch, o.seqLen);
     const heldOutBefore = await evaluator.loss(held, init);
@@ -163,7 +168,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         let binding: AdapterBinding | null = null;
         const trainGraph: ContextFactory = (g) => {
           binding = shared.bind(g, true);
-          return { ctx: model.context(g, { hooks: binding.hooks }), trainable: () => new Map() };
+          const ctx = model.context(g, { hooks: binding.hooks, overrides: peft.weightOverrides('demo') });
+          return { ctx, trainable: () => new Map() };
         };
         const { graph, loss } = lmLossGraph(trainGraph, o.batch, o.seqLen, 'demo-train');
         return shared.taskGraph(graph, binding!, loss, { training: true });
@@ -203,7 +209,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         `loss.svg in ${runDir})`,
     );
     const sampleAfter = await sample(model, tokenizer, o, peft);
-    const heldOutAfter = await evaluator.loss(held, peft.trainableValues('demo'));
+    const heldOutAfter = await evaluator.loss(held, values());
     return {
       heldOutBefore,
       heldOutAfter,
@@ -254,4 +260,15 @@ async function sample(
       : undefined,
   });
   return r.rows[0].text;
+}
+
+/** Calibration for methods whose init reads loss gradients (LoRA-GA): the first windows of the training stream. */
+function demoCalibrator(model: LoadedModel, stream: Uint16Array, o: { seqLen: number; batch: number }) {
+  const rows = 8 * o.batch;
+  const ids = Int32Array.from(stream.subarray(0, rows * o.seqLen));
+  const data = new TokenDataset(
+    { seqLen: o.seqLen, ids, labels: ids, lengths: new Uint32Array(rows).fill(o.seqLen) },
+    0,
+  );
+  return causalLmCalibrator({ model, train: data, batchSize: o.batch });
 }
