@@ -54,4 +54,5 @@ export {
 export { runSettings, settingChanges, checkResume, type RunSettings, type SettingChange } from './resume.ts';
 export { lossPlotSpec, renderLossPlot, writeLossPlot, type LossPoint, type LossPlotOptions } from './plot.ts';
 export { loadRunConfig, applySet, runConfigSchema, type RunConfig } from './config.ts';
+export { configReference, resolvedConfigYaml, runConfigJsonSchema, CONFIG_REFERENCE_PATH } from './config-doc.ts';
 export { runTraining, type RunOutput } from './run.ts';
