@@ -1,23 +1,39 @@
-// `lorakit train --config run.yaml [--set key=value ...]`: fine-tune an adapter as the YAML says, then print where
-// the adapter, checkpoints, metrics and plot were written.
+// `lorakit train --config run.yaml [--set key=value ...] [--print-config]`: fine-tune an adapter as the YAML says,
+// then print where the adapter, checkpoints, metrics, plot and samples were written. Notices (data warnings,
+// "resumed from") are printed as they come, before training starts.
+import { fileURLToPath } from 'node:url';
 import type { CommandModule } from './main.ts';
+
+/** The config reference shipped with lorakit (docs/config.md, generated from the run config schema). */
+const CONFIG_REFERENCE = fileURLToPath(new URL('../../docs/config.md', import.meta.url));
 
 export const register: CommandModule['register'] = (cli) => {
   cli
     .command('train', 'Fine-tune an adapter from a YAML run config')
-    .option('--config <file>', 'the run config (YAML)')
+    .usage(
+      'train --config run.yaml [--set key=value ...] [--print-config]\n\n' +
+        '  Fine-tunes an adapter as run.yaml says. Every key of run.yaml, with its type, default and meaning:\n' +
+        `  docs/config.md (${CONFIG_REFERENCE})`,
+    )
+    .option('--config <file>', 'the run config (YAML); its keys: docs/config.md')
     .option(
       '--set <key=value>',
       'override a config value by dotted path, e.g. --set training.max_steps=10 (repeatable)',
     )
+    .option('--print-config', 'print the resolved config (every default filled in) as YAML and exit')
     .example('lorakit train --config run.yaml --set training.learning_rate=1e-4')
-    .action(async (opts: { config?: string; set?: string | string[] }) => {
+    .example('lorakit train --config run.yaml --print-config')
+    .action(async (opts: { config?: string; set?: string | string[]; printConfig?: boolean }) => {
       const { LorakitError } = await import('../errors.ts');
       if (!opts.config) throw new LorakitError('LK_INVALID_ARGUMENT', 'train: --config <file> is required');
-      const { loadRunConfig, runTraining } = await import('../train/index.ts');
-      const { shutdownRuntime } = await import('../runtime/index.ts');
+      const { loadRunConfig, runTraining, resolvedConfigYaml } = await import('../train/index.ts');
       const sets = opts.set === undefined ? [] : Array.isArray(opts.set) ? opts.set.map(String) : [String(opts.set)];
       const config = loadRunConfig(opts.config, sets);
+      if (opts.printConfig) {
+        process.stdout.write(resolvedConfigYaml(config));
+        return;
+      }
+      const { shutdownRuntime } = await import('../runtime/index.ts');
       const abort = new AbortController();
       const onSigint = () => {
         console.error('\nlorakit: stopping after this step (a checkpoint is written)...');
@@ -25,9 +41,10 @@ export const register: CommandModule['register'] = (cli) => {
       };
       process.once('SIGINT', onSigint);
       try {
-        const out = await runTraining(config, { signal: abort.signal });
-        for (const w of out.warnings) console.error(`warning: ${w}`);
-        if (out.skippedRecords) console.error(`warning: ${out.skippedRecords} malformed records were skipped`);
+        const out = await runTraining(config, {
+          signal: abort.signal,
+          onNotice: (n) => (n.level === 'warning' ? console.error(`warning: ${n.message}`) : console.log(n.message)),
+        });
         const r = out.result;
         console.log(
           `stopped: ${r.stopReason} after ${r.step} ` +
@@ -37,6 +54,7 @@ export const register: CommandModule['register'] = (cli) => {
         console.log(`checkpoint:  ${out.checkpointDir}`);
         console.log(`metrics:     ${out.metricsFile}`);
         console.log(`plot:        ${out.plotFile}`);
+        if (out.samplesDir) console.log(`samples:     ${out.samplesDir}`);
       } finally {
         process.off('SIGINT', onSigint);
         await shutdownRuntime();

@@ -20,6 +20,7 @@ export function adamw({ beta1 = 0.9, beta2 = 0.999, eps = 1e-8 }: AdamWOptions =
   return {
     name: 'adamw',
     stateSlots: ['m', 'v'],
+    settings: { beta1, beta2, eps },
     scalars: ({ step, lr, weightDecay }) => ({
       decay: 1 - lr * weightDecay,
       step_size: lr / (1 - beta1 ** step),

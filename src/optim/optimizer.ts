@@ -31,6 +31,11 @@ export interface Optimizer {
   /** Names of the state tensors each parameter carries (e.g. ['m', 'v'] for AdamW); initialised to zeros. */
   readonly stateSlots: readonly string[];
   /**
+   * The hyperparameters the update depends on (AdamW's betas and eps), recorded in checkpoints so that resuming
+   * with other values is noticed; two optimizers with equal names and settings update alike.
+   */
+  readonly settings?: Readonly<Record<string, number | boolean>>;
+  /**
    * Scalars the host computes in float64 for each group and step, fed as f32 graph inputs: what PyTorch computes in
    * Python floats (AdamW's bias corrections and step size), so the graph rounds them once, as torch does.
    */

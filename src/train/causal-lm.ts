@@ -15,6 +15,7 @@ import type { TrainTask, TrainBatch, DataPosition, TaskGraph } from './task.ts';
 import { type AdapterTraining, adapterTraining } from './adapter-task.ts';
 import { lossEvaluator } from './eval.ts';
 import { causalLmLoss } from './loss.ts';
+import { adapterSampler, type SampleSettings } from './samples.ts';
 
 export interface CausalLmTaskOptions {
   model: LoadedModel;
@@ -33,6 +34,8 @@ export interface CausalLmTaskOptions {
   /** Whether an adapter that replaced its frozen weights (PiSSA, OLoRA) is saved as a LoRA of the untouched base
    * (default true; see AdapterSaveSettings.convertToBase). */
   convertToBase?: boolean;
+  /** Prompts to continue at each evaluation with the adapter as trained so far (the task's `sample`). */
+  samples?: SampleSettings;
 }
 
 /** Feeds of a token batch, in the names the task graph declares. */
@@ -105,10 +108,21 @@ export function causalLmTask(o: CausalLmTaskOptions): TrainTask {
         yield toTrainBatch(b);
     },
     batchesPerEpoch: o.train.batchesPerEpoch(o.batchSize),
+    // what the batch stream depends on; the dataset's sizes stand for its content (another file, seq_len or packing)
+    settings: {
+      per_device_train_batch_size: o.batchSize,
+      data_seed: o.dataSeed ?? 0,
+      train_rows: o.train.size,
+      train_tokens: o.train.tokens,
+    },
     stepInputs: (ctx) => (o.full ? {} : shared.stepInputs(ctx)),
     save: (dir, params) =>
       o.full ? exportModel(o.model, params, dir, { overwrite: true }).then(() => {}) : shared.save(dir, params),
   };
+  if (o.samples) {
+    check(!o.full, 'LK_UNSUPPORTED', 'causal-LM task: sample generations need an adapter (not full fine-tuning)');
+    task.sample = adapterSampler(o.model, o.peft, o.adapter, o.samples, task.compileOptions);
+  }
   if (o.eval) {
     const ev = o.eval;
     check(

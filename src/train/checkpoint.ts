@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { LorakitError } from '../errors.ts';
-import type { StepRecord } from './report.ts';
+import { SAMPLES_DIR, type StepRecord } from './report.ts';
 import { SafetensorsFile, parseJsonText, syncDir, writeFileAtomic, writeSafetensors } from '../io/index.ts';
 
 /** Name of the pointer file to the newest checkpoint. */
@@ -52,6 +52,8 @@ const trainerStateSchema = z.object({
   elapsed: z.number().nonnegative(),
   params: z.array(z.string()),
   optimizer: z.object({ name: z.string(), slots: z.array(z.string()) }),
+  /** The settings exact resume depends on (resume.ts); absent in checkpoints written before they were recorded. */
+  settings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),
   history: z.array(
     z
       .object({
@@ -166,11 +168,17 @@ const LEFTOVER = [
   /^\.(latest|metrics\.jsonl|loss\.svg)\.\d+\.[0-9a-f]+\.tmp$/,
 ];
 
+// writeFileAtomic's temp files of samples/step-<N>.jsonl (report.ts writes them inside samples/)
+const SAMPLE_LEFTOVER = /^\.step-\d+\.jsonl\.\d+\.[0-9a-f]+\.tmp$/;
+
 /** Removes what a killed run left behind in outputDir (hidden temp folders and temp files, never anything else). */
 export async function removeLeftovers(outputDir: string): Promise<void> {
   const names = await readdir(outputDir).catch(() => [] as string[]);
   for (const n of names)
     if (LEFTOVER.some((re) => re.test(n))) await rm(join(outputDir, n), { recursive: true, force: true });
+  const samples = join(outputDir, SAMPLES_DIR);
+  for (const n of await readdir(samples).catch(() => [] as string[]))
+    if (SAMPLE_LEFTOVER.test(n)) await rm(join(samples, n), { force: true });
 }
 
 /** Points `latest` at `name` (a checkpoint folder in outputDir), e.g. when a run is resumed from an older checkpoint.

@@ -13,6 +13,7 @@ export type {
   ParamValues,
   EvalResult,
   StepInputContext,
+  TaskSample,
 } from './task.ts';
 export { batchIterator } from './task.ts';
 export { lossEvaluator, perplexity, type LossEvaluatorOptions } from './eval.ts';
@@ -38,7 +39,20 @@ export {
   type TrainerState,
   type TensorMap,
 } from './checkpoint.ts';
-export { MetricsLog, Progress, formatDuration, formatRate, type StepRecord, type ProgressMode } from './report.ts';
+export {
+  MetricsLog,
+  Progress,
+  formatDuration,
+  formatRate,
+  noticeSink,
+  writeSamples,
+  SAMPLES_DIR,
+  type StepRecord,
+  type ProgressMode,
+  type Notice,
+} from './report.ts';
+export { runSettings, settingChanges, checkResume, type RunSettings, type SettingChange } from './resume.ts';
 export { lossPlotSpec, renderLossPlot, writeLossPlot, type LossPoint, type LossPlotOptions } from './plot.ts';
 export { loadRunConfig, applySet, runConfigSchema, type RunConfig } from './config.ts';
+export { configReference, resolvedConfigYaml, runConfigJsonSchema, CONFIG_REFERENCE_PATH } from './config-doc.ts';
 export { runTraining, type RunOutput } from './run.ts';

@@ -7,7 +7,7 @@ import type { Writable } from 'node:stream';
 import { LorakitError, check } from '../errors.ts';
 import { adamw, type Optimizer } from '../optim/index.ts';
 import type { CompileOptions } from '../runtime/index.ts';
-import type { ProgressMode, StepRecord } from './report.ts';
+import type { Notice, ProgressMode, StepRecord } from './report.ts';
 import type { ScheduleKind } from './schedule.ts';
 import type { TrainTask } from './task.ts';
 
@@ -45,7 +45,7 @@ export interface TrainOptions {
   gradientAccumulation?: number;
   /** Clip the global gradient norm to this (default: no clipping). */
   clipNorm?: number;
-  /** Evaluate every N optimizer steps and after the last one (needs `task.evaluate`). */
+  /** Evaluate every N optimizer steps and after the last one (needs `task.evaluate` or `task.sample`). */
   evalEvery?: number;
   /** Stop after this many evaluations without improvement (needs `evalEvery`). */
   earlyStoppingPatience?: number;
@@ -62,6 +62,12 @@ export interface TrainOptions {
    * Without it, an outputDir that already holds checkpoints is refused (nothing is overwritten by accident).
    */
   resume?: boolean | string;
+  /**
+   * Resume even when a setting exact resume depends on changed since the checkpoint (lr, schedule, accumulation,
+   * seed, optimizer, the task's batch size and data; resume.ts); each change is then a warning. Default false: such
+   * a resume is refused, naming the settings.
+   */
+  resumeOverride?: boolean;
   /** Progress output (default 'auto': a bar on a terminal, plain lines otherwise). */
   progress?: ProgressMode;
   /** Where progress goes (default process.stdout). */
@@ -74,6 +80,8 @@ export interface TrainOptions {
   compile?: CompileOptions;
   /** Stops the run after the current step, with a checkpoint (Ctrl-C in the CLI). */
   signal?: AbortSignal;
+  /** Receives notices (resumed from a checkpoint, changed settings); default: the progress stream, see noticeSink. */
+  onNotice?: (notice: Notice) => void;
   /** Called after each optimizer step with its record. */
   onStep?: (record: StepRecord) => void | Promise<void>;
 }
@@ -182,14 +190,19 @@ export function resolveOptions(task: TrainTask, options: TrainOptions): Resolved
       `weightDecay ${weightDecay} would be ignored; set loraplusWeightDecay instead`,
   );
   check(
-    o.evalEvery === undefined || task.evaluate !== undefined,
+    o.evalEvery === undefined || task.evaluate !== undefined || task.sample !== undefined,
     'LK_INVALID_ARGUMENT',
-    'train: option evalEvery needs a task with evaluate() (see lossEvaluator)',
+    'train: option evalEvery needs a task with evaluate() (see lossEvaluator) or sample()',
   );
   check(
     o.earlyStoppingPatience === undefined || o.evalEvery !== undefined,
     'LK_INVALID_ARGUMENT',
     'train: option earlyStoppingPatience needs evalEvery (early stopping watches the eval loss)',
+  );
+  check(
+    o.earlyStoppingPatience === undefined || task.evaluate !== undefined,
+    'LK_INVALID_ARGUMENT',
+    'train: option earlyStoppingPatience needs a task with evaluate() (early stopping watches the eval loss)',
   );
   const threshold = o.earlyStoppingThreshold ?? 0;
   check(

@@ -22,6 +22,10 @@ export interface LossPlotOptions {
 }
 
 const COLORS = { train: '#4c78a8', eval: '#f58518' };
+/** Pixels kept free at each end of both axes: a point at the first or last step is drawn whole, not on the edge. */
+const X_PADDING = 20;
+/** Up to this many eval points are labelled with their value (more would overlap). */
+const MAX_EVAL_LABELS = 12;
 
 function thin<T>(xs: T[], max: number): T[] {
   if (xs.length <= max) return xs;
@@ -31,8 +35,12 @@ function thin<T>(xs: T[], max: number): T[] {
   return out;
 }
 
-/** The Vega spec of the plot: two named line marks, `train` and `eval`, eval points marked, a log y axis when the loss
- * spans over a decade. */
+/**
+ * The Vega spec of the plot: two named line marks, `train` and `eval`, eval points marked (and labelled with their
+ * value when there are few, so a run with one or two evaluations still reads), a log y axis when the loss spans over
+ * a decade. The x axis keeps X_PADDING pixels free at both ends: an eval at the last step would otherwise sit on
+ * the plot's right edge, half drawn.
+ */
 export function lossPlotSpec(history: readonly LossPoint[], opts: LossPlotOptions = {}): Record<string, unknown> {
   const train = thin(
     history.filter((h) => Number.isFinite(h.loss)).map((h) => ({ step: h.step, loss: h.loss! })),
@@ -59,7 +67,15 @@ export function lossPlotSpec(history: readonly LossPoint[], opts: LossPlotOption
       { name: 'all', values: [...train, ...evals] },
     ],
     scales: [
-      { name: 'x', type: 'linear', domain: { data: 'all', field: 'step' }, range: 'width', zero: false, nice: true },
+      {
+        name: 'x',
+        type: 'linear',
+        domain: { data: 'all', field: 'step' },
+        range: 'width',
+        zero: false,
+        nice: true,
+        padding: X_PADDING,
+      },
       {
         name: 'y',
         type: log ? 'log' : 'linear',
@@ -67,6 +83,7 @@ export function lossPlotSpec(history: readonly LossPoint[], opts: LossPlotOption
         range: 'height',
         nice: true,
         zero: false,
+        padding: X_PADDING, // room for an eval label above the highest point
       },
       {
         name: 'color',
@@ -79,7 +96,8 @@ export function lossPlotSpec(history: readonly LossPoint[], opts: LossPlotOption
       { orient: 'bottom', scale: 'x', title: 'step', tickMinStep: 1 },
       { orient: 'left', scale: 'y', title: log ? 'loss (log scale)' : 'loss', grid: true },
     ],
-    legends: [{ stroke: 'color', orient: 'top-right', symbolType: 'stroke' }],
+    // outside the data rectangle, so it never hides the end of a curve
+    legends: [{ stroke: 'color', orient: 'right', symbolType: 'stroke' }],
     marks: series.flatMap((s) => [
       {
         type: 'line',
@@ -105,10 +123,32 @@ export function lossPlotSpec(history: readonly LossPoint[], opts: LossPlotOption
                   x: { scale: 'x', field: 'step' },
                   y: { scale: 'y', field: 'loss' },
                   fill: { value: COLORS.eval },
-                  size: { value: 24 },
+                  stroke: { value: 'white' },
+                  strokeWidth: { value: 1 },
+                  size: { value: 48 },
                 },
               },
             },
+            ...(evals.length <= MAX_EVAL_LABELS
+              ? [
+                  {
+                    type: 'text',
+                    name: 'eval_labels',
+                    from: { data: 'eval_data' },
+                    encode: {
+                      enter: {
+                        x: { scale: 'x', field: 'step' },
+                        y: { scale: 'y', field: 'loss', offset: -8 },
+                        text: { signal: "format(datum.loss, '.4')" },
+                        align: { value: 'center' },
+                        baseline: { value: 'bottom' },
+                        fill: { value: COLORS.eval },
+                        fontSize: { value: 10 },
+                      },
+                    },
+                  },
+                ]
+              : []),
           ]
         : []),
     ]),

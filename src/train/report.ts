@@ -1,12 +1,15 @@
 /**
- * What a run shows and records while it trains: `metrics.jsonl` (one JSON object per optimizer step) and progress
- * output — a cli-progress bar on a terminal, a plain line every N steps otherwise (logs, CI, pipes). Not here: the
- * loss plot (`plot.ts`), checkpoints.
+ * What a run shows and records while it trains: `metrics.jsonl` (one JSON object per optimizer step), the sample
+ * generations of each evaluation (`samples/step-<N>.jsonl`), notices (resumed from a checkpoint, data warnings) and
+ * progress output — a cli-progress bar on a terminal, a plain line every N steps otherwise (logs, CI, pipes).
+ * Not here: the loss plot (`plot.ts`), checkpoints.
  */
-import { appendFile } from 'node:fs/promises';
+import { appendFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../io/index.ts';
+import type { TaskSample } from './task.ts';
 
 /** One line of metrics.jsonl. Times are seconds; `tokens` counts all tokens seen so far, `tokens_per_s` this step's
  * rate. */
@@ -39,6 +42,36 @@ export class MetricsLog {
   async append(record: StepRecord): Promise<void> {
     await appendFile(this.path, `${JSON.stringify(record)}\n`);
   }
+}
+
+/** The folder of a run's sample generations, inside its output folder. */
+export const SAMPLES_DIR = 'samples';
+
+/** Writes the samples of the evaluation at `step` as `<outputDir>/samples/step-<step>.jsonl` (atomically). */
+export async function writeSamples(outputDir: string, step: number, samples: readonly TaskSample[]): Promise<string> {
+  const dir = join(outputDir, SAMPLES_DIR);
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, `step-${step}.jsonl`);
+  await writeFileAtomic(file, samples.map((s) => `${JSON.stringify({ step, ...s })}\n`).join(''));
+  return file;
+}
+
+/** A message about the run for its user: `info` (resumed from a checkpoint) or `warning` (data, changed settings). */
+export interface Notice {
+  level: 'info' | 'warning';
+  message: string;
+}
+
+/** Where notices go: `onNotice` when given, else the progress stream (warnings prefixed) unless progress is 'none'. */
+export function noticeSink(o: {
+  onNotice?: (notice: Notice) => void;
+  progress?: ProgressMode;
+  progressStream?: Writable;
+}): (notice: Notice) => void {
+  if (o.onNotice) return o.onNotice;
+  if (o.progress === 'none') return () => {};
+  const stream = o.progressStream ?? process.stdout;
+  return (n) => stream.write(`${n.level === 'warning' ? 'warning: ' : ''}${n.message}\n`);
 }
 
 /** How progress is shown: `auto` is `bar` when the stream is a terminal and `lines` otherwise. */

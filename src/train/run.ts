@@ -7,12 +7,13 @@ import { loadModel } from '../models/index.ts';
 import { HfTokenizer } from '../io/index.ts';
 import { LorakitError } from '../errors.ts';
 import { PeftModel, adaptable, loadAdapter, readAdapterConfig } from '../peft/index.ts';
-import { loadDataset } from './data/index.ts';
 import { causalLmTask } from './causal-lm.ts';
 import { causalLmCalibrator } from './calibrate.ts';
 import { train, type TrainResult } from './trainer.ts';
 import type { RunConfig } from './config.ts';
 import type { TrainOptions } from './options.ts';
+import { noticeSink, SAMPLES_DIR } from './report.ts';
+import { loadRunData } from './run-data.ts';
 
 export interface RunOutput {
   result: TrainResult;
@@ -20,27 +21,19 @@ export interface RunOutput {
   metricsFile: string;
   plotFile: string;
   checkpointDir: string;
+  /** Where the sample generations of each evaluation went (null without sample_prompts). */
+  samplesDir: string | null;
   skippedRecords: number;
   warnings: string[];
 }
 
 /** Runs the fine-tuning described by `c`. `extra` passes Trainer options the config has no field for (progress,
- * signal). */
+ * signal, onNotice: data warnings are notices too, reported before training starts). */
 export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {}): Promise<RunOutput> {
   const model = await loadModel(c.model);
   try {
     const tokenizer = await HfTokenizer.fromDir(model.dir);
-    const d = c.data;
-    const data = await loadDataset(d.path, {
-      tokenizer,
-      seqLen: d.seq_len,
-      format: d.format,
-      fields: d.fields,
-      packing: d.packing,
-      heldOut: d.held_out,
-      onError: d.on_error,
-      ...(d.cache_dir !== undefined ? { cacheDir: d.cache_dir } : {}),
-    });
+    const data = await loadRunData(c.data, tokenizer, noticeSink(extra));
     const peft = new PeftModel(adaptable(model));
     const t = c.training;
     const calibrate = causalLmCalibrator({
@@ -68,6 +61,16 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       batchSize: t.per_device_train_batch_size,
       dataSeed: t.seed,
       baseModelName: c.model,
+      ...(t.sample_prompts
+        ? {
+            samples: {
+              tokenizer,
+              prompts: t.sample_prompts,
+              maxNewTokens: t.sample_max_new_tokens,
+              chatTemplate: data.chatTemplate,
+            },
+          }
+        : {}),
     });
     const result = await train(task, {
       outputDir: c.output_dir,
@@ -82,12 +85,14 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       weightDecay: t.weight_decay,
       loraplusLrRatio: t.loraplus_lr_ratio,
       loraplusWeightDecay: t.loraplus_weight_decay,
-      evalEvery: data.eval ? t.eval_steps : undefined,
+      evalEvery: data.eval || t.sample_prompts ? t.eval_steps : undefined,
       earlyStoppingPatience: t.early_stopping_patience,
       checkpointEvery: t.save_steps,
       keepCheckpoints: t.save_total_limit,
       seed: t.seed,
       resume: t.resume,
+      resumeOverride: t.resume_override,
+      logEvery: t.logging_steps,
       ...extra,
     });
     return {
@@ -96,6 +101,7 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       metricsFile: join(c.output_dir, 'metrics.jsonl'),
       plotFile: join(c.output_dir, 'loss.svg'),
       checkpointDir: result.checkpoint,
+      samplesDir: t.sample_prompts ? join(c.output_dir, SAMPLES_DIR) : null,
       skippedRecords: data.skipped,
       warnings: data.warnings,
     };

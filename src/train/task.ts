@@ -76,6 +76,18 @@ export interface EvalResult {
   weight?: number;
 }
 
+/** One sample generation of an evaluation: a prompt and what the model continued it with. */
+export interface TaskSample {
+  /** The prompt as configured: text, or a conversation. */
+  prompt: string | { messages: { role: string; content: string }[] };
+  /** The generated text (special tokens left out). */
+  completion: string;
+  /** Why generation stopped: an eos token or the token budget. */
+  finish_reason: string;
+  /** New tokens generated. */
+  new_tokens: number;
+}
+
 /** Per-step inputs made on the host, e.g. dropout masks or a sampled rank (DyLoRA). */
 export interface StepInputContext {
   /** The optimizer step being taken, 1-based. */
@@ -105,6 +117,14 @@ export interface TrainTask {
   stepInputs?(ctx: StepInputContext): Record<string, Feed>;
   /** Mean loss over held-out data with these parameters (see `lossEvaluator` for the usual implementation). */
   evaluate?(params: ParamValues): Promise<EvalResult>;
+  /** Sample generations with these parameters, written at each evaluation as `samples/step-<N>.jsonl`. */
+  sample?(params: ParamValues): Promise<TaskSample[]>;
+  /**
+   * The settings this task's batches and graphs depend on (batch size, data order seed, dataset size), by the name
+   * a user sets them with. They are saved in checkpoints, and resuming with other values is refused unless
+   * overridden (a resumed run would not continue the same run).
+   */
+  settings?: Readonly<Record<string, string | number | boolean | null>>;
   /** Writes the trained artefact (an adapter folder) into `dir`, which exists. */
   save?(dir: string, params: ParamValues): Promise<void>;
   /** How to compile this task's graphs (execution provider, threads). */

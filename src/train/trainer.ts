@@ -1,9 +1,10 @@
 /**
  * The training loop, generic over what is trained (a `TrainTask`: an adapter, a small model, a test regression).
  * Per optimizer step: take k micro-batches from the task's resumable stream, set the lr from the schedule, run the
- * compiled step (engine.ts), stop on a non-finite loss, record metrics, evaluate, early-stop, checkpoint.
- * Everything a resumed run needs is in the checkpoint (checkpoint.ts), so stopping after step s and resuming gives
- * bit-identical parameters to an uninterrupted run. Nothing here knows about LoRA, tokens or models.
+ * compiled step (engine.ts), stop on a non-finite loss, record metrics, evaluate (and write the task's samples),
+ * early-stop, checkpoint. Everything a resumed run needs is in the checkpoint (checkpoint.ts), so stopping after step
+ * s and resuming gives bit-identical parameters to an uninterrupted run; a resume whose settings differ from the
+ * checkpoint's is refused (resume.ts). Nothing here knows about LoRA, tokens or models.
  */
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -25,7 +26,8 @@ import { type EngineOptions, StepEngine, type MicroBatch } from './engine.ts';
 import { perplexity } from './eval.ts';
 import { resolveOptions, type ResolvedOptions, type TrainOptions } from './options.ts';
 import { writeLossPlot } from './plot.ts';
-import { MetricsLog, Progress, type StepRecord } from './report.ts';
+import { MetricsLog, Progress, noticeSink, writeSamples, type StepRecord } from './report.ts';
+import { checkResume, resumeNotices, runSettings, settingChanges, type RunSettings } from './resume.ts';
 import { makeSchedule, type LrSchedule } from './schedule.ts';
 import { batchIterator, type DataPosition, type ParamValues, type TrainBatch, type TrainTask } from './task.ts';
 
@@ -111,20 +113,29 @@ export class Trainer {
     await removeLeftovers(o.outputDir);
     const { dir: resumeDir, moveLatest } = await this.resumeDir();
     const engineOpts = engineOptions(o);
+    const notify = noticeSink(o);
+    const settings = runSettings(o, task);
     let state: TrainerState, engine: StepEngine, rng: Rng;
     const metrics = new MetricsLog(join(o.outputDir, 'metrics.jsonl'));
     if (resumeDir) {
       engine = await StepEngine.create(task, engineOpts);
       const ck = await loadCheckpoint(resumeDir, { ...engine.shapes(), optimizer: o.optimizer.name });
+      checkResume(resumeDir, settingChanges(ck.state, settings), o.resumeOverride ?? false, notify);
+      for (const n of resumeNotices(resumeDir, ck.state, o)) notify(n);
       engine.restore(ck.state.step, ck.params, ck.optimizer);
       if (moveLatest) await setLatest(o.outputDir, basename(resumeDir));
-      // the options may extend the run
-      state = { ...ck.state, total_steps: o.totalSteps, schedule: this.freshState(engine).schedule };
+      // the options may extend the run; later checkpoints record the settings this run continues with
+      state = {
+        ...ck.state,
+        total_steps: o.totalSteps,
+        schedule: this.freshState(engine, settings).schedule,
+        settings,
+      };
       rng = new Rng(state.rng_state);
     } else {
       rng = new Rng(o.seed);
       engine = await StepEngine.create(task, engineOpts, await task.initialParams(rng));
-      state = this.freshState(engine);
+      state = this.freshState(engine, settings);
     }
     await metrics.reset(state.history);
     return this.loop(engine, state, rng, metrics, resumeDir);
@@ -163,7 +174,7 @@ export class Trainer {
     return { dir: null, moveLatest: false };
   }
 
-  private freshState(engine: StepEngine): TrainerState {
+  private freshState(engine: StepEngine, settings: RunSettings): TrainerState {
     const o = this.options,
       s = this.schedule;
     return {
@@ -188,6 +199,7 @@ export class Trainer {
       elapsed: 0,
       params: engine.paramNames(),
       optimizer: { name: o.optimizer.name, slots: [...o.optimizer.stateSlots] },
+      settings,
       history: [],
     };
   }
@@ -306,7 +318,8 @@ export class Trainer {
           ...out.metrics,
         };
         if (o.evalEvery !== undefined && (step % o.evalEvery === 0 || step === o.totalSteps)) {
-          if (await this.evaluate(engine, state, rec, lastCheckpoint)) stopReason = 'early_stopping';
+          if (task.evaluate && (await this.evaluate(engine, state, rec, lastCheckpoint))) stopReason = 'early_stopping';
+          if (task.sample) await writeSamples(o.outputDir, step, await task.sample(engine.params()));
         }
         rec.elapsed = elapsed();
         state.history.push(rec);

@@ -3,9 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { fakeHubRepo } from '../io/fake-hub.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -141,4 +142,141 @@ training: {max_steps: 3, per_device_train_batch_size: 2, learning_rate: ${lr}}
   });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /adapter\.r is 8 but .*first\/final has 4/);
+});
+
+/** Runs `lorakit train` with stdout and stderr into one file (their order kept); returns the status and the text. */
+function runMerged(dir: string, yaml: string, ...args: string[]): { status: number | null; out: string } {
+  writeFileSync(join(dir, 'run.yaml'), yaml);
+  const log = join(dir, `out-${Math.random().toString(16).slice(2)}.log`);
+  const fd = openSync(log, 'w');
+  try {
+    const r = spawnSync(
+      process.execPath,
+      [join(root, 'bin/lorakit.mjs'), 'train', '--config', join(dir, 'run.yaml'), ...args],
+      {
+        stdio: ['ignore', fd, fd],
+        env: { ...process.env, LORAKIT_CACHE: join(dir, 'cache') },
+      },
+    );
+    return { status: r.status, out: readFileSync(log, 'utf8') };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('data warnings come once each, with counts, before the first step; logging_steps sets the progress lines', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
+  const lines = [
+    ...Array.from({ length: 12 }, (_, i) => JSON.stringify({ prompt: `Q${i}?`, completion: ` A${i}.` })),
+    ...Array.from({ length: 2 }, () => JSON.stringify({ prompt: 'Say:', completion: ' word'.repeat(40) })),
+    JSON.stringify({ prompt: 'word '.repeat(40), completion: ' x' }),
+    '{"prompt": "no completion"}',
+  ];
+  writeFileSync(join(dir, 'pairs.jsonl'), `${lines.join('\n')}\n`);
+  const { status, out } = runMerged(
+    dir,
+    `model: ${llama}
+output_dir: run
+data: {path: pairs.jsonl, seq_len: 16}
+adapter: {target_modules: [q_proj], r: 2, lora_alpha: 4}
+training: {max_steps: 4, per_device_train_batch_size: 2, learning_rate: 0.002, logging_steps: 2}
+`,
+  );
+  assert.equal(status, 0, out);
+  const warnings = out.split('\n').filter((l) => l.startsWith('warning: '));
+  assert.equal(warnings.length, 3, out);
+  assert.match(warnings[0], /skipped 1 malformed record\(s\)/);
+  assert.match(warnings[1], /3 of 15 examples were longer than seqLen 16 and were truncated/);
+  assert.match(warnings[2], /1 row\(s\) had no token to learn/);
+  const firstStep = out.indexOf('\nstep ');
+  assert.ok(firstStep > out.lastIndexOf('warning: '), `the warnings precede training:\n${out}`);
+  const steps = [...out.matchAll(/^step (\d+)\/4 /gm)].map((m) => Number(m[1]));
+  assert.deepEqual(steps, [2, 4], 'a progress line every logging_steps steps');
+});
+
+test('resume says where it continues; a changed learning rate is refused, or warned about with resume_override', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
+  writeFileSync(join(dir, 'text.txt'), readFileSync(join(root, 'test/fixtures/eval/shakespeare.txt'), 'utf8'));
+  const yaml = (steps: number, lr: number, resume: boolean) => `model: ${llama}
+output_dir: run
+data: {path: text.txt, seq_len: 32}
+adapter: {target_modules: [q_proj], r: 2, lora_alpha: 4}
+training: {max_steps: ${steps}, per_device_train_batch_size: 2, learning_rate: ${lr}, resume: ${resume}}
+`;
+  assert.equal(runMerged(dir, yaml(2, 0.002, false)).status, 0);
+  const refused = runMerged(dir, yaml(3, 0.004, true));
+  assert.equal(refused.status, 1);
+  assert.match(
+    refused.out,
+    /cannot resume exactly from .*checkpoint-2: learning_rate \(lr\): the checkpoint has 0\.002, this run 0\.004.*training\.resume_override: true\) \[LK_INVALID_ARGUMENT\]/,
+  );
+  const forced = runMerged(dir, yaml(3, 0.004, true), '--set', 'training.resume_override=true');
+  assert.equal(forced.status, 0, forced.out);
+  assert.match(forced.out, /warning: resuming with a changed setting \(resume_override\): learning_rate/);
+  assert.match(forced.out, new RegExp(`resumed from ${join(dir, 'run', 'checkpoint-2')} \\(step 2 of 3\\)`));
+  assert.match(forced.out, /stopped: completed after 3 steps/);
+});
+
+test("validation_file: the eval loss at the last step is `lorakit eval`'s loss of that file with the final adapter", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
+  const text = readFileSync(join(root, 'test/fixtures/eval/shakespeare.txt'), 'utf8');
+  writeFileSync(join(dir, 'train.txt'), text);
+  writeFileSync(join(dir, 'val.txt'), text.split('').reverse().join('').slice(0, 400));
+  const { status, out } = runMerged(
+    dir,
+    `model: ${llama}
+output_dir: run
+data: {path: train.txt, seq_len: 32, validation_file: val.txt}
+adapter: {target_modules: [q_proj, v_proj], r: 2, lora_alpha: 4, init_lora_weights: false}
+training: {max_steps: 3, per_device_train_batch_size: 2, learning_rate: 0.01, eval_steps: 3}
+`,
+  );
+  assert.equal(status, 0, out);
+  const metrics = readFileSync(join(dir, 'run', 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  const evalLoss = metrics[2].eval_loss;
+  const { loadModel } = await import('../../src/models/index.ts');
+  const { HfTokenizer } = await import('../../src/io/index.ts');
+  const { PeftModel, adaptable, loadAdapter } = await import('../../src/peft/index.ts');
+  const { evaluateText } = await import('../../src/train/text-eval.ts');
+  const model = await loadModel(llama);
+  try {
+    const peft = new PeftModel(adaptable(model));
+    await loadAdapter(peft, join(dir, 'run', 'final'));
+    const tokenizer = await HfTokenizer.fromDir(llama);
+    const ref = await evaluateText(model, tokenizer, {
+      data: join(dir, 'val.txt'),
+      seqLen: 32,
+      adapter: peft.generationAdapter(),
+    });
+    assert.ok(Math.abs(evalLoss - ref.loss) < 1e-5, `eval_loss ${evalLoss}, lorakit eval ${ref.loss}`);
+  } finally {
+    await model.close();
+  }
+});
+
+test('--print-config prints the resolved config (defaults filled) without loading the model; --help points at docs/config.md', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
+  writeFileSync(join(dir, 'run.yaml'), 'model: ./nowhere\noutput_dir: out\ndata: {path: d.jsonl}\nadapter: {r: 4}\n');
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [join(root, 'bin/lorakit.mjs'), 'train', ...args], { encoding: 'utf8' });
+  const r = cli('--config', join(dir, 'run.yaml'), '--print-config', '--set', 'training.seed=7');
+  assert.equal(r.status, 0, r.stderr);
+  const printed = parseYaml(r.stdout);
+  assert.equal(printed.model, join(dir, 'nowhere'));
+  assert.equal(printed.data.path, join(dir, 'd.jsonl'));
+  assert.equal(printed.data.seq_len, 256);
+  assert.deepEqual(
+    [printed.training.learning_rate, printed.training.num_train_epochs, printed.training.seed],
+    [5e-5, 3, 7],
+  );
+  assert.deepEqual([printed.adapter.r, printed.adapter.lora_alpha, printed.adapter.target_modules], [4, 8, null]);
+  assert.ok(!existsSync(join(dir, 'out')), 'nothing was run');
+  const help = cli('--help');
+  assert.match(help.stdout, /docs\/config\.md \((.*)\)/);
+  const path = /docs\/config\.md \((.*)\)/.exec(help.stdout)![1];
+  assert.match(readFileSync(path, 'utf8'), /^# Run config reference/);
+  assert.match(help.stdout, /--print-config/);
 });

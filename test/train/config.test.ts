@@ -58,3 +58,22 @@ test('unknown keys and wrong types are named with their path', () => {
   assert.throws(() => loadRunConfig('/nope/run.yaml'), /does not exist/);
   assert.throws(() => loadRunConfig(write(base).f, ['novalue']), /expected key\.path=value/);
 });
+
+test('validation_file and chat_template_file resolve against the config; each excludes its alternative', () => {
+  const { d, f } = write(
+    `${base}`.replace(
+      '  path: data.jsonl\n',
+      '  path: data.jsonl\n  validation_file: ev.jsonl\n  chat_template_file: t.jinja\n',
+    ),
+  );
+  const c = loadRunConfig(f);
+  assert.equal(c.data.validation_file, join(d, 'ev.jsonl'));
+  assert.equal(c.data.chat_template_file, join(d, 't.jinja'));
+  assert.throws(
+    () => loadRunConfig(f, ['data.held_out=4']),
+    /data\.validation_file: held_out and validation_file both choose the eval data/,
+  );
+  assert.throws(() => loadRunConfig(f, ['data.chat_template=x']), /data\.chat_template_file: chat_template and/);
+  const t = loadRunConfig(write(base).f, ['training.logging_steps=3', 'training.resume_override=true']).training;
+  assert.deepEqual([t.logging_steps, t.resume_override, t.sample_max_new_tokens], [3, true, 32]);
+});

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
-import { lossPlotSpec, train, writeLossPlot } from '../../src/train/index.ts';
+import { lossPlotSpec, renderLossPlot, train, writeLossPlot } from '../../src/train/index.ts';
 import { regressionTask } from './fixtures/tasks.ts';
 
 after(() => shutdownRuntime());
@@ -88,4 +88,23 @@ test('a long history is thinned to maxPoints, keeping the last step', () => {
   )!.values;
   assert.ok(data.length <= 501);
   assert.equal(data[data.length - 1].step, 10_000);
+});
+
+test('one eval point at the last step is drawn inside the plot, away from its edge, and labelled with its value', async () => {
+  const history = [1, 2, 3, 4].map((s) => ({ step: s, loss: 2 - s / 10, ...(s === 4 ? { eval_loss: 1.7532 } : {}) }));
+  const width = 640;
+  const doc = new XMLParser({ preserveOrder: true, ignoreAttributes: false }).parse(
+    await renderLossPlot(history, { width }),
+  ) as El[];
+  const group = findAll(doc, 'g').find((g) => attrs(g)['@_class'] === 'mark-symbol role-mark eval_points');
+  const point = group && findAll(group.g as El[], 'path')[0];
+  const m = point && /translate\(([-\d.]+),([-\d.]+)\)/.exec(attrs(point)['@_transform']);
+  assert.ok(m, 'the eval point is drawn');
+  const x = Number(m[1]);
+  assert.ok(x > 10 && x < width - 10, `the eval point's x ${x} is at least 10 px inside [0, ${width}]`);
+  const labels = findAll(doc, 'text').map((t) => ((t.text as El[])[0]?.['#text'] ?? '') as string | number);
+  assert.ok(labels.map(String).includes('1.753'), `the eval loss is written by its point: ${labels.join('|')}`);
+  const many = Array.from({ length: 40 }, (_, i) => ({ step: i + 1, loss: 1, eval_loss: 1 }));
+  const marks = (lossPlotSpec(many).marks as { name: string }[]).map((k) => k.name);
+  assert.ok(!marks.includes('eval_labels'), 'many eval points are not labelled (the labels would overlap)');
 });
