@@ -4,14 +4,15 @@
  */
 import { join } from 'node:path';
 import { loadModel } from '../models/index.ts';
-import { HfTokenizer } from '../io/index.ts';
-import { LorakitError } from '../errors.ts';
+import { HfTokenizer, fsError, isSystemError, lockFolder } from '../io/index.ts';
+import { LorakitError, respell } from '../errors.ts';
 import { PeftModel, adaptable, loadAdapter, readAdapterConfig } from '../peft/index.ts';
 import { loadDataset } from './data/index.ts';
 import { causalLmTask } from './causal-lm.ts';
 import { causalLmCalibrator } from './calibrate.ts';
 import { train, type TrainResult } from './trainer.ts';
 import type { RunConfig } from './config.ts';
+import { RUN_CONFIG_NAMES, checkRunData, checkRunModel, checkRunPaths } from './run-checks.ts';
 import type { TrainOptions } from './options.ts';
 
 export interface RunOutput {
@@ -24,11 +25,26 @@ export interface RunOutput {
   warnings: string[];
 }
 
-/** Runs the fine-tuning described by `c`. `extra` passes Trainer options the config has no field for (progress,
- * signal). */
+/**
+ * Runs the fine-tuning described by `c`. `extra` passes Trainer options the config has no field for (progress,
+ * signal). Every value is checked against the paths, the model and the data before anything is written
+ * (run-checks.ts); the output folder is locked for the run (a second run on it fails with LK_LOCKED); errors name
+ * the run config's keys, and a system error (a full disk, a read-only folder) is a lorakit error naming the path.
+ */
 export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {}): Promise<RunOutput> {
+  try {
+    return await run(c, extra);
+  } catch (e) {
+    if (e instanceof LorakitError) throw respell(e, RUN_CONFIG_NAMES);
+    throw isSystemError(e) ? fsError(e, undefined, e.path ?? `a file in ${c.output_dir}`) : e; // appends name no path
+  }
+}
+
+async function run(c: RunConfig, extra: Partial<TrainOptions>): Promise<RunOutput> {
+  await checkRunPaths(c);
   const model = await loadModel(c.model);
   try {
+    checkRunModel(c, model);
     const tokenizer = await HfTokenizer.fromDir(model.dir);
     const d = c.data;
     const data = await loadDataset(d.path, {
@@ -41,6 +57,7 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       onError: d.on_error,
       ...(d.cache_dir !== undefined ? { cacheDir: d.cache_dir } : {}),
     });
+    checkRunData(c, data);
     const peft = new PeftModel(adaptable(model));
     const t = c.training;
     const calibrate = causalLmCalibrator({
@@ -69,6 +86,7 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       dataSeed: t.seed,
       baseModelName: c.model,
     });
+    const lock = await lockFolder(c.output_dir, 'a training run', { option: 'output_dir' });
     const result = await train(task, {
       outputDir: c.output_dir,
       steps: t.max_steps,
@@ -89,7 +107,7 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       seed: t.seed,
       resume: t.resume,
       ...extra,
-    });
+    }).finally(() => lock.release());
     return {
       result,
       adapterDir: join(c.output_dir, 'final'),
