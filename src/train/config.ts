@@ -21,6 +21,8 @@ export const runConfigSchema = z.strictObject({
     path: z.string().min(1),
     format: z.enum(['plain', 'text', 'prompt-completion', 'alpaca', 'chat']).optional(),
     fields: z.record(z.string(), z.string()).optional(),
+    /** Jinja chat template for chat records when the tokenizer has none (loadDataset's chatTemplate). */
+    chat_template: z.string().min(1).optional(),
     seq_len: positiveInt.default(256),
     packing: z.boolean().default(false),
     /** Fraction (0, 1) or count of examples held out for evaluation. */

@@ -26,6 +26,7 @@ export const RUN_CONFIG_NAMES: Readonly<Record<string, string>> = {
   heldOut: 'data.held_out',
   onError: 'data.on_error',
   cacheDir: 'data.cache_dir',
+  chatTemplate: 'data.chat_template',
   batchSize: 'training.per_device_train_batch_size',
   steps: 'training.max_steps',
   epochs: 'training.num_train_epochs',

@@ -55,6 +55,7 @@ async function run(c: RunConfig, extra: Partial<TrainOptions>): Promise<RunOutpu
       packing: d.packing,
       heldOut: d.held_out,
       onError: d.on_error,
+      ...(d.chat_template !== undefined ? { chatTemplate: d.chat_template } : {}),
       ...(d.cache_dir !== undefined ? { cacheDir: d.cache_dir } : {}),
     });
     checkRunData(c, data);

@@ -39,6 +39,10 @@ function config(f: Fields): string {
 
 test('config values are checked against the model and the data before anything is written; errors name the key', async () => {
   const demo = join(root, 'models/demo-base');
+  const bad = join(tmp, 'bad.jsonl'),
+    chat = join(tmp, 'chat.jsonl');
+  writeFileSync(bad, '{"text": "a line"}\n{"txt": 1}\n{"text": "another line"}\n');
+  writeFileSync(chat, `${JSON.stringify({ messages: [{ role: 'user', content: 'hi' }] })}\n`);
   const file = join(tmp, 'a-file');
   writeFileSync(file, 'x');
   const cases: [Fields, string, RegExp][] = [
@@ -73,7 +77,17 @@ test('config values are checked against the model and the data before anything i
       'LK_CONFIG_INVALID',
       /^run config: model .*bert is a BERT encoder; train fine-tunes causal LMs/,
     ],
-    // a library error from the dataset loader comes back in the YAML's words
+    // library errors from the dataset loader come back in the YAML's words
+    [
+      { data: { path: bad, on_error: 'fail' } },
+      'LK_FILE_INVALID',
+      /bad\.jsonl:2: missing field "text" \(pass data\.on_error: 'skip' to skip malformed records\)$/,
+    ],
+    [
+      { model: demo, data: { path: chat } },
+      'LK_CONFIG_INVALID',
+      /chat records need a chat template, .*; pass the data\.chat_template option$/,
+    ],
     [
       { data: { held_out: 100000 } },
       'LK_INVALID_ARGUMENT',
