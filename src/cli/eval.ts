@@ -1,5 +1,6 @@
 // `lorakit eval`: maps flags to `evaluateText()` (optionally through a loaded adapter) and prints loss and perplexity.
 import type { CommandModule } from './main.ts';
+import { loadCliAdapter } from './adapter.ts';
 import { requiredFlag, intFlag } from './flags.ts';
 
 interface Flags {
@@ -39,10 +40,7 @@ export const register: CommandModule['register'] = (cli) => {
         const tokenizer = await HfTokenizer.fromDir(model.dir);
         let adapter: ReturnType<import('../peft/index.ts').PeftModel['generationAdapter']> | undefined;
         if (adapterDir !== undefined) {
-          const { PeftModel, adaptable, loadAdapter } = await import('../peft/index.ts');
-          const peft = new PeftModel(adaptable(model));
-          await loadAdapter(peft, adapterDir);
-          adapter = peft.generationAdapter();
+          adapter = (await loadCliAdapter(model, adapterDir)).generationAdapter();
         }
         const r = await evaluateText(model, tokenizer, { data, seqLen, batchSize, adapter });
         if (flags.json) {

@@ -1,6 +1,7 @@
 // `lorakit generate`: maps flags to `generate()` and streams the text to stdout as tokens arrive.
 import { LorakitError } from '../errors.ts';
 import type { CommandModule } from './main.ts';
+import { loadCliAdapter } from './adapter.ts';
 import { requiredFlag, numberFlag } from './flags.ts';
 
 interface Flags {
@@ -61,10 +62,7 @@ export const register: CommandModule['register'] = (cli) => {
             throw new LorakitError('LK_INVALID_ARGUMENT', '--adapter <dir> expects a PEFT adapter folder', {
               option: 'adapter',
             });
-          const { PeftModel, adaptable, loadAdapter } = await import('../peft/index.ts');
-          const peft = new PeftModel(adaptable(model));
-          await loadAdapter(peft, flags.adapter);
-          adapter = peft.generationAdapter();
+          adapter = (await loadCliAdapter(model, flags.adapter)).generationAdapter();
         }
         const stop =
           flags.stop === undefined ? undefined : (Array.isArray(flags.stop) ? flags.stop : [flags.stop]).map(String);

@@ -1,13 +1,14 @@
 /**
  * Atomic file replacement for every writer in lorakit (safetensors, adapter folders, checkpoints): readers see either
  * the old file or the complete new one, never a prefix, even if the process dies mid-write. It is not a lock: two
- * concurrent writers to one path both succeed and the last rename wins.
+ * concurrent writers to one path both succeed and the last rename wins (folders are locked with lock.ts).
  */
 import { open, rename, unlink, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { LorakitError } from '../errors.ts';
+import { fsError, isSystemError } from './fs-error.ts';
 
 /** What writeFileAtomic accepts: bytes, a UTF-8 string, or a (sync or async) sequence of byte chunks written in order.
  * */
@@ -60,7 +61,8 @@ export async function syncDir(dir: string): Promise<void> {
 
 /**
  * Writes `data` to `path` atomically: a temp file in the same folder, fsync, rename over `path`, fsync the folder.
- * On any error (including one thrown by the chunk source) the temp file is removed and `path` is left as it was.
+ * On any error (including one thrown by the chunk source) the temp file is removed and `path` is left as it was;
+ * a system error (ENOSPC, EROFS, EACCES, ...) is thrown as the lorakit error `fsError` makes for `path`.
  */
 export async function writeFileAtomic(path: string, data: AtomicData, options: AtomicWriteOptions = {}): Promise<void> {
   const dir = dirname(path);
@@ -100,7 +102,8 @@ export async function writeFileAtomic(path: string, data: AtomicData, options: A
   } catch (e) {
     await fh?.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
-    throw e;
+    // the one seam every lorakit writer passes: a full disk or a read-only folder becomes a lorakit error here
+    throw isSystemError(e) ? fsError(e, 'write', path) : e;
   }
   await syncDir(dir);
 }

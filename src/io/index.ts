@@ -10,6 +10,12 @@ export {
   numberToBf16Bits,
 } from './half.ts';
 export { writeFileAtomic, tempPathFor, syncDir } from './atomic.ts';
+export { fsError, isSystemError, withFsErrors } from './fs-error.ts';
+export type { FsAction, SystemError } from './fs-error.ts';
+export { requireFolder, checkOutputFolder, ensureFolder, realPathOf, isWithin } from './folder.ts';
+export type { FolderOptions } from './folder.ts';
+export { lockFolder, LOCK_FILE } from './lock.ts';
+export type { FolderLock, LockHolder } from './lock.ts';
 export { lorakitCacheRoot, lorakitCacheDir } from './cache-root.ts';
 export type { CacheKind, CacheRootContext } from './cache-root.ts';
 export { hfHubCacheDir, isHubId, resolveModelDir } from './hub.ts';

@@ -8,6 +8,7 @@ import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { LorakitError, internal } from '../errors.ts';
 import { writeFileAtomic } from './atomic.ts';
+import { fsError, isSystemError } from './fs-error.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half.ts';
 
 /** Element types lorakit reads and writes (the F8_*, F6_*, F4 and complex types of newer files are refused). */
@@ -590,7 +591,7 @@ export class SafetensorsFile extends HeaderView implements WeightsReader {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT')
         throw new LorakitError('LK_FILE_NOT_FOUND', `safetensors file ${path} does not exist`, { file: path });
-      throw e;
+      throw isSystemError(e) ? fsError(e, 'read', path) : e;
     }
     try {
       const st = await fh.stat();

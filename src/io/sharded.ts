@@ -7,6 +7,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, unknownTensorError } from './safetensors.ts';
+import { fsError, isSystemError } from './fs-error.ts';
 import type { ReadType, ReadTypeMap, TensorInfo, WeightsReader } from './safetensors.ts';
 
 /** Options of openWeights. */
@@ -171,7 +172,7 @@ async function kind(path: string): Promise<'file' | 'dir' | undefined> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR')
       return undefined;
-    throw e;
+    throw isSystemError(e) ? fsError(e, 'read', path) : e; // a symbolic link loop, a folder it may not read
   }
 }
 

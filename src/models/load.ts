@@ -4,11 +4,17 @@
  * any graph is built. The result lists the model's modules and parameters and makes WeightSources and contexts
  * for graphs. Not here: the graphs themselves (the family files, index.ts).
  */
-import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/index.ts';
-import { type ModelConfig, type WeightsReader, loadModelConfig, openWeights, resolveModelDir } from '../io/index.ts';
+import {
+  type ModelConfig,
+  type WeightsReader,
+  loadModelConfig,
+  openWeights,
+  requireFolder,
+  resolveModelDir,
+} from '../io/index.ts';
 import {
   type ComputeDType,
   type ModelContext,
@@ -97,16 +103,12 @@ function resolver(family: Family<unknown>, reader: WeightsReader): (name: string
  */
 export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
   const dir = resolveModelDir(pathOrHubId);
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-    throw new LorakitError(
-      'LK_FILE_NOT_FOUND',
-      `model folder ${dir} does not exist; expected a Hugging Face folder with config.json and model.safetensors`,
-    );
-  }
+  await requireFolder(dir, 'model folder', 'a Hugging Face folder with config.json and model.safetensors');
   const config = await loadModelConfig(join(dir, 'config.json'));
   const family = FAMILIES[config.model_type] as Family<ModelConfig>;
   const reader = await openWeights(dir);
   try {
+    checkLayerCount(config, reader, dir);
     const resolve = resolver(family, reader);
     const store: WeightStore = weightStore(reader, (n) => resolve(n) ?? n);
     const params = family.parameters(config);
@@ -159,6 +161,29 @@ export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
     await reader.close();
     throw e;
   }
+}
+
+/**
+ * Refuses a config that claims more transformer blocks than the weights hold, before the parameter list (one entry
+ * per tensor per block) is built: `num_hidden_layers: 1e9` would otherwise exhaust memory instead of failing.
+ */
+function checkLayerCount(config: ModelConfig, reader: WeightsReader, dir: string): void {
+  const [key, layers] =
+    config.model_type === 'gpt2' ? ['n_layer', config.n_layer] : ['num_hidden_layers', config.num_hidden_layers];
+  let stored = 0; // blocks present in the weights: one more than the highest block index in a tensor name
+  for (const n of reader.names()) {
+    const m = /(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\./.exec(n);
+    if (m) stored = Math.max(stored, Number(m[1]) + 1);
+  }
+  if (layers > stored)
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      `${join(dir, 'config.json')}: ${key} is ${layers}, but the weights in ${dir} hold ${stored} block` +
+        `${stored === 1 ? '' : 's'}${stored ? ` (0..${stored - 1})` : ''}; set ${key} to ${stored} or use the ` +
+        `weights ` +
+        `this config belongs to`,
+      { file: join(dir, 'config.json'), field: key },
+    );
 }
 
 /** The family that builds a config's model_type. */

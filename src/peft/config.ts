@@ -105,3 +105,27 @@ export function noTargetsError(spec: unknown, modules: string[], source: string)
     `${source}: target_modules ${JSON.stringify(spec)} matches no module of the model; its modules are: ${shown}`,
   );
 }
+
+/** An error for layers_to_transform selecting no layer the targeted modules sit in, listing the model's layers. */
+export function noLayersError(
+  wanted: number | number[],
+  layers: readonly LayerInfo[],
+  layersPattern: string | string[] | null,
+  source: string,
+): LorakitError {
+  const indices = [...new Set(layers.map((l) => l.layerIndex).filter((i): i is number => i !== null))].sort(
+    (a, b) => a - b,
+  );
+  const pattern = layersPattern !== null ? ` under layers_pattern ${JSON.stringify(layersPattern)}` : '';
+  const contiguous = indices.length > 0 && indices[indices.length - 1] === indices.length - 1;
+  const have =
+    indices.length === 0
+      ? `no module path has a layer index${pattern}`
+      : `the model has ${indices.length} layer${indices.length === 1 ? '' : 's'}, ` +
+        (contiguous ? `0 to ${indices.length - 1}` : indices.join(', '));
+  return new LorakitError(
+    'LK_CONFIG_INVALID',
+    `${source}: layers_to_transform ${JSON.stringify(wanted)} selects no layer of the targeted modules: ${have}`,
+    { field: 'layers_to_transform' },
+  );
+}

@@ -4,14 +4,25 @@
  * from `merge_and_unload()` + `save_pretrained`. Weights go to one `model.safetensors`: every tensor of the base
  * file under its stored name, merged ones (and modules_to_save copies) as F32 from `peft.weightOverrides()`, the
  * rest copied byte for byte in their stored dtype, so tied weights stay tied (a tied head is not stored, as in the
- * base). config.json, generation and tokenizer files are copied. The folder appears whole or not at all.
+ * base). config.json, generation and tokenizer files are copied, and a marker listing what lorakit wrote. The folder
+ * appears whole or not at all; it may not hold an input, and overwrite replaces only a folder lorakit exported.
  * Not here: the merge itself (model.ts, methods/), reading adapters (format.ts).
  */
-import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { LorakitError } from '../errors.ts';
-import { openWeights, writeSafetensors, type TensorToWrite } from '../io/index.ts';
+import {
+  checkOutputFolder,
+  fsError,
+  isSystemError,
+  isWithin,
+  openWeights,
+  realPathOf,
+  withFsErrors,
+  writeSafetensors,
+  type TensorToWrite,
+} from '../io/index.ts';
 import { familyOf, type LoadedModel } from '../models/index.ts';
 import type { PeftModel } from './model.ts';
 
@@ -20,8 +31,10 @@ const FOLDER_FILES =
   /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|tokenizer\.model|special_tokens_map\.json|added_tokens\.json|vocab\.(json|txt)|merges\.txt|spiece\.model|chat_template\.(jinja|json)|preprocessor_config\.json)$/;
 
 export interface ExportMergedOptions {
-  /** Replace `outDir` if it exists (default false: an existing non-empty folder is an error). */
+  /** Replace `outDir` if it exists and lorakit exported it (default false: a non-empty folder is an error). */
   overwrite?: boolean;
+  /** Other folders the export reads (an adapter's): `outDir` may not be or hold one; the model folder always counts. */
+  inputs?: readonly string[];
 }
 
 export interface ExportMergedResult {
@@ -37,6 +50,12 @@ export interface ExportMergedResult {
 }
 
 /**
+ * The file lorakit writes into every folder it exports, listing the files it wrote. `overwrite` replaces only a
+ * folder holding it and nothing else, so no option can make an export delete a folder lorakit did not write.
+ */
+export const EXPORT_MARKER = '.lorakit-export.json';
+
+/**
  * Merges the active adapters of `peft` (a PeftModel over `model`) and writes the merged model to `outDir`.
  * Built in a hidden sibling folder and renamed into place, so a failure leaves `outDir` as it was.
  */
@@ -46,18 +65,11 @@ export async function exportMerged(
   outDir: string,
   options: ExportMergedOptions = {},
 ): Promise<ExportMergedResult> {
-  const out = resolve(outDir);
-  if (out === resolve(model.dir))
-    throw new LorakitError(
-      'LK_INVALID_ARGUMENT',
-      `exportMerged: the output folder ${outDir} is the model folder; choose another`,
-      { option: 'out' },
-    );
   if (peft.activeAdapters.length === 0)
     throw new LorakitError('LK_INVALID_ARGUMENT', 'exportMerged: the PeftModel has no active adapter to merge');
-  const replacing = await checkOutDir(out, outDir, options.overwrite ?? false);
+  const replacing = await checkExportTarget(outDir, [model.dir, ...(options.inputs ?? [])], options.overwrite);
   await peft.merge();
-  const r = await writeModelFolder(model, peft.weightOverrides(), out, replacing);
+  const r = await writeModelFolder(model, peft.weightOverrides(), resolve(outDir), replacing);
   return { ...r, adapters: [...peft.merged] };
 }
 
@@ -71,14 +83,71 @@ export async function exportModel(
   outDir: string,
   options: ExportMergedOptions = {},
 ): Promise<Omit<ExportMergedResult, 'adapters'>> {
-  const out = resolve(outDir);
-  if (out === resolve(model.dir))
-    throw new LorakitError(
-      'LK_INVALID_ARGUMENT',
-      `exportModel: the output folder ${outDir} is the model folder; choose another`,
-      { option: 'out' },
+  const replacing = await checkExportTarget(outDir, [model.dir, ...(options.inputs ?? [])], options.overwrite);
+  return writeModelFolder(model, overrides, resolve(outDir), replacing);
+}
+
+/**
+ * Checks, before any work, that an export may go to `outDir`: it is not and does not contain any of `inputs` (through
+ * symbolic links too), its parent can be written, and an existing folder is empty, or was exported by lorakit and
+ * `overwrite` is set. Returns whether an existing folder will be replaced. Errors carry `option: 'out'`.
+ */
+export async function checkExportTarget(
+  outDir: string,
+  inputs: readonly string[],
+  overwrite = false,
+): Promise<boolean> {
+  const bad = (message: string) => new LorakitError('LK_INVALID_ARGUMENT', message, { option: 'out', path: outDir });
+  const out = await realPathOf(outDir);
+  for (const input of inputs) {
+    const real = await realPathOf(input);
+    if (real === out) throw bad(`the output folder ${outDir} is the input folder ${input}; choose another`);
+    if (isWithin(real, out))
+      throw bad(
+        `the output folder ${outDir} contains the input folder ${input}; writing there could replace it, so ` +
+          `choose a folder outside it`,
+      );
+  }
+  await checkOutputFolder(dirname(resolve(outDir)), 'the folder of the output', { option: 'out' });
+  let entries: string[];
+  try {
+    if (!(await stat(outDir)).isDirectory()) throw bad(`the output folder ${outDir} exists and is not a folder`);
+    entries = await readdir(outDir);
+  } catch (e) {
+    if (isSystemError(e) && e.code === 'ENOENT') return false;
+    throw isSystemError(e) ? fsError(e, 'access', outDir, 'out') : e;
+  }
+  if (entries.length === 0) return true;
+  if (!overwrite)
+    throw bad(
+      `the output folder ${outDir} exists and is not empty; remove it, or pass overwrite (--force) if lorakit ` +
+        `exported it`,
     );
-  return writeModelFolder(model, overrides, out, await checkOutDir(out, outDir, options.overwrite ?? false));
+  const written = await markerFiles(outDir);
+  if (written === null)
+    throw bad(
+      `the output folder ${outDir} was not exported by lorakit (it has no ${EXPORT_MARKER}), so overwrite ` +
+        `(--force) does not replace it; remove it yourself or choose another folder`,
+    );
+  const foreign = entries.filter((f) => f !== EXPORT_MARKER && !written.includes(f)).sort();
+  if (foreign.length)
+    throw bad(
+      `the output folder ${outDir} holds files lorakit did not write there (${foreign.slice(0, 5).join(', ')}` +
+        `${foreign.length > 5 ? ', ...' : ''}), so overwrite (--force) does not replace it; move them away or ` +
+        `choose another folder`,
+    );
+  return true;
+}
+
+/** The files an earlier export wrote into `dir`, from its marker; null when `dir` has no valid marker. */
+async function markerFiles(dir: string): Promise<string[] | null> {
+  try {
+    const m = JSON.parse(await readFile(join(dir, EXPORT_MARKER), 'utf8')) as { format?: unknown; files?: unknown };
+    const ok = m.format === 'lorakit.export' && Array.isArray(m.files) && m.files.every((f) => typeof f === 'string');
+    return ok ? (m.files as string[]) : null;
+  } catch {
+    return null;
+  }
 }
 
 async function writeModelFolder(
@@ -90,43 +159,30 @@ async function writeModelFolder(
   const hidden = (what: string) =>
     join(dirname(out), `.${basename(out)}.${process.pid}.${randomBytes(6).toString('hex')}.${what}`);
   const tmp = hidden('tmp');
-  await mkdir(tmp, { recursive: true });
+  await withFsErrors('write', out, () => mkdir(tmp, { recursive: true }), 'out');
   try {
     const { merged, tensors } = await writeWeights(model, overrides, join(tmp, 'model.safetensors'));
     const files = (await readdir(model.dir)).filter((f) => FOLDER_FILES.test(f)).sort();
-    for (const f of files) await copyFile(join(model.dir, f), join(tmp, f));
-    // the old folder is moved aside first, so `out` is never a mix of old and new files
-    const old = replacing ? hidden('old') : null;
-    if (old) await rename(out, old);
-    await rename(tmp, out);
-    if (old) await rm(old, { recursive: true, force: true });
+    await withFsErrors(
+      'write',
+      out,
+      async () => {
+        for (const f of files) await copyFile(join(model.dir, f), join(tmp, f));
+        const marker = { format: 'lorakit.export', version: 1, files: ['model.safetensors', ...files] };
+        await writeFile(join(tmp, EXPORT_MARKER), `${JSON.stringify(marker, null, 2)}\n`);
+        // the old folder is moved aside first, so `out` is never a mix of old and new files
+        const old = replacing ? hidden('old') : null;
+        if (old) await rename(out, old);
+        await rename(tmp, out);
+        if (old) await rm(old, { recursive: true, force: true });
+      },
+      'out',
+    );
     return { dir: out, merged, tensors, files };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;
   }
-}
-
-/** Whether `out` must be replaced; throws if it exists and may not be (an empty folder is simply reused). */
-async function checkOutDir(out: string, shown: string, overwrite: boolean): Promise<boolean> {
-  let isDir: boolean;
-  try {
-    isDir = (await stat(out)).isDirectory();
-  } catch {
-    return false;
-  }
-  if (!isDir)
-    throw new LorakitError('LK_INVALID_ARGUMENT', `exportMerged: ${shown} exists and is not a folder`, {
-      option: 'out',
-    });
-  if ((await readdir(out)).length === 0) return true;
-  if (!overwrite)
-    throw new LorakitError(
-      'LK_INVALID_ARGUMENT',
-      `exportMerged: the output folder ${shown} exists and is not empty; remove it or pass overwrite (--force)`,
-      { option: 'out' },
-    );
-  return true;
 }
 
 /** model.safetensors: base tensors under their stored names, merged values (by HF name) as F32. */

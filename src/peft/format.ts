@@ -6,10 +6,10 @@
  * whole under their plain key; trained biases of adapted layers under `<path>.base_layer.bias`.
  */
 import { readFile, mkdir } from 'node:fs/promises';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
-import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
+import { SafetensorsFile, requireFolder, writeSafetensors, writeFileAtomic } from '../io/index.ts';
 import { weightShapeOf } from './binding.ts';
 import type { Adapter, AddAdapterOptions, PeftModel } from './model.ts';
 import { resolveConfig, savedConfig, savedType } from './registry.ts';
@@ -144,8 +144,7 @@ export async function saveAdapter(
 
 /** Reads adapter_config.json of a PEFT folder, with errors naming the file. */
 export async function readAdapterConfig(dir: string): Promise<Record<string, unknown>> {
-  if (!existsSync(dir) || !statSync(dir).isDirectory())
-    throw new LorakitError('LK_FILE_NOT_FOUND', `adapter folder ${dir} does not exist`);
+  await requireFolder(dir, 'adapter folder');
   const path = join(dir, 'adapter_config.json');
   if (!existsSync(path))
     throw new LorakitError(

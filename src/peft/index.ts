@@ -47,7 +47,14 @@ export {
 export { saveAdapter, loadAdapter, readAdapterConfig, type SaveAdapterOptions } from './format.ts';
 export { saveTruncated } from './truncate.ts';
 export { adaptable } from './base.ts';
-export { exportMerged, exportModel, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
+export {
+  EXPORT_MARKER,
+  checkExportTarget,
+  exportMerged,
+  exportModel,
+  type ExportMergedOptions,
+  type ExportMergedResult,
+} from './export.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';
 export { layerInfo, matrixDims, toMatrix, fromMatrix, matrixOf } from './layers.ts';
 export { methodCatalog, type CatalogRow } from './catalog.ts';

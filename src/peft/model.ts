@@ -9,7 +9,7 @@ import { LorakitError, check } from '../errors.ts';
 import { Rng, seedFrom } from '../linalg/index.ts';
 import type { ModuleHooks, ModuleInfo } from '../nn/module.ts';
 import { AdapterBinding, type BindOptions } from './binding.ts';
-import { isTargeted, noTargetsError, type Targeting } from './config.ts';
+import { isTargeted, noLayersError, noTargetsError, type Targeting } from './config.ts';
 import { layerInfo, unsupportedLayer } from './layers.ts';
 import type { AdapterMethod, LayerInfo, ParamSpec, StepInputSpec } from './method.ts';
 import { mergedWeight, type Resolved, resolveConfig } from './registry.ts';
@@ -466,14 +466,22 @@ export function targetLayers(
   source: string,
 ): LayerInfo[] {
   const infos: LayerInfo[] = [];
-  for (const m of base.modules) {
-    const info = layerInfo(m, config.layers_pattern ?? null, {
+  const all = base.modules.map((m) =>
+    layerInfo(m, config.layers_pattern ?? null, {
       read: (n) => base.readWeight(n),
       dtype: (n) => base.weightDtype?.(n) ?? 'F32',
-    });
+    }),
+  );
+  for (const info of all) {
     if (!isTargeted(config, info, base.outputHead)) continue;
     if (!method.layers.includes(info.kind)) throw unsupportedLayer(method.name, info, method.layers);
     infos.push(info);
+  }
+  if (infos.length === 0 && config.layers_to_transform != null) {
+    // target_modules alone selects modules: blame the layer selection, and say which layers the model has
+    const anyLayer = { ...config, layers_to_transform: null };
+    if (all.some((info) => isTargeted(anyLayer, info, base.outputHead)))
+      throw noLayersError(config.layers_to_transform, all, config.layers_pattern ?? null, source);
   }
   if (infos.length === 0) {
     throw noTargetsError(

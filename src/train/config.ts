@@ -4,7 +4,7 @@
  * use transformers' TrainingArguments names; the adapter section is a PEFT LoraConfig. Each field's description
  * lives on the schema and is the single source of docs/config.md (config-doc.ts renders it).
  */
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
@@ -186,6 +186,8 @@ export function applySet(obj: Record<string, unknown>, assignment: string): void
 /** Reads and validates a run config; relative paths in it are resolved against the config file's folder. */
 export function loadRunConfig(file: string, sets: readonly string[] = []): RunConfig {
   if (!existsSync(file)) throw new LorakitError('LK_FILE_NOT_FOUND', `run config ${file} does not exist`);
+  if (statSync(file).isDirectory())
+    throw new LorakitError('LK_FILE_NOT_FOUND', `run config ${file} is a folder, not a file; name the YAML file`);
   let raw: unknown;
   try {
     raw = parseYaml(readFileSync(file, 'utf8'));

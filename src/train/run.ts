@@ -4,13 +4,14 @@
  */
 import { join } from 'node:path';
 import { loadModel } from '../models/index.ts';
-import { HfTokenizer } from '../io/index.ts';
-import { LorakitError } from '../errors.ts';
+import { HfTokenizer, fsError, isSystemError, lockFolder } from '../io/index.ts';
+import { LorakitError, respell } from '../errors.ts';
 import { PeftModel, adaptable, loadAdapter, readAdapterConfig } from '../peft/index.ts';
 import { causalLmTask } from './causal-lm.ts';
 import { causalLmCalibrator } from './calibrate.ts';
 import { train, type TrainResult } from './trainer.ts';
 import type { RunConfig } from './config.ts';
+import { RUN_CONFIG_NAMES, checkRunData, checkRunModel, checkRunPaths } from './run-checks.ts';
 import type { TrainOptions } from './options.ts';
 import { noticeSink, SAMPLES_DIR } from './report.ts';
 import { loadRunData } from './run-data.ts';
@@ -27,13 +28,30 @@ export interface RunOutput {
   warnings: string[];
 }
 
-/** Runs the fine-tuning described by `c`. `extra` passes Trainer options the config has no field for (progress,
- * signal, onNotice: data warnings are notices too, reported before training starts). */
+/**
+ * Runs the fine-tuning described by `c`. `extra` passes Trainer options the config has no field for (progress,
+ * signal, onNotice: data warnings are notices too, reported before training starts). Every value is checked against
+ * the paths, the model and the data before anything is written (run-checks.ts); the output folder is locked for the
+ * run (a second run on it fails with LK_LOCKED); errors name the run config's keys, and a system error (a full disk,
+ * a read-only folder) is a lorakit error naming the path.
+ */
 export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {}): Promise<RunOutput> {
+  try {
+    return await run(c, extra);
+  } catch (e) {
+    if (e instanceof LorakitError) throw respell(e, RUN_CONFIG_NAMES);
+    throw isSystemError(e) ? fsError(e, undefined, e.path ?? `a file in ${c.output_dir}`) : e; // appends name no path
+  }
+}
+
+async function run(c: RunConfig, extra: Partial<TrainOptions>): Promise<RunOutput> {
+  await checkRunPaths(c);
   const model = await loadModel(c.model);
   try {
+    checkRunModel(c, model);
     const tokenizer = await HfTokenizer.fromDir(model.dir);
     const data = await loadRunData(c.data, tokenizer, noticeSink(extra));
+    checkRunData(c, data);
     const peft = new PeftModel(adaptable(model));
     const t = c.training;
     const calibrate = causalLmCalibrator({
@@ -72,6 +90,7 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
           }
         : {}),
     });
+    const lock = await lockFolder(c.output_dir, 'a training run', { option: 'output_dir' });
     const result = await train(task, {
       outputDir: c.output_dir,
       steps: t.max_steps,
@@ -94,7 +113,7 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
       resumeOverride: t.resume_override,
       logEvery: t.logging_steps,
       ...extra,
-    });
+    }).finally(() => lock.release());
     return {
       result,
       adapterDir: join(c.output_dir, 'final'),

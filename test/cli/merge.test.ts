@@ -4,7 +4,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, cp, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafetensorsFile } from '../../src/io/index.ts';
@@ -53,7 +53,7 @@ test("merge writes a folder whose logits are PEFT's merge_and_unload logits", as
 
 test(
   'bad input fails with one line naming the problem: missing folder or file, shapes that do not fit, unknown ' +
-    'peft_type, an existing --out',
+    'peft_type, an existing --out, an --out holding the model (with --force)',
   async () => {
     const noWeights = join(tmp, 'no-weights'),
       loha = join(tmp, 'loha');
@@ -67,7 +67,15 @@ test(
       taken = join(tmp, 'taken');
     await mkdir(taken, { recursive: true });
     await writeFile(join(taken, 'keep.txt'), 'mine');
+    // the hostile case: --force with an --out that holds the base model (and a file of the user's)
+    const proj = join(tmp, 'proj');
+    await cp(GPT2, join(proj, 'gpt2'), { recursive: true });
+    await writeFile(join(proj, 'notes.txt'), 'mine');
     const cases: [string[], RegExp][] = [
+      [
+        ['--model', join(proj, 'gpt2'), '--adapter', LORA, '--out', proj, '--force'],
+        /^lorakit: the output folder .*proj contains the input folder .*proj\/gpt2; writing there could replace it, so choose a folder outside it \[LK_INVALID_ARGUMENT\]\n$/,
+      ],
       [
         ['--model', GPT2, '--adapter', join(tmp, 'missing'), '--out', out],
         /^lorakit: adapter folder .*missing does not exist \[LK_FILE_NOT_FOUND\]\n$/,
@@ -87,7 +95,7 @@ test(
       [['--model', GPT2, '--adapter', LORA], /^lorakit: --out <dir> is required: .*\[LK_INVALID_ARGUMENT\]\n$/],
       [
         ['--model', GPT2, '--adapter', LORA, '--out', taken],
-        /^lorakit: exportMerged: the output folder .*taken exists and is not empty; remove it or pass overwrite \(--force\) \[LK_INVALID_ARGUMENT\]\n$/,
+        /^lorakit: the output folder .*taken exists and is not empty; remove it, or pass overwrite \(--force\) if lorakit exported it \[LK_INVALID_ARGUMENT\]\n$/,
       ],
     ];
     const results = await Promise.all(cases.map(([args]) => lorakit(...args)));
@@ -98,6 +106,8 @@ test(
     });
     assert.ok(!(await readdir(tmp)).includes('never'));
     assert.deepEqual(await readdir(taken), ['keep.txt']);
+    assert.deepEqual((await readdir(proj)).sort(), ['gpt2', 'notes.txt']);
+    assert.deepEqual((await readdir(join(proj, 'gpt2'))).sort(), (await readdir(GPT2)).sort());
   },
 );
 
@@ -107,11 +117,11 @@ test(
     const LLAMA = 'test/fixtures/models/llama',
       PATTERNS = 'test/fixtures/peft/llama_lora_patterns';
     const merged = join(tmp, 'llama-merged');
-    await mkdir(merged, { recursive: true });
-    await writeFile(join(merged, 'stale.txt'), 'replaced by --force');
+    // an earlier merge (of another adapter) in --out is replaced by --force: the folder is lorakit's own
+    const first = await lorakit('--model', LLAMA, '--adapter', 'test/fixtures/peft/llama_rslora', '--out', merged);
+    assert.equal(first.status, 0, first.stderr);
     const m = await lorakit('--model', LLAMA, '--adapter', PATTERNS, '--out', merged, '--force');
     assert.equal(m.status, 0, m.stderr);
-    assert.ok(!(await readdir(merged)).includes('stale.txt'));
     const flags = ['--prompt', 'To be, or not to be', '--max-new-tokens', '16'];
     const [base, withAdapter, fromMerged] = await Promise.all([
       run('generate', '--model', LLAMA, ...flags),

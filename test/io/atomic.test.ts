@@ -51,6 +51,35 @@ test('a chunk source failing mid-write leaves the old file intact and no temp fi
   });
 });
 
+test('a full disk mid-write is LK_DISK_FULL naming the file, with the old file intact (ENOSPC injected)', async () => {
+  // The system error a write(2) raises on a full disk, injected at the write seam every lorakit writer passes (the
+  // real thing, a small tmpfs, is exercised end to end in test/cli/main.test.ts where mounts are allowed).
+  await withDir(async (dir) => {
+    const p = join(dir, 'metrics.jsonl');
+    await writeFile(p, 'old content');
+    async function* filling(): AsyncGenerator<Uint8Array> {
+      yield new Uint8Array(1 << 16).fill(7);
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), {
+        code: 'ENOSPC',
+        errno: -28,
+        syscall: 'write',
+      });
+    }
+    await assert.rejects(
+      writeFileAtomic(p, filling()),
+      (e: unknown) =>
+        e instanceof LorakitError &&
+        e.code === 'LK_DISK_FULL' &&
+        e.message ===
+          `cannot write ${p}: no space left on the device (ENOSPC); free some space or choose a folder on ` +
+            'another disk' &&
+        e.details.errno === 'ENOSPC',
+    );
+    assert.equal(await readFile(p, 'utf8'), 'old content');
+    assert.deepEqual(await readdir(dir), ['metrics.jsonl']);
+  });
+});
+
 test('a bad chunk type fails with LK_INVALID_ARGUMENT and cleans up', async () => {
   await withDir(async (dir) => {
     const p = join(dir, 'x.json');

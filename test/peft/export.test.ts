@@ -3,12 +3,12 @@
 // appears whole or not at all.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SafetensorsFile } from '../../src/io/index.ts';
 import { loadModel } from '../../src/models/index.ts';
-import { PeftModel, adaptable, exportMerged, loadAdapter } from '../../src/peft/index.ts';
+import { EXPORT_MARKER, PeftModel, adaptable, exportMerged, loadAdapter } from '../../src/peft/index.ts';
 import { assertAllclose } from '../helpers.ts';
 import { logitsOf } from './logits.ts';
 
@@ -64,7 +64,11 @@ for (const c of ['llama_dora', 'llama_embed', 'gpt2_lora', 'smollm_regex', 'bert
     assert.ok(res.merged.length > 0);
     assert.ok(!mine.has('lm_head.weight') || base.has('lm_head.weight'));
     const files = (await readdir(out)).sort();
-    assert.deepEqual(files, (await readdir(baseDir)).filter((f) => !f.startsWith('expected')).sort());
+    const copied = (await readdir(baseDir)).filter((f) => !f.startsWith('expected')).sort();
+    assert.deepEqual(files, [EXPORT_MARKER, ...copied].sort());
+    // the marker lists every file the export wrote, and nothing else
+    const marker = JSON.parse(await readFile(join(out, EXPORT_MARKER), 'utf8'));
+    assert.deepEqual([...marker.files].sort(), copied);
     assert.equal(
       await readFile(join(out, 'config.json'), 'utf8'),
       await readFile(join(baseDir, 'config.json'), 'utf8'),
@@ -113,16 +117,75 @@ test(
       exportMerged(model, peft, out),
       (e: any) =>
         e.code === 'LK_INVALID_ARGUMENT' &&
-        /merged exists and is not empty; remove it or pass overwrite/.test(e.message),
+        /merged exists and is not empty; remove it, or pass overwrite/.test(e.message),
     );
     assert.deepEqual(await readdir(out), ['keep.txt']);
     await assert.rejects(
       exportMerged(model, peft, baseDir),
-      (e: any) => e.code === 'LK_INVALID_ARGUMENT' && /is the model folder/.test(e.message),
+      (e: any) => e.code === 'LK_INVALID_ARGUMENT' && /is the input folder/.test(e.message),
     );
-    await exportMerged(model, peft, out, { overwrite: true });
-    assert.ok((await readdir(out)).includes('model.safetensors') && !(await readdir(out)).includes('keep.txt'));
+    await rm(out, { recursive: true });
+    await exportMerged(model, peft, out);
+    await exportMerged(model, peft, out, { overwrite: true }); // a folder lorakit exported is replaced
+    assert.ok((await readdir(out)).includes('model.safetensors'));
     assert.deepEqual(await readdir(parent), ['merged']); // no .merged.*.tmp / .old left behind
     await model.close();
   },
 );
+
+test(
+  'overwrite never deletes what lorakit did not write: an output that is or holds an input (also through a ' +
+    'symlink), a folder without the export marker, or one with a foreign file is refused and left as it was',
+  async () => {
+    const proj = join(tmp, 'proj'),
+      base = join(proj, 'base'),
+      adapterDir = join(proj, 'adapter');
+    await cp(join(ROOT, 'test/fixtures/models/llama'), base, { recursive: true });
+    await cp(join(ROOT, 'test/fixtures/peft/llama_rslora'), adapterDir, { recursive: true });
+    await writeFile(join(proj, 'notes.txt'), 'my notes');
+    await symlink(base, join(proj, 'link-to-base'));
+    const other = join(tmp, 'someone-elses');
+    await mkdir(other);
+    await writeFile(join(other, 'data.bin'), 'precious');
+    const snapshot = async () => JSON.stringify(await listTree(proj)) + JSON.stringify(await listTree(other));
+    const before = await snapshot();
+    const model = await loadModel(base);
+    const peft = new PeftModel(adaptable(model));
+    await loadAdapter(peft, adapterDir);
+    const refused: [string, RegExp][] = [
+      [proj, /output folder .*proj contains the input folder .*base; writing there could replace it/],
+      [tmp, /contains the input folder/],
+      [base, /is the input folder/],
+      [join(proj, 'link-to-base'), /link-to-base is the input folder .*base/],
+      [adapterDir, /is the input folder .*adapter/],
+      [other, /was not exported by lorakit \(it has no \.lorakit-export\.json\), so overwrite \(--force\) does not/],
+    ];
+    for (const [out, message] of refused)
+      await assert.rejects(
+        exportMerged(model, peft, out, { overwrite: true, inputs: [adapterDir] }),
+        (e: any) => e.code === 'LK_INVALID_ARGUMENT' && e.details.option === 'out' && message.test(e.message),
+        out,
+      );
+    assert.equal(await snapshot(), before, 'nothing was touched');
+    // a folder lorakit exported, but with a file added since, is not replaced either
+    const merged = join(tmp, 'merged-once');
+    await exportMerged(model, peft, merged);
+    await writeFile(join(merged, 'README.md'), 'added by hand');
+    await assert.rejects(exportMerged(model, peft, merged, { overwrite: true }), (e: any) =>
+      /holds files lorakit did not write there \(README\.md\)/.test(e.message),
+    );
+    assert.ok((await readdir(merged)).includes('README.md'));
+    await model.close();
+  },
+);
+
+/** Every path under `dir` with its size (symlinks as links), sorted: a fingerprint of a folder tree. */
+async function listTree(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(`${p}/`, ...(await listTree(p)));
+    else out.push(`${p} ${e.isSymbolicLink() ? 'link' : (await readFile(p)).length}`);
+  }
+  return out.sort();
+}

@@ -170,6 +170,20 @@ test('bad adapters: no matching module, rank 0, unknown peft_type, shapes that d
       e.code === 'LK_CONFIG_INVALID' &&
       /matches no module of the model; its modules are: model\.embed_tokens, model\.layers\.0\.q_proj/.test(e.message),
   );
+  // a layer selection that leaves nothing is blamed on layers_to_transform, with the model's layers
+  await assert.rejects(
+    peft.addAdapter('x', { target_modules: ['q_proj'], layers_to_transform: [99] }, { source: 'cfg.json' }),
+    (e: unknown) =>
+      e instanceof LorakitError &&
+      e.code === 'LK_CONFIG_INVALID' &&
+      e.message ===
+        'cfg.json: layers_to_transform [99] selects no layer of the targeted modules: the model has 2 ' +
+          'layers, 0 to 1',
+  );
+  await assert.rejects(
+    peft.addAdapter('x', { target_modules: ['q_proj'], layers_to_transform: 0, layers_pattern: 'blocks' }),
+    /layers_to_transform 0 selects no layer of the targeted modules: no module path has a layer index under layers_pattern "blocks"/,
+  );
   await assert.rejects(peft.addAdapter('x', { target_modules: ['q_proj'], r: 0 }), /r: Too small/);
   await assert.rejects(
     peft.addAdapter('x', { peft_type: 'FOO', target_modules: ['q_proj'] }),

@@ -56,6 +56,10 @@ test('unknown keys and wrong types are named with their path', () => {
   const { f: f4 } = write('model: [unclosed\n');
   assert.throws(() => loadRunConfig(f4), /not valid YAML at line \d+, column \d+/);
   assert.throws(() => loadRunConfig('/nope/run.yaml'), /does not exist/);
+  assert.throws(
+    () => loadRunConfig(tmpdir()),
+    /^LorakitError: run config .* is a folder, not a file; name the YAML file$/,
+  );
   assert.throws(() => loadRunConfig(write(base).f, ['novalue']), /expected key\.path=value/);
 });
 
