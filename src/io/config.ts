@@ -13,6 +13,13 @@ export const SUPPORTED_MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'bert
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
 
 const posInt = z.number().int().positive();
+/**
+ * Position counts: the RoPE / position tables are sized by them, so an absurd value would exhaust memory before any
+ * weight is read (2²⁴ = 16.7M positions is past every released model; Llama 4 Scout has 10M).
+ */
+const positions = posInt.max(2 ** 24, {
+  message: 'at most 16777216 (2^24) positions: the position tables are built that large',
+});
 const tokenId = z.number().int().nonnegative().nullable();
 const common = {
   architectures: z.array(z.string()).optional(),
@@ -27,7 +34,7 @@ const gpt2Schema = z.object({
   n_embd: posInt,
   n_layer: posInt,
   n_head: posInt,
-  n_positions: posInt.default(1024),
+  n_positions: positions.default(1024),
   vocab_size: posInt,
   /** MLP width; HF's null means 4·n_embd (normalised here). */
   n_inner: posInt.nullable().default(null),
@@ -67,7 +74,7 @@ const llamaLikeSchema = z.object({
   rms_norm_eps: z.number().positive().default(1e-6),
   rope_theta: z.number().positive().default(10000),
   rope_scaling: ropeScalingSchema,
-  max_position_embeddings: posInt.optional(),
+  max_position_embeddings: positions.optional(),
   tie_word_embeddings: z.boolean().default(false),
   attention_bias: z.boolean().optional(),
   mlp_bias: z.boolean().default(false),
@@ -94,7 +101,7 @@ const bertSchema = z.object({
   num_attention_heads: posInt,
   intermediate_size: posInt,
   hidden_act: z.enum(['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'relu', 'silu', 'tanh']).default('gelu'),
-  max_position_embeddings: posInt.default(512),
+  max_position_embeddings: positions.default(512),
   type_vocab_size: posInt.default(2),
   layer_norm_eps: z.number().positive().default(1e-12),
   vocab_size: posInt,

@@ -266,3 +266,22 @@ describe('config errors', () => {
     throwsWith(() => parseModelConfig([1, 2]), 'LK_CONFIG_INVALID', /expected a JSON object, got array/);
   });
 });
+
+test('an absurd position count is refused before any table is built (max_position_embeddings: 1e9 used to exhaust memory)', () => {
+  const base = {
+    model_type: 'llama',
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    vocab_size: 32,
+  };
+  assert.throws(
+    () => parseModelConfig({ ...base, max_position_embeddings: 1e9 }, 'config.json'),
+    /max_position_embeddings.*16777216/,
+  );
+  assert.equal(
+    parseModelConfig({ ...base, max_position_embeddings: 131072 }, 'config.json').max_position_embeddings,
+    131072,
+  );
+});
