@@ -14,5 +14,5 @@ export {
 } from './eig.ts';
 export { svd, type Svd } from './svd.ts';
 export { svdLowrank, type SvdLowrankOptions } from './rsvd.ts';
-export { TorchGenerator } from './torch-random.ts';
+export { TorchGenerator, roundBf16, roundBf16Array } from './torch-random.ts';
 export { NumpyGenerator } from './numpy-random.ts';
