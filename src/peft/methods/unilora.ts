@@ -161,13 +161,14 @@ export const unilora: AdapterMethod<UniloraConfig> = {
   },
 
   // PEFT's _assign_unilora_indices_and_scales: one assignment over all layers in model order, A then B per layer,
-  // and the norm factor 1/√c_j of the θ entry each position uses (float32, as PEFT's rsqrt of the counts)
+  // and the norm factor 1/√c_j of the θ entry each position uses, as torch's float32 rsqrt gives it: the square root
+  // rounded to float32, then its reciprocal (1/√17 lands one float32 above the correctly rounded value)
   async jointInit({ config: c, layers }) {
     const D = layers.reduce((n, l) => n + sizes(l, c)[0] + sizes(l, c)[1], 0);
     const index = generateIndex(D, c.theta_d_length, c.proj_seed);
     const counts = new Float64Array(c.theta_d_length);
     for (const j of index) counts[j]++;
-    const norm = Float32Array.from(counts, (n) => (n > 0 ? 1 / Math.sqrt(n) : 0));
+    const norm = Float32Array.from(counts, (n) => (n > 0 ? 1 / Math.fround(Math.sqrt(n)) : 0));
     const out = new Map<string, Record<string, Float32Array>>();
     let at = 0;
     for (const l of layers) {
