@@ -163,7 +163,9 @@ export async function makeCase(name: string, dir: string): Promise<void> {
       version_sets: c.sets,
       input_ids: e.input_ids,
     };
-    const json = JSON.stringify(inputs, null, 2).replace(/\[[\s\d,]+\]/g, (m) => m.replace(/\s+/g, '').replace(/,/g, ', '));
+    const json = JSON.stringify(inputs, null, 2).replace(/\[[\s\d,]+\]/g, (m) =>
+      m.replace(/\s+/g, '').replace(/,/g, ', '),
+    );
     await writeFileAtomic(join(dir, 'inputs.json'), `${json}\n`);
   } finally {
     await model.close();
