@@ -57,6 +57,7 @@ export class NumpyGenerator {
   /** The 128-bit state and increment as 16-bit limbs, least significant first (exact in float64 arithmetic). */
   private readonly s = new Float64Array(8);
   private readonly inc = new Float64Array(8);
+  private readonly next = new Float64Array(8); // step()'s scratch
   private buffered: number | null = null;
 
   /** As np.random.default_rng(seed) for a non-negative integer seed. */
@@ -81,8 +82,7 @@ export class NumpyGenerator {
 
   /** state ← state·MULT + inc (mod 2^128), column by column: every partial sum stays below 2^36. */
   private step(): void {
-    const s = this.s;
-    const next = new Float64Array(8);
+    const [s, next] = [this.s, this.next];
     let carry = 0;
     for (let k = 0; k < 8; k++) {
       let acc = this.inc[k] + carry;
@@ -146,7 +146,7 @@ export class NumpyGenerator {
     }
   }
 
-  /** Generator.choice(n, size, replace=False) (shuffle=True): `size` distinct values of [0, n), as numpy orders them. */
+  /** Generator.choice(n, size, replace=False) (shuffle=True): `size` distinct values of [0, n) in numpy's order. */
   choiceWithoutReplacement(n: number, size: number): number[] {
     if (size > n || size < 0 || n >= 0xffffffff) throw new RangeError(`choice: cannot take ${size} of ${n}`);
     if (n > 10000 && size > Math.floor(n / 50)) {

@@ -196,7 +196,8 @@ export const vblora: AdapterMethod<VbloraConfig> = {
     if (c.topk > c.num_vectors) {
       throw new LorakitError(
         'LK_CONFIG_INVALID',
-        `${source}: topk = ${c.topk} exceeds num_vectors = ${c.num_vectors}; each sub-vector mixes k of the h bank vectors`,
+        `${source}: topk = ${c.topk} exceeds num_vectors = ${c.num_vectors}; each sub-vector mixes k of the h bank ` +
+          'vectors',
         { field: 'topk' },
       );
     }
