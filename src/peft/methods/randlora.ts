@@ -1,10 +1,10 @@
 /**
  * RandLoRA — "RandLoRA: Full-rank parameter-efficient fine-tuning of large models" (Albert et al., ICLR 2025,
- * arXiv:2502.00987); PEFT peft_type RANDLORA (tuners/randlora, read in 0.18.1 and 0.21.2: the same). Relative to
- * LoRA, ΔW is a sum of n = ⌈min(in, out)/r⌉ rank-r terms over frozen random bases, so it can reach full rank, and only
- * two diagonal scalings per term train: ΔW = s·Σ_b B_b·Λ_b·A·Γ_b, with A [r, min] shared by the terms,
- * Λ_b = diag(λ[:, b]) (λ [r, n]) and Γ_b = diag(γ[b]) (γ [n, min]); A and Γ act on the smaller of in and out. PEFT's layout, kept bit for
- * bit: one shared pair randlora_A [r, 1, D_min], randlora_B [D_max, n_max, r] sized from the elementwise largest
+ * arXiv:2502.00987); PEFT peft_type RANDLORA (tuners/randlora, read in 0.18.1 and 0.21.2: same computation and
+ * keys). Relative to LoRA, ΔW is a sum of n = ⌈min(in, out)/r⌉ rank-r terms over frozen random bases, so it can reach
+ * full rank, and only two diagonal scalings per term train: ΔW = s·Σ_b B_b·Λ_b·A·Γ_b, with A [r, min] shared by the
+ * terms, Λ_b = diag(λ[:, b]) (λ [r, n]) and Γ_b = diag(γ[b]) (γ [n, min]); A and Γ act on the smaller of in and out.
+ * PEFT's layout, kept bit for bit: one shared pair randlora_A [r, 1, D_min], randlora_B [D_max, n_max, r] sized from the elementwise largest
  * (out, in) over the targeted layers; a layer slices Â = λ[:, :, None]·A[:, :, :min]·γ[None] → [r·n, min] (row
  * k·n + b) and B̂ = B[:max, :n, :] → [max, n·r] (column b·r + k) — a row/column pairing that differs from the
  * paper's sum by a fixed permutation of B's i.i.d. columns — and ΔW = s·B̂·Â when min = in, else its transpose.
