@@ -1,18 +1,20 @@
 /**
  * RandLoRA — "RandLoRA: Full-rank parameter-efficient fine-tuning of large models" (Albert et al., ICLR 2025,
- * arXiv:2502.00987); PEFT peft_type RANDLORA (tuners/randlora, read in 0.18.1 and 0.21.2: same computation and
- * keys). Relative to LoRA, ΔW is a sum of n = ⌈min(in, out)/r⌉ rank-r terms over frozen random bases, so it can reach
- * full rank, and only two diagonal scalings per term train: ΔW = s·Σ_b B_b·Λ_b·A·Γ_b, with A [r, min] shared by the
- * terms, Λ_b = diag(λ[:, b]) (λ [r, n]) and Γ_b = diag(γ[b]) (γ [n, min]); A and Γ act on the smaller of in and out.
- * PEFT's layout, kept bit for bit: one shared pair randlora_A [r, 1, D_min], randlora_B [D_max, n_max, r] sized from the elementwise largest
- * (out, in) over the targeted layers; a layer slices Â = λ[:, :, None]·A[:, :, :min]·γ[None] → [r·n, min] (row
- * k·n + b) and B̂ = B[:max, :n, :] → [max, n·r] (column b·r + k) — a row/column pairing that differs from the
- * paper's sum by a fixed permutation of B's i.i.d. columns — and ΔW = s·B̂·Â when min = in, else its transpose.
+ * arXiv:2502.00987); PEFT peft_type RANDLORA (tuners/randlora, read in 0.18.1 and 0.21.2: same computation and keys).
+ * Relative to LoRA, ΔW is a sum of n = ⌈min(in, out)/r⌉ rank-r terms over frozen random bases, so it can reach full
+ * rank, and only two diagonal scalings per term train: ΔW = s·Σ_b B_b·Λ_b·A·Γ_b, with A [r, min] shared by the terms,
+ * Λ_b = diag(λ[:, b]) (λ [r, n]) and Γ_b = diag(γ[b]) (γ [n, min]); A and Γ act on the smaller of in and out. PEFT's
+ * layout, kept bit for bit: one shared pair randlora_A [r, 1, D_min], randlora_B [D_max, n_max, r] sized from the
+ * elementwise largest (out, in) over the targeted layers; a layer slices Â = λ[:, :, None]·A[:, :, :min]·γ[None] →
+ * [r·n, min] (row k·n + b) and B̂ = B[:max, :n, :] → [max, n·r] (column b·r + k) — a row/column pairing that differs
+ * from the paper's sum by a fixed permutation of B's i.i.d. columns — and ΔW = s·B̂·Â when min = in, else its
+ * transpose.
  * s = α/r (PEFT; hence its default α = 640 = 20·r); `randlora_scaling: "official"` uses the official code's
  * α/r/√n (PaulAlbert31/RandLoRA@4ac565e, read). Init: λ = 0 (ΔW = 0), γ = 1/max(n, min) (PEFT's reset; the
  * official code keeps 1/max(in, out)); init_weights false: λ ~ N(0, 1), γ = 1/max(in, out), as PEFT.
- * The bases are PEFT's draws, reproduced bit for bit from torch's stream (PEFT regenerates them from
- * projection_prng_key when a folder has none): kaiming_uniform_(a = √5) in bfloat16 (PEFT's dtype on CPU), A first,
+ * The bases are PEFT's draws, reproduced bit for bit from torch 2.9.1's stream (PEFT regenerates them from
+ * projection_prng_key when a folder has none; torch 2.15 fills bfloat16 differently, so such folders depend on the
+ * torch that reads them: docs/decisions.md): kaiming_uniform_(a = √5) in bfloat16 (PEFT's dtype on CPU), A first,
  * then B as n_max chunks [D_max, 1, r], each tensor divided by its own std; `sparse` / `very_sparse` draw torch.rand
  * and keep the ternary −1/0/1 pattern PEFT thresholds, over its std. PEFT loads saved bases from
  * `base_model.randlora_A` / `randlora_B` and expects per-layer copies of both under every adapted layer (ignored on

@@ -1,8 +1,9 @@
 /**
  * VB-LoRA — "VB-LoRA: Extreme Parameter Efficient Fine-Tuning with Vector Banks" (Li, Han, Ji; NeurIPS 2024,
- * arXiv:2405.15179); PEFT peft_type VBLORA (tuners/vblora, read in 0.18.1 and 0.21.2: refactored, same computation
- * and keys). Relative to LoRA, every adapted layer composes its A and B from one model-level bank V [h, b] of h trainable vectors of length b:
- * A [r, in] is cut into r·in/b sub-vectors and B [out, r] into out/b·r, and each sub-vector is the mixture
+ * arXiv:2405.15179); PEFT peft_type VBLORA (tuners/vblora, read in 0.18.1 and 0.21.2: refactored, same computation and
+ * keys). Relative to LoRA, every adapted layer composes its A and B from one model-level bank V [h, b] of h trainable
+ * vectors of length b: A [r, in] is cut into r·in/b sub-vectors and B [out, r] into out/b·r, and each sub-vector is the
+ * mixture
  *   Σ_{j ∈ top-k(ℓ)} softmax(ℓ_top-k)_j · V[j]
  * of the k bank vectors its own trainable logits ℓ ∈ ℝ^h rank highest. Per layer the logits are
  * vblora_logits_A [r, in/b, h] and vblora_logits_B [out/b, r, h]; A = mix(ℓ_A).reshape(r, in), and B = mix(ℓ_B)
