@@ -1,4 +1,4 @@
-// linalg/: host-side matrix helpers, seeded random initialisers (lorakit's own, and torch's CPU stream) and the decompositions of initialisations
+// linalg/: host-side matrix helpers, seeded random initialisers (lorakit's own, torch's CPU stream, numpy's default_rng) and the decompositions of initialisations
 // (QR, symmetric eigen, SVD, randomized SVD).
 export { matmul, transpose, rowNorms, axpy } from './matrix.ts';
 export { Rng, seedFrom, kaimingUniformBound, mulberry32, mulberry32Step } from './random.ts';
@@ -14,4 +14,5 @@ export {
 } from './eig.ts';
 export { svd, type Svd } from './svd.ts';
 export { svdLowrank, type SvdLowrankOptions } from './rsvd.ts';
-export { TorchGenerator } from './torch-random.ts';
+export { TorchGenerator, roundBf16, roundBf16Array } from './torch-random.ts';
+export { NumpyGenerator } from './numpy-random.ts';

@@ -3,6 +3,7 @@
 // PEFT when an adapter is loaded, whatever the file holds. torch.Generator(device="cpu").manual_seed(seed) is a
 // 32-bit Mersenne Twister (MT19937) seeded with the low 32 bits of the seed, and `uniform_` on a float32 tensor
 // takes one 32-bit draw per element, in memory order (ATen's cpu_serial_kernel with uniform_real_distribution).
+// bfloat16 `uniform_` (RandLoRA's shared bases) draws one 32-bit value per element too, keeping 8 bits.
 // Not here: lorakit's own generator (random.ts), torch's normal_ (its vectorised path consumes draws differently).
 
 const N = 624;
@@ -56,4 +57,32 @@ export class TorchGenerator {
     }
     return out;
   }
+
+  /**
+   * n values of torch.empty(n, dtype=torch.bfloat16).uniform_(lo, hi, generator=g), as float32: x = (u & 255)/256
+   * from one 32-bit draw (bfloat16 keeps 8 significant bits), lo and hi rounded to bfloat16 (through float32, as
+   * c10's conversion from double), x·(hi − lo) + lo in float32 (exact here), rounded to bfloat16 to nearest-even.
+   */
+  uniformBfloat16(n: number, lo: number, hi: number): Float32Array {
+    const from = roundBf16(lo);
+    const range = roundBf16(roundBf16(hi) - from);
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = ((this.nextUint32() & 0xff) / 256) * range + from;
+    return roundBf16Array(out);
+  }
+}
+
+/** `x` rounded to the nearest bfloat16 (ties to even), through float32 as c10 converts. */
+export function roundBf16(x: number): number {
+  return roundBf16Array(Float32Array.of(x))[0];
+}
+
+/** Rounds every float32 of `a` to the nearest bfloat16 in place (ties to even; no NaN expected) and returns it. */
+export function roundBf16Array(a: Float32Array): Float32Array {
+  const bits = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  for (let i = 0; i < bits.length; i++) {
+    const u = bits[i];
+    bits[i] = (u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000;
+  }
+  return a;
 }

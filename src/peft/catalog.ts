@@ -53,10 +53,13 @@ export function methodCatalog(base: AdaptableBase | null, common: Record<string,
     try {
       const json = { ...fieldsOf(method, common), ...selected, peft_type: savedType(method) };
       const r = resolveConfig(json, `${method.name} config`);
-      const layers = targetLayers(base, r.method, r.config, `${method.name} config`).map((layer) => ({
+      const source = `${method.name} config`;
+      const layers = targetLayers(base, r.method, r.config, source).map((layer) => ({
         layer,
         settings: r.method.settings?.(r.config, layer),
       }));
+      // a layer the method cannot wrap with this config (VB-LoRA's vector_length must divide it) is refused here too
+      for (const l of layers) r.method.checkLayer?.(l.layer, l.settings, r.config, source);
       return r.method.trainableCount(r.config, layers);
     } catch (e) {
       if (e instanceof LorakitError) return e.message;

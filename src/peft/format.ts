@@ -3,35 +3,52 @@
  * `PeftModel.from_pretrained` and written by PEFT's `save_pretrained` (../shared/spec/peft-format.md §1).
  * Keys are `base_model.model.<module path>.<param>` with the adapter name removed, model-level tensors
  * `base_model.<name>` (tensors a method regenerates exactly, `saved: false`, are left out); modules_to_save are saved
- * whole under their plain key; trained biases of adapted layers under `<path>.base_layer.bias`.
+ * whole under their plain key; trained biases of adapted layers under `<path>.base_layer.bias`. A method whose files
+ * hold a layer otherwise (integer tensors, top-k codes, PEFT's redundant copies) gives its `fileLayout`.
  */
 import { readFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
-import { SafetensorsFile, requireFolder, writeSafetensors, writeFileAtomic } from '../io/index.ts';
+import { canReadAs, SafetensorsFile, requireFolder, writeSafetensors, writeFileAtomic } from '../io/index.ts';
 import { weightShapeOf } from './binding.ts';
+import type { FileData, FileDType, FileLayout } from './method.ts';
 import type { Adapter, AddAdapterOptions, PeftModel } from './model.ts';
 import { resolveConfig, savedConfig, savedType } from './registry.ts';
 
 const PREFIX = 'base_model.model.';
 
 /**
- * Where a saved tensor lives in an adapter: a layer tensor, a model-level tensor, a base parameter trained in place
- * (a bias), or a saved module's weight or bias (PEFT drops `modules_to_save.<adapter>` from those keys).
+ * Where a saved tensor lives in an adapter: a layer tensor, a tensor of a layer's file layout (the method's
+ * `fileLayout`), a model-level tensor, a base parameter trained in place (a bias), or a saved module's weight or
+ * bias (PEFT drops `modules_to_save.<adapter>` from those keys).
  */
 type Where =
   | { path: string; param: string }
+  | { path: string; file: string; shape: number[]; dtype: FileDType }
   | { shared: string }
   | { weight: string }
   | { module: string; param: 'weight' | 'bias' };
 
+/** The layouts of the layers whose method writes them its own way (`fileLayout`), by layer path. */
+function layouts(a: Adapter): Map<string, FileLayout<any, any>> {
+  const out = new Map<string, FileLayout<any, any>>();
+  for (const [path, l] of a.layers) {
+    const fl = a.method.fileLayout?.(l.info, l.settings, a.config, a.shared.specs);
+    if (fl) out.set(path, fl);
+  }
+  return out;
+}
+
 /** Key → where, for every tensor the adapter saves (PEFT's key names, adapter name removed). */
-function savedKeys(peft: PeftModel, a: Adapter): Map<string, Where> {
+function savedKeys(peft: PeftModel, a: Adapter, fls = layouts(a)): Map<string, Where> {
   const keys = new Map<string, Where>();
   for (const s of a.shared.specs) if (s.saved !== false) keys.set(`base_model.${s.name}`, { shared: s.name });
   for (const [path, l] of a.layers) {
-    for (const s of l.specs) if (s.saved !== false) keys.set(`${PREFIX}${path}.${s.name}`, { path, param: s.name });
+    const fl = fls.get(path);
+    if (fl) for (const t of fl.tensors) keys.set(`${PREFIX}${path}.${t.name}`, { path, file: t.name, ...t });
+    else
+      for (const s of l.specs) if (s.saved !== false) keys.set(`${PREFIX}${path}.${s.name}`, { path, param: s.name });
   }
   for (const w of a.weights.keys()) {
     const m = peft.base.modules.find((x) => x.kind !== 'embedding' && x.biasName === w && a.layers.has(x.path));
@@ -52,13 +69,14 @@ function shapeOf(a: Adapter, where: Where, layerShape: (path: string, param: str
     const sm = a.modules.get(where.module)!;
     return where.param === 'weight' ? weightShapeOf(sm.module) : [sm.bias!.length];
   }
+  if ('file' in where) return where.shape;
   return layerShape(where.path, where.param);
 }
 
-/** The host values of a saved tensor. */
+/** The host values of a saved tensor that is not part of a file layout. */
 function savedValue(
   a: Adapter,
-  where: Where,
+  where: Exclude<Where, { file: string }>,
   layerValues: (path: string) => Record<string, Float32Array>,
 ): Float32Array {
   if ('shared' in where) return a.shared.values[where.shared];
@@ -97,7 +115,8 @@ export async function saveAdapter(
   };
   let layerValues = (path: string) => a.layers.get(path)!.values;
   let layerShape = (path: string, param: string) => a.layers.get(path)!.specs.find((s) => s.name === param)!.shape;
-  if (opts.convertToBase && a.bases.size > 0) {
+  const converting = opts.convertToBase === true && a.bases.size > 0;
+  if (converting) {
     const convert = a.method.convertToBase;
     if (!convert)
       throw new LorakitError(
@@ -125,9 +144,20 @@ export async function saveAdapter(
         .find((s) => s.name === param)!.shape;
     };
   }
-  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
-  for (const [key, where] of savedKeys(peft, a)) {
-    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: savedValue(a, where, layerValues) };
+  const tensors: Record<string, { dtype: FileDType; shape: number[]; data: FileData }> = {};
+  const fls = converting ? new Map<string, FileLayout<any, any>>() : layouts(a); // a converted LoRA has none
+  const encoded = new Map<string, Record<string, FileData>>();
+  for (const [key, where] of savedKeys(peft, a, fls)) {
+    if ('file' in where) {
+      if (!encoded.has(where.path)) {
+        const l = a.layers.get(where.path)!;
+        const v = { layer: l.info, settings: l.settings, config: a.config, p: l.values, shared: a.shared.values };
+        encoded.set(where.path, fls.get(where.path)!.encode(v));
+      }
+      tensors[key] = { dtype: where.dtype, shape: where.shape, data: encoded.get(where.path)![where.file] };
+    } else {
+      tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: savedValue(a, where, layerValues) };
+    }
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;
@@ -198,12 +228,49 @@ export async function loadAdapter(
   }
 }
 
+/** Throws LK_FILE_INVALID naming the tensor when `v` holds a NaN or an infinity. */
+function checkFinite(v: ArrayLike<number>, key: string, file: string): void {
+  for (let i = 0; i < v.length; i++) {
+    if (Number.isFinite(v[i])) continue;
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${file}: tensor ${key} holds a non-finite value (${v[i]} at index ${i}); the adapter is broken`,
+      { tensor: key },
+    );
+  }
+}
+
+/** A tensor of a file layout in float64: a float tensor as stored, an integer tensor exactly (it must be one). */
+async function readLayoutTensor(st: SafetensorsFile, key: string, dtype: FileDType, file: string) {
+  const stored = st.info(key).dtype;
+  if (dtype === 'F32') {
+    const v = await st.readAs(key, 'f64');
+    checkFinite(v, key, file);
+    return v;
+  }
+  if (!canReadAs(stored, 'i64')) {
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${file}: tensor ${key} is ${stored}; expected an integer tensor (PEFT writes ${dtype})`,
+      { tensor: key },
+    );
+  }
+  const ints = await st.readAs(key, 'i64');
+  return Float64Array.from(ints, (x) => {
+    if (x > BigInt(Number.MAX_SAFE_INTEGER) || x < -BigInt(Number.MAX_SAFE_INTEGER))
+      throw new LorakitError('LK_FILE_INVALID', `${file}: tensor ${key} holds ${x}, beyond exact integers`);
+    return Number(x);
+  });
+}
+
 /** Reads every tensor the adapter's config implies from `file` into `a`; returns the keys it did not use. */
 async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{ unused: string[] }> {
   const st = await SafetensorsFile.open(file);
   try {
-    const keys = savedKeys(peft, a);
+    const fls = layouts(a);
+    const keys = savedKeys(peft, a, fls);
     const layerShape = (path: string, param: string) => a.layers.get(path)!.specs.find((s) => s.name === param)!.shape;
+    const fileTensors = new Map<string, Record<string, Float64Array>>();
     for (const [key, where] of keys) {
       if (!st.has(key)) {
         // PEFT itself saves no bias for bias "lora_only" (it looks for `<path>.bias`, the bias is at
@@ -227,15 +294,14 @@ async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{
           `${file}: tensor ${key} has shape [${got}], but the base model needs [${want}]; was the adapter trained on another base?`,
         );
       }
-      const v = await st.readAs(key, 'f32');
-      const bad = v.findIndex((x) => !Number.isFinite(x));
-      if (bad >= 0) {
-        throw new LorakitError(
-          'LK_FILE_INVALID',
-          `${file}: tensor ${key} holds a non-finite value (${v[bad]} at index ${bad}); the adapter is broken`,
-          { tensor: key },
-        );
+      if ('file' in where) {
+        const layerFile = fileTensors.get(where.path) ?? {};
+        layerFile[where.file] = await readLayoutTensor(st, key, where.dtype, file);
+        fileTensors.set(where.path, layerFile);
+        continue;
       }
+      const v = await st.readAs(key, 'f32');
+      checkFinite(v, key, file);
       if ('weight' in where) a.weights.set(where.weight, v);
       else if ('shared' in where) a.shared.values[where.shared] = v;
       else if ('module' in where) {
@@ -245,6 +311,8 @@ async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{
         else sm.bias = v;
       } else a.layers.get(where.path)!.values[where.param] = v;
     }
+    for (const [path, layerFile] of fileTensors)
+      Object.assign(a.layers.get(path)!.values, fls.get(path)!.decode(layerFile));
     for (const sm of a.modules.values()) {
       // tied partners see the owner's freshly read arrays
       if (sm.owner !== sm.module.path)

@@ -12,6 +12,9 @@ export type {
   InitResult,
   ForwardContext,
   LayerValues,
+  FileLayout,
+  FileDType,
+  FileData,
   StepInputSpec,
   LayerUpdateRule,
   LossTerm,
@@ -25,6 +28,10 @@ export { loraGa, DEFAULT_LORA_GA_BATCHES, type LoraGaConfig } from './methods/lo
 export { dylora, type DyLoraConfig } from './methods/dylora.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
+export { tiedLora, tiedLoraFields, type TiedLoraConfig } from './methods/tied_lora.ts';
+export { vblora, vbloraFields, vbloraFactors, type VbloraConfig } from './methods/vblora.ts';
+export { unilora, uniloraFields, uniloraFactors, generateIndex, type UniloraConfig } from './methods/unilora.ts';
+export { randlora, randloraFields, type RandloraConfig } from './methods/randlora.ts';
 export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';
 export { flylora, flyloraFields, flyloraScaling, nonZerosPerRow, type FlyLoraConfig } from './methods/flylora.ts';
 export {

@@ -117,6 +117,8 @@ export interface InitContext<C, S> {
   readBase(): Promise<Float32Array>;
   /** Mean gradient of the loss with respect to the frozen weight over the calibration batches (stored layout). */
   calibrationGrad?: Float32Array;
+  /** This layer's values from the method's `jointInit` (drawn for all layers at once), when it has one. */
+  joint?: Record<string, Float32Array>;
 }
 
 /** What `initShared` gets: the targeted layers in model order. */
@@ -124,6 +126,29 @@ export interface SharedInitContext<C> {
   config: C;
   layers: readonly LayerInfo[];
   rng: Rng;
+}
+
+/** Element types a method may write to adapter files (safetensors' names). */
+export type FileDType = 'F32' | 'I64' | 'I32' | 'I16' | 'U8';
+
+/** The typed array that holds a file tensor's values when it is written. */
+export type FileData = Float32Array | BigInt64Array | Int32Array | Int16Array | Uint8Array;
+
+/**
+ * How one layer's tensors are written to adapter files and read back, when that is not one F32 tensor per saved
+ * ParamSpec: VB-LoRA's save_only_topk_weights keeps each logits tensor as its top-k indices and weights, RandLoRA
+ * writes the per-layer copies of the shared bases PEFT expects, Uni-LoRA's index maps are int64 there. The listed
+ * tensors (keys `<module path>.<name>`) replace the layer's saved ParamSpecs in files.
+ */
+export interface FileLayout<C, S> {
+  tensors: { name: string; shape: number[]; dtype: FileDType }[];
+  /** The file's tensors from the layer's values, each in the typed array of its dtype. */
+  encode(v: LayerValues<C, S>): Record<string, FileData>;
+  /**
+   * The layer's values from the file's tensors (as read: float tensors and exact integers, in float64); the values
+   * it leaves out keep what the initialiser gave them.
+   */
+  decode(file: Record<string, Float64Array>): Record<string, Float32Array>;
 }
 
 /** What forward() gets: the layer input, the frozen layer's output, and this adapter's tensors as graph tensors. */
@@ -300,6 +325,16 @@ export interface AdapterMethod<C = any, S = any> {
   shared?(config: C, layers: readonly LayerInfo[]): ParamSpec[];
   /** Initial values of the shared tensors. */
   initShared?(ctx: SharedInitContext<C>): Promise<Record<string, Float32Array>>;
+  /**
+   * Per-layer values drawn for all targeted layers together, by layer path (Uni-LoRA's balanced assignment of every
+   * LoRA entry of the model to an entry of θ): each layer's `init` receives its own as `ctx.joint`.
+   */
+  jointInit?(ctx: SharedInitContext<C>): Promise<Map<string, Record<string, Float32Array>>>;
+  /**
+   * The layer's tensors in adapter files when they are not its saved ParamSpecs as F32, or null (the default);
+   * `shared` are the adapter's model-level tensors (a layout may write per-layer copies of them, as PEFT's RandLoRA).
+   */
+  fileLayout?(layer: LayerInfo, settings: S, config: C, shared: readonly ParamSpec[]): FileLayout<C, S> | null;
   /** Per-step host inputs (DyLoRA's sampled rank, LoRA-Pro's r×r decompositions). */
   stepInputs?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): StepInputSpec<C>[];
   /** A per-layer update rule replacing the optimizer for this method's trainable tensors. */

@@ -119,6 +119,7 @@ export class PeftModel {
     const sharedValues =
       (await method.initShared?.({ config, layers: infos, rng: new Rng(seedFrom(seed, '#shared')) })) ?? {};
     checkValues(method, 'shared tensors', sharedSpecs, sharedValues);
+    const joint = await method.jointInit?.({ config, layers: infos, rng: new Rng(seedFrom(seed, '#joint')) });
     const calibration = method.calibration?.(config) ?? null;
     let grads: Map<string, Float32Array> | null = null;
     if (calibration) {
@@ -155,6 +156,7 @@ export class PeftModel {
         rng: new Rng(seedFrom(seed, info.path)),
         readBase: () => this.frozenWeight(m.weightName),
         calibrationGrad: grads?.get(info.path),
+        joint: joint?.get(info.path),
       });
       checkValues(method, info.path, specs, r.values);
       if (r.base) {

@@ -281,7 +281,11 @@ test('an absurd position count is refused before any table is built (max_positio
     /max_position_embeddings.*16777216/,
   );
   assert.equal(
-    parseModelConfig({ ...base, max_position_embeddings: 131072 }, 'config.json').max_position_embeddings,
+    (
+      parseModelConfig({ ...base, max_position_embeddings: 131072 }, 'config.json') as {
+        max_position_embeddings: number;
+      }
+    ).max_position_embeddings,
     131072,
   );
 });

@@ -44,3 +44,21 @@ test("seeds are taken as torch takes them: the low 32 bits of the uint64 (negati
   assert.deepEqual(uniform(2 ** 32 + 3, 10, -1, 1), uniform(3, 10, -1, 1));
   assert.deepEqual(uniform(2n ** 64n - 1n, 4, 0, 1), uniform(-1, 4, 0, 1));
 });
+
+test('bfloat16 uniform_ equals torch: 8 bits of one draw per value, rounded to bfloat16', () => {
+  const b = 1 / Math.sqrt(64);
+  assert.deepEqual(
+    [...new TorchGenerator(3).uniformBfloat16(10, -b, b)],
+    [
+      -0.021484375, 0.0234375, 0.1181640625, 0.0029296875, 0.0546875, 0.0703125, -0.125, -0.1044921875, 0.1220703125,
+      0.0185546875,
+    ],
+  );
+  // kaiming_uniform_(empty((4, 1, 5), dtype=bfloat16), a=√5): fan_in 1·5, bound 1/√5 (PEFT's RandLoRA bases)
+  const k = new TorchGenerator(0).uniformBfloat16(20, -1 / Math.sqrt(5), 1 / Math.sqrt(5));
+  assert.deepEqual(
+    [...k.subarray(0, 6)],
+    [0.1533203125, -0.283203125, -0.038330078125, 0.2236328125, -0.212890625, 0.4296875],
+  );
+  assert.deepEqual([...k.subarray(16)], [-0.1396484375, 0.0419921875, -0.244140625, 0.2275390625]);
+});

@@ -100,6 +100,29 @@ export const CASES: Case[] = [
     surrogate: ['a', 'b'],
   },
   { entries: ['vera'], config: { peft_type: 'VERA', r: 3, target_modules: LINEAR_ALL }, identity: 'exact' },
+  // one A, B pair for layers 6→5, 5→6 and 6→4 (sliced), trained with every layer's u and v
+  {
+    entries: ['tied_lora'],
+    config: { peft_type: 'TIED_LORA', r: 3, lora_alpha: 6, target_modules: LINEAR_ALL },
+    identity: 'exact',
+  },
+  // vector_length 1 divides every toy layer; the bank and the logits train (ΔW ≠ 0 at init, as in the paper)
+  {
+    entries: ['vblora'],
+    config: { peft_type: 'VBLORA', r: 2, num_vectors: 5, vector_length: 1, topk: 2, target_modules: LINEAR_ALL },
+    identity: 'none',
+  },
+  {
+    entries: ['unilora'],
+    config: { peft_type: 'UNILORA', r: 2, theta_d_length: 7, target_modules: LINEAR_ALL },
+    identity: 'none',
+  },
+  // min(in, out) = out on layer 0 and c_fc, = in on layer 1: both of PEFT's orientations
+  {
+    entries: ['randlora'],
+    config: { peft_type: 'RANDLORA', r: 2, randlora_alpha: 4, target_modules: LINEAR_ALL },
+    identity: 'exact',
+  },
   {
     // the update rule replaces the optimizer for every adapted layer (B = 0 at init: its first step takes the guard)
     entries: ['lora', 'lora_pro'],

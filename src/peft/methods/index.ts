@@ -11,6 +11,10 @@ import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
 import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
+import { randlora } from './randlora.ts';
+import { tiedLora } from './tied_lora.ts';
+import { unilora } from './unilora.ts';
+import { vblora } from './vblora.ts';
 import { vera } from './vera.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
@@ -23,5 +27,9 @@ export const REGISTRY: readonly RegistryEntry[] = [
   loraPro,
   maskTarget,
   vera,
+  tiedLora,
+  vblora,
+  unilora,
+  randlora,
   flylora,
 ];
