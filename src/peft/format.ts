@@ -76,7 +76,8 @@ export interface SaveAdapterOptions {
   baseModel?: string | null;
   /**
    * For an adapter whose initialiser replaced frozen weights (PiSSA, OLoRA): save it as a plain LoRA of the
-   * untouched base (PEFT's `path_initial_model_for_weight_conversion`), so it loads on the original model.
+   * untouched base (PEFT's `path_initial_model_for_weight_conversion`), so it loads on the original model. A method
+   * without such a conversion (LoLDU, whose loader rebuilds its residual from W0) is saved as trained.
    */
   convertToBase?: boolean;
 }
@@ -97,13 +98,8 @@ export async function saveAdapter(
   };
   let layerValues = (path: string) => a.layers.get(path)!.values;
   let layerShape = (path: string, param: string) => a.layers.get(path)!.specs.find((s) => s.name === param)!.shape;
-  if (opts.convertToBase && a.bases.size > 0) {
-    const convert = a.method.convertToBase;
-    if (!convert)
-      throw new LorakitError(
-        'LK_UNSUPPORTED',
-        `adapter "${name}" (${a.method.name}) cannot be saved as a plain LoRA of the untouched base`,
-      );
+  const convert = a.method.convertToBase;
+  if (opts.convertToBase && a.bases.size > 0 && convert) {
     const ls = [...a.layers.values()].map((l) => ({
       layer: l.info,
       settings: l.settings,
@@ -190,7 +186,7 @@ export async function loadAdapter(
       `${file} is missing (lorakit reads safetensors adapters, not adapter_model.bin)`,
     );
   }
-  const a = await peft.addAdapter(name, config, { ...add, source: join(dir, 'adapter_config.json') });
+  const a = await peft.addAdapter(name, config, { ...add, source: join(dir, 'adapter_config.json'), loading: true });
   try {
     return await readTensors(peft, a, file);
   } catch (e) {
