@@ -13,6 +13,7 @@ import { Graph, grad } from '../../src/graph/index.ts';
 import { Rng, seedFrom } from '../../src/linalg/index.ts';
 import {
   type AddAdapterOptions,
+  canMerge,
   type LayerInfo,
   type LayerKind,
   loadAdapter,
@@ -125,6 +126,21 @@ export const CASES: Case[] = [
     identity: 'close',
     add: { calibrate: toyCalibrate },
   },
+  // R ~ N(0, 1e-5²) at init: ΔW is small, not zero
+  { entries: ['lora_xs'], config: { peft_type: 'LORA_XS', r: 2, target_modules: LINEAR_ALL }, identity: 'none' },
+  {
+    entries: ['lora_xs', 'lora_sb'],
+    config: {
+      peft_type: 'LORA_XS',
+      r: 2,
+      lora_alpha: 4,
+      init_lora_weights: 'lora_sb',
+      lora_sb_config: { step_size: 0.05 },
+      target_modules: LINEAR_ALL,
+    },
+    identity: 'none',
+    add: { calibrate: toyCalibrate },
+  },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {
@@ -191,7 +207,7 @@ for (const c of CASES) {
       'a perturbed adapter changes the output',
     );
     const method = peft.get('default').method;
-    if (!method.delta) {
+    if (!canMerge(method)) {
       await assert.rejects(peft.merge(), (e: unknown) => e instanceof LorakitError && e.code === 'LK_UNSUPPORTED');
       return;
     }

@@ -7,6 +7,8 @@ import { dylora } from './dylora.ts';
 import { flylora } from './flylora.ts';
 import { lora } from './lora.ts';
 import { loraPro } from './lora_pro.ts';
+import { loraSb } from './lora_sb.ts';
+import { loraXs } from './lora_xs.ts';
 import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
 import { olora } from './olora.ts';
@@ -24,4 +26,6 @@ export const REGISTRY: readonly RegistryEntry[] = [
   maskTarget,
   vera,
   flylora,
+  loraXs,
+  loraSb,
 ];
