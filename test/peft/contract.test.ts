@@ -141,6 +141,14 @@ export const CASES: Case[] = [
     identity: 'none',
     add: { calibrate: toyCalibrate },
   },
+  // in 6 = 3 shards of 2; in 5 = 2 shards and a partial one
+  { entries: ['miss'], config: { peft_type: 'MISS', r: 2, target_modules: ['q_proj'] }, identity: 'exact' },
+  // the toy's sizes (6→5, 5→6) tile only into 1×1 blocks: W' = W·(1 + t_p) + t_p per output row, still nonlinear in W
+  {
+    entries: ['bone'],
+    config: { peft_type: 'BONE', r: 1, init_weights: 'bat', target_modules: ['q_proj'] },
+    identity: 'exact',
+  },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {

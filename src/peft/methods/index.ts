@@ -3,6 +3,7 @@
 // method, '*', last). Adding a method or a variant: one file in this folder, one line here.
 import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
+import { bone } from './bone.ts';
 import { dylora } from './dylora.ts';
 import { flylora } from './flylora.ts';
 import { lora } from './lora.ts';
@@ -11,6 +12,7 @@ import { loraSb } from './lora_sb.ts';
 import { loraXs } from './lora_xs.ts';
 import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
+import { miss } from './miss.ts';
 import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
 import { vera } from './vera.ts';
@@ -28,4 +30,6 @@ export const REGISTRY: readonly RegistryEntry[] = [
   flylora,
   loraXs,
   loraSb,
+  miss,
+  bone,
 ];
