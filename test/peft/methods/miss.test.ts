@@ -2,7 +2,8 @@
 // MiSS balance with a partial last shard, bat, mini; Bone balance and bat) against PEFT's logits, unmerged and merged,
 // and PEFT's merged bat weights; each mode's layer output against the float64 dense x·(W0 + ΔW)ᵀ + b with ΔW formed
 // on the host from the spec (D[i mod r, o]; the tiled mini block; W_{p,q}·T_p + T_p); lorakit's merged bat weight
-// through PEFT's unmerge (W' − T_p)·(I + T_p)⁻¹ gives W0 back; the random init, the counts and the refusals.
+// through PEFT's unmerge (W' − T_p)·(I + T_p)⁻¹ gives W0 back; today's PEFT saves the same MiSS files; the random
+// init, the counts and the refusals.
 // (Gradients, save/load, resume: test/peft/contract.test.ts; lorakit → PEFT: test/peft/roundtrip.test.ts.)
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -55,6 +56,16 @@ for (const c of ['llama_miss', 'llama_miss_bat', 'llama_miss_mini', 'llama_bone'
     }
   });
 }
+
+test("today's PEFT (0.21.2) saves the MiSS fixtures bit for bit as the pinned 0.18.1 did, with the same logits", () => {
+  for (const c of ['llama_miss', 'llama_miss_bat', 'llama_miss_mini']) {
+    const report = JSON.parse(readFileSync(join(FIXTURES, c, 'current.json'), 'utf8'));
+    assert.equal(report.versions.peft, '0.21.2');
+    assert.ok(report.tensors_bit_identical, c);
+    assert.deepEqual(report.config_keys_only_current, [], c);
+    for (const [k, d] of Object.entries<number>(report.max_abs_diff_vs_pinned)) assert.ok(d < 1e-5, `${c} ${k}: ${d}`);
+  }
+});
 
 const LAYERS = [
   { name: 'q_proj', kind: 'linear', inFeatures: 12, outFeatures: 8, bias: true },
