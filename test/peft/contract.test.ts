@@ -149,6 +149,8 @@ export const CASES: Case[] = [
     config: { peft_type: 'BONE', r: 1, init_weights: 'bat', target_modules: ['q_proj'] },
     identity: 'exact',
   },
+  // the residual W0 − σ·P·L_r·diag(D_r)·U_r replaces W0: identity up to rounding
+  { entries: ['loldu'], config: { peft_type: 'LOLDU', r: 2, target_modules: LINEAR_ALL }, identity: 'close' },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {

@@ -6,6 +6,7 @@ import { dora } from './dora.ts';
 import { bone } from './bone.ts';
 import { dylora } from './dylora.ts';
 import { flylora } from './flylora.ts';
+import { loldu } from './loldu.ts';
 import { lora } from './lora.ts';
 import { loraPro } from './lora_pro.ts';
 import { loraSb } from './lora_sb.ts';
@@ -32,4 +33,5 @@ export const REGISTRY: readonly RegistryEntry[] = [
   loraSb,
   miss,
   bone,
+  loldu,
 ];
