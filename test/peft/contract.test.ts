@@ -151,6 +151,8 @@ export const CASES: Case[] = [
   },
   // the residual W0 − σ·P·L_r·diag(D_r)·U_r replaces W0: identity up to rounding
   { entries: ['loldu'], config: { peft_type: 'LOLDU', r: 2, target_modules: LINEAR_ALL }, identity: 'close' },
+  // k = 5, 5, 4: r 2 scaled values and a rank-2 X·Y on the other 3 or 2; Y = 0 at init gives ΔW = 0 bit for bit
+  { entries: ['salt'], config: { peft_type: 'SALT', r: 2, r_lora: 2, target_modules: LINEAR_ALL }, identity: 'exact' },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {

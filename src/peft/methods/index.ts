@@ -16,6 +16,7 @@ import { maskTarget } from './mask_target.ts';
 import { miss } from './miss.ts';
 import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
+import { salt } from './salt.ts';
 import { vera } from './vera.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
@@ -34,4 +35,5 @@ export const REGISTRY: readonly RegistryEntry[] = [
   miss,
   bone,
   loldu,
+  salt,
 ];
