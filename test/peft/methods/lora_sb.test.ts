@@ -2,18 +2,24 @@
 // SVD is exact whatever the sketch), the model at init is W0 + s·(−η·sign(G)) — the dense float64 reference of the
 // layer output, Linear and GPT-2 Conv1D (gradient in the stored [in, out] layout) — with float32 factors, and within
 // bfloat16 rounding with the official bf16 factors (which are then bfloat16 values); the calibration is asked for
-// lora_sb_config.batches; a saved folder loads without calibration; the refusals.
+// lora_sb_config.batches; a causal-LM run: the platform's calibration gradients make an init that already lowers
+// the loss on the calibration batches (it is a first descent step), training goes on, and the Trainer's folder reloads
+// without calibration; a saved folder loads without calibration; the refusals.
 // (Gradients, save/load, resume and the count: test/peft/contract.test.ts.)
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { LorakitError } from '../../../src/errors.ts';
-import { bf16ToF32, f32ToBf16 } from '../../../src/io/index.ts';
+import { bf16ToF32, f32ToBf16, HfTokenizer } from '../../../src/io/index.ts';
 import { Rng } from '../../../src/linalg/index.ts';
-import { type LayerInfo, loadAdapter, PeftModel, saveAdapter } from '../../../src/peft/index.ts';
+import { loadModel } from '../../../src/models/index.ts';
+import { adaptable, type LayerInfo, loadAdapter, PeftModel, saveAdapter } from '../../../src/peft/index.ts';
+import { loadDataset } from '../../../src/train/data/index.ts';
+import { causalLmCalibrator, causalLmTask, train } from '../../../src/train/index.ts';
 import { assertAllclose } from '../../helpers.ts';
+import { logitsOf } from '../logits.ts';
 import { denseBase, graphOutput, referenceOutput } from './dense-layer.ts';
 
 const LAYERS = [
@@ -134,4 +140,80 @@ test('LoRA-SB refuses a config without lora_sb_config and an init without calibr
     peft.addAdapter('x', { ...CONFIG, lora_sb_config: { step_size: ETA } }),
     (e: unknown) => e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && e.message.includes('calibrate'),
   );
+});
+
+test('a causal-LM run: the init from the calibration batches already lowers their loss, trains on, reloads alone', async () => {
+  const ROOT = new URL('../../../', import.meta.url).pathname;
+  const SHARED = new URL('../../../../shared/data/', import.meta.url).pathname;
+  const dir = mkdtempSync(join(tmpdir(), 'lk-lorasb-run-'));
+  writeFileSync(join(dir, 'text.txt'), readFileSync(join(SHARED, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 6000));
+  const modelDir = join(ROOT, 'test/fixtures/models/llama');
+  const model = await loadModel(modelDir);
+  try {
+    const tokenizer = await HfTokenizer.fromDir(modelDir);
+    const data = await loadDataset(join(dir, 'text.txt'), { tokenizer, seqLen: 32, heldOut: 0.2, cacheDir: false });
+    const config = {
+      peft_type: 'LORA_XS',
+      target_modules: ['q_proj', 'v_proj', 'down_proj'],
+      r: 4,
+      init_lora_weights: 'lora_sb',
+      lora_sb_config: { step_size: 2e-3, batches: 2 },
+    };
+    const calibrate = causalLmCalibrator({ model, train: data.train, batchSize: 4, seed: 7 });
+    const peft = new PeftModel(adaptable(model));
+    await peft.addAdapter('default', config, { seed: 7, calibrate });
+    const task = causalLmTask({
+      model,
+      peft,
+      adapter: 'default',
+      train: data.train,
+      eval: data.eval,
+      batchSize: 4,
+      dataSeed: 7,
+    });
+    // the calibration batches are the run's first two: the init must already lower their loss (a descent step)
+    const calibrationLoss = async (p: PeftModel) => {
+      let [sum, count] = [0, 0];
+      for (const b of data.train.batches({ batchSize: 4, seed: 7, epochs: 1 })) {
+        if (b.position.index === 2) break;
+        const [rows, T] = b.shape;
+        const ids = Array.from({ length: rows }, (_, i) => [...b.inputIds.subarray(i * T, (i + 1) * T)].map(Number));
+        const logits = await logitsOf(model, { input_ids: ids }, { hooks: p.hooks(), overrides: p.weightOverrides() });
+        // aligned labels: position t predicts labels[t + 1] (-100: not counted); mean cross-entropy in float64
+        for (let i = 0; i < rows; i++)
+          for (let t = 0; t + 1 < T; t++) {
+            const label = Number(b.labels[i * T + t + 1]);
+            if (label < 0) continue;
+            const row = logits.subarray((i * T + t) * 384, (i * T + t + 1) * 384);
+            const max = Math.max(...row);
+            sum += Math.log(row.reduce((acc, v) => acc + Math.exp(v - max), 0)) + max - row[label];
+            count++;
+          }
+      }
+      return sum / count;
+    };
+    const [base, init] = [await calibrationLoss(new PeftModel(adaptable(model))), await calibrationLoss(peft)];
+    assert.ok(init < base - 1e-3, `loss on the calibration batches: base ${base}, LoRA-SB init ${init}`);
+    const before = (await task.evaluate!(peft.trainableValues('default'))).loss;
+    const result = await train(task, {
+      outputDir: join(dir, 'run'),
+      steps: 10,
+      lr: 2e-2,
+      evalEvery: 10,
+      progress: 'none',
+      plot: false,
+    });
+    assert.ok(result.bestEvalLoss! < before - 0.01, `held-out loss ${before} -> ${result.bestEvalLoss}`);
+    peft.setValues('default', result.params);
+    const again = new PeftModel(adaptable(model));
+    await loadAdapter(again, join(dir, 'run', 'final')); // no calibrate: A, B and R are in the folder
+    const inputs = JSON.parse(readFileSync(join(modelDir, 'expected.json'), 'utf8'));
+    assertAllclose(
+      await logitsOf(model, inputs, { hooks: again.hooks(), overrides: again.weightOverrides() }),
+      await logitsOf(model, inputs, { hooks: peft.hooks(), overrides: peft.weightOverrides() }),
+      { atol: 0, rtol: 0, what: 'the reloaded final folder' },
+    );
+  } finally {
+    await model.close();
+  }
 });
