@@ -262,6 +262,15 @@ export const CASES: Record<string, LorakitCase> = {
     },
     perturbation: MISS_PERTURBATION,
   },
+  llama_bone: {
+    base: 'llama',
+    seed: 317,
+    description: 'Bone balance (PEFT ≤ 0.18 only), r 12 (partial last shards), on k_proj and up_proj',
+    config: { peft_type: 'BONE', task_type: 'CAUSAL_LM', target_modules: ['k_proj', 'up_proj'], r: 12 },
+    perturbation: MISS_PERTURBATION,
+    expectedPeftWarning: 'Bone will be removed in v0.19.0 of PEFT',
+    currentPeftLacks: 'BONE was removed in PEFT 0.19 (MiSS replaces it)',
+  },
   llama_bone_bat: {
     base: 'llama',
     seed: 316,
