@@ -1,14 +1,15 @@
 /**
  * `npm run bench:linalg`: the host-side decompositions of adapter initialisations, timed on the shapes they meet.
  * Randomized SVD (PiSSA's pissa_niter_K, LoRA-GA) on 4096×4096 and 2048×8192 / 8192×2048 float32 weights, the exact
- * SVD on 256² and 768² (float64), and the measurement behind rsvd.ts's choice of feeding A as a graph input rather
+ * SVD on 256² and 768² (float64; SALT's init), LU with partial pivoting (LoLDU's first r pivots, and a full one on 768²),
+ * and the measurement behind rsvd.ts's choice of feeding A as a graph input rather
  * than baking it in as an initializer. A script, not a test: it prints a table and writes nothing.
  *
  *   npm run bench:linalg [-- --repeat N] [-- --quick]   (best of N runs after one first, cold run; --quick: no 768²)
  */
 import { loadavg } from 'node:os';
 import { Graph } from '../src/graph/index.ts';
-import { Rng, svd, svdLowrank } from '../src/linalg/index.ts';
+import { lu, Rng, svd, svdLowrank } from '../src/linalg/index.ts';
 import { compile } from '../src/runtime/index.ts';
 import { machine, table } from './common.ts';
 
@@ -87,6 +88,31 @@ async function svdRows(quick: boolean, repeat: number): Promise<Row[]> {
   return rows;
 }
 
+/** LoLDU's init: the first r elimination steps (O(m·n·r)) on the large shapes, and a full LU (O(n³)) on 768². */
+async function luRows(quick: boolean, repeat: number): Promise<Row[]> {
+  const rows: Row[] = [];
+  const cases: [number, number, number | undefined][] = [
+    [4096, 4096, 16],
+    [2048, 8192, 16],
+    [768, 768, undefined],
+  ];
+  for (const [m, n, steps] of quick ? cases.slice(0, 1) : cases) {
+    const a = new Rng(6).normalArray(m * n, 0.02);
+    let d0 = 0;
+    const t = await time(() => {
+      const f = lu(a, m, n, { steps });
+      d0 = f.u[0];
+    }, repeat);
+    rows.push({
+      what: steps ? `lu, first ${steps} pivots` : 'lu (full)',
+      shape: `${m}×${n} f32`,
+      ...t,
+      note: `U[0, 0] ${d0.toFixed(4)}`,
+    });
+  }
+  return rows;
+}
+
 /** The two ways to give ORT the weight: compile + first run, and a later run, for A·X and Aᵀ·Y. */
 async function feedRows(repeat: number): Promise<Row[]> {
   const [m, n, q] = [4096, 4096, 16];
@@ -127,7 +153,12 @@ async function main(): Promise<void> {
   console.log(
     `linalg bench on ${mach.cpu} (${mach.cores} cores), load ${mach.loadBefore.join(' ')}; best of ${repeat}`,
   );
-  const rows = [...(await feedRows(repeat)), ...(await rsvdRows(repeat)), ...(await svdRows(quick, repeat))];
+  const rows = [
+    ...(await feedRows(repeat)),
+    ...(await rsvdRows(repeat)),
+    ...(await svdRows(quick, repeat)),
+    ...(await luRows(quick, repeat)),
+  ];
   console.log(
     `\n${table([
       ['what', 'shape', 'first ms', 'best ms', 'note'],

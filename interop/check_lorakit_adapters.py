@@ -13,10 +13,12 @@ For every case folder (adapter_config.json, adapter_model.safetensors, inputs.js
     was dropped as unexpected and none was left at its init as missing);
   * the adapter must change the logits clearly; unmerged and merge_and_unload logits must agree (1e-4);
   * writes `peft_logits.safetensors` (`logits`, `merged_logits`, float32) and `peft.json` (versions, PEFT's resolved
-    r / alpha / scaling per wrapped module — VeRA: r, in/out features, fan_in_fan_out —, loaded keys, differences),
+    r / alpha / scaling per wrapped module — VeRA: r, in/out features, fan_in_fan_out; MiSS and Bone: r, mode,
+    mini_r —, loaded keys, differences),
     both deterministic; under the current version set (`--versions current`, interop/README.md)
     `peft_current_logits.safetensors` and `peft_current.json` instead, the JSON also holding the largest difference
     from the pinned set's logits when those are there.
+A folder whose peft_type the installed PEFT lacks (BONE, removed in PEFT 0.19) is skipped with a note.
 Exits non-zero with `check_lorakit_adapters: FAILED: ...` on any problem.
 """
 
@@ -38,12 +40,13 @@ from common import (
     merged_logits,
     run,
     setup,
+    shard_layers,
     vera_layers,
     versions,
 )
 
 import torch
-from peft import PeftModel
+from peft import PeftModel, PeftType
 from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -104,7 +107,8 @@ def check_case(folder, version_set):
         check(tuple(state[k].shape) == tuple(t.shape), f"{case}: {k} has shape {tuple(t.shape)}, PEFT's is {tuple(state[k].shape)}")
         check(torch.equal(state[k].cpu(), t), f"{case}: {k} differs after PEFT loaded it")
 
-    layers = vera_layers(pm) if config["peft_type"] == "VERA" else lora_layers(pm, number=f32)
+    kind = config["peft_type"]
+    layers = vera_layers(pm) if kind == "VERA" else shard_layers(pm) if kind in ("MISS", "BONE") else lora_layers(pm, number=f32)
     check(layers, f"{case}: PEFT wrapped no layer")
     logits = forward(pm, inputs)
     vs_base = adapter_effect(logits, base_logits, seqcls, case)
@@ -142,6 +146,11 @@ def main(argv=None):
     check(folders, f"no case folders under {CASES_DIR}; run scripts/make-lorakit-adapters.ts first")
     for folder in folders:
         check((folder / "adapter_config.json").is_file(), f"{folder}: adapter_config.json missing")
+        peft_type = json.loads((folder / "adapter_config.json").read_text())["peft_type"]
+        if peft_type not in PeftType.__members__:
+            # BONE left PEFT in 0.19: the current set cannot load it (the roundtrip test then skips that comparison)
+            print(f"peft   {folder.name:22s} skipped: this PEFT has no peft_type {peft_type}", flush=True)
+            continue
         info = check_case(folder, args.versions)
         print(
             f"peft   {info['case']:22s} ok  {len(info['loaded_tensors'])} tensors, {len(info['peft_layers'])} layers"

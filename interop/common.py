@@ -187,3 +187,23 @@ def vera_layers(model):
                 "fan_in_fan_out": bool(mod.fan_in_fan_out),
             }
     return dict(sorted(out.items()))
+
+
+def shard_layers(model):
+    """Module path (as in the base model) -> kind, in/out features, r, mode and mini_r of each MiSS (or Bone) layer, as
+    PEFT resolved them (mode is PEFT's miss_fn / bone_fn: the config's init_weights)."""
+    out = {}
+    for name, mod in model.named_modules():
+        for prefix in ("miss", "bone"):
+            rs = getattr(mod, f"{prefix}_r", None)
+            if isinstance(rs, dict) and "default" in rs:
+                mode = getattr(mod, f"{prefix}_fn")
+                out[name.replace("base_model.model.", "", 1)] = {
+                    "kind": type(mod.get_base_layer()).__name__,
+                    "in_features": int(mod.in_features),
+                    "out_features": int(mod.out_features),
+                    "r": int(rs["default"]),
+                    "mode": mode if isinstance(mode, str) else bool(mode),
+                    "mini_r": int(getattr(mod, f"{prefix}_mini_r", {}).get("default", 0)),
+                }
+    return dict(sorted(out.items()))

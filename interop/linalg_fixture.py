@@ -1,5 +1,6 @@
 """Reference decompositions from torch for lorakit's linalg tests: torch.linalg.qr (LAPACK geqrf/orgqr, whose signs
-lorakit's Householder QR reproduces) and torch.svd_lowrank (the randomized SVD behind PEFT's
+lorakit's Householder QR reproduces), torch.linalg.lu (LAPACK getrf, whose row pivots lorakit's LU reproduces, ties
+included: getrf takes the first row of largest |value|) and torch.svd_lowrank (the randomized SVD behind PEFT's
 `init_lora_weights="pissa_niter_K"` and LoRA-GA), with the Gaussian sketch it drew recorded, so lorakit can feed the
 same sketch and must then agree up to rounding (and column signs of the final small SVD, which come from LAPACK).
 
@@ -74,6 +75,13 @@ def qr_case(torch, name, a):
     return {"name": name, "m": a.shape[0], "n": a.shape[1], "a": rows(a), "q": rows(q), "r": rows(r)}
 
 
+def lu_case(torch, name, a):
+    p, l, u = torch.linalg.lu(a)
+    check(torch.allclose(p @ l @ u, a, atol=1e-12), f"{name}: P·L·U != A")
+    order = [int(i) for i in torch.argmax(p, dim=0)]  # row j of L·U is row order[j] of A (P[order[j], j] = 1)
+    return {"name": name, "m": a.shape[0], "n": a.shape[1], "a": rows(a), "rows": order, "l": rows(l), "u": rows(u)}
+
+
 def main():
     setup("torch")
     import torch
@@ -84,6 +92,13 @@ def main():
         qr_case(torch, "wide 4x7", torch.randn(4, 7, generator=g, dtype=torch.float64)),
         qr_case(torch, "square 5x5 with a negative leading entry", -torch.rand(5, 5, generator=g, dtype=torch.float64)),
     ]
+    ties = torch.tensor([[1.0, 2.0, 0.0, 1.0], [-2.0, 1.0, 3.0, 0.0], [2.0, -1.0, 1.0, 2.0], [0.0, 0.0, 2.0, -2.0]])
+    lus = [
+        lu_case(torch, "tall 9x5", torch.randn(9, 5, generator=g, dtype=torch.float64)),
+        lu_case(torch, "wide 5x9", torch.randn(5, 9, generator=g, dtype=torch.float64)),
+        lu_case(torch, "square 4x4 with tied pivots", ties.to(torch.float64)),
+        lu_case(torch, "singular 5x4 (a zero column)", torch.randn(5, 4, generator=g, dtype=torch.float64) * torch.tensor([1.0, 0.0, 1.0, 1.0], dtype=torch.float64)),
+    ]
     gap = [8.0, 6.0, 5.0, 4.0, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001]
     lowrank = [
         lowrank_case(torch, "tall f64", spectrum_matrix(torch, 20, 12, gap, torch.float64, 1), 4, 2, 11),
@@ -91,7 +106,7 @@ def main():
         lowrank_case(torch, "pissa_niter_4-like f32", spectrum_matrix(torch, 32, 24, gap, torch.float32, 3), 4, 4, 13),
     ]
     OUT.mkdir(parents=True, exist_ok=True)
-    doc = {"torch": torch.__version__.split("+")[0], "qr": qrs, "svd_lowrank": lowrank}
+    doc = {"torch": torch.__version__.split("+")[0], "qr": qrs, "svd_lowrank": lowrank, "lu": lus}
     (OUT / "torch.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(f"wrote {OUT / 'torch.json'}")
 

@@ -32,7 +32,14 @@ export interface LorakitCase {
   mergeRefused?: boolean;
   /** Saved with `convertToBase` (a PiSSA/OLoRA adapter written as the rank-2r LoRA of the untouched base). */
   convertToBase?: boolean;
+  /** How `perturb` moved this case's tensors, when PERTURBATION does not say it (inputs.json). */
+  perturbation?: string;
+  /** Why today's PEFT (the "current" version set) cannot load this case, which its check then skips. */
+  currentPeftLacks?: string;
 }
+
+const MISS_PERTURBATION =
+  'miss_block / bone_block (0 at init) += N(0, 0.05); one lorakit Rng per tensor, seeded by seedFrom(case seed, tensor key)';
 
 const LLAMA_ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
 
@@ -221,6 +228,64 @@ export const CASES: Record<string, LorakitCase> = {
       fan_in_fan_out: true,
     },
   },
+  llama_miss: {
+    base: 'llama',
+    seed: 313,
+    description: 'MiSS balance, r 12 (a partial last shard on in 64 and 128), on q_proj, v_proj, down_proj',
+    config: { peft_type: 'MISS', task_type: 'CAUSAL_LM', target_modules: ['q_proj', 'v_proj', 'down_proj'], r: 12 },
+    perturbation: MISS_PERTURBATION,
+  },
+  llama_miss_bat: {
+    base: 'llama',
+    seed: 314,
+    description: 'MiSS "bat" (W + W·T + T blockwise, nonlinear in W), r 16, on q_proj, k_proj, up_proj, down_proj',
+    config: {
+      peft_type: 'MISS',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'k_proj', 'up_proj', 'down_proj'],
+      r: 16,
+      init_weights: 'bat',
+    },
+    perturbation: MISS_PERTURBATION,
+  },
+  llama_miss_mini: {
+    base: 'llama',
+    seed: 315,
+    description: 'MiSS "mini", r 8, mini_r 16 (the [8, 16] block tiled along out), on v_proj and up_proj',
+    config: {
+      peft_type: 'MISS',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['v_proj', 'up_proj'],
+      r: 8,
+      mini_r: 16,
+      init_weights: 'mini',
+    },
+    perturbation: MISS_PERTURBATION,
+  },
+  llama_bone: {
+    base: 'llama',
+    seed: 317,
+    description: 'Bone balance (PEFT ≤ 0.18 only), r 12 (partial last shards), on k_proj and up_proj',
+    config: { peft_type: 'BONE', task_type: 'CAUSAL_LM', target_modules: ['k_proj', 'up_proj'], r: 12 },
+    perturbation: MISS_PERTURBATION,
+    expectedPeftWarning: 'Bone will be removed in v0.19.0 of PEFT',
+    currentPeftLacks: 'BONE was removed in PEFT 0.19 (MiSS replaces it)',
+  },
+  llama_bone_bat: {
+    base: 'llama',
+    seed: 316,
+    description: 'Bone "bat" (PEFT ≤ 0.18 only), r 16, on q_proj and o_proj',
+    config: {
+      peft_type: 'BONE',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'o_proj'],
+      r: 16,
+      init_weights: 'bat',
+    },
+    perturbation: MISS_PERTURBATION,
+    expectedPeftWarning: 'Bone will be removed in v0.19.0 of PEFT',
+    currentPeftLacks: 'BONE was removed in PEFT 0.19 (MiSS replaces it)',
+  },
 };
 
 export const PERTURBATION =
@@ -280,7 +345,7 @@ export async function makeCase(name: string, dir: string): Promise<void> {
       description: c.description,
       base_model: baseRel,
       seed: c.seed,
-      perturbation: PERTURBATION,
+      perturbation: c.perturbation ?? PERTURBATION,
       ...(c.expectedPeftWarning ? { expected_peft_warning: c.expectedPeftWarning } : {}),
       ...(await inputsOf(c)),
     };

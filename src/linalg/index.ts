@@ -1,5 +1,5 @@
-// linalg/: host-side matrix helpers, seeded random initialisers (lorakit's own, torch's CPU stream, numpy's default_rng) and the decompositions of initialisations
-// (QR, symmetric eigen, SVD, randomized SVD).
+// linalg/: host-side matrix helpers, seeded random initialisers (lorakit's own, torch's CPU stream, numpy's default_rng) and the
+// decompositions of initialisations (QR, symmetric eigen, SVD, randomized SVD, LU).
 export { matmul, transpose, rowNorms, axpy } from './matrix.ts';
 export { Rng, seedFrom, kaimingUniformBound, mulberry32, mulberry32Step } from './random.ts';
 export type { RealArray } from './dense.ts';
@@ -13,6 +13,7 @@ export {
   type SylvesterOptions,
 } from './eig.ts';
 export { svd, type Svd } from './svd.ts';
+export { lu, type Lu, type LuOptions } from './lu.ts';
 export { svdLowrank, type SvdLowrankOptions } from './rsvd.ts';
 export { TorchGenerator, roundBf16, roundBf16Array } from './torch-random.ts';
 export { NumpyGenerator } from './numpy-random.ts';

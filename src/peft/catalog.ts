@@ -5,7 +5,7 @@
  * Not here: the registry itself (methods/index.ts, registry.ts).
  */
 import { LorakitError } from '../errors.ts';
-import { configSchema, methods, resolveConfig, savedType, variantsOf } from './registry.ts';
+import { canMerge, configSchema, methods, resolveConfig, savedType, variantsOf } from './registry.ts';
 import type { AdapterMethod, MethodVariant, RegistryEntry } from './method.ts';
 import { type AdaptableBase, targetLayers } from './model.ts';
 import { REGISTRY } from './methods/index.ts';
@@ -34,9 +34,10 @@ function fieldsOf(method: AdapterMethod, common: Record<string, unknown>): Recor
   return Object.fromEntries(Object.entries(common).filter(([k]) => k in known));
 }
 
-/** How PEFT spells a variant's selection, when the selecting field is one of PEFT's own. */
-function peftName(e: RegistryEntry): string | null {
+/** How PEFT spells a variant's selection, when the selecting field is one of PEFT's own (of a method PEFT has). */
+function peftName(e: RegistryEntry, of: AdapterMethod | null = null): string | null {
   if (!('of' in e)) return e.peftType;
+  if (of?.peftType === null) return null; // LoRA-SB's init_lora_weights belongs to LoRA-XS, which PEFT lacks
   const [field, value] = Object.entries(e.selectedBy)[0];
   const own = ['use_dora', 'init_lora_weights'];
   return own.includes(field) ? `${field}: ${JSON.stringify(value)}` : null;
@@ -74,7 +75,7 @@ export function methodCatalog(base: AdaptableBase | null, common: Record<string,
       paper: m.paper,
       peft: peftName(m),
       selectedBy: { peft_type: savedType(m) },
-      merges: m.delta ? true : (m.unmergeable ?? 'no merge rule'),
+      merges: canMerge(m) ? true : (m.unmergeable ?? 'no merge rule'),
       trainable: count(m, {}),
     });
     for (const v of variantsOf(m, REGISTRY)) {
@@ -86,13 +87,13 @@ export function methodCatalog(base: AdaptableBase | null, common: Record<string,
 }
 
 function variantRow(m: AdapterMethod, v: MethodVariant, trainable: CatalogRow['trainable']): CatalogRow {
-  const merges = v.unmergeable ?? (m.delta ? true : (m.unmergeable ?? 'no merge rule'));
+  const merges = v.unmergeable ?? (canMerge(m) ? true : (m.unmergeable ?? 'no merge rule'));
   return {
     name: v.name,
     kind: 'variant',
     of: v.of === '*' ? 'every method' : v.of.join(', '),
     paper: v.paper,
-    peft: peftName(v),
+    peft: peftName(v, m),
     selectedBy: v.selectedBy,
     merges,
     trainable,

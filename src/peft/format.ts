@@ -94,7 +94,8 @@ export interface SaveAdapterOptions {
   baseModel?: string | null;
   /**
    * For an adapter whose initialiser replaced frozen weights (PiSSA, OLoRA): save it as a plain LoRA of the
-   * untouched base (PEFT's `path_initial_model_for_weight_conversion`), so it loads on the original model.
+   * untouched base (PEFT's `path_initial_model_for_weight_conversion`), so it loads on the original model. A method
+   * without such a conversion (LoLDU, whose loader rebuilds its residual from W0) is saved as trained.
    */
   convertToBase?: boolean;
 }
@@ -115,14 +116,10 @@ export async function saveAdapter(
   };
   let layerValues = (path: string) => a.layers.get(path)!.values;
   let layerShape = (path: string, param: string) => a.layers.get(path)!.specs.find((s) => s.name === param)!.shape;
-  const converting = opts.convertToBase === true && a.bases.size > 0;
+  const convert = a.method.convertToBase;
+  // only methods with a conversion convert (LoLDU has none and is saved as trained; see docs/decisions.md)
+  const converting = opts.convertToBase === true && a.bases.size > 0 && convert !== undefined;
   if (converting) {
-    const convert = a.method.convertToBase;
-    if (!convert)
-      throw new LorakitError(
-        'LK_UNSUPPORTED',
-        `adapter "${name}" (${a.method.name}) cannot be saved as a plain LoRA of the untouched base`,
-      );
     const ls = [...a.layers.values()].map((l) => ({
       layer: l.info,
       settings: l.settings,
@@ -131,7 +128,7 @@ export async function saveAdapter(
       shared: a.shared.values,
       initial: l.initial!,
     }));
-    const converted = convert(a.config, ls);
+    const converted = convert!(a.config, ls);
     const resolved = resolveConfig(converted.config, `adapter "${name}" converted config`);
     config = { ...savedConfig(resolved), peft_type: savedType(resolved.base), inference_mode: true };
     // tensors the conversion leaves alone keep their values: DoRA's magnitude stays exact, since
@@ -219,7 +216,7 @@ export async function loadAdapter(
       `${file} is missing (lorakit reads safetensors adapters, not adapter_model.bin)`,
     );
   }
-  const a = await peft.addAdapter(name, config, { ...add, source: join(dir, 'adapter_config.json') });
+  const a = await peft.addAdapter(name, config, { ...add, source: join(dir, 'adapter_config.json'), loading: true });
   try {
     return await readTensors(peft, a, file);
   } catch (e) {

@@ -119,6 +119,13 @@ export interface InitContext<C, S> {
   calibrationGrad?: Float32Array;
   /** This layer's values from the method's `jointInit` (drawn for all layers at once), when it has one. */
   joint?: Record<string, Float32Array>;
+  /**
+   * true when a saved adapter is being loaded (loadAdapter): every saved tensor is then read from the file right after
+   * (a missing one is an error), so an initialiser that replaces no weight may skip its decomposition and return
+   * placeholders of the right sizes (LoRA-XS's SVD, SALT's). A base-replacing initialiser must still compute the
+   * weight it replaces (LoLDU's residual).
+   */
+  loading?: boolean;
 }
 
 /** What `initShared` gets: the targeted layers in model order. */
@@ -305,7 +312,7 @@ export interface AdapterMethod<C = any, S = any> {
    * against the tensors actually made).
    */
   trainableCount(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): number;
-  /** ΔW in the stored weight's layout (W0 + ΔW is the merged weight); absent when the method cannot merge. */
+  /** ΔW in the stored weight's layout (W0 + ΔW is the merged weight); absent when it cannot merge or needs W0. */
   delta?(v: LayerValues<C, S>): Float32Array;
   /** Why the method cannot merge, when it cannot (merge and export refuse with this reason). */
   unmergeable?: string;
@@ -319,7 +326,10 @@ export interface AdapterMethod<C = any, S = any> {
    * r); runs when the adapter is added, before any initialiser; `source` names the config in errors.
    */
   checkLayer?(layer: LayerInfo, settings: S, config: C, source: string): void;
-  /** The merged weight when it is not W0 + ΔW (`w0` is the current frozen weight, stored layout). */
+  /**
+   * The merged weight when it is not W0 + ΔW (`w0` is the current frozen weight, stored layout). A method with
+   * `merge` and no `delta` merges too (MiSS's "bat" mode: W0 + W0·T + T blockwise, no ΔW without W0).
+   */
   merge?(v: LayerValues<C, S>, w0: Float32Array): Float32Array;
   /** Model-level tensors, sized from all targeted layers (VeRA's shared projections). Saved as `base_model.<name>`. */
   shared?(config: C, layers: readonly LayerInfo[]): ParamSpec[];
@@ -341,8 +351,12 @@ export interface AdapterMethod<C = any, S = any> {
   update?: LayerUpdateRule<C, S>;
   /** Extra loss terms. */
   lossTerms?(config: C): LossTerm<C>[];
-  /** Whether the initialiser needs calibration gradients of the frozen weights (LoRA-GA); how many batches. */
-  calibration?(config: C): { batches: number } | null;
+  /**
+   * Whether the initialiser needs calibration gradients of the frozen weights (LoRA-GA); how many batches. `loading`
+   * is true when a saved adapter is being loaded: a method that needs the gradients only for saved tensors (LoRA-SB)
+   * returns null then, so a folder loads without data.
+   */
+  calibration?(config: C, loading: boolean): { batches: number } | null;
   /** The intermediate values variants of this method receive in `forward` (LoRA: its own term s·B(A(x̃))). */
   parts?(ctx: ForwardContext<C, S>): Record<string, Tensor>;
   /**
@@ -398,7 +412,7 @@ export interface MethodVariant<C = any, S = any> {
   stepInputs?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): StepInputSpec<C>[];
   update?: LayerUpdateRule<C, S>;
   lossTerms?(config: C): LossTerm<C>[];
-  calibration?(config: C): { batches: number } | null;
+  calibration?(config: C, loading: boolean): { batches: number } | null;
 }
 
 /** A registry entry. */

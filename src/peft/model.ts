@@ -12,7 +12,7 @@ import { AdapterBinding, type BindOptions } from './binding.ts';
 import { isTargeted, noLayersError, noTargetsError, type Targeting } from './config.ts';
 import { layerInfo, unsupportedLayer } from './layers.ts';
 import type { AdapterMethod, LayerInfo, ParamSpec, StepInputSpec } from './method.ts';
-import { mergedWeight, type Resolved, resolveConfig } from './registry.ts';
+import { canMerge, mergedWeight, type Resolved, resolveConfig } from './registry.ts';
 
 /** What the adapter framework needs from a base model. */
 export interface AdaptableBase {
@@ -88,6 +88,8 @@ export interface AddAdapterOptions {
   source?: string;
   /** Mean gradients of the loss with respect to these frozen weights (stored layout) over `batches` batches. */
   calibrate?: (layers: readonly LayerInfo[], batches: number) => Promise<Map<string, Float32Array>>;
+  /** The saved values are read right after (loadAdapter sets it): initialisers may skip work (InitContext.loading). */
+  loading?: boolean;
 }
 
 export class PeftModel {
@@ -120,7 +122,8 @@ export class PeftModel {
       (await method.initShared?.({ config, layers: infos, rng: new Rng(seedFrom(seed, '#shared')) })) ?? {};
     checkValues(method, 'shared tensors', sharedSpecs, sharedValues);
     const joint = await method.jointInit?.({ config, layers: infos, rng: new Rng(seedFrom(seed, '#joint')) });
-    const calibration = method.calibration?.(config) ?? null;
+    const loading = opts.loading ?? false;
+    const calibration = method.calibration?.(config, loading) ?? null;
     let grads: Map<string, Float32Array> | null = null;
     if (calibration) {
       if (!opts.calibrate) {
@@ -157,6 +160,7 @@ export class PeftModel {
         readBase: () => this.frozenWeight(m.weightName),
         calibrationGrad: grads?.get(info.path),
         joint: joint?.get(info.path),
+        loading,
       });
       checkValues(method, info.path, specs, r.values);
       if (r.base) {
@@ -433,7 +437,7 @@ export class PeftModel {
     const refuse = (why: string) => {
       throw new LorakitError('LK_UNSUPPORTED', `adapter "${a.name}" (${m.name}) cannot be merged: ${why}`);
     };
-    if (!m.delta) refuse(m.unmergeable ?? 'it has no merge rule');
+    if (!canMerge(m)) refuse(m.unmergeable ?? 'it has no merge rule');
     for (const l of a.layers.values()) {
       const why = m.unmergeableLayer?.(l.info, l.settings, a.config) ?? null;
       if (why !== null) refuse(`${l.info.path}: ${why}; the adapter works unmerged`);

@@ -121,6 +121,12 @@ export function savedConfig(r: Pick<Resolved, 'base' | 'config'>, registry = REG
   return Object.fromEntries(Object.entries(r.config).filter(([k, v]) => !drop.has(k) && v !== undefined));
 }
 
+/**
+ * Whether a method can merge: it has a ΔW, or a merged weight that is not W0 + ΔW (MiSS's "bat" mode, nonlinear in
+ * W0, has only the latter).
+ */
+export const canMerge = (m: AdapterMethod): boolean => m.delta !== undefined || m.merge !== undefined;
+
 /** The one hook among `hooks` (named by their owners), or an error when two entries both define it. */
 function single<T>(what: string, owners: readonly { name: string; hook: T | undefined }[]): T | undefined {
   const defined = owners.filter((o) => o.hook !== undefined);
@@ -175,10 +181,10 @@ export function compose(method: AdapterMethod, variants: readonly MethodVariant[
       method.trainableCount(c, ls) + variants.reduce((n, v) => n + (v.trainableCount?.(c, ls) ?? 0), 0),
     stepInputs: (c, ls) => all.flatMap((e): StepInputSpec<any>[] => e.stepInputs?.(c, ls) ?? []),
     lossTerms: (c) => all.flatMap((e): LossTerm<any>[] => e.lossTerms?.(c) ?? []),
-    calibration: (c) =>
+    calibration: (c, loading) =>
       single(
         'calibration',
-        all.map((e) => ({ name: e.name, hook: e.calibration?.(c) ?? undefined })),
+        all.map((e) => ({ name: e.name, hook: e.calibration?.(c, loading) ?? undefined })),
       ) ?? null,
     update,
     checkLayer(layer, s, c, source) {
@@ -188,11 +194,12 @@ export function compose(method: AdapterMethod, variants: readonly MethodVariant[
       all.map((e) => e.unmergeableLayer?.(layer, s, c) ?? null).find((why) => why !== null) ?? null,
   };
   if (unmergeable) composed.unmergeable = `${unmergeable.name}: ${unmergeable.unmergeable}`;
-  if (unmergeable || !method.delta) {
+  if (unmergeable || !canMerge(method)) {
     delete composed.delta;
     delete composed.merge;
   } else if (merge) {
     const delta = method.delta;
+    if (!delta) throw new Error(`internal: a variant replaces the merge of ${method.name}, which has no ΔW to give it`);
     composed.merge = (v, w0) => merge(v, w0, delta(v));
   }
   return composed;
@@ -200,8 +207,8 @@ export function compose(method: AdapterMethod, variants: readonly MethodVariant[
 
 /** The merged weight of one layer: the method's merge, or W0 + ΔW. */
 export function mergedWeight(method: AdapterMethod, v: LayerValues<any, any>, w0: Float32Array): Float32Array {
-  if (!method.delta) throw new Error(`internal: ${method.name} cannot merge`);
   if (method.merge) return method.merge(v, w0);
+  if (!method.delta) throw new Error(`internal: ${method.name} cannot merge`);
   const d = method.delta(v);
   const out = new Float32Array(w0.length);
   for (let i = 0; i < out.length; i++) out[i] = w0[i] + d[i];

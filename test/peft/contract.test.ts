@@ -13,6 +13,7 @@ import { Graph, grad } from '../../src/graph/index.ts';
 import { Rng, seedFrom } from '../../src/linalg/index.ts';
 import {
   type AddAdapterOptions,
+  canMerge,
   type LayerInfo,
   type LayerKind,
   loadAdapter,
@@ -148,6 +149,33 @@ export const CASES: Case[] = [
     identity: 'close',
     add: { calibrate: toyCalibrate },
   },
+  // R ~ N(0, 1e-5²) at init: ΔW is small, not zero
+  { entries: ['lora_xs'], config: { peft_type: 'LORA_XS', r: 2, target_modules: LINEAR_ALL }, identity: 'none' },
+  {
+    entries: ['lora_xs', 'lora_sb'],
+    config: {
+      peft_type: 'LORA_XS',
+      r: 2,
+      lora_alpha: 4,
+      init_lora_weights: 'lora_sb',
+      lora_sb_config: { step_size: 0.05 },
+      target_modules: LINEAR_ALL,
+    },
+    identity: 'none',
+    add: { calibrate: toyCalibrate },
+  },
+  // in 6 = 3 shards of 2; in 5 = 2 shards and a partial one
+  { entries: ['miss'], config: { peft_type: 'MISS', r: 2, target_modules: ['q_proj'] }, identity: 'exact' },
+  // the toy's sizes (6→5, 5→6) tile only into 1×1 blocks: W' = W·(1 + t_p) + t_p per output row, still nonlinear in W
+  {
+    entries: ['bone'],
+    config: { peft_type: 'BONE', r: 1, init_weights: 'bat', target_modules: ['q_proj'] },
+    identity: 'exact',
+  },
+  // the residual W0 − σ·P·L_r·diag(D_r)·U_r replaces W0: identity up to rounding
+  { entries: ['loldu'], config: { peft_type: 'LOLDU', r: 2, target_modules: LINEAR_ALL }, identity: 'close' },
+  // k = 5, 5, 4: r 2 scaled values and a rank-2 X·Y on the other 3 or 2; Y = 0 at init gives ΔW = 0 bit for bit
+  { entries: ['salt'], config: { peft_type: 'SALT', r: 2, r_lora: 2, target_modules: LINEAR_ALL }, identity: 'exact' },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {
@@ -214,7 +242,7 @@ for (const c of CASES) {
       'a perturbed adapter changes the output',
     );
     const method = peft.get('default').method;
-    if (!method.delta) {
+    if (!canMerge(method)) {
       await assert.rejects(peft.merge(), (e: unknown) => e instanceof LorakitError && e.code === 'LK_UNSUPPORTED');
       return;
     }

@@ -3,18 +3,24 @@
 // method, '*', last). Adding a method or a variant: one file in this folder, one line here.
 import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
+import { bone } from './bone.ts';
 import { dylora } from './dylora.ts';
 import { flylora } from './flylora.ts';
+import { loldu } from './loldu.ts';
 import { lora } from './lora.ts';
 import { loraPro } from './lora_pro.ts';
+import { loraSb } from './lora_sb.ts';
+import { loraXs } from './lora_xs.ts';
 import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
+import { miss } from './miss.ts';
 import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
 import { randlora } from './randlora.ts';
 import { tiedLora } from './tied_lora.ts';
 import { unilora } from './unilora.ts';
 import { vblora } from './vblora.ts';
+import { salt } from './salt.ts';
 import { vera } from './vera.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
@@ -32,4 +38,10 @@ export const REGISTRY: readonly RegistryEntry[] = [
   unilora,
   randlora,
   flylora,
+  loraXs,
+  loraSb,
+  miss,
+  bone,
+  loldu,
+  salt,
 ];
