@@ -12,6 +12,6 @@ export {
   type SpdInverseOptions,
   type SylvesterOptions,
 } from './eig.ts';
-export { svd, type Svd } from './svd.ts';
+export { svd, pinv, type Svd } from './svd.ts';
 export { svdLowrank, type SvdLowrankOptions } from './rsvd.ts';
 export { TorchGenerator } from './torch-random.ts';

@@ -5,7 +5,7 @@
  * Not here: the registry itself (methods/index.ts, registry.ts).
  */
 import { LorakitError } from '../errors.ts';
-import { configSchema, methods, resolveConfig, savedType, variantsOf } from './registry.ts';
+import { canMerge, configSchema, methods, resolveConfig, savedType, variantsOf } from './registry.ts';
 import type { AdapterMethod, MethodVariant, RegistryEntry } from './method.ts';
 import { type AdaptableBase, targetLayers } from './model.ts';
 import { REGISTRY } from './methods/index.ts';
@@ -71,7 +71,7 @@ export function methodCatalog(base: AdaptableBase | null, common: Record<string,
       paper: m.paper,
       peft: peftName(m),
       selectedBy: { peft_type: savedType(m) },
-      merges: m.delta ? true : (m.unmergeable ?? 'no merge rule'),
+      merges: canMerge(m) ? true : (m.unmergeable ?? 'no merge rule'),
       trainable: count(m, {}),
     });
     for (const v of variantsOf(m, REGISTRY)) {
@@ -83,7 +83,7 @@ export function methodCatalog(base: AdaptableBase | null, common: Record<string,
 }
 
 function variantRow(m: AdapterMethod, v: MethodVariant, trainable: CatalogRow['trainable']): CatalogRow {
-  const merges = v.unmergeable ?? (m.delta ? true : (m.unmergeable ?? 'no merge rule'));
+  const merges = v.unmergeable ?? (canMerge(m) ? true : (m.unmergeable ?? 'no merge rule'));
   return {
     name: v.name,
     kind: 'variant',

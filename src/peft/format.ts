@@ -12,7 +12,7 @@ import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
 import { weightShapeOf } from './binding.ts';
 import type { Adapter, AddAdapterOptions, PeftModel } from './model.ts';
-import { resolveConfig, savedConfig, savedType } from './registry.ts';
+import { type Resolved, resolveConfig, savedConfig, savedType } from './registry.ts';
 
 const PREFIX = 'base_model.model.';
 
@@ -97,6 +97,7 @@ export async function saveAdapter(
   };
   let layerValues = (path: string) => a.layers.get(path)!.values;
   let layerShape = (path: string, param: string) => a.layers.get(path)!.specs.find((s) => s.name === param)!.shape;
+  let keeps = (_where: Where) => true;
   if (opts.convertToBase && a.bases.size > 0) {
     const convert = a.method.convertToBase;
     if (!convert)
@@ -113,20 +114,26 @@ export async function saveAdapter(
       initial: l.initial!,
     }));
     const converted = convert(a.config, ls);
-    const resolved = resolveConfig(converted.config, `adapter "${name}" converted config`);
+    // training settings of the adapter (IntTune's frozen factors, DyLoRA's sampling) say nothing about the plain LoRA
+    const plain = savedConfig({ base: a.resolved.base, config: converted.config as Resolved['config'] });
+    const resolved = resolveConfig(plain, `adapter "${name}" converted config`);
     config = { ...savedConfig(resolved), peft_type: savedType(resolved.base), inference_mode: true };
     // tensors the conversion leaves alone keep their values: DoRA's magnitude stays exact, since
     // W_res + s·B·A = W0 + s·B'·A' row for row (PEFT's subtract_mutated_init keeps only lora_A/lora_B and drops it)
     layerValues = (path) => ({ ...a.layers.get(path)!.values, ...converted.layers.get(path)! });
-    layerShape = (path, param) => {
+    const convertedSpec = (path: string, param: string) => {
       const l = a.layers.get(path)!;
       return resolved.method
         .params(l.info, resolved.method.settings?.(resolved.config, l.info), resolved.config)
-        .find((s) => s.name === param)!.shape;
+        .find((s) => s.name === param);
     };
+    layerShape = (path, param) => convertedSpec(path, param)!.shape;
+    // tensors the plain LoRA does not have (SLoRA's N, folded into B by the conversion) are left out
+    keeps = (where) => !('path' in where) || convertedSpec(where.path, where.param) !== undefined;
   }
   const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
   for (const [key, where] of savedKeys(peft, a)) {
+    if (!keeps(where)) continue;
     tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: savedValue(a, where, layerValues) };
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });

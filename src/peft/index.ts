@@ -18,11 +18,23 @@ export type {
   LossTermContext,
 } from './method.ts';
 export { REGISTRY } from './methods/index.ts';
-export { methods, variantsOf, methodFor, resolveConfig, configSchema, savedType, type Resolved } from './registry.ts';
+export {
+  methods,
+  variantsOf,
+  methodFor,
+  resolveConfig,
+  configSchema,
+  savedType,
+  canMerge,
+  type Resolved,
+} from './registry.ts';
 export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/lora.ts';
 export { dora } from './methods/dora.ts';
 export { loraGa, DEFAULT_LORA_GA_BATCHES, type LoraGaConfig } from './methods/lora_ga.ts';
 export { dylora, type DyLoraConfig } from './methods/dylora.ts';
+export { slora } from './methods/slora.ts';
+export { nlora, type NLoraConfig } from './methods/nlora.ts';
+export { inttune, type IntTuneConfig } from './methods/inttune.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';

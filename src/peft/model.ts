@@ -12,7 +12,7 @@ import { AdapterBinding, type BindOptions } from './binding.ts';
 import { isTargeted, noTargetsError, type Targeting } from './config.ts';
 import { layerInfo, unsupportedLayer } from './layers.ts';
 import type { AdapterMethod, LayerInfo, ParamSpec, StepInputSpec } from './method.ts';
-import { mergedWeight, type Resolved, resolveConfig } from './registry.ts';
+import { canMerge, mergedWeight, type Resolved, resolveConfig } from './registry.ts';
 
 /** What the adapter framework needs from a base model. */
 export interface AdaptableBase {
@@ -431,7 +431,7 @@ export class PeftModel {
     const refuse = (why: string) => {
       throw new LorakitError('LK_UNSUPPORTED', `adapter "${a.name}" (${m.name}) cannot be merged: ${why}`);
     };
-    if (!m.delta) refuse(m.unmergeable ?? 'it has no merge rule');
+    if (!canMerge(m)) refuse(m.unmergeable ?? 'it has no merge rule');
     for (const l of a.layers.values()) {
       const why = m.unmergeableLayer?.(l.info, l.settings, a.config) ?? null;
       if (why !== null) refuse(`${l.info.path}: ${why}; the adapter works unmerged`);

@@ -13,6 +13,7 @@ import { Graph, grad } from '../../src/graph/index.ts';
 import { Rng, seedFrom } from '../../src/linalg/index.ts';
 import {
   type AddAdapterOptions,
+  canMerge,
   type LayerInfo,
   type LayerKind,
   loadAdapter,
@@ -80,6 +81,29 @@ export const CASES: Case[] = [
     entries: ['lora', 'dylora'],
     config: { r: 3, lora_alpha: 6, target_modules: ['embed_tokens', ...LINEAR_ALL], dylora: { min_rank: 1 } },
     identity: 'exact',
+  },
+  {
+    entries: ['lora', 'slora'],
+    config: { r: 2, lora_alpha: 3, init_lora_weights: 's_lora', target_modules: LINEAR_ALL },
+    identity: 'exact',
+  },
+  // the official NLoRA start: W0's Nyström blocks with nothing subtracted, so the model moves at init
+  {
+    entries: ['lora', 'slora', 'nlora'],
+    config: { r: 2, lora_alpha: 3, init_lora_weights: 'n_lora', target_modules: LINEAR_ALL },
+    identity: 'none',
+  },
+  {
+    entries: ['lora', 'slora', 'nlora', 'inttune'],
+    config: {
+      r: 2,
+      lora_alpha: 4,
+      init_lora_weights: 'n_lora',
+      nlora_config: { nystrom_core: 'pinv' },
+      inttune: true,
+      target_modules: LINEAR_ALL,
+    },
+    identity: 'close',
   },
   {
     entries: ['lora', 'mask_target'],
@@ -191,7 +215,7 @@ for (const c of CASES) {
       'a perturbed adapter changes the output',
     );
     const method = peft.get('default').method;
-    if (!method.delta) {
+    if (!canMerge(method)) {
       await assert.rejects(peft.merge(), (e: unknown) => e instanceof LorakitError && e.code === 'LK_UNSUPPORTED');
       return;
     }

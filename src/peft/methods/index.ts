@@ -5,12 +5,15 @@ import type { RegistryEntry } from '../method.ts';
 import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
 import { flylora } from './flylora.ts';
+import { inttune } from './inttune.ts';
 import { lora } from './lora.ts';
 import { loraPro } from './lora_pro.ts';
 import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
+import { nlora } from './nlora.ts';
 import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
+import { slora } from './slora.ts';
 import { vera } from './vera.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
@@ -18,6 +21,9 @@ export const REGISTRY: readonly RegistryEntry[] = [
   pissa,
   olora,
   loraGa,
+  slora,
+  nlora,
+  inttune,
   dora,
   dylora,
   loraPro,
