@@ -32,6 +32,11 @@ export interface LorakitCase {
   mergeRefused?: boolean;
   /** Saved with `convertToBase` (a PiSSA/OLoRA adapter written as the rank-2r LoRA of the untouched base). */
   convertToBase?: boolean;
+  /**
+   * The version sets (interop/README.md) whose PEFT has the method, when not both: BD-LoRA exists from PEFT 0.19 on,
+   * so only today's PEFT checks it (inputs.json says so, and check_lorakit_adapters.py skips it under the others).
+   */
+  peftSets?: readonly ('pinned' | 'current')[];
 }
 
 const LLAMA_ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -209,6 +214,27 @@ export const CASES: Record<string, LorakitCase> = {
       d_initial: 0.2,
     },
   },
+  llama_bdlora: {
+    base: 'llama',
+    seed: 313,
+    description:
+      'BD-LoRA (PEFT >= 0.19 use_bdlora): block-diagonal B on q_proj, k_proj, block-diagonal A on o_proj, 2 blocks; ' +
+      'up_proj plain (match_strict false)',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'k_proj', 'o_proj', 'up_proj'],
+      r: 6,
+      lora_alpha: 12,
+      use_bdlora: {
+        target_modules_bd_a: ['o_proj'],
+        target_modules_bd_b: ['q_proj', 'k_proj'],
+        nblocks: 2,
+        match_strict: false,
+      },
+    },
+    peftSets: ['current'],
+  },
   gpt2_vera: {
     base: 'gpt2',
     seed: 308,
@@ -282,6 +308,7 @@ export async function makeCase(name: string, dir: string): Promise<void> {
       seed: c.seed,
       perturbation: PERTURBATION,
       ...(c.expectedPeftWarning ? { expected_peft_warning: c.expectedPeftWarning } : {}),
+      ...(c.peftSets ? { peft_sets: c.peftSets } : {}),
       ...(await inputsOf(c)),
     };
     await writeFileAtomic(join(dir, 'inputs.json'), compactJson(inputs));

@@ -38,7 +38,7 @@ function fieldsOf(method: AdapterMethod, common: Record<string, unknown>): Recor
 function peftName(e: RegistryEntry): string | null {
   if (!('of' in e)) return e.peftType;
   const [field, value] = Object.entries(e.selectedBy)[0];
-  const own = ['use_dora', 'init_lora_weights'];
+  const own = ['use_dora', 'init_lora_weights', 'use_bdlora'];
   return own.includes(field) ? `${field}: ${JSON.stringify(value)}` : null;
 }
 

@@ -105,6 +105,17 @@ export const CASES: Case[] = [
     },
     identity: 'close',
   },
+  // A block-diagonal on the 6 → 5 layer, B on the 5 → 6 one (2 blocks each)
+  {
+    entries: ['lora', 'bdlora'],
+    config: {
+      r: 2,
+      lora_alpha: 3,
+      target_modules: ['q_proj'],
+      use_bdlora: { target_modules_bd_a: ['layers.0.q_proj'], target_modules_bd_b: ['layers.1.q_proj'], nblocks: 2 },
+    },
+    identity: 'exact',
+  },
   {
     entries: ['lora', 'mask_target'],
     config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, mask_target: { lambda: 0.7 } },

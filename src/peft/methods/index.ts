@@ -2,6 +2,7 @@
 // (an initialisation variant before DoRA, whose magnitude is taken from the initialised weights; variants of every
 // method, '*', last). Adding a method or a variant: one file in this folder, one line here.
 import type { RegistryEntry } from '../method.ts';
+import { bdlora } from './bdlora.ts';
 import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
 import { flylora } from './flylora.ts';
@@ -26,6 +27,7 @@ export const REGISTRY: readonly RegistryEntry[] = [
   inttune,
   dora,
   dylora,
+  bdlora,
   loraPro,
   maskTarget,
   vera,
