@@ -235,6 +235,21 @@ export const CASES: Record<string, LorakitCase> = {
     },
     peftSets: ['current'],
   },
+  llama_ffa: {
+    base: 'llama',
+    seed: 314,
+    description:
+      'FFA-LoRA on q_proj, v_proj, up_proj: A frozen from ffa_lora.seed (a training setting, left out of the config), ' +
+      'B trained: a plain LoRA folder',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'v_proj', 'up_proj'],
+      r: 4,
+      lora_alpha: 8,
+      ffa_lora: { seed: 5 },
+    },
+  },
   gpt2_vera: {
     base: 'gpt2',
     seed: 308,

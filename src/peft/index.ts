@@ -36,6 +36,7 @@ export { slora } from './methods/slora.ts';
 export { nlora, type NLoraConfig } from './methods/nlora.ts';
 export { inttune, type IntTuneConfig } from './methods/inttune.ts';
 export { bdlora, blockDiagonal, type BdLoraConfig } from './methods/bdlora.ts';
+export { ffaLora, ffaRng, type FfaLoraConfig } from './methods/ffa_lora.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';

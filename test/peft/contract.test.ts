@@ -117,6 +117,11 @@ export const CASES: Case[] = [
     identity: 'exact',
   },
   {
+    entries: ['lora', 'ffa_lora'],
+    config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, ffa_lora: { seed: 7 } },
+    identity: 'exact',
+  },
+  {
     entries: ['lora', 'mask_target'],
     config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, mask_target: { lambda: 0.7 } },
     identity: 'exact',

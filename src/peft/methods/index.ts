@@ -5,6 +5,7 @@ import type { RegistryEntry } from '../method.ts';
 import { bdlora } from './bdlora.ts';
 import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
+import { ffaLora } from './ffa_lora.ts';
 import { flylora } from './flylora.ts';
 import { inttune } from './inttune.ts';
 import { lora } from './lora.ts';
@@ -28,6 +29,7 @@ export const REGISTRY: readonly RegistryEntry[] = [
   dora,
   dylora,
   bdlora,
+  ffaLora,
   loraPro,
   maskTarget,
   vera,
