@@ -37,6 +37,12 @@ export { nlora, type NLoraConfig } from './methods/nlora.ts';
 export { inttune, type IntTuneConfig } from './methods/inttune.ts';
 export { bdlora, blockDiagonal, type BdLoraConfig } from './methods/bdlora.ts';
 export { ffaLora, ffaRng, type FfaLoraConfig } from './methods/ffa_lora.ts';
+export {
+  matryoshka,
+  matryoshkaWeights,
+  trainRanks,
+  type MatryoshkaConfig,
+} from './methods/matryoshka.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';
@@ -59,7 +65,7 @@ export {
   type LossTermHandle,
 } from './binding.ts';
 export { saveAdapter, loadAdapter, readAdapterConfig, type SaveAdapterOptions } from './format.ts';
-export { saveTruncated } from './truncate.ts';
+export { addTruncated, saveTruncated } from './truncate.ts';
 export { adaptable } from './base.ts';
 export { exportMerged, exportModel, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';

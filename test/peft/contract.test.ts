@@ -122,6 +122,11 @@ export const CASES: Case[] = [
     identity: 'exact',
   },
   {
+    entries: ['lora', 'matryoshka'],
+    config: { r: 3, lora_alpha: 6, target_modules: LINEAR_ALL, matryoshka: { train_ranks: [1, 3] } },
+    identity: 'exact',
+  },
+  {
     entries: ['lora', 'mask_target'],
     config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, mask_target: { lambda: 0.7 } },
     identity: 'exact',

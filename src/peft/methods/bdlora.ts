@@ -85,7 +85,8 @@ function denseFactors(layer: LayerInfo, s: LoraSettings, c: BdLoraConfig, p: Rec
 
 export const bdlora: MethodVariant<BdLoraConfig, LoraSettings> = {
   name: 'bdlora',
-  paper: 'Block-Diagonal LoRA for Eliminating Communication Overhead in Tensor Parallel LoRA Serving (arXiv:2510.23346)',
+  paper:
+    'Block-Diagonal LoRA for Eliminating Communication Overhead in Tensor Parallel LoRA Serving (arXiv:2510.23346)',
   of: ['lora'],
   applies: (c) => c.use_bdlora !== null && c.use_bdlora !== undefined,
   selectedBy: {

@@ -12,6 +12,7 @@ import { lora } from './lora.ts';
 import { loraPro } from './lora_pro.ts';
 import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
+import { matryoshka } from './matryoshka.ts';
 import { nlora } from './nlora.ts';
 import { olora } from './olora.ts';
 import { pissa } from './pissa.ts';
@@ -28,6 +29,7 @@ export const REGISTRY: readonly RegistryEntry[] = [
   inttune,
   dora,
   dylora,
+  matryoshka,
   bdlora,
   ffaLora,
   loraPro,
