@@ -9,7 +9,7 @@ import { readFile, mkdir } from 'node:fs/promises';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
-import { SafetensorsFile, writeSafetensors, writeFileAtomic } from '../io/index.ts';
+import { SafetensorsFile, type TensorToWrite, writeSafetensors, writeFileAtomic } from '../io/index.ts';
 import { weightShapeOf } from './binding.ts';
 import type { Adapter, AddAdapterOptions, PeftModel } from './model.ts';
 import { type Resolved, resolveConfig, savedConfig, savedType } from './registry.ts';
@@ -53,6 +53,12 @@ function shapeOf(a: Adapter, where: Where, layerShape: (path: string, param: str
     return where.param === 'weight' ? weightShapeOf(sm.module) : [sm.bias!.length];
   }
   return layerShape(where.path, where.param);
+}
+
+/** The file dtype of a layer tensor whose spec asks for one (PaCA's int64 indices); F32 otherwise. */
+function fileDtypeOf(a: Adapter, where: Where): 'I64' | 'F32' {
+  if (!('path' in where)) return 'F32';
+  return a.layers.get(where.path)?.specs.find((s) => s.name === where.param)?.fileDtype ?? 'F32';
 }
 
 /** The host values of a saved tensor. */
@@ -131,10 +137,14 @@ export async function saveAdapter(
     // tensors the plain LoRA does not have (SLoRA's N, folded into B by the conversion) are left out
     keeps = (where) => !('path' in where) || convertedSpec(where.path, where.param) !== undefined;
   }
-  const tensors: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }> = {};
+  const tensors: Record<string, TensorToWrite> = {};
   for (const [key, where] of savedKeys(peft, a)) {
     if (!keeps(where)) continue;
-    tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: savedValue(a, where, layerValues) };
+    const [shape, data] = [shapeOf(a, where, layerShape), savedValue(a, where, layerValues)];
+    tensors[key] =
+      fileDtypeOf(a, where) === 'I64'
+        ? { dtype: 'I64', shape, data: BigInt64Array.from(data, (v) => BigInt(Math.round(v))) }
+        : { dtype: 'F32', shape, data };
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;
@@ -235,7 +245,10 @@ async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{
           `${file}: tensor ${key} has shape [${got}], but the base model needs [${want}]; was the adapter trained on another base?`,
         );
       }
-      const v = await st.readAs(key, 'f32');
+      const v =
+        fileDtypeOf(a, where) === 'I64' && st.info(key).dtype !== 'F32'
+          ? Float32Array.from(await st.readAs(key, 'i64'), Number)
+          : await st.readAs(key, 'f32');
       const bad = v.findIndex((x) => !Number.isFinite(x));
       if (bad >= 0) {
         throw new LorakitError(

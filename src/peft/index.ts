@@ -46,6 +46,7 @@ export {
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';
+export { paca, pacaFields, type PacaConfig, type PacaSettings } from './methods/paca.ts';
 export { flylora, flyloraFields, flyloraScaling, nonZerosPerRow, type FlyLoraConfig } from './methods/flylora.ts';
 export {
   PeftModel,

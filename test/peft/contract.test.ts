@@ -164,6 +164,12 @@ export const CASES: Case[] = [
     config: { peft_type: 'FLYLORA', r: 4, top_k: 2, lora_alpha: 8, bias_u: 0.01, target_modules: ['c_fc'] },
     identity: 'exact',
   },
+  // s = 4/2 = 2 (a power of two): s·(W0/s) is W0 bit for bit, so the model is unchanged at init
+  {
+    entries: ['paca'],
+    config: { peft_type: 'PACA', r: 2, paca_alpha: 4, target_modules: LINEAR_ALL },
+    identity: 'exact',
+  },
   {
     entries: ['lora', 'lora_ga'],
     config: { r: 2, lora_alpha: 3, init_lora_weights: 'lora_ga', lora_ga_config: {}, target_modules: LINEAR_ALL },

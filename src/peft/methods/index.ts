@@ -15,6 +15,7 @@ import { maskTarget } from './mask_target.ts';
 import { matryoshka } from './matryoshka.ts';
 import { nlora } from './nlora.ts';
 import { olora } from './olora.ts';
+import { paca } from './paca.ts';
 import { pissa } from './pissa.ts';
 import { slora } from './slora.ts';
 import { vera } from './vera.ts';
@@ -36,4 +37,5 @@ export const REGISTRY: readonly RegistryEntry[] = [
   maskTarget,
   vera,
   flylora,
+  paca,
 ];
