@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
-"""BD-LoRA adapters made by PEFT (`LoraConfig(use_bdlora=BdLoraConfig(...))`, PEFT >= 0.19) for lorakit's bdlora variant.
+"""BD-LoRA adapters made by PEFT (`LoraConfig(use_bdlora=BdLoraConfig(...))`, PEFT >= 0.19) for lorakit's bdlora
+variant.
 
     interop/.venv-current/bin/python interop/make_bdlora_fixtures.py        # the "current" set (PEFT 0.21.2)
 
 Deletes and rewrites test/fixtures/bdlora/ (about 200 KB):
-  <case>/          what make_fixtures.make_peft_case writes for the pinned LoRA cases, with the same procedure: get_peft_model
-                   on the committed base, every lora_A ~ N(0, 0.1) and lora_B ~ N(0, 0.05) (block-diagonal ones in their
+  <case>/          what make_fixtures.make_peft_case writes for the pinned LoRA cases, with the same procedure:
+                   get_peft_model on the committed base, every lora_A ~ N(0, 0.1) and lora_B ~ N(0, 0.05) (block-diagonal ones in their
                    stored [r, in/nb] / [out, r/nb] shapes), save_pretrained, reload, `logits` and `merged_logits` in
                    expected.safetensors, expected.json (config, seed, resolved r / alpha / scaling per layer, tensors)
   init.json        PEFT's initialisation before any perturbation, per case and layer: which factor is block-diagonal,
                    the stored shapes, max |A| against the Kaiming bound √(6·nb/in) (a = 0) for a block-diagonal A,
                    and whether a block-diagonal B is all zeros
-Deterministic (PYTHONHASHSEED=0, fixed seeds, 2 threads): reruns give identical files. A failed check ends the script with
-`make_bdlora_fixtures: FAILED: ...`. interop/README.md documents the files.
+Deterministic (PYTHONHASHSEED=0, fixed seeds, 2 threads): reruns give identical files. A failed check ends the script
+with `make_bdlora_fixtures: FAILED: ...`. interop/README.md documents the files.
 """
 
 import os
@@ -40,8 +41,8 @@ CASES = {
     "llama_bdlora": dict(
         base="llama",
         seed=601,
-        description="the tensor-parallel layout: block-diagonal B on the column-parallel q, k, v, gate, up projections, "
-        "block-diagonal A on the row-parallel o, down projections, 2 blocks, r 4, alpha 8",
+        description="the tensor-parallel layout: block-diagonal B on the column-parallel q, k, v, gate, up "
+        "projections, block-diagonal A on the row-parallel o, down projections, 2 blocks, r 4, alpha 8",
         config=dict(
             target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
             r=4,
@@ -106,7 +107,8 @@ def main():
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    infos = {n: json.loads((REPO / MODELS_REL / n / "expected.json").read_text()) for n in {c["base"] for c in CASES.values()}}
+    bases = {c["base"] for c in CASES.values()}
+    infos = {n: json.loads((REPO / MODELS_REL / n / "expected.json").read_text()) for n in bases}
     init = {}
     for case, spec in CASES.items():
         info = make_peft_case(case, spec, infos, out_rel=OUT_REL, base_atol=1e-5)

@@ -87,7 +87,8 @@ def fork_nlora_cases(inputs):
         if init == "n_lora":
             for name, p in pm.named_parameters():
                 if ".lora_" in name:
-                    tensors["init." + name.replace("base_model.model.", "", 1).replace(".default", "")] = p.detach().clone()
+                    key = name.replace("base_model.model.", "", 1).replace(".default", "")
+                    tensors[f"init.{key}"] = p.detach().clone()
             tensors["init_logits"] = forward(pm, inputs)
             perturb(pm, seed, [".lora_A.", ".lora_N.", ".lora_B."])
         else:
@@ -157,7 +158,8 @@ def check_lorakit_folder(folder, fork, inputs):
         for k in f.keys():
             t = f.get_tensor(k)
             check(k in state, f"{folder.name}: the fork has no {k}")
-            check(state[k].dtype == t.dtype and torch.equal(state[k].cpu(), t), f"{folder.name}: {k} differs in the fork")
+            same = state[k].dtype == t.dtype and torch.equal(state[k].cpu(), t)
+            check(same, f"{folder.name}: {k} differs in the fork")
     out = {}
     if fork == "nlora":
         out["logits"] = forward(pm, inputs)

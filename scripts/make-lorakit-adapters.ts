@@ -239,7 +239,8 @@ export const CASES: Record<string, LorakitCase> = {
     base: 'llama',
     seed: 314,
     description:
-      'FFA-LoRA on q_proj, v_proj, up_proj: A frozen from ffa_lora.seed (a training setting, left out of the config), ' +
+      'FFA-LoRA on q_proj, v_proj, up_proj: A frozen from ffa_lora.seed (a training setting, left out of the ' +
+      'config), ' +
       'B trained: a plain LoRA folder',
     config: {
       peft_type: 'LORA',

@@ -33,7 +33,7 @@ export function numberFlag(flag: string, v: unknown): number | undefined {
   return v;
 }
 
-/** A comma-separated list of positive integers (`--ranks 1,2,4,8`; cac gives a lone number as a number); undefined when absent. */
+/** A comma-separated list of positive integers (`--ranks 1,2,4,8`; cac gives a lone number as a number), or undefined. */
 export function intListFlag(flag: string, v: unknown): number[] | undefined {
   if (v === undefined) return undefined;
   const parts = typeof v === 'number' ? [String(v)] : typeof v === 'string' ? v.split(',') : [];

@@ -37,6 +37,7 @@ function fieldsOf(method: AdapterMethod, common: Record<string, unknown>): Recor
 /** How PEFT spells a variant's selection, when the selecting field is one of PEFT's own. */
 function peftName(e: RegistryEntry): string | null {
   if (!('of' in e)) return e.peftType;
+  if (e.inPeft === false) return null;
   const [field, value] = Object.entries(e.selectedBy)[0];
   const own = ['use_dora', 'init_lora_weights', 'use_bdlora'];
   return own.includes(field) ? `${field}: ${JSON.stringify(value)}` : null;

@@ -347,6 +347,11 @@ export interface MethodVariant<C = any, S = any> {
   applies(config: C): boolean;
   /** The config fields that select it with its defaults (`lorakit methods`, docs; `applies` holds for them). */
   selectedBy: Record<string, unknown>;
+  /**
+   * false when the selecting field is one of PEFT's but this value is not in PEFT's releases (SLoRA's "s_lora" is its
+   * official fork's): `lorakit methods` then lists no PEFT name.
+   */
+  inPeft?: false;
   /** The open field of its method whose values pick this variant, and those values described for errors. */
   claims?: { field: string; describe: string };
   /** Config fields it adds to the methods it modifies (lorakit fields; PEFT's own are in the method's schema). */

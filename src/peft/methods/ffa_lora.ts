@@ -57,8 +57,8 @@ export const ffaLora: MethodVariant<FfaLoraConfig, LoraSettings> = {
     if (init === true || init === false || init === 'gaussian') return;
     throw new LorakitError(
       'LK_UNSUPPORTED',
-      `${source}: ffa_lora freezes a random A drawn from ffa_lora.seed, but init_lora_weights = ${JSON.stringify(init)} ` +
-        'computes A from the model; use true or "gaussian"',
+      `${source}: ffa_lora freezes a random A drawn from ffa_lora.seed, but init_lora_weights = ` +
+        `${JSON.stringify(init)} computes A from the model; use true or "gaussian"`,
       { field: 'init_lora_weights' },
     );
   },

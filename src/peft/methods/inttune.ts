@@ -22,6 +22,7 @@ export const inttune: MethodVariant<IntTuneConfig, LoraSettings> = {
   of: ['lora'],
   applies: (c) => c.inttune === true,
   selectedBy: { init_lora_weights: 'n_lora', inttune: true },
+  inPeft: false, // a training setting of the official fork's script
   fields: {
     /** Train only the core N of an SLoRA/NLoRA adapter (A and B frozen). */
     inttune: z.boolean().default(false),
@@ -33,7 +34,8 @@ export const inttune: MethodVariant<IntTuneConfig, LoraSettings> = {
     throw new LorakitError(
       'LK_CONFIG_INVALID',
       `${source}: inttune trains the r×r core N of SLoRA/NLoRA, but init_lora_weights = ` +
-        `${JSON.stringify(c.init_lora_weights)} gives the adapter no core; use "n_lora" (the paper's IntTune) or "s_lora"`,
+        `${JSON.stringify(c.init_lora_weights)} gives the adapter no core; use "n_lora" (the paper's IntTune) or ` +
+        '"s_lora"',
       { field: 'inttune' },
     );
   },

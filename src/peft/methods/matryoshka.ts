@@ -99,7 +99,8 @@ export const matryoshka: MethodVariant<MatryoshkaConfig, LoraSettings> = {
     if (Object.keys(c.rank_pattern).length) {
       throw new LorakitError(
         'LK_UNSUPPORTED',
-        `${source}: matryoshka nests the same ranks in every layer, so every layer needs the same r; remove rank_pattern`,
+        `${source}: matryoshka nests the same ranks in every layer, so every layer needs the same r; remove ` +
+          'rank_pattern',
         { field: 'rank_pattern' },
       );
     }
@@ -135,7 +136,8 @@ export const matryoshka: MethodVariant<MatryoshkaConfig, LoraSettings> = {
   forward(ctx) {
     const { settings: s, p, inputs } = ctx;
     const h = ctx.dropout(ctx.x, s.dropout).matmul(p['lora_A.weight'].T); // [.., r]
-    return ctx.y.add(h.mul(inputs[WEIGHTS]).matmul(p['lora_B.weight'].T).mul(inputs[SCALE])); // [.., r] ⊙ [r] · [r, out]
+    const t = h.mul(inputs[WEIGHTS]).matmul(p['lora_B.weight'].T); // [.., r] ⊙ [r] · [r, out]
+    return ctx.y.add(t.mul(inputs[SCALE]));
   },
 
   // s(t)·B[:, :t]·A[:t, :] at the inference rank: LoRA's ΔW of the truncated factors

@@ -13,7 +13,8 @@
  * The fork slices the weight as stored, so on GPT-2's Conv1D ([in, out]) its copy fails (or, square, takes transposed
  * blocks); lorakit slices the [out, in] matrix. r ≤ min(out, in) is required (the blocks must exist).
  * `nlora_config` is saved in adapter_config.json only when given: loading a folder saved as trained re-runs this init
- * (deterministic: slices and an SVD), which rebuilds W_res; the Trainer's default save converts to a plain LoRA instead.
+ * (deterministic: slices and an SVD), which rebuilds W_res; the Trainer's default save converts to a plain LoRA
+ * instead.
  * Not here: the core N and its forward (slora.ts), training N alone (inttune.ts).
  */
 import { z } from 'zod';
@@ -50,6 +51,7 @@ export const nlora: MethodVariant<NLoraConfig, LoraSettings> = {
   of: ['lora'],
   applies: (c) => c.init_lora_weights === 'n_lora',
   selectedBy: { init_lora_weights: 'n_lora' },
+  inPeft: false, // the official fork's value; released PEFT refuses it
   claims: { field: 'init_lora_weights', describe: '"n_lora" (NLoRA: A, N, B from the Nyström blocks of W0)' },
   fields: { nlora_config: nloraConfigField },
   layers: ['linear', 'conv1d'],

@@ -43,6 +43,7 @@ export const slora: MethodVariant<LoraConfig, LoraSettings> = {
   of: ['lora'],
   applies: usesCore,
   selectedBy: { init_lora_weights: 's_lora' },
+  inPeft: false, // the official fork's value; released PEFT refuses it
   claims: { field: 'init_lora_weights', describe: '"s_lora" (SLoRA: an r×r core N, Kaiming-initialised)' },
   layers: ['linear', 'conv1d'],
 
@@ -58,7 +59,8 @@ export const slora: MethodVariant<LoraConfig, LoraSettings> = {
   forward(ctx) {
     const { settings: s, p } = ctx;
     const x = ctx.dropout(ctx.x, s.dropout); // [.., in]
-    const t = x.matmul(p['lora_A.weight'].T).matmul(p[N_KEY].T).matmul(p['lora_B.weight'].T); // [.., r] [.., r] [.., out]
+    const h = x.matmul(p['lora_A.weight'].T).matmul(p[N_KEY].T); // [.., r]: N·(A·x̃)
+    const t = h.matmul(p['lora_B.weight'].T); // [.., out]
     return ctx.y.add(t.mul(s.scaling));
   },
 
