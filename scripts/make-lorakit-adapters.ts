@@ -34,8 +34,13 @@ export interface LorakitCase {
   convertToBase?: boolean;
   /** How `perturb` moved this case's tensors, when PERTURBATION does not say it (inputs.json). */
   perturbation?: string;
-  /** Why today's PEFT (the "current" version set) cannot load this case, which its check then skips. */
-  currentPeftLacks?: string;
+  /**
+   * The version sets (interop/README.md) whose PEFT has the method, when not both: BD-LoRA exists from PEFT 0.19 on,
+   * Bone only before it (inputs.json says so, and check_lorakit_adapters.py skips it under the others).
+   */
+  peftSets?: readonly ('pinned' | 'current')[];
+  /** Why the other set's PEFT cannot check this case (the roundtrip test's skip note), with `peftSets`. */
+  peftLacks?: string;
 }
 
 const MISS_PERTURBATION =
@@ -216,6 +221,44 @@ export const CASES: Record<string, LorakitCase> = {
       d_initial: 0.2,
     },
   },
+  llama_bdlora: {
+    base: 'llama',
+    seed: 313,
+    description:
+      'BD-LoRA (PEFT >= 0.19 use_bdlora): block-diagonal B on q_proj, k_proj, block-diagonal A on o_proj, 2 blocks; ' +
+      'up_proj plain (match_strict false)',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'k_proj', 'o_proj', 'up_proj'],
+      r: 6,
+      lora_alpha: 12,
+      use_bdlora: {
+        target_modules_bd_a: ['o_proj'],
+        target_modules_bd_b: ['q_proj', 'k_proj'],
+        nblocks: 2,
+        match_strict: false,
+      },
+    },
+    peftSets: ['current'],
+    peftLacks: 'BD-LoRA arrived in PEFT 0.19',
+  },
+  llama_ffa: {
+    base: 'llama',
+    seed: 314,
+    description:
+      'FFA-LoRA on q_proj, v_proj, up_proj: A frozen from ffa_lora.seed (a training setting, left out of the ' +
+      'config), ' +
+      'B trained: a plain LoRA folder',
+    config: {
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      target_modules: ['q_proj', 'v_proj', 'up_proj'],
+      r: 4,
+      lora_alpha: 8,
+      ffa_lora: { seed: 5 },
+    },
+  },
   gpt2_vera: {
     base: 'gpt2',
     seed: 308,
@@ -269,7 +312,8 @@ export const CASES: Record<string, LorakitCase> = {
     config: { peft_type: 'BONE', task_type: 'CAUSAL_LM', target_modules: ['k_proj', 'up_proj'], r: 12 },
     perturbation: MISS_PERTURBATION,
     expectedPeftWarning: 'Bone will be removed in v0.19.0 of PEFT',
-    currentPeftLacks: 'BONE was removed in PEFT 0.19 (MiSS replaces it)',
+    peftSets: ['pinned'],
+    peftLacks: 'BONE was removed in PEFT 0.19 (MiSS replaces it)',
   },
   llama_bone_bat: {
     base: 'llama',
@@ -284,7 +328,8 @@ export const CASES: Record<string, LorakitCase> = {
     },
     perturbation: MISS_PERTURBATION,
     expectedPeftWarning: 'Bone will be removed in v0.19.0 of PEFT',
-    currentPeftLacks: 'BONE was removed in PEFT 0.19 (MiSS replaces it)',
+    peftSets: ['pinned'],
+    peftLacks: 'BONE was removed in PEFT 0.19 (MiSS replaces it)',
   },
 };
 
@@ -347,6 +392,7 @@ export async function makeCase(name: string, dir: string): Promise<void> {
       seed: c.seed,
       perturbation: c.perturbation ?? PERTURBATION,
       ...(c.expectedPeftWarning ? { expected_peft_warning: c.expectedPeftWarning } : {}),
+      ...(c.peftSets ? { peft_sets: c.peftSets } : {}),
       ...(await inputsOf(c)),
     };
     await writeFileAtomic(join(dir, 'inputs.json'), compactJson(inputs));

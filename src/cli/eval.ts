@@ -1,7 +1,8 @@
-// `lorakit eval`: maps flags to `evaluateText()` (optionally through a loaded adapter) and prints loss and perplexity.
+// `lorakit eval`: maps flags to `evaluateText()` (optionally through a loaded adapter) and prints loss and perplexity;
+// with --ranks, to `evaluateRanks()`: the adapter truncated to each rank, and the AURAC of the losses.
 import type { CommandModule } from './main.ts';
 import { loadCliAdapter } from './adapter.ts';
-import { requiredFlag, intFlag } from './flags.ts';
+import { intFlag, intListFlag, requiredFlag } from './flags.ts';
 
 interface Flags {
   model?: unknown;
@@ -9,6 +10,7 @@ interface Flags {
   data?: unknown;
   seqLen?: unknown;
   batchSize?: unknown;
+  ranks?: unknown;
   json?: boolean;
 }
 
@@ -23,7 +25,15 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--data <file>', 'Plain-text file (one document) or .jsonl with a "text" field per record')
     .option('--seq-len <n>', "Tokens per window (default 256, or the model's position limit if smaller)")
     .option('--batch-size <n>', 'Windows per graph run', { default: 8 })
-    .option('--json', 'Print one JSON object: loss, perplexity, tokens, windows, documents, seq_len')
+    .option(
+      '--ranks <list>',
+      'Evaluate the adapter truncated to each rank (e.g. 1,2,4,8: its first t components, lora_alpha kept) and ' +
+        "report MatryoshkaLoRA's AURAC of the losses",
+    )
+    .option(
+      '--json',
+      'Print one JSON object: loss, perplexity, tokens, windows, documents, seq_len (with --ranks: per rank)',
+    )
     .action(async (flags: Flags) => {
       const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder');
       const data = requiredFlag('data', flags.data, 'a text or JSONL file', '<file>');
@@ -31,16 +41,44 @@ export const register: CommandModule['register'] = (cli) => {
         flags.adapter === undefined ? undefined : requiredFlag('adapter', flags.adapter, 'a PEFT adapter folder');
       const seqLen = intFlag('seq-len', flags.seqLen),
         batchSize = intFlag('batch-size', flags.batchSize);
+      const ranks = intListFlag('ranks', flags.ranks);
+      if (ranks && adapterDir === undefined)
+        requiredFlag('adapter', undefined, '--ranks truncates an adapter, so give the adapter folder');
       const { loadModel } = await import('../models/load.ts');
       const { HfTokenizer } = await import('../io/tokenizer.ts');
-      const { evaluateText } = await import('../train/text-eval.ts');
+      const { evaluateRanks, evaluateText } = await import('../train/text-eval.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');
       const model = await loadModel(modelDir);
       try {
         const tokenizer = await HfTokenizer.fromDir(model.dir);
         let adapter: ReturnType<import('../peft/index.ts').PeftModel['generationAdapter']> | undefined;
+        let peft: import('../peft/index.ts').PeftModel | undefined;
         if (adapterDir !== undefined) {
-          adapter = (await loadCliAdapter(model, adapterDir)).generationAdapter();
+          peft = await loadCliAdapter(model, adapterDir);
+          adapter = peft.generationAdapter();
+        }
+        if (ranks) {
+          const r = await evaluateRanks(model, tokenizer, peft!, 'default', ranks, { data, seqLen, batchSize });
+          if (flags.json) {
+            console.log(
+              JSON.stringify({
+                ranks: r.ranks,
+                aurac_loss: r.aurac,
+                tokens: r.tokens,
+                windows: r.windows,
+                documents: r.documents,
+                seq_len: r.seqLen,
+              }),
+            );
+          } else {
+            for (const x of r.ranks)
+              console.log(`rank ${x.rank}  loss ${x.loss.toFixed(4)}  perplexity ${x.perplexity.toFixed(3)}`);
+            console.log(
+              `AURAC of the loss over ranks ${r.ranks.map((x) => x.rank).join(', ')}: v1 ${r.aurac.v1.toFixed(4)} ` +
+                `(linear ranks)  v2 ${r.aurac.v2.toFixed(4)} (log2 ranks)  (${r.tokens} predicted tokens)`,
+            );
+          }
+          return;
         }
         const r = await evaluateText(model, tokenizer, { data, seqLen, batchSize, adapter });
         if (flags.json) {

@@ -32,3 +32,13 @@ export function numberFlag(flag: string, v: unknown): number | undefined {
     throw bad(flag, `--${flag} expects a number, got ${JSON.stringify(v)}`);
   return v;
 }
+
+/** A comma-separated list of positive integers (`--ranks 1,2,4,8`; cac gives a lone number as a number), or undefined. */
+export function intListFlag(flag: string, v: unknown): number[] | undefined {
+  if (v === undefined) return undefined;
+  const parts = typeof v === 'number' ? [String(v)] : typeof v === 'string' ? v.split(',') : [];
+  const ns = parts.map((p) => (/^\s*\d+\s*$/.test(p) ? Number(p) : NaN));
+  if (ns.length === 0 || ns.some((n) => !Number.isInteger(n) || n < 1))
+    throw bad(flag, `--${flag} expects positive integers separated by commas (e.g. 1,2,4,8), got ${JSON.stringify(v)}`);
+  return ns;
+}

@@ -12,7 +12,7 @@ export {
   type SpdInverseOptions,
   type SylvesterOptions,
 } from './eig.ts';
-export { svd, type Svd } from './svd.ts';
+export { svd, pinv, type Svd } from './svd.ts';
 export { lu, type Lu, type LuOptions } from './lu.ts';
 export { svdLowrank, type SvdLowrankOptions } from './rsvd.ts';
 export { TorchGenerator, roundBf16, roundBf16Array } from './torch-random.ts';

@@ -37,6 +37,27 @@ export function svd(a: RealArray, m: number, n: number): Svd {
   return { u: t.v, s: t.s, v: t.u, k: t.k };
 }
 
+/**
+ * The Moore–Penrose pseudo-inverse A⁺ [n, m] of an [m, n] matrix, from its exact SVD: V·diag(1/σ)·Uᵀ over the
+ * singular values above `rtol`·σ₁ (torch.linalg.pinv's rule; its default rtol is max(m, n)·ε of the input's dtype,
+ * which callers pass: ε₃₂ for float32 weights). NLoRA's optional Nyström core.
+ */
+export function pinv(a: RealArray, m: number, n: number, rtol: number): Float64Array {
+  const { u, s, v, k } = svd(a, m, n);
+  const cut = rtol * s[0];
+  const out = new Float64Array(n * m);
+  for (let j = 0; j < k; j++) {
+    if (!(s[j] > cut)) continue;
+    const inv = 1 / s[j];
+    for (let row = 0; row < n; row++) {
+      const vr = v[row * k + j] * inv;
+      if (vr === 0) continue;
+      for (let col = 0; col < m; col++) out[row * m + col] += vr * u[col * k + j]; // (V·Σ⁻¹·Uᵀ)[row, col]
+    }
+  }
+  return out;
+}
+
 /** SVD of a tall [m, n] (m ≥ n) matrix: A·P = Q·R, Rᵀ·W = Y (orthogonal columns), so A = (Q·W)·Σ·(P·Y·Σ⁻¹)ᵀ. */
 function svdTall(a: RealArray, m: number, n: number): Svd {
   const { q, r, perm } = qrPivoted(a, m, n); // q [m, n], r [n, n]

@@ -37,9 +37,10 @@ function fieldsOf(method: AdapterMethod, common: Record<string, unknown>): Recor
 /** How PEFT spells a variant's selection, when the selecting field is one of PEFT's own (of a method PEFT has). */
 function peftName(e: RegistryEntry, of: AdapterMethod | null = null): string | null {
   if (!('of' in e)) return e.peftType;
+  if (e.inPeft === false) return null;
   if (of?.peftType === null) return null; // LoRA-SB's init_lora_weights belongs to LoRA-XS, which PEFT lacks
   const [field, value] = Object.entries(e.selectedBy)[0];
-  const own = ['use_dora', 'init_lora_weights'];
+  const own = ['use_dora', 'init_lora_weights', 'use_bdlora'];
   return own.includes(field) ? `${field}: ${JSON.stringify(value)}` : null;
 }
 

@@ -10,11 +10,18 @@ import { readFile, mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
-import { canReadAs, SafetensorsFile, requireFolder, writeSafetensors, writeFileAtomic } from '../io/index.ts';
+import {
+  canReadAs,
+  SafetensorsFile,
+  requireFolder,
+  type TensorToWrite,
+  writeSafetensors,
+  writeFileAtomic,
+} from '../io/index.ts';
 import { weightShapeOf } from './binding.ts';
 import type { FileData, FileDType, FileLayout } from './method.ts';
 import type { Adapter, AddAdapterOptions, PeftModel } from './model.ts';
-import { resolveConfig, savedConfig, savedType } from './registry.ts';
+import { type Resolved, resolveConfig, savedConfig, savedType } from './registry.ts';
 
 const PREFIX = 'base_model.model.';
 
@@ -73,6 +80,12 @@ function shapeOf(a: Adapter, where: Where, layerShape: (path: string, param: str
   return layerShape(where.path, where.param);
 }
 
+/** The file dtype of a layer tensor whose spec asks for one (PaCA's int64 indices); F32 otherwise. */
+function fileDtypeOf(a: Adapter, where: Where): 'I64' | 'F32' {
+  if (!('param' in where) || !('path' in where)) return 'F32';
+  return a.layers.get(where.path)?.specs.find((s) => s.name === where.param)?.fileDtype ?? 'F32';
+}
+
 /** The host values of a saved tensor that is not part of a file layout. */
 function savedValue(
   a: Adapter,
@@ -119,6 +132,7 @@ export async function saveAdapter(
   const convert = a.method.convertToBase;
   // only methods with a conversion convert (LoLDU has none and is saved as trained; see docs/decisions.md)
   const converting = opts.convertToBase === true && a.bases.size > 0 && convert !== undefined;
+  let keeps = (_where: Where) => true;
   if (converting) {
     const ls = [...a.layers.values()].map((l) => ({
       layer: l.info,
@@ -129,19 +143,25 @@ export async function saveAdapter(
       initial: l.initial!,
     }));
     const converted = convert!(a.config, ls);
-    const resolved = resolveConfig(converted.config, `adapter "${name}" converted config`);
+    // training settings of the adapter (IntTune's frozen factors, DyLoRA's sampling) say nothing about the plain LoRA
+    const plain = savedConfig({ base: a.resolved.base, config: converted.config as Resolved['config'] });
+    const resolved = resolveConfig(plain, `adapter "${name}" converted config`);
     config = { ...savedConfig(resolved), peft_type: savedType(resolved.base), inference_mode: true };
     // tensors the conversion leaves alone keep their values: DoRA's magnitude stays exact, since
     // W_res + s·B·A = W0 + s·B'·A' row for row (PEFT's subtract_mutated_init keeps only lora_A/lora_B and drops it)
     layerValues = (path) => ({ ...a.layers.get(path)!.values, ...converted.layers.get(path)! });
-    layerShape = (path, param) => {
+    const convertedSpec = (path: string, param: string) => {
       const l = a.layers.get(path)!;
       return resolved.method
         .params(l.info, resolved.method.settings?.(resolved.config, l.info), resolved.config)
-        .find((s) => s.name === param)!.shape;
+        .find((s) => s.name === param);
     };
+    layerShape = (path, param) => convertedSpec(path, param)!.shape;
+    // tensors the plain LoRA does not have (SLoRA's N, folded into B by the conversion) are left out
+    keeps = (where) =>
+      !('path' in where) || !('param' in where) || convertedSpec(where.path, where.param) !== undefined;
   }
-  const tensors: Record<string, { dtype: FileDType; shape: number[]; data: FileData }> = {};
+  const tensors: Record<string, TensorToWrite> = {};
   const fls = converting ? new Map<string, FileLayout<any, any>>() : layouts(a); // a converted LoRA has none
   const encoded = new Map<string, Record<string, FileData>>();
   for (const [key, where] of savedKeys(peft, a, fls)) {
@@ -152,9 +172,14 @@ export async function saveAdapter(
         encoded.set(where.path, fls.get(where.path)!.encode(v));
       }
       tensors[key] = { dtype: where.dtype, shape: where.shape, data: encoded.get(where.path)![where.file] };
-    } else {
-      tensors[key] = { dtype: 'F32', shape: shapeOf(a, where, layerShape), data: savedValue(a, where, layerValues) };
+      continue;
     }
+    if (!keeps(where)) continue;
+    const [shape, data] = [shapeOf(a, where, layerShape), savedValue(a, where, layerValues)];
+    tensors[key] =
+      fileDtypeOf(a, where) === 'I64'
+        ? { dtype: 'I64', shape, data: BigInt64Array.from(data, (v) => BigInt(Math.round(v))) }
+        : { dtype: 'F32', shape, data };
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;
@@ -297,7 +322,10 @@ async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{
         fileTensors.set(where.path, layerFile);
         continue;
       }
-      const v = await st.readAs(key, 'f32');
+      const v =
+        fileDtypeOf(a, where) === 'I64' && st.info(key).dtype !== 'F32'
+          ? Float32Array.from(await st.readAs(key, 'i64'), Number)
+          : await st.readAs(key, 'f32');
       checkFinite(v, key, file);
       if ('weight' in where) a.weights.set(where.weight, v);
       else if ('shared' in where) a.shared.values[where.shared] = v;

@@ -35,6 +35,17 @@ export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/
 export { dora } from './methods/dora.ts';
 export { loraGa, DEFAULT_LORA_GA_BATCHES, type LoraGaConfig } from './methods/lora_ga.ts';
 export { dylora, type DyLoraConfig } from './methods/dylora.ts';
+export { slora } from './methods/slora.ts';
+export { nlora, type NLoraConfig } from './methods/nlora.ts';
+export { inttune, type IntTuneConfig } from './methods/inttune.ts';
+export { bdlora, blockDiagonal, type BdLoraConfig } from './methods/bdlora.ts';
+export { ffaLora, ffaRng, type FfaLoraConfig } from './methods/ffa_lora.ts';
+export {
+  matryoshka,
+  matryoshkaWeights,
+  trainRanks,
+  type MatryoshkaConfig,
+} from './methods/matryoshka.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export { tiedLora, tiedLoraFields, type TiedLoraConfig } from './methods/tied_lora.ts';
@@ -42,6 +53,7 @@ export { vblora, vbloraFields, vbloraFactors, type VbloraConfig } from './method
 export { unilora, uniloraFields, uniloraFactors, generateIndex, type UniloraConfig } from './methods/unilora.ts';
 export { randlora, randloraFields, type RandloraConfig } from './methods/randlora.ts';
 export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';
+export { paca, pacaFields, type PacaConfig, type PacaSettings } from './methods/paca.ts';
 export { flylora, flyloraFields, flyloraScaling, nonZerosPerRow, type FlyLoraConfig } from './methods/flylora.ts';
 export {
   PeftModel,
@@ -61,7 +73,7 @@ export {
   type LossTermHandle,
 } from './binding.ts';
 export { saveAdapter, loadAdapter, readAdapterConfig, type SaveAdapterOptions } from './format.ts';
-export { saveTruncated } from './truncate.ts';
+export { addTruncated, saveTruncated } from './truncate.ts';
 export { adaptable } from './base.ts';
 export {
   EXPORT_MARKER,

@@ -91,6 +91,11 @@ export interface ParamSpec {
    * projections with save_projection=False, drawn from torch's stream as PEFT draws them). Default true.
    */
   saved?: boolean;
+  /**
+   * The dtype the tensor has in adapter files when not F32: 'I64' for integer indices held as float32 in memory
+   * (PaCA's column indices, an int64 buffer in the official code). Values must be integers below 2²⁴.
+   */
+  fileDtype?: 'I64';
 }
 
 /** What an initialiser returns: the values of its tensors, and optionally a replacement for the frozen weight. */
@@ -312,7 +317,10 @@ export interface AdapterMethod<C = any, S = any> {
    * against the tensors actually made).
    */
   trainableCount(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): number;
-  /** ΔW in the stored weight's layout (W0 + ΔW is the merged weight); absent when it cannot merge or needs W0. */
+  /**
+   * ΔW in the stored weight's layout (W0 + ΔW is the merged weight). A method merges when it has `delta` or `merge`;
+   * with neither, merge and export refuse it.
+   */
   delta?(v: LayerValues<C, S>): Float32Array;
   /** Why the method cannot merge, when it cannot (merge and export refuse with this reason). */
   unmergeable?: string;
@@ -327,8 +335,9 @@ export interface AdapterMethod<C = any, S = any> {
    */
   checkLayer?(layer: LayerInfo, settings: S, config: C, source: string): void;
   /**
-   * The merged weight when it is not W0 + ΔW (`w0` is the current frozen weight, stored layout). A method with
-   * `merge` and no `delta` merges too (MiSS's "bat" mode: W0 + W0·T + T blockwise, no ΔW without W0).
+   * The merged weight when it is not W0 + ΔW (`w0` is the current frozen weight, stored layout): DoRA's rescaled rows;
+   * MiSS's "bat" mode (W0 + W0·T + T blockwise, no ΔW without W0) and PaCA's written columns (a replacement whose ΔW
+   * depends on W0), which merge without a `delta`.
    */
   merge?(v: LayerValues<C, S>, w0: Float32Array): Float32Array;
   /** Model-level tensors, sized from all targeted layers (VeRA's shared projections). Saved as `base_model.<name>`. */
@@ -385,6 +394,11 @@ export interface MethodVariant<C = any, S = any> {
   applies(config: C): boolean;
   /** The config fields that select it with its defaults (`lorakit methods`, docs; `applies` holds for them). */
   selectedBy: Record<string, unknown>;
+  /**
+   * false when the selecting field is one of PEFT's but this value is not in PEFT's releases (SLoRA's "s_lora" is its
+   * official fork's): `lorakit methods` then lists no PEFT name.
+   */
+  inPeft?: false;
   /** The open field of its method whose values pick this variant, and those values described for errors. */
   claims?: { field: string; describe: string };
   /** Config fields it adds to the methods it modifies (lorakit fields; PEFT's own are in the method's schema). */
@@ -395,11 +409,23 @@ export interface MethodVariant<C = any, S = any> {
   check?(config: C, source: string): void;
   /** Layer kinds it supports, if fewer than its method's. */
   layers?: readonly LayerKind[];
+  /** Tensors it adds to a layer (after the method's and earlier variants'). */
   params?(layer: LayerInfo, settings: S, config: C): ParamSpec[];
+  /**
+   * Rewrites the tensors the method (and earlier variants) put on a layer: freezes some (FFA-LoRA's A, IntTune's A
+   * and B) or changes their shapes (BD-LoRA's block-diagonal factors). The variant's init then returns values of
+   * the new sizes, and its forward, ΔW and count follow the new tensors.
+   */
+  adjustParams?(specs: ParamSpec[], layer: LayerInfo, settings: S, config: C): ParamSpec[];
   /** Runs after the method's initialiser (and earlier variants'); may replace values and the frozen weight. */
   init?(ctx: InitContext<C, S> & { values: Record<string, Float32Array> }): Promise<InitResult>;
-  /** Replaces the method's output; `parts` comes from the method's `parts`. */
+  /**
+   * Replaces the method's output; `parts` comes from the method's `parts`, built only when the variant reads it (a
+   * variant whose factors the method's term cannot multiply, BD-LoRA's, computes its own).
+   */
   forward?(ctx: ForwardContext<C, S>, parts: Record<string, Tensor>): Tensor;
+  /** Replaces the method's ΔW (SLoRA's s·B·N·A, BD-LoRA's block-diagonal factors, a nested rank's truncation). */
+  delta?(v: LayerValues<C, S>): Float32Array;
   /** The merged weight when it is not W0 + ΔW (DoRA); `delta` is the method's ΔW, `w0` the current base. */
   merge?(v: LayerValues<C, S>, w0: Float32Array, delta: Float32Array): Float32Array;
   /** Whether this variant makes the adapter unmergeable (with the reason). */
@@ -408,7 +434,13 @@ export interface MethodVariant<C = any, S = any> {
   unmergeableLayer?(layer: LayerInfo, settings: S, config: C): string | null;
   /** Refuses a targeted layer this variant cannot handle (after the method's check). */
   checkLayer?(layer: LayerInfo, settings: S, config: C, source: string): void;
+  /**
+   * What the variant changes in the trainable count, by the paper's formula: added tensors count positive, tensors
+   * it freezes or shrinks (adjustParams) negative (FFA-LoRA: −r·in per layer, so the total is the paper's r·out).
+   */
   trainableCount?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): number;
+  /** Replaces the method's conversion to a plain LoRA of the untouched base (SLoRA folds N into B). */
+  convertToBase?: AdapterMethod<C, S>['convertToBase'];
   stepInputs?(config: C, layers: readonly { layer: LayerInfo; settings: S }[]): StepInputSpec<C>[];
   update?: LayerUpdateRule<C, S>;
   lossTerms?(config: C): LossTerm<C>[];

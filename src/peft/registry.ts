@@ -140,14 +140,15 @@ function single<T>(what: string, owners: readonly { name: string; hook: T | unde
 /** `method` with `variants` composed in: one AdapterMethod whose hooks call the variants' in registry order. */
 export function compose(method: AdapterMethod, variants: readonly MethodVariant[]): AdapterMethod {
   const all = [method, ...variants];
-  const forward = single(
-    'forward',
-    variants.map((v) => ({ name: v.name, hook: v.forward })),
-  );
-  const merge = single(
-    'merge',
-    variants.map((v) => ({ name: v.name, hook: v.merge })),
-  );
+  const one = <T>(what: string, hook: (v: MethodVariant) => T | undefined) =>
+    single(
+      what,
+      variants.map((v) => ({ name: v.name, hook: hook(v) })),
+    );
+  const forward = one('forward', (v) => v.forward);
+  const merge = one('merge', (v) => v.merge);
+  const delta = one('ΔW', (v) => v.delta) ?? method.delta;
+  const convertToBase = one('conversion to a plain LoRA', (v) => v.convertToBase) ?? method.convertToBase;
   const update = single<LayerUpdateRule<any, any>>(
     'update rule',
     all.map((e) => ({ name: e.name, hook: e.update })),
@@ -158,7 +159,14 @@ export function compose(method: AdapterMethod, variants: readonly MethodVariant[
     ...method,
     name: [method.name, ...variants.map((v) => v.name)].join('+'),
     layers,
-    params: (layer, s, c) => [method.params(layer, s, c), ...variants.map((v) => v.params?.(layer, s, c) ?? [])].flat(),
+    params(layer, s, c) {
+      let specs = method.params(layer, s, c);
+      for (const v of variants) {
+        specs = [...specs, ...(v.params?.(layer, s, c) ?? [])];
+        specs = v.adjustParams?.(specs, layer, s, c) ?? specs;
+      }
+      return specs;
+    },
     async init(ctx) {
       let r: InitResult = await method.init(ctx);
       let base = r.base;
@@ -175,7 +183,7 @@ export function compose(method: AdapterMethod, variants: readonly MethodVariant[
       if (!forward) return method.forward(ctx);
       if (!method.parts)
         throw new Error(`internal: ${method.name} has variants that replace its forward but no parts()`);
-      return forward(ctx, method.parts(ctx));
+      return forward(ctx, lazyParts(method, ctx));
     },
     trainableCount: (c, ls) =>
       method.trainableCount(c, ls) + variants.reduce((n, v) => n + (v.trainableCount?.(c, ls) ?? 0), 0),
@@ -187,22 +195,37 @@ export function compose(method: AdapterMethod, variants: readonly MethodVariant[
         all.map((e) => ({ name: e.name, hook: e.calibration?.(c, loading) ?? undefined })),
       ) ?? null,
     update,
+    convertToBase,
     checkLayer(layer, s, c, source) {
       for (const e of all) e.checkLayer?.(layer, s, c, source);
     },
     unmergeableLayer: (layer, s, c) =>
       all.map((e) => e.unmergeableLayer?.(layer, s, c) ?? null).find((why) => why !== null) ?? null,
   };
+  delete composed.delta;
+  delete composed.merge;
   if (unmergeable) composed.unmergeable = `${unmergeable.name}: ${unmergeable.unmergeable}`;
-  if (unmergeable || !canMerge(method)) {
-    delete composed.delta;
-    delete composed.merge;
-  } else if (merge) {
-    const delta = method.delta;
-    if (!delta) throw new Error(`internal: a variant replaces the merge of ${method.name}, which has no ΔW to give it`);
+  else if (merge) {
+    if (!delta) throw new Error(`internal: ${method.name} has a variant that replaces its merge but no ΔW`);
+    composed.delta = delta;
     composed.merge = (v, w0) => merge(v, w0, delta(v));
+  } else {
+    if (delta) composed.delta = delta;
+    if (method.merge) composed.merge = method.merge;
   }
+  if (!convertToBase) delete composed.convertToBase;
   return composed;
+}
+
+/**
+ * The method's `parts` for a variant's forward, built on first access: a variant that computes its own term from
+ * factors the method's term cannot multiply (BD-LoRA's block-diagonal ones) never builds it.
+ */
+function lazyParts(method: AdapterMethod, ctx: ForwardContext<any, any>): Record<string, Tensor> {
+  let made: Record<string, Tensor> | null = null;
+  return new Proxy({} as Record<string, Tensor>, {
+    get: (_target, key) => (typeof key === 'string' ? (made ??= method.parts!(ctx))[key] : undefined),
+  });
 }
 
 /** The merged weight of one layer: the method's merge, or W0 + ΔW. */

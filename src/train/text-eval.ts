@@ -6,6 +6,9 @@
  * 1..len-1 from the ones before, with no context from earlier windows (positions restart at 0). The loss is the
  * mean over every predicted token of every window — what interop/eval_reference.py computes with transformers.
  * The loss is reduced inside the graph (lossEvaluator, eval.ts): only one scalar per batch leaves ONNX Runtime.
+ * `evaluateRanks` runs the same evaluation with a LoRA adapter truncated to each of several ranks and reports
+ * MatryoshkaLoRA's AURAC of the losses (its metrics.py: the trapezoid area under the rank–metric curve over the rank
+ * span, v1 on linear ranks and v2 on log₂ ranks).
  * Not here: held-out evaluation during training (eval.ts), the datasets of training (data/).
  */
 import { readFile } from 'node:fs/promises';
@@ -13,6 +16,7 @@ import { LorakitError, check } from '../errors.ts';
 import { Graph } from '../graph/index.ts';
 import type { HfTokenizer } from '../io/tokenizer.ts';
 import type { LoadedModel } from '../models/load.ts';
+import { addTruncated, type PeftModel } from '../peft/index.ts';
 import { causalLmLoss } from './loss.ts';
 import type { ModuleHooks } from '../nn/index.ts';
 import type { CompileOptions } from '../runtime/index.ts';
@@ -170,5 +174,84 @@ export async function evaluateText(
     windows: windows.length,
     documents: docs.length,
     seqLen,
+  };
+}
+
+/**
+ * MatryoshkaLoRA's AURAC (official metrics.py): Σᵢ (tᵢ₊₁ − tᵢ)·(vᵢ + vᵢ₊₁)/2 / (t_m − t₁) over ranks t₁ < … < t_m
+ * ("v1"), or the same over log₂ t ("v2": each doubling weighs the same); one rank: its value. The paper takes
+ * accuracies (higher is better); over losses a lower area is better.
+ */
+export function aurac(values: readonly number[], ranks: readonly number[], version: 'v1' | 'v2'): number {
+  check(
+    values.length === ranks.length && ranks.length > 0,
+    'LK_INVALID_ARGUMENT',
+    `aurac: ${values.length} values for ${ranks.length} ranks; expected one value per rank, at least one`,
+  );
+  for (let i = 1; i < ranks.length; i++)
+    check(ranks[i] > ranks[i - 1], 'LK_INVALID_ARGUMENT', `aurac: ranks must increase, got [${ranks.join(', ')}]`);
+  if (ranks.length === 1) return values[0];
+  const x = version === 'v1' ? [...ranks] : ranks.map(Math.log2);
+  let area = 0;
+  for (let i = 0; i + 1 < x.length; i++) area += ((x[i + 1] - x[i]) * (values[i] + values[i + 1])) / 2;
+  return area / (x[x.length - 1] - x[0]);
+}
+
+/** What `evaluateRanks` measured. */
+export interface EvaluateRanksResult {
+  /** Loss and perplexity of the adapter truncated to each rank, ranks ascending. */
+  ranks: { rank: number; loss: number; perplexity: number }[];
+  /** AURAC of the losses (lower is better), over ranks (v1) and over log₂ ranks (v2). */
+  aurac: { v1: number; v2: number };
+  tokens: number;
+  windows: number;
+  documents: number;
+  seqLen: number;
+}
+
+/**
+ * `evaluateText` with adapter `name` of `peft` (a LoRA, typically trained with matryoshka or dylora) cut to each of
+ * `ranks` (addTruncated: its first t components, scaled as a PEFT LoRA of rank t with the same lora_alpha), and the
+ * AURAC of the losses. Ranks are sorted and must be distinct integers in 1..r.
+ */
+export async function evaluateRanks(
+  model: LoadedModel,
+  tokenizer: HfTokenizer,
+  peft: PeftModel,
+  name: string,
+  ranks: readonly number[],
+  options: Omit<EvaluateTextOptions, 'adapter'>,
+): Promise<EvaluateRanksResult> {
+  const sorted = [...ranks].sort((a, b) => a - b);
+  check(
+    sorted.length > 0 && sorted.every((t, i) => i === 0 || t > sorted[i - 1]),
+    'LK_INVALID_ARGUMENT',
+    `ranks must be distinct, got [${ranks.join(', ')}]`,
+  );
+  const active = [...peft.activeAdapters];
+  const out: EvaluateRanksResult['ranks'] = [];
+  let last: EvaluateTextResult | null = null;
+  try {
+    for (const t of sorted) {
+      const tmp = await addTruncated(peft, name, t);
+      try {
+        peft.setActive(tmp);
+        last = await evaluateText(model, tokenizer, { ...options, adapter: peft.generationAdapter() });
+        out.push({ rank: t, loss: last.loss, perplexity: last.perplexity });
+      } finally {
+        peft.deleteAdapter(tmp);
+      }
+    }
+  } finally {
+    peft.setActive(...active);
+  }
+  const losses = out.map((x) => x.loss);
+  return {
+    ranks: out,
+    aurac: { v1: aurac(losses, sorted, 'v1'), v2: aurac(losses, sorted, 'v2') },
+    tokens: last!.tokens,
+    windows: last!.windows,
+    documents: last!.documents,
+    seqLen: last!.seqLen,
   };
 }

@@ -11,7 +11,8 @@ import { HfTokenizer } from '../../src/io/tokenizer.ts';
 import { loadModel } from '../../src/models/load.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
 import { fakeHubRepo } from '../io/fake-hub.ts';
-import { evaluateText, textWindows } from '../../src/train/text-eval.ts';
+import { aurac, evaluateText, textWindows } from '../../src/train/text-eval.ts';
+import { adaptable, loadAdapter, PeftModel, saveTruncated } from '../../src/peft/index.ts';
 import { assertAllclose } from '../helpers.ts';
 
 const tmp = await mkdtemp(join(tmpdir(), 'lorakit-eval-'));
@@ -117,6 +118,69 @@ test("eval --model <hub id> reads the cached snapshot through its symlinks: tran
   const got = JSON.parse(r.stdout);
   assert.equal(got.tokens, c.tokens);
   assertAllclose([got.loss], [c.loss], { rtol: 1e-4, atol: 0, what: 'loss' });
+});
+
+test("eval --ranks: the adapter truncated to each rank (the full rank gives transformers' loss) and the AURAC", async () => {
+  const c = expected.cases.gpt2_lora_jsonl_48; // PEFT's r 4 LoRA on GPT-2
+  const r = await lorakit(
+    '--model',
+    c.model,
+    '--adapter',
+    c.adapter!,
+    '--data',
+    c.data,
+    '--seq-len',
+    '48',
+    '--ranks',
+    '4,1,2',
+    '--json',
+  );
+  assert.equal(r.status, 0, r.stderr);
+  const got = JSON.parse(r.stdout);
+  assert.deepEqual(
+    got.ranks.map((x: { rank: number }) => x.rank),
+    [1, 2, 4],
+  );
+  assert.equal(got.tokens, c.tokens);
+  assertAllclose([got.ranks[2].loss], [c.loss], { rtol: 1e-4, atol: 0, what: 'rank 4 = the whole adapter' });
+  // a lower rank is the folder saveTruncated writes (first t components, lora_alpha kept), evaluated as any adapter
+  const model = await loadModel(c.model);
+  try {
+    const tokenizer = await HfTokenizer.fromDir(model.dir);
+    const peft = new PeftModel(adaptable(model));
+    await loadAdapter(peft, c.adapter!);
+    for (const [i, t] of [1, 2].entries()) {
+      const dir = join(tmp, `gpt2-rank${t}`);
+      await saveTruncated(peft, 'default', dir, t);
+      const truncated = new PeftModel(adaptable(model));
+      await loadAdapter(truncated, dir);
+      const want = await evaluateText(model, tokenizer, {
+        data: c.data,
+        seqLen: 48,
+        adapter: truncated.generationAdapter(),
+      });
+      assertAllclose([got.ranks[i].loss], [want.loss], { rtol: 1e-6, atol: 0, what: `rank ${t}` });
+    }
+  } finally {
+    await model.close();
+  }
+  const losses = got.ranks.map((x: { loss: number }) => x.loss);
+  assert.ok(Math.abs(losses[0] - losses[2]) > 1e-3, 'ranks give different losses');
+  assert.equal(got.aurac_loss.v1, aurac(losses, [1, 2, 4], 'v1'));
+  assert.equal(got.aurac_loss.v2, aurac(losses, [1, 2, 4], 'v2'));
+  const bad = await lorakit('--model', c.model, '--adapter', c.adapter!, '--data', c.data, '--ranks', '2,8');
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /rank must be an integer in 1\.\.4/);
+  const noAdapter = await lorakit('--model', c.model, '--data', c.data, '--ranks', '1,2');
+  assert.match(noAdapter.stderr, /--adapter <dir> is required/);
+});
+
+test("aurac follows MatryoshkaLoRA's metrics.py: trapezoids over ranks (v1) or log2 ranks (v2) over the span", () => {
+  // v1: ((2−1)·(0.2+0.4)/2 + (8−2)·(0.4+0.7)/2) / 7 = (0.3 + 3.3) / 7; v2 over log2: (1·0.3 + 2·0.55) / 3
+  assertAllclose([aurac([0.2, 0.4, 0.7], [1, 2, 8], 'v1')], [3.6 / 7], { rtol: 1e-15, atol: 0 });
+  assertAllclose([aurac([0.2, 0.4, 0.7], [1, 2, 8], 'v2')], [1.4 / 3], { rtol: 1e-15, atol: 0 });
+  assert.equal(aurac([0.5], [4], 'v2'), 0.5);
+  assert.throws(() => aurac([1, 2], [2, 1], 'v1'), /ranks must increase/);
 });
 
 test('windows are consecutive and non-overlapping; a one-token tail predicts nothing and is dropped', () => {

@@ -160,6 +160,11 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
     [{ shape: [3, 4] }],
   ],
   [
+    'Gather columns on the last axis with a repeat (PaCA)',
+    (g, [a]) => a.gather(g.constant([3, 0, 3], 'i64', [3]), 2),
+    [{ shape: [2, 3, 4] }],
+  ],
+  [
     'GatherElements',
     (g, [a]) => a.gatherElements(g.constant([0, 2, 1, 1, 0, 0], 'i64', [2, 3]), 1),
     [{ shape: [2, 3] }],

@@ -3,7 +3,7 @@
 // S² against the eigenvalues of AᵀA.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Rng, svd, symEig } from '../../src/linalg/index.ts';
+import { pinv, Rng, svd, symEig } from '../../src/linalg/index.ts';
 import { LorakitError } from '../../src/errors.ts';
 import { assertAllclose } from '../helpers.ts';
 import { alignSigns, gaussian, mul, orthoError, relError, tr, usv, withSpectrum } from './helpers.ts';
@@ -93,4 +93,29 @@ test('svd reports bad input with lorakit errors', () => {
   const isCode = (c: string) => (e: unknown) => e instanceof LorakitError && e.code === c;
   assert.throws(() => svd(new Float64Array(5), 2, 3), isCode('LK_SHAPE_MISMATCH'));
   assert.throws(() => svd(new Float64Array([1, Number.NaN]), 1, 2), isCode('LK_INVALID_ARGUMENT'));
+});
+
+test('pinv satisfies the four Moore–Penrose conditions on full-rank and rank-deficient matrices; tiny σ are cut', () => {
+  const rng = new Rng(7);
+  for (const [m, n, rank] of [
+    [5, 5, 5],
+    [6, 4, 4],
+    [4, 7, 2],
+    [5, 5, 3],
+  ]) {
+    const s0 = Array.from({ length: Math.min(m, n) }, (_, i) => (i < rank ? 3 * 0.5 ** i : 0));
+    const { a } = withSpectrum(rng, m, n, s0);
+    const p = pinv(a, m, n, 1e-10);
+    const ap = mul(a, p, m, n, m); // A·A⁺ [m, m]
+    const pa = mul(p, a, n, m, n); // A⁺·A [n, n]
+    assertAllclose(mul(ap, a, m, m, n), a, { atol: 1e-12, rtol: 0, what: `[${m}, ${n}] rank ${rank}: A·A⁺·A = A` });
+    assertAllclose(mul(pa, p, n, n, m), p, { atol: 1e-12, rtol: 0, what: `A⁺·A·A⁺ = A⁺` });
+    assertAllclose(ap, tr(ap, m, m), { atol: 1e-12, rtol: 0, what: 'A·A⁺ symmetric' });
+    assertAllclose(pa, tr(pa, n, n), { atol: 1e-12, rtol: 0, what: 'A⁺·A symmetric' });
+  }
+  // a singular value below rtol·σ₁ is treated as zero (torch.linalg.pinv's cutoff): the inverse stays bounded
+  const { a } = withSpectrum(rng, 3, 3, [1, 0.5, 1e-9]);
+  const big = pinv(a, 3, 3, 0).reduce((x, v) => Math.max(x, Math.abs(v)), 0);
+  const cut = pinv(a, 3, 3, 1e-6).reduce((x, v) => Math.max(x, Math.abs(v)), 0);
+  assert.ok(big > 1e8 && cut < 3, `without the cutoff ${big}, with it ${cut}`);
 });

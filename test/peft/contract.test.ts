@@ -83,6 +83,50 @@ export const CASES: Case[] = [
     identity: 'exact',
   },
   {
+    entries: ['lora', 'slora'],
+    config: { r: 2, lora_alpha: 3, init_lora_weights: 's_lora', target_modules: LINEAR_ALL },
+    identity: 'exact',
+  },
+  // the official NLoRA start: W0's Nyström blocks with nothing subtracted, so the model moves at init
+  {
+    entries: ['lora', 'slora', 'nlora'],
+    config: { r: 2, lora_alpha: 3, init_lora_weights: 'n_lora', target_modules: LINEAR_ALL },
+    identity: 'none',
+  },
+  {
+    entries: ['lora', 'slora', 'nlora', 'inttune'],
+    config: {
+      r: 2,
+      lora_alpha: 4,
+      init_lora_weights: 'n_lora',
+      nlora_config: { nystrom_core: 'pinv' },
+      inttune: true,
+      target_modules: LINEAR_ALL,
+    },
+    identity: 'close',
+  },
+  // A block-diagonal on the 6 → 5 layer, B on the 5 → 6 one (2 blocks each)
+  {
+    entries: ['lora', 'bdlora'],
+    config: {
+      r: 2,
+      lora_alpha: 3,
+      target_modules: ['q_proj'],
+      use_bdlora: { target_modules_bd_a: ['layers.0.q_proj'], target_modules_bd_b: ['layers.1.q_proj'], nblocks: 2 },
+    },
+    identity: 'exact',
+  },
+  {
+    entries: ['lora', 'ffa_lora'],
+    config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, ffa_lora: { seed: 7 } },
+    identity: 'exact',
+  },
+  {
+    entries: ['lora', 'matryoshka'],
+    config: { r: 3, lora_alpha: 6, target_modules: LINEAR_ALL, matryoshka: { train_ranks: [1, 3] } },
+    identity: 'exact',
+  },
+  {
     entries: ['lora', 'mask_target'],
     config: { r: 2, lora_alpha: 3, target_modules: LINEAR_ALL, mask_target: { lambda: 0.7 } },
     identity: 'exact',
@@ -141,6 +185,12 @@ export const CASES: Case[] = [
   {
     entries: ['flylora'],
     config: { peft_type: 'FLYLORA', r: 4, top_k: 2, lora_alpha: 8, bias_u: 0.01, target_modules: ['c_fc'] },
+    identity: 'exact',
+  },
+  // s = 4/2 = 2 (a power of two): s·(W0/s) is W0 bit for bit, so the model is unchanged at init
+  {
+    entries: ['paca'],
+    config: { peft_type: 'PACA', r: 2, paca_alpha: 4, target_modules: LINEAR_ALL },
     identity: 'exact',
   },
   {

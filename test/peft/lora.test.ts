@@ -203,9 +203,10 @@ test('bad adapters: no matching module, rank 0, unknown peft_type, shapes that d
 
 test('LoraConfig keys added by PEFT 0.19-0.21 load at their neutral value and are refused otherwise', async () => {
   // PEFT 0.21.2 writes these five keys (null) into every LoRA adapter_config.json (test/fixtures/peft-current);
-  // lora_ga_config is the lora_ga variant's own field, the other four select methods lorakit does not have
-  const added = ['use_bdlora', 'velora_config', 'monteclora_config', 'kasa_config'];
-  const neutral = { lora_ga_config: null, ...Object.fromEntries(added.map((k) => [k, null])) };
+  // lora_ga_config and use_bdlora are the lora_ga and bdlora variants' own fields, the other three select methods
+  // lorakit does not have
+  const added = ['velora_config', 'monteclora_config', 'kasa_config'];
+  const neutral = { lora_ga_config: null, use_bdlora: null, ...Object.fromEntries(added.map((k) => [k, null])) };
   assertAllclose(await logits(await peftWith({ r: 2, ...neutral })), await logits(null), { atol: 0, rtol: 0 });
   for (const k of added) {
     await assert.rejects(

@@ -6,6 +6,7 @@ import { crossEntropy, Graph as G } from '../../src/graph/index.ts';
 import { Rng } from '../../src/linalg/index.ts';
 import { type Conv2dInfo, createContext, type ModuleHooks, type ModuleInfo, WeightSource } from '../../src/nn/index.ts';
 import type { AdaptableBase, PeftModel } from '../../src/peft/index.ts';
+import { compile } from '../../src/runtime/index.ts';
 import { adapterTraining, type TrainTask } from '../../src/train/index.ts';
 
 export const V = 11,
@@ -186,4 +187,21 @@ export function toyTask(peft: PeftModel, adapter: string, { conv = false } = {})
     stepInputs: shared.stepInputs,
     save: shared.save,
   };
+}
+
+/** Logits [2, 4, V] of the toy model on IDS through ONNX Runtime, with `peft`'s active adapters (and its overrides). */
+export async function toyLogits(peft: PeftModel | null, { conv = false } = {}): Promise<Float32Array> {
+  const g = new G('toy-logits');
+  const ids = g.input('ids', 'i64', [2, 4]);
+  const w = toyWeights();
+  if (peft) for (const [k, v] of peft.weightOverrides()) w.set(k, v);
+  g.output('logits', toyForward(g, ids, w, peft ? peft.hooks() : {}, { conv }).logits);
+  return (await (await compile(g, { worker: false })).run({ ids: IDS })).logits.data as Float32Array;
+}
+
+/** Adds seeded N(0, scale²) noise to every trainable tensor of adapter `name` (B = 0 at init otherwise). */
+export function perturbAdapter(peft: PeftModel, name = 'default', seed = 11, scale = 0.3): void {
+  const r = new Rng(seed);
+  const values = [...peft.trainableValues(name)].map(([k, v]) => [k, v.map((x) => x + scale * r.normal())] as const);
+  peft.setValues(name, new Map(values));
 }

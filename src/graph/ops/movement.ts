@@ -312,14 +312,24 @@ export const movementOps: Record<MovementOp, OpDef> = {
       const axis = normAxis((at.axis as number) ?? 0, x.rank, 'Gather');
       return one([...x.shape.slice(0, axis), ...idx.shape, ...x.shape.slice(axis + 1)], x.dtype);
     },
-    // d gather(x, idx) along axis 0 = scatter-add of dY rows into zeros (an embedding's gradient)
+    // d gather(x, idx) = scatter-add of dY into zeros at idx along the axis: rows on axis 0 (an embedding's gradient);
+    // on another axis, a 1-D idx spread to dY's shape for ScatterElements (PaCA's selected input columns)
     vjp: (n, [dy]) => {
       const [x, idx] = [n.inputs[0]!, n.inputs[1]!];
-      if (normAxis((n.attrs.axis as number) ?? 0, x.rank, 'Gather') !== 0)
-        throw new LorakitError('LK_NO_GRADIENT', 'Gather gradient is implemented for axis 0 only');
+      const axis = normAxis((n.attrs.axis as number) ?? 0, x.rank, 'Gather');
       const g = x.graph;
-      const dx = g.op('ScatterND', [zerosLike(x), idx.cast('i64').unsqueeze(-1), dy!], { reduction: 'add' });
-      return [dx, null];
+      if (axis === 0) {
+        const dx = g.op('ScatterND', [zerosLike(x), idx.cast('i64').unsqueeze(-1), dy!], { reduction: 'add' });
+        return [dx, null];
+      }
+      if (idx.rank !== 1)
+        throw new LorakitError(
+          'LK_NO_GRADIENT',
+          `Gather gradient on axis ${axis} needs 1-D indices, got rank ${idx.rank}`,
+        );
+      const shape = x.shape.map((_, k) => (k === axis ? -1 : 1));
+      const spread = idx.cast('i64').reshape(shape).expand(dy!.shapeOf()); // [.. like dY]: idx along the axis
+      return [zerosLike(x).scatterElements(spread, dy!, axis, 'add'), null];
     },
   },
   GatherElements: {

@@ -2,11 +2,14 @@
 // (an initialisation variant before DoRA, whose magnitude is taken from the initialised weights; variants of every
 // method, '*', last). Adding a method or a variant: one file in this folder, one line here.
 import type { RegistryEntry } from '../method.ts';
+import { bdlora } from './bdlora.ts';
 import { dora } from './dora.ts';
 import { bone } from './bone.ts';
 import { dylora } from './dylora.ts';
+import { ffaLora } from './ffa_lora.ts';
 import { flylora } from './flylora.ts';
 import { loldu } from './loldu.ts';
+import { inttune } from './inttune.ts';
 import { lora } from './lora.ts';
 import { loraPro } from './lora_pro.ts';
 import { loraSb } from './lora_sb.ts';
@@ -14,13 +17,17 @@ import { loraXs } from './lora_xs.ts';
 import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
 import { miss } from './miss.ts';
+import { matryoshka } from './matryoshka.ts';
+import { nlora } from './nlora.ts';
 import { olora } from './olora.ts';
+import { paca } from './paca.ts';
 import { pissa } from './pissa.ts';
 import { randlora } from './randlora.ts';
 import { tiedLora } from './tied_lora.ts';
 import { unilora } from './unilora.ts';
 import { vblora } from './vblora.ts';
 import { salt } from './salt.ts';
+import { slora } from './slora.ts';
 import { vera } from './vera.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
@@ -28,8 +35,14 @@ export const REGISTRY: readonly RegistryEntry[] = [
   pissa,
   olora,
   loraGa,
+  slora,
+  nlora,
+  inttune,
   dora,
   dylora,
+  matryoshka,
+  bdlora,
+  ffaLora,
   loraPro,
   maskTarget,
   vera,
@@ -44,4 +57,5 @@ export const REGISTRY: readonly RegistryEntry[] = [
   bone,
   loldu,
   salt,
+  paca,
 ];

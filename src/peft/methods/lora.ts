@@ -32,8 +32,6 @@ const NEUTRAL: Record<string, (v: unknown) => boolean> = {
   layer_replication: (v) => v === null,
   target_parameters: (v) => v === null || (Array.isArray(v) && v.length === 0),
   arrow_config: (v) => v === null,
-  /** PEFT 0.19.0: BD-LoRA, block-diagonal A or B (a BdLoraConfig; despite its name not a boolean). */
-  use_bdlora: (v) => v === null,
   /** PEFT 0.20.0: VeLoRA, a compressed-activation backward for A. */
   velora_config: (v) => v === null,
   /** PEFT 0.20.0: MonteCLoRA, Monte Carlo sampling over the adapter. */

@@ -18,7 +18,8 @@ import { adaptable, loadAdapter, PeftModel, saveAdapter } from '../../../src/pef
 import { compile } from '../../../src/runtime/index.ts';
 import { assertAllclose } from '../../helpers.ts';
 import { logitsOf } from '../logits.ts';
-import { D, H, IDS, MODULES, O, toyBase, toyForward, toyWeights, V } from '../toy.ts';
+import { hostLogits } from '../host.ts';
+import { IDS, MODULES, toyBase, toyForward, toyWeights } from '../toy.ts';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
 const TARGETS = ['q_proj', 'c_fc']; // Linear 6→5 and 5→6 (both projections sliced), GPT-2 Conv1D 6→4
@@ -58,37 +59,6 @@ function denseDelta(peft: PeftModel, path: string): Float64Array {
       d[j * inn + k] = lb[j] * s;
     }
   return d;
-}
-
-/** The toy model in float64 on the host, with ΔW added to the adapted layers' [out, in] matrices. */
-function hostLogits(deltas: Map<string, Float64Array>): Float64Array {
-  const w = toyWeights();
-  const N = IDS.length; // B·T rows
-  // x [N, in] · (W + ΔW)ᵀ + b; `stored` [out, in], or [in, out] for Conv1D
-  const linear = (x: Float64Array, path: string, inn: number, out: number, conv1d = false) => {
-    const m = MODULES.find((q) => q.path === path)!;
-    const W = w.get(m.weightName)!;
-    const b = m.kind !== 'embedding' && m.biasName ? w.get(m.biasName)! : null;
-    const dW = deltas.get(path);
-    const y = new Float64Array(N * out);
-    for (let n = 0; n < N; n++)
-      for (let j = 0; j < out; j++) {
-        let s = b ? b[j] : 0;
-        for (let k = 0; k < inn; k++) {
-          const wjk = (conv1d ? W[k * out + j] : W[j * inn + k]) + (dW ? dW[j * inn + k] : 0);
-          s += x[n * inn + k] * wjk;
-        }
-        y[n * out + j] = s;
-      }
-    return y;
-  };
-  const E = w.get('model.embed_tokens.weight')!;
-  const h = new Float64Array(N * D);
-  for (let n = 0; n < N; n++) for (let k = 0; k < D; k++) h[n * D + k] = E[Number(IDS[n]) * D + k];
-  const a = linear(h, 'model.layers.0.q_proj', D, H).map(Math.tanh);
-  const b = linear(a, 'model.layers.1.q_proj', H, D);
-  const c = linear(b, 'model.layers.1.c_fc', D, O, true).map(Math.tanh);
-  return linear(c, 'lm_head', O, V);
 }
 
 test('VeRA logits equal a float64 host model with W0 + diag(λ_b)·B·diag(λ_d)·A, and merged weights equal W0 + ΔW', async () => {
