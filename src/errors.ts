@@ -21,6 +21,11 @@ export const ERROR_CODES = {
   LK_CONFIG_INVALID: 'a configuration (model config.json, adapter_config.json, run YAML) has a wrong or missing field',
   LK_UNSUPPORTED: 'the input is valid but lorakit does not support it (yet): an architecture, a dtype, an option',
   LK_NON_FINITE: 'training produced a NaN or infinite loss or gradient norm; the run stopped at that step',
+  LK_NOT_FOUND: 'a server request names a model, adapter or route the server does not have',
+  LK_OVERLOADED: 'the server holds as many requests (or resident adapters) as it may; retry later',
+  LK_UNAUTHORIZED: 'a server request lacks the bearer API key the server was started with, or has a wrong one',
+  LK_PAYLOAD_TOO_LARGE: 'a server request body is larger than the server accepts',
+  LK_UNAVAILABLE: 'the server is shutting down (or its engine stopped) and takes no new requests',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -18,7 +18,16 @@ export type {
   LossTermContext,
 } from './method.ts';
 export { REGISTRY } from './methods/index.ts';
-export { methods, variantsOf, methodFor, resolveConfig, configSchema, savedType, type Resolved } from './registry.ts';
+export {
+  methods,
+  variantsOf,
+  methodFor,
+  resolveConfig,
+  configSchema,
+  savedType,
+  mergedWeight,
+  type Resolved,
+} from './registry.ts';
 export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/lora.ts';
 export { dora } from './methods/dora.ts';
 export { loraGa, DEFAULT_LORA_GA_BATCHES, type LoraGaConfig } from './methods/lora_ga.ts';
