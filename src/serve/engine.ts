@@ -44,6 +44,12 @@ export interface EngineRequest {
   onEvent?: (e: SequenceEvent) => void;
 }
 
+/** A submitted request: accepted into the queue (or refused), then completed. */
+export interface Submission {
+  accepted: Promise<void>;
+  completion: Promise<Completion>;
+}
+
 /** One finished completion. */
 export interface Choice {
   index: number;
@@ -159,7 +165,29 @@ export class Engine {
   }
 
   /** Generates the request's completions. Rejects with a LorakitError for bad requests, a full engine, a bad adapter. */
-  async submit(req: EngineRequest): Promise<Completion> {
+  generate(req: EngineRequest): Promise<Completion> {
+    return this.submit(req).completion;
+  }
+
+  /**
+   * Submits a request: `accepted` resolves once it is queued (checked, under the concurrency limit, its adapter
+   * loaded) and rejects with the reason it was refused, so an HTTP route can still answer with a status before it
+   * starts streaming; `completion` resolves when it is done.
+   */
+  submit(req: EngineRequest): Submission {
+    let accept!: () => void;
+    let refuse!: (e: unknown) => void;
+    const accepted = new Promise<void>((resolve, reject) => {
+      accept = resolve;
+      refuse = reject;
+    });
+    accepted.catch(() => {}); // a caller may await only `completion`
+    const completion = this.process(req, accept);
+    completion.catch(refuse); // rejects `accepted` only if it was not accepted yet
+    return { accepted, completion };
+  }
+
+  private async process(req: EngineRequest, accept: () => void): Promise<Completion> {
     if (this.stopped) throw new LorakitError('LK_UNAVAILABLE', 'the engine is shut down');
     const { limits } = this.parts;
     if (this.inflight >= limits.maxConcurrent) {
@@ -207,9 +235,13 @@ export class Engine {
           done,
           reject,
         };
-        if (req.signal?.aborted) return done(this.empty(job, 'abort'));
+        if (req.signal?.aborted) {
+          accept();
+          return done(this.empty(job, 'abort'));
+        }
         req.signal?.addEventListener('abort', () => this.wake?.(), { once: true });
         this.scheduler.push(job);
+        accept();
         this.wake?.();
       });
     } finally {

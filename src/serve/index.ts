@@ -16,7 +16,14 @@ import { Engine, type EngineLimits } from './engine.ts';
 import { KvPool } from './kv-pool.ts';
 import { LoraSlots } from './slots.ts';
 
-export { Engine, type EngineRequest, type Completion, type Choice, type EngineLimits } from './engine.ts';
+export {
+  Engine,
+  type EngineRequest,
+  type Completion,
+  type Choice,
+  type EngineLimits,
+  type Submission,
+} from './engine.ts';
 export { AdapterPool, type ResidentAdapter, type AdapterPoolOptions } from './adapter-pool.ts';
 export { toLoraForm, type LoraForm, type ServedLayer, type LoraFormOptions } from './lora-form.ts';
 export { buildBatchGraph, names as batchGraphNames, type BatchGraphSpec, type LoraTarget } from './batch-graph.ts';
