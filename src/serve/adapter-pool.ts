@@ -91,7 +91,8 @@ export class AdapterPool {
       }
       let p = this.loading.get(name);
       if (!p) {
-        p = this.read(name, this.registry.get(name) ?? (await this.resolve(name)));
+        // set before any await, so concurrent first requests share this load
+        p = (async () => this.read(name, this.registry.get(name) ?? (await this.resolve(name))))();
         this.loading.set(name, p);
         p.then(
           () => this.loading.delete(name),
@@ -119,7 +120,7 @@ export class AdapterPool {
    */
   async load(name: string, path: string): Promise<ResidentAdapter> {
     checkName(name, 'lora_name');
-    const dir = await this.resolve(path, 'lora_path');
+    const dir = await this.resolve(path, 'lora_path', true);
     const known = this.registry.get(name);
     if (known !== undefined && known !== dir) {
       throw new LorakitError(
@@ -142,10 +143,13 @@ export class AdapterPool {
     return a;
   }
 
-  /** The real folder of adapter `name` (or `path`), checked to stay inside the adapter directory. */
-  async resolve(name: string, param = 'model'): Promise<string> {
+  /**
+   * The real folder of adapter `name`, checked to stay inside the adapter directory; `absolute` also takes an
+   * absolute path (a load's lora_path), which must lie inside it too.
+   */
+  async resolve(name: string, param = 'model', absolute = false): Promise<string> {
     const root = await this.rootDir(param);
-    const abs = isAbsolute(name);
+    const abs = absolute && isAbsolute(name);
     if (!abs) checkName(name, param);
     const candidate = abs ? name : join(root, ...name.split('/'));
     let real: string;
@@ -222,8 +226,7 @@ export class AdapterPool {
     }
     for (const [n, a] of this.resident) {
       if (this.bytes + bytes <= budget) break;
-      if (!this.pins.has(n)) this.resident.delete(n);
-      void a;
+      if (!this.pins.has(n) && a) this.resident.delete(n);
     }
     if (this.bytes + bytes > budget) {
       throw new LorakitError(
