@@ -84,6 +84,7 @@ export class EventStream {
       connection: 'keep-alive',
       'x-accel-buffering': 'no',
     });
+    reply.raw.flushHeaders(); // a queued request's client sees its stream open now, not at the first token
   }
 
   /** Writes one event (ignored once the client is gone). */

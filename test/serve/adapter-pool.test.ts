@@ -83,7 +83,13 @@ test('the LRU keeps within its byte budget, evicting the least recently used unp
   p.unpin('r4');
   await p.acquire('r8rs'); // stays pinned
   await p.acquire('r2'); // evicts r4, the least recently used unpinned one
-  assert.deepEqual(p.residents().map((a) => a.name).sort(), ['r2', 'r8rs']);
+  assert.deepEqual(
+    p
+      .residents()
+      .map((a) => a.name)
+      .sort(),
+    ['r2', 'r8rs'],
+  );
   assert.ok(p.bytes <= sizes.get('r4')! + sizes.get('r8rs')!);
   // r4 no longer fits beside the pinned r8rs and r2
   await assert.rejects(p.acquire('r4'), { code: 'LK_OVERLOADED' });

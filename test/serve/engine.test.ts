@@ -18,7 +18,14 @@ let root: string;
 let engine: Engine;
 
 const CONVERTED = {
-  dora: { peft_type: 'LORA', r: 4, lora_alpha: 32, use_dora: true, target_modules: ['q_proj', 'v_proj'], init_lora_weights: false },
+  dora: {
+    peft_type: 'LORA',
+    r: 4,
+    lora_alpha: 32,
+    use_dora: true,
+    target_modules: ['q_proj', 'v_proj'],
+    init_lora_weights: false,
+  },
   vera: { peft_type: 'VERA', r: 8, target_modules: ['q_proj', 'v_proj'], init_weights: false },
 };
 
@@ -29,7 +36,14 @@ before(async () => {
   mkdirSync(join(root, 'broken'));
   writeFileSync(join(root, 'broken', 'adapter_config.json'), '{"peft_type": "LORA", "r": "eight"}');
   copyFileSync(join(root, 'r2', 'adapter_model.safetensors'), join(root, 'broken', 'adapter_model.safetensors'));
-  engine = await createEngine({ model, tokenizer, adapterDir: root, maxLoraRank: 64, maxLoras: 4, kvCacheMemory: 2 ** 20 });
+  engine = await createEngine({
+    model,
+    tokenizer,
+    adapterDir: root,
+    maxLoraRank: 64,
+    maxLoras: 4,
+    kvCacheMemory: 2 ** 20,
+  });
 });
 after(async () => {
   await engine.close();
@@ -46,7 +60,12 @@ const greedy = (adapter: string | null, promptIds: number[], maxTokens: number) 
 });
 
 test('a mixed batch of the base and three adapters gives each row the tokens generate() gives it alone', async () => {
-  const prompts = [[1, 5, 9, 30], [1, 77, 3], [1, 200, 201, 202, 203, 17], [1, 8]];
+  const prompts = [
+    [1, 5, 9, 30],
+    [1, 77, 3],
+    [1, 200, 201, 202, 203, 17],
+    [1, 8],
+  ];
   const names = [null, 'r2', 'r4', 'r8rs'];
   const served = await Promise.all(names.map((n, i) => engine.generate(greedy(n, prompts[i], 10))));
   const refs: number[][] = [];

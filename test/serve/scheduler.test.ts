@@ -17,7 +17,10 @@ function simulate(rows: readonly CacheDemand[]): number {
         left[i]--;
       }
     }
-    peak = Math.max(peak, held.reduce((a, b) => a + b, 0));
+    peak = Math.max(
+      peak,
+      held.reduce((a, b) => a + b, 0),
+    );
     // a row that has just run out finishes before the next step (its slots are freed)
     for (let i = 0; i < held.length; i++) if (left[i] === 0) held[i] = 0;
   }
