@@ -10,7 +10,7 @@ function simulate(rows: readonly CacheDemand[]): number {
   const left = rows.map((r) => r.left);
   let peak = held.reduce((a, b) => a + b, 0);
   for (let i = 0; i < held.length; i++) if (left[i] === 0) held[i] = 0; // finished: freed before the next step
-  for (let step = 1; left.some((l) => l > 0); step++) {
+  while (left.some((l) => l > 0)) {
     for (let i = 0; i < held.length; i++) {
       if (left[i] > 0) {
         held[i]++;

@@ -63,6 +63,10 @@ after(async () => {
   await shutdownRuntime();
 });
 
+/** The OpenAI error object of a response. */
+const errorOf = async (r: Response) =>
+  ((await r.json()) as { error: { code: string; param: string | null; type: string; message: string } }).error;
+
 const post = (path: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(`${server.url}${path}`, {
     method: 'POST',
@@ -156,7 +160,7 @@ test('completions (openai client): base and adapter, n, logprobs, stop, streamin
 test('API keys guard /v1/ but not health and metrics', async () => {
   const noKey = await fetch(`${server.url}/v1/models`);
   assert.equal(noKey.status, 401);
-  assert.equal((await noKey.json()).error.code, 'LK_UNAUTHORIZED');
+  assert.equal((await errorOf(noKey)).code, 'LK_UNAUTHORIZED');
   assert.equal((await post('/v1/models', {}, { authorization: 'Bearer wrong' })).status, 401);
   const bad = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'nope', maxRetries: 0 });
   await assert.rejects(bad.models.list(), (e: unknown) => e instanceof OpenAI.APIError && e.status === 401);
@@ -182,18 +186,18 @@ test('schema errors are 400 naming the field; unknown models 404; escaping names
   for (const [body, param] of cases) {
     const r = await post('/v1/completions', body);
     assert.equal(r.status, 400, JSON.stringify(body));
-    const e = (await r.json()).error;
+    const e = await errorOf(r);
     assert.equal(e.param, param, JSON.stringify(body));
     assert.equal(e.type, 'invalid_request_error');
   }
   const chat = await post('/v1/chat/completions', { model: DEMO, messages: [{ role: 'wizard', content: 'x' }] });
-  assert.equal((await chat.json()).error.param, 'messages.0.role');
+  assert.equal((await errorOf(chat)).param, 'messages.0.role');
   const missing = await post('/v1/completions', { model: 'nobody', prompt: 'x' });
   assert.equal(missing.status, 404);
-  assert.equal((await missing.json()).error.code, 'LK_NOT_FOUND');
+  assert.equal((await errorOf(missing)).code, 'LK_NOT_FOUND');
   const big = await post('/v1/completions', { model: DEMO, prompt: 'x'.repeat(70 * 1024) });
   assert.equal(big.status, 413);
-  assert.equal((await big.json()).error.code, 'LK_PAYLOAD_TOO_LARGE');
+  assert.equal((await errorOf(big)).code, 'LK_PAYLOAD_TOO_LARGE');
 });
 
 test('malformed bodies are all answered 4xx and the server keeps serving', async () => {
@@ -217,7 +221,7 @@ test('malformed bodies are all answered 4xx and the server keeps serving', async
     const path = i % 2 ? '/v1/completions' : '/v1/chat/completions';
     const r = await post(path, shapes[i % shapes.length]());
     assert.ok(r.status >= 400 && r.status < 500, `${i}: ${r.status}`);
-    assert.ok((await r.json()).error.code.startsWith('LK_'));
+    assert.ok((await errorOf(r)).code.startsWith('LK_'));
   }
   const wrongType = await post('/v1/completions', 'x', { 'content-type': 'text/plain' });
   assert.ok(wrongType.status >= 400 && wrongType.status < 500);
@@ -235,7 +239,7 @@ test('runtime load and unload; a failing load answers its error and leaves the s
   assert.equal((await post('/v1/load_lora_adapter', { lora_name: 'x', lora_path: '../..' })).status, 400);
   const broken = await post('/v1/completions', { model: 'broken', prompt: 'A', max_tokens: 2 });
   assert.equal(broken.status, 400);
-  assert.match((await broken.json()).error.message, /nope/);
+  assert.match((await errorOf(broken)).message, /nope/);
   const ok = await client.completions.create({ model: 'news', prompt: 'A', max_tokens: 2 });
   assert.equal(ok.choices.length, 1);
 });
@@ -256,7 +260,7 @@ test('a client that cancels a stream frees its slot; a full server answers 429',
   );
   const extra = await post('/v1/completions', { model: DEMO, prompt: 'A', max_tokens: 2 });
   assert.equal(extra.status, 429);
-  assert.equal((await extra.json()).error.type, 'rate_limit_error');
+  assert.equal((await errorOf(extra)).type, 'rate_limit_error');
   await Promise.all(streams.map((s) => s.body!.cancel()));
   for (let i = 0; i < 200 && server.engine.load.inflight > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(server.engine.parts.kv.used, 0);
