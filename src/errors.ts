@@ -26,6 +26,11 @@ export const ERROR_CODES = {
   LK_DISK_FULL: 'a write failed because the disk (or the quota) holding the path is full',
   LK_IO: 'the system failed a file operation for another reason: a symbolic link loop, an I/O error, too many files',
   LK_LOCKED: 'a folder is in use by another lorakit process (its lock file names the process)',
+  LK_NOT_FOUND: 'a server request names a model, adapter or route the server does not have',
+  LK_OVERLOADED: 'the server holds as many requests (or resident adapters) as it may; retry later',
+  LK_UNAUTHORIZED: 'a server request lacks the bearer API key the server was started with, or has a wrong one',
+  LK_PAYLOAD_TOO_LARGE: 'a server request body is larger than the server accepts',
+  LK_UNAVAILABLE: 'the server is shutting down (or its engine stopped) and takes no new requests',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

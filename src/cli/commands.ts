@@ -11,6 +11,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Generate text from a prompt with a causal LM folder, streaming to stdout',
     load: () => import('./generate.ts'),
   },
+  serve: {
+    describe: 'Serve a model and many adapters over an OpenAI-compatible HTTP API (continuous multi-adapter batching)',
+    load: () => import('./serve.ts'),
+  },
   train: {
     describe: 'Fine-tune an adapter from a YAML run config (--config run.yaml [--set key=value])',
     load: () => import('./train.ts'),

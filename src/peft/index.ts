@@ -29,6 +29,7 @@ export {
   configSchema,
   savedType,
   canMerge,
+  mergedWeight,
   type Resolved,
 } from './registry.ts';
 export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/lora.ts';

@@ -5,6 +5,7 @@
  * graphs (binding.ts), handing the trainer typed handles. Method-specific math stays in peft/methods/; this file is
  * the part every method shares.
  */
+import { randomUUID } from 'node:crypto';
 import { LorakitError, check } from '../errors.ts';
 import { Rng, seedFrom } from '../linalg/index.ts';
 import type { ModuleHooks, ModuleInfo } from '../nn/module.ts';
@@ -100,6 +101,11 @@ export class PeftModel {
   private mergedWeights = new Map<string, Float32Array>();
   /** Bumped whenever adapter values change, so generate() rebuilds its graphs only then. */
   private version = 0;
+  /**
+   * Tells this PeftModel's generation keys from another's over the same model: generate() caches graphs per model and
+   * key, and two PeftModels with equal adapter names and versions would otherwise share the first one's graph.
+   */
+  private readonly id = randomUUID();
 
   constructor(readonly base: AdaptableBase) {}
 
@@ -381,6 +387,7 @@ export class PeftModel {
   /** The active adapters as generate()'s adapter option (hooks per graph, merged or saved weights as overrides). */
   generationAdapter(): { hooks: () => ModuleHooks; overrides: Map<string, Float32Array>; key: string } {
     const key = JSON.stringify({
+      id: this.id,
       active: this.active,
       merged: this.mergedNames,
       enabled: this.enabled,
