@@ -135,6 +135,18 @@ export const CASES: Case[] = [
     config: { r: 2, lora_alpha: 4, lora_pro: { mode: 'lowrank' }, target_modules: LINEAR_ALL },
     identity: 'exact',
   },
+  // AltLoRA+ alternating every step from the first (B-only at step 1 while B = 0): the phase input, the in-graph
+  // inverses and all eight state slots per layer go through the resume check
+  {
+    entries: ['lora', 'altlora'],
+    config: {
+      r: 2,
+      lora_alpha: 3,
+      altlora: { plus: true, alternate: { phase_length: 1, first: 'B', joint_steps: 0 } },
+      target_modules: ['embed_tokens', ...LINEAR_ALL],
+    },
+    identity: 'exact',
+  },
   // one adapted layer: the official forward sends no gradient through a = A·x (no_grad), so a lower adapted layer's
   // gradient is by design not the loss's derivative; B never moves the routing (a and d do), so the loss is smooth
   // in B and the finite differences see no routing flip

@@ -2,6 +2,7 @@
 // (an initialisation variant before DoRA, whose magnitude is taken from the initialised weights; variants of every
 // method, '*', last). Adding a method or a variant: one file in this folder, one line here.
 import type { RegistryEntry } from '../method.ts';
+import { altlora } from './altlora.ts';
 import { dora } from './dora.ts';
 import { bone } from './bone.ts';
 import { dylora } from './dylora.ts';
@@ -31,6 +32,7 @@ export const REGISTRY: readonly RegistryEntry[] = [
   dora,
   dylora,
   loraPro,
+  altlora,
   maskTarget,
   vera,
   tiedLora,
