@@ -2,6 +2,7 @@
 // (an initialisation variant before DoRA, whose magnitude is taken from the initialised weights; variants of every
 // method, '*', last). Adding a method or a variant: one file in this folder, one line here.
 import type { RegistryEntry } from '../method.ts';
+import { allora } from './allora.ts';
 import { altlora } from './altlora.ts';
 import { dora } from './dora.ts';
 import { bone } from './bone.ts';
@@ -22,6 +23,7 @@ import { tiedLora } from './tied_lora.ts';
 import { unilora } from './unilora.ts';
 import { vblora } from './vblora.ts';
 import { salt } from './salt.ts';
+import { stableLora } from './stable_lora.ts';
 import { vera } from './vera.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
@@ -33,6 +35,8 @@ export const REGISTRY: readonly RegistryEntry[] = [
   dylora,
   loraPro,
   altlora,
+  allora,
+  stableLora,
   maskTarget,
   vera,
   tiedLora,

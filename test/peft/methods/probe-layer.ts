@@ -115,3 +115,26 @@ export function loraGrads(A: F64, B: F64, r: number, s: number, step: number): {
 
 /** Float32 B = N(0, σ²) [out, r] (a non-zero B, so that every term of a rule is exercised from step 1). */
 export const randomB = (r: number, sigma: number, seed = 11) => new Rng(seed).normalArray(OUT * r, sigma);
+
+/**
+ * One step of torch's single-tensor AdamW in float64 on p [rows, cols] with a rate per row: p ← p·(1 − lrᵢ·wd);
+ * m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²; p ← p − lrᵢ/(1−β1^t)·m/(√v/√(1−β2^t) + ε).
+ */
+export function adamwRef(
+  x: { p: F64; g: F64; m: F64; v: F64 },
+  t: number,
+  rowLr: ArrayLike<number>,
+  wd: number,
+  o: { betas: [number, number]; eps: number },
+): { p: F64; m: F64; v: F64 } {
+  const [b1, b2] = o.betas;
+  const cols = x.p.length / rowLr.length;
+  const m = x.m.map((v, i) => b1 * v + (1 - b1) * x.g[i]);
+  const v = x.v.map((w, i) => b2 * w + (1 - b2) * x.g[i] * x.g[i]);
+  const p = x.p.map((w, i) => {
+    const lr = rowLr[Math.floor(i / cols)];
+    const decayed = w * (1 - lr * wd);
+    return decayed - ((lr / (1 - b1 ** t)) * m[i]) / (Math.sqrt(v[i]) / Math.sqrt(1 - b2 ** t) + o.eps);
+  });
+  return { p, m, v };
+}
