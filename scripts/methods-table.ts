@@ -25,6 +25,10 @@ export const RUNS: Record<string, { adapter: Record<string, unknown>; lr?: numbe
   dora: { adapter: { ...LORA, use_dora: true } },
   dylora: { adapter: { ...LORA, dylora: {} } },
   lora_pro: { adapter: { ...LORA, lora_pro: {} } },
+  altlora: { adapter: { ...LORA, altlora: {} } },
+  // ALLoRA has no scale: lora_alpha = r
+  allora: { adapter: { ...LORA, lora_alpha: 16, allora: {} } },
+  stable_lora: { adapter: { ...LORA, stable_lora: {} } },
   mask_target: { adapter: { ...LORA, mask_target: {} } },
   vera: { adapter: { peft_type: 'VERA', r: 256, target_modules: TARGETS }, lr: 1e-2 },
   flylora: { adapter: { peft_type: 'FLYLORA', r: 32, top_k: 8, lora_alpha: 64, target_modules: TARGETS } },

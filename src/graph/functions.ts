@@ -109,3 +109,29 @@ export function dropout(x: Tensor, p: number, seed: Tensor): Tensor {
   const keep = hashUniformLike(x, seed).less(x.lift(p)).not().cast(x.dtype).detach();
   return x.mul(keep).mul(1 / (1 - p));
 }
+
+/**
+ * M⁻¹ of a symmetric positive definite M [n, n] (static n), in the graph: ONNX has no inverse op, and update rules
+ * need r×r inverses of matrices the same step computes (AltLoRA's (AAᵀ + δI)⁻¹ of the A it has just updated). n sweeps
+ * of Goodnight's sweep operator, which turn M into −M⁻¹: sweeping pivot k with d = s_kk divides row and column k by d,
+ * sets the pivot to −1/d and the rest to s_ij − s_ik·s_kj/d. Every pivot of an SPD matrix stays positive (they are
+ * ratios of leading minors), so no pivoting is needed. One sweep, as a rank-one update: s − (c − e)(w − eᵀ)/d − 2·e·eᵀ,
+ * c = column k, w = row k, e = the k-th unit vector (check the four cases i, j = k or not). About 9n nodes.
+ */
+export function sweepInverse(m: Tensor, n: number): Tensor {
+  const g = m.graph;
+  let s = m;
+  for (let k = 0; k < n; k++) {
+    const unit = new Array<number>(n).fill(0);
+    unit[k] = 1;
+    const e = g.constant(unit, m.dtype, [n, 1]);
+    const pivot = new Array<number>(n * n).fill(0);
+    pivot[k * n + k] = 2;
+    const at = g.constInts([k]);
+    const c = s.gather(at, 1); // column k [n, 1]
+    const w = s.gather(at, 0); // row k [1, n]
+    const d = c.gather(at, 0); // s_kk [1, 1]
+    s = s.sub(c.sub(e).matmul(w.sub(e.T)).div(d)).sub(g.constant(pivot, m.dtype, [n, n]));
+  }
+  return s.neg();
+}

@@ -12,6 +12,7 @@ export {
   tokenNll,
   hashUniformLike,
   dropout,
+  sweepInverse,
 } from './functions.ts';
 export { toOnnx, OPSET, IR_VERSION } from './onnx.ts';
 export { OPS, type OpName } from './ops/index.ts';

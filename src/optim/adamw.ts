@@ -4,6 +4,7 @@
 // computed on the host in float64 and fed once per step (in float32 inside the graph, 1 − β2^t loses its low digits:
 // −6.7e-6 relative at β2 0.999, +8.3e-5 at 0.9999).
 import { check } from '../errors.ts';
+import type { Tensor } from '../graph/index.ts';
 import type { Optimizer } from './optimizer.ts';
 
 export interface AdamWOptions {
@@ -35,4 +36,25 @@ export function adamw({ beta1 = 0.9, beta2 = 0.999, eps = 1e-8 }: AdamWOptions =
       return { param: p1, state: [m1, v1] };
     },
   };
+}
+
+/**
+ * One AdamW step (the same ops as `adamw`) for a method's update rule, whose step size is a graph value: `lr` is a
+ * tensor broadcasting against the parameter (ALLoRA's per-row rates, a scheduled lr), and the bias corrections are
+ * computed in the graph from `step` (f32 rounding of 1 − β2^t: −6.7e-6 relative at β2 0.999, step 1).
+ */
+export function adamwStep(
+  o: AdamWOptions,
+  x: { param: Tensor; grad: Tensor; m: Tensor; v: Tensor; lr: Tensor; step: Tensor; weightDecay: number },
+): { param: Tensor; m: Tensor; v: Tensor } {
+  const opt = adamw(o);
+  const [beta1, beta2] = [opt.settings!.beta1 as number, opt.settings!.beta2 as number];
+  const { step, lr } = x;
+  const scalars = {
+    decay: lr.mul(x.weightDecay).neg().add(1), // 1 − lr·wd
+    step_size: lr.div(step.lift(1).sub(step.lift(beta1).pow(step))), // lr/(1 − β1^t)
+    bc2_sqrt: step.lift(1).sub(step.lift(beta2).pow(step)).sqrt(), // √(1 − β2^t)
+  };
+  const r = opt.update({ ...x, state: [x.m, x.v], scalars });
+  return { param: r.param, m: r.state[0], v: r.state[1] };
 }

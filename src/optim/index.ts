@@ -1,6 +1,6 @@
 // optim/: optimizers as graph ops, gradient clipping, and the one-graph training step.
 export type { Optimizer, UpdateContext } from './optimizer.ts';
-export { adamw, type AdamWOptions } from './adamw.ts';
+export { adamw, adamwStep, type AdamWOptions } from './adamw.ts';
 export { sgd, type SgdOptions } from './sgd.ts';
 export { clipByGlobalNorm, globalNorm } from './clip.ts';
 export {

@@ -1,7 +1,17 @@
 // Composite functions: forward values against plain-JS references, gradients against finite differences.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Graph, crossEntropy, logSoftmax, rmsNorm, gelu, silu, layerNorm } from '../../src/graph/index.ts';
+import {
+  Graph,
+  crossEntropy,
+  logSoftmax,
+  rmsNorm,
+  gelu,
+  silu,
+  layerNorm,
+  sweepInverse,
+} from '../../src/graph/index.ts';
+import { Rng } from '../../src/linalg/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { gradcheck } from './gradcheck.ts';
 import { assertAllclose, randArray } from '../helpers.ts';
@@ -165,4 +175,32 @@ test('the dropout hash gives 24-bit uniforms: no grid, flat histogram, uncorrela
   };
   assert.ok(Math.abs(corr(u, v, 1 << 16)) < 0.02, 'seeds s and s+1');
   assert.ok(Math.abs(corr(u, u.subarray(1), 1 << 16)) < 0.02, 'elements i and i+1');
+});
+
+test('sweepInverse: M·M⁻¹ = I in float64 for SPD matrices from well to badly conditioned, and (δI)⁻¹ = I/δ', async () => {
+  const n = 5;
+  const rng = new Rng(4);
+  for (const ridge of [1, 1e-3, 1e-8]) {
+    // M = XᵀX + δI with X [3, 5] of rank 3: two eigenvalues are δ, so the condition number is about ‖X‖²/δ
+    const x = rng.normalArray(3 * n, 1);
+    const m = new Float64Array(n * n);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) {
+        for (let k = 0; k < 3; k++) m[i * n + j] += x[k * n + i] * x[k * n + j];
+        if (i === j) m[i * n + j] += ridge;
+      }
+    const g = new Graph();
+    g.output('inv', sweepInverse(g.input('m', 'f64', [n, n]), n));
+    const inv = (await (await compile(g, { worker: false })).run({ m })).inv.data as Float64Array;
+    const prod = new Float64Array(n * n);
+    for (let i = 0; i < n; i++)
+      for (let j = 0; j < n; j++) for (let k = 0; k < n; k++) prod[i * n + j] += m[i * n + k] * inv[k * n + j];
+    const eye = Array.from({ length: n * n }, (_, k) => (k % (n + 1) === 0 ? 1 : 0));
+    assertAllclose(prod, eye, { atol: 1e-6, what: `M·M⁻¹ with δ = ${ridge}` });
+  }
+  const g = new Graph();
+  g.output('inv', sweepInverse(g.input('m', 'f32', [3, 3]), 3));
+  const d = Float32Array.from([1e-5, 0, 0, 0, 1e-5, 0, 0, 0, 1e-5]);
+  const inv = (await (await compile(g, { worker: false })).run({ m: d })).inv.data as Float32Array;
+  assertAllclose(inv, [1e5, 0, 0, 0, 1e5, 0, 0, 0, 1e5], { rtol: 1e-6, what: 'B = 0: (δI)⁻¹' });
 });

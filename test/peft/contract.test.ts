@@ -179,6 +179,31 @@ export const CASES: Case[] = [
     config: { r: 2, lora_alpha: 4, lora_pro: { mode: 'lowrank' }, target_modules: LINEAR_ALL },
     identity: 'exact',
   },
+  // AltLoRA+ alternating every step from the first (B-only at step 1 while B = 0): the phase input, the in-graph
+  // inverses and all eight state slots per layer go through the resume check
+  {
+    entries: ['lora', 'altlora'],
+    config: {
+      r: 2,
+      lora_alpha: 3,
+      altlora: { plus: true, alternate: { phase_length: 1, first: 'B', joint_steps: 0 } },
+      target_modules: ['embed_tokens', ...LINEAR_ALL],
+    },
+    identity: 'exact',
+  },
+  // scale 1 (α = r), no dropout; per-row rates on embedding, Linear and Conv1D factors
+  {
+    entries: ['lora', 'allora'],
+    config: { r: 2, lora_alpha: 2, allora: {}, target_modules: ['embed_tokens', ...LINEAR_ALL] },
+    identity: 'exact',
+  },
+  // λ = 0.3: every step of the resume check shrinks A visibly (B = 0 at init); a Conv2d layer too
+  {
+    entries: ['lora', 'stable_lora'],
+    config: { r: 2, lora_alpha: 3, stable_lora: { shrink_ratio: 0.3 }, target_modules: ['conv', ...LINEAR_ALL] },
+    identity: 'exact',
+    conv: true,
+  },
   // one adapted layer: the official forward sends no gradient through a = A·x (no_grad), so a lower adapted layer's
   // gradient is by design not the loss's derivative; B never moves the routing (a and d do), so the loss is smooth
   // in B and the finite differences see no routing flip

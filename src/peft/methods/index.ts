@@ -3,6 +3,8 @@
 // method, '*', last). Adding a method or a variant: one file in this folder, one line here.
 import type { RegistryEntry } from '../method.ts';
 import { bdlora } from './bdlora.ts';
+import { allora } from './allora.ts';
+import { altlora } from './altlora.ts';
 import { dora } from './dora.ts';
 import { bone } from './bone.ts';
 import { dylora } from './dylora.ts';
@@ -28,6 +30,7 @@ import { unilora } from './unilora.ts';
 import { vblora } from './vblora.ts';
 import { salt } from './salt.ts';
 import { slora } from './slora.ts';
+import { stableLora } from './stable_lora.ts';
 import { vera } from './vera.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
@@ -44,6 +47,9 @@ export const REGISTRY: readonly RegistryEntry[] = [
   bdlora,
   ffaLora,
   loraPro,
+  altlora,
+  allora,
+  stableLora,
   maskTarget,
   vera,
   tiedLora,
