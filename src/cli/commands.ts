@@ -23,6 +23,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder',
     load: () => import('./merge.ts'),
   },
+  squeeze: {
+    describe: 'Compress a mergeable adapter to a lower-rank PEFT LoRA (truncated SVD of each ΔW)',
+    load: () => import('./squeeze.ts'),
+  },
   methods: {
     describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
     load: () => import('./methods.ts'),

@@ -46,6 +46,18 @@ export {
 } from './binding.ts';
 export { saveAdapter, loadAdapter, readAdapterConfig, type SaveAdapterOptions } from './format.ts';
 export { saveTruncated } from './truncate.ts';
+export {
+  factorSpectrum,
+  denseSpectrum,
+  selectRank,
+  retainedEnergy,
+  truncatedFactors,
+  truncatedDelta,
+  type Spectrum,
+  type RankSelection,
+  type DenseSpectrumOptions,
+} from './squeeze.ts';
+export { squeezeAdapter, type SqueezeOptions, type SqueezeReport, type SqueezedLayer } from './squeeze-adapter.ts';
 export { adaptable } from './base.ts';
 export { exportMerged, exportModel, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';
