@@ -13,6 +13,7 @@ export type {
   ForwardContext,
   LayerValues,
   StepInputSpec,
+  LayerStepView,
   LayerUpdateRule,
   LossTerm,
   LossTermContext,
@@ -23,6 +24,18 @@ export { lora, loraFields, type LoraConfig, type LoraSettings } from './methods/
 export { dora } from './methods/dora.ts';
 export { loraGa, DEFAULT_LORA_GA_BATCHES, type LoraGaConfig } from './methods/lora_ga.ts';
 export { dylora, type DyLoraConfig } from './methods/dylora.ts';
+export {
+  loraprune,
+  loraPruneOptions,
+  pruneRole,
+  prunedFraction,
+  pruneGroups,
+  stepMasks,
+  MASK_INPUTS,
+  type LoraPruneConfig,
+  type LoraPruneOptions,
+  type PruneRole,
+} from './methods/loraprune.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export { loraPro, loraProOptions, type LoraProConfig, type LoraProOptions } from './methods/lora_pro.ts';
@@ -30,6 +43,7 @@ export { flylora, flyloraFields, flyloraScaling, nonZerosPerRow, type FlyLoraCon
 export {
   PeftModel,
   paramKey,
+  ruleStateKey,
   sharedKey,
   stepKey,
   type Adapter,

@@ -6,6 +6,7 @@ import { dora } from './dora.ts';
 import { dylora } from './dylora.ts';
 import { flylora } from './flylora.ts';
 import { lora } from './lora.ts';
+import { loraprune } from './loraprune.ts';
 import { loraPro } from './lora_pro.ts';
 import { loraGa } from './lora_ga.ts';
 import { maskTarget } from './mask_target.ts';
@@ -22,6 +23,7 @@ export const REGISTRY: readonly RegistryEntry[] = [
   dylora,
   loraPro,
   maskTarget,
+  loraprune,
   vera,
   flylora,
 ];
