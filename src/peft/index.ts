@@ -73,8 +73,29 @@ export {
 } from './squeeze.ts';
 export { squeezeAdapter, type SqueezeOptions, type SqueezeReport, type SqueezedLayer } from './squeeze-adapter.ts';
 export { adaptable } from './base.ts';
-export { exportMerged, exportModel, type ExportMergedOptions, type ExportMergedResult } from './export.ts';
+export {
+  exportMerged,
+  exportModel,
+  exportResized,
+  type ExportMergedOptions,
+  type ExportMergedResult,
+} from './export.ts';
 export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';
 export { layerInfo, matrixDims, toMatrix, fromMatrix, matrixOf } from './layers.ts';
 export { methodCatalog, type CatalogRow } from './catalog.ts';
 export { targetLayers } from './model.ts';
+export {
+  writeSliced,
+  readPlan,
+  planMasks,
+  planFromMasks,
+  pruneSizes,
+  checkPlan,
+  lines,
+  PROJECTIONS,
+  PLAN_FILE,
+  type PrunePlan,
+  type PruneSizes,
+  type Projection,
+  type SliceResult,
+} from './slice.ts';
