@@ -27,6 +27,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Compress a mergeable adapter to a lower-rank PEFT LoRA (truncated SVD of each ΔW)',
     load: () => import('./squeeze.ts'),
   },
+  prune: {
+    describe: 'LoRAPrune: train a LoRA while pruning heads and channels, then write the smaller merged model',
+    load: () => import('./prune.ts'),
+  },
   methods: {
     describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
     load: () => import('./methods.ts'),

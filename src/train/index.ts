@@ -63,3 +63,11 @@ export {
   type SqueezeStageResult,
   type StagedSqueezeOutput,
 } from './squeeze-stages.ts';
+export {
+  runPrune,
+  finalPlan,
+  type PruneOptions,
+  type PruneOutput,
+  type PruneReport,
+  type ModelMeasure,
+} from './prune.ts';
