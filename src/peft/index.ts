@@ -86,6 +86,7 @@ export { methodCatalog, type CatalogRow } from './catalog.ts';
 export { targetLayers } from './model.ts';
 export {
   writeSliced,
+  slicedGroups,
   readPlan,
   planMasks,
   planFromMasks,
@@ -99,3 +100,4 @@ export {
   type Projection,
   type SliceResult,
 } from './slice.ts';
+export { taylorPlan, taylorScores, recoverAdapter, type LayerTensors } from './loram.ts';

@@ -120,6 +120,22 @@ function padded(kept: readonly number[], total: number, width: number): [number[
 }
 
 /**
+ * The groups each layer of the sliced folder holds: its kept groups and, in layers keeping fewer than the widest,
+ * the lowest pruned ones that pad it (zeroed), ascending; and those pads.
+ */
+export function slicedGroups(
+  plan: PrunePlan,
+): { heads: number[]; channels: number[]; pad: { heads: number[]; channels: number[] } }[] {
+  const K = Math.max(...plan.layers.map((l) => l.heads.length));
+  const C = Math.max(...plan.layers.map((l) => l.channels.length));
+  return plan.layers.map((l) => {
+    const [heads, padHeads] = padded(l.heads, plan.original.num_key_value_heads, K);
+    const [channels, padChannels] = padded(l.channels, plan.original.intermediate_size, C);
+    return { heads, channels, pad: { heads: padHeads, channels: padChannels } };
+  });
+}
+
+/**
  * Writes `model` (with `overrides` by HF name: merged adapter weights) sliced to `plan` into `outDir`, with the plan
  * in lorakit_pruning.json.
  */
@@ -131,8 +147,9 @@ export async function writeSliced(
 ): Promise<SliceResult> {
   const sizes = pruneSizes(model);
   checkPlan(plan, sizes);
-  const K = Math.max(...plan.layers.map((l) => l.heads.length));
-  const C = Math.max(...plan.layers.map((l) => l.channels.length));
+  const held = slicedGroups(plan);
+  const K = held[0].heads.length;
+  const C = held[0].channels.length;
   const rep = sizes.num_attention_heads / sizes.num_key_value_heads;
   check(
     Number.isInteger(rep),
@@ -149,9 +166,9 @@ export async function writeSliced(
   let before = 0,
     after = 0;
   for (let i = 0; i < sizes.num_hidden_layers; i++) {
-    const [heads, padHeads] = padded(plan.layers[i].heads, sizes.num_key_value_heads, K);
-    const [channels, padChannels] = padded(plan.layers[i].channels, sizes.intermediate_size, C);
-    pads.push({ heads: padHeads, channels: padChannels });
+    const { heads, channels, pad } = held[i];
+    const [padHeads, padChannels] = [pad.heads, pad.channels];
+    pads.push(pad);
     for (const proj of Object.keys(PROJECTIONS) as Projection[]) {
       const spec = PROJECTIONS[proj];
       const keep = spec.groups === 'heads' ? heads : channels;
