@@ -217,7 +217,7 @@ async function weightBytes(dir: string): Promise<number> {
 }
 
 /** Runs `f` on the model at `dir`, closing it after. */
-async function withModel<T>(dir: string, f: (m: LoadedModel) => Promise<T>): Promise<T> {
+export async function withModel<T>(dir: string, f: (m: LoadedModel) => Promise<T>): Promise<T> {
   const m = await loadModel(dir);
   try {
     return await f(m);
