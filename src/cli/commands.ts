@@ -31,6 +31,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'LoRAPrune: train a LoRA while pruning heads and channels, then write the smaller merged model',
     load: () => import('./prune.ts'),
   },
+  loram: {
+    describe: 'LoRAM: train a LoRA on a pruned base, recover it to the full base and evaluate it there',
+    load: () => import('./loram.ts'),
+  },
   methods: {
     describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
     load: () => import('./methods.ts'),
