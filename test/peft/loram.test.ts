@@ -4,10 +4,11 @@
 // recovered adapter under the plan's masks computes exactly what the pruned model computes with the adapter trained
 // on it (the identity LoRAM relies on: pruned positions contribute nothing); on a plan whose layers keep different
 // numbers of groups (the slicer pads them), ΔW of every projection against a float64 scatter of the pruned ΔW; and the
-// refusal of adapters recovery cannot widen.
+// refusal of adapters recovery cannot widen; and the committed PEFT fixtures (interop/check_loram.py): the recovery
+// is the one torch recomputed from the plan, and lorakit computes with the recovered folder what PEFT computes.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph } from '../../src/graph/index.ts';
@@ -28,7 +29,11 @@ import {
   writeSliced,
 } from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
+import { CASES as PRUNED_CASES, OUT_REL, makeCase } from '../../scripts/make-pruned-fixtures.ts';
+import { LORAM_REL, recoverFolder } from '../../scripts/make-loram-fixtures.ts';
+import { SafetensorsFile } from '../../src/io/index.ts';
 import { assertAllclose } from '../helpers.ts';
+import { logitsOf } from './logits.ts';
 
 const tmp = await mkdtemp(join(tmpdir(), 'lorakit-loram-'));
 after(() => rm(tmp, { recursive: true, force: true }));
@@ -263,3 +268,37 @@ test('recovery refuses an adapter with tensors other than the two LoRA factors (
   await pruned.close();
   await full.close();
 });
+
+for (const name of Object.keys(PRUNED_CASES)) {
+  test(`${name}: recovery is the one torch recomputed, and the recovered folder computes what PEFT computes`, async () => {
+    const fixture = join(ROOT, LORAM_REL, name);
+    const report = JSON.parse(await readFile(join(fixture, 'peft.json'), 'utf8'));
+    const prunedDir = await makeCase(name, join(tmp, 'cases'));
+    const base = join(ROOT, 'test/fixtures/models', PRUNED_CASES[name].base);
+    const out = join(tmp, `recovered-${name}`);
+    await recoverFolder(prunedDir, join(fixture, 'pruned-adapter'), base, out, 'x');
+    const [mine, theirs] = [
+      await SafetensorsFile.open(join(out, 'adapter_model.safetensors')),
+      await SafetensorsFile.open(join(fixture, 'recovered', 'adapter_model.safetensors')),
+    ];
+    assert.equal(mine.names().length, report.recovered_tensors);
+    assert.deepEqual(mine.names().sort(), theirs.names().sort());
+    for (const k of mine.names())
+      assert.deepEqual(await mine.readAs(k, 'f32'), await theirs.readAs(k, 'f32'), `${name}: ${k}`);
+    await mine.close();
+    await theirs.close();
+    const inputs = JSON.parse(await readFile(join(ROOT, OUT_REL, name, 'inputs.json'), 'utf8'));
+    const model = await loadModel(base);
+    let got: Float32Array;
+    try {
+      const peft = new PeftModel(adaptable(model));
+      await loadAdapter(peft, join(fixture, 'recovered'));
+      got = await logitsOf(model, inputs, { hooks: peft.bind({}).hooks });
+    } finally {
+      await model.close();
+    }
+    const st = await SafetensorsFile.open(join(fixture, 'peft_logits.safetensors'));
+    assertAllclose(got, await st.readAs('logits', 'f32'), { atol: 1e-4, rtol: 0, what: `${name} vs PEFT` });
+    await st.close();
+  });
+}
