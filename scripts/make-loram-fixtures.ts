@@ -12,15 +12,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Rng } from '../src/linalg/index.ts';
 import { loadModel } from '../src/models/index.ts';
-import {
-  PeftModel,
-  adaptable,
-  loadAdapter,
-  paramKey,
-  readPlan,
-  recoverAdapter,
-  saveAdapter,
-} from '../src/peft/index.ts';
+import { PeftModel, adaptable, paramKey, saveAdapter } from '../src/peft/index.ts';
+import { recoverAdapterFolder } from '../src/train/index.ts';
 import { CASES, OUT_REL, ROOT, makeCase } from './make-pruned-fixtures.ts';
 
 export const LORAM_REL = 'test/fixtures/loram';
@@ -44,33 +37,19 @@ export async function makePrunedAdapter(prunedDir: string, dir: string, seed: nu
   }
 }
 
-/** Recovers `adapterDir` (trained on `prunedDir`) to `baseDir` into `outDir` (`baseModel` names the base in it). */
-export async function recoverFolder(
-  prunedDir: string,
-  adapterDir: string,
-  baseDir: string,
-  outDir: string,
-  baseModel: string,
-) {
-  const [pruned, full] = [await loadModel(prunedDir), await loadModel(baseDir)];
-  try {
-    const peft = new PeftModel(adaptable(pruned));
-    await loadAdapter(peft, adapterDir);
-    const plan = await readPlan(prunedDir);
-    await recoverAdapter(peft, 'default', plan, new PeftModel(adaptable(full)), outDir, { baseModel });
-  } finally {
-    await pruned.close();
-    await full.close();
-  }
-}
-
 /** Writes one case's fixtures (the sliced folder goes where make-pruned-fixtures puts it, git-ignored). */
 export async function makeLoramCase(name: string): Promise<string> {
   const prunedDir = await makeCase(name);
   const out = join(ROOT, LORAM_REL, name);
   const base = `test/fixtures/models/${CASES[name].base}`;
   await makePrunedAdapter(prunedDir, join(out, 'pruned-adapter'), CASES[name].seed + 100, `${OUT_REL}/${name}/model`);
-  await recoverFolder(prunedDir, join(out, 'pruned-adapter'), join(ROOT, base), join(out, 'recovered'), base);
+  await recoverAdapterFolder({
+    prunedModel: prunedDir,
+    adapter: join(out, 'pruned-adapter'),
+    model: join(ROOT, base),
+    out: join(out, 'recovered'),
+    baseModel: base,
+  });
   return out;
 }
 

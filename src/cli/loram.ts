@@ -1,6 +1,7 @@
 // `lorakit loram --config run.yaml`: maps flags to `runLoram()` (LoRAM: prune the base, train the run's LoRA on the
 // pruned model, recover it to the full base, evaluate there) and prints the kept structure, sizes and the full-base
-// losses without adapter, with the LoRAM adapter and with a LoRA trained on the full base.
+// losses without adapter, with the LoRAM adapter and with a LoRA trained on the full base. With --adapter instead of
+// --config it only recovers: an adapter trained on a pruned folder (`recoverAdapterFolder`), written for the full model.
 import { join } from 'node:path';
 import type { CommandModule } from './main.ts';
 import { intFlag, numberFlag, requiredFlag } from './flags.ts';
@@ -14,16 +15,23 @@ interface Flags {
   skipFirst?: unknown;
   skipLast?: unknown;
   baseline?: boolean;
+  adapter?: unknown;
+  prunedModel?: unknown;
+  model?: unknown;
+  out?: unknown;
 }
 
 export const register: CommandModule['register'] = (cli) => {
   cli
     .command('loram', 'LoRAM: train a LoRA on a pruned base, recover it to the full base and evaluate it there')
     .usage(
-      'loram --config run.yaml [--ratio 0.5] [--eval-data file] [--no-baseline] [--set key=value ...]\n\n' +
+      'loram --config run.yaml [--ratio 0.5] [--eval-data file] [--no-baseline] [--set key=value ...]\n' +
+        '       loram --adapter <dir> --pruned-model <dir> --model <dir> --out <dir>\n\n' +
         '  Prunes KV-head groups and MLP channels of every decoder layer by first-order Taylor scores, trains the run\n' +
         "  config's LoRA on the pruned model, writes it recovered for the full model (zero rows/columns where pruned)\n" +
-        '  to <output_dir>/recovered, and compares full-model losses with a LoRA trained on the full model.',
+        '  to <output_dir>/recovered, and compares full-model losses with a LoRA trained on the full model.\n' +
+        '  With --adapter: only recover that adapter, trained on the pruned folder --pruned-model (written by lorakit,\n' +
+        '  with its plan), for the full model --model, into --out.',
     )
     .option('--config <file>', 'the run config (YAML; docs/config.md)')
     .option('--ratio <f>', 'fraction of the attention groups and MLP channels of each layer to remove (default 0.5)')
@@ -33,7 +41,12 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--skip-last <n>', 'decoder layers left unpruned at the end (default 0)')
     .option('--no-baseline', 'do not train the LoRA on the full model for comparison')
     .option('--set <key=value>', 'override a config value by dotted path (repeatable)')
+    .option('--adapter <dir>', 'recover only: a PEFT adapter folder trained on --pruned-model')
+    .option('--pruned-model <dir>', 'recover only: the pruned model folder the adapter was trained on')
+    .option('--model <dir>', 'recover only: the full model the pruned folder was cut from')
+    .option('--out <dir>', 'recover only: the folder to write the recovered adapter to')
     .action(async (flags: Flags) => {
+      if (flags.adapter !== undefined && flags.config === undefined) return recoverOnly(flags);
       const config = requiredFlag('config', flags.config, 'the run config', '<file>');
       const ratio = numberFlag('ratio', flags.ratio) ?? 0.5;
       const evalData =
@@ -82,3 +95,19 @@ export const register: CommandModule['register'] = (cli) => {
       }
     });
 };
+
+/** `lorakit loram --adapter ...`: recovers one adapter folder and says where it went. */
+async function recoverOnly(flags: Flags): Promise<void> {
+  const adapter = requiredFlag('adapter', flags.adapter, 'the adapter trained on the pruned model');
+  const prunedModel = requiredFlag('pruned-model', flags.prunedModel, 'the pruned model the adapter was trained on');
+  const model = requiredFlag('model', flags.model, 'the full model to recover the adapter for');
+  const out = requiredFlag('out', flags.out, 'the folder to write the recovered adapter to');
+  const { recoverAdapterFolder } = await import('../train/index.ts');
+  const { shutdownRuntime } = await import('../runtime/index.ts');
+  try {
+    await recoverAdapterFolder({ prunedModel, adapter, model, out });
+    console.log(`recovered adapter (for ${model}): ${out}`);
+  } finally {
+    await shutdownRuntime();
+  }
+}

@@ -71,4 +71,4 @@ export {
   type PruneReport,
   type ModelMeasure,
 } from './prune.ts';
-export { runLoram, type LoramOptions, type LoramOutput } from './loram.ts';
+export { runLoram, recoverAdapterFolder, type LoramOptions, type LoramOutput } from './loram.ts';

@@ -19,6 +19,7 @@ import type { LoadedModel } from '../models/index.ts';
 import {
   type LayerTensors,
   PROJECTIONS,
+  checkPlan,
   PeftModel,
   type PrunePlan,
   type Projection,
@@ -26,6 +27,7 @@ import {
   layerInfo,
   loadAdapter,
   pruneSizes,
+  readPlan,
   recoverAdapter,
   taylorPlan,
   writeSliced,
@@ -99,15 +101,7 @@ export async function runLoram(
   const run = await runTraining({ ...c, model: prunedModel, output_dir: join(c.output_dir, 'loram') }, extra);
   const loramSeconds = (performance.now() - t0) / 1000;
   const recoveredDir = join(c.output_dir, 'recovered');
-  await withModel(prunedModel, async (pruned) =>
-    withModel(c.model, async (model) => {
-      const prunedPeft = new PeftModel(adaptable(pruned));
-      await loadAdapter(prunedPeft, run.adapterDir);
-      await recoverAdapter(prunedPeft, 'default', plan, new PeftModel(adaptable(model)), recoveredDir, {
-        baseModel: c.model,
-      });
-    }),
-  );
+  await recoverAdapterFolder({ prunedModel, adapter: run.adapterDir, model: c.model, out: recoveredDir });
   const t1 = performance.now();
   const baseline =
     opts.baseline === false ? null : await runTraining({ ...c, output_dir: join(c.output_dir, 'lora-full') }, extra);
@@ -147,6 +141,30 @@ export async function runLoram(
   const { run: _r, baseline: _b, ...report } = out;
   await writeFile(join(c.output_dir, 'loram_report.json'), `${JSON.stringify(report, null, 2)}\n`);
   return out;
+}
+
+/**
+ * Recovers the PEFT adapter folder `adapter`, trained on the sliced folder `prunedModel` (whose plan it reads), to the
+ * full model `model`, written as a PEFT folder to `out` (base_model_name_or_path: `baseModel`, default `model`).
+ */
+export async function recoverAdapterFolder(o: {
+  prunedModel: string;
+  adapter: string;
+  model: string;
+  out: string;
+  baseModel?: string;
+}): Promise<void> {
+  const plan = await readPlan(o.prunedModel);
+  await withModel(o.prunedModel, async (pruned) =>
+    withModel(o.model, async (model) => {
+      checkPlan(plan, pruneSizes(model)); // the plan must be of this full model
+      const prunedPeft = new PeftModel(adaptable(pruned));
+      await loadAdapter(prunedPeft, o.adapter);
+      await recoverAdapter(prunedPeft, 'default', plan, new PeftModel(adaptable(model)), o.out, {
+        baseModel: o.baseModel ?? o.model,
+      });
+    }),
+  );
 }
 
 /** The Taylor plan of `model` from the mean gradient of the run's first training batches. */

@@ -57,3 +57,32 @@ test('loram without --config fails with one line naming the flag', async () => {
   assert.equal(r.status, 1);
   assert.match(r.stderr, /^lorakit: --config <file> is required: the run config \[LK_INVALID_ARGUMENT\]\n$/);
 });
+
+test('loram --adapter recovers an adapter trained on a pruned folder for the full model', async () => {
+  const fixture = 'test/fixtures/loram/llama_uniform';
+  const { makeCase } = await import('../../scripts/make-pruned-fixtures.ts');
+  const pruned = await makeCase('llama_uniform', join(tmp, 'cases'));
+  const out = join(tmp, 'recovered');
+  const r = await lorakit(
+    '--adapter',
+    join(fixture, 'pruned-adapter'),
+    '--pruned-model',
+    pruned,
+    '--model',
+    'test/fixtures/models/llama',
+    '--out',
+    out,
+  );
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^recovered adapter \(for test\/fixtures\/models\/llama\): /m);
+  const [mine, theirs] = [
+    await SafetensorsFile.open(join(out, 'adapter_model.safetensors')),
+    await SafetensorsFile.open(join(fixture, 'recovered', 'adapter_model.safetensors')),
+  ];
+  for (const k of theirs.names()) assert.deepEqual(await mine.readAs(k, 'f32'), await theirs.readAs(k, 'f32'), k);
+  await mine.close();
+  await theirs.close();
+  const missing = await lorakit('--adapter', join(fixture, 'pruned-adapter'), '--model', 'x', '--out', out);
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /^lorakit: --pruned-model <dir> is required: the pruned model the adapter was trained/);
+});

@@ -30,7 +30,8 @@ import {
 } from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { CASES as PRUNED_CASES, OUT_REL, makeCase } from '../../scripts/make-pruned-fixtures.ts';
-import { LORAM_REL, recoverFolder } from '../../scripts/make-loram-fixtures.ts';
+import { LORAM_REL } from '../../scripts/make-loram-fixtures.ts';
+import { recoverAdapterFolder } from '../../src/train/index.ts';
 import { SafetensorsFile } from '../../src/io/index.ts';
 import { assertAllclose } from '../helpers.ts';
 import { logitsOf } from './logits.ts';
@@ -276,7 +277,7 @@ for (const name of Object.keys(PRUNED_CASES)) {
     const prunedDir = await makeCase(name, join(tmp, 'cases'));
     const base = join(ROOT, 'test/fixtures/models', PRUNED_CASES[name].base);
     const out = join(tmp, `recovered-${name}`);
-    await recoverFolder(prunedDir, join(fixture, 'pruned-adapter'), base, out, 'x');
+    await recoverAdapterFolder({ prunedModel: prunedDir, adapter: join(fixture, 'pruned-adapter'), model: base, out });
     const [mine, theirs] = [
       await SafetensorsFile.open(join(out, 'adapter_model.safetensors')),
       await SafetensorsFile.open(join(fixture, 'recovered', 'adapter_model.safetensors')),
