@@ -27,6 +27,18 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder',
     load: () => import('./merge.ts'),
   },
+  squeeze: {
+    describe: 'Compress a mergeable adapter to a lower-rank PEFT LoRA (truncated SVD of each ΔW)',
+    load: () => import('./squeeze.ts'),
+  },
+  prune: {
+    describe: 'LoRAPrune: train a LoRA while pruning heads and channels, then write the smaller merged model',
+    load: () => import('./prune.ts'),
+  },
+  loram: {
+    describe: 'LoRAM: train a LoRA on a pruned base, recover it to the full base and evaluate it there',
+    load: () => import('./loram.ts'),
+  },
   methods: {
     describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
     load: () => import('./methods.ts'),

@@ -20,7 +20,7 @@ import {
   type ModuleInfo,
 } from '../nn/module.ts';
 import type { LossTermContext, StepInputSpec, TensorRole } from './method.ts';
-import { type Adapter, type AdapterLayer, moduleKey, paramKey, sharedKey, stepKey } from './model.ts';
+import { type Adapter, type AdapterLayer, moduleKey, paramKey, ruleStateKey, sharedKey, stepKey } from './model.ts';
 
 /** Options of PeftModel.bind. */
 export interface BindOptions {
@@ -66,6 +66,8 @@ export class AdapterBinding {
   private readonly buffers = new Map<string, BufferHandle>();
   /** Trained layers the graph called, in call order (their update rules). */
   private readonly calledLayers: string[] = [];
+  /** The frozen weight tensor of each called trained layer, as the graph used it (update rules may read it). */
+  private readonly frozen = new Map<string, Tensor>();
 
   constructor(
     private readonly adapters: readonly Adapter[],
@@ -98,7 +100,10 @@ export class AdapterBinding {
     const l = a.layers.get(m.path);
     if (!l) return y;
     const training = a.name === this.opts.train;
-    if (training && !this.calledLayers.includes(m.path)) this.calledLayers.push(m.path);
+    if (training && !this.calledLayers.includes(m.path)) {
+      this.calledLayers.push(m.path);
+      this.frozen.set(m.path, m.weight);
+    }
     const g = x.graph;
     const cast = (t: Tensor) => (t.dtype === 'f32' || t.dtype === 'f64' ? t.cast(y.dtype) : t); // the model's dtype
     const p: Record<string, Tensor> = {};
@@ -209,10 +214,11 @@ export class AdapterBinding {
       const params = names.map((n) => this.made.get(paramKey(a.name, path, n))!);
       const slots = rule.state(l.info, l.settings, a.config);
       const specs = a.stepInputs.filter((s) => s.layer === null || s.layer === path);
+      const weight = this.frozen.get(path) ?? null;
       return {
         name: `${path}#${a.name}`,
         params,
-        state: slots.map((s) => ({ name: `${paramKey(a.name, path, s.name)}::rule`, shape: s.shape })),
+        state: slots.map((s) => ({ name: ruleStateKey(a.name, path, s.name), shape: s.shape })),
         inputs: specs.map((s) => ({ name: stepKey(a.name, s), dtype: s.dtype, shape: s.shape })),
         apply: (c) => {
           const by = <T>(keys: string[], ts: T[]) => Object.fromEntries(keys.map((k, i) => [k, ts[i]]));
@@ -233,6 +239,8 @@ export class AdapterBinding {
             lr: c.lr,
             step: c.step,
             weightDecay: c.weightDecay,
+            // the forward graph's weight; the update graph of accumulated steps is another graph
+            weight: weight && c.lr.graph === weight.graph ? weight : null,
           });
           return { params: names.map((n) => out.p[n]), state: slots.map((s) => out.state[s.name]) };
         },

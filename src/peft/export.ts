@@ -6,6 +6,7 @@
  * rest copied byte for byte in their stored dtype, so tied weights stay tied (a tied head is not stored, as in the
  * base). config.json, generation and tokenizer files are copied, and a marker listing what lorakit wrote. The folder
  * appears whole or not at all; it may not hold an input, and overwrite replaces only a folder lorakit exported.
+ * exportResized writes a structurally pruned model the same way: tensors of new shapes, config.json sizes changed.
  * Not here: the merge itself (model.ts, methods/), reading adapters (format.ts).
  */
 import { copyFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -14,6 +15,8 @@ import { randomBytes } from 'node:crypto';
 import { LorakitError } from '../errors.ts';
 import {
   checkOutputFolder,
+  f32ToBf16,
+  f32ToF16,
   fsError,
   isSystemError,
   isWithin,
@@ -150,25 +153,53 @@ async function markerFiles(dir: string): Promise<string[] | null> {
   }
 }
 
+/**
+ * Writes `model` with some tensors replaced by values of other shapes (`tensors`, by HF name) and some config.json
+ * fields changed (`config`): a structurally pruned model (peft/slice.ts). Everything else as exportModel.
+ */
+export async function exportResized(
+  model: LoadedModel,
+  tensors: ReadonlyMap<string, { shape: number[]; data: Float32Array; dtype?: 'F32' | 'F16' | 'BF16' }>,
+  config: Record<string, unknown>,
+  outDir: string,
+  options: ExportMergedOptions & { files?: Record<string, string> } = {},
+): Promise<Omit<ExportMergedResult, 'adapters'>> {
+  const replacing = await checkExportTarget(outDir, [model.dir, ...(options.inputs ?? [])], options.overwrite);
+  const overrides = new Map([...tensors].map(([k, t]) => [k, t.data]));
+  const shapes = new Map([...tensors].map(([k, t]) => [k, { shape: t.shape, dtype: t.dtype ?? 'F32' }]));
+  return writeModelFolder(model, overrides, resolve(outDir), replacing, { shapes, config, files: options.files ?? {} });
+}
+
 async function writeModelFolder(
   model: LoadedModel,
   overrides: ReadonlyMap<string, Float32Array>,
   out: string,
   replacing: boolean,
+  resized: {
+    shapes: ReadonlyMap<string, Resized>;
+    config: Record<string, unknown>;
+    files: Record<string, string>;
+  } | null = null,
 ): Promise<Omit<ExportMergedResult, 'adapters'>> {
   const hidden = (what: string) =>
     join(dirname(out), `.${basename(out)}.${process.pid}.${randomBytes(6).toString('hex')}.${what}`);
   const tmp = hidden('tmp');
   await withFsErrors('write', out, () => mkdir(tmp, { recursive: true }), 'out');
   try {
-    const { merged, tensors } = await writeWeights(model, overrides, join(tmp, 'model.safetensors'));
+    const { merged, tensors } = await writeWeights(model, overrides, join(tmp, 'model.safetensors'), resized?.shapes);
     const files = (await readdir(model.dir)).filter((f) => FOLDER_FILES.test(f)).sort();
     await withFsErrors(
       'write',
       out,
       async () => {
         for (const f of files) await copyFile(join(model.dir, f), join(tmp, f));
-        const marker = { format: 'lorakit.export', version: 1, files: ['model.safetensors', ...files] };
+        if (resized) {
+          const config = JSON.parse(await readFile(join(model.dir, 'config.json'), 'utf8'));
+          await writeFile(join(tmp, 'config.json'), `${JSON.stringify({ ...config, ...resized.config }, null, 2)}\n`);
+          for (const [f, text] of Object.entries(resized.files)) await writeFile(join(tmp, f), text);
+        }
+        const written = ['model.safetensors', ...new Set([...files, ...Object.keys(resized?.files ?? {})])];
+        const marker = { format: 'lorakit.export', version: 1, files: written };
         await writeFile(join(tmp, EXPORT_MARKER), `${JSON.stringify(marker, null, 2)}\n`);
         // the old folder is moved aside first, so `out` is never a mix of old and new files
         const old = replacing ? hidden('old') : null;
@@ -185,11 +216,19 @@ async function writeModelFolder(
   }
 }
 
-/** model.safetensors: base tensors under their stored names, merged values (by HF name) as F32. */
+/** A tensor written in a new shape, and the dtype it is stored in (its values are f32 on the host). */
+interface Resized {
+  shape: number[];
+  dtype: 'F32' | 'F16' | 'BF16';
+}
+
+/** model.safetensors: base tensors under their stored names, merged values (by HF name) as F32, resized ones in
+ * their new shapes and dtypes. */
 async function writeWeights(
   model: LoadedModel,
   overrides: ReadonlyMap<string, Float32Array>,
   path: string,
+  resized: ReadonlyMap<string, Resized> = new Map(),
 ): Promise<{ merged: string[]; tensors: number }> {
   const family = familyOf(model.config);
   const shapes = new Map(model.parameters().map((p) => [p.name, p.shape]));
@@ -199,12 +238,15 @@ async function writeWeights(
     const fromOverride = new Map<string, string>(); // stored name → HF name
     for (const [name, value] of overrides) {
       const stored = family.fileNames(name).find((n) => reader.has(n)) ?? name; // an absent optional head: its HF name
-      const shape = reader.has(stored) ? reader.info(stored).shape : shapes.get(name);
+      const re = resized.get(name);
+      const shape = re?.shape ?? (reader.has(stored) ? reader.info(stored).shape : shapes.get(name));
       if (!shape || shape.reduce((a, b) => a * b, 1) !== value.length) {
         throw new Error(`internal: merged weight ${name} has ${value.length} values, its shape is [${shape}]`);
       }
       fromOverride.set(stored, name);
-      tensors[stored] = { dtype: 'F32', shape, data: value };
+      const dtype = re?.dtype ?? 'F32';
+      const data = dtype === 'BF16' ? f32ToBf16(value) : dtype === 'F16' ? f32ToF16(value) : value;
+      tensors[stored] = { dtype, shape, data };
     }
     for (const name of reader.names()) {
       if (fromOverride.has(name)) continue;

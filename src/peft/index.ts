@@ -16,6 +16,7 @@ export type {
   FileDType,
   FileData,
   StepInputSpec,
+  LayerStepView,
   LayerUpdateRule,
   LossTerm,
   LossTermContext,
@@ -47,6 +48,18 @@ export {
   trainRanks,
   type MatryoshkaConfig,
 } from './methods/matryoshka.ts';
+export {
+  loraprune,
+  loraPruneOptions,
+  pruneRole,
+  prunedFraction,
+  pruneGroups,
+  stepMasks,
+  MASK_INPUTS,
+  type LoraPruneConfig,
+  type LoraPruneOptions,
+  type PruneRole,
+} from './methods/loraprune.ts';
 export { maskTarget, maskedKl, type MaskTargetConfig } from './methods/mask_target.ts';
 export { vera, veraFields, type VeraConfig } from './methods/vera.ts';
 export { tiedLora, tiedLoraFields, type TiedLoraConfig } from './methods/tied_lora.ts';
@@ -59,6 +72,7 @@ export { flylora, flyloraFields, flyloraScaling, nonZerosPerRow, type FlyLoraCon
 export {
   PeftModel,
   paramKey,
+  ruleStateKey,
   sharedKey,
   stepKey,
   type Adapter,
@@ -75,12 +89,25 @@ export {
 } from './binding.ts';
 export { saveAdapter, loadAdapter, readAdapterConfig, type SaveAdapterOptions } from './format.ts';
 export { addTruncated, saveTruncated } from './truncate.ts';
+export {
+  factorSpectrum,
+  denseSpectrum,
+  selectRank,
+  retainedEnergy,
+  truncatedFactors,
+  truncatedDelta,
+  type Spectrum,
+  type RankSelection,
+  type DenseSpectrumOptions,
+} from './squeeze.ts';
+export { squeezeAdapter, type SqueezeOptions, type SqueezeReport, type SqueezedLayer } from './squeeze-adapter.ts';
 export { adaptable } from './base.ts';
 export {
   EXPORT_MARKER,
   checkExportTarget,
   exportMerged,
   exportModel,
+  exportResized,
   type ExportMergedOptions,
   type ExportMergedResult,
 } from './export.ts';
@@ -88,3 +115,20 @@ export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts
 export { layerInfo, matrixDims, toMatrix, fromMatrix, matrixOf } from './layers.ts';
 export { methodCatalog, type CatalogRow } from './catalog.ts';
 export { targetLayers } from './model.ts';
+export {
+  writeSliced,
+  slicedGroups,
+  readPlan,
+  planMasks,
+  planFromMasks,
+  pruneSizes,
+  checkPlan,
+  lines,
+  PROJECTIONS,
+  PLAN_FILE,
+  type PrunePlan,
+  type PruneSizes,
+  type Projection,
+  type SliceResult,
+} from './slice.ts';
+export { taylorPlan, taylorScores, recoverAdapter, type LayerTensors } from './loram.ts';

@@ -227,6 +227,20 @@ export interface StepInputContext<C> {
   rng: Rng;
   /** Current values of the layer the input belongs to (null for model-level inputs). */
   values: Record<string, Float32Array> | null;
+  /**
+   * For model-level inputs: every adapted layer, in model order, with its current values and its update rule's state
+   * after the previous step (LoRAPrune's masks couple the layers of a block); null for layer inputs.
+   */
+  layers?: ReadonlyMap<string, LayerStepView> | null;
+}
+
+/** One adapted layer as a model-level step input sees it. */
+export interface LayerStepView {
+  info: LayerInfo;
+  /** The layer's tensors by ParamSpec name (trained ones at their current values). */
+  values: Record<string, Float32Array>;
+  /** The update rule's state by slot name (zeros before the first step), or null when the method has no rule. */
+  state: Record<string, Float32Array> | null;
 }
 
 /** What a per-layer update rule gets, as graph tensors of the train step. */
@@ -246,6 +260,11 @@ export interface UpdateContext<C, S> {
   lr: Tensor;
   step: Tensor;
   weightDecay: number;
+  /**
+   * The layer's frozen weight as stored, in the graph the rule is built in (LoRAPrune's importance reads W0); null
+   * where that graph does not hold it (the update graph of a step with gradient accumulation).
+   */
+  weight: Tensor | null;
 }
 
 /**

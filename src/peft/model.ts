@@ -12,7 +12,7 @@ import type { ModuleHooks, ModuleInfo } from '../nn/module.ts';
 import { AdapterBinding, type BindOptions } from './binding.ts';
 import { isTargeted, noLayersError, noTargetsError, type Targeting } from './config.ts';
 import { layerInfo, unsupportedLayer } from './layers.ts';
-import type { AdapterMethod, LayerInfo, ParamSpec, StepInputSpec } from './method.ts';
+import type { AdapterMethod, LayerInfo, LayerStepView, ParamSpec, StepInputSpec } from './method.ts';
 import { canMerge, mergedWeight, type Resolved, resolveConfig } from './registry.ts';
 
 /** What the adapter framework needs from a base model. */
@@ -77,6 +77,8 @@ export const moduleKey = (adapter: string, path: string, param: 'weight' | 'bias
   `${path}.modules_to_save.${param}#${adapter}`;
 /** The graph-input name of a model-level tensor. */
 export const sharedKey = (adapter: string, name: string) => `${name}#${adapter}`;
+/** The state name of slot `slot` of a layer's update rule (opaque; checkpoints are keyed by it). */
+export const ruleStateKey = (adapter: string, path: string, slot: string) => `${paramKey(adapter, path, slot)}::rule`;
 /** The graph-input name of a per-step input. */
 export const stepKey = (adapter: string, s: { name: string; layer: string | null }) =>
   `${s.layer === null ? '' : `${s.layer}.`}${s.name}@${adapter}`;
@@ -332,22 +334,48 @@ export class PeftModel {
 
   /**
    * The values of adapter `name`'s per-step inputs for one optimizer step, by graph-input name, drawn in a fixed
-   * order from `rng`; `params` are the current trained values by graph-input name (the trainer holds them).
+   * order from `rng`; `params` are the current trained values by graph-input name and `state` the optimizer and
+   * update-rule state by state name (the trainer holds both).
    */
   stepInputValues(
     name: string,
-    ctx: { step: number; rng: Rng; params: ReadonlyMap<string, Float32Array> },
+    ctx: {
+      step: number;
+      rng: Rng;
+      params: ReadonlyMap<string, Float32Array>;
+      state?: ReadonlyMap<string, Float32Array>;
+    },
   ): Record<string, Float32Array | BigInt64Array> {
     const a = this.get(name);
     const out: Record<string, Float32Array | BigInt64Array> = {};
+    const current = (l: AdapterLayer) =>
+      Object.fromEntries(
+        l.specs.map((p) => [p.name, ctx.params.get(paramKey(name, l.info.path, p.name)) ?? l.values[p.name]]),
+      );
+    let views: Map<string, LayerStepView> | null = null;
+    const layerViews = () => {
+      views ??= new Map(
+        [...a.layers].map(([path, l]) => {
+          const slots = a.method.update?.state(l.info, l.settings, a.config) ?? null;
+          const state =
+            slots &&
+            Object.fromEntries(
+              slots.map((s) => [
+                s.name,
+                ctx.state?.get(ruleStateKey(name, path, s.name)) ??
+                  new Float32Array(s.shape.reduce((x, y) => x * y, 1)),
+              ]),
+            );
+          return [path, { info: l.info, values: current(l), state }];
+        }),
+      );
+      return views;
+    };
     for (const s of a.stepInputs) {
       const l = s.layer === null ? null : a.layers.get(s.layer)!;
-      const values =
-        l &&
-        Object.fromEntries(
-          l.specs.map((p) => [p.name, ctx.params.get(paramKey(name, l.info.path, p.name)) ?? l.values[p.name]]),
-        );
-      out[stepKey(name, s)] = s.train({ config: a.config, step: ctx.step, rng: ctx.rng, values });
+      const values = l && current(l);
+      const layers = l ? null : layerViews();
+      out[stepKey(name, s)] = s.train({ config: a.config, step: ctx.step, rng: ctx.rng, values, layers });
     }
     return out;
   }

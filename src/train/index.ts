@@ -56,3 +56,19 @@ export { lossPlotSpec, renderLossPlot, writeLossPlot, type LossPoint, type LossP
 export { loadRunConfig, applySet, runConfigSchema, type RunConfig } from './config.ts';
 export { configReference, resolvedConfigYaml, runConfigJsonSchema, CONFIG_REFERENCE_PATH } from './config-doc.ts';
 export { runTraining, type RunOutput } from './run.ts';
+export {
+  runSqueezeStages,
+  annealingStages,
+  type SqueezeStage,
+  type SqueezeStageResult,
+  type StagedSqueezeOutput,
+} from './squeeze-stages.ts';
+export {
+  runPrune,
+  finalPlan,
+  type PruneOptions,
+  type PruneOutput,
+  type PruneReport,
+  type ModelMeasure,
+} from './prune.ts';
+export { runLoram, recoverAdapterFolder, type LoramOptions, type LoramOutput } from './loram.ts';

@@ -98,6 +98,8 @@ export interface StepInputContext {
   rng: Rng;
   /** The current trained values by graph-input name (the same for every micro-batch of a step). */
   params: ParamValues;
+  /** The optimizer and update-rule state after the previous step, by state name. */
+  state?: ParamValues;
 }
 
 /** What the Trainer trains. Only `build`, `initialParams` and `batches` are required. */

@@ -282,7 +282,10 @@ export class Trainer {
         }
         const step = state.step + 1;
         const micro: MicroBatch[] = batches.map((b, i) => ({
-          feeds: { ...b.feeds, ...task.stepInputs?.({ step, micro: i, rng, params: engine.params() }) },
+          feeds: {
+            ...b.feeds,
+            ...task.stepInputs?.({ step, micro: i, rng, params: engine.params(), state: engine.optimizerState() }),
+          },
           weight: b.weight ?? 1,
         }));
         const lr = o.lr * this.schedule.multiplier(state.step);

@@ -204,6 +204,18 @@ export const CASES: Case[] = [
     identity: 'exact',
     conv: true,
   },
+  {
+    // layer 1's q_proj (6 rows) in 3 groups: the cubic schedule prunes one group at step 4 (decided from the rule's
+    // importance state after step 3), so the resumed run must restore the rule state to draw the same mask
+    entries: ['lora', 'loraprune'],
+    config: {
+      r: 2,
+      lora_alpha: 3,
+      target_modules: ['layers.1.q_proj'],
+      loraprune: { total_steps: 4, kv_heads: 3, prune_freq: 1, warmup: 0, cooldown: 0, skip_last: 0 },
+    },
+    identity: 'exact',
+  },
   // one adapted layer: the official forward sends no gradient through a = A·x (no_grad), so a lower adapted layer's
   // gradient is by design not the loss's derivative; B never moves the routing (a and d do), so the loss is smooth
   // in B and the finite differences see no routing flip

@@ -13,6 +13,7 @@ import { flylora } from './flylora.ts';
 import { loldu } from './loldu.ts';
 import { inttune } from './inttune.ts';
 import { lora } from './lora.ts';
+import { loraprune } from './loraprune.ts';
 import { loraPro } from './lora_pro.ts';
 import { loraSb } from './lora_sb.ts';
 import { loraXs } from './lora_xs.ts';
@@ -51,6 +52,7 @@ export const REGISTRY: readonly RegistryEntry[] = [
   allora,
   stableLora,
   maskTarget,
+  loraprune,
   vera,
   tiedLora,
   vblora,
