@@ -22,6 +22,12 @@ import { unilora } from './unilora.ts';
 import { vblora } from './vblora.ts';
 import { salt } from './salt.ts';
 import { vera } from './vera.ts';
+import { loraC } from './lora_c.ts';
+import { convLora } from './conv_lora.ts';
+import { cpLora } from './cp_lora.ts';
+import { doraC } from './dora_c.ts';
+import { convDora } from './conv_dora.ts';
+import { cpDora } from './cp_dora.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
   lora,
@@ -44,4 +50,10 @@ export const REGISTRY: readonly RegistryEntry[] = [
   bone,
   loldu,
   salt,
+  loraC,
+  convLora,
+  cpLora,
+  doraC,
+  convDora,
+  cpDora,
 ];
