@@ -79,3 +79,15 @@ export {
   type GenerationAdapter,
 } from './generate.ts';
 export * as sampling from './sampling.ts';
+
+// diffusers' UNet2DModel (config, graph, folders).
+export { unet2d, groupNorm, timestepEmbedding, upsampleNearest2x } from './unet.ts';
+export {
+  type UNet2DConfig,
+  type UNetPlan,
+  parseUNet2DConfig,
+  unetPlan,
+  unetModules,
+  unetParameters,
+} from './unet-config.ts';
+export { loadUNet, loadUNetConfig, type LoadedUNet, DIFFUSERS_WEIGHTS } from './unet-load.ts';

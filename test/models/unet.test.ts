@@ -1,0 +1,84 @@
+// diffusers' UNet2DModel against diffusers 0.35.2 (test/fixtures/unet, interop/make_unet_fixtures.py): a tiny random
+// U-Net (two resolutions, attention down/up blocks, mid-block self-attention, GroupNorm affines perturbed) gives
+// diffusers' output to 1e-4; a PEFT LoRA made on the diffusers model (attention projections and resnet convs) loads
+// through loadAdapter and gives PEFT's unmerged and merged outputs; the config checks refuse what is not built.
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { join } from 'node:path';
+import { LorakitError } from '../../src/errors.ts';
+import { Graph } from '../../src/graph/index.ts';
+import { SafetensorsFile } from '../../src/io/index.ts';
+import { loadUNet, parseUNet2DConfig, unet2d } from '../../src/models/index.ts';
+import { loadAdapter, PeftModel } from '../../src/peft/index.ts';
+import { compile } from '../../src/runtime/index.ts';
+import { assertAllclose } from '../helpers.ts';
+
+const ROOT = join(import.meta.dirname, '../..');
+const DIR = join(ROOT, 'test/fixtures/unet');
+
+async function tensors(path: string): Promise<Record<string, Float32Array>> {
+  const f = await SafetensorsFile.open(path);
+  try {
+    const out: Record<string, Float32Array> = {};
+    for (const n of f.names()) out[n] = await f.readAs(n, 'f32');
+    return out;
+  } finally {
+    await f.close();
+  }
+}
+
+const model = await loadUNet(join(DIR, 'model'));
+after(() => model.close());
+const expected = await tensors(join(DIR, 'expected.safetensors'));
+
+/** The U-Net's output on the fixture's inputs, with a PeftModel's adapters (merged weights as overrides). */
+async function output(peft: PeftModel | null): Promise<Float32Array> {
+  const g = new Graph('unet');
+  const sample = g.input('sample', 'f32', [2, 2, 8, 8]);
+  const timestep = g.input('timestep', 'f32', [2]);
+  const ctx = model.context(g, { hooks: peft?.hooks(), overrides: peft?.weightOverrides() });
+  g.output('y', unet2d(ctx, sample, timestep));
+  const s = await compile(g, { worker: false });
+  return (await s.run({ sample: expected.sample, timestep: expected.timestep })).y.data as Float32Array;
+}
+
+test('UNet2DModel equals diffusers on the fixture to 1e-4', async () => {
+  assertAllclose(await output(null), expected.output, { atol: 1e-4, rtol: 1e-4, what: 'UNet2DModel output' });
+});
+
+test('a PEFT LoRA on the diffusers U-Net (attention and resnet convs) loads and gives PEFT outputs, merged too', async () => {
+  const want = await tensors(join(DIR, 'lora/expected.safetensors'));
+  const peft = new PeftModel(model.base());
+  const { unused } = await loadAdapter(peft, join(DIR, 'lora'), 'default');
+  assert.deepEqual(unused, []);
+  const targeted = [...peft.get('default').layers.keys()];
+  assert.equal(targeted.filter((p) => p.endsWith('conv1')).length, 8, 'every resnet conv1 is adapted (2 down, 2 mid, 4 up)');
+  assert.ok(targeted.includes('mid_block.attentions.0.to_out.0'));
+  const base = await output(null);
+  const adapted = await output(peft);
+  assert.ok(adapted.some((v, i) => Math.abs(v - base[i]) > 1e-2), 'the adapter changes the output');
+  assertAllclose(adapted, want.output, { atol: 1e-4, rtol: 1e-4, what: 'unmerged' });
+  await peft.merge();
+  assertAllclose(await output(peft), want.merged_output, { atol: 1e-4, rtol: 1e-4, what: 'merged' });
+});
+
+const TWO = {
+  block_out_channels: [8, 16],
+  norm_num_groups: 4,
+  down_block_types: ['DownBlock2D', 'DownBlock2D'],
+  up_block_types: ['UpBlock2D', 'UpBlock2D'],
+};
+
+test('the config parser refuses what lorakit does not build, naming the field', () => {
+  const refuses = (json: Record<string, unknown>, field: string) =>
+    assert.throws(
+      () => parseUNet2DConfig({ ...TWO, ...json }, 'config.json'),
+      (e: unknown) => e instanceof LorakitError && e.code === 'LK_CONFIG_INVALID' && e.message.includes(field),
+    );
+  refuses({ down_block_types: ['DownBlock2D', 'SkipDownBlock2D'] }, 'down_block_types');
+  assert.doesNotThrow(() => parseUNet2DConfig(TWO, 'config.json'));
+  refuses({ time_embedding_type: 'fourier' }, 'time_embedding_type');
+  refuses({ norm_num_groups: 3 }, 'norm_num_groups');
+  refuses({ down_block_types: ['DownBlock2D'] }, 'block_out_channels');
+  refuses({ class_embed_type: 'timestep' }, 'class_embed_type');
+});
