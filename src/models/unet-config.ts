@@ -18,7 +18,10 @@ const UP = ['UpBlock2D', 'AttnUpBlock2D'] as const;
 /** UNet2DModel's config fields with diffusers' defaults; `_`-prefixed bookkeeping keys are ignored. */
 export const unet2dSchema = z
   .object({
-    sample_size: z.union([z.number().int().positive(), z.array(z.number().int().positive())]).nullable().default(null),
+    sample_size: z
+      .union([z.number().int().positive(), z.array(z.number().int().positive())])
+      .nullable()
+      .default(null),
     in_channels: z.number().int().positive().default(3),
     out_channels: z.number().int().positive().default(3),
     center_input_sample: z.boolean().default(false),
@@ -26,9 +29,15 @@ export const unet2dSchema = z
     time_embedding_dim: z.number().int().positive().nullable().default(null),
     freq_shift: z.number().default(0),
     flip_sin_to_cos: z.boolean().default(true),
-    down_block_types: z.array(z.enum(DOWN)).min(1).default(['DownBlock2D', 'AttnDownBlock2D', 'AttnDownBlock2D', 'AttnDownBlock2D']),
+    down_block_types: z
+      .array(z.enum(DOWN))
+      .min(1)
+      .default(['DownBlock2D', 'AttnDownBlock2D', 'AttnDownBlock2D', 'AttnDownBlock2D']),
     mid_block_type: z.literal('UNetMidBlock2D').nullable().default('UNetMidBlock2D'),
-    up_block_types: z.array(z.enum(UP)).min(1).default(['AttnUpBlock2D', 'AttnUpBlock2D', 'AttnUpBlock2D', 'UpBlock2D']),
+    up_block_types: z
+      .array(z.enum(UP))
+      .min(1)
+      .default(['AttnUpBlock2D', 'AttnUpBlock2D', 'AttnUpBlock2D', 'UpBlock2D']),
     block_out_channels: z.array(z.number().int().positive()).min(1).default([224, 448, 672, 896]),
     layers_per_block: z.number().int().positive().default(2),
     mid_block_scale_factor: z.number().positive().default(1),
@@ -110,12 +119,16 @@ export function parseUNet2DConfig(json: unknown, source: string): UNet2DConfig {
   };
   const n = c.block_out_channels.length;
   if (c.down_block_types.length !== n || c.up_block_types.length !== n)
-    bad('block_out_channels', `${n} entries, but ${c.down_block_types.length} down and ${c.up_block_types.length} up blocks`);
+    bad(
+      'block_out_channels',
+      `${n} entries, but ${c.down_block_types.length} down and ${c.up_block_types.length} up blocks`,
+    );
   for (const ch of c.block_out_channels)
     if (ch % c.norm_num_groups) bad('norm_num_groups', `${c.norm_num_groups} does not divide block channels ${ch}`);
   if (c.attention_head_dim !== null)
     for (const ch of c.block_out_channels)
-      if (ch % c.attention_head_dim) bad('attention_head_dim', `${c.attention_head_dim} does not divide channels ${ch}`);
+      if (ch % c.attention_head_dim)
+        bad('attention_head_dim', `${c.attention_head_dim} does not divide channels ${ch}`);
   return c;
 }
 
@@ -140,9 +153,7 @@ export function unetPlan(c: UNet2DConfig): UNetPlan {
       resnet(`${path}.resnets.${j}`, j === 0 ? inC : outC, outC),
     );
     const attentions =
-      type === 'AttnDownBlock2D'
-        ? resnets.map((_, j) => attention(c, `${path}.attentions.${j}`, outC, g))
-        : [];
+      type === 'AttnDownBlock2D' ? resnets.map((_, j) => attention(c, `${path}.attentions.${j}`, outC, g)) : [];
     return { path, resnets, attentions, resampler: i < last ? `${path}.downsamplers.0.conv` : null };
   });
   let mid: UNetPlan['mid'] = null;
@@ -150,7 +161,10 @@ export function unetPlan(c: UNet2DConfig): UNetPlan {
     const s = c.mid_block_scale_factor;
     const groups = c.attn_norm_num_groups ?? g;
     mid = {
-      resnets: [resnet('mid_block.resnets.0', ch[last], ch[last], s), resnet('mid_block.resnets.1', ch[last], ch[last], s)],
+      resnets: [
+        resnet('mid_block.resnets.0', ch[last], ch[last], s),
+        resnet('mid_block.resnets.1', ch[last], ch[last], s),
+      ],
       attentions: c.add_attention ? [attention(c, 'mid_block.attentions.0', ch[last], groups, s)] : [],
     };
   }
@@ -202,7 +216,8 @@ export function unetModules(c: UNet2DConfig): ModuleInfo[] {
     if (r.inChannels !== r.outChannels) out.push(conv(`${r.path}.conv_shortcut`, r.inChannels, r.outChannels, 1));
   };
   const attn = (a: AttentionPlan) => {
-    for (const n of ['to_q', 'to_k', 'to_v', 'to_out.0']) out.push(linearInfo(`${a.path}.${n}`, a.channels, a.channels, true));
+    for (const n of ['to_q', 'to_k', 'to_v', 'to_out.0'])
+      out.push(linearInfo(`${a.path}.${n}`, a.channels, a.channels, true));
   };
   const block = (b: BlockPlan, resamplerChannels: number, down: boolean) => {
     b.resnets.forEach((r, j) => {
@@ -238,7 +253,11 @@ export function unetParameters(c: UNet2DConfig): ParamSpec[] {
     norm(`${r.path}.norm1`, r.inChannels);
     norm(`${r.path}.norm2`, r.outChannels);
   }
-  const attns = [...p.down.flatMap((b) => b.attentions), ...(p.mid?.attentions ?? []), ...p.up.flatMap((b) => b.attentions)];
+  const attns = [
+    ...p.down.flatMap((b) => b.attentions),
+    ...(p.mid?.attentions ?? []),
+    ...p.up.flatMap((b) => b.attentions),
+  ];
   for (const a of attns) norm(`${a.path}.group_norm`, a.channels);
   norm('conv_norm_out', c.block_out_channels[0]);
   return parametersOf(unetModules(c), norms);

@@ -61,7 +61,11 @@ export async function loadUNetConfig(path: string): Promise<UNet2DConfig> {
 
 /** Opens a diffusers UNet2DModel folder and checks its weights against its config. */
 export async function loadUNet(dir: string): Promise<LoadedUNet> {
-  await requireFolder(dir, 'U-Net folder', 'a diffusers folder with config.json and diffusion_pytorch_model.safetensors');
+  await requireFolder(
+    dir,
+    'U-Net folder',
+    'a diffusers folder with config.json and diffusion_pytorch_model.safetensors',
+  );
   const config = await loadUNetConfig(join(dir, 'config.json'));
   const reader = await openWeights(dir, { stem: DIFFUSERS_WEIGHTS });
   try {

@@ -45,7 +45,7 @@ export function timestepEmbedding(t: Tensor, dim: number, flip: boolean, shift: 
   const parts = flip ? [arg.cos(), arg.sin()] : [arg.sin(), arg.cos()];
   const emb = t.graph.concat(parts, 1); // [N, 2·half]
   if (dim % 2 === 0) return emb;
-  return t.graph.concat([emb, t.graph.constant(new Float32Array(1), t.dtype, [1, 1]).mul(arg.slice([0], [1], 1))], 1);
+  return t.graph.concat([emb, emb.slice([0], [1], [1]).mul(0)], 1); // torch pads a zero column
 }
 
 /** ResnetBlock2D (time_embedding_norm "default"): x [N, in, H, W], temb [N, T] → [N, out, H, W]. */
@@ -79,7 +79,10 @@ function attentionBlock(ctx: ModelContext<UNet2DConfig>, a: AttentionPlan, x: Te
 export function upsampleNearest2x(x: Tensor): Tensor {
   const [, c, h, w] = dims(x);
   const ones = x.graph.constant(new Float32Array(4).fill(1), x.dtype, [1, 1, 1, 2, 1, 2]);
-  return x.unsqueeze([3, 5]).mul(ones).reshape([0, c, 2 * h, 2 * w]); // [N, C, H, 2, W, 2] → [N, C, 2H, 2W]
+  return x
+    .unsqueeze([3, 5])
+    .mul(ones)
+    .reshape([0, c, 2 * h, 2 * w]); // [N, C, H, 2, W, 2] → [N, C, 2H, 2W]
 }
 
 /** A down block: resnet (+ attention) per layer, each output kept as a skip, then the stride-2 conv. */

@@ -1,9 +1,12 @@
 // diffusers' UNet2DModel against diffusers 0.35.2 (test/fixtures/unet, interop/make_unet_fixtures.py): a tiny random
 // U-Net (two resolutions, attention down/up blocks, mid-block self-attention, GroupNorm affines perturbed) gives
 // diffusers' output to 1e-4; a PEFT LoRA made on the diffusers model (attention projections and resnet convs) loads
-// through loadAdapter and gives PEFT's unmerged and merged outputs; the config checks refuse what is not built.
+// through loadAdapter and gives PEFT's unmerged and merged outputs; lorakit-written LoRA/DoRA folders are stable (PEFT
+// loads them with lorakit's output: interop/check_lorakit_unet.py); the config checks refuse what is not built.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LorakitError } from '../../src/errors.ts';
 import { Graph } from '../../src/graph/index.ts';
@@ -11,6 +14,7 @@ import { SafetensorsFile } from '../../src/io/index.ts';
 import { loadUNet, parseUNet2DConfig, unet2d } from '../../src/models/index.ts';
 import { loadAdapter, PeftModel } from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
+import { CASES as UNET_CASES, makeUNetCase } from '../../scripts/make-lorakit-unet-adapters.ts';
 import { assertAllclose } from '../helpers.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
@@ -52,11 +56,18 @@ test('a PEFT LoRA on the diffusers U-Net (attention and resnet convs) loads and 
   const { unused } = await loadAdapter(peft, join(DIR, 'lora'), 'default');
   assert.deepEqual(unused, []);
   const targeted = [...peft.get('default').layers.keys()];
-  assert.equal(targeted.filter((p) => p.endsWith('conv1')).length, 8, 'every resnet conv1 is adapted (2 down, 2 mid, 4 up)');
+  assert.equal(
+    targeted.filter((p) => p.endsWith('conv1')).length,
+    8,
+    'every resnet conv1 is adapted (2 down, 2 mid, 4 up)',
+  );
   assert.ok(targeted.includes('mid_block.attentions.0.to_out.0'));
   const base = await output(null);
   const adapted = await output(peft);
-  assert.ok(adapted.some((v, i) => Math.abs(v - base[i]) > 1e-2), 'the adapter changes the output');
+  assert.ok(
+    adapted.some((v, i) => Math.abs(v - base[i]) > 1e-2),
+    'the adapter changes the output',
+  );
   assertAllclose(adapted, want.output, { atol: 1e-4, rtol: 1e-4, what: 'unmerged' });
   await peft.merge();
   assertAllclose(await output(peft), want.merged_output, { atol: 1e-4, rtol: 1e-4, what: 'merged' });
@@ -81,4 +92,22 @@ test('the config parser refuses what lorakit does not build, naming the field', 
   refuses({ norm_num_groups: 3 }, 'norm_num_groups');
   refuses({ down_block_types: ['DownBlock2D'] }, 'block_out_channels');
   refuses({ class_embed_type: 'timestep' }, 'class_embed_type');
+});
+
+test('lorakit-written U-Net adapters (checked in PEFT by interop/check_lorakit_unet.py) are what lorakit writes now', async () => {
+  for (const name of Object.keys(UNET_CASES)) {
+    const dir = await mkdtemp(join(tmpdir(), 'lk-unet-'));
+    await makeUNetCase(name, dir);
+    const [fresh, committed] = [dir, join(ROOT, 'test/fixtures/lorakit-unet', name)];
+    for (const file of ['adapter_model.safetensors', 'expected.safetensors']) {
+      const [a, b] = [await tensors(join(fresh, file)), await tensors(join(committed, file))];
+      assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort(), `${name}/${file} keys`);
+      for (const k of Object.keys(a)) assert.deepEqual(a[k], b[k], `${name}/${file}: ${k}`);
+    }
+    assert.deepEqual(
+      JSON.parse(await readFile(join(fresh, 'adapter_config.json'), 'utf8')),
+      JSON.parse(await readFile(join(committed, 'adapter_config.json'), 'utf8')),
+    );
+    await rm(dir, { recursive: true, force: true });
+  }
 });
