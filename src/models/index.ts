@@ -90,4 +90,12 @@ export {
   unetModules,
   unetParameters,
 } from './unet-config.ts';
-export { loadUNet, loadUNetConfig, type LoadedUNet, DIFFUSERS_WEIGHTS } from './unet-load.ts';
+export {
+  loadUNet,
+  loadUNetConfig,
+  type LoadedUNet,
+  DIFFUSERS_WEIGHTS,
+  memoryUNet,
+  initUNetWeights,
+  saveUNet,
+} from './unet-load.ts';

@@ -3,18 +3,21 @@
  * config parsed (unet-config.ts), every tensor it implies checked (present, right shape, readable dtype) before any
  * graph is built; contexts for graphs, and the folder as PeftModel's base (adapter targets = its Conv2d and Linear
  * modules, under diffusers' module paths, so PEFT adapters made on the diffusers model load as saved).
+ * Also a U-Net held in memory, torch's default initialisation of one, and writing a folder.
  * Not here: the graph (unet.ts).
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/index.ts';
-import { openWeights, requireFolder } from '../io/index.ts';
+import { ensureFolder, openWeights, requireFolder, writeFileAtomic, writeSafetensors } from '../io/index.ts';
+import type { Rng } from '../linalg/index.ts';
 import {
   type ModelContext,
   type ModuleInfo,
   WeightSource,
   checkStoredShape,
+  conv2dWeightShape,
   createContext,
   missingWeightError,
   weightStore,
@@ -104,4 +107,76 @@ export async function loadUNet(dir: string): Promise<LoadedUNet> {
     await reader.close();
     throw e;
   }
+}
+
+/** A U-Net whose weights are in memory (a fresh initialisation, trained weights): the parts of LoadedUNet graphs need. */
+export function memoryUNet(config: UNet2DConfig, weights: ReadonlyMap<string, Float32Array>) {
+  const modules = unetModules(config);
+  const params = unetParameters(config);
+  for (const p of params) {
+    const v = weights.get(p.name);
+    const n = p.shape.reduce((a, b) => a * b, 1);
+    if (!v || v.length !== n)
+      throw new LorakitError(
+        'LK_SHAPE_MISMATCH',
+        `memoryUNet: weight ${p.name} needs ${n} values, got ${v?.length ?? 0}`,
+      );
+  }
+  return {
+    config,
+    modules: () => modules.map((m) => ({ ...m })),
+    parameters: () => params.map((p) => ({ ...p, shape: [...p.shape] })),
+    context: (graph: Graph, opts: ContextOptions = {}): ModelContext<UNet2DConfig> => {
+      const overrides = new Map<string, Float32Array | Float64Array>(weights);
+      for (const [k, v] of opts.overrides ?? []) overrides.set(k, v);
+      const source = new WeightSource(graph, null, { ...opts, overrides });
+      return createContext({ graph, weights: source, modules, config, hooks: opts.hooks });
+    },
+    base: (): AdaptableBase => ({
+      modules,
+      parameters: params.map((p) => p.name),
+      readWeight: async (name) => Float32Array.from(weights.get(name)!),
+      outputHead: null,
+    }),
+    read: async (name: string) => Float32Array.from(weights.get(name)!),
+  };
+}
+
+/**
+ * torch's default initialisation of the U-Net's modules, as a freshly constructed diffusers UNet2DModel has it:
+ * Conv2d and Linear weights and biases U(±1/√fan_in) (kaiming_uniform_ with a = √5), GroupNorm weight 1, bias 0.
+ */
+export function initUNetWeights(config: UNet2DConfig, rng: Rng): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  for (const m of unetModules(config)) {
+    if (m.kind === 'embedding') continue;
+    const [fanIn, outC, shape] =
+      m.kind === 'conv2d'
+        ? [m.inChannels * m.kernel[0] * m.kernel[1], m.outChannels, conv2dWeightShape(m)]
+        : [m.inFeatures, m.outFeatures, [m.outFeatures, m.inFeatures]];
+    const b = 1 / Math.sqrt(fanIn);
+    out.set(
+      m.weightName,
+      rng.uniformArray(
+        shape.reduce((x, y) => x * y, 1),
+        -b,
+        b,
+      ),
+    );
+    if (m.biasName) out.set(m.biasName, rng.uniformArray(outC, -b, b));
+  }
+  for (const p of unetParameters(config))
+    if (!out.has(p.name)) out.set(p.name, new Float32Array(p.shape[0]).fill(p.name.endsWith('.weight') ? 1 : 0));
+  return out;
+}
+
+/** Writes a diffusers folder: config.json (with _class_name) and diffusion_pytorch_model.safetensors. */
+export async function saveUNet(dir: string, config: UNet2DConfig, weights: ReadonlyMap<string, Float32Array>) {
+  await ensureFolder(dir, 'U-Net folder');
+  const json = { _class_name: 'UNet2DModel', ...config };
+  await writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify(json, null, 2)}\n`);
+  const tensors = Object.fromEntries(
+    unetParameters(config).map((p) => [p.name, { dtype: 'F32' as const, shape: p.shape, data: weights.get(p.name)! }]),
+  );
+  await writeSafetensors(join(dir, `${DIFFUSERS_WEIGHTS}.safetensors`), tensors, { format: 'pt' });
 }

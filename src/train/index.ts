@@ -56,3 +56,12 @@ export { lossPlotSpec, renderLossPlot, writeLossPlot, type LossPoint, type LossP
 export { loadRunConfig, applySet, runConfigSchema, type RunConfig } from './config.ts';
 export { configReference, resolvedConfigYaml, runConfigJsonSchema, CONFIG_REFERENCE_PATH } from './config-doc.ts';
 export { runTraining, type RunOutput } from './run.ts';
+export {
+  segmentationTask,
+  segmentationDice,
+  segmentationLogits,
+  bceWithLogits,
+  type SegmentationSet,
+  type SegmentationTaskOptions,
+  type UNetSource,
+} from './segmentation.ts';
