@@ -9,6 +9,8 @@ Deletes and rewrites test/fixtures/unet/ (about 150 KB):
   expected.safetensors            sample [2, 2, 8, 8], timestep [2] (float), output [2, 1, 8, 8] of UNet2DModel
   lora/                           a PEFT LoRA (r 2, conv and attention targets, random B) saved with save_pretrained
   lora/expected.safetensors       output (adapted, unmerged) and merged_output (merge_and_unload) on the same inputs
+  cond/                           a tiny random UNet2DConditionModel folder (cross-attention) and expected.safetensors:
+                                  sample, timestep, states [2, 5, 12] (encoder_hidden_states), output [2, 2, 8, 8]
 
 Deterministic (fixed seeds, 2 threads, deterministic algorithms, PYTHONHASHSEED=0). A check that fails ends the
 script with `make_unet_fixtures: FAILED: ...`. interop/README.md documents the vision version set.
@@ -28,7 +30,7 @@ import json  # noqa: E402
 import shutil  # noqa: E402
 
 import torch  # noqa: E402
-from diffusers import UNet2DModel  # noqa: E402
+from diffusers import UNet2DConditionModel, UNet2DModel  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -47,6 +49,23 @@ CONFIG = dict(
     up_block_types=("AttnUpBlock2D", "UpBlock2D"),
     norm_num_groups=4,
     attention_head_dim=4,
+)
+
+# UNet2DConditionModel: cross-attention (Transformer2DModel: GroupNorm, 1x1 proj_in, self- and cross-attention, GEGLU
+# feed-forward, 1x1 proj_out) in the first down block, the mid block and the last up block; 2 heads ("attention_head_dim"
+# is diffusers' head count there); text states of width 12.
+COND_CONFIG = dict(
+    sample_size=8,
+    in_channels=2,
+    out_channels=2,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+    mid_block_type="UNetMidBlock2DCrossAttn",
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=12,
+    attention_head_dim=2,
+    norm_num_groups=4,
 )
 
 # What diffusers users train with PEFT on a U-Net: attention projections and the resnets' convolutions.
@@ -88,9 +107,21 @@ def main():
         merged = peft_model.merge_and_unload()(sample, timestep).sample
     check((merged - adapted).abs().max().item() < 1e-4, "PEFT's merge equals its unmerged output")
     save(OUT / "lora" / "expected.safetensors", {"output": adapted, "merged_output": merged})
+    cond = UNet2DConditionModel(**COND_CONFIG).eval()
+    with torch.no_grad():
+        for p in cond.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    cond.save_pretrained(str(OUT / "cond"), safe_serialization=True)
+    states = torch.randn(2, 5, 12)
+    with torch.no_grad():
+        cond_out = cond(sample, timestep, encoder_hidden_states=states).sample
+    check(list(cond_out.shape) == [2, 2, 8, 8], f"conditional output shape {list(cond_out.shape)}")
+    save(OUT / "cond" / "expected.safetensors", {"sample": sample, "timestep": timestep, "states": states,
+                                                 "output": cond_out})
     (OUT / "README.md").write_text(
         "Written by interop/make_unet_fixtures.py (diffusers UNet2DModel, PEFT LoRA); do not edit.\n"
         f"UNet2DModel config: {json.dumps(CONFIG)}\nLoraConfig: {json.dumps(LORA)}\n"
+        f"UNet2DConditionModel config: {json.dumps(COND_CONFIG)}\n"
     )
     (OUT / "lora" / "README.md").unlink()  # PEFT's model card template: noise in the fixture
     print(f"make_unet_fixtures: wrote {OUT.relative_to(REPO)}")

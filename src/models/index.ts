@@ -93,9 +93,18 @@ export {
 export {
   loadUNet,
   loadUNetConfig,
+  loadUNetCondition,
   type LoadedUNet,
   DIFFUSERS_WEIGHTS,
   memoryUNet,
   initUNetWeights,
   saveUNet,
 } from './unet-load.ts';
+export {
+  unet2dCondition,
+  unetCondPlan,
+  unetCondModules,
+  unetCondParameters,
+  parseUNet2DConditionConfig,
+  type UNet2DConditionConfig,
+} from './unet-cond.ts';

@@ -26,21 +26,27 @@ import type { AdaptableBase } from '../peft/index.ts';
 import type { ParamSpec } from './family.ts';
 import type { ContextOptions } from './load.ts';
 import { type UNet2DConfig, parseUNet2DConfig, unetModules, unetParameters } from './unet-config.ts';
+import {
+  type UNet2DConditionConfig,
+  parseUNet2DConditionConfig,
+  unetCondModules,
+  unetCondParameters,
+} from './unet-cond.ts';
 
 /** The weights file stem diffusers writes. */
 export const DIFFUSERS_WEIGHTS = 'diffusion_pytorch_model';
 
-/** An opened UNet2DModel folder. */
-export interface LoadedUNet {
+/** An opened diffusers U-Net folder (UNet2DModel, or UNet2DConditionModel with C = UNet2DConditionConfig). */
+export interface LoadedUNet<C = UNet2DConfig> {
   dir: string;
-  config: UNet2DConfig;
+  config: C;
   /** Every Conv2d and Linear, in forward order. */
   modules(): ModuleInfo[];
   /** Every tensor the network reads, with its shape. */
   parameters(): ParamSpec[];
   paramCount: number;
   /** A ModelContext for `graph` (hooks, trainable weights, overrides as for causal LMs). */
-  context(graph: Graph, opts?: ContextOptions): ModelContext<UNet2DConfig>;
+  context(graph: Graph, opts?: ContextOptions): ModelContext<C>;
   /** The folder as an adapter base. */
   base(): AdaptableBase;
   /** The stored values of weight `name` as float32. */
@@ -48,39 +54,70 @@ export interface LoadedUNet {
   close(): Promise<void>;
 }
 
-/** Parses a UNet2DModel config.json; refuses other diffusers classes by name. */
-export async function loadUNetConfig(path: string): Promise<UNet2DConfig> {
+/** How one diffusers class is read: its config parser, module list and parameters. */
+interface UNetClass<C> {
+  name: string;
+  parse(json: unknown, source: string): C;
+  modules(c: C): ModuleInfo[];
+  parameters(c: C): ParamSpec[];
+}
+
+const UNET_2D: UNetClass<UNet2DConfig> = {
+  name: 'UNet2DModel',
+  parse: parseUNet2DConfig,
+  modules: unetModules,
+  parameters: unetParameters,
+};
+const UNET_2D_CONDITION: UNetClass<UNet2DConditionConfig> = {
+  name: 'UNet2DConditionModel',
+  parse: parseUNet2DConditionConfig,
+  modules: unetCondModules,
+  parameters: unetCondParameters,
+};
+
+/** Parses a config.json of class `cls`; refuses other diffusers classes by name. */
+async function readConfig<C>(path: string, cls: UNetClass<C>): Promise<C> {
   const json = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
-  const cls = json._class_name;
-  if (cls !== undefined && cls !== 'UNet2DModel') {
+  const name = json._class_name;
+  if (name !== undefined && name !== cls.name) {
     throw new LorakitError(
       'LK_UNSUPPORTED',
-      `${path}: _class_name "${String(cls)}" is not supported; lorakit builds diffusers' UNet2DModel`,
+      `${path}: _class_name "${String(name)}" where a ${cls.name} was asked for; lorakit builds UNet2DModel ` +
+        '(loadUNet) and UNet2DConditionModel (loadUNetCondition)',
       { file: path, field: '_class_name' },
     );
   }
-  return parseUNet2DConfig(json, path);
+  return cls.parse(json, path);
 }
 
+/** Parses a UNet2DModel config.json. */
+export const loadUNetConfig = (path: string) => readConfig(path, UNET_2D);
+
 /** Opens a diffusers UNet2DModel folder and checks its weights against its config. */
-export async function loadUNet(dir: string): Promise<LoadedUNet> {
+export const loadUNet = (dir: string): Promise<LoadedUNet> => openUNet(dir, UNET_2D);
+
+/** Opens a diffusers UNet2DConditionModel folder and checks its weights against its config. */
+export const loadUNetCondition = (dir: string): Promise<LoadedUNet<UNet2DConditionConfig>> =>
+  openUNet(dir, UNET_2D_CONDITION);
+
+async function openUNet<C>(dir: string, cls: UNetClass<C>): Promise<LoadedUNet<C>> {
   await requireFolder(
     dir,
     'U-Net folder',
     'a diffusers folder with config.json and diffusion_pytorch_model.safetensors',
   );
-  const config = await loadUNetConfig(join(dir, 'config.json'));
+  const config = await readConfig(join(dir, 'config.json'), cls);
   const reader = await openWeights(dir, { stem: DIFFUSERS_WEIGHTS });
   try {
     const store = weightStore(reader);
-    const params = unetParameters(config);
+    const params = cls.parameters(config);
     let paramCount = 0;
     for (const p of params) {
       if (!reader.has(p.name)) throw missingWeightError(p.name, store);
       checkStoredShape(p.name, reader.info(p.name), p.shape, store.fileOf(p.name));
       paramCount += p.shape.reduce((a, b) => a * b, 1);
     }
-    const modules = unetModules(config);
+    const modules = cls.modules(config);
     const read = async (name: string) => {
       if (!reader.has(name)) throw missingWeightError(name, store);
       return reader.readAs(name, 'f32');

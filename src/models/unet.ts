@@ -10,7 +10,8 @@ import { attention, mergeHeads, splitHeads } from '../nn/attention.ts';
 import type { ModelContext } from '../nn/index.ts';
 import { type AttentionPlan, type BlockPlan, type ResnetPlan, type UNet2DConfig, unetPlan } from './unet-config.ts';
 
-const silu = (x: Tensor) => x.mul(x.sigmoid());
+/** x·σ(x). */
+export const silu = (x: Tensor) => x.mul(x.sigmoid());
 
 /** Static dims of a tensor (the U-Net graphs are built for one input size). */
 function dims(x: Tensor): number[] {
@@ -48,8 +49,16 @@ export function timestepEmbedding(t: Tensor, dim: number, flip: boolean, shift: 
   return t.graph.concat([emb, emb.slice([0], [1], [1]).mul(0)], 1); // torch pads a zero column
 }
 
+/** The config fields a ResnetBlock2D reads (UNet2DModel's and UNet2DConditionModel's). */
+export type ResnetConfig = { norm_num_groups: number; norm_eps: number };
+
 /** ResnetBlock2D (time_embedding_norm "default"): x [N, in, H, W], temb [N, T] → [N, out, H, W]. */
-function resnetBlock(ctx: ModelContext<UNet2DConfig>, r: ResnetPlan, x: Tensor, temb: Tensor): Tensor {
+export function resnetBlock<C extends ResnetConfig>(
+  ctx: ModelContext<C>,
+  r: ResnetPlan,
+  x: Tensor,
+  temb: Tensor,
+): Tensor {
   const { norm_num_groups: groups, norm_eps: eps } = ctx.config;
   let h = ctx.conv2d(`${r.path}.conv1`, silu(groupNorm(ctx, `${r.path}.norm1`, x, groups, eps))); // [N, out, H, W]
   h = h.add(ctx.linear(`${r.path}.time_emb_proj`, silu(temb)).unsqueeze([2, 3])); // + [N, out, 1, 1]

@@ -2,7 +2,8 @@
 // U-Net (two resolutions, attention down/up blocks, mid-block self-attention, GroupNorm affines perturbed) gives
 // diffusers' output to 1e-4; a PEFT LoRA made on the diffusers model (attention projections and resnet convs) loads
 // through loadAdapter and gives PEFT's unmerged and merged outputs; lorakit-written LoRA/DoRA folders are stable (PEFT
-// loads them with lorakit's output: interop/check_lorakit_unet.py); the config checks refuse what is not built.
+// loads them with lorakit's output: interop/check_lorakit_unet.py); the config checks refuse what is not built; a
+// tiny UNet2DConditionModel (Transformer2DModel cross-attention blocks, GEGLU) equals diffusers to 1e-4 as well.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -11,7 +12,7 @@ import { join } from 'node:path';
 import { LorakitError } from '../../src/errors.ts';
 import { Graph } from '../../src/graph/index.ts';
 import { SafetensorsFile } from '../../src/io/index.ts';
-import { loadUNet, parseUNet2DConfig, unet2d } from '../../src/models/index.ts';
+import { loadUNet, loadUNetCondition, parseUNet2DConfig, unet2d, unet2dCondition } from '../../src/models/index.ts';
 import { loadAdapter, PeftModel } from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { CASES as UNET_CASES, makeUNetCase } from '../../scripts/make-lorakit-unet-adapters.ts';
@@ -109,5 +110,26 @@ test('lorakit-written U-Net adapters (checked in PEFT by interop/check_lorakit_u
       JSON.parse(await readFile(join(committed, 'adapter_config.json'), 'utf8')),
     );
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('UNet2DConditionModel (cross-attention to encoder states) equals diffusers on the fixture to 1e-4', async () => {
+  const cond = await loadUNetCondition(join(DIR, 'cond'));
+  try {
+    const want = await tensors(join(DIR, 'cond/expected.safetensors'));
+    const g = new Graph('unet-cond');
+    const sample = g.input('sample', 'f32', [2, 2, 8, 8]);
+    const timestep = g.input('timestep', 'f32', [2]);
+    const states = g.input('states', 'f32', [2, 5, 12]);
+    g.output('y', unet2dCondition(cond.context(g), sample, timestep, states));
+    const s = await compile(g, { worker: false });
+    const y = (await s.run({ sample: want.sample, timestep: want.timestep, states: want.states })).y.data;
+    assertAllclose(y as Float32Array, want.output, { atol: 1e-4, rtol: 1e-4, what: 'UNet2DConditionModel output' });
+    assert.ok(
+      cond.modules().some((m) => m.path.endsWith('attn2.to_k') && m.kind === 'linear'),
+      'cross-attention k',
+    );
+  } finally {
+    await cond.close();
   }
 });
