@@ -11,6 +11,7 @@
  *
  *   node --import tsx scripts/segmentation-transfer.ts pretrain OUT           # source U-Net → OUT/source
  *   node --import tsx scripts/segmentation-transfer.ts adapt OUT METHOD [seed] # one adaptation → OUT/<method>-<seed>.json
+ *     (METHOD: none, full, lora, lora_c, conv_lora, cp_lora, dora_c, conv_dora, cp_dora; NAME@R fixes the rank)
  *   node --import tsx scripts/segmentation-transfer.ts table OUT              # the markdown table of OUT/*.json
  *
  * Not here: the segmentation task (src/train/segmentation.ts), the methods (src/peft/methods/).
@@ -179,7 +180,10 @@ async function adapt(out: string, method: string, seed: number) {
   if (method === 'none') {
     result = { trainable: 0, dice: await segmentationDice(unet, d.targetTest) };
   } else if (method === 'full') {
-    const r = await train(segmentationTask({ unet, train: d.targetTrain, batchSize: 8 }), { ...opts, lr: 1e-3 });
+    const r = await train(segmentationTask({ unet, train: d.targetTrain, batchSize: 8, dataSeed: seed }), {
+      ...opts,
+      lr: 1e-3,
+    });
     const secs = (performance.now() - t0) / 1000;
     const trainable = [...r.params.values()].reduce((n, v) => n + v.length, 0);
     result = { trainable, seconds: secs, dice: await segmentationDice(unet, d.targetTest, { weights: r.params }) };
@@ -189,11 +193,17 @@ async function adapt(out: string, method: string, seed: number) {
       await p.addAdapter('x', METHODS[BUDGET.method](BUDGET.r), { seed: 0 });
       return trainableCount(p, 'x');
     })();
-    const { r } = method === BUDGET.method ? { r: BUDGET.r } : await matchedRank(unet.base, method, budget);
+    // METHOD@R fixes the rank instead of matching the budget (cp_lora@4: the paper's "fewer parameters" point)
+    const [name, fixed] = method.split('@');
+    const { r } = fixed
+      ? { r: Number(fixed) }
+      : name === BUDGET.method
+        ? { r: BUDGET.r }
+        : await matchedRank(unet.base, name, budget);
     const peft = new PeftModel(unet.base());
-    await peft.addAdapter('default', METHODS[method](r), { seed });
+    await peft.addAdapter('default', METHODS[name](r), { seed });
     const t1 = performance.now();
-    const res = await train(segmentationTask({ unet, train: d.targetTrain, batchSize: 8, peft }), {
+    const res = await train(segmentationTask({ unet, train: d.targetTrain, batchSize: 8, peft, dataSeed: seed }), {
       ...opts,
       lr: 5e-3,
     });
@@ -218,7 +228,8 @@ function table(out: string) {
     .map((f) => JSON.parse(readFileSync(join(out, f), 'utf8')));
   const by = new Map<string, typeof rows>();
   for (const r of rows) by.set(r.method, [...(by.get(r.method) ?? []), r]);
-  const order = ['none', 'full', 'lora', ...Object.keys(METHODS).filter((m) => m !== 'lora')];
+  const known = ['none', 'full', 'lora', ...Object.keys(METHODS).filter((m) => m !== 'lora')];
+  const order = [...known, ...[...by.keys()].filter((m) => !known.includes(m)).sort()];
   console.log('| method | rank | trainable | target Dice (mean ± sd over seeds) | seeds | train s (mean) |');
   console.log('|---|---|---|---|---|---|');
   for (const m of order) {

@@ -125,8 +125,15 @@ export function parseUNet2DConfig(json: unknown, source: string): UNet2DConfig {
     );
   for (const ch of c.block_out_channels)
     if (ch % c.norm_num_groups) bad('norm_num_groups', `${c.norm_num_groups} does not divide block channels ${ch}`);
+  // only blocks with attention split their channels into heads
+  const rev = [...c.block_out_channels].reverse();
+  const attended = [
+    ...c.down_block_types.flatMap((t, i) => (t === 'AttnDownBlock2D' ? [c.block_out_channels[i]] : [])),
+    ...c.up_block_types.flatMap((t, i) => (t === 'AttnUpBlock2D' ? [rev[i]] : [])),
+    ...(c.mid_block_type !== null && c.add_attention ? [c.block_out_channels[n - 1]] : []),
+  ];
   if (c.attention_head_dim !== null)
-    for (const ch of c.block_out_channels)
+    for (const ch of attended)
       if (ch % c.attention_head_dim)
         bad('attention_head_dim', `${c.attention_head_dim} does not divide channels ${ch}`);
   return c;

@@ -7,7 +7,7 @@
  * Not here: the U-Net graph (models/unet.ts), the data and the experiment (scripts/segmentation-transfer.ts).
  */
 import { Graph, type Tensor } from '../graph/index.ts';
-import { Rng } from '../linalg/index.ts';
+import { Rng, seedFrom } from '../linalg/index.ts';
 import { type UNet2DConfig, unet2d } from '../models/index.ts';
 import type { ModelContext } from '../nn/index.ts';
 import type { PeftModel } from '../peft/index.ts';
@@ -52,6 +52,8 @@ export interface SegmentationTaskOptions {
   /** Train this adapter of `peft` (a PeftModel over the U-Net's modules); absent: train every U-Net weight. */
   peft?: PeftModel;
   adapter?: string;
+  /** Seeds the per-epoch shuffles of the training images (default 0). */
+  dataSeed?: number;
   /** Initial values of the U-Net's weights when they are trained (default: the source's). */
   init?: ReadonlyMap<string, Float32Array>;
 }
@@ -68,9 +70,9 @@ function batchOf(set: SegmentationSet, rows: ArrayLike<number>) {
 }
 
 /** A seeded permutation of 0..n−1 for one epoch (Fisher–Yates). */
-function permutation(n: number, epoch: number): Uint32Array {
+function permutation(n: number, epoch: number, seed: number): Uint32Array {
   const p = Uint32Array.from({ length: n }, (_, i) => i);
-  const r = new Rng(7919 + epoch);
+  const r = new Rng(seedFrom(seed, `epoch ${epoch}`));
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(r.next() * (i + 1));
     [p[i], p[j]] = [p[j], p[i]];
@@ -108,7 +110,7 @@ export function segmentationTask(o: SegmentationTaskOptions): TrainTask {
     },
     *batches(from) {
       for (let epoch = from.epoch, index = from.index; ; epoch++, index = 0) {
-        const perm = permutation(train.n, epoch);
+        const perm = permutation(train.n, epoch, o.dataSeed ?? 0);
         for (; index < perEpoch; index++) {
           const { x, y } = batchOf(train, perm.subarray(index * B, (index + 1) * B));
           const next = index + 1 < perEpoch ? { epoch, index: index + 1 } : { epoch: epoch + 1, index: 0 };
@@ -119,7 +121,7 @@ export function segmentationTask(o: SegmentationTaskOptions): TrainTask {
     },
     batchesPerEpoch: perEpoch,
     stepInputs: shared?.stepInputs,
-    settings: { batch_size: B, train_images: train.n },
+    settings: { batch_size: B, train_images: train.n, data_seed: o.dataSeed ?? 0 },
   };
 }
 
