@@ -35,6 +35,8 @@ INPUT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 VERSION_SETS = {
     "pinned": ("requirements.txt", ".venv", "bash interop/setup.sh"),
     "current": ("requirements-current.txt", ".venv-current", "bash interop/setup.sh current"),
+    # the pinned set plus diffusers and scikit-learn, for the U-Net fixtures and the digits data (CPU torch)
+    "vision": ("requirements-vision.txt", ".venv-vision", "bash interop/setup.sh vision"),
 }
 # The libraries whose versions a script checks by default (setup).
 CHECKED = ("torch", "transformers", "peft", "safetensors", "numpy")

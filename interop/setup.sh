@@ -9,7 +9,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 case "${1:-pinned}" in
   pinned) venv="$here/.venv" reqs="$here/requirements.txt" flags=() ;;
   current) venv="$here/.venv-current" reqs="$here/requirements-current.txt" flags=(--no-deps) ;;
-  *) echo "usage: bash interop/setup.sh [pinned|current]" >&2; exit 2 ;;
+  vision) venv="$here/.venv-vision" reqs="$here/requirements-vision.txt" flags=() ;;
+  *) echo "usage: bash interop/setup.sh [pinned|current|vision]" >&2; exit 2 ;;
 esac
 if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
 "$venv/bin/pip" install -q --upgrade pip

@@ -79,3 +79,32 @@ export {
   type GenerationAdapter,
 } from './generate.ts';
 export * as sampling from './sampling.ts';
+
+// diffusers' UNet2DModel (config, graph, folders).
+export { unet2d, groupNorm, timestepEmbedding, upsampleNearest2x } from './unet.ts';
+export {
+  type UNet2DConfig,
+  type UNetPlan,
+  parseUNet2DConfig,
+  unetPlan,
+  unetModules,
+  unetParameters,
+} from './unet-config.ts';
+export {
+  loadUNet,
+  loadUNetConfig,
+  loadUNetCondition,
+  type LoadedUNet,
+  DIFFUSERS_WEIGHTS,
+  memoryUNet,
+  initUNetWeights,
+  saveUNet,
+} from './unet-load.ts';
+export {
+  unet2dCondition,
+  unetCondPlan,
+  unetCondModules,
+  unetCondParameters,
+  parseUNet2DConditionConfig,
+  type UNet2DConditionConfig,
+} from './unet-cond.ts';

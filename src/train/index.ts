@@ -72,3 +72,12 @@ export {
   type ModelMeasure,
 } from './prune.ts';
 export { runLoram, recoverAdapterFolder, type LoramOptions, type LoramOutput } from './loram.ts';
+export {
+  segmentationTask,
+  segmentationDice,
+  segmentationLogits,
+  bceWithLogits,
+  type SegmentationSet,
+  type SegmentationTaskOptions,
+  type UNetSource,
+} from './segmentation.ts';

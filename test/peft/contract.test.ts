@@ -263,6 +263,47 @@ export const CASES: Case[] = [
   { entries: ['loldu'], config: { peft_type: 'LOLDU', r: 2, target_modules: LINEAR_ALL }, identity: 'close' },
   // k = 5, 5, 4: r 2 scaled values and a rank-2 X·Y on the other 3 or 2; Y = 0 at init gives ΔW = 0 bit for bit
   { entries: ['salt'], config: { peft_type: 'SALT', r: 2, r_lora: 2, target_modules: LINEAR_ALL }, identity: 'exact' },
+  // the conv family of the SAH U-Net paper on the toy's 3×1 conv: ΔW = 0 at init; DoRA's norm is detached (§4.3), so
+  // its factors' gradients are checked against the detached-norm formula in conv-family.test.ts
+  {
+    entries: ['lora_c'],
+    config: { peft_type: 'LORA_C', r: 2, lora_alpha: 4, target_modules: ['conv'] },
+    identity: 'exact',
+    conv: true,
+  },
+  {
+    entries: ['conv_lora'],
+    config: { peft_type: 'CONV_LORA', r: 2, lora_alpha: 4, target_modules: ['conv'] },
+    identity: 'exact',
+    conv: true,
+  },
+  {
+    entries: ['cp_lora'],
+    config: { peft_type: 'CP_LORA', r: 2, lora_alpha: 4, target_modules: ['conv'] },
+    identity: 'exact',
+    conv: true,
+  },
+  {
+    entries: ['dora_c'],
+    config: { peft_type: 'DORA_C', r: 2, lora_alpha: 4, target_modules: ['conv'] },
+    identity: 'close',
+    conv: true,
+    surrogate: ['a', 'b', 'other'],
+  },
+  {
+    entries: ['conv_dora'],
+    config: { peft_type: 'CONV_DORA', r: 2, lora_alpha: 4, target_modules: ['conv'] },
+    identity: 'close',
+    conv: true,
+    surrogate: ['a', 'b', 'other'],
+  },
+  {
+    entries: ['cp_dora'],
+    config: { peft_type: 'CP_DORA', r: 2, lora_alpha: 4, target_modules: ['conv'] },
+    identity: 'close',
+    conv: true,
+    surrogate: ['a', 'b', 'other'],
+  },
 ];
 
 const KIND_PATHS: Record<LayerKind, string> = {

@@ -33,6 +33,12 @@ import { salt } from './salt.ts';
 import { slora } from './slora.ts';
 import { stableLora } from './stable_lora.ts';
 import { vera } from './vera.ts';
+import { loraC } from './lora_c.ts';
+import { convLora } from './conv_lora.ts';
+import { cpLora } from './cp_lora.ts';
+import { doraC } from './dora_c.ts';
+import { convDora } from './conv_dora.ts';
+import { cpDora } from './cp_dora.ts';
 
 export const REGISTRY: readonly RegistryEntry[] = [
   lora,
@@ -66,4 +72,10 @@ export const REGISTRY: readonly RegistryEntry[] = [
   loldu,
   salt,
   paca,
+  loraC,
+  convLora,
+  cpLora,
+  doraC,
+  convDora,
+  cpDora,
 ];

@@ -1,0 +1,14 @@
+/**
+ * DoRA-C — new in the SAH U-Net paper (arXiv:2508.01772): DoRA's magnitude/direction split over LoRA-C's ΔW,
+ * W' = m ⊙ (W0 + ΔW)/‖W0 + ΔW‖ per output channel (m = `lora_magnitude_vector` [out], the norm detached), computed
+ * as PEFT's DoRA conv layer. UNVERIFIED construction (spec §2.5).
+ * Not here: the shared factorisations, forward and merge (../conv-family.ts).
+ */
+import { convFamilyMethod } from '../conv-family.ts';
+
+export const doraC = convFamilyMethod({
+  name: 'dora_c',
+  paper: 'LoRA-based methods on Unet for transfer learning in Subarachnoid Hematoma Segmentation (arXiv:2508.01772)',
+  factorisation: 'matrix',
+  dora: true,
+});
