@@ -117,6 +117,11 @@ export class WeightSource {
     this.prefix = opts.namePrefix ?? '';
   }
 
+  /** The prefix of this source's graph names ('' unless a second copy of the model shares the graph). */
+  get namePrefix(): string {
+    return this.prefix;
+  }
+
   /** Whether `name` is a graph input here. */
   isTrainable(name: string): boolean {
     return this.trainable.has(name);
