@@ -273,7 +273,7 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       const { inFeatures, outFeatures } = s;
       const bias = s.biasName ? weights.get(s.biasName, [outFeatures]) : null;
       const q = opts.quantized?.get(s.weightName);
-      if (q && !weights.isTrainable(s.weightName)) {
+      if (q && !weights.isTrainable(s.weightName) && !weights.isOverridden(s.weightName)) {
         m = quantizedModule(s, q, bias, fanInFanOut);
       } else {
         const weight = weights.get(s.weightName, fanInFanOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures]);

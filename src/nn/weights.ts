@@ -122,6 +122,11 @@ export class WeightSource {
     return this.prefix;
   }
 
+  /** Whether `name` has an in-memory value here (it then replaces the stored weight, quantized or not). */
+  isOverridden(name: string): boolean {
+    return this.overrides.has(name);
+  }
+
   /** Whether `name` is a graph input here. */
   isTrainable(name: string): boolean {
     return this.trainable.has(name);
