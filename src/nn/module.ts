@@ -271,12 +271,14 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       const s = spec(path, 'linear');
       const fanInFanOut = s.kind === 'conv1d';
       const { inFeatures, outFeatures } = s;
-      const bias = s.biasName ? weights.get(s.biasName, [outFeatures]) : null;
       const q = opts.quantized?.get(s.weightName);
+      const biasOf = () => (s.biasName ? weights.get(s.biasName, [outFeatures]) : null);
       if (q && !weights.isTrainable(s.weightName) && !weights.isOverridden(s.weightName)) {
-        m = quantizedModule(s, q, bias, fanInFanOut);
+        m = quantizedModule(s, q, biasOf(), fanInFanOut);
       } else {
+        // the weight before the bias: a head missing from the file is reported by its weight's name
         const weight = weights.get(s.weightName, fanInFanOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures]);
+        const bias = biasOf();
         const base = (x: Tensor) => linearForward(x, weight, bias, inFeatures, outFeatures, fanInFanOut);
         m = { path, inFeatures, outFeatures, weight, bias, fanInFanOut, base };
       }
