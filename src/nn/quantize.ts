@@ -97,26 +97,31 @@ export function quantizeQ4(w: Float32Array, out: number, inF: number): Q4Weight 
       for (let j = 0; j < Q4_BLOCK / 2; j++) blocks[at + j] = codes[2 * j] | (codes[2 * j + 1] << 4);
     }
   }
-  const q: Q4Weight = { kind: 'q4', out, in: inF, blocks, scales, back: null as unknown as Int8Weight };
-  q.back = quantizeInt8(dequantize(q), out, inF);
-  return q;
+  const back = quantizeInt8(dequantizeQ4(blocks, scales, out, inF), out, inF);
+  return { kind: 'q4', out, in: inF, blocks, scales, back };
 }
 
 /** W̃ [out, in], the matrix the quantized product multiplies by (for q4: the forward's; its backward uses `back`). */
 export function dequantize(q: QuantizedWeight): Float32Array {
-  const w = new Float32Array(q.out * q.in);
   if (q.kind === 'int8') {
+    const w = new Float32Array(q.out * q.in);
     for (let o = 0; o < q.out; o++) for (let i = 0; i < q.in; i++) w[o * q.in + i] = q.scale[o] * q.q[o * q.in + i];
     return w;
   }
-  const nb = Math.ceil(q.in / Q4_BLOCK);
-  for (let o = 0; o < q.out; o++) {
-    for (let i = 0; i < q.in; i++) {
+  return dequantizeQ4(q.blocks, q.scales, q.out, q.in);
+}
+
+/** W̃ [out, in] of 4-bit blocks laid out as Q4Weight says. */
+function dequantizeQ4(blocks: Uint8Array, scales: Float32Array, out: number, inF: number): Float32Array {
+  const w = new Float32Array(out * inF);
+  const nb = Math.ceil(inF / Q4_BLOCK);
+  for (let o = 0; o < out; o++) {
+    for (let i = 0; i < inF; i++) {
       const b = Math.floor(i / Q4_BLOCK);
       const j = i % Q4_BLOCK;
-      const byte = q.blocks[(o * nb + b) * (Q4_BLOCK / 2) + (j >> 1)];
+      const byte = blocks[(o * nb + b) * (Q4_BLOCK / 2) + (j >> 1)];
       const code = j & 1 ? byte >> 4 : byte & 15;
-      w[o * q.in + i] = (code - 8) * q.scales[o * nb + b];
+      w[o * inF + i] = (code - 8) * scales[o * nb + b];
     }
   }
   return w;
