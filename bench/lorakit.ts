@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { Graph } from '../src/graph/index.ts';
 import { HfTokenizer } from '../src/io/index.ts';
 import { Rng } from '../src/linalg/index.ts';
-import { loadModel, type LoadedModel } from '../src/models/index.ts';
+import { loadModel, type LoadedModel, quantizeModel } from '../src/models/index.ts';
 import { generate } from '../src/models/generate.ts';
 import { PeftModel, adaptable } from '../src/peft/index.ts';
 import { compile, shutdownRuntime, type CompileOptions } from '../src/runtime/index.ts';
@@ -67,7 +67,7 @@ export async function trainerStep(w: Workload, model: LoadedModel) {
 }
 
 async function runTrainOrEval(w: Workload, t0: number) {
-  const model = await loadModel(await ensureModel(w.model));
+  const model = await quantizeModel(await loadModel(await ensureModel(w.model)), w.quantize ?? 'none');
   const { task, options, adapterParams } = await trainerStep(w, model);
   const first = (task.batches({ epoch: 0, index: 0 }) as Iterable<TrainBatch>)[Symbol.iterator]().next().value!;
   const rng = new Rng(0);

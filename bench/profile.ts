@@ -5,12 +5,12 @@
  * optimizer, from the node-name scopes `grad/` and `optim/`). Prints the tables and writes
  * bench/results/profile-<kind>-<model>-<targets>.json.
  * node --import tsx bench/profile.ts [train|eval] [gpt2|smollm] [attn|all] [--batch N --seq N --runs N --compile JSON
- * --top N]
+ * --top N --quantize none|int8|q4]
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadModel } from '../src/models/index.ts';
+import { loadModel, quantizeModel } from '../src/models/index.ts';
 import { compile, type CompileOptions } from '../src/runtime/index.ts';
 import { RESULTS, table } from './common.ts';
 import { trainerStep } from './lorakit.ts';
@@ -58,6 +58,7 @@ async function main(): Promise<void> {
     top = Number(flag('--top', '15')),
     runsArg = Number(flag('--runs', '3'));
   const extra = JSON.parse(flag('--compile', '{}')) as CompileOptions;
+  const quantize = flag('--quantize', 'none') as 'none' | 'int8' | 'q4';
   const [kind = 'train', model = 'gpt2', targets = 'attn'] = args as ['train' | 'eval', ModelName, Targets];
   const w: Workload = {
     id: `${kind} ${model} ${targets}`,
@@ -74,7 +75,7 @@ async function main(): Promise<void> {
   };
   const dir = join(tmpdir(), `lorakit-profile-${process.pid}`);
   mkdirSync(dir, { recursive: true });
-  const lm = await loadModel(await ensureModel(model));
+  const lm = await quantizeModel(await loadModel(await ensureModel(model)), quantize);
   const { task, options } = await trainerStep(w, lm);
   const ortOptions = {
     enableProfiling: true,
@@ -155,7 +156,8 @@ async function main(): Promise<void> {
     `\n${table([['op node (layers merged)', 'ms', 'share', 'nodes'], ...byPattern.slice(0, 2 * top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`,
   );
   mkdirSync(RESULTS, { recursive: true });
-  const out = join(RESULTS, `profile-${kind}-${model}-${targets}.json`);
+  const suffix = quantize === 'none' ? '' : `-${quantize}`;
+  const out = join(RESULTS, `profile-${kind}-${model}-${targets}${suffix}.json`);
   writeFileSync(
     out,
     `${JSON.stringify(

@@ -38,6 +38,11 @@ export interface Workload {
   shapes?: GemmShape[];
   /** lorakit only: extra compile options (optimization level, ORT session options) for experiments. */
   compile?: Record<string, unknown>;
+  /**
+   * lorakit only: the frozen base quantized (run setting `quantize`); the PEFT side runs its float32 base, so the
+   * row compares an int8 lorakit step with PEFT's float32 one.
+   */
+  quantize?: 'int8' | 'q4';
   /** PEFT only: transformers' attn_implementation (default sdpa, transformers' own default). */
   peftAttention?: 'sdpa' | 'eager';
 }
@@ -86,6 +91,8 @@ export function suite(o: Options): Workload[] {
   for (const model of ['gpt2', 'smollm'] as const) {
     for (const targets of ['attn', 'all'] as const)
       out.push({ ...base, id: `train ${model} ${targets}`, kind: 'train', model, targets, batch: o.batch, seq: o.seq });
+    const int8 = { ...base, kind: 'train' as const, model, targets: 'attn' as const, batch: o.batch, seq: o.seq };
+    out.push({ ...int8, id: `train ${model} attn int8-base`, quantize: 'int8' });
     out.push({ ...base, id: `eval ${model} attn`, kind: 'eval', model, targets: 'attn', batch: o.batch, seq: o.seq });
     for (const batch of [1, 8]) {
       out.push({

@@ -3,12 +3,14 @@
 // line `held-out loss <before> -> <after>`. The work is `runDemo` (src/demo/run.ts); this file maps flags onto it.
 import type { CommandModule } from './main.ts';
 import { intFlag } from './flags.ts';
+import { LorakitError } from '../errors.ts';
 
 interface DemoFlags {
   steps?: string | number;
   seed?: string | number;
   out?: string;
   model?: string;
+  quantize?: string;
   quiet?: boolean;
 }
 
@@ -23,10 +25,16 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--seed <n>', 'Seed of the adapter init, data order and sampling (default 0)')
     .option('--out <dir>', 'Run folder; the adapter is saved in <dir>/final (default: a new temp folder)')
     .option('--model <dir>', 'Base model folder (default: models/demo-base)')
+    .option('--quantize <mode>', 'Quantize the frozen base: none, int8 or q4 (default none)')
     .option('--quiet', 'Print only the last line')
     .action(async (flags: DemoFlags) => {
       const steps = intFlag('steps', flags.steps, 1);
       const seed = intFlag('seed', flags.seed, 0);
+      const quantize = flags.quantize ?? 'none';
+      if (quantize !== 'none' && quantize !== 'int8' && quantize !== 'q4')
+        throw new LorakitError('LK_INVALID_ARGUMENT', `--quantize: expected none, int8 or q4, got ${quantize}`, {
+          option: 'quantize',
+        });
       const { runDemo } = await import('../demo/index.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');
       const say = (line: string) => {
@@ -38,6 +46,7 @@ export const register: CommandModule['register'] = (cli) => {
           ...(seed !== undefined ? { seed } : {}),
           ...(flags.out ? { outDir: flags.out } : {}),
           ...(flags.model ? { modelDir: flags.model } : {}),
+          quantize,
           log: flags.quiet ? undefined : say,
         });
         say('');

@@ -13,7 +13,8 @@ import { Writable } from 'node:stream';
 import { LorakitError } from '../errors.ts';
 import type { Tensor } from '../graph/index.ts';
 import { HfTokenizer } from '../io/index.ts';
-import { generate, loadModel, type LoadedModel } from '../models/index.ts';
+import { generate, loadModel, type LoadedModel, quantizeModel } from '../models/index.ts';
+import type { QuantMode } from '../nn/index.ts';
 import { type AdapterBinding, PeftModel, adaptable } from '../peft/index.ts';
 import { adapterTraining, causalLmCalibrator, train, type TrainTask } from '../train/index.ts';
 import { TokenDataset } from '../train/data/index.ts';
@@ -47,6 +48,8 @@ export interface DemoOptions {
   /** Fiction prompt for the samples, and how many bytes to sample (default 200). */
   prompt?: string;
   sampleBytes?: number;
+  /** Quantize the frozen base's Linears (int8 or 4-bit blocks; default none): models/quantize.ts. */
+  quantize?: QuantMode;
   /** Called with each line of progress (default: nothing). */
   log?: (line: string) => void;
 }
@@ -110,8 +113,15 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   }
   if (!(o.lr > 0)) throw new LorakitError('LK_INVALID_ARGUMENT', `demo: lr must be > 0, got ${o.lr}`, { option: 'lr' });
 
-  const model = await loadModel(o.modelDir);
+  const loaded = await loadModel(o.modelDir);
   try {
+    const model = await quantizeModel(loaded, o.quantize ?? 'none');
+    const qb = model.quantizedBase;
+    if (qb)
+      log(
+        `frozen Linears quantized to ${qb.mode}: ${(qb.floatBytes / 1e6).toFixed(2)} MB float32 -> ` +
+          `${(qb.quantizedBytes / 1e6).toFixed(2)} MB`,
+      );
     const maxPos = (model.config as { max_position_embeddings?: number }).max_position_embeddings ?? Infinity;
     if (o.seqLen > maxPos)
       throw new LorakitError(
@@ -223,7 +233,7 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
-    await model.close();
+    await loaded.close();
   }
 }
 

@@ -1,10 +1,20 @@
 // Element types of graph tensors, with their ONNX enum values and JS array types.
 
 /** lorakit's dtype names. bf16 exists only as stored weights (ONNX Runtime has no bf16 CPU MatMul); cast it to f32. */
-export type DType = 'f32' | 'f16' | 'bf16' | 'f64' | 'i64' | 'i32' | 'u8' | 'bool';
+export type DType = 'f32' | 'f16' | 'bf16' | 'f64' | 'i64' | 'i32' | 'u8' | 'i8' | 'bool';
 
 /** ONNX TensorProto.DataType value of each dtype. */
-export const ONNX_DTYPE: Record<DType, number> = { f32: 1, u8: 2, i32: 6, i64: 7, bool: 9, f16: 10, f64: 11, bf16: 16 };
+export const ONNX_DTYPE: Record<DType, number> = {
+  f32: 1,
+  u8: 2,
+  i8: 3,
+  i32: 6,
+  i64: 7,
+  bool: 9,
+  f16: 10,
+  f64: 11,
+  bf16: 16,
+};
 
 /** onnxruntime-common's type string of each dtype. */
 export const ORT_TYPE: Record<DType, string> = {
@@ -15,11 +25,22 @@ export const ORT_TYPE: Record<DType, string> = {
   i64: 'int64',
   i32: 'int32',
   u8: 'uint8',
+  i8: 'int8',
   bool: 'bool',
 };
 
 /** Bytes per element. */
-export const DTYPE_SIZE: Record<DType, number> = { f32: 4, f16: 2, bf16: 2, f64: 8, i64: 8, i32: 4, u8: 1, bool: 1 };
+export const DTYPE_SIZE: Record<DType, number> = {
+  f32: 4,
+  f16: 2,
+  bf16: 2,
+  f64: 8,
+  i64: 8,
+  i32: 4,
+  u8: 1,
+  i8: 1,
+  bool: 1,
+};
 
 export const FLOAT_DTYPES: readonly DType[] = ['f32', 'f16', 'bf16', 'f64'];
 
@@ -38,9 +59,18 @@ export type TypedArrayFor<D extends DType> = D extends 'f32'
         ? Int32Array
         : D extends 'f16' | 'bf16'
           ? Uint16Array
-          : Uint8Array;
+          : D extends 'i8'
+            ? Int8Array
+            : Uint8Array;
 
-export type AnyTypedArray = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
+export type AnyTypedArray =
+  | Float32Array
+  | Float64Array
+  | BigInt64Array
+  | Int32Array
+  | Uint16Array
+  | Uint8Array
+  | Int8Array;
 
 /** Which dtype a JS typed array carries; ambiguous ones (Uint16Array, Uint8Array) need an explicit dtype. */
 export function arrayMatchesDtype(a: AnyTypedArray, d: DType): boolean {
@@ -59,6 +89,8 @@ export function arrayMatchesDtype(a: AnyTypedArray, d: DType): boolean {
     case 'u8':
     case 'bool':
       return a instanceof Uint8Array;
+    case 'i8':
+      return a instanceof Int8Array;
   }
 }
 
@@ -79,6 +111,8 @@ export function allocArray(d: DType, n: number): AnyTypedArray {
     case 'u8':
     case 'bool':
       return new Uint8Array(n);
+    case 'i8':
+      return new Int8Array(n);
   }
 }
 

@@ -11,6 +11,7 @@ import { llamaCausalLM } from './llama.ts';
 import { type ContextOptions, familyOf } from './load.ts';
 
 export { loadModel, familyOf, type LoadedModel, type ContextOptions } from './load.ts';
+export { type QuantizedBase, quantizable, quantizeBase, quantizeModel } from './quantize.ts';
 export type { Family, FamilyName, ParamSpec } from './family.ts';
 export {
   type KV,
@@ -67,7 +68,8 @@ export function buildSequenceClassifier(
  */
 export function memoryContext(config: ModelConfig, graph: Graph, opts: ContextOptions = {}): ModelContext<ModelConfig> {
   const modules = familyOf(config).modules(config);
-  return createContext({ graph, weights: new WeightSource(graph, null, opts), modules, config, hooks: opts.hooks });
+  const weights = new WeightSource(graph, null, opts);
+  return createContext({ graph, weights, modules, config, hooks: opts.hooks, quantized: opts.quantized });
 }
 
 // Generation (prefill + KV-cache decode, batched, streaming) and the host-side logits processors.

@@ -20,6 +20,7 @@ import {
   type ModelContext,
   type ModuleHooks,
   type ModuleInfo,
+  type QuantizedWeight,
   type WeightStore,
   WeightSource,
   checkStoredShape,
@@ -32,6 +33,7 @@ import type { CacheSpec } from './causal.ts';
 import type { Family, FamilyName, ParamSpec } from './family.ts';
 import { gpt2Family } from './gpt2.ts';
 import { llamaFamily } from './llama.ts';
+import type { QuantizedBase } from './quantize.ts';
 
 /** Which family file builds each config model_type. */
 const FAMILIES: Record<ModelConfig['model_type'], Family<any>> = {
@@ -54,6 +56,8 @@ export interface ContextOptions {
   dtype?: ComputeDType;
   /** Prefixes graph names of the weights (a second copy of the model in one graph). */
   namePrefix?: string;
+  /** Quantized frozen Linear weights by HF name (models/quantize.ts): multiplied through integer kernels. */
+  quantized?: ReadonlyMap<string, QuantizedWeight>;
 }
 
 /** An opened model folder. */
@@ -73,6 +77,8 @@ export interface LoadedModel {
   missing: string[];
   /** KV cache sizes (causal LMs). */
   cache: CacheSpec | null;
+  /** Set by quantizeModel: the quantized frozen weights every context of this model uses. */
+  quantizedBase?: QuantizedBase;
   /** A WeightSource for `graph`: file-backed initializers, or inputs / overrides as asked. */
   weights(graph: Graph, opts?: ContextOptions): WeightSource;
   /** A ModelContext for `graph`, ready for buildCausalLM / buildSequenceClassifier. */
@@ -144,7 +150,14 @@ export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
       parameters: () => params.map((p) => ({ ...p, shape: [...p.shape] })),
       weights,
       context: (graph, opts = {}) =>
-        createContext({ graph, weights: weights(graph, opts), modules, config, hooks: opts.hooks }),
+        createContext({
+          graph,
+          weights: weights(graph, opts),
+          modules,
+          config,
+          hooks: opts.hooks,
+          quantized: opts.quantized,
+        }),
       read: async (name) => {
         const fileName = resolve(name);
         if (fileName === undefined) throw missingWeightError(name, store);

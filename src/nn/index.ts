@@ -35,3 +35,17 @@ export {
   dimOf,
 } from './attention.ts';
 export { type Rope, type RopeScalingSpec, ropeInvFreq, ropeTables, ropeAt, applyRope } from './rope.ts';
+export {
+  type QuantMode,
+  type QuantizedWeight,
+  type Int8Weight,
+  type Q4Weight,
+  Q4_BLOCK,
+  INT8_LEVELS,
+  quantizeInt8,
+  quantizeQ4,
+  quantizeWeight,
+  dequantize,
+  quantizedBytes,
+} from './quantize.ts';
+export { type QuantizedTensors, quantizedTensors } from './quant-linear.ts';

@@ -8,6 +8,11 @@
 import { LorakitError, internal } from '../errors.ts';
 import { type Graph, type Tensor, fmtShape } from '../graph/index.ts';
 import type { ComputeDType, WeightSource } from './weights.ts';
+import { type QuantizedTensors, quantizedTensors } from './quant-linear.ts';
+import type { QuantMode, QuantizedWeight } from './quantize.ts';
+
+/** The sizes and weight layout of a Linear or Conv1D. */
+type LinearShape = Pick<LinearModule, 'inFeatures' | 'outFeatures' | 'fanInFanOut'>;
 
 /** A Linear (or GPT-2 Conv1D) layer as the frozen base model has it. */
 export interface LinearModule {
@@ -18,6 +23,8 @@ export interface LinearModule {
   /** The weight as stored: [out, in], or [in, out] for GPT-2 Conv1D (fanInFanOut). */
   weight: Tensor;
   bias: Tensor | null;
+  /** Set when the frozen weight is quantized (`weight` is then W̃ as a float tensor, made only if read). */
+  quantized?: QuantMode;
   /** True for GPT-2 Conv1D, whose weight is stored [in, out] (PEFT's fan_in_fan_out). */
   fanInFanOut: boolean;
   /** The frozen layer's output x·Wᵀ + b, [..., in] → [..., out]. */
@@ -139,14 +146,39 @@ export function linearForward(
       `linear: input ${fmtShape(x.shape)} does not end in in_features ${inFeatures} (weight ${fmtShape(weight.shape)})`,
     );
   }
+  return overRows(x, inFeatures, outFeatures, (rows) => rows.gemm(weight, bias, { transB: fanInFanOut ? 0 : 1 }));
+}
+
+/** `product` applied to x's rows: [..., in] → [N, in] → [N, out] → [..., out] (symbolic leading dims kept). */
+export function overRows(x: Tensor, inFeatures: number, outFeatures: number, product: (rows: Tensor) => Tensor) {
   const rows = x.rank === 2 ? x : x.reshape([-1, inFeatures]); // [N, in]
-  const y = rows.gemm(weight, bias, { transB: fanInFanOut ? 0 : 1 }); // [N, out]
+  const y = product(rows); // [N, out]
   if (x.rank === 2) return y;
   const lead = x.shape.slice(0, -1);
   if (lead.every((d) => typeof d === 'number')) return y.reshape([...(lead as number[]), outFeatures]);
   const g = x.graph;
   const target = g.concat([x.shapeOf().slice([0], [x.rank - 1]), g.constInts([outFeatures])], 0);
   return y.reshape(target, [...lead, outFeatures]); // [..., out]
+}
+
+/**
+ * The frozen layer with a quantized weight: x·W̃ᵀ (+ b) through the integer kernel, or in float64 by W̃ itself
+ * (gradient checks; quant-linear.ts says why).
+ */
+function quantizedForward(x: Tensor, q: QuantizedTensors, bias: Tensor | null, m: LinearShape): Tensor {
+  const { inFeatures: inF, outFeatures: outF } = m;
+  const last = x.shape[x.rank - 1];
+  if (typeof last === 'number' && last !== inF) {
+    throw new LorakitError(
+      'LK_SHAPE_MISMATCH',
+      `linear: input ${fmtShape(x.shape)} does not end in in_features ${inF} (a quantized [${outF}, ${inF}] weight)`,
+    );
+  }
+  return overRows(x, inF, outF, (rows) => {
+    if (rows.dtype === 'f64') return rows.gemm(q.dequantized('f64'), bias, { transB: m.fanInFanOut ? 0 : 1 });
+    const y = q.product(rows); // [N, out]
+    return bias ? y.add(bias) : y;
+  });
 }
 
 /** The frozen Conv2d as one ONNX Conv: x [N, in, H, W] → [N, out, H', W'], zero padding [ph, pw] on both sides. */
@@ -172,6 +204,8 @@ export interface ContextOptions<C> {
   modules: readonly ModuleInfo[];
   config: C;
   hooks?: ModuleHooks;
+  /** Quantized frozen weights by HF weight name: those Linears multiply through integer kernels. */
+  quantized?: ReadonlyMap<string, QuantizedWeight>;
 }
 
 /** Builds a ModelContext whose modules are the given list (weights are fetched lazily, once). */
@@ -182,6 +216,40 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
   const linears = new Map<string, LinearModule>();
   const embeddings = new Map<string, EmbeddingModule>();
   const convs = new Map<string, Conv2dModule>();
+  const quantTensors = new Map<string, QuantizedTensors>(); // by weight name: tied layers share one copy
+  const quantizedModule = (
+    s: Extract<ModuleInfo, { kind: 'linear' | 'conv1d' }>,
+    q: QuantizedWeight,
+    bias: Tensor | null,
+    fanInFanOut: boolean,
+  ): LinearModule => {
+    const { path, inFeatures, outFeatures } = s;
+    if (q.out !== outFeatures || q.in !== inFeatures)
+      throw new LorakitError(
+        'LK_SHAPE_MISMATCH',
+        `quantized weight '${s.weightName}' is [${q.out}, ${q.in}], but ${path} is [${outFeatures}, ${inFeatures}]`,
+      );
+    let t = quantTensors.get(s.weightName);
+    if (!t) {
+      t = quantizedTensors(graph, weights.namePrefix + s.weightName, q, fanInFanOut);
+      quantTensors.set(s.weightName, t);
+    }
+    const qt = t;
+    const shape = { inFeatures, outFeatures, fanInFanOut };
+    return {
+      path,
+      inFeatures,
+      outFeatures,
+      // W̃ only where a method reads it (DoRA's norms); an unread initializer is not written into the model
+      get weight() {
+        return qt.dequantized(weights.dtype);
+      },
+      bias,
+      fanInFanOut,
+      quantized: q.kind,
+      base: (x) => quantizedForward(x, qt, bias, shape),
+    };
+  };
   // Which listed kinds each accessor serves: ctx.linear covers GPT-2's Conv1D too.
   const serves = { linear: ['linear', 'conv1d'], embedding: ['embedding'], conv2d: ['conv2d'] } as const;
   type Served<K extends keyof typeof serves> = Extract<ModuleInfo, { kind: (typeof serves)[K][number] }>;
@@ -203,17 +271,17 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       const s = spec(path, 'linear');
       const fanInFanOut = s.kind === 'conv1d';
       const { inFeatures, outFeatures } = s;
-      const weight = weights.get(s.weightName, fanInFanOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures]);
-      const bias = s.biasName ? weights.get(s.biasName, [outFeatures]) : null;
-      m = {
-        path,
-        inFeatures,
-        outFeatures,
-        weight,
-        bias,
-        fanInFanOut,
-        base: (x) => linearForward(x, weight, bias, inFeatures, outFeatures, fanInFanOut),
-      };
+      const q = opts.quantized?.get(s.weightName);
+      const biasOf = () => (s.biasName ? weights.get(s.biasName, [outFeatures]) : null);
+      if (q && !weights.isTrainable(s.weightName) && !weights.isOverridden(s.weightName)) {
+        m = quantizedModule(s, q, biasOf(), fanInFanOut);
+      } else {
+        // the weight before the bias: a head missing from the file is reported by its weight's name
+        const weight = weights.get(s.weightName, fanInFanOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures]);
+        const bias = biasOf();
+        const base = (x: Tensor) => linearForward(x, weight, bias, inFeatures, outFeatures, fanInFanOut);
+        m = { path, inFeatures, outFeatures, weight, bias, fanInFanOut, base };
+      }
       linears.set(path, m);
       return m;
     },

@@ -117,6 +117,16 @@ export class WeightSource {
     this.prefix = opts.namePrefix ?? '';
   }
 
+  /** The prefix of this source's graph names ('' unless a second copy of the model shares the graph). */
+  get namePrefix(): string {
+    return this.prefix;
+  }
+
+  /** Whether `name` has an in-memory value here (it then replaces the stored weight, quantized or not). */
+  isOverridden(name: string): boolean {
+    return this.overrides.has(name);
+  }
+
   /** Whether `name` is a graph input here. */
   isTrainable(name: string): boolean {
     return this.trainable.has(name);

@@ -124,7 +124,10 @@ export class AdapterBinding {
       config: a.config,
       x,
       y,
-      weight: m.weight,
+      // read only by methods that need W (DoRA): a quantized base makes its float W̃ only then
+      get weight() {
+        return m.weight;
+      },
       bias: m.bias,
       p,
       shared,

@@ -203,7 +203,7 @@ export function validateFeeds(
 }
 
 function expectedArray(d: DType): string {
-  return {
+  const names: Record<DType, string> = {
     f32: 'Float32Array',
     f64: 'Float64Array',
     i64: 'BigInt64Array',
@@ -211,6 +211,8 @@ function expectedArray(d: DType): string {
     f16: 'Uint16Array',
     bf16: 'Uint16Array',
     u8: 'Uint8Array',
+    i8: 'Int8Array',
     bool: 'Uint8Array',
-  }[d];
+  };
+  return names[d];
 }

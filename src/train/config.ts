@@ -27,6 +27,13 @@ const samplePrompt = z.union([
  */
 export const runConfigSchema = z.strictObject({
   model: z.string().min(1).describe('Hugging Face model folder of the base model, or a hub id in the local hub cache.'),
+  quantize: z
+    .enum(['none', 'int8', 'q4'])
+    .default('none')
+    .describe(
+      "Keep the frozen base's Linears quantized (QLoRA-style): int8 per output channel, or q4 (4-bit blocks of 32, " +
+        'Q4_0-like); both products run through integer kernels. The adapter, norms, attention and loss stay float32.',
+    ),
   output_dir: z
     .string()
     .min(1)

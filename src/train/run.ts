@@ -3,7 +3,7 @@
  * with the Trainer, and say where everything was written. The CLI's `train` command is a thin shell over this.
  */
 import { join } from 'node:path';
-import { loadModel } from '../models/index.ts';
+import { loadModel, quantizeModel } from '../models/index.ts';
 import { HfTokenizer, fsError, isSystemError, lockFolder } from '../io/index.ts';
 import { LorakitError, respell } from '../errors.ts';
 import { PeftModel, adaptable, loadAdapter, readAdapterConfig } from '../peft/index.ts';
@@ -46,7 +46,7 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
 
 async function run(c: RunConfig, extra: Partial<TrainOptions>): Promise<RunOutput> {
   await checkRunPaths(c);
-  const model = await loadModel(c.model);
+  const model = await quantizeModel(await loadModel(c.model), c.quantize);
   try {
     checkRunModel(c, model);
     const tokenizer = await HfTokenizer.fromDir(model.dir);

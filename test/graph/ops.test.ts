@@ -200,8 +200,11 @@ for (const [name, build, specs] of cases) {
 
 // Runs after the cases above (tests in a file run in order).
 test('every differentiable primitive is gradient-checked', () => {
+  // The quantized products' rules are straight-through (rounding the input has derivative 0): finite differences
+  // cannot see them, so test/graph/ops/quant.test.ts checks them against dY·W̃ within the quantization bound.
+  const straightThrough = new Set(['DynamicQuantizeMatMul', 'MatMulNBits']);
   const differentiable = Object.entries(OPS)
-    .filter(([, d]) => typeof d.vjp === 'function')
+    .filter(([k, d]) => typeof d.vjp === 'function' && !straightThrough.has(k))
     .map(([k]) => k);
   const missing = differentiable.filter((op) => !coveredOps.has(op));
   assert.deepEqual(missing, []);

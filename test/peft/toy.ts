@@ -4,7 +4,14 @@
 import type { Graph, Tensor } from '../../src/graph/index.ts';
 import { crossEntropy, Graph as G } from '../../src/graph/index.ts';
 import { Rng } from '../../src/linalg/index.ts';
-import { type Conv2dInfo, createContext, type ModuleHooks, type ModuleInfo, WeightSource } from '../../src/nn/index.ts';
+import {
+  type Conv2dInfo,
+  createContext,
+  type ModuleHooks,
+  type ModuleInfo,
+  type QuantizedWeight,
+  WeightSource,
+} from '../../src/nn/index.ts';
 import type { AdaptableBase, PeftModel } from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { adapterTraining, type TrainTask } from '../../src/train/index.ts';
@@ -91,6 +98,8 @@ export interface ToyOptions {
   conv?: boolean;
   /** Prefixes the weights' graph names (a second, frozen copy of the model in one graph). */
   namePrefix?: string;
+  /** Quantized frozen Linear weights by name (a quantized base: models/quantize.ts). */
+  quantized?: ReadonlyMap<string, QuantizedWeight>;
 }
 
 /** logits [B, T, V] of the toy model for ids [B, T]. */
@@ -103,7 +112,8 @@ export function toyForward(
 ): { logits: Tensor; ws: WeightSource } {
   const { trainable, dtype, namePrefix } = opts;
   const ws = new WeightSource(g, null, { overrides: weights, trainable, dtype, namePrefix });
-  const ctx = createContext({ graph: g, weights: ws, modules: modulesOf(opts.conv), config: {}, hooks });
+  const modules = modulesOf(opts.conv);
+  const ctx = createContext({ graph: g, weights: ws, modules, config: {}, hooks, quantized: opts.quantized });
   const h = ctx.embedding('model.embed_tokens', ids);
   const a = ctx.linear('model.layers.0.q_proj', h).tanh();
   let b = ctx.linear('model.layers.1.q_proj', a); // [B, T, D]
@@ -135,15 +145,17 @@ export function toyLoss(
     dtype?: 'f32' | 'f64';
     paramDtype?: 'f32' | 'f64';
     weights?: Map<string, Float32Array>;
+    quantized?: ReadonlyMap<string, QuantizedWeight>;
   },
 ) {
   const weights = new Map(o.weights ?? toyWeights());
+  for (const k of o.quantized?.keys() ?? []) weights.delete(k); // an in-memory value would replace the quantized one
   for (const [k, v] of peft.weightOverrides(adapter)) weights.set(k, v);
   const dropoutSeed = o.training ? g.input('dropout_seed', 'f32', []) : undefined;
   const binding = peft.bind({ train: adapter, dropoutSeed, feedStepInputs: o.training, paramDtype: o.paramDtype });
   const ids = g.input('ids', 'i64', [2, 4]);
   const labels = g.input('labels', 'i64', [8]);
-  const opts = { dtype: o.dtype, conv: o.conv, trainable: peft.trainableWeights(adapter) };
+  const opts = { dtype: o.dtype, conv: o.conv, trainable: peft.trainableWeights(adapter), quantized: o.quantized };
   const { logits, ws } = toyForward(g, ids, weights, binding.hooks, opts);
   const flat = logits.reshape([8, V]);
   let loss = crossEntropy(flat, labels);
@@ -167,12 +179,16 @@ export function toyLoss(
 }
 
 /** A TrainTask training adapter `adapter` of `peft` on the toy model, as causal-lm.ts does on real models. */
-export function toyTask(peft: PeftModel, adapter: string, { conv = false } = {}): TrainTask {
+export function toyTask(
+  peft: PeftModel,
+  adapter: string,
+  { conv = false, quantized }: { conv?: boolean; quantized?: ReadonlyMap<string, QuantizedWeight> } = {},
+): TrainTask {
   const shared = adapterTraining(peft, adapter);
   return {
     build() {
       const g = new G(`toy-${adapter}`);
-      const { loss, binding, ws } = toyLoss(g, peft, adapter, { training: true, conv });
+      const { loss, binding, ws } = toyLoss(g, peft, adapter, { training: true, conv, quantized });
       return shared.taskGraph(g, binding, loss, { training: true, weights: [...ws.inputs.values()] });
     },
     initialParams: () => shared.initialParams(),

@@ -7,6 +7,7 @@ import { reduceOps } from './reduce.ts';
 import { movementOps } from './movement.ts';
 import { nnOps } from './nn.ts';
 import { convOps } from './conv.ts';
+import { quantOps } from './quant.ts';
 import type { OpDef, OpName } from './types.ts';
 
 export const OPS: Record<OpName, OpDef> = {
@@ -16,8 +17,10 @@ export const OPS: Record<OpName, OpDef> = {
   ...movementOps,
   ...nnOps,
   ...convOps,
+  ...quantOps,
 };
 
 export type { Attrs, AttrTensor, OpDef, OpName } from './types.ts';
 export { FLOAT_ATTRS } from './types.ts';
 export { type Conv2dOptions, type ConvTranspose2dOptions, conv2dAttrs } from './conv.ts';
+export { NBITS_BACKWARD, type BackwardWeight, rowQuantizedMatMul } from './quant.ts';

@@ -101,5 +101,6 @@ export type NnOp =
   | 'RotaryEmbedding'
   | 'SimplifiedLayerNormalization';
 export type ConvOp = 'Conv' | 'ConvTranspose';
+export type QuantOp = 'DynamicQuantizeMatMul' | 'MatMulNBits';
 /** Names of the primitives, equal to the ONNX op each one emits. */
-export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp | ConvOp;
+export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp | ConvOp | QuantOp;

@@ -1,0 +1,73 @@
+/**
+ * A frozen Linear whose weight is quantized (quantize.ts): its forward x·W̃ᵀ is one integer product
+ * (DynamicQuantizeMatMul for int8, MatMulNBits for 4-bit), and the graph's autodiff gives the input gradient dY·W̃
+ * through the ops' own rules, also as integer products (graph/ops/quant.ts). No float copy of W̃ is in the graph,
+ * unless an adapter method reads the base weight itself (DoRA's column norms): `weight` then makes one, lazily.
+ * Float64 graphs (gradient checks) multiply by W̃ in float64 instead: the integer kernels are float32 only, and the
+ * reference a check compares with is the function of W̃.
+ * Not here: host quantization (quantize.ts), the choice of layers (models/quantize.ts).
+ */
+import { type Graph, NBITS_BACKWARD, type Tensor, rowQuantizedMatMul } from '../graph/index.ts';
+import { type QuantizedWeight, Q4_BLOCK, dequantize } from './quantize.ts';
+
+/** The graph tensors of one quantized weight, made once per graph and name. */
+export interface QuantizedTensors {
+  /** x [N, in] → x·W̃ᵀ [N, out] through the integer kernel (float32 only). */
+  product(rows: Tensor): Tensor;
+  /** W̃ in the stored layout ([out, in], or [in, out] for a Conv1D), as a float initializer made on first call. */
+  dequantized(dtype: 'f32' | 'f64'): Tensor;
+}
+
+/** Transposes a row-major [rows, cols] int8 matrix. */
+function transposeInt8(q: Int8Array, rows: number, cols: number): Int8Array {
+  const t = new Int8Array(q.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c];
+  return t;
+}
+
+/** Transposes a row-major [rows, cols] float matrix into `out`'s array type. */
+function transposeFloat<A extends Float32Array | Float64Array>(w: Float32Array, rows: number, cols: number, out: A): A {
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = w[r * cols + c];
+  return out;
+}
+
+/**
+ * Initializers of `q` in graph `g`, named `<name>.…`. `fanInFanOut` says the layer stores W as [in, out] (GPT-2
+ * Conv1D); q itself is always [out, in].
+ */
+export function quantizedTensors(g: Graph, name: string, q: QuantizedWeight, fanInFanOut: boolean): QuantizedTensors {
+  const { out, in: inF } = q;
+  let product: (rows: Tensor) => Tensor;
+  if (q.kind === 'int8') {
+    // DynamicQuantizeMatMul multiplies by B [K, N] = [in, out]: the codes transposed once here, on the host
+    const b = g.initializer(`${name}.int8`, 'i8', [inF, out], transposeInt8(q.q, out, inF));
+    const s = g.initializer(`${name}.scale`, 'f32', [out], q.scale);
+    product = (rows) => rowQuantizedMatMul(rows, b, s); // [N, out]
+  } else {
+    const nb = Math.ceil(inF / Q4_BLOCK);
+    const b = g.initializer(`${name}.q4`, 'u8', [out, nb, Q4_BLOCK / 2], q.blocks);
+    const s = g.initializer(`${name}.q4_scale`, 'f32', [out * nb], q.scales);
+    const back = {
+      weight: g.initializer(`${name}.q4_back`, 'i8', [out, inF], q.back.q), // [K, N] of dY·W̃: as stored
+      scale: g.initializer(`${name}.q4_back_scale`, 'f32', [out], q.back.scale),
+    };
+    g.memo(NBITS_BACKWARD, b, () => back);
+    // accuracy_level 4: the kernel quantizes each 32-block of the input to int8 and multiplies in integers
+    const attrs = { K: inF, N: out, bits: 4, block_size: Q4_BLOCK, accuracy_level: 4 };
+    product = (rows) => g.op('MatMulNBits', [rows, b, s], attrs); // [N, out]
+  }
+  const made = new Map<string, Tensor>();
+  const dequantized = (dtype: 'f32' | 'f64'): Tensor => {
+    let t = made.get(dtype);
+    if (!t) {
+      const w = dequantize(q); // [out, in]
+      const arr = dtype === 'f64' ? new Float64Array(w.length) : new Float32Array(w.length);
+      if (fanInFanOut) transposeFloat(w, out, inF, arr);
+      else arr.set(w);
+      t = g.initializer(`${name}.dequantized_${dtype}`, dtype, fanInFanOut ? [inF, out] : [out, inF], arr);
+      made.set(dtype, t);
+    }
+    return t;
+  };
+  return { product, dequantized };
+}

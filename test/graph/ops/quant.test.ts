@@ -1,0 +1,191 @@
+// The integer products of a quantized Linear (DynamicQuantizeMatMul for int8, MatMulNBits for 4-bit), forward x·W̃ᵀ
+// and input gradient dY·W̃, against the same products in float64 on the host, within the error bound each
+// quantization allows; and against the float W within the bound that adds the weights' own rounding.
+//
+// The bounds. Row i of the float input a (x, or dY·diag(s) in the backward) has largest magnitude rᵢ.
+//  - DynamicQuantizeMatMul sees a/r, whose entries lie in [−1, 1]: it quantizes that tensor to uint8 with step
+//    Δ = (max(0, max) − min(0, min))/255 ≤ 2/255 and a rounded zero point, so the rounding error of each entry is at
+//    most Δ/2 = 1/255, times rᵢ after the rescale. The int32 sums are exact. So
+//        |(a·B̃)[i, n] − (a·B̃)_exact[i, n]| ≤ rᵢ/255 · Σₖ |B̃[k, n]|                                   (1)
+//  - MatMulNBits with accuracy_level 4 quantizes each 32-block of a row symmetrically to int8 (step amax/127, error
+//    ≤ amax/254 ≤ rᵢ/254), so |(x·W̃ᵀ)[i, o] − exact| ≤ rᵢ/254 · Σₖ |W̃[o, k]|                         (2)
+//  - Codes stay within ±64 (nn/quantize.ts INT8_LEVELS: MLAS's AVX2 kernel saturates with ±127, and this test
+//    caught it). Against the float W: int8 adds |W − W̃| ≤ s_o/2 per entry (quantizeInt8), Q4_0 adds ≤ |d_block| (quantizeQ4),
+//    times |x| summed over the row.
+// Float32 rounding of the rescales adds a relative 1e-6 of Σ|a||B̃|; the test allows 1e-5 of it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Graph, grad } from '../../../src/graph/index.ts';
+import { type QuantizedWeight, dequantize, quantizeInt8, quantizeQ4, quantizedTensors } from '../../../src/nn/index.ts';
+import { compile } from '../../../src/runtime/index.ts';
+import { randArray, rng } from '../../helpers.ts';
+
+const N = 24;
+const OUT = 40;
+const IN = 96; // three 32-blocks
+
+/** Inputs meant to break a careless quantizer: outlier entries, rows far apart in scale, a zero row, half-steps. */
+function adversarial(rows: number, cols: number, seed: number): Float32Array {
+  const x = Float32Array.from(randArray(rows * cols, seed));
+  const r = rng(seed + 7);
+  for (let i = 0; i < rows; i++) {
+    const row = x.subarray(i * cols, (i + 1) * cols);
+    const kind = i % 6;
+    if (kind === 0) row[Math.floor(r() * cols)] = 50; // one outlier coarsens the grid of its row only
+    if (kind === 1) row.forEach((v, k) => (row[k] = v * 1e-4)); // a tiny row beside large ones
+    if (kind === 2) row.fill(0);
+    if (kind === 3) row.forEach((_, k) => (row[k] = ((k % 255) + 0.5) / 127.5 - 1)); // entries on half-steps
+    if (kind === 4) row.forEach((v, k) => (row[k] = v * 300));
+    if (kind === 5) row.forEach((_, k) => (row[k] = k % 2 ? 1 : -1)); // every rounding error of one sign
+  }
+  return x;
+}
+
+/** Runs y = x·W̃ᵀ and dx = R·W̃ (the gradient of Σ y⊙R) through the quantized layer's graph. */
+async function run(
+  q: QuantizedWeight,
+  x: Float32Array,
+  R: Float32Array,
+): Promise<{ y: Float32Array; dx: Float32Array }> {
+  const g = new Graph('quant-product');
+  const xi = g.input('x', 'f32', [N, IN]);
+  const t = quantizedTensors(g, 'w', q, false);
+  const y = t.product(xi);
+  const [dx] = grad(y.mul(g.constant(R, 'f32', [N, OUT])).sum(), [xi]);
+  g.output('y', y);
+  g.output('dx', dx);
+  const s = await compile(g, { worker: false });
+  const out = await s.run({ x: { data: x, shape: [N, IN] } });
+  await s.dispose();
+  return { y: out.y.data as Float32Array, dx: out.dx.data as Float32Array };
+}
+
+const rowMax = (a: ArrayLike<number>, i: number, cols: number) => {
+  let m = 0;
+  for (let k = 0; k < cols; k++) m = Math.max(m, Math.abs(a[i * cols + k]));
+  return m;
+};
+
+/**
+ * Checks got ≈ a·M for a [rows, K] and M [K, cols] given as M(k, c), within rowFactor(i)·Σₖ|M(k, c)| plus
+ * extra(i, c) plus 1e-5·Σₖ|a||M|; returns the largest error / bound ratio seen.
+ */
+function checkProduct(
+  what: string,
+  got: Float32Array,
+  a: Float32Array,
+  M: (k: number, c: number) => number,
+  [rows, K, cols]: number[],
+  rowFactor: (i: number) => number,
+  extra: (i: number, c: number) => number = () => 0,
+): number {
+  let worst = 0;
+  for (let i = 0; i < rows; i++) {
+    for (let c = 0; c < cols; c++) {
+      let exact = 0;
+      let absSum = 0;
+      let mSum = 0;
+      for (let k = 0; k < K; k++) {
+        exact += a[i * K + k] * M(k, c);
+        absSum += Math.abs(a[i * K + k] * M(k, c));
+        mSum += Math.abs(M(k, c));
+      }
+      const bound = rowFactor(i) * mSum + extra(i, c) + 1e-5 * absSum + 1e-30;
+      const err = Math.abs(got[i * cols + c] - exact);
+      assert.ok(err <= bound, `${what}[${i}, ${c}]: |${got[i * cols + c]} − ${exact}| = ${err} > bound ${bound}`);
+      worst = Math.max(worst, err / bound);
+    }
+  }
+  return worst;
+}
+
+for (const inputs of ['random', 'adversarial'] as const) {
+  const make = (seed: number) =>
+    inputs === 'random' ? Float32Array.from(randArray(N * IN, seed)) : adversarial(N, IN, seed);
+  const W = Float32Array.from(randArray(OUT * IN, 3, -0.2, 0.2));
+  const R = Float32Array.from(inputs === 'random' ? randArray(N * OUT, 5) : adversarial(N, OUT, 5));
+
+  test(`int8: x·W̃ᵀ and dY·W̃ through DynamicQuantizeMatMul stay within bound (1) (${inputs} inputs)`, async () => {
+    const q = quantizeInt8(W, OUT, IN);
+    const Wt = dequantize(q); // [out, in]
+    const x = make(11);
+    const { y, dx } = await run(q, x, R);
+    const fw = checkProduct(
+      'y',
+      y,
+      x,
+      (k, o) => Wt[o * IN + k],
+      [N, IN, OUT],
+      (i) => rowMax(x, i, IN) / 255,
+    );
+    // against the float W: the weights' rounding, ≤ s_o/2 per entry, times Σ|x|
+    const l1 = (i: number) => x.subarray(i * IN, (i + 1) * IN).reduce((s, v) => s + Math.abs(v), 0);
+    checkProduct(
+      'y vs W',
+      y,
+      x,
+      (k, o) => W[o * IN + k],
+      [N, IN, OUT],
+      (i) => rowMax(x, i, IN) / 255,
+      (i, o) => (q.scale[o] / 2) * l1(i) * 1.0001,
+    );
+    // backward: a = R·diag(s) against the integer codes, i.e. R·W̃ exactly in the codes' units
+    const a = R.map((v, k) => v * q.scale[k % OUT]);
+    checkProduct(
+      'dx',
+      dx,
+      a,
+      (o, k) => q.q[o * IN + k],
+      [N, OUT, IN],
+      (i) => rowMax(a, i, OUT) / 255,
+    );
+    assert.ok(fw > 0, 'the quantized product is not the float one (else the test would test nothing)');
+  });
+
+  test(`q4: x·W̃ᵀ through MatMulNBits within bound (2), dY·W̃ through its int8 copy (${inputs} inputs)`, async () => {
+    const q = quantizeQ4(W, OUT, IN);
+    const Wt = dequantize(q);
+    const x = make(13);
+    const { y, dx } = await run(q, x, R);
+    checkProduct(
+      'y',
+      y,
+      x,
+      (k, o) => Wt[o * IN + k],
+      [N, IN, OUT],
+      (i) => rowMax(x, i, IN) / 254,
+    );
+    // the backward multiplies by back = W̃ requantized (≤ s_back/2 per entry) with R·diag(s_back) quantized per row
+    const b = q.back;
+    const a = R.map((v, k) => v * b.scale[k % OUT]);
+    const l1 = (i: number) => R.subarray(i * OUT, (i + 1) * OUT).reduce((s, v) => s + Math.abs(v), 0);
+    const sMax = Math.max(...b.scale);
+    checkProduct(
+      'dx',
+      dx,
+      R,
+      (o, k) => Wt[o * IN + k],
+      [N, OUT, IN],
+      () => 0,
+      (i, k) => {
+        let codes = 0;
+        for (let o = 0; o < OUT; o++) codes += Math.abs(b.q[o * IN + k]);
+        return (rowMax(a, i, OUT) / 255) * codes * 1.0001 + (sMax / 2) * l1(i) * 1.0001;
+      },
+    );
+  });
+}
+
+test('q4 codes read by MatMulNBits are the ones dequantize() reads: a one-hot input picks one column of W̃', async () => {
+  const W = Float32Array.from(randArray(OUT * IN, 21, -1, 1));
+  const q = quantizeQ4(W, OUT, IN);
+  const Wt = dequantize(q);
+  const wMax = Math.max(...Wt.map(Math.abs)); // the kernel's zero-point correction leaves float32 residues of this size
+  for (const k of [0, 1, 16, 17, 31, 33, 95]) {
+    const x = new Float32Array(N * IN);
+    x[k] = 1; // row 0 only; the kernel quantizes 1 to 127·(1/127): exact up to a float32 rounding
+    const { y } = await run(q, x, new Float32Array(N * OUT));
+    for (let o = 0; o < OUT; o++)
+      assert.ok(Math.abs(y[o] - Wt[o * IN + k]) <= 1e-6 * wMax, `column ${k}, row ${o}: ${y[o]} ≠ ${Wt[o * IN + k]}`);
+  }
+});
