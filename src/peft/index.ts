@@ -75,3 +75,4 @@ export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts
 export { layerInfo, matrixDims, toMatrix, fromMatrix, matrixOf } from './layers.ts';
 export { methodCatalog, type CatalogRow } from './catalog.ts';
 export { targetLayers } from './model.ts';
+export * as compose from './compose/index.ts';
