@@ -23,6 +23,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder',
     load: () => import('./merge.ts'),
   },
+  'merge-adapters': {
+    describe: "Merge LoRA adapters into one PEFT LoRA folder (PEFT's add_weighted_adapter types, LoRA-LEGO)",
+    load: () => import('./merge-adapters.ts'),
+  },
   methods: {
     describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
     load: () => import('./methods.ts'),
