@@ -39,6 +39,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'LoRAM: train a LoRA on a pruned base, recover it to the full base and evaluate it there',
     load: () => import('./loram.ts'),
   },
+  'merge-adapters': {
+    describe: "Merge LoRA adapters into one PEFT LoRA folder (PEFT's add_weighted_adapter types, LoRA-LEGO)",
+    load: () => import('./merge-adapters.ts'),
+  },
   methods: {
     describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
     load: () => import('./methods.ts'),

@@ -19,7 +19,7 @@ import { type AdapterBinding, PeftModel, adaptable } from '../peft/index.ts';
 import { adapterTraining, causalLmCalibrator, train, type TrainTask } from '../train/index.ts';
 import { TokenDataset } from '../train/data/index.ts';
 import { DEMO_BASE_DIR } from './base.ts';
-import { byteCount, readBrown, splitBrown } from './brown.ts';
+import { type BrownSplit, byteCount, readBrown, splitBrown } from './brown.ts';
 import { WindowSampler, evalBatches, tokenStream } from './data.ts';
 import { type ContextFactory, LmEvaluator, lmLossGraph } from './lm.ts';
 
@@ -50,6 +50,8 @@ export interface DemoOptions {
   sampleBytes?: number;
   /** Quantize the frozen base's Linears (int8 or 4-bit blocks; default none): models/quantize.ts. */
   quantize?: QuantMode;
+  /** The train and held-out files (default: Brown fiction, splitBrown's split); the composition pool passes one genre. */
+  split?: BrownSplit;
   /** Called with each line of progress (default: nothing). */
   log?: (line: string) => void;
 }
@@ -135,11 +137,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         `vocabulary ${model.config.vocab_size}`,
     );
 
-    const split = splitBrown(readBrown({ side: 'fiction' }), 'fiction');
+    const split = opts.split ?? splitBrown(readBrown({ side: 'fiction' }), 'fiction');
     const trainStream = tokenStream(split.train);
     const held = evalBatches(tokenStream(split.heldOut), o.seqLen, o.batch, o.evalWindows);
     log(
-      `Brown fiction: ${split.train.length} train files (${byteCount(split.train).toLocaleString('en-US')} bytes), ` +
+      `Brown ${opts.split ? [...new Set(split.train.map((f) => f.genre))].join('/') : 'fiction'}: ${split.train.length} train files (${byteCount(split.train).toLocaleString('en-US')} bytes), ` +
         `${split.heldOut.length} held-out files (${split.heldOut.map((f) => f.id).join(' ')}); evaluating ` +
         `${Math.min(o.evalWindows, held.length * o.batch)} held-out windows of ${o.seqLen} bytes`,
     );

@@ -2,7 +2,7 @@
 // decompositions of initialisations (QR, symmetric eigen, SVD, randomized SVD, LU).
 export { matmul, transpose, rowNorms, axpy } from './matrix.ts';
 export { Rng, seedFrom, kaimingUniformBound, mulberry32, mulberry32Step } from './random.ts';
-export type { RealArray } from './dense.ts';
+export { mm, transposeF64, type RealArray } from './dense.ts';
 export { qr, qrPivoted, type Qr, type PivotedQr, type PivotedQrOptions } from './qr.ts';
 export {
   symEig,

@@ -59,6 +59,23 @@ export class TorchGenerator {
   }
 
   /**
+   * n draws of torch.bernoulli(torch.full((n,), p)) on float32 (ATen's serial CPU kernel for a tensor of
+   * probabilities): element i is kept (1) when x < p, x = (u & (2^24 − 1))·2^-24 from one 32-bit draw u, p rounded to
+   * float32; draws go in memory order. (`bernoulli_(p)` with a scalar p takes another path, MKL's where built in.)
+   */
+  bernoulliFloat32(n: number, p: number): Uint8Array {
+    const pf = Math.fround(p);
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) out[i] = (this.nextUint32() & 0xffffff) / 16777216 < pf ? 1 : 0;
+    return out;
+  }
+
+  /** Advances the stream by n draws (what `uniform_` on n float32 values consumes, e.g. kaiming_uniform_). */
+  skip(n: number): void {
+    for (let i = 0; i < n; i++) this.nextUint32();
+  }
+
+  /**
    * n values of torch.empty(n, dtype=torch.bfloat16).uniform_(lo, hi, generator=g), as float32: x = (u & 255)/256
    * from one 32-bit draw (bfloat16 keeps 8 significant bits), lo and hi rounded to bfloat16 (through float32, as
    * c10's conversion from double), x·(hi − lo) + lo in float32 (exact here), rounded to bfloat16 to nearest-even.

@@ -132,3 +132,4 @@ export {
   type SliceResult,
 } from './slice.ts';
 export { taylorPlan, taylorScores, recoverAdapter, type LayerTensors } from './loram.ts';
+export * as compose from './compose/index.ts';

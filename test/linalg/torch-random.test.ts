@@ -62,3 +62,18 @@ test('bfloat16 uniform_ equals torch: 8 bits of one draw per value, rounded to b
   );
   assert.deepEqual([...k.subarray(16)], [-0.1396484375, 0.0419921875, -0.244140625, 0.2275390625]);
 });
+
+test('bernoulli on a tensor of probabilities equals torch 2.9.1, with the global seed and with a generator', () => {
+  // torch.manual_seed(123); torch.bernoulli(torch.full((40,), 0.3))
+  const global = [
+    1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 1,
+    0,
+  ];
+  assert.deepEqual([...new TorchGenerator(123).bernoulliFloat32(40, 0.3)], global);
+  // torch.bernoulli(torch.full((2, 5), 0.77), generator=torch.Generator().manual_seed(9)), in memory order
+  assert.deepEqual([...new TorchGenerator(9).bernoulliFloat32(10, 0.77)], [1, 1, 1, 0, 0, 0, 1, 0, 1, 1]);
+  // skip(n) is n draws: the 11th..20th values of one stream
+  const g = new TorchGenerator(9);
+  g.skip(10);
+  assert.deepEqual([...g.bernoulliFloat32(10, 0.77)], [...new TorchGenerator(9).bernoulliFloat32(20, 0.77).slice(10)]);
+});
