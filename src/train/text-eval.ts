@@ -8,7 +8,7 @@
  * The loss is reduced inside the graph (lossEvaluator, eval.ts): only one scalar per batch leaves ONNX Runtime.
  * Not here: held-out evaluation during training (eval.ts), the datasets of training (data/).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile } from '../io/host.ts';
 import { LorakitError, check } from '../errors.ts';
 import { Graph } from '../graph/index.ts';
 import type { HfTokenizer } from '../io/tokenizer.ts';
