@@ -207,6 +207,17 @@ $<HTMLInputElement>('adapter-file').onchange = (e) => {
   const f = (e.target as HTMLInputElement).files?.[0];
   if (f) void loadAdapterFile(f);
 };
+const textBox = $<HTMLTextAreaElement>('text');
+textBox.ondragover = (e) => e.preventDefault();
+textBox.ondrop = (e) => {
+  // a dropped text file replaces the training text
+  const f = e.dataTransfer?.files[0];
+  if (!f) return;
+  e.preventDefault();
+  void f.text().then((t) => {
+    textBox.value = t;
+  });
+};
 const drop = $('drop');
 drop.ondragover = (e) => e.preventDefault();
 drop.ondrop = (e) => {

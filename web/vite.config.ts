@@ -85,6 +85,10 @@ export default defineConfig({
   server: { headers: ISOLATION, fs: { allow: [root] } },
   preview: { headers: ISOLATION },
   worker: { format: 'es', plugins: () => [lorakitBrowser()] },
-  optimizeDeps: { exclude: ['onnxruntime-web'] },
+  // every dependency the worker imports, pre-bundled up front (one found late makes the dev server reload the page)
+  optimizeDeps: {
+    exclude: ['onnxruntime-web'],
+    include: ['zod', 'yaml', 'fflate', '@huggingface/jinja', '@huggingface/tokenizers'],
+  },
   build: { outDir: resolve(here, 'dist'), emptyOutDir: true, target: 'es2022' },
 });

@@ -84,7 +84,7 @@ async function handle(req: Request): Promise<unknown> {
       fs.mkdir('/runs', true);
       state.abort = new AbortController();
       const t0 = performance.now();
-      const losses = await s.train(req.text, {
+      const history = await s.train(req.text, {
         steps: req.steps,
         lr: req.lr,
         outputDir: RUN,
@@ -101,7 +101,12 @@ async function handle(req: Request): Promise<unknown> {
       await s.saveAdapter(ADAPTER);
       await persistDir(RUN).catch(() => {});
       await persistDir(ADAPTER).catch(() => {});
-      return { losses, seconds };
+      return {
+        losses: history.map((r) => r.loss),
+        gradNorms: history.map((r) => r.grad_norm),
+        tokensPerS: history.map((r) => r.tokens_per_s),
+        seconds,
+      };
     }
     case 'stop':
       state.abort?.abort();

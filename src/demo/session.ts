@@ -124,8 +124,8 @@ export class DemoSession {
     return this.evaluator.loss(evalBatches(encodeDocument(text), seqLen, batch, windows), this.values());
   }
 
-  /** Trains the adapter on `text` (random windows); returns each step's loss. */
-  async train(text: string, opts: DemoTrainOptions): Promise<number[]> {
+  /** Trains the adapter on `text` (random windows); returns each step's record (loss, grad_norm, tokens/s...). */
+  async train(text: string, opts: DemoTrainOptions): Promise<StepRecord[]> {
     const peft = this.need('train');
     const { batch, seqLen, seed } = this.o;
     const sampler = new WindowSampler(encodeDocument(text), seqLen, seed);
@@ -178,7 +178,7 @@ export class DemoSession {
       signal: opts.signal,
     });
     peft.setValues(ADAPTER, result.params);
-    return result.history.map((r) => r.loss);
+    return result.history;
   }
 
   /** A seeded sample continuing `prompt` (`bytes` new bytes), with the adapter when `adapter` and one exists. */

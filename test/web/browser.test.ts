@@ -5,7 +5,7 @@
 // exactly the page's own after-training sample. Skipped, with a note, where Chromium is not installed
 // (LORAKIT_CHROMIUM names another binary).
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, test } from 'node:test';
@@ -15,9 +15,9 @@ import { readBrown, splitBrown } from '../../src/demo/brown.ts';
 import { DemoSession } from '../../src/demo/session.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
 
-const CHROMIUM = process.env.LORAKIT_CHROMIUM ?? '/usr/bin/chromium';
-const found = existsSync(CHROMIUM);
-if (!found) console.log(`# browser test skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium)`);
+import { CHROMIUM, HAVE_CHROMIUM, query, startDemo, statusMatches } from './page.ts';
+
+if (!HAVE_CHROMIUM) console.log(`# browser test skipped: no Chromium at ${CHROMIUM} (apt-get install -y chromium)`);
 
 const RUN = { steps: 8, batch: 2, seqLen: 64, threads: 2, windows: 4, bytes: 8 };
 const dirs: string[] = [];
@@ -25,9 +25,6 @@ after(async () => {
   await shutdownRuntime();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-/** A page expression (the test's types have no DOM) that is true once the status line matches `re`. */
-const statusMatches = (re: string) => `/${re}/.test(document.getElementById('status').textContent)`;
 
 interface PageResults {
   evalBefore: number;
@@ -39,24 +36,14 @@ interface PageResults {
 }
 
 test('the demo page trains on wasm in Chromium, and its adapter evaluates the same in Node', {
-  skip: !found,
+  skip: !HAVE_CHROMIUM,
 }, async () => {
-  const { createServer } = await import('vite');
-  const { chromium } = await import('playwright-core');
-  const server = await createServer({
-    configFile: join(import.meta.dirname, '../../web/vite.config.ts'),
-    server: { port: 0, host: '127.0.0.1' },
-    logLevel: 'error',
-  });
-  await server.listen();
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+  const demo = await startDemo();
   try {
-    const page = await browser.newPage({ acceptDownloads: true });
+    const page = await demo.browser.newPage({ acceptDownloads: true });
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    const q = new URLSearchParams({ ...Object.fromEntries(Object.entries(RUN).map(([k, v]) => [k, String(v)])) });
-    q.set('restore', '0');
-    await page.goto(`${server.resolvedUrls!.local[0]}?${q}`);
+    await page.goto(`${demo.url}?${query({ ...RUN, restore: 0 })}`);
     await page.waitForFunction(statusMatches('^(ready|error)'), null, { timeout: 60_000 });
     assert.equal(await page.textContent('#status'), 'ready');
     await page.click('#train');
@@ -105,7 +92,6 @@ test('the demo page trains on wasm in Chromium, and its adapter evaluates the sa
     assert.equal(again.generated, r.sampleAfter);
     assert.deepEqual(errors, []);
   } finally {
-    await browser.close();
-    await server.close();
+    await demo.close();
   }
 });
