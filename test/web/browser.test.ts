@@ -71,13 +71,16 @@ test('the demo page trains on wasm in Chromium, and its adapter evaluates the sa
     }
     const config = JSON.parse(readFileSync(join(adapterDir, 'adapter_config.json'), 'utf8'));
     assert.equal(config.peft_type, 'LORA');
-    const heldOut = splitBrown(readBrown({ side: 'fiction' }), 'fiction')
+    const heldOutText = splitBrown(readBrown({ side: 'fiction' }), 'fiction')
       .heldOut.map((f) => f.text)
       .join('\n\n');
     const node = await DemoSession.open(DEMO_BASE_DIR, { batch: RUN.batch, seqLen: RUN.seqLen });
     try {
       await node.loadAdapter(adapterDir);
-      const nodeLoss = await node.evalLoss(heldOut, RUN.windows);
+      const nodeLoss = await node.evalLoss(heldOutText, RUN.windows);
+      console.log(
+        `# held-out loss: page (wasm) ${r.evalAfter}, Node ${nodeLoss}, difference ${Math.abs(nodeLoss - r.evalAfter)}`,
+      );
       assert.ok(Math.abs(nodeLoss - r.evalAfter) <= 1e-5, `Node ${nodeLoss} vs page ${r.evalAfter}`);
     } finally {
       await node.close();
