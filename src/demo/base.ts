@@ -4,9 +4,7 @@
  * transformers loads (config.json, model.safetensors, tokenizer files, generation_config.json, model card).
  * Made by scripts/pretrain-demo.ts; used by run.ts. Not here: the training loop (the script), the data (brown.ts).
  */
-import { mkdir } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, fileURLToPath, join, mkdir, resolve } from '../io/host.ts';
 import { writeFileAtomic, writeSafetensors, type ModelConfig, parseModelConfig } from '../io/index.ts';
 import { Rng, seedFrom } from '../linalg/index.ts';
 import { familyOf } from '../models/index.ts';

@@ -5,9 +5,7 @@
  * demo adapter learns), and each side is split into train and held-out files, whole files, deterministically.
  * Not here: byte encoding and batching (data.ts), training (run.ts, scripts/pretrain-demo.ts).
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { createRequire, dirname, join, readFileSync } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 
 /** Genres of the Brown corpus's informative (non-fiction) prose, as cats.txt names them. */
@@ -174,5 +172,5 @@ export function splitBrown(files: readonly BrownFile[], side: Side, heldOutFract
 
 /** Byte count of files' texts in UTF-8. */
 export function byteCount(files: readonly BrownFile[]): number {
-  return files.reduce((s, f) => s + Buffer.byteLength(f.text, 'utf8'), 0);
+  return files.reduce((s, f) => s + new TextEncoder().encode(f.text).length, 0);
 }

@@ -105,7 +105,7 @@ export function byteTokenizerConfig(maxLength: number): Record<string, unknown> 
 
 /** Ids of a document as training sees it: `<s>`, its UTF-8 bytes, `</s>`. */
 export function encodeDocument(text: string): Uint16Array {
-  const bytes = Buffer.from(text, 'utf8');
+  const bytes = new TextEncoder().encode(text);
   const ids = new Uint16Array(bytes.length + 2);
   ids[0] = BOS_ID;
   ids.set(bytes, 1);

@@ -6,9 +6,7 @@
  * dependency and the model is in the repository. Deterministic in `seed` (data order, adapter init, sampling).
  * Not here: flag parsing and printing to the terminal (cli/demo.ts), the pretraining (scripts/pretrain-demo.ts).
  */
-import { mkdtemp } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, mkdtemp, tmpdir } from '../io/host.ts';
 import { Writable } from 'node:stream';
 import { LorakitError } from '../errors.ts';
 import type { Tensor } from '../graph/index.ts';

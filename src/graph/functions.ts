@@ -19,10 +19,13 @@ export function layerNorm(x: Tensor, gamma: Tensor, beta: Tensor | null, eps = 1
   return x.graph.opMulti('LayerNormalization', ins, { axis, epsilon: eps }, 3)[0];
 }
 
-/** RMSNorm: x / sqrt(mean(x²) + eps) · w (Llama); one SimplifiedLayerNormalization node in float32. */
+/**
+ * RMSNorm: x / sqrt(mean(x²) + eps) · w (Llama); one SimplifiedLayerNormalization node in float32, without its
+ * inverse-RMS output (the backward recomputes it: ops/nn.ts says why).
+ */
 export function rmsNorm(x: Tensor, w: Tensor, eps = 1e-6): Tensor {
   if (x.dtype === 'f32' && w.dtype === 'f32') {
-    return x.graph.opMulti('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: eps, stash_type: 1 }, 2)[0];
+    return x.graph.op('SimplifiedLayerNormalization', [x, w], { axis: -1, epsilon: eps, stash_type: 1 });
   }
   return x.mul(x.mul(x).mean(-1, true).add(eps).sqrt().reciprocal()).mul(w);
 }

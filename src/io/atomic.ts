@@ -3,10 +3,7 @@
  * the old file or the complete new one, never a prefix, even if the process dies mid-write. It is not a lock: two
  * concurrent writers to one path both succeed and the last rename wins (folders are locked with lock.ts).
  */
-import { open, rename, unlink, stat } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { basename, dirname, join, open, processId, randomHex, rename, stat, unlink, type FileHandle } from './host.ts';
 import { LorakitError } from '../errors.ts';
 import { fsError, isSystemError } from './fs-error.ts';
 
@@ -25,7 +22,7 @@ const MAX_WRITE = 1 << 30;
 
 /** Name of the temporary sibling: hidden, unique per process and call, and recognisable (`.<name>.<pid>.<hex>.tmp`). */
 export function tempPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  return join(dirname(path), `.${basename(path)}.${processId()}.${randomHex(6)}.tmp`);
 }
 
 async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {

@@ -4,8 +4,7 @@
  * finds its folder here, so `lorakit cache info|clear` and the docs name one place.
  * Not here: what a cache holds or how it is bounded (each cache's own file).
  */
-import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { environment, homedir, join, platform as hostPlatform } from './host.ts';
 
 /** The caches under the root, each in a subfolder of that name. */
 export type CacheKind = 'sessions' | 'datasets';
@@ -23,8 +22,8 @@ export interface CacheRootContext {
  * says), `~/Library/Caches/lorakit` (macOS), `%LOCALAPPDATA%\lorakit\Cache` (Windows).
  */
 export function lorakitCacheRoot(ctx: CacheRootContext = {}): string {
-  const env = ctx.env ?? process.env;
-  const platform = ctx.platform ?? process.platform;
+  const env = ctx.env ?? environment();
+  const platform = ctx.platform ?? hostPlatform();
   const home = ctx.home ?? homedir();
   if (env.LORAKIT_CACHE) return env.LORAKIT_CACHE;
   if (platform === 'darwin') return join(home, 'Library', 'Caches', 'lorakit');

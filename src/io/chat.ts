@@ -4,8 +4,7 @@
  * with a mask of the assistant tokens, for training with the loss on assistant turns only.
  * Not here: tokenisation itself (`tokenizer.ts`), batching or loss masking (`train/`).
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, readFile } from './host.ts';
 import { Template } from '@huggingface/jinja';
 import { LorakitError } from '../errors.ts';
 import { exists, readJsonFile } from './config.ts';

@@ -4,7 +4,7 @@
  * config class (4.57), so a field absent from the file means what it means to transformers.
  * Not here: weights (`sharded.ts`), tokenizers (`tokenizer.ts`), building models (`models/`).
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from './host.ts';
 import { z } from 'zod';
 import { LorakitError } from '../errors.ts';
 

@@ -4,9 +4,20 @@
  * symbolic links) so that an output can be refused when it would hold an input. Errors name the path, what was
  * expected and what was found. Not here: the errno-to-error table (fs-error.ts), locking (lock.ts).
  */
-import { constants } from 'node:fs';
-import { access, mkdir, realpath, stat } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import {
+  access,
+  basename,
+  constants,
+  dirname,
+  isAbsolute,
+  join,
+  mkdir,
+  realpath,
+  relative,
+  resolve,
+  sep,
+  stat,
+} from './host.ts';
 import { LorakitError } from '../errors.ts';
 import { fsError, isSystemError } from './fs-error.ts';
 

@@ -3,8 +3,7 @@
  * typed objects. Weights are not read here: `weightsPath` says where they are, and `openWeights(dir)` from
  * `sharded.ts` opens them.
  */
-import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, readdir, stat } from './host.ts';
 import { z } from 'zod';
 import { LorakitError } from '../errors.ts';
 import { exists, parseModelConfig, readJsonFile, validateConfig, type ModelConfig } from './config.ts';

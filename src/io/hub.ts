@@ -5,9 +5,7 @@
  * `blobs/`. A snapshot folder is an ordinary model folder once its links are followed.
  * Not here: downloading (lorakit never reaches the network), reading the folder (hf.ts, models/load.ts).
  */
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { isAbsolute, join } from 'node:path';
+import { environment, existsSync, homedir, isAbsolute, join, readFileSync, readdirSync, statSync } from './host.ts';
 import { LorakitError } from '../errors.ts';
 
 /** `org/name` or `name`, each part as the hub allows (letters, digits, `-`, `_`, `.`), then `@revision` if given. */
@@ -27,7 +25,7 @@ function expandHome(p: string, home: string): string {
  * The local hub cache, by huggingface_hub's rules: `$HF_HUB_CACHE` (or the older `$HUGGINGFACE_HUB_CACHE`), else
  * `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub` (on every platform).
  */
-export function hfHubCacheDir(env: Record<string, string | undefined> = process.env, home = homedir()): string {
+export function hfHubCacheDir(env: Record<string, string | undefined> = environment(), home = homedir()): string {
   // An empty variable counts as unset.
   const hub = env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE;
   if (hub) return expandHome(hub, home);

@@ -7,10 +7,18 @@
  * process is gone (same host, no such pid) is stale and taken over; a lock from another host cannot be checked,
  * and the error says which file to delete if no process runs there. Not here: what is written under the lock.
  */
-import { randomBytes } from 'node:crypto';
-import { link, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
-import { join } from 'node:path';
+import {
+  hostname,
+  processAlive,
+  join,
+  link,
+  processId,
+  randomHex,
+  readFile,
+  rename,
+  unlink,
+  writeFile,
+} from './host.ts';
 import { LorakitError } from '../errors.ts';
 import { ensureFolder, type FolderOptions } from './folder.ts';
 import { fsError, isSystemError } from './fs-error.ts';
@@ -37,16 +45,6 @@ export interface FolderLock {
   release(): Promise<void>;
 }
 
-/** Whether process `pid` exists on this machine (EPERM: it exists but belongs to another user). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The holder recorded in `file`: undefined when the file is gone, null when it is not a lock lorakit wrote. */
 async function readHolder(file: string): Promise<LockHolder | null | undefined> {
   let text: string;
@@ -67,7 +65,7 @@ async function readHolder(file: string): Promise<LockHolder | null | undefined> 
 
 /** Moves a stale lock away, checking it is the one judged stale; a fresh lock moved by a race is put back. */
 async function takeOver(file: string, stale: LockHolder): Promise<void> {
-  const aside = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.stale`;
+  const aside = `${file}.${processId()}.${randomHex(6)}.stale`;
   try {
     await rename(file, aside);
   } catch (e) {
@@ -104,13 +102,13 @@ export async function lockFolder(dir: string, purpose: string, options: FolderOp
   await ensureFolder(dir, 'folder', options);
   const file = join(dir, LOCK_FILE);
   const holder: LockHolder = {
-    pid: process.pid,
+    pid: processId(),
     host: hostname(),
     started: new Date().toISOString(),
     purpose,
-    token: randomBytes(8).toString('hex'),
+    token: randomHex(8),
   };
-  const tmp = `${file}.${process.pid}.${holder.token}.tmp`;
+  const tmp = `${file}.${processId()}.${holder.token}.tmp`;
   try {
     await writeFile(tmp, `${JSON.stringify(holder)}\n`, { flag: 'wx' });
   } catch (e) {
@@ -128,7 +126,7 @@ export async function lockFolder(dir: string, purpose: string, options: FolderOp
       }
       const h = await readHolder(file);
       if (h === undefined) continue;
-      if (h !== null && h.host === holder.host && h.pid !== process.pid && !alive(h.pid)) {
+      if (h !== null && h.host === holder.host && h.pid !== processId() && !processAlive(h.pid)) {
         await takeOver(file, h);
         continue;
       }

@@ -4,8 +4,7 @@
  * reference (header padded to 8 bytes, tensors ordered by alignment). It knows nothing about models or adapters; see
  * sharded.ts for model folders. Layout: u64 LE header length N, N bytes of UTF-8 JSON, then the data buffer.
  */
-import { open } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from './host.ts';
 import { LorakitError, internal } from '../errors.ts';
 import { writeFileAtomic } from './atomic.ts';
 import { fsError, isSystemError } from './fs-error.ts';

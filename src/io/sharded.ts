@@ -3,8 +3,7 @@
  * `model.safetensors.index.json` ({"metadata": …, "weight_map": {tensor: shard file}}). Both are read through the
  * WeightsReader API of safetensors.ts. Reading only; which tensors a model needs is not decided here.
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, readFile, readdir, stat } from './host.ts';
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, unknownTensorError } from './safetensors.ts';
 import { fsError, isSystemError } from './fs-error.ts';

@@ -4,8 +4,7 @@
  * Token ids equal the Python `tokenizers` library's (checked against committed fixtures in test/io/).
  * Not here: chat templates (`chat.ts`), model configs (`config.ts`).
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, readFile } from './host.ts';
 import * as hfTokenizers from '@huggingface/tokenizers';
 import { LorakitError } from '../errors.ts';
 import { exists, readJsonFile } from './config.ts';

@@ -9,8 +9,7 @@
  * for the repetition penalty, so a row's tokens do not depend on the rows batched with it.
  * Not here: the model graphs (gpt2.ts, llama.ts, causal.ts), token choice (sampling.ts), serving many adapters.
  */
-import { randomInt } from 'node:crypto';
-import { join } from 'node:path';
+import { join, randomInt } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import { Graph } from '../graph/index.ts';
 import { compile, type CompileOptions, type Feed, type Session } from '../runtime/index.ts';

@@ -4,7 +4,7 @@
  * any graph is built. The result lists the model's modules and parameters and makes WeightSources and contexts
  * for graphs. Not here: the graphs themselves (the family files, index.ts).
  */
-import { join } from 'node:path';
+import { join } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/index.ts';
 import {

@@ -6,8 +6,7 @@
  * Also a U-Net held in memory, torch's default initialisation of one, and writing a folder.
  * Not here: the graph (unet.ts).
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, readFile } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/index.ts';
 import { ensureFolder, openWeights, requireFolder, writeFileAtomic, writeSafetensors } from '../io/index.ts';

@@ -9,9 +9,22 @@
  * exportResized writes a structurally pruned model the same way: tensors of new shapes, config.json sizes changed.
  * Not here: the merge itself (model.ts, methods/), reading adapters (format.ts).
  */
-import { copyFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import {
+  basename,
+  copyFile,
+  dirname,
+  join,
+  mkdir,
+  processId,
+  randomHex,
+  readFile,
+  readdir,
+  rename,
+  resolve,
+  rm,
+  stat,
+  writeFile,
+} from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import {
   checkOutputFolder,
@@ -181,8 +194,7 @@ async function writeModelFolder(
     files: Record<string, string>;
   } | null = null,
 ): Promise<Omit<ExportMergedResult, 'adapters'>> {
-  const hidden = (what: string) =>
-    join(dirname(out), `.${basename(out)}.${process.pid}.${randomBytes(6).toString('hex')}.${what}`);
+  const hidden = (what: string) => join(dirname(out), `.${basename(out)}.${processId()}.${randomHex(6)}.${what}`);
   const tmp = hidden('tmp');
   await withFsErrors('write', out, () => mkdir(tmp, { recursive: true }), 'out');
   try {

@@ -6,9 +6,7 @@
  * whole under their plain key; trained biases of adapted layers under `<path>.base_layer.bias`. A method whose files
  * hold a layer otherwise (integer tensors, top-k codes, PEFT's redundant copies) gives its `fileLayout`.
  */
-import { readFile, mkdir } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, join, mkdir, readFile } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import {
   canReadAs,

@@ -5,7 +5,7 @@
  * graphs (binding.ts), handing the trainer typed handles. Method-specific math stays in peft/methods/; this file is
  * the part every method shares.
  */
-import { randomUUID } from 'node:crypto';
+import { randomHex } from '../io/host.ts';
 import { LorakitError, check } from '../errors.ts';
 import { Rng, seedFrom } from '../linalg/index.ts';
 import type { ModuleHooks, ModuleInfo } from '../nn/module.ts';
@@ -107,7 +107,7 @@ export class PeftModel {
    * Tells this PeftModel's generation keys from another's over the same model: generate() caches graphs per model and
    * key, and two PeftModels with equal adapter names and versions would otherwise share the first one's graph.
    */
-  private readonly id = randomUUID();
+  private readonly id = randomHex(16);
 
   constructor(readonly base: AdaptableBase) {}
 

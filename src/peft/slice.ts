@@ -12,8 +12,7 @@
  * recovery of adapters trained on it.
  * Not here: choosing what to prune (methods/loraprune.ts, train/prune.ts), recovering adapters (loram.ts).
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, readFile } from '../io/host.ts';
 import { LorakitError, check } from '../errors.ts';
 import type { LlamaLikeConfig } from '../io/index.ts';
 import type { LoadedModel } from '../models/index.ts';

@@ -1,6 +1,6 @@
 // Two ways to reach ONNX Runtime with one interface: in this thread, or in a worker thread that owns the sessions.
 import { Worker } from 'node:worker_threads';
-import ort from 'onnxruntime-node';
+import ort, { type OrtOptions, createSession } from './ort.ts';
 import type { AnyTypedArray } from '../graph/dtype.ts';
 
 export interface WireTensor {
@@ -8,7 +8,7 @@ export interface WireTensor {
   data: AnyTypedArray;
   dims: number[];
 }
-export type OrtOptions = ort.InferenceSession.SessionOptions;
+export type { OrtOptions };
 
 export interface Backend {
   create(model: Uint8Array | string, options: OrtOptions): Promise<number>;
@@ -29,10 +29,7 @@ export class InThreadBackend implements Backend {
   private sessions = new Map<number, ort.InferenceSession>();
   private next = 1;
   async create(model: Uint8Array | string, options: OrtOptions): Promise<number> {
-    const s =
-      typeof model === 'string'
-        ? await ort.InferenceSession.create(model, options)
-        : await ort.InferenceSession.create(model, options);
+    const s = await createSession(model, options);
     const h = this.next++;
     this.sessions.set(h, s);
     return h;
@@ -64,7 +61,10 @@ export class WorkerBackend implements Backend {
 
   private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<any> {
     if (!this.worker) {
-      this.worker = new Worker(new URL('./ort-worker.mjs', import.meta.url));
+      // The URL is made apart from `new Worker(...)`: bundlers (the browser build's Vite) would otherwise try to
+      // bundle this Node worker thread as a Web Worker.
+      const script = new URL('./ort-worker.mjs', import.meta.url);
+      this.worker = new Worker(script);
       this.worker.on('message', (m: { id: number; ok: boolean; error?: string }) => {
         const p = this.pending.get(m.id);
         this.pending.delete(m.id);

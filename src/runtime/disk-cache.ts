@@ -18,10 +18,25 @@
  * weights, and an unlinked file stays valid while mapped; on Windows the delete of an open file fails and is skipped.
  * This file never loads ONNX Runtime, so `lorakit cache info` stays light. Not here: ORT sessions (runtime.ts).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import type { Stats } from 'node:fs';
-import { copyFile, link, lstat, mkdir, readdir, realpath, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import {
+  basename,
+  copyFile,
+  createHash,
+  join,
+  link,
+  lstat,
+  mkdir,
+  processId,
+  randomHex,
+  readdir,
+  realpath,
+  rename,
+  rm,
+  stat,
+  utimes,
+  writeFile,
+  type Stats,
+} from '../io/host.ts';
 
 /** A weight file as the cache knows it: where its bytes really are, and an id that changes when they may have. */
 export interface WeightFile {
@@ -54,7 +69,7 @@ const GRACE_MS = 60_000;
 /** Leftovers in tmp/ older than this belong to a process that died mid-build. */
 const STALE_TMP_MS = 3600_000;
 
-const unique = () => `${process.pid}.${randomBytes(6).toString('hex')}`;
+const unique = () => `${processId()}.${randomHex(6)}`;
 const code = (e: unknown) => (e as NodeJS.ErrnoException).code;
 
 /** Resolves `path`'s links and fingerprints the file it reaches. */

@@ -9,8 +9,7 @@
  * the on-disk cache (disk-cache.ts), bounded after each new entry.
  * Not here: feeds and runs (session.ts), the on-disk layout (disk-cache.ts), ORT calls (backend.ts).
  */
-import { createHash } from 'node:crypto';
-import { basename } from 'node:path';
+import { basename, createHash } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
 import { toOnnx } from '../graph/onnx.ts';

@@ -11,8 +11,7 @@
  * every symlink, to a place inside the directory's real path.
  * Not here: the conversion to LoRA form (lora-form.ts), adapter slots of the running batch (slots.ts).
  */
-import { realpath, stat } from 'node:fs/promises';
-import { isAbsolute, join, relative, sep } from 'node:path';
+import { isAbsolute, join, realpath, relative, sep, stat } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import { findChatTemplate } from '../io/index.ts';
 import { type AdaptableBase, PeftModel, loadAdapter } from '../peft/index.ts';

@@ -7,7 +7,7 @@
  * and its pin on the adapter. A request's n completions share its prompt's KV slots.
  * Not here: HTTP (server/), token choice (sequence.ts), adapter loading (adapter-pool.ts).
  */
-import { randomInt } from 'node:crypto';
+import { randomInt } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import type { HfTokenizer } from '../io/index.ts';
 import type { LoadedModel } from '../models/index.ts';

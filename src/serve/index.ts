@@ -4,8 +4,8 @@
  * gathered from slots); the AdapterPool loads adapters by name, lazily, into an LRU bounded by bytes. The HTTP server
  * (server/) and `lorakit serve` are shells over this.
  */
+import { join } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
-import { join } from 'node:path';
 import { type GenerationConfig, type HfTokenizer, parseGenerationConfig, readJsonFile } from '../io/index.ts';
 import type { LoadedModel } from '../models/index.ts';
 import { adaptable } from '../peft/index.ts';

@@ -11,9 +11,7 @@
  * folder; leftovers are hidden temp folders that the next run removes. Old checkpoints are pruned only after
  * `latest` moved on. Loading checks every file and names the one that is broken. Not here: the training loop.
  */
-import { mkdir, readdir, rename, rm, stat, open } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { join, mkdir, open, processId, randomHex, readdir, rename, rm, stat } from '../io/host.ts';
 import { z } from 'zod';
 import { LorakitError } from '../errors.ts';
 import { SAMPLES_DIR, type StepRecord } from './report.ts';
@@ -123,7 +121,7 @@ export async function writeCheckpoint(
   const name = `checkpoint-${state.step}`;
   if ((await readLatestName(outputDir)) === name)
     throw new Error(`internal: ${name} is the latest checkpoint and would be replaced`);
-  const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tag = `${processId()}-${randomHex(4)}`;
   const tmp = join(outputDir, `.tmp-${name}-${tag}`);
   const final = join(outputDir, name);
   const meta = { format: 'lorakit.checkpoint', step: String(state.step) };
@@ -199,7 +197,7 @@ export async function pruneCheckpoints(outputDir: string, keep: number, upTo: nu
   for (const c of old.slice(0, Math.max(0, excess))) {
     // Renamed out of sight first (atomic), then deleted: a kill during the deletion leaves a hidden leftover that the
     // next run removes, never a visible checkpoint folder with some of its files gone.
-    const aside = join(outputDir, `.old-${c.name}-${process.pid}-${randomBytes(4).toString('hex')}`);
+    const aside = join(outputDir, `.old-${c.name}-${processId()}-${randomHex(4)}`);
     await rename(join(outputDir, c.name), aside);
     await rm(aside, { recursive: true, force: true });
   }

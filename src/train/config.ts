@@ -4,8 +4,7 @@
  * use transformers' TrainingArguments names; the adapter section is a PEFT LoraConfig. Each field's description
  * lives on the schema and is the single source of docs/config.md (config-doc.ts renders it).
  */
-import { readFileSync, existsSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, existsSync, readFileSync, resolve, statSync } from '../io/host.ts';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { LorakitError } from '../errors.ts';

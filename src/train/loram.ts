@@ -11,8 +11,7 @@
  * 4-bit pruned base.
  * Not here: the scores and the recovery (peft/loram.ts), the slicing (peft/slice.ts).
  */
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, writeFile } from '../io/host.ts';
 import { check } from '../errors.ts';
 import { HfTokenizer } from '../io/index.ts';
 import type { LoadedModel } from '../models/index.ts';

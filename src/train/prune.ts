@@ -11,8 +11,7 @@
  * (reach_target), and if no prune step fell in the cooldown the final masks are pruned to it from the final EMA.
  * Not here: the variant (peft/methods/loraprune.ts), the slicing (peft/slice.ts), the CLI (cli/prune.ts).
  */
-import { readdir, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, readdir, stat, writeFile } from '../io/host.ts';
 import { LorakitError, check } from '../errors.ts';
 import { HfTokenizer } from '../io/index.ts';
 import { type LoadedModel, loadModel } from '../models/index.ts';

@@ -4,8 +4,7 @@
  * progress output — a cli-progress bar on a terminal, a plain line every N steps otherwise (logs, CI, pipes).
  * Not here: the loss plot (`plot.ts`), checkpoints.
  */
-import { appendFile, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { appendFile, join, mkdir, standardOutput } from '../io/host.ts';
 import type { Writable } from 'node:stream';
 import cliProgress from 'cli-progress';
 import { writeFileAtomic } from '../io/index.ts';
@@ -70,7 +69,7 @@ export function noticeSink(o: {
 }): (notice: Notice) => void {
   if (o.onNotice) return o.onNotice;
   if (o.progress === 'none') return () => {};
-  const stream = o.progressStream ?? process.stdout;
+  const stream = o.progressStream ?? standardOutput();
   return (n) => stream.write(`${n.level === 'warning' ? 'warning: ' : ''}${n.message}\n`);
 }
 
@@ -103,7 +102,7 @@ export class Progress {
   constructor(
     mode: ProgressMode,
     private readonly total: number,
-    private readonly stream: Writable & { isTTY?: boolean } = process.stdout,
+    private readonly stream: Writable & { isTTY?: boolean } = standardOutput(),
     private readonly every = 10,
   ) {
     this.mode = mode === 'auto' ? (stream.isTTY ? 'bar' : 'lines') : mode;

@@ -6,7 +6,7 @@
  * the library options, for errors thrown deeper down (`respell`). Not here: the config's types and ranges (zod, in
  * config.ts) and the training itself.
  */
-import { stat } from 'node:fs/promises';
+import { stat } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import { checkOutputFolder } from '../io/index.ts';
 import type { LoadedModel } from '../models/index.ts';

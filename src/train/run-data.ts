@@ -5,7 +5,7 @@
  * count) is reported through `notify` as soon as the data is read, so the user sees it before training starts.
  * Not here: reading and tokenising a file (data/), the rest of a run (run.ts).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import type { HfTokenizer } from '../io/index.ts';
 import type { RunConfig } from './config.ts';

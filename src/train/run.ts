@@ -2,7 +2,7 @@
  * A whole fine-tuning run from a RunConfig: load the model and tokenizer, tokenise the data, add the adapter, train
  * with the Trainer, and say where everything was written. The CLI's `train` command is a thin shell over this.
  */
-import { join } from 'node:path';
+import { join } from '../io/host.ts';
 import { loadModel, quantizeModel } from '../models/index.ts';
 import { HfTokenizer, fsError, isSystemError, lockFolder } from '../io/index.ts';
 import { LorakitError, respell } from '../errors.ts';

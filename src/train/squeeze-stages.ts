@@ -11,7 +11,7 @@
  * default schedule: halve the rank at evenly spaced steps over the first half of the run.
  * Not here: the compression (peft/squeeze*.ts), the run itself (run.ts).
  */
-import { join } from 'node:path';
+import { join } from '../io/host.ts';
 import { LorakitError, check } from '../errors.ts';
 import { loadModel } from '../models/index.ts';
 import { PeftModel, adaptable, loadAdapter, squeezeAdapter, type SqueezeReport } from '../peft/index.ts';

@@ -11,7 +11,7 @@
  * span, v1 on linear ranks and v2 on log₂ ranks).
  * Not here: held-out evaluation during training (eval.ts), the datasets of training (data/).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile } from '../io/host.ts';
 import { LorakitError, check } from '../errors.ts';
 import { Graph } from '../graph/index.ts';
 import type { HfTokenizer } from '../io/tokenizer.ts';

@@ -6,9 +6,7 @@
  * s and resuming gives bit-identical parameters to an uninterrupted run; a resume whose settings differ from the
  * checkpoint's is refused (resume.ts). Nothing here knows about LoRA, tokens or models.
  */
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, mkdir, processId, randomHex, rename, resolve, rm, stat } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import { Rng } from '../linalg/index.ts';
 import {
@@ -51,7 +49,7 @@ export interface TrainResult {
 /** Saves `params` with `task.save` into `<outputDir>/<name>`, swapping the folder in only once it is complete. */
 async function saveArtefact(task: TrainTask, outputDir: string, name: string, params: ParamValues): Promise<void> {
   if (!task.save) return;
-  const tag = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tag = `${processId()}-${randomHex(4)}`;
   const tmp = join(outputDir, `.tmp-${name}-${tag}`),
     final = join(outputDir, name),
     old = join(outputDir, `.old-${name}-${tag}`);

@@ -186,7 +186,9 @@ export const nnOps: Record<NnOp, OpDef> = {
     },
   },
   // RMSNorm over the last axis in one kernel (ORT registers it in the default domain): Y = X·r·γ with
-  // r = (mean(X²) + ε)^(-1/2), and r [..., 1] as a second output (float32, as stash_type 1 keeps it) for the backward.
+  // r = (mean(X²) + ε)^(-1/2). ORT can also output r [..., 1], but the backward recomputes it from X instead: on the
+  // WebGPU backend that second output is wrong (onnxruntime-web 1.31: max 1.88 where 0.23 is right) while Y is right,
+  // and the recompute costs one extra pass over X per norm, small next to the step's matmuls (bench/RESULTS.md).
   SimplifiedLayerNormalization: {
     infer: ([x, gamma], at, nOut) => {
       requireFloat(x!, 'SimplifiedLayerNormalization');
@@ -203,15 +205,12 @@ export const nnOps: Record<NnOp, OpDef> = {
         { dtype: 'f32' as const, shape: [...x!.shape.slice(0, -1), 1] },
       ].slice(0, nOut);
     },
-    // x̂ = X·r, g = dY⊙γ: dX = r·(g − x̂·mean(g⊙x̂)); dγ = Σ_rows dY⊙x̂ (autodiff sums the broadcast rows)
+    // r recomputed from X (see above); x̂ = X·r, g = dY⊙γ: dX = r·(g − x̂·mean(g⊙x̂)); dγ = Σ_rows dY⊙x̂ (autodiff
+    // sums the broadcast rows)
     vjp: (n, [dy], need) => {
-      if (n.outputs.length < 2)
-        throw new LorakitError(
-          'LK_NO_GRADIENT',
-          'SimplifiedLayerNormalization gradient needs the inverse-RMS output; build it with rmsNorm()',
-        );
       const [x, gamma] = [n.inputs[0]!, n.inputs[1]!];
-      const r = n.outputs[1].cast(x.dtype);
+      const eps = Number(n.attrs.epsilon ?? 1e-5); // ONNX's default epsilon
+      const r = x.mul(x).mean(-1, true).add(eps).sqrt().reciprocal(); // [..., 1]
       const xhat = x.mul(r);
       const g = dy!.mul(gamma);
       return [need[0] ? r.mul(g.sub(xhat.mul(g.mul(xhat).mean(-1, true)))) : null, need[1] ? dy!.mul(xhat) : null];

@@ -7,9 +7,7 @@
  * for it (PEFT's add_weighted_adapter drops DoRA's magnitudes silently, peft#3761).
  * Not here: loading an adapter onto a model (format.ts), the merge rules (combine.ts, lego.ts).
  */
-import { existsSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, join, mkdir } from '../../io/host.ts';
 import { LorakitError } from '../../errors.ts';
 import { SafetensorsFile, writeFileAtomic, writeSafetensors } from '../../io/index.ts';
 import { patternValue } from '../config.ts';

@@ -8,7 +8,7 @@
  *  - the ΔW family weights each ΔWᵢ by wᵢ (PEFT ≥ 0.19); PEFT 0.18.1 used wᵢsᵢ, applying sᵢ twice (peft#3111).
  * Not here: the per-module rules (combine.ts), reading/writing folders (lora-folder.ts), the CLI (cli/merge-adapters).
  */
-import { realpath, readdir } from 'node:fs/promises';
+import { readdir, realpath } from '../../io/host.ts';
 import { LorakitError } from '../../errors.ts';
 import { checkOutputFolder, isWithin } from '../../io/index.ts';
 import {

@@ -12,9 +12,7 @@
  * `datasetCacheInfo` and `clearDatasetCache` serve `lorakit cache info|clear`.
  * Not here: what the examples are (`encode.ts`).
  */
-import { createHash } from 'node:crypto';
-import { readFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createHash, join, mkdir, readFile, readdir, rm, stat } from '../../io/host.ts';
 import { writeFileAtomic } from '../../io/atomic.ts';
 import type { HfTokenizer } from '../../io/tokenizer.ts';
 import type { ExampleSet } from './encode.ts';

@@ -15,8 +15,7 @@
  * - the cache key hashes the file bytes, the tokenizer files, the format options (and seqLen for plain text).
  * Not here: the loss itself, the training loop, run configs (other parts of src/train/).
  */
-import { readFile } from 'node:fs/promises';
-import { basename, extname, resolve } from 'node:path';
+import { basename, extname, readFile, resolve } from '../../io/host.ts';
 import { z } from 'zod';
 import { LorakitError } from '../../errors.ts';
 import type { HfTokenizer } from '../../io/tokenizer.ts';

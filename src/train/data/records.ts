@@ -4,7 +4,7 @@
  * file, the JSONL line or JSON array index, the field and what is wrong; whole-file problems (not JSON, empty,
  * unknown format) throw LK_FILE_INVALID at once. Not here: tokenisation (`encode.ts`), batching (`rows.ts`).
  */
-import { basename, extname } from 'node:path';
+import { basename, extname } from '../../io/host.ts';
 import { z } from 'zod';
 import { LorakitError } from '../../errors.ts';
 import type { ChatMessage } from '../../io/chat.ts';
