@@ -26,6 +26,9 @@ export const ERROR_CODES = {
   LK_DISK_FULL: 'a write failed because the disk (or the quota) holding the path is full',
   LK_IO: 'the system failed a file operation for another reason: a symbolic link loop, an I/O error, too many files',
   LK_LOCKED: 'a folder is in use by another lorakit process (its lock file names the process)',
+  LK_NETWORK: 'a server (a Flower SuperLink) could not be reached, or kept failing, after the retries',
+  LK_PROTOCOL_MISMATCH: 'a server answered in another protocol or version than lorakit speaks (Flower Fleet API)',
+  LK_SERVER_REJECTED: 'a server (a Flower SuperLink) refused a request: authentication, run state, a lost node',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
