@@ -51,17 +51,22 @@ export async function runFleetClient(o: FleetClientOptions, handle: MessageHandl
   let runId: bigint | null = null;
   let failures = 0;
   let answered = 0;
+  let idle = 0;
   try {
     while (!o.signal?.aborted && (o.maxMessages === undefined || answered < o.maxMessages)) {
       try {
         const msg = await session.pull();
         if (msg === null) {
-          if (runId !== null && (await session.runStatus(runId)) === 'finished') break;
+          // ask whether the run is over only every ~2 s of silence (each get-run is a logged call on the SuperLink)
+          if (runId !== null && ++idle % Math.max(1, Math.round(2000 / pollMs)) === 0) {
+            if ((await session.runStatus(runId)) === 'finished') break;
+          }
           await new Promise((ok) => setTimeout(ok, pollMs));
           failures = 0;
           continue;
         }
         runId = msg.metadata.runId;
+        idle = 0;
         const type = msg.metadata.messageType;
         const started = Date.now();
         let reply: FlowerMessage;
@@ -83,7 +88,10 @@ export async function runFleetClient(o: FleetClientOptions, handle: MessageHandl
         answered++;
         failures = 0;
       } catch (e) {
-        const lost = e instanceof LorakitError && (e.code === 'LK_NETWORK' || e.code === 'LK_SERVER_REJECTED');
+        // reconnect only where that can help: no connection, or a SuperLink that no longer knows this node
+        const lost =
+          e instanceof LorakitError &&
+          (e.code === 'LK_NETWORK' || e.details.lostNode === true || e.details.status === 401);
         if (!lost || o.signal?.aborted || ++failures > maxReconnects) throw e;
         o.log?.(`lost the SuperLink (${e.message}); reconnecting (${failures}/${maxReconnects})`);
         await session.close();

@@ -4,8 +4,9 @@
  * background (send-node-heartbeat every third of the interval; the SuperLink drops a node silent for 2 intervals).
  * pull: pull-messages; for a message, pull-object for every id of its tree (retrying objects not yet available),
  * each checked against its SHA-256 id, then confirm-message-received.
- * reply: push-messages with the reply's metadata and tree and an EMPTY content field (the SuperLink rebuilds the
- * content from the objects, and refuses a message that carries it), then push-object for each id it asks for.
+ * reply: push-messages with the reply's metadata and tree and an empty RecordDict as content (the SuperLink
+ * rebuilds the content from the objects; a message with neither content nor error it refuses), then push-object
+ * for each id it asks for.
  * close: deactivate-node, unregister-node. A client must keep heart-beating until the SuperLink has handed its reply
  * to the ServerApp (deactivating right after the push drops the reply): runFleetClient (client.ts) closes only when
  * the run has finished. Not here: what a message means (client.ts), training (lora-client.ts).
@@ -74,7 +75,18 @@ export class FleetSession {
   static async connect(o: FleetSessionOptions): Promise<FleetSession> {
     const publicKey = o.identity.publicKeyPem;
     const interval = o.heartbeatInterval ?? 30;
-    await fleetCall(o, 'register-node', RegisterNodeFleetRequestSchema, { publicKey }, RegisterNodeFleetResponseSchema);
+    try {
+      await fleetCall(
+        o,
+        'register-node',
+        RegisterNodeFleetRequestSchema,
+        { publicKey },
+        RegisterNodeFleetResponseSchema,
+      );
+    } catch (e) {
+      // 412 "public key already in use": this key is registered already (a reconnect, a restarted client): activate
+      if (!(e instanceof LorakitError && e.details.status === 412)) throw e;
+    }
     const res = await fleetCall(
       o,
       'activate-node',
@@ -107,6 +119,7 @@ export class FleetSession {
             this.heartbeatFailure = new LorakitError(
               'LK_SERVER_REJECTED',
               `${this.o.superlink}: the SuperLink no longer knows node ${this.nodeId} (restarted, or the node timed out)`,
+              { lostNode: true },
             );
           }
         } catch (e) {
@@ -175,7 +188,11 @@ export class FleetSession {
   /** Pushes `reply` (from deflateMessage): the message without content, then each object the SuperLink lacks. */
   async push(reply: DeflatedMessage, clientappRuntime = 0): Promise<PushResult> {
     this.checkAlive();
-    const message = create(MessageSchema, { metadata: reply.metadata }); // content stays empty: objects carry it
+    // content is an empty RecordDict (the objects carry it; flwr's remove_content_from_message), or the error
+    const message = create(MessageSchema, {
+      metadata: reply.metadata,
+      ...(reply.error ? { error: reply.error } : { content: {} }),
+    });
     const res = await fleetCall(
       this.o,
       'push-messages',
@@ -214,8 +231,20 @@ export class FleetSession {
 
   /** The status of run `runId` ("pending", "starting", "running", "finished"). */
   async runStatus(runId: bigint): Promise<string> {
-    const r = await fleetCall(this.o, 'get-run', GetRunRequestSchema, { node: this.node, runId }, GetRunResponseSchema);
-    return r.run?.status?.status ?? '';
+    try {
+      const r = await fleetCall(
+        this.o,
+        'get-run',
+        GetRunRequestSchema,
+        { node: this.node, runId },
+        GetRunResponseSchema,
+      );
+      return r.run?.status?.status ?? '';
+    } catch (e) {
+      // flwr 1.42 refuses get-run on a finished run: 403 with FLEET_RUN_STATUS_NOT_ALLOWED (2007)
+      if (e instanceof LorakitError && e.details.status === 403 && e.details.flowerCode === 2007) return 'finished';
+      throw e;
+    }
   }
 
   /** Stops heartbeats, deactivates and unregisters (errors ignored: the SuperLink may already be gone). */

@@ -28,6 +28,8 @@ export interface FlowerMessage {
 export interface DeflatedMessage {
   id: string;
   metadata: Metadata;
+  /** The error of an error reply (pushed in the message itself; such a message has no content). */
+  error: { code: bigint; reason: string } | null;
   tree: ObjectTree;
   objects: Map<string, Uint8Array>;
 }
@@ -51,6 +53,7 @@ export async function deflateMessage(m: FlowerMessage, maxChunk = MAX_ARRAY_CHUN
   return {
     id: root.id,
     metadata: create(MetadataSchema, { ...m.metadata, messageId: root.id }),
+    error: m.error,
     tree: tree(root.id),
     objects: new Map(all.map((o) => [o.id, o.content])),
   };

@@ -212,3 +212,13 @@ function parsed(id: string | undefined, objects: ReadonlyMap<string, Uint8Array>
 function missing(id: string, what: string): LorakitError {
   return new LorakitError('LK_PROTOCOL_MISMATCH', `${what} (object ${id}) is not among the message's objects`);
 }
+
+/** A MetricRecord from an object (key order kept; a `bigint` is an int, a `number` a float). */
+export function metricRecord(values: Record<string, MetricValue>): FlowerRecord {
+  return { kind: 'metric', values: new Map(Object.entries(values)) };
+}
+
+/** A RecordDict from an object of records (key order kept). */
+export function recordDict(records: Record<string, FlowerRecord>): RecordDict {
+  return new Map(Object.entries(records));
+}

@@ -97,3 +97,19 @@ export async function signedHeaders(id: NodeIdentity, date = new Date()): Promis
     'flwr-signature': base64(derSignature(p1363)),
   };
 }
+
+/**
+ * The identity saved in `file` (PKCS#8 PEM), or a new one written there (mode 0600) when the file does not exist:
+ * a client restarted with the same file rejoins as the same node. Node-only (reads and writes a file).
+ */
+export async function loadOrCreateIdentity(file: string): Promise<NodeIdentity> {
+  const { readFile, writeFile } = await import('node:fs/promises');
+  try {
+    return await importIdentity(await readFile(file, 'utf8'));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const id = await generateIdentity();
+  await writeFile(file, await exportIdentity(id), { mode: 0o600 });
+  return id;
+}

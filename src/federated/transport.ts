@@ -109,8 +109,10 @@ async function decodeReply<O extends DescMessage>(res: Response, url: string, ou
   if (!res.ok) {
     const text = new TextDecoder().decode(bytes);
     let detail = text.slice(0, 300);
+    let flowerCode: unknown;
     try {
       const j = JSON.parse(text) as { code?: unknown; detail?: unknown; extra?: unknown };
+      flowerCode = j.code;
       detail = `[code ${j.code}] ${typeof j.detail === 'string' ? j.detail : JSON.stringify(j.detail)}`;
       if (j.extra) detail += ` (${typeof j.extra === 'string' ? j.extra : JSON.stringify(j.extra)})`;
     } catch {}
@@ -118,7 +120,7 @@ async function decodeReply<O extends DescMessage>(res: Response, url: string, ou
       'LK_SERVER_REJECTED',
       `${url}: the SuperLink refused the call: HTTP ${res.status} ${detail}` +
         (res.status === 401 ? '; the request signature or node key was not accepted' : ''),
-      { status: res.status },
+      { status: res.status, flowerCode },
     );
   }
   if (!type.startsWith(MEDIA_TYPE)) {
