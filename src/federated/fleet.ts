@@ -84,7 +84,8 @@ export class FleetSession {
         RegisterNodeFleetResponseSchema,
       );
     } catch (e) {
-      // 412 "public key already in use": this key is registered already (a reconnect, a restarted client): activate
+      // 412: the key is registered already (a reconnect, a restarted client), or the SuperLink runs with
+      // --enable-supernode-auth and registers keys itself (`flwr supernode register`): either way, activate
       if (!(e instanceof LorakitError && e.details.status === 412)) throw e;
     }
     const res = await fleetCall(

@@ -99,8 +99,9 @@ export async function signedHeaders(id: NodeIdentity, date = new Date()): Promis
 }
 
 /**
- * The identity saved in `file` (PKCS#8 PEM), or a new one written there (mode 0600) when the file does not exist:
- * a client restarted with the same file rejoins as the same node. Node-only (reads and writes a file).
+ * The identity saved in `file` (PKCS#8 PEM), or a new one written there (mode 0600) when the file does not exist,
+ * with its public key beside it as `<file>.pub` (PEM: what `flwr supernode register` takes when the SuperLink runs
+ * with --enable-supernode-auth). A client restarted with the same file rejoins as the same node. Node-only.
  */
 export async function loadOrCreateIdentity(file: string): Promise<NodeIdentity> {
   const { readFile, writeFile } = await import('node:fs/promises');
@@ -111,5 +112,6 @@ export async function loadOrCreateIdentity(file: string): Promise<NodeIdentity> 
   }
   const id = await generateIdentity();
   await writeFile(file, await exportIdentity(id), { mode: 0o600 });
+  await writeFile(`${file}.pub`, id.publicKeyPem);
   return id;
 }

@@ -130,6 +130,7 @@ def run_rounds(grid: Grid, cfg: dict) -> list[dict]:
                 "bytes_down": down,
                 "bytes_up": up,
                 "clients": len(updates),
+                "lora_modules": len(S.lora_pairs(global_tensors)),  # A/B pairs the rule saw (FFA-LoRA: none, B only)
                 "rejected": rejected,
                 "seconds": round(time.time() - t0, 3),
             }

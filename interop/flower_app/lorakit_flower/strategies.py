@@ -36,10 +36,18 @@ def fedavg(updates: list[Update]) -> dict[str, np.ndarray]:
     return {k: sum(pk * u[k].astype(np.float64) for pk, (_, u) in zip(p, updates)) for k in names}
 
 
-def lora_modules(names) -> list[str]:
-    """Modules that have both a lora_A and a lora_B tensor, in name order."""
+def lora_pairs(names) -> list[tuple[str, str, str]]:
+    """(module, A name, B name) of every module with both factors, in name order. Names are "<module>.lora_A" or,
+    as lorakit and PEFT write them, "<module>.lora_A.weight"."""
     names = set(names)
-    return sorted(n[: -len(".lora_A")] for n in names if n.endswith(".lora_A") and n[:-1] + "B" in names)
+    out = []
+    for n in sorted(names):
+        for suffix in (".lora_A", ".lora_A.weight"):
+            if n.endswith(suffix):
+                b = n[: -len(suffix)] + suffix.replace("lora_A", "lora_B")
+                if b in names:
+                    out.append((n[: -len(suffix)], n, b))
+    return out
 
 
 def fedavg_bias(updates: list[Update]) -> dict[str, np.ndarray]:
@@ -47,21 +55,17 @@ def fedavg_bias(updates: list[Update]) -> dict[str, np.ndarray]:
     p = weights(updates)
     avg = fedavg(updates)
     out = {}
-    for m in lora_modules(avg):
-        a, b = avg[f"{m}.lora_A"], avg[f"{m}.lora_B"]
-        out[m] = sum(
-            pk * (u[f"{m}.lora_B"] - b) @ (u[f"{m}.lora_A"] - a) for pk, (_, u) in zip(p, updates)
-        )
+    for m, an, bn in lora_pairs(avg):
+        a, b = avg[an], avg[bn]
+        out[m] = sum(pk * (u[bn] - b) @ (u[an] - a) for pk, (_, u) in zip(p, updates))
     return out
 
 
 def ideal_delta(updates: list[Update], module: str) -> np.ndarray:
     """T = sum p_k B_k A_k for one module (float64, [d_out, d_in])."""
     p = weights(updates)
-    return sum(
-        pk * u[f"{module}.lora_B"].astype(np.float64) @ u[f"{module}.lora_A"].astype(np.float64)
-        for pk, (_, u) in zip(p, updates)
-    )
+    _, an, bn = next(x for x in lora_pairs(updates[0][1]) if x[0] == module)
+    return sum(pk * u[bn].astype(np.float64) @ u[an].astype(np.float64) for pk, (_, u) in zip(p, updates))
 
 
 def fair_objective(db: np.ndarray, b: np.ndarray, a: np.ndarray, t: np.ndarray, lam: float) -> float:
@@ -102,9 +106,9 @@ def fair_residual(b: np.ndarray, a: np.ndarray, t: np.ndarray, lam: float, steps
 def fair(updates: list[Update], lam: float = 0.01, steps: int = 1000, lr: float = 0.01) -> dict[str, np.ndarray]:
     """LoRA-FAIR: fedavg, then B <- B + dB per module."""
     avg = fedavg(updates)
-    for m in lora_modules(avg):
-        a, b = avg[f"{m}.lora_A"], avg[f"{m}.lora_B"]
-        avg[f"{m}.lora_B"] = b + fair_residual(b, a, ideal_delta(updates, m), lam, steps, lr)
+    for m, an, bn in lora_pairs(avg):
+        a, b = avg[an], avg[bn]
+        avg[bn] = b + fair_residual(b, a, ideal_delta(updates, m), lam, steps, lr)
     return avg
 
 

@@ -98,3 +98,14 @@ def test_check_update_names_shape_nan_and_norm_problems():
 def test_unknown_strategy_is_named():
     with pytest.raises(ValueError, match="unknown strategy"):
         S.aggregate("fedprox", [(1, client())])
+
+
+def test_pairs_accept_peft_weight_names():
+    names = ["x.lora_A.weight", "x.lora_B.weight", "y.lora_A", "y.lora_B", "z.lora_A.weight"]
+    assert S.lora_pairs(names) == [
+        ("x", "x.lora_A.weight", "x.lora_B.weight"),
+        ("y", "y.lora_A", "y.lora_B"),
+    ]
+    ups = [(1, {"x.lora_A.weight": rng.normal(size=(2, 3)), "x.lora_B.weight": rng.normal(size=(4, 2))}) for _ in range(2)]
+    out = S.fair(ups, steps=50)
+    assert not np.allclose(out["x.lora_B.weight"], S.fedavg(ups)["x.lora_B.weight"])  # the residual was applied
