@@ -35,6 +35,8 @@ export interface FederationOptions {
   localSteps: number;
   lr: number;
   rank?: number;
+  /** Modules the LoRA wraps (default q_proj and v_proj). */
+  targets?: string[];
   /** Training bytes per client (default 60 000) and held-out bytes (default 8 000). */
   trainBytes?: number;
   evalBytes?: number;
@@ -45,7 +47,14 @@ export interface FederationOptions {
 
 /** What the ServerApp wrote: one entry per round, round 0 before training. */
 export interface FederationResult {
-  history: { round: number; eval_loss: number | null; bytes_down: number; bytes_up: number; clients: number }[];
+  history: {
+    round: number;
+    eval_loss: number | null;
+    bytes_down: number;
+    bytes_up: number;
+    clients: number;
+    lora_modules?: number;
+  }[];
   clients: LoraClientResult[];
   seconds: number;
 }
@@ -88,7 +97,7 @@ export async function writeClients(o: FederationOptions): Promise<string[]> {
       '  peft_type: LORA',
       `  r: ${o.rank ?? 8}`,
       `  lora_alpha: ${2 * (o.rank ?? 8)}`,
-      '  target_modules: [q_proj, v_proj, o_proj, up_proj, down_proj]',
+      `  target_modules: [${(o.targets ?? ['q_proj', 'v_proj']).join(', ')}]`,
       'training:',
       `  per_device_train_batch_size: ${o.batch ?? 8}`,
       '',
