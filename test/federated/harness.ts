@@ -136,7 +136,8 @@ export async function runFederation(o: FederationOptions): Promise<FederationRes
     `[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:${port}"\ninsecure = true\n`,
   );
   const bin = join(FLOWER_VENV, 'bin');
-  const env = { ...process.env, FLWR_HOME: home, PATH: `${bin}:${process.env.PATH}` };
+  // one BLAS thread: the ServerApp's small products gain nothing from more, and they thrash a busy machine
+  const env = { ...process.env, FLWR_HOME: home, PATH: `${bin}:${process.env.PATH}`, OPENBLAS_NUM_THREADS: '1' };
   const superlink = start(
     join(bin, 'flower-superlink'),
     ['--insecure', '--host', '127.0.0.1', '--port', String(port), '--disable-runtime-dependency-installation'],

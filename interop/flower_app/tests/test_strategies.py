@@ -66,6 +66,19 @@ def test_fair_gradient_matches_central_differences():
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
 
 
+def test_factored_fair_objective_and_gradient_equal_the_dense_ones():
+    ups = [(1, client()), (2, client()), (4, client())]
+    p = S.weights(ups)
+    avg = S.fedavg(ups)
+    a, b = avg["m.lora_A"], avg["m.lora_B"]
+    t = S.ideal_delta(ups, "m")
+    fm = S.FairModule(b, a, [(u["m.lora_B"], u["m.lora_A"]) for _, u in ups], p)
+    np.testing.assert_allclose(fm.tnorm, np.linalg.norm(t), rtol=1e-12)
+    for db in (np.zeros_like(b), rng.normal(size=b.shape) * 0.3):
+        np.testing.assert_allclose(fm.objective(db, 0.02), S.fair_objective(db, b, a, t, 0.02), rtol=1e-12)
+        np.testing.assert_allclose(fm.gradient(db, 0.02), S.fair_gradient(db, b, a, t, 0.02), rtol=1e-10, atol=1e-13)
+
+
 def test_fair_raises_the_cosine_to_the_ideal_and_nears_a_stationary_point():
     ups = [(1, client()), (1, client()), (2, client())]
     avg = S.fedavg(ups)
