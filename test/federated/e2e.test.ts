@@ -6,7 +6,7 @@
 //   node scripts/run-tests.mjs test/federated/e2e.test.ts
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type FederationOptions, noFlower, runFederation } from './harness.ts';
