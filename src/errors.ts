@@ -31,6 +31,9 @@ export const ERROR_CODES = {
   LK_UNAUTHORIZED: 'a server request lacks the bearer API key the server was started with, or has a wrong one',
   LK_PAYLOAD_TOO_LARGE: 'a server request body is larger than the server accepts',
   LK_UNAVAILABLE: 'the server is shutting down (or its engine stopped) and takes no new requests',
+  LK_NETWORK: 'a server (a Flower SuperLink) could not be reached, or kept failing, after the retries',
+  LK_PROTOCOL_MISMATCH: 'a server answered in another protocol or version than lorakit speaks (Flower Fleet API)',
+  LK_SERVER_REJECTED: 'a server (a Flower SuperLink) refused a request: authentication, run state, a lost node',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

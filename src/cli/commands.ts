@@ -19,6 +19,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Fine-tune an adapter from a YAML run config (--config run.yaml [--set key=value])',
     load: () => import('./train.ts'),
   },
+  'fl-client': {
+    describe: 'Join a Flower federation as a client: train the adapter of run.yaml on local data each round',
+    load: () => import('./fl-client.ts'),
+  },
   eval: {
     describe: 'Mean token loss and perplexity of a causal LM (optionally with an adapter) on a text or JSONL file',
     load: () => import('./eval.ts'),

@@ -139,7 +139,7 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
     graph.output(newName(input.name), next);
     into.push({ name: input.name, shape: input.shape as number[], out: newName(input.name) });
   };
-  const scaled = (ratio: number | undefined) => (ratio && ratio !== 1 ? lr.mul(ratio) : lr);
+  const scaled = (ratio: number | undefined) => (ratio !== undefined && ratio !== 1 ? lr.mul(ratio) : lr); // 0 too
   for (const b of opts.buffers ?? []) put(layout.buffers, b.input, b.next);
   let i = 0;
   graph.scope('optim', () => {

@@ -36,6 +36,9 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   LK_DISK_FULL: 507,
   LK_IO: 500,
   LK_LOCKED: 409,
+  LK_NETWORK: 502,
+  LK_PROTOCOL_MISMATCH: 502,
+  LK_SERVER_REJECTED: 502,
 };
 
 /** OpenAI's error type for a status. */

@@ -66,10 +66,11 @@ export function optimizerGroups(
   return groups.map((g) => {
     check(g.params.length > 0, 'LK_INVALID_ARGUMENT', `train task: parameter group "${g.name}" is empty`);
     const ratio = (g.lrRatio ?? 1) * (g.loraplusB && opts.loraplusLrRatio !== undefined ? opts.loraplusLrRatio : 1);
+    // ratio 0 freezes a group that must stay a graph input (FFA-LoRA's shared A): its update is p − 0·(…) = p
     check(
-      Number.isFinite(ratio) && ratio > 0,
+      Number.isFinite(ratio) && ratio >= 0,
       'LK_INVALID_ARGUMENT',
-      `train task: group "${g.name}" has lr ratio ${ratio}; it must be > 0`,
+      `train task: group "${g.name}" has lr ratio ${ratio}; it must be ≥ 0 (0 freezes the group)`,
     );
     const decay = opts.loraplusLrRatio !== undefined ? (opts.loraplusWeightDecay ?? 0) : opts.weightDecay;
     return { params: g.params.map(params), lrRatio: ratio, weightDecay: g.weightDecay ?? decay };

@@ -42,7 +42,7 @@ export interface TaskParamGroup {
   name: string;
   /** Graph inputs of `TaskGraph.graph`: f32 with static shapes. */
   params: Tensor[];
-  /** lr multiplier of this group (default 1). */
+  /** lr multiplier of this group (default 1); 0 freezes it bit for bit (with weightDecay 0), e.g. FFA-LoRA's A. */
   lrRatio?: number;
   /** Weight decay of this group (default: the Trainer's `weightDecay` option). */
   weightDecay?: number;

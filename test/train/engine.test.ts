@@ -93,6 +93,35 @@ test('LoRA+: the B group moves loraplusLrRatio times as far under SGD, A is unch
   }
 });
 
+for (const [name, optimizer] of [
+  ['SGD', sgd()],
+  ['AdamW', adamw()],
+] as const) {
+  test(`${name}: a group with lr ratio 0 stays bit for bit (FFA-LoRA's frozen A) while the others train`, async () => {
+    const task = regressionTask({ dropout: 0, withEval: false });
+    const frozen = {
+      ...task,
+      build: () => {
+        const g = task.build();
+        return { ...g, groups: g.groups.map((gr, i) => (i === 0 ? { ...gr, lrRatio: 0, weightDecay: 0 } : gr)) };
+      },
+    };
+    const names = task.build().groups[0].params.map((p) => p.name);
+    const init = task.initialParams(new Rng(42)) as Record<string, Float32Array>;
+    const e = await StepEngine.create(frozen, { optimizer, accumulation: 1, weightDecay: 0.1 }, init);
+    const before = e.params();
+    for (let step = 0; step < 3; step++) await e.run([rows(0, 8)], 0.05);
+    for (const [k, v] of e.params()) {
+      if (names.includes(k)) assert.deepEqual(v, before.get(k), k);
+      else
+        assert.ok(
+          v.some((x, i) => x !== before.get(k)![i]),
+          `${k} trains`,
+        );
+    }
+  });
+}
+
 test('restore() sets params, state and the step counter that AdamW bias correction reads', async () => {
   const a = await engine(adamw(), 1);
   await a.run([rows(0, 8)], 0.05);

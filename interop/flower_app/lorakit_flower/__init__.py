@@ -1,0 +1,1 @@
+"""LoRA aggregation for lorakit clients on Flower: strategies (numpy, float64) and a ServerApp."""
