@@ -4,7 +4,7 @@ import type { CommandModule } from './main.ts';
 
 export const COMMANDS: Record<string, { describe: string; load: () => Promise<CommandModule> }> = {
   info: {
-    describe: 'Describe a Hugging Face model folder: architecture, sizes, modules, tokenizer',
+    describe: 'Describe a Hugging Face model folder or a .gguf file: architecture, sizes, modules, tokenizer',
     load: () => import('./info.ts'),
   },
   generate: {

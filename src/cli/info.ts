@@ -11,7 +11,7 @@ import {
   parseModelConfig,
   readJsonFile,
   openWeights,
-  resolveModelDir,
+  resolveModelFolder,
   ShardedWeights,
   type ModelConfig,
 } from '../io/index.ts';
@@ -62,11 +62,11 @@ export interface ModelInfo {
 }
 
 /**
- * Reads a model folder's (or a cached hub id's: `resolveModelDir`) config, weight headers and tokenizer files.
+ * Reads a model folder's (or a cached hub id's, or a GGUF file's converted folder: `resolveModelFolder`) config, weight headers and tokenizer files.
  * Throws LK_FILE_NOT_FOUND / LK_UNSUPPORTED.
  */
 export async function modelInfo(pathOrHubId: string): Promise<ModelInfo> {
-  const dir = resolveModelDir(pathOrHubId);
+  const dir = await resolveModelFolder(pathOrHubId);
   const s = await stat(dir).catch(() => null);
   if (!s) throw new LorakitError('LK_FILE_NOT_FOUND', `model folder ${dir} not found`, { path: dir });
   if (!s.isDirectory())
@@ -351,7 +351,10 @@ function humanCount(n: number): string {
 
 export const register: CommandModule['register'] = (cli) => {
   cli
-    .command('info <model-dir>', 'Describe a Hugging Face model folder (no weights are loaded)')
+    .command(
+      'info <model-dir>',
+      'Describe a Hugging Face model folder or a .gguf file (no weights are loaded from a folder)',
+    )
     .option('--json', 'Print the description as JSON')
     .action(async (dir: string, flags: { json?: boolean }) => {
       const info = await modelInfo(dir);

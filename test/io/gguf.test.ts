@@ -3,7 +3,6 @@
 // file against gguf-py's dequantized values (skipped when ../shared is absent).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,12 +13,10 @@ import { SafetensorsFile } from '../../src/io/safetensors.ts';
 import { LorakitError } from '../../src/errors.ts';
 import type { ErrorCode } from '../../src/errors.ts';
 import { rng } from '../helpers.ts';
+import { SMOLLM2_GGUF, skipNote } from './gguf-shared.ts';
 
 const FIX = fileURLToPath(new URL('../fixtures/gguf/', import.meta.url));
 const TYPES = join(FIX, 'types.gguf');
-export const SMOLLM2_GGUF = fileURLToPath(
-  new URL('../../../shared/data/models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf', import.meta.url),
-);
 
 function throwsLk(fn: () => unknown, code: ErrorCode, ...parts: string[]): void {
   assert.throws(fn, (e: unknown) => {
@@ -173,11 +170,6 @@ test('gguf: the real SmolLM2 Q4_1 file dequantizes as gguf-py does', { skip: ski
     await f.close();
   }
 });
-
-/** A skip note when the shared SmolLM2 GGUF is absent, else false. */
-export function skipNote(): string | false {
-  return existsSync(SMOLLM2_GGUF) ? false : `../shared SmolLM2 GGUF absent (${SMOLLM2_GGUF})`;
-}
 
 function findBytes(hay: Uint8Array, needle: Uint8Array): number {
   outer: for (let i = 0; i + needle.length <= hay.length; i++) {
