@@ -23,6 +23,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Merge a PEFT adapter into its base model and write a Hugging Face model folder',
     load: () => import('./merge.ts'),
   },
+  export: {
+    describe: 'Write an adapter, or the merged model, as GGUF for llama.cpp (--format gguf)',
+    load: () => import('./export.ts'),
+  },
   methods: {
     describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
     load: () => import('./methods.ts'),

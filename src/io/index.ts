@@ -90,3 +90,5 @@ export {
 } from './gguf-model.ts';
 export type { GgufFolderOptions } from './gguf-model.ts';
 export { ggufTokenizerFiles } from './gguf-tokenizer.ts';
+export { encodeGguf, writeGguf } from './gguf-write.ts';
+export type { GgufTensorToWrite } from './gguf-write.ts';

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""lorakit's GGUF exports, checked by llama.cpp itself (llama-cpp-python built from PyPI).
+
+    # once (about 50 minutes on 2 cores; the default native build crashes on this CPU, see the SmolLM2 SOURCE.md):
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF \
+      -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF" interop/.venv-gguf/bin/pip install llama-cpp-python==0.3.36
+    interop/.venv-gguf/bin/python interop/check_gguf_llamacpp.py
+
+Runs interop/gguf_lorakit_side.ts on the shared SmolLM2-135M-Instruct Q4_1 GGUF: it writes a seeded random LoRA
+adapter (r 8, alpha 16, all seven Linear targets of all 30 layers), exports it with `exportAdapterGguf`, exports the
+merged model as GGUF F16 and the base as GGUF Q8_0, and records lorakit's last-position logits with and without the
+adapter and its 16-token greedy continuation with the adapter. Then llama.cpp loads the base with the adapter
+(`lora_path`, the API of `--lora`), and the exported F16/Q8_0 files, and the same numbers are compared.
+
+llama.cpp multiplies Q4_1 weights with activations it quantizes to 8 bits, lorakit dequantizes the weights to float32
+(as transformers does), so the base alone already differs by that quantization (measured here as `base_vs_base`);
+the adapter is checked by (1) logits with the adapter within TOL, (2) the adapter's effect (adapted − base logits)
+agreeing on both sides to within TOL while being far larger than TOL, (3) the same greedy continuation. An adapter
+written without llama.cpp's q/k row order is measured too (`unpermuted`): it must disagree clearly, which shows the
+check can fail. Writes test/fixtures/gguf/llamacpp.json; exits non-zero with `check_gguf_llamacpp: FAILED: ...`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BASE = REPO.parent / "shared/data/models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf"
+OUT = REPO / "test/fixtures/gguf/llamacpp.json"
+TOL = 0.25  # logits: llama.cpp's 8-bit activations against float32; see the module docstring
+
+
+def fail(msg):
+    print(f"check_gguf_llamacpp: FAILED: {msg}")
+    sys.exit(1)
+
+
+def llama(path, lora=None):
+    from llama_cpp import Llama
+
+    kw = {"lora_path": str(lora)} if lora else {}
+    return Llama(model_path=str(path), n_ctx=128, n_threads=2, n_batch=128, logits_all=True, verbose=False, **kw)
+
+
+def last_logits(llm, ids):
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[len(ids) - 1], dtype=np.float64)
+
+
+def greedy(llm, ids, n):
+    llm.reset()
+    llm.eval(ids)
+    out = []
+    for _ in range(n):
+        t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        out.append(t)
+        llm.eval([t])
+    return out
+
+
+def unpermuted_adapter(src, dst):
+    """The exported adapter with lora_b of q/k put back in HF row order: what a converter that forgets it writes."""
+    import gguf
+
+    r = gguf.GGUFReader(str(src))
+    heads = {"attn_q": 9, "attn_k": 3}
+    w = gguf.GGUFWriter(str(dst), "llama")
+    w.add_type("adapter")
+    w.add_string("adapter.type", "lora")
+    w.add_float32("adapter.lora.alpha", float(r.fields["adapter.lora.alpha"].contents()))
+    for t in r.tensors:
+        data = np.array(t.data, dtype=np.float32).reshape([int(d) for d in reversed(t.shape)])
+        kind = t.name.split(".")[2]
+        if t.name.endswith(".lora_b") and kind in heads:
+            h = heads[kind]
+            rows, cols = data.shape
+            # GGUF row h·hd + 2i + a ← HF row h·hd + a·hd/2 + i: invert to get HF order back
+            data = data.reshape(h, rows // h // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+        w.add_tensor(t.name, np.ascontiguousarray(data))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    if not BASE.exists():
+        fail(f"{BASE} is absent")
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        env = dict(os.environ, LORAKIT_CACHE=str(work / "cache"))
+        subprocess.run(
+            ["node", "--import", "tsx", "interop/gguf_lorakit_side.ts", str(BASE), str(work)],
+            cwd=REPO, env=env, check=True,
+        )
+        lk = json.loads((work / "lorakit.json").read_text())
+        ids = lk["ids"]
+        lk_ad, lk_base = np.array(lk["withAdapter"]), np.array(lk["base"])
+        base = llama(BASE)
+        cpp_base = last_logits(base, ids)
+        del base
+        adapted = llama(BASE, work / "adapter.gguf")
+        cpp_ad = last_logits(adapted, ids)
+        cpp_greedy = greedy(adapted, ids, len(lk["greedy"]))
+        del adapted
+        unpermuted_adapter(work / "adapter.gguf", work / "adapter-unpermuted.gguf")
+        wrong = llama(BASE, work / "adapter-unpermuted.gguf")
+        cpp_wrong = last_logits(wrong, ids)
+        del wrong
+        merged = llama(work / "merged-f16.gguf")
+        cpp_merged = last_logits(merged, ids)
+        del merged
+        q8 = llama(work / "base-q8_0.gguf")
+        cpp_q8 = last_logits(q8, ids)
+        del q8
+
+    def md(a, b):
+        return float(np.max(np.abs(a - b)))
+
+    res = {
+        "base": BASE.name,
+        "prompt": lk["prompt"],
+        "tolerance": TOL,
+        "llama_cpp_python": __import__("llama_cpp").__version__,
+        "max_abs_logits": {
+            "base_vs_base": md(cpp_base, lk_base),
+            "adapter_vs_adapter": md(cpp_ad, lk_ad),
+            "adapter_effect": md(cpp_ad - cpp_base, lk_ad - lk_base),
+            "adapter_effect_size": float(np.max(np.abs(lk_ad - lk_base))),
+            "unpermuted_adapter_vs_adapter": md(cpp_wrong, lk_ad),
+            "merged_f16_vs_adapter": md(cpp_merged, lk_ad),
+            "base_q8_0_vs_base": md(cpp_q8, lk_base),
+        },
+        "greedy": {"lorakit": lk["greedy"], "llama_cpp": cpp_greedy},
+        "argmax": {"lorakit": int(np.argmax(lk_ad)), "llama_cpp": int(np.argmax(cpp_ad))},
+    }
+    OUT.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res["max_abs_logits"], indent=1))
+    m = res["max_abs_logits"]
+    if m["adapter_vs_adapter"] > TOL or m["adapter_effect"] > TOL:
+        fail(f"logits with the adapter differ by {m['adapter_vs_adapter']} (effect {m['adapter_effect']}) > {TOL}")
+    if m["adapter_effect_size"] < 10 * TOL:
+        fail(f"the adapter changes the logits by only {m['adapter_effect_size']}: the check could not fail")
+    if m["unpermuted_adapter_vs_adapter"] < 4 * TOL:
+        fail("an adapter without llama.cpp's q/k row order agrees too: the check could not see it")
+    if res["greedy"]["lorakit"] != res["greedy"]["llama_cpp"]:
+        fail(f"greedy continuations differ: {res['greedy']}")
+    if m["merged_f16_vs_adapter"] > 2 * TOL or m["base_q8_0_vs_base"] > 2 * TOL:
+        fail(f"merged F16 / base Q8_0 exports differ too much: {m}")
+    print("check_gguf_llamacpp: ok")
+
+
+if __name__ == "__main__":
+    main()
