@@ -32,7 +32,8 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     load: () => import('./methods.ts'),
   },
   cache: {
-    describe: "Show (info) or empty (clear) lorakit's caches: compiled sessions and tokenised datasets",
+    describe:
+      "Show (info) or empty (clear) lorakit's caches: compiled sessions, tokenised datasets, GGUF model folders",
     load: () => import('./cache.ts'),
   },
   demo: {
