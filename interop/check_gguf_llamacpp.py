@@ -10,7 +10,8 @@ Runs interop/gguf_lorakit_side.ts on the shared SmolLM2-135M-Instruct Q4_1 GGUF:
 adapter (r 8, alpha 16, all seven Linear targets of all 30 layers), exports it with `exportAdapterGguf`, exports the
 merged model as GGUF F16 and the base as GGUF Q8_0, and records lorakit's last-position logits with and without the
 adapter and its 16-token greedy continuation with the adapter. Then llama.cpp loads the base with the adapter
-(`lora_path`, the API of `--lora`), and the exported F16/Q8_0 files, and the same numbers are compared.
+(`lora_path`, the API of `--lora`), and the exported F16/Q8_0 files, and the same numbers are compared. llama.cpp's token ids of the texts of
+smollm2.json are recorded too (test/models/gguf.test.ts compares lorakit's tokenizer with them).
 
 llama.cpp multiplies Q4_1 weights with activations it quantizes to 8 bits, lorakit dequantizes the weights to float32
 (as transformers does), so the base alone already differs by that quantization (measured here as `base_vs_base`);
@@ -104,6 +105,8 @@ def main():
         lk_ad, lk_base = np.array(lk["withAdapter"]), np.array(lk["base"])
         base = llama(BASE)
         cpp_base = last_logits(base, ids)
+        texts = [t["text"] for t in json.loads((REPO / "test/fixtures/gguf/smollm2.json").read_text())["tokens"]]
+        cpp_tokens = [{"text": t, "ids": base.tokenize(t.encode(), add_bos=False, special=True)} for t in texts]
         del base
         adapted = llama(BASE, work / "adapter.gguf")
         cpp_ad = last_logits(adapted, ids)
@@ -137,6 +140,7 @@ def main():
             "merged_f16_vs_adapter": md(cpp_merged, lk_ad),
             "base_q8_0_vs_base": md(cpp_q8, lk_base),
         },
+        "tokens": cpp_tokens,
         "greedy": {"lorakit": lk["greedy"], "llama_cpp": cpp_greedy},
         "argmax": {"lorakit": int(np.argmax(lk_ad)), "llama_cpp": int(np.argmax(cpp_ad))},
     }

@@ -3,16 +3,27 @@
 // tokenizer gives transformers' ids on real text, and whose chat template is the file's. Also the q/k row order.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Graph } from '../../src/graph/index.ts';
-import { HfTokenizer, SafetensorsFile, ggufModelFolder, permuteRotaryRows } from '../../src/io/index.ts';
+import {
+  type GgufKv,
+  HfTokenizer,
+  SafetensorsFile,
+  ggmlTypeByName,
+  ggufModelFolder,
+  ggufTensorName,
+  permuteRotaryRows,
+  writeGguf,
+} from '../../src/io/index.ts';
+import { LorakitError } from '../../src/errors.ts';
 import { buildCausalLM, loadModel } from '../../src/models/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { SMOLLM2_GGUF, skipNote } from '../io/gguf-shared.ts';
-import { i64 } from './helpers.ts';
+import { FIXTURES, i64, maxAbsDiff, readExpected } from './helpers.ts';
 
 const FIX = fileURLToPath(new URL('../fixtures/gguf/', import.meta.url));
 
@@ -41,6 +52,13 @@ test('gguf: SmolLM2 Q4_1 loads, tokenizes and computes logits as transformers do
       const got = tok.encode(t.text, { addSpecialTokens: false });
       if (/\d/.test(t.text)) continue; // digits: llama.cpp's smollm pre-tokenizer splits them, transformers' does not
       assert.deepEqual(got, t.ids, t.text);
+    }
+    // llama.cpp's own ids (interop/check_gguf_llamacpp.py), digits included
+    const cppPath = join(FIX, 'llamacpp.json');
+    if (existsSync(cppPath)) {
+      const cpp = JSON.parse(await readFile(cppPath, 'utf8'));
+      for (const t of cpp.tokens as { text: string; ids: number[] }[])
+        assert.deepEqual(tok.encode(t.text, { addSpecialTokens: false }), t.ids, `llama.cpp: ${t.text}`);
     }
     assert.deepEqual(tok.encode('hello', { addSpecialTokens: true }), tok.encode('hello', { addSpecialTokens: false }));
     assert.equal(tok.eosTokenId, 2);
@@ -71,5 +89,73 @@ test('gguf: SmolLM2 Q4_1 loads, tokenizes and computes logits as transformers do
     await model.close();
   } finally {
     await rm(cache, { recursive: true, force: true });
+  }
+});
+
+/** The tiny llama fixture (transformers' weights) written as a llama.cpp-style GGUF: F32, q/k rows in GGUF order. */
+async function tinyLlamaGguf(path: string, edit: (md: Map<string, GgufKv>) => void = () => {}): Promise<void> {
+  const cfg = JSON.parse(await readFile(join(FIXTURES, 'llama', 'config.json'), 'utf8'));
+  const st = await SafetensorsFile.open(join(FIXTURES, 'llama', 'model.safetensors'));
+  const u32 = (value: number): GgufKv => ({ type: 'u32', value });
+  const f32 = (value: number): GgufKv => ({ type: 'f32', value });
+  const md = new Map<string, GgufKv>([
+    ['general.architecture', { type: 'string', value: 'llama' }],
+    ['llama.block_count', u32(cfg.num_hidden_layers)],
+    ['llama.context_length', u32(cfg.max_position_embeddings)],
+    ['llama.embedding_length', u32(cfg.hidden_size)],
+    ['llama.feed_forward_length', u32(cfg.intermediate_size)],
+    ['llama.attention.head_count', u32(cfg.num_attention_heads)],
+    ['llama.attention.head_count_kv', u32(cfg.num_key_value_heads)],
+    ['llama.attention.key_length', u32(cfg.head_dim)],
+    ['llama.rope.freq_base', f32(cfg.rope_theta)],
+    ['llama.attention.layer_norm_rms_epsilon', f32(cfg.rms_norm_eps)],
+  ]);
+  edit(md);
+  const tensors = [];
+  for (const name of st.names()) {
+    const info = st.info(name);
+    let v = await st.readAs(name, 'f32');
+    const cols = info.shape[1] ?? 1;
+    if (name.includes('q_proj')) v = permuteRotaryRows(v, cfg.num_attention_heads, cols, false);
+    if (name.includes('k_proj')) v = permuteRotaryRows(v, cfg.num_key_value_heads, cols, false);
+    const dims = [...info.shape].reverse();
+    tensors.push({ name: ggufTensorName(name)!, type: ggmlTypeByName('F32'), dims, data: new Uint8Array(v.buffer) });
+  }
+  await st.close();
+  await writeGguf(path, md, tensors);
+}
+
+test('gguf: a llama.cpp-style GGUF of the tiny llama gives transformers logits through loadModel(.gguf)', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lorakit-gguf-tiny-'));
+  try {
+    const path = join(dir, 'tiny.gguf');
+    await tinyLlamaGguf(path);
+    const model = await loadModel(path); // the .gguf path itself, through resolveModelFolder
+    assert.equal(model.config.tie_word_embeddings, false);
+    const e = await readExpected('llama');
+    const g = new Graph('tiny-gguf');
+    const ids = g.input('input_ids', 'i64', [2, 12]);
+    g.output('logits', buildCausalLM(model.context(g), { inputIds: ids }).logits);
+    const out = await (await compile(g, { worker: false })).run({ input_ids: i64(e.json.input_ids) });
+    assert.ok(maxAbsDiff(out.logits.data as Float32Array, e.tensors.logits!, [2, 12, 384]) <= 1e-4);
+    await model.close();
+    // a wrong architecture and a missing key are refused naming the file and the key
+    await tinyLlamaGguf(join(dir, 'arch.gguf'), (md) =>
+      md.set('general.architecture', { type: 'string', value: 'phi3' }),
+    );
+    await assert.rejects(loadModel(join(dir, 'arch.gguf')), (err: unknown) => {
+      return err instanceof LorakitError && err.code === 'LK_UNSUPPORTED' && err.message.includes('"phi3"');
+    });
+    await tinyLlamaGguf(join(dir, 'nokey.gguf'), (md) => md.delete('llama.block_count'));
+    await assert.rejects(loadModel(join(dir, 'nokey.gguf')), (err: unknown) => {
+      return (
+        err instanceof LorakitError &&
+        err.code === 'LK_FILE_INVALID' &&
+        err.message.includes('nokey.gguf') &&
+        err.message.includes('"llama.block_count"')
+      );
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
