@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """lorakit's GGUF exports, checked by llama.cpp itself (llama-cpp-python built from PyPI).
 
-    # once (about 50 minutes on 2 cores; the default native build crashes on this CPU, see the SmolLM2 SOURCE.md):
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF \
-      -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF" interop/.venv-gguf/bin/pip install llama-cpp-python==0.3.36
+    # once: llama-cpp-python 0.3.36 from PyPI, built for the machine's CPU. The default native build crashes on some
+    # Xeons (see the SmolLM2 SOURCE.md), an AVX-512 build dies with SIGILL on AVX2-only CPUs (AMD EPYC here): pick
+    # the flags by `grep -o 'avx512[a-z]*\|avx2' /proc/cpuinfo`. AVX2 machine (this one; ~1 h on 2 busy cores):
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DLLAVA_BUILD=OFF" \
+      interop/.venv-gguf/bin/pip install llama-cpp-python==0.3.36 diskcache==5.6.3
+    # or: the package's Python files on PYTHONPATH and its shared libraries (libllama, libggml*) built with cmake
+    # from its vendor/llama.cpp with the flags above, named by LLAMA_CPP_LIB_PATH (how the committed result was made)
     interop/.venv-gguf/bin/python interop/check_gguf_llamacpp.py
 
 Runs interop/gguf_lorakit_side.ts on the shared SmolLM2-135M-Instruct Q4_1 GGUF: it writes a seeded random LoRA
