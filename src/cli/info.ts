@@ -50,6 +50,8 @@ export interface ModelInfo {
   maxPositions: number;
   tiedEmbeddings: boolean;
   weightFiles: number;
+  /** For a .gguf path: the file and its tensor count per ggml type (the folder holds them dequantized to F32). */
+  gguf: { file: string; types: Record<string, number> } | null;
   modules: ModuleInfo[];
   tokenizer: {
     files: string[];
@@ -97,6 +99,13 @@ export async function modelInfo(pathOrHubId: string): Promise<ModelInfo> {
     configDtype: typeof dtype === 'string' ? dtype : null,
     ...dims,
     weightFiles: files,
+    gguf: await readJsonFile(join(dir, 'gguf-source.json')).then(
+      (j) => {
+        const g = j as { gguf: string; types: Record<string, number> };
+        return { file: g.gguf, types: g.types };
+      },
+      () => null,
+    ),
     modules: foldModules(tensors, config.model_type === 'gpt2'),
     tokenizer: await tokenizerInfo(dir),
   };
@@ -304,6 +313,16 @@ export function formatModelInfo(i: ModelInfo): string {
         i.configDtype ? `; config dtype ${i.configDtype}` : ''
       }`,
     ],
+    ...(i.gguf
+      ? ([
+          [
+            'gguf',
+            `${i.gguf.file}: ${Object.entries(i.gguf.types)
+              .map(([t, n]) => `${t} (${n} tensors)`)
+              .join(', ')}, read as F32`,
+          ],
+        ] as [string, string][])
+      : []),
     ['layers', String(i.layers)],
     [
       'hidden size',
