@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { Graph } from '../../src/graph/index.ts';
 import {
   type GgufKv,
+  GgufFile,
   HfTokenizer,
+  loadChatTemplate,
   SafetensorsFile,
   ggmlTypeByName,
   ggufModelFolder,
@@ -62,6 +64,11 @@ test('gguf: SmolLM2 Q4_1 loads, tokenizes and computes logits as transformers do
     }
     assert.deepEqual(tok.encode('hello', { addSpecialTokens: true }), tok.encode('hello', { addSpecialTokens: false }));
     assert.equal(tok.eosTokenId, 2);
+    const gf = await GgufFile.open(SMOLLM2_GGUF);
+    const template = gf.get('tokenizer.chat_template');
+    await gf.close();
+    assert.ok(typeof template === 'string' && template.includes('<|im_start|>'));
+    assert.equal(await loadChatTemplate(dir), template);
     const L = want.logits;
     const T = L.ids.length;
     const g = new Graph('smollm2-gguf');
