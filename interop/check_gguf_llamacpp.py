@@ -17,11 +17,13 @@ adapter and its 16-token greedy continuation with the adapter. Then llama.cpp lo
 (`lora_path`, the API of `--lora`), and the exported F16/Q8_0 files, and the same numbers are compared. llama.cpp's token ids of the texts of
 smollm2.json are recorded too (test/models/gguf.test.ts compares lorakit's tokenizer with them).
 
-llama.cpp multiplies Q4_1 weights with activations it quantizes to 8 bits, lorakit dequantizes the weights to float32
-(as transformers does), so the base alone already differs by that quantization (measured here as `base_vs_base`);
-the adapter is checked by (1) logits with the adapter within TOL, (2) the adapter's effect (adapted − base logits)
-agreeing on both sides to within TOL while being far larger than TOL, (3) the same greedy continuation. An adapter
-written without llama.cpp's q/k row order is measured too (`unpermuted`): it must disagree clearly, which shows the
+llama.cpp multiplies Q4_1 (and Q8_0) weights with activations it quantizes to 8 bits, lorakit dequantizes the weights
+to float32 (as transformers does), so on the Q4_1 base alone the two already differ by that quantization (reported
+under `q4_1_base`, not checked). The check therefore runs llama.cpp on the same base exported by lorakit as F16
+(`base-f16.gguf`: llama.cpp's float path) and requires (1) logits with the adapter within TOL of lorakit's, (2) the
+adapter's effect (adapted − base logits) agreeing within TOL while being far larger than TOL, (3) the merged F16
+export within TOL, (4) the same 16-token greedy continuation. An adapter written without llama.cpp's q/k row order
+is measured too (`unpermuted`): it must disagree by at least 10·TOL, which shows the
 check can fail. Writes test/fixtures/gguf/llamacpp.json; exits non-zero with `check_gguf_llamacpp: FAILED: ...`.
 """
 
@@ -37,7 +39,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO.parent / "shared/data/models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf"
 OUT = REPO / "test/fixtures/gguf/llamacpp.json"
-TOL = 0.25  # logits: llama.cpp's 8-bit activations against float32; see the module docstring
+TOL = 0.1  # logits, F16 base: llama.cpp's F16 weights (lorakit's are the F32 values they round) and F16 math
 
 
 def fail(msg):
@@ -108,16 +110,24 @@ def main():
         ids = lk["ids"]
         lk_ad, lk_base = np.array(lk["withAdapter"]), np.array(lk["base"])
         base = llama(BASE)
-        cpp_base = last_logits(base, ids)
+        q41_base = last_logits(base, ids)
         texts = [t["text"] for t in json.loads((REPO / "test/fixtures/gguf/smollm2.json").read_text())["tokens"]]
         cpp_tokens = [{"text": t, "ids": base.tokenize(t.encode(), add_bos=False, special=True)} for t in texts]
         del base
         adapted = llama(BASE, work / "adapter.gguf")
+        q41_ad = last_logits(adapted, ids)
+        q41_greedy = greedy(adapted, ids, len(lk["greedy"]))
+        del adapted
+        f16 = work / "base-f16.gguf"  # the same base as F16: llama.cpp's float path, no 8-bit activations
+        base = llama(f16)
+        cpp_base = last_logits(base, ids)
+        del base
+        adapted = llama(f16, work / "adapter.gguf")
         cpp_ad = last_logits(adapted, ids)
         cpp_greedy = greedy(adapted, ids, len(lk["greedy"]))
         del adapted
         unpermuted_adapter(work / "adapter.gguf", work / "adapter-unpermuted.gguf")
-        wrong = llama(BASE, work / "adapter-unpermuted.gguf")
+        wrong = llama(f16, work / "adapter-unpermuted.gguf")
         cpp_wrong = last_logits(wrong, ids)
         del wrong
         merged = llama(work / "merged-f16.gguf")
@@ -130,37 +140,46 @@ def main():
     def md(a, b):
         return float(np.max(np.abs(a - b)))
 
+    def mean(a, b):
+        return float(np.mean(np.abs(a - b)))
+
     res = {
         "base": BASE.name,
         "prompt": lk["prompt"],
         "tolerance": TOL,
         "llama_cpp_python": __import__("llama_cpp").__version__,
-        "max_abs_logits": {
-            "base_vs_base": md(cpp_base, lk_base),
-            "adapter_vs_adapter": md(cpp_ad, lk_ad),
-            "adapter_effect": md(cpp_ad - cpp_base, lk_ad - lk_base),
-            "adapter_effect_size": float(np.max(np.abs(lk_ad - lk_base))),
-            "unpermuted_adapter_vs_adapter": md(cpp_wrong, lk_ad),
-            "merged_f16_vs_adapter": md(cpp_merged, lk_ad),
-            "base_q8_0_vs_base": md(cpp_q8, lk_base),
+        "f16_base": {
+            "max_abs_logits": {
+                "base_vs_base": md(cpp_base, lk_base),
+                "adapter_vs_adapter": md(cpp_ad, lk_ad),
+                "adapter_effect": md(cpp_ad - cpp_base, lk_ad - lk_base),
+                "adapter_effect_size": float(np.max(np.abs(lk_ad - lk_base))),
+                "unpermuted_adapter_vs_adapter": md(cpp_wrong, lk_ad),
+                "merged_f16_vs_adapter": md(cpp_merged, lk_ad),
+            },
+            "mean_abs_logits": {"adapter_vs_adapter": mean(cpp_ad, lk_ad), "unpermuted": mean(cpp_wrong, lk_ad)},
+            "greedy": {"lorakit": lk["greedy"], "llama_cpp": cpp_greedy},
         },
+        "q4_1_base": {
+            "max_abs_logits": {"base_vs_base": md(q41_base, lk_base), "adapter_vs_adapter": md(q41_ad, lk_ad)},
+            "mean_abs_logits": {"base_vs_base": mean(q41_base, lk_base), "adapter_vs_adapter": mean(q41_ad, lk_ad)},
+            "greedy_llama_cpp": q41_greedy,
+        },
+        "q8_0_base_export": {"max_abs_vs_base": md(cpp_q8, lk_base), "mean_abs_vs_base": mean(cpp_q8, lk_base)},
         "tokens": cpp_tokens,
-        "greedy": {"lorakit": lk["greedy"], "llama_cpp": cpp_greedy},
-        "argmax": {"lorakit": int(np.argmax(lk_ad)), "llama_cpp": int(np.argmax(cpp_ad))},
     }
     OUT.write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps(res["max_abs_logits"], indent=1))
-    m = res["max_abs_logits"]
-    if m["adapter_vs_adapter"] > TOL or m["adapter_effect"] > TOL:
-        fail(f"logits with the adapter differ by {m['adapter_vs_adapter']} (effect {m['adapter_effect']}) > {TOL}")
+    print(json.dumps({k: v for k, v in res.items() if k != "tokens"}, indent=1))
+    m = res["f16_base"]["max_abs_logits"]
+    if m["adapter_vs_adapter"] > TOL or m["adapter_effect"] > TOL or m["merged_f16_vs_adapter"] > TOL:
+        fail(f"logits with the adapter differ by more than {TOL}: {m}")
     if m["adapter_effect_size"] < 10 * TOL:
         fail(f"the adapter changes the logits by only {m['adapter_effect_size']}: the check could not fail")
-    if m["unpermuted_adapter_vs_adapter"] < 4 * TOL:
+    if m["unpermuted_adapter_vs_adapter"] < 10 * TOL:
         fail("an adapter without llama.cpp's q/k row order agrees too: the check could not see it")
-    if res["greedy"]["lorakit"] != res["greedy"]["llama_cpp"]:
-        fail(f"greedy continuations differ: {res['greedy']}")
-    if m["merged_f16_vs_adapter"] > 2 * TOL or m["base_q8_0_vs_base"] > 2 * TOL:
-        fail(f"merged F16 / base Q8_0 exports differ too much: {m}")
+    g = res["f16_base"]["greedy"]
+    if g["lorakit"] != g["llama_cpp"]:
+        fail(f"greedy continuations differ: {g}")
     print("check_gguf_llamacpp: ok")
 
 

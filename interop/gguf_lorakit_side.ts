@@ -1,6 +1,6 @@
 // The lorakit side of interop/check_gguf_llamacpp.py (run with `node --import tsx`): on a GGUF base, writes a seeded
 // random PEFT LoRA adapter (all seven Linear targets of every layer, so the q/k row order matters), exports it with
-// lorakit's GGUF adapter export, exports the merged model as GGUF F16 and Q8_0, and records lorakit's logits of the
+// lorakit's GGUF adapter export, exports the merged model as GGUF F16 and the base as F16 and Q8_0, and records lorakit's logits of the
 // prompt (last position, with and without the adapter) and its greedy continuation with the adapter.
 // Usage: node --import tsx interop/gguf_lorakit_side.ts <base.gguf> <work dir>  → <work dir>/lorakit.json
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -86,6 +86,7 @@ const gen = await generate(model, tok, {
 });
 await exportMergedGguf(model, peft, join(work, 'merged-f16.gguf'), { type: 'F16' });
 await exportMergedGguf(model, undefined, join(work, 'base-q8_0.gguf'), { type: 'Q8_0' });
+await exportMergedGguf(model, undefined, join(work, 'base-f16.gguf'), { type: 'F16' });
 await writeFile(
   join(work, 'lorakit.json'),
   JSON.stringify({ prompt: PROMPT, ids, withAdapter, base: baseLogits, greedy: gen.rows[0]!.tokenIds, exportMs }),
