@@ -1,11 +1,12 @@
 /**
  * `lorakit cache info|clear`: where lorakit's caches live (one root, io/cache-root.ts), what they hold, and emptying
- * them. Two caches sit under the root: `sessions/` (compiled models and links to their weight files,
- * runtime/disk-cache.ts) and `datasets/` (tokenised data, train/data/cache.ts). Earlier versions kept sessions in
+ * them. Three caches sit under the root: `sessions/` (compiled models and links to their weight files,
+ * runtime/disk-cache.ts), `datasets/` (tokenised data, train/data/cache.ts) and `models/` (GGUF files converted to
+ * float32 model folders, io/gguf-model.ts). Earlier versions kept sessions in
  * `<temp>/lorakit-cache`, never cleaned; `info` reports that folder when it exists and `clear` deletes it. Imports
  * only those files, so it never loads ONNX Runtime. `formatCacheInfo` renders the report for the terminal.
  */
-import { readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LorakitError } from '../errors.ts';
@@ -18,6 +19,8 @@ export interface CacheReport {
   root: string;
   sessions: SessionCacheInfo;
   datasets: DatasetCacheInfo;
+  /** GGUF files converted to float32 model folders (io/gguf-model.ts). */
+  models: { dir: string; entries: number; bytes: number };
   /** The session folder of earlier versions, with its entry count, when it exists. */
   legacy: { dir: string; entries: number } | null;
 }
@@ -36,8 +39,20 @@ export async function cacheReport({ clear = false } = {}): Promise<CacheReport> 
     root: lorakitCacheRoot(),
     sessions: await (clear ? clearSessionCache : sessionCacheInfo)(sessionsDir),
     datasets: await (clear ? clearDatasetCache : datasetCacheInfo)(datasetsDir),
+    models: await modelFolders(lorakitCacheDir('models'), clear),
     legacy: legacyEntries ? { dir: legacyDir, entries: legacyEntries.length } : null,
   };
+}
+
+/** Entries and bytes of the converted-model folders under `dir`; with `clear`, deletes them after counting. */
+async function modelFolders(dir: string, clear: boolean): Promise<CacheReport['models']> {
+  const entries = (await readdir(dir).catch(() => [])) as string[];
+  let bytes = 0;
+  for (const e of entries)
+    for (const f of (await readdir(join(dir, e)).catch(() => [])) as string[])
+      bytes += (await stat(join(dir, e, f)).catch(() => null))?.size ?? 0;
+  if (clear) await rm(dir, { recursive: true, force: true });
+  return { dir, entries: entries.length, bytes };
 }
 
 /** Renders a report as lines: the root, then one line per cache. */
@@ -53,6 +68,7 @@ export function formatCacheInfo(r: CacheReport, cleared = false): string {
     `${cleared ? 'cleared ' : ''}lorakit cache root: ${r.root}`,
     `  sessions  ${sessions}  (${s.dir})`,
     `  datasets  ${count(d.entries, 'entry', 'entries')}, ${bytes(d.bytes)}  (${d.dir})`,
+    `  models    ${count(r.models.entries, 'GGUF model folder', 'GGUF model folders')}, ${bytes(r.models.bytes)}  (${r.models.dir})`,
   ];
   if (r.legacy)
     lines.push(
@@ -71,7 +87,10 @@ function bytes(n: number): string {
 
 export const register: CommandModule['register'] = (cli) => {
   cli
-    .command('cache <action>', "Show (info) or empty (clear) lorakit's caches: compiled sessions, tokenised datasets")
+    .command(
+      'cache <action>',
+      "Show (info) or empty (clear) lorakit's caches: compiled sessions, tokenised datasets, GGUF models",
+    )
     .option('--json', 'Print the report as JSON')
     .action(async (action: string, flags: { json?: boolean }) => {
       if (action !== 'info' && action !== 'clear')

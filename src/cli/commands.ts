@@ -4,7 +4,7 @@ import type { CommandModule } from './main.ts';
 
 export const COMMANDS: Record<string, { describe: string; load: () => Promise<CommandModule> }> = {
   info: {
-    describe: 'Describe a Hugging Face model folder: architecture, sizes, modules, tokenizer',
+    describe: 'Describe a Hugging Face model folder or a .gguf file: architecture, sizes, modules, tokenizer',
     load: () => import('./info.ts'),
   },
   generate: {
@@ -47,12 +47,17 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: "Merge LoRA adapters into one PEFT LoRA folder (PEFT's add_weighted_adapter types, LoRA-LEGO)",
     load: () => import('./merge-adapters.ts'),
   },
+  export: {
+    describe: 'Write an adapter, or the merged model, as GGUF for llama.cpp (--format gguf)',
+    load: () => import('./export.ts'),
+  },
   methods: {
     describe: 'List the adapter methods and variants: paper, PEFT name, merge, trainable parameters for a model',
     load: () => import('./methods.ts'),
   },
   cache: {
-    describe: "Show (info) or empty (clear) lorakit's caches: compiled sessions and tokenised datasets",
+    describe:
+      "Show (info) or empty (clear) lorakit's caches: compiled sessions, tokenised datasets, GGUF model folders",
     load: () => import('./cache.ts'),
   },
   demo: {

@@ -20,7 +20,7 @@ export const register: CommandModule['register'] = (cli) => {
       'eval',
       'Mean token loss and perplexity of a causal LM (optionally with an adapter) on a text or JSONL file',
     )
-    .option('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors, tokenizer)')
+    .option('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors, tokenizer) or a .gguf file')
     .option('--adapter <dir>', 'PEFT adapter folder to evaluate with')
     .option('--data <file>', 'Plain-text file (one document) or .jsonl with a "text" field per record')
     .option('--seq-len <n>', "Tokens per window (default 256, or the model's position limit if smaller)")
@@ -35,7 +35,7 @@ export const register: CommandModule['register'] = (cli) => {
       'Print one JSON object: loss, perplexity, tokens, windows, documents, seq_len (with --ranks: per rank)',
     )
     .action(async (flags: Flags) => {
-      const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder');
+      const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder or a .gguf file');
       const data = requiredFlag('data', flags.data, 'a text or JSONL file', '<file>');
       const adapterDir =
         flags.adapter === undefined ? undefined : requiredFlag('adapter', flags.adapter, 'a PEFT adapter folder');

@@ -22,7 +22,7 @@ interface Flags {
 export const register: CommandModule['register'] = (cli) => {
   cli
     .command('generate', 'Generate text from a prompt with a causal LM folder, streaming it to stdout')
-    .option('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors, tokenizer)')
+    .option('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors, tokenizer) or a .gguf file')
     .option('--prompt <text>', 'The prompt')
     .option('--chat', "Render the prompt as a user message with the model's chat template")
     .option('--system <text>', 'With --chat: a system message before the prompt')
@@ -35,7 +35,7 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--stop <text>', 'Stop before this text (repeatable)')
     .option('--adapter <dir>', "PEFT adapter folder to generate with (applied through the model's hooks, unmerged)")
     .action(async (flags: Flags) => {
-      const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder');
+      const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder or a .gguf file');
       if (flags.prompt === undefined || typeof flags.prompt === 'boolean')
         throw new LorakitError('LK_INVALID_ARGUMENT', '--prompt <text> is required', { option: 'prompt' });
       const prompt = String(flags.prompt);

@@ -11,7 +11,7 @@ import {
   parseModelConfig,
   readJsonFile,
   openWeights,
-  resolveModelDir,
+  resolveModelFolder,
   ShardedWeights,
   type ModelConfig,
 } from '../io/index.ts';
@@ -50,6 +50,8 @@ export interface ModelInfo {
   maxPositions: number;
   tiedEmbeddings: boolean;
   weightFiles: number;
+  /** For a .gguf path: the file and its tensor count per ggml type (the folder holds them dequantized to F32). */
+  gguf: { file: string; types: Record<string, number> } | null;
   modules: ModuleInfo[];
   tokenizer: {
     files: string[];
@@ -62,11 +64,11 @@ export interface ModelInfo {
 }
 
 /**
- * Reads a model folder's (or a cached hub id's: `resolveModelDir`) config, weight headers and tokenizer files.
+ * Reads a model folder's (or a cached hub id's, or a GGUF file's converted folder: `resolveModelFolder`) config, weight headers and tokenizer files.
  * Throws LK_FILE_NOT_FOUND / LK_UNSUPPORTED.
  */
 export async function modelInfo(pathOrHubId: string): Promise<ModelInfo> {
-  const dir = resolveModelDir(pathOrHubId);
+  const dir = await resolveModelFolder(pathOrHubId);
   const s = await stat(dir).catch(() => null);
   if (!s) throw new LorakitError('LK_FILE_NOT_FOUND', `model folder ${dir} not found`, { path: dir });
   if (!s.isDirectory())
@@ -97,6 +99,13 @@ export async function modelInfo(pathOrHubId: string): Promise<ModelInfo> {
     configDtype: typeof dtype === 'string' ? dtype : null,
     ...dims,
     weightFiles: files,
+    gguf: await readJsonFile(join(dir, 'gguf-source.json')).then(
+      (j) => {
+        const g = j as { gguf: string; types: Record<string, number> };
+        return { file: g.gguf, types: g.types };
+      },
+      () => null,
+    ),
     modules: foldModules(tensors, config.model_type === 'gpt2'),
     tokenizer: await tokenizerInfo(dir),
   };
@@ -304,6 +313,16 @@ export function formatModelInfo(i: ModelInfo): string {
         i.configDtype ? `; config dtype ${i.configDtype}` : ''
       }`,
     ],
+    ...(i.gguf
+      ? ([
+          [
+            'gguf',
+            `${i.gguf.file}: ${Object.entries(i.gguf.types)
+              .map(([t, n]) => `${t} (${n} tensors)`)
+              .join(', ')}, read as F32`,
+          ],
+        ] as [string, string][])
+      : []),
     ['layers', String(i.layers)],
     [
       'hidden size',
@@ -351,7 +370,10 @@ function humanCount(n: number): string {
 
 export const register: CommandModule['register'] = (cli) => {
   cli
-    .command('info <model-dir>', 'Describe a Hugging Face model folder (no weights are loaded)')
+    .command(
+      'info <model-dir>',
+      'Describe a Hugging Face model folder or a .gguf file (no weights are loaded from a folder)',
+    )
     .option('--json', 'Print the description as JSON')
     .action(async (dir: string, flags: { json?: boolean }) => {
       const info = await modelInfo(dir);

@@ -13,7 +13,7 @@ interface Flags {
 export const register: CommandModule['register'] = (cli) => {
   cli
     .command('merge', 'Merge a PEFT adapter into its base model and write a Hugging Face model folder')
-    .option('--model <dir>', 'Base model folder (config.json, model.safetensors, tokenizer)')
+    .option('--model <dir>', 'Base model folder (config.json, model.safetensors, tokenizer) or a .gguf file')
     .option('--adapter <dir>', 'PEFT adapter folder (adapter_config.json, adapter_model.safetensors)')
     .option('--out <dir>', 'Folder to write the merged model to (created whole, or not at all)')
     .option('--force', 'Replace --out if it exists and holds only a model lorakit exported')

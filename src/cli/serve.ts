@@ -31,7 +31,7 @@ const MIB = 2 ** 20;
 export const register: CommandModule['register'] = (cli) => {
   cli
     .command('serve', 'Serve a model and its adapters over an OpenAI-compatible HTTP API')
-    .option('--model <dir>', 'Hugging Face model folder (GGUF files are not read yet)')
+    .option('--model <dir>', 'Hugging Face model folder or .gguf file')
     .option('--adapters <dir>', 'Folder of PEFT adapter folders, served by name (the `model` field of a request)')
     .option('--port <n>', 'Port', { default: 8000 })
     .option('--host <addr>', 'Address to listen on', { default: '127.0.0.1' })

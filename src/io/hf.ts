@@ -9,7 +9,7 @@ import { LorakitError } from '../errors.ts';
 import { exists, parseModelConfig, readJsonFile, validateConfig, type ModelConfig } from './config.ts';
 import { HfTokenizer, type HfTokenizerOptions } from './tokenizer.ts';
 import { findChatTemplate } from './chat.ts';
-import { resolveModelDir } from './hub.ts';
+import { resolveModelFolder } from './gguf-model.ts';
 
 const tokenIds = z.union([z.number().int().nonnegative(), z.array(z.number().int().nonnegative())]).nullable();
 
@@ -52,7 +52,7 @@ export interface LoadHfFolderOptions extends HfTokenizerOptions {
  * Hugging Face model folder (or of a hub id's snapshot in the local hub cache: `resolveModelDir`).
  */
 export async function loadHfFolder(pathOrHubId: string, options: LoadHfFolderOptions = {}): Promise<HfFolder> {
-  const dir = resolveModelDir(pathOrHubId);
+  const dir = await resolveModelFolder(pathOrHubId);
   let isDir: boolean;
   try {
     isDir = (await stat(dir)).isDirectory();

@@ -73,3 +73,22 @@ export { renderChat, encodeChat, chatTemplateFromConfig, findChatTemplate, loadC
 export type { ChatMessage, RenderChatOptions, EncodeChatOptions, ChatEncoding } from './chat.ts';
 export { loadHfFolder, parseGenerationConfig } from './hf.ts';
 export type { HfFolder, LoadHfFolderOptions, GenerationConfig } from './hf.ts';
+export { GgufFile, parseGguf, GGUF_VALUE_TYPES } from './gguf.ts';
+export type { GgufHeader, GgufKv, GgufScalar, GgufTensorInfo, GgufValueType } from './gguf.ts';
+export { GGML_TYPES, DEQUANTIZABLE, dequantize, ggmlByteLength, ggmlTypeByName, quantizeQ8_0 } from './gguf-quants.ts';
+export type { GgmlType } from './gguf-quants.ts';
+export {
+  ggufModelFolder,
+  ggufConfig,
+  ggufHfTensors,
+  ggufTensorName,
+  hfTensorName,
+  isGgufPath,
+  permuteRotaryRows,
+  resolveModelFolder,
+  GGUF_ARCHITECTURES,
+} from './gguf-model.ts';
+export type { GgufFolderOptions } from './gguf-model.ts';
+export { ggufTokenizerFiles } from './gguf-tokenizer.ts';
+export { encodeGguf, writeGguf } from './gguf-write.ts';
+export type { GgufTensorToWrite } from './gguf-write.ts';

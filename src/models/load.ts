@@ -13,7 +13,7 @@ import {
   loadModelConfig,
   openWeights,
   requireFolder,
-  resolveModelDir,
+  resolveModelFolder,
 } from '../io/index.ts';
 import {
   type ComputeDType,
@@ -104,12 +104,17 @@ function resolver(family: Family<unknown>, reader: WeightsReader): (name: string
 }
 
 /**
- * Opens a model folder (config.json + model.safetensors or shards), or a hub id found in the local Hugging Face cache
- * (`resolveModelDir`), and checks its weights against the config. `dir` of the result is the folder opened.
+ * Opens a model folder (config.json + model.safetensors or shards), a hub id found in the local Hugging Face cache,
+ * or a GGUF file (as its cached float32 folder: io/gguf-model.ts), and checks its weights against the config. `dir`
+ * of the result is the folder opened.
  */
 export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
-  const dir = resolveModelDir(pathOrHubId);
-  await requireFolder(dir, 'model folder', 'a Hugging Face folder with config.json and model.safetensors');
+  const dir = await resolveModelFolder(pathOrHubId);
+  await requireFolder(
+    dir,
+    'model folder',
+    'a Hugging Face folder with config.json and model.safetensors, or a .gguf file',
+  );
   const config = await loadModelConfig(join(dir, 'config.json'));
   const family = FAMILIES[config.model_type] as Family<ModelConfig>;
   const reader = await openWeights(dir);

@@ -19,7 +19,7 @@ export type { ServerState } from './generation.ts';
 export interface ServerOptions
   extends Omit<EngineOptions, 'model' | 'tokenizer'>,
     Omit<AppOptions, 'engine' | 'tokenizer' | 'chatTemplate'> {
-  /** A Hugging Face model folder (or a hub id in the local cache). GGUF files are not read yet. */
+  /** A Hugging Face model folder, a hub id in the local cache, or a .gguf file (converted once, then cached). */
   model: string;
   /** A Jinja chat template file for the base model (default: the model folder's). */
   chatTemplateFile?: string;
@@ -39,13 +39,6 @@ export interface RunningServer extends App {
 
 /** Opens the model, builds the engine and the app, and listens. */
 export async function startServer(o: ServerOptions): Promise<RunningServer> {
-  if (/\.gguf$/i.test(o.model)) {
-    throw new LorakitError(
-      'LK_UNSUPPORTED',
-      `${o.model}: GGUF models are not read yet; serve a Hugging Face model folder (config.json + safetensors)`,
-      { option: 'model' },
-    );
-  }
   const model = await loadModel(o.model);
   try {
     const tokenizer = await HfTokenizer.fromDir(model.dir);

@@ -25,7 +25,10 @@ const samplePrompt = z.union([
  * (config-doc.ts), and a test fails when the two differ, so a new key needs its line here and nowhere else.
  */
 export const runConfigSchema = z.strictObject({
-  model: z.string().min(1).describe('Hugging Face model folder of the base model, or a hub id in the local hub cache.'),
+  model: z
+    .string()
+    .min(1)
+    .describe('Hugging Face model folder of the base model, a hub id in the local hub cache, or a .gguf file.'),
   quantize: z
     .enum(['none', 'int8', 'q4'])
     .default('none')

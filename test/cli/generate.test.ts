@@ -102,7 +102,10 @@ test('generate errors are one line on stderr and exit 1', () => {
       ['--model', QWEN, '--prompt', 'x', '--top-k', 'many'],
       /^lorakit: --top-k expects a number, got "many" \[LK_INVALID_ARGUMENT\]\n$/,
     ],
-    [['--prompt', 'x'], /^lorakit: --model <dir> is required: a Hugging Face model folder \[LK_INVALID_ARGUMENT\]\n$/],
+    [
+      ['--prompt', 'x'],
+      /^lorakit: --model <dir> is required: a Hugging Face model folder or a \.gguf file \[LK_INVALID_ARGUMENT\]\n$/,
+    ],
   ];
   for (const [args, re] of cases) {
     const r = lorakit(...args);

@@ -36,12 +36,12 @@ test('lorakit serve listens, answers, and drains on SIGTERM', async () => {
   assert.match(out, /draining/);
 });
 
-test('lorakit serve refuses a GGUF model with one line', async () => {
+test('lorakit serve names a missing GGUF model in one line', async () => {
   const r = await new Promise<{ code: number; stderr: string }>((done) => {
-    execFile(process.execPath, ['bin/lorakit.mjs', 'serve', '--model', 'smollm2.gguf'], (err, _o, stderr) =>
+    execFile(process.execPath, ['bin/lorakit.mjs', 'serve', '--model', 'no-such-model.gguf'], (err, _o, stderr) =>
       done({ code: err ? Number(err.code) : 0, stderr }),
     );
   });
   assert.equal(r.code, 1);
-  assert.match(r.stderr, /GGUF models are not read yet.*\[LK_UNSUPPORTED\]/);
+  assert.match(r.stderr, /^lorakit: .*no-such-model\.gguf.*\[LK_FILE_NOT_FOUND\]\n$/);
 });
