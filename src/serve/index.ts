@@ -71,7 +71,8 @@ export async function createEngine(o: EngineOptions): Promise<Engine> {
     throw new LorakitError(
       'LK_INVALID_ARGUMENT',
       `kvCacheMemory holds ${tokens} tokens (${bytesPerToken} bytes each), fewer than one completion of the model ` +
-        `length ${maxModelLen}; give at least ${(maxModelLen + 1) * bytesPerToken} bytes`,
+        `length ${maxModelLen}; give at least ${(maxModelLen + 1) * bytesPerToken} bytes ` +
+        `(${Math.ceil(((maxModelLen + 1) * bytesPerToken) / 2 ** 20)} MiB), or a smaller maxModelLen`,
       { option: 'kvCacheMemory' },
     );
   }
