@@ -129,6 +129,15 @@ async function download(): Promise<void> {
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
 }
 
+async function downloadGguf(): Promise<void> {
+  const bytes = await call<Uint8Array>({ type: 'downloadGguf' });
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: 'application/octet-stream' }));
+  a.download = 'lorakit-demo-adapter.gguf';
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
 async function loadAdapterFile(file: File): Promise<void> {
   busy(true);
   try {
@@ -202,6 +211,7 @@ $('train').onclick = () => void runTraining(false);
 $('resume').onclick = () => void runTraining(true);
 $('stop').onclick = () => void call({ type: 'stop' });
 $('download').onclick = () => void download();
+$('download-gguf').onclick = () => void downloadGguf();
 $('generate').onclick = () => void generateWithAdapter();
 $<HTMLInputElement>('adapter-file').onchange = (e) => {
   const f = (e.target as HTMLInputElement).files?.[0];

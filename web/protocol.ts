@@ -21,6 +21,7 @@ export type Request =
   | { type: 'train'; text: string; steps: number; lr: number; resume: boolean; checkpointEvery?: number }
   | { type: 'stop' }
   | { type: 'download' }
+  | { type: 'downloadGguf' }
   | { type: 'loadAdapter'; zip: Uint8Array };
 
 /** What the worker answers. */

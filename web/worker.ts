@@ -7,6 +7,7 @@
 import ort from '../src/runtime/ort.browser.ts';
 import { hostFs } from '../src/io/host.browser.ts';
 import { DemoSession } from '../src/demo/session.ts';
+import { exportAdapterGguf } from '../src/peft/gguf-export.ts';
 import { persistDir, restoreDir } from './opfs.ts';
 import type { Reply, Request } from './protocol.ts';
 import { unzipFolder, zipFolder } from './zip.ts';
@@ -113,6 +114,12 @@ async function handle(req: Request): Promise<unknown> {
       return null;
     case 'download':
       return zipFolder(hostFs(), ADAPTER);
+    case 'downloadGguf': {
+      // the same llama.cpp adapter `lorakit export --format gguf` writes, built in the in-memory file system
+      const out = `${ADAPTER}.gguf`;
+      await exportAdapterGguf(s.model, ADAPTER, out);
+      return hostFs().read(out);
+    }
     case 'loadAdapter': {
       const fs = hostFs();
       fs.rm(ADAPTER, { recursive: true, force: true });

@@ -13,6 +13,8 @@ import { unzipSync } from 'fflate';
 import { DEMO_BASE_DIR } from '../../src/demo/base.ts';
 import { readBrown, splitBrown } from '../../src/demo/brown.ts';
 import { DemoSession } from '../../src/demo/session.ts';
+import { GgufFile } from '../../src/io/gguf.ts';
+import { exportAdapterGguf } from '../../src/peft/gguf-export.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
 
 import { CHROMIUM, HAVE_CHROMIUM, query, startDemo, statusMatches } from './page.ts';
@@ -82,6 +84,25 @@ test('the demo page trains on wasm in Chromium, and its adapter evaluates the sa
         `# held-out loss: page (wasm) ${r.evalAfter}, Node ${nodeLoss}, difference ${Math.abs(nodeLoss - r.evalAfter)}`,
       );
       assert.ok(Math.abs(nodeLoss - r.evalAfter) <= 1e-5, `Node ${nodeLoss} vs page ${r.evalAfter}`);
+
+      // the GGUF download is what `lorakit export --format gguf` writes in Node for the same adapter: the same
+      // metadata (but general.name, which names the adapter's folder) and bit-equal tensors
+      const [gguf] = await Promise.all([page.waitForEvent('download'), page.click('#download-gguf')]);
+      await gguf.saveAs(join(tmp, 'page.gguf'));
+      await exportAdapterGguf(node.model, adapterDir, join(tmp, 'node.gguf'));
+      const [fromPage, fromNode] = await Promise.all(
+        ['page', 'node'].map((w) => GgufFile.open(join(tmp, `${w}.gguf`))),
+      );
+      try {
+        const meta = (f: GgufFile) => [...f.header.metadata].filter(([k]) => k !== 'general.name');
+        assert.deepEqual(meta(fromPage), meta(fromNode));
+        assert.equal(fromPage.get('general.type'), 'adapter');
+        assert.deepEqual(fromPage.names(), fromNode.names());
+        assert.ok(fromPage.names().some((n) => n.endsWith('.lora_a')));
+        for (const n of fromNode.names()) assert.deepEqual(await fromPage.raw(n), await fromNode.raw(n), n);
+      } finally {
+        await Promise.all([fromPage.close(), fromNode.close()]);
+      }
     } finally {
       await node.close();
     }
