@@ -1,5 +1,7 @@
 // Shared test helpers: one allclose check used by every numeric test, and a seeded RNG.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { mulberry32 } from '../src/linalg/index.ts';
 
 type Num = ArrayLike<number> | ArrayLike<bigint>;
@@ -57,4 +59,12 @@ export async function centralDifferences(
     numeric[k] = (lp - lm) / (2 * h);
   }
   return numeric;
+}
+
+/** The workplace's real data sets (../shared/data beside the repository), which a fresh clone may not have. */
+export const SHARED_DATA = fileURLToPath(new URL('../../shared/data/', import.meta.url));
+
+/** false when ../shared/data/<rel> exists, else the one-line note a test that needs it skips with. */
+export function needsShared(rel: string): string | false {
+  return existsSync(SHARED_DATA + rel) ? false : `../shared/data/${rel} is absent (the real data sets are not here)`;
 }

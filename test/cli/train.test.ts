@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { fakeHubRepo } from '../io/fake-hub.ts';
+import { needsShared } from '../helpers.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const shared = new URL('../../../shared/data/', import.meta.url).pathname;
@@ -40,7 +41,9 @@ function checkOutputs(out: string, runDir: string): void {
   assert.match(readFileSync(join(runDir, 'loss.svg'), 'utf8'), /^<svg[\s\S]*train[\s\S]*eval[\s\S]*<\/svg>$/);
 }
 
-test('a YAML run on the Alpaca data completes on the fixture Llama', () => {
+test('a YAML run on the Alpaca data completes on the fixture Llama', {
+  skip: needsShared('alpaca/alpaca_5000.json'),
+}, () => {
   const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
   const out = run(
     `model: ${root}test/fixtures/models/llama
@@ -120,7 +123,9 @@ test('a config with an unknown key fails with one line naming it', () => {
   assert.match(r.stderr, /unknown key training\.bach_size \[LK_CONFIG_INVALID\]/);
 });
 
-test('adapter: {from: <folder>} continues training a saved adapter; a conflicting setting is refused naming both', () => {
+test('adapter: {from: <folder>} continues training a saved adapter; a conflicting setting is refused naming both', {
+  skip: needsShared('tinyshakespeare/input.txt'),
+}, () => {
   const dir = mkdtempSync(join(tmpdir(), 'lk-train-'));
   writeFileSync(join(dir, 'text.txt'), readFileSync(join(shared, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 6000));
   const yaml = (adapter: string, out: string, lr = 0.01) => `model: ${llama}

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { HfTokenizer } from '../../src/io/tokenizer.ts';
 import { LorakitError } from '../../src/errors.ts';
 import { DATA, LLAMA3_DIR, QWEN3_DIR, loadFixture } from './tokenizer-fixtures.ts';
+import { needsShared } from '../helpers.ts';
 
 const DIRS: Record<string, string> = {
   llama3: LLAMA3_DIR,
@@ -35,7 +36,7 @@ function firstMismatch(actual: number[][], expected: number[][], texts: string[]
   return undefined;
 }
 
-describe('reference ids (Python tokenizers 0.22 / transformers 4.57)', () => {
+describe('reference ids (Python tokenizers 0.22 / transformers 4.57)', { skip: needsShared('tokenizers') }, () => {
   for (const name of Object.keys(DIRS)) {
     test(`${name}: ids equal the reference for every line, with special tokens`, async () => {
       const fx = loadFixture(name);
@@ -83,7 +84,7 @@ describe('reference ids (Python tokenizers 0.22 / transformers 4.57)', () => {
   });
 });
 
-describe('long inputs without pre-tokenizer (Llama-2 style)', () => {
+describe('long inputs without pre-tokenizer (Llama-2 style)', { skip: needsShared('tokenizers') }, () => {
   test('cutting into words gives the same ids as whole-text encoding on every fixture line', async () => {
     const fx = loadFixture('llama2');
     const json = JSON.parse(readFileSync(`${DATA}tokenizers/llama2/tokenizer.json`, 'utf8'));
@@ -108,7 +109,7 @@ describe('long inputs without pre-tokenizer (Llama-2 style)', () => {
   });
 });
 
-describe('special tokens and sizes', () => {
+describe('special tokens and sizes', { skip: needsShared('tokenizers') }, () => {
   test('ids resolve from tokenizer_config (strings and AddedToken objects)', async () => {
     const l3 = await tok('llama3'),
       q3 = await tok('qwen3'),
@@ -195,7 +196,7 @@ describe('encodeBatch', () => {
   });
 });
 
-describe('streaming decoder', () => {
+describe('streaming decoder', { skip: needsShared('tokenizers') }, () => {
   const text = 'Emoji 👨‍👩‍👧 and 🙂, CJK 日本語, accents naïve café.\nNew line  two  spaces';
   for (const name of BPE) {
     test(`${name}: characters split across byte tokens come out whole; pieces join to decode(ids)`, async () => {

@@ -9,80 +9,80 @@ import { PeftModel, adaptable, loadAdapter } from '../../src/peft/index.ts';
 import { HfTokenizer } from '../../src/io/index.ts';
 import { loadDataset } from '../../src/train/data/index.ts';
 import { causalLmTask, train } from '../../src/train/index.ts';
+import { needsShared } from '../helpers.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const shared = new URL('../../../shared/data/', import.meta.url).pathname;
 
-test(
-  'LoRA training lowers the train and held-out loss of a fixture Llama on Tiny Shakespeare, and saves a loadable ' +
-    'adapter',
-  async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'lk-causal-'));
-    const text = readFileSync(join(shared, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 12000);
-    writeFileSync(join(dir, 'shakespeare.txt'), text);
-    const modelDir = join(root, 'test/fixtures/models/llama');
-    const model = await loadModel(modelDir);
-    const tokenizer = await HfTokenizer.fromDir(modelDir);
-    const data = await loadDataset(join(dir, 'shakespeare.txt'), {
-      tokenizer,
-      seqLen: 32,
-      heldOut: 0.2,
-      cacheDir: false,
-    });
-    const peft = new PeftModel(adaptable(model));
-    await peft.addAdapter('default', {
-      target_modules: ['q_proj', 'v_proj', 'down_proj'],
-      r: 8,
-      lora_alpha: 16,
-      lora_dropout: 0.05,
-    });
-    const task = causalLmTask({
-      model,
-      peft,
-      adapter: 'default',
-      train: data.train,
-      eval: data.eval,
-      batchSize: 4,
-      baseModelName: modelDir,
-    });
-    const before = (await task.evaluate!(peft.trainableValues('default'))).loss;
-    const result = await train(task, {
-      outputDir: join(dir, 'run'),
-      steps: 30,
-      lr: 5e-3,
-      evalEvery: 30,
-      progress: 'none',
-      plot: false,
-      warmupSteps: 3,
-    });
-    const after = result.bestEvalLoss!;
-    const losses = result.history.map((h) => h.loss);
-    assert.ok(
-      losses.slice(-5).reduce((a, b) => a + b) / 5 < losses.slice(0, 5).reduce((a, b) => a + b) / 5,
-      `train loss ${losses[0]} -> ${losses.at(-1)}`,
-    );
-    assert.ok(after < before - 0.05, `held-out loss ${before} -> ${after}`);
-    const adapterDir = join(dir, 'run', 'final');
-    assert.ok(existsSync(join(adapterDir, 'adapter_model.safetensors')), 'the trained adapter is saved in PEFT format');
-    const again = new PeftModel(adaptable(model));
-    await loadAdapter(again, adapterDir);
-    const reloaded = await causalLmTask({
-      model,
-      peft: again,
-      adapter: 'default',
-      train: data.train,
-      eval: data.eval,
-      batchSize: 4,
-    }).evaluate!(again.trainableValues('default'));
-    assert.ok(
-      Math.abs(reloaded.loss - after) < 1e-4,
-      `reloaded adapter gives held-out loss ${reloaded.loss}, trained run ${after}`,
-    );
-    await model.close();
-  },
-);
+test('LoRA training lowers the train and held-out loss of a fixture Llama on Tiny Shakespeare, and saves a loadable ' +
+  'adapter', { skip: needsShared('tinyshakespeare/input.txt') }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-causal-'));
+  const text = readFileSync(join(shared, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 12000);
+  writeFileSync(join(dir, 'shakespeare.txt'), text);
+  const modelDir = join(root, 'test/fixtures/models/llama');
+  const model = await loadModel(modelDir);
+  const tokenizer = await HfTokenizer.fromDir(modelDir);
+  const data = await loadDataset(join(dir, 'shakespeare.txt'), {
+    tokenizer,
+    seqLen: 32,
+    heldOut: 0.2,
+    cacheDir: false,
+  });
+  const peft = new PeftModel(adaptable(model));
+  await peft.addAdapter('default', {
+    target_modules: ['q_proj', 'v_proj', 'down_proj'],
+    r: 8,
+    lora_alpha: 16,
+    lora_dropout: 0.05,
+  });
+  const task = causalLmTask({
+    model,
+    peft,
+    adapter: 'default',
+    train: data.train,
+    eval: data.eval,
+    batchSize: 4,
+    baseModelName: modelDir,
+  });
+  const before = (await task.evaluate!(peft.trainableValues('default'))).loss;
+  const result = await train(task, {
+    outputDir: join(dir, 'run'),
+    steps: 30,
+    lr: 5e-3,
+    evalEvery: 30,
+    progress: 'none',
+    plot: false,
+    warmupSteps: 3,
+  });
+  const after = result.bestEvalLoss!;
+  const losses = result.history.map((h) => h.loss);
+  assert.ok(
+    losses.slice(-5).reduce((a, b) => a + b) / 5 < losses.slice(0, 5).reduce((a, b) => a + b) / 5,
+    `train loss ${losses[0]} -> ${losses.at(-1)}`,
+  );
+  assert.ok(after < before - 0.05, `held-out loss ${before} -> ${after}`);
+  const adapterDir = join(dir, 'run', 'final');
+  assert.ok(existsSync(join(adapterDir, 'adapter_model.safetensors')), 'the trained adapter is saved in PEFT format');
+  const again = new PeftModel(adaptable(model));
+  await loadAdapter(again, adapterDir);
+  const reloaded = await causalLmTask({
+    model,
+    peft: again,
+    adapter: 'default',
+    train: data.train,
+    eval: data.eval,
+    batchSize: 4,
+  }).evaluate!(again.trainableValues('default'));
+  assert.ok(
+    Math.abs(reloaded.loss - after) < 1e-4,
+    `reloaded adapter gives held-out loss ${reloaded.loss}, trained run ${after}`,
+  );
+  await model.close();
+});
 
-test('full fine-tuning baseline: every weight trains, and the result is a model folder lorakit loads', async () => {
+test('full fine-tuning baseline: every weight trains, and the result is a model folder lorakit loads', {
+  skip: needsShared('tinyshakespeare/input.txt'),
+}, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lk-full-'));
   writeFileSync(join(dir, 't.txt'), readFileSync(join(shared, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 6000));
   const modelDir = join(root, 'test/fixtures/models/smollm');

@@ -26,7 +26,7 @@ import {
 } from '../../../src/peft/index.ts';
 import { TokenDataset, loadDataset } from '../../../src/train/data/index.ts';
 import { causalLmCalibrator, causalLmTask, train } from '../../../src/train/index.ts';
-import { assertAllclose } from '../../helpers.ts';
+import { assertAllclose, needsShared } from '../../helpers.ts';
 import { logitsOf } from '../logits.ts';
 
 const ROOT = new URL('../../../', import.meta.url).pathname;
@@ -388,92 +388,86 @@ async function heldOutLoss(model: LoadedModel, peft: PeftModel, data: Awaited<Re
   return (await task.evaluate!(peft.trainableValues('default'))).loss;
 }
 
-test(
-  'a causal-LM run from a lora_ga config calibrates on its first batches, trains, saves, reloads, and converts to a ' +
-    'plain LoRA of the untouched base',
-  async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'lk-loraga-'));
-    writeFileSync(
-      join(dir, 'text.txt'),
-      readFileSync(join(SHARED, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 6000),
-    );
-    const modelDir = join(ROOT, 'test/fixtures/models/llama');
-    const model = await loadModel(modelDir);
-    try {
-      const tokenizer = await HfTokenizer.fromDir(modelDir);
-      const data = await loadDataset(join(dir, 'text.txt'), { tokenizer, seqLen: 32, heldOut: 0.2, cacheDir: false });
-      const config = {
-        target_modules: ['q_proj', 'v_proj', 'down_proj'],
-        r: 4,
-        lora_alpha: 8,
-        init_lora_weights: 'lora_ga',
-        lora_ga_config: { stable_gamma: 4 },
-        lora_ga_batches: 3,
-      };
-      const calibrate = causalLmCalibrator({ model, train: data.train, batchSize: 4, seed: 7 });
-      const peft = new PeftModel(adaptable(model));
-      await peft.addAdapter('default', config, { seed: 7, calibrate });
-      const before = await heldOutLoss(model, peft, data); // the base model's: the output is unchanged at init
-      const task = causalLmTask({
-        model,
-        peft,
-        adapter: 'default',
-        train: data.train,
-        eval: data.eval,
-        batchSize: 4,
-        dataSeed: 7,
-        baseModelName: modelDir,
-      });
-      const result = await train(task, {
-        outputDir: join(dir, 'run'),
-        steps: 12,
-        lr: 5e-3,
-        evalEvery: 12,
-        progress: 'none',
-        plot: false,
-      });
-      const after = result.bestEvalLoss!;
-      assert.ok(after < before - 0.02, `held-out loss ${before} -> ${after}`);
-      peft.setValues('default', result.params);
-      const inputs = JSON.parse(readFileSync(join(modelDir, 'expected.json'), 'utf8'));
-      const trained = await logitsOf(model, inputs, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
+test('a causal-LM run from a lora_ga config calibrates on its first batches, trains, saves, reloads, and converts to a ' +
+  'plain LoRA of the untouched base', { skip: needsShared('tinyshakespeare/input.txt') }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-loraga-'));
+  writeFileSync(join(dir, 'text.txt'), readFileSync(join(SHARED, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 6000));
+  const modelDir = join(ROOT, 'test/fixtures/models/llama');
+  const model = await loadModel(modelDir);
+  try {
+    const tokenizer = await HfTokenizer.fromDir(modelDir);
+    const data = await loadDataset(join(dir, 'text.txt'), { tokenizer, seqLen: 32, heldOut: 0.2, cacheDir: false });
+    const config = {
+      target_modules: ['q_proj', 'v_proj', 'down_proj'],
+      r: 4,
+      lora_alpha: 8,
+      init_lora_weights: 'lora_ga',
+      lora_ga_config: { stable_gamma: 4 },
+      lora_ga_batches: 3,
+    };
+    const calibrate = causalLmCalibrator({ model, train: data.train, batchSize: 4, seed: 7 });
+    const peft = new PeftModel(adaptable(model));
+    await peft.addAdapter('default', config, { seed: 7, calibrate });
+    const before = await heldOutLoss(model, peft, data); // the base model's: the output is unchanged at init
+    const task = causalLmTask({
+      model,
+      peft,
+      adapter: 'default',
+      train: data.train,
+      eval: data.eval,
+      batchSize: 4,
+      dataSeed: 7,
+      baseModelName: modelDir,
+    });
+    const result = await train(task, {
+      outputDir: join(dir, 'run'),
+      steps: 12,
+      lr: 5e-3,
+      evalEvery: 12,
+      progress: 'none',
+      plot: false,
+    });
+    const after = result.bestEvalLoss!;
+    assert.ok(after < before - 0.02, `held-out loss ${before} -> ${after}`);
+    peft.setValues('default', result.params);
+    const inputs = JSON.parse(readFileSync(join(modelDir, 'expected.json'), 'utf8'));
+    const trained = await logitsOf(model, inputs, { hooks: peft.hooks(), overrides: peft.weightOverrides() });
 
-      // the trained form (saveAdapter without convertToBase), whose W_res only the run's calibration and seed
-      // rebuild: the batch count is a training setting PEFT's config lacks, so the folder does not record it
-      const saved = join(dir, 'trained');
-      await saveAdapter(peft, 'default', saved);
-      const savedConfig = await readAdapterConfig(saved);
-      assert.equal(savedConfig.init_lora_weights, 'lora_ga');
-      assert.deepEqual(savedConfig.lora_ga_config, { direction: 'ArB2r', scale: 'stable', stable_gamma: 4 });
-      assert.ok(!('lora_ga_batches' in savedConfig), 'the calibration batch count is left out');
-      const again = new PeftModel(adaptable(model));
-      await loadAdapter(again, saved, 'default', { seed: 7, calibrate: (layers) => calibrate(layers, 3) });
-      for (const l of peft.get('default').layers.values()) {
-        const w = l.module.weightName;
-        assert.deepEqual(again.get('default').bases.get(w), peft.get('default').bases.get(w), `${w}: W_res rebuilt`);
-      }
-      const reloaded = await logitsOf(model, inputs, { hooks: again.hooks(), overrides: again.weightOverrides() });
-      assertAllclose(reloaded, trained, { atol: 0, rtol: 0, what: 'reloaded with the run calibration' });
-
-      // converted: a rank-2r LoRA of the untouched W0 that computes the trained model (the Trainer's final folder)
-      const converted = join(dir, 'run', 'final');
-      const convertedConfig = await readAdapterConfig(converted);
-      assert.equal(convertedConfig.init_lora_weights, true);
-      assert.equal(convertedConfig.r, 8);
-      assert.equal(convertedConfig.lora_alpha, 16);
-      assert.ok(!('lora_ga_config' in convertedConfig), 'a plain LoRA: PEFT < 0.19 would warn about lora_ga_config');
-      const onBase = new PeftModel(adaptable(model));
-      await loadAdapter(onBase, converted);
-      assert.equal(onBase.get('default').bases.size, 0, 'the converted adapter leaves the base weights alone');
-      const fromConverted = await logitsOf(model, inputs, { hooks: onBase.hooks() });
-      assertAllclose(fromConverted, trained, { atol: 1e-4, rtol: 0, what: 'converted on the untouched base' });
-      const untouched = await logitsOf(model, inputs);
-      assert.ok(
-        trained.some((v, k) => Math.abs(v - untouched[k]) > 1e-3),
-        'the trained adapter changes the output',
-      );
-    } finally {
-      await model.close();
+    // the trained form (saveAdapter without convertToBase), whose W_res only the run's calibration and seed
+    // rebuild: the batch count is a training setting PEFT's config lacks, so the folder does not record it
+    const saved = join(dir, 'trained');
+    await saveAdapter(peft, 'default', saved);
+    const savedConfig = await readAdapterConfig(saved);
+    assert.equal(savedConfig.init_lora_weights, 'lora_ga');
+    assert.deepEqual(savedConfig.lora_ga_config, { direction: 'ArB2r', scale: 'stable', stable_gamma: 4 });
+    assert.ok(!('lora_ga_batches' in savedConfig), 'the calibration batch count is left out');
+    const again = new PeftModel(adaptable(model));
+    await loadAdapter(again, saved, 'default', { seed: 7, calibrate: (layers) => calibrate(layers, 3) });
+    for (const l of peft.get('default').layers.values()) {
+      const w = l.module.weightName;
+      assert.deepEqual(again.get('default').bases.get(w), peft.get('default').bases.get(w), `${w}: W_res rebuilt`);
     }
-  },
-);
+    const reloaded = await logitsOf(model, inputs, { hooks: again.hooks(), overrides: again.weightOverrides() });
+    assertAllclose(reloaded, trained, { atol: 0, rtol: 0, what: 'reloaded with the run calibration' });
+
+    // converted: a rank-2r LoRA of the untouched W0 that computes the trained model (the Trainer's final folder)
+    const converted = join(dir, 'run', 'final');
+    const convertedConfig = await readAdapterConfig(converted);
+    assert.equal(convertedConfig.init_lora_weights, true);
+    assert.equal(convertedConfig.r, 8);
+    assert.equal(convertedConfig.lora_alpha, 16);
+    assert.ok(!('lora_ga_config' in convertedConfig), 'a plain LoRA: PEFT < 0.19 would warn about lora_ga_config');
+    const onBase = new PeftModel(adaptable(model));
+    await loadAdapter(onBase, converted);
+    assert.equal(onBase.get('default').bases.size, 0, 'the converted adapter leaves the base weights alone');
+    const fromConverted = await logitsOf(model, inputs, { hooks: onBase.hooks() });
+    assertAllclose(fromConverted, trained, { atol: 1e-4, rtol: 0, what: 'converted on the untouched base' });
+    const untouched = await logitsOf(model, inputs);
+    assert.ok(
+      trained.some((v, k) => Math.abs(v - untouched[k]) > 1e-3),
+      'the trained adapter changes the output',
+    );
+  } finally {
+    await model.close();
+  }
+});

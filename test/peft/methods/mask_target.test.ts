@@ -16,7 +16,7 @@ import { adaptable, type MaskTargetConfig, maskTarget, PeftModel, saveAdapter } 
 import { compile } from '../../../src/runtime/index.ts';
 import { loadDataset } from '../../../src/train/data/index.ts';
 import { causalLmTask, train } from '../../../src/train/index.ts';
-import { assertAllclose } from '../../helpers.ts';
+import { assertAllclose, needsShared } from '../../helpers.ts';
 import { IDS, toyBase, toyForward, toyWeights, V as TOY_V } from '../toy.ts';
 
 const N = 6,
@@ -155,7 +155,9 @@ test('config errors name the field', async () => {
   }
 });
 
-test('a causal-LM training run reports the term as a metric: 0 at LoRA init, then positive', async () => {
+test('a causal-LM training run reports the term as a metric: 0 at LoRA init, then positive', {
+  skip: needsShared('tinyshakespeare/input.txt'),
+}, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'lk-mask-'));
   const shared = new URL('../../../../shared/data/', import.meta.url).pathname;
   writeFileSync(join(dir, 't.txt'), readFileSync(join(shared, 'tinyshakespeare/input.txt'), 'utf8').slice(0, 3000));

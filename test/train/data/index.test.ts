@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { loadDataset, IGNORE_INDEX, type LoadDatasetOptions } from '../../../src/train/data/index.ts';
 import { LorakitError } from '../../../src/errors.ts';
 import { DATA, fixtureTokenizer, lossRuns, tempDir, writeData } from './fixtures.ts';
+import { needsShared } from '../../helpers.ts';
 
 const qa = Array.from({ length: 20 }, (_, i) => ({ prompt: `Q${i}?\nA:`, completion: ` a${i}` }));
 
@@ -178,7 +179,7 @@ describe('chat datasets', () => {
   });
 });
 
-describe('real data', () => {
+describe('real data', { skip: needsShared('') }, () => {
   test('Alpaca (first 200 records): every row trains on exactly its response + EOS; batches [4, T]', async () => {
     const tokenizer = await fixtureTokenizer('llama');
     const records = (
