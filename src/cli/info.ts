@@ -64,7 +64,8 @@ export interface ModelInfo {
 }
 
 /**
- * Reads a model folder's (or a cached hub id's, or a GGUF file's converted folder: `resolveModelFolder`) config, weight headers and tokenizer files.
+ * Reads a model folder's (or a cached hub id's, or a GGUF file's converted folder: `resolveModelFolder`) config, weight
+ * headers and tokenizer files.
  * Throws LK_FILE_NOT_FOUND / LK_UNSUPPORTED.
  */
 export async function modelInfo(pathOrHubId: string): Promise<ModelInfo> {

@@ -1,7 +1,8 @@
 // `lorakit loram --config run.yaml`: maps flags to `runLoram()` (LoRAM: prune the base, train the run's LoRA on the
 // pruned model, recover it to the full base, evaluate there) and prints the kept structure, sizes and the full-base
 // losses without adapter, with the LoRAM adapter and with a LoRA trained on the full base. With --adapter instead of
-// --config it only recovers: an adapter trained on a pruned folder (`recoverAdapterFolder`), written for the full model.
+// --config it only recovers: an adapter trained on a pruned folder (`recoverAdapterFolder`), written for the full
+// model.
 import { join } from 'node:path';
 import type { CommandModule } from './main.ts';
 import { intFlag, numberFlag, requiredFlag } from './flags.ts';

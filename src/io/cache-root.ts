@@ -1,6 +1,7 @@
 /**
  * Where lorakit keeps its caches: one root folder, with one subfolder per cache (`sessions/`: compiled models and the
- * links to their weight files, runtime/disk-cache.ts; `datasets/`: tokenised data, train/data/cache.ts; `models/`: GGUF files as float32 model folders, io/gguf-model.ts). Every cache
+ * links to their weight files, runtime/disk-cache.ts; `datasets/`: tokenised data, train/data/cache.ts; `models/`: GGUF
+ * files as float32 model folders, io/gguf-model.ts). Every cache
  * finds its folder here, so `lorakit cache info|clear` and the docs name one place.
  * Not here: what a cache holds or how it is bounded (each cache's own file).
  */

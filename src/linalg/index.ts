@@ -1,4 +1,5 @@
-// linalg/: host-side matrix helpers, seeded random initialisers (lorakit's own, torch's CPU stream, numpy's default_rng) and the
+// linalg/: host-side matrix helpers, seeded random initialisers (lorakit's own, torch's CPU stream, numpy's
+// default_rng) and the
 // decompositions of initialisations (QR, symmetric eigen, SVD, randomized SVD, LU).
 export { matmul, transpose, rowNorms, axpy } from './matrix.ts';
 export { Rng, seedFrom, kaimingUniformBound, mulberry32, mulberry32Step } from './random.ts';

@@ -1,4 +1,5 @@
-// nn/: modules (Linear, Embedding, Conv2d) with Hugging Face names and the adapter injection point (module.ts), weights as graph tensors
+// nn/: modules (Linear, Embedding, Conv2d) with Hugging Face names and the adapter injection point (module.ts), weights
+// as graph tensors
 // (weights.ts), attention with masks and GQA (attention.ts), rotary embeddings (rope.ts).
 export {
   type LinearModule,

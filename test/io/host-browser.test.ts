@@ -1,7 +1,8 @@
 // The browser side of the host seam, checked in Node against Node itself: posix-path.ts against node:path's posix
 // functions, sha256.ts against node:crypto, the in-memory file system's errors and links against what lorakit's
 // callers rely on, and a safetensors file written and read back through host.browser.ts. Also guards the seam:
-// no library file outside the CLI, the HTTP server and the two seams imports a Node module or onnxruntime-node directly.
+// no library file outside the CLI, the HTTP server and the two seams imports a Node module or onnxruntime-node
+// directly.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';

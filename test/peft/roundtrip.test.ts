@@ -1,7 +1,8 @@
 // lorakit → PEFT: the adapters scripts/make-lorakit-adapters.ts writes are stable (regenerating gives the committed
 // bytes), and with the committed folders lorakit computes the logits PEFT computed after `PeftModel.from_pretrained`
 // (interop/check_lorakit_adapters.py: peft_logits.safetensors, peft.json), unmerged and merged, and resolves the same
-// r / alpha / scaling per layer (VeRA: r). The same holds for today's PEFT (the "current" version set, `--versions current`:
+// r / alpha / scaling per layer (VeRA: r). The same holds for today's PEFT (the "current" version set, `--versions
+// current`:
 // peft_current_logits.safetensors, peft_current.json); a folder it has not checked yet is skipped with a note.
 // No Python here.
 import { test, after } from 'node:test';

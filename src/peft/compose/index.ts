@@ -1,5 +1,6 @@
 // peft/compose/: merging LoRA adapters into one, without a base model — PEFT's add_weighted_adapter combination
-// types (task-arithmetic.ts, combine.ts), LoRA-LEGO (kmeans.ts, lego.ts), folders in and out (lora-folder.ts, merge.ts).
+// types (task-arithmetic.ts, combine.ts), LoRA-LEGO (kmeans.ts, lego.ts), folders in and out (lora-folder.ts,
+// merge.ts).
 export {
   COMBINATION_TYPES,
   bernoulliSource,

@@ -1,6 +1,7 @@
 /**
  * Stable-LoRA — "Stable-LoRA: Stabilizing Feature Learning of Low-Rank Adaptation" (Wu, Gao, Li, Wu, ICLR 2026,
- * arXiv:2603.05204); code Yize-Wu/Stable-LoRA (stable_lora.py `StableLora`, example.py). No PEFT method: a LoRA variant picked by the training-only field `stable_lora`, whose update rule is
+ * arXiv:2603.05204); code Yize-Wu/Stable-LoRA (stable_lora.py `StableLora`, example.py). No PEFT method: a LoRA variant
+ * picked by the training-only field `stable_lora`, whose update rule is
  * the official optimizer (spec methods-b §9): a non-zero A₀ (needed so that B gets a gradient) breaks LoRA's
  * self-stabilising dynamics, so A is shrunk geometrically during the first steps, until its norm falls below a
  * B-relative threshold, and then never again. Per layer and optimizer step, from the values before the step:

@@ -10,7 +10,8 @@
 //  - MatMulNBits with accuracy_level 4 quantizes each 32-block of a row symmetrically to int8 (step amax/127, error
 //    ≤ amax/254 ≤ rᵢ/254), so |(x·W̃ᵀ)[i, o] − exact| ≤ rᵢ/254 · Σₖ |W̃[o, k]|                         (2)
 //  - Codes stay within ±64 (nn/quantize.ts INT8_LEVELS: MLAS's AVX2 kernel saturates with ±127, and this test
-//    caught it). Against the float W: int8 adds |W − W̃| ≤ s_o/2 per entry (quantizeInt8), Q4_0 adds ≤ |d_block| (quantizeQ4),
+// caught it). Against the float W: int8 adds |W − W̃| ≤ s_o/2 per entry (quantizeInt8), Q4_0 adds ≤ |d_block|
+// (quantizeQ4),
 //    times |x| summed over the row.
 // Float32 rounding of the rescales adds a relative 1e-6 of Σ|a||B̃|; the test allows 1e-5 of it.
 import { test } from 'node:test';

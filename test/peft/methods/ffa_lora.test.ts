@@ -1,7 +1,8 @@
 // FFA-LoRA: A comes from ffa_lora.seed and the layer path alone (two clients with different run seeds hold the same A,
 // Kaiming-distributed as LoRA's), only B is a graph input, the count is r·out; the forward against a float64 host model
 // with ΔW = s·B·A; the property the method exists for — averaging clients' B is exactly averaging their ΔW — against
-// plain LoRA, where it is not; the saved folder is a plain LoRA folder (PEFT loads it: test/fixtures/lorakit/llama_ffa);
+// plain LoRA, where it is not; the saved folder is a plain LoRA folder (PEFT loads it:
+// test/fixtures/lorakit/llama_ffa);
 // the refusals. (Gradients of B, resume: test/peft/contract.test.ts.)
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
