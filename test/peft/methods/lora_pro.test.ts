@@ -6,32 +6,18 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { LorakitError } from '../../../src/errors.ts';
-import { Graph } from '../../../src/graph/index.ts';
 import { Rng, solveSylvester, spdInverse, symEig } from '../../../src/linalg/index.ts';
-import { createContext, type ModuleInfo, WeightSource } from '../../../src/nn/index.ts';
 import { sgd } from '../../../src/optim/index.ts';
-import { type AdaptableBase, PeftModel, paramKey } from '../../../src/peft/index.ts';
+import { paramKey } from '../../../src/peft/index.ts';
 import { savedConfig } from '../../../src/peft/registry.ts';
 import { shutdownRuntime } from '../../../src/runtime/index.ts';
-import { adapterTraining, type MicroBatch, StepEngine, type TrainTask } from '../../../src/train/index.ts';
+import { StepEngine } from '../../../src/train/index.ts';
 import { assertAllclose } from '../../helpers.ts';
+import { type F64, f64, frob2, fullGrad, IN, lin, micro, mm, OUT, probeAdapter, probeTask, tr } from './probe-layer.ts';
 
 after(() => shutdownRuntime());
 
-const OUT = 6,
-  IN = 5,
-  R = 2,
-  ROWS = 8;
-const MODULE: ModuleInfo = {
-  kind: 'linear',
-  path: 'proj',
-  inFeatures: IN,
-  outFeatures: OUT,
-  weightName: 'proj.weight',
-  biasName: null,
-};
-const W0 = new Rng(7).normalArray(OUT * IN, 0.5);
-const BASE: AdaptableBase = { modules: [MODULE], outputHead: null, readWeight: async () => Float32Array.from(W0) };
+const R = 2;
 
 interface Options {
   mode: 'full' | 'lowrank';
@@ -43,82 +29,10 @@ interface Options {
 const DEFAULTS: Options = { mode: 'full', x_mode: 'sylvester', betas: [0.9, 0.999], eps: 1e-8, delta: 1e-8 };
 
 async function adapter(o: Partial<Options>, extra: Record<string, unknown> = {}) {
-  const peft = new PeftModel(BASE);
-  await peft.addAdapter(
-    'default',
-    { r: R, lora_alpha: 3, target_modules: ['proj'], lora_pro: o, ...extra },
-    { seed: 3 },
-  );
-  return peft;
-}
-
-/** The probe: y = proj(x) with the adapter, L = (1/N)·Σ rows r·y. */
-function probeTask(peft: PeftModel): TrainTask {
-  const shared = adapterTraining(peft, 'default');
-  return {
-    build() {
-      const g = new Graph('lora-pro-probe');
-      const binding = shared.bind(g, true);
-      const x = g.input('x', 'f32', ['N', IN]);
-      const r = g.input('r', 'f32', ['N', OUT]);
-      const ws = new WeightSource(g, null, { overrides: new Map([['proj.weight', W0]]) });
-      const ctx = createContext({ graph: g, weights: ws, modules: [MODULE], config: {}, hooks: binding.hooks });
-      const loss = ctx.linear('proj', x).mul(r).sum(1).mean(); // [N, out] → scalar
-      return shared.taskGraph(g, binding, loss, { training: true });
-    },
-    initialParams: () => shared.initialParams(),
-    *batches() {},
-    stepInputs: shared.stepInputs,
-  };
-}
-
-/** The rows of step `step`'s batch: x [8, in], r [8, out]. */
-function batchOf(step: number) {
-  const g = new Rng(100 + step);
-  return { x: g.normalArray(ROWS * IN, 1), r: g.normalArray(ROWS * OUT, 1) };
-}
-
-/** Micro-batches of rows [0, split) and [split, 8) (one batch of all rows without split). */
-function micro(task: TrainTask, engine: StepEngine, step: number, split?: number): MicroBatch[] {
-  const { x, r } = batchOf(step);
-  const ranges = split ? [0, split, ROWS] : [0, ROWS];
-  const rng = new Rng(1);
-  return ranges.slice(1).map((to, i) => {
-    const from = ranges[i];
-    const n = to - from;
-    const inputs = task.stepInputs!({ step, micro: i, rng, params: engine.params() });
-    const feeds = {
-      x: { data: x.slice(from * IN, to * IN), shape: [n, IN] },
-      r: { data: r.slice(from * OUT, to * OUT), shape: [n, OUT] },
-    };
-    return { feeds: { ...feeds, ...inputs }, weight: n };
-  });
+  return probeAdapter({ r: R, lora_alpha: 3, lora_pro: o, ...extra });
 }
 
 // ---- float64 reference ----------------------------------------------------------------------------------------
-
-type F64 = Float64Array;
-const f64 = (a: ArrayLike<number>) => Float64Array.from(a);
-function mm(a: F64, b: F64, m: number, k: number, n: number): F64 {
-  const c = new Float64Array(m * n);
-  for (let i = 0; i < m; i++)
-    for (let p = 0; p < k; p++) for (let j = 0; j < n; j++) c[i * n + j] += a[i * k + p] * b[p * n + j];
-  return c;
-}
-function tr(a: F64, m: number, n: number): F64 {
-  const t = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) t[j * m + i] = a[i * n + j];
-  return t;
-}
-const lin = (a: number, x: F64, b = 0, y: F64 = x) => x.map((v, i) => a * v + b * y[i]);
-const frob2 = (x: F64) => x.reduce((s, v) => s + v * v, 0);
-
-/** G = rᵀx/N [out, in] of rows [from, to) of a step's batch. */
-function fullGrad(step: number, from = 0, to = ROWS): F64 {
-  const { x, r } = batchOf(step);
-  const n = to - from;
-  return lin(1 / n, mm(tr(f64(r.slice(from * OUT, to * OUT)), n, OUT), f64(x.slice(from * IN, to * IN)), OUT, n, IN));
-}
 
 /**
  * The adjusted pair (ĝ_A, ĝ_B) of gradients (a, b) as the official code writes it: K = pinv(M + δI) (here inverses),

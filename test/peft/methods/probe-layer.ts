@@ -101,10 +101,11 @@ export const lin = (a: number, x: F64, b = 0, y: F64 = x) => x.map((v, i) => a *
 /** ‖x‖²_F. */
 export const frob2 = (x: ArrayLike<number>) => Array.from(x).reduce((s, v) => s + v * v, 0);
 
-/** G = rᵀx/N [out, in] of step `step`'s whole batch. */
-export function fullGrad(step: number): F64 {
+/** G = rᵀx/N [out, in] of rows [from, to) of step `step`'s batch (the whole batch by default). */
+export function fullGrad(step: number, from = 0, to = ROWS): F64 {
   const { x, r } = batchOf(step);
-  return lin(1 / ROWS, mm(tr(f64(r), ROWS, OUT), f64(x), OUT, ROWS, IN));
+  const n = to - from;
+  return lin(1 / n, mm(tr(f64(r.slice(from * OUT, to * OUT)), n, OUT), f64(x.slice(from * IN, to * IN)), OUT, n, IN));
 }
 
 /** The raw LoRA gradients at (A [r, in], B [out, r]) for step `step`: g_A = s·BᵀG, g_B = s·G·Aᵀ. */
