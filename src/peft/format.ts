@@ -78,12 +78,6 @@ function shapeOf(a: Adapter, where: Where, layerShape: (path: string, param: str
   return layerShape(where.path, where.param);
 }
 
-/** The file dtype of a layer tensor whose spec asks for one (PaCA's int64 indices); F32 otherwise. */
-function fileDtypeOf(a: Adapter, where: Where): 'I64' | 'F32' {
-  if (!('param' in where) || !('path' in where)) return 'F32';
-  return a.layers.get(where.path)?.specs.find((s) => s.name === where.param)?.fileDtype ?? 'F32';
-}
-
 /** The host values of a saved tensor that is not part of a file layout. */
 function savedValue(
   a: Adapter,
@@ -174,10 +168,7 @@ export async function saveAdapter(
     }
     if (!keeps(where)) continue;
     const [shape, data] = [shapeOf(a, where, layerShape), savedValue(a, where, layerValues)];
-    tensors[key] =
-      fileDtypeOf(a, where) === 'I64'
-        ? { dtype: 'I64', shape, data: BigInt64Array.from(data, (v) => BigInt(Math.round(v))) }
-        : { dtype: 'F32', shape, data };
+    tensors[key] = { dtype: 'F32', shape, data };
   }
   await writeSafetensors(join(dir, 'adapter_model.safetensors'), tensors, { format: 'pt' });
   if ((opts.baseModel ?? null) !== null) config.base_model_name_or_path = opts.baseModel;
@@ -320,10 +311,7 @@ async function readTensors(peft: PeftModel, a: Adapter, file: string): Promise<{
         fileTensors.set(where.path, layerFile);
         continue;
       }
-      const v =
-        fileDtypeOf(a, where) === 'I64' && st.info(key).dtype !== 'F32'
-          ? Float32Array.from(await st.readAs(key, 'i64'), Number)
-          : await st.readAs(key, 'f32');
+      const v = await st.readAs(key, 'f32');
       checkFinite(v, key, file);
       if ('weight' in where) a.weights.set(where.weight, v);
       else if ('shared' in where) a.shared.values[where.shared] = v;

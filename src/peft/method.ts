@@ -91,11 +91,6 @@ export interface ParamSpec {
    * projections with save_projection=False, drawn from torch's stream as PEFT draws them). Default true.
    */
   saved?: boolean;
-  /**
-   * The dtype the tensor has in adapter files when not F32: 'I64' for integer indices held as float32 in memory
-   * (PaCA's column indices, an int64 buffer in the official code). Values must be integers below 2²⁴.
-   */
-  fileDtype?: 'I64';
 }
 
 /** What an initialiser returns: the values of its tensors, and optionally a replacement for the frozen weight. */

@@ -24,7 +24,7 @@ import { LorakitError } from '../../errors.ts';
 import type { Rng } from '../../linalg/index.ts';
 import { patternValue } from '../config.ts';
 import { fromMatrix, matrixDims, matrixOf, toMatrix } from '../layers.ts';
-import type { AdapterMethod, ParamSpec } from '../method.ts';
+import type { AdapterMethod, FileLayout, LayerInfo, ParamSpec } from '../method.ts';
 
 export const pacaFields = {
   /** Trained columns per layer. */
@@ -69,6 +69,39 @@ function randomColumns(rng: Rng, n: number, r: number): Float32Array {
   return Float32Array.from(perm.slice(0, r));
 }
 
+/**
+ * The fork's file layout: `paca_w` float32 and `paca_indices` int64. Loaded indices must be distinct input columns
+ * of the layer (a gather with a bad index would fail inside ORT, far from the file).
+ */
+function indicesLayout(layer: LayerInfo, r: number): FileLayout<PacaConfig, PacaSettings> {
+  const [o, i] = matrixDims(layer);
+  return {
+    tensors: [
+      { name: 'paca_w', shape: [o, r], dtype: 'F32' },
+      { name: 'paca_indices', shape: [r], dtype: 'I64' },
+    ],
+    encode: ({ p }) => ({
+      paca_w: p.paca_w,
+      paca_indices: BigInt64Array.from(p.paca_indices, (v) => BigInt(Math.round(v))),
+    }),
+    decode(file) {
+      const idx = file.paca_indices;
+      const seen = new Set<number>();
+      for (const c of idx) {
+        if (!Number.isInteger(c) || c < 0 || c >= i || seen.has(c)) {
+          throw new LorakitError(
+            'LK_FILE_INVALID',
+            `paca_indices of ${layer.path}: ${c} is not a distinct input column in [0, ${i})`,
+            { field: 'paca_indices', layer: layer.path },
+          );
+        }
+        seen.add(c);
+      }
+      return { paca_w: Float32Array.from(file.paca_w), paca_indices: Float32Array.from(idx) };
+    },
+  };
+}
+
 export const paca: AdapterMethod<PacaConfig, PacaSettings> = {
   name: 'paca',
   peftType: null,
@@ -109,9 +142,11 @@ export const paca: AdapterMethod<PacaConfig, PacaSettings> = {
   params(layer, s): ParamSpec[] {
     return [
       { name: 'paca_w', shape: [layer.outFeatures, s.r], trainable: true, role: 'other' },
-      { name: 'paca_indices', shape: [s.r], trainable: false, role: 'other', fileDtype: 'I64' },
+      { name: 'paca_indices', shape: [s.r], trainable: false, role: 'other' },
     ];
   },
+
+  fileLayout: (layer, s) => indicesLayout(layer, s.r),
 
   // idx = randperm(in)[:r]; P = W0[:, idx] / s, so that s·P writes W0's own columns back
   async init({ layer, settings: s, rng, readBase }) {

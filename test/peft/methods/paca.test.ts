@@ -2,7 +2,7 @@
 // columns idx replaced by s·P (Linear and Conv1D, where the [out, in] matrix's columns are the stored rows); merging
 // writes exactly those columns and leaves every other weight bit for bit; the init (distinct random input columns,
 // P = W0[:, idx] / s, an unchanged model to float32 rounding); the official fork's folder (peft_type PACA, its config
-// keys only, paca_w [out, r] F32, paca_indices [r] I64); the count r·out; the refusals.
+// keys only, paca_w [out, r] F32, paca_indices [r] I64; files with bad indices refused); the count r·out; the refusals.
 // (Gradients of P against finite differences, resume: test/peft/contract.test.ts.)
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { LorakitError } from '../../../src/errors.ts';
-import { SafetensorsFile } from '../../../src/io/index.ts';
+import { SafetensorsFile, type TensorToWrite, writeSafetensors } from '../../../src/io/index.ts';
 import { loadAdapter, PeftModel, saveAdapter } from '../../../src/peft/index.ts';
 import { assertAllclose } from '../../helpers.ts';
 import { hostLogits, toyMatrix } from '../host.ts';
@@ -137,6 +137,36 @@ test("a saved folder is the official fork's: PACA, its PacaConfig keys only, pac
   const loaded = new PeftModel(toyBase());
   await loadAdapter(loaded, dir, 'default', { seed: 77 }); // another seed: the file's indices win
   assertAllclose(await toyLogits(loaded), await toyLogits(peft), { atol: 0, rtol: 0, what: 'reloaded' });
+});
+
+test('a folder whose paca_indices repeat a column, leave the layer or are stored as floats is refused', async () => {
+  const peft = await pacaOn({ r: 2, paca_alpha: 4 });
+  const dir = mkdtempSync(join(tmpdir(), 'lk-paca-bad-'));
+  await saveAdapter(peft, 'default', dir);
+  const file = join(dir, 'adapter_model.safetensors');
+  const st = await SafetensorsFile.open(file);
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const k of st.names()) {
+    const { dtype, shape } = st.info(k);
+    tensors[k] =
+      dtype === 'I64'
+        ? { dtype, shape, data: await st.readAs(k, 'i64') }
+        : { dtype: 'F32', shape, data: await st.readAs(k, 'f32') };
+  }
+  await st.close();
+  const key = 'base_model.model.model.layers.1.c_fc.paca_indices'; // Conv1D 6→4: columns 0..5
+  const cases: [TensorToWrite, string][] = [
+    [{ dtype: 'I64', shape: [2], data: BigInt64Array.from([1n, 1n]) }, 'not a distinct input column in [0, 6)'],
+    [{ dtype: 'I64', shape: [2], data: BigInt64Array.from([0n, 6n]) }, 'not a distinct input column in [0, 6)'],
+    [{ dtype: 'F32', shape: [2], data: Float32Array.from([0, 1]) }, 'expected an integer tensor'],
+  ];
+  for (const [bad, message] of cases) {
+    await writeSafetensors(file, { ...tensors, [key]: bad }, { format: 'pt' });
+    await assert.rejects(
+      loadAdapter(new PeftModel(toyBase()), dir, 'default'),
+      isLorakitError('LK_FILE_INVALID', 'paca_indices', message),
+    );
+  }
 });
 
 test('PaCA refuses bias "paca_only", more columns than inputs, embeddings and exclude_modules', async () => {
