@@ -15,3 +15,13 @@ export {
   buildCloraGraph,
   passAdapter,
 } from './clora-graph.ts';
+export {
+  type LatentHook,
+  type PredictNoise,
+  type MaskMorphology,
+  type CloraOptions,
+  type Clora,
+  clora,
+  cloraMasks,
+  fuseNoise,
+} from './clora.ts';
