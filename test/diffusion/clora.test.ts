@@ -118,6 +118,26 @@ test('predictNoise fuses the passes with the official masks and guidance (host r
     'a concept mask is not empty',
   );
   for (let i = 0; i < 64; i++) assert.ok(m[i] + m[64 + i] + m[128 + i] >= 1, 'every position is covered');
+  // before apply_mask_after every mask is 1: the passes are averaged evenly (the sampler passes the step)
+  const early = clora({
+    unet: fx.unet,
+    passes: fx.passes,
+    concepts: fx.concepts,
+    uncond: fx.uncond,
+    layers: mid,
+    guidanceScale: 3,
+    applyMaskAfter: 1,
+  });
+  const even = await early.predictNoise(latent, 700, 0);
+  const noise = (p: number, row: number, k: number) => (out[`noise${p}`].data as Float32Array)[row * 128 + k];
+  const mean = (row: number, k: number) => (noise(0, row, k) + noise(1, row, k) + noise(2, row, k)) / 3;
+  assertAllclose(
+    even,
+    Float64Array.from({ length: 128 }, (_, k) => mean(0, k) + 3 * (mean(1, k) - mean(0, k))),
+    { atol: 1e-5, rtol: 1e-4, what: 'even average before apply_mask_after' },
+  );
+  assert.ok(early.lastMasks()[0].every((v) => v === 1));
+  await early.close();
   await s.dispose();
   await c.close();
 });
