@@ -1,10 +1,10 @@
 /**
- * CLoRA's contrastive loss on cross-attention maps (Meral et al., "CLoRA: A Contrastive Approach to Compose Multiple
+ * CLoRA's contrastive loss on cross-attention maps ("CLoRA: A Contrastive Approach to Compose Multiple
  * LoRA Models", arXiv:2403.19776; official pipeline_clora.py `loss_fn`): every concept token's map in every prompt
  * becomes one embedding, e = minmax(flatten(M_p[:, :, τ])), labelled by its concept; the loss is NT-Xent over those
  * embeddings (pytorch-metric-learning's NTXentLoss, temperature 0.5 in the official code): maps of the same concept
  * in different prompts are pulled together, maps of different concepts pushed apart. Built from graph ops, so
- * autodiff takes its gradient through the maps and the U-Net to the latent (diffusion/clora-step.ts).
+ * autodiff takes its gradient through the maps and the U-Net to the latent (diffusion/clora-graph.ts).
  * Not here: the maps (models/unet-attention-maps.ts), the latent update and the mask fusion (clora.ts).
  */
 import { LorakitError } from '../errors.ts';

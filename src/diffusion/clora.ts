@@ -1,5 +1,5 @@
 /**
- * CLoRA in full as a sampler plug-in (Meral et al., arXiv:2403.19776; official pipeline_clora.py, read in the copy
+ * CLoRA in full as a sampler plug-in (arXiv:2403.19776; official pipeline_clora.py, read in the copy
  * PinAura/clora-test): a LatentHook that moves the latent down the gradient of the contrastive attention loss
  * (z ← z − η·∇_z L, at steps i < max_iter_to_alter, repeated iterative_steps_steps more times at the steps listed in
  * iterative_steps), and a predictNoise that runs every pass, turns each pass's attention to its mask tokens into a
