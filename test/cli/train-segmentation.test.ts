@@ -4,7 +4,7 @@
 // defaults; a bad key is refused naming it; --help describes the segmentation keys.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -86,6 +86,7 @@ test('a LoRA-C segmentation run writes an adapter whose reloaded Dice is the pri
     assert.equal(dice.toFixed(4), result.dice.toFixed(4));
   } finally {
     await unet.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -110,4 +111,5 @@ test('full fine-tuning writes a U-Net folder; --print-config fills defaults; bad
   const help = cli('--help');
   assert.match(help.stdout, /task: segmentation/);
   assert.match(help.stdout, /adapter\.method/);
+  rmSync(dir, { recursive: true, force: true });
 });
