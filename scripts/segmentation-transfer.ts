@@ -13,13 +13,15 @@
  *   node --import tsx scripts/segmentation-transfer.ts adapt OUT METHOD [seed] # one adaptation → OUT/<method>-<seed>.json
  *     (METHOD: none, full, lora, lora_c, conv_lora, cp_lora, dora_c, conv_dora, cp_dora; NAME@R fixes the rank)
  *   node --import tsx scripts/segmentation-transfer.ts table OUT              # the markdown table of OUT/*.json
+ *   node --import tsx scripts/segmentation-transfer.ts export-data OUT        # OUT/target-{train,test}.safetensors
+ *     (images and masks [n, 1, 8, 8]: the data of a `task: segmentation` YAML for `lorakit train`, docs/vision.md)
  *
  * Not here: the segmentation task (src/train/segmentation.ts), the methods (src/peft/methods/).
  */
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { SafetensorsFile } from '../src/io/index.ts';
+import { SafetensorsFile, writeSafetensors } from '../src/io/index.ts';
 import { Rng } from '../src/linalg/index.ts';
 import {
   initUNetWeights,
@@ -245,8 +247,25 @@ function table(out: string) {
   }
 }
 
+/** The target domain's few-shot training set and held-out test set as safetensors (images, masks). */
+async function exportData(out: string) {
+  const d = await data();
+  for (const [name, set] of [
+    ['target-train', d.targetTrain],
+    ['target-test', d.targetTest],
+  ] as const) {
+    const shape = [set.n, 1, set.size, set.size];
+    await writeSafetensors(join(out, `${name}.safetensors`), {
+      images: { dtype: 'F32', shape, data: set.images },
+      masks: { dtype: 'F32', shape, data: set.masks },
+    });
+  }
+  console.log(`wrote ${join(out, 'target-train.safetensors')} and ${join(out, 'target-test.safetensors')}`);
+}
+
 const [cmd, out, method, seed] = process.argv.slice(2);
 if (cmd === 'pretrain') await pretrain(resolve(out));
 else if (cmd === 'adapt') await adapt(resolve(out), method, Number(seed ?? 1));
 else if (cmd === 'table') table(resolve(out));
-else console.error('usage: segmentation-transfer.ts pretrain|adapt|table OUT [METHOD [SEED]]');
+else if (cmd === 'export-data') await exportData(resolve(out));
+else console.error('usage: segmentation-transfer.ts pretrain|adapt|table|export-data OUT [METHOD [SEED]]');

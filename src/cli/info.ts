@@ -373,10 +373,22 @@ export const register: CommandModule['register'] = (cli) => {
   cli
     .command(
       'info <model-dir>',
-      'Describe a Hugging Face model folder or a .gguf file (no weights are loaded from a folder)',
+      'Describe a Hugging Face model folder, a diffusers U-Net folder or a .gguf file (no weights are loaded)',
+    )
+    .usage(
+      'info <model-dir> [--json]\n\n' +
+        '  A causal-LM folder: architecture, sizes, parameters, dtypes, modules, tokenizer.\n' +
+        '  A diffusers U-Net folder (UNet2DModel, UNet2DConditionModel): class, blocks, channels, parameters,\n' +
+        '  attention layers and the modules adapters can target.',
     )
     .option('--json', 'Print the description as JSON')
     .action(async (dir: string, flags: { json?: boolean }) => {
+      const unet = await import('./unet-info.ts');
+      if (await unet.unetClassOf(dir)) {
+        const u = await unet.unetInfo(dir);
+        console.log(flags.json ? JSON.stringify(u, null, 2) : unet.formatUNetInfo(u));
+        return;
+      }
       const info = await modelInfo(dir);
       console.log(flags.json ? JSON.stringify(info, null, 2) : formatModelInfo(info));
     });

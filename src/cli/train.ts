@@ -1,6 +1,7 @@
 // `lorakit train --config run.yaml [--set key=value ...] [--print-config]`: fine-tune an adapter as the YAML says,
 // then print where the adapter, checkpoints, metrics, plot and samples were written. Notices (data warnings,
-// "resumed from") are printed as they come, before training starts.
+// "resumed from") are printed as they come, before training starts. A YAML with `task: segmentation` is a U-Net
+// segmentation run instead (train/segmentation-run.ts): adapter (or U-Net) folder, trainable count and Dice.
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from './main.ts';
 
@@ -13,7 +14,12 @@ export const register: CommandModule['register'] = (cli) => {
     .usage(
       'train --config run.yaml [--set key=value ...] [--print-config]\n\n' +
         '  Fine-tunes an adapter as run.yaml says. Every key of run.yaml, with its type, default and meaning:\n' +
-        `  docs/config.md (${CONFIG_REFERENCE})`,
+        `  docs/config.md (${CONFIG_REFERENCE})\n\n` +
+        '  With `task: segmentation` at the top, run.yaml adapts a diffusers UNet2DModel folder to binary\n' +
+        '  segmentation instead (keys: base_model, output_dir, data.train / data.eval (safetensors with images and\n' +
+        '  masks [n, 1, S, S]), adapter.method (lora, lora_c, conv_lora, cp_lora, dora_c, conv_dora, cp_dora, ... or\n' +
+        '  full), adapter.r, adapter.lora_alpha, adapter.target_modules, training.steps / batch_size /\n' +
+        '  learning_rate / schedule / seed; see docs/vision.md) and prints the adapter folder and the Dice.',
     )
     .option('--config <file>', 'the run config (YAML); its keys: docs/config.md')
     .option(
@@ -26,8 +32,9 @@ export const register: CommandModule['register'] = (cli) => {
     .action(async (opts: { config?: string; set?: string | string[]; printConfig?: boolean }) => {
       const { LorakitError } = await import('../errors.ts');
       if (!opts.config) throw new LorakitError('LK_INVALID_ARGUMENT', 'train: --config <file> is required');
-      const { loadRunConfig, runTraining, resolvedConfigYaml } = await import('../train/index.ts');
+      const { loadRunConfig, runTraining, resolvedConfigYaml, isSegmentationYaml } = await import('../train/index.ts');
       const sets = opts.set === undefined ? [] : Array.isArray(opts.set) ? opts.set.map(String) : [String(opts.set)];
+      if (isSegmentationYaml(opts.config)) return segmentation(opts.config, sets, !!opts.printConfig);
       const config = loadRunConfig(opts.config, sets);
       if (opts.printConfig) {
         process.stdout.write(resolvedConfigYaml(config));
@@ -61,3 +68,25 @@ export const register: CommandModule['register'] = (cli) => {
       }
     });
 };
+
+/** A `task: segmentation` run: print the resolved config, or run it and print its folder, size and Dice. */
+async function segmentation(file: string, sets: string[], printConfig: boolean): Promise<void> {
+  const { loadSegmentationConfig, runSegmentation } = await import('../train/index.ts');
+  const config = loadSegmentationConfig(file, sets);
+  if (printConfig) {
+    const { stringify } = await import('yaml');
+    process.stdout.write(stringify(config));
+    return;
+  }
+  const { shutdownRuntime } = await import('../runtime/index.ts');
+  try {
+    const r = await runSegmentation(config);
+    console.log(`${r.method === 'full' ? 'unet:   ' : 'adapter:'}     ${r.outputDir}`);
+    console.log(`method:      ${r.method}${r.r !== null ? ` r=${r.r}` : ''}, ${r.trainable} trainable parameters`);
+    console.log(`steps:       ${r.steps} in ${r.seconds.toFixed(1)} s`);
+    console.log(`dice:        ${r.dice === null ? '(no data.eval)' : r.dice.toFixed(4)}`);
+    console.log(`result:      ${r.resultFile}`);
+  } finally {
+    await shutdownRuntime();
+  }
+}

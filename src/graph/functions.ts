@@ -40,7 +40,29 @@ export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor {
     const inner = x.add(x.mul(x).mul(x).mul(0.044715)).mul(Math.sqrt(2 / Math.PI));
     return x.mul(0.5).mul(inner.tanh().add(1));
   }
-  return x.mul(0.5).mul(x.mul(Math.SQRT1_2).erf().add(1));
+  const u = x.mul(Math.SQRT1_2);
+  return x.mul(0.5).mul((x.dtype === 'f64' ? erfComposite(u) : u.erf()).add(1));
+}
+
+/** Numerical Recipes' erfc Chebyshev fit (§6.2, erfcc), coefficients of the exponent's polynomial in t. */
+const ERFC_FIT = [
+  -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587, -0.82215223,
+  0.17087277,
+];
+
+/**
+ * erf from elementwise ops, for float64 graphs: ORT has no f64 Erf kernel. erfc(z) = t·exp(−z² + P(t)),
+ * t = 1/(1 + z/2), z = |x| (fractional error below 1.2e-7), and erf(x) = ±(1 − erfc(|x|)). A smooth fit rather than
+ * a round-trip through an f32 Erf, so central differences of an f64 graph see no rounding steps and agree with its
+ * autodiff gradient (which differentiates these same ops).
+ */
+export function erfComposite(x: Tensor): Tensor {
+  const z = x.abs();
+  const t = z.mul(0.5).add(1).reciprocal();
+  let poly = t.mul(ERFC_FIT[ERFC_FIT.length - 1]);
+  for (let k = ERFC_FIT.length - 2; k >= 1; k--) poly = t.mul(poly.add(ERFC_FIT[k]));
+  const erfc = t.mul(z.mul(z).neg().add(poly.add(ERFC_FIT[0])).exp()); // erfc(|x|)
+  return x.less(0).where(erfc.sub(1), erfc.neg().add(1));
 }
 
 /** SiLU (swish): x·σ(x); in float32 one QuickGelu node (α = 1), whose kernel works at float32 precision. */

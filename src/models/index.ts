@@ -110,3 +110,16 @@ export {
   parseUNet2DConditionConfig,
   type UNet2DConditionConfig,
 } from './unet-cond.ts';
+export {
+  type CrossAttentionLayer,
+  type CrossAttentionProbe,
+  crossAttentionLayers,
+  sameCrossAttentionLayer,
+} from './unet-cond.ts';
+export {
+  type CrossAttentionMap,
+  type LayerSelection,
+  averageMaps,
+  selectLayers,
+  unet2dConditionWithMaps,
+} from './unet-attention-maps.ts';

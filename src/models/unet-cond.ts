@@ -255,17 +255,88 @@ export function unetCondParameters(c: UNet2DConditionConfig): ParamSpec[] {
   return parametersOf(modules, norms);
 }
 
-/** Multi-head attention of x [N, T, d] to `kv` [N, S, e] (x itself for self-attention), to_out applied. */
-function attend(ctx: ModelContext<UNet2DConditionConfig>, path: string, x: Tensor, kv: Tensor, heads: number): Tensor {
+/**
+ * Multi-head attention of x [N, T, d] to `kv` [N, S, e] (x itself for self-attention), to_out applied. With `onProbs`
+ * the softmax(QKᵀ/√hd) [N, h, T, S] is formed here and handed over (the same ops nn/attention.ts emits unmasked, so
+ * the output is unchanged); without it the shared attention() builds them.
+ */
+function attend(
+  ctx: ModelContext<UNet2DConditionConfig>,
+  path: string,
+  x: Tensor,
+  kv: Tensor,
+  heads: number,
+  onProbs?: (probs: Tensor) => void,
+): Tensor {
   const d = x.shape[2] as number;
   const hd = d / heads;
   const split = (name: string, t: Tensor) => splitHeads(ctx.linear(`${path}.${name}`, t), heads, hd); // [N, h, ·, hd]
-  const o = attention(split('to_q', x), split('to_k', kv), split('to_v', kv), null, { scale: hd ** -0.5 });
+  const [q, k, v] = [split('to_q', x), split('to_k', kv), split('to_v', kv)];
+  let o: Tensor;
+  if (onProbs) {
+    const probs = q
+      .matmul(k.T)
+      .mul(hd ** -0.5)
+      .softmax(-1); // [N, h, T, S]
+    onProbs(probs);
+    o = probs.matmul(v); // [N, h, T, hd]
+  } else o = attention(q, k, v, null, { scale: hd ** -0.5 });
   return ctx.linear(`${path}.to_out.0`, mergeHeads(o, heads, hd)); // [N, T, d]
 }
 
-/** Transformer2DModel on x [N, C, H, W] with states [N, L, D] → [N, C, H, W]. */
-function transformer2d(ctx: ModelContext<UNet2DConditionConfig>, t: TransformerPlan, x: Tensor, states: Tensor) {
+/**
+ * One cross-attention layer (a BasicTransformerBlock's attn2) of a UNet2DConditionModel, as a typed handle: which
+ * block, which Transformer2DModel in it, which transformer layer. Made by crossAttentionLayers; compare handles with
+ * sameCrossAttentionLayer, never by their path.
+ */
+export interface CrossAttentionLayer {
+  place: 'down' | 'mid' | 'up';
+  /** The block's index among the down (or up) blocks; 0 for the mid block. */
+  block: number;
+  /** The Transformer2DModel's index in the block (`attentions.{j}`). */
+  attention: number;
+  /** The transformer layer (`transformer_blocks.{k}`). */
+  layer: number;
+  heads: number;
+  /** The sample's height (and width) over the layer's: its maps are [H/downscale, W/downscale]. */
+  downscale: number;
+  /** diffusers' module path of the attention, for messages and listings. */
+  path: string;
+}
+
+/** Whether two handles name the same layer. */
+export const sameCrossAttentionLayer = (a: CrossAttentionLayer, b: CrossAttentionLayer): boolean =>
+  a.place === b.place && a.block === b.block && a.attention === b.attention && a.layer === b.layer;
+
+/** Every cross-attention layer of a config, in forward order (down blocks, mid block, up blocks). */
+export function crossAttentionLayers(c: UNet2DConditionConfig): CrossAttentionLayer[] {
+  const p = unetCondPlan(c);
+  const last = c.block_out_channels.length - 1;
+  const out: CrossAttentionLayer[] = [];
+  const add = (place: CrossAttentionLayer['place'], block: number, ts: TransformerPlan[], downscale: number) =>
+    ts.forEach((t, attention) => {
+      for (let layer = 0; layer < t.layers; layer++) {
+        const path = `${t.path}.transformer_blocks.${layer}.attn2`;
+        out.push({ place, block, attention, layer, heads: t.heads, downscale, path });
+      }
+    });
+  p.down.forEach((b, i) => add('down', i, b.transformers, 2 ** i));
+  add('mid', 0, p.mid.transformers, 2 ** last);
+  p.up.forEach((b, i) => add('up', i, b.transformers, 2 ** (last - i)));
+  return out;
+}
+
+/** Receives each cross-attention layer's probabilities [N, heads, h·w, L] as the graph is built. */
+export type CrossAttentionProbe = (layer: CrossAttentionLayer, probs: Tensor) => void;
+
+/** Transformer2DModel on x [N, C, H, W] with states [N, L, D] → [N, C, H, W]; `probe(k, probs)` sees layer k's attn2. */
+function transformer2d(
+  ctx: ModelContext<UNet2DConditionConfig>,
+  t: TransformerPlan,
+  x: Tensor,
+  states: Tensor,
+  probe?: (layer: number, probs: Tensor) => void,
+) {
   const [, c, h, w] = x.shape as number[];
   const ln = (name: string, v: Tensor) =>
     layerNorm(v, ctx.param(`${name}.weight`, [c]), ctx.param(`${name}.bias`, [c]), 1e-5);
@@ -275,7 +346,8 @@ function transformer2d(ctx: ModelContext<UNet2DConditionConfig>, t: TransformerP
     const b = `${t.path}.transformer_blocks.${k}`;
     const n1 = ln(`${b}.norm1`, v);
     v = v.add(attend(ctx, `${b}.attn1`, n1, n1, t.heads));
-    v = v.add(attend(ctx, `${b}.attn2`, ln(`${b}.norm2`, v), states, t.heads));
+    const onProbs = probe && ((p: Tensor) => probe(k, p));
+    v = v.add(attend(ctx, `${b}.attn2`, ln(`${b}.norm2`, v), states, t.heads, onProbs));
     const [value, gate] = ctx.linear(`${b}.ff.net.0.proj`, ln(`${b}.norm3`, v)).split([4 * c, 4 * c], 2); // GEGLU
     v = v.add(ctx.linear(`${b}.ff.net.2`, value.mul(gelu(gate))));
   }
@@ -283,40 +355,53 @@ function transformer2d(ctx: ModelContext<UNet2DConditionConfig>, t: TransformerP
   return ctx.conv2d(`${t.path}.proj_out`, out).add(x);
 }
 
-/** UNet2DConditionModel.forward(sample, timestep, encoder_hidden_states).sample. */
+/**
+ * UNet2DConditionModel.forward(sample, timestep, encoder_hidden_states).sample. `probe`, when given, receives every
+ * cross-attention layer's probabilities with its handle (the output is the same with or without it).
+ */
 export function unet2dCondition(
   ctx: ModelContext<UNet2DConditionConfig>,
   sample: Tensor,
   timestep: Tensor,
   states: Tensor,
+  probe?: CrossAttentionProbe,
 ): Tensor {
   const c = ctx.config;
   const p = unetCondPlan(c);
   const t = timestepEmbedding(timestep, p.timeInput, c.flip_sin_to_cos, c.freq_shift);
   const temb = ctx.linear('time_embedding.linear_2', silu(ctx.linear('time_embedding.linear_1', t))); // [N, T]
+  const handles = probe ? crossAttentionLayers(c) : [];
+  /** The probe of Transformer2DModel `attention` of a block, handing over the listed handle of each of its layers. */
+  const probeOf = (place: CrossAttentionLayer['place'], block: number, attention: number) =>
+    probe &&
+    ((layer: number, probs: Tensor) => {
+      const want = { place, block, attention, layer } as CrossAttentionLayer;
+      probe(handles.find((l) => sameCrossAttentionLayer(l, want))!, probs); // probs [N, heads, h·w, L]
+    });
   let h = ctx.conv2d('conv_in', c.center_input_sample ? sample.mul(2).sub(1) : sample);
   const skips = [h];
-  const layer = (b: CondBlockPlan, j: number, x: Tensor) => {
+  const layer = (b: CondBlockPlan, place: 'down' | 'up', i: number, j: number, x: Tensor) => {
     const y = resnetBlock(ctx, b.resnets[j], x, temb);
-    return b.transformers[j] ? transformer2d(ctx, b.transformers[j], y, states) : y;
+    return b.transformers[j] ? transformer2d(ctx, b.transformers[j], y, states, probeOf(place, i, j)) : y;
   };
-  for (const b of p.down) {
+  p.down.forEach((b, i) => {
     b.resnets.forEach((_, j) => {
-      h = layer(b, j, h);
+      h = layer(b, 'down', i, j, h);
       skips.push(h);
     });
     if (b.resampler) {
       h = ctx.conv2d(b.resampler, h);
       skips.push(h);
     }
-  }
+  });
   h = resnetBlock(ctx, p.mid.resnets[0], h, temb);
-  h = resnetBlock(ctx, p.mid.resnets[1], transformer2d(ctx, p.mid.transformers[0], h, states), temb);
-  for (const b of p.up) {
+  h = transformer2d(ctx, p.mid.transformers[0], h, states, probeOf('mid', 0, 0));
+  h = resnetBlock(ctx, p.mid.resnets[1], h, temb);
+  p.up.forEach((b, i) => {
     b.resnets.forEach((_, j) => {
-      h = layer(b, j, h.graph.concat([h, skips.pop()!], 1));
+      h = layer(b, 'up', i, j, h.graph.concat([h, skips.pop()!], 1));
     });
     if (b.resampler) h = ctx.conv2d(b.resampler, upsampleNearest2x(h));
-  }
+  });
   return ctx.conv2d('conv_out', silu(groupNorm(ctx, 'conv_norm_out', h, c.norm_num_groups, c.norm_eps)));
 }

@@ -81,3 +81,12 @@ export {
   type SegmentationTaskOptions,
   type UNetSource,
 } from './segmentation.ts';
+export {
+  segmentationRunSchema,
+  type SegmentationRunConfig,
+  type SegmentationRunResult,
+  isSegmentationYaml,
+  loadSegmentationConfig,
+  readSegmentationSet,
+  runSegmentation,
+} from './segmentation-run.ts';
