@@ -17,7 +17,7 @@ export {
   type RslSettings,
 } from './lora-mixer.ts';
 export { dimsOf, MixtureModel, type MixtureGraph, type MixtureModule, type RouteMode } from './model.ts';
-export { remixRoute, type RemixRoute } from './remix.ts';
+export { remixRoute, remixSurrogate, type RemixRoute } from './remix.ts';
 export {
   effectiveSupport,
   gradLogProbOrdered,

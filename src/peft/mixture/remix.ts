@@ -7,8 +7,8 @@
  *
  * The router sees x without gradient (the REINFORCE term must not move earlier layers), and the selection is a
  * constant of the graph, so the task loss trains only the experts and log Q only the router: the surrogate
- * mean(L) + Σ stop(L_m − L̄)·log Q_m / (B·(M − 1)) (model.ts) has exactly the paper's two gradients.
- * Not here: the RLOO surrogate over sequences (model.ts), the host reference (routing.ts).
+ * mean(L) + Σ stop(L_m − L̄)·log Q_m / (B·(M − 1)) (`remixSurrogate`) has exactly the paper's two gradients.
+ * Not here: the training loop that builds M routings per window (train.ts), the host reference (routing.ts).
  */
 import type { Tensor } from '../../graph/index.ts';
 import { logSoftmax, selectionMask } from './experts.ts';
@@ -49,4 +49,23 @@ export function remixRoute(x: Tensor, router: Tensor, k: number, noise: Tensor |
   const rest = before.neg().add(1).maximum(1e-30); // [N, k]: 1 − Σ_{j'<j}, > 0 since q > 0
   const logQ = logSel.sub(rest.log()).sum(1); // [N]
   return { weights, q, indices, logQ };
+}
+
+/**
+ * The loss whose gradient is ReMix's: L [M, B] holds window b's mean loss under its m-th sampled routing and logQ
+ * [M, B] that routing's log-probability (summed over tokens and layers). Its value is mean(L) (the REINFORCE
+ * term is written (L − L̄)·(log Q − stop(log Q)), zero in value); its gradient is mean ∇L for the experts (log Q does
+ * not depend on them) plus, for the router, the mean over windows of the RLOO estimate
+ * 1/(M−1)·Σ_m (L_m − L̄)·∇ log Q_m, since (L − L̄) is held constant.
+ */
+export function remixSurrogate(L: Tensor, logQ: Tensor): Tensor {
+  const [M, B] = L.shape as number[];
+  const adv = L.sub(L.mean(0, true)).detach(); // [M, B]: L_m − L̄ per window
+  const score = logQ.sub(logQ.detach()); // [M, B]: 0 in value, ∇ log Q in gradient
+  return L.mean().add(
+    adv
+      .mul(score)
+      .sum()
+      .mul(1 / (B * (M - 1))),
+  );
 }

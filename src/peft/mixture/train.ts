@@ -23,6 +23,7 @@ import { addTrainStep, adamw, TrainStepRunner } from '../../optim/index.ts';
 import { compile, type Feed } from '../../runtime/index.ts';
 import { causalLmLoss } from '../../train/loss.ts';
 import type { MixtureModel, RouteMode } from './model.ts';
+import { remixSurrogate } from './remix.ts';
 import { gumbelArray } from './routing.ts';
 
 /** A domain's training token stream. */
