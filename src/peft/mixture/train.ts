@@ -141,14 +141,8 @@ async function compileStage(o: MixtureTrainOptions, mode: RouteMode): Promise<St
       .div(valid.reshape([R, T]).sum(1).maximum(1)); // [R]
     const L = perRow.reshape([M, B]); // [M, B]: copy m of window b
     const logQ = mg.logQ.reduce((a, b) => a.add(b)).reshape([M, B]); // Σ over layers and tokens
-    const adv = L.sub(L.mean(0, true)).detach(); // L_m − L̄ per window
     ce = L.mean();
-    loss = ce.add(
-      adv
-        .mul(logQ)
-        .sum()
-        .mul(1 / (B * (M - 1))),
-    );
+    loss = remixSurrogate(L, logQ);
   } else {
     const r = causalLmLoss({ ctx, inputIds, labels, labelsAre: 'next' });
     ce = r.ce;
