@@ -212,7 +212,15 @@ test('the graph surrogate: log Q per row, and a router gradient equal to the hos
 /** A Linear module of the test: W0 [out, in] as a constant, base(x) = x·W0ᵀ. */
 function linear(g: Graph, path: string, w0: Float64Array, inF: number, outF: number): LinearModule {
   const weight = g.constant(Float32Array.from(w0), 'f32', [outF, inF]);
-  return { path, inFeatures: inF, outFeatures: outF, weight, bias: null, base: (x) => x.matmul(weight.T) };
+  return {
+    path,
+    inFeatures: inF,
+    outFeatures: outF,
+    weight,
+    bias: null,
+    fanInFanOut: false,
+    base: (x) => x.matmul(weight.T),
+  };
 }
 
 test('the routed layer (MixtureModel hook) against a float64 host forward with ΔW formed, sampled and top-k', async () => {
