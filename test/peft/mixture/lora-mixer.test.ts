@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { LorakitError } from '../../../src/errors.ts';
+import type { LorakitError } from '../../../src/errors.ts';
 import { Graph, grad } from '../../../src/graph/index.ts';
 import type { LinearModule } from '../../../src/nn/index.ts';
 import {
