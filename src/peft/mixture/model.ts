@@ -16,6 +16,7 @@ import type { Graph, Tensor } from '../../graph/index.ts';
 import { join, mkdir, readFile } from '../../io/host.ts';
 import { SafetensorsFile, writeFileAtomic, writeSafetensors } from '../../io/index.ts';
 import type { ModuleHooks, ModuleInfo } from '../../nn/index.ts';
+import { readLora } from '../compose/lora-folder.ts';
 import { expertScale, isTargeted, type MixtureConfig, parseMixtureConfig } from './config.ts';
 import { expertTerm, initStack, STACK_TENSORS, type StackDims, stackShapes } from './experts.ts';
 import { mixerRoute, type RslParts, routingSpecialisationLoss } from './lora-mixer.ts';
@@ -136,6 +137,61 @@ export class MixtureModel {
       base_model_name_or_path: baseModel,
     };
     await writeFileAtomic(join(dir, CONFIG_FILE), `${JSON.stringify(json, null, 2)}\n`);
+  }
+
+  /**
+   * Puts a LoRA (ΔW = scaling·B·A, A [rank, in], B [out, rank], rank ≤ r; zero-padded to r, which adds nothing) into
+   * expert slot `e` of module `path`, its scale folded into B so that the mixture applies ΔW times the routing
+   * weight: LoRA-Mixer's weights sum to 1 (B·scaling/s), ReMix's k active experts average (B·scaling/(ω·k)).
+   */
+  setExpert(path: string, e: number, a: ArrayLike<number>, b: ArrayLike<number>, scaling: number): void {
+    const m = this.modules.find((x) => x.path === path);
+    const { r, num_experts: E } = this.config;
+    const rank = a.length / (m?.in ?? 1);
+    if (!m || e < 0 || e >= E || !Number.isInteger(rank) || rank > r || b.length !== m.out * rank)
+      throw new LorakitError(
+        'LK_SHAPE_MISMATCH',
+        `mixture: expert ${e} of ${path}: expected a module of the mixture, slot < ${E}, A [≤${r}, ${m?.in}] and ` +
+          `B [${m?.out}, rank]; got ${a.length} and ${b.length} values`,
+      );
+    const fold =
+      this.config.method === 'remix'
+        ? scaling / (expertScale(this.config) * this.config.top_k)
+        : scaling / expertScale(this.config);
+    const A = this.values.get(`${path}.experts_A`)!;
+    const B = this.values.get(`${path}.experts_B`)!;
+    A.fill(0, e * r * m.in, (e + 1) * r * m.in);
+    B.fill(0, e * m.out * r, (e + 1) * m.out * r);
+    for (let j = 0; j < rank; j++) for (let i = 0; i < m.in; i++) A[(e * r + j) * m.in + i] = a[j * m.in + i];
+    for (let o = 0; o < m.out; o++) for (let j = 0; j < rank; j++) B[(e * m.out + o) * r + j] = b[o * rank + j] * fold;
+  }
+
+  /**
+   * Fills expert i of every targeted module from the i-th plain PEFT LoRA folder (composition's pool adapters); a
+   * module a folder lacks keeps a zero expert.
+   */
+  async plugLoraFolders(dirs: readonly string[]): Promise<void> {
+    if (dirs.length > this.config.num_experts)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `mixture: ${dirs.length} LoRA folders for ${this.config.num_experts} experts per module`,
+      );
+    for (const [e, dir] of dirs.entries()) {
+      const lora = await readLora(dir);
+      for (const m of this.modules) {
+        const src = lora.modules.get(m.path);
+        if (!src) {
+          this.setExpert(m.path, e, new Float32Array(m.in), new Float32Array(m.out), 0);
+          continue;
+        }
+        if (src.transposed || src.in !== m.in || src.out !== m.out)
+          throw new LorakitError(
+            'LK_SHAPE_MISMATCH',
+            `${dir}: module ${m.path} is [${src.out}, ${src.in}]${src.transposed ? ' (transposed)' : ''}, the base's [${m.out}, ${m.in}]`,
+          );
+        this.setExpert(m.path, e, src.a, src.b, src.scaling);
+      }
+    }
   }
 
   /** Names of the tensors a stage trains: ReMix its experts and/or router; LoRA-Mixer hard: experts, soft: router. */

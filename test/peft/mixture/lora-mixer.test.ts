@@ -260,3 +260,65 @@ test('mixture folders round-trip; configs are strict', async () => {
   assert.match(err({ method: 'remix', samples: 1 }).message, /samples/);
   assert.equal(err({ method: 'moe' }).code, 'LK_CONFIG_INVALID');
 });
+
+test('pool LoRA folders plugged in as experts: ReMix averages its k active ΔW, LoRA-Mixer weights them to sum 1', async () => {
+  const { readLora } = await import('../../../src/peft/compose/index.ts');
+  const { loadModel } = await import('../../../src/models/index.ts');
+  const model = await loadModel('test/fixtures/models/llama');
+  const modules = model.modules();
+  await model.close();
+  const dirs = ['t1', 't2'].map((n) => `test/fixtures/compose/adapters/${n}`);
+  const loras = await Promise.all(dirs.map(readLora));
+  const path = [...loras[0].modules.keys()].find((p) => p.endsWith('q_proj'))!;
+  const configs = [
+    { method: 'remix', target_modules: ['q_proj', 'v_proj'], num_experts: 2, r: 4, top_k: 2, lora_alpha: 5 },
+    { method: 'lora_mixer', target_modules: ['q_proj', 'v_proj'], num_experts: 2, r: 4, top_k: 2, lora_alpha: 3 },
+  ];
+  for (const raw of configs) {
+    const mix = MixtureModel.create(parseMixtureConfig(raw, 'test'), modules);
+    await mix.plugLoraFolders(dirs);
+    const m = mix.modules.find((x) => x.path === path)!;
+    const [N, Din, Dout] = [3, m.in, m.out];
+    const xv = randArray(N * Din, 31);
+    const g = new Graph('plugged');
+    const mg = mix.build(g, raw.method === 'remix' ? 'top_k' : 'soft');
+    const x = g.input('x', 'f32', [1, N, Din]);
+    const zero = g.constant(new Float32Array(Dout * Din), 'f32', [Dout, Din]);
+    const lin: LinearModule = {
+      path,
+      inFeatures: Din,
+      outFeatures: Dout,
+      weight: zero,
+      bias: null,
+      fanInFanOut: false,
+      base: (t) => t.matmul(zero.T),
+    };
+    g.output('y', mg.hooks.linear!(lin, x));
+    const sess = await compile(g, { worker: false });
+    const feeds: Record<string, Float32Array> = Object.fromEntries(mix.values);
+    feeds.x = Float32Array.from(xv);
+    const y = (await sess.run(feeds)).y.data as Float32Array;
+    await sess.dispose();
+    // the host: ΔW_i = s_i·B_i·A_i from the folders; ReMix: (ΔW_1 + ΔW_2)/2; LoRA-Mixer: p_1·ΔW_1 + p_2·ΔW_2
+    const P = mix.values.get(`${path}.router`)!;
+    const expected = new Float64Array(N * Dout);
+    for (let n = 0; n < N; n++) {
+      const xr = Array.from(Float32Array.from(xv.subarray(n * Din, (n + 1) * Din)));
+      const p = softmax([0, 1].map((e) => xr.reduce((acc, v, i) => acc + v * P[e * Din + i], 0)));
+      const w = raw.method === 'remix' ? [0.5, 0.5] : [p[0], p[1]];
+      for (const [e, lora] of loras.entries()) {
+        const src = lora.modules.get(path)!;
+        for (let o = 0; o < Dout; o++) {
+          let acc = 0;
+          for (let j = 0; j < src.r; j++) {
+            let ax = 0;
+            for (let i = 0; i < Din; i++) ax += src.a[j * Din + i] * xr[i];
+            acc += src.b[o * src.r + j] * ax;
+          }
+          expected[n * Dout + o] += w[e] * src.scaling * acc;
+        }
+      }
+    }
+    assertAllclose(y, expected, { rtol: 1e-4, atol: 1e-5, what: `${raw.method} with pool experts` });
+  }
+});
