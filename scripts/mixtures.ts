@@ -6,6 +6,11 @@
  * and prints the table as Markdown (docs/composition.md holds a copy).
  *
  *   node --import tsx scripts/mixtures.ts [--steps 24] [--batch 4] [--seq-len 128] [--eval-windows 8] [--seed 0]
+ *   node --import tsx scripts/mixtures.ts --pool     # the pool table: routers over frozen per-genre LoRAs
+ *
+ * With --pool it instead trains one rank-r FFN LoRA per genre (on that genre only, the pool of compose-pool.ts at
+ * this size) and compares: their uniform mean (composition's `cat` merge with weights 1/n, as ReMix with k = n), the
+ * best single genre LoRA per genre, and ReMix routing k of the n frozen genre LoRAs with a router trained by RLOO.
  *
  * A single LoRA is run as a one-expert LoRA-Mixer in its hard stage (every token to the one expert, scale α/rank):
  * the same graphs and loop as the mixtures, so times compare. LoRA-Mixer splits its steps between stage 1 (hard
@@ -18,8 +23,15 @@ import { parseArgs } from 'node:util';
 import { readBrown, splitBrown } from '../src/demo/brown.ts';
 import { DEMO_BASE_DIR } from '../src/demo/base.ts';
 import { evalBatches, type LmBatch, tokenStream } from '../src/demo/data.ts';
-import { loadModel } from '../src/models/index.ts';
-import { evaluateMixture, MixtureModel, parseMixtureConfig, trainMixture } from '../src/peft/mixture/index.ts';
+import { type LoadedModel, loadModel } from '../src/models/index.ts';
+import {
+  evaluateMixture,
+  expertScale,
+  type MixtureDomain,
+  MixtureModel,
+  parseMixtureConfig,
+  trainMixture,
+} from '../src/peft/mixture/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 
 const GENRES = ['adventure', 'mystery', 'romance', 'science_fiction'] as const;
@@ -33,6 +45,7 @@ const { values: flags } = parseArgs({
     samples: { type: 'string', default: '2' },
     lr: { type: 'string', default: '2e-3' },
     out: { type: 'string', default: 'runs/mixtures' },
+    pool: { type: 'boolean', default: false },
   },
 });
 const steps = Number(flags.steps);
@@ -79,6 +92,90 @@ const RUNS: { name: string; config: Record<string, unknown>; steps: number; hard
   },
 ];
 
+/** The pool runs: one LoRA per genre, then mixtures over them as frozen experts. */
+async function poolRows(model: LoadedModel, domains: MixtureDomain[], held: Record<string, LmBatch[]>): Promise<Row[]> {
+  const rows: Row[] = [];
+  const evalAll = async (name: string, mixture: MixtureModel, seconds: number) => {
+    const loss: Record<string, number> = {};
+    let ess = 0,
+      essRouter = 0;
+    for (const g of GENRES) {
+      const e = await evaluateMixture(model, mixture, held[g], B, T);
+      loss[g] = e.loss;
+      ess += e.essWeights / GENRES.length;
+      essRouter += e.essRouter / GENRES.length;
+    }
+    const row = { name, activated: mixture.activatedParams(), seconds, loss, ess, essRouter };
+    console.error(`${name}: ${GENRES.map((g) => loss[g].toFixed(4)).join(' ')} (${seconds.toFixed(0)} s)`);
+    rows.push(row);
+    return row;
+  };
+  const single = { method: 'lora_mixer', target_modules: FFN, num_experts: 1, r, top_k: 1, lora_alpha: 2 * r };
+  const genreLoras: MixtureModel[] = [];
+  for (const [i, g] of GENRES.entries()) {
+    const m = MixtureModel.create(parseMixtureConfig(single, g), model.modules());
+    const t = performance.now();
+    await trainMixture({
+      model,
+      mixture: m,
+      domains: [domains[i]],
+      steps: 0,
+      hardSteps: steps,
+      batch: B,
+      seqLen: T,
+      lr,
+      seed,
+    });
+    await evalAll(`LoRA r${r} ${g} (FFN)`, m, (performance.now() - t) / 1000);
+    genreLoras.push(m);
+  }
+  const plug = (target: MixtureModel) => {
+    for (const mod of target.modules)
+      genreLoras.forEach((src, e) => {
+        const A = src.values.get(`${mod.path}.experts_A`)!;
+        const Bv = src.values.get(`${mod.path}.experts_B`)!;
+        target.setExpert(mod.path, e, A, Bv, expertScale(src.config));
+      });
+  };
+  const mean = MixtureModel.create(
+    parseMixtureConfig({ method: 'remix', num_experts: E, r, top_k: E, lora_alpha: 2 * E * r }, 'mean'),
+    model.modules(),
+  );
+  plug(mean);
+  await evalAll(`mean of the ${E} genre LoRAs (cat merge)`, mean, 0);
+  const remix = MixtureModel.create(
+    parseMixtureConfig(
+      {
+        method: 'remix',
+        num_experts: E,
+        r,
+        top_k: k,
+        lora_alpha: 2 * k * r,
+        samples: Number(flags.samples),
+        train_experts: false,
+      },
+      'remix-pool',
+    ),
+    model.modules(),
+  );
+  plug(remix);
+  // the control: the same experts routed by the untrained router (top-k of the initial q)
+  await evalAll(`ReMix k${k} of the ${E} frozen genre LoRAs, untrained router`, remix, 0);
+  const t = performance.now();
+  await trainMixture({ model, mixture: remix, domains, steps, batch: B, seqLen: T, lr, seed });
+  await evalAll(`ReMix k${k} of the ${E} frozen genre LoRAs, router only`, remix, (performance.now() - t) / 1000);
+  return rows;
+}
+
+interface Row {
+  name: string;
+  activated: number;
+  seconds: number;
+  loss: Record<string, number>;
+  ess: number;
+  essRouter: number;
+}
+
 async function main() {
   const t0 = performance.now();
   const split = splitBrown(readBrown({ side: 'fiction' }), 'fiction');
@@ -87,21 +184,15 @@ async function main() {
   for (const g of GENRES)
     held[g] = evalBatches(tokenStream(split.heldOut.filter((f) => f.genre === g)), T, B, evalWindows);
   const model = await loadModel(DEMO_BASE_DIR);
-  const rows: {
-    name: string;
-    activated: number;
-    seconds: number;
-    loss: Record<string, number>;
-    ess: number;
-    essRouter: number;
-  }[] = [];
+  const rows: Row[] = [];
   try {
     // the base: a fresh mixture (every B is zero) evaluates to the frozen model
     const base = MixtureModel.create(parseMixtureConfig(RUNS[0].config, 'base'), model.modules());
     const baseLoss: Record<string, number> = {};
     for (const g of GENRES) baseLoss[g] = (await evaluateMixture(model, base, held[g], B, T)).loss;
     rows.push({ name: 'base', activated: 0, seconds: 0, loss: baseLoss, ess: 0, essRouter: 0 });
-    for (const run of RUNS) {
+    if (flags.pool) rows.push(...(await poolRows(model, domains, held)));
+    for (const run of flags.pool ? [] : RUNS) {
       const mixture = MixtureModel.create(parseMixtureConfig(run.config, run.name), model.modules());
       const t = performance.now();
       await trainMixture({
@@ -135,7 +226,7 @@ async function main() {
   const total = (performance.now() - t0) / 1000;
   await mkdir(flags.out!, { recursive: true });
   await writeFile(
-    join(flags.out!, 'results.json'),
+    join(flags.out!, flags.pool ? 'results-pool.json' : 'results.json'),
     `${JSON.stringify({ steps, B, T, evalWindows, seed, lr, rows, seconds: total }, null, 2)}\n`,
   );
   const head = `| run | activated | ${GENRES.join(' | ')} | mean | train s | ESS weights | ESS router |`;

@@ -22,6 +22,7 @@ interface Flags {
   seed?: unknown;
   evalWindows?: unknown;
   out?: unknown;
+  experts?: unknown;
 }
 
 const bad = (flag: string, msg: string) => new LorakitError('LK_INVALID_ARGUMENT', msg, { option: flag });
@@ -48,6 +49,7 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--lr <x>', 'Peak learning rate (10 % warmup, cosine decay)', { default: 2e-3 })
     .option('--seed <n>', 'Seed of the windows and the Gumbel noise', { default: 0 })
     .option('--eval-windows <n>', 'Held-out windows per domain', { default: 16 })
+    .option('--experts <dirs>', 'Comma-separated PEFT LoRA folders put into expert slots 0, 1, … before training')
     .option('--out <dir>', 'Folder to write the trained mixture to')
     .action(async (flags: Flags) => {
       const { MixtureModel, parseMixtureConfig, trainMixture, evaluateMixture } = await import(
@@ -69,6 +71,7 @@ export const register: CommandModule['register'] = (cli) => {
           const out = requiredFlag('out', flags.out, 'the folder to write the mixture to');
           const config = parseMixtureConfig(parseYaml(readFileSync(file, 'utf8')), file);
           mixture = MixtureModel.create(config, model.modules());
+          if (flags.experts !== undefined) await mixture.plugLoraFolders(String(flags.experts).split(','));
           const t0 = performance.now();
           await trainMixture({
             model,
