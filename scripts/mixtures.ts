@@ -6,7 +6,7 @@
  * and prints the table as Markdown (docs/composition.md holds a copy).
  *
  *   node --import tsx scripts/mixtures.ts [--steps 24] [--batch 4] [--seq-len 128] [--eval-windows 8] [--seed 0]
- *   node --import tsx scripts/mixtures.ts --pool     # the pool table: routers over frozen per-genre LoRAs
+ *   node --import tsx scripts/mixtures.ts --pool [--router-lr-ratio 1]   # the pool table: routers over frozen LoRAs
  *
  * With --pool it instead trains one rank-r FFN LoRA per genre (on that genre only, the pool of compose-pool.ts at
  * this size) and compares: their uniform mean (composition's `cat` merge with weights 1/n, as ReMix with k = n), the
@@ -46,6 +46,7 @@ const { values: flags } = parseArgs({
     lr: { type: 'string', default: '2e-3' },
     out: { type: 'string', default: 'runs/mixtures' },
     pool: { type: 'boolean', default: false },
+    'router-lr-ratio': { type: 'string', default: '1' },
   },
 });
 const steps = Number(flags.steps);
@@ -162,8 +163,14 @@ async function poolRows(model: LoadedModel, domains: MixtureDomain[], held: Reco
   // the control: the same experts routed by the untrained router (top-k of the initial q)
   await evalAll(`ReMix k${k} of the ${E} frozen genre LoRAs, untrained router`, remix, 0);
   const t = performance.now();
-  await trainMixture({ model, mixture: remix, domains, steps, batch: B, seqLen: T, lr, seed });
-  await evalAll(`ReMix k${k} of the ${E} frozen genre LoRAs, router only`, remix, (performance.now() - t) / 1000);
+  const routerLrRatio = Number(flags['router-lr-ratio']);
+  await trainMixture({ model, mixture: remix, domains, steps, batch: B, seqLen: T, lr, seed, routerLrRatio });
+  const label = routerLrRatio === 1 ? '' : `, router lr ×${routerLrRatio}`;
+  await evalAll(
+    `ReMix k${k} of the ${E} frozen genre LoRAs, router only${label}`,
+    remix,
+    (performance.now() - t) / 1000,
+  );
   return rows;
 }
 

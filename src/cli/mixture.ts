@@ -23,6 +23,7 @@ interface Flags {
   evalWindows?: unknown;
   out?: unknown;
   experts?: unknown;
+  routerLrRatio?: unknown;
 }
 
 const bad = (flag: string, msg: string) => new LorakitError('LK_INVALID_ARGUMENT', msg, { option: flag });
@@ -47,6 +48,7 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--batch <n>', 'Windows per step (ReMix routes each M times)', { default: 4 })
     .option('--seq-len <n>', 'Tokens per window', { default: 128 })
     .option('--lr <x>', 'Peak learning rate (10 % warmup, cosine decay)', { default: 2e-3 })
+    .option('--router-lr-ratio <x>', 'The routers learn at lr times this', { default: 1 })
     .option('--seed <n>', 'Seed of the windows and the Gumbel noise', { default: 0 })
     .option('--eval-windows <n>', 'Held-out windows per domain', { default: 16 })
     .option('--experts <dirs>', 'Comma-separated PEFT LoRA folders put into expert slots 0, 1, … before training')
@@ -83,6 +85,7 @@ export const register: CommandModule['register'] = (cli) => {
             seqLen,
             lr: numberFlag('lr', flags.lr)!,
             seed: intFlag('seed', flags.seed, 0)!,
+            routerLrRatio: numberFlag('router-lr-ratio', flags.routerLrRatio),
             onStep: (r) => console.error(`${r.stage} step ${r.step}: ce ${r.ce.toFixed(4)} loss ${r.loss.toFixed(4)}`),
           });
           await mixture.save(out, String(flags.model));

@@ -47,6 +47,8 @@ export interface MixtureTrainOptions {
   /** Peak learning rate (10 % warmup, cosine to 10 %) and the data / noise seed. */
   lr: number;
   seed: number;
+  /** The routers learn at lr·routerLrRatio (default 1). */
+  routerLrRatio?: number;
   onStep?(r: MixtureStepRecord): void;
 }
 
@@ -158,7 +160,14 @@ async function compileStage(o: MixtureTrainOptions, mode: RouteMode): Promise<St
   const trained = mixture.trainableNames(mode);
   const layout = addTrainStep(g, loss, {
     optimizer: adamw(),
-    groups: [{ params: trained.map((n) => mg.inputs.get(n)!), weightDecay: 0 }],
+    groups: [
+      { params: trained.filter((n) => !n.endsWith('.router')).map((n) => mg.inputs.get(n)!), weightDecay: 0 },
+      {
+        params: trained.filter((n) => n.endsWith('.router')).map((n) => mg.inputs.get(n)!),
+        weightDecay: 0,
+        lrRatio: o.routerLrRatio ?? 1,
+      },
+    ].filter((grp) => grp.params.length > 0),
     clipNorm: 1,
     metrics: { ce },
   });
