@@ -15,7 +15,7 @@
  * A single LoRA is run as a one-expert LoRA-Mixer in its hard stage (every token to the one expert, scale α/rank):
  * the same graphs and loop as the mixtures, so times compare. LoRA-Mixer splits its steps between stage 1 (hard
  * routing by genre, experts train) and stage 2 (soft top-k, router trains, experts frozen).
- * Not here: the methods (src/peft/mixture/), the pool's merges (scripts/compose-pool.ts).
+ * Not here: the methods (src/peft/mixture/), the loop (src/demo/mixture.ts), the pool's merges (scripts/compose-pool.ts).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -24,14 +24,8 @@ import { readBrown, splitBrown } from '../src/demo/brown.ts';
 import { DEMO_BASE_DIR } from '../src/demo/base.ts';
 import { evalBatches, type LmBatch, tokenStream } from '../src/demo/data.ts';
 import { type LoadedModel, loadModel } from '../src/models/index.ts';
-import {
-  evaluateMixture,
-  expertScale,
-  type MixtureDomain,
-  MixtureModel,
-  parseMixtureConfig,
-  trainMixture,
-} from '../src/peft/mixture/index.ts';
+import { evaluateMixture, type MixtureDomain, trainMixture } from '../src/demo/mixture.ts';
+import { expertScale, MixtureModel, parseMixtureConfig } from '../src/peft/mixture/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 
 const GENRES = ['adventure', 'mystery', 'romance', 'science_fiction'] as const;

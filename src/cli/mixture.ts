@@ -54,9 +54,8 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--experts <dirs>', 'Comma-separated PEFT LoRA folders put into expert slots 0, 1, … before training')
     .option('--out <dir>', 'Folder to write the trained mixture to')
     .action(async (flags: Flags) => {
-      const { MixtureModel, parseMixtureConfig, trainMixture, evaluateMixture } = await import(
-        '../peft/mixture/index.ts'
-      );
+      const { MixtureModel, parseMixtureConfig } = await import('../peft/mixture/index.ts');
+      const { trainMixture, evaluateMixture } = await import('../demo/mixture.ts');
       const { loadModel } = await import('../models/load.ts');
       const { evalBatches } = await import('../demo/data.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');

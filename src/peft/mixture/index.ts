@@ -1,4 +1,5 @@
-// peft/mixture/: mixtures of LoRAs with learned routing, ReMix and LoRA-Mixer (docs/composition.md, "Mixtures").
+// peft/mixture/: mixtures of LoRAs with learned routing, ReMix and LoRA-Mixer (docs/composition.md, "Mixtures"); their
+// training loop and evaluation are demo/mixture.ts.
 export {
   defaultTargets,
   expertScale,
@@ -29,11 +30,3 @@ export {
   softmax,
   topK,
 } from './routing.ts';
-export {
-  evaluateMixture,
-  type MixtureDomain,
-  type MixtureEval,
-  type MixtureStepRecord,
-  type MixtureTrainOptions,
-  trainMixture,
-} from './train.ts';

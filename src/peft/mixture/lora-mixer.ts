@@ -11,7 +11,7 @@
  *   while its text says the term makes routing peaky and input-specific; lorakit's default is '+' (entropy
  *   penalised, the stated intent; the balance term already pulls towards uniform load), '-' gives the formula as
  *   printed (config.ts: entropy_sign).
- * Not here: the stages' schedule (train.ts), the expert product (experts.ts).
+ * Not here: the stages' schedule (demo/mixture.ts), the expert product (experts.ts).
  */
 import type { Tensor } from '../../graph/index.ts';
 import { selectionMask } from './experts.ts';

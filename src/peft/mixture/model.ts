@@ -9,7 +9,7 @@
  *                                     `<path>.router` [E, in], F32
  *
  * PEFT has no equivalent (its MoE-style adapters do not route LoRAs), so this is lorakit's own layout.
- * Not here: the routing ops (remix.ts, lora-mixer.ts), the training loop (train.ts).
+ * Not here: the routing ops (remix.ts, lora-mixer.ts), the training loop (demo/mixture.ts).
  */
 import { LorakitError } from '../../errors.ts';
 import type { Graph, Tensor } from '../../graph/index.ts';

@@ -8,7 +8,7 @@
  * The router sees x without gradient (the REINFORCE term must not move earlier layers), and the selection is a
  * constant of the graph, so the task loss trains only the experts and log Q only the router: the surrogate
  * mean(L) + Σ stop(L_m − L̄)·log Q_m / (B·(M − 1)) (`remixSurrogate`) has exactly the paper's two gradients.
- * Not here: the training loop that builds M routings per window (train.ts), the host reference (routing.ts).
+ * Not here: the training loop that builds M routings per window (demo/mixture.ts), the host reference (routing.ts).
  */
 import type { Tensor } from '../../graph/index.ts';
 import { logSoftmax, selectionMask } from './experts.ts';

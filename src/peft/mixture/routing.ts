@@ -4,7 +4,7 @@
  * the REINFORCE leave-one-out (RLOO) router gradient over M sampled routings, top-k, and the effective support size.
  * The graphs (remix.ts, lora-mixer.ts) compute the same things in-graph; these functions are what the tests hold
  * them to, what the training loop draws its Gumbel noise with, and what reports ESS.
- * Not here: graph ops (remix.ts, lora-mixer.ts), the training loop (train.ts).
+ * Not here: graph ops (remix.ts, lora-mixer.ts), the training loop (demo/mixture.ts).
  */
 import { LorakitError } from '../../errors.ts';
 import type { Rng } from '../../linalg/index.ts';

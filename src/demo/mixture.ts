@@ -10,21 +10,22 @@
  *   the experts; stage 2 trains the router with soft top-k routing and the mean RSL over routed layers.
  * - Evaluation routes ReMix by top-k and LoRA-Mixer by soft top-k, and reports the effective support size.
  * Row b of batch i comes from domain (i·B + b) mod D, so every batch mixes the domains.
- * Not here: the routing ops (remix.ts, lora-mixer.ts), the mixture's values and format (model.ts), the data files.
+ * It lives with the demo's LM graphs and window sampler (data.ts, lm.ts) it shares, above train/ and peft/.
+ * Not here: the routing ops and the mixture's values and format (peft/mixture/), the data files.
  */
-import { IGNORE_INDEX } from '../../train/data/encode.ts';
-import { type LmBatch, WindowSampler } from '../../demo/data.ts';
-import { warmupCosine } from '../../demo/lm.ts';
-import { LorakitError } from '../../errors.ts';
-import { Graph, type Tensor, tokenNll } from '../../graph/index.ts';
-import { Rng, seedFrom } from '../../linalg/index.ts';
-import { buildCausalLM, type LoadedModel } from '../../models/index.ts';
-import { addTrainStep, adamw, TrainStepRunner } from '../../optim/index.ts';
-import { compile, type Feed } from '../../runtime/index.ts';
-import { causalLmLoss } from '../../train/loss.ts';
-import type { MixtureModel, RouteMode } from './model.ts';
-import { remixSurrogate } from './remix.ts';
-import { gumbelArray } from './routing.ts';
+import { IGNORE_INDEX } from '../train/data/encode.ts';
+import { type LmBatch, WindowSampler } from './data.ts';
+import { warmupCosine } from './lm.ts';
+import { LorakitError } from '../errors.ts';
+import { Graph, type Tensor, tokenNll } from '../graph/index.ts';
+import { Rng, seedFrom } from '../linalg/index.ts';
+import { buildCausalLM, type LoadedModel } from '../models/index.ts';
+import { addTrainStep, adamw, TrainStepRunner } from '../optim/index.ts';
+import { compile, type Feed } from '../runtime/index.ts';
+import { causalLmLoss } from '../train/loss.ts';
+import type { MixtureModel, RouteMode } from '../peft/mixture/model.ts';
+import { remixSurrogate } from '../peft/mixture/remix.ts';
+import { gumbelArray } from '../peft/mixture/routing.ts';
 
 /** A domain's training token stream. */
 export interface MixtureDomain {
