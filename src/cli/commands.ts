@@ -47,6 +47,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: "Merge LoRA adapters into one PEFT LoRA folder (PEFT's add_weighted_adapter types, LoRA-LEGO)",
     load: () => import('./merge-adapters.ts'),
   },
+  mixture: {
+    describe: 'Train and evaluate a mixture of LoRAs with learned routing (ReMix, LoRA-Mixer)',
+    load: () => import('./mixture.ts'),
+  },
   export: {
     describe: 'Write an adapter, or the merged model, as GGUF for llama.cpp (--format gguf)',
     load: () => import('./export.ts'),
