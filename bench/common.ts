@@ -134,9 +134,9 @@ export function machine(): Machine {
 export type Result = Record<string, any> & { id: string; side: 'lorakit' | 'peft'; load1: number };
 
 /** Runs a command, returning its RESULT line as an object; throws with the output tail on failure. */
-function runChild(cmd: string, args: string[]): Promise<Record<string, any>> {
+function runChild(cmd: string, args: string[], env?: Record<string, string>): Promise<Record<string, any>> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let out = '',
       err = '';
     p.stdout.on('data', (d) => {
@@ -154,10 +154,11 @@ function runChild(cmd: string, args: string[]): Promise<Record<string, any>> {
   });
 }
 
-/** One lorakit workload in a fresh Node process. */
-export async function runLorakit(w: Workload): Promise<Result> {
+/** One lorakit workload in a fresh Node process (`env` adds to its environment, e.g. its own LORAKIT_CACHE). */
+export async function runLorakit(w: Workload, env?: Record<string, string>): Promise<Result> {
   const load1 = loadavg()[0];
-  const r = await runChild(process.execPath, ['--import', 'tsx', join('bench', 'lorakit.ts'), JSON.stringify(w)]);
+  const args = ['--import', 'tsx', join('bench', 'lorakit.ts'), JSON.stringify(w)];
+  const r = await runChild(process.execPath, args, env);
   return { ...r, id: w.id, side: 'lorakit', load1 } as Result;
 }
 

@@ -5,7 +5,8 @@ bench/lorakit.ts. One process per workload, so the peak RSS (VmHWM) is that work
 Same work as lorakit: the HF folder written by bench/models.ts, fp32, transformers' default attention (sdpa; the
 spec's peftAttention can ask for eager), dropout 0, LoRA r / alpha = 2r
 on the same target_modules, model.train(), AdamW (lr 1e-4, weight decay 0.01), torch threads = the spec's threads.
-  train: loss = model(input_ids, labels=input_ids).loss (transformers shifts the labels), backward, step, zero_grad
+  train: loss = model(input_ids, labels=input_ids).loss (transformers shifts the labels), backward, step, zero_grad;
+         with the spec's peftAutocast "bf16" the forward runs under torch.autocast("cpu", dtype=torch.bfloat16)
   eval:  the same forward and loss under torch.no_grad()      gen: model.generate, greedy, no eos, timed per token
   matmul: torch.mm of two [n, n] fp32 matrices into a preallocated output, best of the runs
   gemm:   each Linear shape of the spec as a step runs it, x·Wᵀ and dY·W with batch·seq rows (torch.mm into
@@ -108,12 +109,20 @@ def run_model(w, t0):
     if w["kind"] == "gen":
         return run_gen(w, model, ids)
     adapter_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    # peftAutocast "bf16": the forward (and so the loss) under torch.autocast(cpu, bfloat16), as PEFT's users speed up
+    # CPU training; the backward runs outside it, as torch's docs advise, in the dtypes the forward chose.
+    bf16 = w.get("peftAutocast") == "bf16"
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
     if w["kind"] == "train":
         model.train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.01)
 
         def step():
-            loss = model(input_ids=ids, labels=ids).loss
+            with autocast():
+                loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -122,7 +131,7 @@ def run_model(w, t0):
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 return model(input_ids=ids, labels=ids).loss.item()
 
     loss0 = step()

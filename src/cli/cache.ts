@@ -1,8 +1,8 @@
 /**
  * `lorakit cache info|clear`: where lorakit's caches live (one root, io/cache-root.ts), what they hold, and emptying
- * them. Three caches sit under the root: `sessions/` (compiled models and links to their weight files,
- * runtime/disk-cache.ts), `datasets/` (tokenised data, train/data/cache.ts) and `models/` (GGUF files converted to
- * float32 model folders, io/gguf-model.ts). Earlier versions kept sessions in
+ * them. Four caches sit under the root: `sessions/` (compiled models and links to their weight files,
+ * runtime/disk-cache.ts), `datasets/` (tokenised data, train/data/cache.ts), `models/` (GGUF files converted to
+ * float32 model folders, io/gguf-model.ts) and `quantized/` (quantized frozen weights, models/quant-cache.ts). Earlier versions kept sessions in
  * `<temp>/lorakit-cache`, never cleaned; `info` reports that folder when it exists and `clear` deletes it. Imports
  * only those files, so it never loads ONNX Runtime. `formatCacheInfo` renders the report for the terminal.
  */
@@ -21,6 +21,8 @@ export interface CacheReport {
   datasets: DatasetCacheInfo;
   /** GGUF files converted to float32 model folders (io/gguf-model.ts). */
   models: { dir: string; entries: number; bytes: number };
+  /** Quantized frozen weights, one safetensors file per model folder and mode (models/quant-cache.ts). */
+  quantized: { dir: string; entries: number; bytes: number };
   /** The session folder of earlier versions, with its entry count, when it exists. */
   legacy: { dir: string; entries: number } | null;
 }
@@ -40,6 +42,7 @@ export async function cacheReport({ clear = false } = {}): Promise<CacheReport> 
     sessions: await (clear ? clearSessionCache : sessionCacheInfo)(sessionsDir),
     datasets: await (clear ? clearDatasetCache : datasetCacheInfo)(datasetsDir),
     models: await modelFolders(lorakitCacheDir('models'), clear),
+    quantized: await quantizedFiles(lorakitCacheDir('quantized'), clear),
     legacy: legacyEntries ? { dir: legacyDir, entries: legacyEntries.length } : null,
   };
 }
@@ -53,6 +56,16 @@ async function modelFolders(dir: string, clear: boolean): Promise<CacheReport['m
       bytes += (await stat(join(dir, e, f)).catch(() => null))?.size ?? 0;
   if (clear) await rm(dir, { recursive: true, force: true });
   return { dir, entries: entries.length, bytes };
+}
+
+/** Entries and bytes of the quantized-weight files in `dir`; with `clear`, deletes them after counting. */
+async function quantizedFiles(dir: string, clear: boolean): Promise<CacheReport['quantized']> {
+  const names = ((await readdir(dir).catch(() => [])) as string[]).filter((n) => n.endsWith('.safetensors'));
+  let bytes = 0;
+  for (const n of names) bytes += (await stat(join(dir, n)).catch(() => null))?.size ?? 0;
+  // A session that maps one of these files keeps its mapping after the unlink (Linux, macOS).
+  if (clear) await rm(dir, { recursive: true, force: true });
+  return { dir, entries: names.length, bytes };
 }
 
 /** Renders a report as lines: the root, then one line per cache. */
@@ -69,6 +82,7 @@ export function formatCacheInfo(r: CacheReport, cleared = false): string {
     `  sessions  ${sessions}  (${s.dir})`,
     `  datasets  ${count(d.entries, 'entry', 'entries')}, ${bytes(d.bytes)}  (${d.dir})`,
     `  models    ${count(r.models.entries, 'GGUF model folder', 'GGUF model folders')}, ${bytes(r.models.bytes)}  (${r.models.dir})`,
+    `  quantized ${count(r.quantized.entries, 'quantized base', 'quantized bases')}, ${bytes(r.quantized.bytes)}  (${r.quantized.dir})`,
   ];
   if (r.legacy)
     lines.push(

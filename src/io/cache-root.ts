@@ -1,14 +1,15 @@
 /**
  * Where lorakit keeps its caches: one root folder, with one subfolder per cache (`sessions/`: compiled models and the
  * links to their weight files, runtime/disk-cache.ts; `datasets/`: tokenised data, train/data/cache.ts; `models/`: GGUF
- * files as float32 model folders, io/gguf-model.ts). Every cache
+ * files as float32 model folders, io/gguf-model.ts; `quantized/`: quantized frozen weights, models/quant-cache.ts).
+ * Every cache
  * finds its folder here, so `lorakit cache info|clear` and the docs name one place.
  * Not here: what a cache holds or how it is bounded (each cache's own file).
  */
 import { environment, homedir, join, platform as hostPlatform } from './host.ts';
 
 /** The caches under the root, each in a subfolder of that name. */
-export type CacheKind = 'sessions' | 'datasets' | 'models';
+export type CacheKind = 'sessions' | 'datasets' | 'models' | 'quantized';
 
 /** What the root depends on (defaults: this process's environment, platform and home folder). */
 export interface CacheRootContext {

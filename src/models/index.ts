@@ -11,7 +11,15 @@ import { llamaCausalLM } from './llama.ts';
 import { type ContextOptions, familyOf } from './load.ts';
 
 export { loadModel, familyOf, type LoadedModel, type ContextOptions } from './load.ts';
-export { type QuantizedBase, quantizable, quantizeBase, quantizeModel } from './quantize.ts';
+export {
+  type QuantizedBase,
+  type QuantizeOptions,
+  cachedQuantizeBase,
+  quantizable,
+  quantizeBase,
+  quantizeModel,
+  quantizedModules,
+} from './quantize.ts';
 export type { Family, FamilyName, ParamSpec } from './family.ts';
 export {
   type KV,

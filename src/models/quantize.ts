@@ -7,7 +7,12 @@
  */
 import { LorakitError } from '../errors.ts';
 import { type ModuleInfo, type QuantMode, type QuantizedWeight, quantizedBytes, quantizeWeight } from '../nn/index.ts';
+import { lorakitCacheDir } from '../io/cache-root.ts';
 import type { LoadedModel } from './load.ts';
+import { cachedSpecs, quantCacheSlot, readQuantCache, writeQuantCache } from './quant-cache.ts';
+
+/** A Linear or Conv1D entry of a module list: the kinds quantizeBase quantizes. */
+export type LinearInfo = Extract<ModuleInfo, { kind: 'linear' | 'conv1d' }>;
 
 /** What quantizeBase did: the weights by HF name, and the bytes before (float32) and after. */
 export interface QuantizedBase {
@@ -17,6 +22,8 @@ export interface QuantizedBase {
   floatBytes: number;
   /** Bytes of their quantized form (for q4 including the int8 copy its input gradient uses). */
   quantizedBytes: number;
+  /** Set when the weights point into a cache file: its path, and whether it existed (hit) or was written now. */
+  cache?: { path: string; hit: boolean };
 }
 
 /** Whether a module of the list is quantized: Linears and Conv1Ds except the output head and tied weights. */
@@ -24,6 +31,17 @@ export function quantizable(m: ModuleInfo, all: readonly ModuleInfo[]): boolean 
   if (m.kind !== 'linear' && m.kind !== 'conv1d') return false;
   if (/(^|\.)lm_head$/.test(m.path)) return false;
   return !all.some((o) => o !== m && o.kind === 'embedding' && o.weightName === m.weightName);
+}
+
+/** The modules quantizeBase quantizes: quantizable ones, each weight once (shared weights are quantized once). */
+export function quantizedModules(modules: readonly ModuleInfo[]): LinearInfo[] {
+  const seen = new Set<string>();
+  return modules.filter((m): m is LinearInfo => {
+    if (m.kind !== 'linear' && m.kind !== 'conv1d') return false;
+    if (!quantizable(m, modules) || seen.has(m.weightName)) return false;
+    seen.add(m.weightName);
+    return true;
+  });
 }
 
 /**
@@ -36,31 +54,83 @@ export async function quantizeBase(
   mode: Exclude<QuantMode, 'none'>,
 ): Promise<QuantizedBase> {
   const weights = new Map<string, QuantizedWeight>();
-  let floatBytes = 0;
-  let qBytes = 0;
-  for (const m of modules) {
-    if (!quantizable(m, modules) || m.kind === 'embedding' || m.kind === 'conv2d' || weights.has(m.weightName))
-      continue;
+  for (const m of quantizedModules(modules)) {
     const { inFeatures: inF, outFeatures: out } = m;
     const stored = await read(m.weightName);
     const w = m.kind === 'conv1d' ? transpose(stored, inF, out) : stored; // [out, in]
-    const q = quantizeWeight(w, out, inF, mode);
-    weights.set(m.weightName, q);
-    floatBytes += 4 * w.length;
+    weights.set(m.weightName, quantizeWeight(w, out, inF, mode));
+  }
+  return summary(mode, weights);
+}
+
+function summary(mode: Exclude<QuantMode, 'none'>, weights: Map<string, QuantizedWeight>): QuantizedBase {
+  let floatBytes = 0;
+  let qBytes = 0;
+  for (const q of weights.values()) {
+    floatBytes += 4 * q.out * q.in;
     qBytes += quantizedBytes(q);
   }
   return { mode, weights, floatBytes, quantizedBytes: qBytes };
 }
 
+/** Options of quantizeModel. */
+export interface QuantizeOptions {
+  /**
+   * Folder of the quantized-weight cache (quant-cache.ts); default `quantized/` under the lorakit cache root; false
+   * quantizes in memory on every call (the graphs then carry the codes inline).
+   */
+  cacheDir?: string | false;
+  /** Called with a one-line note when a cache file is unusable and rebuilt, or cannot be written; default
+   * console.warn. */
+  onNote?: (message: string) => void;
+}
+
+/**
+ * The quantized base of `model`: from its cache file when one is valid, else quantized here and written there
+ * (then read back, so the weights point into the file either way). An unusable file is rebuilt with a note; a
+ * cache that cannot be written leaves the weights in memory, with a note.
+ */
+export async function cachedQuantizeBase(
+  model: LoadedModel,
+  mode: Exclude<QuantMode, 'none'>,
+  opts: QuantizeOptions = {},
+): Promise<QuantizedBase> {
+  const modules = model.modules();
+  const quantize = () => quantizeBase(modules, (n) => model.read(n), mode);
+  if (opts.cacheDir === false) return quantize();
+  const note = opts.onNote ?? ((m: string) => console.warn(`lorakit: ${m}`));
+  const specs = cachedSpecs(quantizedModules(modules));
+  const slot = await quantCacheSlot(opts.cacheDir ?? lorakitCacheDir('quantized'), model.dir, mode, specs);
+  if (!slot) return quantize();
+  const found = await readQuantCache(slot, mode, specs);
+  if (found && 'weights' in found) return { ...summary(mode, found.weights), cache: { path: slot.path, hit: true } };
+  if (found) note(`the quantized-weight cache ${slot.path} is unusable (${found.problem}); rebuilding it`);
+  const base = await quantize();
+  try {
+    await writeQuantCache(slot, mode, base.weights);
+  } catch (e) {
+    note(`could not write the quantized-weight cache ${slot.path} (${(e as Error).message}); weights stay in memory`);
+    return base;
+  }
+  const back = await readQuantCache(slot, mode, specs);
+  if (!back || !('weights' in back)) return base; // removed or replaced by another process meanwhile: use ours
+  return { ...summary(mode, back.weights), cache: { path: slot.path, hit: false } };
+}
+
 /**
  * The model with its frozen Linears quantized in `mode`: its contexts (and so every graph: train step, eval,
- * generation) multiply by the quantized weights. 'none' returns the model itself.
+ * generation) multiply by the quantized weights. 'none' returns the model itself. The weights come from the
+ * quantized-weight cache when it holds them (see QuantizeOptions).
  */
-export async function quantizeModel(model: LoadedModel, mode: QuantMode): Promise<LoadedModel> {
+export async function quantizeModel(
+  model: LoadedModel,
+  mode: QuantMode,
+  opts: QuantizeOptions = {},
+): Promise<LoadedModel> {
   if (mode === 'none') return model;
   if (mode !== 'int8' && mode !== 'q4')
     throw new LorakitError('LK_INVALID_ARGUMENT', `quantize: mode must be none, int8 or q4, got ${String(mode)}`);
-  const base = await quantizeBase(model.modules(), (n) => model.read(n), mode);
+  const base = await cachedQuantizeBase(model, mode, opts);
   return {
     ...model,
     context: (graph, opts = {}) => model.context(graph, { quantized: base.weights, ...opts }),

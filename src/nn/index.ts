@@ -40,6 +40,8 @@ export {
   type QuantMode,
   type QuantizedWeight,
   type Int8Weight,
+  type FileSpan,
+  type StoredInt8,
   type Q4Weight,
   Q4_BLOCK,
   INT8_LEVELS,

@@ -5,10 +5,13 @@
  * unless an adapter method reads the base weight itself (DoRA's column norms): `weight` then makes one, lazily.
  * Float64 graphs (gradient checks) multiply by W̃ in float64 instead: the integer kernels are float32 only, and the
  * reference a check compares with is the function of W̃.
- * Not here: host quantization (quantize.ts), the choice of layers (models/quantize.ts).
+ * A weight read from the quantized-weight cache (`stored` spans) becomes file-backed initializers: the graph names
+ * the cache file's bytes, which ORT memory-maps, instead of carrying a copy of the codes.
+ * Not here: host quantization (quantize.ts), the choice of layers (models/quantize.ts), the cache
+ * (models/quant-cache.ts).
  */
-import { type Graph, NBITS_BACKWARD, type Tensor, rowQuantizedMatMul } from '../graph/index.ts';
-import { type QuantizedWeight, Q4_BLOCK, dequantize } from './quantize.ts';
+import { type Graph, type InitData, NBITS_BACKWARD, type Tensor, rowQuantizedMatMul } from '../graph/index.ts';
+import { type FileSpan, type QuantizedWeight, Q4_BLOCK, dequantize } from './quantize.ts';
 
 /** The graph tensors of one quantized weight, made once per graph and name. */
 export interface QuantizedTensors {
@@ -17,6 +20,9 @@ export interface QuantizedTensors {
   /** W̃ in the stored layout ([out, in], or [in, out] for a Conv1D), as a float initializer made on first call. */
   dequantized(dtype: 'f32' | 'f64'): Tensor;
 }
+
+/** A file-backed initializer's data. */
+const file = (f: FileSpan): InitData => ({ kind: 'file', ...f });
 
 /** Transposes a row-major [rows, cols] int8 matrix. */
 function transposeInt8(q: Int8Array, rows: number, cols: number): Int8Array {
@@ -39,17 +45,26 @@ export function quantizedTensors(g: Graph, name: string, q: QuantizedWeight, fan
   const { out, in: inF } = q;
   let product: (rows: Tensor) => Tensor;
   if (q.kind === 'int8') {
-    // DynamicQuantizeMatMul multiplies by B [K, N] = [in, out]: the codes transposed once here, on the host
-    const b = g.initializer(`${name}.int8`, 'i8', [inF, out], transposeInt8(q.q, out, inF));
-    const s = g.initializer(`${name}.scale`, 'f32', [out], q.scale);
+    // DynamicQuantizeMatMul multiplies by B [K, N] = [in, out]: the codes transposed once here, on the host, or
+    // already transposed in the cache file, which the graph then references (no bytes pass through JavaScript)
+    const st = q.stored;
+    const b = g.initializer(
+      `${name}.int8`,
+      'i8',
+      [inF, out],
+      st?.codesInOut ? file(st.codesInOut) : transposeInt8(q.q, out, inF),
+    );
+    const s = g.initializer(`${name}.scale`, 'f32', [out], st ? file(st.scale) : q.scale);
     product = (rows) => rowQuantizedMatMul(rows, b, s); // [N, out]
   } else {
     const nb = Math.ceil(inF / Q4_BLOCK);
-    const b = g.initializer(`${name}.q4`, 'u8', [out, nb, Q4_BLOCK / 2], q.blocks);
-    const s = g.initializer(`${name}.q4_scale`, 'f32', [out * nb], q.scales);
+    const [st, bst] = [q.stored, q.back.stored];
+    const b = g.initializer(`${name}.q4`, 'u8', [out, nb, Q4_BLOCK / 2], st ? file(st.blocks) : q.blocks);
+    const s = g.initializer(`${name}.q4_scale`, 'f32', [out * nb], st ? file(st.scales) : q.scales);
     const back = {
-      weight: g.initializer(`${name}.q4_back`, 'i8', [out, inF], q.back.q), // [K, N] of dY·W̃: as stored
-      scale: g.initializer(`${name}.q4_back_scale`, 'f32', [out], q.back.scale),
+      // [K, N] of dY·W̃: as stored
+      weight: g.initializer(`${name}.q4_back`, 'i8', [out, inF], bst?.codesOutIn ? file(bst.codesOutIn) : q.back.q),
+      scale: g.initializer(`${name}.q4_back_scale`, 'f32', [out], bst ? file(bst.scale) : q.back.scale),
     };
     g.memo(NBITS_BACKWARD, b, () => back);
     // accuracy_level 4: the kernel quantizes each 32-block of the input to int8 and multiplies in integers

@@ -22,6 +22,26 @@ export const Q4_BLOCK = 32;
  */
 export const INT8_LEVELS = 64;
 
+/** A byte range of a file: where a graph initializer reads its bytes (ORT memory-maps them). */
+export interface FileSpan {
+  path: string;
+  offset: number;
+  length: number;
+}
+
+/**
+ * Where the arrays of a weight already lie in a file (the quantized-weight cache, models/quant-cache.ts), in the
+ * layouts the graph multiplies by: a graph then references these bytes instead of copying the arrays into the model.
+ */
+export interface StoredInt8 {
+  /** i8 [in, out]: the codes transposed, as a layer's forward product reads them (its own int8 weight). */
+  codesInOut?: FileSpan;
+  /** i8 [out, in]: the codes as stored in `q`, as a 4-bit layer's backward copy is read. */
+  codesOutIn?: FileSpan;
+  /** f32 [out]. */
+  scale: FileSpan;
+}
+
 /** W̃[o, i] = scale[o]·q[o, i]: symmetric int8 per output channel, codes in [−INT8_LEVELS, INT8_LEVELS]. */
 export interface Int8Weight {
   kind: 'int8';
@@ -31,6 +51,8 @@ export interface Int8Weight {
   q: Int8Array;
   /** f32 [out]: max_i |W[o, i]| / INT8_LEVELS (0 for an all-zero row). */
   scale: Float32Array;
+  /** Set when the arrays come from a file (then read from it only when a caller touches them). */
+  stored?: StoredInt8;
 }
 
 /**
@@ -49,6 +71,8 @@ export interface Q4Weight {
   /** f32 [out·blocks]: each block's d, rounded to float16 as GGUF stores it. */
   scales: Float32Array;
   back: Int8Weight;
+  /** Set when the arrays come from a file, as for Int8Weight. */
+  stored?: { blocks: FileSpan; scales: FileSpan };
 }
 
 /** A quantized Linear weight. */
@@ -132,10 +156,12 @@ export function quantizeWeight(w: Float32Array, out: number, inF: number, mode: 
   return mode === 'int8' ? quantizeInt8(w, out, inF) : quantizeQ4(w, out, inF);
 }
 
-/** Bytes the quantized weight occupies (codes and scales; for q4 with its int8 backward copy). */
+/** Bytes the quantized weight occupies (codes and scales; for q4 with its int8 backward copy). From the sizes alone,
+ * so a weight read lazily from a file stays unread. */
 export function quantizedBytes(q: QuantizedWeight): number {
-  if (q.kind === 'int8') return q.q.length + 4 * q.scale.length;
-  return q.blocks.length + 4 * q.scales.length + quantizedBytes(q.back);
+  if (q.kind === 'int8') return q.out * q.in + 4 * q.out;
+  const nb = Math.ceil(q.in / Q4_BLOCK);
+  return q.out * nb * (Q4_BLOCK / 2) + 4 * q.out * nb + quantizedBytes(q.back);
 }
 
 function checkSize(w: Float32Array, out: number, inF: number): void {

@@ -66,8 +66,12 @@ export class AdapterBinding {
   private readonly buffers = new Map<string, BufferHandle>();
   /** Trained layers the graph called, in call order (their update rules). */
   private readonly calledLayers: string[] = [];
-  /** The frozen weight tensor of each called trained layer, as the graph used it (update rules may read it). */
-  private readonly frozen = new Map<string, Tensor>();
+  /**
+   * The frozen weight tensor of each called trained layer, as the graph used it (update rules may read it), and
+   * its graph. A thunk: reading a quantized layer's weight makes its float W̃ (a dequantized copy of every frozen
+   * matrix, 1–2 s and 100+ MB of JavaScript on GPT-2), which only the rules that read W may pay for.
+   */
+  private readonly frozen = new Map<string, { graph: Graph; weight: () => Tensor }>();
 
   constructor(
     private readonly adapters: readonly Adapter[],
@@ -102,7 +106,7 @@ export class AdapterBinding {
     const training = a.name === this.opts.train;
     if (training && !this.calledLayers.includes(m.path)) {
       this.calledLayers.push(m.path);
-      this.frozen.set(m.path, m.weight);
+      this.frozen.set(m.path, { graph: x.graph, weight: () => m.weight });
     }
     const g = x.graph;
     const cast = (t: Tensor) => (t.dtype === 'f32' || t.dtype === 'f64' ? t.cast(y.dtype) : t); // the model's dtype
@@ -217,7 +221,7 @@ export class AdapterBinding {
       const params = names.map((n) => this.made.get(paramKey(a.name, path, n))!);
       const slots = rule.state(l.info, l.settings, a.config);
       const specs = a.stepInputs.filter((s) => s.layer === null || s.layer === path);
-      const weight = this.frozen.get(path) ?? null;
+      const frozen = this.frozen.get(path);
       return {
         name: `${path}#${a.name}`,
         params,
@@ -243,7 +247,9 @@ export class AdapterBinding {
             step: c.step,
             weightDecay: c.weightDecay,
             // the forward graph's weight; the update graph of accumulated steps is another graph
-            weight: weight && c.lr.graph === weight.graph ? weight : null,
+            get weight() {
+              return frozen && c.lr.graph === frozen.graph ? frozen.weight() : null;
+            },
           });
           return { params: names.map((n) => out.p[n]), state: slots.map((s) => out.state[s.name]) };
         },

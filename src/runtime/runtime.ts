@@ -9,7 +9,7 @@
  * the on-disk cache (disk-cache.ts), bounded after each new entry.
  * Not here: feeds and runs (session.ts), the on-disk layout (disk-cache.ts), ORT calls (backend.ts).
  */
-import { basename, createHash } from '../io/host.ts';
+import { basename, createHash, dirname, join, lstat, processId, randomHex, rename, rm } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
 import { toOnnx } from '../graph/onnx.ts';
@@ -50,6 +50,15 @@ export interface CompileOptions {
   retain?: boolean;
   /** Extra ORT session options (merged last). */
   ortOptions?: OrtOptions;
+  /**
+   * For a graph with file weights on the CPU EP at the default optimisation level: save ORT's optimized model in
+   * the graph's cache entry (its new initializers, such as folded transposes, in a file beside it), and load that
+   * with graph optimisation off when the entry is used again, so a later process skips ORT's optimisers (a GPT-2
+   * int8 LoRA step: session creation 17–22 s → 7–9 s under load; bench/RESULTS.md). Costs the optimized
+   * initializers' bytes on disk (about 320 MB for that step), counted against the cache's bound. Default false;
+   * the train step engine turns it on for its step graphs.
+   */
+  persistOptimized?: boolean;
 }
 
 /** Options of a Runtime. */
@@ -83,6 +92,15 @@ interface Entry extends SharedSession {
   backend?: Backend;
   handle?: number;
 }
+
+/** The optimized model a disk entry may hold beside model.onnx (CompileOptions.persistOptimized). */
+const OPTIMIZED_MODEL = 'optimized.onnx';
+
+const exists = (path: string) =>
+  lstat(path).then(
+    () => true,
+    () => false,
+  );
 
 /** A serialised graph, ready to key and load. */
 interface Prepared {
@@ -220,7 +238,7 @@ export class Runtime {
     for (let attempt = 0; ; attempt++) {
       const { modelPath, created } = await ensureEntry(dir, p.key, p.model, p.weights);
       try {
-        await this.create(e, graph, modelPath, opts);
+        await this.createFromEntry(e, graph, modelPath, opts);
       } catch (err) {
         // A failed entry must not be found again; one found on disk (not just built) may have been half-swept by
         // another process between our look and ORT's, so it is rebuilt once.
@@ -234,6 +252,60 @@ export class Runtime {
       }
       return;
     }
+  }
+
+  /**
+   * Creates the session of a disk entry: from the optimized model saved in it when asked to persist one and one is
+   * there (graph optimisation off: ORT's optimisers already ran), else from model.onnx, saving ORT's optimized
+   * model for the next process. A saved model that fails to load is deleted and made again. Saving writes under a
+   * unique name and renames it into place, so a reader never sees half a file; the initializer file it names keeps
+   * its unique name (a concurrent loser's stays until the entry is swept).
+   */
+  private async createFromEntry(e: Entry, graph: Graph, modelPath: string, opts: CompileOptions): Promise<void> {
+    const level = opts.optimization ?? 'all';
+    const own = opts.ortOptions?.optimizedModelFilePath !== undefined;
+    if (!opts.persistOptimized || e.ep !== 'cpu' || level === 'disabled' || own)
+      return this.create(e, graph, modelPath, opts);
+    const dir = dirname(modelPath);
+    const saved = join(dir, OPTIMIZED_MODEL);
+    if (await exists(saved)) {
+      try {
+        await this.create(e, graph, saved, { ...opts, optimization: 'disabled' });
+        return;
+      } catch {
+        await rm(saved, { force: true }); // broken, or from another ORT build: made again below
+      }
+    }
+    const tag = `optimized.${processId()}.${randomHex(6)}`;
+    const session = { ...(opts.ortOptions?.extra as { session?: Record<string, string> } | undefined)?.session };
+    const drop = async () => {
+      await rm(join(dir, `${tag}.onnx`), { force: true });
+      await rm(join(dir, `${tag}.bin`), { force: true });
+    };
+    const saving = this.create(e, graph, modelPath, {
+      ...opts,
+      ortOptions: {
+        ...opts.ortOptions,
+        optimizedModelFilePath: join(dir, `${tag}.onnx`),
+        // ORT warns that a level-'all' model may hold hardware-specific kernels; the entry is this machine's own
+        logSeverityLevel: 3,
+        extra: {
+          ...(opts.ortOptions?.extra as object | undefined),
+          session: {
+            ...session,
+            optimized_model_external_initializers_file_name: `${tag}.bin`,
+            optimized_model_external_initializers_min_size_in_bytes: '1024',
+          },
+        },
+      },
+    });
+    try {
+      await saving;
+    } catch {
+      await drop(); // a model ORT cannot serialise still runs, as it did before: unsaved
+      return this.create(e, graph, modelPath, opts);
+    }
+    await rename(join(dir, `${tag}.onnx`), saved).catch(drop);
   }
 
   private async create(e: Entry, graph: Graph, source: Uint8Array | string, opts: CompileOptions): Promise<void> {

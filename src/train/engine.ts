@@ -92,7 +92,8 @@ export class StepEngine {
   /** Builds and compiles the step graph(s) for `task`; parameters start at `init` (zeros without it, before a
    * restore()). */
   static async create(task: TrainTask, opts: EngineOptions, init?: Record<string, Float32Array>): Promise<StepEngine> {
-    const cOpts = opts.compile ?? task.compileOptions;
+    // the step graphs are the largest a run compiles, once per run: keep ORT's optimized model for the next run
+    const cOpts = { persistOptimized: true, ...(opts.compile ?? task.compileOptions) };
     const tg = task.build();
     const metricNames = Object.keys(tg.metrics ?? {});
     const updates = tg.updates ?? [];

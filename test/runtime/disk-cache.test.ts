@@ -3,7 +3,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, statSync, symlinkSync, utimesSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+} from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -111,6 +121,37 @@ test('an entry that ORT cannot load is deleted and rebuilt, never reused', async
   assert.deepEqual(await run(again), [4, 6]);
   assert.ok(statSync(model).size > 100, 'the entry was rebuilt');
   await again.dispose();
+});
+
+test("persistOptimized saves ORT's optimized model in the entry, loads it next time, and remakes a broken one", async () => {
+  const dir = tempDir(),
+    cache = join(dir, 'cache');
+  const src = await weightFile(dir);
+  const opts = { cacheDir: cache, persistOptimized: true };
+  const first = await new Runtime().compile(graph(src, 10), opts);
+  assert.deepEqual(await run(first), [14, 16]);
+  await first.dispose();
+  const entry = join(cache, 'entries', first.key);
+  assert.ok(ls(entry).includes('optimized.onnx'), ls(entry).join());
+  assert.deepEqual(
+    ls(entry).filter(
+      (f) => f.includes('.tmp') || (f.endsWith('.onnx') && !['model.onnx', 'optimized.onnx'].includes(f)),
+    ),
+    [],
+  );
+  // model.onnx unreadable: the next process runs from the optimized model alone
+  const model = readFileSync(join(entry, 'model.onnx'));
+  await writeFile(join(entry, 'model.onnx'), 'not a model');
+  const second = await new Runtime().compile(graph(src, 10), opts);
+  assert.deepEqual(await run(second), [14, 16]);
+  await second.dispose();
+  // a broken optimized model is deleted and made again from model.onnx
+  await writeFile(join(entry, 'model.onnx'), model);
+  await writeFile(join(entry, 'optimized.onnx'), 'not a model');
+  const third = await new Runtime().compile(graph(src, 10), opts);
+  assert.deepEqual(await run(third), [14, 16]);
+  await third.dispose();
+  assert.ok(statSync(join(entry, 'optimized.onnx')).size > 100, 'remade');
 });
 
 test('two runtimes compiling the same graphs at once into one folder both work, and leave one entry each', async () => {

@@ -1,0 +1,247 @@
+/**
+ * The quantized-weight cache: the int8 codes and scales (or 4-bit blocks) of a model's frozen Linears, written once
+ * as a safetensors file under `quantized/` of the lorakit cache root, so a second run neither quantizes in
+ * JavaScript again nor copies the codes into the ONNX model: the returned weights point into the file (`stored`
+ * spans), every graph references those bytes as external data, and ONNX Runtime memory-maps them like the model's
+ * own safetensors file. The arrays stay readable (DoRA's column norms, float64 checks): they are read from the file
+ * on first touch.
+ *
+ * Key: the model folder's real path and the identity (device, inode, size, mtime) of each of its safetensors files
+ * (a model replaced in place is a miss), the mode, the quantized modules' names and sizes, and VERSION (bump it when
+ * a quantizer's rounding changes). File name `<folder hash>-<mode>-<key hash>.safetensors`; a new file for a folder
+ * deletes that folder's older files of the same mode (their source changed). A file that does not parse, is
+ * truncated, or lacks a tensor is rebuilt, with a note. Writes are atomic (a temp file renamed into place), so a
+ * reader never sees half a file and two processes building the same entry both succeed.
+ * Not here: the quantizers (nn/quantize.ts), which modules are quantized (quantize.ts), the graph side
+ * (nn/quant-linear.ts).
+ */
+import { LorakitError } from '../errors.ts';
+import { SafetensorsFile, type TensorInfo, writeSafetensors } from '../io/index.ts';
+import { createHash, join, mkdir, readFileSync, readdir, realpath, rm, stat } from '../io/host.ts';
+import type { FileSpan, Int8Weight, Q4Weight, QuantMode, QuantizedWeight, StoredInt8 } from '../nn/index.ts';
+import { INT8_LEVELS, Q4_BLOCK } from '../nn/index.ts';
+
+/** Bump when a quantizer's output changes for the same input: old files become misses. */
+const VERSION = 1;
+/** `__metadata__.format` of a cache file. */
+const FORMAT = 'lorakit-quantized-base';
+
+/** One weight the cache holds: its HF name, kind of quantization and [out, in] sizes. */
+export interface CachedWeightSpec {
+  name: string;
+  out: number;
+  in: number;
+}
+
+/** Where a model's cache file is, and whether it can be used at all. */
+export interface QuantCacheSlot {
+  /** The cache file for this model, mode and module list. */
+  path: string;
+  /** File names in the cache folder that belong to the same model folder and mode, other than `path`. */
+  prefix: string;
+  key: string;
+}
+
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/**
+ * The cache slot of a model folder `dir` in `cacheDir`, or null when the folder holds no safetensors file to key
+ * on (an in-memory model): such a model is quantized on every load.
+ */
+export async function quantCacheSlot(
+  cacheDir: string,
+  dir: string,
+  mode: Exclude<QuantMode, 'none'>,
+  specs: readonly CachedWeightSpec[],
+): Promise<QuantCacheSlot | null> {
+  const real = await realpath(dir).catch(() => null);
+  if (real === null) return null;
+  const names = (await readdir(real).catch(() => [] as string[])).filter((n) =>
+    /\.safetensors(\.index\.json)?$/.test(n),
+  );
+  if (names.length === 0) return null;
+  let id = `${FORMAT}\0${VERSION}\0${INT8_LEVELS}\0${Q4_BLOCK}\0${mode}\0${real}`;
+  for (const n of names.sort()) {
+    const s = await stat(join(real, n));
+    id += `\0${n}\0${s.dev}\0${s.ino}\0${s.size}\0${s.mtimeMs}`;
+  }
+  for (const w of specs) id += `\0${w.name}:${w.out}x${w.in}`;
+  const key = sha(id);
+  const prefix = `${sha(real).slice(0, 16)}-${mode}-`;
+  return { path: join(cacheDir, `${prefix}${key.slice(0, 24)}.safetensors`), prefix, key };
+}
+
+/** The tensors of one quantized weight in a cache file, by part, in the layouts the graph reads. */
+function partsOf(name: string, q: QuantizedWeight) {
+  if (q.kind === 'int8')
+    return {
+      [`${name}:int8_t`]: { dtype: 'I8' as const, shape: [q.in, q.out], data: transposeInt8(q.q, q.out, q.in) },
+      [`${name}:scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.scale },
+    };
+  const nb = Math.ceil(q.in / Q4_BLOCK);
+  return {
+    [`${name}:q4`]: { dtype: 'U8' as const, shape: [q.out, nb, Q4_BLOCK / 2], data: q.blocks },
+    [`${name}:q4_scale`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.scales },
+    [`${name}:q4_back`]: { dtype: 'I8' as const, shape: [q.out, q.in], data: q.back.q },
+    [`${name}:q4_back_scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.back.scale },
+  };
+}
+
+/**
+ * Writes `weights` to the slot's file atomically and deletes the same folder's older files of this mode. The
+ * caller reads it back with `readQuantCache` (so the weights it uses point into the file).
+ */
+export async function writeQuantCache(
+  slot: QuantCacheSlot,
+  mode: Exclude<QuantMode, 'none'>,
+  weights: ReadonlyMap<string, QuantizedWeight>,
+): Promise<void> {
+  const dir = join(slot.path, '..');
+  await mkdir(dir, { recursive: true });
+  const tensors = Object.assign({}, ...[...weights].map(([n, q]) => partsOf(n, q)));
+  await writeSafetensors(slot.path, tensors, { format: FORMAT, version: String(VERSION), mode, key: slot.key });
+  const mine = slot.path.slice(dir.length + 1);
+  for (const n of await readdir(dir).catch(() => [] as string[]))
+    if (n.startsWith(slot.prefix) && n !== mine) await rm(join(dir, n), { force: true }).catch(() => {});
+}
+
+/** Why a cache file cannot be used (a message for the note), or null when it is valid. */
+type Read = { weights: Map<string, QuantizedWeight> } | { problem: string } | null;
+
+/**
+ * The weights held in the slot's file, pointing into it: null when the file does not exist, `{problem}` when it
+ * exists but is unusable (does not parse, is truncated, has another key, lacks or misshapes a tensor).
+ */
+export async function readQuantCache(
+  slot: QuantCacheSlot,
+  mode: Exclude<QuantMode, 'none'>,
+  specs: readonly CachedWeightSpec[],
+): Promise<Read> {
+  let f: SafetensorsFile;
+  try {
+    f = await SafetensorsFile.open(slot.path);
+  } catch (e) {
+    if (e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND') return null;
+    return { problem: (e as Error).message };
+  }
+  try {
+    const m = f.metadata;
+    if (m.format !== FORMAT || m.version !== String(VERSION) || m.mode !== mode || m.key !== slot.key)
+      return { problem: `its metadata ${JSON.stringify(m)} is not this model's (key ${slot.key.slice(0, 12)}…)` };
+    const bytes = lazyBytes(slot.path);
+    const part = (name: string, dtype: string, shape: readonly number[]): FileSpan => {
+      const t: TensorInfo | undefined = f.has(name) ? f.info(name) : undefined;
+      if (!t || t.dtype !== dtype || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i]))
+        throw new LorakitError(
+          'LK_FILE_INVALID',
+          `tensor '${name}' should be ${dtype} [${shape}], found ${t ? `${t.dtype} [${t.shape}]` : 'none'}`,
+        );
+      return { path: slot.path, offset: t.dataOffset, length: t.byteLength };
+    };
+    const weights = new Map<string, QuantizedWeight>();
+    for (const { name, out, in: inF } of specs) {
+      if (mode === 'int8') {
+        const stored = {
+          codesInOut: part(`${name}:int8_t`, 'I8', [inF, out]),
+          scale: part(`${name}:scale`, 'F32', [out]),
+        };
+        weights.set(name, int8Stored(stored, out, inF, bytes));
+      } else {
+        const nb = Math.ceil(inF / Q4_BLOCK);
+        const stored = {
+          blocks: part(`${name}:q4`, 'U8', [out, nb, Q4_BLOCK / 2]),
+          scales: part(`${name}:q4_scale`, 'F32', [out * nb]),
+        };
+        const back = {
+          codesOutIn: part(`${name}:q4_back`, 'I8', [out, inF]),
+          scale: part(`${name}:q4_back_scale`, 'F32', [out]),
+        };
+        weights.set(name, q4Stored(stored, int8Stored(back, out, inF, bytes), out, inF, bytes));
+      }
+    }
+    return { weights };
+  } catch (e) {
+    return { problem: (e as Error).message };
+  } finally {
+    await f.close();
+  }
+}
+
+/** The whole file's bytes, read on the first call only (shared by every weight of one base). */
+function lazyBytes(path: string): () => Uint8Array {
+  let b: Uint8Array | undefined;
+  return () => {
+    b ??= readFileSync(path) as Uint8Array;
+    return b;
+  };
+}
+
+/** A copy of a span's bytes as `Ctor` (a copy, so the view is aligned and outlives the file). */
+function arrayOf<A>(bytes: () => Uint8Array, s: FileSpan, Ctor: new (b: ArrayBuffer) => A): A {
+  const b = bytes();
+  return new Ctor(b.buffer.slice(b.byteOffset + s.offset, b.byteOffset + s.offset + s.length) as ArrayBuffer);
+}
+
+/** An int8 weight whose arrays are read from its file on first touch. */
+function int8Stored(stored: StoredInt8, out: number, inF: number, bytes: () => Uint8Array): Int8Weight {
+  let q: Int8Array | undefined;
+  let scale: Float32Array | undefined;
+  return {
+    kind: 'int8',
+    out,
+    in: inF,
+    stored,
+    get q() {
+      if (!q) {
+        if (stored.codesOutIn) q = arrayOf(bytes, stored.codesOutIn, Int8Array);
+        else q = transposeInt8(arrayOf(bytes, stored.codesInOut!, Int8Array), inF, out); // [in, out] → [out, in]
+      }
+      return q;
+    },
+    get scale() {
+      scale ??= arrayOf(bytes, stored.scale, Float32Array);
+      return scale;
+    },
+  };
+}
+
+/** A 4-bit weight whose arrays are read from its file on first touch. */
+function q4Stored(
+  stored: NonNullable<Q4Weight['stored']>,
+  back: Int8Weight,
+  out: number,
+  inF: number,
+  bytes: () => Uint8Array,
+): Q4Weight {
+  let blocks: Uint8Array | undefined;
+  let scales: Float32Array | undefined;
+  return {
+    kind: 'q4',
+    out,
+    in: inF,
+    back,
+    stored,
+    get blocks() {
+      blocks ??= arrayOf(bytes, stored.blocks, Uint8Array);
+      return blocks;
+    },
+    get scales() {
+      scales ??= arrayOf(bytes, stored.scales, Float32Array);
+      return scales;
+    },
+  };
+}
+
+/** Transposes a row-major [rows, cols] int8 matrix. */
+export function transposeInt8(q: Int8Array, rows: number, cols: number): Int8Array {
+  const t = new Int8Array(q.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c];
+  return t;
+}
+
+/** The cache's description of the modules quantize.ts selects (quantizedModules). */
+export function cachedSpecs(
+  modules: readonly { weightName: string; outFeatures: number; inFeatures: number }[],
+): CachedWeightSpec[] {
+  return modules.map((m) => ({ name: m.weightName, out: m.outFeatures, in: m.inFeatures }));
+}
