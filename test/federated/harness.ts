@@ -30,7 +30,7 @@ export const CLIENT_GENRES = [
 /** Options of one federation. */
 export interface FederationOptions {
   dir: string;
-  strategy: 'fedavg' | 'ffa' | 'fair';
+  strategy: 'fedavg' | 'ffa' | 'fair' | 'fedsmooth';
   rounds: number;
   localSteps: number;
   lr: number;
