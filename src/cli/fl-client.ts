@@ -15,7 +15,7 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--config <file>', 'the run config (YAML): model, this client’s data (with held_out), adapter')
     .option('--set <key=value>', 'override a config value by dotted path (repeatable)')
     .option('--key <file>', 'PKCS#8 PEM private key of this node (created if missing), to rejoin as the same node')
-    .option('--heartbeat <seconds>', 'heartbeat interval announced to the SuperLink (default 30, as Flower)')
+    .option('--heartbeat <seconds>', 'heartbeat interval announced to the SuperLink, 10–1800 s (default 30, as Flower)')
     .example('lorakit fl-client --superlink http://10.0.0.5:8000 --config client.yaml')
     .action(
       async (opts: {

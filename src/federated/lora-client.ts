@@ -142,8 +142,9 @@ export async function runLoraClient(o: LoraClientOptions): Promise<LoraClientRes
       const cfg = cfgRecord?.kind === 'config' ? cfgRecord.values : new Map<string, ConfigValue>();
       const round = Number(cfg.get('server-round') ?? 0);
       const freezeA = cfg.get('freeze-a') === true;
-      const names = await startFrom(msg, cfg);
       const type = msg.metadata.messageType;
+      o.log?.(`round ${round} ${type}: started`); // the message is pulled; the reply is not sent yet
+      const names = await startFrom(msg, cfg);
       const fedsmooth = cfg.get('strategy') === 'fedsmooth';
       const record = (key: string): WireTensors => {
         const r = msg.content?.get(key);
