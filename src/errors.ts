@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   LK_NETWORK: 'a server (a Flower SuperLink) could not be reached, or kept failing, after the retries',
   LK_PROTOCOL_MISMATCH: 'a server answered in another protocol or version than lorakit speaks (Flower Fleet API)',
   LK_SERVER_REJECTED: 'a server (a Flower SuperLink) refused a request: authentication, run state, a lost node',
+  LK_NODE_NOT_REGISTERED: 'a Flower SuperLink with node authentication refused a node key that is not registered',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

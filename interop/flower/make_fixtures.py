@@ -21,6 +21,7 @@ import io
 import ml_dtypes
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
@@ -116,6 +117,8 @@ def signing_fixture():
     return {
         "private_key_pem": private_key_to_bytes(sk).decode("ascii"),
         "public_key_pem": public_key_to_bytes(pk).decode("ascii"),
+        # what `flwr supernode register` reads (an SSH-format key; it refuses PEM)
+        "public_key_openssh": pk.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode("ascii"),
         "timestamp": ts,
         "signature_der": b64(sig),
         "der_pairs": pairs,

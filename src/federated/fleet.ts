@@ -47,6 +47,12 @@ import { type TransportOptions, fleetCall } from './transport.ts';
 export interface FleetSessionOptions extends TransportOptions {
   /** Heartbeat interval announced to the SuperLink, in seconds (Flower's default 30). */
   heartbeatInterval?: number;
+  /**
+   * How long activation keeps trying while the SuperLink answers 412, in seconds (default 2 × heartbeatInterval + 5):
+   * a node restarted with its key can activate only once the SuperLink has marked the old process offline, which
+   * flwr 1.42 does when it misses heartbeats for 2 × its announced interval.
+   */
+  activateWaitSeconds?: number;
   /** Largest ArrayChunk this node pushes (default Flower's 5 MB). */
   maxChunk?: number;
   /** Progress lines. */
@@ -58,6 +64,41 @@ export interface PushResult {
   messageId: string;
   objectsPushed: number;
   bytesPushed: number;
+}
+
+/**
+ * activate-node, retried while the SuperLink answers 412 (flwr 1.42's code 2004: the node is neither registered-and-
+ * offline nor new), since a restarted node's old process stays online until its heartbeats lapse. Past the wait the
+ * key is taken as not registered (or still in use by another process).
+ */
+async function activate(o: FleetSessionOptions, publicKey: Uint8Array, interval: number) {
+  const wait = o.activateWaitSeconds ?? 2 * interval + 5;
+  const deadline = Date.now() + wait * 1000;
+  for (let tries = 1; ; tries++) {
+    try {
+      return await fleetCall(
+        o,
+        'activate-node',
+        ActivateNodeRequestSchema,
+        { publicKey, heartbeatInterval: interval },
+        ActivateNodeResponseSchema,
+      );
+    } catch (e) {
+      if (!(e instanceof LorakitError && e.details.status === 412)) throw e;
+      if (Date.now() >= deadline) {
+        throw new LorakitError(
+          'LK_NODE_NOT_REGISTERED',
+          `${o.superlink}: the SuperLink refused to activate this node for ${wait} s (${tries} tries): with ` +
+            '--enable-supernode-auth its key is not registered there, or another process still uses this key. ' +
+            'Register the public key (`flwr supernode register node.pem.pub <superlink>`, the .pub file written ' +
+            `beside the --key file) or pass the --key file that was registered. (${e.message})`,
+          { status: 412 },
+        );
+      }
+      if (tries === 1) o.log?.(`activation refused (412); retrying for up to ${wait} s (a restarted node waits here)`);
+      await new Promise((ok) => setTimeout(ok, Math.min(2000, Math.max(0, deadline - Date.now()))));
+    }
+  }
 }
 
 /** One registered, active node. */
@@ -88,13 +129,7 @@ export class FleetSession {
       // --enable-supernode-auth and registers keys itself (`flwr supernode register`): either way, activate
       if (!(e instanceof LorakitError && e.details.status === 412)) throw e;
     }
-    const res = await fleetCall(
-      o,
-      'activate-node',
-      ActivateNodeRequestSchema,
-      { publicKey, heartbeatInterval: interval },
-      ActivateNodeResponseSchema,
-    );
+    const res = await activate(o, publicKey, interval);
     const s = new FleetSession(o, res.nodeId);
     s.scheduleHeartbeat(interval);
     o.log?.(`node ${res.nodeId} active on ${o.superlink}`);

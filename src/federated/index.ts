@@ -6,6 +6,7 @@ export {
   type NodeIdentity,
   generateIdentity,
   exportIdentity,
+  openSshPublicKey,
   importIdentity,
   loadOrCreateIdentity,
   signedHeaders,

@@ -8,6 +8,8 @@
  *   weight) and the mean train loss. With `freeze-a` (FFA-LoRA), every role-"a" tensor keeps its seeded value
  *   (its group's lr ratio and weight decay are 0, so AdamW leaves it bit-identical) and only the others travel.
  * - "evaluate": the mean loss of the global adapter on the client's held-out rows.
+ * - strategy "fedsmooth" (FedSmoothLoRA): the messages also carry "merged" factors, and FedSmoothClient sets the
+ *   backbone and the LoRA's start before each message and turns the trained factors into the upload.
  * Tensors travel under their module path and PEFT parameter name ("model.layers.0.self_attn.q_proj.lora_A").
  * Not here: the Fleet API (fleet.ts, client.ts), aggregation (the ServerApp).
  */
@@ -20,6 +22,7 @@ import { type RunConfig, type TrainTask, causalLmTask, train } from '../train/in
 import { noticeSink } from '../train/report.ts';
 import { loadRunData } from '../train/run-data.ts';
 import { type FleetClientOptions, type FleetClientSummary, runFleetClient } from './client.ts';
+import { FedSmoothClient, type WireTensors } from './fedsmooth-client.ts';
 import type { FlowerMessage } from './message.ts';
 import type { WireDType, WireTensor } from './npy.ts';
 import { type ConfigValue, type RecordDict, metricRecord, recordDict } from './records.ts';
@@ -57,6 +60,7 @@ export async function runLoraClient(o: LoraClientOptions): Promise<LoraClientRes
     const data = await loadRunData(c.data, tokenizer, noticeSink({}));
     const peft = new PeftModel(adaptable(model));
     let seed: number | null = null;
+    let smooth: FedSmoothClient | null = null;
     const rounds: LoraRoundRecord[] = [];
     const t = c.training;
 
@@ -108,7 +112,8 @@ export async function runLoraClient(o: LoraClientOptions): Promise<LoraClientRes
       return init;
     };
 
-    const task = (dataSeed: number, freezeA: boolean): TrainTask => {
+    // FedSmoothLoRA's LoRA lives on a moved backbone: a round's checkpoint keeps the trained factors as they are
+    const task = (dataSeed: number, freezeA: boolean, convertToBase = true): TrainTask => {
       const base = causalLmTask({
         model,
         peft,
@@ -118,6 +123,7 @@ export async function runLoraClient(o: LoraClientOptions): Promise<LoraClientRes
         batchSize: t.per_device_train_batch_size,
         dataSeed,
         baseModelName: c.model,
+        convertToBase,
       });
       if (!freezeA) return base;
       return {
@@ -136,8 +142,25 @@ export async function runLoraClient(o: LoraClientOptions): Promise<LoraClientRes
       const cfg = cfgRecord?.kind === 'config' ? cfgRecord.values : new Map<string, ConfigValue>();
       const round = Number(cfg.get('server-round') ?? 0);
       const freezeA = cfg.get('freeze-a') === true;
-      const names = await startFrom(msg, cfg);
       const type = msg.metadata.messageType;
+      o.log?.(`round ${round} ${type}: started`); // the message is pulled; the reply is not sent yet
+      const names = await startFrom(msg, cfg);
+      const fedsmooth = cfg.get('strategy') === 'fedsmooth';
+      const record = (key: string): WireTensors => {
+        const r = msg.content?.get(key);
+        return r?.kind === 'array' ? r.arrays : new Map();
+      };
+      if (fedsmooth) {
+        smooth ??= new FedSmoothClient({
+          model,
+          peft,
+          adapter: ADAPTER,
+          train: data.train,
+          batchSize: t.per_device_train_batch_size,
+          sendDtype: o.sendDtype,
+        });
+        if (type === 'evaluate') await smooth.prepareEvaluate(record('arrays'), record('merged'));
+      }
       if (type === 'evaluate') {
         const tk = task(t.seed, false);
         if (!tk.evaluate || !data.eval) {
@@ -157,7 +180,16 @@ export async function runLoraClient(o: LoraClientOptions): Promise<LoraClientRes
       const lr = Number(cfg.get('lr') ?? t.learning_rate);
       const outputDir = join(c.output_dir, `round-${round}`);
       await mkdir(outputDir, { recursive: true });
-      const result = await train(task((seed ?? 0) * 100003 + round, freezeA), {
+      const dataSeed = (seed ?? 0) * 100003 + round;
+      if (smooth && fedsmooth) {
+        await smooth.prepareTrain(record('arrays'), record('merged'), {
+          zeta: Number(cfg.get('zeta') ?? 1),
+          gamma: Number(cfg.get('gamma') ?? 64),
+          gaBatches: Number(cfg.get('ga-batches') ?? 0),
+          dataSeed,
+        });
+      }
+      const result = await train(task(dataSeed, freezeA, !fedsmooth), {
         outputDir,
         steps,
         lr,
@@ -174,8 +206,8 @@ export async function runLoraClient(o: LoraClientOptions): Promise<LoraClientRes
       });
       const losses = result.history.map((h) => h.loss);
       const loss = losses.reduce((a, b) => a + b, 0) / Math.max(1, losses.length);
-      const arrays = new Map<string, WireTensor>();
-      for (const [name, w] of names) {
+      const arrays = smooth && fedsmooth ? smooth.upload(result.params) : new Map<string, WireTensor>();
+      for (const [name, w] of fedsmooth ? [] : names) {
         if (freezeA && w.role === 'a') continue;
         arrays.set(name, { dtype: o.sendDtype ?? 'float32', shape: w.shape, data: result.params.get(w.key)! });
       }

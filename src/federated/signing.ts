@@ -64,6 +64,24 @@ export async function importIdentity(pkcs8Pem: string): Promise<NodeIdentity> {
   return withPem(privateKey, publicKey);
 }
 
+/**
+ * The public key in OpenSSH's one-line form, "ecdsa-sha2-nistp384 <base64> <comment>" (RFC 5656 §3.1: the strings
+ * "ecdsa-sha2-nistp384" and "nistp384", then the uncompressed point 04‖X‖Y, each behind a 4-byte big-endian length):
+ * what `flwr supernode register` reads (it refuses PEM).
+ */
+export async function openSshPublicKey(id: NodeIdentity, comment = 'lorakit-node'): Promise<string> {
+  const point = new Uint8Array(await subtle().exportKey('raw', id.publicKey)); // 0x04 ‖ X ‖ Y, 97 bytes
+  const parts = [new TextEncoder().encode('ecdsa-sha2-nistp384'), new TextEncoder().encode('nistp384'), point];
+  const out = new Uint8Array(parts.reduce((n, p) => n + 4 + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    new DataView(out.buffer).setUint32(at, p.length);
+    out.set(p, at + 4);
+    at += 4 + p.length;
+  }
+  return `ecdsa-sha2-nistp384 ${base64(out)} ${comment}`;
+}
+
 /** DER `Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER, s INTEGER }` of a P1363 signature (r ‖ s, equal halves). */
 export function derSignature(p1363: Uint8Array): Uint8Array {
   const half = p1363.length / 2;
@@ -100,8 +118,9 @@ export async function signedHeaders(id: NodeIdentity, date = new Date()): Promis
 
 /**
  * The identity saved in `file` (PKCS#8 PEM), or a new one written there (mode 0600) when the file does not exist,
- * with its public key beside it as `<file>.pub` (PEM: what `flwr supernode register` takes when the SuperLink runs
- * with --enable-supernode-auth). A client restarted with the same file rejoins as the same node. Node-only.
+ * with its public key beside it as `<file>.pub` (OpenSSH form: what `flwr supernode register` takes when the
+ * SuperLink runs with --enable-supernode-auth). A client restarted with the same file rejoins as the same node.
+ * Node-only.
  */
 export async function loadOrCreateIdentity(file: string): Promise<NodeIdentity> {
   const { readFile, writeFile } = await import('node:fs/promises');
@@ -112,6 +131,6 @@ export async function loadOrCreateIdentity(file: string): Promise<NodeIdentity> 
   }
   const id = await generateIdentity();
   await writeFile(file, await exportIdentity(id), { mode: 0o600 });
-  await writeFile(`${file}.pub`, id.publicKeyPem);
+  await writeFile(`${file}.pub`, `${await openSshPublicKey(id)}\n`);
   return id;
 }

@@ -192,6 +192,22 @@ export class PeftModel {
     return adapter;
   }
 
+  /**
+   * Replaces the frozen weight `weightName` (stored layout) under adapter `name`, as an initialiser's `base` does,
+   * or restores W0 with null: a backbone that moves between rounds (FedSmoothLoRA merges the global LoRA into it).
+   */
+  replaceFrozenWeight(name: string, weightName: string, value: Float32Array | null): void {
+    const owner = this.replacedBy(weightName);
+    check(
+      owner === undefined || owner === name,
+      'LK_INVALID_ARGUMENT',
+      `${weightName} is replaced by adapter "${owner}" already; adapter "${name}" cannot replace it too`,
+    );
+    if (value) this.get(name).bases.set(weightName, value);
+    else this.get(name).bases.delete(weightName);
+    this.version++;
+  }
+
   /** The frozen weight graphs use: a replacement made by an adapter's initialiser, else the stored W0. */
   async frozenWeight(weightName: string): Promise<Float32Array> {
     const owner = this.replacedBy(weightName);

@@ -39,6 +39,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   LK_NETWORK: 502,
   LK_PROTOCOL_MISMATCH: 502,
   LK_SERVER_REJECTED: 502,
+  LK_NODE_NOT_REGISTERED: 403,
 };
 
 /** OpenAI's error type for a status. */

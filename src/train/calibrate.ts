@@ -23,6 +23,8 @@ export interface CalibratorOptions {
   /** The run's data seed (the same order the training run starts with). */
   seed?: number;
   compile?: CompileOptions;
+  /** Weights to differentiate at instead of the stored ones (HF name → stored layout): a shifted backbone. */
+  weights?: ReadonlyMap<string, Float32Array>;
 }
 
 /** A calibrate function for PeftModel.addAdapter: layer path → mean gradient of its stored weight (stored layout). */
@@ -50,7 +52,7 @@ export function causalLmCalibrator(
     g.output('loss', loss);
     const session = await compile(g, o.compile);
     const feedsOfWeights: Record<string, Feed> = {};
-    for (const n of names) feedsOfWeights[n] = await o.model.read(n);
+    for (const n of names) feedsOfWeights[n] = o.weights?.get(n) ?? (await o.model.read(n));
     const sums = names.map((n) => new Float64Array((feedsOfWeights[n] as Float32Array).length));
     let total = 0;
     let taken = 0;

@@ -2,10 +2,10 @@
 // SuperLink (`flower-superlink --insecure`, loopback, a free port, a private FLWR_HOME), the ServerApp of
 // interop/flower_app submitted with `flwr run`, and lorakit clients (runLoraClient, in this process) on non-IID
 // splits of Brown-corpus fiction: each client holds other genres, and evaluates on held-out files of its genres.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, openSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { readBrown, splitBrown } from '../../src/demo/brown.ts';
 import { DEMO_BASE_DIR } from '../../src/demo/base.ts';
@@ -30,7 +30,7 @@ export const CLIENT_GENRES = [
 /** Options of one federation. */
 export interface FederationOptions {
   dir: string;
-  strategy: 'fedavg' | 'ffa' | 'fair';
+  strategy: 'fedavg' | 'ffa' | 'fair' | 'fedsmooth';
   rounds: number;
   localSteps: number;
   lr: number;
@@ -108,6 +108,17 @@ export async function writeClients(o: FederationOptions): Promise<string[]> {
   return paths;
 }
 
+/** Whether something accepts TCP connections on loopback `port` (a TLS server too, unlike a plain fetch). */
+function listening(port: number): Promise<boolean> {
+  return new Promise((ok) => {
+    const c = connect(port, '127.0.0.1', () => {
+      c.destroy();
+      ok(true);
+    });
+    c.on('error', () => ok(false));
+  });
+}
+
 function start(cmd: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): ChildProcess {
   const log = openSync(logFile, 'w');
   const p = spawn(cmd, args, { env, stdio: ['ignore', log, log] });
@@ -124,78 +135,155 @@ async function waitFor(ok: () => Promise<boolean>, seconds: number, what: string
   throw new Error(`timed out after ${seconds} s waiting for ${what}`);
 }
 
-/** Runs one whole federation; every process it starts is stopped before it returns. */
-export async function runFederation(o: FederationOptions): Promise<FederationResult> {
-  const started = Date.now();
-  const configs = await writeClients(o);
+/** A running SuperLink on loopback, with the environment and FLWR_HOME that `flwr` commands against it need. */
+export interface SuperLink {
+  url: string;
+  env: NodeJS.ProcessEnv;
+  dir: string;
+  /** Stops the SuperLink (and the ServerApp processes it started). */
+  stop(): Promise<void>;
+}
+
+/** A throwaway CA and a server certificate for 127.0.0.1 it signed (PEM files under `dir`), made with openssl. */
+export function makeTls(dir: string): { ca: string; cert: string; key: string } {
+  const f = (n: string) => join(dir, n);
+  const run = (args: string[]) => {
+    const r = spawnSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    if (r.status !== 0) throw new Error(`openssl ${args[0]} failed: ${r.stderr}`);
+  };
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  run([
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '1',
+    '-subj',
+    '/CN=lorakit test CA',
+  ]);
+  run(['req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=127.0.0.1']);
+  writeFileSync(f('san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  run(
+    ['x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial'].concat([
+      '-out',
+      f('server.pem'),
+      '-days',
+      '1',
+      '-extfile',
+      f('san.ext'),
+    ]),
+  );
+  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
+}
+
+/** Whether openssl is on PATH (the authenticated federation needs TLS). */
+export const noOpenssl: string | null =
+  spawnSync('openssl', ['version']).status === 0 ? null : 'openssl is absent (node authentication needs TLS)';
+
+/**
+ * Starts `flower-superlink` on a free loopback port: `--insecure`, or with `auth` over TLS (flwr refuses
+ * --enable-supernode-auth without it) with --enable-supernode-auth; `url` is then https and clients must trust `ca`.
+ */
+export async function startSuperLink(dir: string, opts: { auth?: boolean } = {}): Promise<SuperLink & { ca?: string }> {
   const port = await freePort();
-  const home = join(o.dir, 'flwr-home');
+  const home = join(dir, 'flwr-home');
   await mkdir(home, { recursive: true });
+  const tls = opts.auth ? makeTls(dir) : null;
+  const trust = tls ? `root-certificates = "${tls.ca}"` : 'insecure = true';
   await writeFile(
     join(home, 'config.toml'),
-    `[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:${port}"\ninsecure = true\n`,
+    `[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:${port}"\n${trust}\n`,
   );
   const bin = join(FLOWER_VENV, 'bin');
   // one BLAS thread: the ServerApp's small products gain nothing from more, and they thrash a busy machine
   const env = { ...process.env, FLWR_HOME: home, PATH: `${bin}:${process.env.PATH}`, OPENBLAS_NUM_THREADS: '1' };
-  const superlink = start(
-    join(bin, 'flower-superlink'),
-    ['--insecure', '--host', '127.0.0.1', '--port', String(port), '--disable-runtime-dependency-installation'],
-    env,
-    join(o.dir, 'superlink.log'),
-  );
-  const url = `http://127.0.0.1:${port}`;
+  const args = ['--host', '127.0.0.1', '--port', String(port), '--disable-runtime-dependency-installation'];
+  if (tls) {
+    args.push('--enable-supernode-auth', '--ssl-ca-certfile', tls.ca, '--ssl-certfile', tls.cert);
+    args.push('--ssl-keyfile', tls.key);
+  } else args.push('--insecure');
+  const p = start(join(bin, 'flower-superlink'), args, env, join(dir, 'superlink.log'));
+  const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+  const stop = async () => {
+    p.kill('SIGTERM');
+    await new Promise((ok) => (p.exitCode !== null || p.signalCode !== null ? ok(null) : p.on('exit', ok)));
+  };
   try {
-    await waitFor(
-      () =>
-        fetch(`${url}/v1/fleet/pull-messages`, { method: 'POST' }).then(
-          () => true,
-          () => false,
-        ),
-      60,
-      'the SuperLink to listen',
-    );
-    const resultFile = join(o.dir, `result-${o.strategy}.json`);
-    const runConfig = [
-      `strategy="${o.strategy}"`,
-      `num-server-rounds=${o.rounds}`,
-      `min-nodes=${configs.length}`,
-      `local-steps=${o.localSteps}`,
-      `lr=${o.lr}`,
-      'round-timeout=300.0',
-      `result-file="${resultFile}"`,
-    ].join(' ');
-    const submit = start(
-      join(bin, 'flwr'),
-      ['run', resolve('interop/flower_app'), 'local', '--run-config', runConfig],
-      env,
-      join(o.dir, 'flwr-run.log'),
-    );
-    await new Promise((ok) => submit.on('exit', ok));
-    if (submit.exitCode !== 0) throw new Error(`flwr run failed: see ${join(o.dir, 'flwr-run.log')}`);
+    await waitFor(async () => p.exitCode !== null || (await listening(port)), 60, 'the SuperLink to listen');
+    if (p.exitCode !== null)
+      throw new Error(`the SuperLink exited: ${await readFile(join(dir, 'superlink.log'), 'utf8')}`);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { url, env, dir, stop, ca: tls?.ca };
+}
+
+/** Runs a `flwr` command against the SuperLink; throws with its log when it fails. */
+export async function flwr(sl: SuperLink, args: string[], logName: string): Promise<void> {
+  const log = join(sl.dir, logName);
+  const p = start(join(FLOWER_VENV, 'bin', 'flwr'), args, sl.env, log);
+  await new Promise((ok) => p.on('exit', ok));
+  if (p.exitCode !== 0) throw new Error(`flwr ${args.join(' ')} failed: ${await readFile(log, 'utf8')}`);
+}
+
+/**
+ * Submits the ServerApp of interop/flower_app with run-config values as TOML literals (`'"fedavg"'`, `'300.0'`:
+ * Flower checks each against its default's type); returns the file its history will be written to.
+ */
+export async function submitRun(sl: SuperLink, config: Record<string, string>): Promise<string> {
+  const resultFile = join(sl.dir, `result-${Date.now()}.json`);
+  const runConfig = Object.entries({ ...config, 'result-file': JSON.stringify(resultFile) })
+    .map(([k, v]) => `${k}=${v}`)
+    .join(' ');
+  await flwr(sl, ['run', resolve('interop/flower_app'), 'local', '--run-config', runConfig], 'flwr-run.log');
+  return resultFile;
+}
+
+/** The ServerApp's history once it has written it. */
+export async function readResult(resultFile: string, seconds = 60): Promise<FederationResult['history']> {
+  await waitFor(
+    () =>
+      readFile(resultFile).then(
+        () => true,
+        () => false,
+      ),
+    seconds,
+    resultFile,
+  );
+  return JSON.parse(await readFile(resultFile, 'utf8')).history;
+}
+
+/** Runs one whole federation; every process it starts is stopped before it returns. */
+export async function runFederation(o: FederationOptions): Promise<FederationResult> {
+  const started = Date.now();
+  const configs = await writeClients(o);
+  const sl = await startSuperLink(o.dir);
+  try {
+    const resultFile = await submitRun(sl, {
+      strategy: JSON.stringify(o.strategy),
+      'num-server-rounds': String(o.rounds),
+      'min-nodes': String(configs.length),
+      'local-steps': String(o.localSteps),
+      lr: o.lr.toExponential(),
+      'round-timeout': '300.0',
+    });
     const clients = await Promise.all(
       configs.map((file, i) =>
         runLoraClient({
-          superlink: url,
+          superlink: sl.url,
           config: loadRunConfig(file),
           pollMs: 200,
           log: o.log && ((line) => o.log!(`client ${i}: ${line}`)),
         }),
       ),
     );
-    await waitFor(
-      () =>
-        readFile(resultFile).then(
-          () => true,
-          () => false,
-        ),
-      60,
-      resultFile,
-    );
-    const result = JSON.parse(await readFile(resultFile, 'utf8'));
-    return { history: result.history, clients, seconds: (Date.now() - started) / 1000 };
+    return { history: await readResult(resultFile), clients, seconds: (Date.now() - started) / 1000 };
   } finally {
-    superlink.kill('SIGTERM');
-    await new Promise((ok) => (superlink.exitCode !== null ? ok(null) : superlink.on('exit', ok)));
+    await sl.stop();
   }
 }

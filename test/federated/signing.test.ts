@@ -8,6 +8,7 @@ import {
   exportIdentity,
   generateIdentity,
   importIdentity,
+  openSshPublicKey,
   pyIsoTimestamp,
   signedHeaders,
 } from '../../src/federated/signing.ts';
@@ -70,4 +71,10 @@ test('an exported identity re-imports to the same public key', async () => {
   const again = await importIdentity(await exportIdentity(id));
   assert.deepEqual(again.publicKeyPem, id.publicKeyPem);
   assert.equal(pyIsoTimestamp(new Date(0)), '1970-01-01T00:00:00.000000+00:00');
+});
+
+test("the OpenSSH public key equals cryptography's Encoding.OpenSSH form of Flower's key (flwr supernode register)", async () => {
+  const id = await importIdentity(f.private_key_pem);
+  const [kind, body] = (await openSshPublicKey(id)).split(' ');
+  assert.equal(`${kind} ${body}`, f.public_key_openssh);
 });

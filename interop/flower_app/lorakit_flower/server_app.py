@@ -6,6 +6,9 @@ Messages (every client is a `lorakit fl-client` node):
   B only), "metrics": {num-examples, train-loss}}.
 - "evaluate": content {"arrays", "config"}; reply {"metrics": {num-examples, eval-loss}}: the global adapter's mean
   loss on the client's held-out data. Round 0 evaluates the seeded initial adapter.
+- FedSmoothLoRA (strategy "fedsmooth", fedsmooth.py) adds "merged" to both: the earlier rounds' global factors that
+  the backbone absorbed (the client adds s (B_m A_m + B_s A_s) to its W0), and to "config" the round's zeta, gamma and
+  calibration batches; its replies are the rank-r SVDs of the clients' updates.
 Each reply is checked (names and shapes against the global adapter, NaN/Inf, a norm bound) and a bad one is
 dropped, naming the node. A round waits at most round-timeout seconds, so a dead client does not stall it.
 The per-round history (eval loss weighted by examples, bytes down and up, clients used) goes to result-file.
@@ -22,6 +25,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, Message
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
+from . import fedsmooth as FS
 from . import strategies as S
 
 app = ServerApp()
@@ -56,8 +60,11 @@ def wait_for_nodes(grid: Grid, n: int, timeout: float) -> list[int]:
         time.sleep(0.5)
 
 
-def broadcast(grid: Grid, nodes, kind: str, rnd: int, tensors, config: dict, timeout: float):
-    content = RecordDict({"arrays": array_record(tensors), "config": ConfigRecord(config)})
+def broadcast(grid: Grid, nodes, kind: str, rnd: int, tensors, config: dict, timeout: float, merged=None):
+    records = {"arrays": array_record(tensors), "config": ConfigRecord(config)}
+    if merged:
+        records["merged"] = array_record(merged)
+    content = RecordDict(records)
     msgs = [Message(content, dst_node_id=n, message_type=kind, group_id=str(rnd)) for n in nodes]
     return list(grid.send_and_receive(msgs, timeout=timeout))
 
@@ -65,8 +72,10 @@ def broadcast(grid: Grid, nodes, kind: str, rnd: int, tensors, config: dict, tim
 def run_rounds(grid: Grid, cfg: dict) -> list[dict]:
     """The whole federation; returns the history (one entry per round, round 0 = before training)."""
     strategy = str(cfg["strategy"])
-    if strategy not in ("fedavg", "ffa", "fair"):
-        raise ValueError(f'strategy="{strategy}": expected fedavg, ffa or fair')
+    if strategy not in ("fedavg", "ffa", "fair", "fedsmooth"):
+        raise ValueError(f'strategy="{strategy}": expected fedavg, ffa, fair or fedsmooth')
+    smooth = FS.FedSmoothState() if strategy == "fedsmooth" else None
+    rounds = int(cfg["num-server-rounds"])
     nodes = wait_for_nodes(grid, int(cfg["min-nodes"]), float(cfg["wait-nodes-timeout"]))
     timeout = float(cfg["round-timeout"])
     base = {"strategy": strategy, "seed": int(cfg["seed"]), "freeze-a": strategy == "ffa"}
@@ -74,8 +83,19 @@ def run_rounds(grid: Grid, cfg: dict) -> list[dict]:
     global_tensors: dict[str, np.ndarray] = {}
     history = []
 
+    def merged() -> dict[str, np.ndarray]:
+        return smooth.merged if smooth else {}
+
+    def smooth_cfg(rnd: int) -> dict:
+        if not smooth:
+            return {}
+        mode, z0, zmin = str(cfg["fedsmooth-zeta-mode"]), float(cfg["fedsmooth-zeta"]), float(cfg["fedsmooth-zeta-min"])
+        z = FS.zeta(rnd, rounds, mode, z0, zmin)
+        return {"zeta": z, "gamma": float(cfg["fedsmooth-gamma"]), "ga-batches": int(cfg["fedsmooth-ga-batches"])}
+
     def evaluate(rnd: int) -> float | None:
-        replies = broadcast(grid, nodes, MessageType.EVALUATE, rnd, global_tensors, {**base, "server-round": rnd}, timeout)
+        ecfg = {**base, "server-round": rnd}
+        replies = broadcast(grid, nodes, MessageType.EVALUATE, rnd, global_tensors, ecfg, timeout, merged())
         pairs = []
         for r in replies:
             if r.has_error():
@@ -90,12 +110,13 @@ def run_rounds(grid: Grid, cfg: dict) -> list[dict]:
 
     history.append({"round": 0, "eval_loss": evaluate(0), "bytes_down": 0, "bytes_up": 0, "clients": 0})
     log(INFO, "[lorakit %s] round 0: eval loss %s", strategy, history[-1]["eval_loss"])
-    for rnd in range(1, int(cfg["num-server-rounds"]) + 1):
+    for rnd in range(1, rounds + 1):
         nodes = sorted(grid.get_node_ids()) or nodes  # a client that rejoined has a new node id
         t0 = time.time()
-        down = nbytes(global_tensors) * len(nodes)
-        replies = broadcast(grid, nodes, MessageType.TRAIN, rnd, global_tensors, {**train_cfg, "server-round": rnd}, timeout)
-        expected = {k: v.shape for k, v in global_tensors.items()} or None
+        down = (nbytes(global_tensors) + nbytes(merged())) * len(nodes)
+        tcfg = {**train_cfg, **smooth_cfg(rnd), "server-round": rnd}
+        replies = broadcast(grid, nodes, MessageType.TRAIN, rnd, global_tensors, tcfg, timeout, merged())
+        expected = smooth.expected_shapes() if smooth else ({k: v.shape for k, v in global_tensors.items()} or None)
         updates, up, rejected = [], 0, []
         for r in replies:
             node = r.metadata.src_node_id
@@ -114,7 +135,9 @@ def run_rounds(grid: Grid, cfg: dict) -> list[dict]:
             updates.append((float(r.content["metrics"]["num-examples"]), tensors))
         for line in rejected:
             log(WARNING, "[lorakit %s] round %d: %s", strategy, rnd, line)
-        if updates:
+        if updates and smooth:
+            global_tensors = smooth.aggregate(updates)
+        elif updates:
             global_tensors = S.aggregate(
                 strategy,
                 updates,
@@ -130,6 +153,8 @@ def run_rounds(grid: Grid, cfg: dict) -> list[dict]:
                 "bytes_down": down,
                 "bytes_up": up,
                 "clients": len(updates),
+                # the nodes that replied, as strings (JSON readers lose 64-bit integers)
+                "nodes": [str(r.metadata.src_node_id) for r in replies if not r.has_error()],
                 "lora_modules": len(S.lora_pairs(global_tensors)),  # A/B pairs the rule saw (FFA-LoRA: none, B only)
                 "rejected": rejected,
                 "seconds": round(time.time() - t0, 3),
