@@ -28,3 +28,20 @@ export {
   type ObjectiveOptions,
   type TokenBatch,
 } from './objective.ts';
+export { cmaes, type CmaEsOptions, type CmaEsResult } from './cmaes.ts';
+export { effectiveCoefficients, mergedLora } from './export.ts';
+export { selectTopK, selectedPool, type Selection, type SelectOptions } from './select.ts';
+export {
+  fitCoefficients,
+  runCoefficientMethod,
+  type FitOptions,
+  type FitResult,
+  type MergeRun,
+  type MethodContext,
+  type TargetSet,
+} from './fit.ts';
+export { adaMerging, type AdaMergingOptions } from './adamerging.ts';
+export { piTuning, type PiTuningOptions } from './pi-tuning.ts';
+export { recycle, type RecycleOptions } from './recycle.ts';
+export { loraHub, type LoraHubOptions } from './lorahub.ts';
+export { arrow, arrowGraph, arrowLoss, arrowPrototypes, topRightSingular, type ArrowOptions } from './arrow.ts';

@@ -59,7 +59,7 @@ test('the merged forward equals the base plus a dense float64 ΔW (linear φ, ta
     const out = await s.run({ input_ids: batch.inputIds, labels: batch.labels });
     await s.dispose();
     const ref = Number(out.nll_sum.data[0]) / Number(out.count.data[0]);
-    assertAllclose(ours, ref, { rtol: 1e-10, atol: 1e-12, what: 'merged loss' });
+    assertAllclose([ours], [ref], { rtol: 1e-10, atol: 1e-12, what: 'merged loss' });
     // the adapters change the loss: the check is not comparing two base models
     const none = await CoefficientObjective.create({
       model,
@@ -102,7 +102,7 @@ for (const { spec, w } of cases) {
         });
       }
       const { loss, grad } = await obj.lossAndGrad(v, batch);
-      assertAllclose(loss, await obj.loss(v, [batch]), { rtol: 1e-12, what: 'train vs eval loss' });
+      assertAllclose([loss], [await obj.loss(v, [batch])], { rtol: 1e-12, what: 'train vs eval loss' });
       for (const key of ['w', 'a', 'b'] as const) {
         const x = v[key];
         if (!x) continue;
