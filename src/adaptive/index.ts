@@ -45,3 +45,13 @@ export { piTuning, type PiTuningOptions } from './pi-tuning.ts';
 export { recycle, type RecycleOptions } from './recycle.ts';
 export { loraHub, type LoraHubOptions } from './lorahub.ts';
 export { arrow, arrowGraph, arrowLoss, arrowPrototypes, topRightSingular, type ArrowOptions } from './arrow.ts';
+export {
+  ADAPTIVE_METHODS,
+  adaptiveMergeFolders,
+  readArrowFolder,
+  targetSet,
+  writeArrowFolder,
+  type AdaptiveMethod,
+  type AdaptiveMergeOptions,
+  type AdaptiveMergeResult,
+} from './merge-folders.ts';

@@ -47,6 +47,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: "Merge LoRA adapters into one PEFT LoRA folder (PEFT's add_weighted_adapter types, LoRA-LEGO)",
     load: () => import('./merge-adapters.ts'),
   },
+  'adaptive-merge': {
+    describe: 'Merge recycled LoRAs with coefficients learned on a small target set (LoraHub, AdaMerging, Arrow, ...)',
+    load: () => import('./adaptive-merge.ts'),
+  },
   export: {
     describe: 'Write an adapter, or the merged model, as GGUF for llama.cpp (--format gguf)',
     load: () => import('./export.ts'),
