@@ -9,4 +9,5 @@ export * as models from './models/index.ts';
 export * as peft from './peft/index.ts';
 export * as train from './train/index.ts';
 export * as federated from './federated/index.ts';
+export * as adaptive from './adaptive/index.ts';
 export { LorakitError, ERROR_CODES, type ErrorCode } from './errors.ts';
