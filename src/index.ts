@@ -10,4 +10,5 @@ export * as peft from './peft/index.ts';
 export * as train from './train/index.ts';
 export * as federated from './federated/index.ts';
 export * as diffusion from './diffusion/index.ts';
+export * as adaptive from './adaptive/index.ts';
 export { LorakitError, ERROR_CODES, type ErrorCode } from './errors.ts';

@@ -51,6 +51,10 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Train and evaluate a mixture of LoRAs with learned routing (ReMix, LoRA-Mixer)',
     load: () => import('./mixture.ts'),
   },
+  'adaptive-merge': {
+    describe: 'Merge recycled LoRAs with coefficients learned on a small target set (LoraHub, AdaMerging, Arrow, ...)',
+    load: () => import('./adaptive-merge.ts'),
+  },
   export: {
     describe: 'Write an adapter, or the merged model, as GGUF for llama.cpp (--format gguf)',
     load: () => import('./export.ts'),

@@ -1,0 +1,187 @@
+/**
+ * Adaptive merging from folders, the library call behind `lorakit adaptive-merge`: read the base model and the
+ * pool's PEFT LoRA folders, cut the target text into samples (the study: 100, 80 train / 20 validation, every fifth
+ * one validation), run one method, and write the result. A coefficient method's result is a static merge, written as
+ * an ordinary PEFT LoRA folder (export.ts). Arrow is a router: its folder holds a copy of every pooled adapter, one
+ * subfolder each, and `arrow_config.json` with PEFT's ArrowConfig fields (top_k, router_temperature) and the
+ * subfolder names in routing order, which PEFT's `create_arrow_model` or lorakit's `readArrowFolder` + `arrowLoss`
+ * load.
+ * Not here: the methods (adamerging.ts, ...), the flags (cli/adaptive-merge.ts).
+ */
+import { basename, copyFile, join, mkdir, readFile, readdir } from '../io/host.ts';
+import { LorakitError } from '../errors.ts';
+import { checkOutputFolder, HfTokenizer, writeFileAtomic } from '../io/index.ts';
+import { loadModel } from '../models/index.ts';
+import { compose } from '../peft/index.ts';
+import { IGNORE_INDEX } from '../train/data/index.ts';
+import { adaMerging } from './adamerging.ts';
+import { type ArrowOptions, arrow } from './arrow.ts';
+import { effectiveCoefficients, mergedLora } from './export.ts';
+import type { MergeRun, MethodContext, TargetSet } from './fit.ts';
+import { loraHub } from './lorahub.ts';
+import type { TokenBatch } from './objective.ts';
+import { piTuning } from './pi-tuning.ts';
+import { poolFromLoras, type RecycledPool } from './pool.ts';
+import { recycle } from './recycle.ts';
+
+/** The adaptive methods by CLI name. */
+export const ADAPTIVE_METHODS = ['lorahub', 'adamerging', 'adamerging-layer', 'pi-tuning', 'recycle', 'arrow'] as const;
+/** One of ADAPTIVE_METHODS. */
+export type AdaptiveMethod = (typeof ADAPTIVE_METHODS)[number];
+
+/** Options of `adaptiveMergeFolders`. */
+export interface AdaptiveMergeOptions {
+  /** Base model folder. */
+  model: string;
+  /** The pool's PEFT LoRA folders (names: their folder names). */
+  adapters: string[];
+  /** The target text; cut into `samples` equal chunks. */
+  text: string;
+  method: AdaptiveMethod;
+  out: string;
+  /** Samples (default 100; a fifth are validation), tokens per sample window (default 128), windows per batch (4). */
+  samples?: number;
+  seqLen?: number;
+  batch?: number;
+  /** Gradient methods: steps and learning rate (default: the method's); LoraHub: loss evaluations (100). */
+  steps?: number;
+  lr?: number;
+  budget?: number;
+  /** The study's method: how many LoRAs evaluation keeps (default 30). */
+  topK?: number;
+  arrow?: ArrowOptions;
+  overwrite?: boolean;
+  log?: (line: string) => void;
+}
+
+/** What was written. */
+export interface AdaptiveMergeResult {
+  method: AdaptiveMethod;
+  out: string;
+  valLoss: number;
+  /** Effective coefficients per pooled module (static merges), LoraHub's weights, or null (Arrow). */
+  coefficients: number[][] | null;
+  seconds: number;
+}
+
+/** Windows of the target text: `samples` chunks, each tokenised and cut to seqLen + 1 tokens (short ones padded). */
+export function targetSet(
+  tokenizer: HfTokenizer,
+  text: string,
+  samples: number,
+  seqLen: number,
+  batch: number,
+): TargetSet {
+  if (!Number.isInteger(samples) || samples < 5)
+    throw new LorakitError('LK_INVALID_ARGUMENT', `adaptive merge: samples must be an integer ≥ 5, got ${samples}`);
+  const size = Math.floor(text.length / samples);
+  if (size < 1)
+    throw new LorakitError('LK_INVALID_ARGUMENT', `adaptive merge: the text is shorter than ${samples} characters`);
+  const windows = Array.from({ length: samples }, (_, i) => tokenizer.encode(text.slice(i * size, (i + 1) * size)));
+  const toBatches = (ws: number[][]): TokenBatch[] => {
+    const out: TokenBatch[] = [];
+    for (let i = 0; i < ws.length; i += batch) {
+      const inputIds = new BigInt64Array(batch * seqLen);
+      const labels = new BigInt64Array(batch * seqLen).fill(BigInt(IGNORE_INDEX));
+      ws.slice(i, i + batch).forEach((ids, row) => {
+        for (let t = 0; t < seqLen && t < ids.length; t++) {
+          inputIds[row * seqLen + t] = BigInt(ids[t]);
+          if (t + 1 < ids.length) labels[row * seqLen + t] = BigInt(ids[t + 1]);
+        }
+      });
+      out.push({ inputIds, labels });
+    }
+    return out;
+  };
+  return {
+    train: toBatches(windows.filter((_, i) => i % 5 !== 4)),
+    val: toBatches(windows.filter((_, i) => i % 5 === 4)),
+  };
+}
+
+/** Runs one adaptive method on folders and writes its result; see the file header. */
+export async function adaptiveMergeFolders(o: AdaptiveMergeOptions): Promise<AdaptiveMergeResult> {
+  const t0 = performance.now();
+  await checkOutputFolder(o.out, 'output folder', { option: 'out' });
+  const held = await readdir(o.out).catch(() => [] as string[]);
+  const ours = held.includes('adapter_config.json') || held.includes('arrow_config.json');
+  if (held.length > 0 && !(o.overwrite === true && ours))
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `--out ${o.out} is not empty; choose a new folder${ours ? ' (or --force to replace the result there)' : ''}`,
+      { option: 'out' },
+    );
+  const loras = await Promise.all(o.adapters.map((d) => compose.readLora(d)));
+  const names = o.adapters.map((d, i) => `${i}-${basename(d.replace(/\/+$/, '')) || 'adapter'}`);
+  const pool: RecycledPool = poolFromLoras(names, loras);
+  const seqLen = o.seqLen ?? 128;
+  const batch = o.batch ?? 4;
+  const tokenizer = await HfTokenizer.fromDir(o.model);
+  const data = targetSet(tokenizer, o.text, o.samples ?? 100, seqLen, batch);
+  const model = await loadModel(o.model);
+  try {
+    const ctx: MethodContext = { model, pool, data, batch, seqLen, log: o.log };
+    const opt = { ...(o.steps !== undefined ? { steps: o.steps } : {}), ...(o.lr !== undefined ? { lr: o.lr } : {}) };
+    if (o.method === 'arrow') {
+      const r = await arrow(ctx, o.arrow);
+      await writeArrowFolder(o.out, o.adapters, names, o.arrow ?? {});
+      return {
+        method: o.method,
+        out: o.out,
+        valLoss: r.valLoss,
+        coefficients: null,
+        seconds: (performance.now() - t0) / 1000,
+      };
+    }
+    let run: MergeRun;
+    if (o.method === 'lorahub') run = await loraHub(ctx, { budget: o.budget });
+    else if (o.method === 'adamerging') run = await adaMerging(ctx, { granularity: 'task', ...opt });
+    else if (o.method === 'adamerging-layer') run = await adaMerging(ctx, { granularity: 'module', ...opt });
+    else if (o.method === 'pi-tuning') run = await piTuning(ctx, opt);
+    else run = await recycle(ctx, { ...opt, topK: o.topK });
+    const c = effectiveCoefficients(run.pool, run.spec, run.values);
+    const note =
+      `Adaptive merge (${o.method}) of ${names.join(', ')} on ${o.model}; validation loss ${run.valLoss.toFixed(4)} ` +
+      `nats/token. Effective coefficients per module: ${JSON.stringify(c.map((row) => row.map((v) => +v.toFixed(4))))}`;
+    await compose.writeLora(o.out, mergedLora(run.pool, c, loras[0].config), note);
+    const coefficients = 'weights' in run ? [run.weights as number[]] : c;
+    return {
+      method: o.method,
+      out: o.out,
+      valLoss: run.valLoss,
+      coefficients,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    await model.close();
+  }
+}
+
+/** Writes an Arrow router folder: one subfolder per adapter (copied) and arrow_config.json. */
+export async function writeArrowFolder(out: string, dirs: string[], names: string[], o: ArrowOptions): Promise<void> {
+  await mkdir(out, { recursive: true });
+  for (const [i, d] of dirs.entries()) {
+    await mkdir(join(out, names[i]), { recursive: true });
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors'])
+      await copyFile(join(d, f), join(out, names[i], f));
+  }
+  const config = { top_k: o.topK ?? 3, router_temperature: o.temperature ?? 1, task_specific_adapters: names };
+  await writeFileAtomic(join(out, 'arrow_config.json'), `${JSON.stringify(config, null, 2)}\n`);
+}
+
+/** Reads an Arrow router folder written by writeArrowFolder: the pool (routing order) and the routing settings. */
+export async function readArrowFolder(dir: string): Promise<{ pool: RecycledPool; options: ArrowOptions }> {
+  const file = join(dir, 'arrow_config.json');
+  const c = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  const names = c.task_specific_adapters;
+  if (!Array.isArray(names) || names.some((n) => typeof n !== 'string') || names.length === 0)
+    throw new LorakitError(
+      'LK_FILE_INVALID',
+      `${file}: task_specific_adapters must be a non-empty list of folder names`,
+    );
+  const loras = await Promise.all(names.map((n: string) => compose.readLora(join(dir, n))));
+  return {
+    pool: poolFromLoras(names, loras),
+    options: { topK: Number(c.top_k ?? 3), temperature: Number(c.router_temperature ?? 1) },
+  };
+}
