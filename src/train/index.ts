@@ -81,3 +81,4 @@ export {
   type SegmentationTaskOptions,
   type UNetSource,
 } from './segmentation.ts';
+export * as transfer from './transfer/index.ts';

@@ -8,14 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Graph } from '../../../src/graph/index.ts';
 import { type ModelConfig, parseModelConfig } from '../../../src/io/index.ts';
-import {
-  buildCausalLM,
-  llamaDecoderLayer,
-  llamaRope,
-  loadModel,
-  memoryContext,
-  type LlamaLikeConfig,
-} from '../../../src/models/index.ts';
+import { buildCausalLM, llamaDecoderLayer, llamaRope, loadModel, memoryContext } from '../../../src/models/index.ts';
+import type { LlamaLikeConfig } from '../../../src/io/index.ts';
 import type { ModelContext } from '../../../src/nn/index.ts';
 import { causalSetup } from '../../../src/models/causal.ts';
 import { compile } from '../../../src/runtime/index.ts';
@@ -39,7 +33,7 @@ async function layerOutputs(
   const ids = g.input('input_ids', 'i64', [1, T]);
   const setup = causalSetup(ctx, { inputIds: ids });
   const shared = { rope: llamaRope(ctx, setup.positionIds), mask: setup.mask };
-  const hx = g.input('x', 'f32', [1, T, config.hidden_size as number]);
+  const hx = g.input('x', 'f32', [1, T, (config as LlamaLikeConfig).hidden_size]);
   layers.forEach((i) => g.output(`y${i}`, llamaDecoderLayer(ctx, i, hx, shared).hidden));
   const s = await compile(g);
   const out = await s.run({ input_ids: IDS, x });
@@ -87,7 +81,7 @@ test('writeTransplant: the folder loads with 5 layers and gives the in-memory tr
   assert.deepEqual([...back.weights.keys()].sort(), [...organ.weights.keys()].sort());
   await transfer.writeTransplant(recipient, back, 3, join(dir, 'model'));
   const loaded = await loadModel(join(dir, 'model'));
-  assert.equal(loaded.config.num_hidden_layers, 5);
+  assert.equal((loaded.config as LlamaLikeConfig).num_hidden_layers, 5);
   const logits = async (ctxOf: (g: Graph) => ModelContext<ModelConfig>) => {
     const g = new Graph('logits');
     const out = buildCausalLM(ctxOf(g), { inputIds: g.input('input_ids', 'i64', [1, T]) });
