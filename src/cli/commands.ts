@@ -47,6 +47,11 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: "Merge LoRA adapters into one PEFT LoRA folder (PEFT's add_weighted_adapter types, LoRA-LEGO)",
     load: () => import('./merge-adapters.ts'),
   },
+  transfer: {
+    describe:
+      'Move an adapter to another base: Trans-LoRA (kit, lora) or Neural Organ Transplantation (organ, transplant)',
+    load: () => import('./transfer.ts'),
+  },
   export: {
     describe: 'Write an adapter, or the merged model, as GGUF for llama.cpp (--format gguf)',
     load: () => import('./export.ts'),

@@ -38,3 +38,4 @@ export {
   type Organ,
   type TrainOrganOptions,
 } from './organ.ts';
+export { tokenWindows, windowBatch, seedExamples, questionTokens } from './text-data.ts';
