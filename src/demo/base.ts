@@ -178,7 +178,7 @@ tags: [llama, byte-level, lorakit, demo]
 ---
 # ${name}: a ${(s.params / 1e6).toFixed(2)}M-parameter byte-level Llama pretrained on Brown corpus non-fiction
 
-${name === 'demo-base' ? 'The base model of \`npx lorakit demo\`.' : 'A sibling of demo-base with another shape.'} Pretrained from scratch by lorakit's own engine (each step one ONNX graph:
+${name === 'demo-base' ? 'The base model of `npx lorakit demo`.' : 'A sibling of demo-base with another shape.'} Pretrained from scratch by lorakit's own engine (each step one ONNX graph:
 forward, backward and AdamW, run by onnxruntime-node on ${s.cores} CPU cores). It is small and weak on purpose: it
 ships in the repository so the demo needs no download. Loads with \`transformers\`
 (\`AutoModelForCausalLM.from_pretrained("models/${name}")\`, \`AutoTokenizer\`) and with lorakit.
