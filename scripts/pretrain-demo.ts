@@ -7,6 +7,10 @@
  * numbers are also kept in runs/pretrain-demo/stats.json; `--card-only` rewrites the card from them).
  *
  *   node --import tsx scripts/pretrain-demo.ts [--minutes 30] [--steps N] [--seed 1] [--resume]
+ *     [--hidden 256 --intermediate 688 --layers 4 --heads 4 --kv-heads 2 --out DIR --ckpt DIR]
+ *
+ * The shape flags make a sibling base of the same family on the same corpus (the transfer work's second base:
+ * `--hidden 128 --intermediate 344 --heads 2 --kv-heads 1 --out models/demo-base-128 --ckpt runs/pretrain-demo-128`).
  *
  * With --minutes (default) the cosine decay follows wall time and the run stops when the budget is spent, however
  * fast the shared machine is; with --steps it follows steps and the run is deterministic. Not here: the model's
@@ -26,6 +30,8 @@ import { NON_FICTION_GENRES, byteCount, readBrown, splitBrown } from '../src/dem
 import {
   DEMO_BASE_DIR,
   DEMO_SEQ_LEN,
+  DEMO_SHAPE,
+  type DemoShape,
   type PretrainStats,
   demoConfig,
   demoModelCard,
@@ -50,8 +56,21 @@ const { values: args } = parseArgs({
     resume: { type: 'boolean', default: false },
     'final-windows': { type: 'string' }, // cap on final evaluation windows (smoke runs); default: every held-out window
     'card-only': { type: 'boolean', default: false }, // rewrite README.md from the finished run's stats.json, no training
+    hidden: { type: 'string', default: String(DEMO_SHAPE.hidden_size) },
+    intermediate: { type: 'string', default: String(DEMO_SHAPE.intermediate_size) },
+    layers: { type: 'string', default: String(DEMO_SHAPE.num_hidden_layers) },
+    heads: { type: 'string', default: String(DEMO_SHAPE.num_attention_heads) },
+    'kv-heads': { type: 'string', default: String(DEMO_SHAPE.num_key_value_heads) },
   },
 });
+const shape: DemoShape = {
+  hidden_size: Number(args.hidden),
+  intermediate_size: Number(args.intermediate),
+  num_hidden_layers: Number(args.layers),
+  num_attention_heads: Number(args.heads),
+  num_key_value_heads: Number(args['kv-heads']),
+};
+const modelName = args.out.replace(/\/+$/, '').split('/').pop()!;
 const B = Number(args.batch),
   T = DEMO_SEQ_LEN,
   LR = Number(args.lr),
@@ -63,7 +82,7 @@ const log = (s: string) => console.log(`[${new Date().toISOString().slice(11, 19
 
 if (args['card-only']) {
   const stats = JSON.parse(readFileSync(join(args.ckpt, 'stats.json'), 'utf8')) as PretrainStats;
-  await writeFileAtomic(join(args.out, 'README.md'), demoModelCard(stats));
+  await writeFileAtomic(join(args.out, 'README.md'), demoModelCard(stats, shape, modelName));
   log(`rewrote ${join(args.out, 'README.md')} from ${join(args.ckpt, 'stats.json')}`);
   process.exit(0);
 }
@@ -82,7 +101,7 @@ const unigram = unigramLoss(trainStream, heldStream);
 log(`unigram byte model, held out: ${unigram.toFixed(4)} nats/byte`);
 
 // ---- model: every weight is a trainable graph input
-const config = demoConfig();
+const config = demoConfig(shape);
 const make: ContextFactory = (g) => {
   const ctx = memoryContext(config, g, {
     trainable: familyOf(config)
@@ -240,7 +259,7 @@ const stats: PretrainStats = {
   curve: state.curve,
 };
 await writeFileAtomic(join(args.ckpt, 'stats.json'), JSON.stringify(stats, null, 1));
-await writeDemoModel(args.out, config, weights, demoModelCard(stats));
+await writeDemoModel(args.out, config, weights, demoModelCard(stats, shape, modelName), shape);
 log(`wrote ${args.out}`);
 await shutdownRuntime();
 

@@ -55,6 +55,11 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Merge recycled LoRAs with coefficients learned on a small target set (LoraHub, AdaMerging, Arrow, ...)',
     load: () => import('./adaptive-merge.ts'),
   },
+  transfer: {
+    describe:
+      'Move an adapter to another base: Trans-LoRA (kit, lora) or Neural Organ Transplantation (organ, transplant)',
+    load: () => import('./transfer.ts'),
+  },
   export: {
     describe: 'Write an adapter, or the merged model, as GGUF for llama.cpp (--format gguf)',
     load: () => import('./export.ts'),

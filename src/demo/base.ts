@@ -16,17 +16,35 @@ export const DEMO_BASE_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '.
 /** Sequence length the base model is trained on (also its max_position_embeddings). */
 export const DEMO_SEQ_LEN = 256;
 
-/** config.json of the demo base model, as transformers 4.57 writes a LlamaConfig. */
-export function demoConfigJson(): Record<string, unknown> {
+/** The sizes that tell one demo-family base from another (the rest of the config is shared). */
+export interface DemoShape {
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+}
+
+/** The shape of models/demo-base (the default of every function here). */
+export const DEMO_SHAPE: DemoShape = {
+  hidden_size: 256,
+  intermediate_size: 688,
+  num_hidden_layers: 4,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+};
+
+/**
+ * config.json of a demo-family base, as transformers 4.57 writes a LlamaConfig. Heads are always 64 wide, so
+ * `hidden_size` must be a multiple of 64 times `num_attention_heads`; the transfer work's second base (a narrower
+ * sibling trained on the same corpus) is the same family with another shape.
+ */
+export function demoConfigJson(shape: DemoShape = DEMO_SHAPE): Record<string, unknown> {
   return {
     architectures: ['LlamaForCausalLM'],
     model_type: 'llama',
-    hidden_size: 256,
-    intermediate_size: 688,
-    num_hidden_layers: 4,
-    num_attention_heads: 4,
-    num_key_value_heads: 2,
-    head_dim: 64,
+    ...shape,
+    head_dim: shape.hidden_size / shape.num_attention_heads,
     hidden_act: 'silu',
     max_position_embeddings: DEMO_SEQ_LEN,
     rms_norm_eps: 1e-5,
@@ -48,9 +66,9 @@ export function demoConfigJson(): Record<string, unknown> {
   };
 }
 
-/** The validated config of the demo base model. */
-export function demoConfig(): ModelConfig {
-  return parseModelConfig(demoConfigJson(), 'demo base config');
+/** The validated config of a demo-family base (default: models/demo-base). */
+export function demoConfig(shape: DemoShape = DEMO_SHAPE): ModelConfig {
+  return parseModelConfig(demoConfigJson(shape), 'demo base config');
 }
 
 /**
@@ -79,6 +97,7 @@ export async function writeDemoModel(
   config: ModelConfig,
   weights: ReadonlyMap<string, Float32Array>,
   card: string,
+  shape: DemoShape = DEMO_SHAPE,
 ): Promise<void> {
   await mkdir(dir, { recursive: true });
   const tensors = familyOf(config)
@@ -90,7 +109,7 @@ export async function writeDemoModel(
     });
   await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   const json = (v: unknown) => `${JSON.stringify(v, null, 2)}\n`;
-  await writeFileAtomic(join(dir, 'config.json'), json(demoConfigJson()));
+  await writeFileAtomic(join(dir, 'config.json'), json(demoConfigJson(shape)));
   await writeFileAtomic(
     join(dir, 'generation_config.json'),
     json({
@@ -146,9 +165,9 @@ const f4 = (x: number) => x.toFixed(4);
 const ppl = (x: number) => Math.exp(x).toFixed(3);
 const bpb = (x: number) => (x / Math.LN2).toFixed(3);
 
-/** The model card (README.md) of models/demo-base. */
-export function demoModelCard(s: PretrainStats): string {
-  const c = demoConfigJson();
+/** The model card (README.md) of models/demo-base, or of a sibling base of another `shape` named `name`. */
+export function demoModelCard(s: PretrainStats, shape: DemoShape = DEMO_SHAPE, name = 'demo-base'): string {
+  const c = demoConfigJson(shape);
   const rows = s.curve.map((p) => `| ${p.step} | ${f4(p.heldOut)} |`).join('\n');
   return (
     `---
@@ -157,12 +176,12 @@ license: apache-2.0
 pipeline_tag: text-generation
 tags: [llama, byte-level, lorakit, demo]
 ---
-# demo-base: a ${(s.params / 1e6).toFixed(2)}M-parameter byte-level Llama pretrained on Brown corpus non-fiction
+# ${name}: a ${(s.params / 1e6).toFixed(2)}M-parameter byte-level Llama pretrained on Brown corpus non-fiction
 
-The base model of \`npx lorakit demo\`. Pretrained from scratch by lorakit's own engine (each step one ONNX graph:
+${name === 'demo-base' ? 'The base model of `npx lorakit demo`.' : 'A sibling of demo-base with another shape.'} Pretrained from scratch by lorakit's own engine (each step one ONNX graph:
 forward, backward and AdamW, run by onnxruntime-node on ${s.cores} CPU cores). It is small and weak on purpose: it
 ships in the repository so the demo needs no download. Loads with \`transformers\`
-(\`AutoModelForCausalLM.from_pretrained("models/demo-base")\`, \`AutoTokenizer\`) and with lorakit.
+(\`AutoModelForCausalLM.from_pretrained("models/${name}")\`, \`AutoTokenizer\`) and with lorakit.
 
 ## Model
 

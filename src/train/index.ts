@@ -90,3 +90,4 @@ export {
   readSegmentationSet,
   runSegmentation,
 } from './segmentation-run.ts';
+export * as transfer from './transfer/index.ts';
