@@ -9,7 +9,7 @@
  *   - time to first token of one request on an idle engine (prefill of a 16-token prompt and the first draw);
  *   - memory per resident adapter: bytes of its LoRA form, and the process RSS growth per adapter over 32 loads.
  * Decode tokens/s = rows × (N − 1) / (time from the batch's first token to its last), best of --repeat runs.
- * llama.cpp's server with one LoRA is not compared yet: lorakit cannot read GGUF models (docs/serving.md).
+ * llama.cpp's server with one LoRA on the real SmolLM2 GGUF: bench/serve-llamacpp.ts (a model this one may not load).
  * Options: --repeat N (2), --new-tokens N (64), --python PATH (interop/.venv/bin/python), --no-peft.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';

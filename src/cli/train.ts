@@ -53,6 +53,7 @@ export const register: CommandModule['register'] = (cli) => {
           onNotice: (n) => (n.level === 'warning' ? console.error(`warning: ${n.message}`) : console.log(n.message)),
         });
         const r = out.result;
+        if (r.evalOnStartLoss !== null) console.log(`eval loss at start ${r.evalOnStartLoss.toFixed(4)}`);
         console.log(
           `stopped: ${r.stopReason} after ${r.step} ` +
             `steps${r.bestEvalLoss !== null ? `; best eval loss ${r.bestEvalLoss.toFixed(4)} at step ${r.bestStep}` : ''}`,

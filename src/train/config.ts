@@ -141,6 +141,13 @@ export const runConfigSchema = z.strictObject({
       eval_steps: positiveInt
         .optional()
         .describe('Evaluate (and generate the sample prompts) every N steps and after the last step.'),
+      eval_on_start: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Evaluate once before the first step (transformers' eval_on_start): the base model's held-out loss, " +
+            'since a new adapter starts as a no-op; printed and returned as the run result evalOnStartLoss.',
+        ),
       early_stopping_patience: positiveInt
         .optional()
         .describe('Stop after this many evaluations without a lower eval loss (needs eval_steps).'),

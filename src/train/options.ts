@@ -47,6 +47,8 @@ export interface TrainOptions {
   clipNorm?: number;
   /** Evaluate every N optimizer steps and after the last one (needs `task.evaluate` or `task.sample`). */
   evalEvery?: number;
+  /** Evaluate once before the first step of a fresh run (transformers' eval_on_start; needs `task.evaluate`). */
+  evalOnStart?: boolean;
   /** Stop after this many evaluations without improvement (needs `evalEvery`). */
   earlyStoppingPatience?: number;
   /** An eval loss counts as better only when below best − threshold (default 0). */
@@ -193,6 +195,11 @@ export function resolveOptions(task: TrainTask, options: TrainOptions): Resolved
     o.evalEvery === undefined || task.evaluate !== undefined || task.sample !== undefined,
     'LK_INVALID_ARGUMENT',
     'train: option evalEvery needs a task with evaluate() (see lossEvaluator) or sample()',
+  );
+  check(
+    !o.evalOnStart || task.evaluate !== undefined,
+    'LK_INVALID_ARGUMENT',
+    'train: option evalOnStart needs a task with evaluate() (held-out data to evaluate)',
   );
   check(
     o.earlyStoppingPatience === undefined || o.evalEvery !== undefined,

@@ -40,6 +40,7 @@ export const RUN_CONFIG_NAMES: Readonly<Record<string, string>> = {
   loraplusLrRatio: 'training.loraplus_lr_ratio',
   loraplusWeightDecay: 'training.loraplus_weight_decay',
   evalEvery: 'training.eval_steps',
+  evalOnStart: 'training.eval_on_start',
   earlyStoppingPatience: 'training.early_stopping_patience',
   checkpointEvery: 'training.save_steps',
   keepCheckpoints: 'training.save_total_limit',
@@ -97,6 +98,11 @@ export function checkRunData(c: RunConfig, data: Pick<LoadedDataset, 'train' | '
   if (t.eval_steps !== undefined && !data.eval && !t.sample_prompts?.length)
     throw invalid(
       'training.eval_steps',
+      'needs held-out examples to evaluate on; set data.held_out or data.validation_file',
+    );
+  if (t.eval_on_start && !data.eval)
+    throw invalid(
+      'training.eval_on_start',
       'needs held-out examples to evaluate on; set data.held_out or data.validation_file',
     );
   if (t.early_stopping_patience !== undefined && t.eval_steps === undefined)

@@ -105,6 +105,7 @@ async function run(c: RunConfig, extra: Partial<TrainOptions>): Promise<RunOutpu
       loraplusLrRatio: t.loraplus_lr_ratio,
       loraplusWeightDecay: t.loraplus_weight_decay,
       evalEvery: data.eval || t.sample_prompts ? t.eval_steps : undefined,
+      evalOnStart: t.eval_on_start,
       earlyStoppingPatience: t.early_stopping_patience,
       checkpointEvery: t.save_steps,
       keepCheckpoints: t.save_total_limit,

@@ -42,6 +42,8 @@ export interface TrainResult {
   history: StepRecord[];
   bestEvalLoss: number | null;
   bestStep: number | null;
+  /** The held-out loss before the first step (options.evalOnStart on a fresh run), else null. */
+  evalOnStartLoss: number | null;
   /** The final checkpoint folder. */
   checkpoint: string;
 }
@@ -265,8 +267,18 @@ export class Trainer {
     let lastCheckpoint = resumedFrom,
       lastCheckpointStep = resumedFrom ? state.step : -1;
     let stopReason: StopReason = 'completed';
+    let evalOnStartLoss: number | null = null;
     progress.start(state.step);
     try {
+      // Only on a fresh run: a resumed one was evaluated (if asked) when it started the first time.
+      if (o.evalOnStart && state.step === 0 && task.evaluate) {
+        evalOnStartLoss = (await task.evaluate(engine.params())).loss;
+        if (!Number.isFinite(evalOnStartLoss))
+          throw this.nonFinite(`the eval loss before step 1 is ${evalOnStartLoss}`, 0, lastCheckpoint);
+        progress.note(
+          `eval loss at start ${evalOnStartLoss.toFixed(4)} (ppl ${perplexity(evalOnStartLoss).toFixed(2)})`,
+        );
+      }
       while (state.step < o.totalSteps) {
         if (o.signal?.aborted) {
           stopReason = 'aborted';
@@ -356,6 +368,7 @@ export class Trainer {
       history: state.history,
       bestEvalLoss: state.best_eval_loss,
       bestStep: state.best_step,
+      evalOnStartLoss,
       checkpoint: lastCheckpoint!,
     };
   }

@@ -243,6 +243,36 @@ test(
   },
 );
 
+test('evalOnStart evaluates the initial params once before step 1, and not again on resume', async () => {
+  const dir = tmp();
+  const seen: Map<string, Float32Array>[] = [];
+  const task: TrainTask = {
+    ...regressionTask({ withEval: false }),
+    async evaluate(params) {
+      seen.push(new Map([...params].map(([k, v]) => [k, v.slice()])));
+      return { loss: 10 + seen.length };
+    },
+  };
+  const r = await train(task, { outputDir: dir, steps: 2, lr: 0.01, evalOnStart: true, evalEvery: 2, ...quiet });
+  assert.equal(r.evalOnStartLoss, 11, 'the first evaluation is the one before step 1');
+  assert.equal(seen.length, 2, 'one at the start, one at step 2');
+  assert.ok(
+    seen[0].get('w1')!.some((v, i) => v !== seen[1].get('w1')![i]),
+    'the start evaluation saw params that the steps then changed',
+  );
+  const evals = readJsonl(join(dir, 'metrics.jsonl')).filter((l) => l.eval_loss !== undefined);
+  assert.deepEqual(
+    evals.map((l) => l.step),
+    [2],
+    'metrics.jsonl keeps one line per step (the start loss is returned)',
+  );
+  const resumed = await train(task, { outputDir: dir, steps: 3, lr: 0.01, evalOnStart: true, resume: true, ...quiet });
+  assert.equal(resumed.evalOnStartLoss, null, 'a resumed run was evaluated when it first started');
+  assert.equal(seen.length, 2);
+  const plain = await train(task, { outputDir: tmp(), steps: 1, lr: 0.01, ...quiet });
+  assert.equal(plain.evalOnStartLoss, null);
+});
+
 test('options are checked before anything runs, and errors name the option', async () => {
   const task = regressionTask({ withEval: false });
   const cases: [object, RegExp][] = [
@@ -252,6 +282,7 @@ test('options are checked before anything runs, and errors name the option', asy
     [{ lr: 0.01, steps: 5, gradientAccumulation: 0 }, /option gradientAccumulation must be a positive integer, got 0/],
     [{ lr: 0.01, steps: 5, evalEvery: 2 }, /evalEvery needs a task with evaluate\(\)/],
     [{ lr: 0.01, steps: 5, earlyStoppingPatience: 2 }, /earlyStoppingPatience needs evalEvery/],
+    [{ lr: 0.01, steps: 5, evalOnStart: true }, /evalOnStart needs a task with evaluate\(\)/],
     [{ lr: 0.01, steps: 5, clipNorm: -1 }, /option clipNorm must be > 0/],
     [{ lr: 0.01, steps: 5, progress: 'off' }, /option progress must be "auto", "bar", "lines" or "none", got "off"/],
   ];
