@@ -110,3 +110,22 @@ export {
   parseUNet2DConditionConfig,
   type UNet2DConditionConfig,
 } from './unet-cond.ts';
+export {
+  DEFAULT_NOISE_SCHEDULE,
+  addNoise,
+  ddimStep,
+  ddpmStep,
+  inferenceTimesteps,
+  noiseSchedule,
+  type NoiseSchedule,
+  type NoiseScheduleConfig,
+  type StepResult,
+} from './noise-schedule.ts';
+export {
+  guide,
+  sampleDiffusion,
+  type LatentHook,
+  type PredictNoise,
+  type SampleOptions,
+  type SamplerName,
+} from './diffusion-sampler.ts';
