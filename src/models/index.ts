@@ -101,9 +101,14 @@ export {
   memoryUNet,
   initUNetWeights,
   saveUNet,
+  memoryUNetCondition,
+  initUNetConditionWeights,
+  saveUNetCondition,
+  type UNetConditionSource,
 } from './unet-load.ts';
 export {
   unet2dCondition,
+  unet2dConditionParts,
   unetCondPlan,
   unetCondModules,
   unetCondParameters,

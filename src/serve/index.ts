@@ -138,3 +138,15 @@ const positive = (option: string, v: number) => {
     throw new LorakitError('LK_INVALID_ARGUMENT', `${option} must be a positive integer, got ${v}`, { option });
   return v;
 };
+export {
+  COMPOSE_METHODS,
+  cmloraWeights,
+  composedPredictor,
+  unetPass,
+  type ComposeMethod,
+  type ComposeOptions,
+  type LoraPass,
+  type PassResult,
+  type UNetPassOptions,
+} from './diffusion-compose.ts';
+export { cmloraRefreshSteps, cmloraSchedule, type CmloraPlan, type CmloraStep } from './cmlora-schedule.ts';

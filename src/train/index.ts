@@ -81,3 +81,22 @@ export {
   type SegmentationTaskOptions,
   type UNetSource,
 } from './segmentation.ts';
+export {
+  diffusionTask,
+  diffusionBatch,
+  predictEpsilon,
+  noiseMse,
+  type DiffusionTaskOptions,
+} from './diffusion.ts';
+export {
+  CANVAS,
+  CANVAS_TOKENS,
+  canvasPrompt,
+  digitCanvases,
+  digitSplit,
+  drawCell,
+  oneHotStates,
+  type CanvasOptions,
+  type CanvasSet,
+  type DigitImages,
+} from './digit-canvas.ts';
