@@ -1,11 +1,44 @@
 // `lorakit train --config run.yaml [--set key=value ...] [--print-config]`: fine-tune an adapter as the YAML says,
-// then print where the adapter, checkpoints, metrics, plot and samples were written. Notices (data warnings,
+// then print where the adapter, checkpoints, metrics, plot and samples were written. A run.yaml with `task: diffusion`
+// trains a diffusion U-Net or a concept LoRA on it instead (src/train/diffusion-run.ts). Notices (data warnings,
 // "resumed from") are printed as they come, before training starts.
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from './main.ts';
 
 /** The config reference shipped with lorakit (docs/config.md, generated from the run config schema). */
 const CONFIG_REFERENCE = fileURLToPath(new URL('../../docs/config.md', import.meta.url));
+
+/** Whether run.yaml says `task: diffusion` (read before the causal-LM schema, which has no task key). */
+async function diffusionYaml(file: string): Promise<boolean> {
+  const { existsSync, readFileSync } = await import('node:fs');
+  if (!existsSync(file)) return false; // the causal-LM path reports the missing file
+  const { parse } = await import('yaml');
+  try {
+    const { isDiffusionRun } = await import('../train/diffusion-run.ts');
+    return isDiffusionRun(parse(readFileSync(file, 'utf8')));
+  } catch {
+    return false; // malformed YAML: the causal-LM path reports it with its position
+  }
+}
+
+/** A diffusion run: a U-Net from scratch or a concept LoRA on one (src/train/diffusion-run.ts). */
+async function trainDiffusion(file: string, print: boolean): Promise<void> {
+  const { loadDiffusionRun, runDiffusionTraining } = await import('../train/diffusion-run.ts');
+  const config = loadDiffusionRun(file);
+  if (print) {
+    const { stringify } = await import('yaml');
+    process.stdout.write(stringify(config));
+    return;
+  }
+  const { shutdownRuntime } = await import('../runtime/index.ts');
+  try {
+    const out = await runDiffusionTraining(config);
+    console.log(`stopped: ${out.result.stopReason} after ${out.result.step} steps`);
+    console.log(`${config.adapter ? 'adapter' : 'unet'}:        ${out.outDir}`);
+  } finally {
+    await shutdownRuntime();
+  }
+}
 
 export const register: CommandModule['register'] = (cli) => {
   cli
@@ -27,6 +60,7 @@ export const register: CommandModule['register'] = (cli) => {
       const { LorakitError } = await import('../errors.ts');
       if (!opts.config) throw new LorakitError('LK_INVALID_ARGUMENT', 'train: --config <file> is required');
       const { loadRunConfig, runTraining, resolvedConfigYaml } = await import('../train/index.ts');
+      if (await diffusionYaml(opts.config)) return trainDiffusion(opts.config, opts.printConfig === true);
       const sets = opts.set === undefined ? [] : Array.isArray(opts.set) ? opts.set.map(String) : [String(opts.set)];
       const config = loadRunConfig(opts.config, sets);
       if (opts.printConfig) {

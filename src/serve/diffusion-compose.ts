@@ -14,7 +14,16 @@
  */
 import { LorakitError } from '../errors.ts';
 import { Graph } from '../graph/index.ts';
-import { type PredictNoise, type UNetConditionSource, guide, unet2dConditionParts } from '../models/index.ts';
+import {
+  type LatentHook,
+  type NoiseSchedule,
+  type PredictNoise,
+  type SamplerName,
+  type UNetConditionSource,
+  guide,
+  sampleDiffusion,
+  unet2dConditionParts,
+} from '../models/index.ts';
 import type { PeftModel } from '../peft/index.ts';
 import { compile, type Session } from '../runtime/index.ts';
 import { cmloraSchedule } from './cmlora-schedule.ts';
@@ -220,4 +229,50 @@ export async function unetPass(o: UNetPassOptions): Promise<LoraPass & { dispose
       await shallowSession?.dispose();
     },
   };
+}
+
+/** Options of sampleComposed. */
+export interface ComposedSampleOptions extends Omit<UNetPassOptions, 'adapters'> {
+  schedule: NoiseSchedule;
+  /** The LoRAs of `peft` to compose (one: that LoRA alone; none: the base). */
+  adapters: readonly string[];
+  method: ComposeMethod;
+  guidance: number;
+  steps: number;
+  sampler?: SamplerName;
+  eta?: number;
+  seed?: number;
+  switchEvery?: number;
+  cacheInterval?: number;
+  /** Called before each denoising step (CLoRA's latent update). */
+  hook?: LatentHook;
+}
+
+/** Draws `batch` samples with the LoRAs composed by `method`; returns x₀ [batch, C, H, W]. */
+export async function sampleComposed(o: ComposedSampleOptions): Promise<Float32Array> {
+  const { adapters, method } = o;
+  const sets = method === 'merge' || adapters.length <= 1 ? [[...adapters]] : adapters.map((a) => [a]);
+  const passes = [];
+  for (const s of sets) passes.push(await unetPass({ ...o, adapters: s }));
+  try {
+    const predictNoise = composedPredictor(passes, {
+      method: sets.length === 1 ? 'merge' : method,
+      guidance: o.guidance,
+      steps: o.steps,
+      switchEvery: o.switchEvery,
+      cacheInterval: o.cacheInterval,
+    });
+    return await sampleDiffusion({
+      schedule: o.schedule,
+      predictNoise,
+      shape: [o.batch, ...o.sampleShape],
+      steps: o.steps,
+      sampler: o.sampler,
+      eta: o.eta,
+      seed: o.seed,
+      hook: o.hook,
+    });
+  } finally {
+    for (const p of passes) await p.dispose();
+  }
 }

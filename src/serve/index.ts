@@ -143,6 +143,8 @@ export {
   cmloraWeights,
   composedPredictor,
   unetPass,
+  sampleComposed,
+  type ComposedSampleOptions,
   type ComposeMethod,
   type ComposeOptions,
   type LoraPass,

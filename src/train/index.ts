@@ -100,3 +100,21 @@ export {
   type CanvasSet,
   type DigitImages,
 } from './digit-canvas.ts';
+export {
+  CELL_CLASSES,
+  canvasClasses,
+  cellAccuracy,
+  cellSet,
+  classifyCell,
+  scoreCanvases,
+  trainCellClassifier,
+  type CellClassifier,
+} from './digit-classifier.ts';
+export {
+  diffusionRunSchema,
+  isDiffusionRun,
+  loadDiffusionRun,
+  parseDiffusionRun,
+  runDiffusionTraining,
+  type DiffusionRunConfig,
+} from './diffusion-run.ts';
