@@ -19,6 +19,11 @@ export const COMMANDS: Record<string, { describe: string; load: () => Promise<Co
     describe: 'Fine-tune an adapter from a YAML run config (--config run.yaml [--set key=value])',
     load: () => import('./train.ts'),
   },
+  sample: {
+    describe:
+      'Draw images (a PNG grid) from a diffusion U-Net with LoRAs composed by merge, switch, composite or cmlora',
+    load: () => import('./sample.ts'),
+  },
   'fl-client': {
     describe: 'Join a Flower federation as a client: train the adapter of run.yaml on local data each round',
     load: () => import('./fl-client.ts'),

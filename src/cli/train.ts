@@ -1,12 +1,45 @@
 // `lorakit train --config run.yaml [--set key=value ...] [--print-config]`: fine-tune an adapter as the YAML says,
 // then print where the adapter, checkpoints, metrics, plot and samples were written. Notices (data warnings,
 // "resumed from") are printed as they come, before training starts. A YAML with `task: segmentation` is a U-Net
-// segmentation run instead (train/segmentation-run.ts): adapter (or U-Net) folder, trainable count and Dice.
+// segmentation run instead (train/segmentation-run.ts): adapter (or U-Net) folder, trainable count and Dice; one with
+// `task: diffusion` trains a diffusion U-Net or a concept LoRA on it (train/diffusion-run.ts).
 import { fileURLToPath } from 'node:url';
 import type { CommandModule } from './main.ts';
 
 /** The config reference shipped with lorakit (docs/config.md, generated from the run config schema). */
 const CONFIG_REFERENCE = fileURLToPath(new URL('../../docs/config.md', import.meta.url));
+
+/** Whether run.yaml says `task: diffusion` (read before the causal-LM schema, which has no task key). */
+async function diffusionYaml(file: string): Promise<boolean> {
+  const { existsSync, readFileSync } = await import('node:fs');
+  if (!existsSync(file)) return false; // the causal-LM path reports the missing file
+  const { parse } = await import('yaml');
+  try {
+    const { isDiffusionRun } = await import('../train/diffusion-run.ts');
+    return isDiffusionRun(parse(readFileSync(file, 'utf8')));
+  } catch {
+    return false; // malformed YAML: the causal-LM path reports it with its position
+  }
+}
+
+/** A diffusion run: a U-Net from scratch or a concept LoRA on one (src/train/diffusion-run.ts). */
+async function trainDiffusion(file: string, print: boolean): Promise<void> {
+  const { loadDiffusionRun, runDiffusionTraining } = await import('../train/diffusion-run.ts');
+  const config = loadDiffusionRun(file);
+  if (print) {
+    const { stringify } = await import('yaml');
+    process.stdout.write(stringify(config));
+    return;
+  }
+  const { shutdownRuntime } = await import('../runtime/index.ts');
+  try {
+    const out = await runDiffusionTraining(config);
+    console.log(`stopped: ${out.result.stopReason} after ${out.result.step} steps`);
+    console.log(`${config.adapter ? 'adapter' : 'unet'}:        ${out.outDir}`);
+  } finally {
+    await shutdownRuntime();
+  }
+}
 
 export const register: CommandModule['register'] = (cli) => {
   cli
@@ -33,6 +66,7 @@ export const register: CommandModule['register'] = (cli) => {
       const { LorakitError } = await import('../errors.ts');
       if (!opts.config) throw new LorakitError('LK_INVALID_ARGUMENT', 'train: --config <file> is required');
       const { loadRunConfig, runTraining, resolvedConfigYaml, isSegmentationYaml } = await import('../train/index.ts');
+      if (await diffusionYaml(opts.config)) return trainDiffusion(opts.config, opts.printConfig === true);
       const sets = opts.set === undefined ? [] : Array.isArray(opts.set) ? opts.set.map(String) : [String(opts.set)];
       if (isSegmentationYaml(opts.config)) return segmentation(opts.config, sets, !!opts.printConfig);
       const config = loadRunConfig(opts.config, sets);

@@ -109,9 +109,14 @@ export {
   memoryUNet,
   initUNetWeights,
   saveUNet,
+  memoryUNetCondition,
+  initUNetConditionWeights,
+  saveUNetCondition,
+  type UNetConditionSource,
 } from './unet-load.ts';
 export {
   unet2dCondition,
+  unet2dConditionParts,
   unetCondPlan,
   unetCondModules,
   unetCondParameters,
@@ -131,3 +136,22 @@ export {
   selectLayers,
   unet2dConditionWithMaps,
 } from './unet-attention-maps.ts';
+export {
+  DEFAULT_NOISE_SCHEDULE,
+  addNoise,
+  ddimStep,
+  ddpmStep,
+  inferenceTimesteps,
+  noiseSchedule,
+  type NoiseSchedule,
+  type NoiseScheduleConfig,
+  type StepResult,
+} from './noise-schedule.ts';
+export {
+  guide,
+  sampleDiffusion,
+  type LatentHook,
+  type PredictNoise,
+  type SampleOptions,
+  type SamplerName,
+} from './diffusion-sampler.ts';

@@ -366,6 +366,24 @@ export function unet2dCondition(
   states: Tensor,
   probe?: CrossAttentionProbe,
 ): Tensor {
+  return unet2dConditionParts(ctx, sample, timestep, states, undefined, probe).sample;
+}
+
+/**
+ * The forward pass with a DeepCache-style cut (Ma et al., CVPR 2024): `deep` is the input of the last up block (the
+ * output of every block below it, [N, C, H, W] at full resolution). Given `cached` (a `deep` of an earlier pass),
+ * only the shallow path runs — conv_in, the first down block's layers (their outputs are the last up block's skips;
+ * not its downsampler), the last up block, conv_out — and `cached` stands for everything deeper. With `cached` equal
+ * to this pass's own `deep` the output is the full pass's. `probe` sees the cross-attention layers that run.
+ */
+export function unet2dConditionParts(
+  ctx: ModelContext<UNet2DConditionConfig>,
+  sample: Tensor,
+  timestep: Tensor,
+  states: Tensor,
+  cached?: Tensor,
+  probe?: CrossAttentionProbe,
+): { sample: Tensor; deep: Tensor } {
   const c = ctx.config;
   const p = unetCondPlan(c);
   const t = timestepEmbedding(timestep, p.timeInput, c.flip_sin_to_cos, c.freq_shift);
@@ -384,24 +402,43 @@ export function unet2dCondition(
     const y = resnetBlock(ctx, b.resnets[j], x, temb);
     return b.transformers[j] ? transformer2d(ctx, b.transformers[j], y, states, probeOf(place, i, j)) : y;
   };
-  p.down.forEach((b, i) => {
-    b.resnets.forEach((_, j) => {
-      h = layer(b, 'down', i, j, h);
+  const lastIndex = p.up.length - 1;
+  const last = p.up[lastIndex];
+  if (cached) {
+    // the shallow path: only the skips the last up block reads
+    p.down[0].resnets.forEach((_, j) => {
+      h = layer(p.down[0], 'down', 0, j, h);
       skips.push(h);
     });
-    if (b.resampler) {
-      h = ctx.conv2d(b.resampler, h);
-      skips.push(h);
-    }
-  });
-  h = resnetBlock(ctx, p.mid.resnets[0], h, temb);
-  h = transformer2d(ctx, p.mid.transformers[0], h, states, probeOf('mid', 0, 0));
-  h = resnetBlock(ctx, p.mid.resnets[1], h, temb);
-  p.up.forEach((b, i) => {
-    b.resnets.forEach((_, j) => {
-      h = layer(b, 'up', i, j, h.graph.concat([h, skips.pop()!], 1));
+    h = cached;
+  } else {
+    p.down.forEach((b, i) => {
+      b.resnets.forEach((_, j) => {
+        h = layer(b, 'down', i, j, h);
+        skips.push(h);
+      });
+      if (b.resampler) {
+        h = ctx.conv2d(b.resampler, h);
+        skips.push(h);
+      }
     });
-    if (b.resampler) h = ctx.conv2d(b.resampler, upsampleNearest2x(h));
+    h = resnetBlock(ctx, p.mid.resnets[0], h, temb);
+    h = transformer2d(ctx, p.mid.transformers[0], h, states, probeOf('mid', 0, 0));
+    h = resnetBlock(ctx, p.mid.resnets[1], h, temb);
+    p.up.slice(0, -1).forEach((b, i) => {
+      b.resnets.forEach((_, j) => {
+        h = layer(b, 'up', i, j, h.graph.concat([h, skips.pop()!], 1));
+      });
+      if (b.resampler) h = ctx.conv2d(b.resampler, upsampleNearest2x(h));
+    });
+  }
+  const deep = h;
+  last.resnets.forEach((_, j) => {
+    h = layer(last, 'up', lastIndex, j, h.graph.concat([h, skips.pop()!], 1));
   });
-  return ctx.conv2d('conv_out', silu(groupNorm(ctx, 'conv_norm_out', h, c.norm_num_groups, c.norm_eps)));
+  if (last.resampler) h = ctx.conv2d(last.resampler, upsampleNearest2x(h));
+  return {
+    sample: ctx.conv2d('conv_out', silu(groupNorm(ctx, 'conv_norm_out', h, c.norm_num_groups, c.norm_eps))),
+    deep,
+  };
 }

@@ -53,6 +53,14 @@ export interface LoadedUNet<C = UNet2DConfig> {
   close(): Promise<void>;
 }
 
+/** A UNet2DConditionModel to build graphs of: a loaded folder or `memoryUNetCondition`. */
+export interface UNetConditionSource {
+  config: UNet2DConditionConfig;
+  context(graph: Graph, opts?: ContextOptions): ModelContext<UNet2DConditionConfig>;
+  parameters(): { name: string; shape: number[] }[];
+  read(name: string): Promise<Float32Array>;
+}
+
 /** How one diffusers class is read: its config parser, module list and parameters. */
 interface UNetClass<C> {
   name: string;
@@ -146,23 +154,30 @@ async function openUNet<C>(dir: string, cls: UNetClass<C>): Promise<LoadedUNet<C
 }
 
 /** A U-Net whose weights are in memory (a fresh initialisation, trained weights): the parts of LoadedUNet graphs need. */
-export function memoryUNet(config: UNet2DConfig, weights: ReadonlyMap<string, Float32Array>) {
-  const modules = unetModules(config);
-  const params = unetParameters(config);
+export const memoryUNet = (config: UNet2DConfig, weights: ReadonlyMap<string, Float32Array>) =>
+  memoryOf(UNET_2D, config, weights);
+
+/** A UNet2DConditionModel whose weights are in memory (as memoryUNet). */
+export const memoryUNetCondition = (config: UNet2DConditionConfig, weights: ReadonlyMap<string, Float32Array>) =>
+  memoryOf(UNET_2D_CONDITION, config, weights);
+
+function memoryOf<C>(cls: UNetClass<C>, config: C, weights: ReadonlyMap<string, Float32Array>) {
+  const modules = cls.modules(config);
+  const params = cls.parameters(config);
   for (const p of params) {
     const v = weights.get(p.name);
     const n = p.shape.reduce((a, b) => a * b, 1);
     if (!v || v.length !== n)
       throw new LorakitError(
         'LK_SHAPE_MISMATCH',
-        `memoryUNet: weight ${p.name} needs ${n} values, got ${v?.length ?? 0}`,
+        `memory ${cls.name}: weight ${p.name} needs ${n} values, got ${v?.length ?? 0}`,
       );
   }
   return {
     config,
     modules: () => modules.map((m) => ({ ...m })),
     parameters: () => params.map((p) => ({ ...p, shape: [...p.shape] })),
-    context: (graph: Graph, opts: ContextOptions = {}): ModelContext<UNet2DConfig> => {
+    context: (graph: Graph, opts: ContextOptions = {}): ModelContext<C> => {
       const overrides = new Map<string, Float32Array | Float64Array>(weights);
       for (const [k, v] of opts.overrides ?? []) overrides.set(k, v);
       const source = new WeightSource(graph, null, { ...opts, overrides });
@@ -182,9 +197,15 @@ export function memoryUNet(config: UNet2DConfig, weights: ReadonlyMap<string, Fl
  * torch's default initialisation of the U-Net's modules, as a freshly constructed diffusers UNet2DModel has it:
  * Conv2d and Linear weights and biases U(±1/√fan_in) (kaiming_uniform_ with a = √5), GroupNorm weight 1, bias 0.
  */
-export function initUNetWeights(config: UNet2DConfig, rng: Rng): Map<string, Float32Array> {
+export const initUNetWeights = (config: UNet2DConfig, rng: Rng) => initOf(UNET_2D, config, rng);
+
+/** torch's default initialisation of a UNet2DConditionModel (as initUNetWeights; LayerNorm weight 1, bias 0). */
+export const initUNetConditionWeights = (config: UNet2DConditionConfig, rng: Rng) =>
+  initOf(UNET_2D_CONDITION, config, rng);
+
+function initOf<C>(cls: UNetClass<C>, config: C, rng: Rng): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
-  for (const m of unetModules(config)) {
+  for (const m of cls.modules(config)) {
     if (m.kind === 'embedding') continue;
     const [fanIn, outC, shape] =
       m.kind === 'conv2d'
@@ -201,18 +222,28 @@ export function initUNetWeights(config: UNet2DConfig, rng: Rng): Map<string, Flo
     );
     if (m.biasName) out.set(m.biasName, rng.uniformArray(outC, -b, b));
   }
-  for (const p of unetParameters(config))
+  for (const p of cls.parameters(config))
     if (!out.has(p.name)) out.set(p.name, new Float32Array(p.shape[0]).fill(p.name.endsWith('.weight') ? 1 : 0));
   return out;
 }
 
 /** Writes a diffusers folder: config.json (with _class_name) and diffusion_pytorch_model.safetensors. */
-export async function saveUNet(dir: string, config: UNet2DConfig, weights: ReadonlyMap<string, Float32Array>) {
+export const saveUNet = (dir: string, config: UNet2DConfig, weights: ReadonlyMap<string, Float32Array>) =>
+  saveOf(UNET_2D, dir, config, weights);
+
+/** Writes a UNet2DConditionModel folder (as saveUNet). */
+export const saveUNetCondition = (
+  dir: string,
+  config: UNet2DConditionConfig,
+  weights: ReadonlyMap<string, Float32Array>,
+) => saveOf(UNET_2D_CONDITION, dir, config, weights);
+
+async function saveOf<C>(cls: UNetClass<C>, dir: string, config: C, weights: ReadonlyMap<string, Float32Array>) {
   await ensureFolder(dir, 'U-Net folder');
-  const json = { _class_name: 'UNet2DModel', ...config };
+  const json = { _class_name: cls.name, ...config };
   await writeFileAtomic(join(dir, 'config.json'), `${JSON.stringify(json, null, 2)}\n`);
   const tensors = Object.fromEntries(
-    unetParameters(config).map((p) => [p.name, { dtype: 'F32' as const, shape: p.shape, data: weights.get(p.name)! }]),
+    cls.parameters(config).map((p) => [p.name, { dtype: 'F32' as const, shape: p.shape, data: weights.get(p.name)! }]),
   );
   await writeSafetensors(join(dir, `${DIFFUSERS_WEIGHTS}.safetensors`), tensors, { format: 'pt' });
 }

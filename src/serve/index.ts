@@ -138,3 +138,17 @@ const positive = (option: string, v: number) => {
     throw new LorakitError('LK_INVALID_ARGUMENT', `${option} must be a positive integer, got ${v}`, { option });
   return v;
 };
+export {
+  COMPOSE_METHODS,
+  cmloraWeights,
+  composedPredictor,
+  unetPass,
+  sampleComposed,
+  type ComposedSampleOptions,
+  type ComposeMethod,
+  type ComposeOptions,
+  type LoraPass,
+  type PassResult,
+  type UNetPassOptions,
+} from './diffusion-compose.ts';
+export { cmloraRefreshSteps, cmloraSchedule, type CmloraPlan, type CmloraStep } from './cmlora-schedule.ts';

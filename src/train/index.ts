@@ -91,3 +91,40 @@ export {
   runSegmentation,
 } from './segmentation-run.ts';
 export * as transfer from './transfer/index.ts';
+export {
+  diffusionTask,
+  diffusionBatch,
+  predictEpsilon,
+  noiseMse,
+  type DiffusionTaskOptions,
+} from './diffusion.ts';
+export {
+  CANVAS,
+  CANVAS_TOKENS,
+  canvasPrompt,
+  digitCanvases,
+  digitSplit,
+  drawCell,
+  oneHotStates,
+  type CanvasOptions,
+  type CanvasSet,
+  type DigitImages,
+} from './digit-canvas.ts';
+export {
+  CELL_CLASSES,
+  canvasClasses,
+  cellAccuracy,
+  cellSet,
+  classifyCell,
+  scoreCanvases,
+  trainCellClassifier,
+  type CellClassifier,
+} from './digit-classifier.ts';
+export {
+  diffusionRunSchema,
+  isDiffusionRun,
+  loadDiffusionRun,
+  parseDiffusionRun,
+  runDiffusionTraining,
+  type DiffusionRunConfig,
+} from './diffusion-run.ts';

@@ -1,0 +1,162 @@
+/**
+ * `lorakit train` for a diffusion run (`task: diffusion` in run.yaml): train a UNet2DConditionModel from scratch, or
+ * one concept LoRA on a saved one, on digit canvases (digit-canvas.ts) with the noise-prediction task (diffusion.ts).
+ * The YAML is validated strictly (an unknown key or a wrong type is an error naming its path); relative paths are
+ * resolved against the YAML's folder. Writes output_dir/unet (a diffusers folder with scheduler_config.json) or
+ * output_dir/adapter (a PEFT folder), plus the Trainer's checkpoints and metrics.
+ * Not here: the causal-LM run config (config.ts), which `lorakit train` reads when `task` is absent.
+ */
+import { dirname, join, readFileSync, resolve } from '../io/host.ts';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { LorakitError } from '../errors.ts';
+import { SafetensorsFile, writeFileAtomic } from '../io/index.ts';
+import { Rng } from '../linalg/index.ts';
+import {
+  initUNetConditionWeights,
+  loadUNetCondition,
+  memoryUNetCondition,
+  noiseSchedule,
+  parseUNet2DConditionConfig,
+  saveUNetCondition,
+} from '../models/index.ts';
+import { PeftModel, saveAdapter } from '../peft/index.ts';
+import { diffusionTask } from './diffusion.ts';
+import { digitCanvases } from './digit-canvas.ts';
+import { train, type TrainResult } from './trainer.ts';
+import type { TrainOptions } from './options.ts';
+
+const digit = z.number().int().min(0).max(9);
+
+/** The schema of a diffusion run.yaml. */
+export const diffusionRunSchema = z.strictObject({
+  task: z.literal('diffusion'),
+  output_dir: z.string().min(1),
+  model: z.union([
+    z.strictObject({ from: z.string().min(1) }), // a saved UNet2DConditionModel folder
+    z.strictObject({ config: z.record(z.string(), z.unknown()), init_seed: z.number().int().default(0) }),
+  ]),
+  noise_schedule: z
+    .strictObject({
+      num_train_timesteps: z.number().int().min(2).default(1000),
+      beta_start: z.number().positive().default(0.0001),
+      beta_end: z.number().positive().default(0.02),
+      beta_schedule: z.enum(['linear', 'scaled_linear', 'squaredcos_cap_v2']).default('linear'),
+    })
+    .prefault({}),
+  data: z.strictObject({
+    digits: z.string().min(1),
+    main: z.array(digit).min(1),
+    other: z.array(digit).default([]),
+    empty_probability: z.number().min(0).max(1).default(0.3),
+    count: z.number().int().positive().default(2000),
+    seed: z.number().int().default(1),
+  }),
+  adapter: z.record(z.string(), z.unknown()).optional(),
+  training: z
+    .strictObject({
+      max_steps: z.number().int().positive().default(300),
+      per_device_train_batch_size: z.number().int().positive().default(32),
+      learning_rate: z.number().positive().default(2e-3),
+      lr_scheduler_type: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
+      cond_dropout: z.number().min(0).max(1).default(0.1),
+      seed: z.number().int().default(42),
+    })
+    .prefault({}),
+});
+
+/** A validated diffusion run config with resolved paths. */
+export type DiffusionRunConfig = z.output<typeof diffusionRunSchema>;
+
+/** Whether a parsed run.yaml asks for a diffusion run (its `task` key). */
+export function isDiffusionRun(raw: unknown): boolean {
+  return typeof raw === 'object' && raw !== null && (raw as { task?: unknown }).task === 'diffusion';
+}
+
+/** Validates a parsed diffusion run.yaml read from `file`, resolving its paths against the file's folder. */
+export function parseDiffusionRun(raw: unknown, file: string): DiffusionRunConfig {
+  const r = diffusionRunSchema.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`);
+    throw new LorakitError('LK_CONFIG_INVALID', `${file}: ${lines.join('; ')}`);
+  }
+  const base = dirname(resolve(file));
+  const c = r.data;
+  return {
+    ...c,
+    output_dir: resolve(base, c.output_dir),
+    model: 'from' in c.model ? { from: resolve(base, c.model.from) } : c.model,
+    data: { ...c.data, digits: resolve(base, c.data.digits) },
+  };
+}
+
+/** Reads a diffusion run.yaml. */
+export function loadDiffusionRun(file: string): DiffusionRunConfig {
+  return parseDiffusionRun(parseYaml(readFileSync(file, 'utf8')), file);
+}
+
+/** Runs a diffusion training; returns the Trainer's result and the folder written (unet/ or adapter/). */
+export async function runDiffusionTraining(
+  c: DiffusionRunConfig,
+  extra: Partial<TrainOptions> = {},
+): Promise<{ result: TrainResult; outDir: string }> {
+  const f = await SafetensorsFile.open(c.data.digits);
+  const digits = { images: await f.readAs('images', 'u8'), labels: await f.readAs('labels', 'u8') };
+  await f.close();
+  const set = digitCanvases(digits, {
+    main: c.data.main,
+    other: c.data.other,
+    emptyProbability: c.data.empty_probability,
+    count: c.data.count,
+    seed: c.data.seed,
+    split: 'train',
+  });
+  let unet: ReturnType<typeof memoryUNetCondition>;
+  if ('from' in c.model) {
+    const m = await loadUNetCondition(c.model.from);
+    const w = new Map<string, Float32Array>();
+    for (const p of m.parameters()) w.set(p.name, await m.read(p.name));
+    await m.close();
+    unet = memoryUNetCondition(m.config, w);
+  } else {
+    const config = parseUNet2DConditionConfig(c.model.config, 'run config: model.config');
+    unet = memoryUNetCondition(config, initUNetConditionWeights(config, new Rng(c.model.init_seed)));
+  }
+  if (c.adapter && !('from' in c.model))
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      'run config: adapter trains a LoRA on a saved U-Net; give model.from (a trained UNet2DConditionModel folder)',
+    );
+  const schedule = noiseSchedule(c.noise_schedule);
+  const t = c.training;
+  const peft = c.adapter ? new PeftModel(unet.base()) : undefined;
+  if (peft) await peft.addAdapter('default', c.adapter, { seed: t.seed, source: 'run config: adapter' });
+  const task = diffusionTask({
+    unet,
+    schedule,
+    train: set,
+    batchSize: t.per_device_train_batch_size,
+    condDropout: t.cond_dropout,
+    peft,
+    dataSeed: t.seed,
+  });
+  const result = await train(task, {
+    outputDir: c.output_dir,
+    steps: t.max_steps,
+    lr: t.learning_rate,
+    schedule: t.lr_scheduler_type,
+    seed: t.seed,
+    ...extra,
+  });
+  if (peft) {
+    peft.setValues('default', result.params);
+    const outDir = join(c.output_dir, 'adapter');
+    await saveAdapter(peft, 'default', outDir);
+    return { result, outDir };
+  }
+  const outDir = join(c.output_dir, 'unet');
+  await saveUNetCondition(outDir, unet.config, result.params);
+  const sched = { _class_name: 'DDPMScheduler', ...schedule.config };
+  await writeFileAtomic(join(outDir, 'scheduler_config.json'), `${JSON.stringify(sched, null, 2)}\n`);
+  return { result, outDir };
+}
