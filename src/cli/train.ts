@@ -9,19 +9,6 @@ import type { CommandModule } from './main.ts';
 /** The config reference shipped with lorakit (docs/config.md, generated from the run config schema). */
 const CONFIG_REFERENCE = fileURLToPath(new URL('../../docs/config.md', import.meta.url));
 
-/** Whether run.yaml says `task: diffusion` (read before the causal-LM schema, which has no task key). */
-async function diffusionYaml(file: string): Promise<boolean> {
-  const { existsSync, readFileSync } = await import('node:fs');
-  if (!existsSync(file)) return false; // the causal-LM path reports the missing file
-  const { parse } = await import('yaml');
-  try {
-    const { isDiffusionRun } = await import('../train/diffusion-run.ts');
-    return isDiffusionRun(parse(readFileSync(file, 'utf8')));
-  } catch {
-    return false; // malformed YAML: the causal-LM path reports it with its position
-  }
-}
-
 /** A diffusion run: a U-Net from scratch or a concept LoRA on one (src/train/diffusion-run.ts). */
 async function trainDiffusion(file: string, print: boolean): Promise<void> {
   const { loadDiffusionRun, runDiffusionTraining } = await import('../train/diffusion-run.ts');
@@ -65,10 +52,11 @@ export const register: CommandModule['register'] = (cli) => {
     .action(async (opts: { config?: string; set?: string | string[]; printConfig?: boolean }) => {
       const { LorakitError } = await import('../errors.ts');
       if (!opts.config) throw new LorakitError('LK_INVALID_ARGUMENT', 'train: --config <file> is required');
-      const { loadRunConfig, runTraining, resolvedConfigYaml, isSegmentationYaml } = await import('../train/index.ts');
-      if (await diffusionYaml(opts.config)) return trainDiffusion(opts.config, opts.printConfig === true);
+      const { loadRunConfig, runTraining, resolvedConfigYaml, runTaskOf } = await import('../train/index.ts');
+      const task = runTaskOf(opts.config);
+      if (task === 'diffusion') return trainDiffusion(opts.config, opts.printConfig === true);
       const sets = opts.set === undefined ? [] : Array.isArray(opts.set) ? opts.set.map(String) : [String(opts.set)];
-      if (isSegmentationYaml(opts.config)) return segmentation(opts.config, sets, !!opts.printConfig);
+      if (task === 'segmentation') return segmentation(opts.config, sets, !!opts.printConfig);
       const config = loadRunConfig(opts.config, sets);
       if (opts.printConfig) {
         process.stdout.write(resolvedConfigYaml(config));

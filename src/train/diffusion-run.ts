@@ -68,11 +68,6 @@ export const diffusionRunSchema = z.strictObject({
 /** A validated diffusion run config with resolved paths. */
 export type DiffusionRunConfig = z.output<typeof diffusionRunSchema>;
 
-/** Whether a parsed run.yaml asks for a diffusion run (its `task` key). */
-export function isDiffusionRun(raw: unknown): boolean {
-  return typeof raw === 'object' && raw !== null && (raw as { task?: unknown }).task === 'diffusion';
-}
-
 /** Validates a parsed diffusion run.yaml read from `file`, resolving its paths against the file's folder. */
 export function parseDiffusionRun(raw: unknown, file: string): DiffusionRunConfig {
   const r = diffusionRunSchema.safeParse(raw);

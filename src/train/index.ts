@@ -85,12 +85,12 @@ export {
   segmentationRunSchema,
   type SegmentationRunConfig,
   type SegmentationRunResult,
-  isSegmentationYaml,
   loadSegmentationConfig,
   readSegmentationSet,
   runSegmentation,
 } from './segmentation-run.ts';
 export * as transfer from './transfer/index.ts';
+export { type RunTask, runTaskOf } from './run-task.ts';
 export {
   diffusionTask,
   diffusionBatch,
@@ -122,7 +122,6 @@ export {
 } from './digit-classifier.ts';
 export {
   diffusionRunSchema,
-  isDiffusionRun,
   loadDiffusionRun,
   parseDiffusionRun,
   runDiffusionTraining,

@@ -58,12 +58,6 @@ export const segmentationRunSchema = z.strictObject({
 /** A parsed segmentation run, paths resolved against the YAML's folder. */
 export type SegmentationRunConfig = z.output<typeof segmentationRunSchema>;
 
-/** Whether a YAML mapping asks for a segmentation run (its `task` key). */
-export function isSegmentationYaml(file: string): boolean {
-  const raw = readYaml(file);
-  return raw.task === 'segmentation';
-}
-
 function readYaml(file: string): Record<string, unknown> {
   if (!existsSync(file) || statSync(file).isDirectory())
     throw new LorakitError('LK_FILE_NOT_FOUND', `run config ${file} does not exist or is a folder`);
