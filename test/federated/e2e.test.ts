@@ -1,8 +1,10 @@
 // End to end on a real Flower 1.42 SuperLink (loopback, started here) with the ServerApp of interop/flower_app and
-// three lorakit clients on non-IID Brown-fiction genres (test/federated/harness.ts): after 3 rounds of FedSmoothLoRA
-// the global held-out loss (each client's held-out files, weighted by rows) is below the initial adapter's, and the
-// bytes each way are what the rule sends. FedAvg, FFA-LoRA and LoRA-FAIR run the same federation in
-// scripts/fl-table.ts. Skips when interop/.venv-flower is absent (.ci/run creates it); to run it:
+// three lorakit clients on non-IID Brown-fiction genres (test/federated/harness.ts): after 3 rounds of FedSmoothLoRA,
+// FFA-LoRA and LoRA-FAIR the global held-out loss (each client's held-out files, weighted by rows) is below the
+// initial adapter's, and the bytes each way are what the rule sends. FedAvg federates in safety.test.ts (with a kill
+// and node auth); scripts/fl-table.ts runs all four for docs/federated.md's table. This file runs beside the other
+// tests (scripts/run-tests.mjs): it mostly waits on Flower. Skips when interop/.venv-flower is absent (.ci/run
+// creates it); to run it:
 //   python3 -m venv interop/.venv-flower && interop/.venv-flower/bin/pip install -r interop/requirements-flower.txt
 //   node scripts/run-tests.mjs test/federated/e2e.test.ts
 import { test } from 'node:test';
@@ -32,8 +34,6 @@ const small = (strategy: FederationOptions['strategy'], dir: string): Federation
   evalBytes: 2_000,
 });
 
-// FedSmoothLoRA alone: the other strategies' federations run in scripts/fl-table.ts (docs/federated.md's table), so
-// that npm test spends one federation here and one in safety.test.ts (FedAvg, with the kill and node auth)
 test('fedsmooth: 3 lorakit clients, 3 rounds on a real SuperLink, the global held-out loss falls', {
   skip: noFlower ?? false,
   timeout: 900_000,
@@ -65,3 +65,34 @@ test('fedsmooth: 3 lorakit clients, 3 rounds on a real SuperLink, the global hel
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+for (const strategy of ['ffa', 'fair'] as const) {
+  test(`${strategy}: 3 lorakit clients, 3 rounds on a real SuperLink, the global held-out loss falls`, {
+    skip: noFlower ?? false,
+    timeout: 900_000,
+  }, async () => {
+    const dir = await mkdtemp(join(tmpdir(), `lorakit-fl-${strategy}-`));
+    try {
+      const r = await runFederation(small(strategy, dir));
+      const losses = r.history.map((h) => h.eval_loss);
+      assert.equal(r.history.length, 4, JSON.stringify(r.history));
+      assert.ok(
+        losses.every((l) => typeof l === 'number' && Number.isFinite(l)),
+        JSON.stringify(losses),
+      );
+      assert.ok(losses[3]! < losses[0]! - 1e-3, `held-out loss ${losses.join(' → ')}`);
+      for (const h of r.history.slice(1)) {
+        assert.equal(h.clients, 3, JSON.stringify(h));
+        assert.equal(h.lora_modules, strategy === 'ffa' ? 0 : 2 * LAYERS); // the rule saw every A/B pair (FAIR too)
+      }
+      // what travelled: FFA-LoRA sends B only, LoRA-FAIR A and B, from each of the 3 clients
+      const up = strategy === 'ffa' ? 3 * B_BYTES : 3 * (A_BYTES + B_BYTES);
+      for (const h of r.history.slice(1)) assert.equal(h.bytes_up, up);
+      assert.equal(r.history[1].bytes_down, 0); // round 1 starts from the seed on every client
+      assert.equal(r.history[2].bytes_down, up); // then the global adapter goes to 3 clients
+      for (const c of r.clients) assert.deepEqual(c.answered, { evaluate: 4, train: 3 });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+}
