@@ -17,7 +17,7 @@ import { Rng } from '../../linalg/index.ts';
 import { IGNORE_INDEX } from '../data/encode.ts';
 import { causalLmLoss } from '../loss.ts';
 import type { StepRecord } from '../report.ts';
-import { fitAdapter } from './fit-adapter.ts';
+import { type AdapterFitSettings, fitAdapter } from './fit-adapter.ts';
 import { LogProbs, type ScoringAdapter } from './log-probs.ts';
 
 /** The question's tokens: what ends a row, and the two answers. */
@@ -28,7 +28,7 @@ export interface DiscriminatorTokens {
 }
 
 /** Options of `trainDiscriminator`. */
-export interface TrainDiscriminatorOptions {
+export interface TrainDiscriminatorOptions extends AdapterFitSettings {
   model: LoadedModel;
   /** Holds the (fresh) discriminator adapter `adapter`. */
   peft: PeftModel;
@@ -40,13 +40,6 @@ export interface TrainDiscriminatorOptions {
   length: number;
   /** Rows per step (half real, half synthetic; default 8), steps, peak lr, seed. */
   batch?: number;
-  steps: number;
-  lr: number;
-  seed: number;
-  outputDir: string;
-  baseModel: string;
-  compile?: CompileOptions;
-  onStep?: (r: StepRecord) => void | Promise<void>;
 }
 
 /** A row as the discriminator reads it: the text tokens, then the separator. */

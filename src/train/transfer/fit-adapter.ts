@@ -16,15 +16,8 @@ import { train } from '../trainer.ts';
 import type { StepRecord } from '../report.ts';
 import type { TrainTask } from '../task.ts';
 
-/** Options of `fitAdapter`. */
-export interface FitAdapterOptions {
-  model: LoadedModel;
-  peft: PeftModel;
-  adapter: string;
-  /** Records the loss of one batch: the model context (adapter hooks bound) and the graph to declare inputs in. */
-  loss(ctx: ModelContext<ModelConfig>, graph: Graph): Tensor;
-  /** The feeds of batch `i` (0-based, deterministic in i) and the tokens it holds. */
-  batch(i: number): { feeds: Record<string, Feed>; tokens: number };
+/** The run settings every adapter fit of the transfer code takes (fitAdapter, the discriminator, distillation). */
+export interface AdapterFitSettings {
   steps: number;
   lr: number;
   seed: number;
@@ -34,6 +27,17 @@ export interface FitAdapterOptions {
   baseModel: string;
   compile?: CompileOptions;
   onStep?: (r: StepRecord) => void | Promise<void>;
+}
+
+/** Options of `fitAdapter`. */
+export interface FitAdapterOptions extends AdapterFitSettings {
+  model: LoadedModel;
+  peft: PeftModel;
+  adapter: string;
+  /** Records the loss of one batch: the model context (adapter hooks bound) and the graph to declare inputs in. */
+  loss(ctx: ModelContext<ModelConfig>, graph: Graph): Tensor;
+  /** The feeds of batch `i` (0-based, deterministic in i) and the tokens it holds. */
+  batch(i: number): { feeds: Record<string, Feed>; tokens: number };
 }
 
 /** Trains `o.adapter` (see the file header); returns each step's record. */

@@ -20,7 +20,7 @@ import type { CompileOptions } from '../../runtime/index.ts';
 import type { StepRecord } from '../report.ts';
 import { Discriminator, type DiscriminatorTokens, trainDiscriminator } from './discriminator.ts';
 import { distillKl } from './distill-loss.ts';
-import { fitAdapter } from './fit-adapter.ts';
+import { type AdapterFitSettings, fitAdapter } from './fit-adapter.ts';
 import { LogProbs, type ScoringAdapter } from './log-probs.ts';
 import { type Filtered, filterByScore, synthesize } from './synthesize.ts';
 
@@ -132,7 +132,7 @@ export async function readTransferKit(dir: string): Promise<TransferKit> {
 }
 
 /** Options of `distillAdapter`. */
-export interface DistillOptions {
+export interface DistillOptions extends AdapterFitSettings {
   /** Teacher: the source base with the source adapter applied. */
   teacher: LoadedModel;
   teacherAdapter: ScoringAdapter;
@@ -144,13 +144,6 @@ export interface DistillOptions {
   rows: readonly ArrayLike<number>[];
   length: number;
   batch: number;
-  steps: number;
-  lr: number;
-  seed: number;
-  outputDir: string;
-  baseModel: string;
-  compile?: CompileOptions;
-  onStep?: (r: StepRecord) => void | Promise<void>;
 }
 
 /** Trains the student adapter on KL(teacher ‖ student) over every position of the rows; returns the steps. */
