@@ -64,15 +64,19 @@ function checkCases(tok: HfTokenizer, texts: string[], cases: Case[], what: stri
 }
 
 test('gguf-spm: merges from scores rank each split by the whole piece, then by its halves', () => {
-  // "abc" (score -1) splits as a|bc and ab|c: ab (-2) outranks a (-5); "ab" (-2) before "bc" (-3)
-  const tokens = ['a', 'b', 'c', 'abc', 'ab', 'bc', '🤗', 'x🤗'];
-  const scores = [-5, -6, -7, -1, -2, -3, -8, -4];
+  // the list transformers' GGUFTokenizerSkeleton builds for these pieces: "abcd" (score -1) first, its splits by
+  // their left half's score (ab -2, abc -6, a -9); "x🤗" has no split into two pieces (code points, not UTF-16 halves)
+  const tokens = ['a', 'b', 'c', 'd', 'ab', 'cd', 'abc', 'bcd', 'abcd', '🤗', 'x🤗'];
+  const scores = [-9, -9, -9, -9, -2, -5, -6, -4, -1, -9, -3];
   assert.deepEqual(mergesFromScores(tokens, scores), [
-    ['ab', 'c'],
-    ['a', 'bc'],
+    ['ab', 'cd'],
+    ['abc', 'd'],
+    ['a', 'bcd'],
     ['a', 'b'],
-    ['b', 'c'],
-  ]); // "x🤗" has no split into two pieces ("x" is none): code points, not UTF-16 halves
+    ['b', 'cd'],
+    ['c', 'd'],
+    ['ab', 'c'],
+  ]);
 });
 
 test('gguf-spm: the tiny SentencePiece GGUF tokenizes as transformers does', async () => {
