@@ -17,6 +17,7 @@ import { ggufTokenizerFiles } from '../../src/io/gguf-tokenizer.ts';
 import { loadChatTemplate } from '../../src/io/index.ts';
 import { buildCausalLM, loadModel } from '../../src/models/index.ts';
 import { compile } from '../../src/runtime/index.ts';
+import { LorakitError } from '../../src/errors.ts';
 import { formatModelInfo, modelInfo } from '../../src/cli/info.ts';
 import { SHARED_DATA, needsShared } from '../helpers.ts';
 import { i64 } from '../models/helpers.ts';
@@ -105,6 +106,40 @@ test('gguf-spm: Llama 2 written as GGUF (scores, merges, no space prefix) gives 
       checkCases(tok, w.texts, w.llama2[variant].cases, `llama2 ${variant}`);
       console.log(`gguf-spm: llama2 ${variant} tokenizer built in ${ms.toFixed(0)} ms`);
     }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('gguf-spm: a vocabulary with neither merges nor scores, and an unknown tokenizer model, are refused by field', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'lorakit-spm-bad-'));
+  try {
+    const f = await GgufFile.open(TINY);
+    const base = new Map(f.header.metadata);
+    await f.close();
+    const refused = async (edit: (md: Map<string, GgufKv>) => void, code: string, ...parts: string[]) => {
+      const md = new Map(base);
+      edit(md);
+      const path = join(dir, 'bad.gguf');
+      await writeGguf(path, md, []);
+      await assert.rejects(tokenizerOf(path), (e: unknown) => {
+        assert.ok(e instanceof LorakitError && e.code === code, String(e));
+        for (const p of parts) assert.ok(e.message.includes(p), `${e.message} lacks ${p}`);
+        return true;
+      });
+    };
+    await refused((md) => md.delete('tokenizer.ggml.scores'), 'LK_FILE_INVALID', 'bad.gguf', 'tokenizer.ggml.scores');
+    await refused(
+      (md) => md.set('tokenizer.ggml.model', { type: 'string', value: 'bert' }),
+      'LK_UNSUPPORTED',
+      '"bert"',
+      '"llama" (SentencePiece BPE with byte fallback)',
+    );
+    await refused(
+      (md) => md.set('tokenizer.ggml.scores', { type: 'array', itemType: 'f32', value: [0, 1] }),
+      'LK_FILE_INVALID',
+      'expected 1000 entries',
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
