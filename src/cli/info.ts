@@ -50,8 +50,11 @@ export interface ModelInfo {
   maxPositions: number;
   tiedEmbeddings: boolean;
   weightFiles: number;
-  /** For a .gguf path: the file and its tensor count per ggml type (the folder holds them dequantized to F32). */
-  gguf: { file: string; types: Record<string, number> } | null;
+  /**
+   * For a .gguf path: the file, its tensor count per ggml type (the folder holds them dequantized to F32) and its
+   * `tokenizer.ggml.model` in words (null when the file holds no tokenizer).
+   */
+  gguf: { file: string; types: Record<string, number>; tokenizer: string | null } | null;
   modules: ModuleInfo[];
   tokenizer: {
     files: string[];
@@ -102,8 +105,8 @@ export async function modelInfo(pathOrHubId: string): Promise<ModelInfo> {
     weightFiles: files,
     gguf: await readJsonFile(join(dir, 'gguf-source.json')).then(
       (j) => {
-        const g = j as { gguf: string; types: Record<string, number> };
-        return { file: g.gguf, types: g.types };
+        const g = j as { gguf: string; types: Record<string, number>; tokenizer?: string | null };
+        return { file: g.gguf, types: g.types, tokenizer: g.tokenizer ?? null };
       },
       () => null,
     ),
@@ -322,6 +325,7 @@ export function formatModelInfo(i: ModelInfo): string {
               .map(([t, n]) => `${t} (${n} tensors)`)
               .join(', ')}, read as F32`,
           ],
+          ['gguf tokenizer', i.gguf.tokenizer ?? 'none'],
         ] as [string, string][])
       : []),
     ['layers', String(i.layers)],

@@ -12,14 +12,25 @@ import { LorakitError } from '../errors.ts';
 import { lorakitCacheDir } from './cache-root.ts';
 import { resolveModelDir } from './hub.ts';
 import { GgufFile } from './gguf.ts';
-import { ggufTokenizerFiles } from './gguf-tokenizer.ts';
+import { GGUF_TOKENIZER_MODELS, ggufTokenizerFiles } from './gguf-tokenizer.ts';
 import { writeSafetensors } from './safetensors.ts';
 
 /** Bumped when the folder written for a GGUF changes, so older cached folders are not reused. */
-const FOLDER_VERSION = 1;
+const FOLDER_VERSION = 2;
 
-/** GGUF `general.architecture` values lorakit reads, and the HF model_type each becomes (all the Llama family). */
-export const GGUF_ARCHITECTURES: Readonly<Record<string, 'llama' | 'qwen2'>> = { llama: 'llama', qwen2: 'qwen2' };
+/**
+ * GGUF `general.architecture` values lorakit reads, and the HF model_type each becomes (all the Llama family).
+ * llama.cpp writes Llama 1/2/3, Mistral 7B, TinyLlama and SmolLM as "llama"; a "mistral" file is read as
+ * MistralForCausalLM with the llama layout (q/k rows permuted as llama.cpp's converter writes them).
+ */
+export const GGUF_ARCHITECTURES: Readonly<Record<string, 'llama' | 'mistral' | 'qwen2'>> = {
+  llama: 'llama',
+  mistral: 'mistral',
+  qwen2: 'qwen2',
+};
+
+/** HF architectures class of each model_type a GGUF becomes. */
+const HF_CLASSES = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' } as const;
 
 /** HF tensor names of llama.cpp's block tensors (`blk.N.<key>.weight|bias`). */
 const BLOCK_NAMES: Readonly<Record<string, string>> = {
@@ -131,7 +142,7 @@ export function ggufConfig(f: GgufFile): Record<string, unknown> {
   const bos = num(f, 'tokenizer.ggml.bos_token_id');
   const eos = num(f, 'tokenizer.ggml.eos_token_id');
   const config: Record<string, unknown> = {
-    architectures: [modelType === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    architectures: [HF_CLASSES[modelType]],
     model_type: modelType,
     hidden_size: num(f, k('embedding_length'), { integer: true, required: true }),
     intermediate_size: num(f, k('feed_forward_length'), { integer: true, required: true }),
@@ -171,7 +182,8 @@ export async function ggufHfTensors(
         `${String(config.model_type)} model lorakit builds`,
       { file: f.path, field: unknown[0] },
     );
-  const permute = config.model_type === 'llama'; // llama.cpp permutes q/k of the llama architecture only
+  // llama.cpp's converter permutes q/k of the llama layout only (Qwen2 is written as HF stores it)
+  const permute = config.model_type === 'llama' || config.model_type === 'mistral';
   for (const name of f.names()) {
     const info = f.info(name);
     let data = await f.read(name);
@@ -238,7 +250,10 @@ export async function ggufModelFolder(path: string, options: GgufFolderOptions =
     );
     const types: Record<string, number> = {};
     for (const n of f.names()) types[f.info(n).type.name] = (types[f.info(n).type.name] ?? 0) + 1;
-    await writeFile(marker.replace(dir, tmp), `${JSON.stringify({ gguf: await realpath(path), types }, null, 2)}\n`);
+    const model = f.get('tokenizer.ggml.model');
+    const tokenizer = typeof model === 'string' ? `${model} (${GGUF_TOKENIZER_MODELS[model]})` : null;
+    const source = { gguf: await realpath(path), types, tokenizer };
+    await writeFile(marker.replace(dir, tmp), `${JSON.stringify(source, null, 2)}\n`);
     try {
       await rename(tmp, dir);
     } catch {
