@@ -29,10 +29,18 @@ const env = { ...process.env, LORAKIT_CACHE: process.env.LORAKIT_CACHE ?? join(t
 const WAITING = ['test/federated/e2e.test.ts', 'test/federated/safety.test.ts'].map((f) => join(...f.split('/')));
 const waiting = files.filter((f) => WAITING.includes(f));
 const main = files.filter((f) => !WAITING.includes(f));
+const times = process.env.LORAKIT_TEST_TIMES;
+const TIMES_REPORTER = new URL('./test-times.mjs', import.meta.url).href;
 const run = (list, capture) =>
   new Promise((done) => {
     if (list.length === 0) return done({ code: 0, out: '' });
-    const args = ['--import', 'tsx', '--test', '--test-reporter=spec', '--test-concurrency=1', ...list];
+    // Opt-in timing: LORAKIT_TEST_TIMES=<file> also writes each main-run file's wall time there, slowest first.
+    const timed = times && !capture;
+    const reporters = timed
+      ? ['--test-reporter=spec', '--test-reporter-destination=stdout', `--test-reporter=${TIMES_REPORTER}`]
+      : ['--test-reporter=spec'];
+    if (timed) reporters.push(`--test-reporter-destination=${times}`);
+    const args = ['--import', 'tsx', '--test', ...reporters, '--test-concurrency=1', ...list];
     const child = spawn(process.execPath, args, { stdio: capture ? ['ignore', 'pipe', 'pipe'] : 'inherit', env });
     const chunks = [];
     if (capture) for (const s of [child.stdout, child.stderr]) s.on('data', (d) => chunks.push(d));
