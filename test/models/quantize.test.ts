@@ -107,6 +107,7 @@ test('an adapter trained on an int8 base saves as a PEFT folder that loads on th
     lr: 0.05,
     seed: 5,
     progress: 'none',
+    plot: false,
   });
   const trained = peft.trainableValues('default');
   assert.ok(

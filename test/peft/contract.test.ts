@@ -459,6 +459,8 @@ for (const c of CASES) {
         checkpointEvery: 1,
         resume,
         progress: 'none',
+        // loss.svg is rendered at every checkpoint (Vega, ~half of this test's CPU); plot.test.ts checks it
+        plot: false,
       });
     const first = mkdtempSync(join(tmpdir(), 'lk-contract-'));
     const whole = await run(first, false);

@@ -202,6 +202,7 @@ test('each training step moves d by u·sign(mean(c) − c) of its routing counts
     checkpointEvery: 1,
     keepCheckpoints: steps,
     progress: 'none',
+    plot: false, // loss.svg (Vega, at every checkpoint) is plot.test.ts's concern
   });
   let moved = 0;
   for (let t = 1; t <= steps; t++) {
@@ -232,6 +233,7 @@ test('under gradient accumulation d moves once per micro-batch, in order (the of
     seed: 5,
     gradientAccumulation: 2,
     progress: 'none',
+    plot: false,
   });
   // B = 0 before the step, so both micro-batches route on the base model's inputs; only d changes between them
   for (const mb of [0, 1]) {

@@ -54,6 +54,7 @@ test('training moves N and leaves A and B as initialised, also in the saved fold
     lr: 0.05,
     seed: 5,
     progress: 'none',
+    plot: false,
   });
   peft.setValues('default', run.params);
   for (const [path, l] of peft.get('default').layers) {

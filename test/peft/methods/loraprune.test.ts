@@ -191,6 +191,7 @@ test('in a toy run each step applies the host decision made from the rule state 
     seed: 5,
     checkpointEvery: 1,
     progress: 'none',
+    plot: false, // loss.svg (Vega, at every checkpoint) is plot.test.ts's concern
   });
   const o = loraPruneOptions.parse(config.loraprune);
   const l = peft.get('default').layers.get('model.layers.1.q_proj')!;
