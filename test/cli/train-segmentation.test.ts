@@ -83,7 +83,7 @@ test('a LoRA-C segmentation run writes an adapter whose reloaded Dice is the pri
   }
 });
 
-test('full fine-tuning writes a U-Net folder; --print-config fills defaults; bad keys are refused by name', async () => {
+test('full fine-tuning writes a U-Net folder; --print-config fills defaults; bad keys refused by name', async () => {
   const dir = await setup();
   writeFileSync(join(dir, 'seg.yaml'), yaml('full', 'full'));
   const printed = cli('--config', join(dir, 'seg.yaml'), '--print-config', '--set', 'training.seed=4');
