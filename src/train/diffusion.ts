@@ -80,16 +80,6 @@ export function diffusionBatch(
   };
 }
 
-/** A seeded permutation of 0..n−1 (Fisher–Yates). */
-function permutation(n: number, r: Rng): Uint32Array {
-  const p = Uint32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r.next() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
-
 /** The TrainTask: noise-prediction MSE over seeded shuffles of the canvases, fresh t and ε per batch. */
 export function diffusionTask(o: DiffusionTaskOptions): TrainTask {
   const { unet, train, batchSize: B } = o;
@@ -125,7 +115,7 @@ export function diffusionTask(o: DiffusionTaskOptions): TrainTask {
     },
     *batches(from) {
       for (let epoch = from.epoch, index = from.index; ; epoch++, index = 0) {
-        const perm = permutation(train.n, new Rng(seedFrom(seed, `epoch ${epoch}`)));
+        const perm = new Rng(seedFrom(seed, `epoch ${epoch}`)).permutation(train.n);
         for (; index < perEpoch; index++) {
           const rng = new Rng(seedFrom(seed, `batch ${epoch} ${index}`));
           const f = diffusionBatch(o, perm.subarray(index * B, (index + 1) * B), rng);

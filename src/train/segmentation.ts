@@ -69,17 +69,6 @@ function batchOf(set: SegmentationSet, rows: ArrayLike<number>) {
   return { x, y };
 }
 
-/** A seeded permutation of 0..n−1 for one epoch (Fisher–Yates). */
-function permutation(n: number, epoch: number, seed: number): Uint32Array {
-  const p = Uint32Array.from({ length: n }, (_, i) => i);
-  const r = new Rng(seedFrom(seed, `epoch ${epoch}`));
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r.next() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
-
 /** The TrainTask: mean BCE of the mask logits over a batch, batches from seeded per-epoch shuffles. */
 export function segmentationTask(o: SegmentationTaskOptions): TrainTask {
   const { unet, train, batchSize: B } = o;
@@ -110,7 +99,7 @@ export function segmentationTask(o: SegmentationTaskOptions): TrainTask {
     },
     *batches(from) {
       for (let epoch = from.epoch, index = from.index; ; epoch++, index = 0) {
-        const perm = permutation(train.n, epoch, o.dataSeed ?? 0);
+        const perm = new Rng(seedFrom(o.dataSeed ?? 0, `epoch ${epoch}`)).permutation(train.n); // seeded per epoch
         for (; index < perEpoch; index++) {
           const { x, y } = batchOf(train, perm.subarray(index * B, (index + 1) * B));
           const next = index + 1 < perEpoch ? { epoch, index: index + 1 } : { epoch: epoch + 1, index: 0 };
