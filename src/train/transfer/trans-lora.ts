@@ -15,7 +15,7 @@ import { type HfTokenizer, type ModelConfig, readJsonFile, writeFileAtomic } fro
 import { Rng } from '../../linalg/index.ts';
 import { buildCausalLM, type LoadedModel } from '../../models/index.ts';
 import type { ModelContext } from '../../nn/index.ts';
-import { PeftModel, adaptable, loadAdapter, saveAdapter } from '../../peft/index.ts';
+import { PeftModel, adaptable, loadAdapter, projectionLoraConfig, saveAdapter } from '../../peft/index.ts';
 import type { CompileOptions } from '../../runtime/index.ts';
 import type { StepRecord } from '../report.ts';
 import { Discriminator, type DiscriminatorTokens, trainDiscriminator } from './discriminator.ts';
@@ -75,18 +75,8 @@ function runFit(o: TransferRunSettings, outputDir: string, baseModel: string): A
   return { steps: o.steps, lr: o.lr, seed: o.seed, outputDir, baseModel, compile: o.compile, onStep: o.onStep };
 }
 
-/** The discriminator adapter's config: a LoRA on every projection. */
-export function transferLoraConfig(rank: number, alpha: number): Record<string, unknown> {
-  return {
-    peft_type: 'LORA',
-    r: rank,
-    lora_alpha: alpha,
-    lora_dropout: 0,
-    bias: 'none',
-    task_type: 'CAUSAL_LM',
-    target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-  };
-}
+/** The discriminator's and the student's adapter config: a LoRA on every projection. */
+export const transferLoraConfig: (rank: number, alpha: number) => Record<string, unknown> = projectionLoraConfig;
 
 /** Phase A: writes the kit folder; returns the kit and the discriminator's training steps. */
 export async function buildTransferKit(o: BuildKitOptions): Promise<{ kit: TransferKit; history: StepRecord[] }> {
