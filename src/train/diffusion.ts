@@ -18,7 +18,7 @@ import {
 } from '../models/index.ts';
 import type { ModelContext } from '../nn/index.ts';
 import type { PeftModel } from '../peft/index.ts';
-import { adapterTraining } from './adapter-task.ts';
+import { adapterTraining, unetTaskGraph } from './adapter-task.ts';
 import { CANVAS, CANVAS_TOKENS, type CanvasSet, oneHotStates } from './digit-canvas.ts';
 import type { TaskGraph, TrainBatch, TrainTask } from './task.ts';
 
@@ -95,15 +95,10 @@ export function diffusionTask(o: DiffusionTaskOptions): TrainTask {
     const timesteps = g.input('timesteps', 'f32', [B]);
     const states = g.input('states', 'f32', [B, L, V]);
     const noise = g.input('noise', 'f32', [B, 1, H, W]);
-    if (shared && o.peft) {
-      const binding = shared.bind(g, true);
-      const ctx = unet.context(g, { hooks: binding.hooks, overrides: o.peft.weightOverrides(o.adapter) });
-      const loss = noiseMse(predictEpsilon(ctx, latent, timesteps, states), noise);
-      return shared.taskGraph(g, binding, loss, { training: true });
-    }
-    const ctx = unet.context(g, { trainable: names });
-    const loss = noiseMse(predictEpsilon(ctx, latent, timesteps, states), noise);
-    return { graph: g, loss, groups: [{ name: 'unet', params: [...ctx.weights.inputs.values()] }] };
+    const adapter = shared && o.peft ? { shared, peft: o.peft, name: o.adapter } : null;
+    return unetTaskGraph(g, unet, names, adapter, (ctx) =>
+      noiseMse(predictEpsilon(ctx, latent, timesteps, states), noise),
+    );
   };
   return {
     build,

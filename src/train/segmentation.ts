@@ -12,7 +12,7 @@ import { type UNet2DConfig, unet2d } from '../models/index.ts';
 import type { ModelContext } from '../nn/index.ts';
 import type { PeftModel } from '../peft/index.ts';
 import { compile } from '../runtime/index.ts';
-import { adapterTraining } from './adapter-task.ts';
+import { adapterTraining, unetTaskGraph } from './adapter-task.ts';
 import type { ContextOptions } from '../models/index.ts';
 import type { ParamValues, TaskGraph, TrainBatch, TrainTask } from './task.ts';
 
@@ -80,14 +80,8 @@ export function segmentationTask(o: SegmentationTaskOptions): TrainTask {
     const g = new Graph('segmentation');
     const images = g.input('images', 'f32', [B, 1, S, S]);
     const masks = g.input('masks', 'f32', [B, 1, S, S]);
-    if (shared && o.peft) {
-      const binding = shared.bind(g, true);
-      const ctx = unet.context(g, { hooks: binding.hooks, overrides: o.peft.weightOverrides(o.adapter) });
-      return shared.taskGraph(g, binding, bceWithLogits(segmentationLogits(ctx, images), masks), { training: true });
-    }
-    const ctx = unet.context(g, { trainable: names });
-    const loss = bceWithLogits(segmentationLogits(ctx, images), masks);
-    return { graph: g, loss, groups: [{ name: 'unet', params: [...ctx.weights.inputs.values()] }] };
+    const adapter = shared && o.peft ? { shared, peft: o.peft, name: o.adapter } : null;
+    return unetTaskGraph(g, unet, names, adapter, (ctx) => bceWithLogits(segmentationLogits(ctx, images), masks));
   };
   return {
     build,
