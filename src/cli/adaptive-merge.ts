@@ -30,7 +30,8 @@ export const register: CommandModule['register'] = (cli) => {
   cli
     .command(
       'adaptive-merge',
-      'Merge recycled LoRAs with coefficients learned on a small target set (LoraHub, AdaMerging, π-Tuning, Arrow, ...)',
+      'Merge recycled LoRAs with coefficients learned on a small target set ' +
+        '(LoraHub, AdaMerging, π-Tuning, Arrow, ...)',
     )
     .option('--model <dir>', 'Base model folder the adapters were trained on')
     .option('--adapter <dir>', 'A PEFT LoRA folder of the pool; repeat for each adapter')
@@ -88,7 +89,8 @@ export const register: CommandModule['register'] = (cli) => {
           ? 'an Arrow router folder (arrow_config.json + one subfolder per adapter)'
           : 'a PEFT LoRA folder (adapter_config.json, adapter_model.safetensors)';
       console.log(
-        `${r.method}: validation loss ${r.valLoss.toFixed(4)} nats/token, ${r.seconds.toFixed(0)} s; wrote ${what} to ${out}`,
+        `${r.method}: validation loss ${r.valLoss.toFixed(4)} nats/token, ${r.seconds.toFixed(0)} s; ` +
+          `wrote ${what} to ${out}`,
       );
     });
 };

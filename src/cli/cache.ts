@@ -2,9 +2,10 @@
  * `lorakit cache info|clear`: where lorakit's caches live (one root, io/cache-root.ts), what they hold, and emptying
  * them. Four caches sit under the root: `sessions/` (compiled models and links to their weight files,
  * runtime/disk-cache.ts), `datasets/` (tokenised data, train/data/cache.ts), `models/` (GGUF files converted to
- * float32 model folders, io/gguf-model.ts) and `quantized/` (quantized frozen weights, models/quant-cache.ts). Earlier versions kept sessions in
- * `<temp>/lorakit-cache`, never cleaned; `info` reports that folder when it exists and `clear` deletes it. Imports
- * only those files, so it never loads ONNX Runtime. `formatCacheInfo` renders the report for the terminal.
+ * float32 model folders, io/gguf-model.ts) and `quantized/` (quantized frozen weights, models/quant-cache.ts).
+ * Earlier versions kept sessions in `<temp>/lorakit-cache`, never cleaned; `info` reports that folder when it exists
+ * and `clear` deletes it. Imports only those files, so it never loads ONNX Runtime. `formatCacheInfo` renders the
+ * report for the terminal.
  */
 import { readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -81,8 +82,10 @@ export function formatCacheInfo(r: CacheReport, cleared = false): string {
     `${cleared ? 'cleared ' : ''}lorakit cache root: ${r.root}`,
     `  sessions  ${sessions}  (${s.dir})`,
     `  datasets  ${count(d.entries, 'entry', 'entries')}, ${bytes(d.bytes)}  (${d.dir})`,
-    `  models    ${count(r.models.entries, 'GGUF model folder', 'GGUF model folders')}, ${bytes(r.models.bytes)}  (${r.models.dir})`,
-    `  quantized ${count(r.quantized.entries, 'quantized base', 'quantized bases')}, ${bytes(r.quantized.bytes)}  (${r.quantized.dir})`,
+    `  models    ${count(r.models.entries, 'GGUF model folder', 'GGUF model folders')}, ` +
+      `${bytes(r.models.bytes)}  (${r.models.dir})`,
+    `  quantized ${count(r.quantized.entries, 'quantized base', 'quantized bases')}, ` +
+      `${bytes(r.quantized.bytes)}  (${r.quantized.dir})`,
   ];
   if (r.legacy)
     lines.push(

@@ -70,7 +70,8 @@ export const register: CommandModule['register'] = (cli) => {
         if (ids.some((t) => !Number.isInteger(t) || t < 0 || t >= V))
           throw new LorakitError(
             'LK_INVALID_ARGUMENT',
-            `--prompt takes token ids 0..${V - 1} (cross_attention_dim ${V}) separated by commas, got ${String(flags.prompt)}`,
+            `--prompt takes token ids 0..${V - 1} (cross_attention_dim ${V}) separated by commas, ` +
+              `got ${String(flags.prompt)}`,
             {
               option: 'prompt',
             },

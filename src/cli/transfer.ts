@@ -75,6 +75,8 @@ export const register: CommandModule['register'] = (cli) => {
       const lr = numberFlag('lr', flags.lr) ?? 2e-3;
       const batch = intFlag('batch', flags.batch) ?? 8;
       const seed = intFlag('seed', flags.seed, 0) ?? 0;
+      // The run settings of the kit and lora steps (--rank is read only by them).
+      const run = () => ({ rank: intFlag('rank', flags.rank), steps, lr, batch, seed, outDir: out });
       const { readFile } = await import('node:fs/promises');
       const { loadModel } = await import('../models/load.ts');
       const { HfTokenizer } = await import('../io/index.ts');
@@ -102,12 +104,7 @@ export const register: CommandModule['register'] = (cli) => {
             seeds: transfer.seedExamples(text, intFlag('seeds', flags.seeds) ?? 5, 80),
             tokens: transfer.questionTokens(tokenizer),
             length,
-            rank: intFlag('rank', flags.rank),
-            steps,
-            lr,
-            batch,
-            seed,
-            outDir: out,
+            ...run(),
           });
           const l = r.history.map((h) => h.loss);
           console.log(`discriminator loss ${l[0].toFixed(4)} -> ${l[l.length - 1].toFixed(4)}; kit written to ${out}`);
@@ -122,12 +119,7 @@ export const register: CommandModule['register'] = (cli) => {
             targetTokenizer: await HfTokenizer.fromDir(target.dir),
             keep: intFlag('keep', flags.keep) ?? 64,
             maxRounds: intFlag('rounds', flags.rounds) ?? 3,
-            rank: intFlag('rank', flags.rank),
-            steps,
-            lr,
-            batch,
-            seed,
-            outDir: out,
+            ...run(),
             log: (line) => console.log(line),
           });
           const l = r.history.map((h) => h.loss);

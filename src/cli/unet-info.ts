@@ -11,10 +11,11 @@ import { openWeights, readJsonFile } from '../io/index.ts';
 import {
   crossAttentionLayers,
   parseUNet2DConditionConfig,
+  type UNet2DConditionConfig,
   unetCondModules,
   unetCondPlan,
 } from '../models/unet-cond.ts';
-import { parseUNet2DConfig, unetModules, unetPlan } from '../models/unet-config.ts';
+import { parseUNet2DConfig, type UNet2DConfig, unetModules, unetPlan } from '../models/unet-config.ts';
 import type { ModuleInfo } from '../nn/index.ts';
 
 /** The diffusers classes lorakit builds. */
@@ -116,6 +117,18 @@ export async function unetInfo(dir: string): Promise<UNetInfo> {
     ...(mid ? [{ path: 'mid_block', type: mid, channels: ch[n - 1], downscale: scale('mid', 0) }] : []),
     ...up.map((type, i) => ({ path: `up_blocks.${i}`, type, channels: ch[n - 1 - i], downscale: scale('up', i) })),
   ];
+  // The fields both classes report the same way, from their parsed config.
+  const shared = (className: UNetInfo['className'], c: UNet2DConfig | UNet2DConditionConfig) => ({
+    dir,
+    className,
+    sampleSize: c.sample_size,
+    inChannels: c.in_channels,
+    outChannels: c.out_channels,
+    blockOutChannels: c.block_out_channels,
+    layersPerBlock: c.layers_per_block,
+    parameters,
+    dtypes,
+  });
   if (raw._class_name === 'UNet2DConditionModel') {
     const c = parseUNet2DConditionConfig(raw, file);
     const p = unetCondPlan(c);
@@ -145,15 +158,7 @@ export async function unetInfo(dir: string): Promise<UNetInfo> {
       });
     attention.sort((a, b) => a.path.localeCompare(b.path, 'en', { numeric: true }));
     return {
-      dir,
-      className: 'UNet2DConditionModel',
-      sampleSize: c.sample_size,
-      inChannels: c.in_channels,
-      outChannels: c.out_channels,
-      blockOutChannels: c.block_out_channels,
-      layersPerBlock: c.layers_per_block,
-      parameters,
-      dtypes,
+      ...shared('UNet2DConditionModel', c),
       blocks: blocksOf(c.down_block_types, c.mid_block_type, c.up_block_types, c.block_out_channels),
       attention,
       modules: foldModules(unetCondModules(c)),
@@ -173,15 +178,7 @@ export async function unetInfo(dir: string): Promise<UNetInfo> {
       attention.push({ path: a.path, kind: 'self', heads: a.heads, downscale: scale('up', i), contextDim: null });
   });
   return {
-    dir,
-    className: 'UNet2DModel',
-    sampleSize: c.sample_size,
-    inChannels: c.in_channels,
-    outChannels: c.out_channels,
-    blockOutChannels: c.block_out_channels,
-    layersPerBlock: c.layers_per_block,
-    parameters,
-    dtypes,
+    ...shared('UNet2DModel', c),
     blocks: blocksOf(
       c.down_block_types,
       p.mid ? (c.mid_block_type ?? 'UNetMidBlock2D') : null,

@@ -13,7 +13,7 @@ import type { Tensor } from '../graph/index.ts';
 import { HfTokenizer } from '../io/index.ts';
 import { generate, loadModel, type LoadedModel, quantizeModel } from '../models/index.ts';
 import type { QuantMode } from '../nn/index.ts';
-import { type AdapterBinding, PeftModel, adaptable } from '../peft/index.ts';
+import { type AdapterBinding, PeftModel, adaptable, projectionLoraConfig } from '../peft/index.ts';
 import { adapterTraining, causalLmCalibrator, train, type TrainTask } from '../train/index.ts';
 import { TokenDataset } from '../train/data/index.ts';
 import { DEMO_BASE_DIR } from './base.ts';
@@ -72,18 +72,8 @@ export interface DemoResult {
   seconds: number;
 }
 
-/** The adapter the demo trains: PEFT's LoraConfig fields. */
-export function demoLoraConfig(rank: number, alpha: number): Record<string, unknown> {
-  return {
-    peft_type: 'LORA',
-    r: rank,
-    lora_alpha: alpha,
-    lora_dropout: 0,
-    bias: 'none',
-    task_type: 'CAUSAL_LM',
-    target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-  };
-}
+/** The adapter the demo trains: PEFT's LoraConfig fields of a LoRA on every projection. */
+export const demoLoraConfig: (rank: number, alpha: number) => Record<string, unknown> = projectionLoraConfig;
 
 const DEFAULT_PROMPT = 'She looked at him for a long moment. "';
 

@@ -44,6 +44,15 @@ export class Rng {
   normalArray(n: number, std = 1, mean = 0): Float32Array {
     return Float32Array.from({ length: n }, () => mean + std * this.normal());
   }
+  /** A permutation of 0..n−1 (Fisher–Yates from the last slot: swap i with ⌊next()·(i + 1)⌋). */
+  permutation(n: number): Uint32Array {
+    const p = Uint32Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      const j = Math.floor(this.next() * (i + 1));
+      [p[i], p[j]] = [p[j], p[i]];
+    }
+    return p;
+  }
 }
 
 /** A stable 32-bit seed derived from a string (FNV-1a), so each adapter tensor gets its own stream. */

@@ -329,7 +329,9 @@ export function crossAttentionLayers(c: UNet2DConditionConfig): CrossAttentionLa
 /** Receives each cross-attention layer's probabilities [N, heads, h·w, L] as the graph is built. */
 export type CrossAttentionProbe = (layer: CrossAttentionLayer, probs: Tensor) => void;
 
-/** Transformer2DModel on x [N, C, H, W] with states [N, L, D] → [N, C, H, W]; `probe(k, probs)` sees layer k's attn2. */
+/**
+ * Transformer2DModel on x [N, C, H, W] with states [N, L, D] → [N, C, H, W]; `probe(k, probs)` sees layer k's attn2.
+ */
 function transformer2d(
   ctx: ModelContext<UNet2DConditionConfig>,
   t: TransformerPlan,

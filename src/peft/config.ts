@@ -129,3 +129,19 @@ export function noLayersError(
     { field: 'layers_to_transform' },
   );
 }
+
+/**
+ * PEFT's LoraConfig fields of a LoRA on every attention and MLP projection of a Llama-style causal LM, without
+ * dropout or bias (what the demo and Trans-LoRA's discriminator and student train).
+ */
+export function projectionLoraConfig(rank: number, alpha: number): Record<string, unknown> {
+  return {
+    peft_type: 'LORA',
+    r: rank,
+    lora_alpha: alpha,
+    lora_dropout: 0,
+    bias: 'none',
+    task_type: 'CAUSAL_LM',
+    target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  };
+}

@@ -111,7 +111,7 @@ export {
   type ExportMergedOptions,
   type ExportMergedResult,
 } from './export.ts';
-export { isTargeted, matchesSpec, patternValue, layerIndexOf } from './config.ts';
+export { isTargeted, matchesSpec, patternValue, layerIndexOf, projectionLoraConfig } from './config.ts';
 export { layerInfo, matrixDims, toMatrix, fromMatrix, matrixOf } from './layers.ts';
 export { methodCatalog, type CatalogRow } from './catalog.ts';
 export { targetLayers } from './model.ts';

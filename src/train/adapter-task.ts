@@ -6,9 +6,13 @@
  * (an adapter whose initialisation replaced the frozen weights is written, by default, as the plain LoRA of the
  * untouched base: the folder then applies to the model its config names, in PEFT, lorakit or any LoRA loader).
  * The causal-LM task (causal-lm.ts) and the adapter contract test's toy task both build on it.
+ * `unetTaskGraph` gives the U-Net tasks (segmentation.ts, diffusion.ts) their graph with one adapter or with every
+ * U-Net weight trained.
  * Not here: the model, the loss, the data.
  */
 import type { Graph, Tensor } from '../graph/index.ts';
+import type { ContextOptions } from '../models/index.ts';
+import type { ModelContext } from '../nn/index.ts';
 import type { CustomUpdate } from '../optim/index.ts';
 import { type AdapterBinding, type PeftModel, type TrainableHandle, saveAdapter } from '../peft/index.ts';
 import type { Feed } from '../runtime/index.ts';
@@ -99,4 +103,25 @@ export function adapterTraining(peft: PeftModel, adapter: string, save: AdapterS
       await saveAdapter(peft, adapter, dir, { baseModel, convertToBase });
     },
   };
+}
+
+/**
+ * The training TaskGraph of a U-Net loss `lossOf(ctx)`: with `adapter`, recorded through that adapter's hooks and
+ * weight overrides (its AdapterTraining groups and rules); without, every weight in `names` is a trained graph input,
+ * in one group `unet` (full fine-tuning).
+ */
+export function unetTaskGraph<C>(
+  g: Graph,
+  unet: { context(graph: Graph, opts?: ContextOptions): ModelContext<C> },
+  names: string[],
+  adapter: { shared: AdapterTraining; peft: PeftModel; name: string | undefined } | null,
+  lossOf: (ctx: ModelContext<C>) => Tensor,
+): TaskGraph {
+  if (adapter) {
+    const binding = adapter.shared.bind(g, true);
+    const ctx = unet.context(g, { hooks: binding.hooks, overrides: adapter.peft.weightOverrides(adapter.name) });
+    return adapter.shared.taskGraph(g, binding, lossOf(ctx), { training: true });
+  }
+  const ctx = unet.context(g, { trainable: names });
+  return { graph: g, loss: lossOf(ctx), groups: [{ name: 'unet', params: [...ctx.weights.inputs.values()] }] };
 }

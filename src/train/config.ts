@@ -186,6 +186,16 @@ export const runConfigSchema = z.strictObject({
 
 export type RunConfig = z.output<typeof runConfigSchema>;
 
+/** `raw` from `file` checked by `schema`; a mismatch is one LK_CONFIG_INVALID naming each issue's key path. */
+export function checkedConfig<S extends z.ZodType>(schema: S, raw: unknown, file: string): z.output<S> {
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`);
+    throw new LorakitError('LK_CONFIG_INVALID', `${file}: ${lines.join('; ')}`);
+  }
+  return r.data;
+}
+
 /** Sets `obj[a][b]...` from a dotted path, parsing the value as a YAML scalar ("3" → 3, "true" → true). */
 export function applySet(obj: Record<string, unknown>, assignment: string): void {
   const eq = assignment.indexOf('=');

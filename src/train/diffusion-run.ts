@@ -22,6 +22,7 @@ import {
 } from '../models/index.ts';
 import { PeftModel, saveAdapter } from '../peft/index.ts';
 import { diffusionTask } from './diffusion.ts';
+import { checkedConfig } from './config.ts';
 import { digitCanvases } from './digit-canvas.ts';
 import { train, type TrainResult } from './trainer.ts';
 import type { TrainOptions } from './options.ts';
@@ -70,13 +71,8 @@ export type DiffusionRunConfig = z.output<typeof diffusionRunSchema>;
 
 /** Validates a parsed diffusion run.yaml read from `file`, resolving its paths against the file's folder. */
 export function parseDiffusionRun(raw: unknown, file: string): DiffusionRunConfig {
-  const r = diffusionRunSchema.safeParse(raw);
-  if (!r.success) {
-    const lines = r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`);
-    throw new LorakitError('LK_CONFIG_INVALID', `${file}: ${lines.join('; ')}`);
-  }
+  const c = checkedConfig(diffusionRunSchema, raw, file);
   const base = dirname(resolve(file));
-  const c = r.data;
   return {
     ...c,
     output_dir: resolve(base, c.output_dir),

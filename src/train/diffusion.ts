@@ -18,7 +18,7 @@ import {
 } from '../models/index.ts';
 import type { ModelContext } from '../nn/index.ts';
 import type { PeftModel } from '../peft/index.ts';
-import { adapterTraining } from './adapter-task.ts';
+import { adapterTraining, unetTaskGraph } from './adapter-task.ts';
 import { CANVAS, CANVAS_TOKENS, type CanvasSet, oneHotStates } from './digit-canvas.ts';
 import type { TaskGraph, TrainBatch, TrainTask } from './task.ts';
 
@@ -80,16 +80,6 @@ export function diffusionBatch(
   };
 }
 
-/** A seeded permutation of 0..n−1 (Fisher–Yates). */
-function permutation(n: number, r: Rng): Uint32Array {
-  const p = Uint32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r.next() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
-
 /** The TrainTask: noise-prediction MSE over seeded shuffles of the canvases, fresh t and ε per batch. */
 export function diffusionTask(o: DiffusionTaskOptions): TrainTask {
   const { unet, train, batchSize: B } = o;
@@ -105,15 +95,10 @@ export function diffusionTask(o: DiffusionTaskOptions): TrainTask {
     const timesteps = g.input('timesteps', 'f32', [B]);
     const states = g.input('states', 'f32', [B, L, V]);
     const noise = g.input('noise', 'f32', [B, 1, H, W]);
-    if (shared && o.peft) {
-      const binding = shared.bind(g, true);
-      const ctx = unet.context(g, { hooks: binding.hooks, overrides: o.peft.weightOverrides(o.adapter) });
-      const loss = noiseMse(predictEpsilon(ctx, latent, timesteps, states), noise);
-      return shared.taskGraph(g, binding, loss, { training: true });
-    }
-    const ctx = unet.context(g, { trainable: names });
-    const loss = noiseMse(predictEpsilon(ctx, latent, timesteps, states), noise);
-    return { graph: g, loss, groups: [{ name: 'unet', params: [...ctx.weights.inputs.values()] }] };
+    const adapter = shared && o.peft ? { shared, peft: o.peft, name: o.adapter } : null;
+    return unetTaskGraph(g, unet, names, adapter, (ctx) =>
+      noiseMse(predictEpsilon(ctx, latent, timesteps, states), noise),
+    );
   };
   return {
     build,
@@ -125,7 +110,7 @@ export function diffusionTask(o: DiffusionTaskOptions): TrainTask {
     },
     *batches(from) {
       for (let epoch = from.epoch, index = from.index; ; epoch++, index = 0) {
-        const perm = permutation(train.n, new Rng(seedFrom(seed, `epoch ${epoch}`)));
+        const perm = new Rng(seedFrom(seed, `epoch ${epoch}`)).permutation(train.n);
         for (; index < perEpoch; index++) {
           const rng = new Rng(seedFrom(seed, `batch ${epoch} ${index}`));
           const f = diffusionBatch(o, perm.subarray(index * B, (index + 1) * B), rng);

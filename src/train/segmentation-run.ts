@@ -13,7 +13,7 @@ import { dirname, existsSync, join, readFileSync, resolve, statSync } from '../i
 import { SafetensorsFile, writeFileAtomic } from '../io/index.ts';
 import { loadUNet, saveUNet } from '../models/index.ts';
 import { PeftModel, saveAdapter } from '../peft/index.ts';
-import { applySet } from './config.ts';
+import { applySet, checkedConfig } from './config.ts';
 import { type SegmentationSet, segmentationDice, segmentationTask } from './segmentation.ts';
 import { train } from './trainer.ts';
 
@@ -77,13 +77,8 @@ function readYaml(file: string): Record<string, unknown> {
 export function loadSegmentationConfig(file: string, sets: readonly string[] = []): SegmentationRunConfig {
   const raw = readYaml(file);
   for (const s of sets) applySet(raw, s);
-  const r = segmentationRunSchema.safeParse(raw);
-  if (!r.success) {
-    const lines = r.error.issues.map((i) => `${i.path.join('.') || '(top level)'}: ${i.message}`);
-    throw new LorakitError('LK_CONFIG_INVALID', `${file}: ${lines.join('; ')}`);
-  }
+  const c = checkedConfig(segmentationRunSchema, raw, file);
   const base = dirname(resolve(file));
-  const c = r.data;
   const at = (p: string) => resolve(base, p);
   return {
     ...c,

@@ -12,7 +12,7 @@ import { type UNet2DConfig, unet2d } from '../models/index.ts';
 import type { ModelContext } from '../nn/index.ts';
 import type { PeftModel } from '../peft/index.ts';
 import { compile } from '../runtime/index.ts';
-import { adapterTraining } from './adapter-task.ts';
+import { adapterTraining, unetTaskGraph } from './adapter-task.ts';
 import type { ContextOptions } from '../models/index.ts';
 import type { ParamValues, TaskGraph, TrainBatch, TrainTask } from './task.ts';
 
@@ -69,17 +69,6 @@ function batchOf(set: SegmentationSet, rows: ArrayLike<number>) {
   return { x, y };
 }
 
-/** A seeded permutation of 0..n−1 for one epoch (Fisher–Yates). */
-function permutation(n: number, epoch: number, seed: number): Uint32Array {
-  const p = Uint32Array.from({ length: n }, (_, i) => i);
-  const r = new Rng(seedFrom(seed, `epoch ${epoch}`));
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r.next() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-}
-
 /** The TrainTask: mean BCE of the mask logits over a batch, batches from seeded per-epoch shuffles. */
 export function segmentationTask(o: SegmentationTaskOptions): TrainTask {
   const { unet, train, batchSize: B } = o;
@@ -91,14 +80,8 @@ export function segmentationTask(o: SegmentationTaskOptions): TrainTask {
     const g = new Graph('segmentation');
     const images = g.input('images', 'f32', [B, 1, S, S]);
     const masks = g.input('masks', 'f32', [B, 1, S, S]);
-    if (shared && o.peft) {
-      const binding = shared.bind(g, true);
-      const ctx = unet.context(g, { hooks: binding.hooks, overrides: o.peft.weightOverrides(o.adapter) });
-      return shared.taskGraph(g, binding, bceWithLogits(segmentationLogits(ctx, images), masks), { training: true });
-    }
-    const ctx = unet.context(g, { trainable: names });
-    const loss = bceWithLogits(segmentationLogits(ctx, images), masks);
-    return { graph: g, loss, groups: [{ name: 'unet', params: [...ctx.weights.inputs.values()] }] };
+    const adapter = shared && o.peft ? { shared, peft: o.peft, name: o.adapter } : null;
+    return unetTaskGraph(g, unet, names, adapter, (ctx) => bceWithLogits(segmentationLogits(ctx, images), masks));
   };
   return {
     build,
@@ -110,7 +93,7 @@ export function segmentationTask(o: SegmentationTaskOptions): TrainTask {
     },
     *batches(from) {
       for (let epoch = from.epoch, index = from.index; ; epoch++, index = 0) {
-        const perm = permutation(train.n, epoch, o.dataSeed ?? 0);
+        const perm = new Rng(seedFrom(o.dataSeed ?? 0, `epoch ${epoch}`)).permutation(train.n); // seeded per epoch
         for (; index < perEpoch; index++) {
           const { x, y } = batchOf(train, perm.subarray(index * B, (index + 1) * B));
           const next = index + 1 < perEpoch ? { epoch, index: index + 1 } : { epoch: epoch + 1, index: 0 };

@@ -1,6 +1,7 @@
 // `lorakit adaptive-merge` run as a child process on the llama fixture with two random LoRA folders: AdaMerging
 // writes a PEFT LoRA folder whose ΔW is Σ cᵢ·sᵢ·BᵢAᵢ with the printed coefficients' shape (cat layout, scaling 1);
-// Arrow (the library call) writes a router folder that reads back as the same pool; a bad --method fails with one line naming the flag.
+// Arrow (the library call) writes a router folder that reads back as the same pool; a bad --method fails with one
+// line naming the flag.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -41,7 +42,7 @@ async function writeRandom(name: string, seed: number): Promise<string> {
   return dir;
 }
 
-test('adamerging writes a PEFT folder of Σ cᵢ·sᵢ·BᵢAᵢ; arrow writes a router folder; bad flags name the flag', async () => {
+test('adamerging writes a PEFT folder of Σ cᵢ·sᵢ·BᵢAᵢ; arrow, a router folder; bad flags name the flag', async () => {
   const a = await writeRandom('one', 1);
   const b = await writeRandom('two', 2);
   const data = join(tmp, 'target.txt');

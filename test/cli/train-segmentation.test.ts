@@ -11,9 +11,10 @@ import { test } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { SafetensorsFile, writeSafetensors } from '../../src/io/index.ts';
 import { Rng } from '../../src/linalg/index.ts';
-import { initUNetWeights, loadUNet, parseUNet2DConfig, saveUNet } from '../../src/models/index.ts';
+import { initUNetWeights, loadUNet, saveUNet } from '../../src/models/index.ts';
 import { PeftModel, loadAdapter } from '../../src/peft/index.ts';
 import { segmentationDice, readSegmentationSet } from '../../src/train/index.ts';
+import { tinyUNetConfig } from '../unet-configs.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 const cli = (...args: string[]) =>
@@ -22,20 +23,12 @@ const cli = (...args: string[]) =>
 /** A random 1→1-channel U-Net folder and train/eval sets of digits (mask: grey > 0.35 of the maximum). */
 async function setup() {
   const dir = mkdtempSync(join(tmpdir(), 'lk-seg-cli-'));
-  const config = parseUNet2DConfig(
-    {
-      sample_size: 8,
-      in_channels: 1,
-      out_channels: 1,
-      block_out_channels: [8, 16],
-      layers_per_block: 1,
-      down_block_types: ['DownBlock2D', 'AttnDownBlock2D'],
-      up_block_types: ['AttnUpBlock2D', 'UpBlock2D'],
-      norm_num_groups: 4,
-      attention_head_dim: 4,
-    },
-    'test config',
-  );
+  const config = tinyUNetConfig({
+    sample_size: 8,
+    down_block_types: ['DownBlock2D', 'AttnDownBlock2D'],
+    up_block_types: ['AttnUpBlock2D', 'UpBlock2D'],
+    attention_head_dim: 4,
+  });
   await saveUNet(join(dir, 'base'), config, initUNetWeights(config, new Rng(3)));
   const f = await SafetensorsFile.open(join(root, 'data/digits/digits.safetensors'));
   const images = await f.readAs('images', 'u8');
@@ -90,7 +83,7 @@ test('a LoRA-C segmentation run writes an adapter whose reloaded Dice is the pri
   }
 });
 
-test('full fine-tuning writes a U-Net folder; --print-config fills defaults; bad keys are refused by name', async () => {
+test('full fine-tuning writes a U-Net folder; --print-config fills defaults; bad keys refused by name', async () => {
   const dir = await setup();
   writeFileSync(join(dir, 'seg.yaml'), yaml('full', 'full'));
   const printed = cli('--config', join(dir, 'seg.yaml'), '--print-config', '--set', 'training.seed=4');

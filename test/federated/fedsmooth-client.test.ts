@@ -54,7 +54,7 @@ async function setup() {
   return { model, peft, client, w0, frozen, lora };
 }
 
-test('round 1 with the gradient-aligned init: backbone W0 − s·Ŵ_ga, and W0 exactly once the LoRA is added', async () => {
+test('round 1, gradient-aligned init: backbone W0 − s·Ŵ_ga, and W0 exactly once the LoRA is added', async () => {
   const { model, client, w0, frozen, lora } = await setup();
   try {
     await client.prepareTrain(new Map(), new Map(), { zeta: 1, gamma: 16, gaBatches: 1, dataSeed: 0 });

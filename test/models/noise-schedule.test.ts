@@ -82,7 +82,7 @@ test('DDIM with η = 0 and the true ε recovers x₀ in one step from x_t (the d
   assertAllclose(r.prev, x0, { atol: 1e-5, what: 'x0 from x_t' });
 });
 
-test('the sampler calls the hook before each step with the step index and timestep, and uses what it returns', async () => {
+test('the sampler calls the hook before each step with its index and timestep, and uses what it returns', async () => {
   const sched = noiseSchedule();
   const seen: string[] = [];
   const x = await sampleDiffusion({

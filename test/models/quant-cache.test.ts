@@ -74,7 +74,7 @@ for (const [name, mode] of [
   ['gpt2', 'int8'],
   ['llama', 'q4'],
 ] as const) {
-  test(`${name} ${mode}: a miss writes the cache, a hit reads the same weights, and the graph maps the file`, async () => {
+  test(`${name} ${mode}: a miss writes the cache, a hit reads the same weights, the graph maps the file`, async () => {
     const { dir, cache } = fresh(name);
     const model = await loadModel(dir);
     const plain = await cachedQuantizeBase(model, mode, { cacheDir: false });

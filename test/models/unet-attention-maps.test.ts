@@ -30,7 +30,7 @@ async function tensors(path: string) {
   return out;
 }
 
-test('every cross-attention map equals diffusers; the output is unchanged; the 8×8 average is aggregate_attention', async () => {
+test('each cross-attention map equals diffusers; output unchanged; the 8×8 mean is aggregate_attention', async () => {
   const inputs = await tensors(join(FIX, 'unet/cond/expected.safetensors'));
   const want = await tensors(join(FIX, 'clora/maps.safetensors'));
   const g = new Graph('maps');

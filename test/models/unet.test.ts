@@ -17,6 +17,7 @@ import { loadAdapter, PeftModel } from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { CASES as UNET_CASES, makeUNetCase } from '../../scripts/make-lorakit-unet-adapters.ts';
 import { assertAllclose } from '../helpers.ts';
+import { TINY_UNET } from '../unet-configs.ts';
 
 const ROOT = join(import.meta.dirname, '../..');
 const DIR = join(ROOT, 'test/fixtures/unet');
@@ -74,12 +75,7 @@ test('a PEFT LoRA on the diffusers U-Net (attention and resnet convs) loads and 
   assertAllclose(await output(peft), want.merged_output, { atol: 1e-4, rtol: 1e-4, what: 'merged' });
 });
 
-const TWO = {
-  block_out_channels: [8, 16],
-  norm_num_groups: 4,
-  down_block_types: ['DownBlock2D', 'DownBlock2D'],
-  up_block_types: ['UpBlock2D', 'UpBlock2D'],
-};
+const TWO = TINY_UNET; // two levels of resnet blocks
 
 test('the config parser refuses what lorakit does not build, naming the field', () => {
   const refuses = (json: Record<string, unknown>, field: string) =>

@@ -123,7 +123,7 @@ test('an entry that ORT cannot load is deleted and rebuilt, never reused', async
   await again.dispose();
 });
 
-test("persistOptimized saves ORT's optimized model in the entry, loads it next time, and remakes a broken one", async () => {
+test("persistOptimized saves ORT's optimized model in the entry, loads it next run, remakes a broken one", async () => {
   const dir = tempDir(),
     cache = join(dir, 'cache');
   const src = await weightFile(dir);

@@ -5,12 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { assertAllclose } from '../helpers.ts';
 import { Rng } from '../../src/linalg/index.ts';
-import {
-  guide,
-  initUNetConditionWeights,
-  memoryUNetCondition,
-  parseUNet2DConditionConfig,
-} from '../../src/models/index.ts';
+import { guide, initUNetConditionWeights, memoryUNetCondition } from '../../src/models/index.ts';
 import { PeftModel } from '../../src/peft/index.ts';
 import {
   cmloraRefreshSteps,
@@ -21,21 +16,9 @@ import {
   unetPass,
 } from '../../src/serve/index.ts';
 import { canvasPrompt, oneHotStates } from '../../src/train/index.ts';
+import { tinyUNetConditionConfig } from '../unet-configs.ts';
 
-const config = parseUNet2DConditionConfig(
-  {
-    in_channels: 1,
-    out_channels: 1,
-    block_out_channels: [8, 16],
-    layers_per_block: 1,
-    down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D'],
-    up_block_types: ['CrossAttnUpBlock2D', 'UpBlock2D'],
-    norm_num_groups: 4,
-    cross_attention_dim: 12,
-    attention_head_dim: 2,
-  },
-  'test config',
-);
+const config = tinyUNetConditionConfig();
 const N = 2;
 const SHAPE = [1, 4, 8];
 const lora = { peft_type: 'LORA', r: 2, lora_alpha: 4, init_lora_weights: false };

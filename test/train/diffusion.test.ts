@@ -14,7 +14,6 @@ import {
   initUNetConditionWeights,
   memoryUNetCondition,
   noiseSchedule,
-  parseUNet2DConditionConfig,
   unet2dCondition,
 } from '../../src/models/index.ts';
 import { compile } from '../../src/runtime/index.ts';
@@ -31,6 +30,7 @@ import {
   trainCellClassifier,
 } from '../../src/train/index.ts';
 import { LorakitError } from '../../src/errors.ts';
+import { tinyUNetConditionConfig } from '../unet-configs.ts';
 
 const DIGITS = resolve(import.meta.dirname, '../../data/digits/digits.safetensors');
 async function digits() {
@@ -97,20 +97,7 @@ test('one batch: x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε at integer t, one-h
 test("the task's first-step loss is the MSE of a separate forward pass's ε̂ against the batch's ε", async () => {
   const d = await digits();
   const set = digitCanvases(d, { main: [1, 2], other: [1], emptyProbability: 0.5, count: 8, seed: 2, split: 'train' });
-  const config = parseUNet2DConditionConfig(
-    {
-      in_channels: 1,
-      out_channels: 1,
-      block_out_channels: [8, 8],
-      layers_per_block: 1,
-      down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D'],
-      up_block_types: ['CrossAttnUpBlock2D', 'UpBlock2D'],
-      norm_num_groups: 4,
-      cross_attention_dim: 12,
-      attention_head_dim: 2,
-    },
-    'test',
-  );
+  const config = tinyUNetConditionConfig({ block_out_channels: [8, 8] });
   const weights = initUNetConditionWeights(config, new Rng(1));
   const unet = memoryUNetCondition(config, weights);
   const schedule = noiseSchedule();

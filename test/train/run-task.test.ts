@@ -1,5 +1,5 @@
-// runTaskOf: the one reader of a run config's `task` key, which `lorakit train` dispatches on. A config without the key,
-// or a file that is missing, a folder or not YAML, goes to the causal-LM trainer, whose loader reports the problem.
+// runTaskOf: the one reader of a run config's `task` key, which `lorakit train` dispatches on. A config without the
+// key, or a file that is missing, a folder or not YAML, goes to the causal-LM trainer, whose loader reports the problem.
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

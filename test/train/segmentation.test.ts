@@ -9,14 +9,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { Graph } from '../../src/graph/index.ts';
 import { Rng } from '../../src/linalg/index.ts';
-import {
-  initUNetWeights,
-  loadUNet,
-  memoryUNet,
-  parseUNet2DConfig,
-  saveUNet,
-  unetModules,
-} from '../../src/models/index.ts';
+import { initUNetWeights, loadUNet, memoryUNet, saveUNet, unetModules } from '../../src/models/index.ts';
 import { PeftModel } from '../../src/peft/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import {
@@ -28,20 +21,10 @@ import {
   train,
 } from '../../src/train/index.ts';
 import { assertAllclose } from '../helpers.ts';
+import { tinyUNetConfig } from '../unet-configs.ts';
 
-const CONFIG = parseUNet2DConfig(
-  {
-    in_channels: 1,
-    out_channels: 1,
-    block_out_channels: [4, 8],
-    layers_per_block: 1,
-    down_block_types: ['DownBlock2D', 'DownBlock2D'],
-    up_block_types: ['UpBlock2D', 'UpBlock2D'],
-    add_attention: false, // the smallest graph: test/models/unet.test.ts covers attention
-    norm_num_groups: 2,
-  },
-  'test config',
-);
+// the smallest graph (no attention): test/models/unet.test.ts covers attention
+const CONFIG = tinyUNetConfig({ block_out_channels: [4, 8], add_attention: false, norm_num_groups: 2 });
 
 /** 16 images 4×4: a bright square at a random place on noise; the mask is the square. */
 function squares(n = 16): SegmentationSet {

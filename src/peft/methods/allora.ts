@@ -14,12 +14,12 @@
  * literal "scaling the per-parameter gradients"). granularity 'matrix' uses one c per factor (the Frobenius norm).
  * UNVERIFIED against the paper's text: the exact coefficient, η (2 here, the third-party default) and the placement;
  * all are options. The AdamW is torch's (decoupled weight decay at the row's rate), with the rule's own betas and ε.
- * Not here: the train step (optim/step.ts); the AdamW ops (optim/adamw.ts `adamwStep`).
+ * Not here: the train step (optim/step.ts); the per-layer AdamW and its slots (peft/adamw-rule.ts).
  */
 import { z } from 'zod';
 import { LorakitError } from '../../errors.ts';
 import type { Tensor } from '../../graph/index.ts';
-import { adamwStep } from '../../optim/index.ts';
+import { adamwLayerStep, adamwState } from '../adamw-rule.ts';
 import type { LayerUpdateRule, MethodVariant, UpdateContext } from '../method.ts';
 import { type LoraConfig, type LoraSettings, lora } from './lora.ts';
 
@@ -55,46 +55,18 @@ export function rowCoefficient(p: Tensor, o: AlloraOptions): Tensor {
     .reciprocal();
 }
 
-/** AdamW moment slot names of one trainable tensor. */
-const slots = (name: string) => ({ m: `allora.exp_avg.${name}`, v: `allora.exp_avg_sq.${name}` });
-
 /** The update rule: AdamW with per-row rates on every trainable tensor of the layer (A and B). */
 const update: LayerUpdateRule<AlloraConfig, LoraSettings> = {
-  state(layer, s, c) {
-    return lora
-      .params(layer, s, c)
-      .filter((p) => p.trainable)
-      .flatMap((p) => [
-        { name: slots(p.name).m, shape: p.shape },
-        { name: slots(p.name).v, shape: p.shape },
-      ]);
-  },
+  state: (layer, s, c) => adamwState('allora', lora.params(layer, s, c)),
 
   apply(ctx: UpdateContext<AlloraConfig, LoraSettings>): { p: Record<string, Tensor>; state: Record<string, Tensor> } {
     const o = ctx.config.allora!;
-    const p: Record<string, Tensor> = {};
-    const state: Record<string, Tensor> = {};
-    for (const [name, param] of Object.entries(ctx.p)) {
+    return adamwLayerStep(ctx, 'allora', o, (name, param) => {
       const c = rowCoefficient(param, o); // from the values before the step
-      const { m, v } = slots(name);
-      const onUpdate = o.apply_to === 'update';
-      const r = adamwStep(
-        { beta1: o.betas[0], beta2: o.betas[1], eps: o.eps },
-        {
-          param,
-          grad: onUpdate ? ctx.g[name] : ctx.g[name].mul(c),
-          m: ctx.state[m],
-          v: ctx.state[v],
-          lr: onUpdate ? ctx.lr.mul(c) : ctx.lr, // [d0, 1] per-row rates, or the scalar
-          step: ctx.step,
-          weightDecay: ctx.weightDecay,
-        },
-      );
-      p[name] = r.param;
-      state[m] = r.m;
-      state[v] = r.v;
-    }
-    return { p, state };
+      return o.apply_to === 'update'
+        ? { lr: ctx.lr.mul(c) } // [d0, 1] per-row rates, or the scalar
+        : { grad: ctx.g[name].mul(c) };
+    });
   },
 };
 

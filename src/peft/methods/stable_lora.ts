@@ -14,11 +14,11 @@
  * Differences from the code, by design: layers are paired by name (the code zips two parameter groups and needs A and
  * B in the same order); the rule's AdamW has its own betas and ε (the code's are the optimizer's, example 0.9, 0.999,
  * 1e-8, weight decay 0.01, lr 1e-4, λ = 5e-4), and lr, schedule and weight decay are the run's.
- * Not here: the train step (optim/step.ts); the AdamW ops (optim/adamw.ts `adamwStep`).
+ * Not here: the train step (optim/step.ts); the per-layer AdamW and its slots (peft/adamw-rule.ts).
  */
 import { z } from 'zod';
 import type { Tensor } from '../../graph/index.ts';
-import { adamwStep } from '../../optim/index.ts';
+import { adamwLayerStep, adamwState } from '../adamw-rule.ts';
 import type { LayerInfo, LayerUpdateRule, MethodVariant, UpdateContext } from '../method.ts';
 import { type LoraConfig, type LoraSettings, lora } from './lora.ts';
 
@@ -40,9 +40,6 @@ export type StableLoraConfig = LoraConfig & { stable_lora?: StableLoraOptions };
 /** The per-layer stop flag: 0 while shrinking, 1 once ‖A‖ < ρ·‖B‖ was seen. */
 export const STOPPED = 'stable_lora.stopped';
 
-/** AdamW moment slot names of one trainable tensor. */
-const slots = (name: string) => ({ m: `stable_lora.exp_avg.${name}`, v: `stable_lora.exp_avg_sq.${name}` });
-
 /** The layer's A and B specs, by role. */
 function factors(layer: LayerInfo, s: LoraSettings, c: StableLoraConfig) {
   const specs = lora.params(layer, s, c);
@@ -53,16 +50,7 @@ const numel = (shape: readonly number[]) => shape.reduce((x, y) => x * y, 1);
 
 /** The update rule: the shrink of A with its stop, then AdamW on every trainable tensor. */
 const update: LayerUpdateRule<StableLoraConfig, LoraSettings> = {
-  state(layer, s, c) {
-    const trained = lora.params(layer, s, c).filter((p) => p.trainable);
-    return [
-      ...trained.flatMap((p) => [
-        { name: slots(p.name).m, shape: p.shape },
-        { name: slots(p.name).v, shape: p.shape },
-      ]),
-      { name: STOPPED, shape: [1] },
-    ];
-  },
+  state: (layer, s, c) => [...adamwState('stable_lora', lora.params(layer, s, c)), { name: STOPPED, shape: [1] }],
 
   apply(ctx: UpdateContext<StableLoraConfig, LoraSettings>): {
     p: Record<string, Tensor>;
@@ -76,27 +64,11 @@ const update: LayerUpdateRule<StableLoraConfig, LoraSettings> = {
     const below = frobenius(A).less(frobenius(B).mul(rho)).cast('f32'); // ‖A‖ < ρ·‖B‖, as 0/1
     const stopped = ctx.state[STOPPED].maximum(below); // [1]: once 1, always 1
     const factor = stopped.neg().add(1).mul(-o.shrink_ratio).add(1); // 1 − λ·(1 − stopped) [1]
-    const p: Record<string, Tensor> = {};
-    const state: Record<string, Tensor> = { [STOPPED]: stopped };
-    for (const [name, param] of Object.entries(ctx.p)) {
-      const { m, v } = slots(name);
-      const r = adamwStep(
-        { beta1: o.betas[0], beta2: o.betas[1], eps: o.eps },
-        {
-          param: name === a.name ? param.mul(factor) : param, // the shrink comes before AdamW's decay and step
-          grad: ctx.g[name],
-          m: ctx.state[m],
-          v: ctx.state[v],
-          lr: ctx.lr,
-          step: ctx.step,
-          weightDecay: ctx.weightDecay,
-        },
-      );
-      p[name] = r.param;
-      state[m] = r.m;
-      state[v] = r.v;
-    }
-    return { p, state };
+    // the shrink comes before AdamW's decay and step
+    const r = adamwLayerStep(ctx, 'stable_lora', o, (name, param) =>
+      name === a.name ? { param: param.mul(factor) } : {},
+    );
+    return { p: r.p, state: { [STOPPED]: stopped, ...r.state } };
   },
 };
 

@@ -187,7 +187,8 @@ export class MixtureModel {
         if (src.transposed || src.in !== m.in || src.out !== m.out)
           throw new LorakitError(
             'LK_SHAPE_MISMATCH',
-            `${dir}: module ${m.path} is [${src.out}, ${src.in}]${src.transposed ? ' (transposed)' : ''}, the base's [${m.out}, ${m.in}]`,
+            `${dir}: module ${m.path} is [${src.out}, ${src.in}]${src.transposed ? ' (transposed)' : ''}, ` +
+              `the base's [${m.out}, ${m.in}]`,
           );
         this.setExpert(m.path, e, src.a, src.b, src.scaling);
       }

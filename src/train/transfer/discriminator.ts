@@ -17,7 +17,7 @@ import { Rng } from '../../linalg/index.ts';
 import { IGNORE_INDEX } from '../data/encode.ts';
 import { causalLmLoss } from '../loss.ts';
 import type { StepRecord } from '../report.ts';
-import { type AdapterFitSettings, fitAdapter } from './fit-adapter.ts';
+import { type AdapterFitSettings, fitAdapter, fitSettings } from './fit-adapter.ts';
 import { LogProbs, type ScoringAdapter } from './log-probs.ts';
 
 /** The question's tokens: what ends a row, and the two answers. */
@@ -66,6 +66,7 @@ export async function trainDiscriminator(o: TrainDiscriminatorOptions): Promise<
       );
   }
   return fitAdapter({
+    ...fitSettings(o),
     model: o.model,
     peft: o.peft,
     adapter: o.adapter,
@@ -87,13 +88,6 @@ export async function trainDiscriminator(o: TrainDiscriminatorOptions): Promise<
       }
       return { feeds: { input_ids: ids, labels }, tokens: B };
     },
-    steps: o.steps,
-    lr: o.lr,
-    seed: o.seed,
-    outputDir: o.outputDir,
-    baseModel: o.baseModel,
-    compile: o.compile,
-    onStep: o.onStep,
   });
 }
 

@@ -29,6 +29,12 @@ export interface AdapterFitSettings {
   onStep?: (r: StepRecord) => void | Promise<void>;
 }
 
+/** The AdapterFitSettings fields of `o` alone, for a caller that passes its own options on to `fitAdapter`. */
+export function fitSettings(o: AdapterFitSettings): AdapterFitSettings {
+  const { steps, lr, seed, outputDir, baseModel, compile, onStep } = o;
+  return { steps, lr, seed, outputDir, baseModel, compile, onStep };
+}
+
 /** Options of `fitAdapter`. */
 export interface FitAdapterOptions extends AdapterFitSettings {
   model: LoadedModel;

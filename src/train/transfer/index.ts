@@ -23,6 +23,7 @@ export {
   type BuildKitOptions,
   type DistillOptions,
   type TransferLoraOptions,
+  type TransferRunSettings,
   type TransferLoraResult,
 } from './trans-lora.ts';
 export {

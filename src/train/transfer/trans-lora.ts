@@ -15,12 +15,12 @@ import { type HfTokenizer, type ModelConfig, readJsonFile, writeFileAtomic } fro
 import { Rng } from '../../linalg/index.ts';
 import { buildCausalLM, type LoadedModel } from '../../models/index.ts';
 import type { ModelContext } from '../../nn/index.ts';
-import { PeftModel, adaptable, loadAdapter, saveAdapter } from '../../peft/index.ts';
+import { PeftModel, adaptable, loadAdapter, projectionLoraConfig, saveAdapter } from '../../peft/index.ts';
 import type { CompileOptions } from '../../runtime/index.ts';
 import type { StepRecord } from '../report.ts';
 import { Discriminator, type DiscriminatorTokens, trainDiscriminator } from './discriminator.ts';
 import { distillKl } from './distill-loss.ts';
-import { type AdapterFitSettings, fitAdapter } from './fit-adapter.ts';
+import { type AdapterFitSettings, fitAdapter, fitSettings } from './fit-adapter.ts';
 import { LogProbs, type ScoringAdapter } from './log-probs.ts';
 import { type Filtered, filterByScore, synthesize } from './synthesize.ts';
 
@@ -38,8 +38,27 @@ export interface TransferKit {
 /** The file name of the kit's description inside its folder (the discriminator adapter sits beside it). */
 export const TRANSFER_KIT_FILE = 'transfer_kit.json';
 
-/** Options of `buildTransferKit`. */
-export interface BuildKitOptions {
+/**
+ * The run settings both phases take: the trained LoRA's rank and alpha (defaults: each phase's options), the run's
+ * steps, peak lr, rows per step (default 8) and seed, and the folder it writes.
+ */
+export interface TransferRunSettings {
+  rank?: number;
+  alpha?: number;
+  steps: number;
+  lr: number;
+  batch?: number;
+  seed: number;
+  outDir: string;
+  compile?: CompileOptions;
+  onStep?: (r: StepRecord) => void | Promise<void>;
+}
+
+/**
+ * Options of `buildTransferKit`. The LoRA is the discriminator's (rank/alpha default 8/16); `outDir` is the kit
+ * folder: transfer_kit.json, the adapter (adapter_config.json, ...), and the run in run/.
+ */
+export interface BuildKitOptions extends TransferRunSettings {
   source: LoadedModel;
   tokenizer: HfTokenizer;
   /** Real task rows of `length` tokens (windows of the task data). */
@@ -49,31 +68,15 @@ export interface BuildKitOptions {
   length: number;
   /** Synthetic rows the source writes for the discriminator (default: as many as real rows, at most 256). */
   syntheticCount?: number;
-  /** Discriminator LoRA rank/alpha (default 8/16), steps, lr, batch (default 8). */
-  rank?: number;
-  alpha?: number;
-  steps: number;
-  lr: number;
-  batch?: number;
-  seed: number;
-  /** The kit folder: transfer_kit.json, the adapter (adapter_config.json, ...), and the run in run/. */
-  outDir: string;
-  compile?: CompileOptions;
-  onStep?: (r: StepRecord) => void | Promise<void>;
 }
 
-/** The discriminator adapter's config: a LoRA on every projection. */
-export function transferLoraConfig(rank: number, alpha: number): Record<string, unknown> {
-  return {
-    peft_type: 'LORA',
-    r: rank,
-    lora_alpha: alpha,
-    lora_dropout: 0,
-    bias: 'none',
-    task_type: 'CAUSAL_LM',
-    target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
-  };
+/** The fit settings of a phase's run: its folder, and the base written into adapter_config.json. */
+function runFit(o: TransferRunSettings, outputDir: string, baseModel: string): AdapterFitSettings {
+  return { steps: o.steps, lr: o.lr, seed: o.seed, outputDir, baseModel, compile: o.compile, onStep: o.onStep };
 }
+
+/** The discriminator's and the student's adapter config: a LoRA on every projection. */
+export const transferLoraConfig: (rank: number, alpha: number) => Record<string, unknown> = projectionLoraConfig;
 
 /** Phase A: writes the kit folder; returns the kit and the discriminator's training steps. */
 export async function buildTransferKit(o: BuildKitOptions): Promise<{ kit: TransferKit; history: StepRecord[] }> {
@@ -96,13 +99,7 @@ export async function buildTransferKit(o: BuildKitOptions): Promise<{ kit: Trans
     synthetic,
     length: o.length,
     batch: o.batch,
-    steps: o.steps,
-    lr: o.lr,
-    seed: o.seed,
-    outputDir: runDir,
-    baseModel: o.source.dir,
-    compile: o.compile,
-    onStep: o.onStep,
+    ...runFit(o, runDir, o.source.dir),
   });
   const kit: TransferKit = { seeds: o.seeds, tokens: o.tokens, length: o.length, sourceBase: o.source.dir };
   await mkdir(o.outDir, { recursive: true });
@@ -168,6 +165,7 @@ export async function distillAdapter(o: DistillOptions): Promise<StepRecord[]> {
   const per = T * V;
   const ones = new Float32Array(B * T).fill(1);
   return fitAdapter({
+    ...fitSettings(o),
     model: o.student,
     peft: o.peft,
     adapter: o.adapter,
@@ -189,18 +187,14 @@ export async function distillAdapter(o: DistillOptions): Promise<StepRecord[]> {
       }
       return { feeds: { input_ids: ids, teacher_logp: logp, kd_weight: ones }, tokens: B * T };
     },
-    steps: o.steps,
-    lr: o.lr,
-    seed: o.seed,
-    outputDir: o.outputDir,
-    baseModel: o.baseModel,
-    compile: o.compile,
-    onStep: o.onStep,
   });
 }
 
-/** Options of `transferLora`. */
-export interface TransferLoraOptions {
+/**
+ * Options of `transferLora`. The LoRA is the student's (rank/alpha default: the source adapter's r and lora_alpha);
+ * `outDir` is the run folder, and the transferred adapter is `<outDir>/final`.
+ */
+export interface TransferLoraOptions extends TransferRunSettings {
   source: LoadedModel;
   /** The source adapter's PEFT folder and the kit folder from phase A. */
   sourceAdapterDir: string;
@@ -211,18 +205,7 @@ export interface TransferLoraOptions {
   keep: number;
   candidatesPerRound?: number;
   maxRounds?: number;
-  /** Student LoRA rank/alpha (default: the source adapter's r and lora_alpha). */
-  rank?: number;
-  alpha?: number;
-  steps: number;
-  lr: number;
-  batch?: number;
-  seed: number;
-  /** The run folder; the transferred adapter is `<outDir>/final`. */
-  outDir: string;
-  compile?: CompileOptions;
   log?: (line: string) => void;
-  onStep?: (r: StepRecord) => void | Promise<void>;
 }
 
 /** What `transferLora` did. */
@@ -281,13 +264,7 @@ export async function transferLora(o: TransferLoraOptions): Promise<TransferLora
     rows: filtered.rows,
     length: kit.length,
     batch: o.batch ?? 8,
-    steps: o.steps,
-    lr: o.lr,
-    seed: o.seed,
-    outputDir: o.outDir,
-    baseModel: o.target.dir,
-    compile: o.compile,
-    onStep: o.onStep,
+    ...runFit(o, o.outDir, o.target.dir),
   });
   const { rows: _rows, ...filter } = filtered;
   return { adapterDir: join(o.outDir, 'final'), filter, history };

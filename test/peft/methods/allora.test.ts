@@ -8,26 +8,24 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { LorakitError } from '../../../src/errors.ts';
-import { Rng } from '../../../src/linalg/index.ts';
-import { sgd } from '../../../src/optim/index.ts';
 import { type AlloraOptions, alloraOptions } from '../../../src/peft/methods/allora.ts';
 import { savedConfig } from '../../../src/peft/registry.ts';
 import { shutdownRuntime } from '../../../src/runtime/index.ts';
-import { StepEngine } from '../../../src/train/index.ts';
+import type { StepEngine } from '../../../src/train/index.ts';
 import { assertAllclose } from '../../helpers.ts';
 import {
+  type AdamwProbeState,
   adamwRef,
+  adamwStateOf,
+  assertAdamwState,
   type F64,
-  f64,
-  keyA,
   keyB,
   loraGrads,
   micro,
   OUT,
   probeAdapter,
-  probeTask,
+  probeEngine,
   randomB,
-  slotKey,
 } from './probe-layer.ts';
 import { trainFromYaml } from './yaml-run.ts';
 
@@ -35,12 +33,7 @@ after(() => shutdownRuntime());
 
 const R = 3;
 
-interface RefState {
-  A: F64;
-  B: F64;
-  /** Moments [mA, vA, mB, vB]. */
-  st: F64[];
-}
+type RefState = AdamwProbeState;
 
 /** cᵢ of every row of p [rows, cols] (one value per row; 'matrix' repeats the factor's). */
 function coefficients(p: F64, rows: number, o: AlloraOptions): number[] {
@@ -65,23 +58,7 @@ function refStep(x: RefState, t: number, lr: number, wd: number, o: AlloraOption
   return { A: a.p, B: b.p, st: [a.m, a.v, b.m, b.v] };
 }
 
-const SLOTS = [
-  'exp_avg.lora_A.weight',
-  'exp_avg_sq.lora_A.weight',
-  'exp_avg.lora_B.weight',
-  'exp_avg_sq.lora_B.weight',
-];
-function stateOf(engine: StepEngine): RefState {
-  const p = engine.params(),
-    st = engine.optimizerState();
-  return { A: f64(p.get(keyA)!), B: f64(p.get(keyB)!), st: SLOTS.map((k) => f64(st.get(slotKey(`allora.${k}`))!)) };
-}
-
-function assertState(got: RefState, want: RefState, what: string, rtol: number) {
-  assertAllclose(got.A, want.A, { rtol, atol: 1e-7, what: `A ${what}` });
-  assertAllclose(got.B, want.B, { rtol, atol: 1e-7, what: `B ${what}` });
-  got.st.forEach((v, i) => assertAllclose(v, want.st[i], { rtol, atol: 1e-9, what: `${SLOTS[i]} ${what}` }));
-}
+const stateOf = (engine: StepEngine): RefState => adamwStateOf(engine, 'allora');
 
 const CASES: { what: string; o: Record<string, unknown>; nonZeroB: boolean; wd: number }[] = [
   { what: 'defaults (row, squared norm, on the update), B = 0 start, weight decay', o: {}, nonZeroB: false, wd: 0.1 },
@@ -97,20 +74,18 @@ const CASES: { what: string; o: Record<string, unknown>; nonZeroB: boolean; wd: 
 for (const c of CASES) {
   test(`${c.what}: three steps of the train-step graph equal the float64 reference`, async () => {
     const o = alloraOptions.parse(c.o);
-    const peft = await probeAdapter({ r: R, lora_alpha: R, allora: c.o });
+    const { peft, task, engine } = await probeEngine({ r: R, lora_alpha: R, allora: c.o }, c.wd, (init) => {
+      if (c.nonZeroB) init[keyB] = randomB(R, 0.3);
+    });
     assert.equal(peft.get('default').layers.get('proj')!.settings.scaling, 1);
-    const task = probeTask(peft);
-    const init = task.initialParams(new Rng(0)) as Record<string, Float32Array>;
-    if (c.nonZeroB) init[keyB] = randomB(R, 0.3);
     const lr = 0.01;
-    const engine = await StepEngine.create(task, { optimizer: sgd(), accumulation: 1, weightDecay: c.wd }, init);
     let traj = stateOf(engine);
     for (let t = 1; t <= 3; t++) {
       const from = stateOf(engine);
       const want = refStep(from, t, lr, c.wd, o);
       await engine.run(micro(task, engine, t), lr);
       const got = stateOf(engine);
-      assertState(got, want, `after step ${t}`, 1e-4);
+      assertAdamwState(got, want, `after step ${t}`, 1e-4);
       if (t === 1 && !c.nonZeroB) {
         // every row of B is 0: cᵢ = η, and Adam's first direction is g/(|g| + ε') ≈ ±1, so |ΔB| ≈ η·lr
         const moved = got.B.filter((v) => Math.abs(v) > 0.5 * o.eta * lr);
@@ -123,7 +98,7 @@ for (const c of CASES) {
       }
       traj = refStep(traj, t, lr, c.wd, o);
     }
-    assertState(stateOf(engine), traj, 'along the reference trajectory', 5e-4);
+    assertAdamwState(stateOf(engine), traj, 'along the reference trajectory', 5e-4);
     await engine.dispose();
   });
 }

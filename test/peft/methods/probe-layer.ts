@@ -1,12 +1,15 @@
 // The probe for tests of per-layer update rules (AltLoRA, ALLoRA, Stable-LoRA): one Linear `proj` (out 6, in 5)
 // with a LoRA adapter, trained by the platform's own step (StepEngine) on the loss L = (1/N)·Σ rows r·y. Its gradient
 // with respect to the layer's effective weight is exactly G = rᵀx/N, so a float64 reference gets the raw LoRA gradients
-// g_A = s·BᵀG and g_B = s·G·Aᵀ without the graph. Also the small float64 matrix helpers those references use.
+// g_A = s·BᵀG and g_B = s·G·Aᵀ without the graph. Also the small float64 matrix helpers those references use, and
+// the engine set-up and state read-out shared by the rules that run AdamW on A and B (ALLoRA, Stable-LoRA).
 import { Graph } from '../../../src/graph/index.ts';
 import { Rng } from '../../../src/linalg/index.ts';
 import { createContext, type ModuleInfo, WeightSource } from '../../../src/nn/index.ts';
 import { type AdaptableBase, PeftModel, paramKey } from '../../../src/peft/index.ts';
-import { adapterTraining, type MicroBatch, type StepEngine, type TrainTask } from '../../../src/train/index.ts';
+import { sgd } from '../../../src/optim/index.ts';
+import { adapterTraining, type MicroBatch, StepEngine, type TrainTask } from '../../../src/train/index.ts';
+import { assertAllclose } from '../../helpers.ts';
 
 export const OUT = 6,
   IN = 5,
@@ -138,4 +141,54 @@ export function adamwRef(
     return decayed - ((lr / (1 - b1 ** t)) * m[i]) / (Math.sqrt(v[i]) / Math.sqrt(1 - b2 ** t) + o.eps);
   });
   return { p, m, v };
+}
+
+/** A and B and their AdamW moments [m_A, v_A, m_B, v_B], as a rule on the probe holds them (ALLoRA, Stable-LoRA). */
+export interface AdamwProbeState {
+  A: F64;
+  B: F64;
+  st: F64[];
+}
+
+/** The moment slots of A and B under a rule's prefix, in the order of `AdamwProbeState.st`. */
+export const ADAMW_SLOTS = [
+  'exp_avg.lora_A.weight',
+  'exp_avg_sq.lora_A.weight',
+  'exp_avg.lora_B.weight',
+  'exp_avg_sq.lora_B.weight',
+];
+
+/** The engine's A, B and the moments of the rule whose slots start with `prefix` (`allora`), in float64. */
+export function adamwStateOf(engine: StepEngine, prefix: string): AdamwProbeState {
+  const p = engine.params(),
+    st = engine.optimizerState();
+  return {
+    A: f64(p.get(keyA)!),
+    B: f64(p.get(keyB)!),
+    st: ADAMW_SLOTS.map((k) => f64(st.get(slotKey(`${prefix}.${k}`))!)),
+  };
+}
+
+/** Asserts A and B (atol 1e-7) and the moments (atol 1e-9) equal a reference's, relative tolerance `rtol`. */
+export function assertAdamwState(got: AdamwProbeState, want: AdamwProbeState, what: string, rtol: number): void {
+  assertAllclose(got.A, want.A, { rtol, atol: 1e-7, what: `A ${what}` });
+  assertAllclose(got.B, want.B, { rtol, atol: 1e-7, what: `B ${what}` });
+  got.st.forEach((v, i) => assertAllclose(v, want.st[i], { rtol, atol: 1e-9, what: `${ADAMW_SLOTS[i]} ${what}` }));
+}
+
+/**
+ * The probe adapter of `config`, its task and a StepEngine over it (plain SGD outside the rule, weight decay `wd`),
+ * from the seeded initial values; `edit` may change them first (a non-zero B).
+ */
+export async function probeEngine(
+  config: Record<string, unknown>,
+  wd: number,
+  edit: (init: Record<string, Float32Array>) => void = () => {},
+): Promise<{ peft: PeftModel; task: TrainTask; engine: StepEngine }> {
+  const peft = await probeAdapter(config);
+  const task = probeTask(peft);
+  const init = task.initialParams(new Rng(0)) as Record<string, Float32Array>;
+  edit(init);
+  const engine = await StepEngine.create(task, { optimizer: sgd(), accumulation: 1, weightDecay: wd }, init);
+  return { peft, task, engine };
 }

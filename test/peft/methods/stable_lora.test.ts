@@ -9,26 +9,23 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { SafetensorsFile } from '../../../src/io/index.ts';
-import { Rng } from '../../../src/linalg/index.ts';
-import { sgd } from '../../../src/optim/index.ts';
 import { STOPPED, type StableLoraOptions, stableLoraOptions } from '../../../src/peft/methods/stable_lora.ts';
 import { savedConfig } from '../../../src/peft/registry.ts';
 import { shutdownRuntime } from '../../../src/runtime/index.ts';
-import { StepEngine } from '../../../src/train/index.ts';
-import { assertAllclose } from '../../helpers.ts';
+import type { StepEngine } from '../../../src/train/index.ts';
 import {
+  type AdamwProbeState,
   adamwRef,
-  type F64,
-  f64,
+  adamwStateOf,
+  assertAdamwState,
   frob2,
   IN,
   keyA,
-  keyB,
   loraGrads,
   micro,
   OUT,
   probeAdapter,
-  probeTask,
+  probeEngine,
   slotKey,
 } from './probe-layer.ts';
 import { trainFromYaml } from './yaml-run.ts';
@@ -38,10 +35,7 @@ after(() => shutdownRuntime());
 const R = 2;
 const RHO = (R * IN) / (OUT * R); // numel(A)/numel(B) = in/out
 
-interface RefState {
-  A: F64;
-  B: F64;
-  st: F64[];
+interface RefState extends AdamwProbeState {
   stopped: boolean;
 }
 
@@ -55,38 +49,20 @@ function refStep(x: RefState, t: number, s: number, lr: number, wd: number, o: S
   return { state: { A: a.p, B: b.p, st: [a.m, a.v, b.m, b.v], stopped }, shrunk: !stopped };
 }
 
-const SLOTS = [
-  'exp_avg.lora_A.weight',
-  'exp_avg_sq.lora_A.weight',
-  'exp_avg.lora_B.weight',
-  'exp_avg_sq.lora_B.weight',
-];
 function stateOf(engine: StepEngine): RefState {
-  const p = engine.params(),
-    st = engine.optimizerState();
-  const flag = st.get(slotKey(STOPPED))![0];
+  const flag = engine.optimizerState().get(slotKey(STOPPED))![0];
   assert.ok(flag === 0 || flag === 1, `the stop flag is 0 or 1, got ${flag}`);
-  return {
-    A: f64(p.get(keyA)!),
-    B: f64(p.get(keyB)!),
-    st: SLOTS.map((k) => f64(st.get(slotKey(`stable_lora.${k}`))!)),
-    stopped: flag === 1,
-  };
+  return { ...adamwStateOf(engine, 'stable_lora'), stopped: flag === 1 };
 }
 
 function assertState(got: RefState, want: RefState, what: string, rtol = 1e-4) {
   assert.equal(got.stopped, want.stopped, `stop flag ${what}`);
-  assertAllclose(got.A, want.A, { rtol, atol: 1e-7, what: `A ${what}` });
-  assertAllclose(got.B, want.B, { rtol, atol: 1e-7, what: `B ${what}` });
-  got.st.forEach((v, i) => assertAllclose(v, want.st[i], { rtol, atol: 1e-9, what: `${SLOTS[i]} ${what}` }));
+  assertAdamwState(got, want, what, rtol);
 }
 
 async function setup(o: Record<string, unknown>, wd: number) {
-  const peft = await probeAdapter({ r: R, lora_alpha: 4, stable_lora: o });
+  const { peft, task, engine } = await probeEngine({ r: R, lora_alpha: 4, stable_lora: o }, wd);
   const s = peft.get('default').layers.get('proj')!.settings.scaling;
-  const task = probeTask(peft);
-  const init = task.initialParams(new Rng(0)) as Record<string, Float32Array>;
-  const engine = await StepEngine.create(task, { optimizer: sgd(), accumulation: 1, weightDecay: wd }, init);
   return { task, engine, s, o: stableLoraOptions.parse(o) };
 }
 

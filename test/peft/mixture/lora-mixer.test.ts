@@ -171,7 +171,7 @@ function linear(g: Graph, path: string, w0: Float64Array): LinearModule {
   };
 }
 
-test('the routed layer (MixtureModel hook): soft top-k and hard domain routing against ΔW formed on the host', async () => {
+test('the routed layer (MixtureModel hook): soft top-k and hard domain routing against host-formed ΔW', async () => {
   const [B, T] = [2, 3];
   const path = 'model.layers.1.self_attn.q_proj';
   const cfg = parseMixtureConfig({ method: 'lora_mixer', num_experts: E, r: R, top_k: K, lora_alpha: 3 }, 'test');
@@ -261,7 +261,7 @@ test('mixture folders round-trip; configs are strict', async () => {
   assert.equal(err({ method: 'moe' }).code, 'LK_CONFIG_INVALID');
 });
 
-test('pool LoRA folders plugged in as experts: ReMix averages its k active ΔW, LoRA-Mixer weights them to sum 1', async () => {
+test('pool LoRA folders as experts: ReMix averages its k active ΔW, LoRA-Mixer weights them to sum 1', async () => {
   const { readLora } = await import('../../../src/peft/compose/index.ts');
   const { loadModel } = await import('../../../src/models/index.ts');
   const model = await loadModel('test/fixtures/models/llama');

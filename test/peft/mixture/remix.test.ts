@@ -223,7 +223,7 @@ function linear(g: Graph, path: string, w0: Float64Array, inF: number, outF: num
   };
 }
 
-test('the routed layer (MixtureModel hook) against a float64 host forward with ΔW formed, sampled and top-k', async () => {
+test('the routed layer (MixtureModel hook) vs a float64 host forward with ΔW formed, sampled and top-k', async () => {
   const [B, T, D, O] = [2, 3, 6, 5];
   const path = 'model.layers.0.mlp.up_proj';
   const cfg = parseMixtureConfig({ method: 'remix', num_experts: 4, r: 2, top_k: 2, lora_alpha: 3 }, 'test');

@@ -44,7 +44,7 @@ test('synthesize: seeded, exactly newTokens per row, prompts cycle over the seed
   await model.close();
 });
 
-test('Discriminator: its score is log p(real) − log p(synthetic) at the separator, and training separates', async () => {
+test('Discriminator: its score is log p(real) − log p(synthetic) at the separator; training separates', async () => {
   const dir = await tinyBase(tinyShape(2), 12);
   const model = await loadModel(dir);
   const L = 10;
@@ -88,7 +88,7 @@ test('Discriminator: its score is log p(real) − log p(synthetic) at the separa
   await model.close();
 });
 
-test('transferLora: a 64-wide source LoRA moves to a 128-wide target and the student gets closer to the teacher', async () => {
+test('transferLora: a 64-wide source LoRA moves to a 128-wide target; the student nears the teacher', async () => {
   const sourceDir = await tinyBase(tinyShape(2, 1), 21);
   const targetDir = await tinyBase(tinyShape(2, 2), 22);
   const source = await loadModel(sourceDir);
