@@ -59,7 +59,9 @@ async function sst2Accuracy(
   template: string,
 ): Promise<number> {
   const inputIds = prompts.map((p) => encodeChat(tokenizer, template, p.prompt, { addGenerationPrompt: true }).ids);
-  const r = await generate(model, tokenizer, { inputIds, maxNewTokens: 1, adapter: peft.generationAdapter() });
+  // without the key: the call releases its session, so rows with baked-in adapter constants do not pile up sessions
+  const { hooks, overrides } = peft.generationAdapter();
+  const r = await generate(model, tokenizer, { inputIds, maxNewTokens: 1, adapter: { hooks, overrides } });
   const right = r.rows.filter((row, i) => firstTokenCorrect(tokenizer.decode(row.tokenIds), prompts[i].label));
   return right.length / prompts.length;
 }
