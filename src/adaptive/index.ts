@@ -30,7 +30,19 @@ export {
 } from './objective.ts';
 export { cmaes, type CmaEsOptions, type CmaEsResult } from './cmaes.ts';
 export { effectiveCoefficients, mergedLora } from './export.ts';
-export { selectTopK, selectedPool, type Selection, type SelectOptions } from './select.ts';
+export { SELECTIONS, selectTopK, selectedPool, type Selection, type SelectOptions } from './select.ts';
+export {
+  CLOSENESS_VARIANTS,
+  closeness,
+  embeddingCosine,
+  fisherEmbedding,
+  quasiFisher,
+  quasiFisherSimilarity,
+  windowsOf,
+  type ClosenessVariant,
+  type FisherDiagonal,
+  type FisherOptions,
+} from './similarity.ts';
 export {
   fitCoefficients,
   runCoefficientMethod,
