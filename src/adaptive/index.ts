@@ -56,10 +56,19 @@ export { adaMerging, type AdaMergingOptions } from './adamerging.ts';
 export { piTuning, type PiTuningOptions } from './pi-tuning.ts';
 export { recycle, type RecycleOptions } from './recycle.ts';
 export { loraHub, type LoraHubOptions } from './lorahub.ts';
-export { arrow, arrowGraph, arrowLoss, arrowPrototypes, topRightSingular, type ArrowOptions } from './arrow.ts';
+export {
+  arrow,
+  arrowAdapter,
+  arrowGraph,
+  arrowLoss,
+  arrowPrototypes,
+  topRightSingular,
+  type ArrowOptions,
+} from './arrow.ts';
 export {
   ADAPTIVE_METHODS,
   adaptiveMergeFolders,
+  isArrowFolder,
   readArrowFolder,
   targetSet,
   writeArrowFolder,

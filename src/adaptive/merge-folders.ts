@@ -8,7 +8,7 @@
  * load.
  * Not here: the methods (adamerging.ts, ...), the flags (cli/adaptive-merge.ts).
  */
-import { basename, copyFile, join, mkdir, readFile, readdir } from '../io/host.ts';
+import { basename, copyFile, existsSync, join, mkdir, readFile, readdir } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import { checkOutputFolder, HfTokenizer, writeFileAtomic } from '../io/index.ts';
 import { loadModel } from '../models/index.ts';
@@ -205,19 +205,48 @@ export async function writeArrowFolder(out: string, dirs: string[], names: strin
   await writeFileAtomic(join(out, 'arrow_config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }
 
-/** Reads an Arrow router folder written by writeArrowFolder: the pool (routing order) and the routing settings. */
+/** Whether `dir` is an Arrow router folder (it holds arrow_config.json). */
+export const isArrowFolder = (dir: string): boolean => existsSync(join(dir, 'arrow_config.json'));
+
+/**
+ * Reads an Arrow router folder written by writeArrowFolder: the pool (routing order) and the routing settings. A
+ * malformed folder is an LK_FILE_INVALID (or LK_FILE_NOT_FOUND) error naming the file and the field.
+ */
 export async function readArrowFolder(dir: string): Promise<{ pool: RecycledPool; options: ArrowOptions }> {
   const file = join(dir, 'arrow_config.json');
-  const c = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  const text = await readFile(file, 'utf8').catch(() => {
+    throw new LorakitError('LK_FILE_NOT_FOUND', `${file}: cannot read the Arrow router's config`, { file });
+  });
+  let c: Record<string, unknown>;
+  try {
+    c = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new LorakitError('LK_FILE_INVALID', `${file}: not valid JSON (${(e as Error).message})`, { file });
+  }
+  const bad = (what: string) => new LorakitError('LK_FILE_INVALID', `${file}: ${what}`, { file });
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw bad('expected a JSON object');
   const names = c.task_specific_adapters;
-  if (!Array.isArray(names) || names.some((n) => typeof n !== 'string') || names.length === 0)
-    throw new LorakitError(
-      'LK_FILE_INVALID',
-      `${file}: task_specific_adapters must be a non-empty list of folder names`,
-    );
-  const loras = await Promise.all(names.map((n: string) => compose.readLora(join(dir, n))));
-  return {
-    pool: poolFromLoras(names, loras),
-    options: { topK: Number(c.top_k ?? 3), temperature: Number(c.router_temperature ?? 1) },
-  };
+  if (!Array.isArray(names) || names.length === 0 || names.some((n) => typeof n !== 'string'))
+    throw bad(`task_specific_adapters must be a non-empty list of subfolder names, got ${JSON.stringify(names)}`);
+  const odd = (names as string[]).find((n) => n === '' || n.includes('/') || n.includes('\\') || n === '..');
+  if (odd !== undefined) throw bad(`task_specific_adapters: "${odd}" is not a subfolder name`);
+  const topK = c.top_k ?? 3;
+  const temperature = c.router_temperature ?? 1;
+  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1)
+    throw bad(`top_k must be a positive integer, got ${JSON.stringify(topK)}`);
+  if (typeof temperature !== 'number' || !(temperature > 0))
+    throw bad(`router_temperature must be a number > 0, got ${JSON.stringify(temperature)}`);
+  const loras = await Promise.all(
+    (names as string[]).map((n) =>
+      compose.readLora(join(dir, n)).catch((e: unknown) => {
+        const why = e instanceof Error ? e.message : String(e);
+        throw new LorakitError(
+          e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' ? 'LK_FILE_NOT_FOUND' : 'LK_FILE_INVALID',
+          `${file}: task_specific_adapters "${n}" is not a readable LoRA folder in ${dir}: ${why}`,
+          { file },
+        );
+      }),
+    ),
+  );
+  return { pool: poolFromLoras(names as string[], loras), options: { topK, temperature } };
 }
