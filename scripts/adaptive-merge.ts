@@ -9,7 +9,10 @@
  *
  *   node --import tsx scripts/adaptive-pool.ts && node --import tsx scripts/adaptive-merge.ts [--steps 30]
  *     [--hub-budget 20] [--seq-len 128] [--top-k 5] [--batch 4] [--test-windows 32] [--out runs/adaptive]
+ *     [--only fresh,mean,lorahub,adamerging-task,adamerging-layer,pi-tuning,pi-fisher,pi-closeness,arrow,recycle]
  *
+ * The π-Tuning rows with a selection compare with the target genre's own LoRA (its "target expert"): quasi-fisher
+ * (π-Tuning's) or closeness (the study's cosine of ΔW), then π-Tuning on the kept top-k.
  * Not here: the methods (src/adaptive/), the pool's training (adaptive-pool.ts).
  */
 import { rm, writeFile } from 'node:fs/promises';
@@ -26,6 +29,9 @@ import {
   type RecycledPool,
   recycle,
   runCoefficientMethod,
+  type Selection,
+  selectTopK,
+  subPool,
   type TokenBatch,
 } from '../src/adaptive/index.ts';
 import type { BrownFile } from '../src/demo/brown.ts';
@@ -123,39 +129,43 @@ async function main() {
     );
   };
 
-  // a fresh LoRA on the 80 training samples (the study's "target-task LoRA"), validation = the 20 others
-  const tl = performance.now();
-  await rm(join(OUT, 'target-lora'), { recursive: true, force: true });
-  const fresh = await runDemo({
-    split: { side: 'fiction', train: trainS, heldOut: genreSplit(TARGET_GENRE).heldOut },
-    steps: Number(flags['target-steps']),
-    batch: B,
-    seqLen: SEQ,
-    rank: 8,
-    alpha: 16,
-    seed: 0,
-    evalWindows: Number(flags['test-windows']),
-    outDir: join(OUT, 'target-lora'),
-    sampleBytes: 1,
-  });
+  const only = flags.only?.split(',');
+  const want = (m: string) => !only || only.includes(m);
   const model = await loadModel(DEMO_BASE_DIR);
   try {
-    const freshPool = poolFromLoras(['fresh'], [await compose.readLora(fresh.adapterDir)]);
-    const one = await runCoefficientMethod(
-      'fresh',
-      { model, pool: freshPool, data, batch: B, seqLen: SEQ },
-      { granularity: 'task', phi: 'linear' },
-      1,
-      { lr: 1, steps: 0 },
-    );
-    put('LoRA trained on the 80 samples', 'recycled', {
-      loss: one.testLoss!,
-      val: one.valLoss,
-      seconds: (performance.now() - tl) / 1000,
-    });
+    // a fresh LoRA on the 80 training samples (the study's "target-task LoRA"), validation = the 20 others
+    if (want('fresh')) {
+      const tl = performance.now();
+      await rm(join(OUT, 'target-lora'), { recursive: true, force: true });
+      const fresh = await runDemo({
+        split: { side: 'fiction', train: trainS, heldOut: genreSplit(TARGET_GENRE).heldOut },
+        steps: Number(flags['target-steps']),
+        batch: B,
+        seqLen: SEQ,
+        rank: 8,
+        alpha: 16,
+        seed: 0,
+        evalWindows: Number(flags['test-windows']),
+        outDir: join(OUT, 'target-lora'),
+        sampleBytes: 1,
+      });
+      const freshPool = poolFromLoras(['fresh'], [await compose.readLora(fresh.adapterDir)]);
+      const one = await runCoefficientMethod(
+        'fresh',
+        { model, pool: freshPool, data, batch: B, seqLen: SEQ },
+        { granularity: 'task', phi: 'linear' },
+        1,
+        { lr: 1, steps: 0 },
+      );
+      put('LoRA trained on the 80 samples', 'recycled', {
+        loss: one.testLoss!,
+        val: one.valLoss,
+        seconds: (performance.now() - tl) / 1000,
+      });
+    }
     const base = await runCoefficientMethod(
       'base',
-      { model, pool: freshPool, data, batch: B, seqLen: SEQ },
+      { model, pool: recycled, data, batch: B, seqLen: SEQ },
       { granularity: 'task', phi: 'linear' },
       0,
       { lr: 1, steps: 0 },
@@ -165,8 +175,6 @@ async function main() {
     for (const [col, pool] of Object.entries(pools)) {
       const ctx: MethodContext = { model, pool, data, batch: B, seqLen: SEQ, log: (l) => console.error(`  ${l}`) };
       const n = pool.names.length;
-      const only = flags.only?.split(',');
-      const want = (m: string) => !only || only.includes(m);
       if (want('mean')) {
         const r = await runCoefficientMethod('mean', ctx, { granularity: 'task', phi: 'linear' }, 1 / n, {
           lr: 1,
@@ -199,6 +207,31 @@ async function main() {
       if (want('pi-tuning')) {
         const r = await piTuning(ctx, { steps: STEPS });
         put('π-Tuning', col, { loss: r.testLoss!, val: r.valLoss, seconds: r.seconds });
+      }
+      const selections: [string, Selection, string][] = [
+        ['pi-fisher', 'quasi-fisher', `π-Tuning (quasi-Fisher top-${TOPK})`],
+        ['pi-closeness', 'closeness', `π-Tuning (closeness top-${TOPK})`],
+      ];
+      for (const [key, strategy, label] of selections) {
+        if (!want(key)) continue;
+        const ts = performance.now();
+        const target = poolFromLoras([TARGET_GENRE], [await read(TARGET_GENRE)]);
+        const s = await selectTopK(pool, {
+          strategy,
+          k: TOPK,
+          model,
+          train: data.train,
+          batch: B,
+          seqLen: SEQ,
+          target,
+        });
+        const r = await piTuning({ ...ctx, pool: subPool(pool, s.keep) }, { steps: STEPS });
+        put(label, col, {
+          loss: r.testLoss!,
+          val: r.valLoss,
+          seconds: (performance.now() - ts) / 1000,
+          note: s.keep.map((i) => `${pool.names[i]} ${s.scores![i].toFixed(3)}`).join(', '),
+        });
       }
       if (want('arrow')) {
         const r = await arrow(ctx);

@@ -67,29 +67,47 @@ export function arrowPrototypes(pool: RecycledPool): Float64Array[] {
   });
 }
 
-/** Records Arrow-routed pooled modules into `g`: inputs per module `arrow.<k>.A`, `.B`, `.P` (prototypes). */
-export function arrowGraph(g: Graph, pool: RecycledPool, o: ArrowOptions = {}, dtype: 'f32' | 'f64' = 'f32') {
-  const n = pool.names.length;
-  const topK = Math.min(o.topK ?? 3, n);
+/** Checked routing settings: top_k clamped to the pool size, PEFT's defaults (3, 1.0). */
+function routing(pool: RecycledPool, o: ArrowOptions): { topK: number; temperature: number } {
+  const topK = Math.min(o.topK ?? 3, pool.names.length);
   const temperature = o.temperature ?? 1;
   if (!Number.isInteger(topK) || topK < 1 || !(temperature > 0))
     throw new LorakitError(
       'LK_INVALID_ARGUMENT',
       `arrow: top_k must be a positive integer and router_temperature > 0, got ${o.topK} and ${o.temperature}`,
     );
+  return { topK, temperature };
+}
+
+/** One module's factors and prototypes as graph tensors: A_cat [R, in], B_cat [out, R], P [n, in]. */
+interface RoutedFactors {
+  a: Tensor;
+  b: Tensor;
+  p: Tensor;
+}
+
+/**
+ * Hooks that route every pooled Linear: `factors(g, k)` gives module k's tensors in graph g (inputs or constants);
+ * other Linears pass through.
+ */
+function routedHooks(
+  pool: RecycledPool,
+  o: ArrowOptions,
+  dtype: 'f32' | 'f64',
+  factors: (g: Graph, k: number) => RoutedFactors,
+): ModuleHooks {
+  const n = pool.names.length;
+  const { topK, temperature } = routing(pool, o);
   const byPath = new Map<string, number>(pool.modules.map((m, k) => [m.path, k]));
-  const inputs = pool.modules.map((m, k) => ({
-    a: g.input(`arrow.${k}.A`, dtype, [totalRank(m), m.in]),
-    b: g.input(`arrow.${k}.B`, dtype, [m.out, totalRank(m)]),
-    p: g.input(`arrow.${k}.P`, dtype, [n, m.in]),
-  }));
   const linear = (mod: LinearModule, x: Tensor): Tensor => {
     const k = byPath.get(mod.path);
     if (k === undefined) return mod.base(x);
     const m = pool.modules[k];
     if (mod.fanInFanOut || mod.inFeatures !== m.in || mod.outFeatures !== m.out)
       throw new LorakitError('LK_SHAPE_MISMATCH', `arrow: module ${m.path} of the pool does not fit the model's`);
-    const sim = x.matmul(inputs[k].p.transpose([1, 0])).abs(); // [..., n]
+    const g = x.graph;
+    const f = factors(g, k);
+    const sim = x.matmul(f.p.transpose([1, 0])).abs(); // [..., n]
     const [top] = sim.topk(topK, -1); // [..., k], descending
     const kth = top.slice([topK - 1], [topK], [-1]); // [..., 1]
     const logits = sim.less(kth).where(g.scalar(-Infinity, dtype), sim.div(temperature)); // [..., n]
@@ -102,10 +120,22 @@ export function arrowGraph(g: Graph, pool: RecycledPool, o: ArrowOptions = {}, d
         scale.push(m.scaling[i]);
       }
     const perRank = gates.gather(g.constInts(block), -1).mul(g.constant(scale, dtype, [block.length])); // [..., R]
-    const z = x.matmul(inputs[k].a.transpose([1, 0])).mul(perRank); // [..., R]
-    return mod.base(x).add(z.matmul(inputs[k].b.transpose([1, 0]))); // [..., out]
+    const z = x.matmul(f.a.transpose([1, 0])).mul(perRank); // [..., R]
+    return mod.base(x).add(z.matmul(f.b.transpose([1, 0]))); // [..., out]
   };
-  const hooks: ModuleHooks = { linear };
+  return { linear };
+}
+
+/** Records Arrow-routed pooled modules into `g`: inputs per module `arrow.<k>.A`, `.B`, `.P` (prototypes). */
+export function arrowGraph(g: Graph, pool: RecycledPool, o: ArrowOptions = {}, dtype: 'f32' | 'f64' = 'f32') {
+  const n = pool.names.length;
+  routing(pool, o);
+  const inputs = pool.modules.map((m, k) => ({
+    a: g.input(`arrow.${k}.A`, dtype, [totalRank(m), m.in]),
+    b: g.input(`arrow.${k}.B`, dtype, [m.out, totalRank(m)]),
+    p: g.input(`arrow.${k}.P`, dtype, [n, m.in]),
+  }));
+  const hooks = routedHooks(pool, o, dtype, (_, k) => inputs[k]);
   const feeds = (): Record<string, Feed> => {
     const protos = arrowPrototypes(pool);
     const f: Record<string, Feed> = {};
@@ -118,6 +148,33 @@ export function arrowGraph(g: Graph, pool: RecycledPool, o: ArrowOptions = {}, d
     return f;
   };
   return { hooks, feeds };
+}
+
+/**
+ * The Arrow-routed pool as an adapter for any graph a command builds (`lorakit eval`, generation): the factors and
+ * prototypes become f32 constants of the graph that calls the hooks, once per graph and module. Fits
+ * train/text-eval.ts's `adapter` option.
+ */
+export function arrowAdapter(pool: RecycledPool, o: ArrowOptions = {}): { hooks: () => ModuleHooks } {
+  routing(pool, o);
+  const protos = arrowPrototypes(pool);
+  return {
+    hooks: () => {
+      // per call of hooks(): one graph's constants (a new graph calls hooks() again)
+      const made = new Map<Graph, RoutedFactors[]>();
+      return routedHooks(pool, o, 'f32', (g, k) => {
+        let all = made.get(g);
+        if (!all) made.set(g, (all = []));
+        const m = pool.modules[k];
+        all[k] ??= {
+          a: g.constant(m.a, 'f32', [totalRank(m), m.in]),
+          b: g.constant(m.b, 'f32', [m.out, totalRank(m)]),
+          p: g.constant(Float32Array.from(protos[k]), 'f32', [pool.names.length, m.in]),
+        };
+        return all[k];
+      });
+    },
+  };
 }
 
 /** Mean NLL per target of the Arrow-routed model on each batch list (one compiled graph). */

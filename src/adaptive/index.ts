@@ -30,7 +30,19 @@ export {
 } from './objective.ts';
 export { cmaes, type CmaEsOptions, type CmaEsResult } from './cmaes.ts';
 export { effectiveCoefficients, mergedLora } from './export.ts';
-export { selectTopK, selectedPool, type Selection, type SelectOptions } from './select.ts';
+export { SELECTIONS, selectTopK, selectedPool, type Selection, type SelectOptions } from './select.ts';
+export {
+  CLOSENESS_VARIANTS,
+  closeness,
+  embeddingCosine,
+  fisherEmbedding,
+  quasiFisher,
+  quasiFisherSimilarity,
+  windowsOf,
+  type ClosenessVariant,
+  type FisherDiagonal,
+  type FisherOptions,
+} from './similarity.ts';
 export {
   fitCoefficients,
   runCoefficientMethod,
@@ -44,10 +56,19 @@ export { adaMerging, type AdaMergingOptions } from './adamerging.ts';
 export { piTuning, type PiTuningOptions } from './pi-tuning.ts';
 export { recycle, type RecycleOptions } from './recycle.ts';
 export { loraHub, type LoraHubOptions } from './lorahub.ts';
-export { arrow, arrowGraph, arrowLoss, arrowPrototypes, topRightSingular, type ArrowOptions } from './arrow.ts';
+export {
+  arrow,
+  arrowAdapter,
+  arrowGraph,
+  arrowLoss,
+  arrowPrototypes,
+  topRightSingular,
+  type ArrowOptions,
+} from './arrow.ts';
 export {
   ADAPTIVE_METHODS,
   adaptiveMergeFolders,
+  isArrowFolder,
   readArrowFolder,
   targetSet,
   writeArrowFolder,

@@ -8,7 +8,7 @@
  * load.
  * Not here: the methods (adamerging.ts, ...), the flags (cli/adaptive-merge.ts).
  */
-import { basename, copyFile, join, mkdir, readFile, readdir } from '../io/host.ts';
+import { basename, copyFile, existsSync, join, mkdir, readFile, readdir } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import { checkOutputFolder, HfTokenizer, writeFileAtomic } from '../io/index.ts';
 import { loadModel } from '../models/index.ts';
@@ -21,8 +21,10 @@ import type { MergeRun, MethodContext, TargetSet } from './fit.ts';
 import { loraHub } from './lorahub.ts';
 import type { TokenBatch } from './objective.ts';
 import { piTuning } from './pi-tuning.ts';
-import { poolFromLoras, type RecycledPool } from './pool.ts';
+import { poolFromLoras, type RecycledPool, subPool } from './pool.ts';
 import { recycle } from './recycle.ts';
+import { type Selection, selectTopK } from './select.ts';
+import type { ClosenessVariant } from './similarity.ts';
 
 /** The adaptive methods by CLI name. */
 export const ADAPTIVE_METHODS = ['lorahub', 'adamerging', 'adamerging-layer', 'pi-tuning', 'recycle', 'arrow'] as const;
@@ -47,8 +49,17 @@ export interface AdaptiveMergeOptions {
   steps?: number;
   lr?: number;
   budget?: number;
-  /** The study's method: how many LoRAs evaluation keeps (default 30). */
+  /** How many LoRAs a selection keeps (default: π-Tuning 20, otherwise 30, the study's). */
   topK?: number;
+  /**
+   * Selection before the method (the study's `run_hub_selection.py`; default none, except π-Tuning, which selects by
+   * quasi-fisher when `target` is given; the study's method always selects by evaluation, after this one).
+   */
+  select?: Selection;
+  /** The target LoRA folder that quasi-fisher and closeness compare against (not merged unless also in `adapters`). */
+  target?: string;
+  /** closeness: the study's variant (default cosine). */
+  closeness?: ClosenessVariant;
   arrow?: ArrowOptions;
   overwrite?: boolean;
   log?: (line: string) => void;
@@ -61,6 +72,8 @@ export interface AdaptiveMergeResult {
   valLoss: number;
   /** Effective coefficients per pooled module (static merges), LoraHub's weights, or null (Arrow). */
   coefficients: number[][] | null;
+  /** The adapters a selection kept (best first) with their scores, or null without a selection. */
+  selected: { names: string[]; scores: number[] | null } | null;
   seconds: number;
 }
 
@@ -111,25 +124,47 @@ export async function adaptiveMergeFolders(o: AdaptiveMergeOptions): Promise<Ada
       `--out ${o.out} is not empty; choose a new folder${ours ? ' (or --force to replace the result there)' : ''}`,
       { option: 'out' },
     );
-  const loras = await Promise.all(o.adapters.map((d) => compose.readLora(d)));
-  const names = o.adapters.map((d, i) => `${i}-${basename(d.replace(/\/+$/, '')) || 'adapter'}`);
-  const pool: RecycledPool = poolFromLoras(names, loras);
+  let loras = await Promise.all(o.adapters.map((d) => compose.readLora(d)));
+  let names = o.adapters.map((d, i) => `${i}-${basename(d.replace(/\/+$/, '')) || 'adapter'}`);
+  let dirs = o.adapters;
+  let pool: RecycledPool = poolFromLoras(names, loras);
   const seqLen = o.seqLen ?? 128;
   const batch = o.batch ?? 4;
   const tokenizer = await HfTokenizer.fromDir(o.model);
   const data = targetSet(tokenizer, o.text, o.samples ?? 100, seqLen, batch);
   const model = await loadModel(o.model);
   try {
+    const strategy = o.select ?? (o.method === 'pi-tuning' && o.target ? 'quasi-fisher' : undefined);
+    let selected: AdaptiveMergeResult['selected'] = null;
+    if (strategy) {
+      const target = o.target ? poolFromLoras(['target'], [await compose.readLora(o.target)]) : undefined;
+      const k = o.topK ?? (o.method === 'pi-tuning' ? 20 : 30);
+      const s = await selectTopK(pool, {
+        strategy,
+        k,
+        model,
+        train: data.train,
+        batch,
+        seqLen,
+        target,
+        variant: o.closeness,
+      });
+      pool = subPool(pool, s.keep);
+      [names, dirs, loras] = [s.keep.map((i) => names[i]), s.keep.map((i) => dirs[i]), s.keep.map((i) => loras[i])];
+      selected = { names, scores: s.scores && s.keep.map((i) => s.scores![i]) };
+      o.log?.(`${strategy} selection kept ${names.join(', ')}`);
+    }
     const ctx: MethodContext = { model, pool, data, batch, seqLen, log: o.log };
     const opt = { ...(o.steps !== undefined ? { steps: o.steps } : {}), ...(o.lr !== undefined ? { lr: o.lr } : {}) };
     if (o.method === 'arrow') {
       const r = await arrow(ctx, o.arrow);
-      await writeArrowFolder(o.out, o.adapters, names, o.arrow ?? {});
+      await writeArrowFolder(o.out, dirs, names, o.arrow ?? {});
       return {
         method: o.method,
         out: o.out,
         valLoss: r.valLoss,
         coefficients: null,
+        selected,
         seconds: (performance.now() - t0) / 1000,
       };
     }
@@ -150,6 +185,7 @@ export async function adaptiveMergeFolders(o: AdaptiveMergeOptions): Promise<Ada
       out: o.out,
       valLoss: run.valLoss,
       coefficients,
+      selected,
       seconds: (performance.now() - t0) / 1000,
     };
   } finally {
@@ -169,19 +205,48 @@ export async function writeArrowFolder(out: string, dirs: string[], names: strin
   await writeFileAtomic(join(out, 'arrow_config.json'), `${JSON.stringify(config, null, 2)}\n`);
 }
 
-/** Reads an Arrow router folder written by writeArrowFolder: the pool (routing order) and the routing settings. */
+/** Whether `dir` is an Arrow router folder (it holds arrow_config.json). */
+export const isArrowFolder = (dir: string): boolean => existsSync(join(dir, 'arrow_config.json'));
+
+/**
+ * Reads an Arrow router folder written by writeArrowFolder: the pool (routing order) and the routing settings. A
+ * malformed folder is an LK_FILE_INVALID (or LK_FILE_NOT_FOUND) error naming the file and the field.
+ */
 export async function readArrowFolder(dir: string): Promise<{ pool: RecycledPool; options: ArrowOptions }> {
   const file = join(dir, 'arrow_config.json');
-  const c = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+  const text = await readFile(file, 'utf8').catch(() => {
+    throw new LorakitError('LK_FILE_NOT_FOUND', `${file}: cannot read the Arrow router's config`, { file });
+  });
+  let c: Record<string, unknown>;
+  try {
+    c = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    throw new LorakitError('LK_FILE_INVALID', `${file}: not valid JSON (${(e as Error).message})`, { file });
+  }
+  const bad = (what: string) => new LorakitError('LK_FILE_INVALID', `${file}: ${what}`, { file });
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) throw bad('expected a JSON object');
   const names = c.task_specific_adapters;
-  if (!Array.isArray(names) || names.some((n) => typeof n !== 'string') || names.length === 0)
-    throw new LorakitError(
-      'LK_FILE_INVALID',
-      `${file}: task_specific_adapters must be a non-empty list of folder names`,
-    );
-  const loras = await Promise.all(names.map((n: string) => compose.readLora(join(dir, n))));
-  return {
-    pool: poolFromLoras(names, loras),
-    options: { topK: Number(c.top_k ?? 3), temperature: Number(c.router_temperature ?? 1) },
-  };
+  if (!Array.isArray(names) || names.length === 0 || names.some((n) => typeof n !== 'string'))
+    throw bad(`task_specific_adapters must be a non-empty list of subfolder names, got ${JSON.stringify(names)}`);
+  const odd = (names as string[]).find((n) => n === '' || n.includes('/') || n.includes('\\') || n === '..');
+  if (odd !== undefined) throw bad(`task_specific_adapters: "${odd}" is not a subfolder name`);
+  const topK = c.top_k ?? 3;
+  const temperature = c.router_temperature ?? 1;
+  if (typeof topK !== 'number' || !Number.isInteger(topK) || topK < 1)
+    throw bad(`top_k must be a positive integer, got ${JSON.stringify(topK)}`);
+  if (typeof temperature !== 'number' || !(temperature > 0))
+    throw bad(`router_temperature must be a number > 0, got ${JSON.stringify(temperature)}`);
+  const loras = await Promise.all(
+    (names as string[]).map((n) =>
+      compose.readLora(join(dir, n)).catch((e: unknown) => {
+        const why = e instanceof Error ? e.message : String(e);
+        throw new LorakitError(
+          e instanceof LorakitError && e.code === 'LK_FILE_NOT_FOUND' ? 'LK_FILE_NOT_FOUND' : 'LK_FILE_INVALID',
+          `${file}: task_specific_adapters "${n}" is not a readable LoRA folder in ${dir}: ${why}`,
+          { file },
+        );
+      }),
+    ),
+  );
+  return { pool: poolFromLoras(names as string[], loras), options: { topK, temperature } };
 }

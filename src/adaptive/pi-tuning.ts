@@ -1,9 +1,9 @@
 /**
  * π-Tuning (Wu et al., ICML 2023, arXiv 2304.14381) as the Recycling study configures it: interpolate the selected
  * experts with per-module weights a ⊙ softmax(w) + b (w, a, b trainable; a = 1, b = 0 and equal w at init, so the
- * merge starts as the mean ΔW) and a small learning rate (1e-4, 100 steps). The paper selects its experts by a
- * quasi Fisher-information similarity (the study's "quasi-FIM top-20"); that selection is not implemented here
- * (select.ts) — with a pool of at most 20 it keeps every adapter anyway.
+ * merge starts as the mean ΔW) and a small learning rate (1e-4, 100 steps). The paper first selects its experts by
+ * quasi Fisher-information similarity to the target's expert (the study's "quasi-FIM top-20"): selectTopK's
+ * 'quasi-fisher' (similarity.ts), which adaptiveMergeFolders runs before this when given a target LoRA.
  * Not here: the shared loop (fit.ts), the merged forward (coefficients.ts).
  */
 import { runCoefficientMethod, type MergeRun, type MethodContext } from './fit.ts';

@@ -19,6 +19,9 @@ interface Flags {
   lr?: unknown;
   budget?: unknown;
   topK?: unknown;
+  select?: unknown;
+  targetAdapter?: unknown;
+  closeness?: unknown;
   arrowTopK?: unknown;
   routerTemperature?: unknown;
   force?: boolean;
@@ -46,7 +49,16 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--steps <n>', "Gradient methods: Adam steps (default: the method's, 100)")
     .option('--lr <x>', "Gradient methods: learning rate (default: the method's: 5e-2, π-Tuning 1e-4)")
     .option('--budget <n>', 'lorahub: loss evaluations of the CMA-ES search', { default: 100 })
-    .option('--top-k <n>', 'recycle: LoRAs kept by evaluation-based selection', { default: 30 })
+    .option('--top-k <n>', 'LoRAs a selection keeps (default: pi-tuning 20, otherwise 30, as the study)')
+    .option(
+      '--select <s>',
+      'Select the pool first: evaluation, random, quasi-fisher (π-Tuning) or closeness (needs --target-adapter); ' +
+        'pi-tuning with --target-adapter defaults to quasi-fisher',
+    )
+    .option('--target-adapter <dir>', 'quasi-fisher, closeness: a LoRA trained on the target task to compare with')
+    .option('--closeness <v>', "closeness: the study's variant: cosine, clamp, clamp_pm, abs or quasi_fim", {
+      default: 'cosine',
+    })
     .option('--arrow-top-k <n>', 'arrow: adapters routed per token (PEFT top_k)', { default: 3 })
     .option('--router-temperature <t>', 'arrow: softmax temperature (PEFT router_temperature)', { default: 1 })
     .option('--force', 'Replace the result in an existing output folder')
@@ -57,10 +69,26 @@ export const register: CommandModule['register'] = (cli) => {
       const model = requiredFlag('model', flags.model, 'the base model folder');
       const data = requiredFlag('data', flags.data, 'the target text file', '<file>');
       const out = requiredFlag('out', flags.out, 'the folder to write the result to');
-      const { ADAPTIVE_METHODS, adaptiveMergeFolders } = await import('../adaptive/index.ts');
+      const { ADAPTIVE_METHODS, adaptiveMergeFolders, CLOSENESS_VARIANTS, SELECTIONS } = await import(
+        '../adaptive/index.ts'
+      );
       const method = String(flags.method);
       if (!(ADAPTIVE_METHODS as readonly string[]).includes(method))
         throw bad('method', `--method expects one of ${ADAPTIVE_METHODS.join(', ')}, got "${method}"`);
+      const select = flags.select === undefined ? undefined : String(flags.select);
+      if (select !== undefined && !(SELECTIONS as readonly string[]).includes(select))
+        throw bad('select', `--select expects one of ${SELECTIONS.join(', ')}, got "${select}"`);
+      const variant = String(flags.closeness);
+      if (!(CLOSENESS_VARIANTS as readonly string[]).includes(variant))
+        throw bad('closeness', `--closeness expects one of ${CLOSENESS_VARIANTS.join(', ')}, got "${variant}"`);
+      if (flags.targetAdapter !== undefined && typeof flags.targetAdapter !== 'string')
+        throw bad('target-adapter', '--target-adapter expects one folder');
+      const target = flags.targetAdapter as string | undefined;
+      if ((select === 'quasi-fisher' || select === 'closeness') && target === undefined)
+        throw bad(
+          'target-adapter',
+          `--select ${select} compares the pool with a target LoRA: add --target-adapter <dir>`,
+        );
       const text = await readFile(data, 'utf8').catch(() => {
         throw new LorakitError('LK_FILE_NOT_FOUND', `--data ${data}: cannot read the file`, { option: 'data' });
       });
@@ -77,6 +105,9 @@ export const register: CommandModule['register'] = (cli) => {
         lr: numberFlag('lr', flags.lr),
         budget: intFlag('budget', flags.budget),
         topK: intFlag('top-k', flags.topK),
+        select: select as (typeof SELECTIONS)[number] | undefined,
+        target,
+        closeness: variant as (typeof CLOSENESS_VARIANTS)[number],
         arrow: {
           topK: intFlag('arrow-top-k', flags.arrowTopK),
           temperature: numberFlag('router-temperature', flags.routerTemperature),
@@ -88,6 +119,7 @@ export const register: CommandModule['register'] = (cli) => {
         r.method === 'arrow'
           ? 'an Arrow router folder (arrow_config.json + one subfolder per adapter)'
           : 'a PEFT LoRA folder (adapter_config.json, adapter_model.safetensors)';
+      if (r.selected) console.log(`selected: ${r.selected.names.join(', ')}`);
       console.log(
         `${r.method}: validation loss ${r.valLoss.toFixed(4)} nats/token, ${r.seconds.toFixed(0)} s; ` +
           `wrote ${what} to ${out}`,

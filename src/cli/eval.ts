@@ -1,5 +1,10 @@
 // `lorakit eval`: maps flags to `evaluateText()` (optionally through a loaded adapter) and prints loss and perplexity;
-// with --ranks, to `evaluateRanks()`: the adapter truncated to each rank, and the AURAC of the losses.
+// with --ranks, to `evaluateRanks()`: the adapter truncated to each rank, and the AURAC of the losses. An Arrow router
+// folder (arrow_config.json, written by `lorakit adaptive-merge --method arrow`) as --adapter routes every token among
+// its adapters (adaptive.arrowAdapter).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { LorakitError } from '../errors.ts';
 import type { CommandModule } from './main.ts';
 import { loadCliAdapter } from './adapter.ts';
 import { intFlag, intListFlag, requiredFlag } from './flags.ts';
@@ -21,7 +26,7 @@ export const register: CommandModule['register'] = (cli) => {
       'Mean token loss and perplexity of a causal LM (optionally with an adapter) on a text or JSONL file',
     )
     .option('--model <dir>', 'Hugging Face model folder (config.json, model.safetensors, tokenizer) or a .gguf file')
-    .option('--adapter <dir>', 'PEFT adapter folder to evaluate with')
+    .option('--adapter <dir>', 'PEFT adapter folder to evaluate with, or an Arrow router folder (per-token routing)')
     .option('--data <file>', 'Plain-text file (one document) or .jsonl with a "text" field per record')
     .option('--seq-len <n>', "Tokens per window (default 256, or the model's position limit if smaller)")
     .option('--batch-size <n>', 'Windows per graph run', { default: 8 })
@@ -44,6 +49,13 @@ export const register: CommandModule['register'] = (cli) => {
       const ranks = intListFlag('ranks', flags.ranks);
       if (ranks && adapterDir === undefined)
         requiredFlag('adapter', undefined, '--ranks truncates an adapter, so give the adapter folder');
+      const arrow = adapterDir !== undefined && existsSync(join(adapterDir, 'arrow_config.json'));
+      if (ranks && arrow)
+        throw new LorakitError(
+          'LK_INVALID_ARGUMENT',
+          `--ranks truncates one LoRA; ${adapterDir} is an Arrow router folder (arrow_config.json)`,
+          { option: 'ranks' },
+        );
       const { loadModel } = await import('../models/load.ts');
       const { HfTokenizer } = await import('../io/tokenizer.ts');
       const { evaluateRanks, evaluateText } = await import('../train/text-eval.ts');
@@ -51,9 +63,13 @@ export const register: CommandModule['register'] = (cli) => {
       const model = await loadModel(modelDir);
       try {
         const tokenizer = await HfTokenizer.fromDir(model.dir);
-        let adapter: ReturnType<import('../peft/index.ts').PeftModel['generationAdapter']> | undefined;
+        let adapter: { hooks: () => import('../nn/index.ts').ModuleHooks } | undefined;
         let peft: import('../peft/index.ts').PeftModel | undefined;
-        if (adapterDir !== undefined) {
+        if (arrow) {
+          const { arrowAdapter, readArrowFolder } = await import('../adaptive/index.ts');
+          const { pool, options } = await readArrowFolder(adapterDir!);
+          adapter = arrowAdapter(pool, options);
+        } else if (adapterDir !== undefined) {
           peft = await loadCliAdapter(model, adapterDir);
           adapter = peft.generationAdapter();
         }

@@ -11,7 +11,7 @@
  * every symlink, to a place inside the directory's real path.
  * Not here: the conversion to LoRA form (lora-form.ts), adapter slots of the running batch (slots.ts).
  */
-import { isAbsolute, join, realpath, relative, sep, stat } from '../io/host.ts';
+import { existsSync, isAbsolute, join, realpath, relative, sep, stat } from '../io/host.ts';
 import { LorakitError } from '../errors.ts';
 import { findChatTemplate } from '../io/index.ts';
 import { type AdaptableBase, PeftModel, loadAdapter } from '../peft/index.ts';
@@ -194,6 +194,14 @@ export class AdapterPool {
 
   /** Reads, converts and makes resident the adapter in `dir` under `name`, evicting unpinned adapters to fit. */
   private async read(name: string, dir: string): Promise<ResidentAdapter> {
+    // an Arrow router routes every token among several adapters; the batched graph gives each row one adapter
+    if (existsSync(join(dir, 'arrow_config.json')))
+      throw new LorakitError(
+        'LK_UNSUPPORTED',
+        `adapter "${name}" is an Arrow router folder (arrow_config.json); lorakit serve does not route Arrow folders ` +
+          'yet: evaluate it with `lorakit eval --adapter`, or serve one of its subfolders',
+        { param: 'model' },
+      );
     const peft = new PeftModel(this.opts.base);
     await loadAdapter(peft, dir, 'serve');
     const form = await toLoraForm(peft, this.opts.base, 'serve', this.opts);

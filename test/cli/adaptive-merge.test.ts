@@ -106,4 +106,35 @@ test('adamerging writes a PEFT folder of Σ cᵢ·sᵢ·BᵢAᵢ; arrow, a route
   const r3 = await run(...common, '--method', 'magic', '--out', join(tmp, 'x'));
   assert.notEqual(r3.status, 0);
   assert.match(r3.stderr, /--method expects one of lorahub, adamerging/);
+  const r4 = await run(...common, '--select', 'closeness', '--out', join(tmp, 'y'));
+  assert.notEqual(r4.status, 0);
+  assert.match(r4.stderr, /--select closeness compares the pool with a target LoRA: add --target-adapter/);
+});
+
+test('π-Tuning with a target LoRA selects by quasi-Fisher similarity; --select closeness keeps the closest', async () => {
+  const dirs = [await writeRandom('s1', 11), await writeRandom('s2', 12), await writeRandom('s3', 13)];
+  const text = 'The quick brown fox jumps over the lazy dog. '.repeat(40);
+  const common = { model: BASE, adapters: dirs, text, samples: 10, seqLen: 16, steps: 1 };
+  // the target is the second adapter itself: similarity 1 under both measures
+  const pi = await adaptiveMergeFolders({
+    ...common,
+    method: 'pi-tuning',
+    out: join(tmp, 'pi'),
+    target: dirs[1],
+    topK: 2,
+  });
+  assert.equal(pi.selected?.names.length, 2);
+  assert.equal(pi.selected?.names[0], '1-s2');
+  assert.ok(Math.abs(pi.selected!.scores![0] - 1) < 1e-4, `quasi-Fisher similarity ${pi.selected!.scores![0]}`);
+  assert.equal((await compose.readLora(join(tmp, 'pi'))).config.r, 4); // two rank-2 adapters merged
+  const cl = await adaptiveMergeFolders({
+    ...common,
+    method: 'arrow',
+    out: join(tmp, 'cl'),
+    select: 'closeness',
+    target: dirs[2],
+    topK: 1,
+  });
+  assert.deepEqual(cl.selected?.names, ['2-s3']);
+  assert.deepEqual((await readArrowFolder(join(tmp, 'cl'))).pool.names, ['2-s3']);
 });

@@ -3,7 +3,7 @@
 // and runtime load/unload.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, symlinkSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LorakitError } from '../../src/errors.ts';
@@ -39,6 +39,9 @@ before(async () => {
   symlinkSync(join(root, 'r2', 'adapter_config.json'), join(root, 'halfway', 'adapter_config.json'));
   symlinkSync(join(outside, 'secret', 'adapter_model.safetensors'), join(root, 'halfway', 'adapter_model.safetensors'));
   symlinkSync(join(root, 'r4'), join(root, 'alias')); // a symlink that stays inside is fine
+  mkdirSync(join(root, 'router'));
+  await makeAdapters(model, { e1: { peft_type: 'LORA', r: 2, target_modules: ['q_proj'] } }, join(root, 'router'));
+  writeFileSync(join(root, 'router', 'arrow_config.json'), '{"top_k": 1, "task_specific_adapters": ["e1"]}');
 });
 after(() => model.close());
 
@@ -55,6 +58,7 @@ test('names that would leave the adapter directory are refused before any file i
   await refused(p.load('x', join(outside, 'secret')), 'LK_INVALID_ARGUMENT'); // a load path outside
   await refused(p.load('x', '../outside/secret'), 'LK_INVALID_ARGUMENT');
   await refused(p.acquire('missing'), 'LK_NOT_FOUND');
+  await refused(p.acquire('router'), 'LK_UNSUPPORTED'); // an Arrow router folder: not served yet, said so
   assert.equal(p.residents().length, 0);
 });
 
