@@ -1,13 +1,19 @@
 /**
  * Multi-LoRA composition in diffusion at small scale (issue 18, part 3): a conditional DDPM on canvases of two
  * handwritten digits (src/train/digit-canvas.ts), one concept LoRA per new digit, and the composition methods
- * (LoRA Merge, Switch, Composite, CMLoRA; src/serve/diffusion-compose.ts) scored by a digit classifier per half.
+ * (LoRA Merge, Switch, Composite, CMLoRA with and without its frequency order; src/serve/diffusion-compose.ts; and
+ * CLoRA, src/diffusion/clora.ts) scored by a digit classifier per half.
  *
  *   node --import tsx scripts/diffusion-compose.ts base OUT              # base U-Net on digits 0–4 → OUT/base
- *   node --import tsx scripts/diffusion-compose.ts concept OUT DIGIT     # concept LoRA of DIGIT → OUT/lora-DIGIT
- *   node --import tsx scripts/diffusion-compose.ts classifier OUT        # the scoring classifier → OUT/classifier
+ *     (DIFF_BASE_FROM=DIR continues a saved U-Net; DIFF_BASE_STEPS, DIFF_BASE_LR, DIFF_BASE_BATCH)
  *   node --import tsx scripts/diffusion-compose.ts basecheck OUT [N]     # the base's per-half accuracy on 0–4
- *   node --import tsx scripts/diffusion-compose.ts table OUT [N]         # compose every pair, N canvases per pair
+ *   node --import tsx scripts/diffusion-compose.ts concept OUT DIGIT     # concept LoRA of DIGIT → OUT/lora-DIGIT
+ *     (DIFF_CONCEPT_FROM=DIR continues DIR/lora-DIGIT; DIFF_CONCEPT_STEPS)
+ *   node --import tsx scripts/diffusion-compose.ts classifier OUT        # the scoring classifier → OUT/classifier
+ *   node --import tsx scripts/diffusion-compose.ts singles OUT [N]       # each LoRA alone + its amplitude score
+ *   node --import tsx scripts/diffusion-compose.ts table OUT [N]         # every pair per method (DIFF_METHODS=a,b)
+ *   node --import tsx scripts/diffusion-compose.ts diagnose OUT [N]      # where each LoRA alone puts its digit
+ *   node --import tsx scripts/diffusion-compose.ts report OUT            # the markdown table of OUT/table-*.json
  *   node --import tsx scripts/diffusion-compose.ts grid OUT PNG          # one row of the table's samples per method
  *
  * Not here: the training task (src/train/diffusion.ts), the sampler (src/models/diffusion-sampler.ts).
