@@ -26,7 +26,7 @@ import {
 } from '../models/index.ts';
 import type { PeftModel } from '../peft/index.ts';
 import { compile, type Session } from '../runtime/index.ts';
-import { cmloraSchedule } from './cmlora-schedule.ts';
+import { type CmloraSplit, cmloraSchedule } from './cmlora-schedule.ts';
 
 /** The unconditional and conditional ε̂ of one guided pass, and its deep features (the cache). */
 export interface PassResult {
@@ -56,6 +56,8 @@ export interface ComposeOptions {
   switchEvery?: number;
   /** CMLoRA: refresh every c steps (c > 1 also caches); 0 the paper's non-uniform sequence (default 2). */
   cacheInterval?: number;
+  /** CMLoRA: the frequency split of the passes, ordered high list first (cmloraFrequencyOrder); none: one list. */
+  split?: CmloraSplit;
 }
 
 /** The dominant-LoRA weights of CMLoRA for N LoRAs: [w_dom, w_non], N·mean weight = 1·N (they sum to N). */
@@ -103,7 +105,7 @@ export function composedPredictor(passes: readonly LoraPass[], o: ComposeOptions
   }
   if (o.method === 'cmlora') {
     needPasses('cmlora', passes, 1);
-    const plan = cmloraSchedule(o.steps, passes.length, o.cacheInterval ?? 2);
+    const plan = cmloraSchedule(o.steps, passes.length, o.cacheInterval ?? 2, o.split);
     const [wDom, wNon] = cmloraWeights(passes.length);
     const caches: (Float32Array | undefined)[] = passes.map(() => undefined);
     return async (x, t, step) => {
@@ -244,6 +246,8 @@ export interface ComposedSampleOptions extends Omit<UNetPassOptions, 'adapters'>
   seed?: number;
   switchEvery?: number;
   cacheInterval?: number;
+  /** CMLoRA's frequency split; `adapters` must then be in its pass order (high-frequency list first). */
+  split?: CmloraSplit;
   /** Called before each denoising step (CLoRA's latent update). */
   hook?: LatentHook;
 }
@@ -261,6 +265,7 @@ export async function sampleComposed(o: ComposedSampleOptions): Promise<Float32A
       steps: o.steps,
       switchEvery: o.switchEvery,
       cacheInterval: o.cacheInterval,
+      split: o.split,
     });
     return await sampleDiffusion({
       schedule: o.schedule,

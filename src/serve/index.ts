@@ -151,4 +151,17 @@ export {
   type PassResult,
   type UNetPassOptions,
 } from './diffusion-compose.ts';
-export { cmloraRefreshSteps, cmloraSchedule, type CmloraPlan, type CmloraStep } from './cmlora-schedule.ts';
+export {
+  cmloraRefreshSteps,
+  cmloraSchedule,
+  type CmloraPlan,
+  type CmloraSplit,
+  type CmloraStep,
+} from './cmlora-schedule.ts';
+export {
+  cmloraFrequencyOrder,
+  cmloraFrequencyScore,
+  type CmloraOrder,
+  HIGH_FROM_FRACTION,
+  radialAmplitudeProfile,
+} from './cmlora-frequency.ts';

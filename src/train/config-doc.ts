@@ -3,12 +3,15 @@
  * type, default and meaning) from the zod schema itself, through its JSON Schema, so the reference cannot drift from
  * what `loadRunConfig` accepts (scripts/config-doc.ts writes the file; a test compares it with the schema); and
  * `resolvedConfigYaml()` prints a loaded config with every default filled in (`lorakit train --print-config`).
- * Not here: the schema and the loading (config.ts).
+ * The other tasks' schemas (`task: diffusion`, `task: segmentation`) follow in their own sections.
+ * Not here: the schemas and the loading (config.ts, diffusion-run.ts, segmentation-run.ts).
  */
 import { stringify as toYaml } from 'yaml';
 import { z } from 'zod';
 import { resolveConfig } from '../peft/index.ts';
 import { type RunConfig, runConfigSchema } from './config.ts';
+import { diffusionRunSchema } from './diffusion-run.ts';
+import { segmentationRunSchema } from './segmentation-run.ts';
 
 /** The part of a JSON Schema node the reference reads. */
 interface SchemaNode {
@@ -73,32 +76,56 @@ export function runConfigJsonSchema(): SchemaNode {
   return z.toJSONSchema(runConfigSchema, { io: 'input', unrepresentable: 'any' }) as SchemaNode;
 }
 
-/** docs/config.md: every key of run.yaml, section by section, from the schema's own descriptions. */
-export function configReference(): string {
-  const root = runConfigJsonSchema();
+/** The JSON Schema of another task's run.yaml (`task: diffusion`, `task: segmentation`). */
+const taskJsonSchema = (schema: z.ZodType) =>
+  z.toJSONSchema(schema, { io: 'input', unrepresentable: 'any' }) as SchemaNode;
+
+/** The tables of one schema: its plain top-level keys, then one table per section, headings at `level`. */
+function schemaTables(root: SchemaNode, level: string, top: string): string[] {
   const props = root.properties ?? {};
   const head = '| key | type | default | description |\n|---|---|---|---|';
-  const top = Object.fromEntries(Object.entries(props).filter(([, n]) => !isSection(n)));
+  const plain = Object.fromEntries(Object.entries(props).filter(([, n]) => !isSection(n)));
+  const out = [`${level} ${top}`, '', head, ...rows(plain, root.required ?? [])];
+  for (const [name, n] of Object.entries(props)) {
+    if (!isSection(n)) continue;
+    out.push('', `${level} \`${name}\``, '', n.description ?? '', '', head, ...rows(n.properties!, n.required ?? []));
+  }
+  return out;
+}
+
+/** docs/config.md: every key of run.yaml, section by section, from the schema's own descriptions. */
+export function configReference(): string {
   const out = [
     '# Run config reference',
     '',
-    '<!-- Generated from runConfigSchema (src/train/config.ts) by `npm run config-doc`; do not edit by hand. ' +
-      'test/train/config-doc.test.ts fails when this file and the schema differ. -->',
+    '<!-- Generated from runConfigSchema (src/train/config.ts), diffusionRunSchema (diffusion-run.ts) and ' +
+      'segmentationRunSchema (segmentation-run.ts) by `npm run config-doc`; do not edit by hand. ' +
+      'test/train/config-doc.test.ts fails when this file and the schemas differ. -->',
     '',
     'The keys of `run.yaml` for `lorakit train --config run.yaml`. An unknown key or a wrong type is an error naming ' +
       "it. Training settings use transformers' `TrainingArguments` names and defaults; relative paths are resolved " +
       "against the YAML file's folder. `lorakit train --config run.yaml --print-config` prints a config with every " +
       'default filled in. Override any key from the command line with `--set section.key=value`.',
     '',
-    '## Top level',
-    '',
-    head,
-    ...rows(top, root.required ?? []),
+    ...schemaTables(runConfigJsonSchema(), '##', 'Top level'),
   ];
-  for (const [name, n] of Object.entries(props)) {
-    if (!isSection(n)) continue;
-    out.push('', `## \`${name}\``, '', n.description ?? '', '', head, ...rows(n.properties!, n.required ?? []));
-  }
+  const tasks: [string, z.ZodType, string][] = [
+    [
+      'diffusion',
+      diffusionRunSchema,
+      'A conditional diffusion U-Net, or a concept LoRA on one, trained on digit canvases (docs/vision.md).',
+    ],
+    ['segmentation', segmentationRunSchema, 'Binary segmentation with a diffusers U-Net and a conv adapter.'],
+  ];
+  for (const [task, schema, what] of tasks)
+    out.push(
+      '',
+      `## \`task: ${task}\``,
+      '',
+      `${what} A run.yaml with \`task: ${task}\` is read with this schema instead of the one above.`,
+      '',
+      ...schemaTables(taskJsonSchema(schema), '###', 'Keys'),
+    );
   return `${out.join('\n')}\n`;
 }
 

@@ -31,39 +31,66 @@ const digit = z.number().int().min(0).max(9);
 
 /** The schema of a diffusion run.yaml. */
 export const diffusionRunSchema = z.strictObject({
-  task: z.literal('diffusion'),
-  output_dir: z.string().min(1),
-  model: z.union([
-    z.strictObject({ from: z.string().min(1) }), // a saved UNet2DConditionModel folder
-    z.strictObject({ config: z.record(z.string(), z.unknown()), init_seed: z.number().int().default(0) }),
-  ]),
+  task: z.literal('diffusion').describe('Selects this schema (a conditional DDPM on digit canvases).'),
+  output_dir: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, and unet/ or adapter/.'),
+  model: z
+    .union([
+      z.strictObject({
+        from: z.string().min(1).describe('A saved UNet2DConditionModel folder: continued, or the base of a LoRA.'),
+      }),
+      z.strictObject({
+        config: z.record(z.string(), z.unknown()).describe("A new U-Net: diffusers' UNet2DConditionModel config."),
+        init_seed: z.number().int().default(0).describe("Seed of the new U-Net's initial weights."),
+      }),
+    ])
+    .describe(
+      '`{from: DIR}` continues a saved U-Net (or, with `adapter`, trains a LoRA on it); `{config}` starts one.',
+    ),
   noise_schedule: z
     .strictObject({
-      num_train_timesteps: z.number().int().min(2).default(1000),
-      beta_start: z.number().positive().default(0.0001),
-      beta_end: z.number().positive().default(0.02),
-      beta_schedule: z.enum(['linear', 'scaled_linear', 'squaredcos_cap_v2']).default('linear'),
+      num_train_timesteps: z.number().int().min(2).default(1000).describe('Training timesteps T of the DDPM.'),
+      beta_start: z.number().positive().default(0.0001).describe('β of the first timestep.'),
+      beta_end: z.number().positive().default(0.02).describe('β of the last timestep.'),
+      beta_schedule: z
+        .enum(['linear', 'scaled_linear', 'squaredcos_cap_v2'])
+        .default('linear')
+        .describe("How β runs from beta_start to beta_end (diffusers' names)."),
     })
-    .prefault({}),
-  data: z.strictObject({
-    digits: z.string().min(1),
-    main: z.array(digit).min(1),
-    other: z.array(digit).default([]),
-    empty_probability: z.number().min(0).max(1).default(0.3),
-    count: z.number().int().positive().default(2000),
-    seed: z.number().int().default(1),
-  }),
-  adapter: z.record(z.string(), z.unknown()).optional(),
+    .prefault({})
+    .describe("The DDPM noise schedule (diffusers' DDPMScheduler settings)."),
+  data: z
+    .strictObject({
+      digits: z.string().min(1).describe('The digits file (data/digits/digits.safetensors: images and labels).'),
+      main: z.array(digit).min(1).describe("Digits of the first slot: the base's digits, or the concept's one."),
+      other: z.array(digit).default([]).describe('Digits the other half may hold (empty list: always blank).'),
+      empty_probability: z.number().min(0).max(1).default(0.3).describe('Chance that the other half is blank.'),
+      count: z.number().int().positive().default(2000).describe('Canvases generated for training.'),
+      seed: z.number().int().default(1).describe('Seed of the canvases (which digits, images and halves).'),
+    })
+    .describe('Digit canvases (two 8×8 digits side by side) and their two-token prompts.'),
+  adapter: z
+    .record(z.string(), z.unknown())
+    .optional()
+    .describe('A PEFT adapter config: train this LoRA on model.from instead of the U-Net itself.'),
   training: z
     .strictObject({
-      max_steps: z.number().int().positive().default(300),
-      per_device_train_batch_size: z.number().int().positive().default(32),
-      learning_rate: z.number().positive().default(2e-3),
-      lr_scheduler_type: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
-      cond_dropout: z.number().min(0).max(1).default(0.1),
-      seed: z.number().int().default(42),
+      max_steps: z.number().int().positive().default(300).describe('Optimizer steps.'),
+      per_device_train_batch_size: z.number().int().positive().default(32).describe('Canvases per step.'),
+      learning_rate: z.number().positive().default(2e-3).describe('Peak AdamW learning rate.'),
+      lr_scheduler_type: z
+        .enum(['constant', 'linear', 'cosine'])
+        .default('cosine')
+        .describe('Learning-rate schedule over max_steps.'),
+      cond_dropout: z
+        .number()
+        .min(0)
+        .max(1)
+        .default(0.1)
+        .describe('Chance that a canvas is trained on the null prompt (for classifier-free guidance).'),
+      seed: z.number().int().default(42).describe('Seed of the LoRA init, the batches, noise and timesteps.'),
     })
-    .prefault({}),
+    .prefault({})
+    .describe('The noise-prediction training.'),
 });
 
 /** A validated diffusion run config with resolved paths. */

@@ -24,35 +24,43 @@ export const segmentationRunSchema = z.strictObject({
   task: z.literal('segmentation').describe('Selects this schema (binary segmentation with a diffusers U-Net).'),
   base_model: z.string().min(1).describe('A diffusers UNet2DModel folder (config.json + safetensors), 1 → 1 channel.'),
   output_dir: z.string().min(1).describe('Run folder: checkpoints, metrics.jsonl, final/ and result.json.'),
-  data: z.strictObject({
-    train: z.string().min(1).describe('safetensors with `images` and `masks`, F32 [n, 1, S, S] each.'),
-    eval: z
-      .string()
-      .min(1)
-      .optional()
-      .describe('Held-out images and masks in the same format; Dice is measured on them.'),
-  }),
-  adapter: z.strictObject({
-    method: z
-      .string()
-      .min(1)
-      .describe('A registered method that wraps Conv2d/Linear (lora, lora_c, conv_lora, cp_lora, ...) or "full".'),
-    r: positiveInt.default(4).describe('Rank (ignored for full).'),
-    lora_alpha: z.number().positive().optional().describe('Scale numerator; default 2·r.'),
-    target_modules: z
-      .array(z.string().min(1))
-      .default(['conv1', 'conv2'])
-      .describe("Modules to adapt, PEFT's target_modules (default: every resnet's 3×3 convs)."),
-  }),
+  data: z
+    .strictObject({
+      train: z.string().min(1).describe('safetensors with `images` and `masks`, F32 [n, 1, S, S] each.'),
+      eval: z
+        .string()
+        .min(1)
+        .optional()
+        .describe('Held-out images and masks in the same format; Dice is measured on them.'),
+    })
+    .describe('Images and masks to train and evaluate on.'),
+  adapter: z
+    .strictObject({
+      method: z
+        .string()
+        .min(1)
+        .describe('A registered method that wraps Conv2d/Linear (lora, lora_c, conv_lora, cp_lora, ...) or "full".'),
+      r: positiveInt.default(4).describe('Rank (ignored for full).'),
+      lora_alpha: z.number().positive().optional().describe('Scale numerator; default 2·r.'),
+      target_modules: z
+        .array(z.string().min(1))
+        .default(['conv1', 'conv2'])
+        .describe("Modules to adapt, PEFT's target_modules (default: every resnet's 3×3 convs)."),
+    })
+    .describe('The adapter trained on the frozen U-Net (or "full": every weight trained).'),
   training: z
     .strictObject({
-      steps: positiveInt.default(100),
-      batch_size: positiveInt.default(8),
-      learning_rate: z.number().positive().default(5e-3),
-      schedule: z.enum(['constant', 'linear', 'cosine']).default('cosine'),
-      seed: z.number().int().nonnegative().default(1),
+      steps: positiveInt.default(100).describe('Optimizer steps.'),
+      batch_size: positiveInt.default(8).describe('Images per step.'),
+      learning_rate: z.number().positive().default(5e-3).describe('Peak AdamW learning rate.'),
+      schedule: z
+        .enum(['constant', 'linear', 'cosine'])
+        .default('cosine')
+        .describe('Learning-rate schedule over the steps.'),
+      seed: z.number().int().nonnegative().default(1).describe('Seed of the adapter init and the batches.'),
     })
-    .default({ steps: 100, batch_size: 8, learning_rate: 5e-3, schedule: 'cosine', seed: 1 }),
+    .default({ steps: 100, batch_size: 8, learning_rate: 5e-3, schedule: 'cosine', seed: 1 })
+    .describe('The optimisation (binary cross-entropy on the mask logits).'),
 });
 
 /** A parsed segmentation run, paths resolved against the YAML's folder. */

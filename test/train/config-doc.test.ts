@@ -8,6 +8,8 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { CONFIG_REFERENCE_PATH, configReference, resolvedConfigYaml } from '../../src/train/config-doc.ts';
 import { runConfigSchema, type RunConfig } from '../../src/train/index.ts';
+import { diffusionRunSchema } from '../../src/train/diffusion-run.ts';
+import { segmentationRunSchema } from '../../src/train/segmentation-run.ts';
 
 const root = new URL('../../', import.meta.url).pathname;
 
@@ -38,6 +40,32 @@ test('every key of the run config has a description and a row in docs/config.md'
     if (path.includes('.') || !['data', 'training'].includes(path))
       assert.ok(doc.includes(`| \`${key}\` |`), `${path} has a row`);
     assert.ok(doc.includes(schema.description!.replaceAll('|', '\\|')), `${path}'s description is in the doc`);
+  }
+});
+
+test('every key of the diffusion and segmentation run configs has a description and a row under its task', () => {
+  const doc = readFileSync(join(root, CONFIG_REFERENCE_PATH), 'utf8');
+  for (const [task, schema] of [
+    ['diffusion', diffusionRunSchema],
+    ['segmentation', segmentationRunSchema],
+  ] as const) {
+    const part = doc.slice(doc.indexOf(`## \`task: ${task}\``));
+    assert.ok(part.length < doc.length, `docs/config.md has a task: ${task} section`);
+    let n = 0;
+    for (const [k, v] of Object.entries(schema.shape)) {
+      const walk: [string, z.ZodType][] = [[k, v as z.ZodType]];
+      let inner: unknown = v;
+      for (let i = 0; i < 3; i++) inner = (inner as { unwrap?: () => unknown }).unwrap?.() ?? inner; // optional/default
+      const shape = (inner as { shape?: Record<string, z.ZodType> }).shape;
+      if (shape) walk.push(...Object.entries(shape));
+      for (const [key, s] of walk) {
+        n++;
+        assert.ok(s.description && s.description.length > 10, `${task}: ${key} has a description`);
+        assert.ok(part.includes(`| \`${key}\` |`) || part.includes(`### \`${key}\``), `${task}: ${key} is listed`);
+        assert.ok(part.includes(s.description.replaceAll('|', '\\|')), `${task}: ${key}'s description is in the doc`);
+      }
+    }
+    assert.ok(n > 12, `${task}: found ${n} keys`);
   }
 });
 
