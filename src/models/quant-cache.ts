@@ -18,11 +18,11 @@
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, type TensorInfo, writeSafetensors } from '../io/index.ts';
 import { createHash, join, mkdir, readFileSync, readdir, realpath, rm, stat } from '../io/host.ts';
-import type { FileSpan, Int8Weight, Q4Weight, QuantMode, QuantizedWeight, StoredInt8 } from '../nn/index.ts';
-import { INT8_LEVELS, Q4_BLOCK } from '../nn/index.ts';
+import type { BlockWeight, FileSpan, Int8Weight, QuantMode, QuantizedWeight, StoredInt8 } from '../nn/index.ts';
+import { INT8_LEVELS, INT8_ZERO, Q4_BLOCK, blockBits, int8Bytes } from '../nn/index.ts';
 
 /** Bump when a quantizer's output changes for the same input: old files become misses. */
-const VERSION = 1;
+const VERSION = 2; // 2: int8 is 8-bit blocks, backward copies uint8 (code + 128); 1: per-row int8 in [−64, 64]
 /** `__metadata__.format` of a cache file. */
 const FORMAT = 'lorakit-quantized-base';
 
@@ -75,15 +75,21 @@ export async function quantCacheSlot(
 function partsOf(name: string, q: QuantizedWeight) {
   if (q.kind === 'int8')
     return {
-      [`${name}:int8_t`]: { dtype: 'I8' as const, shape: [q.in, q.out], data: transposeInt8(q.q, q.out, q.in) },
+      [`${name}:u8_t`]: { dtype: 'U8' as const, shape: [q.in, q.out], data: int8Bytes(q.q, q.out, q.in, true) },
       [`${name}:scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.scale },
     };
   const nb = Math.ceil(q.in / Q4_BLOCK);
+  const k = q.kind;
+  const per = (Q4_BLOCK * blockBits(k)) / 8;
   return {
-    [`${name}:q4`]: { dtype: 'U8' as const, shape: [q.out, nb, Q4_BLOCK / 2], data: q.blocks },
-    [`${name}:q4_scale`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.scales },
-    [`${name}:q4_back`]: { dtype: 'I8' as const, shape: [q.out, q.in], data: q.back.q },
-    [`${name}:q4_back_scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.back.scale },
+    [`${name}:${k}`]: { dtype: 'U8' as const, shape: [q.out, nb, per], data: q.blocks },
+    [`${name}:${k}_scale`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.scales },
+    [`${name}:${k}_back`]: {
+      dtype: 'U8' as const,
+      shape: [q.out, q.in],
+      data: int8Bytes(q.back.q, q.out, q.in, false),
+    },
+    [`${name}:${k}_back_scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.back.scale },
   };
 }
 
@@ -140,24 +146,17 @@ export async function readQuantCache(
     };
     const weights = new Map<string, QuantizedWeight>();
     for (const { name, out, in: inF } of specs) {
-      if (mode === 'int8') {
-        const stored = {
-          codesInOut: part(`${name}:int8_t`, 'I8', [inF, out]),
-          scale: part(`${name}:scale`, 'F32', [out]),
-        };
-        weights.set(name, int8Stored(stored, out, inF, bytes));
-      } else {
-        const nb = Math.ceil(inF / Q4_BLOCK);
-        const stored = {
-          blocks: part(`${name}:q4`, 'U8', [out, nb, Q4_BLOCK / 2]),
-          scales: part(`${name}:q4_scale`, 'F32', [out * nb]),
-        };
-        const back = {
-          codesOutIn: part(`${name}:q4_back`, 'I8', [out, inF]),
-          scale: part(`${name}:q4_back_scale`, 'F32', [out]),
-        };
-        weights.set(name, q4Stored(stored, int8Stored(back, out, inF, bytes), out, inF, bytes));
-      }
+      const k = mode === 'int8' ? 'q8' : 'q4';
+      const nb = Math.ceil(inF / Q4_BLOCK);
+      const stored = {
+        blocks: part(`${name}:${k}`, 'U8', [out, nb, (Q4_BLOCK * blockBits(k)) / 8]),
+        scales: part(`${name}:${k}_scale`, 'F32', [out * nb]),
+      };
+      const back = {
+        codesOutIn: part(`${name}:${k}_back`, 'U8', [out, inF]),
+        scale: part(`${name}:${k}_back_scale`, 'F32', [out]),
+      };
+      weights.set(name, blockStored(k, stored, int8Stored(back, out, inF, bytes), out, inF, bytes));
     }
     return { weights };
   } catch (e) {
@@ -193,8 +192,12 @@ function int8Stored(stored: StoredInt8, out: number, inF: number, bytes: () => U
     stored,
     get q() {
       if (!q) {
-        if (stored.codesOutIn) q = arrayOf(bytes, stored.codesOutIn, Int8Array);
-        else q = transposeInt8(arrayOf(bytes, stored.codesInOut!, Int8Array), inF, out); // [in, out] → [out, in]
+        // the file holds code + INT8_ZERO as uint8, [out, in] (codesOutIn) or [in, out] (codesInOut)
+        const [span, transposed] = stored.codesOutIn ? [stored.codesOutIn, false] : [stored.codesInOut!, true];
+        const b = arrayOf(bytes, span, Uint8Array);
+        q = new Int8Array(b.length);
+        if (!transposed) for (let k = 0; k < b.length; k++) q[k] = b[k] - INT8_ZERO;
+        else for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) q[o * inF + i] = b[i * out + o] - INT8_ZERO;
       }
       return q;
     },
@@ -205,18 +208,19 @@ function int8Stored(stored: StoredInt8, out: number, inF: number, bytes: () => U
   };
 }
 
-/** A 4-bit weight whose arrays are read from its file on first touch. */
-function q4Stored(
-  stored: NonNullable<Q4Weight['stored']>,
+/** A block weight whose arrays are read from its file on first touch. */
+function blockStored(
+  kind: 'q4' | 'q8',
+  stored: NonNullable<BlockWeight['stored']>,
   back: Int8Weight,
   out: number,
   inF: number,
   bytes: () => Uint8Array,
-): Q4Weight {
+): BlockWeight {
   let blocks: Uint8Array | undefined;
   let scales: Float32Array | undefined;
   return {
-    kind: 'q4',
+    kind,
     out,
     in: inF,
     back,
@@ -230,13 +234,6 @@ function q4Stored(
       return scales;
     },
   };
-}
-
-/** Transposes a row-major [rows, cols] int8 matrix. */
-export function transposeInt8(q: Int8Array, rows: number, cols: number): Int8Array {
-  const t = new Int8Array(q.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c];
-  return t;
 }
 
 /** The cache's description of the modules quantize.ts selects (quantizedModules). */
