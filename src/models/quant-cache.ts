@@ -46,13 +46,15 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /**
  * The cache slot of a model folder `dir` in `cacheDir`, or null when the folder holds no safetensors file to key
- * on (an in-memory model): such a model is quantized on every load.
+ * on (an in-memory model): such a model is quantized on every load. `source` names where blocks taken as they are
+ * came from (a GGUF file), so such a file and a requantized one are different entries.
  */
 export async function quantCacheSlot(
   cacheDir: string,
   dir: string,
   mode: Exclude<QuantMode, 'none'>,
   specs: readonly CachedWeightSpec[],
+  source = '',
 ): Promise<QuantCacheSlot | null> {
   const real = await realpath(dir).catch(() => null);
   if (real === null) return null;
@@ -60,7 +62,7 @@ export async function quantCacheSlot(
     /\.safetensors(\.index\.json)?$/.test(n),
   );
   if (names.length === 0) return null;
-  let id = `${FORMAT}\0${VERSION}\0${INT8_LEVELS}\0${Q4_BLOCK}\0${mode}\0${real}`;
+  let id = `${FORMAT}\0${VERSION}\0${INT8_LEVELS}\0${Q4_BLOCK}\0${mode}\0${real}\0${source}`;
   for (const n of names.sort()) {
     const s = await stat(join(real, n));
     id += `\0${n}\0${s.dev}\0${s.ino}\0${s.size}\0${s.mtimeMs}`;
@@ -90,6 +92,7 @@ function partsOf(name: string, q: QuantizedWeight) {
       data: int8Bytes(q.back.q, q.out, q.in, false),
     },
     [`${name}:${k}_back_scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.back.scale },
+    ...(q.offsets ? { [`${name}:${k}_offset`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.offsets } } : {}),
   };
 }
 
@@ -151,6 +154,8 @@ export async function readQuantCache(
       const stored = {
         blocks: part(`${name}:${k}`, 'U8', [out, nb, (Q4_BLOCK * blockBits(k)) / 8]),
         scales: part(`${name}:${k}_scale`, 'F32', [out * nb]),
+        // only a GGUF's Q4_1 blocks have offsets
+        ...(f.has(`${name}:${k}_offset`) ? { offsets: part(`${name}:${k}_offset`, 'F32', [out * nb]) } : {}),
       };
       const back = {
         codesOutIn: part(`${name}:${k}_back`, 'U8', [out, inF]),
@@ -219,6 +224,7 @@ function blockStored(
 ): BlockWeight {
   let blocks: Uint8Array | undefined;
   let scales: Float32Array | undefined;
+  let offsets: Float32Array | undefined;
   return {
     kind,
     out,
@@ -232,6 +238,10 @@ function blockStored(
     get scales() {
       scales ??= arrayOf(bytes, stored.scales, Float32Array);
       return scales;
+    },
+    get offsets() {
+      if (stored.offsets) offsets ??= arrayOf(bytes, stored.offsets, Float32Array);
+      return offsets;
     },
   };
 }

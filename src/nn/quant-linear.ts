@@ -76,7 +76,15 @@ export function quantizedTensors(g: Graph, name: string, q: QuantizedWeight, fan
     // accuracy_level 4: the kernel quantizes each 32-block of the input to int8 and multiplies in integers (with no
     // zero point given, MatMulNBits' codes are offset by 2^(bits−1): 8 for q4, 128 for q8)
     const attrs = { K: inF, N: out, bits, block_size: Q4_BLOCK, accuracy_level: 4 };
-    product = (rows) => g.op('MatMulNBits', [rows, b, s], attrs); // [N, out]
+    const codes = (rows: Tensor) => g.op('MatMulNBits', [rows, b, s], attrs); // [N, out]
+    const offsets = st?.offsets ? file(st.offsets) : q.offsets;
+    if (!offsets) product = codes;
+    else {
+      // W̃ = (code − 8)·d + offset per block: x·W̃ᵀ = MatMulNBits(x) + (block sums of x)·offsetᵀ, a float product
+      // 1/32 the size of the main one. Detached: the input gradient dY·W̃ comes whole from the backward copy.
+      const off = g.initializer(`${name}.${k}_offset`, 'f32', [out, nb], offsets).transpose([1, 0]); // [nb, out]
+      product = (rows) => codes(rows).add(rows.detach().reshape([-1, nb, Q4_BLOCK]).sum(2).matmul(off)); // [N, out]
+    }
   }
   const made = new Map<string, Tensor>();
   const dequantized = (dtype: 'f32' | 'f64'): Tensor => {

@@ -233,7 +233,7 @@ export function quantizeWeight(w: Float32Array, out: number, inF: number, mode: 
 export function quantizedBytes(q: QuantizedWeight): number {
   if (q.kind === 'int8') return q.out * q.in + 4 * q.out;
   const nb = Math.ceil(q.in / Q4_BLOCK);
-  const offsets = q.offsets || q.stored?.offsets ? 4 * q.out * nb : 0;
+  const offsets = (q.stored ? q.stored.offsets : q.offsets) ? 4 * q.out * nb : 0; // without reading a stored file
   return (q.out * nb * Q4_BLOCK * blockBits(q.kind)) / 8 + 4 * q.out * nb + offsets + quantizedBytes(q.back);
 }
 
