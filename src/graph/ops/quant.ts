@@ -82,19 +82,18 @@ export const quantOps: Record<QuantOp, OpDef> = {
       return [need[0] ? rowQuantizedMatMul(dy!.mul(s!), b!.transpose([1, 0]), one, z!) : null];
     },
   },
-  // Y = A·W̃ᵀ for W̃ [N, K] in 4-bit blocks of block_size along K: W̃[n, k] = (q − 8)·scale[n, k / block_size].
+  // Y = A·W̃ᵀ for W̃ [N, K] in blocks of block_size along K: W̃[n, k] = (q − 2^(bits−1))·scale[n, k / block_size]
+  // (lorakit uses bits 4 and 8). No zero point: a float one sends ORT to its float kernel.
   MatMulNBits: {
     domain: 'com.microsoft',
     infer: ([a, b, s, zp], at) => {
       const [K, N, bits, bs] = [intAttr(at.K, 'K'), intAttr(at.N, 'N'), intAttr(at.bits, 'bits'), at.block_size];
       const blocks = Math.ceil(K / intAttr(bs, 'block_size'));
       const want = [N, blocks, ((bs as number) * bits) / 8];
-      const zpOk = !zp || (zp.dtype === 'f32' && zp.rank === 1 && zp.shape[0] === N * blocks);
-      if (b!.dtype !== 'u8' || b!.rank !== 3 || b!.shape.some((d, i) => d !== want[i]) || s!.dtype !== 'f32' || !zpOk)
+      if (b!.dtype !== 'u8' || b!.rank !== 3 || b!.shape.some((d, i) => d !== want[i]) || s!.dtype !== 'f32' || zp)
         throw new LorakitError(
           'LK_SHAPE_MISMATCH',
-          `MatMulNBits: lorakit uses B u8 ${fmtShape(want)} with f32 scales and f32 zero points [${N * blocks}] or ` +
-            `none, got ${b!.toString()}${zp ? ` and ${zp.toString()}` : ''}`,
+          `MatMulNBits: lorakit uses B u8 ${fmtShape(want)} with f32 scales and no zero point, got ${b!.toString()}`,
         );
       checkA(a!, K, 'MatMulNBits');
       return [{ dtype: 'f32', shape: [...a!.shape.slice(0, -1), N] }];
