@@ -7,11 +7,12 @@
  * on first touch.
  *
  * Key: the model folder's real path and the identity (device, inode, size, mtime) of each of its safetensors files
- * (a model replaced in place is a miss), the mode, the quantized modules' names and sizes, and VERSION (bump it when
- * a quantizer's rounding changes). File name `<folder hash>-<mode>-<key hash>.safetensors`; a new file for a folder
- * deletes that folder's older files of the same mode (their source changed). A file that does not parse, is
- * truncated, or lacks a tensor is rebuilt, with a note. Writes are atomic (a temp file renamed into place), so a
- * reader never sees half a file and two processes building the same entry both succeed.
+ * (a model replaced in place is a miss), the mode, the quantized modules' names and sizes, the GGUF file whose own
+ * blocks were taken, and VERSION (bump it when a quantizer's output changes). File name
+ * `<folder hash>-v<VERSION>-<mode>-<key hash>.safetensors`; a new file for a folder deletes that folder's older files
+ * of the same version and mode (their source changed). A file that does not parse, is truncated, or lacks a tensor
+ * is rebuilt, with a note. Writes are atomic (a temp file renamed into place), so a reader never sees half a file
+ * and two processes building the same entry both succeed.
  * Not here: the quantizers (nn/quantize.ts), which modules are quantized (quantize.ts), the graph side
  * (nn/quant-linear.ts).
  */
@@ -37,7 +38,7 @@ export interface CachedWeightSpec {
 export interface QuantCacheSlot {
   /** The cache file for this model, mode and module list. */
   path: string;
-  /** File names in the cache folder that belong to the same model folder and mode, other than `path`. */
+  /** The start of the file names in the cache folder of the same model folder, version and mode. */
   prefix: string;
   key: string;
 }
@@ -69,7 +70,9 @@ export async function quantCacheSlot(
   }
   for (const w of specs) id += `\0${w.name}:${w.out}x${w.in}`;
   const key = sha(id);
-  const prefix = `${sha(real).slice(0, 16)}-${mode}-`;
+  // the version leads the mode: a checkout of another version sharing this cache folder (its prefix `<hash>-<mode>-`)
+  // does not delete this file while a run of this version has it mapped, nor does this one delete theirs
+  const prefix = `${sha(real).slice(0, 16)}-v${VERSION}-${mode}-`;
   return { path: join(cacheDir, `${prefix}${key.slice(0, 24)}.safetensors`), prefix, key };
 }
 

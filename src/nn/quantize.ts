@@ -1,8 +1,8 @@
 /**
  * Quantizing frozen Linear weights on the host, for training adapters on a quantized base (QLoRA-style): 8-bit or
  * 4-bit blocks of 32 along the input (the Q8_0 / Q4_0 layouts of ggml/GGUF: one scale per block), and int8 with one
- * scale per output channel (the blocks' backward copies). Each result says exactly which matrix W̃ the graph multiplies by
- * (`dequantize`), so tests and the float64 reference use the same W̃ the integer kernels use.
+ * scale per output channel (the blocks' backward copies). Each result says exactly which matrix W̃ the graph
+ * multiplies by (`dequantize`), so tests and the float64 reference use the same W̃ the integer kernels use.
  * Not here: the graph side (quant-linear.ts, graph/ops/quant.ts), which layers are quantized (models/quantize.ts).
  */
 import { LorakitError } from '../errors.ts';

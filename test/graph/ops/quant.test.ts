@@ -1,6 +1,7 @@
-// The integer products of a quantized Linear (DynamicQuantizeMatMul for int8, MatMulNBits for 4-bit), forward x·W̃ᵀ
-// and input gradient dY·W̃, against the same products in float64 on the host, within the error bound each
-// quantization allows; and against the float W within the bound that adds the weights' own rounding.
+// The integer products of a quantized Linear (DynamicQuantizeMatMul for per-channel int8 and every backward copy,
+// MatMulNBits for 8-bit and 4-bit blocks), forward x·W̃ᵀ and input gradient dY·W̃, against the same products in
+// float64 on the host, within the error bound each quantization allows; and against the float W within the bound
+// that adds the weights' own rounding.
 //
 // The bounds. Row i of the float input a (x, or dY·diag(s) in the backward) has largest magnitude rᵢ.
 //  - DynamicQuantizeMatMul sees a/r, whose entries lie in [−1, 1]: it quantizes that tensor to uint8 with step
@@ -9,10 +10,10 @@
 //        |(a·B̃)[i, n] − (a·B̃)_exact[i, n]| ≤ rᵢ/255 · Σₖ |B̃[k, n]|                                   (1)
 //  - MatMulNBits with accuracy_level 4 quantizes each 32-block of a row symmetrically to int8 (step amax/127, error
 //    ≤ amax/254 ≤ rᵢ/254), so |(x·W̃ᵀ)[i, o] − exact| ≤ rᵢ/254 · Σₖ |W̃[o, k]|                         (2)
-//  - Codes stay within ±64 (nn/quantize.ts INT8_LEVELS: MLAS's AVX2 kernel saturates with ±127, and this test
-// caught it). Against the float W: int8 adds |W − W̃| ≤ s_o/2 per entry (quantizeInt8), Q4_0 adds ≤ |d_block|
-// (quantizeQ4),
-//    times |x| summed over the row.
+//  - Codes use the full ±127: DynamicQuantizeMatMul's weights are uint8 with zero point 128 (nn/quantize.ts
+//    INT8_LEVELS: MLAS's AVX2 uint8×int8 kernel saturates with ±127; the last test here is built to hit that).
+//    Against the float W: per-channel int8 adds |W − W̃| ≤ s_o/2 per entry (quantizeInt8), Q4_0 adds ≤ |d_block|,
+//    times Σ|x|.
 // Float32 rounding of the rescales adds a relative 1e-6 of Σ|a||B̃|; the test allows 1e-5 of it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -151,7 +152,7 @@ for (const inputs of ['random', 'adversarial'] as const) {
   });
 
   for (const kind of ['q4', 'q8'] as const)
-    test(`${kind}: x·W̃ᵀ through MatMulNBits within bound (2), dY·W̃ through its int8 copy (${inputs} inputs)`, async () => {
+    test(`${kind}: x·W̃ᵀ through MatMulNBits within bound (2), dY·W̃ through its copy (${inputs} inputs)`, async () => {
       const q = kind === 'q4' ? quantizeQ4(W, OUT, IN) : quantizeQ8(W, OUT, IN);
       const Wt = dequantize(q);
       const x = make(13);
