@@ -16,6 +16,7 @@ import { PeftModel, adaptable } from '../src/peft/index.ts';
 import { causalLmTask } from '../src/train/causal-lm.ts';
 import { loadRunConfig } from '../src/train/config.ts';
 import { loadRunData } from '../src/train/run-data.ts';
+import { Rng } from '../src/linalg/random.ts';
 
 const variant = process.argv[2] ?? 'none';
 
@@ -52,7 +53,7 @@ async function main(): Promise<void> {
   await peft.addAdapter('default', c.adapter, { seed: 0 });
   const task = causalLmTask({ model, peft, adapter: 'default', train: data.train, eval: data.eval, batchSize: 4 });
   const t0 = Date.now();
-  const params = new Map(Object.entries(await task.initialParams(() => 0)));
+  const params = new Map(Object.entries(await task.initialParams(new Rng(0))));
   const ev = await task.evaluate!(params);
   console.log(`${variant}: held-out loss ${ev.loss.toFixed(4)} (${((Date.now() - t0) / 1000).toFixed(0)} s)`);
   await model.close();
