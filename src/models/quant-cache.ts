@@ -7,22 +7,23 @@
  * on first touch.
  *
  * Key: the model folder's real path and the identity (device, inode, size, mtime) of each of its safetensors files
- * (a model replaced in place is a miss), the mode, the quantized modules' names and sizes, and VERSION (bump it when
- * a quantizer's rounding changes). File name `<folder hash>-<mode>-<key hash>.safetensors`; a new file for a folder
- * deletes that folder's older files of the same mode (their source changed). A file that does not parse, is
- * truncated, or lacks a tensor is rebuilt, with a note. Writes are atomic (a temp file renamed into place), so a
- * reader never sees half a file and two processes building the same entry both succeed.
+ * (a model replaced in place is a miss), the mode, the quantized modules' names and sizes, the GGUF file whose own
+ * blocks were taken, and VERSION (bump it when a quantizer's output changes). File name
+ * `<folder hash>-v<VERSION>-<mode>-<key hash>.safetensors`; a new file for a folder deletes that folder's older files
+ * of the same version and mode (their source changed). A file that does not parse, is truncated, or lacks a tensor
+ * is rebuilt, with a note. Writes are atomic (a temp file renamed into place), so a reader never sees half a file
+ * and two processes building the same entry both succeed.
  * Not here: the quantizers (nn/quantize.ts), which modules are quantized (quantize.ts), the graph side
  * (nn/quant-linear.ts).
  */
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, type TensorInfo, writeSafetensors } from '../io/index.ts';
 import { createHash, join, mkdir, readFileSync, readdir, realpath, rm, stat } from '../io/host.ts';
-import type { FileSpan, Int8Weight, Q4Weight, QuantMode, QuantizedWeight, StoredInt8 } from '../nn/index.ts';
-import { INT8_LEVELS, Q4_BLOCK } from '../nn/index.ts';
+import type { BlockWeight, FileSpan, Int8Weight, QuantMode, QuantizedWeight, StoredInt8 } from '../nn/index.ts';
+import { INT8_LEVELS, INT8_ZERO, Q4_BLOCK, blockBits, int8Bytes } from '../nn/index.ts';
 
 /** Bump when a quantizer's output changes for the same input: old files become misses. */
-const VERSION = 1;
+const VERSION = 2; // 2: int8 is 8-bit blocks, backward copies uint8 (code + 128); 1: per-row int8 in [−64, 64]
 /** `__metadata__.format` of a cache file. */
 const FORMAT = 'lorakit-quantized-base';
 
@@ -37,7 +38,7 @@ export interface CachedWeightSpec {
 export interface QuantCacheSlot {
   /** The cache file for this model, mode and module list. */
   path: string;
-  /** File names in the cache folder that belong to the same model folder and mode, other than `path`. */
+  /** The start of the file names in the cache folder of the same model folder, version and mode. */
   prefix: string;
   key: string;
 }
@@ -46,13 +47,15 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /**
  * The cache slot of a model folder `dir` in `cacheDir`, or null when the folder holds no safetensors file to key
- * on (an in-memory model): such a model is quantized on every load.
+ * on (an in-memory model): such a model is quantized on every load. `source` names where blocks taken as they are
+ * came from (a GGUF file), so such a file and a requantized one are different entries.
  */
 export async function quantCacheSlot(
   cacheDir: string,
   dir: string,
   mode: Exclude<QuantMode, 'none'>,
   specs: readonly CachedWeightSpec[],
+  source = '',
 ): Promise<QuantCacheSlot | null> {
   const real = await realpath(dir).catch(() => null);
   if (real === null) return null;
@@ -60,14 +63,16 @@ export async function quantCacheSlot(
     /\.safetensors(\.index\.json)?$/.test(n),
   );
   if (names.length === 0) return null;
-  let id = `${FORMAT}\0${VERSION}\0${INT8_LEVELS}\0${Q4_BLOCK}\0${mode}\0${real}`;
+  let id = `${FORMAT}\0${VERSION}\0${INT8_LEVELS}\0${Q4_BLOCK}\0${mode}\0${real}\0${source}`;
   for (const n of names.sort()) {
     const s = await stat(join(real, n));
     id += `\0${n}\0${s.dev}\0${s.ino}\0${s.size}\0${s.mtimeMs}`;
   }
   for (const w of specs) id += `\0${w.name}:${w.out}x${w.in}`;
   const key = sha(id);
-  const prefix = `${sha(real).slice(0, 16)}-${mode}-`;
+  // the version leads the mode: a checkout of another version sharing this cache folder (its prefix `<hash>-<mode>-`)
+  // does not delete this file while a run of this version has it mapped, nor does this one delete theirs
+  const prefix = `${sha(real).slice(0, 16)}-v${VERSION}-${mode}-`;
   return { path: join(cacheDir, `${prefix}${key.slice(0, 24)}.safetensors`), prefix, key };
 }
 
@@ -75,15 +80,22 @@ export async function quantCacheSlot(
 function partsOf(name: string, q: QuantizedWeight) {
   if (q.kind === 'int8')
     return {
-      [`${name}:int8_t`]: { dtype: 'I8' as const, shape: [q.in, q.out], data: transposeInt8(q.q, q.out, q.in) },
+      [`${name}:u8_t`]: { dtype: 'U8' as const, shape: [q.in, q.out], data: int8Bytes(q.q, q.out, q.in, true) },
       [`${name}:scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.scale },
     };
   const nb = Math.ceil(q.in / Q4_BLOCK);
+  const k = q.kind;
+  const per = (Q4_BLOCK * blockBits(k)) / 8;
   return {
-    [`${name}:q4`]: { dtype: 'U8' as const, shape: [q.out, nb, Q4_BLOCK / 2], data: q.blocks },
-    [`${name}:q4_scale`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.scales },
-    [`${name}:q4_back`]: { dtype: 'I8' as const, shape: [q.out, q.in], data: q.back.q },
-    [`${name}:q4_back_scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.back.scale },
+    [`${name}:${k}`]: { dtype: 'U8' as const, shape: [q.out, nb, per], data: q.blocks },
+    [`${name}:${k}_scale`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.scales },
+    [`${name}:${k}_back`]: {
+      dtype: 'U8' as const,
+      shape: [q.out, q.in],
+      data: int8Bytes(q.back.q, q.out, q.in, false),
+    },
+    [`${name}:${k}_back_scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.back.scale },
+    ...(q.offsets ? { [`${name}:${k}_offset`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.offsets } } : {}),
   };
 }
 
@@ -140,24 +152,19 @@ export async function readQuantCache(
     };
     const weights = new Map<string, QuantizedWeight>();
     for (const { name, out, in: inF } of specs) {
-      if (mode === 'int8') {
-        const stored = {
-          codesInOut: part(`${name}:int8_t`, 'I8', [inF, out]),
-          scale: part(`${name}:scale`, 'F32', [out]),
-        };
-        weights.set(name, int8Stored(stored, out, inF, bytes));
-      } else {
-        const nb = Math.ceil(inF / Q4_BLOCK);
-        const stored = {
-          blocks: part(`${name}:q4`, 'U8', [out, nb, Q4_BLOCK / 2]),
-          scales: part(`${name}:q4_scale`, 'F32', [out * nb]),
-        };
-        const back = {
-          codesOutIn: part(`${name}:q4_back`, 'I8', [out, inF]),
-          scale: part(`${name}:q4_back_scale`, 'F32', [out]),
-        };
-        weights.set(name, q4Stored(stored, int8Stored(back, out, inF, bytes), out, inF, bytes));
-      }
+      const k = mode === 'int8' ? 'q8' : 'q4';
+      const nb = Math.ceil(inF / Q4_BLOCK);
+      const stored = {
+        blocks: part(`${name}:${k}`, 'U8', [out, nb, (Q4_BLOCK * blockBits(k)) / 8]),
+        scales: part(`${name}:${k}_scale`, 'F32', [out * nb]),
+        // only a GGUF's Q4_1 blocks have offsets
+        ...(f.has(`${name}:${k}_offset`) ? { offsets: part(`${name}:${k}_offset`, 'F32', [out * nb]) } : {}),
+      };
+      const back = {
+        codesOutIn: part(`${name}:${k}_back`, 'U8', [out, inF]),
+        scale: part(`${name}:${k}_back_scale`, 'F32', [out]),
+      };
+      weights.set(name, blockStored(k, stored, int8Stored(back, out, inF, bytes), out, inF, bytes));
     }
     return { weights };
   } catch (e) {
@@ -193,8 +200,12 @@ function int8Stored(stored: StoredInt8, out: number, inF: number, bytes: () => U
     stored,
     get q() {
       if (!q) {
-        if (stored.codesOutIn) q = arrayOf(bytes, stored.codesOutIn, Int8Array);
-        else q = transposeInt8(arrayOf(bytes, stored.codesInOut!, Int8Array), inF, out); // [in, out] → [out, in]
+        // the file holds code + INT8_ZERO as uint8, [out, in] (codesOutIn) or [in, out] (codesInOut)
+        const [span, transposed] = stored.codesOutIn ? [stored.codesOutIn, false] : [stored.codesInOut!, true];
+        const b = arrayOf(bytes, span, Uint8Array);
+        q = new Int8Array(b.length);
+        if (!transposed) for (let k = 0; k < b.length; k++) q[k] = b[k] - INT8_ZERO;
+        else for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) q[o * inF + i] = b[i * out + o] - INT8_ZERO;
       }
       return q;
     },
@@ -205,18 +216,20 @@ function int8Stored(stored: StoredInt8, out: number, inF: number, bytes: () => U
   };
 }
 
-/** A 4-bit weight whose arrays are read from its file on first touch. */
-function q4Stored(
-  stored: NonNullable<Q4Weight['stored']>,
+/** A block weight whose arrays are read from its file on first touch. */
+function blockStored(
+  kind: 'q4' | 'q8',
+  stored: NonNullable<BlockWeight['stored']>,
   back: Int8Weight,
   out: number,
   inF: number,
   bytes: () => Uint8Array,
-): Q4Weight {
+): BlockWeight {
   let blocks: Uint8Array | undefined;
   let scales: Float32Array | undefined;
+  let offsets: Float32Array | undefined;
   return {
-    kind: 'q4',
+    kind,
     out,
     in: inF,
     back,
@@ -229,14 +242,11 @@ function q4Stored(
       scales ??= arrayOf(bytes, stored.scales, Float32Array);
       return scales;
     },
+    get offsets() {
+      if (stored.offsets) offsets ??= arrayOf(bytes, stored.offsets, Float32Array);
+      return offsets;
+    },
   };
-}
-
-/** Transposes a row-major [rows, cols] int8 matrix. */
-export function transposeInt8(q: Int8Array, rows: number, cols: number): Int8Array {
-  const t = new Int8Array(q.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c];
-  return t;
 }
 
 /** The cache's description of the modules quantize.ts selects (quantizedModules). */

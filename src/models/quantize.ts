@@ -10,6 +10,7 @@ import { type ModuleInfo, type QuantMode, type QuantizedWeight, quantizedBytes, 
 import { lorakitCacheDir } from '../io/cache-root.ts';
 import type { LoadedModel } from './load.ts';
 import { cachedSpecs, quantCacheSlot, readQuantCache, writeQuantCache } from './quant-cache.ts';
+import { ggufSourceOf, nativeBlockWeights } from './gguf-blocks.ts';
 
 /** A Linear or Conv1D entry of a module list: the kinds quantizeBase quantizes. */
 export type LinearInfo = Extract<ModuleInfo, { kind: 'linear' | 'conv1d' }>;
@@ -46,16 +47,23 @@ export function quantizedModules(modules: readonly ModuleInfo[]): LinearInfo[] {
 
 /**
  * Quantizes the weights of the quantizable modules in `modules`, reading each (as float32, in its stored layout)
- * with `read`. Weights shared by several modules are quantized once.
+ * with `read`, except those `native` already holds (a GGUF's own blocks, gguf-blocks.ts), which are taken as they
+ * are. Weights shared by several modules are quantized once.
  */
 export async function quantizeBase(
   modules: readonly ModuleInfo[],
   read: (name: string) => Promise<Float32Array>,
   mode: Exclude<QuantMode, 'none'>,
+  native: ReadonlyMap<string, QuantizedWeight> = new Map(),
 ): Promise<QuantizedBase> {
   const weights = new Map<string, QuantizedWeight>();
   for (const m of quantizedModules(modules)) {
     const { inFeatures: inF, outFeatures: out } = m;
+    const given = native.get(m.weightName);
+    if (given) {
+      weights.set(m.weightName, given);
+      continue;
+    }
     const stored = await read(m.weightName);
     const w = m.kind === 'conv1d' ? transpose(stored, inF, out) : stored; // [out, in]
     weights.set(m.weightName, quantizeWeight(w, out, inF, mode));
@@ -83,6 +91,11 @@ export interface QuantizeOptions {
   /** Called with a one-line note when a cache file is unusable and rebuilt, or cannot be written; default
    * console.warn. */
   onNote?: (message: string) => void;
+  /**
+   * false: requantize the float32 weights even when the folder came from a GGUF whose blocks the mode could take as
+   * they are (Q4_0/Q4_1 for q4, Q8_0 for int8; default: take them).
+   */
+  gguf?: false;
 }
 
 /**
@@ -96,11 +109,19 @@ export async function cachedQuantizeBase(
   opts: QuantizeOptions = {},
 ): Promise<QuantizedBase> {
   const modules = model.modules();
-  const quantize = () => quantizeBase(modules, (n) => model.read(n), mode);
+  // a folder converted from a GGUF: its Q4_0/Q4_1 (q4) or Q8_0 (int8) tensors are used as the file holds them
+  const gguf = opts.gguf === false ? null : await ggufSourceOf(model.dir);
+  const quantize = async () => {
+    const c = model.config as { model_type: string; num_attention_heads?: number; num_key_value_heads?: number };
+    const heads = c.model_type === 'llama' ? { q: c.num_attention_heads ?? 0, kv: c.num_key_value_heads ?? 0 } : null;
+    const native = gguf ? (await nativeBlockWeights(gguf, quantizedModules(modules), mode, heads)).weights : undefined;
+    return quantizeBase(modules, (n) => model.read(n), mode, native);
+  };
   if (opts.cacheDir === false) return quantize();
   const note = opts.onNote ?? ((m: string) => console.warn(`lorakit: ${m}`));
   const specs = cachedSpecs(quantizedModules(modules));
-  const slot = await quantCacheSlot(opts.cacheDir ?? lorakitCacheDir('quantized'), model.dir, mode, specs);
+  const cacheDir = opts.cacheDir ?? lorakitCacheDir('quantized');
+  const slot = await quantCacheSlot(cacheDir, model.dir, mode, specs, gguf ? `gguf ${gguf}` : '');
   if (!slot) return quantize();
   const found = await readQuantCache(slot, mode, specs);
   if (found && 'weights' in found) return { ...summary(mode, found.weights), cache: { path: slot.path, hit: true } };

@@ -43,12 +43,18 @@ export {
   type FileSpan,
   type StoredInt8,
   type Q4Weight,
+  type Q8Weight,
+  type BlockWeight,
+  blockBits,
+  quantizeQ8,
+  blockWeight,
   Q4_BLOCK,
   INT8_LEVELS,
+  INT8_ZERO,
   quantizeInt8,
   quantizeQ4,
   quantizeWeight,
   dequantize,
   quantizedBytes,
 } from './quantize.ts';
-export { type QuantizedTensors, quantizedTensors } from './quant-linear.ts';
+export { type QuantizedTensors, int8Bytes, quantizedTensors } from './quant-linear.ts';

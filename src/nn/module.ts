@@ -246,7 +246,7 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       },
       bias,
       fanInFanOut,
-      quantized: q.kind,
+      quantized: q.kind === 'q4' ? 'q4' : 'int8',
       base: (x) => quantizedForward(x, qt, bias, shape),
     };
   };

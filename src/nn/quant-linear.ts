@@ -1,6 +1,6 @@
 /**
  * A frozen Linear whose weight is quantized (quantize.ts): its forward x·W̃ᵀ is one integer product
- * (DynamicQuantizeMatMul for int8, MatMulNBits for 4-bit), and the graph's autodiff gives the input gradient dY·W̃
+ * (MatMulNBits for 8-bit and 4-bit blocks, DynamicQuantizeMatMul for per-row int8), and the autodiff gives dY·W̃
  * through the ops' own rules, also as integer products (graph/ops/quant.ts). No float copy of W̃ is in the graph,
  * unless an adapter method reads the base weight itself (DoRA's column norms): `weight` then makes one, lazily.
  * Float64 graphs (gradient checks) multiply by W̃ in float64 instead: the integer kernels are float32 only, and the
@@ -11,7 +11,7 @@
  * (models/quant-cache.ts).
  */
 import { type Graph, type InitData, NBITS_BACKWARD, type Tensor, rowQuantizedMatMul } from '../graph/index.ts';
-import { type FileSpan, type QuantizedWeight, Q4_BLOCK, dequantize } from './quantize.ts';
+import { type FileSpan, INT8_ZERO, type QuantizedWeight, Q4_BLOCK, blockBits, dequantize } from './quantize.ts';
 
 /** The graph tensors of one quantized weight, made once per graph and name. */
 export interface QuantizedTensors {
@@ -24,10 +24,11 @@ export interface QuantizedTensors {
 /** A file-backed initializer's data. */
 const file = (f: FileSpan): InitData => ({ kind: 'file', ...f });
 
-/** Transposes a row-major [rows, cols] int8 matrix. */
-function transposeInt8(q: Int8Array, rows: number, cols: number): Int8Array {
-  const t = new Int8Array(q.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c];
+/** The stored bytes of int8 codes [rows, cols] (code + INT8_ZERO), transposed to [cols, rows] when asked. */
+export function int8Bytes(q: Int8Array, rows: number, cols: number, transpose: boolean): Uint8Array {
+  const t = new Uint8Array(q.length);
+  if (!transpose) for (let k = 0; k < q.length; k++) t[k] = q[k] + INT8_ZERO;
+  else for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c] + INT8_ZERO;
   return t;
 }
 
@@ -44,32 +45,46 @@ function transposeFloat<A extends Float32Array | Float64Array>(w: Float32Array, 
 export function quantizedTensors(g: Graph, name: string, q: QuantizedWeight, fanInFanOut: boolean): QuantizedTensors {
   const { out, in: inF } = q;
   let product: (rows: Tensor) => Tensor;
+  const zero = g.initializer(`${name}.zero`, 'u8', [], new Uint8Array([INT8_ZERO]));
   if (q.kind === 'int8') {
     // DynamicQuantizeMatMul multiplies by B [K, N] = [in, out]: the codes transposed once here, on the host, or
     // already transposed in the cache file, which the graph then references (no bytes pass through JavaScript)
     const st = q.stored;
     const b = g.initializer(
       `${name}.int8`,
-      'i8',
+      'u8',
       [inF, out],
-      st?.codesInOut ? file(st.codesInOut) : transposeInt8(q.q, out, inF),
+      st?.codesInOut ? file(st.codesInOut) : int8Bytes(q.q, out, inF, true),
     );
     const s = g.initializer(`${name}.scale`, 'f32', [out], st ? file(st.scale) : q.scale);
-    product = (rows) => rowQuantizedMatMul(rows, b, s); // [N, out]
+    product = (rows) => rowQuantizedMatMul(rows, b, s, zero); // [N, out]
   } else {
     const nb = Math.ceil(inF / Q4_BLOCK);
+    const bits = blockBits(q.kind);
     const [st, bst] = [q.stored, q.back.stored];
-    const b = g.initializer(`${name}.q4`, 'u8', [out, nb, Q4_BLOCK / 2], st ? file(st.blocks) : q.blocks);
-    const s = g.initializer(`${name}.q4_scale`, 'f32', [out * nb], st ? file(st.scales) : q.scales);
+    const k = q.kind;
+    const b = g.initializer(`${name}.${k}`, 'u8', [out, nb, (Q4_BLOCK * bits) / 8], st ? file(st.blocks) : q.blocks);
+    const s = g.initializer(`${name}.${k}_scale`, 'f32', [out * nb], st ? file(st.scales) : q.scales);
+    const backCodes = bst?.codesOutIn ? file(bst.codesOutIn) : int8Bytes(q.back.q, out, inF, false);
     const back = {
       // [K, N] of dY·W̃: as stored
-      weight: g.initializer(`${name}.q4_back`, 'i8', [out, inF], bst?.codesOutIn ? file(bst.codesOutIn) : q.back.q),
-      scale: g.initializer(`${name}.q4_back_scale`, 'f32', [out], bst ? file(bst.scale) : q.back.scale),
+      weight: g.initializer(`${name}.${k}_back`, 'u8', [out, inF], backCodes),
+      scale: g.initializer(`${name}.${k}_back_scale`, 'f32', [out], bst ? file(bst.scale) : q.back.scale),
+      zero,
     };
     g.memo(NBITS_BACKWARD, b, () => back);
-    // accuracy_level 4: the kernel quantizes each 32-block of the input to int8 and multiplies in integers
-    const attrs = { K: inF, N: out, bits: 4, block_size: Q4_BLOCK, accuracy_level: 4 };
-    product = (rows) => g.op('MatMulNBits', [rows, b, s], attrs); // [N, out]
+    // accuracy_level 4: the kernel quantizes each 32-block of the input to int8 and multiplies in integers (with no
+    // zero point given, MatMulNBits' codes are offset by 2^(bits−1): 8 for q4, 128 for q8)
+    const attrs = { K: inF, N: out, bits, block_size: Q4_BLOCK, accuracy_level: 4 };
+    const codes = (rows: Tensor) => g.op('MatMulNBits', [rows, b, s], attrs); // [N, out]
+    const offsets = st?.offsets ? file(st.offsets) : q.offsets;
+    if (!offsets) product = codes;
+    else {
+      // W̃ = (code − 8)·d + offset per block: x·W̃ᵀ = MatMulNBits(x) + (block sums of x)·offsetᵀ, a float product
+      // 1/32 the size of the main one. Detached: the input gradient dY·W̃ comes whole from the backward copy.
+      const off = g.initializer(`${name}.${k}_offset`, 'f32', [out, nb], offsets).transpose([1, 0]); // [nb, out]
+      product = (rows) => codes(rows).add(rows.detach().reshape([-1, nb, Q4_BLOCK]).sum(2).matmul(off)); // [N, out]
+    }
   }
   const made = new Map<string, Tensor>();
   const dequantized = (dtype: 'f32' | 'f64'): Tensor => {

@@ -1,26 +1,30 @@
 /**
- * Quantizing frozen Linear weights on the host, for training adapters on a quantized base (QLoRA-style): int8 with
- * one scale per output channel, or 4-bit blocks of 32 along the input (the Q4_0 layout of ggml/GGUF: one scale per
- * block, codes 0..15 standing for (q − 8)·d). Each result says exactly which matrix W̃ the graph multiplies by
- * (`dequantize`), so tests and the float64 reference use the same W̃ the integer kernels use.
+ * Quantizing frozen Linear weights on the host, for training adapters on a quantized base (QLoRA-style): 8-bit or
+ * 4-bit blocks of 32 along the input (the Q8_0 / Q4_0 layouts of ggml/GGUF: one scale per block), and int8 with one
+ * scale per output channel (the blocks' backward copies). Each result says exactly which matrix W̃ the graph
+ * multiplies by (`dequantize`), so tests and the float64 reference use the same W̃ the integer kernels use.
  * Not here: the graph side (quant-linear.ts, graph/ops/quant.ts), which layers are quantized (models/quantize.ts).
  */
 import { LorakitError } from '../errors.ts';
 import { f16BitsToNumber, numberToF16Bits } from '../io/index.ts';
 
-/** The quantization of a frozen base: none, int8 per output channel, or 4-bit blocks (Q4_0-like). */
+/** The quantization of a frozen base: none, int8 (8-bit blocks, Q8_0-like) or q4 (4-bit blocks, Q4_0-like). */
 export type QuantMode = 'none' | 'int8' | 'q4';
 
 /** Weights per 4-bit block, as in GGUF's Q4_0/Q4_1 and ORT's MatMulNBits block_size. */
 export const Q4_BLOCK = 32;
 
 /**
- * Largest int8 code. 64, not 127: on x86 CPUs without VNNI (AVX2, AVX-512F) MLAS multiplies uint8 activations by
- * int8 weights with vpmaddubsw, which saturates each pair sum a₀b₀ + a₁b₁ at 32767; 255·127·2 overflows it,
- * 255·64·2 = 32640 does not. test/graph/ops/quant.test.ts failed its error bound with 127 on such a CPU. ORT's own
- * quantizer offers the same remedy (reduce_range). The cost: the weights' step doubles (error ≤ max|W_o|/128).
+ * Largest int8 code: the full symmetric range. The graph stores code + 128 as uint8 with zero point 128, so that
+ * ORT multiplies uint8 activations by uint8 weights (MLAS's U8U8 kernels, which widen to 16 bits and add in 32): the
+ * uint8 × int8 kernel of x86 CPUs without VNNI (AVX2, AVX-512F) adds products in pairs with vpmaddubsw, which
+ * saturates at 32767, and 255·127·2 overflows it. The earlier remedy, codes in [−64, 64], doubled the weights' step
+ * and cost real models (SmolLM2) more than the activations' rounding; docs/quantization.md has the measurements.
  */
-export const INT8_LEVELS = 64;
+export const INT8_LEVELS = 127;
+
+/** The uint8 zero point of stored int8 codes: byte = code + INT8_ZERO (nn/quant-linear.ts, the cache). */
+export const INT8_ZERO = 128;
 
 /** A byte range of a file: where a graph initializer reads its bytes (ORT memory-maps them). */
 export interface FileSpan {
@@ -34,9 +38,9 @@ export interface FileSpan {
  * layouts the graph multiplies by: a graph then references these bytes instead of copying the arrays into the model.
  */
 export interface StoredInt8 {
-  /** i8 [in, out]: the codes transposed, as a layer's forward product reads them (its own int8 weight). */
+  /** u8 [in, out]: the codes + INT8_ZERO transposed, as a layer's forward product reads them. */
   codesInOut?: FileSpan;
-  /** i8 [out, in]: the codes as stored in `q`, as a 4-bit layer's backward copy is read. */
+  /** u8 [out, in]: the codes + INT8_ZERO in `q`'s order, as a 4-bit layer's backward copy is read. */
   codesOutIn?: FileSpan;
   /** f32 [out]. */
   scale: FileSpan;
@@ -56,27 +60,45 @@ export interface Int8Weight {
 }
 
 /**
- * W̃[o, i] = (code − 8)·d[o, ⌊i/32⌋]: 4-bit codes in blocks of 32 along `in` (the last block zero-padded), laid out
- * as ORT's MatMulNBits reads them — byte j of a block holds element 2j (low nibble) and 2j+1 (high nibble). GGUF's
- * Q4_0 holds the same codes and the same f16 scale per block, but puts element j and j+16 in byte j: feeding a GGUF
- * block means reordering nibbles, not requantizing. `back` is W̃ requantized to int8 per output channel: the input
- * gradient multiplies by it (MatMulNBits has no transposed form).
+ * Weights in blocks of 32 along `in` (the last block zero-padded), one float scale per block, laid out as ORT's
+ * MatMulNBits reads them, with `back`, W̃ requantized to int8 per output channel: the input gradient multiplies by it
+ * (MatMulNBits has no transposed form).
+ * - q4: W̃[o, i] = (code − 8)·d[o, ⌊i/32⌋], 4-bit codes, 16 bytes a block: byte j holds element 2j (low nibble) and
+ *   2j+1 (high nibble). GGUF's Q4_0 holds the same codes and the same f16 scale per block, but puts element j and
+ *   j+16 in byte j: feeding a GGUF block means reordering nibbles, not requantizing.
+ * - q8: W̃[o, i] = (byte − 128)·d[o, ⌊i/32⌋], codes in [−127, 127], 32 bytes a block (GGUF's Q8_0 with the codes
+ *   offset by 128). The int8 mode's forward: MatMulNBits quantizes the input per 32-block too, so an outlier
+ *   activation coarsens its own block only, where a per-row grid lets it coarsen the whole row.
  */
-export interface Q4Weight {
-  kind: 'q4';
+export interface BlockWeight<K extends 'q4' | 'q8' = 'q4' | 'q8'> {
+  kind: K;
   out: number;
   in: number;
-  /** u8 [out, blocks, 16]. */
+  /** u8 [out, blocks, 32·bits/8]. */
   blocks: Uint8Array;
-  /** f32 [out·blocks]: each block's d, rounded to float16 as GGUF stores it. */
+  /** f32 [out·blocks]: each block's d (for q4 rounded to float16, as GGUF stores it). */
   scales: Float32Array;
+  /**
+   * f32 [out·blocks], when set: a constant added to each block's entries, W̃ = (code − 8)·d + offset (a GGUF Q4_1
+   * block's m + 8d, models/gguf-blocks.ts); the graph adds it as (block sums of x)·offsetᵀ.
+   */
+  offsets?: Float32Array;
   back: Int8Weight;
   /** Set when the arrays come from a file, as for Int8Weight. */
-  stored?: { blocks: FileSpan; scales: FileSpan };
+  stored?: { blocks: FileSpan; scales: FileSpan; offsets?: FileSpan };
 }
 
+/** 4-bit blocks (Q4_0-like); see BlockWeight. */
+export type Q4Weight = BlockWeight<'q4'>;
+
+/** 8-bit blocks (Q8_0-like): the int8 mode's weights; see BlockWeight. */
+export type Q8Weight = BlockWeight<'q8'>;
+
+/** Bits per code of a block weight. */
+export const blockBits = (kind: 'q4' | 'q8'): 4 | 8 => (kind === 'q4' ? 4 : 8);
+
 /** A quantized Linear weight. */
-export type QuantizedWeight = Int8Weight | Q4Weight;
+export type QuantizedWeight = Int8Weight | BlockWeight;
 
 /** Symmetric int8 per output channel of W [out, in] (row-major): |W − W̃| ≤ scale[o]/2 elementwise. */
 export function quantizeInt8(w: Float32Array, out: number, inF: number): Int8Weight {
@@ -121,8 +143,34 @@ export function quantizeQ4(w: Float32Array, out: number, inF: number): Q4Weight 
       for (let j = 0; j < Q4_BLOCK / 2; j++) blocks[at + j] = codes[2 * j] | (codes[2 * j + 1] << 4);
     }
   }
-  const back = quantizeInt8(dequantizeQ4(blocks, scales, out, inF), out, inF);
-  return { kind: 'q4', out, in: inF, blocks, scales, back };
+  return blockWeight('q4', out, inF, blocks, scales) as Q4Weight;
+}
+
+/**
+ * Symmetric 8-bit blocks of 32 along `in` (Q8_0's rounding with a float32 scale): d = max|w|/127 per block, code =
+ * round(w/d), so |W − W̃| ≤ d/2 elementwise, d being at most the row's int8 scale (a block's max is at most the row's).
+ */
+export function quantizeQ8(w: Float32Array, out: number, inF: number): Q8Weight {
+  checkSize(w, out, inF);
+  const nb = Math.ceil(inF / Q4_BLOCK);
+  const blocks = new Uint8Array(out * nb * Q4_BLOCK).fill(INT8_ZERO); // padding: code 0
+  const scales = new Float32Array(out * nb);
+  for (let o = 0; o < out; o++) {
+    for (let b = 0; b < nb; b++) {
+      const start = o * inF + b * Q4_BLOCK;
+      const len = Math.min(Q4_BLOCK, inF - b * Q4_BLOCK);
+      let m = 0;
+      for (let j = 0; j < len; j++) m = Math.max(m, Math.abs(w[start + j]));
+      const d = Math.fround(m / INT8_LEVELS);
+      scales[o * nb + b] = d;
+      if (d === 0) continue;
+      const at = (o * nb + b) * Q4_BLOCK;
+      const L = INT8_LEVELS;
+      for (let j = 0; j < len; j++)
+        blocks[at + j] = Math.max(-L, Math.min(L, Math.round(w[start + j] / d))) + INT8_ZERO;
+    }
+  }
+  return blockWeight('q8', out, inF, blocks, scales) as Q8Weight;
 }
 
 /** W̃ [out, in], the matrix the quantized product multiplies by (for q4: the forward's; its backward uses `back`). */
@@ -132,28 +180,52 @@ export function dequantize(q: QuantizedWeight): Float32Array {
     for (let o = 0; o < q.out; o++) for (let i = 0; i < q.in; i++) w[o * q.in + i] = q.scale[o] * q.q[o * q.in + i];
     return w;
   }
-  return dequantizeQ4(q.blocks, q.scales, q.out, q.in);
+  return dequantizeBlocks(q.kind, q.blocks, q.scales, q.out, q.in, q.offsets);
 }
 
-/** W̃ [out, in] of 4-bit blocks laid out as Q4Weight says. */
-function dequantizeQ4(blocks: Uint8Array, scales: Float32Array, out: number, inF: number): Float32Array {
+/** A BlockWeight of the given arrays, with its backward copy: W̃ requantized to int8 per output channel. */
+export function blockWeight(
+  kind: 'q4' | 'q8',
+  out: number,
+  inF: number,
+  blocks: Uint8Array,
+  scales: Float32Array,
+  offsets?: Float32Array,
+): BlockWeight {
+  const back = quantizeInt8(dequantizeBlocks(kind, blocks, scales, out, inF, offsets), out, inF);
+  return { kind, out, in: inF, blocks, scales, ...(offsets ? { offsets } : {}), back };
+}
+
+/** W̃ [out, in] of blocks laid out as BlockWeight says. */
+function dequantizeBlocks(
+  kind: 'q4' | 'q8',
+  blocks: Uint8Array,
+  scales: Float32Array,
+  out: number,
+  inF: number,
+  offsets?: Float32Array,
+): Float32Array {
   const w = new Float32Array(out * inF);
   const nb = Math.ceil(inF / Q4_BLOCK);
+  const per = (Q4_BLOCK * blockBits(kind)) / 8; // bytes per block
   for (let o = 0; o < out; o++) {
     for (let i = 0; i < inF; i++) {
       const b = Math.floor(i / Q4_BLOCK);
       const j = i % Q4_BLOCK;
-      const byte = blocks[(o * nb + b) * (Q4_BLOCK / 2) + (j >> 1)];
-      const code = j & 1 ? byte >> 4 : byte & 15;
-      w[o * inF + i] = (code - 8) * scales[o * nb + b];
+      const at = (o * nb + b) * per;
+      const code =
+        kind === 'q8'
+          ? blocks[at + j] - INT8_ZERO
+          : (j & 1 ? blocks[at + (j >> 1)] >> 4 : blocks[at + (j >> 1)] & 15) - 8;
+      w[o * inF + i] = code * scales[o * nb + b] + (offsets ? offsets[o * nb + b] : 0);
     }
   }
   return w;
 }
 
-/** Quantizes W [out, in] in `mode` ('none' is not a quantization). */
+/** Quantizes W [out, in] in `mode` ('none' is not a quantization): int8 is 8-bit blocks (q8), q4 4-bit blocks. */
 export function quantizeWeight(w: Float32Array, out: number, inF: number, mode: Exclude<QuantMode, 'none'>) {
-  return mode === 'int8' ? quantizeInt8(w, out, inF) : quantizeQ4(w, out, inF);
+  return mode === 'int8' ? quantizeQ8(w, out, inF) : quantizeQ4(w, out, inF);
 }
 
 /** Bytes the quantized weight occupies (codes and scales; for q4 with its int8 backward copy). From the sizes alone,
@@ -161,7 +233,8 @@ export function quantizeWeight(w: Float32Array, out: number, inF: number, mode: 
 export function quantizedBytes(q: QuantizedWeight): number {
   if (q.kind === 'int8') return q.out * q.in + 4 * q.out;
   const nb = Math.ceil(q.in / Q4_BLOCK);
-  return q.out * nb * (Q4_BLOCK / 2) + 4 * q.out * nb + quantizedBytes(q.back);
+  const offsets = (q.stored ? q.stored.offsets : q.offsets) ? 4 * q.out * nb : 0; // without reading a stored file
+  return (q.out * nb * Q4_BLOCK * blockBits(q.kind)) / 8 + 4 * q.out * nb + offsets + quantizedBytes(q.back);
 }
 
 function checkSize(w: Float32Array, out: number, inF: number): void {

@@ -108,7 +108,9 @@ test('a changed model file is a miss: new weights, and the old entry of that fol
   await m0.close();
   // read now: the rebuild deletes this file, and a cached weight reads its arrays from it lazily
   const before = first.weights.get([...first.weights.keys()][0])!;
-  const [codes0, scale0] = before.kind === 'int8' ? [Array.from(before.q), Array.from(before.scale)] : [[], []];
+  // int8 mode: 8-bit blocks whose bytes are code + 128
+  const [codes0, scale0] =
+    before.kind === 'q8' ? [Array.from(before.blocks, (x) => x - 128), [...before.scales]] : [[]];
   // The file rewritten in place with one weight negated: same size and inode, a new mtime (what the key sees); the
   // codes below show the new values were quantized, not the old file's.
   const path = join(dir, 'model.safetensors');
@@ -131,13 +133,13 @@ test('a changed model file is a miss: new weights, and the old entry of that fol
   assert.deepEqual(cacheFiles(cache), [second.cache!.path.split('/').at(-1)]);
   assertSameWeights(second.weights, (await cachedQuantizeBase(model, 'int8', { cacheDir: false })).weights);
   const b = second.weights.get(name)!;
-  assert.ok(b.kind === 'int8' && codes0.some((x) => x !== 0));
+  assert.ok(b.kind === 'q8' && codes0.some((x) => x !== 0));
   // negating W negates the codes (symmetric rounding) and keeps the scales
   assert.deepEqual(
-    Array.from(b.q),
+    Array.from(b.blocks, (x) => x - 128),
     codes0.map((x) => (x === 0 ? 0 : -x)),
   );
-  assert.deepEqual(Array.from(b.scale), scale0);
+  assert.deepEqual(Array.from(b.scales), scale0);
   await model.close();
 });
 

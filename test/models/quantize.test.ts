@@ -23,8 +23,7 @@ test('the Linears and Conv1Ds of the blocks are quantized; the embedding and the
     const qb = await quantizeBase(MODULES, read, mode);
     const names = ['model.layers.0.q_proj.weight', 'model.layers.1.q_proj.weight', 'model.layers.1.c_fc.weight'];
     assert.deepEqual([...qb.weights.keys()].sort(), names.sort());
-    // (the toy's 6-wide inputs pad q4's 32-blocks, so only int8 is smaller here)
-    if (mode === 'int8') assert.ok(qb.quantizedBytes < qb.floatBytes, `${qb.quantizedBytes} < ${qb.floatBytes} bytes`);
+    // (the toy's 6-wide inputs pad the 32-blocks, so the quantized form is larger here: nothing to check)
   }
 });
 

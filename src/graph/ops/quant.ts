@@ -11,12 +11,14 @@ import { memoTable } from '../memo.ts';
 import { fmtShape } from '../shape.ts';
 import type { OpDef, QuantOp } from './types.ts';
 
-/** The int8 copy of a 4-bit weight that its input gradient multiplies by: W̃ [N, K] ≈ diag(scale)·weight. */
+/** The int8 copy of a 4-bit weight that its input gradient multiplies by: W̃ [N, K] ≈ diag(scale)·(weight − zero). */
 export interface BackwardWeight {
-  /** i8 [N, K]: W̃ requantized per row n. */
+  /** u8 [N, K]: W̃ requantized per row n, stored as code + zero. */
   weight: Tensor;
   /** f32 [N]. */
   scale: Tensor;
+  /** u8 scalar: the codes' zero point. */
+  zero: Tensor;
 }
 
 /**
@@ -27,14 +29,16 @@ export interface BackwardWeight {
 export const NBITS_BACKWARD = memoTable<Tensor, BackwardWeight>('MatMulNBits: int8 copy of the weight for dX');
 
 /**
- * a·B̃ for float a [..., K] and int8 b [K, N] with per-column scales bScale [N] (B̃ = b·diag(bScale)), with a
- * quantized per row: each row is divided by its largest magnitude r (detached) before DynamicQuantizeMatMul, whose
- * per-tensor uint8 grid over [−1, 1] is then a per-row grid of step 2r/255, and the product is multiplied back by r.
- * Without it one large row (a token with a large output gradient) would coarsen the grid of every other row.
+ * a·B̃ for float a [..., K] and uint8 b [K, N] with zero point bZero (u8 scalar) and per-column scales bScale [N]
+ * (B̃ = (b − bZero)·diag(bScale)), with a quantized per row: each row is divided by its largest magnitude r
+ * (detached) before DynamicQuantizeMatMul, whose per-tensor uint8 grid over [−1, 1] is then a per-row grid of step
+ * 2r/255, and the product is multiplied back by r. Without it one large row (a token with a large output gradient)
+ * would coarsen the grid of every other row. B is uint8, not int8, so that ORT runs its U8U8 kernels, which do not
+ * saturate (nn/quantize.ts INT8_LEVELS says why).
  */
-export function rowQuantizedMatMul(a: Tensor, b: Tensor, bScale: Tensor): Tensor {
+export function rowQuantizedMatMul(a: Tensor, b: Tensor, bScale: Tensor, bZero: Tensor): Tensor {
   const r = a.abs().max(-1, true).maximum(1e-30).detach(); // [..., 1]; an all-zero row stays 0
-  return a.graph.op('DynamicQuantizeMatMul', [a.div(r), b, bScale]).mul(r); // [..., N]
+  return a.graph.op('DynamicQuantizeMatMul', [a.div(r), b, bScale, bZero]).mul(r); // [..., N]
 }
 
 const intAttr = (v: unknown, what: string): number => {
@@ -56,26 +60,30 @@ function checkA(a: Tensor, k: number | string, op: string): void {
 }
 
 export const quantOps: Record<QuantOp, OpDef> = {
-  // Y = A·(B·diag(b_scale)), A quantized per tensor to uint8 inside the kernel (lorakit adds biases itself).
+  // Y = A·((B − b_zero)·diag(b_scale)), A quantized per tensor to uint8 inside the kernel (lorakit adds biases
+  // itself).
   DynamicQuantizeMatMul: {
     domain: 'com.microsoft',
-    infer: ([a, b, s, ...rest]) => {
-      if (b!.dtype !== 'i8' || b!.rank !== 2 || s!.dtype !== 'f32' || rest.some((t) => t))
+    infer: ([a, b, s, zp, ...rest]) => {
+      if (b!.dtype !== 'u8' || b!.rank !== 2 || s!.dtype !== 'f32' || zp?.dtype !== 'u8' || zp.rank !== 0 || rest[0])
         throw new LorakitError(
           'LK_DTYPE_MISMATCH',
-          `DynamicQuantizeMatMul: lorakit uses B i8 [K, N] with f32 scales, no zero point or bias; got ${b!.toString()}`,
+          `DynamicQuantizeMatMul: lorakit uses B u8 [K, N] with f32 scales and a u8 scalar zero point, no bias; got ` +
+            `${b!.toString()}${zp ? `, zero point ${zp.toString()}` : ', no zero point'}`,
         );
       checkA(a!, b!.shape[0], 'DynamicQuantizeMatMul');
       return [{ dtype: 'f32', shape: [...a!.shape.slice(0, -1), b!.shape[1]] }];
     },
-    // dA = dY·B̃ᵀ = (dY·diag(s))·Bᵀ: the same product with B transposed (ORT folds that int8 transpose once at load).
-    // B and its scales are constants.
+    // dA = dY·B̃ᵀ = (dY·diag(s))·(B − z)ᵀ: the same product with B transposed (ORT folds that uint8 transpose once at
+    // load). B, its scales and zero point are constants.
     vjp: (n, [dy], need) => {
-      const [, b, s] = n.inputs;
-      return [need[0] ? rowQuantizedMatMul(dy!.mul(s!), b!.transpose([1, 0]), dy!.graph.scalar(1, 'f32')) : null];
+      const [, b, s, z] = n.inputs;
+      const one = dy!.graph.scalar(1, 'f32');
+      return [need[0] ? rowQuantizedMatMul(dy!.mul(s!), b!.transpose([1, 0]), one, z!) : null];
     },
   },
-  // Y = A·W̃ᵀ for W̃ [N, K] in 4-bit blocks of block_size along K: W̃[n, k] = (q − 8)·scale[n, k / block_size].
+  // Y = A·W̃ᵀ for W̃ [N, K] in blocks of block_size along K: W̃[n, k] = (q − 2^(bits−1))·scale[n, k / block_size]
+  // (lorakit uses bits 4 and 8). No zero point: a float one sends ORT to its float kernel.
   MatMulNBits: {
     domain: 'com.microsoft',
     infer: ([a, b, s, zp], at) => {
@@ -90,14 +98,14 @@ export const quantOps: Record<QuantOp, OpDef> = {
       checkA(a!, K, 'MatMulNBits');
       return [{ dtype: 'f32', shape: [...a!.shape.slice(0, -1), N] }];
     },
-    // dA = dY·W̃ ≈ (dY·diag(scale))·weight with the registered int8 copy (NBITS_BACKWARD).
+    // dA = dY·W̃ ≈ (dY·diag(scale))·(weight − zero) with the registered int8 copy (NBITS_BACKWARD).
     vjp: (n, [dy], need) => {
       const b = n.inputs[1]!;
       if (!need[0]) return [null];
       const back = b.graph.memo(NBITS_BACKWARD, b, () =>
         internal(`MatMulNBits weight ${b.name} has no int8 backward copy; build 4-bit layers with quantizedLinear()`),
       );
-      return [rowQuantizedMatMul(dy!.mul(back.scale), back.weight, dy!.graph.scalar(1, 'f32'))];
+      return [rowQuantizedMatMul(dy!.mul(back.scale), back.weight, dy!.graph.scalar(1, 'f32'), back.zero)];
     },
   },
 };

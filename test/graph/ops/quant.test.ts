@@ -1,6 +1,7 @@
-// The integer products of a quantized Linear (DynamicQuantizeMatMul for int8, MatMulNBits for 4-bit), forward x·W̃ᵀ
-// and input gradient dY·W̃, against the same products in float64 on the host, within the error bound each
-// quantization allows; and against the float W within the bound that adds the weights' own rounding.
+// The integer products of a quantized Linear (DynamicQuantizeMatMul for per-channel int8 and every backward copy,
+// MatMulNBits for 8-bit and 4-bit blocks), forward x·W̃ᵀ and input gradient dY·W̃, against the same products in
+// float64 on the host, within the error bound each quantization allows; and against the float W within the bound
+// that adds the weights' own rounding.
 //
 // The bounds. Row i of the float input a (x, or dY·diag(s) in the backward) has largest magnitude rᵢ.
 //  - DynamicQuantizeMatMul sees a/r, whose entries lie in [−1, 1]: it quantizes that tensor to uint8 with step
@@ -9,15 +10,22 @@
 //        |(a·B̃)[i, n] − (a·B̃)_exact[i, n]| ≤ rᵢ/255 · Σₖ |B̃[k, n]|                                   (1)
 //  - MatMulNBits with accuracy_level 4 quantizes each 32-block of a row symmetrically to int8 (step amax/127, error
 //    ≤ amax/254 ≤ rᵢ/254), so |(x·W̃ᵀ)[i, o] − exact| ≤ rᵢ/254 · Σₖ |W̃[o, k]|                         (2)
-//  - Codes stay within ±64 (nn/quantize.ts INT8_LEVELS: MLAS's AVX2 kernel saturates with ±127, and this test
-// caught it). Against the float W: int8 adds |W − W̃| ≤ s_o/2 per entry (quantizeInt8), Q4_0 adds ≤ |d_block|
-// (quantizeQ4),
-//    times |x| summed over the row.
+//  - Codes use the full ±127: DynamicQuantizeMatMul's weights are uint8 with zero point 128 (nn/quantize.ts
+//    INT8_LEVELS: MLAS's AVX2 uint8×int8 kernel saturates with ±127; the last test here is built to hit that).
+//    Against the float W: per-channel int8 adds |W − W̃| ≤ s_o/2 per entry (quantizeInt8), Q4_0 adds ≤ |d_block|,
+//    times Σ|x|.
 // Float32 rounding of the rescales adds a relative 1e-6 of Σ|a||B̃|; the test allows 1e-5 of it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph, grad } from '../../../src/graph/index.ts';
-import { type QuantizedWeight, dequantize, quantizeInt8, quantizeQ4, quantizedTensors } from '../../../src/nn/index.ts';
+import {
+  type QuantizedWeight,
+  dequantize,
+  quantizeInt8,
+  quantizeQ4,
+  quantizeQ8,
+  quantizedTensors,
+} from '../../../src/nn/index.ts';
 import { compile } from '../../../src/runtime/index.ts';
 import { randArray, rng } from '../../helpers.ts';
 
@@ -143,38 +151,39 @@ for (const inputs of ['random', 'adversarial'] as const) {
     assert.ok(fw > 0, 'the quantized product is not the float one (else the test would test nothing)');
   });
 
-  test(`q4: x·W̃ᵀ through MatMulNBits within bound (2), dY·W̃ through its int8 copy (${inputs} inputs)`, async () => {
-    const q = quantizeQ4(W, OUT, IN);
-    const Wt = dequantize(q);
-    const x = make(13);
-    const { y, dx } = await run(q, x, R);
-    checkProduct(
-      'y',
-      y,
-      x,
-      (k, o) => Wt[o * IN + k],
-      [N, IN, OUT],
-      (i) => rowMax(x, i, IN) / 254,
-    );
-    // the backward multiplies by back = W̃ requantized (≤ s_back/2 per entry) with R·diag(s_back) quantized per row
-    const b = q.back;
-    const a = R.map((v, k) => v * b.scale[k % OUT]);
-    const l1 = (i: number) => R.subarray(i * OUT, (i + 1) * OUT).reduce((s, v) => s + Math.abs(v), 0);
-    const sMax = Math.max(...b.scale);
-    checkProduct(
-      'dx',
-      dx,
-      R,
-      (o, k) => Wt[o * IN + k],
-      [N, OUT, IN],
-      () => 0,
-      (i, k) => {
-        let codes = 0;
-        for (let o = 0; o < OUT; o++) codes += Math.abs(b.q[o * IN + k]);
-        return (rowMax(a, i, OUT) / 255) * codes * 1.0001 + (sMax / 2) * l1(i) * 1.0001;
-      },
-    );
-  });
+  for (const kind of ['q4', 'q8'] as const)
+    test(`${kind}: x·W̃ᵀ through MatMulNBits within bound (2), dY·W̃ through its copy (${inputs} inputs)`, async () => {
+      const q = kind === 'q4' ? quantizeQ4(W, OUT, IN) : quantizeQ8(W, OUT, IN);
+      const Wt = dequantize(q);
+      const x = make(13);
+      const { y, dx } = await run(q, x, R);
+      checkProduct(
+        'y',
+        y,
+        x,
+        (k, o) => Wt[o * IN + k],
+        [N, IN, OUT],
+        (i) => rowMax(x, i, IN) / 254,
+      );
+      // the backward multiplies by back = W̃ requantized (≤ s_back/2 per entry) with R·diag(s_back) quantized per row
+      const b = q.back;
+      const a = R.map((v, k) => v * b.scale[k % OUT]);
+      const l1 = (i: number) => R.subarray(i * OUT, (i + 1) * OUT).reduce((s, v) => s + Math.abs(v), 0);
+      const sMax = Math.max(...b.scale);
+      checkProduct(
+        'dx',
+        dx,
+        R,
+        (o, k) => Wt[o * IN + k],
+        [N, OUT, IN],
+        () => 0,
+        (i, k) => {
+          let codes = 0;
+          for (let o = 0; o < OUT; o++) codes += Math.abs(b.q[o * IN + k]);
+          return (rowMax(a, i, OUT) / 255) * codes * 1.0001 + (sMax / 2) * l1(i) * 1.0001;
+        },
+      );
+    });
 }
 
 test('q4 codes read by MatMulNBits are the ones dequantize() reads: a one-hot input picks one column of W̃', async () => {
@@ -188,5 +197,40 @@ test('q4 codes read by MatMulNBits are the ones dequantize() reads: a one-hot in
     const { y } = await run(q, x, new Float32Array(N * OUT));
     for (let o = 0; o < OUT; o++)
       assert.ok(Math.abs(y[o] - Wt[o * IN + k]) <= 1e-6 * wMax, `column ${k}, row ${o}: ${y[o]} ≠ ${Wt[o * IN + k]}`);
+  }
+});
+
+test('no saturation: full-range codes (±127) times inputs whose rounded codes are extreme, both signs', async () => {
+  // Every weight of a row at ±max, so its codes are ±127 in every product (q8 blocks, the per-row int8 forward and
+  // every backward copy), and inputs ±1 with the row's signs, so the activations' codes are extreme too: a kernel
+  // that adds uint8×int8 pairs in 16 bits (vpmaddubsw) saturates here and misses the bound by far.
+  const W = Float32Array.from(randArray(OUT * IN, 31), (v) => (v > 0 ? 0.2 : -0.2));
+  const x = new Float32Array(N * IN);
+  for (let i = 0; i < N; i++)
+    for (let k = 0; k < IN; k++) x[i * IN + k] = (i % 2 ? -1 : 1) * Math.sign(W[(i % OUT) * IN + k]);
+  const R = new Float32Array(N * OUT);
+  for (let i = 0; i < N; i++) for (let o = 0; o < OUT; o++) R[i * OUT + o] = (i % 2 ? -1 : 1) * (o % 3 ? 1 : -1);
+  for (const q of [quantizeInt8(W, OUT, IN), quantizeQ8(W, OUT, IN)]) {
+    const Wt = dequantize(q);
+    const { y, dx } = await run(q, x, R);
+    checkProduct(
+      `${q.kind} y`,
+      y,
+      x,
+      (k, o) => Wt[o * IN + k],
+      [N, IN, OUT],
+      (i) => rowMax(x, i, IN) / 254,
+    );
+    // dY·W̃ through the per-row copy (int8 itself, or the blocks' back copy: W̃ exactly here, every entry ±max)
+    const back = q.kind === 'int8' ? q : q.back;
+    const a = R.map((v, k) => v * back.scale[k % OUT]);
+    checkProduct(
+      `${q.kind} dx`,
+      dx,
+      a,
+      (o, k) => back.q[o * IN + k],
+      [N, OUT, IN],
+      (i) => rowMax(a, i, OUT) / 255,
+    );
   }
 });
