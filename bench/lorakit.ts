@@ -67,7 +67,8 @@ export async function trainerStep(w: Workload, model: LoadedModel) {
 }
 
 async function runTrainOrEval(w: Workload, t0: number) {
-  const model = await quantizeModel(await loadModel(await ensureModel(w.model)), w.quantize ?? 'none');
+  const loaded = await loadModel(await ensureModel(w.model));
+  const model = await quantizeModel(loaded, w.quantize ?? 'none', { head: w.quantizeHead === true });
   const { task, options, adapterParams } = await trainerStep(w, model);
   const first = (task.batches({ epoch: 0, index: 0 }) as Iterable<TrainBatch>)[Symbol.iterator]().next().value!;
   const rng = new Rng(0);

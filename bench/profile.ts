@@ -5,7 +5,7 @@
  * optimizer, from the node-name scopes `grad/` and `optim/`). Prints the tables and writes
  * bench/results/profile-<kind>-<model>-<targets>.json.
  * node --import tsx bench/profile.ts [train|eval] [gpt2|smollm] [attn|all] [--batch N --seq N --runs N --compile JSON
- * --top N --quantize none|int8|q4]
+ * --top N --quantize none|int8|q4 --quantize-head]
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -59,6 +59,7 @@ async function main(): Promise<void> {
     runsArg = Number(flag('--runs', '3'));
   const extra = JSON.parse(flag('--compile', '{}')) as CompileOptions;
   const quantize = flag('--quantize', 'none') as 'none' | 'int8' | 'q4';
+  const head = process.argv.includes('--quantize-head');
   const [kind = 'train', model = 'gpt2', targets = 'attn'] = args as ['train' | 'eval', ModelName, Targets];
   const w: Workload = {
     id: `${kind} ${model} ${targets}`,
@@ -75,7 +76,7 @@ async function main(): Promise<void> {
   };
   const dir = join(tmpdir(), `lorakit-profile-${process.pid}`);
   mkdirSync(dir, { recursive: true });
-  const lm = await quantizeModel(await loadModel(await ensureModel(model)), quantize);
+  const lm = await quantizeModel(await loadModel(await ensureModel(model)), quantize, { head });
   const { task, options } = await trainerStep(w, lm);
   const ortOptions = {
     enableProfiling: true,
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
     `\n${table([['op node (layers merged)', 'ms', 'share', 'nodes'], ...byPattern.slice(0, 2 * top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`,
   );
   mkdirSync(RESULTS, { recursive: true });
-  const suffix = quantize === 'none' ? '' : `-${quantize}`;
+  const suffix = (quantize === 'none' ? '' : `-${quantize}`) + (head ? '-head' : '');
   const out = join(RESULTS, `profile-${kind}-${model}-${targets}${suffix}.json`);
   writeFileSync(
     out,

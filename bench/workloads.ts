@@ -43,6 +43,8 @@ export interface Workload {
    * row compares an int8 lorakit step with PEFT's float32 one.
    */
   quantize?: 'int8' | 'q4';
+  /** lorakit only, with `quantize`: the output head quantized too (run setting `quantize_head`). */
+  quantizeHead?: boolean;
   /** PEFT only: "bf16" runs PEFT's forward under torch.autocast(cpu, bfloat16) (interop/bench_peft.py). */
   peftAutocast?: 'bf16';
   /** PEFT only: transformers' attn_implementation (default sdpa, transformers' own default). */

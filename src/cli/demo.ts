@@ -2,8 +2,7 @@
 // models/demo-base/, with no download; prints progress, the adapter folder, a sample before/after, and as its last
 // line `held-out loss <before> -> <after>`. The work is `runDemo` (src/demo/run.ts); this file maps flags onto it.
 import type { CommandModule } from './main.ts';
-import { intFlag } from './flags.ts';
-import { LorakitError } from '../errors.ts';
+import { intFlag, quantizeFlag } from './flags.ts';
 
 interface DemoFlags {
   steps?: string | number;
@@ -30,11 +29,7 @@ export const register: CommandModule['register'] = (cli) => {
     .action(async (flags: DemoFlags) => {
       const steps = intFlag('steps', flags.steps, 1);
       const seed = intFlag('seed', flags.seed, 0);
-      const quantize = flags.quantize ?? 'none';
-      if (quantize !== 'none' && quantize !== 'int8' && quantize !== 'q4')
-        throw new LorakitError('LK_INVALID_ARGUMENT', `--quantize: expected none, int8 or q4, got ${quantize}`, {
-          option: 'quantize',
-        });
+      const quantize = quantizeFlag(flags.quantize);
       const { runDemo } = await import('../demo/index.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');
       const say = (line: string) => {

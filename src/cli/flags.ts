@@ -42,3 +42,10 @@ export function intListFlag(flag: string, v: unknown): number[] | undefined {
     throw bad(flag, `--${flag} expects positive integers separated by commas (e.g. 1,2,4,8), got ${JSON.stringify(v)}`);
   return ns;
 }
+
+/** `--quantize none|int8|q4` (the frozen base's format); 'none' when absent. */
+export function quantizeFlag(v: unknown): 'none' | 'int8' | 'q4' {
+  if (v === undefined) return 'none';
+  if (v === 'none' || v === 'int8' || v === 'q4') return v;
+  throw bad('quantize', `--quantize expects none, int8 or q4, got ${JSON.stringify(v)}`);
+}

@@ -2,7 +2,7 @@
 import { LorakitError } from '../errors.ts';
 import type { CommandModule } from './main.ts';
 import { loadCliAdapter } from './adapter.ts';
-import { requiredFlag, numberFlag } from './flags.ts';
+import { requiredFlag, numberFlag, quantizeFlag } from './flags.ts';
 
 interface Flags {
   model?: string;
@@ -17,6 +17,7 @@ interface Flags {
   system?: string | number;
   chat?: boolean;
   adapter?: unknown;
+  quantize?: unknown;
 }
 
 export const register: CommandModule['register'] = (cli) => {
@@ -33,18 +34,21 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--repetition-penalty <r>', "transformers' repetition penalty (> 1 discourages repeats)")
     .option('--seed <n>', 'Seed for sampling (default: random)')
     .option('--stop <text>', 'Stop before this text (repeatable)')
+    .option('--quantize <mode>', "Hold the base's frozen Linears quantized: none, int8 or q4 (default none)")
     .option('--adapter <dir>', "PEFT adapter folder to generate with (applied through the model's hooks, unmerged)")
     .action(async (flags: Flags) => {
       const modelDir = requiredFlag('model', flags.model, 'a Hugging Face model folder or a .gguf file');
       if (flags.prompt === undefined || typeof flags.prompt === 'boolean')
         throw new LorakitError('LK_INVALID_ARGUMENT', '--prompt <text> is required', { option: 'prompt' });
       const prompt = String(flags.prompt);
-      const { loadModel } = await import('../models/index.ts');
+      const quantize = quantizeFlag(flags.quantize);
+      const { loadModel, quantizeModel } = await import('../models/index.ts');
       const { generate } = await import('../models/generate.ts');
       const { HfTokenizer, loadChatTemplate } = await import('../io/index.ts');
       const { shutdownRuntime } = await import('../runtime/index.ts');
-      const model = await loadModel(modelDir);
+      const loaded = await loadModel(modelDir);
       try {
+        const model = await quantizeModel(loaded, quantize);
         const tokenizer = await HfTokenizer.fromDir(model.dir);
         let input: { prompt: string } | { messages: { role: string; content: string }[]; chatTemplate: string };
         if (flags.chat) {
@@ -82,7 +86,7 @@ export const register: CommandModule['register'] = (cli) => {
         });
         process.stdout.write('\n');
       } finally {
-        await model.close();
+        await loaded.close();
         await shutdownRuntime();
       }
     });

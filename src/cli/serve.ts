@@ -1,7 +1,7 @@
 // `lorakit serve`: maps flags to `startServer()` (server/index.ts) and keeps it running until SIGINT or SIGTERM,
 // then drains it. Nothing here that a library user of startServer would need.
 import { LorakitError } from '../errors.ts';
-import { intFlag, requiredFlag } from './flags.ts';
+import { intFlag, quantizeFlag, requiredFlag } from './flags.ts';
 import type { CommandModule } from './main.ts';
 
 interface Flags {
@@ -22,6 +22,7 @@ interface Flags {
   maxTokens?: unknown;
   maxConcurrent?: unknown;
   maxBody?: unknown;
+  quantize?: unknown;
   runtimeAdapters?: boolean;
   log?: boolean;
 }
@@ -35,6 +36,7 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--adapters <dir>', 'Folder of PEFT adapter folders, served by name (the `model` field of a request)')
     .option('--port <n>', 'Port', { default: 8000 })
     .option('--host <addr>', 'Address to listen on', { default: '127.0.0.1' })
+    .option('--quantize <mode>', "Hold the base's frozen Linears quantized: none, int8 or q4", { default: 'none' })
     .option('--api-key <key>', 'Require `Authorization: Bearer <key>` on /v1/ (repeatable)')
     .option('--served-model-name <id>', 'The base model id in requests (default: the --model argument)')
     .option('--chat-template <file>', "Jinja chat template for the base model (default: the model folder's)")
@@ -52,6 +54,7 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--log', "Log every request (Fastify's logger)")
     .action(async (flags: Flags) => {
       const model = requiredFlag('model', flags.model, 'a Hugging Face model folder');
+      const quantize = quantizeFlag(flags.quantize);
       const str = (flag: string, v: unknown) => {
         if (v === undefined) return undefined;
         if (typeof v !== 'string' && typeof v !== 'number')
@@ -64,6 +67,7 @@ export const register: CommandModule['register'] = (cli) => {
       const { startServer } = await import('../server/index.ts');
       const server = await startServer({
         model,
+        quantize,
         adapterDir: str('adapters', flags.adapters) ?? null,
         port: intFlag('port', flags.port, 0),
         host: str('host', flags.host),
@@ -86,7 +90,8 @@ export const register: CommandModule['register'] = (cli) => {
       const { limits, kv, slots } = server.engine.parts;
       console.log(
         `lorakit serve: ${server.state.modelName} on ${server.url} (OpenAI API under /v1; ${slots.slots - 1} ` +
-          `adapter slots of rank ${slots.rank}, KV cache ${kv.capacity} tokens, batch ${limits.maxRows})`,
+          `adapter slots of rank ${slots.rank}, KV cache ${kv.capacity} tokens, batch ${limits.maxRows}` +
+          `${quantize === 'none' ? '' : `, base quantized ${quantize}`})`,
       );
       await new Promise<void>((resolve) => {
         const stop = () => resolve();

@@ -14,11 +14,13 @@ export { loadModel, familyOf, type LoadedModel, type ContextOptions } from './lo
 export {
   type QuantizedBase,
   type QuantizeOptions,
+  type QuantizeScope,
   cachedQuantizeBase,
   quantizable,
   quantizeBase,
   quantizeModel,
   quantizedModules,
+  refuseTrainedHead,
 } from './quantize.ts';
 export type { Family, FamilyName, ParamSpec } from './family.ts';
 export {

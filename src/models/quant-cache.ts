@@ -47,13 +47,14 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /**
  * The cache slot of a model folder `dir` in `cacheDir`, or null when the folder holds no safetensors file to key
- * on (an in-memory model): such a model is quantized on every load. `source` names where blocks taken as they are
- * came from (a GGUF file), so such a file and a requantized one are different entries.
+   * on (an in-memory model): such a model is quantized on every load. `variant` is the mode, with `-head` when the
+   * output head is quantized too: each variant has its own file. `source` names where blocks taken as they are came
+   * from (a GGUF file), so such a file and a requantized one are different entries.
  */
 export async function quantCacheSlot(
   cacheDir: string,
   dir: string,
-  mode: Exclude<QuantMode, 'none'>,
+  variant: Exclude<QuantMode, 'none'> | `${Exclude<QuantMode, 'none'>}-head`,
   specs: readonly CachedWeightSpec[],
   source = '',
 ): Promise<QuantCacheSlot | null> {
@@ -63,16 +64,16 @@ export async function quantCacheSlot(
     /\.safetensors(\.index\.json)?$/.test(n),
   );
   if (names.length === 0) return null;
-  let id = `${FORMAT}\0${VERSION}\0${INT8_LEVELS}\0${Q4_BLOCK}\0${mode}\0${real}\0${source}`;
+  let id = `${FORMAT}\0${VERSION}\0${INT8_LEVELS}\0${Q4_BLOCK}\0${variant}\0${real}\0${source}`;
   for (const n of names.sort()) {
     const s = await stat(join(real, n));
     id += `\0${n}\0${s.dev}\0${s.ino}\0${s.size}\0${s.mtimeMs}`;
   }
   for (const w of specs) id += `\0${w.name}:${w.out}x${w.in}`;
   const key = sha(id);
-  // the version leads the mode: a checkout of another version sharing this cache folder (its prefix `<hash>-<mode>-`)
-  // does not delete this file while a run of this version has it mapped, nor does this one delete theirs
-  const prefix = `${sha(real).slice(0, 16)}-v${VERSION}-${mode}-`;
+  // the version leads the variant: a checkout of another version sharing this cache folder (its prefix
+  // `<hash>-v<version>-<variant>-`) does not delete this file while a run of this version has it mapped, nor this one theirs
+  const prefix = `${sha(real).slice(0, 16)}-v${VERSION}-${variant}-`;
   return { path: join(cacheDir, `${prefix}${key.slice(0, 24)}.safetensors`), prefix, key };
 }
 

@@ -1,8 +1,11 @@
 /**
  * A quantized frozen base (QLoRA-style): every Linear/Conv1D of the transformer blocks gets its weight quantized
  * once on the host (nn/quantize.ts), and every graph built from the returned model multiplies by it through
- * ORT's integer kernels. Embeddings, norms and the output head stay in float, as bitsandbytes keeps lm_head: the
- * head's product over the vocabulary is the most sensitive one, and tied to the embedding it is no Linear here.
+ * ORT's integer kernels. Embeddings and norms stay in float; so does the output head by default, as bitsandbytes
+ * keeps lm_head (its product over the vocabulary is the most sensitive one). With `head: true` the head is
+ * quantized too (tied to the embedding, it gets its own quantized copy; the embedding's lookup stays float): its
+ * forward and its input gradient, the step's largest products after the blocks', then run through the same
+ * kernels. A quantized head must be frozen: a graph that would train or replace it is refused.
  * Not here: the quantization formats (nn/quantize.ts), the graph ops (graph/ops/quant.ts).
  */
 import { LorakitError } from '../errors.ts';
@@ -25,24 +28,74 @@ export interface QuantizedBase {
   quantizedBytes: number;
   /** Set when the weights point into a cache file: its path, and whether it existed (hit) or was written now. */
   cache?: { path: string; hit: boolean };
+  /** The output head's module path and weight name when it is quantized too (`head: true`), else null. */
+  head: { path: string; weightName: string } | null;
 }
 
-/** Whether a module of the list is quantized: Linears and Conv1Ds except the output head and tied weights. */
-export function quantizable(m: ModuleInfo, all: readonly ModuleInfo[]): boolean {
+/** Which modules a base quantizes beyond the blocks' Linears. */
+export interface QuantizeScope {
+  /** Quantize the output head too (default false). */
+  head?: boolean;
+}
+
+const isHead = (m: ModuleInfo) => /(^|\.)lm_head$/.test(m.path);
+
+/**
+ * Whether a module of the list is quantized: Linears and Conv1Ds except tied weights and the output head, which is
+ * quantized (tied or not) only with `scope.head`.
+ */
+export function quantizable(m: ModuleInfo, all: readonly ModuleInfo[], scope: QuantizeScope = {}): boolean {
   if (m.kind !== 'linear' && m.kind !== 'conv1d') return false;
-  if (/(^|\.)lm_head$/.test(m.path)) return false;
+  if (isHead(m)) return scope.head === true;
   return !all.some((o) => o !== m && o.kind === 'embedding' && o.weightName === m.weightName);
 }
 
 /** The modules quantizeBase quantizes: quantizable ones, each weight once (shared weights are quantized once). */
-export function quantizedModules(modules: readonly ModuleInfo[]): LinearInfo[] {
+export function quantizedModules(modules: readonly ModuleInfo[], scope: QuantizeScope = {}): LinearInfo[] {
   const seen = new Set<string>();
   return modules.filter((m): m is LinearInfo => {
     if (m.kind !== 'linear' && m.kind !== 'conv1d') return false;
-    if (!quantizable(m, modules) || seen.has(m.weightName)) return false;
+    if (!quantizable(m, modules, scope) || seen.has(m.weightName)) return false;
     seen.add(m.weightName);
     return true;
   });
+}
+
+/** The output head of a module list that `scope` quantizes, or null. */
+function quantizedHead(modules: readonly ModuleInfo[], scope: QuantizeScope): QuantizedBase['head'] {
+  if (!scope.head) return null;
+  const h = modules.find(isHead);
+  if (!h || (h.kind !== 'linear' && h.kind !== 'conv1d'))
+    throw new LorakitError('LK_UNSUPPORTED', 'quantize head: the model has no output head (lm_head) to quantize');
+  return { path: h.path, weightName: h.weightName };
+}
+
+/**
+ * Refuses a graph that would train or replace a quantized output head: its weight among `trainable` (full
+ * fine-tuning, a trained tied embedding) or `overrides` (merged weights), or its module among `saved` (an adapter's
+ * modules_to_save copy, which would silently compute in float instead). The quantized head is frozen by design: its
+ * weight gets no gradient, and the codes would not follow an update.
+ */
+export function refuseTrainedHead(
+  base: QuantizedBase | undefined,
+  o: { trainable?: Iterable<string>; overrides?: ReadonlyMap<string, unknown>; saved?: Iterable<string> },
+): void {
+  const head = base?.head;
+  if (!head) return;
+  const why = [...(o.trainable ?? [])].includes(head.weightName)
+    ? `its weight '${head.weightName}' is trained here`
+    : o.overrides?.has(head.weightName)
+      ? `its weight '${head.weightName}' is replaced here (merged or in-memory weights)`
+      : [...(o.saved ?? [])].includes(head.path)
+        ? `the adapter trains a copy of '${head.path}' (modules_to_save)`
+        : null;
+  if (why)
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `quantize head: the output head is quantized, so it must stay frozen, but ${why}; quantize the head only ` +
+        'for adapters that leave it frozen (or turn quantize_head off)',
+      { option: 'quantize_head' },
+    );
 }
 
 /**
@@ -55,9 +108,11 @@ export async function quantizeBase(
   read: (name: string) => Promise<Float32Array>,
   mode: Exclude<QuantMode, 'none'>,
   native: ReadonlyMap<string, QuantizedWeight> = new Map(),
+  scope: QuantizeScope = {},
 ): Promise<QuantizedBase> {
   const weights = new Map<string, QuantizedWeight>();
-  for (const m of quantizedModules(modules)) {
+  const head = quantizedHead(modules, scope);
+  for (const m of quantizedModules(modules, scope)) {
     const { inFeatures: inF, outFeatures: out } = m;
     const given = native.get(m.weightName);
     if (given) {
@@ -68,21 +123,25 @@ export async function quantizeBase(
     const w = m.kind === 'conv1d' ? transpose(stored, inF, out) : stored; // [out, in]
     weights.set(m.weightName, quantizeWeight(w, out, inF, mode));
   }
-  return summary(mode, weights);
+  return summary(mode, weights, head);
 }
 
-function summary(mode: Exclude<QuantMode, 'none'>, weights: Map<string, QuantizedWeight>): QuantizedBase {
+function summary(
+  mode: Exclude<QuantMode, 'none'>,
+  weights: Map<string, QuantizedWeight>,
+  head: QuantizedBase['head'],
+): QuantizedBase {
   let floatBytes = 0;
   let qBytes = 0;
   for (const q of weights.values()) {
     floatBytes += 4 * q.out * q.in;
     qBytes += quantizedBytes(q);
   }
-  return { mode, weights, floatBytes, quantizedBytes: qBytes };
+  return { mode, weights, floatBytes, quantizedBytes: qBytes, head };
 }
 
 /** Options of quantizeModel. */
-export interface QuantizeOptions {
+export interface QuantizeOptions extends QuantizeScope {
   /**
    * Folder of the quantized-weight cache (quant-cache.ts); default `quantized/` under the lorakit cache root; false
    * quantizes in memory on every call (the graphs then carry the codes inline).
@@ -109,22 +168,27 @@ export async function cachedQuantizeBase(
   opts: QuantizeOptions = {},
 ): Promise<QuantizedBase> {
   const modules = model.modules();
+  const scope: QuantizeScope = { head: opts.head === true };
+  const head = quantizedHead(modules, scope);
   // a folder converted from a GGUF: its Q4_0/Q4_1 (q4) or Q8_0 (int8) tensors are used as the file holds them
   const gguf = opts.gguf === false ? null : await ggufSourceOf(model.dir);
   const quantize = async () => {
     const c = model.config as { model_type: string; num_attention_heads?: number; num_key_value_heads?: number };
     const heads = c.model_type === 'llama' ? { q: c.num_attention_heads ?? 0, kv: c.num_key_value_heads ?? 0 } : null;
     const native = gguf ? (await nativeBlockWeights(gguf, quantizedModules(modules), mode, heads)).weights : undefined;
-    return quantizeBase(modules, (n) => model.read(n), mode, native);
+    return quantizeBase(modules, (n) => model.read(n), mode, native, scope);
   };
   if (opts.cacheDir === false) return quantize();
   const note = opts.onNote ?? ((m: string) => console.warn(`lorakit: ${m}`));
-  const specs = cachedSpecs(quantizedModules(modules));
+  const specs = cachedSpecs(quantizedModules(modules, scope));
+  // with the head the file holds one more weight: its own slot, so runs with and without it do not evict each other
+  const variant = head ? (`${mode}-head` as const) : mode;
   const cacheDir = opts.cacheDir ?? lorakitCacheDir('quantized');
-  const slot = await quantCacheSlot(cacheDir, model.dir, mode, specs, gguf ? `gguf ${gguf}` : '');
+  const slot = await quantCacheSlot(cacheDir, model.dir, variant, specs, gguf ? `gguf ${gguf}` : '');
   if (!slot) return quantize();
   const found = await readQuantCache(slot, mode, specs);
-  if (found && 'weights' in found) return { ...summary(mode, found.weights), cache: { path: slot.path, hit: true } };
+  if (found && 'weights' in found)
+    return { ...summary(mode, found.weights, head), cache: { path: slot.path, hit: true } };
   if (found) note(`the quantized-weight cache ${slot.path} is unusable (${found.problem}); rebuilding it`);
   const base = await quantize();
   try {
@@ -135,26 +199,39 @@ export async function cachedQuantizeBase(
   }
   const back = await readQuantCache(slot, mode, specs);
   if (!back || !('weights' in back)) return base; // removed or replaced by another process meanwhile: use ours
-  return { ...summary(mode, back.weights), cache: { path: slot.path, hit: false } };
+  return { ...summary(mode, back.weights, head), cache: { path: slot.path, hit: false } };
 }
 
 /**
- * The model with its frozen Linears quantized in `mode`: its contexts (and so every graph: train step, eval,
- * generation) multiply by the quantized weights. 'none' returns the model itself. The weights come from the
- * quantized-weight cache when it holds them (see QuantizeOptions).
+ * The model with its frozen Linears quantized in `mode` (and its output head with `opts.head`): its contexts (and so
+ * every graph: train step, eval, generation) multiply by the quantized weights. 'none' returns the model itself
+ * (`head` then has nothing to apply to and is refused). The weights come from the quantized-weight cache when it
+ * holds them (see QuantizeOptions). A context that trains or replaces a quantized head is refused
+ * (refuseTrainedHead).
  */
 export async function quantizeModel(
   model: LoadedModel,
   mode: QuantMode,
   opts: QuantizeOptions = {},
 ): Promise<LoadedModel> {
-  if (mode === 'none') return model;
-  if (mode !== 'int8' && mode !== 'q4')
+  if (mode !== 'none' && mode !== 'int8' && mode !== 'q4')
     throw new LorakitError('LK_INVALID_ARGUMENT', `quantize: mode must be none, int8 or q4, got ${String(mode)}`);
+  if (mode === 'none') {
+    if (opts.head)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        "quantize head: the head is quantized in the base's format, " + 'and the mode is none; use int8 or q4',
+        { option: 'quantize_head' },
+      );
+    return model;
+  }
   const base = await cachedQuantizeBase(model, mode, opts);
   return {
     ...model,
-    context: (graph, opts = {}) => model.context(graph, { quantized: base.weights, ...opts }),
+    context: (graph, opts = {}) => {
+      refuseTrainedHead(base, opts);
+      return model.context(graph, { quantized: base.weights, ...opts });
+    },
     quantizedBase: base,
   };
 }

@@ -7,7 +7,8 @@
 import { readFile } from 'node:fs/promises';
 import { LorakitError } from '../errors.ts';
 import { HfTokenizer, findChatTemplate } from '../io/index.ts';
-import { loadModel } from '../models/index.ts';
+import { loadModel, quantizeModel } from '../models/index.ts';
+import type { QuantMode } from '../nn/index.ts';
 import { type EngineOptions, type Engine, createEngine } from '../serve/index.ts';
 import { type App, type AppOptions, createApp } from './app.ts';
 
@@ -21,6 +22,11 @@ export interface ServerOptions
     Omit<AppOptions, 'engine' | 'tokenizer' | 'chatTemplate'> {
   /** A Hugging Face model folder, a hub id in the local cache, or a .gguf file (converted once, then cached). */
   model: string;
+  /**
+   * Keep the frozen base's Linears quantized (models/quantize.ts; default none): every row's base products run
+   * through the integer kernels training uses, whatever its adapter.
+   */
+  quantize?: QuantMode;
   /** A Jinja chat template file for the base model (default: the model folder's). */
   chatTemplateFile?: string;
   /** Port (default 8000, as vLLM; 0: any free port) and host (default 127.0.0.1). */
@@ -39,7 +45,11 @@ export interface RunningServer extends App {
 
 /** Opens the model, builds the engine and the app, and listens. */
 export async function startServer(o: ServerOptions): Promise<RunningServer> {
-  const model = await loadModel(o.model);
+  const loaded = await loadModel(o.model);
+  const model = await quantizeModel(loaded, o.quantize ?? 'none').catch(async (e) => {
+    await loaded.close();
+    throw e;
+  });
   try {
     const tokenizer = await HfTokenizer.fromDir(model.dir);
     const chatTemplate = o.chatTemplateFile

@@ -36,6 +36,13 @@ export const runConfigSchema = z.strictObject({
       "Keep the frozen base's Linears quantized (QLoRA-style): int8 per output channel, or q4 (4-bit blocks of 32, " +
         'Q4_0-like); both products run through integer kernels. The adapter, norms, attention and loss stay float32.',
     ),
+  quantize_head: z
+    .boolean()
+    .default(false)
+    .describe(
+      'Quantize the output head (lm_head, or its tied embedding) too, in the `quantize` format: its forward and input ' +
+        'gradient run through the integer kernels. The head must stay frozen (no modules_to_save on it).',
+    ),
   output_dir: z
     .string()
     .min(1)

@@ -3,7 +3,7 @@
  * with the Trainer, and say where everything was written. The CLI's `train` command is a thin shell over this.
  */
 import { join } from '../io/host.ts';
-import { loadModel, quantizeModel } from '../models/index.ts';
+import { loadModel, quantizeModel, refuseTrainedHead } from '../models/index.ts';
 import { HfTokenizer, fsError, isSystemError, lockFolder } from '../io/index.ts';
 import { LorakitError, respell } from '../errors.ts';
 import { PeftModel, adaptable, loadAdapter, readAdapterConfig } from '../peft/index.ts';
@@ -46,7 +46,11 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
 
 async function run(c: RunConfig, extra: Partial<TrainOptions>): Promise<RunOutput> {
   await checkRunPaths(c);
-  const model = await quantizeModel(await loadModel(c.model), c.quantize);
+  const loaded = await loadModel(c.model);
+  const model = await quantizeModel(loaded, c.quantize, { head: c.quantize_head }).catch(async (e) => {
+    await loaded.close();
+    throw e;
+  });
   try {
     checkRunModel(c, model);
     const tokenizer = await HfTokenizer.fromDir(model.dir);
@@ -70,6 +74,8 @@ async function run(c: RunConfig, extra: Partial<TrainOptions>): Promise<RunOutpu
       const configOverrides = await continuingConfig(from, extra);
       await loadAdapter(peft, from, 'default', { configOverrides, seed: t.seed, calibrate });
     }
+    const added = peft.get('default');
+    refuseTrainedHead(model.quantizedBase, { trainable: added.weights.keys(), saved: added.modules.keys() });
     const task = causalLmTask({
       model,
       peft,

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HfTokenizer } from '../../src/io/tokenizer.ts';
-import { loadModel } from '../../src/models/index.ts';
+import { loadModel, quantizeModel } from '../../src/models/index.ts';
 import { generate } from '../../src/models/generate.ts';
 import { shutdownRuntime } from '../../src/runtime/index.ts';
 import { fakeHubRepo } from '../io/fake-hub.ts';
@@ -92,6 +92,18 @@ test('--model takes a hub id found in the local Hugging Face cache (a snapshot o
   );
 });
 
+test('generate --quantize int8 streams the greedy tokens of the library on the same int8 base', async () => {
+  const r = lorakit('--model', QWEN, '--prompt', 'The truth is', '--max-new-tokens', '8', '--quantize', 'int8');
+  assert.equal(r.status, 0, r.stderr);
+  const [model, tokenizer] = await Promise.all([loadModel(QWEN), HfTokenizer.fromDir(QWEN)]);
+  const q = await quantizeModel(model, 'int8', { cacheDir: false });
+  const lib = await generate(q, tokenizer, { prompt: 'The truth is', maxNewTokens: 8 });
+  const float = await generate(model, tokenizer, { prompt: 'The truth is', maxNewTokens: 8 });
+  await model.close();
+  assert.equal(r.stdout, `${lib.rows[0].text}\n`);
+  assert.notDeepEqual(lib.rows[0].tokenIds, float.rows[0].tokenIds, 'int8 changes some token on this fixture');
+});
+
 test('generate errors are one line on stderr and exit 1', () => {
   const cases: [string[], RegExp][] = [
     [
@@ -101,6 +113,10 @@ test('generate errors are one line on stderr and exit 1', () => {
     [
       ['--model', QWEN, '--prompt', 'x', '--top-k', 'many'],
       /^lorakit: --top-k expects a number, got "many" \[LK_INVALID_ARGUMENT\]\n$/,
+    ],
+    [
+      ['--model', QWEN, '--prompt', 'x', '--quantize', 'int4'],
+      /^lorakit: --quantize expects none, int8 or q4, got "int4" \[LK_INVALID_ARGUMENT\]\n$/,
     ],
     [
       ['--prompt', 'x'],

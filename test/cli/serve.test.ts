@@ -36,6 +36,18 @@ test('lorakit serve listens, answers, and drains on SIGTERM', async () => {
   assert.match(out, /draining/);
 });
 
+test('lorakit serve refuses an unknown --quantize mode in one line, before loading the model', async () => {
+  const r = await new Promise<{ code: number; stderr: string }>((done) => {
+    execFile(
+      process.execPath,
+      ['bin/lorakit.mjs', 'serve', '--model', 'models/demo-base', '--quantize', 'fp8'],
+      (err, _o, stderr) => done({ code: err ? Number(err.code) : 0, stderr }),
+    );
+  });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^lorakit: --quantize expects none, int8 or q4, got "fp8" \[LK_INVALID_ARGUMENT\]\n$/);
+});
+
 test('lorakit serve names a missing GGUF model in one line', async () => {
   const r = await new Promise<{ code: number; stderr: string }>((done) => {
     execFile(process.execPath, ['bin/lorakit.mjs', 'serve', '--model', 'no-such-model.gguf'], (err, _o, stderr) =>

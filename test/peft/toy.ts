@@ -102,14 +102,14 @@ export interface ToyOptions {
   quantized?: ReadonlyMap<string, QuantizedWeight>;
 }
 
-/** logits [B, T, V] of the toy model for ids [B, T]. */
+/** logits [B, T, V] of the toy model for ids [B, T], and the head's input `hidden` [B, T, O]. */
 export function toyForward(
   g: Graph,
   ids: Tensor,
   weights: Map<string, Float32Array>,
   hooks: ModuleHooks = {},
   opts: ToyOptions = {},
-): { logits: Tensor; ws: WeightSource } {
+): { logits: Tensor; hidden: Tensor; ws: WeightSource } {
   const { trainable, dtype, namePrefix } = opts;
   const ws = new WeightSource(g, null, { overrides: weights, trainable, dtype, namePrefix });
   const modules = modulesOf(opts.conv);
@@ -125,7 +125,7 @@ export function toyForward(
     b = convCtx.conv2d(CONV.path, x).squeeze(3).transpose([0, 2, 1]).cast(b.dtype).tanh(); // [B, T, D]
   }
   const c = ctx.linear('model.layers.1.c_fc', b).tanh();
-  return { logits: ctx.linear('lm_head', c), ws };
+  return { logits: ctx.linear('lm_head', c), hidden: c, ws };
 }
 
 export const IDS = BigInt64Array.from([1, 4, 7, 10, 2, 0, 3, 3].map(BigInt));
@@ -156,7 +156,7 @@ export function toyLoss(
   const ids = g.input('ids', 'i64', [2, 4]);
   const labels = g.input('labels', 'i64', [8]);
   const opts = { dtype: o.dtype, conv: o.conv, trainable: peft.trainableWeights(adapter), quantized: o.quantized };
-  const { logits, ws } = toyForward(g, ids, weights, binding.hooks, opts);
+  const { logits, hidden, ws } = toyForward(g, ids, weights, binding.hooks, opts);
   const flat = logits.reshape([8, V]);
   let loss = crossEntropy(flat, labels);
   const counted = labels.equal(labels.lift(-100)).not();
@@ -175,7 +175,7 @@ export function toyLoss(
   };
   for (const t of binding.lossTerms())
     loss = loss.add(t.build({ logits: flat, targets: labels, counted, frozenLogits }));
-  return { loss, binding, ws };
+  return { loss, binding, ws, hidden };
 }
 
 /** A TrainTask training adapter `adapter` of `peft` on the toy model, as causal-lm.ts does on real models. */
