@@ -47,9 +47,9 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 /**
  * The cache slot of a model folder `dir` in `cacheDir`, or null when the folder holds no safetensors file to key
-   * on (an in-memory model): such a model is quantized on every load. `variant` is the mode, with `-head` when the
-   * output head is quantized too: each variant has its own file. `source` names where blocks taken as they are came
-   * from (a GGUF file), so such a file and a requantized one are different entries.
+ * on (an in-memory model): such a model is quantized on every load. `variant` is the mode, with `-head` when the
+ * output head is quantized too: each variant has its own file. `source` names where blocks taken as they are came
+ * from (a GGUF file), so such a file and a requantized one are different entries.
  */
 export async function quantCacheSlot(
   cacheDir: string,
