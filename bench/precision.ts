@@ -1,7 +1,7 @@
 /**
  * What ORT's CPU EP offers below float32 on this machine: the 2048³ product of `npm run bench`'s peak in float32,
  * float16, bfloat16, and int8 (MatMulInteger u8·s8 → i32, and com.microsoft DynamicQuantizeMatMul: float32 in, int8
- * weights, the activations quantized on the fly). Prints a table and writes bench/results/precision.json; a dtype
+ * weights, the activations quantized on the fly), and MatMulNBits (8- and 4-bit weight blocks, the quantized bases' kernel). Prints a table and writes bench/results/precision.json; a dtype
  * with no CPU kernel is reported as such. The models are written with onnx-proto (a dev dependency), not with
  * lorakit's graph builder, whose op table has no integer matmuls.
  *   node --import tsx bench/precision.ts [--threads N]
@@ -24,7 +24,8 @@ interface Case {
   domain?: string;
   a: number;
   y: number;
-  b: { type: number; raw: Uint8Array };
+  b: { type: number; raw: Uint8Array; dims?: number[] };
+  attrs?: Record<string, number>;
   extra?: { name: string; type: number; dims: number[]; raw: Uint8Array }[];
   feed: () => ort.Tensor;
 }
@@ -74,6 +75,22 @@ const cases: Case[] = [
     extra: [{ name: 's', type: T.FLOAT, dims: [n], raw: bytes(new Float32Array(n).fill(0.01)) }],
     feed: () => new ort.Tensor('float32', new Float32Array(n * n).fill(0.5), [n, n]),
   },
+  ...([8, 4] as const).flatMap((bits) =>
+    ([4, 0] as const).map(
+      (level): Case => ({
+        // lorakit's quantized bases: weights in blocks of 32 along K; level 4 quantizes the input per block to int8
+        name: `${bits}-bit MatMulNBits, blocks of 32, accuracy_level ${level}`,
+        op: 'MatMulNBits',
+        domain: 'com.microsoft',
+        a: T.FLOAT,
+        y: T.FLOAT,
+        b: { type: T.UINT8, raw: new Uint8Array((n * n * bits) / 8).fill(0x9a), dims: [n, n / 32, (32 * bits) / 8] },
+        attrs: { K: n, N: n, bits, block_size: 32, accuracy_level: level },
+        extra: [{ name: 's', type: T.FLOAT, dims: [(n * n) / 32], raw: bytes(new Float32Array((n * n) / 32).fill(0.01)) }],
+        feed: () => new ort.Tensor('float32', new Float32Array(n * n).fill(0.5), [n, n]),
+      }),
+    ),
+  ),
 ];
 
 function model(c: Case): Uint8Array {
@@ -84,7 +101,7 @@ function model(c: Case): Uint8Array {
     rawData: bytes(BigInt64Array.of(BigInt(v))),
   });
   const init = [
-    { name: 'b', dataType: c.b.type, dims: [n, n], rawData: c.b.raw },
+    { name: 'b', dataType: c.b.type, dims: c.b.dims ?? [n, n], rawData: c.b.raw },
     ...(c.extra ?? []).map((e) => ({ name: e.name, dataType: e.type, dims: e.dims, rawData: e.raw })),
     i64('zero', 0),
     i64('one', 1),
@@ -110,6 +127,11 @@ function model(c: Case): Uint8Array {
           domain: c.domain ?? '',
           input: ['a', 'b', ...(c.extra ?? []).map((e) => e.name)],
           output: ['product'],
+          attribute: Object.entries(c.attrs ?? {}).map(([name, i]) => ({
+            name,
+            type: onnx.AttributeProto.AttributeType.INT,
+            i,
+          })),
         },
         { opType: 'Slice', input: ['product', 'zero', 'one', 'zero'], output: ['y'] }, // one row out: only the product is timed
       ],
@@ -139,6 +161,7 @@ async function main(): Promise<void> {
     }
     await s.release();
     rows.push({ name: c.name, gops: (2 * n ** 3) / best / 1e6, note: `${best.toFixed(1)} ms per product` });
+    console.log(`${c.name}: ${best.toFixed(1)} ms`);
   }
   // torch on the same machine, for scale: float32 (MKL) and bfloat16 (oneDNN, AMX where present).
   await ensureVenv();

@@ -73,9 +73,11 @@ export function quantizedTensors(g: Graph, name: string, q: QuantizedWeight, fan
       zero,
     };
     g.memo(NBITS_BACKWARD, b, () => back);
-    // accuracy_level 4: the kernel quantizes each 32-block of the input to int8 and multiplies in integers (with no
-    // zero point given, MatMulNBits' codes are offset by 2^(bits−1): 8 for q4, 128 for q8)
-    const attrs = { K: inF, N: out, bits, block_size: Q4_BLOCK, accuracy_level: 4 };
+    // accuracy_level 4 (q4): the kernel quantizes each 32-block of the input to int8 and multiplies in integers;
+    // level 0 (q8): float input, weight blocks unpacked to float — on AVX2 ORT's 8-bit integer path is slower than
+    // that (bench/precision.ts: 142 against 108 ms per 2048³ product), and level 0 adds no input rounding. With no
+    // zero point given, MatMulNBits' codes are offset by 2^(bits−1): 8 for q4, 128 for q8.
+    const attrs = { K: inF, N: out, bits, block_size: Q4_BLOCK, accuracy_level: bits === 8 ? 0 : 4 };
     const codes = (rows: Tensor) => g.op('MatMulNBits', [rows, b, s], attrs); // [N, out]
     const offsets = st?.offsets ? file(st.offsets) : q.offsets;
     if (!offsets) product = codes;

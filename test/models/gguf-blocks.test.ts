@@ -55,7 +55,7 @@ async function run(q: BlockWeight, x: Float32Array, R: Float32Array) {
 }
 
 for (const type of ['Q4_0', 'Q4_1', 'Q8_0'] as const) {
-  test(`${type}: the file's blocks reordered give ggml's W, and x·W̃ᵀ is within the activation bound`, async () => {
+  test(`${type}: the file's blocks reordered give ggml's W, and x·W̃ᵀ is within its bound (q4: x rounded per block)`, async () => {
     const raw = randomBlocks(type, OUT, IN, 7);
     const want = ggmlDequantize(ggmlTypeByName(type), raw, OUT * IN); // [OUT, IN] in file row order
     const rows = Int32Array.from({ length: OUT }, (_, o) => (o * 5) % OUT); // HF row o = file row 5o mod 24
@@ -86,13 +86,14 @@ for (const type of ['Q4_0', 'Q4_1', 'Q8_0'] as const) {
           codes += Math.abs(codesPart(o, k));
           abs += Math.abs(x[i * IN + k] * want[rows[o] * IN + k]);
         }
-        const bound = (r / 254) * codes + 1e-5 * abs;
+        // q4 quantizes x per 32-block (accuracy_level 4); q8 multiplies float x by the unpacked blocks (level 0)
+        const bound = (type === 'Q8_0' ? 0 : (r / 254) * codes) + 1e-5 * abs;
         const err = Math.abs(y[i * OUT + o] - exact);
         assert.ok(err <= bound, `y[${i}, ${o}] = ${y[i * OUT + o]}, exact ${exact}: error ${err} > ${bound}`);
         worst = Math.max(worst, err / bound);
       }
     }
-    assert.ok(worst > 1e-3, 'the product went through the integer kernel (else it would be exact)');
+    if (type !== 'Q8_0') assert.ok(worst > 1e-3, 'the product went through the integer kernel (else it would be exact)');
     // dx = R·W̃ through the per-row copy (≤ s/2 per entry) with R·diag(s) quantized per row; counted once
     const b = q.back;
     const sMax = Math.max(...b.scale);
