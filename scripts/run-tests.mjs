@@ -26,8 +26,24 @@ if (files.length === 0) {
 // across runs (it grew to ~1,600 entries, 2 GB) made each new entry cost ~0.3 s of CPU, more than it saved
 // (trans-lora.test.ts: 10.7 s of CPU against 4.7 s with an empty root). A fresh root is also what a fresh clone
 // tests with. An explicit LORAKIT_CACHE is used as given and kept.
+// The root's name carries this process's id: a run killed by SIGKILL cannot remove its root, so each run removes the
+// roots of runs whose process is gone.
 const ownCache = process.env.LORAKIT_CACHE === undefined;
-const cacheRoot = process.env.LORAKIT_CACHE ?? mkdtempSync(join(tmpdir(), 'lorakit-test-cache-'));
+const PREFIX = 'lorakit-test-cache-';
+const alive = (pid) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM'; // someone else's live process
+  }
+};
+if (ownCache)
+  for (const name of readdirSync(tmpdir())) {
+    const pid = Number(new RegExp(`^${PREFIX}(\\d+)-`).exec(name)?.[1]);
+    if (pid && pid !== process.pid && !alive(pid)) rmSync(join(tmpdir(), name), { recursive: true, force: true });
+  }
+const cacheRoot = process.env.LORAKIT_CACHE ?? mkdtempSync(join(tmpdir(), `${PREFIX}${process.pid}-`));
 const dropCache = () => {
   if (ownCache) rmSync(cacheRoot, { recursive: true, force: true });
 };
