@@ -64,6 +64,14 @@ export function linearInfo(
   return { kind, path, inFeatures, outFeatures, weightName, biasName: bias ? `${path}.bias` : null };
 }
 
+/**
+ * The output head `lm_head` [V, D]: a tied checkpoint (GPT-2, SmolLM, Llama 3.2 1B) stores no lm_head.weight, and the
+ * head reads the embedding matrix `embeddingWeight` instead.
+ */
+export function lmHeadInfo(hidden: number, vocab: number, tied: boolean, embeddingWeight: string): ModuleInfo {
+  return linearInfo('lm_head', hidden, vocab, false, 'linear', tied ? embeddingWeight : 'lm_head.weight');
+}
+
 /** An Embedding module entry with weight `<path>.weight`. */
 export function embeddingInfo(path: string, numEmbeddings: number, dim: number): ModuleInfo {
   return { kind: 'embedding', path, numEmbeddings, dim, weightName: `${path}.weight` };

@@ -16,7 +16,7 @@ import {
   splitHeads,
 } from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
-import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
+import { type Family, type ParamSpec, embeddingInfo, linearInfo, lmHeadInfo, parametersOf } from './family.ts';
 
 export type { Gpt2Config };
 type Ctx = ModelContext<Gpt2Config>;
@@ -123,17 +123,7 @@ function gpt2Modules(c: Gpt2Config): ModuleInfo[] {
       linearInfo(`${block(i)}.mlp.c_proj`, I, D, true, 'conv1d'),
     );
   }
-  // lm_head is an ordinary Linear [V, D]; GPT-2 checkpoints tie it to wte and usually do not store it.
-  mods.push(
-    linearInfo(
-      'lm_head',
-      D,
-      c.vocab_size,
-      false,
-      'linear',
-      c.tie_word_embeddings ? 'transformer.wte.weight' : 'lm_head.weight',
-    ),
-  );
+  mods.push(lmHeadInfo(D, c.vocab_size, c.tie_word_embeddings, 'transformer.wte.weight'));
   return mods;
 }
 

@@ -21,7 +21,7 @@ import {
   splitHeads,
 } from '../nn/index.ts';
 import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
-import { type Family, type ParamSpec, embeddingInfo, linearInfo, parametersOf } from './family.ts';
+import { type Family, type ParamSpec, embeddingInfo, linearInfo, lmHeadInfo, parametersOf } from './family.ts';
 
 /** Llama, Mistral and Qwen2 configs, normalised by io/config.ts (head_dim, kv heads and biases resolved). */
 export type LlamaConfig = LlamaLikeConfig;
@@ -135,17 +135,7 @@ function llamaModules(c: LlamaConfig): ModuleInfo[] {
       linearInfo(`${m}.down_proj`, I, D, c.mlp_bias),
     );
   }
-  // Tied checkpoints (SmolLM, Llama 3.2 1B) have no lm_head.weight: the head reads the embedding matrix.
-  mods.push(
-    linearInfo(
-      'lm_head',
-      D,
-      c.vocab_size,
-      false,
-      'linear',
-      c.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight',
-    ),
-  );
+  mods.push(lmHeadInfo(D, c.vocab_size, c.tie_word_embeddings, 'model.embed_tokens.weight'));
   return mods;
 }
 

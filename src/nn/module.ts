@@ -41,8 +41,8 @@ export interface EmbeddingModule {
   base(ids: Tensor): Tensor;
 }
 
-/** A torch.nn.Conv2d as the frozen base model has it (zero padding, the same on both sides of an axis). */
-export interface Conv2dModule {
+/** A torch.nn.Conv2d's sizes and settings (zero padding [ph, pw], the same on both sides of an axis). */
+export interface Conv2dShape {
   path: string;
   inChannels: number;
   outChannels: number;
@@ -51,6 +51,10 @@ export interface Conv2dModule {
   padding: [number, number];
   dilation: [number, number];
   groups: number;
+}
+
+/** A torch.nn.Conv2d as the frozen base model has it. */
+export interface Conv2dModule extends Conv2dShape {
   /** [out, in/groups, kh, kw], as torch stores it. */
   weight: Tensor;
   bias: Tensor | null;
@@ -65,17 +69,9 @@ export interface ModuleHooks {
   conv2d?(m: Conv2dModule, x: Tensor): Tensor;
 }
 
-/** A Conv2d entry of a model's module list; sizes and settings are torch.nn.Conv2d's (padding [ph, pw]). */
-export interface Conv2dInfo {
+/** A Conv2d entry of a model's module list. */
+export interface Conv2dInfo extends Conv2dShape {
   kind: 'conv2d';
-  path: string;
-  inChannels: number;
-  outChannels: number;
-  kernel: [number, number];
-  stride: [number, number];
-  padding: [number, number];
-  dilation: [number, number];
-  groups: number;
   weightName: string;
   biasName: string | null;
 }
