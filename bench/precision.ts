@@ -86,7 +86,9 @@ const cases: Case[] = [
         y: T.FLOAT,
         b: { type: T.UINT8, raw: new Uint8Array((n * n * bits) / 8).fill(0x9a), dims: [n, n / 32, (32 * bits) / 8] },
         attrs: { K: n, N: n, bits, block_size: 32, accuracy_level: level },
-        extra: [{ name: 's', type: T.FLOAT, dims: [(n * n) / 32], raw: bytes(new Float32Array((n * n) / 32).fill(0.01)) }],
+        extra: [
+          { name: 's', type: T.FLOAT, dims: [(n * n) / 32], raw: bytes(new Float32Array((n * n) / 32).fill(0.01)) },
+        ],
         feed: () => new ort.Tensor('float32', new Float32Array(n * n).fill(0.5), [n, n]),
       }),
     ),

@@ -93,7 +93,8 @@ for (const type of ['Q4_0', 'Q4_1', 'Q8_0'] as const) {
         worst = Math.max(worst, err / bound);
       }
     }
-    if (type !== 'Q8_0') assert.ok(worst > 1e-3, 'the product went through the integer kernel (else it would be exact)');
+    if (type !== 'Q8_0')
+      assert.ok(worst > 1e-3, 'the product went through the integer kernel (else it would be exact)');
     // dx = R·W̃ through the per-row copy (≤ s/2 per entry) with R·diag(s) quantized per row; counted once
     const b = q.back;
     const sMax = Math.max(...b.scale);
