@@ -9,6 +9,7 @@
  * Not here: the quantization formats (nn/quantize.ts), the graph ops (graph/ops/quant.ts).
  */
 import { LorakitError } from '../errors.ts';
+import { transpose } from '../linalg/index.ts';
 import { type ModuleInfo, type QuantMode, type QuantizedWeight, quantizedBytes, quantizeWeight } from '../nn/index.ts';
 import { lorakitCacheDir } from '../io/cache-root.ts';
 import type { LoadedModel } from './load.ts';
@@ -234,10 +235,4 @@ export async function quantizeModel(
     },
     quantizedBase: base,
   };
-}
-
-function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(w.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c];
-  return t;
 }
