@@ -4,8 +4,9 @@
  * and optimises and saves the ORT graph), printing how long each phase took:
  *   start     process start → this file's imports done (Node, tsx, lorakit, onnxruntime-node)
  *   load      loadModel (config, safetensors header; the weights are memory-mapped, read on demand)
- *   read      the float32 weights of the quantized Linears read from the model file
- *   quantize  those weights quantized in JavaScript (nn/quantize.ts: forward blocks and the backward's int8 copy)
+ *   quantize  the float32 weights of the quantized Linears read from the model file and quantized in JavaScript
+ *             (models/quantize.ts quantizeBase, nn/quantize.ts: forward blocks and the backward's int8 copy)
+ *   (read)    of which reading the weights: the reads' summed durations, which may overlap quantizing (not in total)
  *   write     the quantized-weight cache file written (models/quant-cache.ts)
  *   reopen    the cache file read back, so the graphs reference its bytes
  *   build     the task and step graph built (adapter, autodiff, optimizer), serialised, session-cache entry made
@@ -15,6 +16,7 @@
  * The phases call the same functions quantizeModel (models/quantize.ts) and bench/lorakit.ts call, in their order;
  * `total` is checked against bench:quant's cold number in bench/RESULTS.md.
  *   node --import tsx bench/quant-cold.ts --model gpt2 --targets attn [--mode int8|none] [--repeat 3] [--warm]
+ *     [--compile '{"persistOptimized": false}']
  * --repeat N runs N cold processes (each on its own empty cache) and prints every run and the per-phase median;
  * --warm adds one run on the last cold run's cache (the second run a user sees). Batch 4 × 256, r 16, as bench:quant.
  * Not here: throughput and memory (bench:quant), the quantizers themselves (nn/quantize.ts).
@@ -35,13 +37,15 @@ import { trainerStep } from './lorakit.ts';
 import { ensureModel, type ModelName } from './models.ts';
 import type { Targets, Workload } from './workloads.ts';
 
-const PHASES = ['start', 'load', 'read', 'quantize', 'write', 'reopen', 'build', 'ort', 'step1', 'total'] as const;
+const PHASES = ['start', 'load', 'quantize', 'read', 'write', 'reopen', 'build', 'ort', 'step1', 'total'] as const;
 type Phase = (typeof PHASES)[number];
 
 interface Spec {
   model: ModelName;
   targets: Targets;
   mode: 'int8' | 'q4' | 'none';
+  /** Compile options for experiments (Workload.compile: e.g. {"persistOptimized": false}). */
+  compile?: Record<string, unknown>;
 }
 
 /** One cold (or warm) run in this process: the phases' ms. LORAKIT_CACHE is the caller's empty folder. */
@@ -51,7 +55,7 @@ async function child(spec: Spec): Promise<Record<Phase, number>> {
   let t = performance.now();
   const lap = (p: Phase) => {
     const now = performance.now();
-    ms[p] += now - t;
+    ms[p] = now - t;
     t = now;
   };
   // ORT session creation, timed where lorakit calls it (runtime/ort.ts), so `build` is what remains of the compile
@@ -86,8 +90,7 @@ async function child(spec: Spec): Promise<Record<Phase, number>> {
       };
       const fresh = await quantizeBase(modules, read, mode);
       lap('quantize');
-      ms.quantize -= readMs;
-      ms.read += readMs;
+      ms.read = readMs;
       await writeQuantCache(slot, mode, fresh.weights);
       lap('write');
       base = await readQuantCache(slot, mode, specs);
@@ -109,6 +112,7 @@ async function child(spec: Spec): Promise<Record<Phase, number>> {
     warmup: 0,
     steps: 1,
     threads: availableParallelism(), // as bench:quant
+    ...(spec.compile ? { compile: spec.compile } : {}),
   };
   const { task, options } = await trainerStep(w, model);
   const first = (task.batches({ epoch: 0, index: 0 }) as Iterable<TrainBatch>)[Symbol.iterator]().next().value!;
@@ -166,6 +170,7 @@ async function main(): Promise<void> {
     model: opt('--model', 'gpt2') as ModelName,
     targets: opt('--targets', 'attn') as Targets,
     mode: opt('--mode', 'int8') as Spec['mode'],
+    ...(argv.includes('--compile') ? { compile: JSON.parse(opt('--compile', '{}')) } : {}),
   };
   if (!['gpt2', 'smollm'].includes(spec.model) || !['attn', 'all'].includes(spec.targets))
     throw new Error('--model gpt2|smollm, --targets attn|all');
@@ -191,8 +196,12 @@ async function main(): Promise<void> {
       ms: Object.fromEntries(PHASES.map((p) => [p, median(cold.map((r) => r.ms[p]))])) as Record<Phase, number>,
       load: median(cold.map((r) => r.load)),
     });
-  console.log(`${spec.model} ${spec.targets} ${spec.mode}, batch 4 x 256, r 16; ms per phase (load1 after the run)`);
-  console.log(['run', ...PHASES, 'load1'].map((s) => s.padStart(11)).join(''));
+  const extra = spec.compile ? `, compile ${JSON.stringify(spec.compile)}` : '';
+  console.log(
+    `${spec.model} ${spec.targets} ${spec.mode}${extra}, batch 4 x 256, r 16; ms per phase (load1 after the run)`,
+  );
+  const head = PHASES.map((p) => (p === 'read' ? '(read)' : p));
+  console.log(['run', ...head, 'load1'].map((s) => s.padStart(11)).join(''));
   for (const r of rows)
     console.log(
       [r.label, ...PHASES.map((p) => r.ms[p].toFixed(0)), r.load.toFixed(1)].map((s) => s.padStart(11)).join(''),
