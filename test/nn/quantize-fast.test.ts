@@ -1,5 +1,5 @@
 // The quantizers' fast paths (src/nn/quantize.ts, nn/quant-linear.ts int8Bytes) against the straightforward code
-// they replaced, kept here as the reference: ⌊x + ½⌋ for Math.round, the backward's int8 copy requantized row by row
+// they replaced, kept here as the reference (and models/gguf-blocks.ts fromGguf's byte reorder): ⌊x + ½⌋ for Math.round, the backward's int8 copy requantized row by row
 // from the codes instead of from the whole dequantized matrix, the stored bytes code + 128 made by XOR 0x80. Each
 // must equal the reference bit for bit, on random weights and on the edges: all-zero rows and blocks, a padded last
 // block, exact rounding ties, negatives, ±0, NaN and ±Infinity, subnormals.
@@ -17,6 +17,7 @@ import {
   quantizeQ8,
 } from '../../src/nn/index.ts';
 import { roundHalfUp } from '../../src/nn/quantize.ts';
+import { fromGguf } from '../../src/models/gguf-blocks.ts';
 import { f16BitsToNumber, numberToF16Bits } from '../../src/io/index.ts';
 import { rng } from '../helpers.ts';
 
@@ -230,4 +231,46 @@ test('int8Bytes: code + 128 by XOR 0x80 on words equals the byte-wise offset, at
   const q = Int8Array.from({ length: 12 }, (_, k) => k * 21 - 120);
   const t = int8Bytes(q, 3, 4, true);
   for (let r = 0; r < 3; r++) for (let c = 0; c < 4; c++) assert.equal(t[c * 3 + r], q[r * 4 + c] + INT8_ZERO);
+});
+
+/** fromGguf's blocks as first written: a closure per block picking each element's nibble, the int8 code + 128. */
+function refFromGguf(type: string, raw: Uint8Array, rows: Int32Array, out: number, inF: number) {
+  const nb = inF / Q4_BLOCK;
+  const size = type === 'Q4_0' ? 18 : type === 'Q4_1' ? 20 : 34;
+  const q8 = type === 'Q8_0';
+  const per = q8 ? Q4_BLOCK : Q4_BLOCK / 2;
+  const blocks = new Uint8Array(out * nb * per);
+  for (let o = 0; o < out; o++)
+    for (let b = 0; b < nb; b++) {
+      const src = (rows[o] * nb + b) * size;
+      const dst = o * nb + b;
+      const qs = src + (q8 ? 2 : type === 'Q4_1' ? 4 : 2);
+      if (q8) {
+        for (let j = 0; j < Q4_BLOCK; j++) blocks[dst * per + j] = ((raw[qs + j] << 24) >> 24) + INT8_ZERO;
+        continue;
+      }
+      const code = (e: number) => (e < 16 ? raw[qs + e] & 15 : raw[qs + e - 16] >> 4);
+      for (let j = 0; j < per; j++) blocks[dst * per + j] = code(2 * j) | (code(2 * j + 1) << 4);
+    }
+  return blocks;
+}
+
+test('fromGguf: Q4_0 / Q4_1 nibbles reordered and Q8_0 codes offset without closures equal the reference', () => {
+  const [out, inF] = [5, 96];
+  const rows = Int32Array.from([3, 0, 4, 1, 2]); // a row permutation, as the rotary reorder makes
+  const r = rng(21);
+  for (const [type, size] of [
+    ['Q4_0', 18],
+    ['Q4_1', 20],
+    ['Q8_0', 34],
+  ] as const) {
+    const raw = Uint8Array.from({ length: out * (inF / Q4_BLOCK) * size }, () => Math.floor(r() * 256));
+    // random code bytes; the scales kept finite (f16 exponent below 31)
+    for (let k = 0; k < raw.length; k += size) {
+      raw[k + 1] &= 0x3b;
+      if (type === 'Q4_1') raw[k + 3] &= 0x3b;
+    }
+    const got = fromGguf(type, raw, rows, out, inF);
+    sameBits(got.blocks, refFromGguf(type, raw, rows, out, inF), `${type} blocks`);
+  }
 });
