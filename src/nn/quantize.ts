@@ -126,7 +126,7 @@ function quantizeInt8Row(w: Float32Array, q: Int8Array, at: number): number {
   const L = INT8_LEVELS;
   for (let i = 0; i < w.length; i++) {
     const c = roundHalfUp(w[i] / s);
-    q[at + i] = c > L ? L : c < -L ? -L : c;
+    q[at + i] = Math.max(-L, Math.min(L, c));
   }
   return s;
 }
@@ -182,7 +182,7 @@ export function quantizeQ8(w: Float32Array, out: number, inF: number): Q8Weight 
       const L = INT8_LEVELS;
       for (let j = 0; j < len; j++) {
         const c = roundHalfUp(w[start + j] / d);
-        blocks[at + j] = (c > L ? L : c < -L ? -L : c) + INT8_ZERO;
+        blocks[at + j] = Math.max(-L, Math.min(L, c)) + INT8_ZERO;
       }
     }
   }
