@@ -15,6 +15,13 @@ export type AtomicData = Uint8Array | string | Iterable<Uint8Array> | AsyncItera
 export interface AtomicWriteOptions {
   /** Permission bits of the new file; default: those of the file being replaced, else 0o666 minus the umask. */
   mode?: number;
+  /**
+   * false: no fsync of the file nor of its folder, for caches whose files a reader validates and rebuilds (the
+   * quantized-weight cache): the rename still hides a half-written file from every process, but after a power loss
+   * the file may be missing, short or, on some file systems, hold zeros. Default true: the file and the rename
+   * reach the disk before the call returns (checkpoints, adapters).
+   */
+  durable?: boolean;
 }
 
 // One write(2) moves at most ~2 GiB, so large chunks are written in slices.
@@ -57,7 +64,8 @@ export async function syncDir(dir: string): Promise<void> {
 }
 
 /**
- * Writes `data` to `path` atomically: a temp file in the same folder, fsync, rename over `path`, fsync the folder.
+ * Writes `data` to `path` atomically: a temp file in the same folder, fsync, rename over `path`, fsync the folder
+ * (no fsyncs with `durable: false`).
  * On any error (including one thrown by the chunk source) the temp file is removed and `path` is left as it was;
  * a system error (ENOSPC, EROFS, EACCES, ...) is thrown as the lorakit error `fsError` makes for `path`.
  */
@@ -92,7 +100,7 @@ export async function writeFileAtomic(path: string, data: AtomicData, options: A
       }
       await writeAll(fh, chunk);
     }
-    await fh.sync();
+    if (options.durable !== false) await fh.sync();
     await fh.close();
     fh = undefined;
     await rename(tmp, path);
@@ -102,5 +110,5 @@ export async function writeFileAtomic(path: string, data: AtomicData, options: A
     // the one seam every lorakit writer passes: a full disk or a read-only folder becomes a lorakit error here
     throw isSystemError(e) ? fsError(e, 'write', path) : e;
   }
-  await syncDir(dir);
+  if (options.durable !== false) await syncDir(dir);
 }

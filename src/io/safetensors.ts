@@ -6,7 +6,7 @@
  */
 import { open, type FileHandle } from './host.ts';
 import { LorakitError, internal } from '../errors.ts';
-import { writeFileAtomic } from './atomic.ts';
+import { type AtomicWriteOptions, writeFileAtomic } from './atomic.ts';
 import { fsError, isSystemError } from './fs-error.ts';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half.ts';
 
@@ -831,12 +831,14 @@ export function encodeSafetensors(tensors: TensorsToWrite, metadata?: Record<str
   return out;
 }
 
-/** Writes a safetensors file atomically, streaming the tensors' bytes without concatenating them. */
+/** Writes a safetensors file atomically (`options` as writeFileAtomic's), streaming the tensors' bytes without
+ * concatenating them. */
 export async function writeSafetensors(
   path: string,
   tensors: TensorsToWrite,
   metadata?: Record<string, string>,
+  options: AtomicWriteOptions = {},
 ): Promise<void> {
   const { header, chunks } = planSafetensors(tensors, metadata);
-  await writeFileAtomic(path, [header, ...chunks]);
+  await writeFileAtomic(path, [header, ...chunks], options);
 }

@@ -11,7 +11,7 @@
  */
 import { GgufFile, f16BitsToNumber, ggufTensorName, permuteRotaryRows } from '../io/index.ts';
 import { join, readFile } from '../io/host.ts';
-import { type BlockWeight, INT8_ZERO, Q4_BLOCK, type QuantMode, blockWeight } from '../nn/index.ts';
+import { type BlockWeight, Q4_BLOCK, type QuantMode, blockWeight } from '../nn/index.ts';
 import type { LinearInfo } from './quantize.ts';
 
 /** GGUF block types each mode takes as they are. */
@@ -83,13 +83,16 @@ export function fromGguf(type: string, raw: Uint8Array, rows: Int32Array, out: n
       scales[dst] = d;
       if (offsets) offsets[dst] = Math.fround(half(src + 2) + 8 * d); // W = d·q + m = d·(q − 8) + (m + 8d)
       const qs = src + (q8 ? 2 : offsets ? 4 : 2);
+      const at = dst * per;
       if (q8) {
-        for (let j = 0; j < Q4_BLOCK; j++) blocks[dst * per + j] = ((raw[qs + j]! << 24) >> 24) + INT8_ZERO;
+        // int8 code + INT8_ZERO (128) as a byte is the code's own byte with its top bit flipped
+        for (let j = 0; j < Q4_BLOCK; j++) blocks[at + j] = raw[qs + j]! ^ 0x80;
         continue;
       }
-      // GGUF: byte j = element j (low nibble) | element j+16 (high); MatMulNBits: byte j = 2j (low) | 2j+1 (high)
-      const code = (e: number) => (e < 16 ? raw[qs + e]! & 15 : raw[qs + e - 16]! >> 4);
-      for (let j = 0; j < per; j++) blocks[dst * per + j] = code(2 * j) | (code(2 * j + 1) << 4);
+      // GGUF: byte j = element j (low nibble) | element j+16 (high); MatMulNBits: byte j = 2j (low) | 2j+1 (high).
+      // So bytes 0–7 take the low nibbles of GGUF bytes 2j, 2j+1, and bytes 8–15 the high nibbles of 2j−16, 2j−15.
+      for (let j = 0; j < 8; j++) blocks[at + j] = (raw[qs + 2 * j]! & 15) | ((raw[qs + 2 * j + 1]! & 15) << 4);
+      for (let j = 8; j < 16; j++) blocks[at + j] = (raw[qs + 2 * j - 16]! >> 4) | (raw[qs + 2 * j - 15]! & 0xf0);
     }
   }
   return blockWeight(q8 ? 'q8' : 'q4', out, inF, blocks, scales, offsets);

@@ -112,7 +112,9 @@ export async function writeQuantCache(
   const dir = join(slot.path, '..');
   await mkdir(dir, { recursive: true });
   const tensors = Object.assign({}, ...[...weights].map(([n, q]) => partsOf(n, q)));
-  await writeSafetensors(slot.path, tensors, { format: FORMAT, version: String(VERSION), mode, key: slot.key });
+  // a cache, not a checkpoint: no fsync (a file cut short by a crash fails readQuantCache's checks and is rebuilt)
+  const metadata = { format: FORMAT, version: String(VERSION), mode, key: slot.key };
+  await writeSafetensors(slot.path, tensors, metadata, { durable: false });
   const mine = slot.path.slice(dir.length + 1);
   for (const n of await readdir(dir).catch(() => [] as string[]))
     if (n.startsWith(slot.prefix) && n !== mine) await rm(join(dir, n), { force: true }).catch(() => {});

@@ -9,6 +9,7 @@
  * Not here: the quantization formats (nn/quantize.ts), the graph ops (graph/ops/quant.ts).
  */
 import { LorakitError } from '../errors.ts';
+import { transpose } from '../linalg/index.ts';
 import { type ModuleInfo, type QuantMode, type QuantizedWeight, quantizedBytes, quantizeWeight } from '../nn/index.ts';
 import { lorakitCacheDir } from '../io/cache-root.ts';
 import type { LoadedModel } from './load.ts';
@@ -112,14 +113,25 @@ export async function quantizeBase(
 ): Promise<QuantizedBase> {
   const weights = new Map<string, QuantizedWeight>();
   const head = quantizedHead(modules, scope);
-  for (const m of quantizedModules(modules, scope)) {
-    const { inFeatures: inF, outFeatures: out } = m;
+  const all = quantizedModules(modules, scope);
+  const todo = all.filter((m) => !native.has(m.weightName));
+  // the next weight is read (a file read on libuv's threads) while this one is quantized (JavaScript, this thread)
+  const start = (k: number) => {
+    const p = k < todo.length ? read(todo[k].weightName) : null;
+    p?.catch(() => {}); // a failed read throws where it is awaited, not as an unhandled rejection meanwhile
+    return p;
+  };
+  let k = 0;
+  let next = start(0);
+  for (const m of all) {
     const given = native.get(m.weightName);
     if (given) {
       weights.set(m.weightName, given);
       continue;
     }
-    const stored = await read(m.weightName);
+    const stored = await next!;
+    next = start(++k);
+    const { inFeatures: inF, outFeatures: out } = m;
     const w = m.kind === 'conv1d' ? transpose(stored, inF, out) : stored; // [out, in]
     weights.set(m.weightName, quantizeWeight(w, out, inF, mode));
   }
@@ -234,10 +246,4 @@ export async function quantizeModel(
     },
     quantizedBase: base,
   };
-}
-
-function transpose(w: Float32Array, rows: number, cols: number): Float32Array {
-  const t = new Float32Array(w.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = w[r * cols + c];
-  return t;
 }

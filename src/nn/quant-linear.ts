@@ -27,8 +27,13 @@ const file = (f: FileSpan): InitData => ({ kind: 'file', ...f });
 /** The stored bytes of int8 codes [rows, cols] (code + INT8_ZERO), transposed to [cols, rows] when asked. */
 export function int8Bytes(q: Int8Array, rows: number, cols: number, transpose: boolean): Uint8Array {
   const t = new Uint8Array(q.length);
-  if (!transpose) for (let k = 0; k < q.length; k++) t[k] = q[k] + INT8_ZERO;
-  else for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c] + INT8_ZERO;
+  if (!transpose) {
+    // code + 128 as a byte is the code's two's-complement byte with its top bit flipped: XOR 0x80, four bytes at once
+    t.set(new Uint8Array(q.buffer, q.byteOffset, q.length));
+    const words = new Uint32Array(t.buffer, 0, t.length >> 2);
+    for (let k = 0; k < words.length; k++) words[k] ^= 0x80808080;
+    for (let k = words.length << 2; k < t.length; k++) t[k] ^= 0x80;
+  } else for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c] + INT8_ZERO;
   return t;
 }
 

@@ -100,21 +100,35 @@ export const blockBits = (kind: 'q4' | 'q8'): 4 | 8 => (kind === 'q4' ? 4 : 8);
 /** A quantized Linear weight. */
 export type QuantizedWeight = Int8Weight | BlockWeight;
 
+/**
+ * Math.round for the quotients the quantizers round (w / d of two float32 values, stored as integer codes), without
+ * its sign handling: ⌊x + ½⌋ is Math.round(x) for every double but 0.5 − 2⁻⁵⁴, where x + ½ rounds up to 1 (a quotient
+ * of two float32 values is never that close to ½ without being ½), and gives 0 where Math.round gives −0 (the same
+ * code once stored). test/nn/quantize-fast.test.ts checks both against the quantizers' previous Math.round.
+ */
+export const roundHalfUp = (x: number): number => Math.floor(x + 0.5);
+
 /** Symmetric int8 per output channel of W [out, in] (row-major): |W − W̃| ≤ scale[o]/2 elementwise. */
 export function quantizeInt8(w: Float32Array, out: number, inF: number): Int8Weight {
   checkSize(w, out, inF);
   const q = new Int8Array(out * inF);
   const scale = new Float32Array(out);
-  for (let o = 0; o < out; o++) {
-    let m = 0;
-    for (let i = 0; i < inF; i++) m = Math.max(m, Math.abs(w[o * inF + i]));
-    const s = Math.fround(m / INT8_LEVELS);
-    scale[o] = s;
-    if (s === 0) continue;
-    const L = INT8_LEVELS;
-    for (let i = 0; i < inF; i++) q[o * inF + i] = Math.max(-L, Math.min(L, Math.round(w[o * inF + i] / s)));
-  }
+  for (let o = 0; o < out; o++) scale[o] = quantizeInt8Row(w.subarray(o * inF, (o + 1) * inF), q, o * inF);
   return { kind: 'int8', out, in: inF, q, scale };
+}
+
+/** Row `w` of a weight quantized to int8 into q[at …]: returns its scale max|w| / INT8_LEVELS (0: codes left 0). */
+function quantizeInt8Row(w: Float32Array, q: Int8Array, at: number): number {
+  let m = 0;
+  for (let i = 0; i < w.length; i++) m = Math.max(m, Math.abs(w[i])); // Math.max: a NaN weight gives a NaN scale
+  const s = Math.fround(m / INT8_LEVELS);
+  if (s === 0) return s;
+  const L = INT8_LEVELS;
+  for (let i = 0; i < w.length; i++) {
+    const c = roundHalfUp(w[i] / s);
+    q[at + i] = Math.max(-L, Math.min(L, c));
+  }
+  return s;
 }
 
 /**
@@ -166,8 +180,10 @@ export function quantizeQ8(w: Float32Array, out: number, inF: number): Q8Weight 
       if (d === 0) continue;
       const at = (o * nb + b) * Q4_BLOCK;
       const L = INT8_LEVELS;
-      for (let j = 0; j < len; j++)
-        blocks[at + j] = Math.max(-L, Math.min(L, Math.round(w[start + j] / d))) + INT8_ZERO;
+      for (let j = 0; j < len; j++) {
+        const c = roundHalfUp(w[start + j] / d);
+        blocks[at + j] = Math.max(-L, Math.min(L, c)) + INT8_ZERO;
+      }
     }
   }
   return blockWeight('q8', out, inF, blocks, scales) as Q8Weight;
@@ -192,7 +208,15 @@ export function blockWeight(
   scales: Float32Array,
   offsets?: Float32Array,
 ): BlockWeight {
-  const back = quantizeInt8(dequantizeBlocks(kind, blocks, scales, out, inF, offsets), out, inF);
+  // W̃ requantized row by row (one decoded row at a time, never the whole float matrix)
+  const q = new Int8Array(out * inF);
+  const scale = new Float32Array(out);
+  const row = new Float32Array(inF);
+  for (let o = 0; o < out; o++) {
+    decodeRow(kind, blocks, scales, offsets, o, row);
+    scale[o] = quantizeInt8Row(row, q, o * inF);
+  }
+  const back: Int8Weight = { kind: 'int8', out, in: inF, q, scale };
   return { kind, out, in: inF, blocks, scales, ...(offsets ? { offsets } : {}), back };
 }
 
@@ -206,21 +230,35 @@ function dequantizeBlocks(
   offsets?: Float32Array,
 ): Float32Array {
   const w = new Float32Array(out * inF);
+  for (let o = 0; o < out; o++) decodeRow(kind, blocks, scales, offsets, o, w.subarray(o * inF, (o + 1) * inF));
+  return w;
+}
+
+/** Row o of W̃ (its `row.length` entries) of blocks laid out as BlockWeight says: code·d (+ offset) per entry. */
+function decodeRow(
+  kind: 'q4' | 'q8',
+  blocks: Uint8Array,
+  scales: Float32Array,
+  offsets: Float32Array | undefined,
+  o: number,
+  row: Float32Array,
+): void {
+  const inF = row.length;
   const nb = Math.ceil(inF / Q4_BLOCK);
   const per = (Q4_BLOCK * blockBits(kind)) / 8; // bytes per block
-  for (let o = 0; o < out; o++) {
-    for (let i = 0; i < inF; i++) {
-      const b = Math.floor(i / Q4_BLOCK);
-      const j = i % Q4_BLOCK;
-      const at = (o * nb + b) * per;
-      const code =
-        kind === 'q8'
-          ? blocks[at + j] - INT8_ZERO
-          : (j & 1 ? blocks[at + (j >> 1)] >> 4 : blocks[at + (j >> 1)] & 15) - 8;
-      w[o * inF + i] = code * scales[o * nb + b] + (offsets ? offsets[o * nb + b] : 0);
-    }
+  for (let b = 0; b < nb; b++) {
+    const d = scales[o * nb + b];
+    const off = offsets ? offsets[o * nb + b] : 0;
+    const at = (o * nb + b) * per;
+    const i0 = b * Q4_BLOCK;
+    const len = Math.min(Q4_BLOCK, inF - i0);
+    if (kind === 'q8') for (let j = 0; j < len; j++) row[i0 + j] = (blocks[at + j] - INT8_ZERO) * d + off;
+    else
+      for (let j = 0; j < len; j++) {
+        const byte = blocks[at + (j >> 1)];
+        row[i0 + j] = ((j & 1 ? byte >> 4 : byte & 15) - 8) * d + off;
+      }
   }
-  return w;
 }
 
 /** Quantizes W [out, in] in `mode` ('none' is not a quantization): int8 is 8-bit blocks (q8), q4 4-bit blocks. */

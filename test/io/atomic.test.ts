@@ -1,7 +1,8 @@
-// writeFileAtomic: complete replacement, old file intact after a failure, no temp files left behind.
+// writeFileAtomic: complete replacement, old file intact after a failure, no temp files left behind; fsyncs of the
+// file and its folder unless `durable: false`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rm, stat, writeFile, chmod } from 'node:fs/promises';
+import { mkdtemp, open, readFile, readdir, rm, stat, writeFile, chmod } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../src/io/atomic.ts';
@@ -34,6 +35,34 @@ test('writes bytes, strings and chunk sequences', async () => {
     );
     assert.deepEqual([...(await readFile(p))], [9, 8]);
     assert.deepEqual(await readdir(dir), ['a.bin']);
+  });
+});
+
+test('fsyncs the file and its folder by default, neither with durable: false, and writes the same bytes', async () => {
+  await withDir(async (dir) => {
+    // count fsyncs at FileHandle.sync, the call writeFileAtomic and syncDir make (one prototype for every handle)
+    const probe = await open(join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { sync: () => Promise<void> };
+    await probe.close();
+    await rm(join(dir, 'probe'));
+    const sync = proto.sync;
+    let syncs = 0;
+    proto.sync = function (this: unknown) {
+      syncs++;
+      return sync.call(this);
+    };
+    try {
+      const data = new Uint8Array(1 << 16).map((_, k) => k * 7);
+      await writeFileAtomic(join(dir, 'durable.bin'), data);
+      assert.equal(syncs, 2, 'file and folder fsynced');
+      syncs = 0;
+      await writeFileAtomic(join(dir, 'cache.bin'), [data.subarray(0, 100), data.subarray(100)], { durable: false });
+      assert.equal(syncs, 0, 'no fsync');
+      assert.ok((await readFile(join(dir, 'cache.bin'))).equals(await readFile(join(dir, 'durable.bin'))));
+      assert.deepEqual((await readdir(dir)).sort(), ['cache.bin', 'durable.bin'], 'no temp file left');
+    } finally {
+      proto.sync = sync;
+    }
   });
 });
 

@@ -152,7 +152,7 @@ function indexOf(hay: Float32Array, needle: Float32Array): number {
   return -1;
 }
 
-test('an unusable cache file (truncated, garbage, another model) is rebuilt with a note', async () => {
+test('an unusable cache file (truncated, torn, garbage, another model) is rebuilt with a note', async () => {
   const { dir, cache } = fresh('llama');
   const model = await loadModel(dir);
   const good = await cachedQuantizeBase(model, 'int8', { cacheDir: cache });
@@ -160,6 +160,11 @@ test('an unusable cache file (truncated, garbage, another model) is rebuilt with
   const expected = readFileSync(path);
   const spoil: [string, () => void][] = [
     ['truncated', () => truncateSync(path, expected.length - 100)],
+    // what a crash can leave of a file written without fsync (writeQuantCache: durable false): nothing, a cut
+    // header, or a whole header over part of the data
+    ['torn: empty', () => truncateSync(path, 0)],
+    ['torn: cut in the header', () => truncateSync(path, 20)],
+    ['torn: cut in the data', () => truncateSync(path, Math.floor(expected.length / 2))],
     ['garbage', () => writeFileSync(path, 'not a safetensors file at all')],
     ['another key', () => writeFileSync(path, encodeSafetensors({}, { format: 'lorakit-quantized-base', key: 'x' }))],
   ];

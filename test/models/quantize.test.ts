@@ -27,6 +27,42 @@ test('the Linears and Conv1Ds of the blocks are quantized; the embedding and the
   }
 });
 
+test('quantizeBase reads the next weight while quantizing one, in module order; a failed read is its error', async () => {
+  // each weight handed out records when the quantizer first reads an entry of it: the read of the next weight must
+  // start before that, and only once the previous read was taken
+  const order: string[] = [];
+  const touched = new Set<string>();
+  const aheadOfQuantizing: boolean[] = [];
+  let inFlight = 0;
+  const tracked = async (n: string) => {
+    const prev = order.at(-1);
+    if (prev !== undefined) aheadOfQuantizing.push(!touched.has(prev));
+    order.push(n);
+    assert.equal(++inFlight, 1, 'one read at a time');
+    await new Promise((r) => setTimeout(r, 2));
+    inFlight--;
+    const w = await read(n);
+    return new Proxy(w, {
+      get: (t, k) => {
+        if (typeof k === 'string' && /^\d+$/.test(k)) touched.add(n);
+        const v = Reflect.get(t, k);
+        return typeof v === 'function' ? v.bind(t) : v;
+      },
+    });
+  };
+  const qb = await quantizeBase(MODULES, tracked, 'int8');
+  assert.deepEqual(order, [...qb.weights.keys()], 'each weight read once, in the order of the result');
+  assert.ok(aheadOfQuantizing.length > 0 && aheadOfQuantizing.every(Boolean), `${aheadOfQuantizing}`);
+  const plain = await quantizeBase(MODULES, read, 'int8');
+  for (const [n, q] of plain.weights) assert.deepEqual(qb.weights.get(n), q, n);
+  // the second read fails while the first weight is quantized: that error, no unhandled rejection
+  const failing = async (n: string) => {
+    if (n === order[1]) throw new Error(`cannot read ${n}`);
+    return read(n);
+  };
+  await assert.rejects(quantizeBase(MODULES, failing, 'int8'), new RegExp(`cannot read ${order[1]}`));
+});
+
 for (const mode of ['int8', 'q4'] as const) {
   // Tolerance: every gradient passes through at most 3 quantized forward products and 3 quantized input-gradient
   // products (two q_proj and c_fc). Each has an error of at most 1/255 of Σ|a||B̃| (test/graph/ops/quant.test.ts,
