@@ -130,11 +130,18 @@ export async function diagnose(out: string, n: number) {
   const m = await withLoras(out);
   const judge = readClassifier(out);
   for (const [a, b] of PAIRS) {
-    const side = async (d: number) => {
-      const x = await draw(m, [`lora-${d}`], 'merge', a, b, n, 2);
-      return scoreCanvases(judge, x, a, b).classes.map(([l, r]) => (l === d ? 'L' : r === d ? 'R' : '-'));
-    };
-    const [sa, sb] = [await side(a), await side(b)];
+    const classes = async (d: number) =>
+      scoreCanvases(judge, await draw(m, [`lora-${d}`], 'merge', a, b, n, 2), a, b).classes;
+    const [ca, cb] = [await classes(a), await classes(b)];
+    const sides = (cs: [number, number][], d: number) => cs.map(([l, r]) => (l === d ? 'L' : r === d ? 'R' : '-'));
+    const [sa, sb] = [sides(ca, a), sides(cb, b)];
+    // what the other token's half shows when one LoRA runs alone (the token it never learned): class → count
+    const tally = (xs: number[]) =>
+      Object.fromEntries(
+        [...new Set(xs)]
+          .sort((p, q) => p - q)
+          .map((c) => [c === CANVAS_TOKENS.empty ? 'empty' : c, xs.filter((x) => x === c).length]),
+      );
     const shown = (s: string[]) => s.filter((v) => v !== '-').length / n;
     const both = sa.filter((v, i) => v !== '-' && sb[i] !== '-').length;
     const same = sa.filter((v, i) => v !== '-' && v === sb[i]).length;
@@ -148,6 +155,8 @@ export async function diagnose(out: string, n: number) {
         sameHalfWhenBoth: both ? same / both : null,
         sidesA: sa.join(''),
         sidesB: sb.join(''),
+        [`right half with lora-${a} alone`]: tally(ca.map(([, r]) => r)),
+        [`left half with lora-${b} alone`]: tally(cb.map(([l]) => l)),
       }),
     );
   }
