@@ -52,9 +52,13 @@ export async function singles(out: string, n: number) {
   writeFileSync(join(out, 'singles.json'), `${JSON.stringify({ n, prompt: m.kind, rows }, null, 2)}\n`);
 }
 
-/** The pairs of every method in DIFF_METHODS (default all), N canvases each → OUT/table-<methods>.json. */
+/**
+ * The pairs of every method in DIFF_METHODS (default all), N canvases each → OUT/table-<methods>.json. DIFF_SEED (default
+ * 2) draws another set of canvases (→ table-<methods>-seed<S>.json), which `report` pools with the first.
+ */
 export async function table(out: string, n: number) {
   const methods = (process.env.DIFF_METHODS?.split(',') ?? TABLE_METHODS) as TableMethod[];
+  const seed = Number(process.env.DIFF_SEED ?? 2);
   const m = await withLoras(out);
   const judge = readClassifier(out);
   const single = JSON.parse(readFileSync(join(out, 'singles.json'), 'utf8')) as {
@@ -65,8 +69,8 @@ export async function table(out: string, n: number) {
   for (const method of methods)
     for (const [a, b] of PAIRS) {
       const t0 = performance.now();
-      const x = await drawPair(m, method, a, b, n, 2, scores);
-      if (a === PAIRS[0][0] && b === PAIRS[0][1]) writeFileSync(join(out, `samples-${method}.f32`), x);
+      const x = await drawPair(m, method, a, b, n, seed, scores);
+      if (seed === 2 && a === PAIRS[0][0] && b === PAIRS[0][1]) writeFileSync(join(out, `samples-${method}.f32`), x);
       const s = scoreCanvases(judge, x, a, b);
       const row = {
         method,
@@ -81,8 +85,8 @@ export async function table(out: string, n: number) {
       rows.push(row);
       console.log(JSON.stringify(row));
     }
-  const file = join(out, `table-${methods.join('+')}.json`);
-  const json = { n, prompt: m.kind, steps: STEPS, guidance: GUIDANCE, rows };
+  const file = join(out, `table-${methods.join('+')}${seed === 2 ? '' : `-seed${seed}`}.json`);
+  const json = { n, seed, prompt: m.kind, steps: STEPS, guidance: GUIDANCE, rows };
   writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);
 }
 
@@ -93,25 +97,32 @@ interface Row {
   both: number;
   inPlace: number;
   seconds: number;
+  /** Canvases behind the row (the file's N). */
+  n: number;
 }
 
-/** The markdown table from every OUT/table-*.json and OUT/singles.json. */
+/** The markdown table from every OUT/table-*.json (rates weighted by canvases, seeds pooled) and OUT/singles.json. */
 export function report(out: string) {
   const all: Row[] = [];
-  let n = 0;
   for (const f of readdirSync(out).filter((f) => /^table-.*\.json$/.test(f))) {
     const j = JSON.parse(readFileSync(join(out, f), 'utf8'));
-    n = j.n;
-    all.push(...j.rows);
+    all.push(...j.rows.map((r: Row) => ({ ...r, n: j.n })));
   }
-  console.log(`| method | A present | B present | both, one per half | in place | s per pair (${n} canvases) |`);
-  console.log('|---|---|---|---|---|---|');
+  console.log(
+    '| method | A present | B present | both, one per half | in place | canvases per pair | s per 32 canvases |',
+  );
+  console.log('|---|---|---|---|---|---|---|');
   for (const m of TABLE_METHODS) {
     const rs = all.filter((r) => r.method === m);
     if (!rs.length) continue;
-    const f = (k: 'presentA' | 'presentB' | 'both' | 'inPlace') => mean(rs.map((r) => r[k] ?? Number.NaN)).toFixed(3);
-    const secs = mean(rs.map((r) => r.seconds)).toFixed(1);
-    console.log(`| ${m} | ${f('presentA')} | ${f('presentB')} | ${f('both')} | ${f('inPlace')} | ${secs} |`);
+    const total = sum(rs.map((r) => r.n));
+    const f = (k: 'presentA' | 'presentB' | 'both' | 'inPlace') =>
+      (sum(rs.map((r) => (r[k] ?? Number.NaN) * r.n)) / total).toFixed(3);
+    const secs = ((sum(rs.map((r) => r.seconds)) / total) * 32).toFixed(1);
+    const perPair = total / PAIRS.length;
+    console.log(
+      `| ${m} | ${f('presentA')} | ${f('presentB')} | ${f('both')} | ${f('inPlace')} | ${perPair} | ${secs} |`,
+    );
   }
   const single = JSON.parse(readFileSync(join(out, 'singles.json'), 'utf8'));
   for (const r of single.rows)
