@@ -26,7 +26,6 @@ import {
   withLoras,
 } from './common.ts';
 
-const mean = (xs: number[]) => xs.reduce((p, q) => p + q, 0) / xs.length;
 const sum = (xs: number[]) => xs.reduce((p, q) => p + q, 0);
 
 /** Each LoRA alone on [digit, empty]: how often its digit shows (anywhere, in place), and its amplitude score. */
