@@ -43,6 +43,12 @@ export interface SampleOptions {
   hook?: LatentHook;
   /** Start from this latent instead of seeded noise. */
   initial?: Float32Array;
+  /**
+   * DDIM only: recompute ε from the clipped x̂₀ for the direction term (diffusers' `use_clipped_model_output`).
+   * Default true, unlike diffusers' pipelines: with clip_sample a small pixel model's x̂₀ is often clamped, and the
+   * unclamped ε then pushes x_{t−1} off the clamped image (docs/decisions.md).
+   */
+  useClippedModelOutput?: boolean;
 }
 
 /** Classifier-free guidance: ε = ε_u + g·(ε_c − ε_u). */
@@ -85,7 +91,7 @@ export async function sampleDiffusion(o: SampleOptions): Promise<Float32Array> {
     x = (
       sampler === 'ddpm'
         ? ddpmStep(o.schedule, eps, t, prevT, x, noise)
-        : ddimStep(o.schedule, eps, t, prevT, x, eta, noise)
+        : ddimStep(o.schedule, eps, t, prevT, x, eta, noise, o.useClippedModelOutput ?? true)
     ).prev;
   }
   return x;

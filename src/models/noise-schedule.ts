@@ -173,8 +173,12 @@ export function ddpmStep(
 }
 
 /**
- * DDIMScheduler.step (ε-prediction, use_clipped_model_output false): σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_prev)),
+ * DDIMScheduler.step (ε-prediction): σ = η·√((1 − ᾱ_prev)/(1 − ᾱ_t)·(1 − ᾱ_t/ᾱ_prev)),
  * x_{t−1} = √ᾱ_prev·x̂₀ + √(1 − ᾱ_prev − σ²)·ε + σ·z. ᾱ_prev before the first step is 1 or ᾱ₀ (set_alpha_to_one).
+ * `useClippedModelOutput` (diffusers' argument of that name, default false as in diffusers): ε in the direction
+ * term is recomputed from the clipped x̂₀, ε = (x_t − √ᾱ_t·x̂₀)/√(1 − ᾱ_t), so x̂₀ and ε describe one x_t; with false
+ * a clamped x̂₀ is paired with the unclamped ε (what diffusers' pipelines do; sampleDiffusion's default is true,
+ * docs/decisions.md).
  */
 export function ddimStep(
   s: NoiseSchedule,
@@ -184,6 +188,7 @@ export function ddimStep(
   x: Float32Array,
   eta = 0,
   noise?: Float32Array,
+  useClippedModelOutput = false,
 ): StepResult {
   checkStep('ddimStep', eps, x, noise);
   const a = s.alphasCumprod[t];
@@ -193,7 +198,9 @@ export function ddimStep(
   const x0 = predictX0(s, a, eps, x);
   const dir = Math.sqrt(1 - aPrev - std * std);
   const prev = new Float32Array(x.length);
-  for (let k = 0; k < x.length; k++)
-    prev[k] = Math.sqrt(aPrev) * x0[k] + dir * eps[k] + (eta > 0 ? std * noise![k] : 0);
+  for (let k = 0; k < x.length; k++) {
+    const e = useClippedModelOutput ? (x[k] - Math.sqrt(a) * x0[k]) / Math.sqrt(1 - a) : eps[k];
+    prev[k] = Math.sqrt(aPrev) * x0[k] + dir * e + (eta > 0 ? std * noise![k] : 0);
+  }
   return { prev, predX0: Float32Array.from(x0) };
 }

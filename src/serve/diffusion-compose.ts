@@ -250,6 +250,8 @@ export interface ComposedSampleOptions extends Omit<UNetPassOptions, 'adapters'>
   split?: CmloraSplit;
   /** Called before each denoising step (CLoRA's latent update). */
   hook?: LatentHook;
+  /** DDIM: ε from the clipped x̂₀ (default true; sampleDiffusion). */
+  useClippedModelOutput?: boolean;
 }
 
 /** Draws `batch` samples with the LoRAs composed by `method`; returns x₀ [batch, C, H, W]. */
@@ -276,6 +278,7 @@ export async function sampleComposed(o: ComposedSampleOptions): Promise<Float32A
       eta: o.eta,
       seed: o.seed,
       hook: o.hook,
+      useClippedModelOutput: o.useClippedModelOutput,
     });
   } finally {
     for (const p of passes) await p.dispose();

@@ -23,7 +23,7 @@ import {
 import { PeftModel, saveAdapter } from '../peft/index.ts';
 import { diffusionTask } from './diffusion.ts';
 import { checkedConfig } from './config.ts';
-import { digitCanvases } from './digit-canvas.ts';
+import { digitCanvases, PROMPT_KINDS, promptKindOf, savePromptKind } from './digit-canvas.ts';
 import { train, type TrainResult } from './trainer.ts';
 import type { TrainOptions } from './options.ts';
 
@@ -66,6 +66,14 @@ export const diffusionRunSchema = z.strictObject({
       empty_probability: z.number().min(0).max(1).default(0.3).describe('Chance that the other half is blank.'),
       count: z.number().int().positive().default(2000).describe('Canvases generated for training.'),
       seed: z.number().int().default(1).describe('Seed of the canvases (which digits, images and halves).'),
+      prompt: z
+        .enum(PROMPT_KINDS as ['set', 'positional'])
+        .optional()
+        .describe(
+          'set: one-hot tokens, the U-Net picks the halves (cross_attention_dim 12); positional: tokens [left, right] ' +
+            "with one-hot positions (cross_attention_dim 14). Default: model.from's saved kind, else set. Saved with " +
+            'the U-Net (lorakit_prompt.json), so `lorakit sample` needs no flag.',
+        ),
     })
     .describe('Digit canvases (two 8×8 digits side by side) and their two-token prompts.'),
   adapter: z
@@ -130,8 +138,18 @@ export async function runDiffusionTraining(
     split: 'train',
   });
   let unet: ReturnType<typeof memoryUNetCondition>;
+  let kind = c.data.prompt ?? 'set';
   if ('from' in c.model) {
     const m = await loadUNetCondition(c.model.from);
+    // a saved U-Net was trained with one prompt kind; training it (or a LoRA on it) with the other would be silent
+    const saved = promptKindOf(c.model.from, m.config.cross_attention_dim);
+    if (c.data.prompt !== undefined && c.data.prompt !== saved)
+      throw new LorakitError(
+        'LK_CONFIG_INVALID',
+        `run config: data.prompt is ${c.data.prompt}, but ${c.model.from} was trained with ${saved} prompts`,
+        { field: 'data.prompt' },
+      );
+    kind = saved;
     const w = new Map<string, Float32Array>();
     for (const p of m.parameters()) w.set(p.name, await m.read(p.name));
     await m.close();
@@ -157,6 +175,7 @@ export async function runDiffusionTraining(
     condDropout: t.cond_dropout,
     peft,
     dataSeed: t.seed,
+    prompt: kind,
   });
   const result = await train(task, {
     outputDir: c.output_dir,
@@ -176,5 +195,6 @@ export async function runDiffusionTraining(
   await saveUNetCondition(outDir, unet.config, result.params);
   const sched = { _class_name: 'DDPMScheduler', ...schedule.config };
   await writeFileAtomic(join(outDir, 'scheduler_config.json'), `${JSON.stringify(sched, null, 2)}\n`);
+  await savePromptKind(outDir, kind);
   return { result, outDir };
 }

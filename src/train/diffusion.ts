@@ -19,7 +19,16 @@ import {
 import type { ModelContext } from '../nn/index.ts';
 import type { PeftModel } from '../peft/index.ts';
 import { adapterTraining, unetTaskGraph } from './adapter-task.ts';
-import { CANVAS, CANVAS_TOKENS, type CanvasSet, oneHotStates } from './digit-canvas.ts';
+import { LorakitError } from '../errors.ts';
+import {
+  CANVAS,
+  CANVAS_TOKENS,
+  type CanvasSet,
+  leftRightTokens,
+  type PromptKind,
+  promptStates,
+  promptWidth,
+} from './digit-canvas.ts';
 import type { TaskGraph, TrainBatch, TrainTask } from './task.ts';
 
 /** Options of diffusionTask. */
@@ -35,6 +44,8 @@ export interface DiffusionTaskOptions {
   adapter?: string;
   /** Seeds the shuffles, timesteps, noise and prompt dropout (default 0). */
   dataSeed?: number;
+  /** How prompts reach the U-Net (default 'set'); its cross_attention_dim must be promptWidth(prompt). */
+  prompt?: PromptKind;
 }
 
 /** ε̂ [N, 1, H, W] of the U-Net for noisy images, float timesteps [N] and prompt states [N, L, V]. */
@@ -55,7 +66,7 @@ export function noiseMse(pred: Tensor, noise: Tensor): Tensor {
 
 /** One batch's feeds: x_t, t, states and ε for rows `rows` of the set, from the stream position's own seed. */
 export function diffusionBatch(
-  o: Pick<DiffusionTaskOptions, 'schedule' | 'train' | 'condDropout'>,
+  o: Pick<DiffusionTaskOptions, 'schedule' | 'train' | 'condDropout' | 'prompt'>,
   rows: ArrayLike<number>,
   rng: Rng,
 ) {
@@ -64,10 +75,12 @@ export function diffusionBatch(
   const per = H * W;
   const x0 = new Float32Array(B * per);
   const tokens = new Int32Array(B * L);
+  const kind = o.prompt ?? 'set';
+  const source = kind === 'positional' ? leftRightTokens(o.train) : o.train.tokens;
   for (let b = 0; b < B; b++) {
     x0.set(o.train.images.subarray(rows[b] * per, (rows[b] + 1) * per), b * per);
     const drop = rng.next() < (o.condDropout ?? 0.1);
-    for (let l = 0; l < L; l++) tokens[b * L + l] = drop ? CANVAS_TOKENS.null : o.train.tokens[rows[b] * L + l];
+    for (let l = 0; l < L; l++) tokens[b * L + l] = drop ? CANVAS_TOKENS.null : source[rows[b] * L + l];
   }
   const T = o.schedule.config.num_train_timesteps;
   const t = Array.from({ length: B }, () => Math.floor(rng.next() * T));
@@ -75,7 +88,7 @@ export function diffusionBatch(
   return {
     latent: addNoise(o.schedule, x0, noise, t),
     timesteps: Float32Array.from(t),
-    states: oneHotStates(tokens, CANVAS_TOKENS.vocab),
+    states: promptStates(tokens, kind),
     noise,
   };
 }
@@ -85,6 +98,13 @@ export function diffusionTask(o: DiffusionTaskOptions): TrainTask {
   const { unet, train, batchSize: B } = o;
   const { height: H, width: W, promptLength: L } = CANVAS;
   const V = unet.config.cross_attention_dim;
+  if (V !== promptWidth(o.prompt ?? 'set'))
+    throw new LorakitError(
+      'LK_CONFIG_INVALID',
+      `diffusion task: ${o.prompt ?? 'set'} prompts have width ${promptWidth(o.prompt ?? 'set')}, ` +
+        `the U-Net's cross_attention_dim is ${V}`,
+      { field: 'cross_attention_dim' },
+    );
   const perEpoch = Math.floor(train.n / B);
   const seed = o.dataSeed ?? 0;
   const shared = o.peft ? adapterTraining(o.peft, o.adapter ?? 'default') : null;
@@ -128,6 +148,12 @@ export function diffusionTask(o: DiffusionTaskOptions): TrainTask {
     },
     batchesPerEpoch: perEpoch,
     stepInputs: shared?.stepInputs,
-    settings: { batch_size: B, train_images: train.n, data_seed: seed, cond_dropout: o.condDropout ?? 0.1 },
+    settings: {
+      batch_size: B,
+      train_images: train.n,
+      data_seed: seed,
+      cond_dropout: o.condDropout ?? 0.1,
+      prompt: o.prompt ?? 'set',
+    },
   };
 }

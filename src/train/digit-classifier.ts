@@ -160,10 +160,14 @@ export function canvasClasses(m: CellClassifier, canvases: Float32Array): [numbe
   return out;
 }
 
-/** How often concepts a and b appear: each anywhere, and both (one per half, either order). */
+/**
+ * How often concepts a and b appear: each anywhere, both (one per half, either order), and in place (a in the left
+ * half and b in the right: what a positional prompt [a, b] asks for).
+ */
 export function scoreCanvases(m: CellClassifier, canvases: Float32Array, a: number, b: number) {
   const cls = canvasClasses(m, canvases);
   const has = (d: number) => cls.filter(([l, r]) => l === d || r === d).length / cls.length;
   const both = cls.filter(([l, r]) => (l === a && r === b) || (l === b && r === a)).length / cls.length;
-  return { a: has(a), b: has(b), both, classes: cls };
+  const inPlace = cls.filter(([l, r]) => l === a && r === b).length / cls.length;
+  return { a: has(a), b: has(b), both, inPlace, classes: cls };
 }

@@ -57,7 +57,7 @@ for (const s of fx.schedules) {
       const r =
         st.sampler === 'ddpm'
           ? ddpmStep(sched, eps, st.t, prevT, x, noise)
-          : ddimStep(sched, eps, st.t, prevT, x, st.eta ?? 0, noise);
+          : ddimStep(sched, eps, st.t, prevT, x, st.eta ?? 0, noise, false); // diffusers' default
       const what = `${st.sampler} clip=${st.clip} eta=${st.eta} one=${st.set_alpha_to_one} t=${st.t}`;
       assertAllclose(r.prev, st.prev, { atol: 1e-6, rtol: 1e-6, what: `${what} prev` });
       assertAllclose(r.predX0, st.x0, { atol: 1e-6, rtol: 1e-6, what: `${what} x0` });
@@ -80,6 +80,57 @@ test('DDIM with η = 0 and the true ε recovers x₀ in one step from x_t (the d
   const xt = addNoise(sched, x0, eps, [700]);
   const r = ddimStep(sched, eps, 700, -1, xt, 0);
   assertAllclose(r.prev, x0, { atol: 1e-5, what: 'x0 from x_t' });
+});
+
+test('DDIM with use_clipped_model_output: x̂₀ clamped, ε recomputed from it (float64 hand computation)', async () => {
+  const sched = noiseSchedule({ clip_sample: true, set_alpha_to_one: true });
+  // a latent and ε whose x̂₀ leaves [−1, 1] in some entries and not in others, at t 200 → 100 and with η 0.5
+  const x = Float32Array.from([2.5, -0.3, 0.8, -3.1, 0.05, 1.7]);
+  const eps = Float32Array.from([-1.2, 0.4, 0.1, 0.9, -0.2, -2.0]);
+  const noise = Float32Array.from([0.3, -0.7, 1.1, 0.2, -0.4, 0.6]);
+  const [t, prevT, eta] = [200, 100, 0.5];
+  const a = sched.alphasCumprod[t];
+  const ap = sched.alphasCumprod[prevT];
+  const std = eta * Math.sqrt(((1 - ap) / (1 - a)) * (1 - a / ap));
+  const want = (clipped: boolean) =>
+    [...x].map((xv, k) => {
+      const raw = (xv - Math.sqrt(1 - a) * eps[k]) / Math.sqrt(a);
+      const x0 = Math.min(1, Math.max(-1, raw));
+      const e = clipped ? (xv - Math.sqrt(a) * x0) / Math.sqrt(1 - a) : eps[k];
+      return Math.sqrt(ap) * x0 + Math.sqrt(1 - ap - std * std) * e + std * noise[k];
+    });
+  const raw0 = [...x].map((xv, k) => (xv - Math.sqrt(1 - a) * eps[k]) / Math.sqrt(a));
+  assert.ok(raw0.some((v) => Math.abs(v) > 1) && raw0.some((v) => Math.abs(v) < 1), 'some x̂₀ clamped, some not');
+  const on = ddimStep(sched, eps, t, prevT, x, eta, noise, true);
+  const off = ddimStep(sched, eps, t, prevT, x, eta, noise, false);
+  assertAllclose(on.prev, want(true), { atol: 1e-6, what: 'clipped model output' });
+  assertAllclose(off.prev, want(false), { atol: 1e-6, what: "diffusers' default" });
+  // where x̂₀ was not clamped the recomputed ε is the model's, so the two agree there
+  raw0.forEach((v, k) => {
+    if (Math.abs(v) < 1) assert.ok(Math.abs(on.prev[k] - off.prev[k]) < 1e-6, `entry ${k}`);
+    else assert.ok(Math.abs(on.prev[k] - off.prev[k]) > 1e-3, `entry ${k} differs`);
+  });
+  // sampleDiffusion uses the clipped output by default and diffusers' step when told so
+  const ts = inferenceTimesteps(sched, 2);
+  const first = (c: boolean) => ddimStep(sched, eps, ts[0], ts[1], x, 0, undefined, c).prev;
+  assert.notDeepEqual(first(true), first(false));
+  // the predictor's input at step 2 is what step 1 returned
+  const seen: Float32Array[] = [];
+  for (const c of [undefined, true, false])
+    await sampleDiffusion({
+      schedule: sched,
+      predictNoise: async (latent) => {
+        seen.push(Float32Array.from(latent));
+        return eps;
+      },
+      shape: [1, 1, 2, 3],
+      steps: 2,
+      initial: x,
+      useClippedModelOutput: c,
+    });
+  assertAllclose(seen[1], first(true), { atol: 0, what: 'default = clipped' });
+  assertAllclose(seen[3], first(true), { atol: 0, what: 'true' });
+  assertAllclose(seen[5], first(false), { atol: 0, what: 'false' });
 });
 
 test('the sampler calls the hook before each step with its index and timestep, and uses what it returns', async () => {

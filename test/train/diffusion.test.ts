@@ -3,7 +3,7 @@
 // held-out accuracy, and the diffusion run.yaml's validation.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { assertAllclose } from '../helpers.ts';
@@ -25,7 +25,15 @@ import {
   diffusionTask,
   digitCanvases,
   digitSplit,
+  leftRightTokens,
   loadDiffusionRun,
+  oneHotStates,
+  PROMPT_FILE,
+  promptKindOf,
+  promptStates,
+  promptWidth,
+  runDiffusionTraining,
+  savePromptKind,
   train,
   trainCellClassifier,
 } from '../../src/train/index.ts';
@@ -165,6 +173,130 @@ test('a diffusion run.yaml is validated strictly and its paths resolve against i
         /data\.main\.0/.test(e.message) &&
         /extra/.test(e.message),
     );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('promptStates: set rows are one-hot tokens [n, 2, 12]; positional rows add the one-hot position [n, 2, 14]', () => {
+  assert.equal(promptWidth('set'), 12);
+  assert.equal(promptWidth('positional'), 14);
+  const tokens = [5, 10, 11, 11];
+  const set = promptStates(tokens, 'set');
+  assert.deepEqual(set, oneHotStates(tokens, 12));
+  const pos = promptStates(tokens, 'positional');
+  assert.equal(pos.length, 4 * 14);
+  const want = new Float32Array(4 * 14);
+  for (const [row, token, position] of [
+    [0, 5, 0],
+    [1, 10, 1],
+    [2, 11, 0],
+    [3, 11, 1],
+  ]) {
+    want[row * 14 + token] = 1;
+    want[row * 14 + 12 + position] = 1;
+  }
+  assert.deepEqual(pos, want);
+  assert.throws(() => promptStates([1, 2, 3], 'positional'), /not rows of 2/);
+  assert.throws(() => promptStates([1, 12], 'positional'), /outside 0\.\.11/);
+});
+
+test('positional batches: tokens in [left, right] order match the halves the digits were drawn in', async () => {
+  const d = await digits();
+  const set = digitCanvases(d, {
+    main: [1, 2],
+    other: [0, 3],
+    emptyProbability: 0.4,
+    count: 24,
+    seed: 6,
+    split: 'train',
+  });
+  const lr = leftRightTokens(set);
+  const pools = digitSplit(d.labels, 'train');
+  for (let k = 0; k < set.n; k++)
+    for (const half of [0, 1]) {
+      const cell = Array.from(
+        { length: 64 },
+        (_, p) => set.images[k * 128 + Math.floor(p / 8) * 16 + half * 8 + (p % 8)],
+      );
+      const token = lr[2 * k + half];
+      if (token === CANVAS_TOKENS.empty)
+        assert.ok(
+          cell.every((v) => v === -1),
+          `canvas ${k} half ${half} blank`,
+        );
+      else
+        assert.ok(
+          pools[token].some((r) => cell.every((v, p) => v === d.images[r * 64 + p] / 8 - 1)),
+          `canvas ${k} half ${half}: not a ${token}`,
+        );
+    }
+  const b = diffusionBatch(
+    { schedule: noiseSchedule(), train: set, condDropout: 0, prompt: 'positional' },
+    [0, 1, 2],
+    new Rng(1),
+  );
+  assert.deepEqual(b.states, promptStates(lr.subarray(0, 6), 'positional'));
+});
+
+test('the prompt kind round-trips through a U-Net folder; a bad or mismatched record is refused naming the file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-prompt-'));
+  try {
+    assert.equal(promptKindOf(dir, 12), 'set'); // folders without the record: one-hot set prompts
+    await savePromptKind(dir, 'positional');
+    assert.equal(promptKindOf(dir, 14), 'positional');
+    assert.equal(JSON.parse(readFileSync(join(dir, PROMPT_FILE), 'utf8')).width, 14);
+    assert.throws(
+      () => promptKindOf(dir, 12),
+      (e: unknown) => e instanceof LorakitError && /needs cross_attention_dim 14, the U-Net has 12/.test(e.message),
+    );
+    writeFileSync(join(dir, PROMPT_FILE), '{"kind": "ordered"}');
+    assert.throws(
+      () => promptKindOf(dir),
+      (e: unknown) =>
+        e instanceof LorakitError &&
+        e.code === 'LK_CONFIG_INVALID' &&
+        e.message.includes(PROMPT_FILE) &&
+        /field "kind" must be one of set, positional, got "ordered"/.test(e.message),
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a positional run saves its kind with the U-Net; a LoRA run on it takes that kind and refuses the other', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-diffpos-'));
+  try {
+    const file = join(dir, 'run.yaml');
+    const unetConfig = JSON.stringify({
+      ...tinyUNetConditionConfig({ cross_attention_dim: 14 }),
+      sample_size: [8, 16],
+    });
+    writeFileSync(
+      file,
+      `task: diffusion\noutput_dir: base\nmodel: {config: ${unetConfig}}\n` +
+        `data: {digits: ${DIGITS}, main: [1], other: [2], count: 8, prompt: positional}\n` +
+        'training: {max_steps: 2, per_device_train_batch_size: 4}\n',
+    );
+    const quiet = { progress: 'none' as const, plot: false };
+    const r = await runDiffusionTraining(loadDiffusionRun(file), quiet);
+    assert.equal(promptKindOf(r.outDir, 14), 'positional');
+    const lora = (prompt: string) =>
+      `task: diffusion\noutput_dir: lora\nmodel: {from: base/unet}\n` +
+      `data: {digits: ${DIGITS}, main: [5], count: 8${prompt}}\n` +
+      'adapter: {peft_type: LORA, r: 2, target_modules: [to_k]}\ntraining: {max_steps: 1, per_device_train_batch_size: 4}\n';
+    writeFileSync(file, lora(', prompt: set'));
+    await assert.rejects(
+      runDiffusionTraining(loadDiffusionRun(file), quiet),
+      (e: unknown) =>
+        e instanceof LorakitError && /data\.prompt is set, but .* was trained with positional/.test(e.message),
+    );
+    writeFileSync(file, lora(''));
+    const l = await runDiffusionTraining(loadDiffusionRun(file), quiet);
+    assert.match(l.outDir, /adapter$/);
+    // an unknown kind is a schema error naming data.prompt
+    writeFileSync(file, lora(', prompt: ordered'));
+    assert.throws(() => loadDiffusionRun(file), /data\.prompt/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
