@@ -7,6 +7,7 @@
  * Not here: which tensors are combined (A and B separately, or full ΔW then SVD: combine.ts), the folders (merge.ts).
  */
 import { LorakitError } from '../../errors.ts';
+import { selectInPlace } from '../../linalg/index.ts';
 
 /** How TIES elects the sign of an entry: by the sign of the sum of values, or of the sum of signs. */
 export type SignMethod = 'total' | 'frequency';
@@ -30,12 +31,27 @@ export interface RuleOptions {
   keep?: KeepMask;
 }
 
-/** PEFT's magnitude_based_pruning: keeps the k = ⌊density·n⌋ entries of largest |value| (ties: the earlier first). */
+/**
+ * PEFT's magnitude_based_pruning: keeps the k = ⌊density·n⌋ entries of largest |value| (ties: the earlier first), by
+ * selecting the k-th largest |value| (no sort: bench/svd-merge.ts prunes 576×576 ΔWs).
+ */
 export function magnitudePrune(t: Float64Array, density: number): Float64Array {
-  const k = Math.trunc(density * t.length); // Python's int(density * numel): the same double product, truncated
-  const order = Array.from({ length: t.length }, (_, i) => i).sort((i, j) => Math.abs(t[j]) - Math.abs(t[i]) || i - j);
-  const out = new Float64Array(t.length);
-  for (let q = 0; q < k; q++) out[order[q]] = t[order[q]];
+  const n = t.length;
+  const k = Math.min(Math.trunc(density * n), n); // Python's int(density * numel): the same double product, truncated
+  const out = new Float64Array(n);
+  if (k <= 0) return out;
+  const mags = Float64Array.from(t, Math.abs);
+  const thr = selectInPlace(mags, n - k); // the k-th largest |value|
+  let ties = k;
+  for (let i = 0; i < n; i++) if (Math.abs(t[i]) > thr) ties--; // entries at the threshold still to keep
+  for (let i = 0; i < n; i++) {
+    const v = Math.abs(t[i]);
+    if (v > thr) out[i] = t[i];
+    else if (v === thr && ties > 0) {
+      out[i] = t[i];
+      ties--;
+    }
+  }
   return out;
 }
 
