@@ -1,0 +1,90 @@
+/**
+ * `npm run bench:svd-merge`: one module's SVD merge per combination type (svd, ties_svd, dare_linear_svd,
+ * dare_ties_svd, magnitude_prune_svd), the dense path (form ΔW, full Jacobi `svd`) against the factored one
+ * (`svdOfProduct` of the stacked factors for svd, `svdTop` for the pruned types), on SmolLM2-135M's shapes: 576×576
+ * (q_proj, o_proj) and 1536×576 (an MLP projection), four rank-8 sources, merged to rank 8 at density 0.5. Prints
+ * the seconds of each and the largest difference of their B·A products relative to max |B·A|. Writes nothing.
+ *
+ *   npm run bench:svd-merge [-- --quick]   (--quick: 576×576 only)
+ */
+import { loadavg } from 'node:os';
+import { mm, Rng } from '../src/linalg/index.ts';
+import {
+  bernoulliSource,
+  type CombinationType,
+  type CombinedModule,
+  combineModule,
+  type ModuleSource,
+} from '../src/peft/compose/index.ts';
+import { machine, table } from './common.ts';
+
+const TYPES: CombinationType[] = ['svd', 'ties_svd', 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune_svd'];
+const R = 8;
+const N_SOURCES = 4;
+
+/** Four LoRAs of one module: A at kaiming scale 1/√in, B small (as after a short run), scaling α/r = 2. */
+function sources(out: number, inF: number, weight: number): ModuleSource[] {
+  const rng = new Rng(out * 7 + inF);
+  return Array.from({ length: N_SOURCES }, () => ({
+    a: Float64Array.from(rng.normalArray(R * inF, 1 / Math.sqrt(inF))),
+    b: Float64Array.from(rng.normalArray(out * R, 0.01)),
+    r: R,
+    scaling: 2,
+    weight,
+  }));
+}
+
+function seconds(fn: () => void): number {
+  const t = performance.now();
+  fn();
+  return (performance.now() - t) / 1000;
+}
+
+const quick = process.argv.includes('--quick');
+const shapes: [number, number][] = quick
+  ? [[576, 576]]
+  : [
+      [576, 576],
+      [1536, 576],
+    ];
+const m = machine();
+const rows: (string | number)[][] = [['type', 'shape', 'dense s', 'factored s', 'speed-up', 'max |ΔBA|/max |BA|']];
+for (const [out, inF] of shapes) {
+  for (const type of TYPES) {
+    // PEFT's weights as scripts/smollm2-pool.ts uses them: 1/n where the rule sums, 1 where TIES's mean averages
+    const ss = sources(out, inF, type.includes('ties') ? 1 : 1 / N_SOURCES);
+    const shape = { out, in: inF, transposed: false };
+    const o = { rank: R, density: 0.5 };
+    let fast: CombinedModule = { a: new Float64Array(), b: new Float64Array() };
+    let dense = fast;
+    const tFast = seconds(() => {
+      fast = combineModule(type, ss, shape, { ...o, keep: bernoulliSource(0) });
+    });
+    const tDense = seconds(() => {
+      dense = combineModule(type, ss, shape, { ...o, keep: bernoulliSource(0), svdSolver: 'dense' });
+    });
+    const want = mm(dense.b, dense.a, out, R, inF);
+    const got = mm(fast.b, fast.a, out, R, inF);
+    let diff = 0;
+    let big = 0;
+    for (let e = 0; e < want.length; e++) {
+      diff = Math.max(diff, Math.abs(got[e] - want[e]));
+      big = Math.max(big, Math.abs(want[e]));
+    }
+    rows.push([
+      type,
+      `${out}×${inF}`,
+      tDense.toFixed(2),
+      tFast.toFixed(3),
+      `${(tDense / tFast).toFixed(0)}×`,
+      (diff / big).toExponential(1),
+    ]);
+    console.error(`${type} ${out}×${inF}: dense ${tDense.toFixed(2)} s, factored ${tFast.toFixed(3)} s`);
+  }
+}
+console.log(
+  `${m.cpu}, ${m.cores} cores; load before ${m.loadBefore.join(' ')}, after ${loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')}`,
+);
+console.log(table(rows));
