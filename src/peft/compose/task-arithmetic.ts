@@ -40,7 +40,8 @@ export function magnitudePrune(t: Float64Array, density: number): Float64Array {
   const k = Math.min(Math.trunc(density * n), n); // Python's int(density * numel): the same double product, truncated
   const out = new Float64Array(n);
   if (k <= 0) return out;
-  const mags = Float64Array.from(t, Math.abs);
+  const mags = new Float64Array(n);
+  for (let i = 0; i < n; i++) mags[i] = Math.abs(t[i]);
   const thr = selectInPlace(mags, n - k); // the k-th largest |value|
   let ties = k;
   for (let i = 0; i < n; i++) if (Math.abs(t[i]) > thr) ties--; // entries at the threshold still to keep
@@ -76,12 +77,11 @@ function prune(t: Float64Array, kind: 'magnitude' | 'random', o: RuleOptions): F
  */
 export function majoritySign(ts: readonly Float64Array[], method: SignMethod): Int8Array {
   const n = ts[0].length;
+  const sum = new Float64Array(n);
+  // tensor by tensor (contiguous) rather than entry by entry: the same sums, in the same order per entry
+  for (const t of ts) for (let e = 0; e < n; e++) sum[e] += method === 'total' ? t[e] : Math.sign(t[e]);
   const out = new Int8Array(n);
-  for (let e = 0; e < n; e++) {
-    let s = 0;
-    for (const t of ts) s += method === 'total' ? t[e] : Math.sign(t[e]);
-    out[e] = s >= 0 ? 1 : -1;
-  }
+  for (let e = 0; e < n; e++) out[e] = sum[e] >= 0 ? 1 : -1;
   return out;
 }
 
@@ -90,19 +90,21 @@ export function majoritySign(ts: readonly Float64Array[], method: SignMethod): I
  * entry has sign 0 and never counts), or 0 where none has.
  */
 export function disjointMerge(ts: readonly Float64Array[], weights: readonly number[], sign: Int8Array): Float64Array {
-  const out = new Float64Array(sign.length);
-  for (let e = 0; e < sign.length; e++) {
-    let sum = 0;
-    let count = 0;
-    ts.forEach((t, i) => {
+  const n = sign.length;
+  const sum = new Float64Array(n);
+  const count = new Uint32Array(n);
+  for (let i = 0; i < ts.length; i++) {
+    const t = ts[i];
+    const w = weights[i];
+    for (let e = 0; e < n; e++) {
       if (Math.sign(t[e]) === sign[e]) {
-        sum += t[e] * weights[i];
-        count++;
+        sum[e] += t[e] * w;
+        count[e]++;
       }
-    });
-    out[e] = sum / Math.max(count, 1);
+    }
   }
-  return out;
+  for (let e = 0; e < n; e++) sum[e] /= Math.max(count[e], 1);
+  return sum;
 }
 
 /** Σᵢ wᵢ·tᵢ. */
