@@ -4,6 +4,7 @@
 //
 // Algorithm: Hoare's FIND (quickselect) with Wirth's two-pointer partition and a median-of-three pivot. Equal values
 // stop both pointers and are swapped, so arrays of many ties split evenly instead of degrading to O(n²).
+import { LorakitError } from '../errors.ts';
 
 /**
  * The k-th smallest value (0-based) of `a`, rearranging `a` in place so that a[k] is that value, everything before
@@ -11,7 +12,10 @@
  */
 export function selectInPlace(a: Float64Array, k: number): number {
   if (!Number.isInteger(k) || k < 0 || k >= a.length)
-    throw new RangeError(`selectInPlace: k must be an integer in 0..${a.length - 1}, got ${k}`);
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `selectInPlace: k must be an integer in 0..${a.length - 1}, got ${k}`,
+    );
   let lo = 0;
   let hi = a.length - 1;
   while (hi > lo) {
