@@ -185,6 +185,8 @@ async function table(examples: number, only: string[]) {
     writeFileSync(heldOut[t], `${lines.join('\n')}\n`);
   }
   await evaluateRows({ model: MODEL, rows: todo, heldOut }, (name, r) => {
+    // re-read first: row processes running side by side (`table 16 "<row>"`) keep each other's rows
+    if (existsSync(file)) Object.assign(done, JSON.parse(readFileSync(file, 'utf8')));
     done[name] = r;
     writeFileSync(file, `${JSON.stringify(done, null, 2)}\n`); // after every row: a killed run keeps what it did
     console.error(`${name}: ${JSON.stringify(r)}`);
