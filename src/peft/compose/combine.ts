@@ -184,7 +184,7 @@ function factoriseDelta(
   const m = shape.transposed ? transposeF64(merged, inF, out) : merged; // [out, in]
   if (solver === 'dense') return svd(m, out, inF);
   // Block Σrᵢ + k: the unpruned ΔW has rank ≤ Σrᵢ, and pruning spreads the rest thinly, so σ_(p+1)/σ_k is small
-  // and the iteration converges in ~10 steps (bench/svd-merge.ts); svdTop goes dense where that block is too big.
+  // and the iteration converges in 10–17 steps (bench/svd-merge.ts); svdTop goes dense where that block is too big.
   const k = Math.min(o.rank, out, inF);
   const block = Math.min(sources.reduce((t, s) => t + s.r, 0) + k, out, inF);
   return svdTop(m, out, inF, k, { block });
