@@ -24,7 +24,11 @@ export interface SvdTopOptions {
   tol?: number;
   /** Iterations before the dense fallback (default 300). */
   maxIterations?: number;
-  /** Use the dense `svd` when p > denseFraction·min(m, n) (default 0.25). */
+  /**
+   * Use the dense `svd` when p > denseFraction·min(m, n) (default 0.15). The dense cost grows as min(m, n)²·max(m, n),
+   * the iteration's as m·n·p·iterations: measured on SmolLM2's merged ΔW (bench/svd-merge.ts --pool, p 40, 10–23
+   * iterations), dense was 1–3× faster at 192×576 and the iteration 5–10× faster at 576×576.
+   */
   denseFraction?: number;
   /** Seed of the Gaussian start block (default 0): results are reproducible. */
   seed?: number;
@@ -57,7 +61,7 @@ export function svdTop(a: RealArray, m: number, n: number, k: number, opts: SvdT
     throw new LorakitError('LK_INVALID_ARGUMENT', `svdTop: block must be an integer ≥ k = ${k}, got ${opts.block}`);
   const tol = opts.tol ?? 1e-10;
   const maxIterations = opts.maxIterations ?? 300;
-  if (p > (opts.denseFraction ?? 0.25) * small)
+  if (p > (opts.denseFraction ?? 0.15) * small)
     return { ...truncate(svd(a, m, n), m, n, k), method: 'dense', iterations: 0, residual: 0 };
 
   let vt: Float64Array = Float64Array.from(new Rng(opts.seed ?? 0).normalArray(p * n)); // Vᵀ [p, n]: rows are the block
