@@ -109,7 +109,7 @@ for (const c of cases) {
       tDense.toFixed(2),
       tFirst.toFixed(3),
       tFast.toFixed(3),
-      `${(tDense / tFast).toFixed(0)}×`,
+      `${(tDense / tFast).toFixed(tDense < 10 * tFast ? 1 : 0)}×`,
       (diff / big).toExponential(1),
     ]);
     console.error(`${type} ${out}×${inF}: dense ${tDense.toFixed(2)} s, factored ${tFast.toFixed(3)} s`);
