@@ -7,7 +7,7 @@
  *
  *   node --import tsx scripts/smollm2-pool.ts data                # runs/smollm2-pool/<task>/{train,valid}.jsonl
  *   node --import tsx scripts/smollm2-pool.ts train <task> [steps] # runs/smollm2-pool/<task>/run/final (via runTraining)
- *   node --import tsx scripts/smollm2-pool.ts merge               # runs/smollm2-pool/merges/<name> (mergeAdapterFolders)
+ *   node --import tsx scripts/smollm2-pool.ts merge [name…]       # runs/smollm2-pool/merges/<name> (mergeAdapterFolders)
  *   node --import tsx scripts/smollm2-pool.ts table [N] [row…]    # rows not yet in table-N.json on N held-out chats per task
  *
  * Not here: the task framing (scripts/smollm2-pool-tasks.ts), the training loop (train/run.ts, the CLI's), the merge
@@ -85,8 +85,11 @@ async function train(t: PoolTask, steps: number) {
 }
 
 /**
- * The merges of the pool: PEFT's types at weight 1/n (ties-type at 1: its disjoint mean already averages). Not svd:
- * its full SVD of each 576 × 576 ΔW takes 65 s here under load (60 of them per merge), more than this run can spend.
+ * The merges of the pool: PEFT's types at weight 1/n where the rule sums (linear, cat, svd, dare_linear_svd,
+ * magnitude_prune_svd), 1 where TIES's disjoint mean already averages; density 0.5 and DARE seed 0; the svd types at
+ * PEFT's default rank (the largest source rank, 8). The svd types no longer run a dense SVD of each 576 × 576 ΔW
+ * (65 s under load, 120 per merge): combine.ts factors `svd` from the stacked factors and takes the top 8 of the
+ * pruned ΔW by subspace iteration (bench/svd-merge.ts).
  */
 function merges(n: number) {
   return [
@@ -94,11 +97,38 @@ function merges(n: number) {
     { name: 'ties-d0.5', combination: 'ties' as const, weight: 1, extra: { density: 0.5 } },
     { name: 'dare_ties-d0.5', combination: 'dare_ties' as const, weight: 1, extra: { density: 0.5, seed: 0 } },
     { name: 'cat', combination: 'cat' as const, weight: 1 / n, extra: {} },
+    { name: 'svd', combination: 'svd' as const, weight: 1 / n, extra: {} },
+    { name: 'ties_svd-d0.5', combination: 'ties_svd' as const, weight: 1, extra: { density: 0.5 } },
+    {
+      name: 'dare_linear_svd-d0.5',
+      combination: 'dare_linear_svd' as const,
+      weight: 1 / n,
+      extra: { density: 0.5, seed: 0 },
+    },
+    {
+      name: 'dare_ties_svd-d0.5',
+      combination: 'dare_ties_svd' as const,
+      weight: 1,
+      extra: { density: 0.5, seed: 0 },
+    },
+    {
+      name: 'magnitude_prune_svd-d0.5',
+      combination: 'magnitude_prune_svd' as const,
+      weight: 1 / n,
+      extra: { density: 0.5 },
+    },
   ];
 }
 
-async function merge() {
-  for (const m of merges(POOL_TASKS.length)) {
+/** Runs the merges named in `only` (all when empty), adding each one's wall time to merges/merge-times.json. */
+async function merge(only: string[]) {
+  const all = merges(POOL_TASKS.length);
+  const unknown = only.filter((n) => !all.some((m) => m.name === n));
+  if (unknown.length > 0)
+    throw new Error(`unknown merge ${unknown.join(', ')}: one of ${all.map((m) => m.name).join(', ')}`);
+  const timesFile = join(OUT, 'merges', 'merge-times.json');
+  const times: Record<string, number> = existsSync(timesFile) ? JSON.parse(readFileSync(timesFile, 'utf8')) : {};
+  for (const m of all.filter((x) => only.length === 0 || only.includes(x.name))) {
     const out = join(OUT, 'merges', m.name);
     rmSync(out, { recursive: true, force: true });
     const t0 = performance.now();
@@ -108,7 +138,9 @@ async function merge() {
       combination: m.combination,
       ...m.extra,
     });
-    console.log(`${m.name}: ${out} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+    times[m.name] = (performance.now() - t0) / 1000;
+    writeFileSync(timesFile, `${JSON.stringify(times, null, 2)}\n`);
+    console.log(`${m.name}: ${out} (${times[m.name].toFixed(1)} s)`);
   }
 }
 
@@ -153,6 +185,8 @@ async function table(examples: number, only: string[]) {
     writeFileSync(heldOut[t], `${lines.join('\n')}\n`);
   }
   await evaluateRows({ model: MODEL, rows: todo, heldOut }, (name, r) => {
+    // re-read first: row processes running side by side (`table 16 "<row>"`) keep each other's rows
+    if (existsSync(file)) Object.assign(done, JSON.parse(readFileSync(file, 'utf8')));
     done[name] = r;
     writeFileSync(file, `${JSON.stringify(done, null, 2)}\n`); // after every row: a killed run keeps what it did
     console.error(`${name}: ${JSON.stringify(r)}`);
@@ -165,11 +199,11 @@ const [phase, arg, arg2] = process.argv.slice(2);
 try {
   if (phase === 'data') data();
   else if (phase === 'train' && isTask(arg)) await train(arg, Number(arg2 ?? 24));
-  else if (phase === 'merge') await merge();
+  else if (phase === 'merge') await merge(process.argv.slice(3));
   else if (phase === 'table') await table(Number(arg ?? HELD_OUT), process.argv.slice(4));
   else {
     console.error(
-      `usage: smollm2-pool.ts data | train <${POOL_TASKS.join('|')}> [steps] | merge | table [examples] [row…]`,
+      `usage: smollm2-pool.ts data | train <${POOL_TASKS.join('|')}> [steps] | merge [name…] | table [examples] [row…]`,
     );
     process.exitCode = 2;
   }

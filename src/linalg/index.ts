@@ -14,6 +14,9 @@ export {
   type SylvesterOptions,
 } from './eig.ts';
 export { svd, pinv, type Svd } from './svd.ts';
+export { svdOfProduct } from './svd-product.ts';
+export { selectInPlace } from './select.ts';
+export { svdTop, type SvdTop, type SvdTopOptions } from './svd-top.ts';
 export { lu, type Lu, type LuOptions } from './lu.ts';
 export { svdLowrank, type SvdLowrankOptions } from './rsvd.ts';
 export { TorchGenerator, roundBf16, roundBf16Array } from './torch-random.ts';

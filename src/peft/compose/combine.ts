@@ -11,7 +11,8 @@
  * Not here: the rules themselves (task-arithmetic.ts), reading and writing folders (merge.ts).
  */
 import { LorakitError } from '../../errors.ts';
-import { mm, svd, TorchGenerator, transposeF64 } from '../../linalg/index.ts';
+import { mm, selectInPlace, svd, svdOfProduct, svdTop, TorchGenerator, transposeF64 } from '../../linalg/index.ts';
+import type { Svd } from '../../linalg/index.ts';
 import { combineTensors, type KeepMask, type RuleOptions, type TensorRule } from './task-arithmetic.ts';
 
 /** PEFT's combination types, in its documentation's order. */
@@ -72,6 +73,12 @@ export interface CombineOptions extends Omit<RuleOptions, 'keep'> {
   svdClamp?: number;
   /** DARE's keep masks, drawn in PEFT's order (A tensors, then B tensors; or the ΔWᵢ in source order). */
   keep?: KeepMask;
+  /**
+   * How the ΔW family factorises (default 'auto'): 'auto' takes the SVD of the stacked factors for `svd` (exact,
+   * ΔW never formed) and the top-k subspace iteration for the pruned types; 'dense' forms ΔW and runs the full
+   * Jacobi SVD (the reference; bench/svd-merge.ts and the tests compare the two).
+   */
+  svdSolver?: 'auto' | 'dense';
 }
 
 /** A merged module: A [rank, in], B [out, rank]. */
@@ -128,20 +135,7 @@ export function combineModule(
       ),
     };
   }
-  // ΔW family: in PEFT's memory layout, so that DARE's draws and top-k ties fall where PEFT's do
-  const deltas = sources.map((s) => {
-    const d = mm(s.b, s.a, out, s.r, inF); // [out, in]
-    for (let i = 0; i < d.length; i++) d[i] *= s.scaling;
-    return shape.transposed ? transposeF64(d, out, inF) : d;
-  });
-  const merged = combineTensors(
-    rule,
-    deltas,
-    sources.map((s) => s.weight),
-    o,
-  );
-  const m = shape.transposed ? transposeF64(merged, inF, out) : merged; // [out, in]
-  const { u, s, v, k: n } = svd(m, out, inF); // u [out, n], v [in, n]
+  const { u, s, v, k: n } = factoriseDelta(type, sources, shape, o);
   const keep = Math.min(k, n);
   for (let i = 0; i < out; i++) for (let j = 0; j < keep; j++) b[i * k + j] = u[i * n + j] * s[j];
   for (let j = 0; j < keep; j++) for (let c = 0; c < inF; c++) a[j * inF + c] = v[c * n + j];
@@ -149,13 +143,65 @@ export function combineModule(
   return { a, b };
 }
 
+/**
+ * The SVD (at least its top `rank` triplets) of the combined ΔW [out, in]. For `svd` (the linear rule) ΔW =
+ * Σ wᵢsᵢBᵢAᵢ = [w₁s₁B₁ …]·[A₁; …] exactly, so its SVD is that of the stacked factors' product; the pruned types
+ * form ΔW (pruning acts on its entries) and take its top `rank` triplets only.
+ */
+function factoriseDelta(
+  type: CombinationType,
+  sources: readonly ModuleSource[],
+  shape: ModuleShape,
+  o: CombineOptions,
+): Svd {
+  const { out, in: inF } = shape;
+  const solver = o.svdSolver ?? 'auto';
+  if (type === 'svd' && solver === 'auto') {
+    const inner = sources.reduce((t, s) => t + s.r, 0);
+    const bs = new Float64Array(out * inner);
+    const as = new Float64Array(inner * inF);
+    let col = 0;
+    for (const s of sources) {
+      const w = s.weight * s.scaling;
+      for (let i = 0; i < out; i++) for (let j = 0; j < s.r; j++) bs[i * inner + col + j] = w * s.b[i * s.r + j];
+      as.set(s.a.subarray(0, s.r * inF), col * inF);
+      col += s.r;
+    }
+    return svdOfProduct(bs, as, out, inner, inF);
+  }
+  // in PEFT's memory layout, so that DARE's draws and top-k ties fall where PEFT's do
+  const deltas = sources.map((s) => {
+    const d = mm(s.b, s.a, out, s.r, inF); // [out, in]
+    for (let i = 0; i < d.length; i++) d[i] *= s.scaling;
+    return shape.transposed ? transposeF64(d, out, inF) : d;
+  });
+  const merged = combineTensors(
+    ruleOf(type),
+    deltas,
+    sources.map((s) => s.weight),
+    o,
+  );
+  const m = shape.transposed ? transposeF64(merged, inF, out) : merged; // [out, in]
+  if (solver === 'dense') return svd(m, out, inF);
+  // Block Σrᵢ + k: the unpruned ΔW has rank ≤ Σrᵢ, and pruning spreads the rest thinly, so σ_(p+1)/σ_k is small
+  // and the iteration converges in 10–17 steps (bench/svd-merge.ts); svdTop goes dense where that block is too big.
+  const k = Math.min(o.rank, out, inF);
+  const block = Math.min(sources.reduce((t, s) => t + s.r, 0) + k, out, inF);
+  return svdTop(m, out, inF, k, { block });
+}
+
 /** torch.quantile(x, q) (linear interpolation between the order statistics around q·(n − 1)). */
 export function quantile(x: ArrayLike<number>, q: number): number {
-  const sorted = Float64Array.from(x).sort();
-  const pos = q * (sorted.length - 1);
+  const a = Float64Array.from(x);
+  const pos = q * (a.length - 1);
   const lo = Math.floor(pos);
-  const hi = Math.min(lo + 1, sorted.length - 1);
-  return sorted[lo] + (pos - lo) * (sorted[hi] - sorted[lo]);
+  const below = selectInPlace(a, lo); // a[lo + 1 …] now holds the larger values: the next order statistic is their least
+  let above = below;
+  if (lo + 1 < a.length) {
+    above = a[lo + 1];
+    for (let i = lo + 2; i < a.length; i++) if (a[i] < above) above = a[i];
+  }
+  return below + (pos - lo) * (above - below);
 }
 
 /**

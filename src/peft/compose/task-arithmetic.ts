@@ -7,6 +7,7 @@
  * Not here: which tensors are combined (A and B separately, or full ΔW then SVD: combine.ts), the folders (merge.ts).
  */
 import { LorakitError } from '../../errors.ts';
+import { selectInPlace } from '../../linalg/index.ts';
 
 /** How TIES elects the sign of an entry: by the sign of the sum of values, or of the sum of signs. */
 export type SignMethod = 'total' | 'frequency';
@@ -30,12 +31,28 @@ export interface RuleOptions {
   keep?: KeepMask;
 }
 
-/** PEFT's magnitude_based_pruning: keeps the k = ⌊density·n⌋ entries of largest |value| (ties: the earlier first). */
+/**
+ * PEFT's magnitude_based_pruning: keeps the k = ⌊density·n⌋ entries of largest |value| (ties: the earlier first), by
+ * selecting the k-th largest |value| (no sort: bench/svd-merge.ts prunes 576×576 ΔWs).
+ */
 export function magnitudePrune(t: Float64Array, density: number): Float64Array {
-  const k = Math.trunc(density * t.length); // Python's int(density * numel): the same double product, truncated
-  const order = Array.from({ length: t.length }, (_, i) => i).sort((i, j) => Math.abs(t[j]) - Math.abs(t[i]) || i - j);
-  const out = new Float64Array(t.length);
-  for (let q = 0; q < k; q++) out[order[q]] = t[order[q]];
+  const n = t.length;
+  const k = Math.min(Math.trunc(density * n), n); // Python's int(density * numel): the same double product, truncated
+  const out = new Float64Array(n);
+  if (k <= 0) return out;
+  const mags = new Float64Array(n);
+  for (let i = 0; i < n; i++) mags[i] = Math.abs(t[i]);
+  const thr = selectInPlace(mags, n - k); // the k-th largest |value|
+  let ties = k;
+  for (let i = 0; i < n; i++) if (Math.abs(t[i]) > thr) ties--; // entries at the threshold still to keep
+  for (let i = 0; i < n; i++) {
+    const v = Math.abs(t[i]);
+    if (v > thr) out[i] = t[i];
+    else if (v === thr && ties > 0) {
+      out[i] = t[i];
+      ties--;
+    }
+  }
   return out;
 }
 
@@ -60,12 +77,11 @@ function prune(t: Float64Array, kind: 'magnitude' | 'random', o: RuleOptions): F
  */
 export function majoritySign(ts: readonly Float64Array[], method: SignMethod): Int8Array {
   const n = ts[0].length;
+  const sum = new Float64Array(n);
+  // tensor by tensor (contiguous) rather than entry by entry: the same sums, in the same order per entry
+  for (const t of ts) for (let e = 0; e < n; e++) sum[e] += method === 'total' ? t[e] : Math.sign(t[e]);
   const out = new Int8Array(n);
-  for (let e = 0; e < n; e++) {
-    let s = 0;
-    for (const t of ts) s += method === 'total' ? t[e] : Math.sign(t[e]);
-    out[e] = s >= 0 ? 1 : -1;
-  }
+  for (let e = 0; e < n; e++) out[e] = sum[e] >= 0 ? 1 : -1;
   return out;
 }
 
@@ -74,19 +90,21 @@ export function majoritySign(ts: readonly Float64Array[], method: SignMethod): I
  * entry has sign 0 and never counts), or 0 where none has.
  */
 export function disjointMerge(ts: readonly Float64Array[], weights: readonly number[], sign: Int8Array): Float64Array {
-  const out = new Float64Array(sign.length);
-  for (let e = 0; e < sign.length; e++) {
-    let sum = 0;
-    let count = 0;
-    ts.forEach((t, i) => {
+  const n = sign.length;
+  const sum = new Float64Array(n);
+  const count = new Uint32Array(n);
+  for (let i = 0; i < ts.length; i++) {
+    const t = ts[i];
+    const w = weights[i];
+    for (let e = 0; e < n; e++) {
       if (Math.sign(t[e]) === sign[e]) {
-        sum += t[e] * weights[i];
-        count++;
+        sum[e] += t[e] * w;
+        count[e]++;
       }
-    });
-    out[e] = sum / Math.max(count, 1);
+    }
   }
-  return out;
+  for (let e = 0; e < n; e++) sum[e] /= Math.max(count[e], 1);
+  return sum;
 }
 
 /** Σᵢ wᵢ·tᵢ. */

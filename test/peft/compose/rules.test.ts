@@ -134,6 +134,34 @@ test('svd: exact at rank ≥ rank(Σ wᵢΔWᵢ); truncated, the residual is ort
   near(mm(padded.b, padded.a, OUT, 7, IN), m, 1e-12, 'svd rank 7');
 });
 
+test('svd types: the factored solvers (stacked-factor SVD, top-k subspace iteration) give the dense SVD rank-k BA', () => {
+  // block Σr + k = 20 ≤ 0.15·min(out, in): the pruned types take svdTop's subspace path, not its dense fallback
+  const [out, inF, r, k] = [160, 140, 4, 4];
+  const big = (seed: number, scaling: number, weight: number): ModuleSource => ({
+    a: randArray(r * inF, seed),
+    b: randArray(out * r, seed + 100),
+    r,
+    scaling,
+    weight,
+  });
+  const ss = [big(11, 2, 0.7), big(12, 0.5, -1.2), big(13, 4, 0.3), big(14, 1, 0.9)];
+  for (const type of ['svd', 'ties_svd', 'dare_linear_svd', 'dare_ties_svd', 'magnitude_prune_svd'] as const) {
+    for (const transposed of [false, true]) {
+      const o = { rank: k, density: 0.5 };
+      const fast = combineModule(type, ss, { out, in: inF, transposed }, { ...o, keep: bernoulliSource(7) });
+      const dense = combineModule(
+        type,
+        ss,
+        { out, in: inF, transposed },
+        { ...o, keep: bernoulliSource(7), svdSolver: 'dense' },
+      );
+      const want = mm(dense.b, dense.a, out, k, inF);
+      const scale = want.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      near(mm(fast.b, fast.a, out, k, inF), want, 1e-8 * scale, `${type}${transposed ? ' transposed' : ''}`);
+    }
+  }
+});
+
 /** The lowest inertia over every assignment of n points to k non-empty clusters. */
 function bruteForce(x: Float64Array, n: number, d: number, k: number) {
   let best = Infinity;
