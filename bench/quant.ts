@@ -12,7 +12,9 @@
  *   npm run bench:quant -- --only smollm --steps 1 --warmup 0 --skip 'PEFT bf16'
  * Not here: running one workload (lorakit.ts, interop/bench_peft.py), the suite of bench:peft (peft.ts).
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpuFeatures } from '../src/io/host.ts';
+import { quantInputsFor } from '../src/nn/index.ts';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RESULTS, ensureVenv, fmt, machine, parseArgs, runLorakit, runPeft, table, type Result } from './common.ts';
@@ -26,15 +28,9 @@ type Setting = (typeof SETTINGS)[number];
 /** The SIMD and matrix-unit flags of the CPU that decide which kernels are fast (x86 /proc/cpuinfo names). */
 function cpuFlags(): string {
   const want = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_tile', 'amx_int8', 'amx_bf16'];
-  try {
-    const line = readFileSync('/proc/cpuinfo', 'utf8')
-      .split('\n')
-      .find((l) => l.startsWith('flags'));
-    const have = new Set(line?.split(':')[1]?.trim().split(/\s+/) ?? []);
-    return want.map((f) => `${f}${have.has(f) ? '+' : '-'}`).join(' ');
-  } catch {
-    return '(no /proc/cpuinfo)';
-  }
+  const have = cpuFeatures();
+  if (have.size === 0) return '(no /proc/cpuinfo)';
+  return `${want.map((f) => `${f}${have.has(f) ? '+' : '-'}`).join(' ')}; int8 inputs: ${quantInputsFor(have)}`;
 }
 
 /** One run of `setting` for workload `w`; lorakit runs get `cache` as their LORAKIT_CACHE. */

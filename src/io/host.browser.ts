@@ -239,6 +239,11 @@ export function standardOutput(): Writable & { isTTY?: boolean } {
   return sink as unknown as Writable & { isTTY?: boolean };
 }
 
+/** A page cannot read the CPU's flags: none are reported, so kernel choices take their portable default. */
+export function cpuFeatures(): ReadonlySet<string> {
+  return new Set();
+}
+
 /** Only this browser context's own "process" (id 1) is alive: a lock it did not write is another tab's. */
 export function processAlive(pid: number): boolean {
   return pid === processId();

@@ -7,6 +7,7 @@
  * the CLI (src/cli/ is Node-only and imports Node directly).
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 
 export { constants, existsSync, readFileSync, readdirSync, statSync, type Stats } from 'node:fs';
@@ -65,6 +66,21 @@ export function standardOutput(): Writable & { isTTY?: boolean } {
 }
 
 /** Whether process `pid` exists on this machine (stale-lock detection; EPERM: it exists, another user's). */
+/**
+ * The CPU's feature flags as /proc/cpuinfo names them (x86 `flags`, Arm `Features`): what decides which of ONNX
+ * Runtime's kernels are fast here. Empty where the file cannot be read (macOS, Windows).
+ */
+export function cpuFeatures(): ReadonlySet<string> {
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((l) => /^(flags|Features)\s*:/.test(l));
+    return new Set(line?.split(':')[1]?.trim().split(/\s+/) ?? []);
+  } catch {
+    return new Set();
+  }
+}
+
 export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -79,7 +79,15 @@ export function buildSequenceClassifier(
 export function memoryContext(config: ModelConfig, graph: Graph, opts: ContextOptions = {}): ModelContext<ModelConfig> {
   const modules = familyOf(config).modules(config);
   const weights = new WeightSource(graph, null, opts);
-  return createContext({ graph, weights, modules, config, hooks: opts.hooks, quantized: opts.quantized });
+  return createContext({
+    graph,
+    weights,
+    modules,
+    config,
+    hooks: opts.hooks,
+    quantized: opts.quantized,
+    quantizedInputs: opts.quantizedInputs,
+  });
 }
 
 // Generation (prefill + KV-cache decode, batched, streaming) and the host-side logits processors.

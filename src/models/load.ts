@@ -20,6 +20,7 @@ import {
   type ModelContext,
   type ModuleHooks,
   type ModuleInfo,
+  type QuantInputs,
   type QuantizedWeight,
   type WeightStore,
   WeightSource,
@@ -58,6 +59,8 @@ export interface ContextOptions {
   namePrefix?: string;
   /** Quantized frozen Linear weights by HF name (models/quantize.ts): multiplied through integer kernels. */
   quantized?: ReadonlyMap<string, QuantizedWeight>;
+  /** How their 8-bit block products take the input (nn/quant-linear.ts; default float). */
+  quantizedInputs?: QuantInputs;
 }
 
 /** An opened model folder. */
@@ -79,6 +82,8 @@ export interface LoadedModel {
   cache: CacheSpec | null;
   /** Set by quantizeModel: the quantized frozen weights every context of this model uses. */
   quantizedBase?: QuantizedBase;
+  /** Set by quantizeModel: how the quantized products take their input on this machine. */
+  quantizedInputs?: QuantInputs;
   /** A WeightSource for `graph`: file-backed initializers, or inputs / overrides as asked. */
   weights(graph: Graph, opts?: ContextOptions): WeightSource;
   /** A ModelContext for `graph`, ready for buildCausalLM / buildSequenceClassifier. */
@@ -162,6 +167,7 @@ export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
           config,
           hooks: opts.hooks,
           quantized: opts.quantized,
+          quantizedInputs: opts.quantizedInputs,
         }),
       read: async (name) => {
         const fileName = resolve(name);

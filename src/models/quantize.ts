@@ -10,7 +10,16 @@
  */
 import { LorakitError } from '../errors.ts';
 import { transpose } from '../linalg/index.ts';
-import { type ModuleInfo, type QuantMode, type QuantizedWeight, quantizedBytes, quantizeWeight } from '../nn/index.ts';
+import {
+  type ModuleInfo,
+  type QuantInputs,
+  type QuantMode,
+  type QuantizedWeight,
+  quantInputsFor,
+  quantizedBytes,
+  quantizeWeight,
+} from '../nn/index.ts';
+import { cpuFeatures } from '../io/host.ts';
 import { lorakitCacheDir } from '../io/cache-root.ts';
 import type { LoadedModel } from './load.ts';
 import { cachedSpecs, quantCacheSlot, readQuantCache, writeQuantCache } from './quant-cache.ts';
@@ -167,6 +176,11 @@ export interface QuantizeOptions extends QuantizeScope {
    * they are (Q4_0/Q4_1 for q4, Q8_0 for int8; default: take them).
    */
   gguf?: false;
+  /**
+   * How the 8-bit block products take their input (nn/quant-linear.ts QuantInputs): `auto` (default) picks the
+   * faster one for this CPU (quantInputsFor: int8 where it has integer dot-product instructions, else float).
+   */
+  inputs?: 'auto' | QuantInputs;
 }
 
 /**
@@ -237,13 +251,20 @@ export async function quantizeModel(
       );
     return model;
   }
+  const asked = opts.inputs ?? 'auto';
+  if (asked !== 'auto' && asked !== 'float' && asked !== 'int8')
+    throw new LorakitError('LK_INVALID_ARGUMENT', `quantize inputs must be auto, float or int8, got ${String(asked)}`, {
+      option: 'quantize_inputs',
+    });
+  const inputs = asked === 'auto' ? quantInputsFor(cpuFeatures()) : asked;
   const base = await cachedQuantizeBase(model, mode, opts);
   return {
     ...model,
     context: (graph, opts = {}) => {
       refuseTrainedHead(base, opts);
-      return model.context(graph, { quantized: base.weights, ...opts });
+      return model.context(graph, { quantized: base.weights, quantizedInputs: inputs, ...opts });
     },
     quantizedBase: base,
+    quantizedInputs: inputs,
   };
 }

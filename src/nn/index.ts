@@ -57,4 +57,10 @@ export {
   dequantize,
   quantizedBytes,
 } from './quantize.ts';
-export { type QuantizedTensors, int8Bytes, quantizedTensors } from './quant-linear.ts';
+export {
+  type QuantInputs,
+  type QuantizedTensors,
+  int8Bytes,
+  quantInputsFor,
+  quantizedTensors,
+} from './quant-linear.ts';

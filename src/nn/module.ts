@@ -8,7 +8,7 @@
 import { LorakitError, internal } from '../errors.ts';
 import { type Graph, type Tensor, fmtShape } from '../graph/index.ts';
 import type { ComputeDType, WeightSource } from './weights.ts';
-import { type QuantizedTensors, quantizedTensors } from './quant-linear.ts';
+import { type QuantInputs, type QuantizedTensors, quantizedTensors } from './quant-linear.ts';
 import type { QuantMode, QuantizedWeight } from './quantize.ts';
 
 /** The sizes and weight layout of a Linear or Conv1D. */
@@ -202,6 +202,8 @@ export interface ContextOptions<C> {
   hooks?: ModuleHooks;
   /** Quantized frozen weights by HF weight name: those Linears multiply through integer kernels. */
   quantized?: ReadonlyMap<string, QuantizedWeight>;
+  /** How their 8-bit block products take the input (default float). */
+  quantizedInputs?: QuantInputs;
 }
 
 /** Builds a ModelContext whose modules are the given list (weights are fetched lazily, once). */
@@ -227,7 +229,7 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       );
     let t = quantTensors.get(s.weightName);
     if (!t) {
-      t = quantizedTensors(graph, weights.namePrefix + s.weightName, q, fanInFanOut);
+      t = quantizedTensors(graph, weights.namePrefix + s.weightName, q, fanInFanOut, opts.quantizedInputs);
       quantTensors.set(s.weightName, t);
     }
     const qt = t;

@@ -24,6 +24,23 @@ export interface QuantizedTensors {
 /** A file-backed initializer's data. */
 const file = (f: FileSpan): InitData => ({ kind: 'file', ...f });
 
+/**
+ * How an 8-bit block product takes its input x: `float` multiplies float x by the unpacked blocks (MatMulNBits
+ * accuracy_level 0: no input rounding), `int8` quantizes each 32-block of x to int8 and multiplies in integers
+ * (level 4). Which is faster depends on the CPU: bench/precision.ts measured level 4 at 142 against level 0's
+ * 108 ms per 2048³ product on AVX2 alone, and 63 against 117 ms with AVX-512 VNNI. q4 always takes `int8`.
+ */
+export type QuantInputs = 'float' | 'int8';
+
+/**
+ * The faster QuantInputs for a CPU with these /proc/cpuinfo flags: `int8` where it has integer dot-product
+ * instructions that ORT's block kernels use (x86 VNNI or AMX, Arm's sdot), else `float`.
+ */
+export function quantInputsFor(features: ReadonlySet<string>): QuantInputs {
+  const dot = ['avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp'];
+  return dot.some((f) => features.has(f)) ? 'int8' : 'float';
+}
+
 /** The stored bytes of int8 codes [rows, cols] (code + INT8_ZERO), transposed to [cols, rows] when asked. */
 export function int8Bytes(q: Int8Array, rows: number, cols: number, transpose: boolean): Uint8Array {
   const t = new Uint8Array(q.length);
@@ -47,7 +64,13 @@ function transposeFloat<A extends Float32Array | Float64Array>(w: Float32Array, 
  * Initializers of `q` in graph `g`, named `<name>.…`. `fanInFanOut` says the layer stores W as [in, out] (GPT-2
  * Conv1D); q itself is always [out, in].
  */
-export function quantizedTensors(g: Graph, name: string, q: QuantizedWeight, fanInFanOut: boolean): QuantizedTensors {
+export function quantizedTensors(
+  g: Graph,
+  name: string,
+  q: QuantizedWeight,
+  fanInFanOut: boolean,
+  inputs: QuantInputs = 'float',
+): QuantizedTensors {
   const { out, in: inF } = q;
   let product: (rows: Tensor) => Tensor;
   const zero = g.initializer(`${name}.zero`, 'u8', [], new Uint8Array([INT8_ZERO]));
@@ -78,11 +101,12 @@ export function quantizedTensors(g: Graph, name: string, q: QuantizedWeight, fan
       zero,
     };
     g.memo(NBITS_BACKWARD, b, () => back);
-    // accuracy_level 4 (q4): the kernel quantizes each 32-block of the input to int8 and multiplies in integers;
-    // level 0 (q8): float input, weight blocks unpacked to float — on AVX2 ORT's 8-bit integer path is slower than
-    // that (bench/precision.ts: 142 against 108 ms per 2048³ product), and level 0 adds no input rounding. With no
-    // zero point given, MatMulNBits' codes are offset by 2^(bits−1): 8 for q4, 128 for q8.
-    const attrs = { K: inF, N: out, bits, block_size: Q4_BLOCK, accuracy_level: bits === 8 ? 0 : 4 };
+    // accuracy_level 4 (q4, and q8 with int8 inputs): the kernel quantizes each 32-block of the input to int8 and
+    // multiplies in integers; level 0 (q8 with float inputs): weight blocks unpacked to float (QuantInputs says
+    // which is faster where). With no zero point given, MatMulNBits' codes are offset by 2^(bits−1): 8 for q4, 128
+    // for q8.
+    const level = bits === 8 && inputs === 'float' ? 0 : 4;
+    const attrs = { K: inF, N: out, bits, block_size: Q4_BLOCK, accuracy_level: level };
     const codes = (rows: Tensor) => g.op('MatMulNBits', [rows, b, s], attrs); // [N, out]
     const offsets = st?.offsets ? file(st.offsets) : q.offsets;
     if (!offsets) product = codes;

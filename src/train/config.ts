@@ -33,8 +33,17 @@ export const runConfigSchema = z.strictObject({
     .enum(['none', 'int8', 'q4'])
     .default('none')
     .describe(
-      "Keep the frozen base's Linears quantized (QLoRA-style): int8 per output channel, or q4 (4-bit blocks of 32, " +
-        'Q4_0-like); both products run through integer kernels. The adapter, norms, attention and loss stay float32.',
+      "Keep the frozen base's Linears quantized (QLoRA-style): int8 (8-bit blocks of 32, Q8_0-like) or q4 (4-bit " +
+        'blocks of 32, Q4_0-like); both products run through integer kernels. The adapter, norms, attention and loss ' +
+        'stay float32.',
+    ),
+  quantize_inputs: z
+    .enum(['auto', 'float', 'int8'])
+    .default('auto')
+    .describe(
+      "How int8's forward product takes its input: float (weight blocks unpacked to float, no input rounding) or " +
+        'int8 (each 32-block of the input quantized, integer products); auto picks int8 on CPUs with integer ' +
+        'dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX, Arm dot product), where it is ~1.9x faster, else float.',
     ),
   quantize_head: z
     .boolean()

@@ -47,10 +47,12 @@ export async function runTraining(c: RunConfig, extra: Partial<TrainOptions> = {
 async function run(c: RunConfig, extra: Partial<TrainOptions>): Promise<RunOutput> {
   await checkRunPaths(c);
   const loaded = await loadModel(c.model);
-  const model = await quantizeModel(loaded, c.quantize, { head: c.quantize_head }).catch(async (e) => {
-    await loaded.close();
-    throw e;
-  });
+  const model = await quantizeModel(loaded, c.quantize, { head: c.quantize_head, inputs: c.quantize_inputs }).catch(
+    async (e) => {
+      await loaded.close();
+      throw e;
+    },
+  );
   try {
     checkRunModel(c, model);
     const tokenizer = await HfTokenizer.fromDir(model.dir);

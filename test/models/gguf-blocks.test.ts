@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { Graph, grad } from '../../src/graph/index.ts';
 import { GgufFile, dequantize as ggmlDequantize, ggmlTypeByName, numberToF16Bits } from '../../src/io/index.ts';
 import { fromGguf, nativeBlockWeights } from '../../src/models/gguf-blocks.ts';
-import { type BlockWeight, dequantize, quantizedTensors } from '../../src/nn/index.ts';
+import { type BlockWeight, type QuantInputs, dequantize, quantizedTensors } from '../../src/nn/index.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { randArray, rng } from '../helpers.ts';
 import { SMOLLM2_GGUF, skipNote } from '../io/gguf-shared.ts';
@@ -41,10 +41,10 @@ function randomBlocks(type: 'Q4_0' | 'Q4_1' | 'Q8_0', rows: number, cols: number
 }
 
 /** y = x·W̃ᵀ and dx = R·W̃ (the gradient of Σ y⊙R) through the layer's graph. */
-async function run(q: BlockWeight, x: Float32Array, R: Float32Array) {
+async function run(q: BlockWeight, x: Float32Array, R: Float32Array, inputs: QuantInputs) {
   const g = new Graph('gguf-blocks');
   const xi = g.input('x', 'f32', [N, IN]);
-  const y = quantizedTensors(g, 'w', q, false).product(xi);
+  const y = quantizedTensors(g, 'w', q, false, inputs).product(xi);
   const [dx] = grad(y.mul(g.constant(R, 'f32', [N, OUT])).sum(), [xi]);
   g.output('y', y);
   g.output('dx', dx);
@@ -54,8 +54,15 @@ async function run(q: BlockWeight, x: Float32Array, R: Float32Array) {
   return { y: out.y.data as Float32Array, dx: out.dx.data as Float32Array };
 }
 
-for (const type of ['Q4_0', 'Q4_1', 'Q8_0'] as const) {
-  test(`${type}: the file's blocks reordered give ggml's W, and x·W̃ᵀ is within its bound (q4: x rounded per block)`, async () => {
+// q4 always rounds x per block; q8 does with int8 inputs (accuracy_level 4) and multiplies float x with float inputs
+const CASES = [
+  ['Q4_0', 'int8'],
+  ['Q4_1', 'int8'],
+  ['Q8_0', 'float'],
+  ['Q8_0', 'int8'],
+] as const;
+for (const [type, inputs] of CASES) {
+  test(`${type}, ${inputs} inputs: the file's blocks reordered give ggml's W, and x·W̃ᵀ is within its bound`, async () => {
     const raw = randomBlocks(type, OUT, IN, 7);
     const want = ggmlDequantize(ggmlTypeByName(type), raw, OUT * IN); // [OUT, IN] in file row order
     const rows = Int32Array.from({ length: OUT }, (_, o) => (o * 5) % OUT); // HF row o = file row 5o mod 24
@@ -73,7 +80,7 @@ for (const type of ['Q4_0', 'Q4_1', 'Q8_0'] as const) {
     const x = Float32Array.from(randArray(N * IN, 11));
     x[5] = 40; // an outlier: it coarsens its own 32-block only
     const R = Float32Array.from(randArray(N * OUT, 12));
-    const { y, dx } = await run(q, x, R);
+    const { y, dx } = await run(q, x, R, inputs);
     const nb = IN / 32;
     const codesPart = (o: number, k: number) => Wt[o * IN + k] - (q.offsets ? q.offsets[o * nb + (k >> 5)] : 0);
     let worst = 0;
@@ -86,14 +93,14 @@ for (const type of ['Q4_0', 'Q4_1', 'Q8_0'] as const) {
           codes += Math.abs(codesPart(o, k));
           abs += Math.abs(x[i * IN + k] * want[rows[o] * IN + k]);
         }
-        // q4 quantizes x per 32-block (accuracy_level 4); q8 multiplies float x by the unpacked blocks (level 0)
-        const bound = (type === 'Q8_0' ? 0 : (r / 254) * codes) + 1e-5 * abs;
+        // int8 inputs: x quantized per 32-block (accuracy_level 4); float: x times the unpacked blocks (level 0)
+        const bound = (inputs === 'float' ? 0 : (r / 254) * codes) + 1e-5 * abs;
         const err = Math.abs(y[i * OUT + o] - exact);
         assert.ok(err <= bound, `y[${i}, ${o}] = ${y[i * OUT + o]}, exact ${exact}: error ${err} > ${bound}`);
         worst = Math.max(worst, err / bound);
       }
     }
-    if (type !== 'Q8_0')
+    if (inputs === 'int8')
       assert.ok(worst > 1e-3, 'the product went through the integer kernel (else it would be exact)');
     // dx = R·W̃ through the per-row copy (≤ s/2 per entry) with R·diag(s) quantized per row; counted once
     const b = q.back;

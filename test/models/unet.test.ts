@@ -99,7 +99,14 @@ test('lorakit-written U-Net adapters (checked in PEFT by interop/check_lorakit_u
     for (const file of ['adapter_model.safetensors', 'expected.safetensors']) {
       const [a, b] = [await tensors(join(fresh, file)), await tensors(join(committed, file))];
       assert.deepEqual(Object.keys(a).sort(), Object.keys(b).sort(), `${name}/${file} keys`);
-      for (const k of Object.keys(a)) assert.deepEqual(a[k], b[k], `${name}/${file}: ${k}`);
+      for (const k of Object.keys(a)) {
+        const what = `${name}/${file}: ${k}`;
+        // the adapter and the inputs are made on the host, bit for bit; the output is ORT's forward, whose last bits
+        // depend on the CPU's kernels (AVX2 and AVX-512 machines differ by ~1e-6)
+        if (file === 'expected.safetensors' && k === 'output')
+          assertAllclose(a[k] as Float32Array, b[k] as Float32Array, { atol: 1e-5, rtol: 1e-5, what });
+        else assert.deepEqual(a[k], b[k], what);
+      }
     }
     assert.deepEqual(
       JSON.parse(await readFile(join(fresh, 'adapter_config.json'), 'utf8')),

@@ -9,6 +9,8 @@ import { LorakitError } from '../../src/errors.ts';
 import { Graph } from '../../src/graph/index.ts';
 import type { HfTokenizer } from '../../src/io/index.ts';
 import { type LoadedModel, buildCausalLM, quantizeModel } from '../../src/models/index.ts';
+import { quantInputsFor } from '../../src/nn/index.ts';
+import { cpuFeatures } from '../../src/io/host.ts';
 import { compile, shutdownRuntime } from '../../src/runtime/index.ts';
 import { buildBatchGraph, createEngine, loraTargets } from '../../src/serve/index.ts';
 import { fixture, makeAdapters, reference } from './helpers.ts';
@@ -131,5 +133,29 @@ test('a bad quantize mode is refused by name before anything is built', async ()
     quantizeModel(model, 'int4' as 'int8'),
     (e) =>
       e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && /none, int8 or q4, got int4/.test(e.message),
+  );
+});
+
+test("int8's inputs: auto follows the CPU's dot-product flags, a choice sets the block products' accuracy_level", async () => {
+  assert.equal(quantInputsFor(new Set()), 'float'); // no /proc/cpuinfo (macOS, a browser)
+  assert.equal(quantInputsFor(new Set(['avx2', 'fma', 'avx512f'])), 'float');
+  for (const flag of ['avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp'])
+    assert.equal(quantInputsFor(new Set(['avx2', flag])), 'int8', flag);
+  const spec = { cache: model.cache!, targets: loraTargets(model, null), slots: 1, rank: 4, tokens: 16 };
+  const levels = async (inputs: 'auto' | 'float' | 'int8') => {
+    const q = await quantizeModel(model, 'int8', { cacheDir: false, inputs });
+    const nodes = buildBatchGraph(q, spec)
+      .liveNodes()
+      .filter((n) => n.op === 'MatMulNBits');
+    assert.ok(nodes.length > 0);
+    return { chosen: q.quantizedInputs, levels: new Set(nodes.map((n) => n.attrs.accuracy_level)) };
+  };
+  assert.deepEqual(await levels('float'), { chosen: 'float', levels: new Set([0]) });
+  assert.deepEqual(await levels('int8'), { chosen: 'int8', levels: new Set([4]) });
+  assert.equal((await levels('auto')).chosen, quantInputsFor(cpuFeatures()));
+  await assert.rejects(
+    quantizeModel(model, 'int8', { inputs: 'int4' as 'int8' }),
+    (e) =>
+      e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && /auto, float or int8, got int4/.test(e.message),
   );
 });
