@@ -106,12 +106,7 @@ export function combineModule(
   const a = new Float64Array(k * inF);
   const b = new Float64Array(out * k);
   if (type === 'cat') {
-    let row = 0;
-    for (const s of sources) {
-      for (let i = 0; i < s.r * inF; i++) a[row * inF + i] = s.a[i] * s.weight * s.scaling; // rows [row, row + r)
-      for (let i = 0; i < out; i++) for (let j = 0; j < s.r; j++) b[i * k + row + j] = s.b[i * s.r + j];
-      row += s.r;
-    }
+    stackFactors(sources, out, inF, k, a, b);
     return { a, b };
   }
   const rule = ruleOf(type);
@@ -144,8 +139,28 @@ export function combineModule(
 }
 
 /**
+ * The sources' factors side by side, Σ wᵢsᵢBᵢAᵢ = [B₁ …]·[w₁s₁A₁; …]: A rows and B columns [0, Σrᵢ) of `a`
+ * [width, in] and `b` [out, width] (cat's result, and the product whose SVD is `svd`'s).
+ */
+function stackFactors(
+  sources: readonly ModuleSource[],
+  out: number,
+  inF: number,
+  width: number,
+  a: Float64Array,
+  b: Float64Array,
+): void {
+  let row = 0;
+  for (const s of sources) {
+    for (let i = 0; i < s.r * inF; i++) a[row * inF + i] = s.a[i] * s.weight * s.scaling; // rows [row, row + r)
+    for (let i = 0; i < out; i++) for (let j = 0; j < s.r; j++) b[i * width + row + j] = s.b[i * s.r + j];
+    row += s.r;
+  }
+}
+
+/**
  * The SVD (at least its top `rank` triplets) of the combined ΔW [out, in]. For `svd` (the linear rule) ΔW =
- * Σ wᵢsᵢBᵢAᵢ = [w₁s₁B₁ …]·[A₁; …] exactly, so its SVD is that of the stacked factors' product; the pruned types
+ * Σ wᵢsᵢBᵢAᵢ = [B₁ …]·[w₁s₁A₁; …] exactly (stackFactors), so its SVD is that of that product; the pruned types
  * form ΔW (pruning acts on its entries) and take its top `rank` triplets only.
  */
 function factoriseDelta(
@@ -156,17 +171,11 @@ function factoriseDelta(
 ): Svd {
   const { out, in: inF } = shape;
   const solver = o.svdSolver ?? 'auto';
+  const inner = sources.reduce((t, s) => t + s.r, 0);
   if (type === 'svd' && solver === 'auto') {
-    const inner = sources.reduce((t, s) => t + s.r, 0);
-    const bs = new Float64Array(out * inner);
     const as = new Float64Array(inner * inF);
-    let col = 0;
-    for (const s of sources) {
-      const w = s.weight * s.scaling;
-      for (let i = 0; i < out; i++) for (let j = 0; j < s.r; j++) bs[i * inner + col + j] = w * s.b[i * s.r + j];
-      as.set(s.a.subarray(0, s.r * inF), col * inF);
-      col += s.r;
-    }
+    const bs = new Float64Array(out * inner);
+    stackFactors(sources, out, inF, inner, as, bs);
     return svdOfProduct(bs, as, out, inner, inF);
   }
   // in PEFT's memory layout, so that DARE's draws and top-k ties fall where PEFT's do
@@ -186,7 +195,7 @@ function factoriseDelta(
   // Block Σrᵢ + k: the unpruned ΔW has rank ≤ Σrᵢ, and pruning spreads the rest thinly, so σ_(p+1)/σ_k is small
   // and the iteration converges in 10–17 steps (bench/svd-merge.ts); svdTop goes dense where that block is too big.
   const k = Math.min(o.rank, out, inF);
-  const block = Math.min(sources.reduce((t, s) => t + s.r, 0) + k, out, inF);
+  const block = Math.min(inner + k, out, inF);
   return svdTop(m, out, inF, k, { block });
 }
 
