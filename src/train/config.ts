@@ -43,7 +43,8 @@ export const runConfigSchema = z.strictObject({
     .describe(
       "How int8's forward product takes its input: float (weight blocks unpacked to float, no input rounding) or " +
         'int8 (each 32-block of the input quantized, integer products); auto picks int8 on CPUs with integer ' +
-        'dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX, Arm dot product), where it is ~1.9x faster, else float.',
+        'dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX, Arm dot product), where it is ~1.9x faster, else ' +
+        'float.',
     ),
   quantize_head: z
     .boolean()

@@ -1,8 +1,9 @@
-// The quantizers' fast paths (src/nn/quantize.ts, nn/quant-linear.ts int8Bytes) against the straightforward code
-// they replaced, kept here as the reference (and models/gguf-blocks.ts fromGguf's byte reorder): ⌊x + ½⌋ for Math.round, the backward's int8 copy requantized row by row
-// from the codes instead of from the whole dequantized matrix, the stored bytes code + 128 made by XOR 0x80. Each
-// must equal the reference bit for bit, on random weights and on the edges: all-zero rows and blocks, a padded last
-// block, exact rounding ties, negatives, ±0, NaN and ±Infinity, subnormals.
+// The quantizers' fast paths (src/nn/quantize.ts, nn/quant-linear.ts int8Bytes, models/gguf-blocks.ts fromGguf's
+// byte reorder) against the straightforward code they replaced, kept here as the reference: ⌊x + ½⌋ for Math.round,
+// the backward's int8 copy requantized row by row from the codes instead of from the whole dequantized matrix, the
+// stored bytes code + 128 made by XOR 0x80. Each must equal the reference bit for bit, on random weights and on the
+// edges: all-zero rows and blocks, a padded last block, exact rounding ties, negatives, ±0, NaN and ±Infinity,
+// subnormals.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {

@@ -204,7 +204,8 @@ export function quantile(x: ArrayLike<number>, q: number): number {
   const a = Float64Array.from(x);
   const pos = q * (a.length - 1);
   const lo = Math.floor(pos);
-  const below = selectInPlace(a, lo); // a[lo + 1 …] now holds the larger values: the next order statistic is their least
+  // after the selection a[lo + 1 …] holds the larger values: the next order statistic is their least
+  const below = selectInPlace(a, lo);
   let above = below;
   if (lo + 1 < a.length) {
     above = a[lo + 1];
