@@ -5,12 +5,13 @@
  * optimizer, from the node-name scopes `grad/` and `optim/`). Prints the tables and writes
  * bench/results/profile-<kind>-<model>-<targets>.json.
  * node --import tsx bench/profile.ts [train|eval] [gpt2|smollm] [attn|all] [--batch N --seq N --runs N --compile JSON
- * --top N --quantize none|int8|q4 --quantize-head]
+ * --top N --quantize none|int8|q4 --quantize-head --inputs auto|float|int8|int8-rows --codes auto|u8|s8]
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel, quantizeModel } from '../src/models/index.ts';
+import type { Int8Codes, QuantInputs } from '../src/nn/index.ts';
 import { compile, type CompileOptions } from '../src/runtime/index.ts';
 import { RESULTS, table } from './common.ts';
 import { trainerStep } from './lorakit.ts';
@@ -76,7 +77,9 @@ async function main(): Promise<void> {
   };
   const dir = join(tmpdir(), `lorakit-profile-${process.pid}`);
   mkdirSync(dir, { recursive: true });
-  const lm = await quantizeModel(await loadModel(await ensureModel(model)), quantize, { head });
+  const inputs = flag('--inputs', 'auto') as 'auto' | QuantInputs;
+  const codes = flag('--codes', 'auto') as 'auto' | Int8Codes;
+  const lm = await quantizeModel(await loadModel(await ensureModel(model)), quantize, { head, inputs, codes });
   const { task, options } = await trainerStep(w, lm);
   const ortOptions = {
     enableProfiling: true,

@@ -28,8 +28,15 @@ import { join } from 'node:path';
 import { lorakitCacheDir } from '../src/io/cache-root.ts';
 import { Rng } from '../src/linalg/index.ts';
 import { loadModel, type LoadedModel } from '../src/models/index.ts';
-import { quantizeBase, quantizedModules } from '../src/models/quantize.ts';
-import { cachedSpecs, quantCacheSlot, readQuantCache, writeQuantCache } from '../src/models/quant-cache.ts';
+import { quantKernels, quantizeBase, quantizedModules } from '../src/models/quantize.ts';
+import {
+  cacheLayout,
+  cachedSpecs,
+  layoutSuffix,
+  quantCacheSlot,
+  readQuantCache,
+  writeQuantCache,
+} from '../src/models/quant-cache.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 import ort from '../src/runtime/ort.ts';
 import { StepEngine, engineOptions, type TrainBatch } from '../src/train/index.ts';
@@ -77,9 +84,16 @@ async function child(spec: Spec): Promise<Record<Phase, number>> {
     // models/quantize.ts cachedQuantizeBase, phase by phase (a folder of the bench's own models: no GGUF source)
     const modules = loaded.modules();
     const specs = cachedSpecs(quantizedModules(modules));
-    const slot = await quantCacheSlot(lorakitCacheDir('quantized'), loaded.dir, mode, specs);
+    const kernels = quantKernels({});
+    const layout = cacheLayout(mode, kernels);
+    const slot = await quantCacheSlot(
+      lorakitCacheDir('quantized'),
+      loaded.dir,
+      `${mode}${layoutSuffix(layout)}`,
+      specs,
+    );
     if (!slot) throw new Error('the bench model has no safetensors file to key the cache on');
-    let base = await readQuantCache(slot, mode, specs);
+    let base = await readQuantCache(slot, mode, specs, layout);
     if (!base || !('weights' in base)) {
       let readMs = 0;
       const read = async (n: string) => {
@@ -88,17 +102,20 @@ async function child(spec: Spec): Promise<Record<Phase, number>> {
         readMs += performance.now() - s;
         return w;
       };
-      const fresh = await quantizeBase(modules, read, mode);
+      const fresh = await quantizeBase(modules, read, mode, undefined, {}, layout.rows);
       lap('quantize');
       ms.read = readMs;
-      await writeQuantCache(slot, mode, fresh.weights);
+      await writeQuantCache(slot, mode, fresh.weights, layout);
       lap('write');
-      base = await readQuantCache(slot, mode, specs);
+      base = await readQuantCache(slot, mode, specs, layout);
       if (!base || !('weights' in base)) throw new Error(`cache ${slot.path} unreadable right after writing it`);
     }
     lap('reopen');
     const weights = base.weights;
-    model = { ...loaded, context: (graph, o = {}) => loaded.context(graph, { quantized: weights, ...o }) };
+    model = {
+      ...loaded,
+      context: (graph, o = {}) => loaded.context(graph, { quantized: weights, quantKernels: kernels, ...o }),
+    };
   }
   const w: Workload = {
     id: `train ${spec.model} ${spec.targets}`,

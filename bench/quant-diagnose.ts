@@ -2,7 +2,9 @@
  * Where a quantized base's loss comes from, on the SmolLM2 chat example (examples/smollm2-chat/run.yaml): the
  * held-out loss of the base before training (the adapter starts as a no-op) under one treatment per process:
  *   none          float32
- *   int8 | q4     the quantized base as a run uses it (integer kernels, activations quantized on the fly)
+ *   int8 | q4     the quantized base as a run uses it on this CPU (integer kernels, activations quantized on the fly)
+ *   int8-head     int8 with the output head quantized too (quantize_head)
+ *   int8-blocks   int8 as 8-bit blocks with int8 inputs per 32-block (quantize_inputs: int8), whatever the CPU
  *   w-row64       float graph with W̃ = per-output-channel int8 in [−64, 64] (the weights' error alone, old int8)
  *   w-row127      the same with codes in [−127, 127]
  * The difference between a `w-` row and the product's row is the activations' share. One eval of the 64 held-out
@@ -46,7 +48,10 @@ async function main(): Promise<void> {
       context: (g, o = {}) => base.context(g, { ...o, overrides: new Map([...overrides, ...(o.overrides ?? [])]) }),
     };
   } else if (variant === 'int8' || variant === 'q4') model = await quantizeModel(model, variant);
-  else if (variant !== 'none') throw new Error(`variant: none, int8, q4, w-row64 or w-row127, got ${variant}`);
+  else if (variant === 'int8-head') model = await quantizeModel(model, 'int8', { head: true });
+  else if (variant === 'int8-blocks') model = await quantizeModel(model, 'int8', { inputs: 'int8', codes: 'u8' });
+  else if (variant !== 'none')
+    throw new Error(`variant: none, int8, int8-head, int8-blocks, q4, w-row64 or w-row127, got ${variant}`);
   const tokenizer = await HfTokenizer.fromDir(model.dir);
   const data = await loadRunData(c.data, tokenizer, () => {});
   const peft = new PeftModel(adaptable(model));

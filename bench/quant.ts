@@ -14,7 +14,7 @@
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpuFeatures } from '../src/io/host.ts';
-import { quantInputsFor } from '../src/nn/index.ts';
+import { kernelsFor } from '../src/nn/index.ts';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RESULTS, ensureVenv, fmt, machine, parseArgs, runLorakit, runPeft, table, type Result } from './common.ts';
@@ -30,7 +30,7 @@ function cpuFlags(): string {
   const want = ['avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_tile', 'amx_int8', 'amx_bf16'];
   const have = cpuFeatures();
   if (have.size === 0) return '(no /proc/cpuinfo)';
-  return `${want.map((f) => `${f}${have.has(f) ? '+' : '-'}`).join(' ')}; int8 inputs: ${quantInputsFor(have)}`;
+  return `${want.map((f) => `${f}${have.has(f) ? '+' : '-'}`).join(' ')}; int8 kernels: ${JSON.stringify(kernelsFor(have))}`;
 }
 
 /** One run of `setting` for workload `w`; lorakit runs get `cache` as their LORAKIT_CACHE. */

@@ -15,6 +15,15 @@ export {
   sweepInverse,
 } from './functions.ts';
 export { toOnnx, OPSET, IR_VERSION } from './onnx.ts';
-export { OPS, type OpName, NBITS_BACKWARD, type BackwardWeight, rowQuantizedMatMul } from './ops/index.ts';
+export {
+  OPS,
+  type OpName,
+  INT8_BACKWARD,
+  type BackwardWeight,
+  type FloatBackward,
+  type Int8Backward,
+  int8RowsMatMul,
+  rowQuantizedMatMul,
+} from './ops/index.ts';
 export { type DType, ONNX_DTYPE, DTYPE_SIZE, type AnyTypedArray, allocArray, arrayFrom } from './dtype.ts';
 export { type Dim, type Shape, fmtShape, numel, broadcastShapes } from './shape.ts';

@@ -19,6 +19,7 @@ export {
   quantizable,
   quantizeBase,
   quantizeModel,
+  quantKernels,
   quantizedModules,
   refuseTrainedHead,
 } from './quantize.ts';
@@ -86,7 +87,7 @@ export function memoryContext(config: ModelConfig, graph: Graph, opts: ContextOp
     config,
     hooks: opts.hooks,
     quantized: opts.quantized,
-    quantizedInputs: opts.quantizedInputs,
+    quantKernels: opts.quantKernels,
   });
 }
 

@@ -20,7 +20,7 @@ import {
   type ModelContext,
   type ModuleHooks,
   type ModuleInfo,
-  type QuantInputs,
+  type QuantKernels,
   type QuantizedWeight,
   type WeightStore,
   WeightSource,
@@ -59,8 +59,8 @@ export interface ContextOptions {
   namePrefix?: string;
   /** Quantized frozen Linear weights by HF name (models/quantize.ts): multiplied through integer kernels. */
   quantized?: ReadonlyMap<string, QuantizedWeight>;
-  /** How their 8-bit block products take the input (nn/quant-linear.ts; default float). */
-  quantizedInputs?: QuantInputs;
+  /** The integer kernels their products use (nn/quant-linear.ts QuantKernels; default float inputs, u8 codes). */
+  quantKernels?: QuantKernels;
 }
 
 /** An opened model folder. */
@@ -82,8 +82,8 @@ export interface LoadedModel {
   cache: CacheSpec | null;
   /** Set by quantizeModel: the quantized frozen weights every context of this model uses. */
   quantizedBase?: QuantizedBase;
-  /** Set by quantizeModel: how the quantized products take their input on this machine. */
-  quantizedInputs?: QuantInputs;
+  /** Set by quantizeModel: the integer kernels the quantized products use on this machine. */
+  quantKernels?: QuantKernels;
   /** A WeightSource for `graph`: file-backed initializers, or inputs / overrides as asked. */
   weights(graph: Graph, opts?: ContextOptions): WeightSource;
   /** A ModelContext for `graph`, ready for buildCausalLM / buildSequenceClassifier. */
@@ -167,7 +167,7 @@ export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
           config,
           hooks: opts.hooks,
           quantized: opts.quantized,
-          quantizedInputs: opts.quantizedInputs,
+          quantKernels: opts.quantKernels,
         }),
       read: async (name) => {
         const fileName = resolve(name);

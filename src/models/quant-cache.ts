@@ -19,11 +19,20 @@
 import { LorakitError } from '../errors.ts';
 import { SafetensorsFile, type TensorInfo, writeSafetensors } from '../io/index.ts';
 import { createHash, join, mkdir, readFileSync, readdir, realpath, rm, stat } from '../io/host.ts';
-import type { BlockWeight, FileSpan, Int8Weight, QuantMode, QuantizedWeight, StoredInt8 } from '../nn/index.ts';
+import type {
+  BlockWeight,
+  FileSpan,
+  Int8Codes,
+  Int8Weight,
+  QuantKernels,
+  QuantMode,
+  QuantizedWeight,
+  StoredInt8,
+} from '../nn/index.ts';
 import { INT8_LEVELS, INT8_ZERO, Q4_BLOCK, blockBits, int8Bytes } from '../nn/index.ts';
 
 /** Bump when a quantizer's output changes for the same input: old files become misses. */
-const VERSION = 2; // 2: int8 is 8-bit blocks, backward copies uint8 (code + 128); 1: per-row int8 in [−64, 64]
+const VERSION = 2; // 2: int8 is 8-bit blocks, backward copies uint8 (code + 128) or int8 (layout); 1: per-row int8 in [−64, 64]
 /** `__metadata__.format` of a cache file. */
 const FORMAT = 'lorakit-quantized-base';
 
@@ -33,6 +42,30 @@ export interface CachedWeightSpec {
   out: number;
   in: number;
 }
+
+/**
+ * How a file stores the per-channel int8 codes, for the kernels that will read them (nn/quant-linear.ts QuantKernels):
+ * as uint8 code + 128 or as int8 codes, and, for int8's `int8-rows` forward, with the [in, out] copy beside the
+ * [out, in] one, so no graph has ORT convert or transpose the codes into new initializers at load. Each layout is its
+ * own file (the slot's variant names it).
+ */
+export interface CacheLayout {
+  codes: Int8Codes;
+  /**
+   * int8's weights are per output channel, stored [in, out] (the int8-rows forward) and [out, in] (the input
+   * gradient); a GGUF's own Q8_0 blocks keep their blocks and backward copy, with that copy [in, out] too.
+   */
+  rows: boolean;
+}
+
+/** The layout the kernels read for a base quantized in `mode`. */
+export const cacheLayout = (mode: Exclude<QuantMode, 'none'>, kernels: QuantKernels): CacheLayout => ({
+  codes: kernels.codes,
+  rows: mode === 'int8' && kernels.inputs === 'int8-rows',
+});
+
+/** The slot variant's suffix for a layout: none for the u8, blocks-only layout of earlier files. */
+export const layoutSuffix = (l: CacheLayout): string => `${l.codes === 's8' ? '-s8' : ''}${l.rows ? '-rows' : ''}`;
 
 /** Where a model's cache file is, and whether it can be used at all. */
 export interface QuantCacheSlot {
@@ -48,13 +81,13 @@ const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 /**
  * The cache slot of a model folder `dir` in `cacheDir`, or null when the folder holds no safetensors file to key
  * on (an in-memory model): such a model is quantized on every load. `variant` is the mode, with `-head` when the
- * output head is quantized too: each variant has its own file. `source` names where blocks taken as they are came
+ * output head is quantized too and the layout's suffix (layoutSuffix): each variant has its own file. `source` names where blocks taken as they are came
  * from (a GGUF file), so such a file and a requantized one are different entries.
  */
 export async function quantCacheSlot(
   cacheDir: string,
   dir: string,
-  variant: Exclude<QuantMode, 'none'> | `${Exclude<QuantMode, 'none'>}-head`,
+  variant: string,
   specs: readonly CachedWeightSpec[],
   source = '',
 ): Promise<QuantCacheSlot | null> {
@@ -78,23 +111,31 @@ export async function quantCacheSlot(
 }
 
 /** The tensors of one quantized weight in a cache file, by part, in the layouts the graph reads. */
-function partsOf(name: string, q: QuantizedWeight) {
+function partsOf(name: string, q: QuantizedWeight, layout: CacheLayout) {
+  const dtype = layout.codes === 's8' ? ('I8' as const) : ('U8' as const);
   if (q.kind === 'int8')
     return {
-      [`${name}:u8_t`]: { dtype: 'U8' as const, shape: [q.in, q.out], data: int8Bytes(q.q, q.out, q.in, true) },
+      [`${name}:int8_t`]: { dtype, shape: [q.in, q.out], data: int8Bytes(q.q, q.out, q.in, true, layout.codes) },
+      [`${name}:int8`]: { dtype, shape: [q.out, q.in], data: int8Bytes(q.q, q.out, q.in, false, layout.codes) },
       [`${name}:scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.scale },
     };
   const nb = Math.ceil(q.in / Q4_BLOCK);
   const k = q.kind;
   const per = (Q4_BLOCK * blockBits(k)) / 8;
+  const t = layout.rows && k === 'q8';
   return {
     [`${name}:${k}`]: { dtype: 'U8' as const, shape: [q.out, nb, per], data: q.blocks },
     [`${name}:${k}_scale`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.scales },
-    [`${name}:${k}_back`]: {
-      dtype: 'U8' as const,
-      shape: [q.out, q.in],
-      data: int8Bytes(q.back.q, q.out, q.in, false),
-    },
+    [`${name}:${k}_back`]: { dtype, shape: [q.out, q.in], data: int8Bytes(q.back.q, q.out, q.in, false, layout.codes) },
+    ...(t
+      ? {
+          [`${name}:${k}_back_t`]: {
+            dtype,
+            shape: [q.in, q.out],
+            data: int8Bytes(q.back.q, q.out, q.in, true, layout.codes),
+          },
+        }
+      : {}),
     [`${name}:${k}_back_scale`]: { dtype: 'F32' as const, shape: [q.out], data: q.back.scale },
     ...(q.offsets ? { [`${name}:${k}_offset`]: { dtype: 'F32' as const, shape: [q.out * nb], data: q.offsets } } : {}),
   };
@@ -108,10 +149,11 @@ export async function writeQuantCache(
   slot: QuantCacheSlot,
   mode: Exclude<QuantMode, 'none'>,
   weights: ReadonlyMap<string, QuantizedWeight>,
+  layout: CacheLayout,
 ): Promise<void> {
   const dir = join(slot.path, '..');
   await mkdir(dir, { recursive: true });
-  const tensors = Object.assign({}, ...[...weights].map(([n, q]) => partsOf(n, q)));
+  const tensors = Object.assign({}, ...[...weights].map(([n, q]) => partsOf(n, q, layout)));
   // a cache, not a checkpoint: no fsync (a file cut short by a crash fails readQuantCache's checks and is rebuilt)
   const metadata = { format: FORMAT, version: String(VERSION), mode, key: slot.key };
   await writeSafetensors(slot.path, tensors, metadata, { durable: false });
@@ -131,6 +173,7 @@ export async function readQuantCache(
   slot: QuantCacheSlot,
   mode: Exclude<QuantMode, 'none'>,
   specs: readonly CachedWeightSpec[],
+  layout: CacheLayout,
 ): Promise<Read> {
   let f: SafetensorsFile;
   try {
@@ -154,7 +197,19 @@ export async function readQuantCache(
       return { path: slot.path, offset: t.dataOffset, length: t.byteLength };
     };
     const weights = new Map<string, QuantizedWeight>();
+    const codes = layout.codes === 's8' ? 'I8' : 'U8';
     for (const { name, out, in: inF } of specs) {
+      if (layout.rows && !f.has(`${name}:q8`)) {
+        // per-channel int8 (a GGUF's own Q8_0 blocks are stored as blocks, below)
+        const stored: StoredInt8 = {
+          codesInOut: part(`${name}:int8_t`, codes, [inF, out]),
+          codesOutIn: part(`${name}:int8`, codes, [out, inF]),
+          scale: part(`${name}:scale`, 'F32', [out]),
+          signed: layout.codes === 's8',
+        };
+        weights.set(name, int8Stored(stored, out, inF, bytes));
+        continue;
+      }
       const k = mode === 'int8' ? 'q8' : 'q4';
       const nb = Math.ceil(inF / Q4_BLOCK);
       const stored = {
@@ -163,9 +218,11 @@ export async function readQuantCache(
         // only a GGUF's Q4_1 blocks have offsets
         ...(f.has(`${name}:${k}_offset`) ? { offsets: part(`${name}:${k}_offset`, 'F32', [out * nb]) } : {}),
       };
-      const back = {
-        codesOutIn: part(`${name}:${k}_back`, 'U8', [out, inF]),
+      const back: StoredInt8 = {
+        codesOutIn: part(`${name}:${k}_back`, codes, [out, inF]),
+        ...(layout.rows && k === 'q8' ? { codesInOut: part(`${name}:${k}_back_t`, codes, [inF, out]) } : {}),
         scale: part(`${name}:${k}_back_scale`, 'F32', [out]),
+        signed: layout.codes === 's8',
       };
       weights.set(name, blockStored(k, stored, int8Stored(back, out, inF, bytes), out, inF, bytes));
     }
@@ -203,12 +260,15 @@ function int8Stored(stored: StoredInt8, out: number, inF: number, bytes: () => U
     stored,
     get q() {
       if (!q) {
-        // the file holds code + INT8_ZERO as uint8, [out, in] (codesOutIn) or [in, out] (codesInOut)
+        // the file holds code + INT8_ZERO as uint8 or the codes as int8 (signed), [out, in] (codesOutIn) or
+        // [in, out] (codesInOut)
         const [span, transposed] = stored.codesOutIn ? [stored.codesOutIn, false] : [stored.codesInOut!, true];
         const b = arrayOf(bytes, span, Uint8Array);
+        const z = stored.signed ? 0 : INT8_ZERO;
+        const c = stored.signed ? new Int8Array(b.buffer, b.byteOffset, b.length) : b;
         q = new Int8Array(b.length);
-        if (!transposed) for (let k = 0; k < b.length; k++) q[k] = b[k] - INT8_ZERO;
-        else for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) q[o * inF + i] = b[i * out + o] - INT8_ZERO;
+        if (!transposed) for (let k = 0; k < b.length; k++) q[k] = c[k] - z;
+        else for (let i = 0; i < inF; i++) for (let o = 0; o < out; o++) q[o * inF + i] = c[i * out + o] - z;
       }
       return q;
     },

@@ -12,17 +12,26 @@ import { LorakitError } from '../errors.ts';
 import { transpose } from '../linalg/index.ts';
 import {
   type ModuleInfo,
+  type Int8Codes,
   type QuantInputs,
+  type QuantKernels,
   type QuantMode,
   type QuantizedWeight,
-  quantInputsFor,
+  kernelsFor,
   quantizedBytes,
   quantizeWeight,
 } from '../nn/index.ts';
 import { cpuFeatures } from '../io/host.ts';
 import { lorakitCacheDir } from '../io/cache-root.ts';
 import type { LoadedModel } from './load.ts';
-import { cachedSpecs, quantCacheSlot, readQuantCache, writeQuantCache } from './quant-cache.ts';
+import {
+  cacheLayout,
+  cachedSpecs,
+  layoutSuffix,
+  quantCacheSlot,
+  readQuantCache,
+  writeQuantCache,
+} from './quant-cache.ts';
 import { ggufSourceOf, nativeBlockWeights } from './gguf-blocks.ts';
 
 /** A Linear or Conv1D entry of a module list: the kinds quantizeBase quantizes. */
@@ -111,7 +120,8 @@ export function refuseTrainedHead(
 /**
  * Quantizes the weights of the quantizable modules in `modules`, reading each (as float32, in its stored layout)
  * with `read`, except those `native` already holds (a GGUF's own blocks, gguf-blocks.ts), which are taken as they
- * are. Weights shared by several modules are quantized once.
+ * are. Weights shared by several modules are quantized once. `channels`: int8 per output channel instead of 8-bit
+ * blocks (quantizeWeight).
  */
 export async function quantizeBase(
   modules: readonly ModuleInfo[],
@@ -119,6 +129,7 @@ export async function quantizeBase(
   mode: Exclude<QuantMode, 'none'>,
   native: ReadonlyMap<string, QuantizedWeight> = new Map(),
   scope: QuantizeScope = {},
+  channels = false,
 ): Promise<QuantizedBase> {
   const weights = new Map<string, QuantizedWeight>();
   const head = quantizedHead(modules, scope);
@@ -142,7 +153,7 @@ export async function quantizeBase(
     next = start(++k);
     const { inFeatures: inF, outFeatures: out } = m;
     const w = m.kind === 'conv1d' ? transpose(stored, inF, out) : stored; // [out, in]
-    weights.set(m.weightName, quantizeWeight(w, out, inF, mode));
+    weights.set(m.weightName, quantizeWeight(w, out, inF, mode, channels));
   }
   return summary(mode, weights, head);
 }
@@ -177,10 +188,28 @@ export interface QuantizeOptions extends QuantizeScope {
    */
   gguf?: false;
   /**
-   * How the 8-bit block products take their input (nn/quant-linear.ts QuantInputs): `auto` (default) picks the
-   * faster one for this CPU (quantInputsFor: int8 where it has integer dot-product instructions, else float).
+   * How int8's forward products take their input (nn/quant-linear.ts QuantInputs): `auto` (default) picks the
+   * faster one for this CPU (kernelsFor: int8-rows on x86 with VNNI or AMX, int8 blocks on Arm with sdot, else float).
    */
   inputs?: 'auto' | QuantInputs;
+  /** How the per-channel int8 codes are stored for ORT (nn/quant-linear.ts Int8Codes); `auto` (default) per CPU. */
+  codes?: 'auto' | Int8Codes;
+}
+
+/** The kernels `opts` ask for, `auto` resolved for this CPU (kernelsFor); a bad value is refused by name. */
+export function quantKernels(opts: Pick<QuantizeOptions, 'inputs' | 'codes'>): QuantKernels {
+  const inputs = opts.inputs ?? 'auto';
+  if (inputs !== 'auto' && inputs !== 'float' && inputs !== 'int8' && inputs !== 'int8-rows')
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `quantize inputs must be auto, float, int8 or int8-rows, got ${String(inputs)}`,
+      { option: 'quantize_inputs' },
+    );
+  const codes = opts.codes ?? 'auto';
+  if (codes !== 'auto' && codes !== 'u8' && codes !== 's8')
+    throw new LorakitError('LK_INVALID_ARGUMENT', `quantize codes must be auto, u8 or s8, got ${String(codes)}`);
+  const cpu = inputs === 'auto' || codes === 'auto' ? kernelsFor(cpuFeatures()) : null;
+  return { inputs: inputs === 'auto' ? cpu!.inputs : inputs, codes: codes === 'auto' ? cpu!.codes : codes };
 }
 
 /**
@@ -198,32 +227,33 @@ export async function cachedQuantizeBase(
   const head = quantizedHead(modules, scope);
   // a folder converted from a GGUF: its Q4_0/Q4_1 (q4) or Q8_0 (int8) tensors are used as the file holds them
   const gguf = opts.gguf === false ? null : await ggufSourceOf(model.dir);
+  const layout = cacheLayout(mode, quantKernels(opts));
   const quantize = async () => {
     const c = model.config as { model_type: string; num_attention_heads?: number; num_key_value_heads?: number };
     const heads = c.model_type === 'llama' ? { q: c.num_attention_heads ?? 0, kv: c.num_key_value_heads ?? 0 } : null;
     const native = gguf ? (await nativeBlockWeights(gguf, quantizedModules(modules), mode, heads)).weights : undefined;
-    return quantizeBase(modules, (n) => model.read(n), mode, native, scope);
+    return quantizeBase(modules, (n) => model.read(n), mode, native, scope, layout.rows);
   };
   if (opts.cacheDir === false) return quantize();
   const note = opts.onNote ?? ((m: string) => console.warn(`lorakit: ${m}`));
   const specs = cachedSpecs(quantizedModules(modules, scope));
   // with the head the file holds one more weight: its own slot, so runs with and without it do not evict each other
-  const variant = head ? (`${mode}-head` as const) : mode;
+  const variant = `${mode}${head ? '-head' : ''}${layoutSuffix(layout)}`;
   const cacheDir = opts.cacheDir ?? lorakitCacheDir('quantized');
   const slot = await quantCacheSlot(cacheDir, model.dir, variant, specs, gguf ? `gguf ${gguf}` : '');
   if (!slot) return quantize();
-  const found = await readQuantCache(slot, mode, specs);
+  const found = await readQuantCache(slot, mode, specs, layout);
   if (found && 'weights' in found)
     return { ...summary(mode, found.weights, head), cache: { path: slot.path, hit: true } };
   if (found) note(`the quantized-weight cache ${slot.path} is unusable (${found.problem}); rebuilding it`);
   const base = await quantize();
   try {
-    await writeQuantCache(slot, mode, base.weights);
+    await writeQuantCache(slot, mode, base.weights, layout);
   } catch (e) {
     note(`could not write the quantized-weight cache ${slot.path} (${(e as Error).message}); weights stay in memory`);
     return base;
   }
-  const back = await readQuantCache(slot, mode, specs);
+  const back = await readQuantCache(slot, mode, specs, layout);
   if (!back || !('weights' in back)) return base; // removed or replaced by another process meanwhile: use ours
   return { ...summary(mode, back.weights, head), cache: { path: slot.path, hit: false } };
 }
@@ -251,20 +281,15 @@ export async function quantizeModel(
       );
     return model;
   }
-  const asked = opts.inputs ?? 'auto';
-  if (asked !== 'auto' && asked !== 'float' && asked !== 'int8')
-    throw new LorakitError('LK_INVALID_ARGUMENT', `quantize inputs must be auto, float or int8, got ${String(asked)}`, {
-      option: 'quantize_inputs',
-    });
-  const inputs = asked === 'auto' ? quantInputsFor(cpuFeatures()) : asked;
+  const kernels = quantKernels(opts);
   const base = await cachedQuantizeBase(model, mode, opts);
   return {
     ...model,
     context: (graph, opts = {}) => {
       refuseTrainedHead(base, opts);
-      return model.context(graph, { quantized: base.weights, quantizedInputs: inputs, ...opts });
+      return model.context(graph, { quantized: base.weights, quantKernels: kernels, ...opts });
     },
     quantizedBase: base,
-    quantizedInputs: inputs,
+    quantKernels: kernels,
   };
 }

@@ -58,9 +58,12 @@ export {
   quantizedBytes,
 } from './quantize.ts';
 export {
+  type Int8Codes,
   type QuantInputs,
+  type QuantKernels,
   type QuantizedTensors,
   int8Bytes,
-  quantInputsFor,
+  kernelsFor,
+  OUTLIER_COLUMNS,
   quantizedTensors,
 } from './quant-linear.ts';

@@ -8,7 +8,7 @@
 import { LorakitError, internal } from '../errors.ts';
 import { type Graph, type Tensor, fmtShape } from '../graph/index.ts';
 import type { ComputeDType, WeightSource } from './weights.ts';
-import { type QuantInputs, type QuantizedTensors, quantizedTensors } from './quant-linear.ts';
+import { type QuantKernels, type QuantizedTensors, quantizedTensors } from './quant-linear.ts';
 import type { QuantMode, QuantizedWeight } from './quantize.ts';
 
 /** The sizes and weight layout of a Linear or Conv1D. */
@@ -202,8 +202,8 @@ export interface ContextOptions<C> {
   hooks?: ModuleHooks;
   /** Quantized frozen weights by HF weight name: those Linears multiply through integer kernels. */
   quantized?: ReadonlyMap<string, QuantizedWeight>;
-  /** How their 8-bit block products take the input (default float). */
-  quantizedInputs?: QuantInputs;
+  /** The integer kernels their products use (default float inputs, u8 codes). */
+  quantKernels?: QuantKernels;
 }
 
 /** Builds a ModelContext whose modules are the given list (weights are fetched lazily, once). */
@@ -229,7 +229,10 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       );
     let t = quantTensors.get(s.weightName);
     if (!t) {
-      t = quantizedTensors(graph, weights.namePrefix + s.weightName, q, fanInFanOut, opts.quantizedInputs);
+      // a head tied to an embedding: that float weight is in the graph anyway, and gives the input gradient
+      const tied = !fanInFanOut && opts.modules.some((o) => o.kind === 'embedding' && o.weightName === s.weightName);
+      const float = tied ? weights.get(s.weightName, [outFeatures, inFeatures]) : undefined;
+      t = quantizedTensors(graph, weights.namePrefix + s.weightName, q, fanInFanOut, opts.quantKernels, float);
       quantTensors.set(s.weightName, t);
     }
     const qt = t;

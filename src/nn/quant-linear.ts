@@ -10,8 +10,24 @@
  * Not here: host quantization (quantize.ts), the choice of layers (models/quantize.ts), the cache
  * (models/quant-cache.ts).
  */
-import { type Graph, type InitData, NBITS_BACKWARD, type Tensor, rowQuantizedMatMul } from '../graph/index.ts';
-import { type FileSpan, INT8_ZERO, type QuantizedWeight, Q4_BLOCK, blockBits, dequantize } from './quantize.ts';
+import {
+  type BackwardWeight,
+  type Graph,
+  type InitData,
+  type Int8Backward,
+  int8RowsMatMul,
+  INT8_BACKWARD,
+  type Tensor,
+} from '../graph/index.ts';
+import {
+  type FileSpan,
+  INT8_ZERO,
+  type Int8Weight,
+  type QuantizedWeight,
+  Q4_BLOCK,
+  blockBits,
+  dequantize,
+} from './quantize.ts';
 
 /** The graph tensors of one quantized weight, made once per graph and name. */
 export interface QuantizedTensors {
@@ -25,33 +41,92 @@ export interface QuantizedTensors {
 const file = (f: FileSpan): InitData => ({ kind: 'file', ...f });
 
 /**
- * How an 8-bit block product takes its input x: `float` multiplies float x by the unpacked blocks (MatMulNBits
- * accuracy_level 0: no input rounding), `int8` quantizes each 32-block of x to int8 and multiplies in integers
- * (level 4). Which is faster depends on the CPU: bench/precision.ts measured level 4 at 142 against level 0's
- * 108 ms per 2048³ product on AVX2 alone, and 63 against 117 ms with AVX-512 VNNI. q4 always takes `int8`.
+ * How int8's forward product takes its input x:
+ * - `float`: float x times the 8-bit weight blocks unpacked (MatMulNBits accuracy_level 0: no input rounding);
+ * - `int8`: each 32-block of x quantized to int8, times the 8-bit blocks in integers (MatMulNBits level 4);
+ * - `int8-rows`: each row of x quantized to int8, times the weight's per-output-channel int8 copy (the one the
+ *   input gradient uses) through DynamicQuantizeMatMul, with the OUTLIER_COLUMNS largest input columns in float
+ *   (graph/ops/quant.ts int8RowsMatMul).
+ * Which is fastest depends on the CPU (bench/precision.ts and scratch timings at the step's shapes): on AVX2 alone
+ * level 0 beat level 4 (108 against 142 ms per 2048³); with AVX-512 VNNI level 4 took 63 against level 0's 117, and
+ * int8 codes through DynamicQuantizeMatMul ran at ~780 GOP/s against level 4's ~285 at [1024, 768]·[768, 3072].
+ * q4 always takes `int8`.
  */
-export type QuantInputs = 'float' | 'int8';
+export type QuantInputs = 'float' | 'int8' | 'int8-rows';
 
 /**
- * The faster QuantInputs for a CPU with these /proc/cpuinfo flags: `int8` where it has integer dot-product
- * instructions that ORT's block kernels use (x86 VNNI or AMX, Arm's sdot), else `float`.
+ * How the per-channel int8 codes that DynamicQuantizeMatMul multiplies by are stored: `u8` (code + 128, zero point
+ * 128: ORT's U8U8 kernels) or `s8` (the code, zero point 0: its U8S8 kernels). The integer sums, so the products,
+ * are the same; s8 runs ~2.5× faster where the CPU multiplies u8·s8 in int32 directly (x86 VNNI, AMX) and is wrong
+ * elsewhere: AVX2's u8·s8 instruction saturates pair sums at 32767, which full ±127 codes reach (nn/quantize.ts).
  */
-export function quantInputsFor(features: ReadonlySet<string>): QuantInputs {
-  const dot = ['avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp'];
-  return dot.some((f) => features.has(f)) ? 'int8' : 'float';
+export type Int8Codes = 'u8' | 's8';
+
+/** The integer kernels a quantized model's graphs use (chosen per CPU by kernelsFor, or by the caller). */
+export interface QuantKernels {
+  inputs: QuantInputs;
+  codes: Int8Codes;
 }
 
-/** The stored bytes of int8 codes [rows, cols] (code + INT8_ZERO), transposed to [cols, rows] when asked. */
-export function int8Bytes(q: Int8Array, rows: number, cols: number, transpose: boolean): Uint8Array {
+/** The number of input columns int8-rows multiplies in float: 32 measured −0.01 % of SmolLM2's held-out loss. */
+export const OUTLIER_COLUMNS = 32;
+
+/** The x86 flags of integer dot products that accumulate u8·s8 in int32 (no AVX2 pair saturation). */
+const X86_DOT = ['avx512_vnni', 'avx_vnni', 'amx_int8'];
+
+/**
+ * The faster kernels for a CPU with these /proc/cpuinfo flags: on x86 with VNNI or AMX, int8-rows over s8 codes;
+ * on Arm with sdot (asimddp), int8 blocks (not measured there against int8-rows); else float inputs and u8 codes.
+ */
+export function kernelsFor(features: ReadonlySet<string>): QuantKernels {
+  if (X86_DOT.some((f) => features.has(f))) return { inputs: 'int8-rows', codes: 's8' };
+  return { inputs: features.has('asimddp') ? 'int8' : 'float', codes: 'u8' };
+}
+
+/**
+ * The stored bytes of int8 codes [rows, cols], transposed to [cols, rows] when asked: code + INT8_ZERO (u8), or the
+ * codes' own two's-complement bytes (s8).
+ */
+export function int8Bytes(
+  q: Int8Array,
+  rows: number,
+  cols: number,
+  transpose: boolean,
+  codes: Int8Codes = 'u8',
+): Uint8Array {
   const t = new Uint8Array(q.length);
+  const flip = codes === 'u8' ? 0x80 : 0;
   if (!transpose) {
     // code + 128 as a byte is the code's two's-complement byte with its top bit flipped: XOR 0x80, four bytes at once
     t.set(new Uint8Array(q.buffer, q.byteOffset, q.length));
+    if (flip === 0) return t;
     const words = new Uint32Array(t.buffer, 0, t.length >> 2);
     for (let k = 0; k < words.length; k++) words[k] ^= 0x80808080;
     for (let k = words.length << 2; k < t.length; k++) t[k] ^= 0x80;
-  } else for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = q[r * cols + c] + INT8_ZERO;
+  } else {
+    const src = new Uint8Array(q.buffer, q.byteOffset, q.length);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = src[r * cols + c] ^ flip;
+  }
   return t;
+}
+
+/** The zero point of codes stored as `codes`. */
+const zeroOf = (g: Graph, codes: Int8Codes): Tensor => (codes === 'u8' ? g.scalar(INT8_ZERO, 'u8') : g.scalar(0, 'i8'));
+
+/**
+ * The codes of `w` as an initializer stored as `codes`, [out, in] or transposed [in, out]: the cache file's bytes
+ * when it holds that layout in that storage (the graph references them, ORT memory-maps them), else made here.
+ */
+function int8Codes(g: Graph, name: string, w: Int8Weight, layout: 'outIn' | 'inOut', codes: Int8Codes): Tensor {
+  const st = w.stored;
+  const span = layout === 'outIn' ? st?.codesOutIn : st?.codesInOut;
+  const shape = layout === 'outIn' ? [w.out, w.in] : [w.in, w.out];
+  if (span && (st?.signed === true) === (codes === 's8'))
+    return g.initializer(name, codes === 'u8' ? 'u8' : 'i8', shape, file(span));
+  const b = int8Bytes(w.q, w.out, w.in, layout === 'inOut', codes);
+  return codes === 'u8'
+    ? g.initializer(name, 'u8', shape, b)
+    : g.initializer(name, 'i8', shape, new Int8Array(b.buffer));
 }
 
 /** Transposes a row-major [rows, cols] float matrix into `out`'s array type. */
@@ -62,30 +137,30 @@ function transposeFloat<A extends Float32Array | Float64Array>(w: Float32Array, 
 
 /**
  * Initializers of `q` in graph `g`, named `<name>.…`. `fanInFanOut` says the layer stores W as [in, out] (GPT-2
- * Conv1D); q itself is always [out, in].
+ * Conv1D); q itself is always [out, in]. `floatBackward`, a float W [out, in] the graph holds anyway (a tied head's
+ * embedding), gives the input gradient in float instead of through an int8 copy (graph/ops/quant.ts FloatBackward).
  */
 export function quantizedTensors(
   g: Graph,
   name: string,
   q: QuantizedWeight,
   fanInFanOut: boolean,
-  inputs: QuantInputs = 'float',
+  kernels: QuantKernels = { inputs: 'float', codes: 'u8' },
+  floatBackward?: Tensor,
 ): QuantizedTensors {
   const { out, in: inF } = q;
+  const backOr = (int8: Int8Backward): BackwardWeight => (floatBackward ? { float: floatBackward } : int8);
   let product: (rows: Tensor) => Tensor;
-  const zero = g.initializer(`${name}.zero`, 'u8', [], new Uint8Array([INT8_ZERO]));
   if (q.kind === 'int8') {
     // DynamicQuantizeMatMul multiplies by B [K, N] = [in, out]: the codes transposed once here, on the host, or
     // already transposed in the cache file, which the graph then references (no bytes pass through JavaScript)
-    const st = q.stored;
-    const b = g.initializer(
-      `${name}.int8`,
-      'u8',
-      [inF, out],
-      st?.codesInOut ? file(st.codesInOut) : int8Bytes(q.q, out, inF, true),
-    );
-    const s = g.initializer(`${name}.scale`, 'f32', [out], st ? file(st.scale) : q.scale);
-    product = (rows) => rowQuantizedMatMul(rows, b, s, zero); // [N, out]
+    const b = int8Codes(g, `${name}.int8`, q, 'inOut', kernels.codes);
+    const s = g.initializer(`${name}.scale`, 'f32', [out], q.stored ? file(q.stored.scale) : q.scale);
+    const zero = zeroOf(g, kernels.codes);
+    // the input gradient's [out, in] codes: from the file too, rather than a transpose ORT would fold at load
+    const back = int8Codes(g, `${name}.int8_back`, q, 'outIn', kernels.codes);
+    g.memo(INT8_BACKWARD, b, () => backOr({ weight: back, scale: s, zero }));
+    product = (rows) => int8RowsMatMul(rows, b, s, zero, OUTLIER_COLUMNS, floatBackward); // [N, out]
   } else {
     const nb = Math.ceil(inF / Q4_BLOCK);
     const bits = blockBits(q.kind);
@@ -93,19 +168,24 @@ export function quantizedTensors(
     const k = q.kind;
     const b = g.initializer(`${name}.${k}`, 'u8', [out, nb, (Q4_BLOCK * bits) / 8], st ? file(st.blocks) : q.blocks);
     const s = g.initializer(`${name}.${k}_scale`, 'f32', [out * nb], st ? file(st.scales) : q.scales);
-    const backCodes = bst?.codesOutIn ? file(bst.codesOutIn) : int8Bytes(q.back.q, out, inF, false);
     const back = {
-      // [K, N] of dY·W̃: as stored
-      weight: g.initializer(`${name}.${k}_back`, 'u8', [out, inF], backCodes),
+      weight: int8Codes(g, `${name}.${k}_back`, q.back, 'outIn', kernels.codes), // [K, N] of dY·W̃
       scale: g.initializer(`${name}.${k}_back_scale`, 'f32', [out], bst ? file(bst.scale) : q.back.scale),
-      zero,
+      zero: zeroOf(g, kernels.codes),
     };
-    g.memo(NBITS_BACKWARD, b, () => back);
+    if (bits === 8 && kernels.inputs === 'int8-rows') {
+      // the forward multiplies by the same per-channel codes, [in, out]; the blocks stay unread in the cache file
+      const fwd = int8Codes(g, `${name}.${k}_back_t`, q.back, 'inOut', kernels.codes);
+      g.memo(INT8_BACKWARD, fwd, () => backOr(back));
+      product = (rows) => int8RowsMatMul(rows, fwd, back.scale, back.zero, OUTLIER_COLUMNS, floatBackward); // [N, out]
+      return { product, dequantized: dequantizedOf(g, name, q, fanInFanOut) };
+    }
+    g.memo(INT8_BACKWARD, b, () => backOr(back));
     // accuracy_level 4 (q4, and q8 with int8 inputs): the kernel quantizes each 32-block of the input to int8 and
     // multiplies in integers; level 0 (q8 with float inputs): weight blocks unpacked to float (QuantInputs says
     // which is faster where). With no zero point given, MatMulNBits' codes are offset by 2^(bits−1): 8 for q4, 128
     // for q8.
-    const level = bits === 8 && inputs === 'float' ? 0 : 4;
+    const level = bits === 8 && kernels.inputs === 'float' ? 0 : 4;
     const attrs = { K: inF, N: out, bits, block_size: Q4_BLOCK, accuracy_level: level };
     const codes = (rows: Tensor) => g.op('MatMulNBits', [rows, b, s], attrs); // [N, out]
     const offsets = st?.offsets ? file(st.offsets) : q.offsets;
@@ -117,6 +197,17 @@ export function quantizedTensors(
       product = (rows) => codes(rows).add(rows.detach().reshape([-1, nb, Q4_BLOCK]).sum(2).matmul(off)); // [N, out]
     }
   }
+  return { product, dequantized: dequantizedOf(g, name, q, fanInFanOut) };
+}
+
+/** W̃ as a float initializer in the stored layout, made on the first call per dtype (QuantizedTensors.dequantized). */
+function dequantizedOf(
+  g: Graph,
+  name: string,
+  q: QuantizedWeight,
+  fanInFanOut: boolean,
+): QuantizedTensors['dequantized'] {
+  const { out, in: inF } = q;
   const made = new Map<string, Tensor>();
   const dequantized = (dtype: 'f32' | 'f64'): Tensor => {
     let t = made.get(dtype);
@@ -130,5 +221,5 @@ export function quantizedTensors(
     }
     return t;
   };
-  return { product, dequantized };
+  return dequantized;
 }

@@ -38,10 +38,12 @@ export interface FileSpan {
  * layouts the graph multiplies by: a graph then references these bytes instead of copying the arrays into the model.
  */
 export interface StoredInt8 {
-  /** u8 [in, out]: the codes + INT8_ZERO transposed, as a layer's forward product reads them. */
+  /** [in, out]: the codes transposed, as a forward product through DynamicQuantizeMatMul reads them. */
   codesInOut?: FileSpan;
-  /** u8 [out, in]: the codes + INT8_ZERO in `q`'s order, as a 4-bit layer's backward copy is read. */
+  /** [out, in]: the codes in `q`'s order, as an input gradient reads them. */
   codesOutIn?: FileSpan;
+  /** The spans hold the codes' own bytes (int8); else code + INT8_ZERO (uint8). */
+  signed?: boolean;
   /** f32 [out]. */
   scale: FileSpan;
 }
@@ -261,15 +263,26 @@ function decodeRow(
   }
 }
 
-/** Quantizes W [out, in] in `mode` ('none' is not a quantization): int8 is 8-bit blocks (q8), q4 4-bit blocks. */
-export function quantizeWeight(w: Float32Array, out: number, inF: number, mode: Exclude<QuantMode, 'none'>) {
-  return mode === 'int8' ? quantizeQ8(w, out, inF) : quantizeQ4(w, out, inF);
+/**
+ * Quantizes W [out, in] in `mode` ('none' is not a quantization): int8 is 8-bit blocks (q8), or with `channels` int8
+ * per output channel (what the int8-rows kernels multiply by, nn/quant-linear.ts); q4 is 4-bit blocks.
+ */
+export function quantizeWeight(
+  w: Float32Array,
+  out: number,
+  inF: number,
+  mode: Exclude<QuantMode, 'none'>,
+  channels = false,
+): QuantizedWeight {
+  if (mode === 'q4') return quantizeQ4(w, out, inF);
+  return channels ? quantizeInt8(w, out, inF) : quantizeQ8(w, out, inF);
 }
 
-/** Bytes the quantized weight occupies (codes and scales; for q4 with its int8 backward copy). From the sizes alone,
- * so a weight read lazily from a file stays unread. */
+/** Bytes the quantized weight occupies in a graph (codes and scales; int8 codes in both layouts the forward and the
+ * input gradient read; blocks with their int8 backward copy). From the sizes alone, so a weight read lazily from a
+ * file stays unread. */
 export function quantizedBytes(q: QuantizedWeight): number {
-  if (q.kind === 'int8') return q.out * q.in + 4 * q.out;
+  if (q.kind === 'int8') return 2 * q.out * q.in + 4 * q.out;
   const nb = Math.ceil(q.in / Q4_BLOCK);
   const offsets = (q.stored ? q.stored.offsets : q.offsets) ? 4 * q.out * nb : 0; // without reading a stored file
   return (q.out * nb * Q4_BLOCK * blockBits(q.kind)) / 8 + 4 * q.out * nb + offsets + quantizedBytes(q.back);

@@ -44,7 +44,7 @@ function randomBlocks(type: 'Q4_0' | 'Q4_1' | 'Q8_0', rows: number, cols: number
 async function run(q: BlockWeight, x: Float32Array, R: Float32Array, inputs: QuantInputs) {
   const g = new Graph('gguf-blocks');
   const xi = g.input('x', 'f32', [N, IN]);
-  const y = quantizedTensors(g, 'w', q, false, inputs).product(xi);
+  const y = quantizedTensors(g, 'w', q, false, { inputs, codes: 'u8' }).product(xi);
   const [dx] = grad(y.mul(g.constant(R, 'f32', [N, OUT])).sum(), [xi]);
   g.output('y', y);
   g.output('dx', dx);

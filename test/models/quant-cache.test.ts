@@ -17,7 +17,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Graph } from '../../src/graph/index.ts';
+import { Graph, type Tensor } from '../../src/graph/index.ts';
 import { encodeSafetensors } from '../../src/io/index.ts';
 import {
   buildCausalLM,
@@ -26,7 +26,8 @@ import {
   quantizeModel,
   type LoadedModel,
 } from '../../src/models/index.ts';
-import type { QuantizedWeight } from '../../src/nn/index.ts';
+import { type QuantizedWeight, kernelsFor } from '../../src/nn/index.ts';
+import { cpuFeatures } from '../../src/io/host.ts';
 import { compile } from '../../src/runtime/index.ts';
 import { FIXTURES } from './helpers.ts';
 
@@ -56,7 +57,7 @@ function assertSameWeights(a: ReadonlyMap<string, QuantizedWeight>, b: ReadonlyM
 }
 
 /** Logits of the quantized model on a fixed batch, and the graph's initializers that read a file. */
-async function logits(model: LoadedModel): Promise<{ logits: Float32Array; files: string[] }> {
+async function logits(model: LoadedModel): Promise<{ logits: Float32Array; files: string[]; converted: string[] }> {
   const g = new Graph('qcache-forward');
   const ids = g.input('input_ids', 'i64', [1, 5]);
   g.output('logits', buildCausalLM(model.context(g), { inputIds: ids }).logits);
@@ -64,37 +65,55 @@ async function logits(model: LoadedModel): Promise<{ logits: Float32Array; files
     .liveInitializers()
     .flatMap((i) => (i.data.kind === 'file' ? [i.data.path] : []))
     .filter((p) => !p.endsWith('model.safetensors'));
+  // a weight's codes inline, or transposed or cast in the graph (ORT would fold each into a new initializer)
+  const codes = (t: Tensor) => t.kind === 'initializer' && t.rank >= 2 && ['u8', 'i8'].includes(t.dtype);
+  const converted = [
+    ...g
+      .liveInitializers()
+      .filter((i) => codes(i.tensor) && i.data.kind !== 'file')
+      .map((i) => `inline ${i.tensor.name}`),
+    ...g
+      .liveNodes()
+      .filter((n) => (n.op === 'Transpose' || n.op === 'Cast') && codes(n.inputs[0]!))
+      .map((n) => `${n.op} ${n.inputs[0]!.name}`),
+  ];
   const s = await compile(g, { worker: false, retain: false });
   const out = await s.run({ input_ids: BigInt64Array.from([1n, 5n, 9n, 2n, 7n]) });
   await s.dispose();
-  return { logits: out.logits.data as Float32Array, files };
+  return { logits: out.logits.data as Float32Array, files, converted };
 }
 
-for (const [name, mode] of [
-  ['gpt2', 'int8'],
-  ['llama', 'q4'],
+/** s8 codes only where the CPU's kernels take them without saturating (kernelsFor). */
+const codes = kernelsFor(cpuFeatures()).codes;
+for (const [name, mode, kernels] of [
+  ['gpt2', 'int8', { inputs: 'int8', codes: 'u8' }],
+  ['gpt2', 'int8', { inputs: 'int8-rows', codes }],
+  ['llama', 'q4', { inputs: 'int8', codes: 'u8' }],
+  ['llama', 'q4', { inputs: 'int8', codes }],
 ] as const) {
-  test(`${name} ${mode}: a miss writes the cache, a hit reads the same weights, the graph maps the file`, async () => {
+  test(`${name} ${mode} ${JSON.stringify(kernels)}: a miss writes the cache, a hit reads the same weights, the graph maps the file`, async () => {
     const { dir, cache } = fresh(name);
     const model = await loadModel(dir);
-    const plain = await cachedQuantizeBase(model, mode, { cacheDir: false });
+    const plain = await cachedQuantizeBase(model, mode, { cacheDir: false, ...kernels });
     assert.equal(plain.cache, undefined);
     assert.deepEqual(cacheFiles(cache), [], 'cacheDir false writes nothing');
 
     const notes: string[] = [];
-    const miss = await cachedQuantizeBase(model, mode, { cacheDir: cache, onNote: (m) => notes.push(m) });
+    const miss = await cachedQuantizeBase(model, mode, { cacheDir: cache, onNote: (m) => notes.push(m), ...kernels });
     assert.equal(miss.cache?.hit, false);
     assert.equal(cacheFiles(cache).length, 1);
-    const hit = await cachedQuantizeBase(model, mode, { cacheDir: cache, onNote: (m) => notes.push(m) });
+    const hit = await cachedQuantizeBase(model, mode, { cacheDir: cache, onNote: (m) => notes.push(m), ...kernels });
     assert.deepEqual(hit.cache, { path: miss.cache!.path, hit: true });
     assert.deepEqual(notes, []);
     for (const q of hit.weights.values()) assert.ok(q.stored, 'a cached weight points into the file');
     assertSameWeights(hit.weights, plain.weights);
     assert.equal(hit.quantizedBytes, plain.quantizedBytes);
 
-    const cached = await logits(await quantizeModel(model, mode, { cacheDir: cache }));
-    const inMemory = await logits(await quantizeModel(model, mode, { cacheDir: false }));
+    const cached = await logits(await quantizeModel(model, mode, { cacheDir: cache, ...kernels }));
+    const inMemory = await logits(await quantizeModel(model, mode, { cacheDir: false, ...kernels }));
     assert.ok(cached.files.length > 0 && cached.files.every((p) => p === miss.cache!.path), cached.files.join());
+    assert.deepEqual(cached.converted, [], 'the file holds the codes in the layout and storage the kernels read');
+    assert.ok(inMemory.converted.every((c) => c.startsWith('inline ')));
     assert.deepEqual(inMemory.files, [], 'without the cache the codes are inline');
     assert.deepEqual(Array.from(cached.logits), Array.from(inMemory.logits));
     await model.close();
@@ -102,9 +121,10 @@ for (const [name, mode] of [
 }
 
 test('a changed model file is a miss: new weights, and the old entry of that folder is deleted', async () => {
+  const blocks = { inputs: 'int8', codes: 'u8' } as const; // 8-bit blocks on every CPU
   const { dir, cache } = fresh('gpt2');
   const m0 = await loadModel(dir);
-  const first = await cachedQuantizeBase(m0, 'int8', { cacheDir: cache });
+  const first = await cachedQuantizeBase(m0, 'int8', { cacheDir: cache, ...blocks });
   await m0.close();
   // read now: the rebuild deletes this file, and a cached weight reads its arrays from it lazily
   const before = first.weights.get([...first.weights.keys()][0])!;
@@ -127,11 +147,11 @@ test('a changed model file is a miss: new weights, and the old entry of that fol
   utimesSync(path, new Date(), new Date(Date.now() + 5000));
 
   const model = await loadModel(dir);
-  const second = await cachedQuantizeBase(model, 'int8', { cacheDir: cache });
+  const second = await cachedQuantizeBase(model, 'int8', { cacheDir: cache, ...blocks });
   assert.equal(second.cache?.hit, false);
   assert.notEqual(second.cache?.path, first.cache?.path);
   assert.deepEqual(cacheFiles(cache), [second.cache!.path.split('/').at(-1)]);
-  assertSameWeights(second.weights, (await cachedQuantizeBase(model, 'int8', { cacheDir: false })).weights);
+  assertSameWeights(second.weights, (await cachedQuantizeBase(model, 'int8', { cacheDir: false, ...blocks })).weights);
   const b = second.weights.get(name)!;
   assert.ok(b.kind === 'q8' && codes0.some((x) => x !== 0));
   // negating W negates the codes (symmetric rounding) and keeps the scales

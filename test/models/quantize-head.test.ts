@@ -5,7 +5,9 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { LorakitError } from '../../src/errors.ts';
 import { Graph, grad } from '../../src/graph/index.ts';
-import { loadModel, quantizeBase, quantizeModel, refuseTrainedHead } from '../../src/models/index.ts';
+import { buildCausalLM, loadModel, quantizeBase, quantizeModel, refuseTrainedHead } from '../../src/models/index.ts';
+import { join } from 'node:path';
+import { FIXTURES } from './helpers.ts';
 import { dequantize } from '../../src/nn/index.ts';
 import { PeftModel } from '../../src/peft/index.ts';
 import { compile, shutdownRuntime } from '../../src/runtime/index.ts';
@@ -111,4 +113,42 @@ test('a quantized head that would be trained or replaced is refused, naming why'
   } finally {
     await model.close();
   }
+});
+
+test('a quantized head tied to the embedding takes its input gradient from the float embedding, not an int8 copy', async () => {
+  // dY over the vocabulary is one large entry and many small ones, as softmax − onehot is: an 8-bit grid per row
+  // would drop the small ones (the many small probabilities that sum to much of the gradient)
+  const model = await loadModel(join(FIXTURES, 'gpt2'));
+  const q = await quantizeModel(model, 'int8', { head: true, cacheDir: false, inputs: 'int8-rows', codes: 'u8' });
+  const g = new Graph('tied-head');
+  const ids = g.input('input_ids', 'i64', [1, 5]);
+  const out = buildCausalLM(q.context(g), { inputIds: ids });
+  const V = out.logits.shape[2] as number;
+  const D = out.hidden.shape[2] as number;
+  const R = new Float32Array(5 * V).map((_, k) => (k % V === (7 * Math.floor(k / V)) % V ? 1 : 1e-4 * ((k % 3) - 1)));
+  const [dh] = grad(
+    out
+      .lmHead(out.hidden)
+      .mul(g.constant(R, 'f32', [1, 5, V]))
+      .sum(),
+    [out.hidden],
+  );
+  g.output('dh', dh);
+  const s = await compile(g, { worker: false });
+  const got = (await s.run({ input_ids: BigInt64Array.from([1n, 5n, 9n, 2n, 7n]) })).dh.data as Float32Array;
+  await s.dispose();
+  const W = await model.read('transformer.wte.weight'); // [V, D]
+  for (let t = 0; t < 5; t++)
+    for (let d = 0; d < D; d++) {
+      let [want, abs] = [0, 0];
+      for (let v = 0; v < V; v++) {
+        want += R[t * V + v] * W[v * D + d];
+        abs += Math.abs(R[t * V + v] * W[v * D + d]);
+      }
+      assert.ok(
+        Math.abs(got[t * D + d] - want) <= 1e-5 * abs + 1e-12,
+        `dh[${t}, ${d}] = ${got[t * D + d]}, R·W ${want}`,
+      );
+    }
+  await model.close();
 });

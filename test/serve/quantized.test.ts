@@ -9,7 +9,7 @@ import { LorakitError } from '../../src/errors.ts';
 import { Graph } from '../../src/graph/index.ts';
 import type { HfTokenizer } from '../../src/io/index.ts';
 import { type LoadedModel, buildCausalLM, quantizeModel } from '../../src/models/index.ts';
-import { quantInputsFor } from '../../src/nn/index.ts';
+import { type QuantInputs, kernelsFor } from '../../src/nn/index.ts';
 import { cpuFeatures } from '../../src/io/host.ts';
 import { compile, shutdownRuntime } from '../../src/runtime/index.ts';
 import { buildBatchGraph, createEngine, loraTargets } from '../../src/serve/index.ts';
@@ -70,7 +70,9 @@ for (const mode of ['int8', 'q4'] as const) {
         .liveNodes()
         .map((n) => n.op),
     );
-    assert.ok(ops.has('MatMulNBits'), [...ops].join(' ')); // both modes' forward products are block products
+    // the forward products are block products, or for int8 on a CPU whose kernels are int8-rows, per-row ones
+    const rows = mode === 'int8' && q.quantKernels?.inputs === 'int8-rows';
+    assert.ok(ops.has(rows ? 'DynamicQuantizeMatMul' : 'MatMulNBits'), [...ops].join(' '));
     assert.ok(
       !buildBatchGraph(model, spec)
         .liveNodes()
@@ -136,26 +138,43 @@ test('a bad quantize mode is refused by name before anything is built', async ()
   );
 });
 
-test("int8's inputs: auto follows the CPU's dot-product flags, a choice sets the block products' accuracy_level", async () => {
-  assert.equal(quantInputsFor(new Set()), 'float'); // no /proc/cpuinfo (macOS, a browser)
-  assert.equal(quantInputsFor(new Set(['avx2', 'fma', 'avx512f'])), 'float');
-  for (const flag of ['avx512_vnni', 'avx_vnni', 'amx_int8', 'asimddp'])
-    assert.equal(quantInputsFor(new Set(['avx2', flag])), 'int8', flag);
+test("int8's kernels: auto follows the CPU's dot-product flags, a choice sets the forward's op and codes", async () => {
+  assert.deepEqual(kernelsFor(new Set()), { inputs: 'float', codes: 'u8' }); // no /proc/cpuinfo (macOS, a browser)
+  assert.deepEqual(kernelsFor(new Set(['avx2', 'fma', 'avx512f'])), { inputs: 'float', codes: 'u8' });
+  for (const flag of ['avx512_vnni', 'avx_vnni', 'amx_int8'])
+    assert.deepEqual(kernelsFor(new Set(['avx2', flag])), { inputs: 'int8-rows', codes: 's8' }, flag);
+  assert.deepEqual(kernelsFor(new Set(['asimd', 'asimddp'])), { inputs: 'int8', codes: 'u8' });
   const spec = { cache: model.cache!, targets: loraTargets(model, null), slots: 1, rank: 4, tokens: 16 };
-  const levels = async (inputs: 'auto' | 'float' | 'int8') => {
-    const q = await quantizeModel(model, 'int8', { cacheDir: false, inputs });
-    const nodes = buildBatchGraph(q, spec)
-      .liveNodes()
-      .filter((n) => n.op === 'MatMulNBits');
-    assert.ok(nodes.length > 0);
-    return { chosen: q.quantizedInputs, levels: new Set(nodes.map((n) => n.attrs.accuracy_level)) };
+  const ops = async (inputs: 'auto' | QuantInputs, codes: 'auto' | 'u8' | 's8' = 'u8') => {
+    const q = await quantizeModel(model, 'int8', { cacheDir: false, inputs, codes });
+    const nodes = buildBatchGraph(q, spec).liveNodes();
+    const dq = nodes.filter((n) => n.op === 'DynamicQuantizeMatMul');
+    return {
+      chosen: q.quantKernels,
+      levels: new Set(nodes.filter((n) => n.op === 'MatMulNBits').map((n) => n.attrs.accuracy_level)),
+      products: dq.length,
+      codes: new Set(dq.map((n) => n.inputs[1]!.dtype)),
+    };
   };
-  assert.deepEqual(await levels('float'), { chosen: 'float', levels: new Set([0]) });
-  assert.deepEqual(await levels('int8'), { chosen: 'int8', levels: new Set([4]) });
-  assert.equal((await levels('auto')).chosen, quantInputsFor(cpuFeatures()));
+  const float = await ops('float');
+  assert.deepEqual(float.levels, new Set([0]));
+  assert.deepEqual((await ops('int8')).levels, new Set([4]));
+  // int8-rows: no block product at all, one DynamicQuantizeMatMul per Linear, on the codes asked for
+  const rows = await ops('int8-rows', 's8');
+  assert.deepEqual(rows.chosen, { inputs: 'int8-rows', codes: 's8' });
+  assert.deepEqual(rows.levels, new Set());
+  assert.ok(rows.products > 0);
+  assert.deepEqual(rows.codes, new Set(['i8']));
+  assert.deepEqual((await ops('auto', 'auto')).chosen, kernelsFor(cpuFeatures()));
   await assert.rejects(
     quantizeModel(model, 'int8', { inputs: 'int4' as 'int8' }),
     (e) =>
-      e instanceof LorakitError && e.code === 'LK_INVALID_ARGUMENT' && /auto, float or int8, got int4/.test(e.message),
+      e instanceof LorakitError &&
+      e.code === 'LK_INVALID_ARGUMENT' &&
+      /auto, float, int8 or int8-rows, got int4/.test(e.message),
+  );
+  await assert.rejects(
+    quantizeModel(model, 'int8', { codes: 'i4' as 'u8' }),
+    (e) => e instanceof LorakitError && /auto, u8 or s8, got i4/.test(e.message),
   );
 });

@@ -23,4 +23,11 @@ export const OPS: Record<OpName, OpDef> = {
 export type { Attrs, AttrTensor, OpDef, OpName } from './types.ts';
 export { FLOAT_ATTRS } from './types.ts';
 export { type Conv2dOptions, type ConvTranspose2dOptions, conv2dAttrs } from './conv.ts';
-export { NBITS_BACKWARD, type BackwardWeight, rowQuantizedMatMul } from './quant.ts';
+export {
+  INT8_BACKWARD,
+  type BackwardWeight,
+  type FloatBackward,
+  type Int8Backward,
+  int8RowsMatMul,
+  rowQuantizedMatMul,
+} from './quant.ts';

@@ -11,34 +11,90 @@ import { memoTable } from '../memo.ts';
 import { fmtShape } from '../shape.ts';
 import type { OpDef, QuantOp } from './types.ts';
 
-/** The int8 copy of a 4-bit weight that its input gradient multiplies by: W̃ [N, K] ≈ diag(scale)·(weight − zero). */
-export interface BackwardWeight {
-  /** u8 [N, K]: W̃ requantized per row n, stored as code + zero. */
+/**
+ * What a quantized weight's input gradient multiplies by: an int8 copy, W̃ [N, K] ≈ diag(scale)·(weight − zero), or
+ * a float weight [N, K] the graph holds anyway (FloatBackward).
+ */
+export type BackwardWeight = Int8Backward | FloatBackward;
+
+/** The int8 copy of a quantized weight that its input gradient multiplies by. */
+export interface Int8Backward {
+  /** u8 or i8 [N, K]: W̃ requantized per row n, stored as code + zero. */
   weight: Tensor;
   /** f32 [N]. */
   scale: Tensor;
-  /** u8 scalar: the codes' zero point. */
+  /** Scalar of the weight's type: the codes' zero point. */
   zero: Tensor;
 }
 
 /**
- * For each MatMulNBits weight input B (the key), its int8 backward copy. The builder of a 4-bit layer registers it
- * (`graph.memo(NBITS_BACKWARD, b, () => copy)`); the rule reads it. MatMulNBits' inputs cannot carry it, and
- * deriving it in the graph would unpack nibbles into a float matrix that ORT would fold into a float32 initializer.
+ * A float weight [N, K] for the input gradient: a tied output head's, which the embedding gathers from anyway. Its
+ * gradient is over the vocabulary, where an 8-bit grid per row would drop every probability below half a step (the
+ * many small ones sum to much of the gradient); in float it costs no memory, only the float product's time.
  */
-export const NBITS_BACKWARD = memoTable<Tensor, BackwardWeight>('MatMulNBits: int8 copy of the weight for dX');
+export interface FloatBackward {
+  float: Tensor;
+}
+
+/** dA = dY·W̃ through `back`. */
+function backwardProduct(dy: Tensor, back: BackwardWeight): Tensor {
+  if ('float' in back) return dy.matmul(back.float);
+  return rowQuantizedMatMul(dy.mul(back.scale), back.weight, dy.graph.scalar(1, 'f32'), back.zero);
+}
 
 /**
- * a·B̃ for float a [..., K] and uint8 b [K, N] with zero point bZero (u8 scalar) and per-column scales bScale [N]
+ * For each quantized weight input B (the key), the int8 copy its input gradient multiplies by. MatMulNBits has no
+ * transposed form, so the builder of a block layer registers one (`graph.memo(INT8_BACKWARD, b, () => copy)`), and
+ * deriving it in the graph would unpack nibbles into a float matrix that ORT would fold into a float32 initializer.
+ * DynamicQuantizeMatMul's rule transposes B when nothing is registered (ORT folds that transpose into a new
+ * initializer at load); a builder that has the transposed codes in a file registers them instead.
+ */
+export const INT8_BACKWARD = memoTable<Tensor, BackwardWeight>('int8 copy of a quantized weight for dX');
+
+/**
+ * a·B̃ for float a [..., K] and int8 codes b [K, N] with zero point bZero (scalar) and per-column scales bScale [N]
  * (B̃ = (b − bZero)·diag(bScale)), with a quantized per row: each row is divided by its largest magnitude r
  * (detached) before DynamicQuantizeMatMul, whose per-tensor uint8 grid over [−1, 1] is then a per-row grid of step
  * 2r/255, and the product is multiplied back by r. Without it one large row (a token with a large output gradient)
- * would coarsen the grid of every other row. B is uint8, not int8, so that ORT runs its U8U8 kernels, which do not
- * saturate (nn/quantize.ts INT8_LEVELS says why).
+ * would coarsen the grid of every other row. The codes are uint8 with zero point 128 (ORT's U8U8 kernels, which do
+ * not saturate; nn/quantize.ts INT8_LEVELS says why) or, where the CPU multiplies u8·s8 in int32 without that
+ * saturation (VNNI, AMX), int8 with zero point 0, which ORT runs ~2.5× faster there (nn/quant-linear.ts Int8Codes).
  */
 export function rowQuantizedMatMul(a: Tensor, b: Tensor, bScale: Tensor, bZero: Tensor): Tensor {
   const r = a.abs().max(-1, true).maximum(1e-30).detach(); // [..., 1]; an all-zero row stays 0
   return a.graph.op('DynamicQuantizeMatMul', [a.div(r), b, bScale, bZero]).mul(r); // [..., N]
+}
+
+/**
+ * rowQuantizedMatMul with LLM.int8()'s decomposition (Dettmers et al., 2022) at a fixed count: the `outliers` input
+ * columns with the largest magnitude in this batch (detached: the choice has no gradient) multiply in float32 by
+ * their rows of B̃, the other columns through the per-row int8 product, so a few outlier channels of the hidden
+ * states no longer set every row's grid. A fixed count, not bitsandbytes' threshold 6.0, keeps the graph's shapes
+ * static. The float rows are gathered from the codes (k × N), so no float copy of B̃ is made; the autodiff gives
+ * the input gradient as dY·B̃ through DynamicQuantizeMatMul's rule on the masked part plus the small float product's.
+ * `float`, the weight as float [N, K] where the graph holds it anyway (FloatBackward), gives the outlier rows instead.
+ */
+export function int8RowsMatMul(
+  a: Tensor,
+  b: Tensor,
+  bScale: Tensor,
+  bZero: Tensor,
+  outliers: number,
+  float?: Tensor,
+): Tensor {
+  const g = a.graph;
+  const K = b.shape[0] as number;
+  const k = Math.min(outliers, K);
+  if (k <= 0) return rowQuantizedMatMul(a, b, bScale, bZero);
+  const lead = Array.from({ length: a.rank - 1 }, (_, i) => i);
+  const [, cols] = a.detach().abs().max(lead).topk(k); // [k] i64
+  const rows = float
+    ? float.gather(cols, 1).transpose([1, 0]) // [k, N] of the float weight
+    : b.gather(cols, 0).cast('f32').sub(bZero.cast('f32')).mul(bScale); // [k, N] of B̃
+  const keep = g
+    .constant(new Float32Array(K).fill(1), 'f32', [K])
+    .scatterElements(cols, g.constant(new Float32Array(k), 'f32', [k]));
+  return rowQuantizedMatMul(a.mul(keep), b, bScale, bZero).add(a.gather(cols, -1).matmul(rows)); // [..., N]
 }
 
 const intAttr = (v: unknown, what: string): number => {
@@ -61,25 +117,28 @@ function checkA(a: Tensor, k: number | string, op: string): void {
 
 export const quantOps: Record<QuantOp, OpDef> = {
   // Y = A·((B − b_zero)·diag(b_scale)), A quantized per tensor to uint8 inside the kernel (lorakit adds biases
-  // itself).
+  // itself); B uint8 or int8.
   DynamicQuantizeMatMul: {
     domain: 'com.microsoft',
     infer: ([a, b, s, zp, ...rest]) => {
-      if (b!.dtype !== 'u8' || b!.rank !== 2 || s!.dtype !== 'f32' || zp?.dtype !== 'u8' || zp.rank !== 0 || rest[0])
+      const codes = b!.dtype === 'u8' || b!.dtype === 'i8';
+      if (!codes || b!.rank !== 2 || s!.dtype !== 'f32' || zp?.dtype !== b!.dtype || zp.rank !== 0 || rest[0])
         throw new LorakitError(
           'LK_DTYPE_MISMATCH',
-          `DynamicQuantizeMatMul: lorakit uses B u8 [K, N] with f32 scales and a u8 scalar zero point, no bias; got ` +
+          `DynamicQuantizeMatMul: lorakit uses B u8 or i8 [K, N] with f32 scales and a scalar zero point of B's type, ` +
+            `no bias; got ` +
             `${b!.toString()}${zp ? `, zero point ${zp.toString()}` : ', no zero point'}`,
         );
       checkA(a!, b!.shape[0], 'DynamicQuantizeMatMul');
       return [{ dtype: 'f32', shape: [...a!.shape.slice(0, -1), b!.shape[1]] }];
     },
-    // dA = dY·B̃ᵀ = (dY·diag(s))·(B − z)ᵀ: the same product with B transposed (ORT folds that uint8 transpose once at
-    // load). B, its scales and zero point are constants.
+    // dA = dY·B̃ᵀ = (dY·diag(s))·(B − z)ᵀ: the same product with B transposed, or with the transposed codes
+    // registered for B (INT8_BACKWARD). B, its scales and zero point are constants.
     vjp: (n, [dy], need) => {
       const [, b, s, z] = n.inputs;
-      const one = dy!.graph.scalar(1, 'f32');
-      return [need[0] ? rowQuantizedMatMul(dy!.mul(s!), b!.transpose([1, 0]), one, z!) : null];
+      if (!need[0]) return [null];
+      const back = b!.graph.memo(INT8_BACKWARD, b!, () => ({ weight: b!.transpose([1, 0]), scale: s!, zero: z! }));
+      return [backwardProduct(dy!, back)];
     },
   },
   // Y = A·W̃ᵀ for W̃ [N, K] in blocks of block_size along K: W̃[n, k] = (q − 2^(bits−1))·scale[n, k / block_size]
@@ -98,14 +157,14 @@ export const quantOps: Record<QuantOp, OpDef> = {
       checkA(a!, K, 'MatMulNBits');
       return [{ dtype: 'f32', shape: [...a!.shape.slice(0, -1), N] }];
     },
-    // dA = dY·W̃ ≈ (dY·diag(scale))·(weight − zero) with the registered int8 copy (NBITS_BACKWARD).
+    // dA = dY·W̃ ≈ (dY·diag(scale))·(weight − zero) with the registered int8 copy (INT8_BACKWARD).
     vjp: (n, [dy], need) => {
       const b = n.inputs[1]!;
       if (!need[0]) return [null];
-      const back = b.graph.memo(NBITS_BACKWARD, b, () =>
+      const back = b.graph.memo(INT8_BACKWARD, b, () =>
         internal(`MatMulNBits weight ${b.name} has no int8 backward copy; build 4-bit layers with quantizedLinear()`),
       );
-      return [rowQuantizedMatMul(dy!.mul(back.scale), back.weight, dy!.graph.scalar(1, 'f32'), back.zero)];
+      return [backwardProduct(dy!, back)];
     },
   },
 };

@@ -10,8 +10,11 @@
 //        |(a·B̃)[i, n] − (a·B̃)_exact[i, n]| ≤ rᵢ/255 · Σₖ |B̃[k, n]|                                   (1)
 //  - MatMulNBits with accuracy_level 4 quantizes each 32-block of a row symmetrically to int8 (step amax/127, error
 //    ≤ amax/254 ≤ rᵢ/254), so |(x·W̃ᵀ)[i, o] − exact| ≤ rᵢ/254 · Σₖ |W̃[o, k]|                         (2)
+//  - int8RowsMatMul (the per-channel forward) multiplies the 32 largest input columns in float and the rest as (1),
+//    with rᵢ the largest magnitude of row i outside those columns: an outlier column no longer sets the grid.
 //  - Codes use the full ±127: DynamicQuantizeMatMul's weights are uint8 with zero point 128 (nn/quantize.ts
-//    INT8_LEVELS: MLAS's AVX2 uint8×int8 kernel saturates with ±127; the last test here is built to hit that).
+//    INT8_LEVELS: MLAS's AVX2 uint8×int8 kernel saturates with ±127; the last test here is built to hit that), or
+//    int8 (s8) where the CPU has VNNI or AMX: the same integer sums, so the same products, bit for bit.
 //    Against the float W: per-channel int8 adds |W − W̃| ≤ s_o/2 per entry (quantizeInt8), Q4_0 adds ≤ |d_block|,
 //    times Σ|x|.
 // Float32 rounding of the rescales adds a relative 1e-6 of Σ|a||B̃|; the test allows 1e-5 of it.
@@ -19,15 +22,23 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Graph, grad } from '../../../src/graph/index.ts';
 import {
+  type QuantKernels,
   type QuantizedWeight,
   dequantize,
+  kernelsFor,
+  OUTLIER_COLUMNS,
   quantizeInt8,
   quantizeQ4,
   quantizeQ8,
   quantizedTensors,
 } from '../../../src/nn/index.ts';
 import { compile } from '../../../src/runtime/index.ts';
+import { cpuFeatures } from '../../../src/io/host.ts';
 import { randArray, rng } from '../../helpers.ts';
+
+/** s8 codes are right only where the CPU multiplies u8·s8 without saturation (kernelsFor says where). */
+const S8 = kernelsFor(cpuFeatures()).codes === 's8';
+const CODES = S8 ? (['u8', 's8'] as const) : (['u8'] as const);
 
 const N = 24;
 const OUT = 40;
@@ -55,10 +66,11 @@ async function run(
   q: QuantizedWeight,
   x: Float32Array,
   R: Float32Array,
+  kernels: QuantKernels = { inputs: 'float', codes: 'u8' },
 ): Promise<{ y: Float32Array; dx: Float32Array }> {
   const g = new Graph('quant-product');
   const xi = g.input('x', 'f32', [N, IN]);
-  const t = quantizedTensors(g, 'w', q, false);
+  const t = quantizedTensors(g, 'w', q, false, kernels);
   const y = t.product(xi);
   const [dx] = grad(y.mul(g.constant(R, 'f32', [N, OUT])).sum(), [xi]);
   g.output('y', y);
@@ -114,57 +126,71 @@ for (const inputs of ['random', 'adversarial'] as const) {
   const W = Float32Array.from(randArray(OUT * IN, 3, -0.2, 0.2));
   const R = Float32Array.from(inputs === 'random' ? randArray(N * OUT, 5) : adversarial(N, OUT, 5));
 
-  test(`int8: x·W̃ᵀ and dY·W̃ through DynamicQuantizeMatMul stay within bound (1) (${inputs} inputs)`, async () => {
-    const q = quantizeInt8(W, OUT, IN);
-    const Wt = dequantize(q); // [out, in]
-    const x = make(11);
-    const { y, dx } = await run(q, x, R);
-    const fw = checkProduct(
-      'y',
-      y,
-      x,
-      (k, o) => Wt[o * IN + k],
-      [N, IN, OUT],
-      (i) => rowMax(x, i, IN) / 255,
-    );
-    // against the float W: the weights' rounding, ≤ s_o/2 per entry, times Σ|x|
-    const l1 = (i: number) => x.subarray(i * IN, (i + 1) * IN).reduce((s, v) => s + Math.abs(v), 0);
-    checkProduct(
-      'y vs W',
-      y,
-      x,
-      (k, o) => W[o * IN + k],
-      [N, IN, OUT],
-      (i) => rowMax(x, i, IN) / 255,
-      (i, o) => (q.scale[o] / 2) * l1(i) * 1.0001,
-    );
-    // backward: a = R·diag(s) against the integer codes, i.e. R·W̃ exactly in the codes' units
-    const a = R.map((v, k) => v * q.scale[k % OUT]);
-    checkProduct(
-      'dx',
-      dx,
-      a,
-      (o, k) => q.q[o * IN + k],
-      [N, OUT, IN],
-      (i) => rowMax(a, i, OUT) / 255,
-    );
-    assert.ok(fw > 0, 'the quantized product is not the float one (else the test would test nothing)');
-  });
-
-  for (const kind of ['q4', 'q8'] as const)
-    test(`${kind}: x·W̃ᵀ through MatMulNBits within bound (2), dY·W̃ through its copy (${inputs} inputs)`, async () => {
-      const q = kind === 'q4' ? quantizeQ4(W, OUT, IN) : quantizeQ8(W, OUT, IN);
-      const Wt = dequantize(q);
-      const x = make(13);
-      const { y, dx } = await run(q, x, R);
-      checkProduct(
+  for (const codes of CODES)
+    test(`int8: x·W̃ᵀ and dY·W̃ through DynamicQuantizeMatMul stay within bound (1) (${inputs} inputs, ${codes})`, async () => {
+      const q = quantizeInt8(W, OUT, IN);
+      const Wt = dequantize(q); // [out, in]
+      const x = make(11);
+      const { y, dx } = await run(q, x, R, { inputs: 'int8-rows', codes });
+      const fw = checkProduct(
         'y',
         y,
         x,
         (k, o) => Wt[o * IN + k],
         [N, IN, OUT],
-        (i) => rowMax(x, i, IN) / 254,
+        (i) => rowMax(x, i, IN) / 255,
       );
+      // against the float W: the weights' rounding, ≤ s_o/2 per entry, times Σ|x|
+      const l1 = (i: number) => x.subarray(i * IN, (i + 1) * IN).reduce((s, v) => s + Math.abs(v), 0);
+      checkProduct(
+        'y vs W',
+        y,
+        x,
+        (k, o) => W[o * IN + k],
+        [N, IN, OUT],
+        (i) => rowMax(x, i, IN) / 255,
+        (i, o) => (q.scale[o] / 2) * l1(i) * 1.0001,
+      );
+      // backward: a = R·diag(s) against the integer codes, i.e. R·W̃ exactly in the codes' units
+      const a = R.map((v, k) => v * q.scale[k % OUT]);
+      checkProduct(
+        'dx',
+        dx,
+        a,
+        (o, k) => q.q[o * IN + k],
+        [N, OUT, IN],
+        (i) => rowMax(a, i, OUT) / 255,
+      );
+      assert.ok(fw > 0, 'the quantized product is not the float one (else the test would test nothing)');
+    });
+
+  for (const kind of ['q4', 'q8', 'q8 int8-rows'] as const)
+    test(`${kind}: x·W̃ᵀ through MatMulNBits within bound (2), dY·W̃ through its copy (${inputs} inputs)`, async () => {
+      const q = kind === 'q4' ? quantizeQ4(W, OUT, IN) : quantizeQ8(W, OUT, IN);
+      const Wt = dequantize(q);
+      const x = make(13);
+      const rows = kind === 'q8 int8-rows';
+      const { y, dx } = await run(q, x, R, { inputs: rows ? 'int8-rows' : 'int8', codes: CODES.at(-1)! });
+      if (rows) {
+        // the forward multiplies by the per-channel copy the backward uses, per row as (1)
+        const Wb = dequantize(q.back);
+        checkProduct(
+          'y',
+          y,
+          x,
+          (k, o) => Wb[o * IN + k],
+          [N, IN, OUT],
+          (i) => rowMax(x, i, IN) / 255,
+        );
+      } else
+        checkProduct(
+          'y',
+          y,
+          x,
+          (k, o) => Wt[o * IN + k],
+          [N, IN, OUT],
+          (i) => rowMax(x, i, IN) / 254,
+        );
       // the backward multiplies by back = W̃ requantized (≤ s_back/2 per entry) with R·diag(s_back) quantized per row
       const b = q.back;
       const a = R.map((v, k) => v * b.scale[k % OUT]);
@@ -210,9 +236,14 @@ test('no saturation: full-range codes (±127) times inputs whose rounded codes a
     for (let k = 0; k < IN; k++) x[i * IN + k] = (i % 2 ? -1 : 1) * Math.sign(W[(i % OUT) * IN + k]);
   const R = new Float32Array(N * OUT);
   for (let i = 0; i < N; i++) for (let o = 0; o < OUT; o++) R[i * OUT + o] = (i % 2 ? -1 : 1) * (o % 3 ? 1 : -1);
-  for (const q of [quantizeInt8(W, OUT, IN), quantizeQ8(W, OUT, IN)]) {
-    const Wt = dequantize(q);
-    const { y, dx } = await run(q, x, R);
+  const cases = CODES.flatMap((codes) => [
+    { q: quantizeInt8(W, OUT, IN), kernels: { inputs: 'int8-rows', codes } as const },
+    { q: quantizeQ8(W, OUT, IN), kernels: { inputs: 'int8', codes } as const },
+    { q: quantizeQ8(W, OUT, IN), kernels: { inputs: 'int8-rows', codes } as const },
+  ]);
+  for (const { q, kernels } of cases) {
+    const Wt = dequantize(q.kind === 'int8' || kernels.inputs === 'int8' ? q : q.back);
+    const { y, dx } = await run(q, x, R, kernels);
     checkProduct(
       `${q.kind} y`,
       y,
@@ -232,5 +263,52 @@ test('no saturation: full-range codes (±127) times inputs whose rounded codes a
       [N, OUT, IN],
       (i) => rowMax(a, i, OUT) / 255,
     );
+  }
+});
+
+test("int8-rows: the largest input columns multiply in float, so an outlier column does not set the rows' grid", async () => {
+  const W = Float32Array.from(randArray(OUT * IN, 41, -0.2, 0.2));
+  const q = quantizeInt8(W, OUT, IN);
+  const Wt = dequantize(q);
+  const x = Float32Array.from(randArray(N * IN, 43));
+  const hot = [3, 50, 77]; // outlier channels, as in SmolLM2's hidden states: 100× the rest in every row
+  for (let i = 0; i < N; i++) for (const k of hot) x[i * IN + k] *= 100;
+  const cold = (i: number) => {
+    let m = 0;
+    for (let k = 0; k < IN; k++) if (!hot.includes(k)) m = Math.max(m, Math.abs(x[i * IN + k]));
+    return m;
+  };
+  assert.ok(OUTLIER_COLUMNS >= hot.length);
+  for (const codes of CODES) {
+    const { y } = await run(q, x, new Float32Array(N * OUT), { inputs: 'int8-rows', codes });
+    // bound (1) with the row's largest magnitude outside the outlier columns: 100× tighter than a per-row grid's
+    const worst = checkProduct(
+      'y',
+      y,
+      x,
+      (k, o) => Wt[o * IN + k],
+      [N, IN, OUT],
+      (i) => cold(i) / 255,
+    );
+    assert.ok(worst > 1e-3, 'the other columns went through the integer kernel');
+  }
+});
+
+test('s8 and u8 codes give the same products bit for bit (the same integer sums)', {
+  skip: S8 ? false : 'needs VNNI or AMX (s8 codes saturate on AVX2 alone)',
+}, async () => {
+  const W = Float32Array.from(randArray(OUT * IN, 51, -0.3, 0.3));
+  const x = adversarial(N, IN, 53);
+  const R = Float32Array.from(randArray(N * OUT, 55));
+  for (const [q, inputs] of [
+    [quantizeInt8(W, OUT, IN), 'int8-rows'],
+    [quantizeQ8(W, OUT, IN), 'int8-rows'],
+    [quantizeQ8(W, OUT, IN), 'int8'],
+    [quantizeQ4(W, OUT, IN), 'int8'],
+  ] as const) {
+    const u = await run(q, x, R, { inputs, codes: 'u8' });
+    const s = await run(q, x, R, { inputs, codes: 's8' });
+    assert.deepEqual(s.y, u.y, `${q.kind} ${inputs} y`);
+    assert.deepEqual(s.dx, u.dx, `${q.kind} ${inputs} dx`);
   }
 });
