@@ -1,9 +1,9 @@
 /**
  * `npm run bench:quant`: the quantized-base comparison of issue 11 in one command, one table. For each training
- * workload (GPT-2-small and SmolLM-135M shapes, attention and all-linear targets, batch 4 × 256, r 16) it runs four
+ * workload (GPT-2-small and SmolLM-135M shapes, attention and all-linear targets, batch 4 × 256, r 16) it runs five
  * settings, each in a fresh process, interleaved (the order rotates every round, so a change in the machine's load
- * hits every setting): lorakit with a float32 base, lorakit with an int8 base (docs/quantization.md), PEFT float32,
- * PEFT under torch.autocast(cpu, bfloat16). Round 0 of each lorakit setting runs on an empty cache folder of its own
+ * hits every setting): lorakit with a float32 base, lorakit with an int8 base (docs/quantization.md), the same with
+ * the output head quantized too (`quantize_head`), PEFT float32, PEFT under torch.autocast(cpu, bfloat16). Round 0 of each lorakit setting runs on an empty cache folder of its own
  * (cold: the session cache and the quantized-weight cache are built), later rounds on the same folder (warm: what a
  * user's second run sees). Throughput and peak RSS are the best over rounds; time to first step is reported cold and
  * warm. Prints the machine (CPU, its SIMD flags, cores), the load average around every run, the table, and which of
@@ -22,7 +22,7 @@ import { ensureModel } from './models.ts';
 import type { Workload } from './workloads.ts';
 
 /** The four settings compared, in the table's column order. */
-const SETTINGS = ['lorakit fp32', 'lorakit int8', 'PEFT fp32', 'PEFT bf16'] as const;
+const SETTINGS = ['lorakit fp32', 'lorakit int8', 'lorakit int8 head', 'PEFT fp32', 'PEFT bf16'] as const;
 type Setting = (typeof SETTINGS)[number];
 
 /** The SIMD and matrix-unit flags of the CPU that decide which kernels are fast (x86 /proc/cpuinfo names). */
@@ -37,6 +37,8 @@ function cpuFlags(): string {
 function runSetting(setting: Setting, w: Workload, cache: string): Promise<Result> {
   if (setting === 'lorakit fp32') return runLorakit(w, { LORAKIT_CACHE: cache });
   if (setting === 'lorakit int8') return runLorakit({ ...w, quantize: 'int8' }, { LORAKIT_CACHE: cache });
+  if (setting === 'lorakit int8 head')
+    return runLorakit({ ...w, quantize: 'int8', quantizeHead: true }, { LORAKIT_CACHE: cache });
   return runPeft(setting === 'PEFT bf16' ? { ...w, peftAutocast: 'bf16' } : w);
 }
 
@@ -91,7 +93,7 @@ async function main(): Promise<void> {
   const loads: number[] = [];
   try {
     for (const [i, w] of work.filter((x) => !o.only || o.only.test(x.id)).entries()) {
-      const row: Row = { id: w.id, runs: { 'lorakit fp32': [], 'lorakit int8': [], 'PEFT fp32': [], 'PEFT bf16': [] } };
+      const row: Row = { id: w.id, runs: Object.fromEntries(SETTINGS.map((s) => [s, [] as Result[]])) as Row['runs'] };
       for (let round = 0; round < o.repeat; round++) {
         const order = settings.map((_, j) => settings[(j + i + round) % settings.length]);
         for (const s of order) {
@@ -138,6 +140,7 @@ function report(
     ...SETTINGS.map((s) => `${s} tok/s`),
     'PEFT best',
     'int8 / best',
+    'int8 head / best',
     'fp32 / PEFT fp32',
   ];
   const speed = rows.map((r) => [
@@ -145,6 +148,7 @@ function report(
     ...SETTINGS.map((s) => cell(tps(r, s))),
     peftBest(r).replace('PEFT ', ''),
     ratio(tps(r, 'lorakit int8') / tps(r, peftBest(r))),
+    ratio(tps(r, 'lorakit int8 head') / tps(r, peftBest(r))),
     ratio(tps(r, 'lorakit fp32') / tps(r, 'PEFT fp32')),
   ]);
   const memory = rows.map((r) => [
@@ -169,8 +173,10 @@ function report(
     const fp32 = tps(r, 'lorakit fp32') / tps(r, 'PEFT fp32');
     const mem = rss(r, 'lorakit int8') / rss(r, b);
     const t = ttfs(r, 'lorakit int8', false) / ttfs(r, b);
+    const head = tps(r, 'lorakit int8 head') / tps(r, b);
     return [
       f('int8 tokens/s >= 1.2x PEFT best', int8, int8 >= 1.2),
+      ...(Number.isFinite(head) ? [f('int8 + quantized head tokens/s >= 1.2x PEFT best', head, head >= 1.2)] : []),
       f('fp32 tokens/s >= 1.0x PEFT fp32', fp32, fp32 >= 1),
       f('int8 peak RSS <= PEFT best', mem, mem <= 1),
       f('int8 first step (warm) <= PEFT best', t, t <= 1),
