@@ -250,15 +250,24 @@ async function pool(c: Ctx) {
   const routed = make(c, remix(k), 'remix');
   await routed.plugLoraFolders(dirs);
   await runRow(c, done, `ReMix k${k} of the ${E} pool LoRAs, untrained router`, routed, null);
-  await runRow(c, done, `ReMix k${k} of the ${E} pool LoRAs, router by RLOO (M ${flags.samples})`, routed, {
-    steps,
-    hardSteps: 0,
-  });
+  await runRow(
+    c,
+    done,
+    `ReMix k${k} of the ${E} pool LoRAs, router by RLOO (M ${flags.samples}, ${steps} steps)`,
+    routed,
+    {
+      steps,
+      hardSteps: 0,
+    },
+  );
 }
 
 function table() {
   const rows = readResults();
-  const names = Object.keys(rows);
+  // table order: the base, the rows trained here, the pool's adapters (then the oracle), the mixtures over them
+  const order = ['base', 'LoRA r', 'LoRA-Mixer', 'pool LoRA', 'mean', 'ReMix'];
+  const rank = (n: string) => order.findIndex((p) => n.startsWith(p));
+  const names = Object.keys(rows).sort((a, b) => rank(a) - rank(b));
   const head = `| run | activated | ${POOL_TASKS.join(' | ')} | mean | SST-2 acc | train s | ESS weights | ESS router |`;
   const rule = `|---|---:|${POOL_TASKS.map(() => '---:').join('|')}|---:|---:|---:|---:|---:|`;
   const pools = names.filter((n) => n.startsWith('pool LoRA '));
@@ -270,10 +279,13 @@ function table() {
     return `| ${n} | ${x.activated} | ${cells.join(' | ')} | ${x.seconds.toFixed(0)} | ${ess(x.ess)} | ${ess(x.essRouter)} |`;
   });
   if (pools.length === POOL_TASKS.length) {
+    const at = names.indexOf(pools[pools.length - 1]) + 1;
     // the oracle: each task's best pool adapter (a choice made on the held-out chats themselves)
     const best = POOL_TASKS.map((t) => Math.min(...pools.map((n) => rows[n].loss[t])));
     const mean = best.reduce((a, b) => a + b, 0) / best.length;
-    lines.push(
+    lines.splice(
+      at,
+      0,
       `| best single pool LoRA per task (oracle) | ${rows[pools[0]].activated} | ${best.map((v) => v.toFixed(4)).join(' | ')} | ${mean.toFixed(4)} | ${Math.max(...pools.map((n) => rows[n].sst2Accuracy)).toFixed(3)} | — | — | — |`,
     );
   }
