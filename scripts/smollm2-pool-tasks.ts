@@ -14,6 +14,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+/** The pool's base under the shared data folder: SmolLM2-135M-Instruct as GGUF (Q4_1, dequantized on load). */
+export const POOL_MODEL = 'models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf';
 /** The pool's tasks, in table order. */
 export const POOL_TASKS = ['alpaca', 'gsm8k', 'code_alpaca', 'sst2'] as const;
 /** One of the pool's tasks. */

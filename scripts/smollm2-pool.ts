@@ -19,13 +19,13 @@ import { compose } from '../src/peft/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 import { loadRunConfig, runTraining } from '../src/train/index.ts';
 import { evaluateRows, type RowResult } from './smollm2-pool-eval.ts';
-import { HELD_OUT, POOL_TASKS, type PoolTask, readTask, SEQ_LEN } from './smollm2-pool-tasks.ts';
+import { HELD_OUT, POOL_MODEL, POOL_TASKS, type PoolTask, readTask, SEQ_LEN } from './smollm2-pool-tasks.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const DATA = resolve(ROOT, '..', 'shared', 'data');
 const OUT = join(ROOT, 'runs', 'smollm2-pool');
 /** The shared SmolLM2-135M-Instruct GGUF (Q4_1; dequantized on load, then int8 per the run config). */
-export const MODEL = join(DATA, 'models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf');
+export const MODEL = join(DATA, POOL_MODEL);
 /** Training records written per task: a run of 24 × 4 sees 96 of them; more only slows tokenizing. */
 const TRAIN_RECORDS = 2000;
 const RANK = 8;

@@ -2,11 +2,14 @@
  * Batches for byte-level language modelling on the Brown corpus: files become one token stream (`<s>` bytes `</s>`
  * per file), training draws windows of T + 1 tokens at seeded random offsets (batch i is a function of the seed and
  * i, so a resumed run sees the same batches), and evaluation reads fixed, non-overlapping windows whose
- * special-token targets are ignored, so its loss is nats per byte of text.
+ * special-token targets are ignored, so its loss is nats per byte of text. Tokenised datasets (chat rows with their
+ * assistant-only labels) enter the same loops through `DatasetRows` and `datasetBatches`, which shift their aligned
+ * labels to next-token targets.
  * Not here: reading the corpus (brown.ts), the graphs (lm.ts).
  */
 import { LorakitError } from '../errors.ts';
 import { IGNORE_INDEX } from '../train/data/encode.ts';
+import type { Batch, TokenDataset } from '../train/data/dataset.ts';
 import { Rng, seedFrom } from '../linalg/index.ts';
 import type { BrownFile } from './brown.ts';
 import { BOS_ID, encodeDocument } from './bytes.ts';
@@ -18,6 +21,51 @@ export const IGNORE = IGNORE_INDEX;
 export interface LmBatch {
   inputIds: BigInt64Array;
   labels: BigInt64Array;
+}
+
+/** Where a loop's training rows come from: batch `index` is B rows of T tokens with next-token labels. */
+export interface RowSource {
+  readonly T: number;
+  batch(index: number, B: number): LmBatch;
+}
+
+/** A dataset batch (labels aligned with the inputs, as transformers has them) with next-token labels instead. */
+export function nextTargets(b: Batch): LmBatch {
+  const [B, T] = b.shape;
+  const labels = new BigInt64Array(B * T).fill(BigInt(IGNORE));
+  for (let r = 0; r < B; r++) labels.set(b.labels.subarray(r * T + 1, (r + 1) * T), r * T);
+  // no attention mask is needed: padding is on the right, so under causal attention no counted target sees it
+  return { inputIds: b.inputIds, labels };
+}
+
+/**
+ * A tokenised dataset's rows as a row source: batch `index` holds the rows of `data.batches({batchSize: B, seed})` at
+ * that position (epoch after epoch, each in its seeded order), so it is a function of the seed and the index.
+ */
+export class DatasetRows implements RowSource {
+  readonly T: number;
+  constructor(
+    readonly data: TokenDataset,
+    readonly seed: number,
+  ) {
+    this.T = data.seqLen;
+  }
+
+  batch(index: number, B: number): LmBatch {
+    const per = this.data.batchesPerEpoch(B);
+    if (per < 1)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `DatasetRows: the dataset has ${this.data.size} rows, fewer than one batch of ${B}`,
+      );
+    const start = { epoch: Math.floor(index / per), index: index % per };
+    return nextTargets(this.data.batches({ batchSize: B, seed: this.seed, start }).next().value as Batch);
+  }
+}
+
+/** Every row of a dataset once, in order, in batches of B (the last one filled with ignored rows): for evaluation. */
+export function datasetBatches(data: TokenDataset, B: number): LmBatch[] {
+  return [...data.batches({ batchSize: B, shuffle: false, epochs: 1, dropLast: false })].map(nextTargets);
 }
 
 /** The files' token streams joined: `<s>` text `</s>` for each file, in order. */
@@ -49,7 +97,7 @@ function fillRow(
 }
 
 /** Random training windows of a stream: batch i depends only on (seed, i), so a run resumes at any step. */
-export class WindowSampler {
+export class WindowSampler implements RowSource {
   constructor(
     readonly stream: Uint16Array,
     readonly T: number,

@@ -9,12 +9,13 @@
  * - LoRA-Mixer: stage 1 routes every window wholly to its domain's expert (domain d → expert d mod E) and trains
  *   the experts; stage 2 trains the router with soft top-k routing and the mean RSL over routed layers.
  * - Evaluation routes ReMix by top-k and LoRA-Mixer by soft top-k, and reports the effective support size.
- * Row b of batch i comes from domain (i·B + b) mod D, so every batch mixes the domains.
+ * Row b of batch i comes from domain (i·B + b) mod D, so every batch mixes the domains. A domain is a token stream
+ * (random windows) or any row source, e.g. a chat dataset whose labels count the assistant's tokens only.
  * It lives with the demo's LM graphs and window sampler (data.ts, lm.ts) it shares, above train/ and peft/.
  * Not here: the routing ops and the mixture's values and format (peft/mixture/), the data files.
  */
 import { IGNORE_INDEX } from '../train/data/encode.ts';
-import { type LmBatch, WindowSampler } from './data.ts';
+import { type LmBatch, type RowSource, WindowSampler } from './data.ts';
 import { warmupCosine } from './lm.ts';
 import { LorakitError } from '../errors.ts';
 import { Graph, type Tensor, tokenNll } from '../graph/index.ts';
@@ -27,11 +28,8 @@ import type { MixtureModel, RouteMode } from '../peft/mixture/model.ts';
 import { remixSurrogate } from '../peft/mixture/remix.ts';
 import { gumbelArray } from '../peft/mixture/routing.ts';
 
-/** A domain's training token stream. */
-export interface MixtureDomain {
-  name: string;
-  stream: Uint16Array;
-}
+/** A domain's training data: a token stream (cut into random windows) or a source of ready rows of seqLen tokens. */
+export type MixtureDomain = { name: string; stream: Uint16Array } | { name: string; rows: RowSource };
 
 /** Options of `trainMixture`. */
 export interface MixtureTrainOptions {
@@ -66,7 +64,15 @@ export interface MixtureStepRecord {
 /** Trains the mixture in place (its values are replaced by the trained ones); returns the step records. */
 export async function trainMixture(o: MixtureTrainOptions): Promise<MixtureStepRecord[]> {
   const c = o.mixture.config;
-  const samplers = o.domains.map((d, i) => new WindowSampler(d.stream, o.seqLen, seedFrom(o.seed, `domain ${i}`)));
+  const samplers = o.domains.map((d, i): RowSource => {
+    if ('stream' in d) return new WindowSampler(d.stream, o.seqLen, seedFrom(o.seed, `domain ${i}`));
+    if (d.rows.T !== o.seqLen)
+      throw new LorakitError(
+        'LK_INVALID_ARGUMENT',
+        `mixture domain ${d.name}: rows of ${d.rows.T} tokens, seqLen is ${o.seqLen}`,
+      );
+    return d.rows;
+  });
   const history: MixtureStepRecord[] = [];
   const stages: [RouteMode, number][] =
     c.method === 'remix'
@@ -103,7 +109,7 @@ interface Rows {
 }
 
 /** Batch i: row b from domain (i·B + b) mod D, at that domain sampler's window i·B + b. */
-function windows(samplers: readonly WindowSampler[], i: number, B: number): Rows {
+function windows(samplers: readonly RowSource[], i: number, B: number): Rows {
   const T = samplers[0].T;
   const batch: LmBatch = { inputIds: new BigInt64Array(B * T), labels: new BigInt64Array(B * T) };
   const domains: number[] = [];
@@ -214,15 +220,24 @@ export interface MixtureEval {
   /** Mean effective support size of the applied routing weights, and of the router's probabilities. */
   essWeights: number;
   essRouter: number;
+  /**
+   * With `firstTokens`: per row of the batches (filler rows included), the greedy token at the row's first counted
+   * target, i.e. what greedy decoding generates first after the prompt of a chat row (-1: the row has no target).
+   */
+  firstTokens?: number[];
 }
 
-/** Evaluates the mixture (ReMix top-k, LoRA-Mixer soft top-k) on batches of B×T windows. */
+/**
+ * Evaluates the mixture (ReMix top-k, LoRA-Mixer soft top-k) on batches of B×T windows; `firstTokens` also returns
+ * each row's greedy first answer token (SST-2 accuracy from the same forward pass).
+ */
 export async function evaluateMixture(
   model: LoadedModel,
   mixture: MixtureModel,
   batches: readonly LmBatch[],
   B: number,
   T: number,
+  opts: { firstTokens?: boolean } = {},
 ): Promise<MixtureEval> {
   const g = new Graph('mixture-eval');
   const mode: RouteMode = mixture.config.method === 'remix' ? 'top_k' : 'soft';
@@ -230,9 +245,10 @@ export async function evaluateMixture(
   const ctx = model.context(g, { hooks: mg.hooks });
   const inputIds = g.input('input_ids', 'i64', [B, T]);
   const labels = g.input('labels', 'i64', [B * T]);
-  const { nllSum, count } = causalLmLoss({ ctx, inputIds, labels, labelsAre: 'next' });
+  const { nllSum, count, logits } = causalLmLoss({ ctx, inputIds, labels, labelsAre: 'next' });
   g.output('nll_sum', nllSum);
   g.output('count', count);
+  if (opts.firstTokens) g.output('greedy', logits.argmax(-1)); // [B·T]
   const ess = (w: Tensor) => {
     const s = w.sum(-1); // [N]
     return s.mul(s).div(w.mul(w).sum(-1).maximum(1e-30)).mean();
@@ -251,14 +267,21 @@ export async function evaluateMixture(
       n = 0,
       essW = 0,
       essR = 0;
+    const firstTokens: number[] = [];
     for (const b of batches) {
       const out = await session.run({ ...base, input_ids: b.inputIds, labels: b.labels });
+      if (opts.firstTokens)
+        for (let r = 0; r < B; r++) {
+          const t = b.labels.subarray(r * T, (r + 1) * T).findIndex((y) => y !== BigInt(IGNORE_INDEX));
+          firstTokens.push(t < 0 ? -1 : Number(out.greedy.data[r * T + t]));
+        }
       sum += Number(out.nll_sum.data[0]);
       n += Number(out.count.data[0]);
       essW += Number(out.ess_weights.data[0]) / batches.length;
       essR += Number(out.ess_router.data[0]) / batches.length;
     }
-    return { loss: sum / Math.max(n, 1), essWeights: essW, essRouter: essR };
+    const r: MixtureEval = { loss: sum / Math.max(n, 1), essWeights: essW, essRouter: essR };
+    return opts.firstTokens ? { ...r, firstTokens } : r;
   } finally {
     await session.dispose();
   }

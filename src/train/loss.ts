@@ -45,6 +45,8 @@ export interface CausalLmLoss {
   count: Tensor;
   /** Each term's value, by name. */
   terms: Record<string, Tensor>;
+  /** The logits of the targets' positions, [N, V] (row-major over B and T'), for callers that also read predictions. */
+  logits: Tensor;
 }
 
 /** Builds the causal-LM loss of `o.ctx` on one batch. */
@@ -79,5 +81,5 @@ export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
       loss = loss.add(terms[t.name]);
     }
   }
-  return { loss, ce, nllSum, count, terms };
+  return { loss, ce, nllSum, count, terms, logits: flat };
 }
