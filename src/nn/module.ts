@@ -6,7 +6,7 @@
  * Not here: the models (models/), the adapter methods (peft/), where weights come from (weights.ts).
  */
 import { LorakitError, internal } from '../errors.ts';
-import { type Graph, type Tensor, fmtShape } from '../graph/index.ts';
+import { type Graph, type Tensor, fmtShape, memoTable } from '../graph/index.ts';
 import type { ComputeDType, WeightSource } from './weights.ts';
 import { type QuantKernels, type QuantizedTensors, quantizedTensors } from './quant-linear.ts';
 import type { QuantMode, QuantizedWeight } from './quantize.ts';
@@ -145,9 +145,12 @@ export function linearForward(
   return overRows(x, inFeatures, outFeatures, (rows) => rows.gemm(weight, bias, { transB: fanInFanOut ? 0 : 1 }));
 }
 
+/** x as rows [N, in], one tensor per x in a graph, so products that read one input see one tensor (q, k, v). */
+const ROWS = memoTable<Tensor, Tensor>('overRows: x reshaped to [N, in]');
+
 /** `product` applied to x's rows: [..., in] → [N, in] → [N, out] → [..., out] (symbolic leading dims kept). */
 export function overRows(x: Tensor, inFeatures: number, outFeatures: number, product: (rows: Tensor) => Tensor) {
-  const rows = x.rank === 2 ? x : x.reshape([-1, inFeatures]); // [N, in]
+  const rows = x.rank === 2 ? x : x.graph.memo(ROWS, x, () => x.reshape([-1, inFeatures])); // [N, in]
   const y = product(rows); // [N, out]
   if (x.rank === 2) return y;
   const lead = x.shape.slice(0, -1);

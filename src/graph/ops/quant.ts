@@ -61,9 +61,29 @@ export const INT8_BACKWARD = memoTable<Tensor, BackwardWeight>('int8 copy of a q
  * saturation (VNNI, AMX), int8 with zero point 0, which ORT runs ~2.5× faster there (nn/quant-linear.ts Int8Codes).
  */
 export function rowQuantizedMatMul(a: Tensor, b: Tensor, bScale: Tensor, bZero: Tensor): Tensor {
-  const r = a.abs().max(-1, true).maximum(1e-30).detach(); // [..., 1]; an all-zero row stays 0
-  return a.graph.op('DynamicQuantizeMatMul', [a.div(r), b, bScale, bZero]).mul(r); // [..., N]
+  const { unit, r } = perRow(a);
+  return a.graph.op('DynamicQuantizeMatMul', [unit, b, bScale, bZero]).mul(r); // [..., N]
 }
+
+/** a divided by its rows' largest magnitudes r (detached): entries in [−1, 1]. */
+function perRow(a: Tensor): { unit: Tensor; r: Tensor } {
+  const r = a.abs().max(-1, true).maximum(1e-30).detach(); // [..., 1]; an all-zero row stays 0
+  return { unit: a.div(r), r };
+}
+
+/** What int8RowsMatMul derives from its input alone, shared by the products that read one input (q, k, v). */
+interface RowsInput {
+  /** [k] i64: the outlier columns. */
+  cols: Tensor;
+  /** [..., k]: those columns of a. */
+  outliers: Tensor;
+  /** The other columns divided by their rows' largest magnitude r (the outlier columns zeroed). */
+  unit: Tensor;
+  r: Tensor;
+}
+
+/** Per graph, by input tensor and outlier count (`${k}`), its RowsInput. */
+const ROWS_INPUT = memoTable<Tensor, Map<number, RowsInput>>('int8RowsMatMul: the prepared rows of one input');
 
 /**
  * rowQuantizedMatMul with LLM.int8()'s decomposition (Dettmers et al., 2022) at a fixed count: the `outliers` input
@@ -73,6 +93,7 @@ export function rowQuantizedMatMul(a: Tensor, b: Tensor, bScale: Tensor, bZero: 
  * static. The float rows are gathered from the codes (k × N), so no float copy of B̃ is made; the autodiff gives
  * the input gradient as dY·B̃ through DynamicQuantizeMatMul's rule on the masked part plus the small float product's.
  * `float`, the weight as float [N, K] where the graph holds it anyway (FloatBackward), gives the outlier rows instead.
+ * Products that read the same input (q, k and v of one layer) share its column choice and quantized rows.
  */
 export function int8RowsMatMul(
   a: Tensor,
@@ -86,15 +107,22 @@ export function int8RowsMatMul(
   const K = b.shape[0] as number;
   const k = Math.min(outliers, K);
   if (k <= 0) return rowQuantizedMatMul(a, b, bScale, bZero);
-  const lead = Array.from({ length: a.rank - 1 }, (_, i) => i);
-  const [, cols] = a.detach().abs().max(lead).topk(k); // [k] i64
+  const byCount = g.memo(ROWS_INPUT, a, () => new Map<number, RowsInput>());
+  let p = byCount.get(k);
+  if (!p) {
+    const lead = Array.from({ length: a.rank - 1 }, (_, i) => i);
+    const [, cols] = a.detach().abs().max(lead).topk(k); // [k] i64
+    const keep = g
+      .constant(new Float32Array(K).fill(1), 'f32', [K])
+      .scatterElements(cols, g.constant(new Float32Array(k), 'f32', [k]));
+    p = { cols, outliers: a.gather(cols, -1), ...perRow(a.mul(keep)) };
+    byCount.set(k, p);
+  }
   const rows = float
-    ? float.gather(cols, 1).transpose([1, 0]) // [k, N] of the float weight
-    : b.gather(cols, 0).cast('f32').sub(bZero.cast('f32')).mul(bScale); // [k, N] of B̃
-  const keep = g
-    .constant(new Float32Array(K).fill(1), 'f32', [K])
-    .scatterElements(cols, g.constant(new Float32Array(k), 'f32', [k]));
-  return rowQuantizedMatMul(a.mul(keep), b, bScale, bZero).add(a.gather(cols, -1).matmul(rows)); // [..., N]
+    ? float.gather(p.cols, 1).transpose([1, 0]) // [k, N] of the float weight
+    : b.gather(p.cols, 0).cast('f32').sub(bZero.cast('f32')).mul(bScale); // [k, N] of B̃
+  const product = g.op('DynamicQuantizeMatMul', [p.unit, b, bScale, bZero]).mul(p.r);
+  return product.add(p.outliers.matmul(rows)); // [..., N]
 }
 
 const intAttr = (v: unknown, what: string): number => {
