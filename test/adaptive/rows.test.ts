@@ -81,7 +81,7 @@ test("the coefficient-merged loss on chat rows equals the causal-LM task's evalu
     const task = causalLmTask({ model, peft, adapter: 'default', train: data, eval: data, batchSize: 2 });
     const want = (await task.evaluate!(params)).loss;
     const base = (await task.evaluate!(new Map(peft.trainableValues('default')))).loss;
-    await task.save(dir, params);
+    await task.save!(dir, params);
     const pool = poolFromLoras(['lora'], [await compose.readLora(dir)]);
     const obj = await CoefficientObjective.create({
       model,
@@ -92,12 +92,12 @@ test("the coefficient-merged loss on chat rows equals the causal-LM task's evalu
     });
     try {
       const batches = rowBatches(data, 2);
-      assertAllclose(await obj.loss(obj.values(1), batches), want, { rtol: 1e-5, what: 'merged loss, w = 1' });
-      assertAllclose(await obj.loss(obj.values(0), batches), base, { rtol: 1e-5, what: 'merged loss, w = 0' });
+      assertAllclose([await obj.loss(obj.values(1), batches)], [want], { rtol: 1e-5, what: 'merged loss, w = 1' });
+      assertAllclose([await obj.loss(obj.values(0), batches)], [base], { rtol: 1e-5, what: 'merged loss, w = 0' });
       assert.ok(Math.abs(want - base) > 1e-3, `the adapter changes the loss (${want} vs ${base})`);
       // the training graph's loss on one full batch is the same mean over its counted targets
       const first = await obj.lossAndGrad(obj.values(1), batches[0]);
-      assertAllclose(first.loss, await obj.loss(obj.values(1), [batches[0]]), { rtol: 1e-5 });
+      assertAllclose([first.loss], [await obj.loss(obj.values(1), [batches[0]])], { rtol: 1e-5 });
     } finally {
       await obj.dispose();
     }
