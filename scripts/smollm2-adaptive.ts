@@ -9,8 +9,9 @@
  * fresh LoRA trained on the 80 chats (the pool's run settings). Results go to runs/smollm2-adaptive/<target>.json
  * after every cell; the Markdown table goes to stdout.
  *
- *   node --import tsx scripts/smollm2-adaptive.ts [--targets sst2,alpaca] [--steps 20] [--hub-budget 10]
- *     [--test-chats 32] [--top-k 2] [--fresh-steps 40] [--only fresh,mean,lorahub,adamerging-task,...]
+ *   node --import tsx scripts/smollm2-adaptive.ts [--targets sst2,alpaca] [--steps 10] [--hub-budget 12]
+ *     [--hub-chats 20] [--test-chats 16] [--top-k 2] [--fresh-steps 40] [--only base,own,fresh,mean,lorahub,...]
+ *     [--columns recycled,random,+ target LoRA]     # processes side by side may each take some columns
  *   node --import tsx scripts/smollm2-adaptive.ts --table            # the Markdown of the saved results only
  *
  * The chats are the causal-LM task's rows (the `chat` format: SmolLM2's template, loss on the assistant's tokens),
@@ -68,10 +69,12 @@ const METHODS = [
 const { values: flags } = parseArgs({
   options: {
     targets: { type: 'string', default: 'sst2,alpaca' },
-    steps: { type: 'string', default: '20' },
-    'hub-budget': { type: 'string', default: '10' },
-    'test-chats': { type: 'string', default: '32' },
+    steps: { type: 'string', default: '10' },
+    'hub-budget': { type: 'string', default: '12' },
+    'test-chats': { type: 'string', default: '16' },
     'top-k': { type: 'string', default: '2' },
+    'hub-chats': { type: 'string', default: '20' },
+    columns: { type: 'string', default: 'recycled,random,+ target LoRA' },
     'fresh-steps': { type: 'string', default: '40' },
     batch: { type: 'string', default: '4' },
     only: { type: 'string' },
@@ -83,6 +86,7 @@ const BUDGET = Number(flags['hub-budget']);
 const TEST = Number(flags['test-chats']);
 const TOPK = Number(flags['top-k']);
 const B = Number(flags.batch);
+const HUB_CHATS = Number(flags['hub-chats']);
 
 /** One cell: held-out (test) and validation loss, wall seconds, and what the method chose. */
 interface Cell {
@@ -190,10 +194,12 @@ async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask
   const res: TargetResults = existsSync(file)
     ? JSON.parse(readFileSync(file, 'utf8'))
     : { target: t, settings: {}, rows: {}, table: {} };
-  res.settings = { steps: STEPS, hubBudget: BUDGET, topK: TOPK, batch: B, testChats: TEST };
+  res.settings = { steps: STEPS, hubBudget: BUDGET, hubChats: HUB_CHATS, topK: TOPK, batch: B, testChats: TEST };
   res.rows = { train: sets.train.size, val: sets.val.size, test: sets.test.size, seqLen };
   console.error(`${t}: ${JSON.stringify(res.rows)}`);
   const put = (row: string, col: string, c: Cell) => {
+    // re-read first: processes running other columns side by side (`--columns random`) keep each other's cells
+    if (existsSync(file)) res.table = JSON.parse(readFileSync(file, 'utf8')).table;
     res.table[row] ??= {};
     res.table[row][col] = c;
     writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`); // after every cell: a killed run keeps what it did
@@ -240,8 +246,9 @@ async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask
       seconds: (performance.now() - t0) / 1000,
     });
   }
-  for (const col of COLUMNS) {
+  for (const col of flags.columns!.split(',') as (typeof COLUMNS)[number][]) {
     const pool = pools[col];
+    if (!pool) throw new Error(`unknown column ${col}: one of ${COLUMNS.join(', ')}`);
     const ctx: MethodContext = { model, pool, data, batch: B, seqLen, log: (l) => console.error(`  ${l}`) };
     const names = (ws: ArrayLike<number>) => pool.names.map((n, i) => `${n} ${Number(ws[i]).toFixed(2)}`).join(', ');
     if (want('mean')) {
@@ -249,8 +256,10 @@ async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask
       put('mean of the pool (fixed 1/n)', col, { loss: r.testLoss!, val: r.valLoss, seconds: r.seconds });
     }
     if (want('lorahub')) {
-      const r = await loraHub(ctx, { budget: BUDGET });
-      put(`LoraHub (CMA-ES, ${BUDGET} evaluations)`, col, {
+      // its search scores each candidate on the first HUB_CHATS training chats (all 80 cost too much here)
+      const hubData = { ...data, train: data.train.slice(0, Math.ceil(HUB_CHATS / B)) };
+      const r = await loraHub({ ...ctx, data: hubData }, { budget: BUDGET });
+      put(`LoraHub (CMA-ES, ${BUDGET} evaluations on ${HUB_CHATS} chats)`, col, {
         loss: r.testLoss!,
         val: r.valLoss,
         seconds: r.seconds,
