@@ -312,7 +312,14 @@ function markdown(): string {
       `| method | ${COLUMNS.join(' | ')} |`,
       `|---|${COLUMNS.map(() => '---:').join('|')}|`,
     );
-    for (const [row, cells] of Object.entries(r.table))
+    // the references first (processes side by side finish cells in any order), then the methods as run
+    const refs = ['base model', "the target's pool LoRA", 'LoRA trained on'];
+    const rank = (row: string) => {
+      const k = refs.findIndex((p) => row.startsWith(p));
+      return k < 0 ? refs.length : k;
+    };
+    const rows = Object.entries(r.table).sort(([a], [b]) => rank(a) - rank(b));
+    for (const [row, cells] of rows)
       out.push(
         `| ${row} | ${COLUMNS.map((c) => (cells[c] ? `${cells[c].loss.toFixed(4)} (${cells[c].seconds.toFixed(0)} s)` : '')).join(' | ')} |`,
       );
