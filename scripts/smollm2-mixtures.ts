@@ -31,7 +31,8 @@ import { shutdownRuntime } from '../src/runtime/index.ts';
 import { IGNORE_INDEX, loadDataset } from '../src/train/data/index.ts';
 import {
   firstTokenCorrect,
-  POOL_MODEL,
+  MODEL,
+  POOL_DIR,
   POOL_TASKS,
   type PoolTask,
   readTask,
@@ -42,9 +43,8 @@ import {
 const ROOT = resolve(import.meta.dirname, '..');
 const DATA = resolve(ROOT, '..', 'shared', 'data');
 const OUT = join(ROOT, 'runs', 'smollm2-mixtures');
-const MODEL = join(DATA, POOL_MODEL);
-/** The pool's folder (scripts/smollm2-pool.ts writes it; importing that script would run it). */
-const POOL = join(ROOT, 'runs', 'smollm2-pool');
+/** The pool's folder (scripts/smollm2-pool.ts writes it). */
+const POOL = POOL_DIR;
 const POOL_READY = join(POOL, 'POOL_READY');
 const ATTN = ['q_proj', 'k_proj', 'v_proj', 'o_proj'];
 /** Training records read per task: a run of S steps sees S of each (one row per task per step). */

@@ -12,10 +12,20 @@
  * test/scripts/smollm2-pool-tasks.test.ts checks them on a few records.
  */
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 
-/** The pool's base under the shared data folder: SmolLM2-135M-Instruct as GGUF (Q4_1, dequantized on load). */
-export const POOL_MODEL = 'models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf';
+/** The shared data folder (../shared/data beside the repository). */
+export const SHARED_DATA = resolve(import.meta.dirname, '..', '..', 'shared', 'data');
+/** The shared SmolLM2-135M-Instruct GGUF (Q4_1; dequantized on load, then int8 per the run config). */
+export const MODEL = join(SHARED_DATA, 'models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf');
+/** Where the pool's data, adapters, merges and tables live. */
+export const POOL_DIR = resolve(import.meta.dirname, '..', 'runs', 'smollm2-pool');
+/**
+ * Training records written per task: the first ones of its training split (a run of 24 × 4 sees 96 of them; more
+ * only slows tokenizing). Records after these are unseen by the pool's adapters.
+ */
+export const TRAIN_RECORDS = 2000;
+
 /** The pool's tasks, in table order. */
 export const POOL_TASKS = ['alpaca', 'gsm8k', 'code_alpaca', 'sst2'] as const;
 /** One of the pool's tasks. */
@@ -30,6 +40,9 @@ export const HELD_OUT = 64;
  * would double its share of this loaded machine's time.
  */
 export const SEQ_LEN: Record<PoolTask, number> = { alpaca: 128, gsm8k: 256, code_alpaca: 128, sst2: 128 };
+
+/** Where each task's adapter lands (the Trainer's `final` folder of its run). */
+export const adapterDir = (t: PoolTask): string => join(POOL_DIR, t, 'run', 'final');
 
 /** A chat record as the `chat` data format reads it. */
 export interface ChatRecord {

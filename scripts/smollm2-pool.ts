@@ -14,25 +14,29 @@
  * rules (peft/compose/), the evaluation (scripts/smollm2-pool-eval.ts).
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { compose } from '../src/peft/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 import { loadRunConfig, runTraining } from '../src/train/index.ts';
 import { evaluateRows, type RowResult } from './smollm2-pool-eval.ts';
-import { HELD_OUT, POOL_MODEL, POOL_TASKS, type PoolTask, readTask, SEQ_LEN } from './smollm2-pool-tasks.ts';
+import {
+  adapterDir,
+  HELD_OUT,
+  MODEL,
+  POOL_DIR,
+  POOL_TASKS,
+  type PoolTask,
+  readTask,
+  SEQ_LEN,
+  SHARED_DATA,
+  TRAIN_RECORDS,
+} from './smollm2-pool-tasks.ts';
 
-const ROOT = resolve(import.meta.dirname, '..');
-const DATA = resolve(ROOT, '..', 'shared', 'data');
-const OUT = join(ROOT, 'runs', 'smollm2-pool');
-/** The shared SmolLM2-135M-Instruct GGUF (Q4_1; dequantized on load, then int8 per the run config). */
-export const MODEL = join(DATA, POOL_MODEL);
-/** Training records written per task: a run of 24 × 4 sees 96 of them; more only slows tokenizing. */
-const TRAIN_RECORDS = 2000;
+const DATA = SHARED_DATA;
+const OUT = POOL_DIR;
 const RANK = 8;
 
 const taskDir = (t: PoolTask) => join(OUT, t);
-/** Where each task's adapter lands (the Trainer's `final` folder). */
-export const adapterDir = (t: PoolTask) => join(taskDir(t), 'run', 'final');
 
 function isTask(s: string | undefined): s is PoolTask {
   return (POOL_TASKS as readonly string[]).includes(s ?? '');

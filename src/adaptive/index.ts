@@ -24,6 +24,8 @@ export {
 export {
   CoefficientObjective,
   HostAdam,
+  rowBatches,
+  tokenBatchOfRows,
   type CoefficientValues,
   type ObjectiveOptions,
   type TokenBatch,

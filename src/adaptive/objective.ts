@@ -10,6 +10,8 @@ import { LorakitError } from '../errors.ts';
 import { Graph, grad, type Tensor } from '../graph/index.ts';
 import type { LoadedModel } from '../models/index.ts';
 import { type CompileOptions, compile, type Feed, type Session } from '../runtime/index.ts';
+import type { Batch, TokenDataset } from '../train/data/index.ts';
+import { IGNORE_INDEX } from '../train/data/index.ts';
 import { causalLmLoss } from '../train/index.ts';
 import {
   type CoefficientGraph,
@@ -24,6 +26,24 @@ import type { RecycledPool } from './pool.ts';
 export interface TokenBatch {
   inputIds: BigInt64Array;
   labels: BigInt64Array;
+}
+
+/**
+ * A batch of train/data rows (the causal-LM task's: labels aligned with the input ids, -100 where no loss is taken,
+ * e.g. a chat's prompt and system turn, padding on the right) as a TokenBatch: the labels shifted to next-token
+ * targets, the last position's target -100. No attention mask is needed: under causal attention a position before
+ * the first pad never sees a pad, and a pad's own target is -100, so every counted term is the task's.
+ */
+export function tokenBatchOfRows(b: Batch): TokenBatch {
+  const [B, T] = b.shape;
+  const labels = new BigInt64Array(B * T).fill(BigInt(IGNORE_INDEX));
+  for (let r = 0; r < B; r++) labels.set(b.labels.subarray(r * T + 1, (r + 1) * T), r * T);
+  return { inputIds: b.inputIds, labels };
+}
+
+/** Every row of `data` once, in order, as TokenBatches of `batch` rows (the last one topped up with filler rows). */
+export function rowBatches(data: TokenDataset, batch: number): TokenBatch[] {
+  return [...data.batches({ batchSize: batch, shuffle: false, epochs: 1, dropLast: false })].map(tokenBatchOfRows);
 }
 
 /** Values of the trainable coefficients (w, and the affine a, b when the spec has them), row-major. */

@@ -1,0 +1,362 @@
+/**
+ * The Recycling study (spec methods-c §2) on the real SmolLM2 pool (issue 16, part 3): leave-one-out targets. For a
+ * target task, 100 target chats (80 train, every fifth of the 100 for validation) are cut from its training split
+ * AFTER the first 2,000 records that the pool's adapter was trained from (so disjoint from them; Code Alpaca has no
+ * such records and is refused), and the held-out loss (nats per assistant token) is measured on the first
+ * `--test-chats` of the task's fixed held-out chats (the pool table's). Each method runs on three pools: the other
+ * three task adapters (recycled), the same with random matrices of each factor's std (the study's control), and all
+ * four (the target's own pool adapter included). Rows also hold the base, the target's own pool adapter alone and a
+ * fresh LoRA trained on the 80 chats (the pool's run settings). Results go to runs/smollm2-adaptive/<target>.json
+ * after every cell; the Markdown table goes to stdout.
+ *
+ *   node --import tsx scripts/smollm2-adaptive.ts [--targets sst2,alpaca] [--steps 10] [--hub-budget 12]
+ *     [--hub-chats 20] [--test-chats 16] [--top-k 2] [--fresh-steps 40] [--only base,own,fresh,mean,lorahub,...]
+ *     [--columns recycled,random,+ target LoRA]     # processes side by side may each take some columns
+ *   node --import tsx scripts/smollm2-adaptive.ts --table            # the Markdown of the saved results only
+ *
+ * The chats are the causal-LM task's rows (the `chat` format: SmolLM2's template, loss on the assistant's tokens),
+ * given to the methods by adaptive.rowBatches, so every loss here is the Trainer's eval_loss on the same chats.
+ * Not here: the methods (src/adaptive/), the tasks' framing (smollm2-pool-tasks.ts), the pool (smollm2-pool.ts).
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  adaMerging,
+  arrow,
+  loraHub,
+  type MethodContext,
+  piTuning,
+  poolFromLoras,
+  type RecycledPool,
+  randomPool,
+  recycle,
+  rowBatches,
+  runCoefficientMethod,
+  type TargetSet,
+} from '../src/adaptive/index.ts';
+import { HfTokenizer } from '../src/io/index.ts';
+import { type LoadedModel, loadModel, quantizeModel } from '../src/models/index.ts';
+import { compose } from '../src/peft/index.ts';
+import { shutdownRuntime } from '../src/runtime/index.ts';
+import { loadDataset, type TokenDataset } from '../src/train/data/index.ts';
+import { loadRunConfig, runTraining } from '../src/train/index.ts';
+import {
+  adapterDir,
+  type ChatRecord,
+  MODEL,
+  POOL_TASKS,
+  type PoolTask,
+  readTask,
+  SEQ_LEN,
+  SHARED_DATA,
+  TRAIN_RECORDS,
+} from './smollm2-pool-tasks.ts';
+
+const OUT = resolve(import.meta.dirname, '..', 'runs', 'smollm2-adaptive');
+const METHODS = [
+  'fresh',
+  'own',
+  'mean',
+  'lorahub',
+  'adamerging-task',
+  'adamerging-layer',
+  'pi-tuning',
+  'arrow',
+  'recycle',
+] as const;
+
+const { values: flags } = parseArgs({
+  options: {
+    targets: { type: 'string', default: 'sst2,alpaca' },
+    steps: { type: 'string', default: '10' },
+    'hub-budget': { type: 'string', default: '12' },
+    'test-chats': { type: 'string', default: '16' },
+    'top-k': { type: 'string', default: '2' },
+    'hub-chats': { type: 'string', default: '20' },
+    columns: { type: 'string', default: 'recycled,random,+ target LoRA' },
+    'fresh-steps': { type: 'string', default: '40' },
+    batch: { type: 'string', default: '4' },
+    only: { type: 'string' },
+    table: { type: 'boolean', default: false },
+  },
+});
+const STEPS = Number(flags.steps);
+const BUDGET = Number(flags['hub-budget']);
+const TEST = Number(flags['test-chats']);
+const TOPK = Number(flags['top-k']);
+const B = Number(flags.batch);
+const HUB_CHATS = Number(flags['hub-chats']);
+
+/** One cell: held-out (test) and validation loss, wall seconds, and what the method chose. */
+interface Cell {
+  loss: number;
+  val: number | null;
+  seconds: number;
+  note?: string;
+}
+/** A target's results: row → pool column → cell, and the settings they were run with. */
+interface TargetResults {
+  target: PoolTask;
+  settings: Record<string, number>;
+  rows: { train: number; val: number; test: number; seqLen: number };
+  table: Record<string, Record<string, Cell>>;
+}
+
+const COLUMNS = ['recycled', 'random', '+ target LoRA'] as const;
+const resultsFile = (t: PoolTask) => join(OUT, `${t}.json`);
+
+/** The target's 100 chats after the pool's first 2,000 training records: 80 train, every fifth for validation. */
+function targetChats(t: PoolTask): { train: ChatRecord[]; val: ChatRecord[]; test: ChatRecord[] } {
+  const split = readTask(t, SHARED_DATA, TRAIN_RECORDS + 100);
+  const samples = split.train.slice(TRAIN_RECORDS);
+  if (samples.length < 100)
+    throw new Error(
+      `${t}: only ${samples.length} training records after the pool's first ${TRAIN_RECORDS}; the target samples ` +
+        'would overlap the pool adapter’s training file',
+    );
+  return {
+    train: samples.filter((_, i) => i % 5 !== 4),
+    val: samples.filter((_, i) => i % 5 === 4),
+    test: split.heldOut.slice(0, TEST),
+  };
+}
+
+const writeJsonl = (file: string, rs: object[]) =>
+  writeFileSync(file, `${rs.map((r) => JSON.stringify(r)).join('\n')}\n`);
+
+/**
+ * The three sets as token rows. Rows are padded to the task's SEQ_LEN; when every row is shorter (SST-2's chats), the
+ * sets are read again at the longest row rounded up to 8: right padding under causal attention changes no counted
+ * term, so the losses are the same and the forward passes shorter.
+ */
+async function targetRows(
+  dir: string,
+  t: PoolTask,
+  tokenizer: HfTokenizer,
+): Promise<{ sets: Record<'train' | 'val' | 'test', TokenDataset>; seqLen: number }> {
+  const read = async (seqLen: number) => {
+    const sets = {} as Record<'train' | 'val' | 'test', TokenDataset>;
+    for (const s of ['train', 'val', 'test'] as const)
+      sets[s] = (
+        await loadDataset(join(dir, `${s}.jsonl`), { tokenizer, seqLen, format: 'chat', cacheDir: false })
+      ).train;
+    return sets;
+  };
+  const full = await read(SEQ_LEN[t]);
+  let longest = 0;
+  for (const ds of Object.values(full))
+    for (let r = 0; r < ds.size; r++) longest = Math.max(longest, ds.row(r).inputIds.length);
+  const seqLen = Math.ceil(longest / 8) * 8;
+  return seqLen < SEQ_LEN[t] ? { sets: await read(seqLen), seqLen } : { sets: full, seqLen: SEQ_LEN[t] };
+}
+
+/** The pool's run settings on the 80 training chats (a fresh LoRA: the study's "target-task LoRA"). */
+async function freshLora(dir: string, seqLen: number): Promise<string> {
+  const steps = Number(flags['fresh-steps']);
+  const file = join(dir, 'fresh.yaml');
+  writeFileSync(
+    file,
+    `# written by scripts/smollm2-adaptive.ts: the pool's run (smollm2-pool.ts) on the target's 80 training chats
+model: ${MODEL}
+quantize: int8
+output_dir: fresh
+data: {path: train.jsonl, format: chat, seq_len: ${seqLen}}
+adapter: {target_modules: [q_proj, k_proj, v_proj, o_proj], r: 8, lora_alpha: 16, lora_dropout: 0.0}
+training:
+  max_steps: ${steps}
+  per_device_train_batch_size: 4
+  learning_rate: 1.0e-3
+  lr_scheduler_type: cosine
+  warmup_steps: 3
+  save_steps: ${steps}
+  logging_steps: 10
+  seed: 0
+`,
+  );
+  rmSync(join(dir, 'fresh'), { recursive: true, force: true });
+  await runTraining(loadRunConfig(file));
+  return join(dir, 'fresh', 'final');
+}
+
+async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask) {
+  const dir = join(OUT, t);
+  mkdirSync(dir, { recursive: true });
+  const chats = targetChats(t);
+  for (const s of ['train', 'val', 'test'] as const) writeJsonl(join(dir, `${s}.jsonl`), chats[s]);
+  const { sets, seqLen } = await targetRows(dir, t, tokenizer);
+  const data: TargetSet = {
+    train: rowBatches(sets.train, B),
+    val: rowBatches(sets.val, B),
+    test: rowBatches(sets.test, B),
+  };
+  const file = resultsFile(t);
+  const res: TargetResults = existsSync(file)
+    ? JSON.parse(readFileSync(file, 'utf8'))
+    : { target: t, settings: {}, rows: {}, table: {} };
+  res.settings = { steps: STEPS, hubBudget: BUDGET, hubChats: HUB_CHATS, topK: TOPK, batch: B, testChats: TEST };
+  res.rows = { train: sets.train.size, val: sets.val.size, test: sets.test.size, seqLen };
+  console.error(`${t}: ${JSON.stringify(res.rows)}`);
+  const put = (row: string, col: string, c: Cell) => {
+    // re-read first: processes running other columns side by side (`--columns random`) keep each other's cells
+    if (existsSync(file)) res.table = JSON.parse(readFileSync(file, 'utf8')).table;
+    res.table[row] ??= {};
+    res.table[row][col] = c;
+    writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`); // after every cell: a killed run keeps what it did
+    console.error(
+      `${t} | ${row} | ${col}: test ${c.loss.toFixed(4)}, val ${c.val?.toFixed(4) ?? '-'} (${c.seconds.toFixed(0)} s)`,
+    );
+  };
+
+  const others = POOL_TASKS.filter((x) => x !== t);
+  const read = (x: PoolTask) => compose.readLora(adapterDir(x));
+  const recycled = poolFromLoras(others, await Promise.all(others.map(read)));
+  const pools: Record<(typeof COLUMNS)[number], RecycledPool> = {
+    recycled,
+    random: randomPool(recycled, 0),
+    '+ target LoRA': poolFromLoras([...POOL_TASKS], await Promise.all(POOL_TASKS.map(read))),
+  };
+  const only = flags.only?.split(',');
+  const want = (m: string) => !only || only.includes(m);
+  const fixed = (name: string, pool: RecycledPool, w: number) =>
+    runCoefficientMethod(name, { model, pool, data, batch: B, seqLen }, { granularity: 'task', phi: 'linear' }, w, {
+      lr: 1,
+      steps: 0,
+    });
+
+  if (want('base')) {
+    const r = await fixed('base', recycled, 0);
+    put('base model', 'recycled', { loss: r.testLoss!, val: r.valLoss, seconds: r.seconds });
+  }
+  if (want('own')) {
+    const r = await fixed('own', poolFromLoras([t], [await read(t)]), 1);
+    put("the target's pool LoRA alone (96 other chats)", 'recycled', {
+      loss: r.testLoss!,
+      val: r.valLoss,
+      seconds: r.seconds,
+    });
+  }
+  if (want('fresh')) {
+    const t0 = performance.now();
+    const fresh = await freshLora(dir, seqLen);
+    const r = await fixed('fresh', poolFromLoras(['fresh'], [await compose.readLora(fresh)]), 1);
+    put(`LoRA trained on the 80 chats (${flags['fresh-steps']} steps)`, 'recycled', {
+      loss: r.testLoss!,
+      val: r.valLoss,
+      seconds: (performance.now() - t0) / 1000,
+    });
+  }
+  for (const col of flags.columns!.split(',') as (typeof COLUMNS)[number][]) {
+    const pool = pools[col];
+    if (!pool) throw new Error(`unknown column ${col}: one of ${COLUMNS.join(', ')}`);
+    const ctx: MethodContext = { model, pool, data, batch: B, seqLen, log: (l) => console.error(`  ${l}`) };
+    const names = (ws: ArrayLike<number>) => pool.names.map((n, i) => `${n} ${Number(ws[i]).toFixed(2)}`).join(', ');
+    if (want('mean')) {
+      const r = await fixed('mean', pool, 1 / pool.names.length);
+      put('mean of the pool (fixed 1/n)', col, { loss: r.testLoss!, val: r.valLoss, seconds: r.seconds });
+    }
+    if (want('lorahub')) {
+      // its search scores each candidate on the first HUB_CHATS training chats (all 80 cost too much here)
+      const hubData = { ...data, train: data.train.slice(0, Math.ceil(HUB_CHATS / B)) };
+      const r = await loraHub({ ...ctx, data: hubData }, { budget: BUDGET });
+      put(`LoraHub (CMA-ES, ${BUDGET} evaluations on ${HUB_CHATS} chats)`, col, {
+        loss: r.testLoss!,
+        val: r.valLoss,
+        seconds: r.seconds,
+        note: names(r.weights),
+      });
+    }
+    if (want('adamerging-task')) {
+      const r = await adaMerging(ctx, { granularity: 'task', steps: STEPS });
+      put('AdaMerging task-wise', col, {
+        loss: r.testLoss!,
+        val: r.valLoss,
+        seconds: r.seconds,
+        note: names(r.coefficients[0]),
+      });
+    }
+    if (want('adamerging-layer')) {
+      const r = await adaMerging(ctx, { granularity: 'module', steps: STEPS });
+      put('AdaMerging layer-wise', col, { loss: r.testLoss!, val: r.valLoss, seconds: r.seconds });
+    }
+    if (want('pi-tuning')) {
+      const r = await piTuning(ctx, { steps: STEPS });
+      put('π-Tuning', col, { loss: r.testLoss!, val: r.valLoss, seconds: r.seconds });
+    }
+    if (want('arrow')) {
+      const r = await arrow(ctx);
+      put('Arrow (top-3, no training)', col, { loss: r.testLoss!, val: r.valLoss, seconds: r.seconds });
+    }
+    if (want('recycle')) {
+      const r = await recycle(ctx, { topK: TOPK, steps: STEPS });
+      put(`the study's method (evaluation top-${TOPK})`, col, {
+        loss: r.testLoss!,
+        val: r.valLoss,
+        seconds: r.seconds,
+        note: r.selected.join(', '),
+      });
+    }
+  }
+}
+
+/** The saved results of every target as one Markdown table per target, and the notes (weights, selections). */
+function markdown(): string {
+  const out: string[] = [];
+  for (const t of POOL_TASKS) {
+    if (!existsSync(resultsFile(t))) continue;
+    const r: TargetResults = JSON.parse(readFileSync(resultsFile(t), 'utf8'));
+    out.push(
+      `**Target ${t}** (${r.rows.train} train / ${r.rows.val} validation chats, ${r.rows.test} held-out chats, ` +
+        `${r.rows.seqLen} tokens per row; ${JSON.stringify(r.settings)})`,
+      '',
+      `| method | ${COLUMNS.join(' | ')} |`,
+      `|---|${COLUMNS.map(() => '---:').join('|')}|`,
+    );
+    // the references first (processes side by side finish cells in any order), then the methods as run
+    const refs = ['base model', "the target's pool LoRA", 'LoRA trained on'];
+    const rank = (row: string) => {
+      const k = refs.findIndex((p) => row.startsWith(p));
+      return k < 0 ? refs.length : k;
+    };
+    const rows = Object.entries(r.table).sort(([a], [b]) => rank(a) - rank(b));
+    for (const [row, cells] of rows)
+      out.push(
+        `| ${row} | ${COLUMNS.map((c) => (cells[c] ? `${cells[c].loss.toFixed(4)} (${cells[c].seconds.toFixed(0)} s)` : '')).join(' | ')} |`,
+      );
+    out.push('');
+    for (const [row, cells] of Object.entries(r.table))
+      for (const [c, cell] of Object.entries(cells)) if (cell.note) out.push(`- ${row}, ${c}: ${cell.note}`);
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+async function main() {
+  if (flags.table) {
+    console.log(markdown());
+    return;
+  }
+  const targets = flags.targets!.split(',') as PoolTask[];
+  const bad = targets.filter((x) => !(POOL_TASKS as readonly string[]).includes(x));
+  if (bad.length) throw new Error(`unknown target ${bad.join(', ')}: one of ${POOL_TASKS.join(', ')}`);
+  const unknown = (flags.only?.split(',') ?? []).filter(
+    (m) => m !== 'base' && !(METHODS as readonly string[]).includes(m),
+  );
+  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: base or one of ${METHODS.join(', ')}`);
+  for (const x of POOL_TASKS)
+    if (!existsSync(adapterDir(x))) throw new Error(`no pool adapter ${adapterDir(x)}: run smollm2-pool.ts train ${x}`);
+  const model = await quantizeModel(await loadModel(MODEL), 'int8');
+  try {
+    const tokenizer = await HfTokenizer.fromDir(model.dir);
+    for (const t of targets) await runTarget(model, tokenizer, t);
+  } finally {
+    await model.close();
+  }
+  console.log(markdown());
+}
+
+try {
+  await main();
+} finally {
+  await shutdownRuntime();
+}
