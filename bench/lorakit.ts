@@ -27,6 +27,16 @@ export function peakRssMb(): number {
   return m ? Number(m[1]) / 1024 : process.memoryUsage().rss / 2 ** 20;
 }
 
+/** Minor page faults of this process so far (Linux /proc/self/stat field 10); 0 where there is no /proc. */
+function minorFaults(): number {
+  try {
+    const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ');
+    return Number(fields[7]);
+  } catch {
+    return 0;
+  }
+}
+
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const n = s.length;
@@ -91,6 +101,7 @@ async function runTrainOrEval(w: Workload, t0: number) {
   const firstStepMs = performance.now() - t0;
   for (let i = 0; i < w.warmup; i++) await run();
   const times: number[] = [];
+  const faults0 = minorFaults();
   let loss = loss0;
   for (let i = 0; i < w.steps; i++) {
     const s = performance.now();
@@ -104,6 +115,8 @@ async function runTrainOrEval(w: Workload, t0: number) {
   return {
     msPerStep: ms,
     stepTimesMs: times,
+    // a fresh page per activation every step (no allocator reuse) costs a fault each: the allocator's price
+    minorFaultsPerStep: (minorFaults() - faults0) / w.steps,
     tokensPerSec: (tokensPerStep * 1000) / ms,
     timeToFirstStepMs: firstStepMs,
     compileMs,

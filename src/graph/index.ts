@@ -25,5 +25,5 @@ export {
   int8RowsMatMul,
   rowQuantizedMatMul,
 } from './ops/index.ts';
-export { type DType, ONNX_DTYPE, DTYPE_SIZE, type AnyTypedArray, allocArray, arrayFrom } from './dtype.ts';
+export { type DType, ONNX_DTYPE, DTYPE_SIZE, type AnyTypedArray, allocArray, arrayFrom, isFloat } from './dtype.ts';
 export { type Dim, type Shape, fmtShape, numel, broadcastShapes } from './shape.ts';

@@ -38,6 +38,12 @@ export interface CausalLmTaskOptions {
   samples?: SampleSettings;
 }
 
+/**
+ * Rows per chunk of the training graph's fused head and loss (loss.ts `eagerHeadNll`): a [256, V] block of logits at
+ * a time (50 MB at SmolLM2's 49k vocabulary) instead of a batch's [N, V] logits and their gradient (bench/RESULTS.md).
+ */
+const HEAD_CHUNK_ROWS = 256;
+
 /** Feeds of a token batch, in the names the task graph declares. */
 function batchFeeds(b: Batch): Record<string, Feed> {
   const [B, T] = b.shape;
@@ -71,7 +77,16 @@ function buildTaskGraph(o: CausalLmTaskOptions, shared: AdapterTraining, T: numb
   });
   const terms = binding.lossTerms();
   const frozen = () => o.model.context(g, { namePrefix: 'frozen/' }); // the base model, sharing nothing trainable
-  const out = causalLmLoss({ ctx, inputIds, labels, attentionMask, labelsAre: 'aligned', terms, frozen });
+  const out = causalLmLoss({
+    ctx,
+    inputIds,
+    labels,
+    attentionMask,
+    labelsAre: 'aligned',
+    terms,
+    frozen,
+    ...(training ? { headChunkRows: HEAD_CHUNK_ROWS } : {}),
+  });
   const metrics = Object.keys(out.terms).length ? { ce: out.ce, ...out.terms } : undefined;
   // biases trained in place are graph inputs of the weight source (saved modules come through the binding)
   return shared.taskGraph(g, binding, out.loss, { training, weights: [...ctx.weights.inputs.values()], metrics });

@@ -9,7 +9,7 @@
  * (labels[b, t] is already the target of position t, as the demo's windows of T + 1 bytes give).
  * Not here: the model (models/), the terms (peft/methods/), the optimizer (optim/).
  */
-import { type Tensor, tokenNll } from '../graph/index.ts';
+import { type Tensor, grad, isFloat, tokenNll } from '../graph/index.ts';
 import { buildCausalLM } from '../models/index.ts';
 import type { ModelConfig } from '../io/index.ts';
 import type { ModelContext } from '../nn/index.ts';
@@ -32,6 +32,12 @@ export interface CausalLmLossOptions {
   terms?: readonly LossTermHandle[];
   /** Builds the frozen model (every adapter off) in the same graph, for terms that compare against it. */
   frozen?: () => ModelContext<ModelConfig>;
+  /**
+   * Training graphs: compute the head's logits, the loss and the loss's gradient at the head's input in chunks of
+   * this many rows during the forward pass (`eagerHeadNll`), so the [N, V] logits never exist whole. Used only when
+   * the head has nothing to train and no term reads the logits; otherwise (and when unset) the plain path.
+   */
+  headChunkRows?: number;
 }
 
 /** The loss and its parts, as scalars of the graph. */
@@ -51,17 +57,30 @@ export interface CausalLmLoss {
 
 /** Builds the causal-LM loss of `o.ctx` on one batch. */
 export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
-  const predicted = (ctx: ModelContext<ModelConfig>) => {
+  const model = (ctx: ModelContext<ModelConfig>) => {
     const out = buildCausalLM(ctx, { inputIds: o.inputIds, attentionMask: o.attentionMask });
     // aligned: positions 0..T-2 predict tokens 1..T-1, so the last position's logits are never built
     const hidden = o.labelsAre === 'aligned' ? out.hidden.slice([0], [-1], [1]) : out.hidden; // [B, T', D]
-    return out.lmHead(hidden); // [B, T', V]
+    return { hidden, lmHead: out.lmHead };
   };
-  const logits = predicted(o.ctx);
-  const V = logits.shape[logits.rank - 1] as number;
-  const flat = logits.reshape([-1, V]); // [N, V]
+  const predicted = (ctx: ModelContext<ModelConfig>) => {
+    const { hidden, lmHead } = model(ctx);
+    return lmHead(hidden); // [B, T', V]
+  };
+  const { hidden, lmHead } = model(o.ctx);
   const targets = (o.labelsAre === 'aligned' ? o.labels.slice([1], [2 ** 62], [1]) : o.labels).reshape([-1]); // [N]
-  const { nll, valid } = tokenNll(flat, targets, IGNORE_INDEX); // [N] each
+  // the full logits are recorded only when something reads them (the plain path, a term, a caller of .logits)
+  let full: Tensor | null = null;
+  const flatLogits = () => {
+    full ??= rowsOf(lmHead(hidden)); // [N, V]
+    return full;
+  };
+  const D = hidden.shape[hidden.rank - 1] as number;
+  const eager =
+    o.headChunkRows && !o.terms?.length
+      ? eagerHeadNll(lmHead, hidden.reshape([-1, D]), targets, o.headChunkRows)
+      : null;
+  const { nll, valid } = eager ?? tokenNll(flatLogits(), targets, IGNORE_INDEX); // [N] each
   const nllSum = nll.sum();
   const count = valid.sum();
   const ce = nllSum.div(count.maximum(1));
@@ -72,14 +91,75 @@ export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
     const frozenLogits = () => {
       if (!o.frozen)
         throw new Error('internal: a loss term asked for the frozen model, but causalLmLoss got no frozen()');
-      frozen ??= predicted(o.frozen()).reshape([-1, V]).detach(); // [N, V], no gradient
+      frozen ??= rowsOf(predicted(o.frozen())).detach(); // [N, V], no gradient
       return frozen;
     };
     const counted = targets.equal(targets.lift(IGNORE_INDEX)).not(); // [N] bool
     for (const t of o.terms) {
-      terms[t.name] = t.build({ logits: flat, targets, counted, frozenLogits });
+      terms[t.name] = t.build({ logits: flatLogits(), targets, counted, frozenLogits });
       loss = loss.add(terms[t.name]);
     }
   }
-  return { loss, ce, nllSum, count, terms, logits: flat };
+  return {
+    loss,
+    ce,
+    nllSum,
+    count,
+    terms,
+    get logits() {
+      return flatLogits();
+    },
+  };
+}
+
+/** [..., V] logits as [N, V] rows. */
+const rowsOf = (logits: Tensor) => logits.reshape([-1, logits.shape[logits.rank - 1] as number]);
+
+/**
+ * Per-row NLL [N] and valid mask of `head`'s logits on `hidden` [N, D], with the loss's gradient at the head's
+ * input taken chunk by chunk in the forward pass: each chunk of `rows` rows is detached, its logits and NLL are
+ * built, and E = ∂nll_n/∂h_n (a [rows, D] block: row n's NLL reads only row n) comes from grad() right there. The
+ * returned NLL is nll + (s − s̄) with s = Σ_d h⊙E and s̄ its detached copy: the value is nll exactly (s − s̄ is 0),
+ * and the gradient at h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. Each chunk's
+ * logits and their gradient are freed before the next chunk (ORT runs the nodes in this order), so the step's peak
+ * holds a [rows, V] block rather than several [N, V] ones. Null when the head reads a float graph input (a trained
+ * or adapted head needs its own gradient, which this path does not give).
+ */
+export function eagerHeadNll(
+  head: (h: Tensor) => Tensor,
+  hidden: Tensor,
+  targets: Tensor,
+  rows: number,
+): { nll: Tensor; valid: Tensor } | null {
+  const N = hidden.shape[0];
+  if (typeof N !== 'number') return null; // a symbolic row count: no static chunks
+  const g = hidden.graph;
+  const parts: Tensor[] = [];
+  for (let s = 0; s < N; s += rows) {
+    const e = Math.min(N, s + rows);
+    const h = N <= rows ? hidden : hidden.slice([s], [e], [0]); // [n, D]
+    const hd = h.detach();
+    const logits = head(hd); // [n, V]
+    if (readsFloatInput(logits, hd)) return null;
+    const { nll } = tokenNll(logits, N <= rows ? targets : targets.slice([s], [e], [0]), IGNORE_INDEX); // [n]
+    const [dh] = grad(nll.sum(), [hd]); // [n, D]
+    const dot = h.mul(dh.detach()).sum(-1); // [n]
+    parts.push(nll.detach().add(dot.sub(dot.detach())));
+  }
+  const valid = targets.equal(targets.lift(IGNORE_INDEX)).not().cast(hidden.dtype);
+  return { nll: parts.length === 1 ? parts[0] : g.concat(parts, 0), valid };
+}
+
+/** Whether `y` depends on a float graph input (a trained or per-step tensor) through nodes after `from`. */
+function readsFloatInput(y: Tensor, from: Tensor): boolean {
+  const seen = new Set<Tensor>();
+  const stack = [y];
+  while (stack.length) {
+    const t = stack.pop()!;
+    if (t === from || seen.has(t)) continue;
+    seen.add(t);
+    if (t.kind === 'input' && isFloat(t.dtype)) return true;
+    for (const i of t.node?.inputs ?? []) if (i) stack.push(i);
+  }
+  return false;
 }

@@ -1,0 +1,101 @@
+// The training graph's fused head and loss (causalLmLoss's `headChunkRows`, loss.ts `eagerHeadNll`): the loss, its
+// parts and every trained tensor's gradient equal the plain path's in float64 (chunks that do not divide the rows,
+// ignored labels), no [N, V] tensor is left in the graph, and a head that trains falls back to the plain path.
+import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
+import { Graph, type Tensor, grad } from '../../src/graph/index.ts';
+import { loadModel, type LoadedModel } from '../../src/models/index.ts';
+import { compile, shutdownRuntime } from '../../src/runtime/index.ts';
+import { causalLmLoss, eagerHeadNll } from '../../src/train/loss.ts';
+import { assertAllclose } from '../helpers.ts';
+
+after(shutdownRuntime);
+
+const root = new URL('../../', import.meta.url).pathname;
+const [B, T, V] = [3, 8, 384];
+const N = B * (T - 1); // 21 predicted positions: chunks of 8 leave 5
+const ids = BigInt64Array.from({ length: B * T }, (_, i) => BigInt((i * 37 + 11) % V));
+const labels = BigInt64Array.from(ids, (v, i) => (i % T === 2 || i % 7 === 5 ? -100n : v));
+
+/** Loss parts and the gradients of `trainable` (f64), with the head fused in chunks of `rows` or plain. */
+async function run(model: LoadedModel, trainable: string[], rows?: number) {
+  const g = new Graph('eager-head');
+  const inputIds = g.input('input_ids', 'i64', [B, T]);
+  const lab = g.input('labels', 'i64', [B, T]);
+  const ctx = model.context(g, { dtype: 'f64', trainable });
+  const out = causalLmLoss({ ctx, inputIds, labels: lab, labelsAre: 'aligned', headChunkRows: rows });
+  const ws = trainable.map((n) => ctx.weights.inputs.get(n)!);
+  grad(out.loss, ws).forEach((d, i) => g.output(`d${i}`, d));
+  g.output('loss', out.loss);
+  g.output('nll_sum', out.nllSum);
+  g.output('count', out.count);
+  const widest = Math.max(
+    ...g
+      .liveNodes()
+      .flatMap((n) => n.outputs)
+      .filter((t: Tensor) => t.rank === 2 && t.shape[1] === V)
+      .map((t) => (typeof t.shape[0] === 'number' ? t.shape[0] : Number.POSITIVE_INFINITY)),
+  );
+  const s = await compile(g, { worker: false, optimization: 'disabled' });
+  const feeds: Record<string, Float64Array | { data: BigInt64Array; shape: number[] }> = {
+    input_ids: { data: ids, shape: [B, T] },
+    labels: { data: labels, shape: [B, T] },
+  };
+  for (const n of trainable) feeds[n] = Float64Array.from(await model.read(n));
+  const r = await s.run(feeds);
+  await s.dispose();
+  return {
+    loss: r.loss.data[0] as number,
+    nllSum: r.nll_sum.data[0] as number,
+    count: r.count.data[0] as number,
+    grads: trainable.map((_, i) => r[`d${i}`].data as Float64Array),
+    widest, // the most rows of any live [rows, V] tensor
+  };
+}
+
+for (const family of ['llama', 'gpt2'] as const) {
+  test(`${family}: the fused head's loss and gradients equal the plain path's, with no [N, V] tensor`, async () => {
+    const model = await loadModel(`${root}test/fixtures/models/${family}`);
+    const names = model.parameters().map((p) => p.name);
+    // a projection in the first layer (the gradient crosses every layer) and the final norm (right below the head)
+    const trainable = [
+      names.find((n) => /(layers|h)\.0\..*(q_proj|c_attn)\.weight$/.test(n))!,
+      names.find((n) => /(model\.norm|ln_f)\.weight$/.test(n))!,
+    ];
+    assert.equal(trainable.filter(Boolean).length, 2, `found ${trainable.join(', ')}`);
+    const plain = await run(model, trainable);
+    const fused = await run(model, trainable, 8);
+    assert.equal(plain.widest, N, 'the plain path builds the [N, V] logits');
+    assert.equal(fused.widest, 8, 'the fused path holds at most one chunk of logits');
+    assert.equal(fused.count, plain.count);
+    assert.ok(plain.count < N, 'some labels are ignored');
+    assertAllclose([fused.loss, fused.nllSum], [plain.loss, plain.nllSum], { rtol: 1e-12, atol: 0, what: 'loss' });
+    for (let i = 0; i < trainable.length; i++) {
+      assert.ok(
+        plain.grads[i].some((x) => x !== 0),
+        `${trainable[i]} has a gradient`,
+      );
+      assertAllclose(fused.grads[i], plain.grads[i], { rtol: 1e-9, atol: 1e-14, what: `d/d ${trainable[i]}` });
+    }
+    await model.close();
+  });
+}
+
+test('a head that trains keeps the plain path (eagerHeadNll refuses it) and gets its gradient', async () => {
+  const model = await loadModel(`${root}test/fixtures/models/llama`);
+  const head = 'lm_head.weight';
+  const g = new Graph('refuse');
+  const ctx = model.context(g, { dtype: 'f64', trainable: [head] });
+  const hidden = g.input('h', 'f64', [4, 64]);
+  const targets = g.input('t', 'i64', [4]);
+  assert.equal(
+    eagerHeadNll((h) => ctx.linear('lm_head', h), hidden, targets, 2),
+    null,
+  );
+  const plain = await run(model, [head]);
+  const fused = await run(model, [head], 8);
+  assert.equal(fused.widest, N, 'the logits are built whole');
+  assert.ok(plain.grads[0].some((x) => x !== 0));
+  assertAllclose(fused.grads[0], plain.grads[0], { rtol: 1e-12, atol: 0, what: 'd/d lm_head' });
+  await model.close();
+});
