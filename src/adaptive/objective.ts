@@ -12,7 +12,7 @@ import type { LoadedModel } from '../models/index.ts';
 import { type CompileOptions, compile, type Feed, type Session } from '../runtime/index.ts';
 import type { Batch, TokenDataset } from '../train/data/index.ts';
 import { IGNORE_INDEX } from '../train/data/index.ts';
-import { causalLmLoss } from '../train/index.ts';
+import { HEAD_CHUNK_ROWS, causalLmLoss } from '../train/index.ts';
 import {
   type CoefficientGraph,
   type CoefficientSpec,
@@ -70,14 +70,20 @@ export interface ObjectiveOptions {
 }
 
 /** Builds the model with the merged pool into a new graph; returns the loss terms and the coefficient handles. */
-function record(o: ObjectiveOptions, name: string) {
+function record(o: ObjectiveOptions, name: string, training: boolean) {
   const graph = new Graph(name);
   const dtype = o.dtype ?? 'f32';
   const cg = coefficientGraph(graph, o.pool, o.spec, dtype);
   const ctx = o.model.context(graph, { hooks: cg.hooks, dtype });
   const inputIds = graph.input('input_ids', 'i64', [o.batch, o.seqLen]);
   const labels = graph.input('labels', 'i64', [o.batch * o.seqLen]);
-  const { loss, nllSum, count } = causalLmLoss({ ctx, inputIds, labels, labelsAre: 'next' });
+  const { loss, nllSum, count } = causalLmLoss({
+    ctx,
+    inputIds,
+    labels,
+    labelsAre: 'next',
+    ...(training ? { headChunkRows: HEAD_CHUNK_ROWS } : {}),
+  });
   return { graph, cg, loss, nllSum, count };
 }
 
@@ -98,13 +104,13 @@ export class CoefficientObjective {
   static async create(o: ObjectiveOptions): Promise<CoefficientObjective> {
     // ORT fuses x·sigmoid(x) into QuickGelu, which has a float32 kernel only
     const opts: CompileOptions = o.compile ?? (o.dtype === 'f64' ? { optimization: 'disabled' } : {});
-    const ev = record(o, 'adaptive-eval');
+    const ev = record(o, 'adaptive-eval', false);
     ev.graph.output('nll_sum', ev.nllSum);
     ev.graph.output('count', ev.count);
     const evalSession = await compile(ev.graph, opts);
     let train: Session | null = null;
     if (o.withGrad !== false) {
-      const tr = record(o, 'adaptive-train');
+      const tr = record(o, 'adaptive-train', true);
       const params: Tensor[] = [tr.cg.w, ...(tr.cg.affine ? [tr.cg.affine.a, tr.cg.affine.b] : [])];
       const grads = grad(tr.loss, params);
       tr.graph.output('loss', tr.loss);

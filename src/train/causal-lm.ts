@@ -14,7 +14,7 @@ import type { TokenDataset, Batch } from './data/index.ts';
 import type { TrainTask, TrainBatch, DataPosition, TaskGraph } from './task.ts';
 import { type AdapterTraining, adapterTraining } from './adapter-task.ts';
 import { lossEvaluator } from './eval.ts';
-import { causalLmLoss } from './loss.ts';
+import { HEAD_CHUNK_ROWS, causalLmLoss } from './loss.ts';
 import { adapterSampler, type SampleSettings } from './samples.ts';
 
 export interface CausalLmTaskOptions {
@@ -37,12 +37,6 @@ export interface CausalLmTaskOptions {
   /** Prompts to continue at each evaluation with the adapter as trained so far (the task's `sample`). */
   samples?: SampleSettings;
 }
-
-/**
- * Rows per chunk of the training graph's fused head and loss (loss.ts `eagerHeadNll`): a [256, V] block of logits at
- * a time (50 MB at SmolLM2's 49k vocabulary) instead of a batch's [N, V] logits and their gradient (bench/RESULTS.md).
- */
-const HEAD_CHUNK_ROWS = 256;
 
 /** Feeds of a token batch, in the names the task graph declares. */
 function batchFeeds(b: Batch): Record<string, Feed> {

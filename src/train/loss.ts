@@ -16,6 +16,12 @@ import type { ModelContext } from '../nn/index.ts';
 import type { LossTermHandle } from '../peft/index.ts';
 import { IGNORE_INDEX } from './data/encode.ts';
 
+/**
+ * Rows per chunk of a training graph's fused head and loss (`eagerHeadNll`): a [256, V] block of logits at a time
+ * (50 MB at SmolLM2's 49k vocabulary) instead of a batch's [N, V] logits and their gradient (bench/RESULTS.md).
+ */
+export const HEAD_CHUNK_ROWS = 256;
+
 /** Options of `causalLmLoss`. */
 export interface CausalLmLossOptions {
   /** The model with its weights and adapter hooks, recording into the graph. */
