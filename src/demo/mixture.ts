@@ -23,7 +23,7 @@ import { Rng, seedFrom } from '../linalg/index.ts';
 import { buildCausalLM, type LoadedModel } from '../models/index.ts';
 import { addTrainStep, adamw, TrainStepRunner } from '../optim/index.ts';
 import { compile, type Feed } from '../runtime/index.ts';
-import { causalLmLoss } from '../train/loss.ts';
+import { HEAD_CHUNK_ROWS, causalLmLoss } from '../train/loss.ts';
 import type { MixtureModel, RouteMode } from '../peft/mixture/model.ts';
 import { remixSurrogate } from '../peft/mixture/remix.ts';
 import { gumbelArray } from '../peft/mixture/routing.ts';
@@ -153,7 +153,7 @@ async function compileStage(o: MixtureTrainOptions, mode: RouteMode): Promise<St
     ce = L.mean();
     loss = remixSurrogate(L, logQ);
   } else {
-    const r = causalLmLoss({ ctx, inputIds, labels, labelsAre: 'next' });
+    const r = causalLmLoss({ ctx, inputIds, labels, labelsAre: 'next', headChunkRows: HEAD_CHUNK_ROWS });
     ce = r.ce;
     loss = mg.rsl.length
       ? ce.add(

@@ -12,7 +12,7 @@ import type { LoadedModel } from '../models/index.ts';
 import type { LayerInfo } from '../peft/index.ts';
 import { type CompileOptions, compile, type Feed } from '../runtime/index.ts';
 import type { TokenDataset } from './data/index.ts';
-import { causalLmLoss } from './loss.ts';
+import { HEAD_CHUNK_ROWS, causalLmLoss } from './loss.ts';
 
 /** Options of `causalLmCalibrator`. */
 export interface CalibratorOptions {
@@ -46,7 +46,8 @@ export function causalLmCalibrator(
     const labels = g.input('labels', 'i64', [B, T]);
     const attentionMask = g.input('attention_mask', 'i64', [B, T]);
     const ctx = o.model.context(g, { trainable: names });
-    const { loss } = causalLmLoss({ ctx, inputIds, labels, attentionMask, labelsAre: 'aligned' });
+    const chunked = { headChunkRows: HEAD_CHUNK_ROWS }; // a gradient graph: the fused head (loss.ts)
+    const { loss } = causalLmLoss({ ctx, inputIds, labels, attentionMask, labelsAre: 'aligned', ...chunked });
     const weights = names.map((n) => ctx.weights.inputs.get(n)!);
     grad(loss, weights).forEach((d, i) => g.output(`grad${i}`, d));
     g.output('loss', loss);
