@@ -6,6 +6,7 @@
  * (organ.safetensors + organ.json), and inserted into a recipient of the same architecture and width at position p:
  * the recipient's layers 0..p−1, then the organ, then the recipient's layers p..L−1 (additive insertion, L + k
  * layers; the spec marks "insert, not replace" as a reconstruction). The result is an ordinary model folder.
+ * `dropLayers` removes layers instead (a depth-pruned second base of the same family and width).
  * Llama-family models only (layers are `model.layers.<i>.`). Not here: the report (scripts/transfer.ts), flags.
  */
 import { LorakitError } from '../../errors.ts';
