@@ -33,6 +33,8 @@ export {
   saveOrgan,
   loadOrgan,
   writeTransplant,
+  dropLayers,
+  writeDropped,
   readAllWeights,
   defaultOrganSpan,
   withLayers,

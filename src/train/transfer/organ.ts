@@ -6,6 +6,7 @@
  * (organ.safetensors + organ.json), and inserted into a recipient of the same architecture and width at position p:
  * the recipient's layers 0..p−1, then the organ, then the recipient's layers p..L−1 (additive insertion, L + k
  * layers; the spec marks "insert, not replace" as a reconstruction). The result is an ordinary model folder.
+ * `dropLayers` removes layers instead (a depth-pruned second base of the same family and width).
  * Llama-family models only (layers are `model.layers.<i>.`). Not here: the report (scripts/transfer.ts), flags.
  */
 import { LorakitError } from '../../errors.ts';
@@ -128,6 +129,34 @@ export function transplant(
   return { config: withLayers(config, L + k), weights: out };
 }
 
+/**
+ * Removes the layers `drop` (indices of the model's 0..L−1, any order) and renumbers the rest from 0, keeping their
+ * order: the pruned base of a depth-pruning method such as ShortGPT (Men et al., arXiv 2403.03853), whose rule for
+ * which layers to drop lives with the caller. Returns the new config and weights (tensors shared, not copied).
+ */
+export function dropLayers(
+  config: Record<string, unknown>,
+  weights: ReadonlyMap<string, Float32Array>,
+  drop: readonly number[],
+): { config: Record<string, unknown>; weights: Map<string, Float32Array> } {
+  const L = layerCount(config, 'dropLayers');
+  const gone = new Set(drop);
+  if (drop.some((i) => !Number.isInteger(i) || i < 0 || i >= L) || gone.size !== drop.length || gone.size >= L)
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `dropLayers: layers to drop must be distinct indices in 0..${L - 1} leaving at least one, got [${drop.join(', ')}]`,
+    );
+  const renumber = new Map<number, number>();
+  for (let i = 0, j = 0; i < L; i++) if (!gone.has(i)) renumber.set(i, j++);
+  const out = new Map<string, Float32Array>();
+  for (const [name, v] of weights) {
+    const m = LAYER.exec(name);
+    if (!m) out.set(name, v);
+    else if (renumber.has(Number(m[1]))) out.set(`model.layers.${renumber.get(Number(m[1]))}.${m[2]}`, v);
+  }
+  return { config: withLayers(config, L - gone.size), weights: out };
+}
+
 /** Options of `trainOrgan`. */
 export interface TrainOrganOptions {
   /** The base whose embedding, final norm and head wrap the organ (frozen). */
@@ -227,18 +256,32 @@ export async function writeTransplant(
   outDir: string,
 ): Promise<void> {
   const rawConfig = (await readJsonFile(join(recipient.dir, 'config.json'))) as Record<string, unknown>;
-  const r = transplant(rawConfig, await readAllWeights(recipient), organ, position);
-  const config = parseModelConfig(r.config, 'transplanted config');
+  await writeLayerEdit(recipient, transplant(rawConfig, await readAllWeights(recipient), organ, position), outDir);
+}
+
+/** Writes `model` without the layers `drop` (dropLayers) as a Hugging Face folder, as writeTransplant does. */
+export async function writeDropped(model: LoadedModel, drop: readonly number[], outDir: string): Promise<void> {
+  const rawConfig = (await readJsonFile(join(model.dir, 'config.json'))) as Record<string, unknown>;
+  await writeLayerEdit(model, dropLayers(rawConfig, await readAllWeights(model), drop), outDir);
+}
+
+/** The folder of a model whose layers were edited (inserted or dropped): `from`'s files with the new weights. */
+async function writeLayerEdit(
+  from: LoadedModel,
+  r: { config: Record<string, unknown>; weights: ReadonlyMap<string, Float32Array> },
+  outDir: string,
+): Promise<void> {
+  const config = parseModelConfig(r.config, 'edited config');
   await mkdir(outDir, { recursive: true });
   const tensors = familyOf(config)
     .parameters(config)
     .map((p) => {
       const data = r.weights.get(p.name);
-      if (!data) throw new Error(`internal: transplant has no value for ${p.name}`);
+      if (!data) throw new Error(`internal: the edited model has no value for ${p.name}`);
       return { name: p.name, dtype: 'F32' as const, shape: p.shape, data };
     });
   await writeSafetensors(join(outDir, 'model.safetensors'), tensors, { format: 'pt' });
   await writeFileAtomic(join(outDir, 'config.json'), `${JSON.stringify(r.config, null, 2)}\n`);
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json'])
-    if (existsSync(join(recipient.dir, f))) await copyFile(join(recipient.dir, f), join(outDir, f));
+    if (existsSync(join(from.dir, f))) await copyFile(join(from.dir, f), join(outDir, f));
 }

@@ -143,3 +143,47 @@ test('trainOrgan: trains only the organ inside Embed ∘ O ∘ Head and lowers i
   assert.ok(mean(losses.slice(-5)) < 0.7 * mean(losses.slice(0, 5)), `losses ${losses.map((l) => l.toFixed(2))}`);
   await base.close();
 });
+
+test('dropLayers: dropping none reproduces the logits; dropping layer 1 keeps layers 0 and 2 bitwise, in order', async () => {
+  const base = await loadModel(await tinyBase(tinyShape(3), 7));
+  const json = JSON.parse(readFileSync(join(base.dir, 'config.json'), 'utf8'));
+  const w = await transfer.readAllWeights(base);
+  const logitsOf = async (model: Awaited<ReturnType<typeof loadModel>>) => {
+    const g = new Graph('logits');
+    g.output('logits', buildCausalLM(model.context(g), { inputIds: g.input('input_ids', 'i64', [1, T]) }).logits);
+    const s = await compile(g);
+    const r = (await s.run({ input_ids: IDS })).logits.data as Float32Array;
+    await s.dispose();
+    return r;
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'lk-drop-'));
+  await transfer.writeDropped(base, [], join(dir, 'none'));
+  const same = await loadModel(join(dir, 'none'));
+  assert.deepEqual(await logitsOf(same), await logitsOf(base), 'dropping no layer is the identity');
+  const d = transfer.dropLayers(json, w, [1]);
+  assert.equal(d.config.num_hidden_layers, 2);
+  const x = Float32Array.from(randArray(T * 64, 8));
+  const [k0, k1] = await layerOutputs(d.config, d.weights, [0, 1], x);
+  const [o0, o1, o2] = await layerOutputs(json, w, [0, 1, 2], x);
+  assert.deepEqual(k0, o0, 'kept layer 0 is layer 0');
+  assert.deepEqual(k1, o2, 'kept layer 1 is the old layer 2');
+  assert.notDeepEqual(o1, o2, 'layers 1 and 2 differ, so the check above can fail');
+  await transfer.writeDropped(base, [1], join(dir, 'one'));
+  const one = await loadModel(join(dir, 'one'));
+  assert.equal((one.config as LlamaLikeConfig).num_hidden_layers, 2);
+  const g = new Graph('ref');
+  const ref = buildCausalLM(memoryContext(parseModelConfig(d.config), g, { overrides: d.weights }), {
+    inputIds: g.input('input_ids', 'i64', [1, T]),
+  });
+  g.output('logits', ref.logits);
+  const s = await compile(g);
+  const expected = (await s.run({ input_ids: IDS })).logits.data as Float32Array;
+  await s.dispose();
+  assert.deepEqual(await logitsOf(one), expected, 'the written folder is the in-memory pruned model');
+  for (const bad of [[3], [0, 0], [0, 1, 2]])
+    assert.throws(
+      () => transfer.dropLayers(json, w, bad),
+      (e: Error & { code?: string }) => e.code === 'LK_INVALID_ARGUMENT',
+    );
+  for (const m of [base, same, one]) await m.close();
+});
