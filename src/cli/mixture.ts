@@ -99,7 +99,7 @@ export const register: CommandModule['register'] = (cli) => {
           const r = await evaluateMixture(
             model,
             mixture,
-            evalBatches(d.heldOut, seqLen, batch, windows),
+            evalBatches(d.heldOut, seqLen, batch, windows, d.firstSpecial),
             batch,
             seqLen,
           );
@@ -119,6 +119,8 @@ interface Domain {
   name: string;
   train: Uint16Array;
   heldOut: Uint16Array;
+  /** Held-out targets from this id up are not counted: the byte tokenizer's specials, none for a model tokenizer. */
+  firstSpecial?: number;
 }
 
 async function readDomains(flags: Flags, modelDir: string): Promise<Domain[]> {
@@ -146,6 +148,6 @@ async function readDomains(flags: Flags, modelDir: string): Promise<Domain[]> {
       throw new LorakitError('LK_UNSUPPORTED', `--domain ${name}: token ids above 65535 (vocabularies that large)`);
     const ids = Uint16Array.from(encoded);
     const cut = Math.floor(ids.length * 0.9);
-    return { name, train: ids.subarray(0, cut), heldOut: ids.subarray(cut) };
+    return { name, train: ids.subarray(0, cut), heldOut: ids.subarray(cut), firstSpecial: Number.POSITIVE_INFINITY };
   });
 }

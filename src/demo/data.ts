@@ -87,12 +87,12 @@ function fillRow(
   start: number,
   row: number,
   T: number,
-  maskSpecial: boolean,
+  firstSpecial: number,
 ): void {
   for (let t = 0; t < T; t++) {
     batch.inputIds[row * T + t] = BigInt(stream[start + t]);
     const y = stream[start + t + 1];
-    batch.labels[row * T + t] = BigInt(maskSpecial && y >= BOS_ID ? IGNORE : y);
+    batch.labels[row * T + t] = BigInt(y >= firstSpecial ? IGNORE : y);
   }
 }
 
@@ -117,7 +117,7 @@ export class WindowSampler implements RowSource {
     const rng = new Rng(seedFrom(this.seed, `batch ${index}`));
     const batch: LmBatch = { inputIds: new BigInt64Array(B * T), labels: new BigInt64Array(B * T) };
     const span = this.stream.length - T - 1;
-    for (let b = 0; b < B; b++) fillRow(batch, this.stream, Math.floor(rng.next() * span), b, T, false);
+    for (let b = 0; b < B; b++) fillRow(batch, this.stream, Math.floor(rng.next() * span), b, T, Infinity);
     return batch;
   }
 }
@@ -125,9 +125,17 @@ export class WindowSampler implements RowSource {
 /**
  * Fixed evaluation batches: the stream cut into non-overlapping windows of T + 1 tokens (consecutive windows share
  * their boundary token, so every byte but the first is a target once), `maxWindows` of them evenly spaced when
- * given, grouped into batches of B (the last one padded with ignored rows). Special-token targets are ignored.
+ * given, grouped into batches of B (the last one padded with ignored rows). Targets at or above `firstSpecial` are
+ * ignored: by default the byte tokenizer's special tokens (BOS_ID and up); a stream of a model's own tokenizer, whose
+ * ids are all text, passes Infinity.
  */
-export function evalBatches(stream: Uint16Array, T: number, B: number, maxWindows = Infinity): LmBatch[] {
+export function evalBatches(
+  stream: Uint16Array,
+  T: number,
+  B: number,
+  maxWindows = Infinity,
+  firstSpecial = BOS_ID,
+): LmBatch[] {
   const total = Math.floor((stream.length - 1) / T);
   if (total < 1)
     throw new LorakitError(
@@ -142,7 +150,7 @@ export function evalBatches(stream: Uint16Array, T: number, B: number, maxWindow
       inputIds: new BigInt64Array(B * T),
       labels: new BigInt64Array(B * T).fill(BigInt(IGNORE)),
     };
-    for (let b = 0; b < B && i + b < n; b++) fillRow(batch, stream, starts[i + b], b, T, true);
+    for (let b = 0; b < B && i + b < n; b++) fillRow(batch, stream, starts[i + b], b, T, firstSpecial);
     batches.push(batch);
   }
   return batches;

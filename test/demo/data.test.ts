@@ -40,3 +40,11 @@ test('evaluation windows cover the stream once, ignore special-token targets, an
   assert.equal(few[0].inputIds[0], BigInt(BOS_ID));
   assert.equal(few[0].inputIds[4], BigInt(stream[12])); // windows 0 and 3 of 7 (evenly spaced)
 });
+
+test("a model tokenizer's stream (firstSpecial Infinity) counts every target, ids above the bytes included", () => {
+  const ids = Uint16Array.from({ length: 29 }, (_, i) => 300 + i * 1000); // every id ≥ BOS_ID, as a real vocabulary's
+  assert.equal(targetCount(evalBatches(ids, 4, 3)), 0, 'the byte default would drop them all');
+  const batches = evalBatches(ids, 4, 3, Infinity, Number.POSITIVE_INFINITY);
+  assert.equal(targetCount(batches), 7 * 4);
+  assert.equal(batches[0].labels[0], BigInt(ids[1]));
+});
