@@ -15,10 +15,10 @@ import { parseArgs } from 'node:util';
 import { type BrownSplit, readBrown, splitBrown } from '../src/demo/brown.ts';
 import { DEMO_BASE_DIR } from '../src/demo/base.ts';
 import { evalBatches, type LmBatch, tokenStream } from '../src/demo/data.ts';
-import { type ContextFactory, LmEvaluator } from '../src/demo/lm.ts';
+import { adapterEvaluator } from '../src/demo/lm.ts';
 import { runDemo } from '../src/demo/run.ts';
 import { loadModel } from '../src/models/index.ts';
-import { adaptable, compose, loadAdapter, PeftModel } from '../src/peft/index.ts';
+import { compose } from '../src/peft/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 
 const GENRES = ['adventure', 'mystery', 'romance', 'science_fiction'] as const;
@@ -110,14 +110,7 @@ async function main() {
   const table: Record<string, Record<string, number>> = {};
   try {
     for (const [row, dir] of Object.entries(dirs)) {
-      const peft = new PeftModel(adaptable(model));
-      if (dir) await loadAdapter(peft, dir);
-      // the adapter's tensors are constants of the evaluation graph (one graph per row)
-      const make: ContextFactory = (g) => ({
-        ctx: model.context(g, dir ? { hooks: peft.hooks(), overrides: peft.weightOverrides() } : {}),
-        trainable: () => new Map(),
-      });
-      const ev = await LmEvaluator.create(make, batch, SEQ);
+      const ev = await adapterEvaluator(model, dir, batch, SEQ); // one graph per row
       table[row] = {};
       for (const g of GENRES) table[row][g] = await ev.loss(held[g], new Map());
       const cells = GENRES.map((g) => table[row][g]);

@@ -16,14 +16,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { LmBatch } from '../src/demo/data.ts';
-import { type ContextFactory, LmEvaluator } from '../src/demo/lm.ts';
+import { evalBatches } from '../src/demo/data.ts';
+import { adapterEvaluator } from '../src/demo/lm.ts';
 import { Graph } from '../src/graph/index.ts';
 import { HfTokenizer, type LlamaLikeConfig } from '../src/io/index.ts';
 import { causalSetup } from '../src/models/causal.ts';
 import { type LoadedModel, llamaDecoderLayer, llamaRope, loadModel } from '../src/models/index.ts';
 import type { ModelContext } from '../src/nn/index.ts';
-import { PeftModel, adaptable, loadAdapter } from '../src/peft/index.ts';
+import { PeftModel, adaptable } from '../src/peft/index.ts';
 import { compile, shutdownRuntime } from '../src/runtime/index.ts';
 import { transfer } from '../src/train/index.ts';
 import { causalLmLoss } from '../src/train/loss.ts';
@@ -109,27 +109,6 @@ async function blockInfluence(model: LoadedModel, ids: BigInt64Array, rows: numb
   return bi;
 }
 
-/**
- * `n` held-out windows of SEQ tokens spread evenly over `ids`, every next token counted (the demo's evalBatches
- * skips ids ≥ 256, the byte vocabulary's specials, which would be most of SmolLM2's tokens).
- */
-function heldBatches(ids: ArrayLike<number>, n: number): LmBatch[] {
-  const total = Math.floor((ids.length - 1) / SEQ);
-  const starts = Array.from({ length: n }, (_, i) => Math.floor((i * total) / n) * SEQ);
-  const out: LmBatch[] = [];
-  for (let i = 0; i < n; i += B) {
-    const inputIds = new BigInt64Array(B * SEQ),
-      labels = new BigInt64Array(B * SEQ);
-    for (let b = 0; b < B; b++)
-      for (let t = 0; t < SEQ; t++) {
-        inputIds[b * SEQ + t] = BigInt(ids[starts[i + b] + t]);
-        labels[b * SEQ + t] = BigInt(ids[starts[i + b] + t + 1]);
-      }
-    out.push({ inputIds, labels });
-  }
-  return out;
-}
-
 function table(r: Results): string {
   const f4 = (x: unknown) => (typeof x === 'number' ? x.toFixed(4) : '—');
   const rows = [
@@ -162,7 +141,8 @@ async function main() {
   const cut = text.lastIndexOf('\n\n', Math.floor(text.length * 0.9)) + 2; // split at a speech boundary
   const trainIds = tokenizer.encode(text.slice(0, cut), { addSpecialTokens: false });
   const heldIds = tokenizer.encode(text.slice(cut), { addSpecialTokens: false });
-  const held = heldBatches(heldIds, Number(flags['eval-windows']));
+  // every next token counted (Infinity: no id is a byte-tokenizer special)
+  const held = evalBatches(Uint16Array.from(heldIds), SEQ, B, Number(flags['eval-windows']), Number.POSITIVE_INFINITY);
   log(`Tiny Shakespeare: ${trainIds.length} train tokens, ${heldIds.length} held out; ${held.length * B} windows`);
 
   // 1. the pruned base: drop the --drop layers of lowest block influence (8 windows of the train text)
@@ -184,16 +164,8 @@ async function main() {
   const bases = { full, pruned } as const;
   type Base = keyof typeof bases;
 
-  const heldOut = async (model: LoadedModel, adapterDir: string | null): Promise<number> => {
-    const peft = new PeftModel(adaptable(model));
-    if (adapterDir) await loadAdapter(peft, adapterDir, 'eval');
-    const make: ContextFactory = (g) => ({
-      ctx: model.context(g, adapterDir ? { hooks: peft.hooks(), overrides: peft.weightOverrides() } : {}),
-      trainable: () => new Map(),
-    });
-    const ev = await LmEvaluator.create(make, B, SEQ);
-    return ev.loss(held, new Map());
-  };
+  const heldOut = async (model: LoadedModel, adapterDir: string | null): Promise<number> =>
+    (await adapterEvaluator(model, adapterDir, B, SEQ)).loss(held, new Map());
 
   // 2. per base: no adapter, a LoRA on the real text (source adapter / upper reference), the discriminator kit
   for (const n of ['full', 'pruned'] as Base[]) {

@@ -16,11 +16,10 @@ import { parseArgs } from 'node:util';
 import { DEMO_BASE_DIR } from '../src/demo/base.ts';
 import { type BrownSplit, readBrown, splitBrown } from '../src/demo/brown.ts';
 import { WindowSampler, evalBatches, tokenStream } from '../src/demo/data.ts';
-import { type ContextFactory, LmEvaluator } from '../src/demo/lm.ts';
+import { adapterEvaluator } from '../src/demo/lm.ts';
 import { runDemo } from '../src/demo/run.ts';
 import { HfTokenizer } from '../src/io/index.ts';
 import { type LoadedModel, loadModel } from '../src/models/index.ts';
-import { PeftModel, adaptable, loadAdapter } from '../src/peft/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 import { transfer } from '../src/train/index.ts';
 
@@ -72,14 +71,7 @@ const held = evalBatches(tokenStream(split.heldOut), SEQ, B, Number(flags['eval-
 
 /** Held-out loss of `model` with the PEFT adapter in `adapterDir` (or none). */
 async function heldOut(model: LoadedModel, adapterDir: string | null): Promise<number> {
-  const peft = new PeftModel(adaptable(model));
-  if (adapterDir) await loadAdapter(peft, adapterDir, 'eval');
-  const make: ContextFactory = (g) => ({
-    ctx: model.context(g, adapterDir ? { hooks: peft.hooks(), overrides: peft.weightOverrides() } : {}),
-    trainable: () => new Map(),
-  });
-  const ev = await LmEvaluator.create(make, B, SEQ);
-  return ev.loss(held, new Map());
+  return (await adapterEvaluator(model, adapterDir, B, SEQ)).loss(held, new Map());
 }
 
 /** `n` real rows of `L` bytes: windows of the genre's train stream (seeded). */

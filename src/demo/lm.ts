@@ -10,7 +10,9 @@
 import { LorakitError } from '../errors.ts';
 import { Graph, type Tensor } from '../graph/index.ts';
 import type { ModelConfig } from '../io/index.ts';
+import type { LoadedModel } from '../models/index.ts';
 import type { ModelContext } from '../nn/index.ts';
+import { PeftModel, adaptable, loadAdapter } from '../peft/index.ts';
 import { addTrainStep, TrainStepRunner, type Optimizer, type ParamGroup } from '../optim/index.ts';
 import { compile, type CompileOptions, type Feed, type Session } from '../runtime/index.ts';
 import { causalLmLoss } from '../train/loss.ts';
@@ -106,6 +108,25 @@ export class LmEvaluator {
     if (count === 0) throw new LorakitError('LK_INVALID_ARGUMENT', 'evaluate: the batches have no counted targets');
     return sum / count;
   }
+}
+
+/**
+ * The evaluator of `model` with the PEFT adapter folder `adapterDir` (null: the bare base): the adapter's tensors are
+ * constants of the graph, so `loss(batches, new Map())` scores it.
+ */
+export async function adapterEvaluator(
+  model: LoadedModel,
+  adapterDir: string | null,
+  batch: number,
+  seqLen: number,
+): Promise<LmEvaluator> {
+  const peft = new PeftModel(adaptable(model));
+  if (adapterDir) await loadAdapter(peft, adapterDir, 'eval');
+  const make: ContextFactory = (g) => ({
+    ctx: model.context(g, adapterDir ? { hooks: peft.hooks(), overrides: peft.weightOverrides() } : {}),
+    trainable: () => new Map(),
+  });
+  return LmEvaluator.create(make, batch, seqLen);
 }
 
 /** Warmup then cosine decay to `minRatio`: the lr multiplier for 0-based update `step` of `total`. */

@@ -122,14 +122,14 @@ export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
 const rowsOf = (logits: Tensor) => logits.reshape([-1, logits.shape[logits.rank - 1] as number]);
 
 /**
- * Per-row NLL [N] and valid mask of `head`'s logits on `hidden` [N, D], with the loss's gradient at the head's
- * input taken chunk by chunk in the forward pass: each chunk of `rows` rows is detached, its logits and NLL are
- * built, and E = ∂nll_n/∂h_n (a [rows, D] block: row n's NLL reads only row n) comes from grad() right there. The
- * returned NLL is nll + (s − s̄) with s = Σ_d h⊙E and s̄ its detached copy: the value is nll exactly (s − s̄ is 0),
- * and the gradient at h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. Each chunk's
- * logits and their gradient are freed before the next chunk (ORT runs the nodes in this order), so the step's peak
- * holds a [rows, V] block rather than several [N, V] ones. Null when the head reads a float graph input (a trained
- * or adapted head needs its own gradient, which this path does not give).
+ * Per-row NLL [N] and valid mask of `head`'s logits on `hidden` [N, D], with the loss's gradient at the head's input
+ * taken chunk by chunk in the forward pass: each chunk of `rows` rows is detached, its logits and NLL are built, and
+ * E = ∂nll_n/∂h_n (a [rows, D] block: row n's NLL reads only row n) comes from grad() right there. The returned NLL is
+ * nll + (s − s̄) with s = Σ_d h⊙E and s̄ its detached copy: the value is nll exactly (s − s̄ is 0), and the gradient at
+ * h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. Each chunk's logits and their
+ * gradient are freed before the next chunk (ORT runs the nodes in this order), so the step's peak holds a [rows, V]
+ * block rather than several [N, V] ones. Null when the head reads a float graph input (a trained or adapted head needs
+ * its own gradient, which this path does not give).
  */
 export function eagerHeadNll(
   head: (h: Tensor) => Tensor,

@@ -102,7 +102,7 @@ test('a head that trains keeps the plain path (eagerHeadNll refuses it) and gets
   await model.close();
 });
 
-test('an int8 tied head (int8-rows inputs) takes the fused path, no further from the float gradients than the plain one', async () => {
+test('an int8 tied head takes the fused path, no further from the float gradients than the plain one', async () => {
   // Each chunk picks its own 32 float columns (int8-rows), so the logits may round differently per chunk than over
   // the whole batch; the float embedding gives the head's input gradient on both paths.
   const float = await loadModel(`${root}test/fixtures/models/gpt2`);

@@ -144,7 +144,8 @@ export function dropLayers(
   if (drop.some((i) => !Number.isInteger(i) || i < 0 || i >= L) || gone.size !== drop.length || gone.size >= L)
     throw new LorakitError(
       'LK_INVALID_ARGUMENT',
-      `dropLayers: layers to drop must be distinct indices in 0..${L - 1} leaving at least one, got [${drop.join(', ')}]`,
+      `dropLayers: layers to drop must be distinct indices in 0..${L - 1} leaving at least one, ` +
+        `got [${drop.join(', ')}]`,
     );
   const renumber = new Map<number, number>();
   for (let i = 0, j = 0; i < L; i++) if (!gone.has(i)) renumber.set(i, j++);

@@ -144,7 +144,7 @@ test('trainOrgan: trains only the organ inside Embed ∘ O ∘ Head and lowers i
   await base.close();
 });
 
-test('dropLayers: dropping none reproduces the logits; dropping layer 1 keeps layers 0 and 2 bitwise, in order', async () => {
+test('dropLayers: dropping none keeps the logits; dropping layer 1 keeps layers 0 and 2 bitwise', async () => {
   const base = await loadModel(await tinyBase(tinyShape(3), 7));
   const json = JSON.parse(readFileSync(join(base.dir, 'config.json'), 'utf8'));
   const w = await transfer.readAllWeights(base);
