@@ -25,7 +25,12 @@ interface TraceEvent {
   name: string;
   dur: number;
   ts: number;
-  args?: { op_name?: string; provider?: string };
+  args?: {
+    op_name?: string;
+    provider?: string;
+    input_type_shape?: Record<string, number[]>[];
+    output_type_shape?: Record<string, number[]>[];
+  };
 }
 
 /** Sums `dur` (µs) of the events by `key`, largest first. */
@@ -139,6 +144,13 @@ async function main(): Promise<void> {
   const byNode = sumBy(step, nodeName);
   // The same node in every layer (and ORT's numbered fusions) under one name: which kind of node costs the most.
   const byPattern = sumBy(step, (e) => `${e.args?.op_name} ${nodeName(e).replace(/\d+/g, '#')}`);
+  // The same op on the same shapes, wherever it is: which elementwise passes over which tensors cost the most.
+  const shapes = (xs?: Record<string, number[]>[]) =>
+    (xs ?? []).map((x) => Object.entries(x).map(([t, d]) => `${t}[${d.join(',')}]`)[0]).join(' ');
+  const byShape = sumBy(
+    step,
+    (e) => `${e.args?.op_name} ${shapes(e.args?.input_type_shape)} -> ${shapes(e.args?.output_type_shape)}`,
+  );
   const pct = (ms: number) => `${((100 * ms) / total).toFixed(1)}%`;
   console.log(
     `${w.id}, batch ${batch}, seq ${seq}: wall ${wall.map((x) => x.toFixed(0)).join(' / ')} ms; sum of per-node ` +
@@ -159,6 +171,9 @@ async function main(): Promise<void> {
   console.log(
     `\n${table([['op node (layers merged)', 'ms', 'share', 'nodes'], ...byPattern.slice(0, 2 * top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`,
   );
+  console.log(
+    `\n${table([['op on shapes (inputs -> outputs)', 'ms', 'share', 'nodes'], ...byShape.slice(0, 2 * top).map((r) => [r.key, r.ms, pct(r.ms), String(r.count)])])}`,
+  );
   mkdirSync(RESULTS, { recursive: true });
   const suffix = (quantize === 'none' ? '' : `-${quantize}`) + (head ? '-head' : '');
   const out = join(RESULTS, `profile-${kind}-${model}-${targets}${suffix}.json`);
@@ -178,6 +193,7 @@ async function main(): Promise<void> {
         byPartOp: byPartOp.slice(0, 40),
         byNode: byNode.slice(0, 100),
         byPattern: byPattern.slice(0, 100),
+        byShape: byShape.slice(0, 100),
       },
       null,
       2,
