@@ -62,14 +62,14 @@ export function compileOptions(w: Workload): CompileOptions {
 }
 
 /** The Trainer's step for a LoRA workload: its task graph and engine (`lorakit train` builds the same). */
-export async function trainerStep(w: Workload, model: LoadedModel) {
+export async function trainerStep(w: Workload, model: LoadedModel, headChunkRows?: number) {
   const peft = new PeftModel(adaptable(model));
   await peft.addAdapter('default', loraConfig(w));
   const [B, T] = [w.batch, w.seq];
   const ids = Int32Array.from(tokens(B * T, vocabOf(model)), Number);
   const rows = { seqLen: T, ids, labels: ids, lengths: new Uint32Array(B).fill(T) };
   const data = new TokenDataset(rows, 0);
-  const task = causalLmTask({ model, peft, adapter: 'default', train: data, eval: data, batchSize: B });
+  const task = causalLmTask({ model, peft, adapter: 'default', train: data, eval: data, batchSize: B, headChunkRows });
   task.compileOptions = compileOptions(w);
   const options = new Trainer(task, { outputDir: 'unused', steps: 1, lr: 1e-4, weightDecay: 0.01 }).options;
   const adapterParams = [...peft.trainableValues('default').values()].reduce((a, v) => a + v.length, 0);

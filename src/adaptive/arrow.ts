@@ -123,7 +123,7 @@ function routedHooks(
     const z = x.matmul(f.a.transpose([1, 0])).mul(perRank); // [..., R]
     return mod.base(x).add(z.matmul(f.b.transpose([1, 0]))); // [..., out]
   };
-  return { linear };
+  return { linear, adapts: (path) => byPath.has(path) };
 }
 
 /** Records Arrow-routed pooled modules into `g`: inputs per module `arrow.<k>.A`, `.B`, `.P` (prototypes). */

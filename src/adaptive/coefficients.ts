@@ -113,7 +113,7 @@ export function coefficientGraph(
     const z = x.matmul(factors[k].a.transpose([1, 0])).mul(perRank); // [..., R]
     return mod.base(x).add(z.matmul(factors[k].b.transpose([1, 0]))); // [..., out]
   };
-  return { hooks: { linear }, w, affine, factors };
+  return { hooks: { linear, adapts: (path) => byPath.has(path) }, w, affine, factors };
 }
 
 /** Feeds of the pool's factors for the graph's factor inputs (f64 copies when dtype is f64). */

@@ -19,6 +19,7 @@ export {
   OPS,
   type OpName,
   INT8_BACKWARD,
+  backwardProduct,
   type BackwardWeight,
   type FloatBackward,
   type Int8Backward,

@@ -40,6 +40,11 @@ export interface CausalLMOutputs {
   present: KV[];
   /** The LM head (through hooks): [..., D] → [..., V]. */
   lmHead(h: Tensor): Tensor;
+  /**
+   * dLogits [..., V] → dLogits·W [..., D], the head's input gradient, when the head is frozen (no hook adapts it, its
+   * weight does not train); else null. Lets a loss that has dLogits in hand skip differentiating through lmHead.
+   */
+  headInputGrad: ((dLogits: Tensor) => Tensor) | null;
 }
 
 /** The runtime lengths and the attention mask every causal layer shares. */
@@ -142,4 +147,25 @@ export function leftPaddedPositions(mask: ArrayLike<number | bigint>, batch: num
     }
   }
   return out;
+}
+
+/**
+ * The outputs around the head at `path` on the final hidden states: the logits are built on first read only, so a
+ * caller that takes rows first (generation's last position, the training loss's chunks) never records the whole
+ * [B, T, V] product, nor runs the head's hooks on it.
+ */
+export function headOutputs(ctx: ModelContext, path: string, hidden: Tensor, present: KV[]): CausalLMOutputs {
+  const lmHead = (h: Tensor) => ctx.linear(path, h); // [..., V]
+  const headInputGrad = ctx.adapted(path) ? null : (dy: Tensor) => ctx.linearModule(path).inputGrad(dy);
+  let logits: Tensor | null = null;
+  return {
+    get logits() {
+      logits ??= lmHead(hidden);
+      return logits;
+    },
+    hidden,
+    present,
+    lmHead,
+    headInputGrad,
+  };
 }

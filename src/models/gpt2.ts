@@ -15,7 +15,7 @@ import {
   mergeHeads,
   splitHeads,
 } from '../nn/index.ts';
-import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
+import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup, headOutputs } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, lmHeadInfo, parametersOf } from './family.ts';
 
 export type { Gpt2Config };
@@ -102,8 +102,7 @@ export function gpt2CausalLM(ctx: Ctx, inputs: CausalLMInputs): CausalLMOutputs 
     present.push(r.present);
   }
   const hidden = ln(ctx, 'transformer.ln_f', x); // [B, T, D]
-  const lmHead = (h: Tensor) => ctx.linear('lm_head', h); // [..., V]
-  return { logits: lmHead(hidden), hidden, present, lmHead };
+  return headOutputs(ctx, 'lm_head', hidden, present);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

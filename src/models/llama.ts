@@ -20,7 +20,7 @@ import {
   ropeTables,
   splitHeads,
 } from '../nn/index.ts';
-import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup } from './causal.ts';
+import { type CausalLMInputs, type CausalLMOutputs, type KV, causalSetup, headOutputs } from './causal.ts';
 import { type Family, type ParamSpec, embeddingInfo, linearInfo, lmHeadInfo, parametersOf } from './family.ts';
 
 /** Llama, Mistral and Qwen2 configs, normalised by io/config.ts (head_dim, kv heads and biases resolved). */
@@ -112,8 +112,7 @@ export function llamaCausalLM(ctx: Ctx, inputs: CausalLMInputs): CausalLMOutputs
     present.push(r.present);
   }
   const hidden = norm(ctx, 'model.norm', x); // [B, T, D]
-  const lmHead = (h: Tensor) => ctx.linear('lm_head', h); // [..., V]
-  return { logits: lmHead(hidden), hidden, present, lmHead };
+  return headOutputs(ctx, 'lm_head', hidden, present);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

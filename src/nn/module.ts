@@ -29,6 +29,11 @@ export interface LinearModule {
   fanInFanOut: boolean;
   /** The frozen layer's output x·Wᵀ + b, [..., in] → [..., out]. */
   base(x: Tensor): Tensor;
+  /**
+   * dY·W, [..., out] → [..., in]: the input gradient `base`'s rules give (a quantized layer's backward copy), built
+   * without `base`'s forward intermediates, for a caller that has dY in hand (the fused head, train/loss.ts).
+   */
+  inputGrad(dy: Tensor): Tensor;
 }
 
 /** An Embedding layer: rows of `weight` [numEmbeddings, dim] picked by integer ids. */
@@ -67,6 +72,11 @@ export interface ModuleHooks {
   linear?(m: LinearModule, x: Tensor): Tensor;
   embedding?(m: EmbeddingModule, ids: Tensor): Tensor;
   conv2d?(m: Conv2dModule, x: Tensor): Tensor;
+  /**
+   * Whether the hooks change or record anything at the module `path` (false: they return its base output and touch
+   * nothing). Absent: any module may be adapted. Lets a caller build a frozen module its own way (the fused head).
+   */
+  adapts?(path: string): boolean;
 }
 
 /** A Conv2d entry of a model's module list. */
@@ -110,6 +120,8 @@ export interface ModelContext<C = unknown> {
   readonly dtype: ComputeDType;
   /** Output of the Linear/Conv1D at `path`, through hooks.linear when set. */
   linear(path: string, x: Tensor): Tensor;
+  /** Whether the Linear at `path` computes more than its frozen base product: a hook adapts it, or its weight trains. */
+  adapted(path: string): boolean;
   /** Output of the Embedding at `path`, through hooks.embedding when set. */
   embedding(path: string, ids: Tensor): Tensor;
   /** Output of the Conv2d at `path` for x [N, in, H, W], through hooks.conv2d when set. */
@@ -252,6 +264,12 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       fanInFanOut,
       quantized: q.kind === 'q4' ? 'q4' : 'int8',
       base: (x) => quantizedForward(x, qt, bias, shape),
+      inputGrad: (dy) =>
+        overRows(dy, outFeatures, inFeatures, (rows) =>
+          rows.dtype === 'f64'
+            ? rows.gemm(qt.dequantized('f64'), null, { transB: fanInFanOut ? 1 : 0 })
+            : qt.inputGrad(rows),
+        ),
     };
   };
   // Which listed kinds each accessor serves: ctx.linear covers GPT-2's Conv1D too.
@@ -284,7 +302,9 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
         const weight = weights.get(s.weightName, fanInFanOut ? [inFeatures, outFeatures] : [outFeatures, inFeatures]);
         const bias = biasOf();
         const base = (x: Tensor) => linearForward(x, weight, bias, inFeatures, outFeatures, fanInFanOut);
-        m = { path, inFeatures, outFeatures, weight, bias, fanInFanOut, base };
+        const inputGrad = (dy: Tensor) =>
+          overRows(dy, outFeatures, inFeatures, (rows) => rows.gemm(weight, null, { transB: fanInFanOut ? 1 : 0 }));
+        m = { path, inFeatures, outFeatures, weight, bias, fanInFanOut, base, inputGrad };
       }
       linears.set(path, m);
       return m;
@@ -309,6 +329,10 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       m = { path, inChannels, outChannels, kernel, stride, padding, dilation, groups, weight, bias, base };
       convs.set(path, m);
       return m;
+    },
+    adapted(path) {
+      const hooked = !!hooks.linear && (hooks.adapts?.(path) ?? true);
+      return hooked || weights.isTrainable(spec(path, 'linear').weightName);
     },
     linear(path, x) {
       const m = ctx.linearModule(path);

@@ -11,6 +11,7 @@
  * (models/quant-cache.ts).
  */
 import {
+  backwardProduct,
   type BackwardWeight,
   type Graph,
   type InitData,
@@ -33,6 +34,8 @@ import {
 export interface QuantizedTensors {
   /** x [N, in] → x·W̃ᵀ [N, out] through the integer kernel (float32 only). */
   product(rows: Tensor): Tensor;
+  /** dY [N, out] → dY·W̃ [N, in]: the product's input gradient, as its rule gives it (float32 only). */
+  inputGrad(rows: Tensor): Tensor;
   /** W̃ in the stored layout ([out, in], or [in, out] for a Conv1D), as a float initializer made on first call. */
   dequantized(dtype: 'f32' | 'f64'): Tensor;
 }
@@ -150,7 +153,13 @@ export function quantizedTensors(
 ): QuantizedTensors {
   const { out, in: inF } = q;
   const backOr = (int8: Int8Backward): BackwardWeight => (floatBackward ? { float: floatBackward } : int8);
+  const tensorsOf = (product: (rows: Tensor) => Tensor, back: BackwardWeight): QuantizedTensors => ({
+    product,
+    inputGrad: (dy) => backwardProduct(dy, back),
+    dequantized: dequantizedOf(g, name, q, fanInFanOut),
+  });
   let product: (rows: Tensor) => Tensor;
+  let backward: BackwardWeight;
   if (q.kind === 'int8') {
     // DynamicQuantizeMatMul multiplies by B [K, N] = [in, out]: the codes transposed once here, on the host, or
     // already transposed in the cache file, which the graph then references (no bytes pass through JavaScript)
@@ -159,8 +168,8 @@ export function quantizedTensors(
     const zero = zeroOf(g, kernels.codes);
     // the input gradient's [out, in] codes: from the file too, rather than a transpose ORT would fold at load
     const back = int8Codes(g, `${name}.int8_back`, q, 'outIn', kernels.codes);
-    g.memo(INT8_BACKWARD, b, () => backOr({ weight: back, scale: s, zero }));
-    product = (rows) => int8RowsMatMul(rows, b, s, zero, OUTLIER_COLUMNS, floatBackward); // [N, out]
+    backward = g.memo(INT8_BACKWARD, b, () => backOr({ weight: back, scale: s, zero }));
+    product = (rows) => int8RowsMatMul(rows, b, s, zero, OUTLIER_COLUMNS); // [N, out]
   } else {
     const nb = Math.ceil(inF / Q4_BLOCK);
     const bits = blockBits(q.kind);
@@ -176,11 +185,11 @@ export function quantizedTensors(
     if (bits === 8 && kernels.inputs === 'int8-rows') {
       // the forward multiplies by the same per-channel codes, [in, out]; the blocks stay unread in the cache file
       const fwd = int8Codes(g, `${name}.${k}_back_t`, q.back, 'inOut', kernels.codes);
-      g.memo(INT8_BACKWARD, fwd, () => backOr(back));
-      product = (rows) => int8RowsMatMul(rows, fwd, back.scale, back.zero, OUTLIER_COLUMNS, floatBackward); // [N, out]
-      return { product, dequantized: dequantizedOf(g, name, q, fanInFanOut) };
+      backward = g.memo(INT8_BACKWARD, fwd, () => backOr(back));
+      product = (rows) => int8RowsMatMul(rows, fwd, back.scale, back.zero, OUTLIER_COLUMNS); // [N, out]
+      return tensorsOf(product, backward);
     }
-    g.memo(INT8_BACKWARD, b, () => backOr(back));
+    backward = g.memo(INT8_BACKWARD, b, () => backOr(back));
     // accuracy_level 4 (q4, and q8 with int8 inputs): the kernel quantizes each 32-block of the input to int8 and
     // multiplies in integers; level 0 (q8 with float inputs): weight blocks unpacked to float (QuantInputs says
     // which is faster where). With no zero point given, MatMulNBits' codes are offset by 2^(bits−1): 8 for q4, 128
@@ -197,7 +206,7 @@ export function quantizedTensors(
       product = (rows) => codes(rows).add(rows.detach().reshape([-1, nb, Q4_BLOCK]).sum(2).matmul(off)); // [N, out]
     }
   }
-  return { product, dequantized: dequantizedOf(g, name, q, fanInFanOut) };
+  return tensorsOf(product, backward);
 }
 
 /** W̃ as a float initializer in the stored layout, made on the first call per dtype (QuantizedTensors.dequantized). */

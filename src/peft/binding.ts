@@ -92,6 +92,7 @@ export class AdapterBinding {
         const c = this.savedCopy(m.path, x);
         return apply(c ? { ...m, ...c } : m, x, c ? conv2dForward(x, c.weight, c.bias, m) : m.base(x));
       },
+      adapts: (path) => this.adapters.some((a) => a.layers.has(path) || a.modules.has(path)),
       embedding: (m: EmbeddingModule, ids) => {
         const c = this.savedCopy(m.path, m.weight);
         const weight = c ? c.weight : m.weight;

@@ -36,6 +36,8 @@ export interface CausalLmTaskOptions {
   convertToBase?: boolean;
   /** Prompts to continue at each evaluation with the adapter as trained so far (the task's `sample`). */
   samples?: SampleSettings;
+  /** Rows per chunk of the training graph's fused head (loss.ts; default HEAD_CHUNK_ROWS; 0: the plain path). */
+  headChunkRows?: number;
 }
 
 /** Feeds of a token batch, in the names the task graph declares. */
@@ -79,7 +81,7 @@ function buildTaskGraph(o: CausalLmTaskOptions, shared: AdapterTraining, T: numb
     labelsAre: 'aligned',
     terms,
     frozen,
-    ...(training ? { headChunkRows: HEAD_CHUNK_ROWS } : {}),
+    ...(training ? { headChunkRows: o.headChunkRows ?? HEAD_CHUNK_ROWS } : {}),
   });
   const metrics = Object.keys(out.terms).length ? { ce: out.ce, ...out.terms } : undefined;
   // biases trained in place are graph inputs of the weight source (saved modules come through the binding)

@@ -19,7 +19,14 @@ export { batchIterator } from './task.ts';
 export { lossEvaluator, perplexity, type LossEvaluatorOptions } from './eval.ts';
 export { causalLmTask, type CausalLmTaskOptions } from './causal-lm.ts';
 export { adapterTraining, roleGroups, type AdapterTraining, type AdapterSaveSettings } from './adapter-task.ts';
-export { HEAD_CHUNK_ROWS, causalLmLoss, eagerHeadNll, type CausalLmLoss, type CausalLmLossOptions } from './loss.ts';
+export {
+  HEAD_CHUNK_ROWS,
+  causalLmLoss,
+  eagerHeadNll,
+  type FrozenHead,
+  type CausalLmLoss,
+  type CausalLmLossOptions,
+} from './loss.ts';
 export { causalLmCalibrator, type CalibratorOptions } from './calibrate.ts';
 export { makeSchedule, warmupStepsFor, type LrSchedule, type ScheduleKind, type ScheduleOptions } from './schedule.ts';
 export { StepEngine, optimizerGroups, type EngineOptions, type MicroBatch, type StepOutput } from './engine.ts';

@@ -9,7 +9,7 @@
  * (labels[b, t] is already the target of position t, as the demo's windows of T + 1 bytes give).
  * Not here: the model (models/), the terms (peft/methods/), the optimizer (optim/).
  */
-import { type Tensor, grad, isFloat, tokenNll } from '../graph/index.ts';
+import { type Tensor, tokenNll } from '../graph/index.ts';
 import { buildCausalLM } from '../models/index.ts';
 import type { ModelConfig } from '../io/index.ts';
 import type { ModelContext } from '../nn/index.ts';
@@ -67,13 +67,13 @@ export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
     const out = buildCausalLM(ctx, { inputIds: o.inputIds, attentionMask: o.attentionMask });
     // aligned: positions 0..T-2 predict tokens 1..T-1, so the last position's logits are never built
     const hidden = o.labelsAre === 'aligned' ? out.hidden.slice([0], [-1], [1]) : out.hidden; // [B, T', D]
-    return { hidden, lmHead: out.lmHead };
+    return { hidden, lmHead: out.lmHead, headInputGrad: out.headInputGrad };
   };
   const predicted = (ctx: ModelContext<ModelConfig>) => {
     const { hidden, lmHead } = model(ctx);
     return lmHead(hidden); // [B, T', V]
   };
-  const { hidden, lmHead } = model(o.ctx);
+  const { hidden, lmHead, headInputGrad } = model(o.ctx);
   const targets = (o.labelsAre === 'aligned' ? o.labels.slice([1], [2 ** 62], [1]) : o.labels).reshape([-1]); // [N]
   // the full logits are recorded only when something reads them (the plain path, a term, a caller of .logits)
   let full: Tensor | null = null;
@@ -83,8 +83,8 @@ export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
   };
   const D = hidden.shape[hidden.rank - 1] as number;
   const eager =
-    o.headChunkRows && !o.terms?.length
-      ? eagerHeadNll(lmHead, hidden.reshape([-1, D]), targets, o.headChunkRows)
+    o.headChunkRows && headInputGrad && !o.terms?.length
+      ? eagerHeadNll({ forward: lmHead, inputGrad: headInputGrad }, hidden.reshape([-1, D]), targets, o.headChunkRows)
       : null;
   const { nll, valid } = eager ?? tokenNll(flatLogits(), targets, IGNORE_INDEX); // [N] each
   const nllSum = nll.sum();
@@ -121,18 +121,25 @@ export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
 /** [..., V] logits as [N, V] rows. */
 const rowsOf = (logits: Tensor) => logits.reshape([-1, logits.shape[logits.rank - 1] as number]);
 
+/** A frozen output head: its product and its input gradient (CausalLMOutputs' lmHead and headInputGrad). */
+export interface FrozenHead {
+  forward(h: Tensor): Tensor;
+  inputGrad(dLogits: Tensor): Tensor;
+}
+
 /**
  * Per-row NLL [N] and valid mask of `head`'s logits on `hidden` [N, D], with the loss's gradient at the head's input
- * taken chunk by chunk in the forward pass: each chunk of `rows` rows is detached, its logits and NLL are built, and
- * E = ∂nll_n/∂h_n (a [rows, D] block: row n's NLL reads only row n) comes from grad() right there. The returned NLL is
- * nll + (s − s̄) with s = Σ_d h⊙E and s̄ its detached copy: the value is nll exactly (s − s̄ is 0), and the gradient at
- * h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. Each chunk's logits and their
- * gradient are freed before the next chunk (ORT runs the nodes in this order), so the step's peak holds a [rows, V]
- * block rather than several [N, V] ones. Null when the head reads a float graph input (a trained or adapted head needs
- * its own gradient, which this path does not give).
+ * taken chunk by chunk in the forward pass. For each chunk of `rows` rows: the logits of the detached rows, their NLL
+ * and log-probabilities, and E = ∂nll_n/∂h_n = (softmax − onehot(target))·W (0 on ignored rows), a [rows, D] block
+ * made by the head's own input-gradient product (the row n of the NLL reads only row n). The returned NLL is
+ * nll + (s − s̄) with s = Σ_d h⊙E and s̄ its detached copy: the value is nll exactly (s − s̄ is 0), and the gradient
+ * at h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. Each chunk's [rows, V] blocks
+ * are freed before the next chunk (ORT runs the nodes in this order), so the step's peak holds one chunk's rather
+ * than several [N, V] ones. E is written out rather than differentiated through the head: that skips the passes over
+ * [rows, V] that the head's own rules would add (its per-row scales, its outlier columns, the loss's row weights).
  */
 export function eagerHeadNll(
-  head: (h: Tensor) => Tensor,
+  head: FrozenHead,
   hidden: Tensor,
   targets: Tensor,
   rows: number,
@@ -144,28 +151,18 @@ export function eagerHeadNll(
   for (let s = 0; s < N; s += rows) {
     const e = Math.min(N, s + rows);
     const h = N <= rows ? hidden : hidden.slice([s], [e], [0]); // [n, D]
-    const hd = h.detach();
-    const logits = head(hd); // [n, V]
-    if (readsFloatInput(logits, hd)) return null;
-    const { nll } = tokenNll(logits, N <= rows ? targets : targets.slice([s], [e], [0]), IGNORE_INDEX); // [n]
-    const [dh] = grad(nll.sum(), [hd]); // [n, D]
-    const dot = h.mul(dh.detach()).sum(-1); // [n]
+    const t = N <= rows ? targets : targets.slice([s], [e], [0]); // [n]
+    const logits = head.forward(h.detach()); // [n, V]
+    const [nll, logProb] = g.opMulti('SoftmaxCrossEntropyLoss', [logits, t], NLL_ATTRS, 2); // [n], [n, V]
+    const counted = t.equal(t.lift(IGNORE_INDEX)).not(); // [n]
+    const at = counted.where(t, t.lift(0)).unsqueeze(-1); // [n, 1]: ignored rows point at class 0; E's row is zeroed
+    const dLogits = logProb.exp().scatterElements(at, g.scalar(-1, logits.dtype).expand(at.shapeOf()), 1, 'add');
+    const E = head.inputGrad(dLogits).mul(counted.cast(h.dtype).unsqueeze(-1)).detach(); // [n, D]
+    const dot = h.mul(E).sum(-1); // [n]
     parts.push(nll.detach().add(dot.sub(dot.detach())));
   }
   const valid = targets.equal(targets.lift(IGNORE_INDEX)).not().cast(hidden.dtype);
   return { nll: parts.length === 1 ? parts[0] : g.concat(parts, 0), valid };
 }
 
-/** Whether `y` depends on a float graph input (a trained or per-step tensor) through nodes after `from`. */
-function readsFloatInput(y: Tensor, from: Tensor): boolean {
-  const seen = new Set<Tensor>();
-  const stack = [y];
-  while (stack.length) {
-    const t = stack.pop()!;
-    if (t === from || seen.has(t)) continue;
-    seen.add(t);
-    if (t.kind === 'input' && isFloat(t.dtype)) return true;
-    for (const i of t.node?.inputs ?? []) if (i) stack.push(i);
-  }
-  return false;
-}
+const NLL_ATTRS = { reduction: 'none', ignore_index: IGNORE_INDEX };

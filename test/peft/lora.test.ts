@@ -299,6 +299,7 @@ test('DoRA gradients of A and B equal those of the paper formula with the norm h
         bias: bt,
         fanInFanOut: false,
         base: (t: typeof xi) => t.matmul(Wt.T).add(bt),
+        inputGrad: (dy: typeof xi) => dy.matmul(Wt),
       };
       y = hooks.linear!(mod, xi);
       const ins = g.inputs.filter((t) => t.name.includes('lora_A') || t.name.includes('lora_B'));
@@ -377,4 +378,14 @@ test('"all-linear" targets Linear and GPT-2 Conv1D layers, never embeddings or t
     [...peft.get('default').layers.keys()],
     ['model.layers.0.q_proj', 'model.layers.1.q_proj', 'model.layers.1.c_fc'],
   );
+});
+
+test("the hooks say which modules they adapt: the adapter's layers and saved modules, nothing else", async () => {
+  const peft = await peftWith({ r: 2, target_modules: ['q_proj'], modules_to_save: ['lm_head'] });
+  const hooks = peft.hooks();
+  const adapted = MODULES.map((m) => m.path).filter((p) => hooks.adapts!(p));
+  assert.deepEqual(adapted, ['model.layers.0.q_proj', 'model.layers.1.q_proj', 'lm_head']);
+  const plain = await peftWith({ r: 2, target_modules: ['c_fc'] });
+  assert.equal(plain.hooks().adapts!('lm_head'), false);
+  assert.equal(plain.hooks().adapts!('model.layers.1.c_fc'), true);
 });

@@ -1,13 +1,14 @@
 // The training graph's fused head and loss (causalLmLoss's `headChunkRows`, loss.ts `eagerHeadNll`): the loss, its
 // parts and every trained tensor's gradient equal the plain path's in float64 (chunks that do not divide the rows,
-// ignored labels), no [N, V] tensor is left in the graph, a head that trains falls back to the plain path, and an
-// int8 tied head takes the fused path too.
+// ignored labels), no [N, V] tensor is left in the graph, a head that trains or that a hook adapts keeps the plain
+// path (the hook runs once), and an int8 tied head takes the fused path too.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Graph, type Tensor, grad } from '../../src/graph/index.ts';
 import { loadModel, quantizeModel, type LoadedModel } from '../../src/models/index.ts';
+import type { ModuleHooks } from '../../src/nn/index.ts';
 import { compile, shutdownRuntime } from '../../src/runtime/index.ts';
-import { causalLmLoss, eagerHeadNll } from '../../src/train/loss.ts';
+import { causalLmLoss } from '../../src/train/loss.ts';
 import { assertAllclose } from '../helpers.ts';
 
 after(shutdownRuntime);
@@ -83,17 +84,9 @@ for (const family of ['llama', 'gpt2'] as const) {
   });
 }
 
-test('a head that trains keeps the plain path (eagerHeadNll refuses it) and gets its gradient', async () => {
+test('a head that trains keeps the plain path and gets its gradient', async () => {
   const model = await loadModel(`${root}test/fixtures/models/llama`);
   const head = 'lm_head.weight';
-  const g = new Graph('refuse');
-  const ctx = model.context(g, { dtype: 'f64', trainable: [head] });
-  const hidden = g.input('h', 'f64', [4, 64]);
-  const targets = g.input('t', 'i64', [4]);
-  assert.equal(
-    eagerHeadNll((h) => ctx.linear('lm_head', h), hidden, targets, 2),
-    null,
-  );
   const plain = await run(model, [head]);
   const fused = await run(model, [head], 8);
   assert.ok(fused.vRows.has(N), 'the logits are built whole');
@@ -116,13 +109,55 @@ test('an int8 tied head takes the fused path, no further from the float gradient
   const rel = (a: Float64Array, b: Float64Array) =>
     Math.sqrt(a.reduce((t, x, i) => t + (x - b[i]) ** 2, 0) / b.reduce((t, x) => t + x * x, 0));
   // the int8 base's own error (its backward quantizes each output gradient row to 8 bits) is ~1–3 % here; the fused
-  // path must not add to it, and the loss must agree to float32 rounding of the per-chunk column choice
+  // path must not add to it beyond noise (its E multiplies by the float W everywhere, the plain path's rules by W̃ on
+  // each chunk's 32 outlier columns: 1.1–1.2× either way on these two weights), and the loss must agree to float32
+  // rounding of the per-chunk column choice
   assertAllclose([fused.loss], [plain.loss], { rtol: 1e-4, atol: 0, what: 'loss' });
   for (let i = 0; i < trainable.length; i++) {
     const [errPlain, errFused] = [rel(plain.grads[i], exact.grads[i]), rel(fused.grads[i], exact.grads[i])];
     assert.ok(errPlain > 0 && errPlain < 0.05, `${trainable[i]}: the int8 base's error ${errPlain}`);
-    assert.ok(errFused <= 1.1 * errPlain, `${trainable[i]}: fused error ${errFused} against plain ${errPlain}`);
+    assert.ok(errFused <= 1.25 * errPlain, `${trainable[i]}: fused error ${errFused} against plain ${errPlain}`);
   }
   await float.close();
+  await model.close();
+});
+
+test('a hook that adapts the head keeps the plain path before anything is built; one that says it does not, fuses', async () => {
+  const model = await loadModel(`${root}test/fixtures/models/llama`);
+  const headGraphs = (adapts?: (path: string) => boolean) => {
+    const g = new Graph('hooked');
+    let headCalls = 0;
+    const hooks: ModuleHooks = {
+      // a side effect at the head (a routing term, say) must happen once, on the path whose loss is used
+      linear: (m, x) => {
+        if (m.path === 'lm_head') headCalls++;
+        return m.base(x);
+      },
+      ...(adapts ? { adapts } : {}),
+    };
+    const ctx = model.context(g, { dtype: 'f64', hooks });
+    const inputIds = g.input('input_ids', 'i64', [B, T]);
+    const labels = g.input('labels', 'i64', [B, T]);
+    const out = causalLmLoss({ ctx, inputIds, labels, labelsAre: 'aligned', headChunkRows: 8 });
+    g.output('loss', out.loss);
+    const whole = g
+      .liveNodes()
+      .flatMap((n) => n.outputs)
+      .some((t: Tensor) => t.rank === 2 && t.shape[0] === N && t.shape[1] === V);
+    return { headCalls, whole, adapted: ctx.adapted('lm_head') };
+  };
+  assert.deepEqual(headGraphs(), { headCalls: 1, whole: true, adapted: true }, 'hooks that do not say: adapted');
+  assert.deepEqual(
+    headGraphs((p) => p === 'lm_head'),
+    { headCalls: 1, whole: true, adapted: true },
+  );
+  assert.deepEqual(
+    headGraphs((p) => p !== 'lm_head'),
+    { headCalls: 3, whole: false, adapted: false },
+    '21 rows / 8',
+  );
+  const g = new Graph('trained');
+  assert.equal(model.context(g, { trainable: ['lm_head.weight'] }).adapted('lm_head'), true, 'a trained head');
+  assert.equal(model.context(g, {}).adapted('lm_head'), false);
   await model.close();
 });

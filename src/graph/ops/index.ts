@@ -25,6 +25,7 @@ export { FLOAT_ATTRS } from './types.ts';
 export { type Conv2dOptions, type ConvTranspose2dOptions, conv2dAttrs } from './conv.ts';
 export {
   INT8_BACKWARD,
+  backwardProduct,
   type BackwardWeight,
   type FloatBackward,
   type Int8Backward,

@@ -37,7 +37,7 @@ export interface FloatBackward {
 }
 
 /** dA = dY·W̃ through `back`. */
-function backwardProduct(dy: Tensor, back: BackwardWeight): Tensor {
+export function backwardProduct(dy: Tensor, back: BackwardWeight): Tensor {
   if ('float' in back) return dy.matmul(back.float);
   return rowQuantizedMatMul(dy.mul(back.scale), back.weight, dy.graph.scalar(1, 'f32'), back.zero);
 }
@@ -92,17 +92,12 @@ const ROWS_INPUT = memoTable<Tensor, Map<number, RowsInput>>('int8RowsMatMul: th
  * states no longer set every row's grid. A fixed count, not bitsandbytes' threshold 6.0, keeps the graph's shapes
  * static. The float rows are gathered from the codes (k × N), so no float copy of B̃ is made; the autodiff gives
  * the input gradient as dY·B̃ through DynamicQuantizeMatMul's rule on the masked part plus the small float product's.
- * `float`, the weight as float [N, K] where the graph holds it anyway (FloatBackward), gives the outlier rows instead.
- * Products that read the same input (q, k and v of one layer) share its column choice and quantized rows.
+ * The outlier rows come from the codes even where a float weight is at hand (a tied head's embedding, FloatBackward):
+ * k contiguous rows of B, where k columns of a float [N, K] cost a strided gather over all N rows (25 ms of a 50k
+ * vocabulary's 256-row chunk, measured; bench/RESULTS.md). Products that read the same input (q, k and v of one
+ * layer) share its column choice and quantized rows.
  */
-export function int8RowsMatMul(
-  a: Tensor,
-  b: Tensor,
-  bScale: Tensor,
-  bZero: Tensor,
-  outliers: number,
-  float?: Tensor,
-): Tensor {
+export function int8RowsMatMul(a: Tensor, b: Tensor, bScale: Tensor, bZero: Tensor, outliers: number): Tensor {
   const g = a.graph;
   const K = b.shape[0] as number;
   const k = Math.min(outliers, K);
@@ -118,9 +113,7 @@ export function int8RowsMatMul(
     p = { cols, outliers: a.gather(cols, -1), ...perRow(a.mul(keep)) };
     byCount.set(k, p);
   }
-  const rows = float
-    ? float.gather(p.cols, 1).transpose([1, 0]) // [k, N] of the float weight
-    : b.gather(p.cols, 0).cast('f32').sub(bZero.cast('f32')).mul(bScale); // [k, N] of B̃
+  const rows = b.gather(p.cols, 0).cast('f32').sub(bZero.cast('f32')).mul(bScale); // [k, N] of B̃
   const product = g.op('DynamicQuantizeMatMul', [p.unit, b, bScale, bZero]).mul(p.r);
   return product.add(p.outliers.matmul(rows)); // [..., N]
 }

@@ -236,6 +236,7 @@ export class MixtureModel {
     const byPath = new Map(this.modules.map((m) => [m.path, m]));
     const scale = expertScale(c);
     let hard: Tensor | null = null;
+    out.hooks.adapts = (path) => byPath.has(path);
     out.hooks.linear = (m, x) => {
       const mod = byPath.get(m.path);
       const y = m.base(x);

@@ -168,6 +168,7 @@ function linear(g: Graph, path: string, w0: Float64Array): LinearModule {
     bias: null,
     fanInFanOut: false,
     base: (x) => x.matmul(weight.T),
+    inputGrad: (dy) => dy.matmul(weight),
   };
 }
 
@@ -292,6 +293,7 @@ test('pool LoRA folders as experts: ReMix averages its k active ΔW, LoRA-Mixer 
       bias: null,
       fanInFanOut: false,
       base: (t) => t.matmul(zero.T),
+      inputGrad: (dy) => dy.matmul(zero),
     };
     g.output('y', mg.hooks.linear!(lin, x));
     const sess = await compile(g, { worker: false });

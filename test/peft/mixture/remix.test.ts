@@ -220,6 +220,7 @@ function linear(g: Graph, path: string, w0: Float64Array, inF: number, outF: num
     bias: null,
     fanInFanOut: false,
     base: (x) => x.matmul(weight.T),
+    inputGrad: (dy) => dy.matmul(weight),
   };
 }
 
