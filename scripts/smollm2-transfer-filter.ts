@@ -84,6 +84,7 @@ const DIRS = [
 function tables(r: Results): string {
   const f4 = (x: unknown) => (typeof x === 'number' ? x.toFixed(4) : '—');
   const f2 = (x: unknown) => (typeof x === 'number' ? x.toFixed(2) : '—');
+  const f3 = (x: unknown) => (typeof x === 'number' ? x.toFixed(3) : '—');
   const pct = (x: unknown) => (typeof x === 'number' ? `${Math.round(100 * x)} %` : '—');
   const filt = (f: unknown) => {
     const x = f as { passed: number; candidates: number; filled: number } | undefined;
@@ -96,7 +97,7 @@ function tables(r: Results): string {
         v === 'old' ? '30 (all)' : `${(r[`${n} new discriminator step`] as number | undefined) ?? '—'} of 30`;
       return (
         `| SmolLM2 ${n} | ${v === 'old' ? 'old: every step' : 'new: early-stopped'} | ${step} | ${pct(s?.accuracy)} | ` +
-        `${pct(s?.realPassed)} | ${pct(s?.syntheticPassed)} | ${f2(s?.auc)} | ${f4(s?.logLoss)} | ${f2(s?.meanAbsScore)} |`
+        `${pct(s?.realPassed)} | ${pct(s?.syntheticPassed)} | ${f3(s?.auc)} | ${f4(s?.logLoss)} | ${f2(s?.meanAbsScore)} |`
       );
     }),
   );
