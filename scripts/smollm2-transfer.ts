@@ -16,7 +16,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { evalBatches } from '../src/demo/data.ts';
 import { adapterEvaluator } from '../src/demo/lm.ts';
 import { Graph } from '../src/graph/index.ts';
 import { HfTokenizer, type LlamaLikeConfig } from '../src/io/index.ts';
@@ -27,7 +26,8 @@ import { PeftModel, adaptable } from '../src/peft/index.ts';
 import { compile, shutdownRuntime } from '../src/runtime/index.ts';
 import { transfer } from '../src/train/index.ts';
 import { causalLmLoss } from '../src/train/loss.ts';
-import { MODEL, SHARED_DATA } from './smollm2-pool-tasks.ts';
+import { MODEL } from './smollm2-pool-tasks.ts';
+import { B, SEQ, shakespeare } from './smollm2-shakespeare.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -52,9 +52,6 @@ const RANK = Number(flags.rank);
 const LR = Number(flags.lr);
 const SEED = Number(flags.seed);
 const OUT = resolve(flags.out!);
-const B = 4,
-  SEQ = 128;
-const TEXT = join(SHARED_DATA, 'tinyshakespeare', 'input.txt');
 const RESULTS = join(OUT, 'results.json');
 const t0 = performance.now();
 const log = (s: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${s}`);
@@ -137,12 +134,7 @@ async function main() {
   await mkdir(OUT, { recursive: true });
   const full = await loadModel(MODEL);
   const tokenizer = await HfTokenizer.fromDir(full.dir);
-  const text = await readFile(TEXT, 'utf8');
-  const cut = text.lastIndexOf('\n\n', Math.floor(text.length * 0.9)) + 2; // split at a speech boundary
-  const trainIds = tokenizer.encode(text.slice(0, cut), { addSpecialTokens: false });
-  const heldIds = tokenizer.encode(text.slice(cut), { addSpecialTokens: false });
-  // every next token counted (Infinity: no id is a byte-tokenizer special)
-  const held = evalBatches(Uint16Array.from(heldIds), SEQ, B, Number(flags['eval-windows']), Number.POSITIVE_INFINITY);
+  const { text, cut, trainIds, heldIds, held } = await shakespeare(tokenizer, Number(flags['eval-windows']));
   log(`Tiny Shakespeare: ${trainIds.length} train tokens, ${heldIds.length} held out; ${held.length * B} windows`);
 
   // 1. the pruned base: drop the --drop layers of lowest block influence (8 windows of the train text)

@@ -165,13 +165,13 @@ async function main() {
     const moved = await heldOut(target, r.adapterDir);
     const secs = (performance.now() - tl) / 1000;
     log(
-      `${name(src)} → ${name(tgt)}: Trans-LoRA ${moved.toFixed(4)} (${r.filter.passed}/${r.filter.candidates} ` +
-        `candidates passed, ${r.filter.filled} filled; ${secs.toFixed(0)} s)`,
+      `${name(src)} → ${name(tgt)}: Trans-LoRA ${moved.toFixed(4)} (candidates ${transfer.describeFilter(r.filter)}; ` +
+        `${secs.toFixed(0)} s)`,
     );
     const f4 = (x: number) => x.toFixed(4);
     rows.push(
       `| ${name(src)} → ${name(tgt)} | ${f4(t.none)} | ${f4(moved)} | ${f4(t.organ)} | ${f4(t.real)} | ${f4(s.real)} | ` +
-        `${r.filter.passed}/${r.filter.candidates} |`,
+        `${r.filter ? `${r.filter.passed}/${r.filter.candidates}` : '—'} |`,
     );
     json.push({
       source: name(src),

@@ -30,6 +30,10 @@ interface Flags {
   batch?: unknown;
   seqLen?: unknown;
   seed?: unknown;
+  heldOut?: unknown;
+  evalEvery?: unknown;
+  patience?: unknown;
+  unfiltered?: boolean;
 }
 
 const STEPS = ['kit', 'lora', 'organ', 'transplant'];
@@ -59,8 +63,17 @@ export const register: CommandModule['register'] = (cli) => {
     .option('--length <n>', 'kit: tokens per discriminator row (default 96)')
     .option('--seeds <n>', 'kit: seed examples to keep (default 5)')
     .option('--rows <n>', 'kit: real windows, and as many synthetic rows, for the discriminator (default 256)')
+    .option(
+      '--held-out <n>',
+      'kit: early stopping: n real windows of the last 10 % of the text (the discriminator trains on the first 90 %) ' +
+        'and n more synthetic rows, never trained on; the kit keeps the evaluation of lowest held-out loss ' +
+        '(n a multiple of batch/2; default: none, train every step)',
+    )
+    .option('--eval-every <n>', 'kit: with --held-out, evaluate every n steps (default 5)')
+    .option('--patience <n>', 'kit: with --held-out, stop after n evaluations without improvement (default: none)')
     .option('--keep <n>', 'lora: filtered synthetic rows to distil on (default 64)')
     .option('--rounds <n>', 'lora: generation rounds at most (default 3)')
+    .option('--unfiltered', 'lora: no discriminator; distil on the first --keep candidates (the filter ablation)')
     .option('--steps <n>', 'Optimizer steps (default 60)')
     .option('--lr <x>', 'Peak learning rate (default 2e-3)')
     .option('--rank <r>', 'kit: discriminator LoRA rank (default 8); lora: student rank (default: the source rank)')
@@ -94,12 +107,23 @@ export const register: CommandModule['register'] = (cli) => {
           const text = await readFile(requiredFlag('data', flags.data, 'the task text', '<file>'), 'utf8');
           const tokenizer = await HfTokenizer.fromDir(model.dir);
           const length = intFlag('length', flags.length) ?? 96;
-          const ids = tokenizer.encode(text, { addSpecialTokens: false });
+          const all = tokenizer.encode(text, { addSpecialTokens: false });
           const rows = intFlag('rows', flags.rows) ?? 256;
+          const held = intFlag('held-out', flags.heldOut);
+          // with held-out rows, the last 10 % of the tokens are theirs alone
+          const cut = held ? Math.floor(all.length * 0.9) : all.length;
+          const ids = all.slice(0, cut);
           const r = await transfer.buildTransferKit({
             source: model,
             tokenizer,
             real: transfer.tokenWindows(ids, length, rows, seed),
+            heldOut: held
+              ? {
+                  real: transfer.tokenWindows(all.slice(cut), length, held, seed + 1),
+                  every: intFlag('eval-every', flags.evalEvery) ?? 5,
+                  patience: intFlag('patience', flags.patience),
+                }
+              : undefined,
             syntheticCount: rows,
             seeds: transfer.seedExamples(text, intFlag('seeds', flags.seeds) ?? 5, 80),
             tokens: transfer.questionTokens(tokenizer),
@@ -107,7 +131,11 @@ export const register: CommandModule['register'] = (cli) => {
             ...run(),
           });
           const l = r.history.map((h) => h.loss);
-          console.log(`discriminator loss ${l[0].toFixed(4)} -> ${l[l.length - 1].toFixed(4)}; kit written to ${out}`);
+          const best = transfer.bestEval(r.history);
+          const kept = best ? `; kept step ${best.step} (held-out loss ${best.eval_loss!.toFixed(4)})` : '';
+          console.log(
+            `discriminator loss ${l[0].toFixed(4)} -> ${l[l.length - 1].toFixed(4)}${kept}; kit written to ${out}`,
+          );
         } else if (step === 'lora') {
           const source = await open('source', flags.source, 'the source base model');
           const target = await open('target', flags.target, 'the target base model');
@@ -119,12 +147,13 @@ export const register: CommandModule['register'] = (cli) => {
             targetTokenizer: await HfTokenizer.fromDir(target.dir),
             keep: intFlag('keep', flags.keep) ?? 64,
             maxRounds: intFlag('rounds', flags.rounds) ?? 3,
+            filter: !flags.unfiltered,
             ...run(),
             log: (line) => console.log(line),
           });
           const l = r.history.map((h) => h.loss);
           console.log(
-            `${r.filter.passed}/${r.filter.candidates} candidates classified real (${r.filter.filled} filled); ` +
+            `candidates: ${transfer.describeFilter(r.filter)}; ` +
               `distillation KL ${l[0].toFixed(4)} -> ${l[l.length - 1].toFixed(4)}; adapter written to ${r.adapterDir}`,
           );
         } else if (step === 'organ') {

@@ -3,6 +3,7 @@
 // cross-width transplant fail with one line.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -84,6 +85,46 @@ test('transfer kit + lora: a PEFT LoRA for the target from the source adapter an
   assert.equal(cfg.peft_type, 'LORA');
   assert.equal(cfg.r, 4);
   assert.equal(cfg.base_model_name_or_path, target);
+  assert.match(r.stdout, /candidates: \d+\/\d+ passed \(\d+ filled\); distillation KL/);
+  // early stopping on held-out rows, and the ablation without the filter
+  const early = await lorakit(
+    'kit',
+    '--model',
+    source,
+    '--data',
+    data,
+    '--out',
+    join(tmp, 'kit-early'),
+    '--length',
+    '8',
+    '--held-out',
+    '2',
+    '--eval-every',
+    '1',
+    ...common,
+  );
+  assert.equal(early.status, 0, early.stderr);
+  assert.match(early.stdout, /; kept step [123] \(held-out loss \d+\.\d{4}\); kit written to /);
+  assert.ok(existsSync(join(tmp, 'kit-early', 'run', 'best', 'adapter_config.json')));
+  const plain = await lorakit(
+    'lora',
+    '--source',
+    source,
+    '--adapter',
+    join(tmp, 'src-lora'),
+    '--kit',
+    join(tmp, 'kit-early'),
+    '--target',
+    target,
+    '--out',
+    join(tmp, 'moved-plain'),
+    '--keep',
+    '4',
+    '--unfiltered',
+    ...common,
+  );
+  assert.equal(plain.status, 0, plain.stderr);
+  assert.match(plain.stdout, /round 1: \d+ candidates from the target \(no filter\)\ncandidates: unfiltered; /);
 });
 
 test('transfer organ + transplant: a model folder with one more layer; widths must match', async () => {

@@ -3,15 +3,17 @@
 // (a trained block of decoder layers inserted into a recipient).
 export { distillKl, distillKlHost, type DistillLoss } from './distill-loss.ts';
 export { LogProbs, type LogProbsOptions, type ScoringAdapter } from './log-probs.ts';
-export { fitAdapter, type FitAdapterOptions } from './fit-adapter.ts';
+export { fitAdapter, bestEval, type FitAdapterOptions, type HeldOutSettings } from './fit-adapter.ts';
 export {
   Discriminator,
   trainDiscriminator,
   questionRow,
+  separationStats,
+  type SeparationStats,
   type DiscriminatorTokens,
   type TrainDiscriminatorOptions,
 } from './discriminator.ts';
-export { synthesize, filterByScore, type SynthesizeOptions, type Filtered } from './synthesize.ts';
+export { synthesize, filterByScore, describeFilter, type SynthesizeOptions, type Filtered } from './synthesize.ts';
 export {
   buildTransferKit,
   readTransferKit,

@@ -64,6 +64,11 @@ export interface Filtered {
   filled: number;
 }
 
+/** "passed/candidates passed (filled filled)", or "unfiltered" for a run without the filter (null). */
+export function describeFilter(f: Omit<Filtered, 'rows'> | null): string {
+  return f ? `${f.passed}/${f.candidates} passed (${f.filled} filled)` : 'unfiltered';
+}
+
 /**
  * Keeps the candidates with score > 0 in order until `keep` are kept; when fewer pass, fills up with the
  * highest-scoring rejected candidates (and says how many in `filled`), so the student always sees `keep` rows.

@@ -3,8 +3,9 @@
  * Phase A, while the data is available (`buildTransferKit`): keep a few seed examples, let the source base write
  * synthetic rows from them, and train a discriminator LoRA on the source base to tell real rows from synthetic ones;
  * the kit (seeds, discriminator adapter, its question tokens and row length) is stored beside the adapter.
- * Phase B, data gone (`transferLora`): the target base writes candidates from the seeds, the discriminator keeps
- * those it classifies as real, the teacher (source base + source LoRA) gives its next-token distributions on them,
+ * With held-out rows, the discriminator stops early at its lowest held-out loss (an overconfident one passes almost
+ * nothing). Phase B, data gone (`transferLora`): the target base writes candidates from the seeds, the discriminator
+ * keeps those it classifies as real (or, `filter: false`, the ablation: the first candidates are kept), the teacher (source base + source LoRA) gives its next-token distributions on them,
  * and a fresh LoRA on the target is trained to match them (distillKl). Every artefact is an ordinary PEFT folder.
  * Not here: the pieces (discriminator.ts, synthesize.ts, distill-loss.ts, log-probs.ts), flags (cli/transfer.ts).
  */
@@ -68,6 +69,11 @@ export interface BuildKitOptions extends TransferRunSettings {
   length: number;
   /** Synthetic rows the source writes for the discriminator (default: as many as real rows, at most 256). */
   syntheticCount?: number;
+  /**
+   * Early stopping of the discriminator: real rows it does not train on, and as many more synthetic rows written
+   * after the training ones; evaluated every `every` steps, the kit keeps the evaluation of lowest held-out loss.
+   */
+  heldOut?: { real: readonly ArrayLike<number>[]; every: number; patience?: number };
 }
 
 /** The fit settings of a phase's run: its folder, and the base written into adapter_config.json. */
@@ -80,9 +86,11 @@ export const transferLoraConfig: (rank: number, alpha: number) => Record<string,
 
 /** Phase A: writes the kit folder; returns the kit and the discriminator's training steps. */
 export async function buildTransferKit(o: BuildKitOptions): Promise<{ kit: TransferKit; history: StepRecord[] }> {
-  const synthetic = await synthesize(o.source, o.tokenizer, {
+  const count = o.syntheticCount ?? Math.min(256, o.real.length);
+  const held = o.heldOut;
+  const written = await synthesize(o.source, o.tokenizer, {
     seeds: o.seeds,
-    count: o.syntheticCount ?? Math.min(256, o.real.length),
+    count: count + (held?.real.length ?? 0),
     newTokens: o.length,
     seed: o.seed,
     compile: o.compile,
@@ -96,9 +104,10 @@ export async function buildTransferKit(o: BuildKitOptions): Promise<{ kit: Trans
     adapter: 'discriminator',
     tokens: o.tokens,
     real: o.real,
-    synthetic,
+    synthetic: written.slice(0, count),
     length: o.length,
     batch: o.batch,
+    heldOut: held && { real: held.real, synthetic: written.slice(count), every: held.every, patience: held.patience },
     ...runFit(o, runDir, o.source.dir),
   });
   const kit: TransferKit = { seeds: o.seeds, tokens: o.tokens, length: o.length, sourceBase: o.source.dir };
@@ -205,13 +214,18 @@ export interface TransferLoraOptions extends TransferRunSettings {
   keep: number;
   candidatesPerRound?: number;
   maxRounds?: number;
+  /** false: no discriminator, the first `keep` candidates are distilled on (the ablation; default true). */
+  filter?: boolean;
   log?: (line: string) => void;
 }
 
 /** What `transferLora` did. */
 export interface TransferLoraResult {
   adapterDir: string;
-  filter: Omit<Filtered, 'rows'>;
+  /** What the filter did (null with `filter: false`). */
+  filter: Omit<Filtered, 'rows'> | null;
+  /** The rows distilled on. */
+  rows: number[][];
   history: StepRecord[];
 }
 
@@ -224,14 +238,17 @@ export async function transferLora(o: TransferLoraOptions): Promise<TransferLora
   await loadAdapter(sourcePeft, o.sourceAdapterDir, 'source');
   // the discriminator and the teacher are the same base with a different active adapter
   sourcePeft.setActive('discriminator');
-  const disc = await Discriminator.create(o.source, sourcePeft.generationAdapter(), kit.tokens, kit.length, {
-    compile: o.compile,
-  });
+  const filterOn = o.filter ?? true;
+  const disc = filterOn
+    ? await Discriminator.create(o.source, sourcePeft.generationAdapter(), kit.tokens, kit.length, {
+        compile: o.compile,
+      })
+    : null;
   const perRound = o.candidatesPerRound ?? o.keep;
   const candidates: number[][] = [];
   const scores: number[] = [];
   let passed = 0;
-  for (let round = 0; round < (o.maxRounds ?? 4) && passed < o.keep; round++) {
+  for (let round = 0; round < (o.maxRounds ?? 4) && (disc ? passed : candidates.length) < o.keep; round++) {
     const rows = await synthesize(o.target, o.targetTokenizer, {
       seeds: kit.seeds,
       count: perRound,
@@ -239,14 +256,19 @@ export async function transferLora(o: TransferLoraOptions): Promise<TransferLora
       seed: o.seed + 1 + round,
       compile: o.compile,
     });
-    const s = await disc.score(rows);
     candidates.push(...rows);
+    if (!disc) {
+      log(`round ${round + 1}: ${rows.length} candidates from the target (no filter)`);
+      continue;
+    }
+    const s = await disc.score(rows);
     scores.push(...s);
     passed += s.filter((x) => x > 0).length;
     log(`round ${round + 1}: ${rows.length} candidates from the target, ${passed} classified real so far`);
   }
-  await disc.dispose();
-  const filtered = filterByScore(candidates, scores, o.keep);
+  await disc?.dispose();
+  const filtered = disc ? filterByScore(candidates, scores, o.keep) : null;
+  const kept = filtered ? filtered.rows : candidates.slice(0, o.keep);
   sourcePeft.setActive('source');
   const sourceConfig = sourcePeft.get('source').config as { r?: number; lora_alpha?: number };
   const studentPeft = new PeftModel(adaptable(o.target));
@@ -261,11 +283,15 @@ export async function transferLora(o: TransferLoraOptions): Promise<TransferLora
     student: o.target,
     peft: studentPeft,
     adapter: 'transferred',
-    rows: filtered.rows,
+    rows: kept,
     length: kit.length,
     batch: o.batch ?? 8,
     ...runFit(o, o.outDir, o.target.dir),
   });
-  const { rows: _rows, ...filter } = filtered;
-  return { adapterDir: join(o.outDir, 'final'), filter, history };
+  let filter: Omit<Filtered, 'rows'> | null = null;
+  if (filtered) {
+    const { rows: _rows, ...rest } = filtered;
+    filter = rest;
+  }
+  return { adapterDir: join(o.outDir, 'final'), filter, rows: kept, history };
 }

@@ -29,6 +29,25 @@ test('filterByScore keeps passing rows in order, then fills with the best reject
   assert.throws(() => transfer.filterByScore(rows, [1], 1), /6 candidates but 1 scores/);
 });
 
+test('separationStats: accuracy, pass rates, two-way log-loss, AUC and |score| against hand values', () => {
+  const st = transfer.separationStats([2, 0, -1], [-3, 0.5]);
+  // real passing (> 0): 2 only; synthetic passing: 0.5; correct: 2, −3 → 2 of 5
+  assert.equal(st.accuracy, 2 / 5);
+  assert.equal(st.realPassed, 1 / 3);
+  assert.equal(st.syntheticPassed, 1 / 2);
+  const sp = (x: number) => Math.log(1 + Math.exp(x)); // −log σ(−x)
+  assertAllclose([st.logLoss], [(sp(-2) + sp(0) + sp(1) + sp(-3) + sp(0.5)) / 5], { rtol: 1e-12, what: 'logLoss' });
+  // pairs (real > synthetic): 2>−3, 2>0.5, 0>−3, −1>−3 → 4 of 6
+  assert.equal(st.auc, 4 / 6);
+  assert.equal(st.meanAbsScore, (2 + 0 + 1 + 3 + 0.5) / 5);
+  const t = transfer.separationStats([2, 0, -1], [-3, 0.5], -1.5);
+  assert.equal(t.realPassed, 1);
+  assert.equal(t.syntheticPassed, 1 / 2);
+  // overconfident scores cost log-loss on a mistake even when accuracy is the same
+  assert.ok(transfer.separationStats([30], [2]).logLoss > transfer.separationStats([3], [0.2]).logLoss);
+  assert.throws(() => transfer.separationStats([], [1]), /at least one real and one synthetic/);
+});
+
 test('synthesize: seeded, exactly newTokens per row, prompts cycle over the seeds', async () => {
   const dir = await tinyBase(tinyShape(2), 11);
   const model = await loadModel(dir);
@@ -85,6 +104,64 @@ test('Discriminator: its score is log p(real) − log p(synthetic) at the separa
   const s = await after.score([...real.slice(0, 4), ...synthetic.slice(0, 4)]);
   assert.ok(s.slice(0, 4).every((x) => x > 0) && s.slice(4).every((x) => x < 0), `scores ${[...s]}`);
   await after.dispose();
+
+  // early stopping: held-out rows labelled against the training task, so the held-out loss rises as training
+  // separates; the adapter must end at the best evaluation, whose loss an independent scorer reproduces
+  const fresh = new PeftModel(adaptable(model));
+  await fresh.addAdapter('early', transfer.transferLoraConfig(4, 8), { seed: 0 });
+  const heldReal = synthetic.slice(0, 8),
+    heldSynthetic = real.slice(0, 8);
+  const history = await transfer.trainDiscriminator({
+    model,
+    peft: fresh,
+    adapter: 'early',
+    tokens: TOKENS,
+    real,
+    synthetic,
+    length: L,
+    batch: 8,
+    steps: 20,
+    lr: 1e-2,
+    seed: 0,
+    outputDir: mkdtempSync(join(tmpdir(), 'lk-disc-early-')),
+    baseModel: dir,
+    heldOut: { real: heldReal, synthetic: heldSynthetic, every: 4 },
+  });
+  const evals = history.filter((r) => r.eval_loss !== undefined).map((r) => r.step);
+  assert.deepEqual(evals, [4, 8, 12, 16, 20]);
+  const best = transfer.bestEval(history)!;
+  assert.ok(best.step < 20, `best held-out step ${best.step}: the rising held-out loss should stop it early`);
+  const scorer = await transfer.LogProbs.create(model, {
+    batch: 4,
+    seqLen: L + 1,
+    lastOnly: true,
+    adapter: fresh.generationAdapter(),
+  });
+  const heldRows = [...heldReal, ...heldSynthetic];
+  const out = await scorer.run(heldRows.map((r) => transfer.questionRow(r, TOKENS)));
+  await scorer.dispose();
+  // the held-out loss: −log p(label) at the separator, labels real for heldReal and synthetic for heldSynthetic
+  const ce = heldRows.reduce((a, _, n) => a - out[n * V + (n < 8 ? TOKENS.real : TOKENS.synthetic)], 0) / 16;
+  assertAllclose([ce], [best.eval_loss!], { rtol: 1e-4, atol: 1e-4, what: 'held-out loss of the kept adapter' });
+  await assert.rejects(
+    () =>
+      transfer.trainDiscriminator({
+        model,
+        peft: fresh,
+        adapter: 'early',
+        tokens: TOKENS,
+        real,
+        synthetic,
+        length: L,
+        steps: 1,
+        lr: 1e-2,
+        seed: 0,
+        outputDir: tmpdir(),
+        baseModel: dir,
+        heldOut: { real: heldReal.slice(0, 3), synthetic: heldSynthetic.slice(0, 3), every: 1 },
+      }),
+    /multiple of 4 each; got 3 real, 3 synthetic/,
+  );
   await model.close();
 });
 
@@ -133,7 +210,7 @@ test('transferLora: a 64-wide source LoRA moves to a 128-wide target; the studen
     seed: 0,
     outDir: join(work, 'out'),
   });
-  assert.equal(result.filter.passed + result.filter.filled >= 8, true);
+  assert.equal(result.filter!.passed + result.filter!.filled >= 8, true);
   const cfg = JSON.parse(readFileSync(join(result.adapterDir, 'adapter_config.json'), 'utf8'));
   assert.equal(cfg.r, 4);
   assert.equal(cfg.base_model_name_or_path, targetDir);
@@ -160,6 +237,29 @@ test('transferLora: a 64-wide source LoRA moves to a 128-wide target; the studen
     `distillation KL ${losses.map((l) => l.toFixed(2))}`,
   );
   await teacher.dispose();
+
+  // the ablation without the filter distils on the target's first `keep` candidates, generated independently here
+  const plain = await transfer.transferLora({
+    source,
+    sourceAdapterDir: join(work, 'source'),
+    kitDir: join(work, 'kit'),
+    target,
+    targetTokenizer: await HfTokenizer.fromDir(targetDir),
+    keep: 6,
+    candidatesPerRound: 4,
+    maxRounds: 3,
+    filter: false,
+    steps: 2,
+    lr: 1e-2,
+    batch: 4,
+    seed: 0,
+    outDir: join(work, 'plain'),
+  });
+  assert.equal(plain.filter, null);
+  const tok = await HfTokenizer.fromDir(targetDir);
+  const seeds = ['the quick brown', 'over the lazy', 'the warm mat'];
+  const round = (k: number) => transfer.synthesize(target, tok, { seeds, count: 4, newTokens: L, seed: 1 + k });
+  assert.deepEqual(plain.rows, [...(await round(0)), ...(await round(1))].slice(0, 6));
   await source.close();
   await target.close();
 });
