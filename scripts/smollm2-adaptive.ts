@@ -29,7 +29,7 @@
  * Not here: the methods (src/adaptive/), the tasks' framing (smollm2-pool-tasks.ts), the pool (smollm2-pool.ts).
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   adaMerging,
@@ -404,7 +404,7 @@ function spreadMarkdown(variants: Variant[], what: string): string {
         }
     out.push(
       `**Target ${t}**, mean ± sd over ${what} ${runs.map((x) => (what === 'seeds' ? x.v.seed : x.v.block)).join(', ')} ` +
-        `(${runs.map((x) => x.file).join(', ')})`,
+        `(${runs.map((x) => relative(process.cwd(), x.file)).join(', ')})`,
       '',
       ...tableHead,
     );
@@ -413,8 +413,9 @@ function spreadMarkdown(variants: Variant[], what: string): string {
         `| ${row} | ${COLUMNS.map((c) => {
           const xs = cells[c];
           if (!xs) return '';
+          if (xs.length === 1) return `${xs[0].toFixed(4)} (1 run)`;
           const { mean, sd } = meanSd(xs);
-          return `${mean.toFixed(4)} ± ${sd.toFixed(4)}${xs.length < runs.length ? ` (${xs.length} run${xs.length > 1 ? 's' : ''})` : ''}`;
+          return `${mean.toFixed(4)} ± ${sd.toFixed(4)}${xs.length < runs.length ? ` (${xs.length} runs)` : ''}`;
         }).join(' | ')} |`,
       );
     out.push('');
