@@ -9,17 +9,27 @@
  * fresh LoRA trained on the 80 chats (the pool's run settings). Results go to runs/smollm2-adaptive/<target>.json
  * after every cell; the Markdown table goes to stdout.
  *
+ * `--seed N` drives every random choice: the random pool's matrices, LoraHub's CMA-ES draws and the fresh LoRA's
+ * init and data order. The other methods are deterministic (fixed initial coefficients, full-batch Adam in a fixed
+ * order), so their cells on the recycled and + target LoRA pools do not depend on it. `--sample-block K` takes the
+ * 100 target chats from records 2,000 + 100K + 1 … 2,000 + 100(K + 1) instead (the sample's own spread); the held-out
+ * chats stay fixed. Seed 0 of block 0 is the published table; any other goes to
+ * runs/smollm2-adaptive-seeds/<target>[-seed<N>][-block<K>].json.
+ *
  *   node --import tsx scripts/smollm2-adaptive.ts [--targets sst2,alpaca] [--steps 10] [--hub-budget 12]
  *     [--hub-chats 20] [--test-chats 16] [--top-k 2] [--fresh-steps 40] [--only base,own,fresh,mean,lorahub,...]
  *     [--columns recycled,random,+ target LoRA]     # processes side by side may each take some columns
+ *     [--seed 0] [--sample-block 0] [--out runs/smollm2-adaptive]
  *   node --import tsx scripts/smollm2-adaptive.ts --table            # the Markdown of the saved results only
+ *   node --import tsx scripts/smollm2-adaptive.ts --table --seeds 0,1,2 [--targets alpaca]   # mean ± sd per cell
+ *   node --import tsx scripts/smollm2-adaptive.ts --table --sample-blocks 0,1,2 [--targets alpaca]
  *
  * The chats are the causal-LM task's rows (the `chat` format: SmolLM2's template, loss on the assistant's tokens),
  * given to the methods by adaptive.rowBatches, so every loss here is the Trainer's eval_loss on the same chats.
  * Not here: the methods (src/adaptive/), the tasks' framing (smollm2-pool-tasks.ts), the pool (smollm2-pool.ts).
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   adaMerging,
@@ -53,7 +63,7 @@ import {
   TRAIN_RECORDS,
 } from './smollm2-pool-tasks.ts';
 
-const OUT = resolve(import.meta.dirname, '..', 'runs', 'smollm2-adaptive');
+const RUNS = resolve(import.meta.dirname, '..', 'runs');
 const METHODS = [
   'fresh',
   'own',
@@ -79,6 +89,11 @@ const { values: flags } = parseArgs({
     batch: { type: 'string', default: '4' },
     only: { type: 'string' },
     table: { type: 'boolean', default: false },
+    seed: { type: 'string', default: '0' },
+    'sample-block': { type: 'string', default: '0' },
+    out: { type: 'string' },
+    seeds: { type: 'string' },
+    'sample-blocks': { type: 'string' },
   },
 });
 const STEPS = Number(flags.steps);
@@ -87,6 +102,25 @@ const TEST = Number(flags['test-chats']);
 const TOPK = Number(flags['top-k']);
 const B = Number(flags.batch);
 const HUB_CHATS = Number(flags['hub-chats']);
+const SEED = Number(flags.seed);
+const BLOCK = Number(flags['sample-block']);
+for (const [name, v] of [
+  ['--seed', SEED],
+  ['--sample-block', BLOCK],
+] as const)
+  if (!Number.isInteger(v) || v < 0) throw new Error(`${name}: expected an integer ≥ 0, got ${v}`);
+
+/** One run's variant: the seed of its random choices and the block of 100 target chats. */
+interface Variant {
+  seed: number;
+  block: number;
+}
+/** The published table is variant (0, 0); every other variant has its own file and work folder. */
+const variantName = (t: PoolTask, v: Variant) =>
+  `${t}${v.seed ? `-seed${v.seed}` : ''}${v.block ? `-block${v.block}` : ''}`;
+const defaultOut = (v: Variant) =>
+  join(RUNS, v.seed === 0 && v.block === 0 ? 'smollm2-adaptive' : 'smollm2-adaptive-seeds');
+const OUT = flags.out ? resolve(flags.out) : defaultOut({ seed: SEED, block: BLOCK });
 
 /** One cell: held-out (test) and validation loss, wall seconds, and what the method chose. */
 interface Cell {
@@ -104,16 +138,21 @@ interface TargetResults {
 }
 
 const COLUMNS = ['recycled', 'random', '+ target LoRA'] as const;
-const resultsFile = (t: PoolTask) => join(OUT, `${t}.json`);
+const resultsFile = (t: PoolTask, v: Variant = { seed: SEED, block: BLOCK }, out = OUT) =>
+  join(out, `${variantName(t, v)}.json`);
 
-/** The target's 100 chats after the pool's first 2,000 training records: 80 train, every fifth for validation. */
+/**
+ * The target's 100 chats of block K after the pool's first 2,000 training records (block 0: records 2,001–2,100):
+ * 80 train, every fifth for validation.
+ */
 function targetChats(t: PoolTask): { train: ChatRecord[]; val: ChatRecord[]; test: ChatRecord[] } {
-  const split = readTask(t, SHARED_DATA, TRAIN_RECORDS + 100);
-  const samples = split.train.slice(TRAIN_RECORDS);
+  const from = TRAIN_RECORDS + 100 * BLOCK;
+  const split = readTask(t, SHARED_DATA, from + 100);
+  const samples = split.train.slice(from);
   if (samples.length < 100)
     throw new Error(
-      `${t}: only ${samples.length} training records after the pool's first ${TRAIN_RECORDS}; the target samples ` +
-        'would overlap the pool adapter’s training file',
+      `${t}: only ${samples.length} training records after the first ${from}; the target samples ` +
+        'would overlap the pool adapter’s training file or the held-out chats',
     );
   return {
     train: samples.filter((_, i) => i % 5 !== 4),
@@ -171,7 +210,7 @@ training:
   warmup_steps: 3
   save_steps: ${steps}
   logging_steps: 10
-  seed: 0
+  seed: ${SEED}
 `,
   );
   rmSync(join(dir, 'fresh'), { recursive: true, force: true });
@@ -180,7 +219,7 @@ training:
 }
 
 async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask) {
-  const dir = join(OUT, t);
+  const dir = join(OUT, variantName(t, { seed: SEED, block: BLOCK }));
   mkdirSync(dir, { recursive: true });
   const chats = targetChats(t);
   for (const s of ['train', 'val', 'test'] as const) writeJsonl(join(dir, `${s}.jsonl`), chats[s]);
@@ -195,6 +234,7 @@ async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask
     ? JSON.parse(readFileSync(file, 'utf8'))
     : { target: t, settings: {}, rows: {}, table: {} };
   res.settings = { steps: STEPS, hubBudget: BUDGET, hubChats: HUB_CHATS, topK: TOPK, batch: B, testChats: TEST };
+  Object.assign(res.settings, { seed: SEED, sampleBlock: BLOCK });
   res.rows = { train: sets.train.size, val: sets.val.size, test: sets.test.size, seqLen };
   console.error(`${t}: ${JSON.stringify(res.rows)}`);
   const put = (row: string, col: string, c: Cell) => {
@@ -213,7 +253,7 @@ async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask
   const recycled = poolFromLoras(others, await Promise.all(others.map(read)));
   const pools: Record<(typeof COLUMNS)[number], RecycledPool> = {
     recycled,
-    random: randomPool(recycled, 0),
+    random: randomPool(recycled, SEED),
     '+ target LoRA': poolFromLoras([...POOL_TASKS], await Promise.all(POOL_TASKS.map(read))),
   };
   const only = flags.only?.split(',');
@@ -258,7 +298,7 @@ async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask
     if (want('lorahub')) {
       // its search scores each candidate on the first HUB_CHATS training chats (all 80 cost too much here)
       const hubData = { ...data, train: data.train.slice(0, Math.ceil(HUB_CHATS / B)) };
-      const r = await loraHub({ ...ctx, data: hubData }, { budget: BUDGET });
+      const r = await loraHub({ ...ctx, data: hubData }, { budget: BUDGET, seed: SEED });
       put(`LoraHub (CMA-ES, ${BUDGET} evaluations on ${HUB_CHATS} chats)`, col, {
         loss: r.testLoss!,
         val: r.valLoss,
@@ -299,6 +339,18 @@ async function runTarget(model: LoadedModel, tokenizer: HfTokenizer, t: PoolTask
   }
 }
 
+/** The references first (processes side by side finish cells in any order), then the methods as run. */
+function sortedRows<T>(table: Record<string, T>): [string, T][] {
+  const refs = ['base model', "the target's pool LoRA", 'LoRA trained on'];
+  const rank = (row: string) => {
+    const k = refs.findIndex((p) => row.startsWith(p));
+    return k < 0 ? refs.length : k;
+  };
+  return Object.entries(table).sort(([a], [b]) => rank(a) - rank(b));
+}
+
+const tableHead = [`| method | ${COLUMNS.join(' | ')} |`, `|---|${COLUMNS.map(() => '---:').join('|')}|`];
+
 /** The saved results of every target as one Markdown table per target, and the notes (weights, selections). */
 function markdown(): string {
   const out: string[] = [];
@@ -309,17 +361,9 @@ function markdown(): string {
       `**Target ${t}** (${r.rows.train} train / ${r.rows.val} validation chats, ${r.rows.test} held-out chats, ` +
         `${r.rows.seqLen} tokens per row; ${JSON.stringify(r.settings)})`,
       '',
-      `| method | ${COLUMNS.join(' | ')} |`,
-      `|---|${COLUMNS.map(() => '---:').join('|')}|`,
+      ...tableHead,
     );
-    // the references first (processes side by side finish cells in any order), then the methods as run
-    const refs = ['base model', "the target's pool LoRA", 'LoRA trained on'];
-    const rank = (row: string) => {
-      const k = refs.findIndex((p) => row.startsWith(p));
-      return k < 0 ? refs.length : k;
-    };
-    const rows = Object.entries(r.table).sort(([a], [b]) => rank(a) - rank(b));
-    for (const [row, cells] of rows)
+    for (const [row, cells] of sortedRows(r.table))
       out.push(
         `| ${row} | ${COLUMNS.map((c) => (cells[c] ? `${cells[c].loss.toFixed(4)} (${cells[c].seconds.toFixed(0)} s)` : '')).join(' | ')} |`,
       );
@@ -331,9 +375,73 @@ function markdown(): string {
   return out.join('\n');
 }
 
+/** Mean and sample standard deviation (n − 1; 0 for one value). */
+function meanSd(xs: readonly number[]): { mean: number; sd: number } {
+  const mean = xs.reduce((a, x) => a + x, 0) / xs.length;
+  const ss = xs.reduce((a, x) => a + (x - mean) ** 2, 0);
+  return { mean, sd: xs.length > 1 ? Math.sqrt(ss / (xs.length - 1)) : 0 };
+}
+
+/**
+ * Mean ± sd over variants (seeds or sample blocks) per cell, for every target with a result of more than one variant.
+ * A cell lists how many variants it has when some lack it (e.g. a cell the seed cannot change, run once).
+ */
+function spreadMarkdown(variants: Variant[], what: string): string {
+  const out: string[] = [];
+  for (const t of POOL_TASKS) {
+    const runs = variants
+      .map((v) => ({ v, file: resultsFile(t, v, flags.out ? OUT : defaultOut(v)) }))
+      .filter((x) => existsSync(x.file))
+      .map((x) => ({ ...x, r: JSON.parse(readFileSync(x.file, 'utf8')) as TargetResults }));
+    if (runs.length < 2) continue;
+    const rowNames = new Set(runs.flatMap((x) => Object.keys(x.r.table)));
+    const table: Record<string, Record<string, number[]>> = {};
+    for (const row of rowNames)
+      for (const c of COLUMNS)
+        for (const x of runs) {
+          const cell = x.r.table[row]?.[c];
+          if (cell) ((table[row] ??= {})[c] ??= []).push(cell.loss);
+        }
+    out.push(
+      `**Target ${t}**, mean ± sd over ${what} ${runs.map((x) => (what === 'seeds' ? x.v.seed : x.v.block)).join(', ')} ` +
+        `(${runs.map((x) => relative(process.cwd(), x.file)).join(', ')})`,
+      '',
+      ...tableHead,
+    );
+    for (const [row, cells] of sortedRows(table))
+      out.push(
+        `| ${row} | ${COLUMNS.map((c) => {
+          const xs = cells[c];
+          if (!xs) return '';
+          if (xs.length === 1) return `${xs[0].toFixed(4)} (1 run)`;
+          const { mean, sd } = meanSd(xs);
+          return `${mean.toFixed(4)} ± ${sd.toFixed(4)}${xs.length < runs.length ? ` (${xs.length} runs)` : ''}`;
+        }).join(' | ')} |`,
+      );
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+const intList = (s: string) => s.split(',').map(Number);
+
 async function main() {
   if (flags.table) {
-    console.log(markdown());
+    if (flags.seeds)
+      console.log(
+        spreadMarkdown(
+          intList(flags.seeds).map((seed) => ({ seed, block: BLOCK })),
+          'seeds',
+        ),
+      );
+    else if (flags['sample-blocks'])
+      console.log(
+        spreadMarkdown(
+          intList(flags['sample-blocks']).map((block) => ({ seed: SEED, block })),
+          'sample blocks',
+        ),
+      );
+    else console.log(markdown());
     return;
   }
   const targets = flags.targets!.split(',') as PoolTask[];
