@@ -92,8 +92,10 @@ export class StepEngine {
   /** Builds and compiles the step graph(s) for `task`; parameters start at `init` (zeros without it, before a
    * restore()). */
   static async create(task: TrainTask, opts: EngineOptions, init?: Record<string, Float32Array>): Promise<StepEngine> {
-    // the step graphs are the largest a run compiles, once per run: keep ORT's optimized model for the next run
-    const cOpts = { persistOptimized: true, ...(opts.compile ?? task.compileOptions) };
+    // the step graphs are the largest a run compiles, once per run: keep ORT's optimized model for the next run, but
+    // not the session once the engine is disposed (its arena holds a step's activations, GBs on SmolLM2, and a
+    // process that trains in turn would keep up to the Runtime's cache size of them; the disk entry reloads in seconds)
+    const cOpts = { persistOptimized: true, retain: false, ...(opts.compile ?? task.compileOptions) };
     const tg = task.build();
     const metricNames = Object.keys(tg.metrics ?? {});
     const updates = tg.updates ?? [];

@@ -138,7 +138,13 @@ export class Trainer {
       state = this.freshState(engine, settings);
     }
     await metrics.reset(state.history);
-    return this.loop(engine, state, rng, metrics, resumeDir);
+    try {
+      return await this.loop(engine, state, rng, metrics, resumeDir);
+    } finally {
+      // the step's sessions hold its arena (every activation of a step): a process that trains several adapters in
+      // turn (the pool, transfer and adaptive-merge scripts) would otherwise keep one per run (18 GB on SmolLM2)
+      await engine.dispose();
+    }
   }
 
   /**

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { LorakitError } from '../../src/errors.ts';
 import { SafetensorsFile } from '../../src/io/index.ts';
-import { shutdownRuntime } from '../../src/runtime/index.ts';
+import { defaultRuntime, shutdownRuntime } from '../../src/runtime/index.ts';
 import { Rng } from '../../src/linalg/index.ts';
 import {
   latestCheckpoint,
@@ -309,4 +309,16 @@ test('a fresh run refuses an outputDir that already holds checkpoints', async ()
       /already holds checkpoints \(latest: .*checkpoint-2\); pass resume: true/.test(e.message),
   );
   assert.ok(existsSync(join(dir, 'checkpoint-2')));
+});
+
+test("a run releases its step's sessions at the end, also when it stops on a non-finite loss", async () => {
+  // a process that trains in turn must not keep each run's step session (its arena holds a step's activations)
+  const stats = () => defaultRuntime().stats();
+  const before = stats();
+  await train(regressionTask({ withEval: false }), { outputDir: tmp(), steps: 3, lr: 0.02, ...quiet });
+  assert.equal(stats().alive, before.alive, 'no session outlives the run');
+  assert.ok(stats().released > before.released, 'the step session was released');
+  const nan = regressionTask({ withEval: false, nanAtBatch: 1 });
+  await assert.rejects(train(nan, { outputDir: tmp(), steps: 3, lr: 0.02, ...quiet }), { code: 'LK_NON_FINITE' });
+  assert.equal(stats().alive, before.alive, 'nor a run that threw');
 });

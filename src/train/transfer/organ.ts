@@ -200,14 +200,18 @@ export async function trainOrgan(o: TrainOrganOptions): Promise<Organ> {
     clipNorm: 1,
   });
   const runner = new TrainStepRunner(await compile(g, o.compile), layout, Object.fromEntries(o.organ.weights));
-  const warm = Math.max(1, Math.round(o.steps / 10));
-  for (let s = 0; s < o.steps; s++) {
-    const p = Math.min(1, (s - warm) / Math.max(1, o.steps - warm));
-    const mult = s < warm ? (s + 1) / warm : 0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * p));
-    const m = await runner.step(o.batch(s), o.lr * mult);
-    o.onStep?.(s + 1, m.loss);
+  try {
+    const warm = Math.max(1, Math.round(o.steps / 10));
+    for (let s = 0; s < o.steps; s++) {
+      const p = Math.min(1, (s - warm) / Math.max(1, o.steps - warm));
+      const mult = s < warm ? (s + 1) / warm : 0.1 + 0.9 * 0.5 * (1 + Math.cos(Math.PI * p));
+      const m = await runner.step(o.batch(s), o.lr * mult);
+      o.onStep?.(s + 1, m.loss);
+    }
+    return { ...o.organ, weights: new Map(names.map((n) => [n, Float32Array.from(runner.param(n))])) };
+  } finally {
+    await runner.dispose(); // the session's arena (a training step's activations) would outlive the organ
   }
-  return { ...o.organ, weights: new Map(names.map((n) => [n, Float32Array.from(runner.param(n))])) };
 }
 
 /** Writes organ.safetensors (the layers only) and organ.json (donor config, start, count) into `dir`. */
