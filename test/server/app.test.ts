@@ -252,10 +252,11 @@ test('a client that cancels a stream frees its slot; a full server answers 429',
   for (let i = 0; i < 100 && server.engine.load.inflight > 0; i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(server.engine.load.inflight, 0);
   assert.equal(server.engine.parts.kv.used, 0);
-  // fill the server: maxConcurrent 64 long requests, then one more
+  // fill the server: maxConcurrent 64 long requests, then one more (ignore_eos: a sampled stream that met its end
+  // token before the extra request arrived freed a slot, and the extra got 200 on a loaded machine)
   const streams = await Promise.all(
     Array.from({ length: 64 }, () =>
-      post('/v1/completions', { model: DEMO, prompt: 'A', max_tokens: 200, stream: true }),
+      post('/v1/completions', { model: DEMO, prompt: 'A', max_tokens: 200, stream: true, ignore_eos: true }),
     ),
   );
   const extra = await post('/v1/completions', { model: DEMO, prompt: 'A', max_tokens: 2 });
