@@ -120,7 +120,7 @@ export interface ModelContext<C = unknown> {
   readonly dtype: ComputeDType;
   /** Output of the Linear/Conv1D at `path`, through hooks.linear when set. */
   linear(path: string, x: Tensor): Tensor;
-  /** Whether the Linear at `path` computes more than its frozen base product: a hook adapts it, or its weight trains. */
+  /** Whether the Linear at `path` computes more than its frozen product: a hook adapts it, or its weight trains. */
   adapted(path: string): boolean;
   /** Output of the Embedding at `path`, through hooks.embedding when set. */
   embedding(path: string, ids: Tensor): Tensor;

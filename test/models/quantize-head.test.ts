@@ -115,7 +115,7 @@ test('a quantized head that would be trained or replaced is refused, naming why'
   }
 });
 
-test('a quantized head tied to the embedding gives its input gradient from the float embedding, not an int8 copy', async () => {
+test('a quantized tied head gives its input gradient from the float embedding, not an int8 copy', async () => {
   // dY over the vocabulary is one large entry and many small ones, as softmax − onehot is: an 8-bit grid per row
   // would drop the small ones (the many small probabilities that sum to much of the gradient). This is the product
   // the fused head's E uses (headInputGrad); autodiff through lmHead gives the same but on each input's 32 outlier

@@ -122,7 +122,7 @@ test('an int8 tied head takes the fused path, no further from the float gradient
   await model.close();
 });
 
-test('a hook that adapts the head keeps the plain path before anything is built; one that says it does not, fuses', async () => {
+test('a hook that adapts the head keeps the plain path, decided up front; one that does not, fuses', async () => {
   const model = await loadModel(`${root}test/fixtures/models/llama`);
   const headGraphs = (adapts?: (path: string) => boolean) => {
     const g = new Graph('hooked');

@@ -5,8 +5,9 @@
  * the kit (seeds, discriminator adapter, its question tokens and row length) is stored beside the adapter.
  * With held-out rows, the discriminator stops early at its lowest held-out loss (an overconfident one passes almost
  * nothing). Phase B, data gone (`transferLora`): the target base writes candidates from the seeds, the discriminator
- * keeps those it classifies as real (or, `filter: false`, the ablation: the first candidates are kept), the teacher (source base + source LoRA) gives its next-token distributions on them,
- * and a fresh LoRA on the target is trained to match them (distillKl). Every artefact is an ordinary PEFT folder.
+ * keeps those it classifies as real (or, `filter: false`, the ablation: the first candidates are kept), the teacher
+ * (source base + source LoRA) gives its next-token distributions on them, and a fresh LoRA on the target is trained
+ * to match them (distillKl). Every artefact is an ordinary PEFT folder.
  * Not here: the pieces (discriminator.ts, synthesize.ts, distill-loss.ts, log-probs.ts), flags (cli/transfer.ts).
  */
 import { LorakitError } from '../../errors.ts';
