@@ -1,9 +1,11 @@
 /**
  * Tiny Shakespeare for the SmolLM2 transfer scripts (smollm2-transfer.ts, smollm2-transfer-filter.ts): the first
- * 90 % of the characters train (cut at a speech boundary), the last 10 % are held out, and the held-out LM batches.
+ * 90 % of the characters train (cut at a speech boundary), the last 10 % are held out, and the held-out LM batches;
+ * and the step cache both scripts keep their results in.
  */
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { type LmBatch, evalBatches } from '../src/demo/data.ts';
 import type { HfTokenizer } from '../src/io/index.ts';
 import { SHARED_DATA } from './smollm2-pool-tasks.ts';
@@ -30,4 +32,26 @@ export async function shakespeare(tokenizer: HfTokenizer, windows: number): Prom
   // Infinity: no id is a byte-tokenizer special
   const held = evalBatches(Uint16Array.from(heldIds), SEQ, B, windows, Number.POSITIVE_INFINITY);
   return { text, cut, trainIds, heldIds, held };
+}
+
+/** Results of a run by step name, read from `file` when a previous run left it. */
+export type Results = Record<string, unknown>;
+
+/**
+ * The scripts' step cache in `file` (JSON): `cached(key, run)` gives a saved step's value or runs it and saves the
+ * result, so a rerun skips finished steps; `log` prints a line with the seconds since the cache was opened.
+ */
+export function stepCache(file: string) {
+  const results: Results = existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  const t0 = performance.now();
+  const log = (s: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${s}`);
+  async function cached<T>(key: string, run: () => Promise<T>): Promise<T> {
+    if (key in results) return results[key] as T;
+    const v = await run();
+    results[key] = v;
+    await mkdir(dirname(file), { recursive: true });
+    await writeFile(file, JSON.stringify(results, null, 1));
+    return v;
+  }
+  return { results, cached, log };
 }

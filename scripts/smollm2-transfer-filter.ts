@@ -28,7 +28,7 @@ import { PeftModel, adaptable, loadAdapter } from '../src/peft/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 import { transfer } from '../src/train/index.ts';
 import { MODEL } from './smollm2-pool-tasks.ts';
-import { B, SEQ, shakespeare } from './smollm2-shakespeare.ts';
+import { B, type Results, SEQ, shakespeare, stepCache } from './smollm2-shakespeare.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -58,23 +58,10 @@ const SEED = Number(flags.seed);
 const FROM = resolve(flags.from!);
 const OUT = resolve(flags.out!);
 const RESULTS = join(OUT, 'results.json');
-const t0 = performance.now();
-const log = (s: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${s}`);
-
-type Results = Record<string, unknown>;
-const results: Results = existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, 'utf8')) : {};
+const { results, cached, log } = stepCache(RESULTS);
 const before: Results = existsSync(join(FROM, 'results.json'))
   ? JSON.parse(readFileSync(join(FROM, 'results.json'), 'utf8'))
   : {};
-/** The cached value of step `key`, or runs it and saves the result (a rerun skips finished steps). */
-async function cached<T>(key: string, run: () => Promise<T>): Promise<T> {
-  if (key in results) return results[key] as T;
-  const v = await run();
-  results[key] = v;
-  await mkdir(OUT, { recursive: true });
-  await writeFile(RESULTS, JSON.stringify(results, null, 1));
-  return v;
-}
 
 const DIRS = [
   ['full', 'pruned'],

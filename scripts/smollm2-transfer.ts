@@ -12,7 +12,7 @@
  * Every step's output is cached under --out (results.json, the model folders, the PEFT folders); a rerun skips
  * what exists. Not here: the methods (src/train/transfer/), the demo-base report (scripts/transfer.ts).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -27,7 +27,7 @@ import { compile, shutdownRuntime } from '../src/runtime/index.ts';
 import { transfer } from '../src/train/index.ts';
 import { causalLmLoss } from '../src/train/loss.ts';
 import { MODEL } from './smollm2-pool-tasks.ts';
-import { B, SEQ, shakespeare } from './smollm2-shakespeare.ts';
+import { B, type Results, SEQ, shakespeare, stepCache } from './smollm2-shakespeare.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -53,19 +53,7 @@ const LR = Number(flags.lr);
 const SEED = Number(flags.seed);
 const OUT = resolve(flags.out!);
 const RESULTS = join(OUT, 'results.json');
-const t0 = performance.now();
-const log = (s: string) => console.log(`[${((performance.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${s}`);
-
-type Results = Record<string, unknown>;
-const results: Results = existsSync(RESULTS) ? JSON.parse(readFileSync(RESULTS, 'utf8')) : {};
-/** The cached value of step `key`, or runs it and saves the result (a rerun skips finished steps). */
-async function cached<T>(key: string, run: () => Promise<T>): Promise<T> {
-  if (key in results) return results[key] as T;
-  const v = await run();
-  results[key] = v;
-  await writeFile(RESULTS, JSON.stringify(results, null, 1));
-  return v;
-}
+const { results, cached, log } = stepCache(RESULTS);
 
 /** ShortGPT's block influence of every layer: 1 − mean cos(h_in, h_out) over the tokens of `rows` (B × SEQ). */
 async function blockInfluence(model: LoadedModel, ids: BigInt64Array, rows: number): Promise<number[]> {
