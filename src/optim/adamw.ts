@@ -21,6 +21,7 @@ export function adamw({ beta1 = 0.9, beta2 = 0.999, eps = 1e-8 }: AdamWOptions =
   return {
     name: 'adamw',
     stateSlots: ['m', 'v'],
+    elementwise: true,
     settings: { beta1, beta2, eps },
     scalars: ({ step, lr, weightDecay }) => ({
       decay: 1 - lr * weightDecay,

@@ -7,9 +7,14 @@ export function globalNorm(grads: readonly Tensor[]): Tensor {
   return sq.reduce((a, b) => a.add(b)).sqrt();
 }
 
+/** The factor min(1, maxNorm/(norm + 1e-6)) that scales gradients of global norm `norm` to at most `maxNorm`. */
+export function clipScale(norm: Tensor, maxNorm: number): Tensor {
+  return norm.add(1e-6).reciprocal().mul(maxNorm).minimum(1).detach();
+}
+
 /** Gradients scaled so that their global norm is at most `maxNorm`; also returns the norm before clipping. */
 export function clipByGlobalNorm(grads: readonly Tensor[], maxNorm: number): { grads: Tensor[]; norm: Tensor } {
   const norm = globalNorm(grads);
-  const scale = norm.add(1e-6).reciprocal().mul(maxNorm).minimum(1).detach();
+  const scale = clipScale(norm, maxNorm);
   return { grads: grads.map((g) => g.mul(scale)), norm };
 }

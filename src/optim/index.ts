@@ -2,7 +2,7 @@
 export type { Optimizer, UpdateContext } from './optimizer.ts';
 export { adamw, adamwStep, type AdamWOptions } from './adamw.ts';
 export { sgd, type SgdOptions } from './sgd.ts';
-export { clipByGlobalNorm, globalNorm } from './clip.ts';
+export { clipByGlobalNorm, clipScale, globalNorm } from './clip.ts';
 export {
   addTrainStep,
   inputNamed,

@@ -40,5 +40,11 @@ export interface Optimizer {
    * Python floats (AdamW's bias corrections and step size), so the graph rounds them once, as torch does.
    */
   scalars?(ctx: ScalarContext): Record<string, number>;
+  /**
+   * The update reads each element of param, grad and state alone (with the group's scalars), so the step may update
+   * a group's parameters of equal trailing dimensions as one tensor joined along axis 0 (step.ts): the same values,
+   * in a few nodes instead of a dozen per parameter.
+   */
+  readonly elementwise?: boolean;
   update(ctx: UpdateContext): { param: Tensor; state: Tensor[] };
 }

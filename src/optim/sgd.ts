@@ -14,6 +14,7 @@ export function sgd({ momentum = 0, nesterov = false }: SgdOptions = {}): Optimi
   return {
     name: 'sgd',
     stateSlots: momentum ? ['momentum'] : [],
+    elementwise: true,
     settings: { momentum, nesterov },
     update({ param, grad, state, lr, weightDecay }) {
       const g = weightDecay ? grad.add(param.mul(weightDecay)) : grad;

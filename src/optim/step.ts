@@ -8,7 +8,7 @@ import { LorakitError, check } from '../errors.ts';
 import { type DType, type Graph, type Tensor, grad } from '../graph/index.ts';
 import type { Session, Feed, HostTensor } from '../runtime/index.ts';
 import type { Optimizer } from './optimizer.ts';
-import { clipByGlobalNorm, globalNorm } from './clip.ts';
+import { clipScale, globalNorm } from './clip.ts';
 
 export interface ParamGroup {
   params: Tensor[];
@@ -107,12 +107,29 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
   );
   const lr = graph.input('lr', 'f32', []);
   const step = graph.input('step', 'f32', []);
-  let grads = grad(loss, all);
-  let norm: Tensor;
+  const grads = grad(loss, all);
+  // each group's buckets (lists of parameter indices) and their joined gradients, which the global norm also reads:
+  // one sum of squares per bucket, not two nodes per parameter
+  let at = 0;
+  const plans = opts.groups.map(({ params }) => {
+    const gGrads = grads.slice(at, (at += params.length));
+    return buckets(params, opts.optimizer.elementwise === true).map((members) => ({
+      members,
+      grad: graph.concat(
+        members.map((k) => gGrads[k]),
+        0,
+      ),
+    }));
+  });
+  const ruleGrads = grads.slice(at);
+  const norm = globalNorm([...plans.flatMap((b) => b.map((x) => x.grad)), ...ruleGrads]);
+  let clip: Tensor | null = null;
   if (opts.clipNorm !== undefined) {
     check(opts.clipNorm > 0, 'LK_INVALID_ARGUMENT', `train step: clipNorm must be > 0, got ${opts.clipNorm}`);
-    ({ grads, norm } = clipByGlobalNorm(grads, opts.clipNorm));
-  } else norm = globalNorm(grads);
+    clip = clipScale(norm, opts.clipNorm);
+  }
+  // clipping scales each element alone, so a bucket's joined gradients take one Mul rather than one per parameter
+  const clipped = (g: Tensor) => (clip ? g.mul(clip) : g);
   graph.output('loss', loss);
   graph.output('grad_norm', norm);
   // each group's optimizer scalars: f32 scalar inputs, computed on the host in float64 at the group's lr
@@ -144,29 +161,36 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
   let i = 0;
   graph.scope('optim', () => {
     for (const [gi, group] of opts.groups.entries()) {
-      const glr = scaled(group.lrRatio);
-      const groupScalars = scalarInputs[gi].tensors;
-      for (const p of group.params) {
-        const state = opts.optimizer.stateSlots.map((s) => graph.input(stateName(p.name, s), 'f32', p.shape));
-        const weightDecay = group.weightDecay ?? 0;
+      const ctx = { lr: scaled(group.lrRatio), step, weightDecay: group.weightDecay ?? 0 };
+      const { params } = group;
+      const states = params.map((p) =>
+        opts.optimizer.stateSlots.map((s) => graph.input(stateName(p.name, s), 'f32', p.shape)),
+      );
+      const next: { param: Tensor; state: Tensor[] }[] = [];
+      for (const { members, grad } of plans[gi]) {
+        const join = (ts: Tensor[]) => graph.concat(ts, 0);
         const r = opts.optimizer.update({
-          param: p,
-          grad: grads[i++],
-          state,
-          lr: glr,
-          step,
-          weightDecay,
-          scalars: groupScalars,
+          ...ctx,
+          param: join(members.map((k) => params[k])),
+          grad: clipped(grad),
+          state: opts.optimizer.stateSlots.map((_, j) => join(members.map((k) => states[k][j]))),
+          scalars: scalarInputs[gi].tensors,
         });
-        put(layout.params, p, r.param);
-        r.state.forEach((t, j) => put(layout.state, state[j], t));
+        const sizes = members.map((k) => params[k].shape[0] as number);
+        const split = (t: Tensor) => (members.length === 1 ? [t] : t.split(sizes, 0));
+        const [ps, ss] = [split(r.param), r.state.map(split)];
+        members.forEach((k, m) => (next[k] = { param: ps[m], state: ss.map((s) => s[m]) }));
       }
+      params.forEach((p, k) => {
+        put(layout.params, p, next[k].param);
+        next[k].state.forEach((t, j) => put(layout.state, states[k][j], t));
+      });
     }
     for (const u of updates) {
       const state = u.state.map((s) => graph.input(s.name, 'f32', s.shape));
       const r = u.apply({
         params: u.params,
-        grads: u.params.map(() => grads[i++]),
+        grads: u.params.map(() => clipped(ruleGrads[i++])),
         state,
         inputs: u.inputs.map((x) => inputNamed(graph, x)),
         lr: scaled(u.lrRatio),
@@ -178,6 +202,36 @@ export function addTrainStep(graph: Graph, loss: Tensor, opts: TrainStepOptions)
     }
   });
   return layout;
+}
+
+/**
+ * At most this many parameters per bucket: the Split's i64 sizes (8 bytes each) then stay under the 1 KiB from which
+ * a saved optimised model keeps initializers in its external file, where ORT's shape inference cannot read them
+ * when it loads the model (runtime.ts).
+ */
+const BUCKET_MAX = 64;
+
+/**
+ * The buckets of a group's parameters, as lists of their indices: with an elementwise optimizer, the parameters of
+ * rank ≥ 1 whose dimensions after the first are equal (LoRA's A of every projection with one input width) join one
+ * bucket, in order, up to BUCKET_MAX; otherwise, and for scalars, each parameter is its own.
+ */
+function buckets(params: readonly Tensor[], elementwise: boolean): number[][] {
+  if (!elementwise) return params.map((_, k) => [k]);
+  const byTail = new Map<string, number[]>();
+  const out: number[][] = [];
+  params.forEach((p, k) => {
+    if (p.rank === 0) return void out.push([k]);
+    const key = p.shape.slice(1).join(',');
+    const b = byTail.get(key);
+    if (b && b.length < BUCKET_MAX) b.push(k);
+    else {
+      const nb = [k];
+      byTail.set(key, nb);
+      out.push(nb);
+    }
+  });
+  return out;
 }
 
 /** Host side of a compiled step: holds params and all state, feeds them and takes the new values back. */

@@ -1,9 +1,11 @@
 // Optimizers against plain-JS implementations of PyTorch's update rules, over several steps.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Graph } from '../../src/graph/index.ts';
-import { compile } from '../../src/runtime/index.ts';
+import { Runtime, compile } from '../../src/runtime/index.ts';
 import { adamw, sgd, addTrainStep, TrainStepRunner, type Optimizer } from '../../src/optim/index.ts';
 import { assertAllclose, randArray } from '../helpers.ts';
 
@@ -100,4 +102,102 @@ test('global-norm clipping scales the step and reports the unclipped norm', asyn
 test('bad optimizer options are rejected', () => {
   assert.throws(() => adamw({ beta1: 1 }), /beta1 must be in \[0, 1\)/);
   assert.throws(() => sgd({ nesterov: true }), /nesterov needs momentum/);
+});
+
+// The step joins a group's parameters of equal trailing dimensions into one tensor for an elementwise optimizer
+// (step.ts buckets): the values must be those of one update per parameter, bit for bit, in fewer nodes. The global
+// norm sums squares per bucket, so with clipping its rounding (and the clipped step's) may differ in the last bits.
+test('bucketed AdamW and SGD updates equal per-parameter ones bit for bit (with decay, a scalar, clipping)', async () => {
+  const shapes = [[4, 3], [2, 3], [5], [3], [], [6, 2], [1, 3]];
+  const build = async (opt: Optimizer, clipNorm?: number) => {
+    const g = new Graph('buckets');
+    const ps = shapes.map((s, k) => g.input(`p${k}`, 'f32', s));
+    // a loss whose gradient differs per element and per parameter: Σ_k (k + 1)·Σ sin(p_k)·p_k²
+    const loss = ps
+      .map((p, k) =>
+        p
+          .sin()
+          .mul(p)
+          .mul(p)
+          .sum()
+          .mul(k + 1),
+      )
+      .reduce((a, b) => a.add(b));
+    const groups = [
+      { params: ps.slice(0, 4), weightDecay: 0.1 },
+      { params: ps.slice(4), lrRatio: 2 },
+    ];
+    const layout = addTrainStep(g, loss, { optimizer: opt, groups, clipNorm });
+    const init = Object.fromEntries(
+      shapes.map((s, k) => [
+        `p${k}`,
+        Float32Array.from(
+          randArray(
+            s.reduce((a, b) => a * b, 1),
+            30 + k,
+          ),
+        ),
+      ]),
+    );
+    const r = new TrainStepRunner(await compile(g, { worker: false }), layout, init);
+    const norms: number[] = [];
+    for (let t = 0; t < 4; t++) norms.push((await r.step({}, 0.05)).grad_norm);
+    return { r, norms, nodes: g.nodes.length };
+  };
+  for (const opt of [adamw({ beta2: 0.99 }), sgd({ momentum: 0.9, nesterov: true })]) {
+    for (const clipNorm of [undefined, 0.5]) {
+      const joined = await build(opt, clipNorm);
+      const single = await build({ ...opt, elementwise: false }, clipNorm);
+      const what = `${opt.name}, clip ${clipNorm}`;
+      assertAllclose(joined.norms, single.norms, { rtol: 1e-6, what: `${what}: grad norms` });
+      for (const k of shapes.keys()) {
+        const states = joined.r.layout.state.filter((x) => x.name.startsWith(`p${k}::`));
+        const pairs = [[joined.r.param(`p${k}`), single.r.param(`p${k}`), `p${k}`] as const].concat(
+          states.map((x) => [joined.r.values.get(x.name)!, single.r.values.get(x.name)!, x.name] as const),
+        );
+        for (const [a, b, name] of pairs)
+          if (clipNorm === undefined) assert.deepEqual(a, b, `${what}: ${name}`);
+          else assertAllclose(a, b, { rtol: 1e-5, atol: 1e-7, what: `${what}: ${name}` });
+      }
+      assert.ok(joined.nodes < single.nodes, `${what}: ${joined.nodes} nodes joined, ${single.nodes} one by one`);
+    }
+  }
+});
+
+// A bucket's Split sizes must stay inline in a saved optimised model: ORT's shape inference cannot read an external
+// one when it loads the model, and every warm start would then compile again (step.ts BUCKET_MAX).
+test('a step with 150 parameters of one shape runs from its saved optimised model alone', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'lk-buckets-'));
+  try {
+    // a frozen weight in a file: only such graphs get a disk entry, and with it a saved optimised model
+    const path = join(dir, 'w.bin');
+    writeFileSync(path, new Uint8Array(new Float32Array([1, 2, 3, 4, 5, 6]).buffer));
+    const build = () => {
+      const g = new Graph('many');
+      const w = g.initializer('w', 'f32', [3, 2], { kind: 'file', path, offset: 0, length: 24 });
+      const ps = Array.from({ length: 150 }, (_, k) => g.input(`p${k}`, 'f32', [3, 2]));
+      const loss = ps.map((p) => p.mul(w).mul(p).sum()).reduce((a, b) => a.add(b));
+      return { g, layout: addTrainStep(g, loss, { optimizer: adamw(), groups: [{ params: ps }] }) };
+    };
+    const init = Object.fromEntries(Array.from({ length: 150 }, (_, k) => [`p${k}`, new Float32Array(6).fill(k)]));
+    const opts = { cacheDir: join(dir, 'cache'), persistOptimized: true, worker: false };
+    const first = build();
+    const s1 = await new Runtime().compile(first.g, opts);
+    const r1 = new TrainStepRunner(s1, first.layout, init);
+    await r1.step({}, 0.1);
+    await s1.dispose();
+    // model.onnx unreadable: the next session can only come from optimized.onnx
+    const model = join(dir, 'cache', 'entries', s1.key, 'model.onnx');
+    writeFileSync(model, 'not a model');
+    const again = build();
+    const s2 = await new Runtime().compile(again.g, opts);
+    const r2 = new TrainStepRunner(s2, again.layout, init);
+    await r2.step({}, 0.1);
+    assert.deepEqual(r2.param('p149'), r1.param('p149'));
+    // a saved model that failed to load would have sent the runtime back to a rebuilt entry
+    assert.equal(readFileSync(model, 'utf8'), 'not a model', 'the entry was rebuilt: the saved model did not load');
+    await s2.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -145,6 +145,8 @@ test("persistOptimized saves ORT's optimized model in the entry, loads it next r
   const second = await new Runtime().compile(graph(src, 10), opts);
   assert.deepEqual(await run(second), [14, 16]);
   await second.dispose();
+  // had the saved model failed to load, the entry would have been rebuilt, model.onnx with it
+  assert.equal(readFileSync(join(entry, 'model.onnx'), 'utf8'), 'not a model');
   // a broken optimized model is deleted and made again from model.onnx
   await writeFile(join(entry, 'model.onnx'), model);
   await writeFile(join(entry, 'optimized.onnx'), 'not a model');
