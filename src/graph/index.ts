@@ -24,6 +24,7 @@ export {
   type FloatBackward,
   type Int8Backward,
   int8RowsMatMul,
+  int8RowsInputGrad,
   rowQuantizedMatMul,
 } from './ops/index.ts';
 export { type DType, ONNX_DTYPE, DTYPE_SIZE, type AnyTypedArray, allocArray, arrayFrom, isFloat } from './dtype.ts';

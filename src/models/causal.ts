@@ -44,7 +44,7 @@ export interface CausalLMOutputs {
    * dLogits [..., V] → dLogits·W [..., D], the head's input gradient, when the head is frozen (no hook adapts it, its
    * weight does not train); else null. Lets a loss that has dLogits in hand skip differentiating through lmHead.
    */
-  headInputGrad: ((dLogits: Tensor) => Tensor) | null;
+  headInputGrad: ((dLogits: Tensor, input: Tensor) => Tensor) | null;
 }
 
 /** The runtime lengths and the attention mask every causal layer shares. */
@@ -156,7 +156,7 @@ export function leftPaddedPositions(mask: ArrayLike<number | bigint>, batch: num
  */
 export function headOutputs(ctx: ModelContext, path: string, hidden: Tensor, present: KV[]): CausalLMOutputs {
   const lmHead = (h: Tensor) => ctx.linear(path, h); // [..., V]
-  const headInputGrad = ctx.adapted(path) ? null : (dy: Tensor) => ctx.linearModule(path).inputGrad(dy);
+  const headInputGrad = ctx.adapted(path) ? null : (dy: Tensor, h: Tensor) => ctx.linearModule(path).inputGrad(dy, h);
   let logits: Tensor | null = null;
   return {
     get logits() {

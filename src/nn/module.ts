@@ -31,9 +31,11 @@ export interface LinearModule {
   base(x: Tensor): Tensor;
   /**
    * dY·W, [..., out] → [..., in]: the input gradient `base`'s rules give (a quantized layer's backward copy), built
-   * without `base`'s forward intermediates, for a caller that has dY in hand (the fused head, train/loss.ts).
+   * without differentiating `base`, for a caller that has dY in hand (the fused head, train/loss.ts). `x`, the
+   * tensor `base` was applied to, lets a quantized layer take the columns its forward multiplied in float the same
+   * way (int8-rows' outliers); without it they go through the backward copy too.
    */
-  inputGrad(dy: Tensor): Tensor;
+  inputGrad(dy: Tensor, x?: Tensor): Tensor;
 }
 
 /** An Embedding layer: rows of `weight` [numEmbeddings, dim] picked by integer ids. */
@@ -160,9 +162,13 @@ export function linearForward(
 /** x as rows [N, in], one tensor per x in a graph, so products that read one input see one tensor (q, k, v). */
 const ROWS = memoTable<Tensor, Tensor>('overRows: x reshaped to [N, in]');
 
+/** x [..., in] as rows [N, in]: one reshape per tensor, so products reading x find the same rows tensor. */
+const rowsOf = (x: Tensor, inFeatures: number): Tensor =>
+  x.rank === 2 ? x : x.graph.memo(ROWS, x, () => x.reshape([-1, inFeatures]));
+
 /** `product` applied to x's rows: [..., in] → [N, in] → [N, out] → [..., out] (symbolic leading dims kept). */
 export function overRows(x: Tensor, inFeatures: number, outFeatures: number, product: (rows: Tensor) => Tensor) {
-  const rows = x.rank === 2 ? x : x.graph.memo(ROWS, x, () => x.reshape([-1, inFeatures])); // [N, in]
+  const rows = rowsOf(x, inFeatures); // [N, in]
   const y = product(rows); // [N, out]
   if (x.rank === 2) return y;
   const lead = x.shape.slice(0, -1);
@@ -264,11 +270,11 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       fanInFanOut,
       quantized: q.kind === 'q4' ? 'q4' : 'int8',
       base: (x) => quantizedForward(x, qt, bias, shape),
-      inputGrad: (dy) =>
+      inputGrad: (dy, x) =>
         overRows(dy, outFeatures, inFeatures, (rows) =>
           rows.dtype === 'f64'
             ? rows.gemm(qt.dequantized('f64'), null, { transB: fanInFanOut ? 1 : 0 })
-            : qt.inputGrad(rows),
+            : qt.inputGrad(rows, x && rowsOf(x, inFeatures)),
         ),
     };
   };

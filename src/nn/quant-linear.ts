@@ -16,6 +16,7 @@ import {
   type Graph,
   type InitData,
   type Int8Backward,
+  int8RowsInputGrad,
   int8RowsMatMul,
   INT8_BACKWARD,
   type Tensor,
@@ -34,8 +35,11 @@ import {
 export interface QuantizedTensors {
   /** x [N, in] → x·W̃ᵀ [N, out] through the integer kernel (float32 only). */
   product(rows: Tensor): Tensor;
-  /** dY [N, out] → dY·W̃ [N, in]: the product's input gradient, as its rule gives it (float32 only). */
-  inputGrad(rows: Tensor): Tensor;
+  /**
+   * dY [N, out] → dY·W̃ [N, in]: the product's input gradient, as its rules give it (float32 only). `input`, the rows
+   * the forward multiplied, lets an int8-rows product give its outlier columns in float, as its rules do.
+   */
+  inputGrad(rows: Tensor, input?: Tensor): Tensor;
   /** W̃ in the stored layout ([out, in], or [in, out] for a Conv1D), as a float initializer made on first call. */
   dequantized(dtype: 'f32' | 'f64'): Tensor;
 }
@@ -153,9 +157,18 @@ export function quantizedTensors(
 ): QuantizedTensors {
   const { out, in: inF } = q;
   const backOr = (int8: Int8Backward): BackwardWeight => (floatBackward ? { float: floatBackward } : int8);
-  const tensorsOf = (product: (rows: Tensor) => Tensor, back: BackwardWeight): QuantizedTensors => ({
+  // `rows`: the codes, scales and zero point of an int8-rows product, whose input gradient takes the forward's
+  // outlier columns in float (not with a float backward: that multiplies every column in float already)
+  const tensorsOf = (
+    product: (rows: Tensor) => Tensor,
+    back: BackwardWeight,
+    rows?: { b: Tensor; s: Tensor; zero: Tensor },
+  ): QuantizedTensors => ({
     product,
-    inputGrad: (dy) => backwardProduct(dy, back),
+    inputGrad: (dy, input) =>
+      rows && input && !('float' in back)
+        ? int8RowsInputGrad(dy, input, rows.b, rows.s, rows.zero, back, OUTLIER_COLUMNS)
+        : backwardProduct(dy, back),
     dequantized: dequantizedOf(g, name, q, fanInFanOut),
   });
   let product: (rows: Tensor) => Tensor;
@@ -170,6 +183,7 @@ export function quantizedTensors(
     const back = int8Codes(g, `${name}.int8_back`, q, 'outIn', kernels.codes);
     backward = g.memo(INT8_BACKWARD, b, () => backOr({ weight: back, scale: s, zero }));
     product = (rows) => int8RowsMatMul(rows, b, s, zero, OUTLIER_COLUMNS); // [N, out]
+    return tensorsOf(product, backward, { b, s, zero });
   } else {
     const nb = Math.ceil(inF / Q4_BLOCK);
     const bits = blockBits(q.kind);
@@ -187,7 +201,7 @@ export function quantizedTensors(
       const fwd = int8Codes(g, `${name}.${k}_back_t`, q.back, 'inOut', kernels.codes);
       backward = g.memo(INT8_BACKWARD, fwd, () => backOr(back));
       product = (rows) => int8RowsMatMul(rows, fwd, back.scale, back.zero, OUTLIER_COLUMNS); // [N, out]
-      return tensorsOf(product, backward);
+      return tensorsOf(product, backward, { b: fwd, s: back.scale, zero: back.zero });
     }
     backward = g.memo(INT8_BACKWARD, b, () => backOr(back));
     // accuracy_level 4 (q4, and q8 with int8 inputs): the kernel quantizes each 32-block of the input to int8 and

@@ -124,7 +124,8 @@ const rowsOf = (logits: Tensor) => logits.reshape([-1, logits.shape[logits.rank 
 /** A frozen output head: its product and its input gradient (CausalLMOutputs' lmHead and headInputGrad). */
 export interface FrozenHead {
   forward(h: Tensor): Tensor;
-  inputGrad(dLogits: Tensor): Tensor;
+  /** dLogits·W for the logits `forward` made of `input` (the same tensor). */
+  inputGrad(dLogits: Tensor, input: Tensor): Tensor;
 }
 
 /**
@@ -152,12 +153,13 @@ export function eagerHeadNll(
     const e = Math.min(N, s + rows);
     const h = N <= rows ? hidden : hidden.slice([s], [e], [0]); // [n, D]
     const t = N <= rows ? targets : targets.slice([s], [e], [0]); // [n]
-    const logits = head.forward(h.detach()); // [n, V]
+    const hd = h.detach();
+    const logits = head.forward(hd); // [n, V]
     const [nll, logProb] = g.opMulti('SoftmaxCrossEntropyLoss', [logits, t], NLL_ATTRS, 2); // [n], [n, V]
     const counted = t.equal(t.lift(IGNORE_INDEX)).not(); // [n]
     const at = counted.where(t, t.lift(0)).unsqueeze(-1); // [n, 1]: ignored rows point at class 0; E's row is zeroed
     const dLogits = logProb.exp().scatterElements(at, g.scalar(-1, logits.dtype).expand(at.shapeOf()), 1, 'add');
-    const E = head.inputGrad(dLogits).mul(counted.cast(h.dtype).unsqueeze(-1)).detach(); // [n, D]
+    const E = head.inputGrad(dLogits, hd).mul(counted.cast(h.dtype).unsqueeze(-1)).detach(); // [n, D]
     const dot = h.mul(E).sum(-1); // [n]
     parts.push(nll.detach().add(dot.sub(dot.detach())));
   }

@@ -129,7 +129,7 @@ test('a quantized tied head gives its input gradient from the float embedding, n
   const D = out.hidden.shape[2] as number;
   const R = new Float32Array(5 * V).map((_, k) => (k % V === (7 * Math.floor(k / V)) % V ? 1 : 1e-4 * ((k % 3) - 1)));
   assert.ok(out.headInputGrad, 'a frozen head');
-  g.output('dh', out.headInputGrad(g.constant(R, 'f32', [1, 5, V])));
+  g.output('dh', out.headInputGrad(g.constant(R, 'f32', [1, 5, V]), out.hidden));
   const s = await compile(g, { worker: false });
   const got = (await s.run({ input_ids: BigInt64Array.from([1n, 5n, 9n, 2n, 7n]) })).dh.data as Float32Array;
   await s.dispose();

@@ -152,9 +152,14 @@ test('bucketed AdamW and SGD updates equal per-parameter ones bit for bit (with 
       assertAllclose(joined.norms, single.norms, { rtol: 1e-6, what: `${what}: grad norms` });
       for (const k of shapes.keys()) {
         const states = joined.r.layout.state.filter((x) => x.name.startsWith(`p${k}::`));
-        const pairs = [[joined.r.param(`p${k}`), single.r.param(`p${k}`), `p${k}`] as const].concat(
-          states.map((x) => [joined.r.values.get(x.name)!, single.r.values.get(x.name)!, x.name] as const),
-        );
+        const pairs: [Float32Array, Float32Array, string][] = [
+          [joined.r.param(`p${k}`), single.r.param(`p${k}`), `p${k}`],
+          ...states.map((x): [Float32Array, Float32Array, string] => [
+            joined.r.values.get(x.name)!,
+            single.r.values.get(x.name)!,
+            x.name,
+          ]),
+        ];
         for (const [a, b, name] of pairs)
           if (clipNorm === undefined) assert.deepEqual(a, b, `${what}: ${name}`);
           else assertAllclose(a, b, { rtol: 1e-5, atol: 1e-7, what: `${what}: ${name}` });

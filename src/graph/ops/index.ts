@@ -30,5 +30,6 @@ export {
   type FloatBackward,
   type Int8Backward,
   int8RowsMatMul,
+  int8RowsInputGrad,
   rowQuantizedMatMul,
 } from './quant.ts';

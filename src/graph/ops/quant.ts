@@ -80,6 +80,10 @@ interface RowsInput {
   /** The other columns divided by their rows' largest magnitude r (the outlier columns zeroed). */
   unit: Tensor;
   r: Tensor;
+  /** [K]: 0 at the outlier columns, 1 elsewhere. */
+  keep: Tensor;
+  /** [K, k]: the one-hot matrix S whose product a·S takes the outlier columns out. */
+  select: Tensor;
 }
 
 /** Per graph, by input tensor and outlier count (`${k}`), its RowsInput. */
@@ -116,12 +120,49 @@ export function int8RowsMatMul(a: Tensor, b: Tensor, bScale: Tensor, bZero: Tens
     const select = g
       .constant(new Float32Array(K * k), 'f32', [K, k])
       .scatterElements(cols.reshape([1, k]), g.constant(new Float32Array(k).fill(1), 'f32', [1, k]));
-    p = { cols, outliers: a.matmul(select), ...perRow(a.mul(keep)) };
+    p = { cols, outliers: a.matmul(select), keep, select, ...perRow(a.mul(keep)) };
     byCount.set(k, p);
   }
-  const rows = b.gather(p.cols, 0).cast('f32').sub(bZero.cast('f32')).mul(bScale); // [k, N] of B̃
   const product = g.op('DynamicQuantizeMatMul', [p.unit, b, bScale, bZero]).mul(p.r);
-  return product.add(p.outliers.matmul(rows)); // [..., N]
+  return product.add(p.outliers.matmul(outlierRows(p.cols, b, bScale, bZero))); // [..., N]
+}
+
+/** Per graph, by codes b and then by column choice, the float rows B̃[cols] [k, N] (forward and input gradient). */
+const OUTLIER_ROWS = memoTable<Tensor, Map<Tensor, Tensor>>('int8RowsMatMul: the float rows of its outlier columns');
+
+function outlierRows(cols: Tensor, b: Tensor, bScale: Tensor, bZero: Tensor): Tensor {
+  const byCols = b.graph.memo(OUTLIER_ROWS, b, () => new Map<Tensor, Tensor>());
+  let rows = byCols.get(cols);
+  if (!rows) {
+    rows = b.gather(cols, 0).cast('f32').sub(bZero.cast('f32')).mul(bScale); // [k, N] of B̃
+    byCols.set(cols, rows);
+  }
+  return rows;
+}
+
+/**
+ * The input gradient of int8RowsMatMul(a, b, …) written out, for a caller that takes it without differentiating the
+ * product (loss.ts's fused head): dY·B̃ᵀ through `back` on the quantized columns, and in float32 on the outlier
+ * columns, where the forward multiplied in float, as the product's own rules give it: (dY·B̃[cols]ᵀ)·Sᵀ. Outlier
+ * columns hold the input's largest values, so an 8-bit grid there would weigh most in what the gradient feeds (a
+ * norm's weight: 2× the error of the rules on the test model). `a` must be the tensor the forward multiplied;
+ * without its column choice in this graph the whole product goes through `back`.
+ */
+export function int8RowsInputGrad(
+  dy: Tensor,
+  a: Tensor,
+  b: Tensor,
+  bScale: Tensor,
+  bZero: Tensor,
+  back: BackwardWeight,
+  outliers: number,
+): Tensor {
+  const k = Math.min(outliers, b.shape[0] as number);
+  const p = k > 0 ? a.graph.memo(ROWS_INPUT, a, () => new Map<number, RowsInput>()).get(k) : undefined;
+  if (!p) return backwardProduct(dy, back);
+  const rows = outlierRows(p.cols, b, bScale, bZero); // [k, N]
+  const outlierGrad = dy.gemm(rows, null, { transB: 1 }).gemm(p.select, null, { transB: 1 }); // [n, K]
+  return backwardProduct(dy, back).mul(p.keep).add(outlierGrad);
 }
 
 const intAttr = (v: unknown, what: string): number => {
