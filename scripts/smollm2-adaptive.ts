@@ -78,7 +78,7 @@ const METHODS = [
 
 const { values: flags } = parseArgs({
   options: {
-    targets: { type: 'string', default: 'sst2,alpaca' },
+    targets: { type: 'string' }, // runs: sst2,alpaca when absent; --table: every target when absent
     steps: { type: 'string', default: '10' },
     'hub-budget': { type: 'string', default: '12' },
     'test-chats': { type: 'string', default: '16' },
@@ -351,10 +351,19 @@ function sortedRows<T>(table: Record<string, T>): [string, T][] {
 
 const tableHead = [`| method | ${COLUMNS.join(' | ')} |`, `|---|${COLUMNS.map(() => '---:').join('|')}|`];
 
+/** The targets named by --targets (checked), or without it: all of them for a table, sst2 and alpaca for a run. */
+function targetList(absent: readonly PoolTask[]): PoolTask[] {
+  const targets = flags.targets ? (flags.targets.split(',') as PoolTask[]) : [...absent];
+  const bad = targets.filter((x) => !(POOL_TASKS as readonly string[]).includes(x));
+  if (bad.length) throw new Error(`unknown target ${bad.join(', ')}: one of ${POOL_TASKS.join(', ')}`);
+  return targets;
+}
+const tableTargets = () => targetList(POOL_TASKS);
+
 /** The saved results of every target as one Markdown table per target, and the notes (weights, selections). */
 function markdown(): string {
   const out: string[] = [];
-  for (const t of POOL_TASKS) {
+  for (const t of tableTargets()) {
     if (!existsSync(resultsFile(t))) continue;
     const r: TargetResults = JSON.parse(readFileSync(resultsFile(t), 'utf8'));
     out.push(
@@ -388,12 +397,15 @@ function meanSd(xs: readonly number[]): { mean: number; sd: number } {
  */
 function spreadMarkdown(variants: Variant[], what: string): string {
   const out: string[] = [];
-  for (const t of POOL_TASKS) {
+  for (const t of tableTargets()) {
     const runs = variants
       .map((v) => ({ v, file: resultsFile(t, v, flags.out ? OUT : defaultOut(v)) }))
       .filter((x) => existsSync(x.file))
       .map((x) => ({ ...x, r: JSON.parse(readFileSync(x.file, 'utf8')) as TargetResults }));
-    if (runs.length < 2) continue;
+    if (runs.length < 2) {
+      if (flags.targets) console.error(`${t}: ${runs.length} of the ${what} saved, no spread to show`);
+      continue;
+    }
     const rowNames = new Set(runs.flatMap((x) => Object.keys(x.r.table)));
     const table: Record<string, Record<string, number[]>> = {};
     for (const row of rowNames)
@@ -444,9 +456,7 @@ async function main() {
     else console.log(markdown());
     return;
   }
-  const targets = flags.targets!.split(',') as PoolTask[];
-  const bad = targets.filter((x) => !(POOL_TASKS as readonly string[]).includes(x));
-  if (bad.length) throw new Error(`unknown target ${bad.join(', ')}: one of ${POOL_TASKS.join(', ')}`);
+  const targets = targetList(['sst2', 'alpaca']);
   const unknown = (flags.only?.split(',') ?? []).filter(
     (m) => m !== 'base' && !(METHODS as readonly string[]).includes(m),
   );
