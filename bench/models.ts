@@ -10,12 +10,13 @@ import { join } from 'node:path';
 import { parseModelConfig, writeSafetensors } from '../src/io/index.ts';
 import { familyOf } from '../src/models/index.ts';
 
-export type ModelName = 'gpt2' | 'smollm';
+/** gpt2, smollm: random weights of those shapes; smollm2: the real SmolLM2-135M-Instruct from ../shared's GGUF. */
+export type ModelName = 'gpt2' | 'smollm' | 'smollm2';
 
 export const CACHE_DIR = join(import.meta.dirname, '.cache');
 
 /** config.json of each shape (GPT-2 small as on the Hub; SmolLM-135M's published config). */
-export const CONFIGS: Record<ModelName, Record<string, unknown>> = {
+const SHAPES: Record<'gpt2' | 'smollm', Record<string, unknown>> = {
   gpt2: {
     architectures: ['GPT2LMHeadModel'],
     model_type: 'gpt2',
@@ -60,6 +61,23 @@ export const CONFIGS: Record<ModelName, Record<string, unknown>> = {
     torch_dtype: 'float32',
   },
 };
+/** config.json of each model; SmolLM2-135M-Instruct has SmolLM-135M's shapes (what modelDims and the targets read). */
+export const CONFIGS: Record<ModelName, Record<string, unknown>> = {
+  ...SHAPES,
+  smollm2: { ...SHAPES.smollm, rope_theta: 100000, max_position_embeddings: 8192 },
+};
+
+/** The real model of `smollm2`: SmolLM2-135M-Instruct as the shared Q4_1 GGUF (never copied into the repository). */
+export const SMOLLM2_GGUF = join(
+  import.meta.dirname,
+  '..',
+  '..',
+  'shared',
+  'data',
+  'models',
+  'smollm2-135m-instruct-q4_1',
+  'SmolLM2-135M-Instruct.Q4_1.gguf',
+);
 
 /** Weights-file version: bump when the generator changes so old caches are rewritten. */
 const VERSION = '1';
@@ -106,6 +124,11 @@ function tokenizerJson(vocab: number): unknown {
  * (GPT-2's initializer_range), seeded per tensor.
  */
 export async function ensureModel(name: ModelName): Promise<string> {
+  if (name === 'smollm2') {
+    // both sides read the file itself: lorakit's loadModel, transformers' from_pretrained(..., gguf_file=...)
+    if (!existsSync(SMOLLM2_GGUF)) throw new Error(`bench: smollm2 reads ${SMOLLM2_GGUF}, which is absent here`);
+    return SMOLLM2_GGUF;
+  }
   const dir = join(CACHE_DIR, `${name}-v${VERSION}`);
   if (existsSync(join(dir, 'model.safetensors'))) return dir;
   mkdirSync(dir, { recursive: true });

@@ -1,6 +1,8 @@
 /**
  * `npm run bench:quant`: the quantized-base comparison of issue 11 in one command, one table. For each training
- * workload (GPT-2-small and SmolLM-135M shapes, attention and all-linear targets, batch 4 × 256, r 16) it runs five
+ * workload (GPT-2-small and SmolLM-135M shapes with random weights, and the real SmolLM2-135M-Instruct from the
+ * shared GGUF where ../shared is present, which both sides load from the file; attention and all-linear targets,
+ * batch 4 × 256, r 16) it runs five
  * settings, each in a fresh process, interleaved (the order rotates every round, so a change in the machine's load
  * hits every setting): lorakit with a float32 base, lorakit with an int8 base (docs/quantization.md), the same with
  * the output head quantized too (`quantize_head`), PEFT float32, PEFT under torch.autocast(cpu, bfloat16). Round 0 of each lorakit setting runs on an empty cache folder of its own
@@ -10,15 +12,16 @@
  * the issue's floors hold; writes bench/results/quant.json.
  *   npm run bench:quant                         # --repeat 2 (1 cold + 1 warm round), --steps 3, --warmup 1
  *   npm run bench:quant -- --only smollm --steps 1 --warmup 0 --skip 'PEFT bf16'
+ *   npm run bench:quant -- --only smollm2 --skip 'fp32'      # the real-weight rows, int8 and PEFT bf16
  * Not here: running one workload (lorakit.ts, interop/bench_peft.py), the suite of bench:peft (peft.ts).
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpuFeatures } from '../src/io/host.ts';
 import { kernelsFor } from '../src/nn/index.ts';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RESULTS, ensureVenv, fmt, machine, parseArgs, runLorakit, runPeft, table, type Result } from './common.ts';
-import { ensureModel } from './models.ts';
+import { ensureModel, type ModelName, SMOLLM2_GGUF } from './models.ts';
 import type { Workload } from './workloads.ts';
 
 /** The four settings compared, in the table's column order. */
@@ -71,8 +74,11 @@ async function main(): Promise<void> {
   );
   await ensureModel('gpt2');
   await ensureModel('smollm');
+  // the real SmolLM2 from the shared GGUF (both sides load the file) where ../shared is present
+  const models: ModelName[] = existsSync(SMOLLM2_GGUF) ? ['gpt2', 'smollm', 'smollm2'] : ['gpt2', 'smollm'];
+  if (models.length === 2) console.log(`note: ${SMOLLM2_GGUF} is absent; the real-weight smollm2 rows are skipped`);
   const work: Workload[] = [];
-  for (const model of ['gpt2', 'smollm'] as const)
+  for (const model of models)
     for (const targets of ['attn', 'all'] as const)
       work.push({
         id: `train ${model} ${targets}`,
@@ -134,7 +140,9 @@ function report(
       'timeToFirstStepMs',
       false,
     ) / 1000;
-  const peftBest = (r: Row): Setting => (tps(r, 'PEFT bf16') > tps(r, 'PEFT fp32') ? 'PEFT bf16' : 'PEFT fp32'); // NaN: fp32
+  // the faster PEFT setting of those that ran (a skipped one is NaN and never the best)
+  const peftBest = (r: Row): Setting =>
+    tps(r, 'PEFT bf16') > tps(r, 'PEFT fp32') || Number.isNaN(tps(r, 'PEFT fp32')) ? 'PEFT bf16' : 'PEFT fp32';
   const header = [
     'train, batch 4 x 256, r 16',
     ...SETTINGS.map((s) => `${s} tok/s`),
@@ -180,7 +188,7 @@ function report(
       f('fp32 tokens/s >= 1.0x PEFT fp32', fp32, fp32 >= 1),
       f('int8 peak RSS <= PEFT best', mem, mem <= 1),
       f('int8 first step (warm) <= PEFT best', t, t <= 1),
-    ];
+    ].filter((x) => x[1] !== '—'); // a floor whose settings were skipped is not judged
   });
   const after = loadavg().map((x) => Math.round(x * 100) / 100);
   console.log(

@@ -13,6 +13,7 @@ on the same target_modules, model.train(), AdamW (lr 1e-4, weight decay 0.01), t
           preallocated outputs), best of the runs; bench/gemm.ts is lorakit's side
 """
 import json
+import os
 import re
 import sys
 import time
@@ -97,7 +98,13 @@ def run_model(w, t0):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(w["dir"], dtype=torch.float32, attn_implementation=w.get("peftAttention", "sdpa"))
+    attn = w.get("peftAttention", "sdpa")
+    path = w["dir"]
+    if path.endswith(".gguf"):  # the real SmolLM2 (bench/models.ts smollm2): transformers dequantizes it to float32
+        gguf = {"gguf_file": os.path.basename(path)}
+        model = AutoModelForCausalLM.from_pretrained(os.path.dirname(path), dtype=torch.float32, attn_implementation=attn, **gguf)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
     cfg = dict(w["lora"])
     cfg.pop("peft_type")
     if w["kind"] == "gen":
