@@ -107,7 +107,7 @@ test('bad optimizer options are rejected', () => {
 // The step joins a group's parameters of equal trailing dimensions into one tensor for an elementwise optimizer
 // (step.ts buckets): the values must be those of one update per parameter, bit for bit, in fewer nodes. The global
 // norm sums squares per bucket, so with clipping its rounding (and the clipped step's) may differ in the last bits.
-test('bucketed AdamW and SGD updates equal per-parameter ones bit for bit (with decay, a scalar, clipping)', async () => {
+test('bucketed AdamW and SGD updates equal per-parameter ones bit for bit (decay, a scalar, clipping)', async () => {
   const shapes = [[4, 3], [2, 3], [5], [3], [], [6, 2], [1, 3]];
   const build = async (opt: Optimizer, clipNorm?: number) => {
     const g = new Graph('buckets');
