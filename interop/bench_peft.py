@@ -102,7 +102,9 @@ def run_model(w, t0):
     path = w["dir"]
     if path.endswith(".gguf"):  # the real SmolLM2 (bench/models.ts smollm2): transformers dequantizes it to float32
         folder, gguf = os.path.dirname(path), os.path.basename(path)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32, attn_implementation=attn)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=gguf, dtype=torch.float32, attn_implementation=attn
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation=attn)
     cfg = dict(w["lora"])
