@@ -41,8 +41,9 @@ export interface CausalLMOutputs {
   /** The LM head (through hooks): [..., D] → [..., V]. */
   lmHead(h: Tensor): Tensor;
   /**
-   * dLogits [..., V] → dLogits·W [..., D], the head's input gradient, when the head is frozen (no hook adapts it, its
-   * weight does not train); else null. Lets a loss that has dLogits in hand skip differentiating through lmHead.
+   * dLogits [..., V] → dLogits·W [..., D], the head's input gradient, when the head is frozen (no hook adapts
+   * it, its weight does not train); else null. Lets a loss that has dLogits in hand skip differentiating through
+   * lmHead.
    */
   headInputGrad: ((dLogits: Tensor, input: Tensor) => Tensor) | null;
 }

@@ -36,8 +36,8 @@ export interface QuantizedTensors {
   /** x [N, in] → x·W̃ᵀ [N, out] through the integer kernel (float32 only). */
   product(rows: Tensor): Tensor;
   /**
-   * dY [N, out] → dY·W̃ [N, in]: the product's input gradient, as its rules give it (float32 only). `input`, the rows
-   * the forward multiplied, lets an int8-rows product give its outlier columns in float, as its rules do.
+   * dY [N, out] → dY·W̃ [N, in]: the product's input gradient, as its rules give it (float32 only). `input`, the
+   * rows the forward multiplied, lets an int8-rows product give its outlier columns in float, as its rules do.
    */
   inputGrad(rows: Tensor, input?: Tensor): Tensor;
   /** W̃ in the stored layout ([out, in], or [in, out] for a Conv1D), as a float initializer made on first call. */

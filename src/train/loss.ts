@@ -130,14 +130,15 @@ export interface FrozenHead {
 
 /**
  * Per-row NLL [N] and valid mask of `head`'s logits on `hidden` [N, D], with the loss's gradient at the head's input
- * taken chunk by chunk in the forward pass. For each chunk of `rows` rows: the logits of the detached rows, their NLL
- * and log-probabilities, and E = ∂nll_n/∂h_n = (softmax − onehot(target))·W (0 on ignored rows), a [rows, D] block
- * made by the head's own input-gradient product (the row n of the NLL reads only row n). The returned NLL is
- * nll + (s − s̄) with s = Σ_d h⊙E and s̄ its detached copy: the value is nll exactly (s − s̄ is 0), and the gradient
- * at h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. Each chunk's [rows, V] blocks
- * are freed before the next chunk (ORT runs the nodes in this order), so the step's peak holds one chunk's rather
- * than several [N, V] ones. E is written out rather than differentiated through the head: that skips the passes over
- * [rows, V] that the head's own rules would add (its per-row scales, its outlier columns, the loss's row weights).
+ * taken chunk by chunk in the forward pass. For each chunk of `rows` rows: the logits of the detached rows, their
+ * NLL and log-probabilities, and E = ∂nll_n/∂h_n = (softmax − onehot(target))·W (0 on ignored rows), a [rows, D]
+ * block made by the head's own input-gradient product (the row n of the NLL reads only row n). The returned NLL
+ * is nll + (s − s̄) with s = Σ_d h⊙E and s̄ its detached copy: the value is nll exactly (s − s̄ is 0), and
+ * the gradient at h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. Each
+ * chunk's [rows, V] blocks are freed before the next chunk (ORT runs the nodes in this order), so the step's
+ * peak holds one chunk's rather than several [N, V] ones. E is written out rather than differentiated through
+ * the head: that skips the passes over [rows, V] that the head's own rules would add (its per-row scales, its
+ * outlier columns, the loss's row weights).
  */
 export function eagerHeadNll(
   head: FrozenHead,

@@ -116,8 +116,8 @@ for (const [family, trainable] of [
       Math.sqrt(a.reduce((t, x, i) => t + (x - b[i]) ** 2, 0) / b.reduce((t, x) => t + x * x, 0));
     // the int8 base's own error (its backward quantizes each output gradient row to 8 bits) is ~1–6 % here; the
     // fused path must not add to it beyond noise (tied: E multiplies by the float W everywhere, the plain path's
-    // rules by W̃ on each chunk's 32 outlier columns, 1.1–1.2× either way on these weights), and the loss must agree
-    // to float32 rounding of the per-chunk column choice
+    // rules by W̃ on each chunk's 32 outlier columns, 1.1–1.2× either way on these weights), and the loss must
+    // agree to float32 rounding of the per-chunk column choice
     assertAllclose([fused.loss], [plain.loss], { rtol: 1e-4, atol: 0, what: 'loss' });
     for (let i = 0; i < trainable.length; i++) {
       const [errPlain, errFused] = [rel(plain.grads[i], exact.grads[i]), rel(fused.grads[i], exact.grads[i])];
