@@ -1,13 +1,15 @@
 /**
  * Tiny Shakespeare for the SmolLM2 transfer scripts (smollm2-transfer.ts, smollm2-transfer-filter.ts): the first
  * 90 % of the characters train (cut at a speech boundary), the last 10 % are held out, and the held-out LM batches;
- * and the step cache both scripts keep their results in.
+ * the step cache both scripts keep their results in, and their NOT organ training.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { type LmBatch, evalBatches } from '../src/demo/data.ts';
 import type { HfTokenizer } from '../src/io/index.ts';
+import type { LoadedModel } from '../src/models/index.ts';
+import { transfer } from '../src/train/index.ts';
 import { SHARED_DATA } from './smollm2-pool-tasks.ts';
 
 /** Rows per batch and tokens per row of the SmolLM2 transfer runs. */
@@ -53,5 +55,39 @@ export function stepCache(file: string) {
     await writeFile(file, JSON.stringify(results, null, 1));
     return v;
   }
-  return { results, cached, log };
+  /** Saves the results with the run's flags, and prints and writes the run's table (table.md beside `file`). */
+  async function finish(flags: Results, md: string): Promise<void> {
+    results.flags = flags;
+    await writeFile(file, JSON.stringify(results, null, 1));
+    console.log(`\n${md}\n`);
+    const out = join(dirname(file), 'table.md');
+    await writeFile(out, `${md}\n`);
+    log(`done; ${out}`);
+  }
+  return { results, cached, log, finish };
+}
+
+/** transfer.trainOrgan on windows of the training ids (B × SEQ), with the loss of its first and last step. */
+export async function trainOrganOn(
+  base: LoadedModel,
+  organ: transfer.Organ,
+  trainIds: number[],
+  o: { steps: number; lr: number; seed: number },
+): Promise<{ trained: transfer.Organ; first: number; last: number }> {
+  let first = Number.NaN;
+  let last = Number.NaN;
+  const trained = await transfer.trainOrgan({
+    base,
+    organ,
+    batch: (i) => transfer.windowBatch(trainIds, B, SEQ, o.seed, i),
+    batchSize: B,
+    seqLen: SEQ,
+    steps: o.steps,
+    lr: o.lr,
+    onStep: (s, l) => {
+      if (s === 1) first = l;
+      last = l;
+    },
+  });
+  return { trained, first, last };
 }

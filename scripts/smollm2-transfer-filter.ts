@@ -18,7 +18,7 @@
  * Every step's output is cached under --out (results.json, the kits, the PEFT folders); a rerun skips what exists.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { adapterEvaluator } from '../src/demo/lm.ts';
@@ -28,7 +28,7 @@ import { PeftModel, adaptable, loadAdapter } from '../src/peft/index.ts';
 import { shutdownRuntime } from '../src/runtime/index.ts';
 import { transfer } from '../src/train/index.ts';
 import { MODEL } from './smollm2-pool-tasks.ts';
-import { B, type Results, SEQ, shakespeare, stepCache } from './smollm2-shakespeare.ts';
+import { B, type Results, SEQ, shakespeare, stepCache, trainOrganOn } from './smollm2-shakespeare.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -58,7 +58,7 @@ const SEED = Number(flags.seed);
 const FROM = resolve(flags.from!);
 const OUT = resolve(flags.out!);
 const RESULTS = join(OUT, 'results.json');
-const { results, cached, log } = stepCache(RESULTS);
+const { results, cached, log, finish } = stepCache(RESULTS);
 const before: Results = existsSync(join(FROM, 'results.json'))
   ? JSON.parse(readFileSync(join(FROM, 'results.json'), 'utf8'))
   : {};
@@ -250,21 +250,12 @@ async function main() {
     log(`full: organ replacing layers ${own.join(', ')}: ${rep.toFixed(4)}`);
     const lowDir = join(OUT, 'organ-low-lr');
     if (!existsSync(join(lowDir, 'organ.json'))) {
-      let first = NaN,
-        last = NaN;
       const json = JSON.parse(await readFile(join(full.dir, 'config.json'), 'utf8'));
-      const trained = await transfer.trainOrgan({
-        base: full,
-        organ: transfer.extractOrgan(json, await transfer.readAllWeights(full), start, organ.count),
-        batch: (i) => transfer.windowBatch(trainIds, B, SEQ, SEED, i),
-        batchSize: B,
-        seqLen: SEQ,
+      const cut = transfer.extractOrgan(json, await transfer.readAllWeights(full), start, organ.count);
+      const { trained, first, last } = await trainOrganOn(full, cut, trainIds, {
         steps: STEPS,
         lr: Number(flags['organ-lr']),
-        onStep: (s, l) => {
-          if (s === 1) first = l;
-          last = l;
-        },
+        seed: SEED,
       });
       await transfer.saveOrgan(lowDir, trained);
       results['low-lr organ loss'] = [first, last];
@@ -276,12 +267,7 @@ async function main() {
     const low = await cached(`full low-lr organ at ${start}`, () => evalModel(lowModel));
     log(`full: low-lr organ inserted at ${start}: ${low.toFixed(4)}`);
   }
-  results.flags = flags;
-  await writeFile(RESULTS, JSON.stringify(results, null, 1));
-  const md = tables(results);
-  console.log(`\n${md}\n`);
-  await writeFile(join(OUT, 'table.md'), `${md}\n`);
-  log(`done; ${join(OUT, 'table.md')}`);
+  await finish(flags, tables(results));
   for (const m of Object.values(bases)) await m.close();
   await shutdownRuntime();
 }

@@ -13,7 +13,7 @@
  * what exists. Not here: the methods (src/train/transfer/), the demo-base report (scripts/transfer.ts).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { adapterEvaluator } from '../src/demo/lm.ts';
@@ -27,7 +27,7 @@ import { compile, shutdownRuntime } from '../src/runtime/index.ts';
 import { transfer } from '../src/train/index.ts';
 import { causalLmLoss } from '../src/train/loss.ts';
 import { MODEL } from './smollm2-pool-tasks.ts';
-import { B, type Results, SEQ, shakespeare, stepCache } from './smollm2-shakespeare.ts';
+import { B, type Results, SEQ, shakespeare, stepCache, trainOrganOn } from './smollm2-shakespeare.ts';
 
 const { values: flags } = parseArgs({
   options: {
@@ -53,7 +53,7 @@ const LR = Number(flags.lr);
 const SEED = Number(flags.seed);
 const OUT = resolve(flags.out!);
 const RESULTS = join(OUT, 'results.json');
-const { results, cached, log } = stepCache(RESULTS);
+const { results, cached, log, finish } = stepCache(RESULTS);
 
 /** ShortGPT's block influence of every layer: 1 − mean cos(h_in, h_out) over the tokens of `rows` (B × SEQ). */
 async function blockInfluence(model: LoadedModel, ids: BigInt64Array, rows: number): Promise<number[]> {
@@ -204,20 +204,10 @@ async function main() {
     const json = JSON.parse(await readFile(join(full.dir, 'config.json'), 'utf8'));
     const span = transfer.defaultOrganSpan(json.num_hidden_layers);
     const organ = transfer.extractOrgan(json, await transfer.readAllWeights(full), span.start, span.count);
-    let first = NaN,
-      last = NaN;
-    const trained = await transfer.trainOrgan({
-      base: full,
-      organ,
-      batch: (i) => transfer.windowBatch(trainIds, B, SEQ, SEED, i),
-      batchSize: B,
-      seqLen: SEQ,
+    const { trained, first, last } = await trainOrganOn(full, organ, trainIds, {
       steps: STEPS,
       lr: Number(flags['organ-lr']),
-      onStep: (s, l) => {
-        if (s === 1) first = l;
-        last = l;
-      },
+      seed: SEED,
     });
     await transfer.saveOrgan(organDir, trained);
     results['organ loss'] = [first, last];
@@ -269,12 +259,7 @@ async function main() {
     const moved = await cached(`${t} trans-lora from ${s}`, () => heldOut(bases[t], join(runDir, 'final')));
     log(`${s} → ${t}: Trans-LoRA ${moved.toFixed(4)}`);
   }
-  results.flags = flags;
-  await writeFile(RESULTS, JSON.stringify(results, null, 1));
-  const md = table(results);
-  console.log(`\n${md}\n`);
-  await writeFile(join(OUT, 'table.md'), `${md}\n`);
-  log(`done; ${join(OUT, 'table.md')}`);
+  await finish(flags, table(results));
   for (const m of Object.values(bases)) await m.close();
   await shutdownRuntime();
 }
