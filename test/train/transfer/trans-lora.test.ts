@@ -111,17 +111,11 @@ test('Discriminator: its score is log p(real) − log p(synthetic) at the separa
   await fresh.addAdapter('early', transfer.transferLoraConfig(4, 8), { seed: 0 });
   const heldReal = synthetic.slice(0, 8),
     heldSynthetic = real.slice(0, 8);
+  const early = { model, peft: fresh, adapter: 'early', tokens: TOKENS, real, synthetic, length: L, lr: 1e-2 };
   const history = await transfer.trainDiscriminator({
-    model,
-    peft: fresh,
-    adapter: 'early',
-    tokens: TOKENS,
-    real,
-    synthetic,
-    length: L,
+    ...early,
     batch: 8,
     steps: 20,
-    lr: 1e-2,
     seed: 0,
     outputDir: mkdtempSync(join(tmpdir(), 'lk-disc-early-')),
     baseModel: dir,
@@ -146,15 +140,8 @@ test('Discriminator: its score is log p(real) − log p(synthetic) at the separa
   await assert.rejects(
     () =>
       transfer.trainDiscriminator({
-        model,
-        peft: fresh,
-        adapter: 'early',
-        tokens: TOKENS,
-        real,
-        synthetic,
-        length: L,
+        ...early,
         steps: 1,
-        lr: 1e-2,
         seed: 0,
         outputDir: tmpdir(),
         baseModel: dir,
