@@ -42,13 +42,15 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
   const nodes = g.nodes.slice(); // backward nodes appended below are not walked
   for (const n of nodes) {
     if (n.stopGradient) continue;
-    if (n.inputs.some((t) => t && fromX.has(t))) for (const o of n.outputs) if (isFloat(o.dtype)) fromX.add(o);
+    const reads = [...n.inputs, ...(n.implicitInputs ?? [])];
+    if (reads.some((t) => t && fromX.has(t))) for (const o of n.outputs) if (isFloat(o.dtype)) fromX.add(o);
   }
   // Backward: tensors that y depends on.
   const toY = new Set<Tensor>([y]);
   for (let i = nodes.length - 1; i >= 0; i--) {
     const n = nodes[i];
-    if (n.outputs.some((o) => toY.has(o))) for (const t of n.inputs) if (t) toY.add(t);
+    if (n.outputs.some((o) => toY.has(o)))
+      for (const t of [...n.inputs, ...(n.implicitInputs ?? [])]) if (t) toY.add(t);
   }
 
   const grads = new Map<Tensor, Tensor>();
@@ -63,7 +65,8 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
       const n: Node = nodes[i];
       if (n.stopGradient || !n.outputs.some((o) => grads.has(o) && fromX.has(o))) continue;
       const needs = n.inputs.map((t) => !!t && fromX.has(t) && toY.has(t));
-      if (!needs.some(Boolean)) continue;
+      const implicit = n.implicitInputs?.some((t) => fromX.has(t) && toY.has(t)) ?? false;
+      if (!needs.some(Boolean) && !implicit) continue;
       const rule = OPS[n.op].vjp;
       if (typeof rule === 'string') {
         throw new LorakitError(

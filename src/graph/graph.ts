@@ -30,6 +30,8 @@ export interface Node {
   readonly attrs: Attrs;
   /** Set on Identity nodes made by `detach()`: autodiff treats the output as a constant. */
   readonly stopGradient?: boolean;
+  /** Values a Scan's body reads from the enclosing graph by name (ONNX outer scope): live when the node is. */
+  readonly implicitInputs?: readonly Tensor[];
 }
 
 /** A symbolic tensor: a graph input, an initializer (constant or weight), or a node output. */
@@ -282,6 +284,7 @@ export type TensorLike = Tensor | number;
 export interface OpExtra {
   shape?: Shape;
   stopGradient?: boolean;
+  implicitInputs?: readonly Tensor[];
 }
 
 /** A graph under construction. Nodes are appended in a valid topological order. */
@@ -298,6 +301,8 @@ export class Graph {
   private nextDim = 0;
   /** Per-graph memo tables (see memo.ts), by table. */
   private memos = new Map<object, Map<unknown, unknown>>();
+  /** Nodes and slice inputs inside a Scan's body, by the Scan node: no node outside may read their values. */
+  private inBody = new Map<Node | Tensor, Node>();
 
   constructor(readonly name = 'lorakit') {}
 
@@ -482,6 +487,7 @@ export class Graph {
       infos[0] = { ...infos[0], shape: [...extra.shape] };
     }
     const node: Node = { id, op, name, inputs, outputs: [], attrs, stopGradient: extra?.stopGradient };
+    if (extra?.implicitInputs) Object.assign(node, { implicitInputs: extra.implicitInputs });
     const outs = infos.map(
       (info, i) =>
         new Tensor(
@@ -499,6 +505,46 @@ export class Graph {
     return outs;
   }
 
+  /**
+   * `body` once per slice of `xs` along axis 0, as one ONNX Scan node: returns each body output stacked along a new
+   * axis 0. The body's nodes appear once in the model, so ORT makes (and prepacks the constant weights of) each
+   * kernel once, where an unrolled loop makes one per slice: a frozen LM head's weight was packed 8 times over.
+   * Nodes the body adds that do not depend on a slice (a weight's transpose, a memoised gather) stay in this
+   * graph, computed once, and the body reads them by name. The body's values cannot be read outside it; nothing is
+   * differentiated through the Scan (detach its inputs).
+   */
+  scan(xs: readonly Tensor[], body: (slices: Tensor[]) => Tensor[]): Tensor[] {
+    check(xs.length > 0, 'LK_INVALID_ARGUMENT', 'scan: needs at least one scanned input');
+    const slices = xs.map((x) => {
+      const name = this.uniqueName(`${x.name}/slice`);
+      return new Tensor(this, name, x.dtype, x.shape.slice(1), null, 'input');
+    });
+    const start = this.nodes.length;
+    const ys = body(slices);
+    // the body: the new nodes that read a slice, directly or through another body node
+    const inside = new Set<Tensor>(slices);
+    const nodes: Node[] = [];
+    for (const n of this.nodes.splice(start)) {
+      if ([...n.inputs, ...(n.implicitInputs ?? [])].some((t) => t && inside.has(t))) {
+        nodes.push(n);
+        for (const o of n.outputs) inside.add(o);
+      } else this.nodes.push(n);
+    }
+    for (const y of ys)
+      check(
+        y.node !== null && nodes.includes(y.node) && ys.indexOf(y) === ys.lastIndexOf(y),
+        'LK_GRAPH_INVALID',
+        `scan: body output ${y.name} must be computed from the slices, once per output`,
+      );
+    const outer = new Set<Tensor>();
+    for (const n of nodes)
+      for (const t of [...n.inputs, ...(n.implicitInputs ?? [])]) if (t && !inside.has(t)) outer.add(t);
+    const attrs = { body: { nodes, inputs: slices, outputs: ys }, num_scan_inputs: xs.length };
+    const outs = this.addNode('Scan', [...xs], attrs, ys.length, { implicitInputs: [...outer] });
+    for (const k of [...nodes, ...slices]) this.inBody.set(k, outs[0].node!);
+    return outs;
+  }
+
   /** The nodes that the outputs depend on, in topological order (ORT runs every node it is given). */
   liveNodes(): Node[] {
     const live = new Set<Node>();
@@ -507,15 +553,21 @@ export class Graph {
       const n = stack.pop()!;
       if (live.has(n)) continue;
       live.add(n);
-      for (const t of n.inputs) if (t?.node && !live.has(t.node)) stack.push(t.node);
+      for (const t of [...n.inputs, ...(n.implicitInputs ?? [])]) {
+        const scan = t && this.inBody.get(t.node ?? t);
+        if (scan)
+          throw new LorakitError('LK_GRAPH_INVALID', `${n.name} reads ${t.name}, a value inside ${scan.name}'s body`);
+        if (t?.node && !live.has(t.node)) stack.push(t.node);
+      }
     }
     return this.nodes.filter((n) => live.has(n));
   }
 
-  /** The initializers the live nodes use. */
+  /** The initializers the live nodes use (a Scan's body's among them). */
   liveInitializers(nodes = this.liveNodes()): { tensor: Tensor; data: InitData }[] {
     const used = new Set<string>();
-    for (const n of nodes) for (const t of n.inputs) if (t?.kind === 'initializer') used.add(t.name);
+    for (const n of nodes)
+      for (const t of [...n.inputs, ...(n.implicitInputs ?? [])]) if (t?.kind === 'initializer') used.add(t.name);
     for (const o of this.outputs) if (o.tensor.kind === 'initializer') used.add(o.tensor.name);
     return [...this.initializers.values()].filter((i) => used.has(i.tensor.name));
   }

@@ -18,6 +18,7 @@ export { toOnnx, OPSET, IR_VERSION } from './onnx.ts';
 export {
   OPS,
   type OpName,
+  type AttrGraph,
   INT8_BACKWARD,
   backwardProduct,
   type BackwardWeight,

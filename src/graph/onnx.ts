@@ -6,7 +6,7 @@
 import { LorakitError } from '../errors.ts';
 import { ONNX_DTYPE, type AnyTypedArray } from './dtype.ts';
 import type { Graph, Tensor, InitData, Node } from './graph.ts';
-import { FLOAT_ATTRS, OPS, type AttrTensor } from './ops/index.ts';
+import { FLOAT_ATTRS, OPS, type AttrGraph, type AttrTensor } from './ops/index.ts';
 import { ProtoWriter } from './protobuf.ts';
 
 export const OPSET = 18;
@@ -56,11 +56,20 @@ function valueInfo(t: Tensor, name: string): ProtoWriter {
   return new ProtoWriter().string(1, name).message(2, new ProtoWriter().message(1, tensorType));
 }
 
-function attribute(name: string, v: number | number[] | string | AttrTensor, _opts: OnnxOptions): ProtoWriter {
+type NameOf = (t: Tensor) => string;
+
+function attribute(name: string, v: number | number[] | string | AttrTensor | AttrGraph, nameOf: NameOf): ProtoWriter {
   const w = new ProtoWriter().string(1, name);
   if (typeof v === 'string') return w.bytes(4, new TextEncoder().encode(v)).int(20, 3);
   if (typeof v === 'number') return FLOAT_ATTRS.has(name) ? w.float(2, v).int(20, 1) : w.int(3, v).int(20, 2);
   if (Array.isArray(v)) return w.ints(8, v).int(20, 7);
+  if ('nodes' in v) {
+    // a body graph: its nodes, its inputs and outputs; what else it reads comes from the enclosing graph by name
+    const g = writeNodes(new ProtoWriter(), v.nodes, nameOf).string(2, name);
+    for (const t of v.inputs) g.message(11, valueInfo(t, nameOf(t)));
+    for (const t of v.outputs) g.message(12, valueInfo(t, nameOf(t)));
+    return w.message(6, g).int(20, 5);
+  }
   return w
     .message(5, tensorProto('', { dtype: v.dtype, shape: v.dims }, { kind: 'array', array: v.data }, {}))
     .int(20, 4);
@@ -95,6 +104,21 @@ function outputRenames(graph: Graph): { skip: Set<Node>; rename: Map<Tensor, str
   return { skip, rename };
 }
 
+/** Appends `nodes` to GraphProto writer `g` (field 1), naming each tensor by `nameOf`. */
+function writeNodes(g: ProtoWriter, nodes: readonly Node[], nameOf: NameOf): ProtoWriter {
+  for (const n of nodes) {
+    const nw = new ProtoWriter();
+    for (const t of n.inputs) nw.string(1, t ? nameOf(t) : '');
+    for (const o of n.outputs) nw.string(2, nameOf(o));
+    nw.string(3, n.name).string(4, n.op);
+    for (const [k, v] of Object.entries(n.attrs)) nw.message(5, attribute(k, v, nameOf));
+    const domain = OPS[n.op].domain;
+    if (domain) nw.string(7, domain);
+    g.message(1, nw);
+  }
+  return g;
+}
+
 /** Serialises the graph's live part to ONNX bytes. */
 export function toOnnx(graph: Graph, opts: OnnxOptions = {}): Uint8Array {
   if (graph.outputs.length === 0)
@@ -102,22 +126,12 @@ export function toOnnx(graph: Graph, opts: OnnxOptions = {}): Uint8Array {
   const { skip, rename } = outputRenames(graph);
   const nodes = graph.liveNodes().filter((n) => !skip.has(n));
   const nameOf = (t: Tensor) => rename.get(t) ?? t.name;
-  const g = new ProtoWriter();
-  for (const n of nodes) {
-    const nw = new ProtoWriter();
-    for (const t of n.inputs) nw.string(1, t ? nameOf(t) : '');
-    for (const o of n.outputs) nw.string(2, nameOf(o));
-    nw.string(3, n.name).string(4, n.op);
-    for (const [k, v] of Object.entries(n.attrs)) nw.message(5, attribute(k, v, opts));
-    const domain = OPS[n.op].domain;
-    if (domain) nw.string(7, domain);
-    g.message(1, nw);
-  }
+  const g = writeNodes(new ProtoWriter(), nodes, nameOf);
   g.string(2, graph.name);
   for (const { tensor, data } of graph.liveInitializers(nodes)) {
     g.message(5, tensorProto(tensor.name, { dtype: tensor.dtype, shape: tensor.shape as number[] }, data, opts));
   }
-  const used = new Set(nodes.flatMap((n) => n.inputs.map((t) => t && nameOf(t))));
+  const used = new Set(nodes.flatMap((n) => [...n.inputs, ...(n.implicitInputs ?? [])].map((t) => t && nameOf(t))));
   for (const t of graph.inputs) if (used.has(t.name)) g.message(11, valueInfo(t, t.name));
   for (const { name, tensor } of graph.outputs) g.message(12, valueInfo(tensor, name));
   const m = new ProtoWriter().int(1, IR_VERSION).string(2, 'lorakit').string(3, '0.1.0');

@@ -9,7 +9,20 @@
  * the on-disk cache (disk-cache.ts), bounded after each new entry.
  * Not here: feeds and runs (session.ts), the on-disk layout (disk-cache.ts), ORT calls (backend.ts).
  */
-import { basename, createHash, dirname, join, lstat, processId, randomHex, rename, rm } from '../io/host.ts';
+import {
+  basename,
+  createHash,
+  dirname,
+  join,
+  lstat,
+  processId,
+  randomHex,
+  readFile,
+  rename,
+  rm,
+  writeFile,
+} from '../io/host.ts';
+import { dedupeSubgraphInitializers } from './saved-model.ts';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
 import { toOnnx } from '../graph/onnx.ts';
@@ -227,7 +240,11 @@ export class Runtime {
   /** Creates the ORT session of `e`: from the bytes, or from a disk entry when weights live in files. */
   private async load(e: Entry, graph: Graph, p: Prepared, opts: CompileOptions): Promise<void> {
     e.liveInputs = new Set(
-      graph.liveNodes().flatMap((n) => n.inputs.filter((t) => t?.kind === 'input').map((t) => t!.name)),
+      graph
+        .liveNodes()
+        .flatMap((n) =>
+          [...n.inputs, ...(n.implicitInputs ?? [])].filter((t) => t?.kind === 'input').map((t) => t!.name),
+        ),
     );
     e.backend = this.backendFor(opts.worker ?? false);
     if (p.weights.length === 0) {
@@ -305,7 +322,11 @@ export class Runtime {
       await drop(); // a model ORT cannot serialise still runs, as it did before: unsaved
       return this.create(e, graph, modelPath, opts);
     }
-    await rename(join(dir, `${tag}.onnx`), saved).catch(drop);
+    const written = join(dir, `${tag}.onnx`);
+    const bytes = await readFile(written).catch(() => null);
+    const mended = bytes && dedupeSubgraphInitializers(bytes);
+    if (mended && mended !== bytes) await writeFile(written, mended).catch(drop);
+    await rename(written, saved).catch(drop);
   }
 
   private async create(e: Entry, graph: Graph, source: Uint8Array | string, opts: CompileOptions): Promise<void> {

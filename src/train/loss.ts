@@ -134,11 +134,12 @@ export interface FrozenHead {
  * NLL and log-probabilities, and E = ∂nll_n/∂h_n = (softmax − onehot(target))·W (0 on ignored rows), a [rows, D]
  * block made by the head's own input-gradient product (the row n of the NLL reads only row n). The returned NLL
  * is nll + (s − s̄) with s = Σ_d h⊙E and s̄ its detached copy: the value is nll exactly (s − s̄ is 0), and
- * the gradient at h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. Each
- * chunk's [rows, V] blocks are freed before the next chunk (ORT runs the nodes in this order), so the step's
- * peak holds one chunk's rather than several [N, V] ones. E is written out rather than differentiated through
- * the head: that skips the passes over [rows, V] that the head's own rules would add (its per-row scales, its
- * outlier columns, the loss's row weights).
+ * the gradient at h is dnll ⊙ E, so the backward reads E instead of the [N, V] log-probabilities. The chunks
+ * are one Scan (equal chunks of at most `rows`): each chunk's [rows, V] blocks are freed before the next, so the
+ * step's peak holds one chunk's rather than [N, V] ones, and ORT packs the head's weight once for its kernels
+ * rather than once per chunk (8 copies of 113 MB on SmolLM2, 1 s of session creation). E is written out rather
+ * than differentiated through the head: that skips the passes over [rows, V] that the head's own rules would add
+ * (its per-row scales, its outlier columns, the loss's row weights).
  */
 export function eagerHeadNll(
   head: FrozenHead,
@@ -146,26 +147,39 @@ export function eagerHeadNll(
   targets: Tensor,
   rows: number,
 ): { nll: Tensor; valid: Tensor } | null {
-  const N = hidden.shape[0];
-  if (typeof N !== 'number') return null; // a symbolic row count: no static chunks
+  const [N, D] = hidden.shape;
+  if (typeof N !== 'number' || typeof D !== 'number') return null; // a symbolic row count: no static chunks
   const g = hidden.graph;
-  const parts: Tensor[] = [];
-  for (let s = 0; s < N; s += rows) {
-    const e = Math.min(N, s + rows);
-    const h = N <= rows ? hidden : hidden.slice([s], [e], [0]); // [n, D]
-    const t = N <= rows ? targets : targets.slice([s], [e], [0]); // [n]
-    const hd = h.detach();
+  const chunk = (hd: Tensor, t: Tensor): Tensor[] => {
     const logits = head.forward(hd); // [n, V]
     const [nll, logProb] = g.opMulti('SoftmaxCrossEntropyLoss', [logits, t], NLL_ATTRS, 2); // [n], [n, V]
     const counted = t.equal(t.lift(IGNORE_INDEX)).not(); // [n]
     const at = counted.where(t, t.lift(0)).unsqueeze(-1); // [n, 1]: ignored rows point at class 0; E's row is zeroed
     const dLogits = logProb.exp().scatterElements(at, g.scalar(-1, logits.dtype).expand(at.shapeOf()), 1, 'add');
-    const E = head.inputGrad(dLogits, hd).mul(counted.cast(h.dtype).unsqueeze(-1)).detach(); // [n, D]
-    const dot = h.mul(E).sum(-1); // [n]
-    parts.push(nll.detach().add(dot.sub(dot.detach())));
+    return [nll, head.inputGrad(dLogits, hd).mul(counted.cast(hd.dtype).unsqueeze(-1))]; // [n], [n, D]
+  };
+  let nll: Tensor;
+  let E: Tensor;
+  if (N <= rows) [nll, E] = chunk(hidden.detach(), targets);
+  else {
+    // equal chunks for Scan: C of n rows, the last padded with ignored rows (fewer than C of them)
+    const C = Math.ceil(N / rows);
+    const n = Math.ceil(N / C);
+    const pad = C * n - N;
+    let hs = hidden.detach();
+    let ts = targets;
+    if (pad > 0) {
+      hs = g.concat([hs, g.scalar(0, hs.dtype).expand([pad, D])], 0);
+      ts = g.concat([ts, g.constant(new Array(pad).fill(IGNORE_INDEX), ts.dtype, [pad])], 0);
+    }
+    const [nlls, Es] = g.scan([hs.reshape([C, n, D]), ts.reshape([C, n])], ([h, t]) => chunk(h, t));
+    nll = nlls.reshape([C * n]);
+    E = Es.reshape([C * n, D]);
+    if (pad > 0) [nll, E] = [nll.slice([0], [N], [0]), E.slice([0], [N], [0])];
   }
+  const dot = hidden.mul(E.detach()).sum(-1); // [N]
   const valid = targets.equal(targets.lift(IGNORE_INDEX)).not().cast(hidden.dtype);
-  return { nll: parts.length === 1 ? parts[0] : g.concat(parts, 0), valid };
+  return { nll: nll.detach().add(dot.sub(dot.detach())), valid };
 }
 
 const NLL_ATTRS = { reduction: 'none', ignore_index: IGNORE_INDEX };

@@ -156,6 +156,38 @@ test("persistOptimized saves ORT's optimized model in the entry, loads it next r
   assert.ok(statSync(join(entry, 'optimized.onnx')).size > 100, 'remade');
 });
 
+test('a saved optimized model with a Scan whose body ORT folds constants in loads next run, not rebuilt', async () => {
+  // ORT 1.30 writes such a body's initializers twice and then refuses the file; the runtime mends it when saving
+  const dir = tempDir(),
+    cache = join(dir, 'cache');
+  const src = await weightFile(dir);
+  const scanned = () => {
+    const g = new Graph('scan-saved');
+    const x = g.input('x', 'f32', [3, 1, 2]);
+    const w = g.initializer('w', 'f32', [2, 2], { kind: 'file', path: src, offset: 0, length: 16 });
+    // 10 expanded to the shape of a body value: ORT folds it into an initializer of the body
+    const [y] = g.scan([x], ([h]) => {
+      const z = h.matmul(w);
+      return [z.add(g.scalar(10, 'f32').expand(z.shapeOf()))];
+    });
+    g.output('y', y);
+    return g;
+  };
+  const opts = { cacheDir: cache, persistOptimized: true };
+  const x = { data: new Float32Array([1, 1, 0, 1, 1, 0]), shape: [3, 1, 2] };
+  const want = [14, 16, 13, 14, 11, 12];
+  const first = await new Runtime().compile(scanned(), opts);
+  assert.deepEqual(Array.from((await first.run({ x })).y.data as Float32Array), want);
+  await first.dispose();
+  const entry = join(cache, 'entries', first.key);
+  assert.ok(ls(entry).includes('optimized.onnx'), ls(entry).join());
+  await writeFile(join(entry, 'model.onnx'), 'not a model');
+  const second = await new Runtime().compile(scanned(), opts);
+  assert.deepEqual(Array.from((await second.run({ x })).y.data as Float32Array), want);
+  await second.dispose();
+  assert.equal(readFileSync(join(entry, 'model.onnx'), 'utf8'), 'not a model', 'ran from the saved model alone');
+});
+
 test('two runtimes compiling the same graphs at once into one folder both work, and leave one entry each', async () => {
   const dir = tempDir(),
     cache = join(dir, 'cache');

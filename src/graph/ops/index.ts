@@ -8,6 +8,7 @@ import { movementOps } from './movement.ts';
 import { nnOps } from './nn.ts';
 import { convOps } from './conv.ts';
 import { quantOps } from './quant.ts';
+import { controlOps } from './control.ts';
 import type { OpDef, OpName } from './types.ts';
 
 export const OPS: Record<OpName, OpDef> = {
@@ -18,9 +19,10 @@ export const OPS: Record<OpName, OpDef> = {
   ...nnOps,
   ...convOps,
   ...quantOps,
+  ...controlOps,
 };
 
-export type { Attrs, AttrTensor, OpDef, OpName } from './types.ts';
+export type { Attrs, AttrGraph, AttrTensor, OpDef, OpName } from './types.ts';
 export { FLOAT_ATTRS } from './types.ts';
 export { type Conv2dOptions, type ConvTranspose2dOptions, conv2dAttrs } from './conv.ts';
 export {

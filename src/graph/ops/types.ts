@@ -1,5 +1,5 @@
 // What every primitive declares: how to infer its outputs, and its vector-Jacobian product (or why it has none).
-import type { Tensor } from '../graph.ts';
+import type { Node, Tensor } from '../graph.ts';
 import type { AnyTypedArray, DType } from '../dtype.ts';
 import type { Dim } from '../shape.ts';
 
@@ -9,8 +9,14 @@ export interface AttrTensor {
   dims: number[];
   data: AnyTypedArray;
 }
+/** A graph-valued attribute (Scan's body): its nodes in order, its inputs, its outputs (see Graph.scan). */
+export interface AttrGraph {
+  nodes: readonly Node[];
+  inputs: readonly Tensor[];
+  outputs: readonly Tensor[];
+}
 /** ONNX attributes; numbers under FLOAT_ATTRS are written as floats, other numbers as ints. */
-export type Attrs = Record<string, number | number[] | string | AttrTensor>;
+export type Attrs = Record<string, number | number[] | string | AttrTensor | AttrGraph>;
 export const FLOAT_ATTRS: ReadonlySet<string> = new Set(['alpha', 'beta', 'epsilon']);
 
 export interface OutInfo {
@@ -102,5 +108,6 @@ export type NnOp =
   | 'SimplifiedLayerNormalization';
 export type ConvOp = 'Conv' | 'ConvTranspose';
 export type QuantOp = 'DynamicQuantizeMatMul' | 'MatMulNBits';
+export type ControlOp = 'Scan';
 /** Names of the primitives, equal to the ONNX op each one emits. */
-export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp | ConvOp | QuantOp;
+export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp | ConvOp | QuantOp | ControlOp;
