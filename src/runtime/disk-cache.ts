@@ -1,7 +1,7 @@
 /**
- * The on-disk side of the session cache. ONNX Runtime 1.30 reads a model's external weights only from files inside
- * the model's folder (it refuses absolute paths, `..`, and links that resolve outside), so a compiled model that
- * references weight files gets an entry folder holding model.onnx and hard links to those files. Layout under the
+ * The on-disk side of the session cache. ONNX Runtime (1.30, 1.31) reads a model's external weights only from files
+ * inside the model's folder (it refuses absolute paths, and `..` or links that resolve outside), so a compiled model
+ * that references weight files gets an entry folder holding model.onnx and hard links to those files. Layout under the
  * cache folder (default `sessions/` under the lorakit cache root, io/cache-root.ts):
  *
  *   weights/<id>-<name>  one hard link per weight file (a copy where the cache is on another file system), made once

@@ -1,7 +1,8 @@
 /**
  * Mends an optimized model that ONNX Runtime 1.30 saved: it writes each initializer of a subgraph (a Scan's body,
- * after constant folding there) twice, then refuses to load the file ("initializer name is not unique"; 1.31
- * loads it). Keeps the first of each name in every subgraph; every other byte is copied as it was.
+ * after constant folding there) twice, then refuses to load the file ("initializer name is not unique").
+ * onnxruntime-node 1.31.1 writes each once, but refuses such a file just the same. Keeps the first of each name in
+ * every subgraph; every other byte is copied as it was.
  */
 import { BinaryReader, BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 
