@@ -46,3 +46,4 @@ for (const what of ['first step', 'second step']) {
   lap(what);
 }
 await engine.dispose();
+await loaded.close(); // the model's weight files (a FileHandle left to GC draws Node's warning)
