@@ -11,6 +11,7 @@
  */
 import {
   basename,
+  cpuFeatures,
   createHash,
   dirname,
   join,
@@ -23,6 +24,7 @@ import {
   writeFile,
 } from '../io/host.ts';
 import { dedupeSubgraphInitializers } from './saved-model.ts';
+import ort from './ort.ts';
 import { LorakitError } from '../errors.ts';
 import type { Graph } from '../graph/graph.ts';
 import { toOnnx } from '../graph/onnx.ts';
@@ -80,6 +82,12 @@ export interface RuntimeOptions {
   maxCachedSessions?: number;
   /** Bounds of the on-disk cache, applied after each new entry (defaults: SESSION_CACHE_LIMITS). */
   diskLimits?: SessionCacheLimits;
+  /**
+   * What the session key records of the machine (default: ORT's build and the CPU's flags): an entry's saved
+   * optimised model holds kernels chosen for one CPU by one ORT, so another machine sharing the cache folder, or
+   * another ORT, makes its own.
+   */
+  environment?: string;
 }
 
 /** Counts of a Runtime's ORT sessions. */
@@ -137,14 +145,18 @@ export class Runtime {
   private counts = { created: 0, released: 0 };
   private warnedWebGpu = false;
 
+  /** Keyed into every session (RuntimeOptions.environment). */
+  readonly environment: string;
+
   constructor(opts: RuntimeOptions = {}) {
     this.maxCachedSessions = opts.maxCachedSessions ?? 8;
     this.diskLimits = opts.diskLimits ?? {};
+    this.environment = opts.environment ?? JSON.stringify([ort.env.versions, [...cpuFeatures()].sort().join(' ')]);
   }
 
   /** Compiles `graph` (or finds its equal) and returns a new handle to the shared session. */
   async compile(graph: Graph, opts: CompileOptions = {}): Promise<Session> {
-    const p = await prepare(graph, opts);
+    const p = await prepare(graph, opts, this.environment);
     let e = this.entries.get(p.key);
     if (!e) {
       e = this.newEntry(p.key, opts.ep ?? 'cpu');
@@ -364,9 +376,10 @@ export class Runtime {
 
 /**
  * Serialises `graph` with its file weights as external data named after their files, and keys it: the model bytes,
- * the options that change the session, and each weight file's identity (its bytes may change under the same path).
+ * the options that change the session, the environment, and each weight file's identity (its bytes may change under
+ * the same path).
  */
-async function prepare(graph: Graph, opts: CompileOptions): Promise<Prepared> {
+async function prepare(graph: Graph, opts: CompileOptions, environment: string): Promise<Prepared> {
   const names = new Map<string, string>(); // weight path → file name in the entry folder
   const model = toOnnx(graph, {
     externalize: (_n, d) => {
@@ -383,6 +396,7 @@ async function prepare(graph: Graph, opts: CompileOptions): Promise<Prepared> {
     t: opts.threads,
     o: opts.optimization,
     x: opts.ortOptions,
+    env: environment,
   });
   const hash = createHash('sha256').update(model).update(optsKey);
   const weights: Prepared['weights'] = [];

@@ -188,6 +188,25 @@ test('a saved optimized model with a Scan whose body ORT folds constants in load
   assert.equal(readFileSync(join(entry, 'model.onnx'), 'utf8'), 'not a model', 'ran from the saved model alone');
 });
 
+test("the key holds the environment (ORT build, CPU flags): another machine's entry is not used", async () => {
+  const dir = tempDir(),
+    cache = join(dir, 'cache');
+  const src = await weightFile(dir);
+  const opts = { cacheDir: cache, persistOptimized: true };
+  const here = new Runtime();
+  assert.match(here.environment, /"common":"\d+\.\d+/, 'the default names the ORT build');
+  const keys: string[] = [];
+  for (const environment of ['machine-a', 'machine-b', 'machine-a']) {
+    const s = await new Runtime({ environment }).compile(graph(src, 10), opts);
+    assert.deepEqual(await run(s), [14, 16]);
+    keys.push(s.key);
+    await s.dispose();
+  }
+  assert.notEqual(keys[0], keys[1]);
+  assert.equal(keys[0], keys[2]);
+  assert.deepEqual(ls(join(cache, 'entries')), [keys[0], keys[1]].sort());
+});
+
 test('two runtimes compiling the same graphs at once into one folder both work, and leave one entry each', async () => {
   const dir = tempDir(),
     cache = join(dir, 'cache');
