@@ -5,7 +5,7 @@
  */
 import { LorakitError } from '../errors.ts';
 import { isFloat } from './dtype.ts';
-import type { Tensor, Node } from './graph.ts';
+import { type Tensor, type Node, nodeReads } from './graph.ts';
 import { OPS } from './ops/index.ts';
 import { zerosLike } from './ops/util.ts';
 import { fmtShape, type Shape } from './shape.ts';
@@ -42,15 +42,13 @@ export function grad(y: Tensor, xs: readonly Tensor[], dy?: Tensor): Tensor[] {
   const nodes = g.nodes.slice(); // backward nodes appended below are not walked
   for (const n of nodes) {
     if (n.stopGradient) continue;
-    const reads = [...n.inputs, ...(n.implicitInputs ?? [])];
-    if (reads.some((t) => t && fromX.has(t))) for (const o of n.outputs) if (isFloat(o.dtype)) fromX.add(o);
+    if (nodeReads(n).some((t) => t && fromX.has(t))) for (const o of n.outputs) if (isFloat(o.dtype)) fromX.add(o);
   }
   // Backward: tensors that y depends on.
   const toY = new Set<Tensor>([y]);
   for (let i = nodes.length - 1; i >= 0; i--) {
     const n = nodes[i];
-    if (n.outputs.some((o) => toY.has(o)))
-      for (const t of [...n.inputs, ...(n.implicitInputs ?? [])]) if (t) toY.add(t);
+    if (n.outputs.some((o) => toY.has(o))) for (const t of nodeReads(n)) if (t) toY.add(t);
   }
 
   const grads = new Map<Tensor, Tensor>();

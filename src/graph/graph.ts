@@ -34,6 +34,9 @@ export interface Node {
   readonly implicitInputs?: readonly Tensor[];
 }
 
+/** Every value `n` reads: its inputs, then what a Scan's body reads from outside. */
+export const nodeReads = (n: Node): readonly (Tensor | null)[] => [...n.inputs, ...(n.implicitInputs ?? [])];
+
 /** A symbolic tensor: a graph input, an initializer (constant or weight), or a node output. */
 export class Tensor {
   constructor(
@@ -486,8 +489,8 @@ export class Graph {
       );
       infos[0] = { ...infos[0], shape: [...extra.shape] };
     }
-    const node: Node = { id, op, name, inputs, outputs: [], attrs, stopGradient: extra?.stopGradient };
-    if (extra?.implicitInputs) Object.assign(node, { implicitInputs: extra.implicitInputs });
+    const { stopGradient, implicitInputs } = extra ?? {};
+    const node: Node = { id, op, name, inputs, outputs: [], attrs, stopGradient, implicitInputs };
     const outs = infos.map(
       (info, i) =>
         new Tensor(
@@ -525,7 +528,7 @@ export class Graph {
     const inside = new Set<Tensor>(slices);
     const nodes: Node[] = [];
     for (const n of this.nodes.splice(start)) {
-      if ([...n.inputs, ...(n.implicitInputs ?? [])].some((t) => t && inside.has(t))) {
+      if (nodeReads(n).some((t) => t && inside.has(t))) {
         nodes.push(n);
         for (const o of n.outputs) inside.add(o);
       } else this.nodes.push(n);
@@ -537,8 +540,7 @@ export class Graph {
         `scan: body output ${y.name} must be computed from the slices, once per output`,
       );
     const outer = new Set<Tensor>();
-    for (const n of nodes)
-      for (const t of [...n.inputs, ...(n.implicitInputs ?? [])]) if (t && !inside.has(t)) outer.add(t);
+    for (const n of nodes) for (const t of nodeReads(n)) if (t && !inside.has(t)) outer.add(t);
     const attrs = { body: { nodes, inputs: slices, outputs: ys }, num_scan_inputs: xs.length };
     const outs = this.addNode('Scan', [...xs], attrs, ys.length, { implicitInputs: [...outer] });
     for (const k of [...nodes, ...slices]) this.inBody.set(k, outs[0].node!);
@@ -553,7 +555,7 @@ export class Graph {
       const n = stack.pop()!;
       if (live.has(n)) continue;
       live.add(n);
-      for (const t of [...n.inputs, ...(n.implicitInputs ?? [])]) {
+      for (const t of nodeReads(n)) {
         const scan = t && this.inBody.get(t.node ?? t);
         if (scan)
           throw new LorakitError('LK_GRAPH_INVALID', `${n.name} reads ${t.name}, a value inside ${scan.name}'s body`);
@@ -566,8 +568,7 @@ export class Graph {
   /** The initializers the live nodes use (a Scan's body's among them). */
   liveInitializers(nodes = this.liveNodes()): { tensor: Tensor; data: InitData }[] {
     const used = new Set<string>();
-    for (const n of nodes)
-      for (const t of [...n.inputs, ...(n.implicitInputs ?? [])]) if (t?.kind === 'initializer') used.add(t.name);
+    for (const n of nodes) for (const t of nodeReads(n)) if (t?.kind === 'initializer') used.add(t.name);
     for (const o of this.outputs) if (o.tensor.kind === 'initializer') used.add(o.tensor.name);
     return [...this.initializers.values()].filter((i) => used.has(i.tensor.name));
   }

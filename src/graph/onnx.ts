@@ -5,7 +5,7 @@
  */
 import { LorakitError } from '../errors.ts';
 import { ONNX_DTYPE, type AnyTypedArray } from './dtype.ts';
-import type { Graph, Tensor, InitData, Node } from './graph.ts';
+import { type Graph, type Tensor, type InitData, type Node, nodeReads } from './graph.ts';
 import { FLOAT_ATTRS, OPS, type AttrGraph, type AttrTensor } from './ops/index.ts';
 import { ProtoWriter } from './protobuf.ts';
 
@@ -131,7 +131,7 @@ export function toOnnx(graph: Graph, opts: OnnxOptions = {}): Uint8Array {
   for (const { tensor, data } of graph.liveInitializers(nodes)) {
     g.message(5, tensorProto(tensor.name, { dtype: tensor.dtype, shape: tensor.shape as number[] }, data, opts));
   }
-  const used = new Set(nodes.flatMap((n) => [...n.inputs, ...(n.implicitInputs ?? [])].map((t) => t && nameOf(t))));
+  const used = new Set(nodes.flatMap((n) => nodeReads(n).map((t) => t && nameOf(t))));
   for (const t of graph.inputs) if (used.has(t.name)) g.message(11, valueInfo(t, t.name));
   for (const { name, tensor } of graph.outputs) g.message(12, valueInfo(tensor, name));
   const m = new ProtoWriter().int(1, IR_VERSION).string(2, 'lorakit').string(3, '0.1.0');

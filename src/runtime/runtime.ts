@@ -26,7 +26,7 @@ import {
 import { dedupeSubgraphInitializers } from './saved-model.ts';
 import ort from './ort.ts';
 import { LorakitError } from '../errors.ts';
-import type { Graph } from '../graph/graph.ts';
+import { type Graph, nodeReads } from '../graph/graph.ts';
 import { toOnnx } from '../graph/onnx.ts';
 import { lorakitCacheDir } from '../io/cache-root.ts';
 import { type Backend, InThreadBackend, type OrtOptions, type WireTensor, WorkerBackend } from './backend.ts';
@@ -252,11 +252,11 @@ export class Runtime {
   /** Creates the ORT session of `e`: from the bytes, or from a disk entry when weights live in files. */
   private async load(e: Entry, graph: Graph, p: Prepared, opts: CompileOptions): Promise<void> {
     e.liveInputs = new Set(
-      graph
-        .liveNodes()
-        .flatMap((n) =>
-          [...n.inputs, ...(n.implicitInputs ?? [])].filter((t) => t?.kind === 'input').map((t) => t!.name),
-        ),
+      graph.liveNodes().flatMap((n) =>
+        nodeReads(n)
+          .filter((t) => t?.kind === 'input')
+          .map((t) => t!.name),
+      ),
     );
     e.backend = this.backendFor(opts.worker ?? false);
     if (p.weights.length === 0) {
