@@ -27,6 +27,9 @@ export {
   int8RowsMatMul,
   int8RowsInputGrad,
   rowQuantizedMatMul,
+  type VocabBackward,
+  vocabBackward,
+  VOCAB_BLOCK,
 } from './ops/index.ts';
 export { type DType, ONNX_DTYPE, DTYPE_SIZE, type AnyTypedArray, allocArray, arrayFrom, isFloat } from './dtype.ts';
 export { type Dim, type Shape, fmtShape, numel, broadcastShapes } from './shape.ts';

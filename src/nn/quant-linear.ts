@@ -20,6 +20,7 @@ import {
   int8RowsMatMul,
   INT8_BACKWARD,
   type Tensor,
+  vocabBackward,
 } from '../graph/index.ts';
 import {
   type FileSpan,
@@ -145,7 +146,8 @@ function transposeFloat<A extends Float32Array | Float64Array>(w: Float32Array, 
 /**
  * Initializers of `q` in graph `g`, named `<name>.…`. `fanInFanOut` says the layer stores W as [in, out] (GPT-2
  * Conv1D); q itself is always [out, in]. `floatBackward`, a float W [out, in] the graph holds anyway (a tied head's
- * embedding), gives the input gradient in float instead of through an int8 copy (graph/ops/quant.ts FloatBackward).
+ * embedding), gives the input gradient in float instead of through an int8 copy (graph/ops/quant.ts FloatBackward),
+ * or, with int8-rows kernels (VNNI), marks a gradient over the vocabulary: the codes as blocks (VocabBackward).
  */
 export function quantizedTensors(
   g: Graph,
@@ -166,7 +168,7 @@ export function quantizedTensors(
   ): QuantizedTensors => ({
     product,
     inputGrad: (dy, input) =>
-      rows && input && !('float' in back)
+      rows && input && 'weight' in back
         ? int8RowsInputGrad(dy, input, rows.b, rows.s, rows.zero, back, OUTLIER_COLUMNS)
         : backwardProduct(dy, back),
     dequantized: dequantizedOf(g, name, q, fanInFanOut),
@@ -181,7 +183,11 @@ export function quantizedTensors(
     const zero = zeroOf(g, kernels.codes);
     // the input gradient's [out, in] codes: from the file too, rather than a transpose ORT would fold at load
     const back = int8Codes(g, `${name}.int8_back`, q, 'outIn', kernels.codes);
-    backward = g.memo(INT8_BACKWARD, b, () => backOr({ weight: back, scale: s, zero }));
+    // a tied head on int8-rows kernels (VNNI): its own codes as blocks over the vocabulary, not the float weight
+    const vocab = floatBackward && kernels.inputs === 'int8-rows';
+    backward = g.memo(INT8_BACKWARD, b, () =>
+      vocab ? vocabBackward(b, zero, s) : backOr({ weight: back, scale: s, zero }),
+    );
     product = (rows) => int8RowsMatMul(rows, b, s, zero, OUTLIER_COLUMNS); // [N, out]
     return tensorsOf(product, backward, { b, s, zero });
   } else {
@@ -199,7 +205,7 @@ export function quantizedTensors(
     if (bits === 8 && kernels.inputs === 'int8-rows') {
       // the forward multiplies by the same per-channel codes, [in, out]; the blocks stay unread in the cache file
       const fwd = int8Codes(g, `${name}.${k}_back_t`, q.back, 'inOut', kernels.codes);
-      backward = g.memo(INT8_BACKWARD, fwd, () => backOr(back));
+      backward = g.memo(INT8_BACKWARD, fwd, () => (floatBackward ? vocabBackward(fwd, back.zero, back.scale) : back));
       product = (rows) => int8RowsMatMul(rows, fwd, back.scale, back.zero, OUTLIER_COLUMNS); // [N, out]
       return tensorsOf(product, backward, { b: fwd, s: back.scale, zero: back.zero });
     }

@@ -54,6 +54,11 @@ const cases: [string, Parameters<typeof gradcheck>[0], Parameters<typeof gradche
   ['Softmax on the last axis', (_g, [a]) => a.softmax(-1), [{ shape: [2, 5] }]],
   ['Softmax on axis 1 of 3', (_g, [a]) => a.softmax(1), [{ shape: [2, 3, 2] }]],
   [
+    'LogSoftmax on the last axis',
+    (g, [a]) => g.op('LogSoftmax', [a], { axis: -1 }),
+    [{ shape: [2, 5], lo: -3, hi: 3 }],
+  ],
+  [
     'SoftmaxCrossEntropyLoss, both outputs, an ignored label',
     (g, [a]) => {
       const [l, lp] = g.opMulti(

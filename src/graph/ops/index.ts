@@ -34,4 +34,7 @@ export {
   int8RowsMatMul,
   int8RowsInputGrad,
   rowQuantizedMatMul,
+  type VocabBackward,
+  vocabBackward,
+  VOCAB_BLOCK,
 } from './quant.ts';

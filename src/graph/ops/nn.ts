@@ -24,6 +24,20 @@ export const nnOps: Record<NnOp, OpDef> = {
       return [y.mul(dy!.sub(dy!.mul(y).sum(axis, true)))];
     },
   },
+  // log softmax in one kernel along the last axis, where ORT's fast path is: SoftmaxCrossEntropyLoss's expansion
+  // takes it on axis 1 of [N, C, 1], 3.4× slower on a [255, 49152] chunk (25 against 7.5 ms, ORT 1.30, 2 threads).
+  LogSoftmax: {
+    infer: ([x], at) => {
+      requireFloat(x!, 'LogSoftmax');
+      normAxis((at.axis as number) ?? -1, x!.rank, 'LogSoftmax');
+      return [{ dtype: x!.dtype, shape: [...x!.shape] }];
+    },
+    // dX = dY − exp(Y) ⊙ Σ_axis dY
+    vjp: (n, [dy]) => {
+      const axis = (n.attrs.axis as number) ?? -1;
+      return [dy!.sub(n.outputs[0].exp().mul(dy!.sum(axis, true)))];
+    },
+  },
   LayerNormalization: {
     // outputs: Y, Mean, InvStdDev (the last two over axes [axis, rank), kept as size-1 dims)
     infer: (ins, at, nOut) => {

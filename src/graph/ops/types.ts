@@ -100,6 +100,7 @@ export type MovementOp =
   | 'ConstantOfShape';
 export type NnOp =
   | 'Softmax'
+  | 'LogSoftmax'
   | 'LayerNormalization'
   | 'SoftmaxCrossEntropyLoss'
   | 'FastGelu'

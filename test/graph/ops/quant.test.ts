@@ -312,3 +312,59 @@ test('s8 and u8 codes give the same products bit for bit (the same integer sums)
     assert.deepEqual(s.dx, u.dx, `${q.kind} ${inputs} dx`);
   }
 });
+
+test("a tied head's input gradient over the vocabulary: W̃'s own codes in blocks of 128, within bound (3)", async () => {
+  // (3) VocabBackward: a = dY·diag(s) is rounded per block of VOCAB_BLOCK entries of a row (step amax/127), so
+  //     |dx[i, k] − (dY·W̃)[i, k]| ≤ Σ_blocks (amax of a[i, block] / 254) · Σ_{o ∈ block} |q[o, k]|
+  // and a row of probabilities keeps its small entries, which a grid per row (1) drops.
+  const V = 300; // three blocks, the last padded
+  const W = Float32Array.from(randArray(V * IN, 61, -0.2, 0.2));
+  const logits = Float32Array.from(randArray(N * V, 63, -6, 6));
+  const dY = adversarial(N, V, 67); // odd rows: softmax − one-hot, as the loss gives it; row 0 all 1s (code offsets)
+  dY.fill(1, 0, V);
+  for (let i = 1; i < N; i += 2) {
+    const row = logits.subarray(i * V, (i + 1) * V).map(Math.exp);
+    const z = row.reduce((s, v) => s + v, 0);
+    row.forEach((v, o) => (dY[i * V + o] = v / z - (o === (i * 37) % V ? 1 : 0)));
+  }
+  for (const codes of CODES) {
+    const q = quantizeInt8(W, V, IN);
+    const g = new Graph('vocab-grad');
+    const xi = g.input('x', 'f32', [N, IN]);
+    const float = g.constant(dequantize(q), 'f32', [V, IN]); // a tied head's embedding marks the vocabulary
+    const t = quantizedTensors(g, 'w', q, false, { inputs: 'int8-rows', codes }, float);
+    const y = t.product(xi);
+    g.output('explicit', t.inputGrad(g.constant(dY, 'f32', [N, V]), xi));
+    g.output('autodiff', grad(y.mul(g.constant(dY, 'f32', [N, V])).sum(), [xi])[0]);
+    assert.ok(g.nodes.some((n) => n.op === 'MatMulNBits') && !g.nodes.some((n) => n.inputs.includes(float)));
+    const s = await compile(g, { worker: false });
+    const out = await s.run({ x: { data: Float32Array.from(randArray(N * IN, 65)), shape: [N, IN] } });
+    await s.dispose();
+    const a = dY.map((v, k) => v * q.scale[k % V]);
+    const blocks = (i: number, k: number) => {
+      let b = 0;
+      for (let o0 = 0; o0 < V; o0 += 128) {
+        let [amax, codeSum] = [0, 0];
+        for (let o = o0; o < Math.min(V, o0 + 128); o++) {
+          amax = Math.max(amax, Math.abs(a[i * V + o]));
+          codeSum += Math.abs(q.q[o * IN + k]);
+        }
+        b += (amax / 254) * codeSum;
+      }
+      return b;
+    };
+    for (const name of ['explicit', 'autodiff']) {
+      const dx = out[name].data as Float32Array;
+      const worst = checkProduct(
+        name,
+        dx,
+        a,
+        (o, k) => q.q[o * IN + k],
+        [N, V, IN],
+        () => 0,
+        blocks,
+      );
+      assert.ok(worst > 1e-3, `${name}: the product went through the integer kernel`);
+    }
+  }
+});
