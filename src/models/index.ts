@@ -88,6 +88,7 @@ export function memoryContext(config: ModelConfig, graph: Graph, opts: ContextOp
     hooks: opts.hooks,
     quantized: opts.quantized,
     quantKernels: opts.quantKernels,
+    vocabHead: opts.vocabHead,
   });
 }
 

@@ -61,6 +61,8 @@ export interface ContextOptions {
   quantized?: ReadonlyMap<string, QuantizedWeight>;
   /** The integer kernels their products use (nn/quant-linear.ts QuantKernels; default float inputs, u8 codes). */
   quantKernels?: QuantKernels;
+  /** The quantized output head's HF weight name: its input gradient runs over the vocabulary (VocabBackward). */
+  vocabHead?: string;
 }
 
 /** An opened model folder. */
@@ -168,6 +170,7 @@ export async function loadModel(pathOrHubId: string): Promise<LoadedModel> {
           hooks: opts.hooks,
           quantized: opts.quantized,
           quantKernels: opts.quantKernels,
+          vocabHead: opts.vocabHead,
         }),
       read: async (name) => {
         const fileName = resolve(name);

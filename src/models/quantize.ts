@@ -287,7 +287,8 @@ export async function quantizeModel(
     ...model,
     context: (graph, opts = {}) => {
       refuseTrainedHead(base, opts);
-      return model.context(graph, { quantized: base.weights, quantKernels: kernels, ...opts });
+      const vocabHead = base.head?.weightName;
+      return model.context(graph, { quantized: base.weights, quantKernels: kernels, vocabHead, ...opts });
     },
     quantizedBase: base,
     quantKernels: kernels,

@@ -225,6 +225,8 @@ export interface ContextOptions<C> {
   quantized?: ReadonlyMap<string, QuantizedWeight>;
   /** The integer kernels their products use (default float inputs, u8 codes). */
   quantKernels?: QuantKernels;
+  /** The quantized output head's HF weight name: its input gradient runs over the vocabulary (VocabBackward). */
+  vocabHead?: string;
 }
 
 /** Builds a ModelContext whose modules are the given list (weights are fetched lazily, once). */
@@ -253,7 +255,8 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       // a head tied to an embedding: that float weight is in the graph anyway, and gives the input gradient
       const tied = !fanInFanOut && opts.modules.some((o) => o.kind === 'embedding' && o.weightName === s.weightName);
       const float = tied ? weights.get(s.weightName, [outFeatures, inFeatures]) : undefined;
-      t = quantizedTensors(graph, weights.namePrefix + s.weightName, q, fanInFanOut, opts.quantKernels, float);
+      const over = { float, vocab: tied || s.weightName === opts.vocabHead };
+      t = quantizedTensors(graph, weights.namePrefix + s.weightName, q, fanInFanOut, opts.quantKernels, over);
       quantTensors.set(s.weightName, t);
     }
     const qt = t;

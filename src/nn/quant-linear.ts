@@ -145,9 +145,10 @@ function transposeFloat<A extends Float32Array | Float64Array>(w: Float32Array, 
 
 /**
  * Initializers of `q` in graph `g`, named `<name>.…`. `fanInFanOut` says the layer stores W as [in, out] (GPT-2
- * Conv1D); q itself is always [out, in]. `floatBackward`, a float W [out, in] the graph holds anyway (a tied head's
- * embedding), gives the input gradient in float instead of through an int8 copy (graph/ops/quant.ts FloatBackward),
- * or, with int8-rows kernels (VNNI), marks a gradient over the vocabulary: the codes as blocks (VocabBackward).
+ * Conv1D); q itself is always [out, in]. An output head's input gradient runs over the vocabulary (`head.vocab`),
+ * where a grid per row drops the small probabilities: with int8-rows kernels (VNNI, AMX) it multiplies by the codes
+ * as blocks over the vocabulary (graph/ops/quant.ts VocabBackward); elsewhere by `head.float`, a float W [out, in]
+ * the graph holds anyway (a tied head's embedding; FloatBackward), when there is one.
  */
 export function quantizedTensors(
   g: Graph,
@@ -155,9 +156,11 @@ export function quantizedTensors(
   q: QuantizedWeight,
   fanInFanOut: boolean,
   kernels: QuantKernels = { inputs: 'float', codes: 'u8' },
-  floatBackward?: Tensor,
+  head: { float?: Tensor; vocab?: boolean } = {},
 ): QuantizedTensors {
   const { out, in: inF } = q;
+  const floatBackward = head.float;
+  const vocab = head.vocab === true && kernels.inputs === 'int8-rows';
   const backOr = (int8: Int8Backward): BackwardWeight => (floatBackward ? { float: floatBackward } : int8);
   // `rows`: the codes, scales and zero point of an int8-rows product, whose input gradient takes the forward's
   // outlier columns in float (not with a float backward: that multiplies every column in float already)
@@ -183,8 +186,6 @@ export function quantizedTensors(
     const zero = zeroOf(g, kernels.codes);
     // the input gradient's [out, in] codes: from the file too, rather than a transpose ORT would fold at load
     const back = int8Codes(g, `${name}.int8_back`, q, 'outIn', kernels.codes);
-    // a tied head on int8-rows kernels (VNNI): its own codes as blocks over the vocabulary, not the float weight
-    const vocab = floatBackward && kernels.inputs === 'int8-rows';
     backward = g.memo(INT8_BACKWARD, b, () =>
       vocab ? vocabBackward(b, zero, s) : backOr({ weight: back, scale: s, zero }),
     );
@@ -205,7 +206,7 @@ export function quantizedTensors(
     if (bits === 8 && kernels.inputs === 'int8-rows') {
       // the forward multiplies by the same per-channel codes, [in, out]; the blocks stay unread in the cache file
       const fwd = int8Codes(g, `${name}.${k}_back_t`, q.back, 'inOut', kernels.codes);
-      backward = g.memo(INT8_BACKWARD, fwd, () => (floatBackward ? vocabBackward(fwd, back.zero, back.scale) : back));
+      backward = g.memo(INT8_BACKWARD, fwd, () => (vocab ? vocabBackward(fwd, back.zero, back.scale) : backOr(back)));
       product = (rows) => int8RowsMatMul(rows, fwd, back.scale, back.zero, OUTLIER_COLUMNS); // [N, out]
       return tensorsOf(product, backward, { b: fwd, s: back.scale, zero: back.zero });
     }

@@ -115,38 +115,50 @@ test('a quantized head that would be trained or replaced is refused, naming why'
   }
 });
 
-for (const inputs of ['float', 'int8-rows'] as const)
-  test(`a quantized tied head's input gradient keeps the small probabilities (${inputs} kernels)`, async () => {
+const HEADS = [
+  { model: 'gpt2', inputs: 'float', weight: 'transformer.wte.weight' }, // tied: the float embedding
+  { model: 'gpt2', inputs: 'int8-rows', weight: 'transformer.wte.weight' },
+  { model: 'llama', inputs: 'int8-rows', weight: 'lm_head.weight' }, // untied: no float copy at all
+] as const;
+for (const { model: name, inputs, weight } of HEADS)
+  test(`a quantized head's input gradient keeps the small probabilities (${name}, ${inputs} kernels)`, async () => {
     // dY over the vocabulary is one large entry and many small ones, as softmax − onehot is: an 8-bit grid per row
     // would drop the small ones (the many small probabilities that sum to much of the gradient). With float inputs
-    // (AVX2) E comes from the float embedding; with int8-rows (VNNI) from W̃'s own codes, dY rounded per block of
-    // 128 entries (graph/ops/quant.ts VocabBackward: bound (3) of test/graph/ops/quant.test.ts). This is the
-    // product the fused head's E uses (headInputGrad).
-    const model = await loadModel(join(FIXTURES, 'gpt2'));
+    // (AVX2) a tied head's E comes from the float embedding; with int8-rows (VNNI) any head's from W̃'s own codes,
+    // dY rounded per block of 128 entries (graph/ops/quant.ts VocabBackward: bound (3) of
+    // test/graph/ops/quant.test.ts). This is the product the fused head's E uses (headInputGrad).
+    const model = await loadModel(join(FIXTURES, name));
     const q = await quantizeModel(model, 'int8', { head: true, cacheDir: false, inputs, codes: 'u8' });
-    const g = new Graph('tied-head');
+    const g = new Graph('head');
     const ids = g.input('input_ids', 'i64', [1, 5]);
     const out = buildCausalLM(q.context(g), { inputIds: ids });
     const V = out.logits.shape[2] as number;
     const D = out.hidden.shape[2] as number;
-    const R = new Float32Array(5 * V).map((_, k) => (k % V === (7 * Math.floor(k / V)) % V ? 1 : 1e-4 * ((k % 3) - 1)));
+    // row t: 1 at its target, ±1e-4 outside the target's block of 128 (inside it a block grid drops them too)
+    const target = (t: number) => (7 * t) % V;
+    const R = new Float32Array(5 * V).map((_, k) => {
+      const [t, v] = [Math.floor(k / V), k % V];
+      if (v === target(t)) return 1;
+      return v >> 7 === target(t) >> 7 ? 0 : 1e-4 * ((k % 3) - 1);
+    });
     assert.ok(out.headInputGrad, 'a frozen head');
     g.output('dh', out.headInputGrad(g.constant(R, 'f32', [1, 5, V]), out.hidden));
     const s = await compile(g, { worker: false });
     const got = (await s.run({ input_ids: BigInt64Array.from([1n, 5n, 9n, 2n, 7n]) })).dh.data as Float32Array;
     await s.dispose();
-    const w = q.quantizedBase!.weights.get('transformer.wte.weight')!;
+    const w = q.quantizedBase!.weights.get(weight)!;
     assert.equal(w.kind, inputs === 'int8-rows' ? 'int8' : 'q8');
-    const W = inputs === 'float' ? await model.read('transformer.wte.weight') : dequantize(w); // [V, D]
-    let small = 0; // the small entries' share of the gradient, which a grid per row would drop
+    const W = inputs === 'float' ? await model.read(weight) : dequantize(w); // [V, D]
+    let [err2, small2] = [0, 0]; // squared error, and the squared part of the small entries (a row grid's loss)
     for (let t = 0; t < 5; t++)
       for (let d = 0; d < D; d++) {
-        let [want, abs, bound] = [0, 0, 0];
+        let [want, abs, bound, small] = [0, 0, 0, 0];
         for (let v = 0; v < V; v++) {
           want += R[t * V + v] * W[v * D + d];
           abs += Math.abs(R[t * V + v] * W[v * D + d]);
-          if (Math.abs(R[t * V + v]) < 1) small = Math.max(small, Math.abs(R[t * V + v] * W[v * D + d]));
+          if (v !== target(t)) small += R[t * V + v] * W[v * D + d];
         }
+        [err2, small2] = [err2 + (got[t * D + d] - want) ** 2, small2 + small ** 2];
         if (inputs === 'int8-rows' && w.kind === 'int8')
           for (let v0 = 0; v0 < V; v0 += 128) {
             let [amax, codes] = [0, 0];
@@ -161,6 +173,6 @@ for (const inputs of ['float', 'int8-rows'] as const)
           `dh[${t}, ${d}] = ${got[t * D + d]}, R·W ${want}`,
         );
       }
-    assert.ok(small > 0);
+    assert.ok(err2 < 1e-4 * small2, `error ${Math.sqrt(err2)} against the small entries' ${Math.sqrt(small2)}`);
     await model.close();
   });

@@ -12,8 +12,8 @@ import { fmtShape } from '../shape.ts';
 import type { OpDef, QuantOp } from './types.ts';
 
 /**
- * What a quantized weight's input gradient multiplies by: an int8 copy, W̃ [N, K] ≈ diag(scale)·(weight − zero), a
- * float weight [N, K] the graph holds anyway (FloatBackward), or the per-channel codes read as blocks over N
+ * What a quantized weight's input gradient multiplies by: an int8 copy, W̃ [N, K] ≈ diag(scale)·(weight − zero),
+ * a float weight [N, K] the graph holds anyway (FloatBackward), or the per-channel codes read as blocks over N
  * (VocabBackward).
  */
 export type BackwardWeight = Int8Backward | FloatBackward | VocabBackward;

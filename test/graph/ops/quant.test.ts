@@ -313,7 +313,7 @@ test('s8 and u8 codes give the same products bit for bit (the same integer sums)
   }
 });
 
-test("a tied head's input gradient over the vocabulary: W̃'s own codes in blocks of 128, within bound (3)", async () => {
+test("a head's input gradient over the vocabulary: W̃'s own codes in blocks of 128, within bound (3)", async () => {
   // (3) VocabBackward: a = dY·diag(s) is rounded per block of VOCAB_BLOCK entries of a row (step amax/127), so
   //     |dx[i, k] − (dY·W̃)[i, k]| ≤ Σ_blocks (amax of a[i, block] / 254) · Σ_{o ∈ block} |q[o, k]|
   // and a row of probabilities keeps its small entries, which a grid per row (1) drops.
@@ -331,8 +331,8 @@ test("a tied head's input gradient over the vocabulary: W̃'s own codes in block
     const q = quantizeInt8(W, V, IN);
     const g = new Graph('vocab-grad');
     const xi = g.input('x', 'f32', [N, IN]);
-    const float = g.constant(dequantize(q), 'f32', [V, IN]); // a tied head's embedding marks the vocabulary
-    const t = quantizedTensors(g, 'w', q, false, { inputs: 'int8-rows', codes }, float);
+    const float = g.constant(dequantize(q), 'f32', [V, IN]); // a tied head's embedding: left unread
+    const t = quantizedTensors(g, 'w', q, false, { inputs: 'int8-rows', codes }, { float, vocab: true });
     const y = t.product(xi);
     g.output('explicit', t.inputGrad(g.constant(dY, 'f32', [N, V]), xi));
     g.output('autodiff', grad(y.mul(g.constant(dY, 'f32', [N, V])).sum(), [xi])[0]);
