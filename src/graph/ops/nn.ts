@@ -10,13 +10,18 @@ import { memoTable } from '../memo.ts';
 /** −sin of each RoPE table a graph's backward uses (one per table and graph). */
 const NEGATED_SIN = memoTable<Tensor, Tensor>('RotaryEmbedding: −sin of a table');
 
+/** Shape rule of a float op along one axis (attribute `axis`, default −1) whose output is shaped like its input. */
+const alongAxis =
+  (op: string): OpDef['infer'] =>
+  ([x], at) => {
+    requireFloat(x!, op);
+    normAxis((at.axis as number) ?? -1, x!.rank, op);
+    return [{ dtype: x!.dtype, shape: [...x!.shape] }];
+  };
+
 export const nnOps: Record<NnOp, OpDef> = {
   Softmax: {
-    infer: ([x], at) => {
-      requireFloat(x!, 'Softmax');
-      normAxis((at.axis as number) ?? -1, x!.rank, 'Softmax');
-      return [{ dtype: x!.dtype, shape: [...x!.shape] }];
-    },
+    infer: alongAxis('Softmax'),
     // dX = Y ⊙ (dY − Σ_axis dY ⊙ Y)
     vjp: (n, [dy]) => {
       const y = n.outputs[0];
@@ -27,11 +32,7 @@ export const nnOps: Record<NnOp, OpDef> = {
   // log softmax in one kernel along the last axis, where ORT's fast path is: SoftmaxCrossEntropyLoss's expansion
   // takes it on axis 1 of [N, C, 1], 3.4× slower on a [255, 49152] chunk (25 against 7.5 ms, ORT 1.30, 2 threads).
   LogSoftmax: {
-    infer: ([x], at) => {
-      requireFloat(x!, 'LogSoftmax');
-      normAxis((at.axis as number) ?? -1, x!.rank, 'LogSoftmax');
-      return [{ dtype: x!.dtype, shape: [...x!.shape] }];
-    },
+    infer: alongAxis('LogSoftmax'),
     // dX = dY − exp(Y) ⊙ Σ_axis dY
     vjp: (n, [dy]) => {
       const axis = (n.attrs.axis as number) ?? -1;
