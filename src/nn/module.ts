@@ -252,7 +252,8 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
       );
     let t = quantTensors.get(s.weightName);
     if (!t) {
-      // a head tied to an embedding: that float weight is in the graph anyway, and gives the input gradient
+      // a head tied to an embedding: that float weight is in the graph anyway, and gives the input gradient where
+      // the kernels do not take it from the codes (quantizedTensors)
       const tied = !fanInFanOut && opts.modules.some((o) => o.kind === 'embedding' && o.weightName === s.weightName);
       const float = tied ? weights.get(s.weightName, [outFeatures, inFeatures]) : undefined;
       const over = { float, vocab: tied || s.weightName === opts.vocabHead };
