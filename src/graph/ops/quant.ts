@@ -46,7 +46,7 @@ export interface FloatBackward {
  * float32.
  */
 export interface VocabBackward {
-  /** u8 [K, ⌈N / block⌉, block]: code + 128 (MatMulNBits' implicit zero point), the last block padded with code 0. */
+  /** u8 [K, ⌈N / block⌉, block]: code + 128 (MatMulNBits' implicit zero point), the last block padded by code 0. */
   blocks: Tensor;
   /** f32 [N]. */
   scale: Tensor;
