@@ -327,12 +327,14 @@ test("a head's input gradient over the vocabulary: W̃'s own codes in blocks of 
     const z = row.reduce((s, v) => s + v, 0);
     row.forEach((v, o) => (dY[i * V + o] = v / z - (o === (i * 37) % V ? 1 : 0)));
   }
-  for (const codes of CODES) {
-    const q = quantizeInt8(W, V, IN);
+  // per-channel int8, and a GGUF's Q8_0 blocks, whose int8-rows products read their per-channel copy (`back`)
+  for (const [kind, codes] of (['int8', 'q8'] as const).flatMap((k) => CODES.map((c) => [k, c] as const))) {
+    const w = kind === 'int8' ? quantizeInt8(W, V, IN) : quantizeQ8(W, V, IN);
+    const q = w.kind === 'int8' ? w : w.back; // the codes the gradient multiplies by
     const g = new Graph('vocab-grad');
     const xi = g.input('x', 'f32', [N, IN]);
     const float = g.constant(dequantize(q), 'f32', [V, IN]); // a tied head's embedding: left unread
-    const t = quantizedTensors(g, 'w', q, false, { inputs: 'int8-rows', codes }, { float, vocab: true });
+    const t = quantizedTensors(g, 'w', w, false, { inputs: 'int8-rows', codes }, { float, vocab: true });
     const y = t.product(xi);
     g.output('explicit', t.inputGrad(g.constant(dY, 'f32', [N, V]), xi));
     g.output('autodiff', grad(y.mul(g.constant(dY, 'f32', [N, V])).sum(), [xi])[0]);
@@ -364,7 +366,7 @@ test("a head's input gradient over the vocabulary: W̃'s own codes in blocks of 
         () => 0,
         blocks,
       );
-      assert.ok(worst > 1e-3, `${name}: the product went through the integer kernel`);
+      assert.ok(worst > 1e-3, `${kind} ${name}: the product went through the integer kernel`);
     }
   }
 });
