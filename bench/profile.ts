@@ -5,13 +5,14 @@
  * optimizer, from the node-name scopes `grad/` and `optim/`). Prints the tables and writes
  * bench/results/profile-<kind>-<model>-<targets>.json.
  * node --import tsx bench/profile.ts [train|eval] [gpt2|smollm] [attn|all] [--batch N --seq N --runs N --compile JSON
- * --top N --quantize none|int8|q4 --quantize-head --inputs auto|float|int8|int8-rows --codes auto|u8|s8]
+ * --top N --quantize none|int8|q4 --quantize-head --inputs auto|float|int8|int8-rows --codes auto|u8|s8
+ * --vocab auto|blocks|residual|float]
  */
 import { mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadModel, quantizeModel } from '../src/models/index.ts';
-import type { Int8Codes, QuantInputs } from '../src/nn/index.ts';
+import type { Int8Codes, QuantInputs, VocabGrad } from '../src/nn/index.ts';
 import { compile, type CompileOptions } from '../src/runtime/index.ts';
 import { RESULTS, table } from './common.ts';
 import { trainerStep } from './lorakit.ts';
@@ -84,7 +85,8 @@ async function main(): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const inputs = flag('--inputs', 'auto') as 'auto' | QuantInputs;
   const codes = flag('--codes', 'auto') as 'auto' | Int8Codes;
-  const lm = await quantizeModel(await loadModel(await ensureModel(model)), quantize, { head, inputs, codes });
+  const vocab = flag('--vocab', 'auto') as 'auto' | VocabGrad;
+  const lm = await quantizeModel(await loadModel(await ensureModel(model)), quantize, { head, inputs, codes, vocab });
   const { task, options } = await trainerStep(w, lm);
   const ortOptions = {
     enableProfiling: true,

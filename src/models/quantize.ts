@@ -15,6 +15,7 @@ import {
   type Int8Codes,
   type QuantInputs,
   type QuantKernels,
+  type VocabGrad,
   type QuantMode,
   type QuantizedWeight,
   kernelsFor,
@@ -194,10 +195,12 @@ export interface QuantizeOptions extends QuantizeScope {
   inputs?: 'auto' | QuantInputs;
   /** How the per-channel int8 codes are stored for ORT (nn/quant-linear.ts Int8Codes); `auto` (default) per CPU. */
   codes?: 'auto' | Int8Codes;
+  /** How a quantized head's vocabulary gradient runs (nn/quant-linear.ts VocabGrad); `auto` (default) per CPU. */
+  vocab?: 'auto' | VocabGrad;
 }
 
 /** The kernels `opts` ask for, `auto` resolved for this CPU (kernelsFor); a bad value is refused by name. */
-export function quantKernels(opts: Pick<QuantizeOptions, 'inputs' | 'codes'>): QuantKernels {
+export function quantKernels(opts: Pick<QuantizeOptions, 'inputs' | 'codes' | 'vocab'>): QuantKernels {
   const inputs = opts.inputs ?? 'auto';
   if (inputs !== 'auto' && inputs !== 'float' && inputs !== 'int8' && inputs !== 'int8-rows')
     throw new LorakitError(
@@ -208,8 +211,15 @@ export function quantKernels(opts: Pick<QuantizeOptions, 'inputs' | 'codes'>): Q
   const codes = opts.codes ?? 'auto';
   if (codes !== 'auto' && codes !== 'u8' && codes !== 's8')
     throw new LorakitError('LK_INVALID_ARGUMENT', `quantize codes must be auto, u8 or s8, got ${String(codes)}`);
-  const cpu = inputs === 'auto' || codes === 'auto' ? kernelsFor(cpuFeatures()) : null;
-  return { inputs: inputs === 'auto' ? cpu!.inputs : inputs, codes: codes === 'auto' ? cpu!.codes : codes };
+  const vocab = opts.vocab ?? 'auto';
+  if (vocab !== 'auto' && vocab !== 'blocks' && vocab !== 'residual' && vocab !== 'float')
+    throw new LorakitError(
+      'LK_INVALID_ARGUMENT',
+      `quantize vocab must be auto, blocks, residual or float, got ${vocab}`,
+    );
+  const cpu = kernelsFor(cpuFeatures());
+  const pick = <T>(v: T | 'auto', auto: T): T => (v === 'auto' ? auto : v);
+  return { inputs: pick(inputs, cpu.inputs), codes: pick(codes, cpu.codes), vocab: pick(vocab, cpu.vocab ?? 'blocks') };
 }
 
 /**

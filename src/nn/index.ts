@@ -60,6 +60,7 @@ export {
 export {
   type Int8Codes,
   type QuantInputs,
+  type VocabGrad,
   type QuantKernels,
   type QuantizedTensors,
   int8Bytes,

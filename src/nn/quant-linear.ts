@@ -70,10 +70,19 @@ export type QuantInputs = 'float' | 'int8' | 'int8-rows';
  */
 export type Int8Codes = 'u8' | 's8';
 
+/**
+ * How an output head's input gradient over the vocabulary multiplies by the head's int8 codes with int8-rows kernels:
+ * `blocks` (graph/ops/quant.ts VocabBackward: MatMulNBits, fast with VNNI) or `residual` (VocabResidual: the rows
+ * rounded twice through MatMulInteger, fast with AMX, whose blocks run 3× slower than float32 there).
+ */
+export type VocabGrad = 'blocks' | 'residual' | 'float';
+
 /** The integer kernels a quantized model's graphs use (chosen per CPU by kernelsFor, or by the caller). */
 export interface QuantKernels {
   inputs: QuantInputs;
   codes: Int8Codes;
+  /** Default `blocks`. */
+  vocab?: VocabGrad;
 }
 
 /** The number of input columns int8-rows multiplies in float: 32 measured −0.01 % of SmolLM2's held-out loss. */
@@ -84,11 +93,13 @@ const X86_DOT = ['avx512_vnni', 'avx_vnni', 'amx_int8'];
 
 /**
  * The faster kernels for a CPU with these /proc/cpuinfo flags: on x86 with VNNI or AMX, int8-rows over s8 codes;
- * on Arm with sdot (asimddp), int8 blocks (not measured there against int8-rows); else float inputs and u8 codes.
+ * on Arm with sdot (asimddp), int8 blocks (not measured there against int8-rows); else float inputs and u8 codes. The
+ * head's vocabulary gradient: residual rows with AMX, blocks elsewhere (VocabGrad).
  */
 export function kernelsFor(features: ReadonlySet<string>): QuantKernels {
-  if (X86_DOT.some((f) => features.has(f))) return { inputs: 'int8-rows', codes: 's8' };
-  return { inputs: features.has('asimddp') ? 'int8' : 'float', codes: 'u8' };
+  if (features.has('amx_int8')) return { inputs: 'int8-rows', codes: 's8', vocab: 'residual' };
+  if (X86_DOT.some((f) => features.has(f))) return { inputs: 'int8-rows', codes: 's8', vocab: 'blocks' };
+  return { inputs: features.has('asimddp') ? 'int8' : 'float', codes: 'u8', vocab: 'blocks' };
 }
 
 /**
@@ -160,7 +171,12 @@ export function quantizedTensors(
 ): QuantizedTensors {
   const { out, in: inF } = q;
   const floatBackward = head.float;
-  const vocab = head.vocab === true && kernels.inputs === 'int8-rows';
+  const vocab = head.vocab === true && kernels.inputs === 'int8-rows' && !(kernels.vocab === 'float' && floatBackward);
+  // the vocabulary's gradient from the codes the forward multiplies by (b [K, N]) or their [N, K] copy (back)
+  const vocabOf = (b: Tensor, back: Int8Backward): BackwardWeight =>
+    kernels.vocab === 'blocks' || kernels.vocab === undefined
+      ? vocabBackward(b, back.zero, back.scale)
+      : { residual: back };
   const backOr = (int8: Int8Backward): BackwardWeight => (floatBackward ? { float: floatBackward } : int8);
   // `rows`: the codes, scales and zero point of an int8-rows product, whose input gradient takes the forward's
   // outlier columns in float (not with a float backward: that multiplies every column in float already)
@@ -186,9 +202,8 @@ export function quantizedTensors(
     const zero = zeroOf(g, kernels.codes);
     // the input gradient's [out, in] codes: from the file too, rather than a transpose ORT would fold at load
     const back = int8Codes(g, `${name}.int8_back`, q, 'outIn', kernels.codes);
-    backward = g.memo(INT8_BACKWARD, b, () =>
-      vocab ? vocabBackward(b, zero, s) : backOr({ weight: back, scale: s, zero }),
-    );
+    const int8 = { weight: back, scale: s, zero };
+    backward = g.memo(INT8_BACKWARD, b, () => (vocab ? vocabOf(b, int8) : backOr(int8)));
     product = (rows) => int8RowsMatMul(rows, b, s, zero, OUTLIER_COLUMNS); // [N, out]
     return tensorsOf(product, backward, { b, s, zero });
   } else {
@@ -206,7 +221,7 @@ export function quantizedTensors(
     if (bits === 8 && kernels.inputs === 'int8-rows') {
       // the forward multiplies by the same per-channel codes, [in, out]; the blocks stay unread in the cache file
       const fwd = int8Codes(g, `${name}.${k}_back_t`, q.back, 'inOut', kernels.codes);
-      backward = g.memo(INT8_BACKWARD, fwd, () => (vocab ? vocabBackward(fwd, back.zero, back.scale) : backOr(back)));
+      backward = g.memo(INT8_BACKWARD, fwd, () => (vocab ? vocabOf(fwd, back) : backOr(back)));
       product = (rows) => int8RowsMatMul(rows, fwd, back.scale, back.zero, OUTLIER_COLUMNS); // [N, out]
       return tensorsOf(product, backward, { b: fwd, s: back.scale, zero: back.zero });
     }

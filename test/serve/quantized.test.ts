@@ -139,11 +139,15 @@ test('a bad quantize mode is refused by name before anything is built', async ()
 });
 
 test("int8's kernels: auto follows the CPU's dot-product flags, a choice sets the forward's op and codes", async () => {
-  assert.deepEqual(kernelsFor(new Set()), { inputs: 'float', codes: 'u8' }); // no /proc/cpuinfo (macOS, a browser)
-  assert.deepEqual(kernelsFor(new Set(['avx2', 'fma', 'avx512f'])), { inputs: 'float', codes: 'u8' });
-  for (const flag of ['avx512_vnni', 'avx_vnni', 'amx_int8'])
-    assert.deepEqual(kernelsFor(new Set(['avx2', flag])), { inputs: 'int8-rows', codes: 's8' }, flag);
-  assert.deepEqual(kernelsFor(new Set(['asimd', 'asimddp'])), { inputs: 'int8', codes: 'u8' });
+  const [float8, blocks] = [{ inputs: 'float', codes: 'u8', vocab: 'blocks' }, { vocab: 'blocks' }];
+  assert.deepEqual(kernelsFor(new Set()), float8); // no /proc/cpuinfo (macOS, a browser)
+  assert.deepEqual(kernelsFor(new Set(['avx2', 'fma', 'avx512f'])), float8);
+  for (const flag of ['avx512_vnni', 'avx_vnni'])
+    assert.deepEqual(kernelsFor(new Set(['avx2', flag])), { inputs: 'int8-rows', codes: 's8', ...blocks }, flag);
+  // AMX: the head's vocabulary gradient as residual rows (its MatMulNBits blocks run slower than float32 there)
+  const amx = kernelsFor(new Set(['avx512_vnni', 'amx_int8']));
+  assert.deepEqual(amx, { inputs: 'int8-rows', codes: 's8', vocab: 'residual' });
+  assert.deepEqual(kernelsFor(new Set(['asimd', 'asimddp'])), { inputs: 'int8', codes: 'u8', ...blocks });
   const spec = { cache: model.cache!, targets: loraTargets(model, null), slots: 1, rank: 4, tokens: 16 };
   const ops = async (inputs: 'auto' | QuantInputs, codes: 'auto' | 'u8' | 's8' = 'u8') => {
     const q = await quantizeModel(model, 'int8', { cacheDir: false, inputs, codes });
@@ -161,7 +165,7 @@ test("int8's kernels: auto follows the CPU's dot-product flags, a choice sets th
   assert.deepEqual((await ops('int8')).levels, new Set([4]));
   // int8-rows: no block product at all, one DynamicQuantizeMatMul per Linear, on the codes asked for
   const rows = await ops('int8-rows', 's8');
-  assert.deepEqual(rows.chosen, { inputs: 'int8-rows', codes: 's8' });
+  assert.deepEqual(rows.chosen, { inputs: 'int8-rows', codes: 's8', vocab: kernelsFor(cpuFeatures()).vocab });
   assert.deepEqual(rows.levels, new Set());
   assert.ok(rows.products > 0);
   assert.deepEqual(rows.codes, new Set(['i8']));

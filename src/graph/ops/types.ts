@@ -108,7 +108,7 @@ export type NnOp =
   | 'RotaryEmbedding'
   | 'SimplifiedLayerNormalization';
 export type ConvOp = 'Conv' | 'ConvTranspose';
-export type QuantOp = 'DynamicQuantizeMatMul' | 'MatMulNBits';
+export type QuantOp = 'DynamicQuantizeMatMul' | 'MatMulNBits' | 'QuantizeLinear' | 'DequantizeLinear' | 'MatMulInteger';
 export type ControlOp = 'Scan';
 /** Names of the primitives, equal to the ONNX op each one emits. */
 export type OpName = ElementwiseOp | LinalgOp | ReduceOp | MovementOp | NnOp | ConvOp | QuantOp | ControlOp;

@@ -313,20 +313,33 @@ test('s8 and u8 codes give the same products bit for bit (the same integer sums)
   }
 });
 
-test("a head's input gradient over the vocabulary: W̃'s own codes in blocks of 128, within bound (3)", async () => {
-  // (3) VocabBackward: a = dY·diag(s) is rounded per block of VOCAB_BLOCK entries of a row (step amax/127), so
-  //     |dx[i, k] − (dY·W̃)[i, k]| ≤ Σ_blocks (amax of a[i, block] / 254) · Σ_{o ∈ block} |q[o, k]|
-  // and a row of probabilities keeps its small entries, which a grid per row (1) drops.
-  const V = 300; // three blocks, the last padded
-  const W = Float32Array.from(randArray(V * IN, 61, -0.2, 0.2));
+/** A head's dY over a vocabulary of V: odd rows softmax − one-hot, as the loss gives it; row 0 all 1s. */
+function vocabGrad(V: number): Float32Array {
   const logits = Float32Array.from(randArray(N * V, 63, -6, 6));
-  const dY = adversarial(N, V, 67); // odd rows: softmax − one-hot, as the loss gives it; row 0 all 1s (code offsets)
+  const dY = adversarial(N, V, 67);
   dY.fill(1, 0, V);
   for (let i = 1; i < N; i += 2) {
     const row = logits.subarray(i * V, (i + 1) * V).map(Math.exp);
     const z = row.reduce((s, v) => s + v, 0);
     row.forEach((v, o) => (dY[i * V + o] = v / z - (o === (i * 37) % V ? 1 : 0)));
   }
+  return dY;
+}
+
+/**
+ * A tied head's input gradient dx = dY·W̃ through `vocab`, from its int8 and Q8_0 (per-channel copy) codes, explicit
+ * and by autodiff; checks the graph's ops and each product against the float one within `bound(i, k)` (given a =
+ * dY·diag(s) and the codes), and returns the worst error / bound.
+ */
+async function vocabCase(
+  vocab: 'blocks' | 'residual',
+  op: string,
+  bound: (a: Float32Array, q: { q: Int8Array }, V: number) => (i: number, k: number) => number,
+): Promise<number> {
+  const V = 300; // three blocks of 128, the last padded
+  const W = Float32Array.from(randArray(V * IN, 61, -0.2, 0.2));
+  const dY = vocabGrad(V);
+  let worst = Number.POSITIVE_INFINITY;
   // per-channel int8, and a GGUF's Q8_0 blocks, whose int8-rows products read their per-channel copy (`back`)
   for (const [kind, codes] of (['int8', 'q8'] as const).flatMap((k) => CODES.map((c) => [k, c] as const))) {
     const w = kind === 'int8' ? quantizeInt8(W, V, IN) : quantizeQ8(W, V, IN);
@@ -334,39 +347,58 @@ test("a head's input gradient over the vocabulary: W̃'s own codes in blocks of 
     const g = new Graph('vocab-grad');
     const xi = g.input('x', 'f32', [N, IN]);
     const float = g.constant(dequantize(q), 'f32', [V, IN]); // a tied head's embedding: left unread
-    const t = quantizedTensors(g, 'w', w, false, { inputs: 'int8-rows', codes }, { float, vocab: true });
+    const t = quantizedTensors(g, 'w', w, false, { inputs: 'int8-rows', codes, vocab }, { float, vocab: true });
     const y = t.product(xi);
     g.output('explicit', t.inputGrad(g.constant(dY, 'f32', [N, V]), xi));
     g.output('autodiff', grad(y.mul(g.constant(dY, 'f32', [N, V])).sum(), [xi])[0]);
-    assert.ok(g.nodes.some((n) => n.op === 'MatMulNBits') && !g.nodes.some((n) => n.inputs.includes(float)));
+    assert.ok(g.nodes.some((n) => n.op === op) && !g.nodes.some((n) => n.inputs.includes(float)), `${vocab}: ${op}`);
     const s = await compile(g, { worker: false });
     const out = await s.run({ x: { data: Float32Array.from(randArray(N * IN, 65)), shape: [N, IN] } });
     await s.dispose();
     const a = dY.map((v, k) => v * q.scale[k % V]);
-    const blocks = (i: number, k: number) => {
-      let b = 0;
-      for (let o0 = 0; o0 < V; o0 += 128) {
-        let [amax, codeSum] = [0, 0];
-        for (let o = o0; o < Math.min(V, o0 + 128); o++) {
-          amax = Math.max(amax, Math.abs(a[i * V + o]));
-          codeSum += Math.abs(q.q[o * IN + k]);
-        }
-        b += (amax / 254) * codeSum;
-      }
-      return b;
-    };
     for (const name of ['explicit', 'autodiff']) {
       const dx = out[name].data as Float32Array;
-      const worst = checkProduct(
-        name,
-        dx,
-        a,
-        (o, k) => q.q[o * IN + k],
-        [N, V, IN],
-        () => 0,
-        blocks,
-      );
-      assert.ok(worst > 1e-3, `${kind} ${name}: the product went through the integer kernel`);
+      const code = (o: number, k: number) => q.q[o * IN + k];
+      const w = checkProduct(`${vocab} ${kind} ${name}`, dx, a, code, [N, V, IN], () => 0, bound(a, q, V));
+      worst = Math.min(worst, w);
     }
   }
+  return worst;
+}
+
+test("a head's input gradient over the vocabulary: W̃'s own codes in blocks of 128, within bound (3)", async () => {
+  // (3) VocabBackward: a = dY·diag(s) is rounded per block of VOCAB_BLOCK entries of a row (step amax/127), so
+  //     |dx[i, k] − (dY·W̃)[i, k]| ≤ Σ_blocks (amax of a[i, block] / 254) · Σ_{o ∈ block} |q[o, k]|
+  // and a row of probabilities keeps its small entries, which a grid per row (1) drops.
+  const blocks = (a: Float32Array, q: { q: Int8Array }, V: number) => (i: number, k: number) => {
+    let b = 0;
+    for (let o0 = 0; o0 < V; o0 += 128) {
+      let [amax, codeSum] = [0, 0];
+      for (let o = o0; o < Math.min(V, o0 + 128); o++) {
+        amax = Math.max(amax, Math.abs(a[i * V + o]));
+        codeSum += Math.abs(q.q[o * IN + k]);
+      }
+      b += (amax / 254) * codeSum;
+    }
+    return b;
+  };
+  const worst = await vocabCase('blocks', 'MatMulNBits', blocks);
+  assert.ok(worst > 1e-3, 'the products went through the integer kernel');
+});
+
+test("a head's vocabulary gradient as residual rows (AMX): two integer products, within bound (4)", async () => {
+  // (4) VocabResidual: each row of a = dY·diag(s) is rounded to int8 by its amax r, and the rest again on a grid
+  //     254× finer, so |a − ã| ≤ r / (2·127·254) per entry:
+  //     |dx[i, k] − (dY·W̃)[i, k]| ≤ r_i / 64516 · Σ_o |q[o, k]|,
+  // a bound 127× below a grid per row's (1), which a single rounding breaks.
+  const residual = (a: Float32Array, q: { q: Int8Array }, V: number) => (i: number, k: number) => {
+    let [amax, codeSum] = [0, 0];
+    for (let o = 0; o < V; o++) {
+      amax = Math.max(amax, Math.abs(a[i * V + o]));
+      codeSum += Math.abs(q.q[o * IN + k]);
+    }
+    return (amax / 64516) * codeSum;
+  };
+  const worst = await vocabCase('residual', 'MatMulInteger', residual);
+  assert.ok(worst > 1e-3, 'the products rounded (through the integer kernel)');
 });
