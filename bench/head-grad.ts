@@ -1,9 +1,10 @@
 /**
  * How exact the quantized tied head's input gradient is on real text: E = (softmax − one-hot)·W̃ for SmolLM2 (from
  * the shared GGUF) with `quantize: int8, quantize_head`, on 4 × 256 tokens of Pride and Prejudice: through each
- * integer path of int8-rows CPUs (VocabBackward's blocks, VocabResidual's rows rounded twice), in float32 against W̃
- * itself (the exact gradient of the forward the step runs) and against the float embedding W (the path before
- * VocabBackward). Prints each one's relative error against the exact one (Frobenius norms over the batch).
+ * integer path of int8-rows CPUs (VocabBackward's blocks, VocabResidual's rows rounded twice), as the training loss
+ * takes it (softmax·W̃ − W̃[target]) and with the one-hot inside the rounded product ((softmax − one-hot)·W̃), in
+ * float32 against W̃ itself (the exact gradient of the forward the step runs) and against the float embedding W (the
+ * path before VocabBackward). Prints each one's relative error against the exact one (Frobenius norms over the batch).
  *   node --import tsx bench/head-grad.ts
  */
 import { readFileSync } from 'node:fs';
@@ -30,14 +31,16 @@ async function main(): Promise<void> {
     const ctx = q.context(g);
     const input = g.input('input_ids', 'i64', [B, T]);
     const out = buildCausalLM(ctx, { inputIds: input });
-    if (!out.headInputGrad) throw new Error('the head has no separate input gradient (is it tied and frozen?)');
+    if (!out.headInputGrad || !out.headRows) throw new Error('the head is not frozen: no separate input gradient');
     const h = out.hidden.reshape([N, -1]).detach();
     const logits = out.lmHead(h); // [N, V]: the quantized forward
     const targets = g.constant(BigInt64Array.from(ids.slice(1), BigInt), 'i64', [N, 1]);
     const lp = g.op('LogSoftmax', [logits], { axis: -1 });
     const dz = lp.exp().scatterElements(targets, g.scalar(-1, 'f32').expand([N, 1]), 1, 'add'); // softmax − one-hot
     const lin = ctx.linearModule('lm_head');
-    g.output('kernel', out.headInputGrad(dz, h));
+    // as the training loss takes it (loss.ts eagerHeadNll): softmax·W̃ − W̃[target]; and (softmax − one-hot)·W̃ whole
+    g.output('kernel', out.headInputGrad(lp.exp(), h).sub(out.headRows(targets.reshape([N]))));
+    g.output('kernelDz', out.headInputGrad(dz, h));
     g.output('exact', dz.matmul(lin.weight)); // W̃ [V, D], dequantized
     g.output('float', dz.matmul(ctx.embeddingModule('model.embed_tokens').weight));
     const s = await compile(g, { worker: false });
@@ -49,10 +52,14 @@ async function main(): Promise<void> {
       for (let k = 0; k < a.length; k++) [num, den] = [num + (a[k] - exact[k]) ** 2, den + exact[k] ** 2];
       return Math.sqrt(num / den);
     };
-    console.log(`  integer kernel (int8-rows, ${vocab}): ${rel(r.kernel.data as Float32Array).toExponential(2)}`);
+    const [p, whole] = [rel(r.kernel.data as Float32Array), rel(r.kernelDz.data as Float32Array)];
+    console.log(
+      `  int8-rows, ${vocab}: softmax·W̃ − W̃[t] ${p.toExponential(2)}; (softmax − 1ₜ)·W̃ ${whole.toExponential(2)}`,
+    );
     if (vocab === 'blocks')
       console.log(`  float32 dz·W (the float embedding):  ${rel(r.float.data as Float32Array).toExponential(2)}`);
   }
+  await model.close();
   await shutdownRuntime();
 }
 

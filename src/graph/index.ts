@@ -21,6 +21,7 @@ export {
   type AttrGraph,
   INT8_BACKWARD,
   backwardProduct,
+  backwardRows,
   type BackwardWeight,
   type FloatBackward,
   type Int8Backward,

@@ -46,6 +46,8 @@ export interface CausalLMOutputs {
    * lmHead.
    */
   headInputGrad: ((dLogits: Tensor, input: Tensor) => Tensor) | null;
+  /** With headInputGrad: rows `ids` [n] of that W, [n, D] (the input gradient of one-hot dLogits, without them). */
+  headRows: ((ids: Tensor) => Tensor) | null;
 }
 
 /** The runtime lengths and the attention mask every causal layer shares. */
@@ -157,7 +159,9 @@ export function leftPaddedPositions(mask: ArrayLike<number | bigint>, batch: num
  */
 export function headOutputs(ctx: ModelContext, path: string, hidden: Tensor, present: KV[]): CausalLMOutputs {
   const lmHead = (h: Tensor) => ctx.linear(path, h); // [..., V]
-  const headInputGrad = ctx.adapted(path) ? null : (dy: Tensor, h: Tensor) => ctx.linearModule(path).inputGrad(dy, h);
+  const frozen = !ctx.adapted(path);
+  const headInputGrad = frozen ? (dy: Tensor, h: Tensor) => ctx.linearModule(path).inputGrad(dy, h) : null;
+  const headRows = frozen ? (ids: Tensor) => ctx.linearModule(path).inputRows(ids) : null;
   let logits: Tensor | null = null;
   return {
     get logits() {
@@ -168,5 +172,6 @@ export function headOutputs(ctx: ModelContext, path: string, hidden: Tensor, pre
     present,
     lmHead,
     headInputGrad,
+    headRows,
   };
 }

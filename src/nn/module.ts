@@ -36,6 +36,8 @@ export interface LinearModule {
    * way (int8-rows' outliers); without it they go through the backward copy too.
    */
   inputGrad(dy: Tensor, x?: Tensor): Tensor;
+  /** Rows `ids` [n] of the matrix inputGrad multiplies by, [n, in]: inputGrad of one-hot rows, without them. */
+  inputRows(ids: Tensor): Tensor;
 }
 
 /** An Embedding layer: rows of `weight` [numEmbeddings, dim] picked by integer ids. */
@@ -159,6 +161,10 @@ export function linearForward(
   return overRows(x, inFeatures, outFeatures, (rows) => rows.gemm(weight, bias, { transB: fanInFanOut ? 0 : 1 }));
 }
 
+/** Rows `ids` [n] of a weight [out, in] ([in, out] for a Conv1D) as [n, in]: the input gradient of one-hot rows. */
+const weightRows = (weight: Tensor, ids: Tensor, fanInFanOut: boolean): Tensor =>
+  fanInFanOut ? weight.gather(ids, 1).transpose([1, 0]) : weight.gather(ids, 0);
+
 /** x as rows [N, in], one tensor per x in a graph, so products that read one input see one tensor (q, k, v). */
 const ROWS = memoTable<Tensor, Tensor>('overRows: x reshaped to [N, in]');
 
@@ -280,6 +286,8 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
             ? rows.gemm(qt.dequantized('f64'), null, { transB: fanInFanOut ? 1 : 0 })
             : qt.inputGrad(rows, x && rowsOf(x, inFeatures)),
         ),
+      inputRows: (ids) =>
+        weights.dtype === 'f64' ? weightRows(qt.dequantized('f64'), ids, fanInFanOut) : qt.inputRows(ids),
     };
   };
   // Which listed kinds each accessor serves: ctx.linear covers GPT-2's Conv1D too.
@@ -314,7 +322,8 @@ export function createContext<C>(opts: ContextOptions<C>): ModelContext<C> {
         const base = (x: Tensor) => linearForward(x, weight, bias, inFeatures, outFeatures, fanInFanOut);
         const inputGrad = (dy: Tensor) =>
           overRows(dy, outFeatures, inFeatures, (rows) => rows.gemm(weight, null, { transB: fanInFanOut ? 1 : 0 }));
-        m = { path, inFeatures, outFeatures, weight, bias, fanInFanOut, base, inputGrad };
+        const inputRows = (ids: Tensor) => weightRows(weight, ids, fanInFanOut);
+        m = { path, inFeatures, outFeatures, weight, bias, fanInFanOut, base, inputGrad, inputRows };
       }
       linears.set(path, m);
       return m;

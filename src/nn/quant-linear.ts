@@ -12,6 +12,7 @@
  */
 import {
   backwardProduct,
+  backwardRows,
   type BackwardWeight,
   type Graph,
   type InitData,
@@ -41,6 +42,8 @@ export interface QuantizedTensors {
    * rows the forward multiplied, lets an int8-rows product give its outlier columns in float, as its rules do.
    */
   inputGrad(rows: Tensor, input?: Tensor): Tensor;
+  /** Rows `ids` [n] of the matrix inputGrad multiplies by, [n, in]: inputGrad of one-hot rows, without them. */
+  inputRows(ids: Tensor): Tensor;
   /** W̃ in the stored layout ([out, in], or [in, out] for a Conv1D), as a float initializer made on first call. */
   dequantized(dtype: 'f32' | 'f64'): Tensor;
 }
@@ -190,6 +193,7 @@ export function quantizedTensors(
       rows && input && 'weight' in back
         ? int8RowsInputGrad(dy, input, rows.b, rows.s, rows.zero, back, OUTLIER_COLUMNS)
         : backwardProduct(dy, back),
+    inputRows: (ids) => backwardRows(back, ids),
     dequantized: dequantizedOf(g, name, q, fanInFanOut),
   });
   let product: (rows: Tensor) => Tensor;

@@ -300,6 +300,7 @@ test('DoRA gradients of A and B equal those of the paper formula with the norm h
         fanInFanOut: false,
         base: (t: typeof xi) => t.matmul(Wt.T).add(bt),
         inputGrad: (dy: typeof xi) => dy.matmul(Wt),
+        inputRows: (ids: typeof xi) => Wt.gather(ids, 0),
       };
       y = hooks.linear!(mod, xi);
       const ins = g.inputs.filter((t) => t.name.includes('lora_A') || t.name.includes('lora_B'));

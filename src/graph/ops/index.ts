@@ -28,6 +28,7 @@ export { type Conv2dOptions, type ConvTranspose2dOptions, conv2dAttrs } from './
 export {
   INT8_BACKWARD,
   backwardProduct,
+  backwardRows,
   type BackwardWeight,
   type FloatBackward,
   type Int8Backward,

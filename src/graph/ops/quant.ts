@@ -52,6 +52,9 @@ export interface VocabBackward {
   scale: Tensor;
   /** f32 [K · ⌈N / block⌉] of 1s: MatMulNBits' block scales. */
   unit: Tensor;
+  /** The codes [K, N] and zero point the blocks were made from (backwardRows reads W̃'s rows from them). */
+  codes: Tensor;
+  zero: Tensor;
 }
 
 /**
@@ -79,7 +82,21 @@ export function vocabBackward(b: Tensor, bZero: Tensor, bScale: Tensor): VocabBa
   const nb = Math.ceil(N / VOCAB_BLOCK);
   let u = b.cast('i32').sub(bZero.cast('i32')).add(128).cast('u8'); // [K, N]: code + 128
   if (nb * VOCAB_BLOCK > N) u = g.concat([u, g.scalar(128, 'u8').expand([K, nb * VOCAB_BLOCK - N])], 1);
-  return { blocks: u.reshape([K, nb, VOCAB_BLOCK]), scale: bScale, unit: g.scalar(1, 'f32').expand([K * nb]) };
+  const unit = g.scalar(1, 'f32').expand([K * nb]);
+  return { blocks: u.reshape([K, nb, VOCAB_BLOCK]), scale: bScale, unit, codes: b, zero: bZero };
+}
+
+/**
+ * Rows `ids` [n] of the W̃ [N, K] that backwardProduct multiplies by, as f32 [n, K]: backwardProduct of one-hot
+ * rows, exactly and without the one-hot (the fused head's E = softmax·W̃ − W̃[target], train/loss.ts).
+ */
+export function backwardRows(back: BackwardWeight, ids: Tensor): Tensor {
+  if ('float' in back) return back.float.gather(ids, 0);
+  const codes = (c: Tensor, zero: Tensor, scale: Tensor) =>
+    c.cast('f32').sub(zero.cast('f32')).mul(scale.gather(ids).unsqueeze(-1));
+  if ('blocks' in back) return codes(back.codes.gather(ids, 1).transpose([1, 0]), back.zero, back.scale);
+  const b = 'residual' in back ? back.residual : back;
+  return codes(b.weight.gather(ids, 0), b.zero, b.scale);
 }
 
 /** dA = dY·W̃ through `back`. */

@@ -402,3 +402,28 @@ test("a head's vocabulary gradient as residual rows (AMX): two integer products,
   const worst = await vocabCase('residual', 'MatMulInteger', residual);
   assert.ok(worst > 1e-3, 'the products rounded (through the integer kernel)');
 });
+
+test("inputRows gives W̃'s rows exactly, as each backward multiplies by them (the fused head's W̃[t])", async () => {
+  const [V, ids] = [300, [299, 0, 131, 131]];
+  const W = Float32Array.from(randArray(V * IN, 71, -0.2, 0.2));
+  for (const kind of ['int8', 'q8'] as const) {
+    const w = kind === 'int8' ? quantizeInt8(W, V, IN) : quantizeQ8(W, V, IN);
+    const q = w.kind === 'int8' ? w : w.back; // the codes every int8-rows input gradient multiplies by
+    const float = dequantize(q);
+    const ways = [
+      ['float', { float: undefined as unknown, vocab: true }],
+      ...(['blocks', 'residual'] as const).map((v) => [v, { vocab: true }] as const),
+      ['blocks', { vocab: false }], // no vocabulary: the per-row copy
+    ] as const;
+    for (const [[vocab, head], codes] of ways.flatMap((way) => CODES.map((c) => [way, c] as const))) {
+      const g = new Graph('rows');
+      const f = vocab === 'float' ? g.constant(float, 'f32', [V, IN]) : undefined;
+      const kernels = { inputs: 'int8-rows', codes, vocab } as const;
+      const t = quantizedTensors(g, 'w', w, false, kernels, { vocab: head.vocab, float: f });
+      g.output('rows', t.inputRows(g.constant(BigInt64Array.from(ids, BigInt), 'i64', [ids.length])));
+      const out = await (await compile(g, { worker: false })).run({});
+      const want = ids.flatMap((o) => Array.from(float.subarray(o * IN, (o + 1) * IN)));
+      assert.deepEqual(Array.from(out.rows.data as Float32Array), want, `${kind} ${codes} ${vocab} ${head.vocab}`);
+    }
+  }
+});

@@ -169,6 +169,7 @@ function linear(g: Graph, path: string, w0: Float64Array): LinearModule {
     fanInFanOut: false,
     base: (x) => x.matmul(weight.T),
     inputGrad: (dy) => dy.matmul(weight),
+    inputRows: (ids) => weight.gather(ids, 0),
   };
 }
 
@@ -294,6 +295,7 @@ test('pool LoRA folders as experts: ReMix averages its k active ΔW, LoRA-Mixer 
       fanInFanOut: false,
       base: (t) => t.matmul(zero.T),
       inputGrad: (dy) => dy.matmul(zero),
+      inputRows: (ids) => zero.gather(ids, 0),
     };
     g.output('y', mg.hooks.linear!(lin, x));
     const sess = await compile(g, { worker: false });

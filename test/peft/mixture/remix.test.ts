@@ -221,6 +221,7 @@ function linear(g: Graph, path: string, w0: Float64Array, inF: number, outF: num
     fanInFanOut: false,
     base: (x) => x.matmul(weight.T),
     inputGrad: (dy) => dy.matmul(weight),
+    inputRows: (ids) => weight.gather(ids, 0),
   };
 }
 
