@@ -74,9 +74,10 @@ export type QuantInputs = 'float' | 'int8' | 'int8-rows';
 export type Int8Codes = 'u8' | 's8';
 
 /**
- * How an output head's input gradient over the vocabulary multiplies by the head's int8 codes with int8-rows kernels:
- * `blocks` (graph/ops/quant.ts VocabBackward: MatMulNBits, fast with VNNI) or `residual` (VocabResidual: the rows
- * rounded twice through MatMulInteger, fast with AMX, whose blocks run 3× slower than float32 there).
+ * How an output head's input gradient over the vocabulary runs with int8-rows kernels: `blocks` (graph/ops/quant.ts
+ * VocabBackward: MatMulNBits, fast with VNNI), `residual` (VocabResidual: the rows rounded twice through
+ * MatMulInteger, fast with AMX, where the blocks run 2–3× slower than float32) or `float` (a tied head's float
+ * embedding, exact; an untied head has none and takes `residual`).
  */
 export type VocabGrad = 'blocks' | 'residual' | 'float';
 

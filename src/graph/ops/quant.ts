@@ -62,8 +62,8 @@ export interface VocabBackward {
  * is an order faster than MatMulNBits' blocks (AMX: 4.8 against 0.34 TOP/s, bench/precision.ts): each row of
  * a = dY·diag(scale) is rounded to int8 by its largest magnitude, what that left (at most half a step) again on a
  * grid 254× finer, and two integer products (MatMulInteger) add the two. Per [255, 50,257]·[50,257, 768] chunk
- * (scratch ORT script, AMX): 35 ms against float32's 48 and the blocks' 100; E 1.45 % from dz·W̃ on real text
- * against the blocks' 0.85 % (bench/head-grad.ts): the smallest probabilities fall below the finer grid too.
+ * (scratch ORT script, AMX): 35 ms against float32's 48 and the blocks' 100. On real text E is 0.57 % from the exact
+ * one as the fused loss takes it (probabilities only), the blocks' 0.55 % (bench/head-grad.ts).
  */
 export interface VocabResidual {
   residual: Int8Backward;
