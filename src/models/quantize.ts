@@ -217,9 +217,14 @@ export function quantKernels(opts: Pick<QuantizeOptions, 'inputs' | 'codes' | 'v
       'LK_INVALID_ARGUMENT',
       `quantize vocab must be auto, blocks, residual or float, got ${vocab}`,
     );
-  const cpu = kernelsFor(cpuFeatures());
-  const pick = <T>(v: T | 'auto', auto: T): T => (v === 'auto' ? auto : v);
-  return { inputs: pick(inputs, cpu.inputs), codes: pick(codes, cpu.codes), vocab: pick(vocab, cpu.vocab ?? 'blocks') };
+  let cpu: QuantKernels | undefined; // read from /proc/cpuinfo only for a choice left to `auto`
+  const pick = <T>(v: T | 'auto', of: (k: QuantKernels) => T): T =>
+    v === 'auto' ? of((cpu ??= kernelsFor(cpuFeatures()))) : v;
+  return {
+    inputs: pick(inputs, (k) => k.inputs),
+    codes: pick(codes, (k) => k.codes),
+    vocab: pick(vocab, (k) => k.vocab ?? 'blocks'),
+  };
 }
 
 /**

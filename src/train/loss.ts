@@ -158,12 +158,12 @@ export function eagerHeadNll(
     // LogSoftmax on the last axis rather than SoftmaxCrossEntropyLoss, whose expansion is 3.4× slower (ops/nn.ts)
     const logProb = g.op('LogSoftmax', [head.forward(hd)], { axis: -1 }); // [n, V]
     const counted = t.equal(t.lift(IGNORE_INDEX)).not(); // [n]
-    const at = counted.where(t, t.lift(0)).unsqueeze(-1); // [n, 1]: ignored rows point at class 0, then are zeroed
-    const nll = counted.where(logProb.gatherElements(at, 1).squeeze(-1).neg(), 0); // [n]
+    const target = counted.where(t, t.lift(0)); // [n]: ignored rows point at class 0, then are zeroed
+    const nll = counted.where(logProb.gatherElements(target.unsqueeze(-1), 1).squeeze(-1).neg(), 0); // [n]
     // (softmax − onehot)·W as softmax·W − W[target]: a quantized product then rounds the probabilities on
     // their own grid, not one the −1 at the target sets (SmolLM2, real text: E 0.85 → 0.55 % from the exact
     // one with blocks, 1.45 → 0.57 % with residual rows; bench/head-grad.ts); no [n, V] copy takes the −1
-    const E = head.inputGrad(logProb.exp(), hd).sub(head.rows(at.squeeze(-1)));
+    const E = head.inputGrad(logProb.exp(), hd).sub(head.rows(target));
     return [nll, E.mul(counted.cast(hd.dtype).unsqueeze(-1))]; // [n], [n, D]
   };
   let nll: Tensor;

@@ -171,6 +171,10 @@ test("int8's kernels: auto follows the CPU's dot-product flags, a choice sets th
   assert.deepEqual(rows.codes, new Set(['i8']));
   assert.deepEqual((await ops('auto', 'auto')).chosen, kernelsFor(cpuFeatures()));
   await assert.rejects(
+    quantizeModel(model, 'int8', { vocab: 'rows' as 'blocks' }),
+    (e) => e instanceof LorakitError && /auto, blocks, residual or float, got rows/.test(e.message),
+  );
+  await assert.rejects(
     quantizeModel(model, 'int8', { inputs: 'int4' as 'int8' }),
     (e) =>
       e instanceof LorakitError &&

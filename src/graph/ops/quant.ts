@@ -119,7 +119,7 @@ export function backwardProduct(dy: Tensor, back: BackwardWeight): Tensor {
  */
 export function residualRowsMatMul(a: Tensor, b: Tensor, bZero: Tensor): Tensor {
   const g = a.graph;
-  const step = a.abs().max(-1, true).maximum(1e-30).detach().div(127); // [..., 1]
+  const step = rowAbsMax(a).div(127); // [..., 1]
   const v = a.div(step);
   const [one, zero] = [g.scalar(1, 'f32'), g.scalar(128, 'u8')];
   const q1 = g.op('QuantizeLinear', [v, one, zero]); // u8: round(v) + 128
@@ -152,9 +152,12 @@ export function rowQuantizedMatMul(a: Tensor, b: Tensor, bScale: Tensor, bZero: 
   return a.graph.op('DynamicQuantizeMatMul', [unit, b, bScale, bZero]).mul(r); // [..., N]
 }
 
+/** The largest magnitude of each row of a, [..., 1], detached; 1e-30 for an all-zero row, which then stays 0. */
+const rowAbsMax = (a: Tensor): Tensor => a.abs().max(-1, true).maximum(1e-30).detach();
+
 /** a divided by its rows' largest magnitudes r (detached): entries in [−1, 1]. */
 function perRow(a: Tensor): { unit: Tensor; r: Tensor } {
-  const r = a.abs().max(-1, true).maximum(1e-30).detach(); // [..., 1]; an all-zero row stays 0
+  const r = rowAbsMax(a);
   return { unit: a.div(r), r };
 }
 

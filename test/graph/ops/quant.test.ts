@@ -411,7 +411,7 @@ test("inputRows gives W̃'s rows exactly, as each backward multiplies by them (t
     const q = w.kind === 'int8' ? w : w.back; // the codes every int8-rows input gradient multiplies by
     const float = dequantize(q);
     const ways = [
-      ['float', { float: undefined as unknown, vocab: true }],
+      ['float', { vocab: true }], // with the float weight below
       ...(['blocks', 'residual'] as const).map((v) => [v, { vocab: true }] as const),
       ['blocks', { vocab: false }], // no vocabulary: the per-row copy
     ] as const;
