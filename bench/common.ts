@@ -30,6 +30,8 @@ const HELP = `options:
   --threads N      intra-op threads (default: all cores)     --only REGEX    workloads whose id matches
   --compile JSON   extra lorakit compile options, e.g. '{"optimization":"basic"}'
   --peft-attn sdpa|eager  transformers' attention for the PEFT side (default sdpa, transformers' default)
+  --malloc retain|glibc   both sides' glibc malloc told to keep freed memory (default), or as it comes
+                   (workloads.ts Malloc says why)
   --repeat N       runs of each workload per side, best reported (default 1): other jobs on a shared machine
                    only ever slow a run down
   --quick          tiny shapes for a smoke test (batch 1, seq 32, 1 step)
@@ -50,6 +52,7 @@ export function parseArgs(argv: string[]): CliOptions {
     out: null,
     repeat: 1,
     peftAttention: 'sdpa',
+    malloc: 'retain',
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -97,6 +100,12 @@ export function parseArgs(argv: string[]): CliOptions {
         o.peftAttention = v;
         break;
       }
+      case '--malloc': {
+        const v = next();
+        if (v !== 'retain' && v !== 'glibc') throw new Error(`--malloc: expected retain or glibc\n${HELP}`);
+        o.malloc = v;
+        break;
+      }
       case '--out':
         o.out = next();
         break;
@@ -134,9 +143,19 @@ export function machine(): Machine {
 export type Result = Record<string, any> & { id: string; side: 'lorakit' | 'peft'; load1: number };
 
 /** Runs a command, returning its RESULT line as an object; throws with the output tail on failure. */
-function runChild(cmd: string, args: string[], env?: Record<string, string>): Promise<Record<string, any>> {
+/** glibc's malloc never mmaps and never trims: freed memory is kept for the next malloc (workloads.ts Malloc). */
+const RETAIN = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184';
+
+/** The environment of a workload's child: its allocator setting, then `env`. */
+function childEnv(w: Workload, env?: Record<string, string>): NodeJS.ProcessEnv {
+  if (w.malloc === 'glibc') return { ...process.env, ...env };
+  const tunables = [process.env.GLIBC_TUNABLES, RETAIN].filter(Boolean).join(':');
+  return { ...process.env, GLIBC_TUNABLES: tunables, ...env };
+}
+
+function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Record<string, any>> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '',
       err = '';
     p.stdout.on('data', (d) => {
@@ -158,7 +177,7 @@ function runChild(cmd: string, args: string[], env?: Record<string, string>): Pr
 export async function runLorakit(w: Workload, env?: Record<string, string>): Promise<Result> {
   const load1 = loadavg()[0];
   const args = ['--import', 'tsx', join('bench', 'lorakit.ts'), JSON.stringify(w)];
-  const r = await runChild(process.execPath, args, env);
+  const r = await runChild(process.execPath, args, childEnv(w, env));
   return { ...r, id: w.id, side: 'lorakit', load1 } as Result;
 }
 
@@ -178,7 +197,7 @@ export async function ensureVenv(): Promise<void> {
 export async function runPeft(w: Workload): Promise<Result> {
   const load1 = loadavg()[0];
   const spec = { ...w, dir: await ensureModel(w.model), lora: loraConfig(w) };
-  const r = await runChild(PYTHON, [join('interop', 'bench_peft.py'), JSON.stringify(spec)]);
+  const r = await runChild(PYTHON, [join('interop', 'bench_peft.py'), JSON.stringify(spec)], childEnv(w));
   return { ...r, id: w.id, side: 'peft', load1 } as Result;
 }
 

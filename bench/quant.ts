@@ -9,7 +9,8 @@
  * (cold: the session cache and the quantized-weight cache are built), later rounds on the same folder (warm: what a
  * user's second run sees). Throughput and peak RSS are the best over rounds; time to first step is reported cold and
  * warm. Prints the machine (CPU, its SIMD flags, cores), the load average around every run, the table, and which of
- * the issue's floors hold; writes bench/results/quant.json.
+ * the issue's floors hold; writes bench/results/quant.json. Both sides run with glibc's malloc told to keep freed
+ * memory (`--malloc retain`, the default; workloads.ts Malloc says why), and each run's page faults per step are logged.
  *   npm run bench:quant                         # --repeat 2 (1 cold + 1 warm round), --steps 3, --warmup 1
  *   npm run bench:quant -- --only smollm --steps 1 --warmup 0 --skip 'PEFT bf16'
  *   npm run bench:quant -- --only smollm2 --skip 'fp32'      # the real-weight rows, int8 and PEFT bf16
@@ -70,7 +71,8 @@ async function main(): Promise<void> {
   const flags = cpuFlags();
   console.log(`quantized-base bench on ${m.cpu} (${m.cores} cores; ${flags}), load ${m.loadBefore.join(' ')}`);
   console.log(
-    `batch ${o.batch} x ${o.seq}, r ${o.rank}, ${o.steps} timed steps after ${o.warmup} warm-up, ${o.repeat} rounds`,
+    `batch ${o.batch} x ${o.seq}, r ${o.rank}, ${o.steps} timed steps after ${o.warmup} warm-up, ${o.repeat} rounds, ` +
+      `malloc ${o.malloc}`,
   );
   await ensureModel('gpt2');
   await ensureModel('smollm');
@@ -93,6 +95,7 @@ async function main(): Promise<void> {
         steps: o.steps,
         threads: o.threads,
         peftAttention: o.peftAttention,
+        malloc: o.malloc,
       });
   const scratch = mkdtempSync(join(tmpdir(), 'lorakit-bench-quant-'));
   const rows: Row[] = [];
@@ -112,7 +115,7 @@ async function main(): Promise<void> {
           console.log(
             `  ${w.id} | ${s}${s.startsWith('lorakit') ? (round === 0 ? ' cold' : ' warm') : ''}: ` +
               `${fmt(r.tokensPerSec)} tok/s, first step ${fmt(r.timeToFirstStepMs / 1000)} s, ` +
-              `peak RSS ${fmt(r.peakRssMb)} MB (load ${r.load1.toFixed(1)})`,
+              `peak RSS ${fmt(r.peakRssMb)} MB, ${fmt(r.minorFaultsPerStep)} faults/step (load ${r.load1.toFixed(1)})`,
           );
         }
       }

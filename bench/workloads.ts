@@ -49,7 +49,18 @@ export interface Workload {
   peftAutocast?: 'bf16';
   /** PEFT only: transformers' attn_implementation (default sdpa, transformers' own default). */
   peftAttention?: 'sdpa' | 'eager';
+  /** Both sides: glibc malloc as it comes ('glibc'), or told to keep freed memory (default; bench/common.ts). */
+  malloc?: Malloc;
 }
+
+/**
+ * The allocator setting of both sides' processes. 'retain' (the default) runs them with glibc's malloc told never
+ * to mmap and never to trim (GLIBC_TUNABLES), as jemalloc or tcmalloc would, which PyTorch's CPU tuning guides
+ * recommend: torch frees and re-mallocs its activations every step, and glibc hands blocks over 32 MB back to the
+ * kernel, so each step page-faults fresh memory (PEFT bf16, SmolLM attn: 278k faults a step, 1.9–2.4 s steps;
+ * retained: 14k, 1.54–1.59 s). lorakit's ORT arena keeps its memory either way. 'glibc' is the library's default.
+ */
+export type Malloc = 'retain' | 'glibc';
 
 /** PEFT target_modules for each shape: the attention projections, or every linear layer but the head. */
 export function targetModules(model: ModelName, targets: Targets): string | string[] {
@@ -79,6 +90,7 @@ export interface Options {
   rank: number;
   newTokens: number;
   peftAttention: 'sdpa' | 'eager';
+  malloc: Malloc;
 }
 
 /** The default suite: LoRA training on both shapes and both target sets, eval, generation at batch 1 and 8. */
@@ -90,6 +102,7 @@ export function suite(o: Options): Workload[] {
     steps: o.steps,
     threads: o.threads,
     peftAttention: o.peftAttention,
+    malloc: o.malloc,
   };
   const out: Workload[] = [];
   for (const model of ['gpt2', 'smollm'] as const) {

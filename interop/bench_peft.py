@@ -24,6 +24,14 @@ def peak_rss_mb():
         return int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
+def minor_faults():
+    """Minor page faults of this process so far (as bench/lorakit.ts counts them): a step that faults fresh memory
+    every time pays the kernel for it (bench/workloads.ts Malloc)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def median(xs):
     s = sorted(xs)
     n = len(s)
@@ -148,12 +156,14 @@ def run_model(w, t0):
     for _ in range(w["warmup"]):
         step()
     times, loss = [], loss0
+    faults0 = minor_faults()
     for _ in range(w["steps"]):
         s = time.perf_counter()
         loss = step()
         times.append((time.perf_counter() - s) * 1000)
     ms = median(times)
     return {"msPerStep": ms, "stepTimesMs": times, "tokensPerSec": B * T * 1000 / ms, "timeToFirstStepMs": first,
+            "minorFaultsPerStep": (minor_faults() - faults0) / w["steps"],
             "loss0": loss0, "lossLast": loss, "adapterParams": adapter_params}
 
 
