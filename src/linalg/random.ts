@@ -1,13 +1,18 @@
 // Seeded random numbers for initialisations: reproducible across runs and machines (not across PyTorch, whose
 // streams cannot be reproduced in JS; adapters that depend on them store the tensors).
 
-/** One mulberry32 step: the next 32-bit state and the uniform [0, 1) value it yields. */
-export function mulberry32Step(state: number): [number, number] {
-  const s = (state + 0x6d2b79f5) >>> 0;
+/** mulberry32's output for an (already advanced) 32-bit state: a uniform [0, 1) value. */
+function mulberry32Mix(s: number): number {
   let t = s;
   t = Math.imul(t ^ (t >>> 15), t | 1);
   t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-  return [s, ((t ^ (t >>> 14)) >>> 0) / 4294967296];
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+
+/** One mulberry32 step: the next 32-bit state and the uniform [0, 1) value it yields. */
+export function mulberry32Step(state: number): [number, number] {
+  const s = (state + 0x6d2b79f5) >>> 0;
+  return [s, mulberry32Mix(s)];
 }
 
 /** A uniform [0, 1) generator (mulberry32) over a 32-bit state, as a closure. */
@@ -26,9 +31,9 @@ export class Rng {
     this.state = state >>> 0;
   }
   next(): number {
-    let u: number;
-    [this.state, u] = mulberry32Step(this.state);
-    return u;
+    // the step without its tuple: adapter initialisation draws millions of these (SmolLM all-linear: 2.7 M)
+    this.state = (this.state + 0x6d2b79f5) >>> 0;
+    return mulberry32Mix(this.state);
   }
   /** A standard normal draw (Box–Muller). */
   normal(): number {
@@ -38,11 +43,15 @@ export class Rng {
   }
   /** n values from U(lo, hi). */
   uniformArray(n: number, lo: number, hi: number): Float32Array {
-    return Float32Array.from({ length: n }, () => lo + (hi - lo) * this.next());
+    const out = new Float32Array(n); // a loop, not Float32Array.from over an array-like: 3× faster
+    for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * this.next();
+    return out;
   }
   /** n values from N(mean, std²). */
   normalArray(n: number, std = 1, mean = 0): Float32Array {
-    return Float32Array.from({ length: n }, () => mean + std * this.normal());
+    const out = new Float32Array(n);
+    for (let i = 0; i < n; i++) out[i] = mean + std * this.normal();
+    return out;
   }
   /** A permutation of 0..n−1 (Fisher–Yates from the last slot: swap i with ⌊next()·(i + 1)⌋). */
   permutation(n: number): Uint32Array {
