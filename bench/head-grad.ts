@@ -31,7 +31,8 @@ async function main(): Promise<void> {
     const ctx = q.context(g);
     const input = g.input('input_ids', 'i64', [B, T]);
     const out = buildCausalLM(ctx, { inputIds: input });
-    if (!out.headInputGrad || !out.headRows) throw new Error('the head is not frozen: no separate input gradient');
+    const head = out.frozenHead;
+    if (!head) throw new Error('the head is not frozen: no separate input gradient');
     const h = out.hidden.reshape([N, -1]).detach();
     const logits = out.lmHead(h); // [N, V]: the quantized forward
     const targets = g.constant(BigInt64Array.from(ids.slice(1), BigInt), 'i64', [N, 1]);
@@ -39,8 +40,8 @@ async function main(): Promise<void> {
     const dz = lp.exp().scatterElements(targets, g.scalar(-1, 'f32').expand([N, 1]), 1, 'add'); // softmax − one-hot
     const lin = ctx.linearModule('lm_head');
     // as the training loss takes it (loss.ts eagerHeadNll): softmax·W̃ − W̃[target]; and (softmax − one-hot)·W̃ whole
-    g.output('kernel', out.headInputGrad(lp.exp(), h).sub(out.headRows(targets.reshape([N]))));
-    g.output('kernelDz', out.headInputGrad(dz, h));
+    g.output('kernel', head.inputGrad(lp.exp(), h).sub(head.rows(targets.reshape([N]))));
+    g.output('kernelDz', head.inputGrad(dz, h));
     g.output('exact', dz.matmul(lin.weight)); // W̃ [V, D], dequantized
     g.output('float', dz.matmul(ctx.embeddingModule('model.embed_tokens').weight));
     const s = await compile(g, { worker: false });

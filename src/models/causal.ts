@@ -41,13 +41,20 @@ export interface CausalLMOutputs {
   /** The LM head (through hooks): [..., D] → [..., V]. */
   lmHead(h: Tensor): Tensor;
   /**
-   * dLogits [..., V] → dLogits·W [..., D], the head's input gradient, when the head is frozen (no hook adapts
-   * it, its weight does not train); else null. Lets a loss that has dLogits in hand skip differentiating through
-   * lmHead.
+   * The head when it is frozen (no hook adapts it, its weight does not train), else null: lets a loss that has
+   * dLogits in hand skip differentiating through lmHead.
    */
-  headInputGrad: ((dLogits: Tensor, input: Tensor) => Tensor) | null;
-  /** With headInputGrad: rows `ids` [n] of that W, [n, D] (the input gradient of one-hot dLogits, without them). */
-  headRows: ((ids: Tensor) => Tensor) | null;
+  frozenHead: FrozenHead | null;
+}
+
+/** A frozen output head: its product and the pieces of its input gradient, without differentiating through it. */
+export interface FrozenHead {
+  /** The head's product (lmHead): [..., D] → [..., V]. */
+  forward(h: Tensor): Tensor;
+  /** dLogits [..., V] → dLogits·W [..., D], for the logits `forward` made of `input` (the same tensor). */
+  inputGrad(dLogits: Tensor, input: Tensor): Tensor;
+  /** Rows `ids` [n] of that W, [n, D]: inputGrad of one-hot rows, exactly. */
+  rows(ids: Tensor): Tensor;
 }
 
 /** The runtime lengths and the attention mask every causal layer shares. */
@@ -159,9 +166,13 @@ export function leftPaddedPositions(mask: ArrayLike<number | bigint>, batch: num
  */
 export function headOutputs(ctx: ModelContext, path: string, hidden: Tensor, present: KV[]): CausalLMOutputs {
   const lmHead = (h: Tensor) => ctx.linear(path, h); // [..., V]
-  const frozen = !ctx.adapted(path);
-  const headInputGrad = frozen ? (dy: Tensor, h: Tensor) => ctx.linearModule(path).inputGrad(dy, h) : null;
-  const headRows = frozen ? (ids: Tensor) => ctx.linearModule(path).inputRows(ids) : null;
+  const frozenHead: FrozenHead | null = ctx.adapted(path)
+    ? null
+    : {
+        forward: lmHead,
+        inputGrad: (dy, h) => ctx.linearModule(path).inputGrad(dy, h),
+        rows: (ids) => ctx.linearModule(path).inputRows(ids),
+      };
   let logits: Tensor | null = null;
   return {
     get logits() {
@@ -171,7 +182,6 @@ export function headOutputs(ctx: ModelContext, path: string, hidden: Tensor, pre
     hidden,
     present,
     lmHead,
-    headInputGrad,
-    headRows,
+    frozenHead,
   };
 }

@@ -28,6 +28,7 @@ export {
   type KV,
   type CausalLMInputs,
   type CausalLMOutputs,
+  type FrozenHead,
   type CacheSpec,
   type CausalGraphInputs,
   causalGraphInputs,

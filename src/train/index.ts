@@ -23,7 +23,6 @@ export {
   HEAD_CHUNK_ROWS,
   causalLmLoss,
   eagerHeadNll,
-  type FrozenHead,
   type CausalLmLoss,
   type CausalLmLossOptions,
 } from './loss.ts';

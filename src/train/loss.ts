@@ -10,7 +10,7 @@
  * Not here: the model (models/), the terms (peft/methods/), the optimizer (optim/).
  */
 import { type Tensor, tokenNll } from '../graph/index.ts';
-import { buildCausalLM } from '../models/index.ts';
+import { type FrozenHead, buildCausalLM } from '../models/index.ts';
 import type { ModelConfig } from '../io/index.ts';
 import type { ModelContext } from '../nn/index.ts';
 import type { LossTermHandle } from '../peft/index.ts';
@@ -67,9 +67,7 @@ export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
     const out = buildCausalLM(ctx, { inputIds: o.inputIds, attentionMask: o.attentionMask });
     // aligned: positions 0..T-2 predict tokens 1..T-1, so the last position's logits are never built
     const hidden = o.labelsAre === 'aligned' ? out.hidden.slice([0], [-1], [1]) : out.hidden; // [B, T', D]
-    const { lmHead, headInputGrad, headRows } = out;
-    const frozen = headInputGrad && headRows ? { forward: lmHead, inputGrad: headInputGrad, rows: headRows } : null;
-    return { hidden, lmHead, frozen };
+    return { hidden, lmHead: out.lmHead, frozen: out.frozenHead };
   };
   const predicted = (ctx: ModelContext<ModelConfig>) => {
     const { hidden, lmHead } = model(ctx);
@@ -122,15 +120,6 @@ export function causalLmLoss(o: CausalLmLossOptions): CausalLmLoss {
 
 /** [..., V] logits as [N, V] rows. */
 const rowsOf = (logits: Tensor) => logits.reshape([-1, logits.shape[logits.rank - 1] as number]);
-
-/** A frozen output head: its product and its input gradient (CausalLMOutputs' lmHead and headInputGrad). */
-export interface FrozenHead {
-  forward(h: Tensor): Tensor;
-  /** dLogits·W for the logits `forward` made of `input` (the same tensor). */
-  inputGrad(dLogits: Tensor, input: Tensor): Tensor;
-  /** Rows `ids` [n] of that W, [n, D]: inputGrad of one-hot rows, exactly. */
-  rows(ids: Tensor): Tensor;
-}
 
 /**
  * Per-row NLL [N] and valid mask of `head`'s logits on `hidden` [N, D], with the loss's gradient at the head's input

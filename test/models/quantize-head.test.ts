@@ -146,8 +146,8 @@ for (const { model: name, inputs, vocab, weight } of HEADS)
       if (v === target(t)) return 1;
       return v >> 7 === target(t) >> 7 ? 0 : 1e-4 * ((k % 3) - 1);
     });
-    assert.ok(out.headInputGrad, 'a frozen head');
-    g.output('dh', out.headInputGrad(g.constant(R, 'f32', [1, 5, V]), out.hidden));
+    assert.ok(out.frozenHead, 'a frozen head');
+    g.output('dh', out.frozenHead.inputGrad(g.constant(R, 'f32', [1, 5, V]), out.hidden));
     const s = await compile(g, { worker: false });
     const got = (await s.run({ input_ids: BigInt64Array.from([1n, 5n, 9n, 2n, 7n]) })).dh.data as Float32Array;
     await s.dispose();
