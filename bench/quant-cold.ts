@@ -42,7 +42,7 @@ import ort from '../src/runtime/ort.ts';
 import { StepEngine, engineOptions, type TrainBatch } from '../src/train/index.ts';
 import { trainerStep } from './lorakit.ts';
 import { ensureModel, type ModelName } from './models.ts';
-import type { Targets, Workload } from './workloads.ts';
+import { type Targets, type Workload, oneTrainStep } from './workloads.ts';
 
 const PHASES = ['start', 'load', 'quantize', 'read', 'write', 'reopen', 'build', 'ort', 'step1', 'total'] as const;
 type Phase = (typeof PHASES)[number];
@@ -118,17 +118,7 @@ async function child(spec: Spec): Promise<Record<Phase, number>> {
     };
   }
   const w: Workload = {
-    id: `train ${spec.model} ${spec.targets}`,
-    kind: 'train',
-    model: spec.model,
-    targets: spec.targets,
-    batch: 4,
-    seq: 256,
-    rank: 16,
-    newTokens: 0,
-    warmup: 0,
-    steps: 1,
-    threads: availableParallelism(), // as bench:quant
+    ...oneTrainStep(spec.model, spec.targets, availableParallelism()), // threads as bench:quant
     ...(spec.compile ? { compile: spec.compile } : {}),
   };
   const { task, options } = await trainerStep(w, model);

@@ -13,7 +13,7 @@ import { engineOptions, optimizerGroups } from '../src/train/index.ts';
 import { table } from './common.ts';
 import { trainerStep } from './lorakit.ts';
 import { ensureModel, type ModelName } from './models.ts';
-import type { Targets, Workload } from './workloads.ts';
+import { type Targets, oneTrainStep } from './workloads.ts';
 
 const BYTES: Record<string, number> = { f32: 4, f16: 2, i64: 8, i32: 4, u8: 1, i8: 1, bool: 1 };
 
@@ -24,19 +24,7 @@ async function main(): Promise<void> {
   const mode = opt('--quantize', 'int8') as 'none' | 'int8' | 'q4';
   let m: LoadedModel = await loadModel(await ensureModel(model));
   if (mode !== 'none') m = await quantizeModel(m, mode, { head: argv.includes('--quantize-head') });
-  const w: Workload = {
-    id: `train ${model} ${targets}`,
-    kind: 'train',
-    model,
-    targets,
-    batch: 4,
-    seq: 256,
-    rank: 16,
-    newTokens: 0,
-    warmup: 0,
-    steps: 1,
-    threads: availableParallelism(),
-  };
+  const w = oneTrainStep(model, targets, availableParallelism());
   const { task, options } = await trainerStep(w, m);
   const eo = engineOptions(options);
   const tg = task.build();

@@ -62,6 +62,13 @@ export interface Workload {
  */
 export type Malloc = 'retain' | 'glibc';
 
+/** One training step of bench:quant's shape (batch 4 × 256, r 16, every core), for the tools that time or
+ * inspect a single step (quant-cold.ts, saved-activations.ts). */
+export function oneTrainStep(model: ModelName, targets: Targets, threads: number): Workload {
+  const shape = { batch: 4, seq: 256, rank: 16, newTokens: 0, warmup: 0, steps: 1, threads };
+  return { id: `train ${model} ${targets}`, kind: 'train', model, targets, ...shape };
+}
+
 /** PEFT target_modules for each shape: the attention projections, or every linear layer but the head. */
 export function targetModules(model: ModelName, targets: Targets): string | string[] {
   if (targets === 'all') return 'all-linear';
