@@ -142,7 +142,6 @@ export function machine(): Machine {
 
 export type Result = Record<string, any> & { id: string; side: 'lorakit' | 'peft'; load1: number };
 
-/** Runs a command, returning its RESULT line as an object; throws with the output tail on failure. */
 /** glibc's malloc never mmaps and never trims: freed memory is kept for the next malloc (workloads.ts Malloc). */
 const RETAIN = 'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184';
 
@@ -153,6 +152,7 @@ function childEnv(w: Workload, env?: Record<string, string>): NodeJS.ProcessEnv 
   return { ...process.env, GLIBC_TUNABLES: tunables, ...env };
 }
 
+/** Runs a command, returning its RESULT line as an object; throws with the output tail on failure. */
 function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Record<string, any>> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });

@@ -56,14 +56,15 @@ export interface Workload {
 /**
  * The allocator setting of both sides' processes. 'retain' (the default) runs them with glibc's malloc told never
  * to mmap and never to trim (GLIBC_TUNABLES), as jemalloc or tcmalloc would, which PyTorch's CPU tuning guides
- * recommend: torch frees and re-mallocs its activations every step, and glibc hands blocks over 32 MB back to the
- * kernel, so each step page-faults fresh memory (PEFT bf16, SmolLM attn: 278k faults a step, 1.9–2.4 s steps;
- * retained: 14k, 1.54–1.59 s). lorakit's ORT arena keeps its memory either way. 'glibc' is the library's default.
+ * recommend: torch frees and re-mallocs its activations every step, and glibc hands blocks over its mmap threshold
+ * (at most 32 MB) back to the kernel, so each step page-faults fresh memory: PEFT took 197k–300k faults a step and
+ * ran 1.17–1.89× slower (bench/RESULTS.md, "PEFT at its best keeps its memory"). lorakit's ORT arena keeps its
+ * memory either way. 'glibc' is the library's default.
  */
 export type Malloc = 'retain' | 'glibc';
 
-/** One training step of bench:quant's shape (batch 4 × 256, r 16, every core), for the tools that time or
- * inspect a single step (quant-cold.ts, saved-activations.ts). */
+/** One training step of bench:quant's shape (batch 4 × 256, r 16), for the tools that time or inspect a single
+ * step (quant-cold.ts, saved-activations.ts). */
 export function oneTrainStep(model: ModelName, targets: Targets, threads: number): Workload {
   const shape = { batch: 4, seq: 256, rank: 16, newTokens: 0, warmup: 0, steps: 1, threads };
   return { id: `train ${model} ${targets}`, kind: 'train', model, targets, ...shape };

@@ -201,22 +201,20 @@ export interface QuantizeOptions extends QuantizeScope {
 
 /** The kernels `opts` ask for, `auto` resolved for this CPU (kernelsFor); a bad value is refused by name. */
 export function quantKernels(opts: Pick<QuantizeOptions, 'inputs' | 'codes' | 'vocab'>): QuantKernels {
-  const inputs = opts.inputs ?? 'auto';
-  if (inputs !== 'auto' && inputs !== 'float' && inputs !== 'int8' && inputs !== 'int8-rows')
+  // each choice is `auto` or one of its values; the error lists them in that order
+  const choice = <T extends string>(what: string, v: T | 'auto' | undefined, values: readonly T[], option?: string) => {
+    const c = v ?? 'auto';
+    if (c === 'auto' || values.includes(c)) return c;
+    const list = ['auto', ...values];
     throw new LorakitError(
       'LK_INVALID_ARGUMENT',
-      `quantize inputs must be auto, float, int8 or int8-rows, got ${String(inputs)}`,
-      { option: 'quantize_inputs' },
+      `quantize ${what} must be ${list.slice(0, -1).join(', ')} or ${list.at(-1)}, got ${String(c)}`,
+      option ? { option } : {},
     );
-  const codes = opts.codes ?? 'auto';
-  if (codes !== 'auto' && codes !== 'u8' && codes !== 's8')
-    throw new LorakitError('LK_INVALID_ARGUMENT', `quantize codes must be auto, u8 or s8, got ${String(codes)}`);
-  const vocab = opts.vocab ?? 'auto';
-  if (vocab !== 'auto' && vocab !== 'blocks' && vocab !== 'residual' && vocab !== 'float')
-    throw new LorakitError(
-      'LK_INVALID_ARGUMENT',
-      `quantize vocab must be auto, blocks, residual or float, got ${vocab}`,
-    );
+  };
+  const inputs = choice('inputs', opts.inputs, ['float', 'int8', 'int8-rows'] as const, 'quantize_inputs');
+  const codes = choice('codes', opts.codes, ['u8', 's8'] as const);
+  const vocab = choice('vocab', opts.vocab, ['blocks', 'residual', 'float'] as const);
   let cpu: QuantKernels | undefined; // read from /proc/cpuinfo only for a choice left to `auto`
   const pick = <T>(v: T | 'auto', of: (k: QuantKernels) => T): T =>
     v === 'auto' ? of((cpu ??= kernelsFor(cpuFeatures()))) : v;
